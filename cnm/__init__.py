@@ -1,0 +1,1 @@
+"""cnm: Docker's Container Network Model, rebuilt as a small Python stack."""

@@ -1,0 +1,107 @@
+"""The three CNM objects — Network, Endpoint, Sandbox — as plain data.
+
+They serialise to the store with `to_record()`/`from_record()`; the Docker-shaped
+JSON of `inspect` is rendered in `cnm.render`, not here.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields
+
+
+def _from(cls, record: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in record.items() if k in names})
+
+
+@dataclass
+class PoolConfig:
+    """One IPAM config entry of a network (one subnet)."""
+
+    subnet: str
+    pool_id: str
+    ip_range: str | None = None
+    gateway: str | None = None                 # plain address, no prefix
+    aux_addresses: dict[str, str] = field(default_factory=dict)  # name -> plain address
+    v6: bool = False
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    driver: str
+    scope: str = "local"
+    created: str = ""                          # RFC 3339
+    internal: bool = False
+    attachable: bool = True
+    enable_ipv6: bool = False
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] = field(default_factory=dict)
+    pools: list[PoolConfig] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    builtin: bool = False                      # none/host/default bridge: cannot be removed
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Network":
+        net = _from(cls, record)
+        net.pools = [_from(PoolConfig, p) for p in record.get("pools", [])]
+        return net
+
+    def v4_pools(self) -> list[PoolConfig]:
+        return [p for p in self.pools if not p.v6]
+
+    def v6_pools(self) -> list[PoolConfig]:
+        return [p for p in self.pools if p.v6]
+
+
+class EndpointState(str, enum.Enum):
+    CREATED = "created"      # addresses and driver objects exist, not in a sandbox
+    JOINED = "joined"        # inside a sandbox
+
+
+@dataclass
+class Endpoint:
+    id: str
+    name: str
+    network_id: str
+    address: str | None = None                 # "172.18.0.2/16"
+    address_v6: str | None = None
+    pool_id: str | None = None
+    pool_id_v6: str | None = None
+    mac: str | None = None
+    state: str = EndpointState.CREATED.value
+    sandbox_id: str | None = None
+    container_id: str | None = None
+    ifname: str | None = None                  # name inside the sandbox (eth0, …)
+    aliases: list[str] = field(default_factory=list)
+    gateway: str | None = None
+    gateway_v6: str | None = None
+    port_bindings: list[dict] = field(default_factory=list)
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Endpoint":
+        return _from(cls, record)
+
+
+@dataclass
+class Sandbox:
+    id: str
+    container_id: str
+    key: str                                   # path of the bind-mounted netns
+    endpoint_ids: list[str] = field(default_factory=list)  # attach order
+    hostname: str = ""
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Sandbox":
+        return _from(cls, record)

@@ -1,0 +1,80 @@
+"""An in-memory `Store` for unit tests and for objects that need no persistence."""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Mapping, Sequence
+
+from cnm.errors import Conflict
+from cnm.store import KV, Delete, Op, Put, WatchEvent
+
+
+class MemoryStore:
+    def __init__(self, scope: str = "local") -> None:
+        self.scope = scope
+        self._data: dict[str, tuple[dict, int]] = {}
+        self._rev = 0
+        self._lock = threading.RLock()
+        self._watchers: list[tuple[str, Callable[[WatchEvent], None]]] = []
+
+    def get(self, key: str) -> KV | None:
+        with self._lock:
+            item = self._data.get(key)
+            return KV(key, item[0], item[1]) if item else None
+
+    def list(self, prefix: str) -> list[KV]:
+        with self._lock:
+            return [KV(k, v, r) for k, (v, r) in sorted(self._data.items()) if k.startswith(prefix)]
+
+    def put(self, key: str, value: dict) -> int:
+        return self.atomic([Put(key, value)])
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            existed = key in self._data
+            if existed:
+                self.atomic([Delete(key)])
+            return existed
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            keys = [k for k in self._data if k.startswith(prefix)]
+            if keys:
+                self.atomic([Delete(k) for k in keys])
+            return len(keys)
+
+    def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None) -> int:
+        events = []
+        with self._lock:
+            for key, rev in (expect or {}).items():
+                current = self._data.get(key, (None, 0))[1]
+                if current != rev:
+                    raise Conflict(f"store key {key} changed concurrently")
+            self._rev += 1
+            for op in ops:
+                if isinstance(op, Put):
+                    self._data[op.key] = (op.value, self._rev)
+                    events.append(WatchEvent("put", op.key, op.value))
+                elif self._data.pop(op.key, None) is not None:
+                    events.append(WatchEvent("delete", op.key, None))
+            watchers = list(self._watchers)
+            rev = self._rev
+        for ev in events:
+            for prefix, cb in watchers:
+                if ev.key.startswith(prefix):
+                    cb(ev)
+        return rev
+
+    def watch(self, prefix: str, callback: Callable[[WatchEvent], None]) -> Callable[[], None]:
+        entry = (prefix, callback)
+        with self._lock:
+            self._watchers.append(entry)
+
+        def cancel() -> None:
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+
+        return cancel
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,126 @@
+"""Local-scope `Store` in an embedded SQLite file (WAL).
+
+WAL with synchronous=NORMAL survives a SIGKILL of the daemon (every committed
+transaction is in the log); only a power cut can lose the last commits.
+One connection, guarded by a lock: SQLite serialises writers anyway, and the
+daemon's writes are small.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from typing import Callable, Mapping, Sequence
+
+from cnm.errors import Conflict, Unavailable
+from cnm.store import KV, Delete, Op, Put, WatchEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('revision', 0);
+"""
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    # Range scan instead of LIKE so '%' and '_' in keys are not wildcards.
+    return prefix, prefix + "\U0010ffff"
+
+
+class SQLiteStore:
+    def __init__(self, path: str, scope: str = "local") -> None:
+        self.scope = scope
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot open state database {path}: {exc}") from exc
+        os.chmod(path, 0o600)
+        self._lock = threading.RLock()
+        self._watchers: list[tuple[str, Callable[[WatchEvent], None]]] = []
+
+    def get(self, key: str) -> KV | None:
+        with self._lock:
+            row = self._db.execute("SELECT value, revision FROM kv WHERE key=?", (key,)).fetchone()
+        return KV(key, json.loads(row[0]), row[1]) if row else None
+
+    def list(self, prefix: str) -> list[KV]:
+        lo, hi = _prefix_bounds(prefix)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, value, revision FROM kv WHERE key >= ? AND key < ? ORDER BY key", (lo, hi)
+            ).fetchall()
+        return [KV(k, json.loads(v), r) for k, v, r in rows]
+
+    def put(self, key: str, value: dict) -> int:
+        return self.atomic([Put(key, value)])
+
+    def delete(self, key: str) -> bool:
+        with self._lock:
+            if self.get(key) is None:
+                return False
+            self.atomic([Delete(key)])
+            return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            keys = [kv.key for kv in self.list(prefix)]
+            if keys:
+                self.atomic([Delete(k) for k in keys])
+            return len(keys)
+
+    def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None) -> int:
+        events: list[WatchEvent] = []
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for key, rev in (expect or {}).items():
+                    row = db.execute("SELECT revision FROM kv WHERE key=?", (key,)).fetchone()
+                    if (row[0] if row else 0) != rev:
+                        raise Conflict(f"store key {key} changed concurrently")
+                db.execute("UPDATE meta SET value = value + 1 WHERE name='revision'")
+                rev = db.execute("SELECT value FROM meta WHERE name='revision'").fetchone()[0]
+                for op in ops:
+                    if isinstance(op, Put):
+                        db.execute(
+                            "INSERT INTO kv(key, value, revision) VALUES (?, ?, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET value=excluded.value, revision=excluded.revision",
+                            (op.key, json.dumps(op.value, separators=(",", ":")), rev),
+                        )
+                        events.append(WatchEvent("put", op.key, op.value))
+                    else:
+                        if db.execute("DELETE FROM kv WHERE key=?", (op.key,)).rowcount:
+                            events.append(WatchEvent("delete", op.key, None))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            watchers = list(self._watchers)
+        for ev in events:
+            for prefix, cb in watchers:
+                if ev.key.startswith(prefix):
+                    cb(ev)
+        return rev
+
+    def watch(self, prefix: str, callback: Callable[[WatchEvent], None]) -> Callable[[], None]:
+        # In-process watch only: the daemon is the sole writer of its local store.
+        entry = (prefix, callback)
+        with self._lock:
+            self._watchers.append(entry)
+
+        def cancel() -> None:
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+
+        return cancel
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
