@@ -1,0 +1,136 @@
+"""The daemon's HTTP server: an aiohttp app on a unix socket, Docker Engine API shaped.
+
+Routes come from resource modules (`cnm.api.system`, `cnm.api.networks`, …), each with
+a `routes(controller) -> list[Route]`. To add a resource (containers, …): write
+`cnm/api/containers.py` with such a function and add the module to `ROUTE_MODULES`
+(or pass extra `Route`s to `make_app(..., extra_routes=...)`). Every route is served
+both as `/path` and as `/v1.NN/path`, like Docker's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable
+
+from aiohttp import web
+
+from cnm.api import networks, system
+from cnm.api.common import EXECUTOR, Route, error_response
+from cnm.errors import CNMError, Conflict, http_status
+
+log = logging.getLogger("cnm.api")
+
+ROUTE_MODULES = (system, networks)
+VERSION_PREFIX = r"/{api_version:v[0-9]+(?:\.[0-9]+)?}"
+SOCKET_MODE = 0o660
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure becomes `{"message": ...}` with the status of its category."""
+    try:
+        return await handler(request)
+    except CNMError as exc:
+        log.info("%s %s -> %d: %s", request.method, request.path, http_status(exc), exc.message)
+        return error_response(http_status(exc), exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = {404: "page not found", 405: "method not allowed"}.get(exc.status, exc.reason)
+        return error_response(exc.status, message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: int = 4) -> web.Application:
+    """The API app. Controller calls run in a pool of `workers` threads, shut down with
+    the app."""
+    app = web.Application(middlewares=[error_middleware])
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnm-api")
+    app[EXECUTOR] = executor
+    all_routes = [r for mod in ROUTE_MODULES for r in mod.routes(controller)] + list(extra_routes)
+    for route in all_routes:
+        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, VERSION_PREFIX + route.path, route.handler)
+
+    async def stop_executor(_app: web.Application) -> None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_executor)
+    return app
+
+
+def _someone_listens(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Remove a stale socket file left by a daemon that died; refuse if one answers."""
+    if not (path.exists() or path.is_symlink()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    if _someone_listens(path):
+        raise Conflict(f"another daemon is listening on {path}: stop it or choose another --socket")
+    if not path.is_socket():
+        raise Conflict(f"{path} exists and is not a socket: remove it or choose another --socket")
+    path.unlink()
+
+
+class Server:
+    """A started API server; `await close()` stops it and removes the socket file."""
+
+    def __init__(self, runner: web.AppRunner, path: Path) -> None:
+        self.runner = runner
+        self.path = path
+
+    async def close(self) -> None:
+        try:
+            await self.runner.cleanup()
+        finally:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+async def start_server(app: web.Application, socket_path: str | os.PathLike) -> Server:
+    """Listen on `socket_path` (mode 0660) and return at once."""
+    path = Path(socket_path)
+    prepare_socket_path(path)
+    runner = web.AppRunner(app, access_log=logging.getLogger("cnm.api.access"),
+                           access_log_format='%r %s %b %Tfs', handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.UnixSite(runner, str(path))
+        await site.start()
+        os.chmod(path, SOCKET_MODE)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("API listening on unix://%s", path)
+    return Server(runner, path)
+
+
+async def serve(app: web.Application, socket_path: str | os.PathLike) -> None:
+    """Serve until cancelled (e.g. the daemon's SIGTERM handler cancels this task); the
+    socket file is removed on the way out."""
+    server = await start_server(app, socket_path)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()

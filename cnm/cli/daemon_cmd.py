@@ -1,0 +1,37 @@
+"""`net daemon` (runs the daemon; heavy imports happen inside) and `net version`."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from cnm.cli.params import AddressPool
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@click.command("daemon")
+@click.option("--root", default="/var/lib/cnm", show_default=True, type=click.Path(file_okay=False),
+              help="State directory (SQLite store, …).")
+@click.option("--run-dir", default="/run/cnm", show_default=True, type=click.Path(file_okay=False),
+              help="Runtime directory (namespaces, pid files).")
+@click.option("--socket", "socket_", default="/run/cnm/cnm.sock", show_default=True, type=click.Path(dir_okay=False),
+              help="Unix socket the API listens on.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info", show_default=True)
+@click.option("--default-address-pool", "pools", multiple=True, type=AddressPool(),
+              help="Default pool for networks without --subnet, base=CIDR,size=N (repeatable).")
+def daemon(root: str, run_dir: str, socket_: str, log_level: str, pools: tuple[str, ...]) -> None:
+    """Run the cnm daemon in the foreground."""
+    import cnm.daemon  # heavy (aiohttp, pyroute2): only here, never on the CLI path
+
+    config = cnm.daemon.DaemonConfig(root=root, run_dir=run_dir, socket=socket_, log_level=log_level.lower(),
+                                     default_address_pools=list(pools))
+    raise click.exceptions.Exit(cnm.daemon.run_daemon(config))
+
+
+@click.command("version")
+@click.pass_obj
+def version(state: Any) -> None:
+    """Show the daemon's version information (JSON)."""
+    click.echo(json.dumps(state.client.version(), indent=4))

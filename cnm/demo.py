@@ -1,0 +1,102 @@
+"""The README's main job: a guided tour on the embedded default (SQLite, one host).
+
+It never touches the machine's root network namespace: it makes a throwaway network
+namespace standing in for a host, runs a daemon inside it with temporary state
+directories, drives it with the `net` CLI exactly as a user would, and removes
+everything afterwards.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NET = str(Path(sys.executable).parent / "net")
+
+
+class DemoHost:
+    """A network namespace with its own daemon; removed on exit."""
+
+    def __init__(self) -> None:
+        self.ns = f"cnm-demo-{secrets.token_hex(3)}"
+        self.dir = Path(tempfile.mkdtemp(prefix="cnm-demo-"))
+        self.sock = self.dir / "run" / "cnm.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "DemoHost":
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
+        log = open(self.dir / "daemon.log", "wb")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, NET, "daemon", "--root", str(self.dir / "root"),
+             "--run-dir", str(self.dir / "run"), "--socket", str(self.sock)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(200):
+            if self.sock.exists() and self.net("ls", "-q", quiet=True).returncode == 0:
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise SystemExit("demo: the daemon did not start:\n" + (self.dir / "daemon.log").read_text())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        subprocess.run(["ip", "netns", "del", self.ns], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def net(self, *args: str, quiet: bool = False, expect_fail: bool = False) -> subprocess.CompletedProcess:
+        if not quiet:
+            print(f"\n$ net {' '.join(args)}", flush=True)
+        r = subprocess.run([NET, "-H", f"unix://{self.sock}", *args], capture_output=True, text=True)
+        if not quiet:
+            sys.stdout.write(r.stdout)
+            sys.stdout.write(r.stderr)
+            if (r.returncode != 0) != expect_fail:
+                raise SystemExit(f"demo: unexpected exit {r.returncode} from net {' '.join(args)}")
+        return r
+
+    def sh(self, *argv: str) -> None:
+        print(f"\n[host {self.ns}]$ {' '.join(argv)}", flush=True)
+        r = subprocess.run(["ip", "netns", "exec", self.ns, *argv], capture_output=True, text=True)
+        sys.stdout.write(r.stdout + r.stderr)
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("demo: run as root (it creates a network namespace)", file=sys.stderr)
+        return 1
+    with DemoHost() as host:
+        print(f"== A daemon runs in the throwaway namespace {host.ns}")
+        host.net("ls")
+        host.net("create", "--subnet", "10.77.0.0/24", "--ip-range", "10.77.0.128/25",
+                 "--gateway", "10.77.0.1", "--aux-address", "router=10.77.0.2",
+                 "-o", "com.docker.network.driver.mtu=1400", "--label", "demo=yes", "frontend")
+        host.net("create", "backend")
+        host.net("ls")
+        host.net("inspect", "frontend")
+        host.sh("ip", "-br", "addr", "show", "type", "bridge")
+        print("\n== Bad input answers with one line and changes nothing")
+        host.net("create", "--subnet", "10.77.0.0/16", "overlapping", expect_fail=True)
+        host.net("create", "--subnet", "10.78.0.0/33", "badcidr", expect_fail=True)
+        host.net("rm", "host", expect_fail=True)
+        print("\n== Clean up")
+        host.net("rm", "frontend")
+        host.net("prune", "-f")
+        host.net("ls")
+    print("\ndemo: done; namespace, daemon and state removed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
