@@ -91,6 +91,10 @@ class Allocator:
             self._in_range -= 1
             if not self.serial and off < self._next:
                 heapq.heappush(self._freed, off)
+                # A static address taken and freed again and again leaves stale copies
+                # behind; at most (_next - lo) entries can be valid, so dedupe past twice that.
+                if len(self._freed) > 2 * (self._next - self.lo) + 16:
+                    self._freed = sorted({o for o in self._freed if o not in self._taken})
         return True
 
     def allocate(self) -> int | None:

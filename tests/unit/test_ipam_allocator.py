@@ -154,3 +154,15 @@ def test_ipv6_slash64_is_cheap_and_correct() -> None:
     serial = Allocator(1, last, serial=True, cursor=last)
     assert serial.allocate() == last
     assert serial.allocate() == 1   # wraps to the start of a 2**64 range at once
+
+
+def test_static_take_release_churn_does_not_grow_the_free_heap() -> None:
+    a = Allocator(1, 254)
+    for _ in range(10):
+        a.allocate()
+    a.release(5)
+    for _ in range(10_000):          # a container with a fixed --ip restarting forever
+        a.take(5)
+        a.release(5)
+    assert len(a._freed) <= 2 * 10 + 16
+    assert [a.allocate(), a.allocate()] == [5, 11]
