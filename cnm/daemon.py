@@ -73,7 +73,7 @@ class Daemon:
         ipam.register(self.ipams, stores={"LocalDefault": self.local_store, "GlobalDefault": self.local_store},
                       local_pools=config.default_address_pools or None, excluded=excluded)
         self.drivers = DriverRegistry()
-        drivers.register_builtin(self.drivers, netlink=self.netlink)
+        drivers.register_builtin(self.drivers, netlink_factory=lambda: self.netlink)
         self.controller = Controller(self.drivers, self.ipams, {"local": self.local_store})
         self.controller.ensure_builtin_networks()
 

@@ -34,7 +34,7 @@ class Network:
     scope: str = "local"
     created: str = ""                          # RFC 3339
     internal: bool = False
-    attachable: bool = True
+    attachable: bool = False
     enable_ipv6: bool = False
     ipam_driver: str = "default"
     ipam_options: dict[str, str] = field(default_factory=dict)

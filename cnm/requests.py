@@ -73,7 +73,7 @@ class NetworkCreate:
     ipam_configs: list[IPAMConfigRequest] = field(default_factory=list)
     enable_ipv6: bool = False
     internal: bool = False
-    attachable: bool = True
+    attachable: bool = False
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     ipam_driver: str = "default"
@@ -116,7 +116,7 @@ class NetworkCreate:
             ipam_configs=configs,
             enable_ipv6=_typed(body, "EnableIPv6", bool, default=False),
             internal=_typed(body, "Internal", bool, default=False),
-            attachable=_typed(body, "Attachable", bool, default=True),
+            attachable=_typed(body, "Attachable", bool, default=False),
             options=_str_map(body, "Options"),
             labels=_str_map(body, "Labels"),
             ipam_driver=_typed(ipam, "Driver", str, default="", where="IPAM.") or "default",

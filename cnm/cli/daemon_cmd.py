@@ -1,6 +1,7 @@
 """`net daemon` (runs the daemon; heavy imports happen inside) and `net version`."""
 from __future__ import annotations
 
+import importlib
 import json
 from typing import Any
 
@@ -23,11 +24,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
               help="Default pool for networks without --subnet, base=CIDR,size=N (repeatable).")
 def daemon(root: str, run_dir: str, socket_: str, log_level: str, pools: tuple[str, ...]) -> None:
     """Run the cnm daemon in the foreground."""
-    import cnm.daemon  # heavy (aiohttp, pyroute2): only here, never on the CLI path
-
-    config = cnm.daemon.DaemonConfig(root=root, run_dir=run_dir, socket=socket_, log_level=log_level.lower(),
+    # Heavy (aiohttp, pyroute2): imported here only, never on the CLI's path.
+    daemon_mod = importlib.import_module("cnm.daemon")
+    config = daemon_mod.DaemonConfig(root=root, run_dir=run_dir, socket=socket_, log_level=log_level.lower(),
                                      default_address_pools=list(pools))
-    raise click.exceptions.Exit(cnm.daemon.run_daemon(config))
+    raise click.exceptions.Exit(daemon_mod.run_daemon(config))
 
 
 @click.command("version")

@@ -31,7 +31,7 @@ def ipam_configs(subnets: list[str], ip_ranges: list[str], gateways: list[str],
         raise InvalidParameter(f"no matching subnet for {what} {shown}")
 
     for rng in ip_ranges:
-        cfg = owner(ipaddress.ip_network(rng), "range", rng)
+        cfg = owner(ipaddress.ip_network(rng), "ip-range", rng)
         if "IPRange" in cfg:
             raise InvalidParameter(
                 f"cannot configure multiple ranges ({cfg['IPRange']}, {rng}) on the same subnet ({cfg['Subnet']})")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -24,7 +25,7 @@ PRUNE_WARNING = ("WARNING! This will remove all custom networks not used by at l
               help="Reserve an address (NAME=IP).")
 @click.option("--ipv6", is_flag=True, help="Enable IPv6.")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network.")
-@click.option("--attachable", is_flag=True, help="Allow manual container attachment (the default here).")
+@click.option("--attachable", is_flag=True, help="Mark the network attachable (recorded; bridge networks always accept containers).")
 @click.option("-o", "--opt", "opts", multiple=True, type=KeyValue(), help="Driver option KEY=VALUE.")
 @click.option("--label", "labels", multiple=True, type=KeyValue(bare_ok=True), help="Label KEY=VALUE.")
 @click.option("--ipam-driver", default="default", show_default=True, help="IPAM driver.")
@@ -69,7 +70,7 @@ def _short(net_id: str, no_trunc: bool) -> str:
 @click.option("-f", "--filter", "filters", multiple=True, type=KeyValue(), metavar="KEY=VALUE",
               help="Filter: driver=, name=, scope=, id=, label=, type=custom|builtin (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="table, or json (one object per line).")
+              help="table, or json (an array of the full network objects).")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
 @click.pass_obj
 def ls(state: Any, quiet: bool, filters: tuple[tuple[str, str], ...], fmt: str, no_trunc: bool) -> None:
@@ -79,12 +80,8 @@ def ls(state: Any, quiet: bool, filters: tuple[tuple[str, str], ...], fmt: str, 
         for n in nets:
             click.echo(_short(n["Id"], no_trunc))
     elif fmt == "json":
-        for n in nets:
-            click.echo(json.dumps({
-                "CreatedAt": n.get("Created", ""), "Driver": n["Driver"], "ID": _short(n["Id"], no_trunc),
-                "IPv6": str(n.get("EnableIPv6", False)).lower(), "Internal": str(n.get("Internal", False)).lower(),
-                "Labels": ",".join(f"{k}={v}" for k, v in sorted((n.get("Labels") or {}).items())),
-                "Name": n["Name"], "Scope": n["Scope"]}))
+        # The full API objects, as one JSON array (what scripts and tests want to parse).
+        click.echo(json.dumps(nets, indent=4))
     else:
         rows = [(_short(n["Id"], no_trunc), n["Name"], n["Driver"], n["Scope"]) for n in nets]
         click.echo(table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows))
@@ -140,7 +137,7 @@ def prune(state: Any, force: bool) -> None:
     """Remove all unused custom networks."""
     if not force:
         click.echo(PRUNE_WARNING, nl=False)
-        answer = click.get_text_stream("stdin").readline().strip().lower()
+        answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             return
     names = state.client.networks_prune()
