@@ -8,16 +8,17 @@ with one lock; the daemon calls it from worker threads.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import logging
 import threading
 from typing import Callable, Iterator
 
 from cnm import labels
-from cnm.driverapi import GLOBAL, DriverRegistry, IPAMData, NetworkSpec
+from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, IpamRegistry
-from cnm.model import Endpoint, Network, PoolConfig
+from cnm.model import Endpoint, EndpointState, Network, PoolConfig
 from cnm.requests import IPAMConfigRequest, NetworkCreate
 from cnm.store import Store
 from cnm.undo import Undo
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 NET_PREFIX = "network/"
 EP_PREFIX = "endpoint/"
+PORTMAP = "com.docker.network.portmap"   # Docker's option key for port bindings
 
 # Networks that exist exactly once and can never be removed.
 BUILTIN = {"none": "null", "host": "host", "bridge": "bridge"}
@@ -42,7 +44,9 @@ def _plain(address_with_prefix: str) -> str:
 
 
 class Controller:
-    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: dict[str, Store]) -> None:
+    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: dict[str, Store],
+                 sandboxes=None) -> None:
+        self.sandboxes = sandboxes               # cnm.sandbox.Sandboxes, or None in unit tests
         self.drivers = drivers
         self.ipams = ipams
         self.stores = stores                   # scope ("local"/"global") -> store
@@ -249,3 +253,181 @@ class Controller:
                 options = {labels.BRIDGE_NAME: DEFAULT_BRIDGE_IFNAME, labels.DEFAULT_BRIDGE: "true"} \
                     if driver == "bridge" else {}
                 self.create_network(NetworkCreate(name=name, driver=driver, options=options), builtin=True)
+
+
+    # ------------------------------------------------------------ endpoints
+    def create_endpoint(self, net: Network, name: str, *, container_id: str | None = None,
+                        ip: str | None = None, ip6: str | None = None, mac: str | None = None,
+                        aliases: list[str] | None = None) -> Endpoint:
+        """IPAM addresses → driver endpoint → store. Rolls back completely on failure."""
+        with self.lock:
+            if any(ep.name == name for ep in self.endpoints_of(net.id)):
+                raise Conflict(f"endpoint with name {name} already exists in network {net.name}")
+            driver = self.drivers.get(net.driver)
+            ep = Endpoint(id=new_id(), name=name, network_id=net.id, container_id=container_id,
+                          aliases=list(aliases or []))
+            with Undo() as undo:
+                if net.ipam_driver != "null":
+                    ipam = self.ipams.get(net.ipam_driver)
+                    v4, v6 = net.v4_pools(), net.v6_pools()
+                    if v4:
+                        ep.pool_id, ep.address = self._address(ipam, net, v4, ip, "IPv4")
+                        undo.push(ipam.release_address, ep.pool_id, ep.address)
+                        ep.gateway = next((p.gateway for p in v4 if p.pool_id == ep.pool_id), None)
+                    elif ip:
+                        raise InvalidParameter(f"network {net.name} has no IPv4 subnet for --ip {ip}")
+                    if v6:
+                        ep.pool_id_v6, ep.address_v6 = self._address(ipam, net, v6, ip6, "IPv6")
+                        undo.push(ipam.release_address, ep.pool_id_v6, ep.address_v6)
+                        ep.gateway_v6 = next((p.gateway for p in v6 if p.pool_id == ep.pool_id_v6), None)
+                    elif ip6:
+                        raise InvalidParameter(f"network {net.name} has no IPv6 subnet for --ip6 {ip6}")
+                elif ip or ip6:
+                    raise InvalidParameter(f"network {net.name} ({net.driver}) takes no --ip/--ip6")
+                iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, mac), {})
+                undo.push(driver.delete_endpoint, net.id, ep.id)
+                ep.mac = iface.mac
+                self.store_for(net.scope).put(EP_PREFIX + ep.id, ep.to_record())
+                self._endpoints[ep.id] = ep
+                undo.commit()
+            return ep
+
+    @staticmethod
+    def _address(ipam, net: Network, pools: list[PoolConfig], requested: str | None, family: str) -> tuple[str, str]:
+        """(pool_id, address-with-prefix): the requested address from the pool that
+        contains it, or the next free one from the first pool that has one."""
+        if requested:
+            try:
+                want = ipaddress.ip_address(requested)
+            except ValueError:
+                raise InvalidParameter(f"invalid {family} address {requested!r}") from None
+            for p in pools:
+                if want in ipaddress.ip_network(p.subnet):
+                    return p.pool_id, ipam.request_address(p.pool_id, str(want), {})
+            raise InvalidParameter(f"address {requested} is not within any subnet of network {net.name} "
+                                   f"({', '.join(p.subnet for p in pools)})")
+        last: CNMError | None = None
+        for p in pools:
+            try:
+                return p.pool_id, ipam.request_address(p.pool_id, None, {})
+            except Conflict as exc:   # this pool is full: try the next subnet
+                last = exc
+        raise last or Conflict(f"no available {family} addresses in network {net.name}")
+
+    def delete_endpoint(self, ep: Endpoint) -> None:
+        """Driver → IPAM → store. Best effort and idempotent: every step runs, failures
+        are collected and reported together."""
+        with self.lock:
+            net = self._networks.get(ep.network_id)
+            errors: list[str] = []
+            if net is not None:
+                try:
+                    self.drivers.get(net.driver).delete_endpoint(net.id, ep.id)
+                except CNMError as exc:
+                    errors.append(str(exc))
+                if net.ipam_driver != "null":
+                    ipam = self.ipams.get(net.ipam_driver)
+                    for pool_id, addr in ((ep.pool_id, ep.address), (ep.pool_id_v6, ep.address_v6)):
+                        if pool_id and addr:
+                            try:
+                                ipam.release_address(pool_id, addr)
+                            except CNMError as exc:
+                                errors.append(str(exc))
+            self.store_for(net.scope if net else "local").delete(EP_PREFIX + ep.id)
+            self._endpoints.pop(ep.id, None)
+            if errors:
+                log.warning("endpoint %s removed with errors: %s", ep.name, "; ".join(errors))
+
+    def save_endpoint(self, ep: Endpoint) -> None:
+        net = self._networks[ep.network_id]
+        self.store_for(net.scope).put(EP_PREFIX + ep.id, ep.to_record())
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        try:
+            return self._endpoints[endpoint_id]
+        except KeyError:
+            raise NotFound(f"endpoint {endpoint_id[:12]} not found") from None
+
+    def join(self, ep: Endpoint, sandbox_id: str, sandbox_key: str, ifname: str, default_gateway: bool,
+             port_bindings: list[dict] | None = None) -> JoinResult:
+        """Driver join → move and configure the interface in the sandbox → ports.
+        Rolls back on failure (the endpoint itself stays, as after create)."""
+        with self.lock:
+            net = self._networks[ep.network_id]
+            driver = self.drivers.get(net.driver)
+            with Undo() as undo:
+                result = driver.join(net.id, ep.id, sandbox_key, {})
+                undo.push(driver.leave, net.id, ep.id)
+                if self.sandboxes is not None:
+                    self.sandboxes.plug(sandbox_key, result, ifname, ep.address, ep.address_v6, default_gateway)
+                    undo.push(self.sandboxes.unplug, sandbox_key, ifname)
+                if port_bindings:
+                    driver.program_external_connectivity(net.id, ep.id, {PORTMAP: port_bindings})
+                    undo.push(driver.revoke_external_connectivity, net.id, ep.id)
+                ep.state = EndpointState.JOINED.value
+                ep.sandbox_id, ep.ifname = sandbox_id, ifname
+                ep.port_bindings = list(port_bindings or [])
+                ep.gateway = result.gateway
+                ep.gateway_v6 = result.gateway_v6
+                self.save_endpoint(ep)
+                undo.commit()
+            return result
+
+    def leave(self, ep: Endpoint, sandbox_key: str | None) -> None:
+        """Revoke ports, take the interface out of the sandbox, driver leave. Idempotent."""
+        with self.lock:
+            net = self._networks.get(ep.network_id)
+            if net is None:
+                return
+            driver = self.drivers.get(net.driver)
+            for step in (lambda: driver.revoke_external_connectivity(net.id, ep.id),
+                         lambda: self.sandboxes and sandbox_key and ep.ifname
+                         and self.sandboxes.unplug(sandbox_key, ep.ifname),
+                         lambda: driver.leave(net.id, ep.id)):
+                try:
+                    step()
+                except CNMError as exc:
+                    log.warning("leave %s: %s", ep.name, exc)
+            ep.state = EndpointState.CREATED.value
+            ep.port_bindings = []
+            if ep.id in self._endpoints:
+                self.save_endpoint(ep)
+
+    def all_endpoints(self) -> list[Endpoint]:
+        with self.lock:
+            return list(self._endpoints.values())
+
+    def restore_endpoint(self, ep: Endpoint) -> None:
+        """After a daemon restart: tell the driver about an endpoint that still exists
+        in the kernel (and re-publish its ports)."""
+        with self.lock:
+            net = self._networks.get(ep.network_id)
+            if net is None:
+                return
+            driver = self.drivers.get(net.driver)
+            driver.restore_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, ep.mac),
+                                    {PORTMAP: list(ep.port_bindings)} if ep.port_bindings else {})
+
+    def reconcile_ipam(self) -> int:
+        """Release addresses IPAM holds that nothing references (a crash between
+        "address reserved" and "endpoint stored"). Only for IPAMs that can list their
+        allocations; returns how many were released."""
+        with self.lock:
+            released = 0
+            for net in self._networks.values():
+                if net.ipam_driver == "null" or net.scope != "local":
+                    continue
+                ipam = self.ipams.get(net.ipam_driver)
+                allocated = getattr(ipam, "allocated", None)
+                if allocated is None:
+                    continue
+                eps = self.endpoints_of(net.id)
+                for pool in net.pools:
+                    used = {pool.gateway, *pool.aux_addresses.values()}
+                    used |= {_plain(a) for ep in eps for a in (ep.address, ep.address_v6) if a}
+                    for addr in allocated(pool.pool_id):
+                        if addr not in used:
+                            log.warning("releasing leaked address %s in network %s", addr, net.name)
+                            ipam.release_address(pool.pool_id, addr)
+                            released += 1
+            return released

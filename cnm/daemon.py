@@ -1,5 +1,6 @@
 """The daemon's composition root: the one place that wires stores, IPAMs, drivers, the
-controller and the API together, then serves until SIGTERM/SIGINT."""
+firewall, the runtime, the controller and the API together, then serves until
+SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
@@ -47,11 +48,18 @@ class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         import drivers
         import ipam
+        from cnm.containers import ContainerService
         from cnm.controller import Controller
         from cnm.driverapi import DriverRegistry
+        from cnm.firewall import Firewall
         from cnm.ipamapi import IpamRegistry
+        from cnm.osl import sysctl
         from cnm.osl.netlink import Netlink
+        from cnm.ports import PortAllocator
+        from cnm.runtime import Runtime
+        from cnm.sandbox import Sandboxes
         from cnm.store.sqlite import SQLiteStore
+        from drivers.bridge.nftables import NftablesBridgeFirewall
         from ipam.default.host_conflicts import exclusions, nameservers_from_resolv_conf
 
         self.config = config
@@ -66,16 +74,26 @@ class Daemon:
                 resolv = Path("/etc/resolv.conf").read_text()
             except OSError:
                 resolv = ""
-            # Our own bridges' routes are our pools, already known to IPAM: skip them.
             return exclusions(self.netlink.route_cidrs(), nameservers_from_resolv_conf(resolv))
 
         self.ipams = IpamRegistry()
         ipam.register(self.ipams, stores={"LocalDefault": self.local_store, "GlobalDefault": self.local_store},
                       local_pools=config.default_address_pools or None, excluded=excluded)
+        self.firewall = Firewall()
         self.drivers = DriverRegistry()
-        drivers.register_builtin(self.drivers, netlink_factory=lambda: self.netlink)
-        self.controller = Controller(self.drivers, self.ipams, {"local": self.local_store})
+        drivers.register_builtin(self.drivers, netlink_factory=lambda: self.netlink,
+                                 firewall=NftablesBridgeFirewall(self.firewall))
+        self.sandboxes = Sandboxes(self.netlink, os.path.join(config.run_dir, "netns"))
+        self.controller = Controller(self.drivers, self.ipams, {"local": self.local_store},
+                                     sandboxes=self.sandboxes)
+        self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
+        self.ports = PortAllocator(sysctl.local_port_range)
+        self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store)
+        # Order matters: networks (and their firewall rules) first, then the containers
+        # on them, then whatever a crash left allocated but unreferenced.
         self.controller.ensure_builtin_networks()
+        self.containers.adopt()
+        self.controller.reconcile_ipam()
 
     def close(self) -> None:
         self.local_store.close()
@@ -83,18 +101,61 @@ class Daemon:
         os.close(self._lock_fd)
 
 
+class ExitWatcher:
+    """Turns each running container's supervisor pidfd into a callback on the event
+    loop: no polling, and a container that exits while nobody asks is still cleaned up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, daemon: Daemon) -> None:
+        self.loop = loop
+        self.daemon = daemon
+
+    def watch(self, cid: str) -> None:
+        """Thread-safe: called from the API's worker threads after a container starts."""
+        self.loop.call_soon_threadsafe(self._add, cid)
+
+    def _add(self, cid: str) -> None:
+        try:
+            fd = self.daemon.runtime.exit_fd(cid)
+        except CNMError:
+            fd = None
+        if fd is None:
+            self._exited(cid)
+            return
+
+        def ready() -> None:
+            self.loop.remove_reader(fd)
+            os.close(fd)
+            self._exited(cid)
+
+        self.loop.add_reader(fd, ready)
+
+    def _exited(self, cid: str) -> None:
+        def handle() -> None:
+            try:
+                self.daemon.containers.handle_exit(cid)
+            except Exception:
+                log.exception("cleaning up after container %s", cid[:12])
+        self.loop.run_in_executor(None, handle)
+
+
 async def _serve(daemon: Daemon) -> None:
+    from cnm.api import containers as container_routes
     from cnm.api.server import make_app, start_server
 
-    app = make_app(daemon.controller)
+    loop = asyncio.get_running_loop()
+    watcher = ExitWatcher(loop, daemon)
+    daemon.containers.on_started = watcher.watch
+    for ct in daemon.containers.list():
+        if daemon.containers.is_running(ct):
+            watcher.watch(ct.id)
+    app = make_app(daemon.controller, extra_routes=container_routes.routes(daemon.containers))
     server = await start_server(app, daemon.config.socket)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("cnm daemon ready (pid %d, root %s, socket %s)", os.getpid(), daemon.config.root, daemon.config.socket)
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down; containers keep running under their supervisors")
     await server.close()
 
 

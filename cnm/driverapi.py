@@ -99,6 +99,12 @@ class Driver(Protocol):
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         """Idempotent."""
 
+    def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
+                         options: Mapping[str, object]) -> None:
+        """After a daemon restart: re-learn an endpoint whose kernel objects survived
+        (options may carry its port bindings, as for program_external_connectivity).
+        Idempotent."""
+
     def endpoint_info(self, network_id: str, endpoint_id: str) -> dict:
         """Driver-specific operational data for inspect. Pure read."""
 

@@ -6,8 +6,9 @@ pyroute2 socket is opened once, on a worker thread that lives inside that namesp
 (`netns.NetnsThread`), and every call runs there: the caller's thread never changes
 namespace, no process is forked, and one handle can be shared between threads.
 
-Call it from plain threads (e.g. `asyncio.to_thread`), not directly from a coroutine:
-each call blocks until the kernel answers.
+Any thread may call it, a coroutine included (pyroute2's own event loop runs on the
+handle's thread, never the caller's); each call blocks until the kernel answers, so
+long batches from a coroutine belong in `asyncio.to_thread`.
 
 Values in and out are plain: interface names, "a.b.c.d/len" strings, ints. Kernel
 errors come out as cnm.errors (see osl.errors); deletes are idempotent.

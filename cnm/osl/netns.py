@@ -197,6 +197,30 @@ def create_netns(path: str) -> None:
         raise worker_error[0]
 
 
+def bind_existing(source: str, path: str) -> None:
+    """Bind-mount an existing namespace handle (e.g. /proc/<pid>/ns/net of a running
+    container, or another bind mount) at `path`, so it outlives `source`. Conflict if
+    a namespace is already mounted at `path`; NotFound if `source` is not one."""
+    if not is_netns(source):
+        raise NotFound(f"no network namespace at {source}")
+    if is_netns(path):
+        raise Conflict(f"a network namespace is already mounted at {path}")
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+    except OSError as exc:
+        raise translate(exc, f"create the mount point {path}") from exc
+    try:
+        _check(_libc.mount(source.encode(), path.encode(), b"none", MS_BIND, None),
+               f"bind-mount {source} at {path}")
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+
+
 def delete_netns(path: str) -> None:
     """Unmount and remove the namespace at `path`. Idempotent: a missing path, or a
     plain file with nothing mounted on it, is success. The namespace itself dies when

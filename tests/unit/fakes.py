@@ -51,6 +51,9 @@ class FakeDriver:
         self._maybe_fail("delete_endpoint")
         self.endpoints.pop(endpoint_id, None)
 
+    def restore_endpoint(self, network_id, endpoint_id, iface, options) -> None:
+        self.endpoints[endpoint_id] = iface
+
     def endpoint_info(self, network_id, endpoint_id) -> dict:
         return {}
 

@@ -1,0 +1,151 @@
+"""The container requests the API accepts (Docker-shaped bodies), parsed and checked at
+the edge. Pure: no I/O."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnm.errors import InvalidParameter
+from cnm.ids import check_name
+from cnm.ports import PortBinding, normalize_ip
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _typed(body: dict, key: str, kind: type | tuple, default: Any = None) -> Any:
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidParameter(f"field {key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def check_ip(value: str | None, version: int, flag: str) -> str | None:
+    if not value:
+        return None
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid {flag} address {value!r}") from None
+    if ip.version != version:
+        raise InvalidParameter(f"{flag} {value} is not an IPv{version} address")
+    return str(ip)
+
+
+def check_mac(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not _MAC.match(value) or int(value.split(":")[0], 16) & 1:
+        raise InvalidParameter(f"invalid MAC address {value!r}: use six unicast hex pairs, e.g. 02:42:ac:11:00:02")
+    return value.lower()
+
+
+@dataclass
+class EndpointRequest:
+    ip: str | None = None
+    ip6: str | None = None
+    mac: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_docker_json(cls, body: dict) -> "EndpointRequest":
+        if not isinstance(body, dict):
+            raise InvalidParameter("EndpointConfig must be an object")
+        ipam = _typed(body, "IPAMConfig", dict, {})
+        aliases = _typed(body, "Aliases", list, [])
+        for a in aliases:
+            if not isinstance(a, str) or not a or len(a) > 255 or any(c.isspace() for c in a):
+                raise InvalidParameter(f"invalid network alias {a!r}")
+        return cls(ip=check_ip(_typed(ipam, "IPv4Address", str), 4, "--ip"),
+                   ip6=check_ip(_typed(ipam, "IPv6Address", str), 6, "--ip6"),
+                   mac=check_mac(_typed(body, "MacAddress", str)), aliases=list(aliases))
+
+
+@dataclass
+class ContainerCreate:
+    """`net run`: what to run and how to network it."""
+
+    argv: list[str]
+    name: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    hostname: str | None = None
+    network_mode: str = "bridge"
+    endpoint: EndpointRequest = field(default_factory=EndpointRequest)
+    ports: list[PortBinding] = field(default_factory=list)
+    rootfs: str | None = None
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+    auto_remove: bool = False
+
+    @classmethod
+    def from_docker_json(cls, body: dict) -> "ContainerCreate":
+        argv = _typed(body, "Cmd", list, [])
+        if not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
+            raise InvalidParameter("no command given: net run [OPTIONS] [--] CMD [ARG…]")
+        name = _typed(body, "Name", str)
+        if name:
+            check_name(name.lstrip("/"), "container")
+        env: dict[str, str] = {}
+        for item in _typed(body, "Env", list, []):
+            if not isinstance(item, str) or not item or item.startswith("="):
+                raise InvalidParameter(f"invalid environment variable {item!r}: use KEY=VALUE")
+            k, _, v = item.partition("=")
+            env[k] = v
+        host = _typed(body, "HostConfig", dict, {})
+        mode = _typed(host, "NetworkMode", str, "") or "bridge"
+        if mode == "default":
+            mode = "bridge"
+        if mode.startswith("container:") and not mode.split(":", 1)[1]:
+            raise InvalidParameter("network mode container: needs a container name or ID")
+        eps = _typed(_typed(body, "NetworkingConfig", dict, {}), "EndpointsConfig", dict, {})
+        if len(eps) > 1:
+            raise InvalidParameter("a container can be started on one network; use net connect for more")
+        endpoint = EndpointRequest.from_docker_json(next(iter(eps.values()))) if eps else EndpointRequest()
+        if mode in ("host", "none") or mode.startswith("container:"):
+            if endpoint.ip or endpoint.ip6 or endpoint.mac or endpoint.aliases:
+                raise InvalidParameter(f"--ip, --ip6, --mac-address and --network-alias need a bridge or user "
+                                       f"network, not network mode {mode}")
+        ports = _port_bindings(_typed(host, "PortBindings", dict, {}))
+        if ports and (mode in ("host", "none") or mode.startswith("container:")):
+            raise InvalidParameter(f"published ports need a bridge or user network, not network mode {mode}")
+        mem = _typed(host, "Memory", int, 0) or None
+        nano = _typed(host, "NanoCpus", int, 0)
+        pids = _typed(host, "PidsLimit", int, 0) or None
+        hostname = _typed(body, "Hostname", str) or None
+        if hostname and mode.startswith("container:"):
+            raise InvalidParameter("--hostname cannot be used with network mode container:X (conflicting options)")
+        return cls(argv=list(argv), name=name.lstrip("/") if name else None, env=env,
+                   hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
+                   rootfs=_typed(body, "Rootfs", str) or None, memory=mem,
+                   cpus=nano / 1e9 if nano else None, pids_limit=pids,
+                   auto_remove=_typed(host, "AutoRemove", bool, False))
+
+
+def _port_bindings(raw: dict) -> list[PortBinding]:
+    """Docker's HostConfig.PortBindings {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}."""
+    out: list[PortBinding] = []
+    for key, binds in sorted(raw.items()):
+        port, _, proto = key.partition("/")
+        proto = proto or "tcp"
+        if proto not in ("tcp", "udp") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise InvalidParameter(f"invalid container port {key!r}: use PORT[/tcp|udp] with PORT 1-65535")
+        for b in binds or [{}]:
+            if not isinstance(b, dict):
+                raise InvalidParameter(f"invalid port binding for {key}")
+            hp = str(b.get("HostPort") or "")
+            lo = hi = None
+            if hp:
+                lo_s, _, hi_s = hp.partition("-")
+                if not lo_s.isdigit() or (hi_s and not hi_s.isdigit()):
+                    raise InvalidParameter(f"invalid host port {hp!r} for {key}")
+                lo, hi = int(lo_s), (int(hi_s) if hi_s else None)
+                if not 1 <= lo <= 65535 or (hi is not None and not lo <= hi <= 65535):
+                    raise InvalidParameter(f"invalid host port {hp!r} for {key}: must be 1-65535")
+            out.append(PortBinding(proto=proto, container_port=int(port),
+                                   host_ip=normalize_ip(b.get("HostIp") or None, key),
+                                   host_port=lo, host_port_end=hi))
+    return out

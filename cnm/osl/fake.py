@@ -1,0 +1,238 @@
+"""An in-memory stand-in for `netlink.Netlink`, for unit tests at the OS-layer seam.
+
+Same method names, arguments and errors as the real handle (Conflict for a taken
+name, NotFound for a missing link, idempotent deletes), kernel behaviour that callers
+rely on (a veth's peer dies with it, a bridge's ports are released when it goes,
+moving a link into another namespace makes it disappear here), and no root needed.
+Tests assert on its state (`links`, `addresses`, `sysctls`), not on call sequences.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass, field, replace
+
+from cnm.errors import Conflict, InvalidParameter, NotFound
+from cnm.osl.netlink import IFNAMSIZ, Link, Route
+
+
+@dataclass
+class FakeLink:
+    name: str
+    index: int
+    kind: str | None = None
+    mtu: int = 1500
+    mac: str | None = None
+    up: bool = False
+    master: int | None = None
+    alias: str | None = None
+    peer: str | None = None
+    addresses: list[str] = field(default_factory=list)
+
+
+class FakeNetlink:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self._links: dict[str, FakeLink] = {}
+        self._next = itertools.count(2)
+        self._links["lo"] = FakeLink("lo", 1, mtu=65536)
+        self.sysctls: dict[str, str] = {}
+        self._routes: list[Route] = []
+        self.moved: dict[str, tuple[str, str]] = {}   # old name -> (netns, new name)
+        self.closed = False
+        self.fail_next: dict[str, Exception] = {}     # method name -> error to raise once
+
+    def _maybe_fail(self, method: str) -> None:
+        exc = self.fail_next.pop(method, None)
+        if exc is not None:
+            raise exc
+
+    def _get(self, name: str) -> FakeLink:
+        try:
+            return self._links[name]
+        except KeyError:
+            raise NotFound(f"no network interface named {name}") from None
+
+    def _new(self, name: str, **kw) -> FakeLink:
+        if not name or len(name) > IFNAMSIZ:
+            raise InvalidParameter(f"invalid interface name {name!r}")
+        if name in self._links:
+            raise Conflict(f"cannot create {name}: File exists")
+        link = FakeLink(name, next(self._next), **kw)
+        self._links[name] = link
+        return link
+
+    @staticmethod
+    def _public(link: FakeLink) -> Link:
+        return Link(name=link.name, index=link.index, kind=link.kind, mtu=link.mtu, mac=link.mac,
+                    up=link.up, master=link.master, alias=link.alias)
+
+    # links
+    def link_exists(self, name: str) -> bool:
+        return name in self._links
+
+    def link_index(self, name: str) -> int:
+        return self._get(name).index
+
+    def link_names(self) -> list[str]:
+        return list(self._links)
+
+    def link(self, name: str) -> Link:
+        return self._public(self._get(name))
+
+    def links(self) -> list[Link]:
+        return [self._public(link) for link in self._links.values()]
+
+    def add_foreign_link(self, name: str, kind: str | None = "bridge") -> None:
+        """Test helper: a link someone else created (no alias)."""
+        self._new(name, kind=kind)
+
+    def add_ports(self, bridge: str, count: int) -> None:
+        """Test helper: enslave `count` anonymous ports to `bridge`."""
+        idx = self._get(bridge).index
+        for i in range(count):
+            self._new(f"p{idx}x{i}", kind="veth", master=idx)
+
+    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
+                      alias: str | None = None, up: bool = True) -> None:
+        self._maybe_fail("create_bridge")
+        self._new(name, kind="bridge", mtu=mtu, mac=mac, alias=alias, up=up)
+
+    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
+                    peer_mac: str | None = None, alias: str | None = None) -> None:
+        self._maybe_fail("create_veth")
+        if peer_name in self._links:
+            raise Conflict(f"cannot create {peer_name}: File exists")
+        self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name)
+        self._new(peer_name, kind="veth", mtu=mtu, mac=peer_mac, peer=name)
+
+    def delete_link(self, name: str) -> bool:
+        link = self._links.pop(name, None)
+        if link is None:
+            return False
+        if link.peer:
+            self._links.pop(link.peer, None)
+        for other in self._links.values():
+            if other.master == link.index:
+                other.master = None
+        self._routes = [r for r in self._routes if r.dev != name]
+        return True
+
+    def set_link_up(self, name: str) -> None:
+        self._maybe_fail("set_link_up")
+        self._get(name).up = True
+
+    def set_link_down(self, name: str) -> None:
+        self._get(name).up = False
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        self._get(name).mtu = mtu
+
+    def set_mac(self, name: str, mac: str) -> None:
+        self._get(name).mac = mac
+
+    def set_alias(self, name: str, alias: str) -> None:
+        self._get(name).alias = alias
+
+    def rename_link(self, name: str, new_name: str) -> None:
+        if new_name in self._links:
+            raise Conflict(f"cannot rename {name} to {new_name}: File exists")
+        link = self._links.pop(self._get(name).name)
+        link.name = new_name
+        self._links[new_name] = link
+
+    def set_master(self, name: str, bridge: str | None) -> None:
+        self._maybe_fail("set_master")
+        self._get(name).master = self._get(bridge).index if bridge else None
+
+    def bridge_ports(self, bridge: str) -> list[str]:
+        idx = self._get(bridge).index
+        return [link.name for link in self._links.values() if link.master == idx]
+
+    def bridge_port_count(self, bridge: str) -> int:
+        return len(self.bridge_ports(bridge))
+
+    def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None:
+        link = self._links.pop(self._get(name).name)
+        self.moved[name] = (netns, new_name or name)
+        if link.peer and link.peer in self._links:
+            self._links[link.peer].peer = None
+
+    # addresses
+    def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None:
+        self._maybe_fail("add_address")
+        iface = ipaddress.ip_interface(cidr)
+        link = self._get(name)
+        if str(iface) in link.addresses:
+            if exist_ok:
+                return
+            raise Conflict(f"cannot add address {cidr} to {name}: File exists")
+        link.addresses.append(str(iface))
+
+    def del_address(self, name: str, cidr: str) -> bool:
+        link = self._links.get(name)
+        key = str(ipaddress.ip_interface(cidr))
+        if link is None or key not in link.addresses:
+            return False
+        link.addresses.remove(key)
+        return True
+
+    def addresses(self, name: str, family: int | None = None) -> list[str]:
+        return [a for a in self._get(name).addresses
+                if family is None or ipaddress.ip_interface(a).version == family]
+
+    # routes
+    def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
+                  *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None:
+        if destination == "default":
+            destination = "0.0.0.0/0" if ipaddress.ip_address(gateway).version == 4 else "::/0"
+        net = ipaddress.ip_network(destination, strict=False)
+        if dev is not None:
+            self._get(dev)
+        route = Route(str(net), gateway, dev, net.version, scope or 0, table)
+        if any(r.destination == route.destination and r.table == table for r in self._routes):
+            if exist_ok:
+                return
+            raise Conflict(f"cannot add route {destination}: File exists")
+        self._routes.append(route)
+
+    def add_default_route(self, gateway: str, dev: str | None = None) -> None:
+        self.add_route("default", gateway, dev)
+
+    def del_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
+                  *, table: int = 254) -> bool:
+        if destination == "default":
+            destination = "::/0" if gateway and ":" in gateway else "0.0.0.0/0"
+        dst = str(ipaddress.ip_network(destination, strict=False))
+        before = len(self._routes)
+        self._routes = [r for r in self._routes if not (r.destination == dst and r.table == table)]
+        return len(self._routes) < before
+
+    def routes(self, family: int | None = None, table: int = 254) -> list[Route]:
+        return [replace(r) for r in self._routes
+                if r.table == table and (family is None or r.family == family)]
+
+    def route_cidrs(self, family: int | None = 4) -> list[str]:
+        return sorted({r.destination for r in self.routes(family) if not r.destination.endswith("/0")})
+
+    # sysctls
+    def sysctl_read(self, key: str) -> str:
+        try:
+            return self.sysctls[key]
+        except KeyError:
+            raise NotFound(f"cannot read sysctl {key}: No such file or directory") from None
+
+    def sysctl_write(self, key: str, value: str | int) -> None:
+        self.sysctls[key] = str(value)
+
+    def run(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> "FakeNetlink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

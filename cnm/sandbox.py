@@ -1,0 +1,123 @@
+"""Sandbox plumbing: a container's network namespace and the interfaces the core moves
+into it. Drivers answer `join` with a JoinResult; this module applies it (move the
+interface in, name it, address it, route it). Only OS-layer calls, no driver logic."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from typing import Callable
+
+from cnm.driverapi import JoinResult
+from cnm.errors import CNMError
+from cnm.osl import netns
+from cnm.osl.netlink import Netlink
+
+log = logging.getLogger(__name__)
+
+RT_SCOPE_LINK = 253
+
+
+class Sandboxes:
+    """Creates, plugs and destroys sandbox namespaces under `netns_dir`."""
+
+    def __init__(self, host: Netlink, netns_dir: str,
+                 netlink_for: Callable[[str], Netlink] = Netlink) -> None:
+        self.host = host
+        self.netns_dir = netns_dir
+        self._netlink_for = netlink_for
+
+    def key_for(self, sandbox_id: str) -> str:
+        return os.path.join(self.netns_dir, sandbox_id[:12])
+
+    def create(self, sandbox_id: str) -> str:
+        """A new namespace with `lo` up; returns its path (the SandboxKey)."""
+        key = self.key_for(sandbox_id)
+        netns.create_netns(key)
+        try:
+            with self._netlink_for(key) as nl:
+                nl.set_link_up("lo")
+        except BaseException:
+            netns.delete_netns(key)
+            raise
+        return key
+
+    def adopt(self, sandbox_id: str, pid: int) -> str:
+        """After a daemon restart the old bind mount may live only in the dead daemon's
+        mount namespace: bind the running container's namespace at the key again."""
+        key = self.key_for(sandbox_id)
+        if netns.is_netns(key):
+            return key
+        netns.bind_existing(f"/proc/{pid}/ns/net", key)
+        return key
+
+    def destroy(self, key: str) -> None:
+        """Idempotent. Interfaces still inside die with the namespace (veth peers too)."""
+        netns.delete_netns(key)
+
+    def plug(self, key: str, join: JoinResult, ifname: str, address: str | None,
+             address_v6: str | None, default_gateway: bool) -> None:
+        """Move the driver's interface into the sandbox as `ifname`, address it, bring it
+        up, add the driver's static routes and (if asked) the default routes."""
+        if not join.src_ifname:
+            return
+        self.host.move_link_to_netns(join.src_ifname, key, new_name=ifname)
+        try:
+            with self._netlink_for(key) as nl:
+                if address_v6:
+                    # No DAD: the address is ours by IPAM, and DAD would delay use by ~1 s.
+                    nl.run(_sysctl_write, f"net/ipv6/conf/{ifname}/accept_dad", "0")
+                for addr in (address, address_v6):
+                    if addr:
+                        nl.add_address(ifname, addr)
+                nl.set_link_up(ifname)
+                for route in join.static_routes:
+                    if route.route_type == 1:
+                        nl.add_route(route.destination, dev=ifname, scope=RT_SCOPE_LINK)
+                    else:
+                        nl.add_route(route.destination, route.next_hop, dev=ifname)
+                if default_gateway:
+                    self._set_default(nl, ifname, join.gateway, join.gateway_v6)
+        except BaseException:
+            self.unplug(key, ifname)
+            raise
+
+    @staticmethod
+    def _set_default(nl: Netlink, ifname: str, gw4: str | None, gw6: str | None) -> None:
+        if gw4:
+            nl.add_route("0.0.0.0/0", gw4, dev=ifname, exist_ok=True)
+        if gw6:
+            nl.add_route("::/0", gw6, dev=ifname, exist_ok=True)
+
+    def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None:
+        with self._netlink_for(key) as nl:
+            for dst in ("0.0.0.0/0", "::/0"):
+                nl.del_route(dst)
+            self._set_default(nl, ifname, gw4, gw6)
+
+    def unplug(self, key: str, ifname: str) -> None:
+        """Remove the interface from the sandbox (deleting one veth end deletes both).
+        Idempotent; a vanished sandbox is success."""
+        if not netns.is_netns(key):
+            return
+        try:
+            with self._netlink_for(key) as nl:
+                nl.delete_link(ifname)
+        except CNMError as exc:
+            log.warning("unplug %s from %s: %s", ifname, key, exc)
+
+    def interfaces(self, key: str) -> list[str]:
+        with self._netlink_for(key) as nl:
+            return nl.link_names()
+
+
+def _sysctl_write(key: str, value: str) -> None:
+    with open(os.path.join("/proc/sys", key), "w") as f:
+        f.write(value)
+
+
+def mac_from_ip(address: str) -> str:
+    """Docker's MAC derivation: 02:42 followed by the four IPv4 bytes."""
+    ip = ipaddress.ip_interface(address).ip
+    raw = ip.packed[-4:]
+    return "02:42:" + ":".join(f"{b:02x}" for b in raw)

@@ -1,0 +1,380 @@
+"""The bridge driver: a Linux bridge per network, a veth pair per endpoint.
+
+All kernel work goes through one OS-layer handle (`cnm.osl.netlink.Netlink`, or
+anything with the same methods — see `HostNetlink`) for the host namespace, opened
+lazily from `netlink_factory` and kept. Kernel objects carry an alias naming the
+network/endpoint they belong to, so the driver refuses to adopt or delete an
+interface it did not create, and finds its own again after a restart.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Protocol
+
+from cnm import labels
+from cnm.driverapi import LOCAL, Capability, EndpointInterface, JoinResult, NetworkSpec
+from cnm.osl.sysctl import conf_key      # a pure key helper; no kernel access
+from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
+from drivers.bridge import config as bconfig
+from drivers.bridge import naming
+from drivers.bridge.config import BridgeConfig
+from drivers.bridge.hooks import BridgeFirewall, BridgeNetworkInfo, NoFirewall, PublishedEndpoint
+
+NAME = "bridge"
+# Linux numbers bridge ports 1..1023 (BR_MAX_PORTS is 1024 and port 0 is reserved).
+MAX_BRIDGE_PORTS = 1023
+MAC_OPTION = "com.docker.network.endpoint.macaddress"
+PORTMAP_OPTION = "com.docker.network.portmap"
+
+
+class HostNetlink(Protocol):
+    """The part of cnm.osl.netlink.Netlink the driver uses (the unit-test seam)."""
+
+    def link_exists(self, name: str) -> bool: ...
+    def link(self, name: str): ...                     # -> object with .alias, .kind
+    def links(self) -> list: ...
+    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
+                      alias: str | None = None, up: bool = True) -> None: ...
+    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
+                    peer_mac: str | None = None, alias: str | None = None) -> None: ...
+    def delete_link(self, name: str) -> bool: ...
+    def set_link_up(self, name: str) -> None: ...
+    def set_master(self, name: str, bridge: str | None) -> None: ...
+    def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
+    def bridge_port_count(self, bridge: str) -> int: ...
+    def sysctl_write(self, key: str, value: str | int) -> None: ...
+
+
+@dataclass
+class _Endpoint:
+    id: str
+    host_ifname: str
+    peer_ifname: str
+    mac: str
+    address: str | None = None
+    address_v6: str | None = None
+    port_bindings: tuple[Mapping[str, object], ...] = ()
+
+
+@dataclass
+class _Network:
+    info: BridgeNetworkInfo
+    endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+
+    @property
+    def bridge(self) -> str:
+        return self.info.bridge_name
+
+    @property
+    def config(self) -> BridgeConfig:
+        return self.info.config
+
+
+def _single(pools: tuple, family: str) -> object | None:
+    if len(pools) > 1:
+        raise InvalidParameter(f"the bridge driver supports one {family} subnet per network, "
+                               f"got {len(pools)}; create one network per subnet")
+    return pools[0] if pools else None
+
+
+def _network_info(spec: NetworkSpec) -> BridgeNetworkInfo:
+    """Pure: spec -> what the network is. Raises InvalidParameter."""
+    cfg = bconfig.parse(spec.options, spec.id, internal=spec.internal)
+    v4 = _single(spec.ipv4, "IPv4")
+    v6 = _single(spec.ipv6, "IPv6") if spec.enable_ipv6 or spec.ipv6 else None
+    return BridgeNetworkInfo(
+        network_id=spec.id, bridge_name=cfg.bridge_name, config=cfg,
+        subnets_v4=(v4.pool,) if v4 else (), subnets_v6=(v6.pool,) if v6 else (),
+        gateway_v4=v4.gateway if v4 else None, gateway_v6=v6.gateway if v6 else None)
+
+
+class BridgeDriver:
+    """cnm.driverapi.Driver for Linux bridges. Thread-safe (one lock per driver)."""
+
+    name = NAME
+
+    def __init__(self, netlink_factory: Callable[[], HostNetlink], *,
+                 firewall: BridgeFirewall | None = None) -> None:
+        self._factory = netlink_factory
+        self._nl: HostNetlink | None = None
+        self._firewall: BridgeFirewall = firewall or NoFirewall()
+        self._networks: dict[str, _Network] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def nl(self) -> HostNetlink:
+        if self._nl is None:
+            self._nl = self._factory()
+        return self._nl
+
+    def close(self) -> None:
+        """Close the handle the factory gave (kernel objects stay). A composition root
+        that shares its own handle with the driver closes that itself instead."""
+        if self._nl is not None and hasattr(self._nl, "close"):
+            self._nl.close()
+        self._nl = None
+
+    # -- networks -------------------------------------------------------------------
+
+    def capabilities(self) -> Capability:
+        return Capability(data_scope=LOCAL, connectivity_scope=LOCAL)
+
+    def validate_options(self, options: Mapping[str, str], internal: bool) -> dict[str, str]:
+        return bconfig.normalize(options)
+
+    def network_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._networks)
+
+    def bridge_name(self, network_id: str) -> str:
+        return self._network(network_id).bridge
+
+    def _network(self, network_id: str) -> _Network:
+        try:
+            return self._networks[network_id]
+        except KeyError:
+            raise NotFound(f"network {network_id[:12]} is not known to the bridge driver") from None
+
+    def _check_name_free(self, info: BridgeNetworkInfo) -> None:
+        for other in self._networks.values():
+            if other.bridge == info.bridge_name and other.info.network_id != info.network_id:
+                raise Conflict(f"bridge {info.bridge_name} is already used by network "
+                               f"{other.info.network_id[:12]}; choose another "
+                               f"{labels.BRIDGE_NAME}")
+
+    def _owner_of(self, ifname: str) -> str | None:
+        """Our network id from the link's alias; None if not ours; NotFound if absent."""
+        alias = self.nl.link(ifname).alias or ""
+        return alias[len(naming.ALIAS_NETWORK):] if alias.startswith(naming.ALIAS_NETWORK) else None
+
+    def create_network(self, spec: NetworkSpec) -> None:
+        info = _network_info(spec)
+        with self._lock:
+            if spec.id in self._networks:
+                raise Conflict(f"network {spec.id[:12]} already exists in the bridge driver")
+            self._check_name_free(info)
+            if self.nl.link_exists(info.bridge_name):
+                owner = self._owner_of(info.bridge_name)
+                if owner == spec.id:        # ours, left by a crash before we recorded it
+                    self._adopt(info, spec.enable_ipv6)
+                    return
+                raise Conflict(
+                    f"a network interface named {info.bridge_name} already exists"
+                    + (f" (bridge of network {owner[:12]})" if owner else " and was not created by cnm")
+                    + f"; choose another {labels.BRIDGE_NAME}")
+            self.nl.create_bridge(info.bridge_name, info.config.mtu, mac=naming.random_mac(),
+                                  alias=naming.network_alias(spec.id), up=False)
+            try:
+                self._configure_bridge(info, spec.enable_ipv6)
+                self._firewall.network_created(info)
+            except BaseException:
+                self._undo(lambda: self.nl.delete_link(info.bridge_name))
+                raise
+            self._networks[spec.id] = _Network(info)
+
+    def _configure_bridge(self, info: BridgeNetworkInfo, enable_ipv6: bool) -> None:
+        """Addresses, IPv6 on/off, up, forwarding. Idempotent (used by restore too)."""
+        br = info.bridge_name
+        try:
+            # Without IPv6 the bridge would still get a link-local address and send
+            # router/neighbour solicitations into every container.
+            self.nl.sysctl_write(conf_key(6, br, "disable_ipv6"), 0 if enable_ipv6 else 1)
+        except NotFound:
+            pass                                 # kernel without IPv6
+        for gw in (info.gateway_v4, info.gateway_v6):
+            if gw:
+                self.nl.add_address(br, gw, exist_ok=True)
+        self.nl.set_link_up(br)
+        if not info.config.internal:
+            if info.subnets_v4:
+                self.nl.sysctl_write("net.ipv4.ip_forward", 1)
+            if info.subnets_v6:
+                self.nl.sysctl_write("net.ipv6.conf.all.forwarding", 1)
+
+    @staticmethod
+    def _undo(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except CNMError:
+            pass   # best effort: the original error is the one to report
+
+    def restore_network(self, spec: NetworkSpec) -> None:
+        info = _network_info(spec)
+        with self._lock:
+            self._check_name_free(info)
+            if self.nl.link_exists(info.bridge_name):
+                owner = self._owner_of(info.bridge_name)
+                if owner != spec.id:
+                    raise Conflict(
+                        f"cannot restore network {spec.name}: interface {info.bridge_name} "
+                        + (f"belongs to network {owner[:12]}" if owner else "was not created by cnm"))
+                self._adopt(info, spec.enable_ipv6)
+                return
+            self._networks.pop(spec.id, None)
+            self.create_network(spec)
+
+    def _adopt(self, info: BridgeNetworkInfo, enable_ipv6: bool) -> None:
+        """Take over an existing bridge carrying this network's mark."""
+        self._configure_bridge(info, enable_ipv6)
+        self._firewall.network_created(info)
+        known = self._networks.get(info.network_id)
+        self._networks[info.network_id] = _Network(info, known.endpoints if known else {})
+
+    def delete_network(self, network_id: str) -> None:
+        with self._lock:
+            net = self._networks.get(network_id)
+            bridge = net.bridge if net else self._find_bridge(network_id)
+            if bridge and self.nl.link_exists(bridge):
+                try:
+                    ours = self._owner_of(bridge) == network_id
+                except NotFound:
+                    ours = False
+                if ours:
+                    self.nl.delete_link(bridge)
+            self._firewall.network_deleted(network_id)
+            self._networks.pop(network_id, None)
+
+    def _find_bridge(self, network_id: str) -> str | None:
+        """After a restart without restore: find our bridge by its alias."""
+        alias = naming.network_alias(network_id)
+        for link in self.nl.links():
+            if link.alias == alias:
+                return link.name
+        return None
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
+                        options: Mapping[str, str]) -> EndpointInterface:
+        with self._lock:
+            net = self._network(network_id)
+            if endpoint_id in net.endpoints:
+                raise Conflict(f"endpoint {endpoint_id[:12]} already exists in network {network_id[:12]}")
+            mac = (iface.mac or options.get(MAC_OPTION)
+                   or (naming.mac_from_ipv4(iface.address) if iface.address else naming.random_mac()))
+            ports = self.nl.bridge_port_count(net.bridge)
+            # Check before asking the kernel: its answer (EXFULL) names no bridge.
+            if ports >= MAX_BRIDGE_PORTS:
+                raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; "
+                               "create another network")
+            host, peer = naming.host_ifname(endpoint_id), naming.peer_ifname(endpoint_id)
+            self.nl.create_veth(host, peer, net.config.mtu, peer_mac=mac,
+                                alias=naming.endpoint_alias(endpoint_id))
+            try:
+                self.nl.set_master(host, net.bridge)
+                self.nl.set_link_up(host)
+            except BaseException:
+                self._undo(lambda: self.nl.delete_link(host))
+                raise
+            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, host, peer, mac,
+                                                   iface.address, iface.address_v6)
+            return replace(iface, mac=mac)
+
+    def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
+                         options: Mapping[str, object]) -> None:
+        """After a restart: re-learn an endpoint whose veth survived (found by its mark)
+        and re-publish its ports. Idempotent."""
+        with self._lock:
+            net = self._network(network_id)
+            host = naming.host_ifname(endpoint_id)
+            try:
+                ours = self.nl.link(host).alias == naming.endpoint_alias(endpoint_id)
+            except NotFound:
+                ours = False
+            if not ours:
+                raise NotFound(f"veth {host} of endpoint {endpoint_id[:12]} is gone from the host")
+            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, host, naming.peer_ifname(endpoint_id),
+                                                   iface.mac or "", iface.address, iface.address_v6)
+        if options.get(PORTMAP_OPTION):
+            self.program_external_connectivity(network_id, endpoint_id, options)
+
+    def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        with self._lock:
+            host = naming.host_ifname(endpoint_id)
+            # Only delete what carries our mark: the name alone could be someone's.
+            try:
+                ours = self.nl.link(host).alias == naming.endpoint_alias(endpoint_id)
+            except NotFound:
+                ours = False
+            if ours:
+                self.nl.delete_link(host)   # the peer goes with it, wherever it is
+            net = self._networks.get(network_id)
+            if net:
+                net.endpoints.pop(endpoint_id, None)
+
+    def endpoint_info(self, network_id: str, endpoint_id: str) -> dict:
+        with self._lock:
+            net = self._networks.get(network_id)
+            ep = net.endpoints.get(endpoint_id) if net else None
+            if ep is None:
+                return {}
+            info: dict = {MAC_OPTION: ep.mac}
+            if ep.port_bindings:
+                info[PORTMAP_OPTION] = [dict(b) for b in ep.port_bindings]
+            return info
+
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
+             options: Mapping[str, str]) -> JoinResult:
+        """The core moves `src_ifname` (the veth peer) into the sandbox, names it
+        eth<N>, sets addresses and, unless the network is internal, the default route
+        via the bridge's gateway (internal networks keep the gateway address on the
+        bridge but give no route out)."""
+        with self._lock:
+            net = self._network(network_id)
+            peer = naming.peer_ifname(endpoint_id)
+            if not self.nl.link_exists(peer):
+                raise NotFound(f"veth {peer} of endpoint {endpoint_id[:12]} is missing from the host "
+                               "(already joined, or deleted); remove and recreate the endpoint")
+            internal = net.config.internal
+            return JoinResult(
+                src_ifname=peer, dst_prefix="eth",
+                gateway=None if internal else naming.plain_address(net.info.gateway_v4),
+                gateway_v6=None if internal else naming.plain_address(net.info.gateway_v6))
+
+    def leave(self, network_id: str, endpoint_id: str) -> None:
+        """Nothing to undo on the host: the sandbox end goes away with the endpoint."""
+
+    def program_external_connectivity(self, network_id: str, endpoint_id: str,
+                                      options: Mapping[str, object]) -> None:
+        with self._lock:
+            net = self._network(network_id)
+            ep = net.endpoints.get(endpoint_id)
+            if ep is None:
+                raise NotFound(f"endpoint {endpoint_id[:12]} is not known to the bridge driver")
+            raw = options.get(PORTMAP_OPTION) or ()
+            if not isinstance(raw, (list, tuple)):
+                raise InvalidParameter(f"{PORTMAP_OPTION} must be a list of port bindings")
+            bindings = tuple(dict(b) for b in raw)
+            if net.config.internal and bindings:
+                raise InvalidParameter("ports cannot be published on an internal network")
+            self._firewall.ports_published(PublishedEndpoint(
+                network_id=network_id, endpoint_id=endpoint_id, bridge_name=net.bridge,
+                address=naming.plain_address(ep.address), address_v6=naming.plain_address(ep.address_v6),
+                host_binding_ipv4=net.config.host_binding_ipv4, port_bindings=bindings))
+            ep.port_bindings = bindings
+
+    def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
+        with self._lock:
+            self._firewall.ports_revoked(network_id, endpoint_id)
+            net = self._networks.get(network_id)
+            ep = net.endpoints.get(endpoint_id) if net else None
+            if ep is not None:
+                ep.port_bindings = ()
+
+    def discover_new(self, kind: str, data: Mapping[str, object]) -> None:
+        """Single-host driver: nothing to learn."""
+
+    def discover_delete(self, kind: str, data: Mapping[str, object]) -> None:
+        """Single-host driver: nothing to forget."""
+
+
+def register(registry, *, netlink_factory: Callable[[], HostNetlink] | None = None,
+             firewall: BridgeFirewall | None = None) -> BridgeDriver:
+    """Register a BridgeDriver working in the daemon's own namespace (by default)."""
+    if netlink_factory is None:
+        from cnm.osl.netlink import Netlink
+        netlink_factory = Netlink
+    driver = BridgeDriver(netlink_factory, firewall=firewall)
+    registry.register(driver)
+    return driver
