@@ -1,0 +1,426 @@
+"""Runtime: start, watch, stop and remove containers, each under its own supervisor.
+
+State lives on disk only (see cnm.runtime.files for the layout), so a restarted
+daemon gets the same view back with `adopt()`; the Runtime object holds no per-container
+memory. Processes are addressed through pidfds after checking their start time, so a
+recycled pid is never signalled.
+
+Exit notification: `exit_fd(id)` returns a pidfd of the container's shim. It becomes
+readable when the shim exits, which is after it wrote exit.json; an asyncio daemon does
+`loop.add_reader(fd, on_exit)`, then calls `state(id)` and closes the fd. No polling.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import marshal
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from cnm import errors
+from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
+from cnm.runtime import cgroups as cg
+from cnm.runtime import files, linux
+from cnm.runtime.spec import HOST, ID_PATTERN, ContainerSpec
+from cnm.runtime.state import CREATED, EXITED, RUNNING, ContainerState, DirFiles, derive, read_dir
+
+log = logging.getLogger(__name__)
+
+# The project root (the directory holding the `cnm` package), put on the shim's
+# sys.path explicitly: the shim runs with -I -S (no site, no env), for start-up speed.
+_PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BOOT = f"import sys; sys.path.insert(0, {_PROJECT!r}); from {files.SHIM_MARKER} import main; main()"
+START_TIMEOUT = 10.0
+# Under state_dir: cgroup hierarchies re-mounted when the daemon's mount namespace has
+# none (a daemon started by `ip netns exec`); see cgroups.read_layout.
+CGROUPFS = ".cgroupfs"
+
+
+def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
+    """util-linux nsenter entering every namespace of `pid` plus its root and cwd."""
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
+            "--root", "--wd", "--", *argv]
+
+
+def shim_argv(python: str, cdir: str) -> list[str]:
+    return [python, "-I", "-S", "-c", _BOOT, cdir]
+
+
+def is_shim_cmdline(cmd: list[str] | None, cdir: str) -> bool:
+    """Is this /proc/PID/cmdline the shim of container directory `cdir`?"""
+    return bool(cmd) and cmd[-1] == cdir and any(files.SHIM_MARKER in a for a in cmd)
+
+
+class Runtime:
+    """Containers under `state_dir`, one directory each; cgroups under `cgroup_root`
+    (default "cnm"; see cnm.runtime.cgroups)."""
+
+    def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
+        self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
+        self.python = python or sys.executable
+
+    # --- paths and files ------------------------------------------------------------
+
+    def _dir(self, cid: str) -> str:
+        if not isinstance(cid, str) or not ID_PATTERN.match(cid):
+            raise InvalidParameter(f"invalid container id {cid!r}")
+        return os.path.join(self.state_dir, cid)
+
+    def _require(self, cid: str) -> str:
+        cdir = self._dir(cid)
+        if not os.path.isfile(os.path.join(cdir, files.SPEC)):
+            raise NotFound(f"no such container: {cid}")
+        return cdir
+
+    def spec(self, cid: str) -> ContainerSpec:
+        with open(os.path.join(self._require(cid), files.SPEC)) as f:
+            return ContainerSpec.from_json(f.read())
+
+    def logs_paths(self, cid: str) -> tuple[str, str]:
+        """(stdout log, stderr log) of the container; the files may not exist before start."""
+        cdir = self._require(cid)
+        return os.path.join(cdir, files.STDOUT), os.path.join(cdir, files.STDERR)
+
+    # --- start ----------------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec) -> ContainerState:
+        """Start the container and return once its process has exec'd. On any failure
+        raise (InvalidParameter for a bad command, NotFound for a missing rootfs or
+        netns, Conflict for a duplicate id) and leave nothing behind."""
+        spec.validate()
+        if spec.rootfs is not None and not os.path.isdir(spec.rootfs):
+            raise NotFound(f"rootfs {spec.rootfs} not found: it must be an existing directory")
+        if spec.netns != HOST and not os.path.exists(spec.netns):
+            raise NotFound(f"network namespace {spec.netns} not found")
+        if _limited(spec):  # look at cgroups only when asked to: detection may mount
+            cg.limit_writes(self.cgroups.layout, spec.memory, spec.cpus, spec.pids_limit)  # fail before mkdir
+        cdir = self._dir(spec.id)
+        try:
+            os.mkdir(cdir, 0o700)
+        except FileExistsError as exc:
+            raise Conflict(f"container {spec.id} already exists: remove it first") from exc
+        try:
+            return self._start(spec, cdir)
+        except BaseException:
+            errs = self._discard(cdir)
+            if errs:
+                log.warning("cleanup after a failed start of %s: %s", spec.id, "; ".join(errs))
+            raise
+
+    def _start(self, spec: ContainerSpec, cdir: str) -> ContainerState:
+        files.write_atomic(os.path.join(cdir, files.SPEC), spec.to_json())
+        binds = []
+        for name, target, content in ((files.HOSTS, "/etc/hosts", spec.hosts),
+                                      (files.RESOLV_CONF, "/etc/resolv.conf", spec.resolv_conf),
+                                      (files.HOSTNAME, "/etc/hostname", spec.hostname_file())):
+            if content is not None:
+                path = os.path.join(cdir, name)
+                with open(path, "w") as f:
+                    f.write(content)
+                binds.append((path, target))
+        if spec.rootfs is not None:
+            for sub in (files.UPPER, files.WORK, files.MERGED):
+                os.mkdir(os.path.join(cdir, sub), 0o755)
+        # Record the cgroup paths before making them, so a crash in between still
+        # leaves a list for remove() to clean.
+        made: list[str] = []
+        if _limited(spec):
+            dirs = list(dict.fromkeys(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit).values()))
+            files.write_atomic(os.path.join(cdir, files.CGROUPS), json.dumps(dirs))
+            made = self.cgroups.create(spec.id, spec.memory, spec.cpus, spec.pids_limit)
+        cfg = {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
+               "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
+               "rootfs": spec.rootfs, "binds": binds, "cgroups": made}
+        reply = self._spawn(cdir, cfg)
+        kind, _, rest = reply.partition(" ")
+        if kind == "ok":
+            return self.state(spec.id)
+        if kind == "err":
+            name, _, message = rest.partition(" ")
+            cls = getattr(errors, name, None)
+            if not (isinstance(cls, type) and issubclass(cls, errors.CNMError)):
+                cls = InternalError
+            raise cls(message)
+        raise InternalError(f"the container supervisor exited without starting {spec.id}: {_tail(cdir)}")
+
+    def _spawn(self, cdir: str, cfg: dict) -> str:
+        with open(os.path.join(cdir, files.SHIM_LOG), "ab") as shim_log:
+            proc = subprocess.Popen(shim_argv(self.python, cdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=shim_log, start_new_session=True, close_fds=True, cwd="/", env={})
+        try:
+            proc.stdin.write(marshal.dumps(cfg))
+            proc.stdin.close()
+            fd = proc.stdout.fileno()
+            buf = b""
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(f"container {os.path.basename(cdir)} did not start within {START_TIMEOUT:.0f}s")
+                ready, _, _ = select.select([fd], [], [], remaining)
+                if ready:
+                    chunk = os.read(fd, 4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+        finally:
+            proc.stdout.close()
+            try:
+                proc.wait(5)  # the intermediate process; the shim itself is reparented
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return buf.decode(errors="replace").strip()
+
+    # --- state ----------------------------------------------------------------------
+
+    def _shim_ident(self, d: DirFiles) -> tuple[int, int] | None:
+        if d.started is not None:
+            return d.started.get("shim_pid"), d.started.get("shim_start")
+        return d.shim
+
+    def _shim_alive(self, cdir: str, d: DirFiles) -> bool:
+        ident = self._shim_ident(d)
+        if ident is None or not linux.is_alive(*ident):
+            return False
+        return is_shim_cmdline(linux.cmdline(ident[0]), cdir)
+
+    def state(self, cid: str) -> ContainerState:
+        """The container's state from its directory. A shim found dead without an
+        exit status is settled here once: exit.json is written with code 137 and the
+        container process, if it somehow still runs, is killed."""
+        cdir = self._require(cid)
+        d = read_dir(cdir)
+        alive = self._shim_alive(cdir, d)
+        if not alive and d.exited is None:
+            d = read_dir(cdir)  # the shim may have written exit.json and exited meanwhile
+            if d.started is not None and d.exited is None:
+                self._settle_lost(cdir, d)
+                d = read_dir(cdir)
+        return derive(cid, d, alive)
+
+    def _settle_lost(self, cdir: str, d: DirFiles) -> None:
+        self._signal_pid(d.started.get("pid"), d.started.get("pid_start"), signal.SIGKILL)
+        files.write_atomic(os.path.join(cdir, files.EXIT), files.dump_flat({
+            "exit_code": files.LOST_EXIT_CODE, "finished_at": files.rfc3339(time.time()),
+            "error": "supervisor died without recording the exit status"}))
+
+    def list(self) -> list[ContainerState]:
+        out = []
+        for name in sorted(os.listdir(self.state_dir)):
+            try:
+                out.append(self.state(name))
+            except (NotFound, InvalidParameter):
+                continue  # not a container directory
+        return out
+
+    def adopt(self) -> list[ContainerState]:
+        """Rebuild the view after a daemon restart: running shims (verified by pid, start
+        time and command line) stay running; ended ones report their exit status; a shim
+        that died without one is settled as exited 137; a start that crashed half-way
+        (no state.json, no shim) is cleaned away. Returns the containers kept."""
+        kept = []
+        for st in self.list():
+            if st.status == CREATED:
+                cdir = self._dir(st.id)
+                if not self._shim_alive(cdir, read_dir(cdir)):
+                    log.warning("removing container %s: its start never completed", st.id)
+                    self._discard(cdir)
+                    continue
+            kept.append(st)
+        return kept
+
+    # --- waiting and signals --------------------------------------------------------
+
+    def exit_fd(self, cid: str) -> int | None:
+        """A pidfd that becomes readable when the container's supervisor exits (after
+        exit.json is written); None if it is not running. The caller closes it."""
+        cdir = self._require(cid)
+        d = read_dir(cdir)
+        ident = self._shim_ident(d)
+        if ident is None:
+            return None
+        try:
+            fd = os.pidfd_open(ident[0])
+        except ProcessLookupError:
+            return None
+        # Verify after opening: the fd now pins the process, so the check cannot race.
+        if not self._shim_alive(cdir, d):
+            os.close(fd)
+            return None
+        return fd
+
+    def wait(self, cid: str, timeout: float | None = None) -> int:
+        """Block until the container exits; return its exit code. Unavailable on timeout."""
+        fd = self.exit_fd(cid)
+        if fd is not None:
+            try:
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
+                    raise Unavailable(f"timed out after {timeout}s waiting for container {cid} to exit")
+            finally:
+                os.close(fd)
+        st = self.state(cid)
+        if st.status != EXITED:
+            raise Conflict(f"container {cid} was never started")
+        return st.exit_code
+
+    @staticmethod
+    def _signal_pid(pid: int | None, start: int | None, sig: int) -> bool:
+        if not pid:
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        try:
+            if not linux.is_alive(pid, start):
+                return False
+            signal.pidfd_send_signal(fd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(fd)
+
+    def kill(self, cid: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the container's PID 1. Note: PID 1 of a PID namespace ignores
+        signals it has no handler for, except SIGKILL. Conflict if it is not running."""
+        st = self.state(cid)
+        if st.status != RUNNING:
+            raise Conflict(f"container {cid} is not running")
+        d = read_dir(self._dir(cid))
+        if not self._signal_pid(st.pid, d.started.get("pid_start"), sig):
+            raise Conflict(f"container {cid} is not running")
+
+    def stop(self, cid: str, timeout: float = 10) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; return the exit code.
+        Idempotent: stopping a stopped container returns its exit code."""
+        st = self.state(cid)
+        if st.status != RUNNING:
+            return st.exit_code
+        d = read_dir(self._dir(cid))
+        pid_start = d.started.get("pid_start")
+        self._signal_pid(st.pid, pid_start, signal.SIGTERM)
+        try:
+            return self.wait(cid, timeout)
+        except Unavailable:
+            pass
+        self._signal_pid(st.pid, pid_start, signal.SIGKILL)
+        return self.wait(cid, 10)
+
+    # --- remove ---------------------------------------------------------------------
+
+    def remove(self, cid: str, force: bool = False) -> None:
+        """Remove the container's directory (logs, overlay upper layer), cgroups and any
+        mount left under it. Conflict while it runs unless `force` (then SIGKILL first).
+        Idempotent: removing an absent container does nothing."""
+        cdir = self._dir(cid)
+        if not os.path.isdir(cdir):
+            return
+        if os.path.isfile(os.path.join(cdir, files.SPEC)):
+            st = self.state(cid)
+            d = read_dir(cdir)
+            if self._shim_alive(cdir, d):
+                if not force:
+                    raise Conflict(f"cannot remove running container {cid}: stop the container before "
+                                   "removing or force remove")
+                if st.status == RUNNING:
+                    self._signal_pid(st.pid, d.started.get("pid_start"), signal.SIGKILL)
+                else:  # still starting: killing the shim kills the child (pdeathsig)
+                    self._signal_pid(*self._shim_ident(d), signal.SIGKILL)
+                try:
+                    self.wait(cid, 10)
+                except (Unavailable, Conflict):
+                    pass
+        errs = self._discard(cdir)
+        if errs:
+            raise InternalError(f"container {cid} removed incompletely: {'; '.join(errs)}")
+
+    def _discard(self, cdir: str) -> list[str]:
+        """Best-effort teardown of a container directory; returns what failed."""
+        errs: list[str] = []
+        d = read_dir(cdir)
+        ident = self._shim_ident(d)
+        if ident and self._shim_alive(cdir, d):
+            fd = None
+            try:
+                fd = os.pidfd_open(ident[0])
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                select.select([fd], [], [], 5)
+            except ProcessLookupError:
+                pass
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        if d.started:
+            self._signal_pid(d.started.get("pid"), d.started.get("pid_start"), signal.SIGKILL)
+        try:
+            with open(os.path.join(cdir, files.CGROUPS)) as f:
+                dirs = json.load(f)
+            if dirs:
+                self.cgroups.layout  # noqa: B018 - detection re-mounts .cgroupfs in a fresh namespace
+            errs += cg.remove(dirs)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            errs.append(f"cgroups list: {exc}")
+        errs += _unmount_under(cdir)
+        shutil.rmtree(cdir, onerror=lambda _fn, path, exc: errs.append(f"{path}: {exc[1]}"))
+        return errs
+
+    # --- exec -----------------------------------------------------------------------
+
+    def exec_argv(self, cid: str, argv: list[str], interactive: bool = False) -> list[str]:
+        """An argv (nsenter) that runs `argv` in the container's mount, UTS, IPC,
+        network and PID namespaces, root and working directory. The caller execs it with
+        `exec_env(cid)` as environment; with interactive=False it should give it
+        /dev/null as stdin. The process does not join the container's cgroups."""
+        if not argv:
+            raise InvalidParameter("no command given to exec")
+        st = self.state(cid)
+        if st.status != RUNNING:
+            raise Conflict(f"container {cid} is not running")
+        return nsenter_argv(st.pid, list(argv))
+
+    def exec_env(self, cid: str) -> dict[str, str]:
+        """The environment the container's process got (PATH, HOSTNAME defaulted)."""
+        return self.spec(cid).full_env()
+
+
+def _limited(spec: ContainerSpec) -> bool:
+    return any(v is not None for v in (spec.memory, spec.cpus, spec.pids_limit))
+
+
+def _tail(cdir: str) -> str:
+    try:
+        with open(os.path.join(cdir, files.SHIM_LOG)) as f:
+            lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        return lines[-1] if lines else "no output"
+    except OSError:
+        return "no output"
+
+
+def _unmount_under(cdir: str) -> list[str]:
+    """Detach any mount left under the container directory in *our* mount namespace.
+    Normally there is none: the shim mounts only inside the container's namespace."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            points = [p for _, p, _, _ in cg.parse_mountinfo(f.read()) if p == cdir or p.startswith(cdir + "/")]
+    except OSError:
+        return []
+    errs = []
+    for p in sorted(points, key=len, reverse=True):
+        try:
+            linux.umount2(p, linux.MNT_DETACH)
+        except OSError as exc:
+            errs.append(f"umount {p}: {exc.strerror}")
+    return errs

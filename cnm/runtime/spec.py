@@ -1,0 +1,122 @@
+"""ContainerSpec: everything the runtime needs to start one container. Pure data."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from cnm.errors import InvalidParameter
+
+HOST = "host"
+# Docker's default PATH when the image sets none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
+MIN_MEMORY = 6 * 1024 * 1024  # Docker's lower bound: "Minimum memory limit allowed is 6MB"
+
+
+@dataclass
+class ContainerSpec:
+    """One container.
+
+    netns:  "host" = the caller's own network namespace; otherwise the path of an
+            existing namespace file to join (a bind-mounted /run/.../netns/<id>, or
+            /proc/<pid>/ns/net of another container for `container:X`).
+    rootfs: None = the host's filesystem as / (with private /proc, /dev/shm and
+            /etc/{hosts,resolv.conf,hostname}); else a directory used read-only as the
+            lower layer of an overlay whose upper layer lives in the container's dir.
+    hosts, resolv_conf, etc_hostname: contents bind-mounted over the files in /etc
+            inside the container (None = leave the file alone). etc_hostname None with
+            a hostname set means "<hostname>\\n".
+    memory: bytes; cpus: fraction of CPUs (1.5 = one and a half); pids_limit: tasks.
+    """
+
+    id: str
+    argv: list[str]
+    name: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    workdir: str = "/"
+    netns: str = HOST
+    rootfs: str | None = None
+    hosts: str | None = None
+    resolv_conf: str | None = None
+    etc_hostname: str | None = None
+    memory: int | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+
+    def validate(self) -> "ContainerSpec":
+        """Raise InvalidParameter for anything the kernel would reject later; return self."""
+        if not ID_PATTERN.match(self.id or ""):
+            raise InvalidParameter(f"invalid container id {self.id!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-], at most 128")
+        if not isinstance(self.argv, list) or not self.argv or not self.argv[0] \
+                or any(not isinstance(a, str) or "\0" in a for a in self.argv):
+            raise InvalidParameter("no command given: argv must be a non-empty list of strings")
+        for k, v in self.env.items():
+            if not k or "=" in k or "\0" in k or "\0" in str(v):
+                raise InvalidParameter(f"invalid environment variable {k!r}: names must be non-empty without '='")
+        if self.hostname and not _HOSTNAME.match(self.hostname):
+            raise InvalidParameter(f"invalid hostname {self.hostname!r}: letters, digits, '.', '-'; at most 63")
+        if not self.workdir.startswith("/"):
+            raise InvalidParameter(f"the working directory {self.workdir!r} is invalid: it needs to be an absolute path")
+        if self.netns != HOST and not os.path.isabs(self.netns):
+            raise InvalidParameter(f"invalid netns {self.netns!r}: \"host\" or the absolute path of a namespace file")
+        if self.rootfs is not None:
+            if not os.path.isabs(self.rootfs):
+                raise InvalidParameter(f"invalid rootfs {self.rootfs!r}: it needs to be an absolute path")
+            if any(c in self.rootfs for c in ",:\\"):
+                # overlayfs mount options are split on ',' and lowerdir on ':'
+                raise InvalidParameter(f"invalid rootfs {self.rootfs!r}: ',', ':' and '\\' are not allowed in the path")
+        if self.memory is not None and (isinstance(self.memory, bool) or self.memory < MIN_MEMORY):
+            raise InvalidParameter(f"invalid memory limit {self.memory}: minimum memory limit allowed is 6MB")
+        if self.cpus is not None and not (0.01 <= self.cpus <= 1024):
+            raise InvalidParameter(f"invalid cpus {self.cpus}: range of CPUs is from 0.01 upwards")
+        if self.pids_limit is not None and (isinstance(self.pids_limit, bool) or self.pids_limit < 1):
+            raise InvalidParameter(f"invalid pids limit {self.pids_limit}: it must be at least 1")
+        return self
+
+    def hostname_file(self) -> str | None:
+        """What /etc/hostname should contain inside, or None to leave it alone."""
+        if self.etc_hostname is not None:
+            return self.etc_hostname
+        return f"{self.hostname}\n" if self.hostname else None
+
+    def full_env(self) -> dict[str, str]:
+        """The environment the process gets: PATH and HOSTNAME defaulted like Docker."""
+        env = {"PATH": DEFAULT_PATH}
+        if self.hostname:
+            env["HOSTNAME"] = self.hostname
+        env.update(self.env)
+        return env
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ContainerSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidParameter(f"unknown container spec field(s): {', '.join(sorted(unknown))}")
+        try:
+            spec = cls(**data)
+        except TypeError as exc:
+            raise InvalidParameter(f"invalid container spec: {exc}") from exc
+        spec.argv = list(spec.argv)
+        spec.env = dict(spec.env)
+        return spec
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ContainerSpec":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidParameter(f"container spec is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidParameter("container spec must be a JSON object")
+        return cls.from_dict(data)
