@@ -104,6 +104,8 @@ class ContainerService:
         self.store = store
         self.lock = controller.lock          # one lock for networks and containers: no lock ordering bugs
         self._containers: dict[str, Container] = {}
+        # Exit codes of auto-removed containers, for a `wait` that arrives after removal.
+        self.exit_codes: dict[str, int] = {}
         self._host_resolv = host_resolv
         self._host_hosts = host_hosts
         self.on_started: Callable[[str], None] = lambda cid: None   # the daemon watches for the exit
@@ -348,6 +350,12 @@ class ContainerService:
             return ct
 
     def _remove(self, ct: Container) -> None:
+        try:
+            st = self.runtime.state(ct.id)
+            if st.exit_code is not None:
+                self.exit_codes[ct.id] = st.exit_code
+        except NotFound:
+            pass
         self.runtime.remove(ct.id, True)
         self._release_network(ct)
         self.store.delete(CT_PREFIX + ct.id)

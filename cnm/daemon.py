@@ -23,6 +23,9 @@ class DaemonConfig:
     socket: str = "/run/cnm/cnm.sock"
     log_level: str = "info"
     default_address_pools: list[str] = field(default_factory=list)
+    cluster_store: str | None = None       # etcd://h:p[,h:p…]
+    advertise: str | None = None           # this host's underlay address
+    plugin_dirs: list[str] = field(default_factory=list)
 
     @property
     def state_db(self) -> str:

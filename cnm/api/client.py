@@ -8,12 +8,14 @@ Non-2xx answers raise the error category the daemon answered with
 """
 from __future__ import annotations
 
+import http.client
 import json
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote, urlencode
 
+from cnm.api.rawstream import iter_frames
 from cnm.api.transport import StreamResponse, Transport, UnixSocketTransport
-from cnm.errors import InvalidParameter, from_http
+from cnm.errors import InvalidParameter, Unavailable, from_http
 
 DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
 
@@ -106,3 +108,65 @@ class APIClient:
 
     def networks_prune(self) -> list[str]:
         return self.request("POST", "/networks/prune")["NetworksDeleted"] or []
+
+    # -- containers ---------------------------------------------------------------
+
+    def container_create(self, body: dict) -> str:
+        """Create AND start a container (our runtime has no separate start); its id.
+        A `Name` in the body is sent as Docker's ?name= query."""
+        body = dict(body)
+        name = body.pop("Name", None)
+        return self.request("POST", "/containers/create", body, query={"name": name} if name else None)["Id"]
+
+    def containers(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict]:
+        query = {"all": "1"} if all else {}
+        if filters:
+            query["filters"] = json.dumps(filters)
+        return self.request("GET", "/containers/json", query=query or None)
+
+    def container_inspect(self, ref: str) -> dict:
+        return self.request("GET", f"/containers/{quote(ref, safe='')}/json")
+
+    def container_stop(self, ref: str, timeout: float | None = None) -> None:
+        query = {"t": f"{timeout:g}"} if timeout is not None else None
+        self.request("POST", f"/containers/{quote(ref, safe='')}/stop", query=query)
+
+    def container_kill(self, ref: str, signal: str = "SIGKILL") -> None:
+        self.request("POST", f"/containers/{quote(ref, safe='')}/kill", query={"signal": signal})
+
+    def container_remove(self, ref: str, force: bool = False) -> None:
+        self.request("DELETE", f"/containers/{quote(ref, safe='')}", query={"force": "1"} if force else None)
+
+    def container_wait(self, ref: str) -> int:
+        """Block until the container exits; its exit code."""
+        return int(self.request("POST", f"/containers/{quote(ref, safe='')}/wait")["StatusCode"])
+
+    def container_logs(self, ref: str, follow: bool = False, stdout: bool = True,
+                       stderr: bool = True) -> Iterator[tuple[int, bytes]]:
+        """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr; with `follow`, until
+        the container has exited and its output is drained. Close the iterator (or
+        exhaust it) to release the connection."""
+        query = {"stdout": "1" if stdout else "0", "stderr": "1" if stderr else "0"}
+        if follow:
+            query["follow"] = "1"
+        resp = self.request("GET", f"/containers/{quote(ref, safe='')}/logs", stream=True, query=query)
+
+        def frames() -> Iterator[tuple[int, bytes]]:
+            try:
+                yield from iter_frames(resp.read)
+            except ValueError as exc:
+                raise from_http(502, f"the daemon sent a malformed log stream: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise Unavailable(f"lost the connection to the daemon while reading logs: {exc}") from exc
+            finally:
+                resp.close()
+
+        return frames()
+
+    def network_connect(self, network: str, container: str, endpoint_config: dict | None = None) -> None:
+        body = {"Container": container, "EndpointConfig": endpoint_config or {}}
+        self.request("POST", f"/networks/{quote(network, safe='')}/connect", body)
+
+    def network_disconnect(self, network: str, container: str, force: bool = False) -> None:
+        body = {"Container": container, "Force": force}
+        self.request("POST", f"/networks/{quote(network, safe='')}/disconnect", body)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from cnm.cli import daemon_cmd, networks
+from cnm.cli import containers, daemon_cmd, networks
 from cnm.cli.output import error_line
 from cnm.errors import CNMError
 
@@ -78,5 +78,10 @@ for _cmd in networks.COMMANDS:
     network.add_command(_cmd)
 network.add_command(networks.ls, "list")
 network.add_command(networks.rm, "remove")
+for _cmd in containers.TOP_LEVEL:
+    main.add_command(_cmd)
+for _cmd in containers.NETWORK_COMMANDS:
+    network.add_command(_cmd)
+main.add_command(containers.container_group(CNMGroup))
 main.add_command(daemon_cmd.daemon)
 main.add_command(daemon_cmd.version)

@@ -216,7 +216,17 @@ def test_daemon_command_builds_the_config(monkeypatch):
                                   "--default-address-pool", "size=26, base=10.20.0.0/16"])
     assert r.exit_code == 7, r.output
     assert got == {"root": "/tmp/r", "run_dir": "/tmp/run", "socket": "/tmp/run/s.sock", "log_level": "debug",
-                   "default_address_pools": ["base=10.10.0.0/16,size=24", "base=10.20.0.0/16,size=26"]}
+                   "default_address_pools": ["base=10.10.0.0/16,size=24", "base=10.20.0.0/16,size=26"],
+                   "cluster_store": None, "advertise": None, "plugin_dirs": []}
+    got.clear()
+    r = CliRunner().invoke(main, ["daemon", "--cluster-store", "etcd://198.18.0.1:2379", "--advertise", "198.18.0.1",
+                                  "--plugin-dir", "/tmp/p1", "--plugin-dir", "/tmp/p2"])
+    assert r.exit_code == 7, r.output
+    assert (got["cluster_store"], got["advertise"], got["plugin_dirs"]) == \
+        ("etcd://198.18.0.1:2379", "198.18.0.1", ["/tmp/p1", "/tmp/p2"])
+    got.clear()
+    r = CliRunner().invoke(main, ["daemon", "--cluster-store", "etcd://198.18.0.1:2379"])
+    assert r.exit_code == 2 and "--advertise" in r.output and got == {}
     got.clear()
     assert CliRunner().invoke(main, ["daemon"]).exit_code == 7
     assert (got["root"], got["run_dir"], got["socket"], got["log_level"], got["default_address_pools"]) == \

@@ -1,0 +1,368 @@
+"""Container routes of Docker's Engine API (and network connect/disconnect), on top of
+`cnm.containers.ContainerService`.
+
+    app = make_app(controller, extra_routes=containers.routes(service))
+
+Our runtime has no separate create and start: `POST /containers/create` runs the
+container; `POST /containers/{id}/start` answers 304 for a running one and 409 otherwise.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal as signals
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from cnm.api.common import Route, blocking, json_body, json_response
+from cnm.api.filters import parse_filters
+from cnm.api.rawstream import MEDIA_TYPE, STDERR, STDOUT, encode_frame
+from cnm.container_requests import ContainerCreate, EndpointRequest
+from cnm.errors import Conflict, InvalidParameter, NotFound
+from cnm.model import Endpoint, Network
+from cnm.render_container import container_json, container_summary
+
+CONTAINER_FILTERS = frozenset({"id", "name", "status"})
+LOG_POLL = 0.02          # seconds between looks at a followed log / an exit without pidfd
+READ_CHUNK = 64 * 1024
+
+
+class ContainerRuntime(Protocol):
+    """The part of `cnm.runtime.Runtime` these routes use."""
+
+    def state(self, cid: str) -> Any:
+        """ContainerState(id, status, pid, shim_pid, exit_code, started_at, finished_at);
+        NotFound once the container is removed."""
+
+    def kill(self, cid: str, sig: int) -> None:
+        """Signal the container's PID 1; Conflict if it is not running."""
+
+    def logs_paths(self, cid: str) -> tuple[str, str]:
+        """(stdout log, stderr log); the files may not exist yet."""
+
+    # Optional: exit_fd(cid) -> int | None, a pidfd readable once the container has
+    # exited (None if it is not running). Without it, `wait` polls the state.
+
+
+class ContainerServiceLike(Protocol):
+    """The part of `cnm.containers.ContainerService` these routes use. Synchronous and
+    thread-safe: routes call it from a thread pool."""
+
+    ctl: Any          # get_network(ref) -> Network
+    runtime: ContainerRuntime
+    # Optional: exit codes of containers removed after they exited (auto-remove), kept
+    # by the service when it removes them, so that a wait racing with the removal still
+    # answers. Read with getattr: a service without it makes such a wait a 404.
+    exit_codes: dict[str, int]
+
+    def get(self, ref: str) -> Any:
+        """The Container record by name, id or unique id prefix; NotFound."""
+
+    def list(self) -> list[Any]:
+        """Every container record, newest first."""
+
+    def endpoints(self, ct: Any) -> list[Endpoint]:
+        """The container's endpoints in attach order."""
+
+    def run(self, req: ContainerCreate) -> Any:
+        """Create and start the container (or roll back); returns its record."""
+
+    def stop(self, ref: str, timeout: float = 10) -> Any:
+        """SIGTERM, SIGKILL after `timeout`; releases its network. Idempotent."""
+
+    def remove(self, ref: str, force: bool = False) -> Any:
+        """Remove the container; Conflict while it runs unless `force`."""
+
+    def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint:
+        """Attach a running container to one more network."""
+
+    def disconnect(self, net_ref: str, ct_ref: str, force: bool = False) -> None:
+        """Detach the container from a network."""
+
+
+# -- query helpers ---------------------------------------------------------------------
+
+def _flag(request: web.Request, name: str, default: bool = False) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+def _number(request: web.Request, name: str, default: float) -> float:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        n = float(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value for {name}: {value!r} is not a number") from None
+    if n < 0:
+        raise InvalidParameter(f"invalid value for {name}: {value} must not be negative")
+    return n
+
+
+def parse_signal(text: str | None) -> int:
+    """SIGKILL, KILL or 9 (Docker accepts all three); SIGKILL when empty."""
+    if not text:
+        return int(signals.SIGKILL)
+    if text.isdigit():
+        num = int(text)
+        if num not in {int(s) for s in signals.Signals}:
+            raise InvalidParameter(f"invalid signal: {text}")
+        return num
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    try:
+        return int(signals.Signals[name])
+    except KeyError:
+        raise InvalidParameter(f"invalid signal: {text}") from None
+
+
+# -- synchronous pieces, run in the executor -----------------------------------------
+
+def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
+    try:
+        return service.runtime.state(cid)
+    except NotFound:
+        return None
+
+
+def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], dict[str, Network]]:
+    """The runtime state, endpoints and networks that render a container."""
+    state = _state_or_none(service, ct.id)
+    endpoints = service.endpoints(ct)
+    networks: dict[str, Network] = {}
+    for ep in endpoints:
+        try:
+            net = service.ctl.get_network(ep.network_id)
+            networks[net.id] = net
+        except NotFound:
+            pass
+    if not ct.network_mode.startswith("container:"):
+        try:
+            net = service.ctl.get_network(ct.network_mode)
+            networks[net.id] = net
+        except (NotFound, InvalidParameter):
+            pass
+    return state, endpoints, networks
+
+
+def _matches(ct: Any, state: Any, filters: dict[str, list[str]]) -> bool:
+    status = state.status if state is not None else "dead"
+    tests = {
+        "id": lambda v: ct.id.startswith(v),
+        "name": lambda v: v.lstrip("/") in ct.name,
+        "status": lambda v: status == v,
+    }
+    return all(any(tests[key](v) for v in values) for key, values in filters.items() if values)
+
+
+def _list(service: ContainerServiceLike, all_: bool, filters: dict[str, list[str]]) -> list[dict]:
+    out = []
+    for ct in service.list():
+        state, endpoints, networks = _view(service, ct)
+        running = state is not None and state.status == "running"
+        if (all_ or running or "status" in filters) and _matches(ct, state, filters):
+            out.append(container_summary(ct, state, endpoints, networks))
+    return out
+
+
+def _inspect(service: ContainerServiceLike, ref: str) -> dict:
+    ct = service.get(ref)
+    return container_json(ct, *_view(service, ct))
+
+
+class _LogTail:
+    """One log file read from where the last read stopped; opened once it exists
+    (the open fd keeps it readable if the container is removed meanwhile)."""
+
+    def __init__(self, stream: int, path: str) -> None:
+        self.stream = stream
+        self.path = path
+        self.file: Any = None
+
+    def read(self) -> bytes:
+        if self.file is None:
+            try:
+                self.file = open(self.path, "rb")
+            except FileNotFoundError:
+                return b""
+        return self.file.read(READ_CHUNK)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _read_all(tails: list[_LogTail]) -> list[tuple[int, bytes]]:
+    return [(t.stream, data) for t in tails if (data := t.read())]
+
+
+def _exit_fd(service: ContainerServiceLike, cid: str) -> int | None:
+    try:
+        return service.runtime.exit_fd(cid)
+    except NotFound:
+        return None      # removed meanwhile: the next state read tells
+
+
+def _ended(service: ContainerServiceLike, cid: str) -> bool:
+    state = _state_or_none(service, cid)
+    return state is None or state.status == "exited"
+
+
+def _close_all(tails: list[_LogTail]) -> None:
+    for t in tails:
+        t.close()
+
+
+# -- waiting for an exit ---------------------------------------------------------------
+
+async def _readable(fd: int) -> None:
+    """Until `fd` (a pidfd) is readable; closes it."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def wait_exit(request: web.Request, service: ContainerServiceLike, cid: str) -> int:
+    """The container's exit code, once it has exited. Uses the runtime's exit pidfd
+    (`exit_fd`) when it has one, else polls. An auto-remove container may be gone by
+    the time the state is read: then the service's `exit_codes` answers."""
+    has_exit_fd = getattr(service.runtime, "exit_fd", None) is not None
+    while True:
+        state = await blocking(request, _state_or_none, service, cid)
+        if state is None:
+            code = getattr(service, "exit_codes", {}).get(cid)
+            if code is not None:
+                return code
+            raise NotFound(f"container {cid[:12]} was removed before its exit status could be read")
+        if state.status == "exited":
+            return state.exit_code if state.exit_code is not None else -1
+        fd = await blocking(request, _exit_fd, service, cid) if has_exit_fd else None
+        if fd is None:
+            await asyncio.sleep(LOG_POLL)
+        else:
+            await _readable(fd)
+
+
+# -- routes -------------------------------------------------------------------------------
+
+def routes(service: ContainerServiceLike) -> list[Route]:
+    """The container routes; pass them to `make_app(..., extra_routes=...)`."""
+
+    async def create(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        if request.query.get("name"):
+            body["Name"] = request.query["name"]
+        req = ContainerCreate.from_docker_json(body)
+        ct = await blocking(request, service.run, req)
+        return json_response({"Id": ct.id, "Warnings": []}, status=201)
+
+    async def list_(request: web.Request) -> web.Response:
+        filters = parse_filters(request.query.get("filters"), CONTAINER_FILTERS)
+        return json_response(await blocking(request, _list, service, _flag(request, "all"), filters))
+
+    async def inspect(request: web.Request) -> web.Response:
+        return json_response(await blocking(request, _inspect, service, request.match_info["ref"]))
+
+    async def start(request: web.Request) -> web.Response:
+        ct = await blocking(request, service.get, request.match_info["ref"])
+        state = await blocking(request, _state_or_none, service, ct.id)
+        if state is not None and state.status == "running":
+            return web.Response(status=304)
+        raise Conflict(f"container {ct.name} has exited and restart is not supported: run a new container")
+
+    async def stop(request: web.Request) -> web.Response:
+        timeout = _number(request, "t", 10)
+        await blocking(request, service.stop, request.match_info["ref"], timeout)
+        return web.Response(status=204)
+
+    async def kill(request: web.Request) -> web.Response:
+        sig = parse_signal(request.query.get("signal"))
+        ct = await blocking(request, service.get, request.match_info["ref"])
+        await blocking(request, service.runtime.kill, ct.id, sig)
+        return web.Response(status=204)
+
+    async def remove(request: web.Request) -> web.Response:
+        await blocking(request, service.remove, request.match_info["ref"], _flag(request, "force"))
+        return web.Response(status=204)
+
+    async def wait(request: web.Request) -> web.Response:
+        ct = await blocking(request, service.get, request.match_info["ref"])
+        code = await wait_exit(request, service, ct.id)
+        return json_response({"StatusCode": code, "Error": None})
+
+    async def logs(request: web.Request) -> web.StreamResponse:
+        want_out, want_err = _flag(request, "stdout"), _flag(request, "stderr")
+        if "stdout" not in request.query and "stderr" not in request.query:
+            want_out = want_err = True
+        if not (want_out or want_err):
+            raise InvalidParameter("you must choose at least one stream: stdout=1 and/or stderr=1")
+        follow = _flag(request, "follow")
+        ct = await blocking(request, service.get, request.match_info["ref"])
+        out_path, err_path = await blocking(request, service.runtime.logs_paths, ct.id)
+        tails = ([_LogTail(STDOUT, out_path)] if want_out else []) + ([_LogTail(STDERR, err_path)] if want_err else [])
+        resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
+        await resp.prepare(request)
+        try:
+            while True:
+                # Look at the state BEFORE reading: output written up to the exit is
+                # then read in this round or a later one, never lost.
+                ended = not follow or await blocking(request, _ended, service, ct.id)
+                chunks = await blocking(request, _read_all, tails)
+                for stream, data in chunks:
+                    await resp.write(encode_frame(stream, data))
+                if chunks:
+                    continue
+                if ended:
+                    break
+                if request.transport is None or request.transport.is_closing():
+                    return resp     # the client went away
+                await asyncio.sleep(LOG_POLL)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        finally:
+            await blocking(request, _close_all, tails)
+        return resp
+
+    async def connect(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        ref = body.get("Container")
+        if not isinstance(ref, str) or not ref:
+            raise InvalidParameter("field Container is required: the container name or ID to connect")
+        epreq = EndpointRequest.from_docker_json(body.get("EndpointConfig") or {})
+        await blocking(request, service.connect, request.match_info["ref"], ref, epreq)
+        return web.Response(status=200)
+
+    async def disconnect(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        ref = body.get("Container")
+        if not isinstance(ref, str) or not ref:
+            raise InvalidParameter("field Container is required: the container name or ID to disconnect")
+        force = body.get("Force", False)
+        if not isinstance(force, bool):
+            raise InvalidParameter("field Force must be a boolean")
+        await blocking(request, service.disconnect, request.match_info["ref"], ref, force)
+        return web.Response(status=200)
+
+    return [
+        Route("POST", "/containers/create", create),
+        Route("GET", "/containers/json", list_),
+        Route("GET", "/containers/{ref}/json", inspect),
+        Route("POST", "/containers/{ref}/start", start),
+        Route("POST", "/containers/{ref}/stop", stop),
+        Route("POST", "/containers/{ref}/kill", kill),
+        Route("POST", "/containers/{ref}/wait", wait),
+        Route("GET", "/containers/{ref}/logs", logs),
+        Route("DELETE", "/containers/{ref}", remove),
+        Route("POST", "/networks/{ref}/connect", connect),
+        Route("POST", "/networks/{ref}/disconnect", disconnect),
+    ]

@@ -1,0 +1,254 @@
+"""Docker-shaped JSON for containers: `GET /containers/{id}/json` (inspect) and
+`GET /containers/json` (ps). Pure: the caller gathers the record, the runtime state,
+the endpoints and their networks.
+
+`state` is the runtime's ContainerState (status, pid, exit_code, started_at,
+finished_at, error) or None when the runtime no longer knows the container.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any, Iterable
+
+from cnm.model import Endpoint, Network
+
+if TYPE_CHECKING:
+    from cnm.containers import Container
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _plain(address: str | None) -> str:
+    return (address or "").split("/")[0]
+
+
+def _prefix(address: str | None) -> int:
+    return int(address.split("/")[1]) if address and "/" in address else 0
+
+
+def _status(state: Any) -> str:
+    return state.status if state is not None else "dead"
+
+
+def state_json(state: Any) -> dict:
+    status = _status(state)
+    running = status == "running"
+    return {
+        "Status": status,
+        "Running": running,
+        "Paused": False,
+        "Restarting": False,
+        "OOMKilled": False,
+        "Dead": state is None,
+        "Pid": (state.pid or 0) if running else 0,
+        "ExitCode": (state.exit_code or 0) if state is not None else 0,
+        "Error": (getattr(state, "error", None) or "") if state is not None else "",
+        "StartedAt": (state.started_at if state is not None else None) or ZERO_TIME,
+        "FinishedAt": (state.finished_at if state is not None else None) or ZERO_TIME,
+    }
+
+
+def _port_key(rec: dict) -> str:
+    return f"{rec['container_port']}/{rec['proto']}"
+
+
+def port_bindings_json(requested: Iterable[dict]) -> dict:
+    """HostConfig.PortBindings: what the user asked for ("" host port = ephemeral)."""
+    out: dict[str, list[dict]] = {}
+    for rec in requested:
+        host_port = "" if rec.get("host_port") is None else str(rec["host_port"])
+        if host_port and rec.get("host_port_end") is not None:
+            host_port += f"-{rec['host_port_end']}"
+        out.setdefault(_port_key(rec), []).append({"HostIp": rec.get("host_ip") or "", "HostPort": host_port})
+    return out
+
+
+def ports_json(requested: Iterable[dict], allocated: Iterable[dict]) -> dict:
+    """NetworkSettings.Ports: every requested container port, with the host ports it
+    got, or null while it has none (an exited container gave its ports back)."""
+    out: dict[str, list[dict] | None] = {_port_key(rec): None for rec in requested}
+    for rec in allocated:
+        if rec.get("host_port") is None:
+            continue
+        entry = {"HostIp": rec.get("host_ip") or "0.0.0.0", "HostPort": str(rec["host_port"])}
+        out.setdefault(_port_key(rec), None)
+        out[_port_key(rec)] = (out[_port_key(rec)] or []) + [entry]
+    return out
+
+
+def endpoint_json(ep: Endpoint | None, net: Network | None) -> dict:
+    """One NetworkSettings.Networks entry; ep None = attached in name only (host,
+    none, or a stopped container whose endpoint was released)."""
+    return {
+        "IPAMConfig": None,
+        "Links": None,
+        "Aliases": list(ep.aliases) if ep is not None and ep.aliases else None,
+        "NetworkID": net.id if net is not None else (ep.network_id if ep is not None else ""),
+        "EndpointID": ep.id if ep is not None else "",
+        "Gateway": (ep.gateway or "") if ep is not None else "",
+        "IPAddress": _plain(ep.address) if ep is not None else "",
+        "IPPrefixLen": _prefix(ep.address) if ep is not None else 0,
+        "IPv6Gateway": (ep.gateway_v6 or "") if ep is not None else "",
+        "GlobalIPv6Address": _plain(ep.address_v6) if ep is not None else "",
+        "GlobalIPv6PrefixLen": _prefix(ep.address_v6) if ep is not None else 0,
+        "MacAddress": (ep.mac or "") if ep is not None else "",
+        "DriverOpts": None,
+    }
+
+
+def _mode_network(ct: Container, networks: dict[str, Network]) -> Network | None:
+    for net in networks.values():
+        if ct.network_mode in (net.name, net.id):
+            return net
+    return None
+
+
+def networks_json(ct: Container, endpoints: list[Endpoint], networks: dict[str, Network]) -> dict:
+    """NetworkSettings.Networks keyed by network name. container:X has none of its
+    own; host and none show their network with empty addresses; a stopped container
+    still names the network it was started on."""
+    if ct.network_mode.startswith("container:") or ct.shared_with:
+        return {}
+    out: dict[str, dict] = {}
+    for ep in endpoints:
+        net = networks.get(ep.network_id)
+        out[net.name if net is not None else ep.network_id[:12]] = endpoint_json(ep, net)
+    if not out:
+        net = _mode_network(ct, networks)
+        name = net.name if net is not None else ct.network_mode
+        out[name] = endpoint_json(None, net)
+    return out
+
+
+def network_mode(ct: Container) -> str:
+    if ct.shared_with:
+        return f"container:{ct.shared_with}"
+    return ct.network_mode
+
+
+def container_json(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network]) -> dict:
+    """The container as Docker's `container inspect` shows it. `endpoints` in attach
+    order; `networks` maps network id to Network for them (and the mode's network)."""
+    first = endpoints[0] if endpoints else None
+    return {
+        "Id": ct.id,
+        "Created": ct.created,
+        "Path": ct.argv[0] if ct.argv else "",
+        "Args": list(ct.argv[1:]),
+        "State": state_json(state),
+        "Name": "/" + ct.name,
+        "RestartCount": 0,
+        "Platform": "linux",
+        "HostConfig": {
+            "NetworkMode": network_mode(ct),
+            "PortBindings": port_bindings_json(ct.requested_ports),
+            "AutoRemove": ct.auto_remove,
+            "Memory": ct.memory or 0,
+            "NanoCpus": int(round(ct.cpus * 1e9)) if ct.cpus else 0,
+            "PidsLimit": ct.pids_limit,
+        },
+        "Config": {
+            "Hostname": ct.hostname,
+            "Env": [f"{k}={v}" for k, v in ct.env.items()],
+            "Cmd": list(ct.argv),
+        },
+        "NetworkSettings": {
+            "SandboxID": ct.sandbox_id or "",
+            "SandboxKey": ct.sandbox_key or "",
+            "Ports": ports_json(ct.requested_ports, ct.ports),
+            "Gateway": (first.gateway or "") if first else "",
+            "IPAddress": _plain(first.address) if first else "",
+            "IPPrefixLen": _prefix(first.address) if first else 0,
+            "IPv6Gateway": (first.gateway_v6 or "") if first else "",
+            "GlobalIPv6Address": _plain(first.address_v6) if first else "",
+            "GlobalIPv6PrefixLen": _prefix(first.address_v6) if first else 0,
+            "MacAddress": (first.mac or "") if first else "",
+            "Networks": networks_json(ct, endpoints, networks),
+        },
+    }
+
+
+# -- ps ---------------------------------------------------------------------------------
+
+def parse_time(text: str | None) -> float | None:
+    """Unix seconds of an RFC 3339 timestamp; None for missing or Docker's zero time."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    if seconds < 1:
+        return "Less than a second"
+    secs, minutes, hours = int(seconds), int(seconds // 60), round(seconds / 3600)
+    if secs == 1:
+        return "1 second"
+    if secs < 60:
+        return f"{secs} seconds"
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600 / 24 / 365)} years"
+
+
+def status_text(state: Any, now: float) -> str:
+    """"Up 5 seconds", "Exited (3) 2 seconds ago", "Created" or "Dead"."""
+    status = _status(state)
+    if status == "running":
+        started = parse_time(state.started_at)
+        return "Up " + human_duration(max(0.0, now - started)) if started is not None else "Up"
+    if status == "exited":
+        finished = parse_time(state.finished_at)
+        ago = f" {human_duration(max(0.0, now - finished))} ago" if finished is not None else ""
+        return f"Exited ({state.exit_code or 0}){ago}"
+    return status.capitalize()
+
+
+def ports_summary(requested: Iterable[dict], allocated: Iterable[dict]) -> list[dict]:
+    """The `Ports` list of `GET /containers/json`: published ports with their host
+    side, requested but unpublished ones without."""
+    out, seen = [], set()
+    for rec in allocated:
+        if rec.get("host_port") is None:
+            continue
+        seen.add(_port_key(rec))
+        out.append({"IP": rec.get("host_ip") or "0.0.0.0", "PrivatePort": rec["container_port"],
+                    "PublicPort": rec["host_port"], "Type": rec["proto"]})
+    for rec in requested:
+        if _port_key(rec) not in seen:
+            seen.add(_port_key(rec))
+            out.append({"PrivatePort": rec["container_port"], "Type": rec["proto"]})
+    return out
+
+
+def container_summary(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network],
+                      now: float | None = None) -> dict:
+    """One entry of Docker's `GET /containers/json`."""
+    now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
+    created = parse_time(ct.created)
+    return {
+        "Id": ct.id,
+        "Names": ["/" + ct.name],
+        "Command": " ".join(ct.argv),
+        "Created": int(created) if created is not None else 0,
+        "State": _status(state),
+        "Status": status_text(state, now),
+        "Ports": ports_summary(ct.requested_ports, ct.ports),
+        "HostConfig": {"NetworkMode": network_mode(ct)},
+        "NetworkSettings": {"Networks": networks_json(ct, endpoints, networks)},
+    }

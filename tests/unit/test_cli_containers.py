@@ -1,0 +1,265 @@
+"""The `net` container commands against the real API server on a tmp unix socket, with a
+fake ContainerService whose runtime runs plain child processes (no root)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cnm.api import containers as routes_mod
+from cnm.api.server import make_app
+from cnm.api.testing import FakeContainerService, FakeController, ServerThread, SubprocessRuntime
+from cnm.cli import containers as cli_mod
+from cnm.cli.main import main
+
+
+@pytest.fixture
+def workdir():
+    d = tempfile.mkdtemp(prefix="cnm-clict-", dir="/tmp")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def service(workdir):
+    runtime = SubprocessRuntime(workdir / "rt")
+    svc = FakeContainerService(FakeController(), runtime)
+    yield svc
+    runtime.kill_all()
+
+
+@pytest.fixture
+def server(service, workdir):
+    app = make_app(service.ctl, extra_routes=routes_mod.routes(service))
+    with ServerThread(app, workdir / "cnm.sock") as srv:
+        yield srv
+
+
+@pytest.fixture
+def net(server):
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None):
+        return runner.invoke(main, ["-H", server.host, *args], input=input, catch_exceptions=False)
+
+    return run
+
+
+def by_name(service, name):
+    return next(c for c in service.containers.values() if c.name == name)
+
+
+# -- run ---------------------------------------------------------------------------------
+
+def test_run_detached_prints_the_id_and_sends_every_flag(net, service):
+    r = net("run", "-d", "--name", "web", "--hostname", "box", "-e", "A=1", "-e", "B=two words",
+            "-p", "8080:80", "-p", "127.0.0.1::53/udp", "--ip", "172.17.0.9", "--network-alias", "www",
+            "--mac-address", "02:42:ac:11:00:99", "--memory", "64m", "--cpus", "1.5", "--pids-limit", "50",
+            "--", "sh", "-c", "sleep 30")
+    assert r.exit_code == 0, r.output
+    ct = by_name(service, "web")
+    assert r.stdout == ct.id + "\n"
+    assert ct.argv == ["sh", "-c", "sleep 30"] and ct.env == {"A": "1", "B": "two words"}
+    assert (ct.hostname, ct.memory, ct.cpus, ct.pids_limit, ct.auto_remove) == ("box", 64 << 20, 1.5, 50, False)
+    assert {(p["container_port"], p["proto"], p["host_ip"], p["host_port"]) for p in ct.requested_ports} == \
+        {(80, "tcp", None, 8080), (53, "udp", "127.0.0.1", None)}
+    ep = service.endpoints(ct)[0]
+    assert (ep.address, ep.aliases, ep.mac) == ("172.17.0.9/16", ["www"], "02:42:ac:11:00:99")
+
+
+def test_run_options_stop_at_the_command(net, service):
+    r = net("run", "-d", "--name", "x", "sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION")
+    assert r.exit_code == 0, r.output
+    assert by_name(service, "x").argv == ["sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION"]
+
+
+def test_run_rm_detached_asks_the_daemon_to_auto_remove(net, service):
+    r = net("run", "-d", "--rm", "--name", "tmp", "sh", "-c", "sleep 30")
+    assert r.exit_code == 0
+    assert by_name(service, "tmp").auto_remove is True
+
+
+def test_run_attached_streams_output_and_exits_with_the_code(net, service):
+    r = net("run", "--name", "att", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.exit_code == 3
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    assert service.runtime.state(by_name(service, "att").id).status == "exited"
+
+
+def test_run_attached_rm_removes_after_the_wait_and_keeps_the_code(net, service):
+    r = net("run", "--rm", "--name", "gone", "sh", "-c", "echo bye; exit 5")
+    assert (r.exit_code, r.stdout) == (5, "bye\n")
+    assert not any(c.name == "gone" for c in service.containers.values())
+
+
+def test_run_ctrl_c_stops_the_container_and_exits_130(net, service, monkeypatch):
+    def interrupted(client, ref, follow):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "stream_logs", interrupted)
+    r = net("run", "--name", "int", "sh", "-c", "sleep 30")
+    assert r.exit_code == 130
+    assert service.runtime.state(by_name(service, "int").id).status == "exited"
+
+
+def test_run_daemon_errors_exit_125_with_one_line(net):
+    r = net("run", "--net", "nosuch", "true")
+    assert (r.exit_code, r.stderr) == (125, "Error: network nosuch not found\n")
+    net("run", "-d", "--name", "dup", "sh", "-c", "sleep 30")
+    r = net("run", "--name", "dup", "true")
+    assert r.exit_code == 125 and r.stderr.startswith('Error: the container name "/dup" is already in use')
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "80:80:80:80"], "Error: invalid port spec '80:80:80:80'"),
+    (["-p", "99999"], "Error: invalid port spec '99999': container port 99999 is out of range 1-65535"),
+    (["--memory", "lots"], "Error: invalid value for '-m' / '--memory': 'lots' is not a size"),
+    (["--ip", "1.2.3"], "Error: invalid value for '--ip': '1.2.3' is not an IP address"),
+])
+def test_run_malformed_flags_are_one_line_exit_2(net, service, args, message):
+    r = net("run", *args, "true")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1
+    assert not service.containers
+
+
+@pytest.mark.parametrize("text, size", [("67108864", 67108864), ("64m", 64 << 20), ("1g", 1 << 30),
+                                        ("512K", 512 << 10), ("64mb", 64 << 20), ("1.5g", 3 << 29)])
+def test_byte_sizes(text, size):
+    assert cli_mod.ByteSize().convert(text, None, None) == size
+
+
+def test_run_without_a_command_is_a_usage_error(net):
+    r = net("run", "--name", "x")
+    assert r.exit_code == 2 and "Missing argument" in r.stderr
+
+
+# -- ps / inspect ---------------------------------------------------------------------------
+
+def test_ps_table_quiet_all_and_json(net, service):
+    net("run", "-d", "--name", "web", "-p", "80", "sh", "-c", "sleep 30")
+    net("run", "--name", "done", "sh", "-c", "exit 2")
+    web, done = by_name(service, "web"), by_name(service, "done")
+    lines = net("ps").stdout.splitlines()
+    assert lines[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"]
+    assert len(lines) == 2
+    row = lines[1]
+    assert row.startswith(web.id[:12]) and "web" in row and '"sh -c sleep 30"' in row
+    assert "Up " in row and "0.0.0.0:32768->80/tcp" in row and row.endswith("bridge")
+    assert net("ps", "-q").stdout == web.id[:12] + "\n"
+    assert set(net("ps", "-aq").stdout.split()) == {web.id[:12], done.id[:12]}
+    assert "Exited (2) " in net("container", "ls", "-a").stdout
+    data = json.loads(net("ps", "-a", "--format", "json").stdout)
+    assert {c["Names"][0] for c in data} == {"/web", "/done"}
+    assert net("ps", "-a", "-f", "status=exited", "-q").stdout == done.id[:12] + "\n"
+
+
+def test_ps_truncates_long_commands_like_docker(net):
+    net("run", "-d", "--name", "long", "sh", "-c", "sleep 30 # a very long comment")
+    assert '"sh -c sleep 30 # a …"' in net("ps").stdout
+    assert '"sh -c sleep 30 # a very long comment"' in net("ps", "--no-trunc").stdout
+
+
+def test_container_inspect_prints_a_json_array_and_reports_missing(net, service):
+    net("run", "-d", "--name", "a", "sh", "-c", "sleep 30")
+    r = net("container", "inspect", "a", "ghost")
+    assert r.exit_code == 3
+    assert r.stderr == "Error: no such container: ghost\n"
+    assert r.stdout.startswith("[\n    {")           # indent 4
+    (info,) = json.loads(r.stdout)
+    assert info["Name"] == "/a" and info["Id"] == by_name(service, "a").id
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+def test_stop_prints_each_name_and_goes_on_past_failures(net, service):
+    net("run", "-d", "--name", "s1", "sh", "-c", "sleep 30")
+    r = net("stop", "-t", "1", "s1", "ghost")
+    assert r.exit_code == 3
+    assert r.stdout == "s1\n" and r.stderr == "Error: no such container: ghost\n"
+    assert service.runtime.state(by_name(service, "s1").id).exit_code == 143
+
+
+def test_container_rm_needs_force_for_running(net, service):
+    net("run", "-d", "--name", "r1", "sh", "-c", "sleep 30")
+    r = net("container", "rm", "r1")
+    assert r.exit_code == 4 and "stop it first" in r.stderr
+    r = net("container", "rm", "-f", "r1")
+    assert (r.exit_code, r.stdout) == (0, "r1\n")
+    assert not service.containers
+
+
+def test_top_level_rm_still_removes_networks(net, service):
+    net("create", "front")
+    assert net("rm", "front").exit_code == 0
+    assert not any(n.name == "front" for n in service.ctl.networks.values())
+
+
+def test_logs_splits_stdout_and_stderr(net):
+    net("run", "--name", "l", "sh", "-c", "echo one; echo two >&2")
+    r = net("logs", "l")
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "one\n", "two\n")
+    r = net("container", "logs", "-f", "l")        # exited: follow ends at once
+    assert r.stdout == "one\n"
+
+
+def test_kill_sends_the_signal(net, service):
+    net("run", "-d", "--name", "k", "sh", "-c", "sleep 30")
+    assert net("kill", "-s", "TERM", "k").stdout == "k\n"
+    ct = by_name(service, "k")
+    assert service.runtime.wait(ct.id, 5) == 143
+
+
+# -- exec ----------------------------------------------------------------------------------
+
+def test_exec_builds_the_nsenter_argv_with_the_container_env(net, service, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
+    monkeypatch.setattr(os, "dup2", lambda a, b: calls.append(("dup2", b)))
+    net("run", "-d", "--name", "e", "--hostname", "box", "-e", "A=1", "sh", "-c", "sleep 30")
+    pid = service.runtime.state(by_name(service, "e").id).pid
+    net("exec", "e", "--", "ip", "-br", "addr")
+    assert calls[0] == ("dup2", 0)                     # no -i: stdin from /dev/null
+    file, argv, env = calls[1]
+    assert file == "nsenter"
+    assert argv == ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
+                    "--root", "--wd", "--", "ip", "-br", "addr"]
+    assert env["A"] == "1" and env["HOSTNAME"] == "box" and "/usr/bin" in env["PATH"]
+    calls.clear()
+    net("container", "exec", "-i", "e", "cat")
+    assert [c[0] for c in calls] == ["nsenter"]        # -i keeps stdin
+
+
+def test_exec_argv_matches_the_runtime_helper():
+    from cnm.runtime.runtime import nsenter_argv
+    assert cli_mod.nsenter_argv(42, ["sh", "-c", "x"]) == nsenter_argv(42, ["sh", "-c", "x"])
+
+
+def test_exec_refuses_a_stopped_container(net, monkeypatch):
+    monkeypatch.setattr(os, "execvpe", lambda *a: pytest.fail("must not exec"))
+    net("run", "--name", "dead", "true")
+    r = net("exec", "dead", "sh")
+    assert r.exit_code == 4 and r.stderr == "Error: container dead is not running: start a new one with net run\n"
+
+
+# -- connect / disconnect -------------------------------------------------------------------
+
+def test_connect_and_disconnect(net, service):
+    net("create", "back")
+    net("run", "-d", "--name", "c", "sh", "-c", "sleep 30")
+    r = net("connect", "--ip", "172.18.0.40", "--alias", "db", "back", "c")
+    assert (r.exit_code, r.output) == (0, "")
+    info = json.loads(net("container", "inspect", "c").stdout)[0]
+    assert info["NetworkSettings"]["Networks"]["back"]["IPAddress"] == "172.18.0.40"
+    assert info["NetworkSettings"]["Networks"]["back"]["Aliases"] == ["db"]
+    r = net("network", "disconnect", "-f", "back", "c")
+    assert r.exit_code == 0
+    info = json.loads(net("container", "inspect", "c").stdout)[0]
+    assert list(info["NetworkSettings"]["Networks"]) == ["bridge"]
+    r = net("disconnect", "back", "c")
+    assert (r.exit_code, r.stderr) == (3, "Error: container c is not connected to network back\n")
