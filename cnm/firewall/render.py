@@ -12,6 +12,8 @@ forward (routed traffic; with br_netfilter also bridged traffic, iif == oif == b
     same bridge (iif == oif): DNATed (hairpin to a published port) -> accept;
         ICC off -> drop; otherwise accept. Internal networks still talk inside.
     from or to an internal bridge -> drop (no way out, nothing in)
+input (to the host itself)
+    from an internal bridge: only to addresses of its own subnet (and IPv6 ND)
     DNATed to one of our bridges (a published port) -> accept, whatever the source:
         the outside, the host, another network (Docker's default userland proxy also
         served those)
@@ -114,6 +116,16 @@ _CHAINS = [
         'oifname @internal_bridges drop comment "internal: nothing in"',
         'ct status dnat oifname @bridges accept comment "published ports"',
         'oifname @bridges drop comment "isolation; unpublished ports"',
+    ]),
+    _chain("input", "type filter hook input priority filter; policy accept;", [
+        # An internal network reaches the host only on its own subnet's addresses (the
+        # gateway: DNS lives there); the host's other addresses are "outside".
+        "iifname != @internal_bridges accept",
+        "ct state established,related accept",
+        "ip daddr . iifname @subnet_bridge_v4 accept",
+        "ip6 daddr . iifname @subnet_bridge_v6 accept",
+        'meta l4proto ipv6-icmp accept comment "neighbour discovery"',
+        'drop comment "internal: no way out, not even to the host"',
     ]),
     _chain("same_bridge", None, [
         'ct status dnat accept comment "hairpin to a published port"',

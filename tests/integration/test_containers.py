@@ -1,0 +1,280 @@
+"""Containers on one host, end to end: the daemon runs in a throwaway namespace, the
+`net` CLI starts real namespaced containers, and real packets are checked."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from tests.integration.conftest import link_names, ns_sh, sh
+
+BB = "/bin/busybox"
+
+
+def ct_inspect(d, ref):
+    return json.loads(d.net("container", "inspect", ref).stdout)[0]
+
+
+def ip_of(d, ref, net=None):
+    nets = ct_inspect(d, ref)["NetworkSettings"]["Networks"]
+    return (nets[net] if net else next(iter(nets.values())))["IPAddress"]
+
+
+def run_d(d, *args):
+    return d.net("run", "-d", *args).stdout.strip()
+
+
+def sleeper(d, *args):
+    return run_d(d, *args, BB, "sleep", "1000")
+
+
+def ping(d, ref, target, check=True):
+    r = d.net("exec", ref, "--", BB, "ping", "-c1", "-W1", target, check=False)
+    return r.returncode == 0
+
+
+def test_mode_none_sees_only_lo(daemon):
+    out = daemon.net("run", "--rm", "--net", "none", BB, "ip", "-o", "link").stdout
+    names = {line.split(":")[1].strip() for line in out.splitlines()}
+    assert names == {"lo"}
+
+
+def test_mode_host_sees_host_namespace(daemon):
+    out = daemon.net("run", "--rm", "--net", "host", BB, "ip", "-o", "link").stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    assert names == link_names(daemon.ns)
+    assert "cnm0" in names
+
+
+def test_bridge_mode_address_route_gateway(daemon):
+    out = daemon.net("run", "--rm", BB, "sh", "-c",
+                     "ip -o -4 addr show eth0; ip route; ping -c1 -W2 172.17.0.1 >/dev/null && echo GW-OK").stdout
+    assert "172.17.0." in out and "/16" in out
+    assert "default via 172.17.0.1 dev eth0" in out
+    assert "GW-OK" in out
+
+
+def test_run_exit_code_streams_and_isolated_namespaces(daemon):
+    r = daemon.net("run", "--rm", "--hostname", "box1", BB, "sh", "-c",
+                   "echo out; echo err >&2; hostname; echo $$; exit 7", check=False)
+    assert r.returncode == 7
+    assert r.stdout.split() == ["out", "box1", "1"]
+    assert r.stderr.strip() == "err"
+    assert daemon.net("ps", "-a", "-q").stdout.strip() == ""   # --rm removed it
+
+
+def test_container_mode_shares_network(daemon):
+    x = run_d(daemon, "--name", "x", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
+    xip = ip_of(daemon, "x")
+    out = daemon.net("run", "--rm", "--net", "container:x", BB, "sh", "-c",
+                     "ip -o -4 addr show eth0; wget -q -O - http://127.0.0.1:8080/hostname").stdout
+    assert xip in out
+    assert x[:12] in out        # x's /etc/hostname served by x's httpd over x's loopback
+
+
+def test_same_network_ping_and_isolation_between_networks(daemon):
+    daemon.net("create", "--subnet", "10.31.0.0/24", "n1")
+    daemon.net("create", "--subnet", "10.32.0.0/24", "n2")
+    sleeper(daemon, "--name", "a1", "--net", "n1")
+    sleeper(daemon, "--name", "a2", "--net", "n1")
+    sleeper(daemon, "--name", "b1", "--net", "n2")
+    a2, b1 = ip_of(daemon, "a2"), ip_of(daemon, "b1")
+    assert a2.startswith("10.31.0.") and b1.startswith("10.32.0.")
+    assert ping(daemon, "a1", a2)
+    assert not ping(daemon, "a1", b1)
+    assert not ping(daemon, "b1", ip_of(daemon, "a1"))
+    # A container on both reaches both.
+    sleeper(daemon, "--name", "both", "--net", "n1")
+    daemon.net("connect", "n2", "both")
+    ifaces = daemon.net("exec", "both", "--", BB, "ip", "-o", "link").stdout
+    assert "eth0" in ifaces and "eth1" in ifaces
+    assert ping(daemon, "both", a2) and ping(daemon, "both", b1)
+    inspect_n2 = json.loads(daemon.net("inspect", "n2").stdout)[0]
+    assert {c["Name"] for c in inspect_n2["Containers"].values()} == {"b1", "both"}
+    daemon.net("disconnect", "n2", "both")
+    assert "eth1" not in daemon.net("exec", "both", "--", BB, "ip", "-o", "link").stdout
+    assert not ping(daemon, "both", b1)
+    assert ping(daemon, "both", a2)
+
+
+def test_icc_off_blocks_same_network(daemon):
+    daemon.net("create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")
+    sleeper(daemon, "--name", "p", "--net", "noicc")
+    sleeper(daemon, "--name", "q", "--net", "noicc")
+    assert not ping(daemon, "p", ip_of(daemon, "q"))
+    gw = ct_inspect(daemon, "p")["NetworkSettings"]["Networks"]["noicc"]["Gateway"]
+    assert ping(daemon, "p", gw)      # the host is still reachable
+
+
+def test_internal_network_has_no_route_out(daemon):
+    daemon.net("create", "--internal", "--subnet", "10.33.0.0/24", "intnet")
+    out = daemon.net("run", "--rm", "--net", "intnet", BB, "ip", "route").stdout
+    assert "default" not in out and "10.33.0.0/24" in out
+    # Traffic leaving the subnet is dropped even with a route: try the default bridge's gateway.
+    sleeper(daemon, "--name", "i1", "--net", "intnet")
+    daemon.net("exec", "i1", "--", BB, "ip", "route", "add", "default", "via", "10.33.0.1")
+    assert not ping(daemon, "i1", "172.17.0.1")
+
+
+# Host-side clients are small Python programs run inside the namespace (busybox-static's
+# `wget -T` segfaults on Debian 12, so container-side wget runs under `timeout`).
+HTTP_GET = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=3).read().decode().strip())"
+UDP_ASK = """import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+for _ in range(5):
+    s.sendto(b"ping\\n", (sys.argv[1], int(sys.argv[2])))
+    try:
+        print(s.recv(100).decode().strip()); break
+    except OSError:
+        pass
+"""
+
+
+UDP_ECHO = """import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 5353))
+while True:
+    data, peer = s.recvfrom(100); s.sendto(b"pong", peer)
+"""
+
+
+def _http_get(ns, host, port):
+    return ns_sh(ns, sys.executable, "-c", HTTP_GET, f"http://{host}:{port}/hostname", check=False)
+
+
+def test_published_tcp_and_udp_ports(daemon):
+    web = run_d(daemon, "--name", "web", "-p", "18080:8080", "-p", "8080", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
+    ports = ct_inspect(daemon, "web")["NetworkSettings"]["Ports"]["8080/tcp"]
+    host_ports = sorted(int(p["HostPort"]) for p in ports)
+    assert 18080 in host_ports
+    ephemeral = [p for p in host_ports if p != 18080][0]
+    lo, hi = map(int, ns_sh(daemon.ns, "cat", "/proc/sys/net/ipv4/ip_local_port_range").stdout.split())
+    assert lo <= ephemeral <= hi
+    assert f"{ephemeral}->8080/tcp" in daemon.net("ps").stdout
+    # From the host itself, on 127.0.0.1 and on the host's own address.
+    assert _http_get(daemon.ns, "127.0.0.1", 18080).stdout.strip() == web[:12]
+    assert _http_get(daemon.ns, "172.17.0.1", ephemeral).stdout.strip() == web[:12]
+    # From another container via the host address (hairpin).
+    out = daemon.net("run", "--rm", BB, "timeout", "5", BB, "wget", "-q", "-O", "-", "http://172.17.0.1:18080/hostname").stdout
+    assert out.strip() == web[:12]
+    # UDP: a busybox nc echo-ish listener answering once.
+    run_d(daemon, "--name", "udp", "-p", "15353:5353/udp", sys.executable, "-c", UDP_ECHO)
+    time.sleep(0.3)
+    r = ns_sh(daemon.ns, sys.executable, "-c", UDP_ASK, "127.0.0.1", "15353", check=False)
+    assert "pong" in r.stdout
+
+
+def test_published_port_from_another_host(daemon, host_ns):
+    """Traffic from a second namespace ("another host") reaches a published port."""
+    other = f"{host_ns}-o"
+    sh("ip", "netns", "add", other)
+    try:
+        sh("ip", "link", "add", "cnmt-up0", "netns", daemon.ns, "type", "veth", "peer", "name", "up1", "netns", other)
+        ns_sh(daemon.ns, "ip", "addr", "add", "198.18.5.1/24", "dev", "cnmt-up0")
+        ns_sh(daemon.ns, "ip", "link", "set", "cnmt-up0", "up")
+        ns_sh(other, "ip", "addr", "add", "198.18.5.2/24", "dev", "up1")
+        ns_sh(other, "ip", "link", "set", "up1", "up")
+        ns_sh(other, "ip", "link", "set", "lo", "up")
+        web = run_d(daemon, "-p", "18081:8080", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
+        assert _http_get(other, "198.18.5.1", 18081).stdout.strip() == web[:12]
+    finally:
+        sh("ip", "netns", "del", other, check=False)
+
+
+def test_bad_input_one_line_nothing_created(daemon):
+    daemon.net("create", "--subnet", "10.34.0.0/24", "n")
+    sleeper(daemon, "--name", "taken", "--net", "n", "--ip", "10.34.0.50", "-p", "18090:80")
+    stopped = run_d(daemon, "--name", "stopped", BB, "true")
+    for _ in range(50):
+        if ct_inspect(daemon, "stopped")["State"]["Status"] == "exited":
+            break
+        time.sleep(0.1)
+
+    def snapshot():
+        return (sorted(link_names(daemon.ns)), daemon.net("ps", "-a", "-q").stdout,
+                sorted(os.listdir(daemon.run_dir / "netns")) if (daemon.run_dir / "netns").exists() else [])
+    before = snapshot()
+    cases = [
+        (["run", "--net", "nosuch", BB, "true"], "not found"),
+        (["run", "-p", "80:80:80:80", BB, "true"], "port"),
+        (["run", "-p", "99999:80", BB, "true"], "port"),
+        (["run", "-p", "18090:80", BB, "true"], "already allocated"),
+        (["run", "--net", "n", "--ip", "10.99.0.5", BB, "true"], "not within"),
+        (["run", "--net", "n", "--ip", "10.34.0.50", BB, "true"], "in use"),
+        (["run", "--net", "container:stopped", BB, "true"], "not running"),
+        (["run", "--name", "taken", BB, "true"], "already in use"),
+        (["run", "--rootfs", "/nonexistent/rootfs", BB, "true"], "rootfs"),
+        (["run", BB + "-nope"], "no such file"),
+    ]
+    for args, text in cases:
+        r = daemon.net(*args, check=False)
+        assert r.returncode != 0, args
+        err = r.stderr.strip()
+        assert len(err.splitlines()) == 1 and text in err.lower(), (args, err)
+    assert snapshot() == before
+
+
+def test_port_bound_by_process_is_refused(daemon):
+    srv = __import__("subprocess").Popen(["ip", "netns", "exec", daemon.ns, BB, "nc", "-l", "-p", "18095"])
+    try:
+        time.sleep(0.3)
+        r = daemon.net("run", "-p", "18095:80", BB, "true", check=False)
+        assert r.returncode != 0 and "in use" in r.stderr
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def _kernel_state(d):
+    veths = sh("ip", "-n", d.ns, "-o", "link", "show", "type", "veth").stdout.count("\n")
+    bridges = sorted(l.split(":")[1].strip() for l in sh("ip", "-n", d.ns, "-o", "link", "show", "type", "bridge").stdout.splitlines())
+    nft = ns_sh(d.ns, "nft", "-j", "list", "ruleset").stdout
+    elements = sum(1 for _ in json.loads(nft)["nftables"] if "element" in _)
+    netns_files = sorted(os.listdir(d.run_dir / "netns")) if (d.run_dir / "netns").exists() else []
+    return veths, bridges, netns_files
+
+
+def test_cleanup_leaves_nothing(daemon):
+    base = _kernel_state(daemon)
+    ruleset_before = ns_sh(daemon.ns, "nft", "list", "ruleset").stdout
+    daemon.net("create", "c1")
+    daemon.net("create", "c2")
+    sleeper(daemon, "--name", "k1", "--net", "c1", "-p", "18100:80")
+    sleeper(daemon, "--name", "k2", "--net", "c2")
+    daemon.net("connect", "c1", "k2")
+    sleeper(daemon, "--name", "k3")
+    shims = [ct_inspect(daemon, n)["State"]["Pid"] for n in ("k1", "k2", "k3")]
+    daemon.net("container", "rm", "-f", "k1", "k2", "k3")
+    daemon.net("rm", "c1", "c2")
+    assert _kernel_state(daemon) == base
+    assert ns_sh(daemon.ns, "nft", "list", "ruleset").stdout == ruleset_before
+    for pid in shims:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert os.listdir(daemon.run_dir / "containers") == []
+    # No allocation left: the default bridge hands out .2 again.
+    assert ip_of(daemon, sleeper(daemon, "--name", "again")) == "172.17.0.2"
+
+
+def test_sigkill_daemon_containers_survive(make_daemon):
+    d = make_daemon()
+    d.net("create", "--subnet", "10.35.0.0/24", "n")
+    sleeper(d, "--name", "s1", "--net", "n")
+    sleeper(d, "--name", "s2", "--net", "n", "-p", "18110:8080")
+    ip1, ip2 = ip_of(d, "s1"), ip_of(d, "s2")
+    d.kill()
+    d.start()
+    assert ct_inspect(d, "s1")["State"]["Running"] and ct_inspect(d, "s2")["State"]["Running"]
+    assert ping(d, "s1", ip2) and ping(d, "s2", ip1)
+    new = sleeper(d, "--name", "s3", "--net", "n")
+    assert ip_of(d, "s3") not in (ip1, ip2, "10.35.0.1")
+    r = d.net("run", "-p", "18110:80", BB, "true", check=False)
+    assert r.returncode != 0 and "already allocated" in r.stderr
+    # A flushed ruleset is repaired by a restart.
+    ns_sh(d.ns, "nft", "flush", "ruleset")
+    d.stop()
+    d.start()
+    assert "cnm" in ns_sh(d.ns, "nft", "list", "tables").stdout
+    d.net("stop", "-t", "1", "s1")
+    assert ct_inspect(d, "s1")["State"]["Status"] == "exited"
