@@ -7,6 +7,7 @@ everything afterwards.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 NET = str(Path(sys.executable).parent / "net")
+BB = "/bin/busybox"
 
 
 class DemoHost:
@@ -66,6 +68,19 @@ class DemoHost:
                 raise SystemExit(f"demo: unexpected exit {r.returncode} from net {' '.join(args)}")
         return r
 
+    def ip_of(self, name: str) -> str:
+        info = json.loads(self.net("container", "inspect", name, quiet=True).stdout)[0]
+        return next(iter(info["NetworkSettings"]["Networks"].values()))["IPAddress"]
+
+    def http(self, url: str) -> None:
+        print(f"\n[host {self.ns}]$ GET {url}", flush=True)
+        code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode().strip())"
+        r = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
+                           capture_output=True, text=True)
+        sys.stdout.write(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise SystemExit(f"demo: {url} did not answer")
+
     def sh(self, *argv: str) -> None:
         print(f"\n[host {self.ns}]$ {' '.join(argv)}", flush=True)
         r = subprocess.run(["ip", "netns", "exec", self.ns, *argv], capture_output=True, text=True)
@@ -80,17 +95,39 @@ def main() -> int:
         print(f"== A daemon runs in the throwaway namespace {host.ns}")
         host.net("ls")
         host.net("create", "--subnet", "10.77.0.0/24", "--ip-range", "10.77.0.128/25",
-                 "--gateway", "10.77.0.1", "--aux-address", "router=10.77.0.2",
-                 "-o", "com.docker.network.driver.mtu=1400", "--label", "demo=yes", "frontend")
+                 "--gateway", "10.77.0.1", "-o", "com.docker.network.driver.mtu=1400",
+                 "--label", "demo=yes", "frontend")
         host.net("create", "backend")
         host.net("ls")
+
+        print("\n== Containers on two bridge networks")
+        host.net("run", "-d", "--name", "web", "--net", "frontend", "-p", "8080:8080",
+                 BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
+        host.net("run", "-d", "--name", "client", "--net", "frontend", BB, "sleep", "600")
+        host.net("run", "-d", "--name", "db", "--net", "backend", BB, "sleep", "600")
+        host.net("ps")
+        web_ip = host.ip_of("web")
+        db_ip = host.ip_of("db")
+        print("\n-- same network: client reaches web")
+        host.net("exec", "client", "--", BB, "ping", "-c", "2", "-W", "1", web_ip)
+        print("\n-- different networks are isolated: client cannot reach db")
+        host.net("exec", "client", "--", BB, "ping", "-c", "1", "-W", "1", db_ip, expect_fail=True)
+        print("\n-- connect client to backend too: now it reaches db")
+        host.net("connect", "backend", "client")
+        host.net("exec", "client", "--", BB, "ping", "-c", "1", "-W", "1", db_ip)
+        host.net("exec", "client", "--", BB, "ip", "-o", "-4", "addr", "show")
+        print("\n-- web's port 8080 is published on the host: ask it from the host itself")
+        host.http("http://127.0.0.1:8080/hostname")
         host.net("inspect", "frontend")
-        host.sh("ip", "-br", "addr", "show", "type", "bridge")
+
         print("\n== Bad input answers with one line and changes nothing")
         host.net("create", "--subnet", "10.77.0.0/16", "overlapping", expect_fail=True)
-        host.net("create", "--subnet", "10.78.0.0/33", "badcidr", expect_fail=True)
+        host.net("run", "-p", "8080:80", BB, "true", expect_fail=True)
         host.net("rm", "host", expect_fail=True)
+        host.net("rm", "frontend", expect_fail=True)
+
         print("\n== Clean up")
+        host.net("container", "rm", "-f", "web", "client", "db")
         host.net("rm", "frontend")
         host.net("prune", "-f")
         host.net("ls")
