@@ -1,0 +1,126 @@
+"""The peer table: remote endpoints of each overlay network, and the kernel entries
+they call for. Pure: no kernel, no I/O.
+
+A peer is a remote endpoint: its IP and MAC, and the underlay address (VTEP) of the
+host it lives on. Each becomes a permanent neighbour entry (IP -> MAC, answered by the
+VXLAN device's ARP proxy) and an FDB entry (MAC -> VTEP). The store's watch may deliver
+events in any order (an endpoint's address reused before the old endpoint's delete
+arrives, peers of a network not created here yet), so the table keeps every peer by
+endpoint id and the driver asks it which entry SHOULD exist for a given IP or MAC:
+the most recently added peer claiming it wins, and an entry goes only when no peer
+claims it any more.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass
+from typing import Mapping
+
+from cnm.errors import InvalidParameter
+
+
+@dataclass(frozen=True)
+class Peer:
+    network_id: str
+    endpoint_id: str
+    ip: str          # plain address, no prefix
+    mac: str         # lower-case, colon-separated
+    vtep: str        # the remote host's underlay IPv4 address
+
+
+def _text(data: Mapping[str, object], key: str, kind: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidParameter(f"{kind} event needs a non-empty string {key!r}, got {value!r}")
+    return value
+
+
+def parse_mac(value: str) -> str:
+    parts = value.strip().lower().replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):
+        raise InvalidParameter(f"invalid MAC address {value!r}: want six hex pairs, e.g. 02:42:0a:00:00:02")
+    return ":".join(parts)
+
+
+def parse_ipv4(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise InvalidParameter(f"invalid {what} {value!r}: want an IPv4 address") from None
+
+
+def parse_peer(data: Mapping[str, object]) -> Peer:
+    """The discover payload {"network_id", "endpoint_id", "ip" (prefix optional), "mac",
+    "vtep"} -> Peer. Raises InvalidParameter."""
+    raw_ip = _text(data, "ip", "peer")
+    try:
+        ip = str(ipaddress.ip_interface(raw_ip.strip()).ip)
+    except ValueError:
+        raise InvalidParameter(f"invalid peer address {raw_ip!r}: want an IP address, prefix optional") from None
+    return Peer(network_id=_text(data, "network_id", "peer"),
+                endpoint_id=_text(data, "endpoint_id", "peer"),
+                ip=ip, mac=parse_mac(_text(data, "mac", "peer")),
+                vtep=parse_ipv4(_text(data, "vtep", "peer"), "peer VTEP address"))
+
+
+def parse_peer_key(data: Mapping[str, object]) -> tuple[str, str]:
+    """(network_id, endpoint_id) of a discover_delete payload: the rest is not needed."""
+    return _text(data, "network_id", "peer"), _text(data, "endpoint_id", "peer")
+
+
+def parse_node(data: Mapping[str, object]) -> str:
+    """{"address": "a.b.c.d"} -> the node's VTEP address."""
+    return parse_ipv4(_text(data, "address", "node"), "node address")
+
+
+class PeerTable:
+    """Remote peers by network and endpoint id. Not thread-safe (the driver locks)."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, dict[str, tuple[int, Peer]]] = {}
+        self._clock = itertools.count()
+
+    def add(self, peer: Peer) -> Peer | None:
+        """Record (or update) a peer; returns the previous version for that endpoint."""
+        net = self._peers.setdefault(peer.network_id, {})
+        old = net.get(peer.endpoint_id)
+        net[peer.endpoint_id] = (next(self._clock), peer)
+        return old[1] if old else None
+
+    def remove(self, network_id: str, endpoint_id: str) -> Peer | None:
+        net = self._peers.get(network_id, {})
+        old = net.pop(endpoint_id, None)
+        if not net:
+            self._peers.pop(network_id, None)
+        return old[1] if old else None
+
+    def peers(self, network_id: str) -> list[Peer]:
+        """In the order they were (last) added."""
+        return [p for _, p in sorted(self._peers.get(network_id, {}).values(), key=lambda x: x[0])]
+
+    def _winner(self, network_id: str, match) -> Peer | None:
+        best = None
+        for stamp, peer in self._peers.get(network_id, {}).values():
+            if match(peer) and (best is None or stamp > best[0]):
+                best = (stamp, peer)
+        return best[1] if best else None
+
+    def neighbour_for(self, network_id: str, ip: str) -> str | None:
+        """The MAC the neighbour entry for `ip` should carry; None = no entry."""
+        p = self._winner(network_id, lambda peer: peer.ip == ip)
+        return p.mac if p else None
+
+    def fdb_for(self, network_id: str, mac: str) -> str | None:
+        """The VTEP the FDB entry for `mac` should point to; None = no entry."""
+        p = self._winner(network_id, lambda peer: peer.mac == mac)
+        return p.vtep if p else None
+
+    def desired(self, network_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """All entries the network needs: ({ip: mac}, {mac: vtep})."""
+        neigh: dict[str, str] = {}
+        fdb: dict[str, str] = {}
+        for p in self.peers(network_id):       # later peers overwrite earlier ones
+            neigh[p.ip] = p.mac
+            fdb[p.mac] = p.vtep
+        return neigh, fdb
