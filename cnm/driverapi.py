@@ -6,7 +6,7 @@ reaches into core objects. Built-in and remote drivers implement the same Protoc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 from cnm.errors import InvalidParameter, NotFound
 
@@ -130,10 +130,13 @@ class Driver(Protocol):
 
 
 class DriverRegistry:
-    """Name -> driver. Filled once by the composition root."""
+    """Name -> driver. Filled once by the composition root. `fallback` (optional) is
+    asked for a name that is not registered (e.g. a remote plugin found on disk); what
+    it returns is registered, None means "no such driver"."""
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: Callable[[str], Driver | None] | None = None) -> None:
         self._drivers: dict[str, Driver] = {}
+        self._fallback = fallback
 
     def register(self, driver: Driver) -> None:
         if driver.name in self._drivers:
@@ -144,6 +147,9 @@ class DriverRegistry:
         try:
             return self._drivers[name]
         except KeyError:
+            found = self._fallback(name) if self._fallback is not None else None
+            if found is not None:
+                return self._drivers.setdefault(name, found)
             raise NotFound(f"network driver {name!r} not found; available: "
                            f"{', '.join(sorted(self._drivers))}") from None
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 from cnm.errors import InvalidParameter, NotFound
 
@@ -53,8 +53,11 @@ class Ipam(Protocol):
 
 
 class IpamRegistry:
-    def __init__(self) -> None:
+    """Name -> IPAM. `fallback` as for cnm.driverapi.DriverRegistry (remote plugins)."""
+
+    def __init__(self, fallback: Callable[[str], Ipam | None] | None = None) -> None:
         self._ipams: dict[str, Ipam] = {}
+        self._fallback = fallback
 
     def register(self, ipam: Ipam) -> None:
         if ipam.name in self._ipams:
@@ -65,6 +68,9 @@ class IpamRegistry:
         try:
             return self._ipams[name]
         except KeyError:
+            found = self._fallback(name) if self._fallback is not None else None
+            if found is not None:
+                return self._ipams.setdefault(name, found)
             raise NotFound(f"IPAM driver {name!r} not found; available: "
                            f"{', '.join(sorted(self._ipams))}") from None
 
