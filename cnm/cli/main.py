@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from cnm.cli import containers, daemon_cmd, networks
+from cnm.cli import containers, daemon_cmd, lab, networks
 from cnm.cli.output import error_line
 from cnm.errors import CNMError
 
@@ -85,3 +85,5 @@ for _cmd in containers.NETWORK_COMMANDS:
 main.add_command(containers.container_group(CNMGroup))
 main.add_command(daemon_cmd.daemon)
 main.add_command(daemon_cmd.version)
+main.add_command(lab.lab)
+from cnm.cli.plugins import plugin_group; main.add_command(plugin_group(CNMGroup))  # noqa: E402,E702
