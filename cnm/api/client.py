@@ -8,7 +8,6 @@ Non-2xx answers raise the error category the daemon answered with
 """
 from __future__ import annotations
 
-import http.client
 import json
 from typing import Any, Iterator
 from urllib.parse import quote, urlencode
@@ -156,7 +155,7 @@ class APIClient:
                 yield from iter_frames(resp.read)
             except ValueError as exc:
                 raise from_http(502, f"the daemon sent a malformed log stream: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 raise Unavailable(f"lost the connection to the daemon while reading logs: {exc}") from exc
             finally:
                 resp.close()

@@ -7,11 +7,9 @@ bare OSError.
 """
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import socket
-from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Protocol
 
 from cnm.errors import Forbidden, Unavailable
@@ -53,107 +51,187 @@ def _encode(body: dict | None) -> tuple[bytes | None, Headers]:
     return json.dumps(body).encode(), {"Content-Type": "application/json"}
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+class _ProtocolError(Exception):
+    """The daemon's answer is not HTTP/1.x as expected."""
 
 
-class _ClosingResponse:
-    """An HTTPResponse that also closes its connection when closed."""
+class _RawResponse:
+    """A minimal HTTP/1.1 response reader on a socket: status line, headers, then a body
+    framed by Content-Length, chunked encoding, or the end of the connection.
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
-        self._conn = conn
-        self._resp = resp
-        self.status = resp.status
+    Written out (instead of http.client) because importing http.client pulls in the
+    email package and ssl: ~40 ms on every CLI call."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._file = sock.makefile("rb")
+        line = self._file.readline(65537)
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise _ProtocolError(f"bad status line {line[:60]!r}")
+        self.status = int(parts[1])
+        self.headers: Headers = {}
+        while True:
+            h = self._file.readline(65537)
+            if h in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = h.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = self.headers.get("content-length")
+        self._left: int | None = int(length) if length is not None and not self._chunked else None
+        self._chunk_left = 0
+        self._eof = self.status in (204, 304) or self._left == 0
 
     def getheader(self, name: str, default: str | None = None) -> str | None:
-        return self._resp.getheader(name, default)
+        return self.headers.get(name.lower(), default)
+
+    def getheaders(self) -> list[tuple[str, str]]:
+        return list(self.headers.items())
+
+    def _next_chunk(self) -> bool:
+        if self._chunk_left == 0:
+            size_line = self._file.readline(1024)
+            if not size_line:
+                raise _ProtocolError("connection closed inside a chunked body")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self._file.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                self._eof = True
+                return False
+            self._chunk_left = size
+        return True
 
     def read(self, amt: int | None = None) -> bytes:
-        return self._resp.read(amt)
+        if amt is None:
+            out = []
+            while not self._eof:
+                data = self.read(65536)
+                if not data:
+                    break
+                out.append(data)
+            return b"".join(out)
+        if self._eof or amt <= 0:
+            return b""
+        if self._chunked:
+            if not self._next_chunk():
+                return b""
+            data = self._file.read(min(amt, self._chunk_left))
+            self._chunk_left -= len(data)
+            if self._chunk_left == 0:
+                self._file.readline(3)          # the CRLF after each chunk
+            if not data:
+                self._eof = True
+            return data
+        if self._left is not None:
+            data = self._file.read(min(amt, self._left))
+            self._left -= len(data)
+            if self._left == 0 or not data:
+                self._eof = True
+            return data
+        data = self._file.read1(amt)
+        if not data:
+            self._eof = True
+        return data
 
     def readline(self) -> bytes:
-        return self._resp.readline()
+        out = bytearray()
+        while not out.endswith(b"\n"):
+            if self._chunked:
+                if self._eof or not self._next_chunk():
+                    break
+                piece = self._file.readline(self._chunk_left)
+                self._chunk_left -= len(piece)
+                if self._chunk_left == 0:
+                    self._file.readline(3)
+            elif self._left is not None:
+                if self._eof:
+                    break
+                piece = self._file.readline(self._left)
+                self._left -= len(piece)
+                if self._left == 0:
+                    self._eof = True
+            else:
+                piece = self._file.readline()
+                if not piece:
+                    self._eof = True
+            if not piece:
+                break
+            out += piece
+        return bytes(out)
 
     def __iter__(self):
         return iter(self.readline, b"")
 
     def close(self) -> None:
-        self._resp.close()
-        self._conn.close()
+        self._file.close()
+        self._sock.close()
 
-    def __enter__(self) -> "_ClosingResponse":
+    def __enter__(self) -> "_RawResponse":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-@dataclass
 class UnixSocketTransport:
     """HTTP/1.1 over a unix socket; one connection per request (the CLI makes few)."""
 
-    path: str
-    timeout: float | None = None
+    def __init__(self, path: str, timeout: float | None = None) -> None:
+        self.path = path
+        self.timeout = timeout
 
     @property
     def url(self) -> str:
         return f"unix://{self.path}"
 
-    def _send(self, method: str, path: str, body: dict | None) -> tuple[_UnixConnection, http.client.HTTPResponse]:
+    def _send(self, method: str, path: str, body: dict | None) -> _RawResponse:
         data, headers = _encode(body)
-        conn = _UnixConnection(self.path, self.timeout)
+        head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",
+                f"Content-Length: {len(data) if data else 0}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b"")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
-            conn.request(method, path, body=data, headers=headers)
-            return conn, conn.getresponse()
+            sock.connect(self.path)
+            sock.sendall(request)
+            return _RawResponse(sock)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
+            sock.close()
             raise Unavailable(f"cannot reach the cnm daemon at {self.url} — is it running? "
                               f"start it with: net daemon --socket {self.path}") from exc
         except PermissionError as exc:
-            conn.close()
+            sock.close()
             raise Forbidden(f"permission denied on {self.url}: run as root or get write access to the socket") from exc
         except TimeoutError as exc:
-            conn.close()
+            sock.close()
             raise Unavailable(f"the cnm daemon at {self.url} did not answer within {self.timeout}s") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+        except (OSError, _ProtocolError, ValueError) as exc:
+            sock.close()
             raise Unavailable(f"cannot talk to the cnm daemon at {self.url}: {exc or type(exc).__name__}") from exc
 
     def request(self, method: str, path: str, body: dict | None = None) -> Answer:
-        conn, resp = self._send(method, path, body)
+        resp = self._send(method, path, body)
         try:
             data = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-        except (OSError, http.client.HTTPException) as exc:
+            return resp.status, dict(resp.headers), data
+        except (OSError, _ProtocolError, ValueError) as exc:
             raise Unavailable(f"lost the connection to the cnm daemon at {self.url}: {exc}") from exc
         finally:
-            conn.close()
+            resp.close()
 
     def stream(self, method: str, path: str, body: dict | None = None) -> StreamResponse:
-        conn, resp = self._send(method, path, body)
-        return _ClosingResponse(conn, resp)
+        return self._send(method, path, body)
 
 
 Handler = Callable[[str, str, "dict | None"], Answer]
 
 
-@dataclass
 class _BytesResponse:
-    status: int
-    headers: Headers
-    body: BinaryIO
+    def __init__(self, status: int, headers: Headers, body: BinaryIO) -> None:
+        self.status, self.headers, self.body = status, headers, body
 
     def getheader(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -171,13 +249,13 @@ class _BytesResponse:
         self.body.close()
 
 
-@dataclass
 class InMemoryTransport:
     """Answers from a function `handler(method, path, body) -> (status, headers, bytes)`;
     records every request in `calls` for tests that need to see the wire."""
 
-    handler: Handler
-    calls: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.calls: list[tuple[str, str, dict | None]] = []
 
     def request(self, method: str, path: str, body: dict | None = None) -> Answer:
         self.calls.append((method, path, body))

@@ -6,12 +6,12 @@ client (standard library) is imported when a command first needs it, the daemon
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import click
 
-from cnm.cli import containers, daemon_cmd, lab, networks
+from cnm.cli import daemon_cmd, networks
 from cnm.cli.output import error_line
 from cnm.errors import CNMError
 
@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
 
 
-@dataclass
 class CLIState:
-    """What commands share, in `ctx.obj`. Tests pass one with an in-memory transport."""
+    """What commands share, in `ctx.obj`. Tests pass one with an in-memory transport.
+    (A plain class: importing dataclasses costs the CLI ~15 ms at every start.)"""
 
-    host: str | None = None
-    transport: Any = None
-    _client: "APIClient | None" = None
+    def __init__(self, host: str | None = None, transport: Any = None) -> None:
+        self.host = host
+        self.transport = transport
+        self._client: "APIClient | None" = None
 
     @property
     def client(self) -> "APIClient":
@@ -44,7 +45,25 @@ def fail(exc: CNMError) -> NoReturn:
 
 
 class CNMGroup(click.Group):
-    """A group whose commands may raise CNMError: one line on stderr, exit code by category."""
+    """A group whose commands may raise CNMError: one line on stderr, exit code by category.
+
+    Commands may also be registered lazily (`add_lazy`): their module is imported only
+    when that command runs or help lists it, so `net ls` does not pay for `net lab`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, Callable[[], click.Command]] = {}
+
+    def add_lazy(self, name: str, load: Callable[[], click.Command]) -> None:
+        self.lazy[name] = load
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            self.add_command(self.lazy.pop(name)(), name)
+        return self.commands.get(name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -78,12 +97,22 @@ for _cmd in networks.COMMANDS:
     network.add_command(_cmd)
 network.add_command(networks.ls, "list")
 network.add_command(networks.rm, "remove")
-for _cmd in containers.TOP_LEVEL:
-    main.add_command(_cmd)
-for _cmd in containers.NETWORK_COMMANDS:
-    network.add_command(_cmd)
-main.add_command(containers.container_group(CNMGroup))
+
+
+def _from(module: str, attr: str, *args: Any) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        obj = getattr(importlib.import_module(module), attr)
+        return obj(*args) if args else obj
+    return load
+
+
+for _name, _attr in (("run", "run"), ("ps", "ps"), ("exec", "exec_"), ("logs", "logs"), ("stop", "stop"),
+                     ("kill", "kill"), ("connect", "connect"), ("disconnect", "disconnect")):
+    main.add_lazy(_name, _from("cnm.cli.containers", _attr))
+network.add_lazy("connect", _from("cnm.cli.containers", "connect"))
+network.add_lazy("disconnect", _from("cnm.cli.containers", "disconnect"))
+main.add_lazy("container", _from("cnm.cli.containers", "container_group", CNMGroup))
+main.add_lazy("lab", _from("cnm.cli.lab", "lab"))
+main.add_lazy("plugin", _from("cnm.cli.plugins", "plugin_group", CNMGroup))
 main.add_command(daemon_cmd.daemon)
 main.add_command(daemon_cmd.version)
-main.add_command(lab.lab)
-from cnm.cli.plugins import plugin_group; main.add_command(plugin_group(CNMGroup))  # noqa: E402,E702
