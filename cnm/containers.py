@@ -97,8 +97,10 @@ def container_resolv_conf(host_text: str) -> str:
 class ContainerService:
     def __init__(self, controller: Controller, runtime, ports: PortAllocator, store: Store,
                  host_resolv: Callable[[], str] = lambda: open("/etc/resolv.conf").read(),
-                 host_hosts: Callable[[], str] = lambda: open("/etc/hosts").read()) -> None:
+                 host_hosts: Callable[[], str] = lambda: open("/etc/hosts").read(),
+                 discovery=None) -> None:
         self.ctl = controller
+        self.discovery = discovery             # cnm.naming.ServiceDiscovery, or None
         self.runtime = runtime
         self.ports = ports
         self.store = store
@@ -189,7 +191,8 @@ class ContainerService:
                     netns_path = other.sandbox_key or f"/proc/{self.state(other).pid}/ns/net"
                     addrs = [ep.address for ep in self.endpoints(other) if ep.address]
                     hosts = hosts_file(other.hostname, addrs)
-                    resolv = container_resolv_conf(self._host_resolv())
+                    resolv = self._resolv_conf([self.ctl.get_network(ep.network_id)
+                                                for ep in self.endpoints(other)])
                 else:
                     net = None if mode == "none" else self.ctl.get_network(mode)
                     if net is not None and net.driver in ("host", "null"):
@@ -206,8 +209,13 @@ class ContainerService:
                         addrs = [a for a in (ep.address, ep.address_v6) if a]
                     netns_path = ct.sandbox_key
                     hosts = hosts_file(ct.hostname, addrs)
-                    resolv = container_resolv_conf(self._host_resolv())
+                    resolv = self._resolv_conf([net] if net is not None else [])
                 return self._finish_run(ct, req, netns_path, hosts, resolv, undo)
+
+    def _resolv_conf(self, nets: list[Network]) -> str:
+        if self.discovery is None:
+            return container_resolv_conf(self._host_resolv())
+        return self.discovery.resolv_conf(nets, self._host_resolv(), container_resolv_conf)
 
     def _finish_run(self, ct: Container, req: ContainerCreate, netns_path: str, hosts: str,
                     resolv: str, undo: Undo) -> Container:
@@ -244,6 +252,9 @@ class ContainerService:
         undo.push(self.ctl.leave, ep, ct.sandbox_key)
         ct.endpoint_ids.append(ep.id)
         undo.push(ct.endpoint_ids.remove, ep.id)
+        if self.discovery is not None:
+            self.discovery.endpoint_joined(net, ep)
+            undo.push(self.discovery.endpoint_left, ep)
         if bindings:
             ct.ports = [b.to_record() for b in bindings]
         return ep
@@ -291,6 +302,8 @@ class ContainerService:
             self._save(ct)
 
     def _detach(self, ct: Container, ep: Endpoint) -> None:
+        if self.discovery is not None:
+            self.discovery.endpoint_left(ep)
         self.ctl.leave(ep, ct.sandbox_key)
         self.ports.release_owner(ep.id)
         self.ctl.delete_endpoint(ep)
@@ -380,6 +393,8 @@ class ContainerService:
                         self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id) \
                             if ep.port_bindings else None
                         self.ctl.restore_endpoint(ep)
+                        if self.discovery is not None:
+                            self.discovery.endpoint_joined(self.ctl.get_network(ep.network_id), ep)
                     self.on_started(ct.id)
                 else:
                     self._release_network(ct)

@@ -52,6 +52,7 @@ class Daemon:
         import drivers
         import ipam
         from cnm.containers import ContainerService
+        from cnm.naming import ServiceDiscovery
         from cnm.controller import Controller
         from cnm.driverapi import DriverRegistry
         from cnm.firewall import Firewall
@@ -91,7 +92,12 @@ class Daemon:
                                      sandboxes=self.sandboxes)
         self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
         self.ports = PortAllocator(sysctl.local_port_range)
-        self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store)
+        self.discovery = ServiceDiscovery()
+        self.controller.network_listeners.append(self.discovery.network_event)
+        for net in self.controller.list_networks():
+            self.discovery.network_event("create", net)
+        self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store,
+                                           discovery=self.discovery)
         # Order matters: networks (and their firewall rules) first, then the containers
         # on them, then whatever a crash left allocated but unreferenced.
         self.controller.ensure_builtin_networks()
@@ -151,6 +157,11 @@ async def _serve(daemon: Daemon) -> None:
     for ct in daemon.containers.list():
         if daemon.containers.is_running(ct):
             watcher.watch(ct.id)
+    from cnm.dns.resolvconf import host_upstreams
+    from cnm.dns.server import Resolver
+
+    resolver = Resolver(daemon.discovery.table, host_upstreams, loop=loop)
+    await daemon.discovery.start(resolver)
     app = make_app(daemon.controller, extra_routes=container_routes.routes(daemon.containers))
     server = await start_server(app, daemon.config.socket)
     stop = asyncio.Event()
@@ -160,6 +171,7 @@ async def _serve(daemon: Daemon) -> None:
     await stop.wait()
     log.info("shutting down; containers keep running under their supervisors")
     await server.close()
+    await resolver.close()
 
 
 def run_daemon(config: DaemonConfig) -> int:

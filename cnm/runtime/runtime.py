@@ -424,3 +424,20 @@ def _unmount_under(cdir: str) -> list[str]:
         except OSError as exc:
             errs.append(f"umount {p}: {exc.strerror}")
     return errs
+
+
+def remove_all(state_dir: str) -> list[str]:
+    """Force-remove every container under `state_dir` (for tests, demos and labs
+    tearing down a host whose daemon is gone). Returns the ids removed. Idempotent."""
+    if not os.path.isdir(state_dir):
+        return []
+    rt = Runtime(state_dir)
+    removed = []
+    for st in rt.list():
+        try:
+            rt.remove(st.id, force=True)
+            removed.append(st.id)
+        except errors.CNMError as exc:
+            log.warning("could not remove container %s: %s", st.id, exc)
+    return removed
+

@@ -82,6 +82,13 @@ class Daemon:
             time.sleep(0.05)
         raise RuntimeError(f"daemon did not answer in {timeout}s:\n{self.log.read_text()[-3000:]}")
 
+    def teardown(self) -> None:
+        """Stop the daemon and every container it started (containers outlive their
+        daemon by design, so a test must remove them itself)."""
+        self.stop()
+        from cnm.runtime.runtime import remove_all
+        remove_all(str(self.run_dir / "containers"))
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
@@ -120,7 +127,7 @@ def make_daemon(host_ns, tmp_path):
 
     yield make
     for d in started:
-        d.stop()
+        d.teardown()
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""Service discovery glue: keeps the embedded resolver's name table and listeners in
+step with networks and endpoints. One object, called by the controller (networks) and
+the container service (endpoints); the resolver itself is cnm.dns."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from cnm.dns import NameTable
+from cnm.dns.resolvconf import embedded_resolv_conf
+from cnm.errors import CNMError
+from cnm.model import Endpoint, Network
+
+log = logging.getLogger(__name__)
+
+# Drivers whose networks get the embedded resolver (Docker: user-defined networks).
+DNS_DRIVERS = ("bridge",)
+
+
+def uses_embedded_dns(net: Network) -> bool:
+    """User-defined networks only; the default bridge keeps the host's resolvers."""
+    return not net.builtin and net.driver in DNS_DRIVERS
+
+
+class ServiceDiscovery:
+    def __init__(self, table: NameTable | None = None) -> None:
+        self.table = table or NameTable()
+        self.resolver = None                      # cnm.dns.server.Resolver, set once the loop runs
+        self._listeners: dict[str, list[str]] = {}  # network id -> gateway addresses
+
+    # ---- networks (called from worker threads, or before the loop starts) ----
+    def network_event(self, event: str, net: Network) -> None:
+        if not uses_embedded_dns(net):
+            return
+        if event == "create":
+            gws = [p.gateway for p in net.pools if p.gateway]
+            self._listeners[net.id] = gws
+            if self.resolver is not None:
+                for gw in gws:
+                    self.resolver.add_listener_threadsafe(net.id, gw)
+        elif event == "delete":
+            self._listeners.pop(net.id, None)
+            if self.resolver is not None:
+                self.resolver.remove_listener_threadsafe(net.id)
+            self.table.remove_network(net.id)
+
+    async def start(self, resolver) -> None:
+        """Bind a listener on every known user network's gateways (on the loop)."""
+        self.resolver = resolver
+        for nid, gws in self._listeners.items():
+            for gw in gws:
+                try:
+                    await resolver.add_listener(nid, gw)
+                except CNMError as exc:
+                    log.error("DNS listener on %s: %s", gw, exc)
+
+    # ---- endpoints (called synchronously inside run/connect/disconnect) ----
+    def endpoint_joined(self, net: Network, ep: Endpoint) -> None:
+        if uses_embedded_dns(net):
+            self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, ep.aliases,
+                           ep.address, ep.address_v6)
+
+    def endpoint_left(self, ep: Endpoint) -> None:
+        self.table.remove(ep.id)
+
+    def resolv_conf(self, nets: list[Network], host_text: str, fallback: Callable[[str], str]) -> str:
+        gws = [p.gateway for n in nets if uses_embedded_dns(n) for p in n.v4_pools() if p.gateway]
+        return embedded_resolv_conf(gws, host_text) if gws else fallback(host_text)
