@@ -57,6 +57,7 @@ class Container:
     pids_limit: int | None = None
     auto_remove: bool = False
     released: bool = False                # network resources given back after exit
+    gateway_endpoint: str | None = None   # endpoint on the gateway bridge (overlay's way out)
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -209,7 +210,7 @@ class ContainerService:
                         addrs = [a for a in (ep.address, ep.address_v6) if a]
                     netns_path = ct.sandbox_key
                     hosts = hosts_file(ct.hostname, addrs)
-                    resolv = self._resolv_conf([net] if net is not None else [])
+                    resolv = self._resolv_conf([self.ctl.get_network(e.network_id) for e in self.endpoints(ct)])
                 return self._finish_run(ct, req, netns_path, hosts, resolv, undo)
 
     def _resolv_conf(self, nets: list[Network]) -> str:
@@ -235,16 +236,15 @@ class ContainerService:
 
     def _attach(self, ct: Container, net: Network, epreq: EndpointRequest, port_reqs: list[PortBinding],
                 undo: Undo) -> Endpoint:
-        """Endpoint on `net` joined into ct's sandbox, ports published; undo registered."""
-        index = len(ct.endpoint_ids)
+        """Endpoint on `net` joined into ct's sandbox, ports published; undo registered.
+        A network whose driver gives no gateway (overlay, some plugins) also gets the
+        container an endpoint on the local gateway bridge, for traffic leaving the host
+        and for published ports (Docker's docker_gwbridge)."""
+        needs_gw_bridge = self._needs_gateway_bridge(ct, net)
         ep = self.ctl.create_endpoint(net, ct.name, container_id=ct.id, ip=epreq.ip, ip6=epreq.ip6,
                                       mac=epreq.mac, aliases=epreq.aliases)
         undo.push(self.ctl.delete_endpoint, ep)
-        bindings = []
-        for pb in port_reqs:
-            port = self.ports.allocate(pb.proto, pb.host_ip, pb.host_port, pb.host_port_end, owner=ep.id)
-            undo.push(self.ports.release, pb.proto, pb.host_ip, port)
-            bindings.append(pb.allocated(port))
+        bindings = [] if needs_gw_bridge else self._allocate_ports(ep, port_reqs, undo)
         has_default = any(e.gateway for e in self.endpoints(ct))
         self.ctl.join(ep, ct.sandbox_id, ct.sandbox_key, f"eth{_free_index(self.endpoints(ct))}",
                       default_gateway=not has_default,
@@ -252,12 +252,47 @@ class ContainerService:
         undo.push(self.ctl.leave, ep, ct.sandbox_key)
         ct.endpoint_ids.append(ep.id)
         undo.push(ct.endpoint_ids.remove, ep.id)
+        if bindings:
+            ct.ports = [b.to_record() for b in bindings]
         if self.discovery is not None:
             self.discovery.endpoint_joined(net, ep)
             undo.push(self.discovery.endpoint_left, ep)
-        if bindings:
-            ct.ports = [b.to_record() for b in bindings]
+        if net.scope == "global" and self.ctl.cluster is not None:
+            self.ctl.cluster.publish(net, ep)
+            undo.push(self.ctl.cluster.unpublish, ep)
+        if needs_gw_bridge and ct.gateway_endpoint is None:
+            gw = self._attach(ct, self._gateway_bridge(), EndpointRequest(), port_reqs, undo)
+            ct.gateway_endpoint = gw.id
+            undo.push(setattr, ct, "gateway_endpoint", None)
         return ep
+
+    def _allocate_ports(self, ep: Endpoint, port_reqs: list[PortBinding], undo: Undo) -> list[PortBinding]:
+        bindings = []
+        for pb in port_reqs:
+            port = self.ports.allocate(pb.proto, pb.host_ip, pb.host_port, pb.host_port_end, owner=ep.id)
+            undo.push(self.ports.release, pb.proto, pb.host_ip, port)
+            bindings.append(pb.allocated(port))
+        return bindings
+
+    def _needs_gateway_bridge(self, ct: Container, net: Network) -> bool:
+        if net.internal:
+            return False
+        try:
+            return self.ctl.drivers.get(net.driver).capabilities().gateway_bridge
+        except CNMError:
+            return False
+
+    def _gateway_bridge(self) -> Network:
+        from cnm import labels
+        from cnm.naming import GATEWAY_BRIDGE
+        from cnm.requests import NetworkCreate
+        try:
+            return self.ctl.get_network(GATEWAY_BRIDGE)
+        except NotFound:
+            return self.ctl.create_network(NetworkCreate(
+                name=GATEWAY_BRIDGE, driver="bridge",
+                options={labels.BRIDGE_NAME: GATEWAY_BRIDGE, labels.ENABLE_ICC: "false",
+                         labels.ENABLE_IP_MASQUERADE: "true"}))
 
     # ------------------------------------------------------- connect / leave
     def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint:
@@ -304,6 +339,8 @@ class ContainerService:
     def _detach(self, ct: Container, ep: Endpoint) -> None:
         if self.discovery is not None:
             self.discovery.endpoint_left(ep)
+        if self.ctl.cluster is not None:
+            self.ctl.cluster.unpublish(ep)
         self.ctl.leave(ep, ct.sandbox_key)
         self.ports.release_owner(ep.id)
         self.ctl.delete_endpoint(ep)
@@ -311,6 +348,12 @@ class ContainerService:
             ct.endpoint_ids.remove(ep.id)
         if ep.port_bindings or ct.ports and not any(e.port_bindings for e in self.endpoints(ct)):
             ct.ports = []
+        if ep.id == ct.gateway_endpoint:
+            ct.gateway_endpoint = None
+        elif ct.gateway_endpoint and not any(
+                self._needs_gateway_bridge(ct, self.ctl.get_network(e.network_id))
+                for e in self.endpoints(ct) if e.id != ct.gateway_endpoint):
+            self._detach(ct, self.ctl.get_endpoint(ct.gateway_endpoint))
 
     # ---------------------------------------------------------- stop / exit
     def stop(self, ref: str, timeout: float = 10) -> Container:
@@ -334,6 +377,8 @@ class ContainerService:
         if ct.released:
             return
         for ep in self.endpoints(ct):
+            if ep.id not in ct.endpoint_ids:
+                continue   # went with the endpoint it served (the gateway-bridge one)
             try:
                 self._detach(ct, ep)
             except CNMError as exc:
@@ -393,8 +438,11 @@ class ContainerService:
                         self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id) \
                             if ep.port_bindings else None
                         self.ctl.restore_endpoint(ep)
+                        net = self.ctl.get_network(ep.network_id)
                         if self.discovery is not None:
-                            self.discovery.endpoint_joined(self.ctl.get_network(ep.network_id), ep)
+                            self.discovery.endpoint_joined(net, ep)
+                        if net.scope == "global" and self.ctl.cluster is not None:
+                            self.ctl.cluster.publish(net, ep)
                     self.on_started(ct.id)
                 else:
                     self._release_network(ct)

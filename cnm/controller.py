@@ -15,18 +15,20 @@ from typing import Callable, Iterator
 
 from cnm import labels
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec
-from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
+from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound, Unavailable
 from cnm.ids import check_name, new_id
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, IpamRegistry
 from cnm.model import Endpoint, EndpointState, Network, PoolConfig
 from cnm.requests import IPAMConfigRequest, NetworkCreate
-from cnm.store import Store
+from cnm.store import Delete, Put, Store
 from cnm.undo import Undo
 
 log = logging.getLogger(__name__)
 
 NET_PREFIX = "network/"
 EP_PREFIX = "endpoint/"
+NAME_PREFIX = "netname/"          # global networks: one key per name, so names are unique cluster-wide
+GLOBAL_CACHE = "globalcache/network/"   # local copy of global networks
 PORTMAP = "com.docker.network.portmap"   # Docker's option key for port bindings
 
 # Networks that exist exactly once and can never be removed.
@@ -47,6 +49,7 @@ class Controller:
     def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: dict[str, Store],
                  sandboxes=None) -> None:
         self.sandboxes = sandboxes               # cnm.sandbox.Sandboxes, or None in unit tests
+        self.cluster = None                      # cnm.cluster.sync.ClusterSync when a cluster store is set
         self.drivers = drivers
         self.ipams = ipams
         self.stores = stores                   # scope ("local"/"global") -> store
@@ -58,13 +61,25 @@ class Controller:
 
     # ----------------------------------------------------------------- state
     def _load(self) -> None:
-        for store in self._distinct_stores():
-            for kv in store.list(NET_PREFIX):
-                net = Network.from_record(kv.value)
+        """Local networks and all endpoints from the local store; global networks from
+        the cluster store — or, while it is unreachable, from the local copy kept of
+        them (so containers on overlays are re-adopted even with etcd down)."""
+        local = self.stores["local"]
+        for kv in local.list(NET_PREFIX):
+            net = Network.from_record(kv.value)
+            self._networks[net.id] = net
+        for kv in local.list(EP_PREFIX):
+            ep = Endpoint.from_record(kv.value)
+            self._endpoints[ep.id] = ep
+        if "global" in self.stores:
+            try:
+                records = [kv.value for kv in self.stores["global"].list(NET_PREFIX)]
+            except Unavailable as exc:
+                log.warning("cluster store unreachable at start (%s); using the local copy of global networks", exc)
+                records = [kv.value for kv in local.list(GLOBAL_CACHE)]
+            for rec in records:
+                net = Network.from_record(rec)
                 self._networks[net.id] = net
-            for kv in store.list(EP_PREFIX):
-                ep = Endpoint.from_record(kv.value)
-                self._endpoints[ep.id] = ep
 
     def _distinct_stores(self) -> Iterator[Store]:
         seen: set[int] = set()
@@ -164,9 +179,22 @@ class Controller:
                         raise InvalidParameter("--ipv6 needs an IPv6 --subnet (no default IPv6 pool is configured)")
                     for cfg in v4 + v6:
                         net.pools.append(self._reserve_pool(ipam, space, cfg, net, undo))
+                if scope == GLOBAL and self.cluster is not None:
+                    extra = self.cluster.allocate_network(net)
+                    undo.push(self.cluster.release_network, net)
+                    net.options.update(extra)
                 driver.create_network(self.network_spec(net))
                 undo.push(driver.delete_network, net.id)
-                store.put(NET_PREFIX + net.id, net.to_record())
+                if scope == GLOBAL:
+                    name_key = NAME_PREFIX + net.name
+                    try:
+                        store.atomic([Put(NET_PREFIX + net.id, net.to_record()), Put(name_key, {"id": net.id})],
+                                     expect={name_key: 0})
+                    except Conflict:
+                        raise Conflict(f"network with name {net.name} already exists (in the cluster)") from None
+                    self.stores["local"].put(GLOBAL_CACHE + net.id, net.to_record())
+                else:
+                    store.put(NET_PREFIX + net.id, net.to_record())
                 self._networks[net.id] = net
                 undo.commit()
             self._notify("create", net)
@@ -207,6 +235,11 @@ class Controller:
                 raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
             if self.endpoints_of(net.id):
                 raise Forbidden(f"network {net.name} has active endpoints: disconnect its containers first")
+            if net.scope == GLOBAL and self.cluster is not None:
+                remote = self.cluster.remote_endpoints(net.id)
+                if remote:
+                    raise Forbidden(f"network {net.name} has active endpoints on other hosts "
+                                    f"({', '.join(sorted(remote))}): disconnect them first")
             self.drivers.get(net.driver).delete_network(net.id)
             errors: list[str] = []
             if net.ipam_driver != "null":
@@ -216,7 +249,13 @@ class Controller:
                         ipam.release_pool(pool.pool_id)
                     except CNMError as exc:  # best effort: the network is gone from the kernel
                         errors.append(str(exc))
-            self.store_for(net.scope).delete(NET_PREFIX + net.id)
+            if net.scope == GLOBAL:
+                self.store_for(GLOBAL).atomic([Delete(NET_PREFIX + net.id), Delete(NAME_PREFIX + net.name)])
+                self.stores["local"].delete(GLOBAL_CACHE + net.id)
+                if self.cluster is not None:
+                    self.cluster.release_network(net)
+            else:
+                self.store_for(net.scope).delete(NET_PREFIX + net.id)
             del self._networks[net.id]
             if errors:
                 log.warning("network %s removed, but IPAM said: %s", net.name, "; ".join(errors))
@@ -287,7 +326,7 @@ class Controller:
                 iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, mac), {})
                 undo.push(driver.delete_endpoint, net.id, ep.id)
                 ep.mac = iface.mac
-                self.store_for(net.scope).put(EP_PREFIX + ep.id, ep.to_record())
+                self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
                 self._endpoints[ep.id] = ep
                 undo.commit()
             return ep
@@ -333,14 +372,14 @@ class Controller:
                                 ipam.release_address(pool_id, addr)
                             except CNMError as exc:
                                 errors.append(str(exc))
-            self.store_for(net.scope if net else "local").delete(EP_PREFIX + ep.id)
+            self.stores["local"].delete(EP_PREFIX + ep.id)
             self._endpoints.pop(ep.id, None)
             if errors:
                 log.warning("endpoint %s removed with errors: %s", ep.name, "; ".join(errors))
 
     def save_endpoint(self, ep: Endpoint) -> None:
         net = self._networks[ep.network_id]
-        self.store_for(net.scope).put(EP_PREFIX + ep.id, ep.to_record())
+        self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
         try:
@@ -431,3 +470,42 @@ class Controller:
                             ipam.release_address(pool.pool_id, addr)
                             released += 1
             return released
+
+    # ------------------------------------------------ networks made elsewhere
+    def adopt_remote_network(self, record: dict) -> Network | None:
+        """A global network another host created (seen through the cluster store's
+        watch): build its local kernel objects and know it. Idempotent."""
+        with self.lock:
+            net = Network.from_record(record)
+            if net.id in self._networks:
+                return None
+            try:
+                self.drivers.get(net.driver).restore_network(self.network_spec(net))
+            except CNMError as exc:
+                log.error("cannot build global network %s here: %s", net.name, exc)
+                return None
+            self._networks[net.id] = net
+            self.stores["local"].put(GLOBAL_CACHE + net.id, net.to_record())
+            log.info("learned global network %s (%s) from the cluster", net.name, net.id[:12])
+        self._notify("create", net)
+        return net
+
+    def forget_remote_network(self, network_id: str) -> None:
+        """A global network was removed elsewhere. Its local kernel objects go too
+        (a network with local endpoints cannot have been removed: it is kept)."""
+        with self.lock:
+            net = self._networks.get(network_id)
+            if net is None or net.scope != GLOBAL:
+                return
+            if self.endpoints_of(network_id):
+                log.warning("global network %s was removed elsewhere but has local endpoints; keeping it",
+                            net.name)
+                return
+            try:
+                self.drivers.get(net.driver).delete_network(net.id)
+            except CNMError as exc:
+                log.warning("removing global network %s here: %s", net.name, exc)
+            del self._networks[network_id]
+            self.stores["local"].delete(GLOBAL_CACHE + network_id)
+            log.info("global network %s was removed in the cluster", net.name)
+        self._notify("delete", net)

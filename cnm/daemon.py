@@ -50,7 +50,11 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         import drivers
+        import drivers.remote
         import ipam
+        import ipam.remote
+        from cnm.plugins.discovery import discovery
+        from drivers.unconfigured import Unconfigured
         from cnm.containers import ContainerService
         from cnm.naming import ServiceDiscovery
         from cnm.controller import Controller
@@ -80,16 +84,30 @@ class Daemon:
                 resolv = ""
             return exclusions(self.netlink.route_cidrs(), nameservers_from_resolv_conf(resolv))
 
-        self.ipams = IpamRegistry()
-        ipam.register(self.ipams, stores={"LocalDefault": self.local_store, "GlobalDefault": self.local_store},
+        self.cluster_store = None
+        stores = {"local": self.local_store}
+        if config.cluster_store:
+            from cnm.store.etcd import EtcdStore
+            self.cluster_store = EtcdStore.from_url(config.cluster_store)
+            stores["global"] = self.cluster_store
+        plugins = discovery(config.plugin_dirs)
+        self.ipams = IpamRegistry(fallback=ipam.remote.resolver(plugins))
+        ipam.register(self.ipams, stores={"LocalDefault": self.local_store,
+                                          "GlobalDefault": self.cluster_store or self.local_store},
                       local_pools=config.default_address_pools or None, excluded=excluded)
         self.firewall = Firewall()
-        self.drivers = DriverRegistry()
+        self.drivers = DriverRegistry(fallback=drivers.remote.resolver(plugins))
         drivers.register_builtin(self.drivers, netlink_factory=lambda: self.netlink,
                                  firewall=NftablesBridgeFirewall(self.firewall))
+        if config.cluster_store:
+            import drivers.overlay
+            drivers.overlay.register(self.drivers, advertise_addr=config.advertise,
+                                     run_dir=config.run_dir)
+        else:
+            self.drivers.register(Unconfigured("overlay", "overlay networks need a cluster store: start the "
+                                               "daemon with --cluster-store etcd://HOST:PORT --advertise IP"))
         self.sandboxes = Sandboxes(self.netlink, os.path.join(config.run_dir, "netns"))
-        self.controller = Controller(self.drivers, self.ipams, {"local": self.local_store},
-                                     sandboxes=self.sandboxes)
+        self.controller = Controller(self.drivers, self.ipams, stores, sandboxes=self.sandboxes)
         self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
         self.ports = PortAllocator(sysctl.local_port_range)
         self.discovery = ServiceDiscovery()
@@ -98,13 +116,25 @@ class Daemon:
             self.discovery.network_event("create", net)
         self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store,
                                            discovery=self.discovery)
+        self.cluster = None
+        if self.cluster_store is not None:
+            from cnm.cluster.sync import ClusterSync
+            self.cluster = ClusterSync(self.controller, self.cluster_store, config.advertise,
+                                       discovery=self.discovery)
+            self.controller.cluster = self.cluster
         # Order matters: networks (and their firewall rules) first, then the containers
         # on them, then whatever a crash left allocated but unreferenced.
         self.controller.ensure_builtin_networks()
+        if self.cluster is not None:
+            self.cluster.start()       # global networks and peers before the containers on them
         self.containers.adopt()
         self.controller.reconcile_ipam()
 
     def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+        if self.cluster_store is not None:
+            self.cluster_store.close()
         self.local_store.close()
         self.netlink.close()
         os.close(self._lock_fd)

@@ -14,12 +14,19 @@ from cnm.model import Endpoint, Network
 log = logging.getLogger(__name__)
 
 # Drivers whose networks get the embedded resolver (Docker: user-defined networks).
-DNS_DRIVERS = ("bridge",)
+DNS_DRIVERS = ("bridge", "overlay")
+GATEWAY_BRIDGE = "cnm_gwbridge"
 
 
 def uses_embedded_dns(net: Network) -> bool:
     """User-defined networks only; the default bridge keeps the host's resolvers."""
     return not net.builtin and net.driver in DNS_DRIVERS
+
+
+def has_local_listener(net: Network) -> bool:
+    """Overlay gateways live in the overlay's own namespace, out of the daemon's reach:
+    their containers ask the resolver on the gateway bridge instead."""
+    return uses_embedded_dns(net) and net.driver == "bridge"
 
 
 class ServiceDiscovery:
@@ -30,7 +37,9 @@ class ServiceDiscovery:
 
     # ---- networks (called from worker threads, or before the loop starts) ----
     def network_event(self, event: str, net: Network) -> None:
-        if not uses_embedded_dns(net):
+        if not has_local_listener(net):
+            if event == "delete":
+                self.table.remove_network(net.id)
             return
         if event == "create":
             gws = [p.gateway for p in net.pools if p.gateway]
@@ -56,13 +65,26 @@ class ServiceDiscovery:
 
     # ---- endpoints (called synchronously inside run/connect/disconnect) ----
     def endpoint_joined(self, net: Network, ep: Endpoint) -> None:
-        if uses_embedded_dns(net):
+        if net.name == GATEWAY_BRIDGE:
+            # Identifies the container when it asks through the gateway bridge; answers to no name.
+            self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, [], ep.address,
+                           ep.address_v6, publish=False)
+        elif uses_embedded_dns(net):
             self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, ep.aliases,
                            ep.address, ep.address_v6)
+
+    def remote_endpoint_up(self, net: Network, rec: dict) -> None:
+        """A container on another host of a global network (from the cluster store)."""
+        if uses_embedded_dns(net) and rec.get("name"):
+            self.table.add(net.id, net.name, rec["endpoint_id"], rec.get("container_id"), rec["name"],
+                           rec.get("aliases") or [], rec.get("ip"), rec.get("ip6"))
+
+    def remote_endpoint_down(self, endpoint_id: str) -> None:
+        self.table.remove(endpoint_id)
 
     def endpoint_left(self, ep: Endpoint) -> None:
         self.table.remove(ep.id)
 
     def resolv_conf(self, nets: list[Network], host_text: str, fallback: Callable[[str], str]) -> str:
-        gws = [p.gateway for n in nets if uses_embedded_dns(n) for p in n.v4_pools() if p.gateway]
+        gws = [p.gateway for n in nets if has_local_listener(n) for p in n.v4_pools() if p.gateway]
         return embedded_resolv_conf(gws, host_text) if gws else fallback(host_text)

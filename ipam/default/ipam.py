@@ -97,7 +97,12 @@ class DefaultIpam:
         self._lock = threading.RLock()
         self._pools: dict[str, _PoolState] = {}
         self._foreign: dict[str, list[Network]] = {}   # pools the store says another writer holds
+        # Spaces whose store other hosts write too (etcd): their state is re-read from
+        # the store before each decision instead of trusted from memory.
+        self._shared = {space for space, st in self._stores.items() if getattr(st, "scope", "local") == "global"}
         for space in self._stores:
+            if space in self._shared:
+                continue   # read lazily: the cluster store may be down while the daemon starts
             self._load(space)
 
     # -- Ipam protocol ---------------------------------------------------------------
@@ -114,6 +119,7 @@ class DefaultIpam:
         version = 6 if v6 else 4
         with self._lock:
             self._store(address_space)
+            self._refresh(address_space)
             if not pool:
                 if sub_pool:
                     raise InvalidParameter(f"ip-range {sub_pool} needs a subnet: pass --subnet too")
@@ -136,6 +142,7 @@ class DefaultIpam:
     def release_pool(self, pool_id: str) -> None:
         """Free the pool and all its addresses. Idempotent."""
         with self._lock:
+            self._refresh(pool_id.split("/", 1)[0])
             state = self._pools.get(pool_id)
             if state is None:
                 return
@@ -150,6 +157,7 @@ class DefaultIpam:
         """Reserve `address` or the next free one; returns "a.b.c.d/prefix"."""
         options = options or {}
         with self._lock:
+            self._refresh(pool_id.split("/", 1)[0])
             state = self._get(pool_id)
             if address:
                 off = self._offset(state, address)
@@ -174,6 +182,7 @@ class DefaultIpam:
     def release_address(self, pool_id: str, address: str) -> None:
         """Free one address. Idempotent (unknown pool or free address: nothing to do)."""
         with self._lock:
+            self._refresh(pool_id.split("/", 1)[0])
             state = self._pools.get(pool_id)
             if state is None:
                 return
@@ -320,6 +329,14 @@ class DefaultIpam:
         if ip.version != state.net.version or ip not in state.net:
             raise InvalidParameter(f"address {ip} is not in subnet {state.net}")
         return int(ip) - int(state.net.network_address)
+
+    def _refresh(self, space: str) -> None:
+        """Re-read a shared space from its store (other hosts allocate there too)."""
+        if space not in self._shared:
+            return
+        for pid in [pid for pid, st in self._pools.items() if st.space == space]:
+            del self._pools[pid]
+        self._load(space)
 
     def _load(self, space: str) -> None:
         store = self._stores[space]

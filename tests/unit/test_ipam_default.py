@@ -327,3 +327,25 @@ def test_register_builds_both(env: Env) -> None:
     assert reg.names() == ["default", "null"] and reg.get("default") is default
     assert default.request_pool(L, None, None, {}, False).subnet == "192.168.100.0/26"
     assert default.default_address_spaces() == (LOCAL_DEFAULT, GLOBAL_DEFAULT)
+
+
+def test_two_hosts_share_a_global_space_without_duplicates():
+    """Two daemons on one cluster store: pools and addresses made by one are seen by the
+    other before it decides, so no subnet overlaps and no address is handed out twice."""
+    from cnm.store.memory import MemoryStore
+    from ipam.default import DefaultIpam
+    shared = MemoryStore(scope="global")
+    a = DefaultIpam({"LocalDefault": MemoryStore(), "GlobalDefault": shared})
+    b = DefaultIpam({"LocalDefault": MemoryStore(), "GlobalDefault": shared})
+    pa = a.request_pool("GlobalDefault", None, None, {}, False)
+    pb = b.request_pool("GlobalDefault", None, None, {}, False)
+    assert pa.subnet != pb.subnet
+    import pytest as _pytest
+    from cnm.errors import Conflict as _Conflict
+    with _pytest.raises(_Conflict):
+        b.request_pool("GlobalDefault", pa.subnet, None, {}, False)
+    got = [a.request_address(pa.pool_id, None, {}) if i % 2 else b.request_address(pa.pool_id, None, {})
+           for i in range(40)]
+    assert len(set(got)) == 40
+    b.release_address(pa.pool_id, got[0])
+    assert got[0] not in a.allocated(pa.pool_id)
