@@ -89,10 +89,54 @@ class DemoHost:
         sys.stdout.write(r.stdout + r.stderr)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def lab_tour() -> None:
+    """The main job: a two-host lab (etcd, an overlay, a bridge per host), its checks,
+    its picture, and a clean teardown."""
+    env = dict(os.environ, CNM_LAB_DIR=tempfile.mkdtemp(prefix="cnm-demo-lab-"))
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+
+    def net(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        print(f"\n$ net {' '.join(args)}", flush=True)
+        r = subprocess.run([NET, *args], text=True, env=env, capture_output=True)
+        sys.stdout.write(r.stdout + r.stderr)
+        if check and r.returncode != 0:
+            raise SystemExit(f"demo: net {' '.join(args)} failed ({r.returncode})")
+        return r
+
+    lab = str(ROOT / "labs" / "quickstart.yaml")
+    print("== A two-host lab: hosts are network namespaces, each with its own daemon; etcd holds the cluster")
+    try:
+        net("lab", "up", lab)
+        net("lab", "check", "quickstart")
+        print("\n-- containers on h2, and a2 finding a1 (on h1) by name over the overlay")
+        net("lab", "exec", "quickstart", "h2", "--", "net", "ps")
+        net("lab", "exec", "quickstart", "h2", "--", "net", "exec", "a2", "--", BB, "nslookup", "a1")
+        net("lab", "exec", "quickstart", "h1", "--", "net", "ls")
+        net("lab", "graph", "quickstart", "-o", str(out / "quickstart.dot"))
+        if shutil.which("dot"):
+            net("lab", "graph", "quickstart", "-o", str(out / "quickstart.svg"))
+        print((out / "quickstart.dot").read_text())
+    finally:
+        net("lab", "down", "quickstart", check=False)
+        shutil.rmtree(env["CNM_LAB_DIR"], ignore_errors=True)
+
+
 def main() -> int:
     if os.geteuid() != 0:
-        print("demo: run as root (it creates a network namespace)", file=sys.stderr)
+        print("demo: run as root (it creates network namespaces)", file=sys.stderr)
         return 1
+    if sys.argv[1:2] != ["single"]:
+        lab_tour()
+        print("\n== And one host up close")
+    single_host_tour()
+    return 0
+
+
+def single_host_tour() -> None:
     with DemoHost() as host:
         print(f"== A daemon runs in the throwaway namespace {host.ns}")
         host.net("ls")
@@ -133,8 +177,7 @@ def main() -> int:
         host.net("rm", "frontend")
         host.net("prune", "-f")
         host.net("ls")
-    print("\ndemo: done; namespace, daemon and state removed")
-    return 0
+    print("\ndemo: done; namespaces, daemons, containers and state removed")
 
 
 if __name__ == "__main__":
