@@ -421,6 +421,32 @@ class ContainerService:
         log.info("removed container %s", ct.name)
 
     # --------------------------------------------------------------- restart
+    def _adopt_one(self, ct: Container) -> None:
+        try:
+            st = self.runtime.state(ct.id)
+        except NotFound:
+            st = None
+        if st is None or st.status != "running":
+            self._release_network(ct)
+            if ct.auto_remove:
+                self._remove(ct)
+            return
+        if ct.sandbox_id:
+            ct.sandbox_key = self.ctl.sandboxes.adopt(ct.sandbox_id, st.pid)
+        for ep in self.endpoints(ct):
+            if ep.port_bindings:
+                self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id)
+            net = self.ctl.get_network(ep.network_id)
+            try:
+                self.ctl.restore_endpoint(ep)
+            except CNMError as exc:
+                log.error("container %s: endpoint on %s: %s", ct.name, net.name, exc)
+            if self.discovery is not None:
+                self.discovery.endpoint_joined(net, ep)
+            if net.scope == "global" and self.ctl.cluster is not None:
+                self.ctl.cluster.publish(net, ep)
+        self.on_started(ct.id)
+
     def adopt(self) -> None:
         """After a daemon restart: running containers keep their sandboxes, endpoints
         and ports (re-learned); ended ones are cleaned up; orphans are released."""
@@ -428,26 +454,9 @@ class ContainerService:
             self.runtime.adopt()
             for ct in list(self._containers.values()):
                 try:
-                    st = self.runtime.state(ct.id)
-                except NotFound:
-                    st = None
-                if st is not None and st.status == "running":
-                    if ct.sandbox_id:
-                        ct.sandbox_key = self.ctl.sandboxes.adopt(ct.sandbox_id, st.pid)
-                    for ep in self.endpoints(ct):
-                        self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id) \
-                            if ep.port_bindings else None
-                        self.ctl.restore_endpoint(ep)
-                        net = self.ctl.get_network(ep.network_id)
-                        if self.discovery is not None:
-                            self.discovery.endpoint_joined(net, ep)
-                        if net.scope == "global" and self.ctl.cluster is not None:
-                            self.ctl.cluster.publish(net, ep)
-                    self.on_started(ct.id)
-                else:
-                    self._release_network(ct)
-                    if ct.auto_remove:
-                        self._remove(ct)
+                    self._adopt_one(ct)
+                except CNMError as exc:   # one broken container must not keep the daemon down
+                    log.error("re-adopting container %s: %s", ct.name, exc)
             owned = {eid for ct in self._containers.values() for eid in ct.endpoint_ids}
             for ep in self.ctl.all_endpoints():
                 if ep.id not in owned:

@@ -123,6 +123,12 @@ class Controller:
                 return matches[0]
             if len(matches) > 1:
                 raise InvalidParameter(f"network ID prefix {ref} is ambiguous: {len(matches)} networks match")
+            # Made on another host a moment ago, and our watch has not delivered it yet?
+            record = self.cluster.find_network(ref) if self.cluster is not None else None
+            if record is not None:
+                net = self.adopt_remote_network(record)
+                if net is not None:
+                    return net
             raise NotFound(f"network {ref} not found")
 
     def endpoints_of(self, network_id: str) -> list[Endpoint]:

@@ -122,13 +122,22 @@ class Daemon:
             self.cluster = ClusterSync(self.controller, self.cluster_store, config.advertise,
                                        discovery=self.discovery)
             self.controller.cluster = self.cluster
-        # Order matters: networks (and their firewall rules) first, then the containers
-        # on them, then whatever a crash left allocated but unreferenced.
+        # Order matters: namespaces our previous life left behind, then networks (and
+        # their firewall rules), then the containers on them, then whatever a crash
+        # left allocated but unreferenced.
+        self._recover_namespaces()
         self.controller.ensure_builtin_networks()
         if self.cluster is not None:
             self.cluster.start()       # global networks and peers before the containers on them
         self.containers.adopt()
         self.controller.reconcile_ipam()
+
+    def _recover_namespaces(self) -> None:
+        from cnm.osl.netns import recover_from
+        for st in self.runtime.adopt():
+            if st.status == "running" and st.shim_pid:
+                for sub in ("netns", "overlay"):
+                    recover_from(st.shim_pid, os.path.join(self.config.run_dir, sub))
 
     def close(self) -> None:
         if self.cluster is not None:

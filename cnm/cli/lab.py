@@ -350,4 +350,38 @@ def impair(name: str, host: str, delay: float | None, loss: float | None, rate: 
     click.echo(f"{host}: {want.describe()}")
 
 
+@lab.command("stop")
+@click.option("--etcd", is_flag=True, help="Stop the host's etcd member instead of its daemon.")
+@click.option("--kill", "hard", is_flag=True, help="SIGKILL instead of SIGTERM (a crash, not a shutdown).")
+@click.argument("name")
+@click.argument("host")
+def stop(name: str, host: str, etcd: bool, hard: bool) -> None:
+    """Stop HOST's daemon (or etcd member) to study faults; its containers keep running."""
+    import signal
+    _require_root()
+    rec = _record(name)
+    rec.host_paths(host)
+    sig = signal.SIGKILL if hard else signal.SIGTERM
+    r = _realiser()
+    outcome = r.stop_etcd(rec, host, sig) if etcd else r.stop_daemon(rec, host, sig)
+    click.echo(f"{host}: {'etcd member' if etcd else 'daemon'} {outcome}")
+
+
+@lab.command("start")
+@click.option("--etcd", is_flag=True, help="Start the host's etcd member instead of its daemon.")
+@click.argument("name")
+@click.argument("host")
+def start(name: str, host: str, etcd: bool) -> None:
+    """Start HOST's daemon (or etcd member) again after `net lab stop`."""
+    _require_root()
+    rec = _record(name)
+    rec.host_paths(host)
+    r = _realiser()
+    if etcd:
+        r.start_etcd(rec, host)
+    else:
+        r.start_daemon(rec, host)
+    click.echo(f"{host}: {'etcd member' if etcd else 'daemon'} started")
+
+
 __all__ = ["lab"]

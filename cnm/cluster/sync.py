@@ -105,6 +105,17 @@ class ClusterSync:
             except CNMError as exc:
                 log.warning("could not release VNI %s: %s", value, exc)
 
+    def find_network(self, ref: str) -> dict | None:
+        """A global network by name or full ID straight from the store (for a lookup
+        that races the watch). None when unknown or the store does not answer."""
+        try:
+            named = self.store.get(f"netname/{ref}")
+            nid = named.value.get("id") if named else ref
+            kv = self.store.get(f"{NETWORKS}{nid}")
+            return kv.value if kv else None
+        except CNMError:
+            return None
+
     def remote_endpoints(self, network_id: str) -> list[str]:
         with self._lock:
             return [rec.get("name") or eid[:12] for eid, rec in self._peers.items()

@@ -7,7 +7,9 @@ it is attempted, so a crash or a failure half-way leaves a record `down` can fol
 """
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from cnm.errors import CNMError, Conflict, Unavailable
+from cnm.errors import CNMError, Conflict, NotFound, Unavailable
 from cnm.lab import impair as imp
 from cnm.lab import procs
 from cnm.lab.record import HostPaths, LabRecord, lab_dir
@@ -271,6 +273,60 @@ class Realiser:
             self.sleep(0.2)
 
     # --- down -----------------------------------------------------------------------
+
+    # ------------------------------------------------------------ faults
+    def stop_daemon(self, rec: LabRecord, host: str, sig: int = signal.SIGTERM) -> str:
+        """Stop HOST's daemon (its containers keep running: they outlive the daemon)."""
+        d = rec.daemons.get(host) or {}
+        if not d.get("pid") or not procs.alive(d["pid"], d.get("start")):
+            return "not running"
+        if sig == signal.SIGKILL:
+            os.kill(d["pid"], signal.SIGKILL)
+            procs.terminate(d["pid"], d.get("start"), timeout=5)   # reaps it
+            return "killed"
+        return procs.terminate(d["pid"], d.get("start"), timeout=15)
+
+    def start_daemon(self, rec: LabRecord, host: str) -> None:
+        """(Re)start HOST's daemon with the same paths and cluster store."""
+        d = rec.daemons.get(host) or {}
+        if d.get("pid") and procs.alive(d["pid"], d.get("start")):
+            raise Conflict(f"the daemon on {host} is running (pid {d['pid']})")
+        self._daemon(None, rec, Step("daemon", host))   # type: ignore[arg-type]
+
+    def _members(self, rec: LabRecord):
+        from cnm.cluster.etcd_server import make_members
+        names = [(name, rec.hosts[e["host"]]["address"]) for name, e in sorted(rec.etcd.items())]
+        netns = {name: rec.hosts[e["host"]]["netns"] for name, e in rec.etcd.items()}
+        return {m.name: m for m in make_members(names, Path(rec.dir) / "etcd", netns=netns)}
+
+    def stop_etcd(self, rec: LabRecord, host: str, sig: int = signal.SIGTERM) -> str:
+        name = f"etcd-{host}"
+        e = rec.etcd.get(name)
+        if e is None:
+            raise NotFound(f"no etcd member runs on {host}")
+        if not e.get("pid") or not procs.alive(e["pid"], e.get("start")):
+            return "not running"
+        if sig == signal.SIGKILL:
+            os.kill(e["pid"], signal.SIGKILL)
+        return procs.terminate(e["pid"], e.get("start"), timeout=10)
+
+    def start_etcd(self, rec: LabRecord, host: str, timeout: float = 15) -> None:
+        """Restart HOST's etcd member on its existing data (it rejoins the cluster)."""
+        name = f"etcd-{host}"
+        e = rec.etcd.get(name)
+        if e is None:
+            raise NotFound(f"no etcd member runs on {host}")
+        if e.get("pid") and procs.alive(e["pid"], e.get("start")):
+            raise Conflict(f"{name} is running (pid {e['pid']})")
+        member = self._members(rec)[name]
+        member.spawn()
+        e.update(pid=member.pid, start=procs.start_time(member.pid) if member.pid else None)
+        rec.save()
+        # A lone member of a 3-member cluster is healthy only once a quorum is back:
+        # wait only when it can be.
+        quorum = sum(1 for x in rec.etcd.values() if x.get("pid") and procs.alive(x["pid"], x.get("start")))
+        if quorum > len(rec.etcd) // 2:
+            member.wait_healthy(timeout)
 
     def down(self, rec: LabRecord, say: Callable[[str], None] | None = None) -> list[str]:
         """Remove everything the record lists, best effort and idempotent: containers

@@ -16,15 +16,17 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import errno
+import logging
 import os
 import queue
 import threading
 from typing import Any, Callable, TypeVar
 
-from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
+from cnm.errors import Conflict, Forbidden, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.osl.errors import translate
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
@@ -244,3 +246,29 @@ def require_netns(path: str) -> str:
     if not is_netns(path):
         raise NotFound(f"no network namespace at {path}")
     return path
+
+
+def recover_from(pid: int, directory: str) -> list[str]:
+    """Bind again, in our mount namespace, the namespace files that process `pid` still
+    sees under `directory`. A daemon started by `ip netns exec` has a private mount
+    namespace: when it dies, its bind mounts live on only in the mount namespaces of the
+    processes it started (container supervisors). Reaching them through
+    /proc/PID/root lets a restarted daemon find its sandboxes and overlay namespaces
+    again (nsfs files may be bind-mounted across mount namespaces). Returns the paths
+    recovered."""
+    foreign = f"/proc/{pid}/root{directory}"
+    try:
+        names = os.listdir(foreign)
+    except OSError:
+        return []
+    got = []
+    for name in names:
+        src, dst = os.path.join(foreign, name), os.path.join(directory, name)
+        if is_netns(src) and not is_netns(dst):
+            try:
+                bind_existing(src, dst)
+                got.append(dst)
+            except (Conflict, NotFound, InternalError, Forbidden) as exc:
+                log.warning("could not recover namespace %s from pid %d: %s", dst, pid, exc)
+    return got
+
