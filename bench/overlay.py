@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NET = str(Path(sys.executable).parent / "net")
 PY = sys.executable
 
-# Sends an ICMP echo request every millisecond until one is answered; prints the
-# CLOCK_MONOTONIC time of the answer (system-wide, so comparable across namespaces).
+# Waits for "go" on stdin, then sends an ICMP echo request every millisecond until one is
+# answered; prints the CLOCK_MONOTONIC time of the answer (system-wide, so comparable
+# across namespaces). Started before the target exists, so that no process start-up
+# lies between `net run -d` returning and the first ping.
 PROBE = r"""
 import os, socket, struct, sys, time
 dst = sys.argv[1]
@@ -36,13 +38,17 @@ def csum(b):
     return ~n & 0xffff
 ident = os.getpid() & 0xffff
 print("ready", flush=True)
+sys.stdin.readline()
 deadline = time.monotonic() + 30
 seq = 0
 while time.monotonic() < deadline:
     seq = (seq + 1) & 0xffff
-    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"cnm-probe"
-    pkt = struct.pack("!BBHHH", 8, 0, csum(hdr), ident, seq) + b"cnm-probe"
-    s.sendto(pkt, (dst, 0))
+    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"cnm-probe!"
+    pkt = struct.pack("!BBHHH", 8, 0, csum(hdr), ident, seq) + b"cnm-probe!"
+    try:
+        s.sendto(pkt, (dst, 0))   # EAGAIN while the neighbour is unknown: keep trying
+    except OSError:
+        pass
     try:
         while True:
             data, addr = s.recvfrom(2048)
@@ -81,7 +87,7 @@ class Lab:
 
     def popen_on(self, host: str, *args: str) -> subprocess.Popen:
         return subprocess.Popen([NET, "lab", "exec", self.name, host, "--", "net", *args], env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def netns(self, host: str) -> str:
         return f"lab-{self.name}-{host}"
@@ -102,14 +108,14 @@ def convergence(lab: Lab, n: int) -> list[float]:
     samples = []
     for i in range(n):
         ip = f"10.60.{100 + i // 200}.{1 + i % 200}"
-        probe = lab.popen_on("h2", "exec", "prober", "--", PY, "-c", PROBE, ip)
+        probe = lab.popen_on("h2", "exec", "-i", "prober", "--", PY, "-c", PROBE, ip)
         assert probe.stdout.readline().strip() == "ready"
         lab.on("h1", "run", "-d", "--name", f"t{i}", "--net", "ov", "--ip", ip, "/bin/busybox", "sleep", "3600")
         t0 = time.monotonic()
-        out, err = probe.communicate(timeout=40)
+        out, err = probe.communicate("go\n", timeout=40)
         line = out.strip().splitlines()[-1] if out.strip() else "timeout"
         if line == "timeout":
-            print(f"  container {i}: no answer within 30 s", file=sys.stderr)
+            print(f"  container {i}: no answer ({err.strip()[-200:]})", file=sys.stderr)
             continue
         samples.append(max(0.0, float(line) - t0) * 1000)
     return samples
