@@ -68,6 +68,7 @@ class JoinResult:
     gateway_v6: str | None = None
     static_routes: tuple[StaticRoute, ...] = ()
     disable_gateway_service: bool = False
+    in_sandbox: bool = False         # the driver made src_ifname inside the sandbox already
 
 
 class Driver(Protocol):

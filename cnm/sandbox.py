@@ -61,9 +61,12 @@ class Sandboxes:
         up, add the driver's static routes and (if asked) the default routes."""
         if not join.src_ifname:
             return
-        self.host.move_link_to_netns(join.src_ifname, key, new_name=ifname)
+        if not join.in_sandbox:
+            self.host.move_link_to_netns(join.src_ifname, key, new_name=ifname)
         try:
             with self._netlink_for(key) as nl:
+                if join.in_sandbox and join.src_ifname != ifname:
+                    nl.rename_link(join.src_ifname, ifname)
                 if address_v6:
                     # No DAD: the address is ours by IPAM, and DAD would delay use by ~1 s.
                     nl.run(_sysctl_write, f"net/ipv6/conf/{ifname}/accept_dad", "0")

@@ -39,6 +39,7 @@ class FakeNetlink:
         self.sysctls: dict[str, str] = {}
         self._routes: list[Route] = []
         self.moved: dict[str, tuple[str, str]] = {}   # old name -> (netns, new name)
+        self.moved_links: dict[str, object] = {}         # old name -> the link as it left
         self.closed = False
         self.fail_next: dict[str, Exception] = {}     # method name -> error to raise once
 
@@ -99,12 +100,15 @@ class FakeNetlink:
         self._new(name, kind="bridge", mtu=mtu, mac=mac, alias=alias, up=up)
 
     def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None) -> None:
+                    peer_mac: str | None = None, alias: str | None = None,
+                    peer_netns: str | None = None) -> None:
         self._maybe_fail("create_veth")
         if peer_name in self._links:
             raise Conflict(f"cannot create {peer_name}: File exists")
         self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name)
         self._new(peer_name, kind="veth", mtu=mtu, mac=peer_mac, peer=name)
+        if peer_netns:
+            self.move_link_to_netns(peer_name, peer_netns)
 
     def delete_link(self, name: str) -> bool:
         link = self._links.pop(name, None)
@@ -155,6 +159,7 @@ class FakeNetlink:
     def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None:
         link = self._links.pop(self._get(name).name)
         self.moved[name] = (netns, new_name or name)
+        self.moved_links[name] = link
         if link.peer and link.peer in self._links:
             self._links[link.peer].peer = None
 

@@ -144,7 +144,7 @@ def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
         from cnm.firewall import Firewall
         from drivers.bridge.nftables import NftablesBridgeFirewall
         fw = NftablesBridgeFirewall(Firewall())
-    served.network = DriverPlugin(BridgeDriver(lambda: nl, firewall=fw))
+    served.network = DriverPlugin(BridgeDriver(lambda: nl, firewall=fw, peer_in_sandbox=False))
     if ipam:
         from cnm.store.sqlite import SQLiteStore
         from ipam.default import DefaultIpam

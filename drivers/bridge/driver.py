@@ -95,8 +95,11 @@ class BridgeDriver:
     name = NAME
 
     def __init__(self, netlink_factory: Callable[[], HostNetlink], *,
-                 firewall: BridgeFirewall | None = None) -> None:
+                 firewall: BridgeFirewall | None = None, peer_in_sandbox: bool = True) -> None:
+        """peer_in_sandbox=False leaves the container end in the host namespace for the
+        caller to move (Docker's protocol: the engine moves InterfaceName.SrcName)."""
         self._factory = netlink_factory
+        self._peer_in_sandbox = peer_in_sandbox
         self._nl: HostNetlink | None = None
         self._firewall: BridgeFirewall = firewall or NoFirewall()
         self._networks: dict[str, _Network] = {}
@@ -247,29 +250,26 @@ class BridgeDriver:
 
     def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
                         options: Mapping[str, str]) -> EndpointInterface:
+        """Records the endpoint and checks the bridge has room; the veth pair itself is
+        made at join, with its container end born inside the sandbox (no move)."""
         with self._lock:
             net = self._network(network_id)
             if endpoint_id in net.endpoints:
                 raise Conflict(f"endpoint {endpoint_id[:12]} already exists in network {network_id[:12]}")
             mac = (iface.mac or options.get(MAC_OPTION)
                    or (naming.mac_from_ipv4(iface.address) if iface.address else naming.random_mac()))
-            ports = self.nl.bridge_port_count(net.bridge)
-            # Check before asking the kernel: its answer (EXFULL) names no bridge.
-            if ports >= MAX_BRIDGE_PORTS:
-                raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; "
-                               "create another network")
-            host, peer = naming.host_ifname(endpoint_id), naming.peer_ifname(endpoint_id)
-            self.nl.create_veth(host, peer, net.config.mtu, peer_mac=mac,
-                                alias=naming.endpoint_alias(endpoint_id))
-            try:
-                self.nl.set_master(host, net.bridge)
-                self.nl.set_link_up(host)
-            except BaseException:
-                self._undo(lambda: self.nl.delete_link(host))
-                raise
-            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, host, peer, mac,
+            self._check_room(net)
+            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, naming.host_ifname(endpoint_id),
+                                                   naming.peer_ifname(endpoint_id), mac,
                                                    iface.address, iface.address_v6)
             return replace(iface, mac=mac)
+
+    def _check_room(self, net: _Network) -> None:
+        # Checked before asking the kernel for a veth: its EXFULL names no bridge.
+        ports = self.nl.bridge_port_count(net.bridge)
+        if ports >= MAX_BRIDGE_PORTS:
+            raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; "
+                           "create another network")
 
     def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
                          options: Mapping[str, object]) -> None:
@@ -291,14 +291,7 @@ class BridgeDriver:
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         with self._lock:
-            host = naming.host_ifname(endpoint_id)
-            # Only delete what carries our mark: the name alone could be someone's.
-            try:
-                ours = self.nl.link(host).alias == naming.endpoint_alias(endpoint_id)
-            except NotFound:
-                ours = False
-            if ours:
-                self.nl.delete_link(host)   # the peer goes with it, wherever it is
+            self._delete_veth(endpoint_id)
             net = self._networks.get(network_id)
             if net:
                 net.endpoints.pop(endpoint_id, None)
@@ -316,24 +309,48 @@ class BridgeDriver:
 
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
              options: Mapping[str, str]) -> JoinResult:
-        """The core moves `src_ifname` (the veth peer) into the sandbox, names it
-        eth<N>, sets addresses and, unless the network is internal, the default route
-        via the bridge's gateway (internal networks keep the gateway address on the
-        bridge but give no route out)."""
+        """Makes the veth pair: host end on the bridge and up, container end created
+        inside the sandbox (the core renames it eth<N>, sets addresses and, unless the
+        network is internal, the default route via the bridge's gateway; internal
+        networks keep the gateway address on the bridge but give no route out)."""
         with self._lock:
             net = self._network(network_id)
-            peer = naming.peer_ifname(endpoint_id)
-            if not self.nl.link_exists(peer):
-                raise NotFound(f"veth {peer} of endpoint {endpoint_id[:12]} is missing from the host "
-                               "(already joined, or deleted); remove and recreate the endpoint")
+            ep = net.endpoints.get(endpoint_id)
+            if ep is None:
+                raise NotFound(f"endpoint {endpoint_id[:12]} is not known to the bridge driver")
+            if self.nl.link_exists(ep.host_ifname):
+                raise Conflict(f"endpoint {endpoint_id[:12]} is already joined to a sandbox")
+            self._check_room(net)
+            in_sandbox = self._peer_in_sandbox
+            self.nl.create_veth(ep.host_ifname, ep.peer_ifname, net.config.mtu, peer_mac=ep.mac,
+                                alias=naming.endpoint_alias(endpoint_id),
+                                peer_netns=sandbox_key if in_sandbox else None)
+            try:
+                self.nl.set_master(ep.host_ifname, net.bridge)
+                self.nl.set_link_up(ep.host_ifname)
+            except BaseException:
+                self._undo(lambda: self.nl.delete_link(ep.host_ifname))
+                raise
             internal = net.config.internal
             return JoinResult(
-                src_ifname=peer, dst_prefix="eth",
+                src_ifname=ep.peer_ifname, dst_prefix="eth", in_sandbox=in_sandbox,
                 gateway=None if internal else naming.plain_address(net.info.gateway_v4),
                 gateway_v6=None if internal else naming.plain_address(net.info.gateway_v6))
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
-        """Nothing to undo on the host: the sandbox end goes away with the endpoint."""
+        """Deletes the veth pair (the sandbox end goes with it). Idempotent."""
+        with self._lock:
+            self._delete_veth(endpoint_id)
+
+    def _delete_veth(self, endpoint_id: str) -> None:
+        host = naming.host_ifname(endpoint_id)
+        # Only delete what carries our mark: the name alone could be someone's.
+        try:
+            ours = self.nl.link(host).alias == naming.endpoint_alias(endpoint_id)
+        except NotFound:
+            ours = False
+        if ours:
+            self.nl.delete_link(host)   # the peer goes with it, wherever it is
 
     def program_external_connectivity(self, network_id: str, endpoint_id: str,
                                       options: Mapping[str, object]) -> None:

@@ -90,17 +90,15 @@ def test_endpoints_join_and_talk(host_ns, driver, tmp_path):
         for i, eid in enumerate(("a" * 64, "b" * 64), start=2):
             iface = driver.create_endpoint(NID, eid, EndpointInterface(address=f"172.30.0.{i}/24"), {})
             assert iface.mac == f"02:42:ac:1e:00:0{i}"
-            host = sh("ip", "-n", host_ns, "-d", "link", "show", naming.host_ifname(eid)).stdout
-            assert f"master {BR}" in host and "mtu 1400" in host
-            res = driver.join(NID, eid, "", {})
-            assert res.gateway == "172.30.0.1" and res.src_ifname == naming.peer_ifname(eid)
-
             path = str(tmp_path / f"sb{i}")
             netns.create_netns(path)
             sandboxes.append(path)
-            with Netlink(host_ns) as nl:
-                nl.move_link_to_netns(res.src_ifname, path, f"{res.dst_prefix}0")
+            res = driver.join(NID, eid, path, {})
+            assert res.gateway == "172.30.0.1" and res.src_ifname == naming.peer_ifname(eid) and res.in_sandbox
+            host = sh("ip", "-n", host_ns, "-d", "link", "show", naming.host_ifname(eid)).stdout
+            assert f"master {BR}" in host and "mtu 1400" in host
             with Netlink(path) as sb:
+                sb.rename_link(res.src_ifname, f"{res.dst_prefix}0")
                 sb.set_link_up("lo")
                 sb.set_link_up("eth0")
                 sb.add_address("eth0", iface.address)

@@ -256,8 +256,11 @@ def test_endpoint_veth_mac_and_master(drv, nl):
     drv.create_network(spec(options={labels.MTU: "1400"}))
     out = drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
     assert out.mac == "02:42:ac:12:00:05" and out.address == "172.18.0.5/16"
+    assert not nl.link_exists(naming.host_ifname(EID))          # the veth is made at join
+    res = drv.join(NID, EID, "/run/cnm/netns/sb", {})
+    assert res.in_sandbox and nl.moved[naming.peer_ifname(EID)] == ("/run/cnm/netns/sb", res.src_ifname)
     host = nl.link(naming.host_ifname(EID))
-    peer = nl.link(naming.peer_ifname(EID))
+    peer = nl.moved_links[naming.peer_ifname(EID)]
     assert host.up and host.master == nl.link_index("br-a1b2c3d4e5f6") and host.mtu == 1400
     assert peer.mac == "02:42:ac:12:00:05" and peer.mtu == 1400
     assert drv.endpoint_info(NID, EID) == {"com.docker.network.endpoint.macaddress": "02:42:ac:12:00:05"}
@@ -266,7 +269,8 @@ def test_endpoint_veth_mac_and_master(drv, nl):
 def test_endpoint_keeps_given_mac(drv, nl):
     drv.create_network(spec())
     out = drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16", mac="02:00:00:00:00:09"), {})
-    assert out.mac == "02:00:00:00:00:09" == nl.link(naming.peer_ifname(EID)).mac
+    drv.join(NID, EID, "/run/cnm/netns/sb", {})
+    assert out.mac == "02:00:00:00:00:09" == nl.moved_links[naming.peer_ifname(EID)].mac
 
 
 def test_port_limit_refused_before_kernel(drv, nl):
@@ -284,15 +288,17 @@ def test_port_limit_is_the_kernels_1023(drv, nl):
     drv.create_network(spec())
     nl.add_ports("br-a1b2c3d4e5f6", MAX_BRIDGE_PORTS - 1)
     drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})   # the last one fits
+    drv.join(NID, EID, "/run/cnm/netns/sb", {})
     with pytest.raises(Conflict, match="has 1023 ports"):
         drv.create_endpoint(NID, "c" * 64, EndpointInterface(address="172.18.0.6/16"), {})
 
 
 def test_endpoint_rolls_back_when_enslaving_fails(drv, nl):
     drv.create_network(spec())
+    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
     nl.fail_next["set_master"] = InternalError("boom")
     with pytest.raises(InternalError):
-        drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
+        drv.join(NID, EID, "/run/cnm/netns/sb", {})
     assert not nl.link_exists(naming.host_ifname(EID)) and not nl.link_exists(naming.peer_ifname(EID))
 
 
@@ -315,12 +321,17 @@ def test_join_gateway_and_internal(drv, nl):
     assert res.gateway is None and res.gateway_v6 is None
 
 
-def test_join_without_peer_is_not_found(drv, nl):
+def test_join_twice_is_a_conflict_and_leave_removes_the_veth(drv, nl):
     drv.create_network(spec())
     drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
-    nl.move_link_to_netns(naming.peer_ifname(EID), "/run/x", "eth0")
-    with pytest.raises(NotFound, match="missing"):
-        drv.join(NID, EID, "/run/x", {})
+    drv.join(NID, EID, "/run/x", {})
+    with pytest.raises(Conflict, match="already joined"):
+        drv.join(NID, EID, "/run/y", {})
+    drv.leave(NID, EID)
+    drv.leave(NID, EID)
+    assert not nl.link_exists(naming.host_ifname(EID))
+    drv.join(NID, EID, "/run/y", {})          # the endpoint can join again
+    assert nl.link_exists(naming.host_ifname(EID))
 
 
 def test_delete_endpoint_idempotent_and_only_ours(drv, nl):

@@ -124,7 +124,7 @@ def test_served_bridge_and_default_ipam_round_trip(tmp_path):
     """Our bridge driver and default IPAM, served and used remotely, behave as built-ins."""
     nl = FakeNetlink()
     store = MemoryStore()
-    server = make_server(DriverPlugin(BridgeDriver(lambda: nl)),
+    server = make_server(DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False)),
                          IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store})),
                          name="cnmbr", plugin_dir=str(tmp_path)).start()
     try:
