@@ -311,6 +311,15 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         tails = ([_LogTail(STDOUT, out_path)] if want_out else []) + ([_LogTail(STDERR, err_path)] if want_err else [])
         resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
         await resp.prepare(request)
+        # Wake at once when the container exits (its supervisor's pidfd), not only on
+        # the next poll: an attached `net run` ends as soon as the container does.
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        fd = None
+        if follow and getattr(service.runtime, "exit_fd", None) is not None:
+            fd = await blocking(request, _exit_fd, service, ct.id)
+            if fd is not None:
+                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
         try:
             while True:
                 # Look at the state BEFORE reading: output written up to the exit is
@@ -325,11 +334,17 @@ def routes(service: ContainerServiceLike) -> list[Route]:
                     break
                 if request.transport is None or request.transport.is_closing():
                     return resp     # the client went away
-                await asyncio.sleep(LOG_POLL)
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), LOG_POLL)
+                except asyncio.TimeoutError:
+                    pass
             await resp.write_eof()
         except ConnectionResetError:
             pass
         finally:
+            if fd is not None:
+                loop.remove_reader(fd)
+                os.close(fd)
             await blocking(request, _close_all, tails)
         return resp
 

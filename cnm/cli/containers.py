@@ -20,8 +20,8 @@ from cnm.cli.output import error_line, table
 from cnm.cli.params import IP, BadValue, KeyValue
 from cnm.errors import CNMError, Conflict
 
-DAEMON_ERROR = 125          # docker run: the daemon could not run the container
-INTERRUPTED = 130
+from cnm.cli.runflow import (DAEMON_ERROR, INTERRUPTED, attached as _attached, create_body,  # noqa: E402,F401
+                             endpoint_config, env_list, port_bindings, stream_logs)
 EXEC_NOT_FOUND = 127
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # as the runtime's
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -54,106 +54,7 @@ def _exit(code: int) -> NoReturn:
     raise click.exceptions.Exit(code)
 
 
-# -- run -------------------------------------------------------------------------------
-
-def port_bindings(specs: Iterable[str]) -> dict[str, list[dict]]:
-    """`-p` values as Docker's HostConfig.PortBindings. Raises InvalidParameter."""
-    from cnm.ports import parse_port_spec
-    out: dict[str, list[dict]] = {}
-    for spec in specs:
-        for b in parse_port_spec(spec):
-            host_port = "" if b.host_port is None else str(b.host_port)
-            if b.host_port_end is not None:
-                host_port += f"-{b.host_port_end}"
-            out.setdefault(f"{b.container_port}/{b.proto}", []).append(
-                {"HostIp": b.host_ip or "", "HostPort": host_port})
-    return out
-
-
-def env_list(items: Iterable[str]) -> list[str]:
-    """-e K=V as given; a bare -e K takes K from this environment (skipped if unset),
-    like Docker's."""
-    out = []
-    for item in items:
-        if "=" in item:
-            out.append(item)
-        elif item in os.environ:
-            out.append(f"{item}={os.environ[item]}")
-    return out
-
-
-def create_body(cmd: list[str], *, name: str | None = None, network: str | None = None, ip: str | None = None,
-                ip6: str | None = None, mac: str | None = None, hostname: str | None = None,
-                aliases: Iterable[str] = (), publish: Iterable[str] = (), env: Iterable[str] = (),
-                rootfs: str | None = None, memory: int | None = None, cpus: float | None = None,
-                pids_limit: int | None = None, auto_remove: bool = False) -> dict:
-    """The `POST /containers/create` body for `net run`'s flags."""
-    host: dict[str, Any] = {"NetworkMode": network or "default", "AutoRemove": auto_remove}
-    bindings = port_bindings(publish)
-    if bindings:
-        host["PortBindings"] = bindings
-    if memory:
-        host["Memory"] = memory
-    if cpus:
-        host["NanoCpus"] = int(round(cpus * 1e9))
-    if pids_limit:
-        host["PidsLimit"] = pids_limit
-    body: dict[str, Any] = {"Cmd": list(cmd), "Env": env_list(env), "HostConfig": host}
-    if name:
-        body["Name"] = name
-    if hostname:
-        body["Hostname"] = hostname
-    if rootfs:
-        body["Rootfs"] = os.path.abspath(rootfs)
-    endpoint: dict[str, Any] = {}
-    if ip or ip6:
-        endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", ip), ("IPv6Address", ip6)) if v}
-    if aliases:
-        endpoint["Aliases"] = list(aliases)
-    if mac:
-        endpoint["MacAddress"] = mac
-    if endpoint:
-        body["NetworkingConfig"] = {"EndpointsConfig": {network or "bridge": endpoint}}
-    return body
-
-
-def _write(stream: int, data: bytes) -> None:
-    """Raw bytes to our stdout or stderr, flushed at once (unbuffered, like Docker)."""
-    target = sys.stderr if stream == 2 else sys.stdout
-    raw = getattr(target, "buffer", None)
-    if raw is None:
-        target.write(data.decode(errors="replace"))
-        target.flush()
-        return
-    target.flush()
-    raw.write(data)
-    raw.flush()
-
-
-def stream_logs(client: Any, ref: str, follow: bool) -> None:
-    for stream, data in client.container_logs(ref, follow=follow):
-        _write(stream, data)
-
-
-def _attached(client: Any, cid: str, remove: bool) -> int:
-    """Stream the output until the container exits; its exit code. Ctrl-C stops it."""
-    try:
-        try:
-            stream_logs(client, cid, follow=True)
-            code = client.container_wait(cid)
-        except KeyboardInterrupt:
-            client.container_stop(cid, 10)
-            code = INTERRUPTED
-    except CNMError as exc:
-        error_line(exc)
-        code = DAEMON_ERROR
-    if remove:
-        try:
-            client.container_remove(cid, force=True)
-        except CNMError as exc:
-            error_line(exc)
-    return code
-
+# -- run (the flow itself is in cnm.cli.runflow, shared with the fast path) -----------------
 
 CMD_SETTINGS = {"allow_interspersed_args": False, "ignore_unknown_options": False}
 
@@ -414,14 +315,7 @@ def exec_(state: Any, interactive: bool, ref: str, cmd: tuple[str, ...]) -> None
 def connect(state: Any, ip: str | None, ip6: str | None, aliases: tuple[str, ...], mac: str | None,
             network: str, ref: str) -> None:
     """Connect a running container to a network."""
-    config: dict[str, Any] = {}
-    if ip or ip6:
-        config["IPAMConfig"] = {k: v for k, v in (("IPv4Address", ip), ("IPv6Address", ip6)) if v}
-    if aliases:
-        config["Aliases"] = list(aliases)
-    if mac:
-        config["MacAddress"] = mac
-    state.client.network_connect(network, ref, config)
+    state.client.network_connect(network, ref, endpoint_config(ip, ip6, aliases, mac))
 
 
 @click.command("disconnect")

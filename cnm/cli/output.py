@@ -8,9 +8,7 @@ import click
 from cnm.errors import CNMError
 
 
-def error_line(exc: CNMError) -> None:
-    """A domain error as ONE line on stderr."""
-    click.echo(f"Error: {' '.join(exc.message.splitlines())}", err=True)
+from cnm.cli.runflow import error_line  # noqa: E402,F401  (one definition, click-free)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -> str:

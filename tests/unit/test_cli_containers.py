@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cnm.cli import runflow
+
 from cnm.api import containers as routes_mod
 from cnm.api.server import make_app
 from cnm.api.testing import FakeContainerService, FakeController, ServerThread, SubprocessRuntime
@@ -101,7 +103,7 @@ def test_run_ctrl_c_stops_the_container_and_exits_130(net, service, monkeypatch)
     def interrupted(client, ref, follow):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_mod, "stream_logs", interrupted)
+    monkeypatch.setattr(runflow, "stream_logs", interrupted)
     r = net("run", "--name", "int", "sh", "-c", "sleep 30")
     assert r.exit_code == 130
     assert service.runtime.state(by_name(service, "int").id).status == "exited"
