@@ -63,8 +63,8 @@ def shim_pids(host: DemoHost) -> list[int]:
     for name in os.listdir(cdir):
         try:
             import json
-            started = json.loads((cdir / name / "started.json").read_text())
-            out.append(int(started["shim_pid"]))
+            state = json.loads((cdir / name / "state.json").read_text())
+            out.append(int(state["shim_pid"]))
         except (OSError, ValueError, KeyError):
             continue
     return out

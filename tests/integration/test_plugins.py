@@ -154,14 +154,6 @@ def test_served_bridge_and_ipam(host_ns, plugin_dir, tmp_path):
         stop(proc)
 
 
-def _daemon_uses_plugins() -> bool:
-    """True once the daemon plugs drivers.remote.resolver into its DriverRegistry."""
-    daemon_src = (ROOT / "cnm" / "daemon.py").read_text()
-    return "drivers.remote" in daemon_src or "from drivers import remote" in daemon_src
-
-
-@pytest.mark.skipif(not _daemon_uses_plugins(),
-                    reason="the daemon does not consult remote plugins yet (lead: DriverRegistry(fallback=...))")
 def test_example_driver_through_the_daemon(make_daemon, plugin_dir, routed):
     """The SDK example, found by the daemon in --plugin-dir: containers ping, routed."""
     d = make_daemon("--plugin-dir", str(plugin_dir))

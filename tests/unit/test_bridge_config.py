@@ -273,24 +273,39 @@ def test_endpoint_keeps_given_mac(drv, nl):
     assert out.mac == "02:00:00:00:00:09" == nl.moved_links[naming.peer_ifname(EID)].mac
 
 
+def _fill(drv, count):
+    for i in range(count):
+        eid = f"{i:07x}" + "0" * 57      # interface names come from the first 7 digits
+        drv.create_endpoint(NID, eid, EndpointInterface(address=f"172.18.{i // 250}.{2 + i % 250}/16"), {})
+        drv.join(NID, eid, f"/run/cnm/netns/{i}", {})
+
+
 def test_port_limit_refused_before_kernel(drv, nl):
     drv.create_network(spec())
-    nl.add_ports("br-a1b2c3d4e5f6", 1024)
+    _fill(drv, MAX_BRIDGE_PORTS)
     before = set(nl.link_names())
     with pytest.raises(Conflict) as exc:
-        drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
-    assert str(exc.value) == ("bridge br-a1b2c3d4e5f6 has 1024 ports, the Linux maximum; "
+        drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.5/16"), {})
+    assert str(exc.value) == ("bridge br-a1b2c3d4e5f6 has 1023 ports, the Linux maximum; "
                               "create another network")
     assert set(nl.link_names()) == before
 
 
+def test_port_limit_counts_foreign_ports_near_the_limit(drv, nl):
+    drv.create_network(spec())
+    _fill(drv, MAX_BRIDGE_PORTS - 64)
+    nl.add_ports("br-a1b2c3d4e5f6", 64)          # someone else's ports on our bridge
+    with pytest.raises(Conflict, match="has 1023 ports"):
+        drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.6/16"), {})
+
+
 def test_port_limit_is_the_kernels_1023(drv, nl):
     drv.create_network(spec())
-    nl.add_ports("br-a1b2c3d4e5f6", MAX_BRIDGE_PORTS - 1)
-    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})   # the last one fits
+    _fill(drv, MAX_BRIDGE_PORTS - 1)
+    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.5/16"), {})   # the last one fits
     drv.join(NID, EID, "/run/cnm/netns/sb", {})
     with pytest.raises(Conflict, match="has 1023 ports"):
-        drv.create_endpoint(NID, "c" * 64, EndpointInterface(address="172.18.0.6/16"), {})
+        drv.create_endpoint(NID, "c" * 64, EndpointInterface(address="172.18.9.6/16"), {})
 
 
 def test_endpoint_rolls_back_when_enslaving_fails(drv, nl):
