@@ -10,9 +10,9 @@ from typing import Mapping
 
 from cnm import labels
 from cnm.errors import InvalidParameter
+from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
 
 DEFAULT_MTU = 1500
-MIN_MTU, MAX_MTU = 68, 65535
 IFNAMSIZ = 15
 DEFAULT_BRIDGE_NAME = "docker0"   # the default network's bridge, as in Docker
 BRIDGE_PREFIX = "br-"
@@ -49,17 +49,6 @@ def parse_bool(key: str, value: str) -> bool:
     if v in _FALSE:
         return False
     raise InvalidParameter(f"invalid value {value!r} for option {key}: want true/false (or 1/0)")
-
-
-def parse_mtu(value: str, key: str = labels.MTU) -> int:
-    try:
-        mtu = int(str(value).strip(), 10)
-    except ValueError:
-        raise InvalidParameter(f"invalid value {value!r} for option {key}: want an integer "
-                               f"{MIN_MTU}..{MAX_MTU}") from None
-    if not MIN_MTU <= mtu <= MAX_MTU:
-        raise InvalidParameter(f"invalid MTU {mtu} for option {key}: must be {MIN_MTU}..{MAX_MTU}")
-    return mtu
 
 
 def check_ifname(name: str, key: str = labels.BRIDGE_NAME) -> str:

@@ -21,11 +21,11 @@ from typing import Mapping
 from cnm import labels
 from cnm.driverapi import NetworkSpec
 from cnm.errors import InvalidParameter
+from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
 
 VXLANID_LIST = "com.docker.network.overlay.vxlanid_list"
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
-MIN_MTU, MAX_MTU = 68, 65535
 
 ACCEPTED = (VXLANID_LIST, labels.MTU)
 
@@ -55,17 +55,6 @@ def parse_vni(value: object, key: str = VXLANID_LIST) -> int:
     if not VNI_MIN <= vni <= VNI_MAX:
         raise InvalidParameter(f"invalid VXLAN id {vni} in option {key}: must be {VNI_MIN}..{VNI_MAX}")
     return vni
-
-
-def parse_mtu(value: object, key: str = labels.MTU) -> int:
-    try:
-        mtu = int(str(value).strip(), 10)
-    except ValueError:
-        raise InvalidParameter(f"invalid value {value!r} for option {key}: want an integer "
-                               f"{MIN_MTU}..{MAX_MTU}") from None
-    if not MIN_MTU <= mtu <= MAX_MTU:
-        raise InvalidParameter(f"invalid MTU {mtu} for option {key}: must be {MIN_MTU}..{MAX_MTU}")
-    return mtu
 
 
 def overlay_mtu(underlay_mtu: int, option: int | None = None) -> int:
