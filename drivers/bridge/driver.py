@@ -183,6 +183,10 @@ class BridgeDriver:
             # Without IPv6 the bridge would still get a link-local address and send
             # router/neighbour solicitations into every container.
             self.nl.sysctl_write(conf_key(6, br, "disable_ipv6"), 0 if enable_ipv6 else 1)
+            if enable_ipv6:
+                # The gateway address is ours by IPAM: duplicate detection would only
+                # keep it unusable ("tentative") for the first second.
+                self.nl.sysctl_write(conf_key(6, br, "accept_dad"), 0)
         except NotFound:
             pass                                 # kernel without IPv6
         for gw in (info.gateway_v4, info.gateway_v6):

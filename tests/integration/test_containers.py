@@ -278,3 +278,33 @@ def test_sigkill_daemon_containers_survive(make_daemon):
     assert "cnm" in ns_sh(d.ns, "nft", "list", "tables").stdout
     d.net("stop", "-t", "1", "s1")
     assert ct_inspect(d, "s1")["State"]["Status"] == "exited"
+
+
+def test_ipv6_network_addresses_routes_and_fixed_ip6(daemon):
+    daemon.net("create", "--ipv6", "--subnet", "fd00:77::/64", "--subnet", "10.36.0.0/24", "v6")
+    sleeper(daemon, "--name", "six", "--net", "v6")
+    sleeper(daemon, "--name", "fixed6", "--net", "v6", "--ip6", "fd00:77::99")
+    out = daemon.net("exec", "six", "--", BB, "sh", "-c", "ip -6 addr show eth0; ip -6 route").stdout
+    assert "fd00:77::2/64" in out and "default via fd00:77::1 dev eth0" in out
+    net6 = ct_inspect(daemon, "fixed6")["NetworkSettings"]["Networks"]["v6"]
+    assert net6["GlobalIPv6Address"] == "fd00:77::99" and net6["IPv6Gateway"] == "fd00:77::1"
+    # No DAD delay on the gateway: the first ping of a fresh network answers at once.
+    t = time.monotonic()
+    assert daemon.net("exec", "six", "--", BB, "ping", "-6", "-c1", "-W2", "fd00:77::1", check=False).returncode == 0
+    assert time.monotonic() - t < 0.9
+    assert ping(daemon, "six", "10.36.0.3") or ping(daemon, "six", ip_of(daemon, "fixed6", "v6"))
+    assert daemon.net("exec", "six", "--", BB, "ping", "-6", "-c1", "-W2", "fd00:77::99", check=False).returncode == 0
+
+
+def test_rootfs_overlay_and_cgroup_limits(daemon, tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    os.link(BB, root / "bin" / "busybox") if os.stat(BB).st_dev == os.stat(tmp_path).st_dev \
+        else __import__("shutil").copy(BB, root / "bin" / "busybox")
+    os.symlink("busybox", root / "bin" / "sh")
+    out = daemon.net("run", "--rm", "--rootfs", str(root), "/bin/sh", "-c",
+                     "/bin/busybox ls /; echo written > /new-file; /bin/busybox cat /new-file").stdout
+    assert "bin" in out.split() and "written" in out
+    assert not (root / "new-file").exists()            # the lower layer is read-only
+    out = daemon.net("run", "--rm", "--memory", "64m", "--pids-limit", "10", BB, "cat", "/proc/self/cgroup").stdout
+    assert "/cnm/" in out
