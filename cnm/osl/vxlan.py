@@ -96,7 +96,7 @@ class VxlanNetlink(Netlink):
 
         def create(ipr: Any) -> None:
             ipr.link("add", ifname=name, kind="vxlan", mtu=mtu, vxlan_id=vni,
-                     vxlan_local=local, vxlan_port=port,
+                     vxlan_local=local, vxlan_port=port, vxlan_udp_csum=0,
                      vxlan_learning=1 if learning else 0, vxlan_proxy=1 if proxy else 0)
             if alias:
                 ipr.link("set", index=self._index(ipr, name), ifalias=alias)
