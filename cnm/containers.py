@@ -199,6 +199,11 @@ class ContainerService:
                     if net is not None and net.driver in ("host", "null"):
                         mode = ct.network_mode = "host" if net.driver == "host" else "none"
                         net = None
+                        ep = req.endpoint
+                        if req.ports or ep.ip or ep.ip6 or ep.mac or ep.aliases:
+                            raise InvalidParameter(f"published ports, --ip, --ip6, --mac-address and "
+                                                   f"--network-alias need a bridge or user network, not "
+                                                   f"network mode {mode}")
                         if mode == "host":
                             return self._finish_run(ct, req, "host", self._host_hosts(), self._host_resolv(), undo)
                     ct.sandbox_id = cid
@@ -326,15 +331,32 @@ class ContainerService:
             eps = [ep for ep in self.endpoints(ct) if ep.network_id == net.id]
             if not eps:
                 raise NotFound(f"container {ct.name} is not connected to network {net.name}")
-            ep = eps[0]
-            had_default = bool(ep.gateway) and ep.id == next(
-                (e.id for e in self.endpoints(ct) if e.gateway), None)
-            self._detach(ct, ep)
-            if had_default and ct.sandbox_key:
-                nxt = next((e for e in self.endpoints(ct) if e.gateway or e.gateway_v6), None)
-                if nxt is not None:
-                    self.ctl.sandboxes.set_default_route(ct.sandbox_key, nxt.ifname, nxt.gateway, nxt.gateway_v6)
+            self._detach(ct, eps[0])
             self._save(ct)
+            self._ensure_default_route(ct)
+
+    def _ensure_default_route(self, ct: Container) -> None:
+        """After a disconnect: if the endpoint that held the default route is gone (it
+        may have taken the gateway-bridge endpoint with it), route via the first
+        remaining endpoint that has a gateway, as Docker does."""
+        if not ct.sandbox_key:
+            return
+        remaining = self.endpoints(ct)
+        if not remaining:
+            return
+        try:
+            routes = self.ctl.sandboxes.default_routes(ct.sandbox_key)
+        except CNMError as exc:
+            log.warning("container %s: reading routes: %s", ct.name, exc)
+            return
+        if routes:
+            return
+        nxt = next((e for e in remaining if e.gateway or e.gateway_v6), None)
+        if nxt is not None and nxt.ifname:
+            try:
+                self.ctl.sandboxes.set_default_route(ct.sandbox_key, nxt.ifname, nxt.gateway, nxt.gateway_v6)
+            except CNMError as exc:
+                log.warning("container %s: default route via %s: %s", ct.name, nxt.ifname, exc)
 
     def _detach(self, ct: Container, ep: Endpoint) -> None:
         if self.discovery is not None:
@@ -353,7 +375,12 @@ class ContainerService:
         elif ct.gateway_endpoint and not any(
                 self._needs_gateway_bridge(ct, self.ctl.get_network(e.network_id))
                 for e in self.endpoints(ct) if e.id != ct.gateway_endpoint):
-            self._detach(ct, self.ctl.get_endpoint(ct.gateway_endpoint))
+            try:
+                gw = self.ctl.get_endpoint(ct.gateway_endpoint)
+            except NotFound:
+                ct.gateway_endpoint = None
+            else:
+                self._detach(ct, gw)
 
     # ---------------------------------------------------------- stop / exit
     def stop(self, ref: str, timeout: float = 10) -> Container:
@@ -434,17 +461,17 @@ class ContainerService:
         if ct.sandbox_id:
             ct.sandbox_key = self.ctl.sandboxes.adopt(ct.sandbox_id, st.pid)
         for ep in self.endpoints(ct):
-            if ep.port_bindings:
-                self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id)
-            net = self.ctl.get_network(ep.network_id)
-            try:
+            try:   # one broken endpoint must not cost the others their ports and names
+                if ep.port_bindings:
+                    self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id)
+                net = self.ctl.get_network(ep.network_id)
                 self.ctl.restore_endpoint(ep)
+                if self.discovery is not None:
+                    self.discovery.endpoint_joined(net, ep)
+                if net.scope == "global" and self.ctl.cluster is not None:
+                    self.ctl.cluster.publish(net, ep)
             except CNMError as exc:
-                log.error("container %s: endpoint on %s: %s", ct.name, net.name, exc)
-            if self.discovery is not None:
-                self.discovery.endpoint_joined(net, ep)
-            if net.scope == "global" and self.ctl.cluster is not None:
-                self.ctl.cluster.publish(net, ep)
+                log.error("container %s: endpoint %s: %s", ct.name, ep.id[:12], exc)
         self.on_started(ct.id)
 
     def adopt(self) -> None:

@@ -77,6 +77,14 @@ class Controller:
             except Unavailable as exc:
                 log.warning("cluster store unreachable at start (%s); using the local copy of global networks", exc)
                 records = [kv.value for kv in local.list(GLOBAL_CACHE)]
+            else:
+                # Keep the local copy in step, so a restart with etcd down still knows them.
+                cached = {kv.key[len(GLOBAL_CACHE):] for kv in local.list(GLOBAL_CACHE)}
+                listed = {rec["id"] for rec in records if "id" in rec}
+                ops = [Put(GLOBAL_CACHE + rec["id"], rec) for rec in records if "id" in rec]
+                ops += [Delete(GLOBAL_CACHE + nid) for nid in cached - listed]
+                if ops:
+                    local.atomic(ops)
             for rec in records:
                 net = Network.from_record(rec)
                 self._networks[net.id] = net
@@ -246,25 +254,39 @@ class Controller:
                 if remote:
                     raise Forbidden(f"network {net.name} has active endpoints on other hosts "
                                     f"({', '.join(sorted(remote))}): disconnect them first")
-            self.drivers.get(net.driver).delete_network(net.id)
+            # Order: the step that may refuse comes first and changes nothing when it does;
+            # the record goes before the pools, so a crash in between leaves no network
+            # whose pool is gone. Global: the cluster store first (etcd may be down).
+            # Local: the kernel first (a driver that cannot delete keeps the network).
             errors: list[str] = []
+            if net.scope == GLOBAL:
+                name_key = NAME_PREFIX + net.name
+                store = self.store_for(GLOBAL)
+                owner = store.get(name_key)
+                ops = [Delete(NET_PREFIX + net.id)]
+                if owner is not None and owner.value.get("id") == net.id:
+                    ops.append(Delete(name_key))       # never another network's name
+                store.atomic(ops)
+                self.stores["local"].delete(GLOBAL_CACHE + net.id)
+                try:
+                    self.drivers.get(net.driver).delete_network(net.id)
+                except CNMError as exc:
+                    errors.append(str(exc))
+                if self.cluster is not None:
+                    self.cluster.release_network(net)
+            else:
+                self.drivers.get(net.driver).delete_network(net.id)
+                self.store_for(net.scope).delete(NET_PREFIX + net.id)
             if net.ipam_driver != "null":
                 ipam = self.ipams.get(net.ipam_driver)
                 for pool in net.pools:
                     try:
                         ipam.release_pool(pool.pool_id)
-                    except CNMError as exc:  # best effort: the network is gone from the kernel
+                    except CNMError as exc:  # best effort: the network is gone
                         errors.append(str(exc))
-            if net.scope == GLOBAL:
-                self.store_for(GLOBAL).atomic([Delete(NET_PREFIX + net.id), Delete(NAME_PREFIX + net.name)])
-                self.stores["local"].delete(GLOBAL_CACHE + net.id)
-                if self.cluster is not None:
-                    self.cluster.release_network(net)
-            else:
-                self.store_for(net.scope).delete(NET_PREFIX + net.id)
             del self._networks[net.id]
             if errors:
-                log.warning("network %s removed, but IPAM said: %s", net.name, "; ".join(errors))
+                log.warning("network %s removed, with errors: %s", net.name, "; ".join(errors))
             self._notify("delete", net)
             log.info("removed network %s", net.name)
 
@@ -470,11 +492,14 @@ class Controller:
                 for pool in net.pools:
                     used = {pool.gateway, *pool.aux_addresses.values()}
                     used |= {_plain(a) for ep in eps for a in (ep.address, ep.address_v6) if a}
-                    for addr in allocated(pool.pool_id):
-                        if addr not in used:
-                            log.warning("releasing leaked address %s in network %s", addr, net.name)
-                            ipam.release_address(pool.pool_id, addr)
-                            released += 1
+                    try:
+                        for addr in allocated(pool.pool_id):
+                            if addr not in used:
+                                log.warning("releasing leaked address %s in network %s", addr, net.name)
+                                ipam.release_address(pool.pool_id, addr)
+                                released += 1
+                    except CNMError as exc:   # a missing or corrupt pool must not stop start-up
+                        log.error("network %s: cannot reconcile pool %s: %s", net.name, pool.pool_id, exc)
             return released
 
     # ------------------------------------------------ networks made elsewhere

@@ -140,6 +140,9 @@ class Daemon:
                     recover_from(st.shim_pid, os.path.join(self.config.run_dir, sub))
 
     def close(self) -> None:
+        # Wait for an operation still in flight (a worker thread holds the lock) rather
+        # than closing its store and netlink handle under it.
+        self.controller.lock.acquire()
         if self.cluster is not None:
             self.cluster.close()
         if self.cluster_store is not None:
@@ -194,7 +197,7 @@ async def _serve(daemon: Daemon) -> None:
     watcher = ExitWatcher(loop, daemon)
     daemon.containers.on_started = watcher.watch
     for ct in daemon.containers.list():
-        if daemon.containers.is_running(ct):
+        if not ct.released:     # running, or exited since adopt(): the watcher cleans up either
             watcher.watch(ct.id)
     from cnm.dns.resolvconf import host_upstreams
     from cnm.dns.server import Resolver

@@ -92,6 +92,11 @@ class Sandboxes:
         if gw6:
             nl.add_route("::/0", gw6, dev=ifname, exist_ok=True)
 
+    def default_routes(self, key: str) -> list[str]:
+        """The sandbox's default routes' devices (empty: no way out)."""
+        with self._netlink_for(key) as nl:
+            return [r.dev or "" for r in nl.routes() if r.destination in ("0.0.0.0/0", "::/0")]
+
     def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None:
         with self._netlink_for(key) as nl:
             for dst in ("0.0.0.0/0", "::/0"):

@@ -126,8 +126,9 @@ class NodeLease:
     def _hex(self) -> str:
         return f"{self._id:x}" if self._id is not None else "(none)"
 
-    def close(self) -> None:
-        """Stop renewing and revoke the lease (best effort). Idempotent."""
+    def close(self, revoke: bool = True) -> None:
+        """Stop renewing and (unless revoke=False) revoke the lease, best effort.
+        Without revoking, the keys on it live until the lease expires. Idempotent."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -136,7 +137,7 @@ class NodeLease:
         if threading.current_thread() is not self._thread:
             self._thread.join(10)
         lease, self._id = self._id, None
-        if lease is not None:
+        if lease is not None and revoke:
             try:
                 self.store.lease_revoke(lease)
             except CNMError as exc:

@@ -44,6 +44,10 @@ class ClusterSync:
         self._peers: dict[str, dict] = {}           # endpoint id -> record (other hosts' endpoints)
         self._nodes: set[str] = set()
         self._published: dict[str, tuple[str, dict]] = {}   # our endpoint id -> (key, record)
+        self._withdraw: set[str] = set()                     # keys to delete once etcd answers
+        # Resync (a listing) and watch events (from three threads) must not interleave:
+        # a listing taken before a delete event would otherwise re-add the deleted peer.
+        self._apply = threading.RLock()
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._cancels: list[Callable[[], None]] = []
@@ -69,15 +73,18 @@ class ClusterSync:
         if self._thread is not None:
             self._thread.join(5)
         if self.lease is not None:
-            self.lease.close()          # revokes: our node and peers disappear at once
+            # Not revoked: our containers keep running after the daemon stops, so our
+            # peers stay published until the lease expires (a restart renews them).
+            self.lease.close(revoke=False)
 
     def _run(self) -> None:
         """Publish our node key and peers whenever they may be missing (first start,
         new lease after an outage, a failed publish), retrying until etcd answers."""
         while not self._stop.is_set():
-            if self._dirty.wait(RETRY_SECONDS):
+            if self._dirty.wait(RETRY_SECONDS) or self._withdraw:
                 try:
                     self._publish_all()
+                    self._withdraw_all()
                     self._dirty.clear()
                 except CNMError as exc:
                     log.info("cluster: publishing this host failed (%s); retrying", exc)
@@ -107,7 +114,10 @@ class ClusterSync:
 
     def find_network(self, ref: str) -> dict | None:
         """A global network by name or full ID straight from the store (for a lookup
-        that races the watch). None when unknown or the store does not answer."""
+        that races the watch). None when unknown or the store does not answer — asked
+        only while our lease is healthy, so an etcd outage costs no timeout here."""
+        if self.lease is None or not self.lease.healthy:
+            return None
         try:
             named = self.store.get(f"netname/{ref}")
             nid = named.value.get("id") if named else ref
@@ -139,11 +149,20 @@ class ClusterSync:
     def unpublish(self, ep: Endpoint) -> None:
         with self._lock:
             item = self._published.pop(ep.id, None)
-        if item is not None:
+            if item is None:
+                return
             try:
                 self.store.delete(item[0])
-            except CNMError as exc:   # the lease will take it away eventually
-                log.warning("cluster: could not withdraw endpoint %s: %s", ep.name, exc)
+            except CNMError as exc:
+                # Our lease lives on, so it would never go by itself: retried by _run.
+                log.warning("cluster: could not withdraw endpoint %s yet: %s", ep.name, exc)
+                self._withdraw.add(item[0])
+
+    def _withdraw_all(self) -> None:
+        with self._lock:
+            for key in list(self._withdraw):
+                self.store.delete(key)
+                self._withdraw.discard(key)
 
     def _put(self, key: str, rec: dict) -> None:
         lease = self.lease.id if self.lease is not None else None
@@ -154,13 +173,18 @@ class ClusterSync:
     def _publish_all(self) -> None:
         self._put(f"{NODES}{self.advertise}", {"address": self.advertise})
         with self._lock:
-            items = list(self._published.values())
-        for key, rec in items:
-            self._put(key, rec)
+            # Under the lock, so an unpublish cannot slip between our snapshot and a put
+            # and have the put bring a removed endpoint back.
+            for key, rec in list(self._published.values()):
+                self._put(key, rec)
 
     # ------------------------------------------------------------ watch
     def resync(self) -> None:
         """Reconcile everything against a fresh listing of the store."""
+        with self._apply:
+            self._resync()
+
+    def _resync(self) -> None:
         try:
             nets = {kv.key[len(NETWORKS):]: kv.value for kv in self.store.list(NETWORKS)}
             peers = {kv.key: kv.value for kv in self.store.list(PEERS)}
@@ -180,6 +204,11 @@ class ClusterSync:
             self._node_down(addr)
         wanted = {rec.get("endpoint_id"): rec for rec in peers.values() if rec.get("vtep") != self.advertise}
         with self._lock:
+            ours = {key for key, _ in self._published.values()}
+            for key, rec in peers.items():
+                if rec.get("vtep") == self.advertise and key not in ours:
+                    self._withdraw.add(key)     # an endpoint of ours that no longer exists
+        with self._lock:
             stale = [eid for eid in self._peers if eid not in wanted]
         for eid in stale:
             self._peer_down(eid)
@@ -190,6 +219,10 @@ class ClusterSync:
         self._dirty.set()
 
     def _on_network(self, ev: WatchEvent) -> None:
+        with self._apply:
+            self._on_network_locked(ev)
+
+    def _on_network_locked(self, ev: WatchEvent) -> None:
         nid = ev.key[len(NETWORKS):]
         if ev.kind == "put" and ev.value:
             self._adopt(ev.value)
@@ -208,6 +241,10 @@ class ClusterSync:
             self._node_up(addr)
 
     def _on_peer(self, ev: WatchEvent) -> None:
+        with self._apply:
+            self._on_peer_locked(ev)
+
+    def _on_peer_locked(self, ev: WatchEvent) -> None:
         eid = ev.key.rsplit("/", 1)[-1]
         if ev.kind == "put" and ev.value:
             if ev.value.get("vtep") != self.advertise:
@@ -216,6 +253,10 @@ class ClusterSync:
             self._peer_down(eid)
 
     def _on_node(self, ev: WatchEvent) -> None:
+        with self._apply:
+            self._on_node_locked(ev)
+
+    def _on_node_locked(self, ev: WatchEvent) -> None:
         addr = ev.key[len(NODES):]
         if ev.kind == "put":
             self._node_up(addr)

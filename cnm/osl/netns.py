@@ -22,7 +22,7 @@ import queue
 import threading
 from typing import Any, Callable, TypeVar
 
-from cnm.errors import Conflict, Forbidden, InternalError, InvalidParameter, NotFound, Unavailable
+from cnm.errors import CNMError, Conflict, Forbidden, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.osl.errors import translate
 
 T = TypeVar("T")
@@ -268,7 +268,7 @@ def recover_from(pid: int, directory: str) -> list[str]:
             try:
                 bind_existing(src, dst)
                 got.append(dst)
-            except (Conflict, NotFound, InternalError, Forbidden) as exc:
+            except CNMError as exc:
                 log.warning("could not recover namespace %s from pid %d: %s", dst, pid, exc)
     return got
 

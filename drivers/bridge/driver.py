@@ -292,6 +292,9 @@ class BridgeDriver:
                 ours = False
             if not ours:
                 raise NotFound(f"veth {host} of endpoint {endpoint_id[:12]} is gone from the host")
+            # The bridge may have been re-created by restore_network: attach again.
+            self.nl.set_master(host, net.bridge)
+            self.nl.set_link_up(host)
             net.endpoints[endpoint_id] = _Endpoint(endpoint_id, host, naming.peer_ifname(endpoint_id),
                                                    iface.mac or "", iface.address, iface.address_v6)
         if options.get(PORTMAP_OPTION):
