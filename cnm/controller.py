@@ -510,8 +510,15 @@ class Controller:
             net = Network.from_record(record)
             if net.id in self._networks:
                 return None
+            driver = self.drivers.get(net.driver)
+            spec = self.network_spec(net)
             try:
-                self.drivers.get(net.driver).restore_network(self.network_spec(net))
+                # New to this host: the driver creates it here (a remote plugin gets its
+                # CreateNetwork on every host); objects left from an earlier life are adopted.
+                try:
+                    driver.create_network(spec)
+                except Conflict:
+                    driver.restore_network(spec)
             except CNMError as exc:
                 log.error("cannot build global network %s here: %s", net.name, exc)
                 return None

@@ -159,3 +159,26 @@ def test_state_survives_reopen(tmp_path):
     assert net.id in fakes2["fake"].networks       # restored into the driver
     other = ctl2.create_network(NetworkCreate(name="other", driver="fake"))
     assert other.pools[0].subnet not in {net.pools[0].subnet, "172.17.0.0/16"}
+
+
+def test_a_global_network_made_elsewhere_is_created_here_once():
+    """Another host's global network reaches this host's driver as CreateNetwork (a
+    remote plugin on every host must hear of it), once, and is forgotten when removed."""
+    local, shared = MemoryStore(), MemoryStore(scope="global")
+    drivers = DriverRegistry()
+    glob = FakeDriver("glob", scope="global")
+    for d in (FakeDriver("null"), FakeDriver("host"), FakeDriver("bridge"), glob):
+        drivers.register(d)
+    ipams = IpamRegistry()
+    ipam.register(ipams, stores={"LocalDefault": local, "GlobalDefault": shared})
+    here = Controller(drivers, ipams, {"local": local, "global": shared})
+    created = []
+    real_create = glob.create_network
+    glob.create_network = lambda spec: (created.append(spec.id), real_create(spec))
+    record = {"id": "e" * 64, "name": "far", "driver": "glob", "scope": "global", "pools": []}
+    assert here.adopt_remote_network(record).name == "far"
+    assert here.adopt_remote_network(record) is None
+    assert created == ["e" * 64] and "e" * 64 in glob.networks
+    assert local.get("globalcache/network/" + "e" * 64) is not None
+    here.forget_remote_network("e" * 64)
+    assert "e" * 64 not in glob.networks and local.get("globalcache/network/" + "e" * 64) is None
