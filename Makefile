@@ -1,14 +1,14 @@
-# The two README commands: `make demo` and `make test`. Both set up first (idempotent).
+# Shortcuts; the README's two commands are scripts/demo and scripts/test (no make needed).
 .PHONY: setup demo test unit integration bench clean
 
 setup:
 	@./scripts/setup.sh
 
-demo: setup
-	@.venv/bin/python -m cnm.demo
+demo:
+	@./scripts/demo
 
-test: setup
-	@.venv/bin/python -m pytest -q -ra tests
+test:
+	@./scripts/test
 
 unit: setup
 	@.venv/bin/python -m pytest -q -ra tests/unit
