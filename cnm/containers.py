@@ -27,6 +27,7 @@ from cnm.undo import Undo
 log = logging.getLogger(__name__)
 
 CT_PREFIX = "container/"
+EXIT_CODES_KEPT = 1024      # exit codes of removed --rm containers, for a late `wait`
 HOST_MODES = ("host", "none")
 
 
@@ -439,6 +440,8 @@ class ContainerService:
             st = self.runtime.state(ct.id)
             if st.exit_code is not None:
                 self.exit_codes[ct.id] = st.exit_code
+                while len(self.exit_codes) > EXIT_CODES_KEPT:   # oldest first (dicts keep order)
+                    self.exit_codes.pop(next(iter(self.exit_codes)))
         except NotFound:
             pass
         self.runtime.remove(ct.id, True)

@@ -34,6 +34,7 @@ class ServiceDiscovery:
         self.table = table or NameTable()
         self.resolver = None                      # cnm.dns.server.Resolver, set once the loop runs
         self._listeners: dict[str, list[str]] = {}  # network id -> gateway addresses
+        self._bound: set[str] = set()               # networks whose listener is up
 
     # ---- networks (called from worker threads, or before the loop starts) ----
     def network_event(self, event: str, net: Network) -> None:
@@ -46,9 +47,15 @@ class ServiceDiscovery:
             self._listeners[net.id] = gws
             if self.resolver is not None:
                 for gw in gws:
-                    self.resolver.add_listener_threadsafe(net.id, gw)
+                    try:
+                        self.resolver.add_listener_threadsafe(net.id, gw)
+                        self._bound.add(net.id)
+                    except CNMError as exc:
+                        log.error("no DNS on network %s (%s): its containers keep the host's "
+                                  "resolvers", net.name, exc)
         elif event == "delete":
             self._listeners.pop(net.id, None)
+            self._bound.discard(net.id)
             if self.resolver is not None:
                 self.resolver.remove_listener_threadsafe(net.id)
             self.table.remove_network(net.id)
@@ -60,6 +67,7 @@ class ServiceDiscovery:
             for gw in gws:
                 try:
                     await resolver.add_listener(nid, gw)
+                    self._bound.add(nid)
                 except CNMError as exc:
                     log.error("DNS listener on %s: %s", gw, exc)
 
@@ -86,5 +94,8 @@ class ServiceDiscovery:
         self.table.remove(ep.id)
 
     def resolv_conf(self, nets: list[Network], host_text: str, fallback: Callable[[str], str]) -> str:
-        gws = [p.gateway for n in nets if has_local_listener(n) for p in n.v4_pools() if p.gateway]
+        # Only gateways whose listener is up: a resolver that does not answer is worse
+        # than the host's resolvers.
+        gws = [p.gateway for n in nets if has_local_listener(n) and n.id in self._bound
+               for p in n.v4_pools() if p.gateway]
         return embedded_resolv_conf(gws, host_text) if gws else fallback(host_text)
