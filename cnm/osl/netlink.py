@@ -67,6 +67,16 @@ def _af(family: int) -> int:
     return socket.AF_INET if family == 4 else socket.AF_INET6
 
 
+def _route_spec(net: Any, gateway: str | None, table: int) -> dict[str, Any]:
+    """pyroute2 arguments naming one route (add and delete alike)."""
+    spec: dict[str, Any] = dict(family=_af(net.version), dst_len=net.prefixlen, table=table)
+    if net.prefixlen:
+        spec["dst"] = str(net.network_address)
+    if gateway:
+        spec["gateway"] = gateway
+    return spec
+
+
 class Netlink:
     """A netlink handle bound to one network namespace. Close it (or use `with`)."""
 
@@ -341,11 +351,7 @@ class Netlink:
         net = ipaddress.ip_network(destination, strict=False)
 
         def add(ipr: Any) -> None:
-            spec: dict[str, Any] = dict(family=_af(net.version), dst_len=net.prefixlen, table=table)
-            if net.prefixlen:
-                spec["dst"] = str(net.network_address)
-            if gateway:
-                spec["gateway"] = gateway
+            spec = _route_spec(net, gateway, table)
             if dev:
                 spec["oif"] = self._index(ipr, dev)
             if scope is not None:
@@ -369,11 +375,7 @@ class Netlink:
         net = ipaddress.ip_network(destination, strict=False)
 
         def delete(ipr: Any) -> bool:
-            spec: dict[str, Any] = dict(family=_af(net.version), dst_len=net.prefixlen, table=table)
-            if net.prefixlen:
-                spec["dst"] = str(net.network_address)
-            if gateway:
-                spec["gateway"] = gateway
+            spec = _route_spec(net, gateway, table)
             if dev:
                 found = ipr.link_lookup(ifname=dev)
                 if not found:

@@ -4,43 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
+
 from cnm.api import containers
 from cnm.api.client import APIClient
 from cnm.api.rawstream import HEADER, STDERR, STDOUT, encode_frame, iter_frames
-from cnm.api.server import make_app
-from cnm.api.testing import FakeContainerService, FakeController, ServerThread, SubprocessRuntime
 from cnm.api.transport import UnixSocketTransport
 from cnm.errors import Conflict, Forbidden, InvalidParameter, NotFound
-
-
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="cnm-ct-", dir="/tmp")
-    yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def service(workdir):
-    runtime = SubprocessRuntime(workdir / "rt")
-    svc = FakeContainerService(FakeController(), runtime)
-    yield svc
-    runtime.kill_all()
-
-
-@pytest.fixture
-def server(service, workdir):
-    app = make_app(service.ctl, extra_routes=containers.routes(service))
-    with ServerThread(app, workdir / "cnm.sock") as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -4,42 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
 from click.testing import CliRunner
 
 from cnm.cli import runflow
 
-from cnm.api import containers as routes_mod
-from cnm.api.server import make_app
-from cnm.api.testing import FakeContainerService, FakeController, ServerThread, SubprocessRuntime
 from cnm.cli import containers as cli_mod
 from cnm.cli.main import main
-
-
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="cnm-clict-", dir="/tmp")
-    yield Path(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def service(workdir):
-    runtime = SubprocessRuntime(workdir / "rt")
-    svc = FakeContainerService(FakeController(), runtime)
-    yield svc
-    runtime.kill_all()
-
-
-@pytest.fixture
-def server(service, workdir):
-    app = make_app(service.ctl, extra_routes=routes_mod.routes(service))
-    with ServerThread(app, workdir / "cnm.sock") as srv:
-        yield srv
 
 
 @pytest.fixture
