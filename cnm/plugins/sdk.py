@@ -233,6 +233,13 @@ def missing_field(path: str, doc: Mapping[str, Any]) -> str | None:
     return None
 
 
+def error_body(field: str, message: str) -> dict[str, str]:
+    """The error answer. IPAM errors carry "Err" too: the protocol names "Error", but
+    Docker's plugin client reads only "Err" from a non-200 answer and would show the
+    user the raw JSON otherwise."""
+    return {field: message, "Err": message} if field == "Error" else {field: message}
+
+
 class Dispatcher:
     """Path -> handler, plus Docker's error shapes. Pure apart from the plugin's calls."""
 
@@ -254,24 +261,24 @@ class Dispatcher:
         route = self.routes.get(path)
         err = "Error" if path.startswith(f"/{IPAM_DRIVER}.") else "Err"
         if route is None:
-            return 404, {err: f"{path.lstrip('/')} is not implemented by this plugin"}
+            return 404, error_body(err, f"{path.lstrip('/')} is not implemented by this plugin")
         err, fn = route
         try:
             doc = json.loads(body) if body.strip() else {}
             if not isinstance(doc, dict):
                 raise InvalidParameter("the request body must be a JSON object")
         except ValueError:
-            return 400, {err: "the request body is not JSON"}
+            return 400, error_body(err, "the request body is not JSON")
         missing = missing_field(path, doc)
         if missing:
-            return 400, {err: f"the request lacks field {missing}"}
+            return 400, error_body(err, f"the request lacks field {missing}")
         try:
             return 200, fn(doc)
         except CNMError as exc:
-            return exc.status, {err: exc.message}
+            return exc.status, error_body(err, exc.message)
         except Exception as exc:     # a plugin bug: answer it, keep serving
             log.exception("plugin call %s failed", path)
-            return 500, {err: f"{type(exc).__name__}: {exc}"}
+            return 500, error_body(err, f"{type(exc).__name__}: {exc}")
 
 
 def make_server(network: NetworkPlugin | None = None, ipam: Any = None, *, name: str,

@@ -101,7 +101,9 @@ def test_dispatcher_error_shapes():
     status, doc = d.handle("/NetworkDriver.DeleteNetwork", b"{}")
     assert (status, doc) == (400, {"Err": "the request lacks field NetworkID"})
     status, doc = d.handle("/IpamDriver.RequestPool", json.dumps({"SubPool": "10.0.0.0/25"}).encode())
-    assert status == 400 and "Error" in doc and "Err" not in doc
+    # IPAM errors name "Error" (the protocol) and "Err" (what Docker's client reads)
+    assert status == 400 and doc["Error"] == doc["Err"] == "SubPool needs a Pool"
+    assert d.handle("/IpamDriver.Nope", b"{}")[1]["Err"].startswith("IpamDriver.Nope")
 
 
 def test_interface_answer_only_fills_empty_fields():
