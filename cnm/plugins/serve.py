@@ -7,14 +7,18 @@ Docker engine can use them (`docker network create -d NAME`).
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from cnm.driverapi import Driver, EndpointInterface, IPAMData, JoinResult, NetworkSpec
-from cnm.errors import InvalidParameter, Unavailable
+from cnm.errors import CNMError, InvalidParameter
 from cnm.ipamapi import Ipam, Pool
 from cnm.plugins.sdk import GENERIC, IpamPlugin, NetworkPlugin
+from cnm.plugins.served_state import ServedState, iface_from, iface_record, spec_from
+
+log = logging.getLogger(__name__)
 
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
 INTERNAL = "com.docker.network.internal"
@@ -25,17 +29,24 @@ def _flag(value: Any) -> bool:
 
 
 class DriverPlugin(NetworkPlugin):
-    """A cnm Driver behind the SDK: the wire is Docker's, the calls are the Driver's."""
+    """A cnm Driver behind the SDK: the wire is Docker's, the calls are the Driver's.
 
-    def __init__(self, driver: Driver) -> None:
+    With a ServedState, every network and endpoint made is recorded, and `restore()`
+    rebuilds them in the driver after a plugin restart (Docker never replays them)."""
+
+    def __init__(self, driver: Driver, state: ServedState | None = None) -> None:
         self.driver = driver
+        self.state = state
         caps = driver.capabilities()
         self.scope, self.connectivity_scope = caps.data_scope, caps.connectivity_scope
+        self._ids: dict[str, str] = {}          # Docker's network id -> the driver's (if they differ)
 
-    def on_create_network(self, body: Mapping[str, Any]) -> None:
+    def driver_id(self, network_id: str) -> str:
+        return self._ids.get(network_id, network_id)
+
+    def network_spec(self, body: Mapping[str, Any], generic: dict[str, str]) -> NetworkSpec:
         opts = body.get("Options") or {}
         internal = _flag(opts.get(INTERNAL, False))
-        generic = {str(k): str(v) for k, v in (opts.get(GENERIC) or {}).items()}
         options = self.driver.validate_options(generic, internal)
 
         def pools(raw: Any) -> tuple[IPAMData, ...]:
@@ -43,36 +54,73 @@ class DriverPlugin(NetworkPlugin):
                                   aux_addresses=dict(d.get("AuxAddresses") or {}),
                                   address_space=d.get("AddressSpace", "")) for d in raw or [])
         nid = body["NetworkID"]
-        self.driver.create_network(NetworkSpec(
-            id=nid, name=nid[:12], options=options, ipv4=pools(body.get("IPv4Data")),
-            ipv6=pools(body.get("IPv6Data")), internal=internal, enable_ipv6=_flag(opts.get(ENABLE_IPV6, False))))
+        return NetworkSpec(id=nid, name=nid[:12], options=options, ipv4=pools(body.get("IPv4Data")),
+                           ipv6=pools(body.get("IPv6Data")), internal=internal,
+                           enable_ipv6=_flag(opts.get(ENABLE_IPV6, False)))
+
+    def on_create_network(self, body: Mapping[str, Any]) -> None:
+        opts = body.get("Options") or {}
+        generic = {str(k): str(v) for k, v in (opts.get(GENERIC) or {}).items()}
+        spec = self.network_spec(body, generic)
+        self.driver.create_network(spec)
+        self._record_network(body["NetworkID"], spec, lambda: self.driver.delete_network(spec.id))
+
+    def _record_network(self, network_id: str, spec: NetworkSpec, undo: Callable[[], None],
+                        extra: Mapping[str, Any] | None = None) -> None:
+        if self.state is None:
+            return
+        try:
+            self.state.save_network(network_id, spec, spec.id, extra)
+        except BaseException:
+            _quietly(undo)
+            raise
 
     def delete_network(self, network_id: str) -> None:
-        self.driver.delete_network(network_id)
+        self.driver.delete_network(self.driver_id(network_id))
+        self._ids.pop(network_id, None)
+        if self.state is not None:
+            self.state.drop_network(network_id)
 
     def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
                         options: dict[str, Any]) -> EndpointInterface | None:
-        return self.driver.create_endpoint(network_id, endpoint_id, iface, options)
+        got = self.driver.create_endpoint(self.driver_id(network_id), endpoint_id, iface, options)
+        if self.state is not None:
+            merged = EndpointInterface(iface.address or (got.address if got else None),
+                                       iface.address_v6 or (got.address_v6 if got else None),
+                                       iface.mac or (got.mac if got else None))
+            try:
+                self.state.save_endpoint(network_id, endpoint_id, iface_record(merged, options))
+            except BaseException:
+                _quietly(lambda: self.driver.delete_endpoint(self.driver_id(network_id), endpoint_id))
+                raise
+        return got
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
-        self.driver.delete_endpoint(network_id, endpoint_id)
+        self.driver.delete_endpoint(self.driver_id(network_id), endpoint_id)
+        if self.state is not None:
+            self.state.drop_endpoint(network_id, endpoint_id)
 
     def endpoint_info(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
-        return self.driver.endpoint_info(network_id, endpoint_id)
+        return self.driver.endpoint_info(self.driver_id(network_id), endpoint_id)
 
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
              options: dict[str, Any]) -> JoinResult:
-        return self.driver.join(network_id, endpoint_id, sandbox_key, options)
+        result = self.driver.join(self.driver_id(network_id), endpoint_id, sandbox_key, options)
+        if self.state is not None:
+            self.state.set_joined(network_id, endpoint_id, True)
+        return result
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
-        self.driver.leave(network_id, endpoint_id)
+        self.driver.leave(self.driver_id(network_id), endpoint_id)
+        if self.state is not None:
+            self.state.set_joined(network_id, endpoint_id, False)
 
     def program_external_connectivity(self, network_id: str, endpoint_id: str,
                                       options: dict[str, Any]) -> None:
-        self.driver.program_external_connectivity(network_id, endpoint_id, options)
+        self.driver.program_external_connectivity(self.driver_id(network_id), endpoint_id, options)
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
-        self.driver.revoke_external_connectivity(network_id, endpoint_id)
+        self.driver.revoke_external_connectivity(self.driver_id(network_id), endpoint_id)
 
     def discover_new(self, discovery_type: int, data: dict[str, Any]) -> None:
         if discovery_type == 1:
@@ -81,6 +129,45 @@ class DriverPlugin(NetworkPlugin):
     def discover_delete(self, discovery_type: int, data: dict[str, Any]) -> None:
         if discovery_type == 1:
             self.driver.discover_delete("node", data)
+
+    # -- after a restart ----------------------------------------------------------------------
+
+    def restore(self) -> list[str]:
+        """Rebuild every recorded network and endpoint in the driver. Returns one
+        line per thing that could not be restored (also logged); the rest serves on."""
+        problems: list[str] = []
+        if self.state is None:
+            return problems
+        for nid, rec in self.state.networks():
+            spec = spec_from(rec["spec"])
+            self._ids[nid] = rec.get("driver_id") or spec.id
+            try:
+                self.restore_network(nid, spec, rec)
+            except CNMError as exc:
+                problems.append(f"network {nid[:12]}: {exc}")
+                continue
+            for eid, ep in self.state.endpoints(nid):
+                try:
+                    self.driver.restore_endpoint(spec.id, eid, iface_from(ep), dict(ep.get("options") or {}))
+                    self.restored_endpoint(nid, eid, ep)
+                except CNMError as exc:
+                    problems.append(f"endpoint {eid[:12]} of network {nid[:12]}: {exc}")
+        for line in problems:
+            log.warning("restore: %s", line)
+        return problems
+
+    def restore_network(self, network_id: str, spec: NetworkSpec, rec: Mapping[str, Any]) -> None:
+        self.driver.restore_network(spec)
+
+    def restored_endpoint(self, network_id: str, endpoint_id: str, rec: Mapping[str, Any]) -> None:
+        """Hook: an endpoint is back in the driver."""
+
+
+def _quietly(step: Callable[[], object]) -> None:
+    try:
+        step()
+    except Exception as exc:   # the original error matters more
+        log.warning("rollback step failed: %s", exc)
 
 
 class IpamAdapter(IpamPlugin):
@@ -108,9 +195,17 @@ class IpamAdapter(IpamPlugin):
 
 @dataclass
 class Served:
-    network: NetworkPlugin | None
+    network: DriverPlugin | None
     ipam: IpamPlugin | None
     closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def start(self) -> list[str]:
+        """Join the cluster (overlay), then rebuild what the engine made before a
+        restart. Returns what could not be restored."""
+        start = getattr(self.network, "start", None)
+        if start is not None:
+            start()
+        return self.network.restore() if self.network is not None else []
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -121,22 +216,39 @@ class Served:
 
 
 def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
-          cluster_store: str | None = None, advertise: str | None = None) -> Served:
-    """The real driver in the current network namespace, and (with `ipam`) the default
-    IPAM persisted in <root>/plugin-ipam.db. Raises Unavailable for overlay."""
-    if driver == "overlay":
-        if not cluster_store or not advertise:
-            raise InvalidParameter("serving the overlay driver needs --cluster-store etcd://HOST:PORT "
-                                   "and --advertise ADDR")
-        raise Unavailable("serving the overlay driver as a plugin is not available yet: its peer "
-                          "distribution over the cluster store is wired only inside `net daemon`; "
-                          "serve --driver bridge, or run the cnm daemon for overlay networks")
-    if driver != "bridge":
+          cluster_store: str | None = None, advertise: str | None = None,
+          run_dir: str | None = None) -> Served:
+    """The real driver in the current network namespace, its record of networks and
+    endpoints in <root>/plugin-state.db, and (with `ipam`) the default IPAM: in
+    <root>/plugin-ipam.db for bridge, in the cluster store (pools shared by subnet
+    across hosts) for overlay."""
+    if driver not in ("bridge", "overlay"):
         raise InvalidParameter(f"unknown driver {driver!r}: serve bridge or overlay")
-    from cnm.osl.netlink import Netlink
-    from drivers.bridge import BridgeDriver
-
+    if driver == "overlay" and (not cluster_store or not advertise):
+        raise InvalidParameter("serving the overlay driver needs --cluster-store etcd://HOST:PORT "
+                               "and --advertise ADDR (this host's underlay address)")
+    from cnm.store.sqlite import SQLiteStore
+    os.makedirs(root, mode=0o711, exist_ok=True)
     served = Served(None, None)
+    try:
+        state_db = SQLiteStore(os.path.join(root, "plugin-state.db"))
+        served.closers.append(state_db.close)
+        state = ServedState(state_db)
+        if driver == "overlay":
+            _overlay(served, state, cluster_store or "", advertise or "", ipam,
+                     run_dir or os.path.join(root, "run"))
+        else:
+            _bridge(served, state, root, ipam, firewall)
+    except BaseException:
+        served.close()
+        raise
+    return served
+
+
+def _bridge(served: Served, state: ServedState, root: str, ipam: bool, firewall: bool) -> None:
+    from cnm.osl.netlink import Netlink
+    from cnm.store.sqlite import SQLiteStore
+    from drivers.bridge import BridgeDriver
     nl = Netlink()
     served.closers.append(nl.close)
     fw = None
@@ -144,12 +256,31 @@ def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
         from cnm.firewall import Firewall
         from drivers.bridge.nftables import NftablesBridgeFirewall
         fw = NftablesBridgeFirewall(Firewall())
-    served.network = DriverPlugin(BridgeDriver(lambda: nl, firewall=fw, peer_in_sandbox=False))
+    served.network = DriverPlugin(BridgeDriver(lambda: nl, firewall=fw, peer_in_sandbox=False), state)
     if ipam:
-        from cnm.store.sqlite import SQLiteStore
         from ipam.default import DefaultIpam
-        os.makedirs(root, mode=0o711, exist_ok=True)
         store = SQLiteStore(os.path.join(root, "plugin-ipam.db"))
         served.closers.append(store.close)
         served.ipam = IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}))
-    return served
+
+
+def _overlay(served: Served, state: ServedState, cluster_store: str, advertise: str, ipam: bool,
+             run_dir: str) -> None:
+    from cnm.osl.vxlan import VxlanNetlink
+    from cnm.plugins.serve_overlay import ClusterOverlayPlugin
+    from cnm.plugins.shared_ipam import SharedPoolIpam
+    from cnm.store.etcd import EtcdStore
+    from drivers.overlay.driver import OverlayDriver
+    from drivers.overlay.filter import NftVxlanFilter
+    from ipam.default import DefaultIpam
+    store = EtcdStore.from_url(cluster_store)
+    served.closers.append(store.close)
+    driver = OverlayDriver(VxlanNetlink, run_dir=run_dir, advertise_addr=advertise, underlay_mtu=None,
+                           firewall=NftVxlanFilter())
+    served.closers.append(driver.close)
+    plugin = ClusterOverlayPlugin(driver, store, advertise, state)
+    served.closers.append(plugin.close)
+    served.network = plugin
+    if ipam:
+        inner = DefaultIpam({"LocalDefault": store, "GlobalDefault": store})
+        served.ipam = IpamAdapter(SharedPoolIpam(inner, store, advertise))

@@ -1,0 +1,170 @@
+"""`net plugin serve` without a kernel: what it records and restores, how hosts agree on
+a served overlay, and the IPAM pools that hosts of a cluster share."""
+from __future__ import annotations
+
+import pytest
+
+from cnm.cluster import vni as vnis
+from cnm.driverapi import EndpointInterface, IPAMData, NetworkSpec
+from cnm.errors import Conflict, InvalidParameter, Unavailable
+from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE
+from cnm.osl.fake import FakeNetlink
+from cnm.plugins import overlay_cluster as oc
+from cnm.plugins.serve import DriverPlugin
+from cnm.plugins.served_state import ServedState, spec_from, spec_record
+from cnm.plugins.shared_ipam import SharedPoolIpam
+from cnm.store.memory import MemoryStore
+from drivers.bridge import BridgeDriver, naming
+from ipam.default import DefaultIpam
+
+NID, EID = "a" * 64, "b" * 64
+GW = {GATEWAY_REQUEST: GATEWAY_TYPE}
+
+
+def body(nid=NID, generic=None, pool="10.77.0.0/24", gw="10.77.0.1/24"):
+    return {"NetworkID": nid, "Options": {"com.docker.network.generic": generic or {},
+                                          "com.docker.network.enable_ipv6": False},
+            "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": pool, "Gateway": gw}], "IPv6Data": []}
+
+
+# -- served state ------------------------------------------------------------------------------
+
+def test_spec_record_round_trips():
+    spec = NetworkSpec(NID, "n", {"k": "v"}, ipv4=(IPAMData("10.0.0.0/24", "10.0.0.1/24", {"x": "10.0.0.9/24"},
+                                                           "LocalDefault"),),
+                       ipv6=(IPAMData("fd00::/64", "fd00::1/64"),), internal=True, enable_ipv6=True)
+    assert spec_from(spec_record(spec)) == spec
+
+
+def test_dropping_a_network_drops_its_endpoints_only():
+    st = ServedState(MemoryStore())
+    spec = NetworkSpec(NID, "n", {})
+    st.save_network(NID, spec), st.save_network("c" * 64, spec)
+    st.save_endpoint(NID, EID, {"address": "10.0.0.2/24"})
+    st.save_endpoint("c" * 64, EID, {"address": "10.0.0.3/24"})
+    st.set_joined(NID, EID, True)
+    assert st.endpoint(NID, EID)["joined"] is True
+    st.drop_network(NID)
+    assert [n for n, _ in st.networks()] == ["c" * 64] and st.endpoints(NID) == []
+    assert [e for e, _ in st.endpoints("c" * 64)] == [EID]
+
+
+def _bridge_plugin(nl, store):
+    return DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False), ServedState(store))
+
+
+def test_a_restarted_plugin_knows_the_networks_and_endpoints_docker_made():
+    nl, store = FakeNetlink(), MemoryStore()
+    first = _bridge_plugin(nl, store)
+    first.on_create_network(body(generic={"com.docker.network.bridge.name": "br-kept"}))
+    got = first.create_endpoint(NID, EID, EndpointInterface("10.77.0.2/24"), {})
+    first.join(NID, EID, "/var/run/docker/netns/x", {})
+    assert ServedState(store).endpoint(NID, EID)["joined"] is True
+
+    again = _bridge_plugin(nl, store)             # same kernel, new process: memory is empty
+    assert again.restore() == []
+    assert again.endpoint_info(NID, EID)           # the driver knows the endpoint again
+    again.leave(NID, EID)
+    again.delete_endpoint(NID, EID)
+    again.delete_network(NID)
+    assert not nl.link_exists("br-kept") and got.mac
+    assert ServedState(store).networks() == []
+
+
+def test_restore_reports_what_is_gone_and_serves_the_rest():
+    nl, store = FakeNetlink(), MemoryStore()
+    first = _bridge_plugin(nl, store)
+    first.on_create_network(body())
+    first.create_endpoint(NID, EID, EndpointInterface("10.77.0.2/24"), {})
+    first.join(NID, EID, "/x", {})
+    assert nl.link_exists(naming.host_ifname(EID))
+    nl.delete_link(naming.host_ifname(EID))        # the veth vanished while the plugin was down
+    problems = _bridge_plugin(nl, store).restore()
+    assert len(problems) == 1 and EID[:12] in problems[0]
+
+
+class FailingStore(MemoryStore):
+    def put(self, key, value, lease=None):
+        raise Unavailable("disk full")
+
+
+def test_a_network_that_cannot_be_recorded_is_undone():
+    nl = FakeNetlink()
+    plugin = DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False), ServedState(FailingStore()))
+    with pytest.raises(Unavailable):
+        plugin.on_create_network(body(generic={"com.docker.network.bridge.name": "br-gone"}))
+    assert not nl.link_exists("br-gone")
+
+
+# -- cluster identity of a served overlay ----------------------------------------------------------
+
+def test_identity_is_the_name_option_else_the_subnets():
+    assert oc.identity({oc.NAME_OPTION: "web"}, ["10.0.0.0/24"]) == "name:web"
+    assert oc.identity({}, ["10.1.0.0/24", "10.0.0.0/24"]) == "subnet:10.0.0.0/24,10.1.0.0/24"
+    with pytest.raises(InvalidParameter, match="--subnet"):
+        oc.identity({}, [])
+    with pytest.raises(InvalidParameter, match="no '/'"):
+        oc.identity({oc.NAME_OPTION: "a/b"}, [])
+    assert len(oc.cluster_id("name:web")) == 64 and oc.cluster_id("name:web") != oc.cluster_id("name:db")
+
+
+def test_hosts_join_one_overlay_and_the_last_to_leave_frees_it():
+    store = MemoryStore("global")
+    cid, vni = oc.join(store, "name:web", ["10.90.0.0/24"], "198.18.0.1")
+    cid2, vni2 = oc.join(store, "name:web", ["10.90.0.0/24"], "198.18.0.2")
+    assert (cid2, vni2) == (cid, vni) and vni >= vnis.FIRST_VNI
+    assert sorted(oc.members(store, cid)) == ["198.18.0.1", "198.18.0.2"]
+    other, other_vni = oc.join(store, "name:db", ["10.91.0.0/24"], "198.18.0.1")
+    assert other_vni != vni
+    with pytest.raises(Conflict, match="same --subnet"):
+        oc.join(store, "name:web", ["10.99.0.0/24"], "198.18.0.3")
+    assert oc.leave(store, cid, "198.18.0.1") is False          # host 2 still has it
+    assert store.get(f"{vnis.PREFIX}{vni}") is not None
+    assert oc.leave(store, cid, "198.18.0.2") is True
+    assert store.get(f"{oc.RECORDS}{cid}") is None and store.get(f"{vnis.PREFIX}{vni}") is None
+
+
+def test_a_pinned_vni_must_be_free_and_agreed():
+    store = MemoryStore("global")
+    cid, vni = oc.join(store, "name:web", ["10.90.0.0/24"], "h1", vni=5000)
+    assert vni == 5000
+    with pytest.raises(Conflict, match="5000"):
+        oc.join(store, "name:db", ["10.91.0.0/24"], "h1", vni=5000)
+    with pytest.raises(Conflict, match="uses VXLAN id 5000"):
+        oc.join(store, "name:web", ["10.90.0.0/24"], "h2", vni=6000)
+    assert store.get(f"{vnis.PREFIX}6000") is None
+
+
+# -- IPAM pools shared by the hosts of a cluster -----------------------------------------------
+
+def _host_ipam(store, name):
+    return SharedPoolIpam(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}), store, name)
+
+
+def test_hosts_share_a_pool_and_its_gateway_but_never_an_address():
+    store = MemoryStore("global")
+    a, b = _host_ipam(store, "h1"), _host_ipam(store, "h2")
+    pa = a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    pb = b.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    assert pa.pool_id == pb.pool_id
+    assert a.request_address(pa.pool_id, None, GW) == b.request_address(pb.pool_id, None, GW) == "10.90.0.1/24"
+    got = {a.request_address(pa.pool_id, None, {}), b.request_address(pb.pool_id, None, {}),
+           a.request_address(pa.pool_id, None, {})}
+    assert got == {"10.90.0.2/24", "10.90.0.3/24", "10.90.0.4/24"}
+    with pytest.raises(Conflict, match="gateway of this shared pool is 10.90.0.1"):
+        b.request_address(pb.pool_id, "10.90.0.254", GW)
+    a.release_address(pa.pool_id, "10.90.0.1")           # a host's gateway release: shared, kept
+    b.release_pool(pb.pool_id)
+    assert a.request_address(pa.pool_id, None, GW) == "10.90.0.1/24"   # still a's pool
+    a.release_pool(pa.pool_id)
+    assert store.list("plugin-pool") == [] and store.list("ipam/") == []
+
+
+def test_shared_pools_need_a_subnet_and_refuse_an_overlap():
+    store = MemoryStore("global")
+    a = _host_ipam(store, "h1")
+    with pytest.raises(InvalidParameter, match="--subnet"):
+        a.request_pool("LocalDefault", None, None, {}, False)
+    a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    with pytest.raises(Conflict, match="overlaps"):
+        _host_ipam(store, "h2").request_pool("LocalDefault", "10.90.0.0/16", None, {}, False)
