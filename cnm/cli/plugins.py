@@ -74,20 +74,31 @@ def plugin_group(group_cls: type[click.Group]) -> click.Group:
     @plugin.command("serve")
     @click.option("--name", required=True, help="Plugin name (the socket is DIR/NAME.sock).")
     @click.option("--driver", type=click.Choice(["bridge", "overlay"]), default="bridge", show_default=True)
-    @click.option("--ipam", "with_ipam", is_flag=True, help="Also serve the default IPAM (IpamDriver).")
+    @click.option("--ipam", "with_ipam", is_flag=True,
+                  help="Also serve the default IPAM (IpamDriver); for overlay, shared by the cluster.")
     @click.option("--plugin-dir", default="/run/docker/plugins", show_default=True)
-    @click.option("--root", default="/var/lib/cnm-plugin", show_default=True, help="State folder (IPAM).")
+    @click.option("--root", default="/var/lib/cnm-plugin", show_default=True,
+                  help="State folder: networks and endpoints made (restored at start), bridge IPAM.")
+    @click.option("--run-dir", default=None, help="Overlay: folder of the overlay namespaces "
+                  "[default: ROOT/run].")
     @click.option("--no-firewall", is_flag=True, help="Bridge: no nftables rules (no NAT, no isolation).")
-    @click.option("--cluster-store", default=None, help="Overlay: etcd://HOST:PORT.")
-    @click.option("--advertise", default=None, help="Overlay: this host's underlay address.")
-    def serve(name: str, driver: str, with_ipam: bool, plugin_dir: str, root: str, no_firewall: bool,
-              cluster_store: str | None, advertise: str | None) -> None:
-        """Serve this project's DRIVER (and default IPAM) to a Docker engine."""
+    @click.option("--cluster-store", default=None, help="Overlay: etcd://HOST:PORT[,HOST:PORT...].")
+    @click.option("--advertise", default=None, help="Overlay: this host's underlay (VTEP) address.")
+    def serve(name: str, driver: str, with_ipam: bool, plugin_dir: str, root: str, run_dir: str | None,
+              no_firewall: bool, cluster_store: str | None, advertise: str | None) -> None:
+        """Serve this project's DRIVER (and default IPAM) to a Docker engine.
+
+        \b
+        bridge:  docker network create -d NAME [--ipam-driver NAME] --subnet ... NET
+        overlay: the same on every host (same --subnet, or -o cnm.overlay.name=X) gives
+                 one VXLAN network across the hosts; peers meet in etcd."""
         from cnm.plugins import sdk
         from cnm.plugins.serve import build
         served = build(driver, root=root, ipam=with_ipam, firewall=not no_firewall,
-                       cluster_store=cluster_store, advertise=advertise)
+                       cluster_store=cluster_store, advertise=advertise, run_dir=run_dir)
         try:
+            for problem in served.start():
+                click.echo(f"warning: not restored: {problem}", err=True)
             sdk.serve(served.network, served.ipam, name=name, plugin_dir=plugin_dir,
                       ready=lambda path: click.echo(f"serving {driver}"
                                                     f"{' + default IPAM' if with_ipam else ''} on {path}"))

@@ -1,0 +1,166 @@
+"""The overlay driver served to Docker engines: multi-host VXLAN networks without swarm,
+with etcd as the cluster store.
+
+Scope is reported as "local" (each engine creates the network itself: Docker accepts
+global-scope plugin networks only with swarm or a --cluster-store, which Docker 23
+removed) and connectivity as "global". The hosts agree on the network through
+cnm.plugins.overlay_cluster (a key: -o cnm.overlay.name, else the subnets), and learn
+each other's endpoints through the same ClusterSync the cnm daemon uses: peers
+published on this host's etcd lease at Join, withdrawn at Leave, programmed into the
+VXLAN device's FDB and neighbour tables as they come and go.
+
+    docker network create -d cnm-overlay --ipam-driver cnm-overlay --subnet 10.90.0.0/24 web
+
+on every host gives one overlay. Use the served IPAM (`--ipam`) for addresses that
+are unique across hosts; Docker's default IPAM would hand out the same ones on each
+host, and CreateEndpoint refuses an address another host's endpoint already holds.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+from cnm.cluster.sync import ClusterSync
+from cnm.driverapi import EndpointInterface, JoinResult, NetworkSpec
+from cnm.errors import Conflict, NotFound
+from cnm.plugins import overlay_cluster as oc
+from cnm.plugins.serve import DriverPlugin, _quietly
+from cnm.plugins.served_state import ServedState
+from drivers.overlay.config import VXLANID_LIST, parse_vni
+
+log = logging.getLogger(__name__)
+
+
+class _ControllerView:
+    """What ClusterSync asks of a controller, for a plugin that has one driver and
+    no networks of its own to adopt: every network id maps to the overlay driver
+    (which keeps peers of networks it has not built yet, and programs them later)."""
+
+    def __init__(self, driver) -> None:
+        self.drivers = SimpleNamespace(get=lambda name: driver)
+
+    def list_networks(self) -> list:
+        return []
+
+    def get_network(self, network_id: str):
+        return SimpleNamespace(id=network_id, name=network_id[:12], driver="overlay", scope="global")
+
+    def adopt_remote_network(self, rec: Mapping[str, Any]):
+        return None                         # networks come from the Docker engine only
+
+    def forget_remote_network(self, network_id: str) -> None:
+        pass
+
+
+class ClusterOverlayPlugin(DriverPlugin):
+    """cnm's OverlayDriver for Docker engines; `store` is the etcd cluster store."""
+
+    def __init__(self, driver, store, advertise: str, state: ServedState | None = None, *,
+                 ttl: int = 10) -> None:
+        super().__init__(driver, state)
+        self.scope, self.connectivity_scope = "local", "global"
+        self.store = store
+        self.advertise = advertise
+        self.sync = ClusterSync(_ControllerView(driver), store, advertise, ttl=ttl)
+
+    def start(self) -> None:
+        self.sync.start()
+
+    def close(self) -> None:
+        self.sync.close()
+
+    # -- networks ---------------------------------------------------------------------------
+
+    def on_create_network(self, body: Mapping[str, Any]) -> None:
+        opts = body.get("Options") or {}
+        generic = {str(k): str(v) for k, v in (opts.get(GENERIC_KEY) or {}).items()}
+        name = generic.pop(oc.NAME_OPTION, "")
+        pinned = parse_vni(generic[VXLANID_LIST]) if VXLANID_LIST in generic else None
+        spec = self.network_spec(body, generic)
+        key = oc.identity({oc.NAME_OPTION: name} if name else {}, [p.pool for p in spec.ipv4 + spec.ipv6])
+        nid = body["NetworkID"]
+        cid = oc.cluster_id(key)
+        for other, driver_id in self._ids.items():
+            if driver_id == cid and other != nid:
+                raise Conflict(f"this host already has overlay {key.split(':', 1)[1]} as Docker network "
+                               f"{other[:12]}: one network per overlay on each host")
+        cid, vni = oc.join(self.store, key, [p.pool for p in spec.ipv4 + spec.ipv6], self.advertise, pinned)
+        spec = replace(spec, id=cid, options={**spec.options, VXLANID_LIST: str(vni)})
+        try:
+            self.driver.create_network(spec)
+        except BaseException:
+            _quietly(lambda: oc.leave(self.store, cid, self.advertise))
+            raise
+        self._ids[nid] = cid
+
+        def undo() -> None:
+            self._ids.pop(nid, None)
+            _quietly(lambda: self.driver.delete_network(cid))
+            _quietly(lambda: oc.leave(self.store, cid, self.advertise))
+        self._record_network(nid, spec, undo, extra={"key": key})
+
+    def delete_network(self, network_id: str) -> None:
+        cid = self.driver_id(network_id)
+        super().delete_network(network_id)
+        if cid != network_id:
+            oc.leave(self.store, cid, self.advertise)
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
+                        options: dict[str, Any]) -> EndpointInterface | None:
+        cid = self.driver_id(network_id)
+        for addr in (iface.address, iface.address_v6):
+            owner = self.sync.peer_with_address(cid, addr) if addr else None
+            if owner:
+                raise Conflict(f"address {addr.split('/')[0]} is already used on host {owner} in this overlay: "
+                               "create the network with the plugin's IPAM (--ipam-driver) so that "
+                               "addresses are unique across hosts")
+        return super().create_endpoint(network_id, endpoint_id, iface, options)
+
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
+             options: dict[str, Any]) -> JoinResult:
+        result = super().join(network_id, endpoint_id, sandbox_key, options)
+        try:
+            self._publish(network_id, endpoint_id)
+        except BaseException:
+            _quietly(lambda: super(ClusterOverlayPlugin, self).leave(network_id, endpoint_id))
+            raise
+        return result
+
+    def leave(self, network_id: str, endpoint_id: str) -> None:
+        self.sync.unpublish(SimpleNamespace(id=endpoint_id, name=endpoint_id[:12]))
+        super().leave(network_id, endpoint_id)
+
+    def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        self.sync.unpublish(SimpleNamespace(id=endpoint_id, name=endpoint_id[:12]))
+        super().delete_endpoint(network_id, endpoint_id)
+
+    def _publish(self, network_id: str, endpoint_id: str, rec: Mapping[str, Any] | None = None) -> None:
+        cid = self.driver_id(network_id)
+        if rec is None:
+            rec = self.state.endpoint(network_id, endpoint_id) if self.state else None
+        mac = (rec or {}).get("mac") or self.driver.endpoint_info(cid, endpoint_id).get(MAC_OPTION)
+        address = (rec or {}).get("address")
+        if not address or not mac:
+            raise NotFound(f"endpoint {endpoint_id[:12]} has no address or MAC to announce")
+        ep = SimpleNamespace(id=endpoint_id, name=endpoint_id[:12], address=address,
+                             address_v6=(rec or {}).get("address_v6"), mac=mac, aliases=(), container_id="")
+        self.sync.publish(SimpleNamespace(id=cid), ep)
+
+    # -- after a restart ----------------------------------------------------------------------
+
+    def restore_network(self, network_id: str, spec: NetworkSpec, rec: Mapping[str, Any]) -> None:
+        # Our membership has no lease: it is still in etcd, nothing to redo there
+        # (and an etcd outage at start does not stop the kernel state coming back).
+        self.driver.restore_network(spec)
+
+    def restored_endpoint(self, network_id: str, endpoint_id: str, rec: Mapping[str, Any]) -> None:
+        if rec.get("joined"):
+            self._publish(network_id, endpoint_id, rec)
+
+
+GENERIC_KEY = "com.docker.network.generic"
+MAC_OPTION = "com.docker.network.endpoint.macaddress"

@@ -1,0 +1,136 @@
+"""The default IPAM shared by the Docker engines of a cluster (`net plugin serve
+--driver overlay --ipam --cluster-store …`).
+
+Each engine creates its copy of an overlay network and asks its IPAM for the pool and
+the gateway. Docker's default IPAM would answer each engine alone and hand out the
+same addresses on two hosts; this one keeps pools and addresses in etcd (DefaultIpam
+on the cluster store: every address is taken in a transaction), and lets every host
+that asks for the SAME subnet share its pool and its gateway address:
+
+    plugin-pool/<space>/<escaped subnet>          {"pool_id", "gateway"}
+    plugin-pool-members/<escaped pool id>/<host>  {}
+
+A different but overlapping subnet is refused, as before. The pool and its addresses
+are freed when the last host releases it.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Mapping
+from urllib.parse import quote
+
+from cnm.errors import Conflict, InvalidParameter
+from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
+from cnm.store import Delete, Put, Store
+
+POOLS, MEMBERS = "plugin-pool/", "plugin-pool-members/"
+_ATTEMPTS = 16
+
+
+def _esc(text: str) -> str:
+    return quote(text, safe="")
+
+
+class SharedPoolIpam:
+    """An Ipam (cnm.ipamapi) over `inner` (a DefaultIpam on `store`), pools shared by subnet."""
+
+    def __init__(self, inner, store: Store, member: str) -> None:
+        self.inner = inner
+        self.store = store
+        self.member = member
+        self._lock = threading.Lock()
+
+    def default_address_spaces(self) -> tuple[str, str]:
+        return self.inner.default_address_spaces()
+
+    def _rec_key(self, space: str, subnet: str) -> str:
+        return f"{POOLS}{space}/{_esc(subnet)}"
+
+    def _member_key(self, pool_id: str) -> str:
+        return f"{MEMBERS}{_esc(pool_id)}/{self.member}"
+
+    def _find(self, pool_id: str):
+        for kv in self.store.list(POOLS):
+            if kv.value.get("pool_id") == pool_id:
+                return kv
+        return None
+
+    def request_pool(self, address_space: str, pool: str | None, sub_pool: str | None,
+                     options: Mapping[str, str], v6: bool) -> Pool:
+        if not pool:
+            raise InvalidParameter("this IPAM is shared by the hosts of a cluster: pass --subnet, the same "
+                                   "on every host (a pool picked here would differ from host to host)")
+        with self._lock:
+            for attempt in range(_ATTEMPTS):
+                rkey = self._rec_key(address_space, pool)
+                kv = self.store.get(rkey)
+                if kv is not None:
+                    pid = kv.value["pool_id"]
+                    try:
+                        self.store.atomic([Put(self._member_key(pid), {}), Put(rkey, kv.value)],
+                                          expect={rkey: kv.revision})
+                        return Pool(pid, pool, {})
+                    except Conflict:
+                        continue
+                try:
+                    got = self.inner.request_pool(address_space, pool, sub_pool, options, v6)
+                except Conflict:
+                    # Another host may have reserved this very subnet a moment ago and
+                    # not yet written its record: look again before giving up.
+                    if attempt < 3 or self.store.get(rkey) is not None:
+                        time.sleep(0.05)
+                        continue
+                    raise
+                try:
+                    self.store.atomic([Put(rkey, {"pool_id": got.pool_id, "gateway": None}),
+                                       Put(self._member_key(got.pool_id), {})], expect={rkey: 0})
+                    return got
+                except Conflict:
+                    self.inner.release_pool(got.pool_id)
+            raise Conflict(f"could not reserve subnet {pool}: too many concurrent changes; retry")
+
+    def release_pool(self, pool_id: str) -> None:
+        with self._lock:
+            self.store.delete(self._member_key(pool_id))
+            for _ in range(_ATTEMPTS):
+                kv = self._find(pool_id)
+                if kv is None:
+                    self.inner.release_pool(pool_id)        # not a shared pool (or already freed)
+                    return
+                if self.store.list(f"{MEMBERS}{_esc(pool_id)}/"):
+                    return                                  # other hosts still use it
+                try:
+                    self.store.atomic([Delete(kv.key)], expect={kv.key: kv.revision})
+                except Conflict:
+                    continue
+                self.inner.release_pool(pool_id)
+                return
+
+    def request_address(self, pool_id: str, address: str | None, options: Mapping[str, str]) -> str:
+        if (options or {}).get(GATEWAY_REQUEST) != GATEWAY_TYPE:
+            return self.inner.request_address(pool_id, address, options)
+        with self._lock:
+            for _ in range(_ATTEMPTS):
+                kv = self._find(pool_id)
+                if kv is None:
+                    return self.inner.request_address(pool_id, address, options)
+                gw = kv.value.get("gateway")
+                if gw:
+                    if address and address.split("/")[0] != gw.split("/")[0]:
+                        raise Conflict(f"the gateway of this shared pool is {gw.split('/')[0]}, not {address}: "
+                                       "pass the same --gateway on every host")
+                    return gw                               # every host's bridge holds the gateway
+                got = self.inner.request_address(pool_id, address, options)
+                try:
+                    self.store.atomic([Put(kv.key, {**kv.value, "gateway": got})], expect={kv.key: kv.revision})
+                    return got
+                except Conflict:
+                    self.inner.release_address(pool_id, got)
+            raise Conflict("could not reserve the gateway: too many concurrent changes; retry")
+
+    def release_address(self, pool_id: str, address: str) -> None:
+        kv = self._find(pool_id)
+        if kv is not None and (kv.value.get("gateway") or "").split("/")[0] == address.split("/")[0]:
+            return                                          # shared; freed with the pool
+        self.inner.release_address(pool_id, address)
