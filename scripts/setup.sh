@@ -17,6 +17,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Docker's engine (tests/integration/test_docker_engine.py runs a private dockerd inside a
+# throwaway network namespace). Its postinst (and containerd's) would start the services in
+# the root network namespace: a policy-rc.d forbids that for the install (one already there
+# is left as it is), and the units the install enabled are disabled again (never started).
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+if ! installed docker.io; then
+  echo "setup: installing Debian package docker.io (its services are neither started nor enabled)"
+  export DEBIAN_FRONTEND=noninteractive
+  units=(docker.service docker.socket)
+  installed containerd || units+=(containerd.service)
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f "$policy"' EXIT
+    trap 'exit 1' HUP INT TERM
+    printf '#!/bin/sh\n# scripts/setup.sh: no service starts while docker.io installs\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    made_policy=1
+  fi
+  [ ${#missing[@]} -gt 0 ] || apt-get update -qq
+  apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  if [ -n "${made_policy:-}" ]; then
+    rm -f "$policy"
+    trap - EXIT HUP INT TERM
+  fi
+  if command -v systemctl >/dev/null; then
+    systemctl disable --quiet "${units[@]}" >/dev/null 2>&1 || true
+  fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
