@@ -102,10 +102,12 @@ class ClusterOverlayPlugin(DriverPlugin):
         self._record_network(nid, spec, undo, extra={"key": key})
 
     def delete_network(self, network_id: str) -> None:
+        # Membership first: with etcd down the removal fails as a whole and Docker keeps
+        # the network for a retry, instead of a local removal leaking our membership.
         cid = self.driver_id(network_id)
-        super().delete_network(network_id)
         if cid != network_id:
             oc.leave(self.store, cid, self.advertise)
+        super().delete_network(network_id)
 
     # -- endpoints --------------------------------------------------------------------------
 
