@@ -11,6 +11,7 @@ import datetime
 from typing import TYPE_CHECKING, Any, Iterable
 
 from cnm.model import Endpoint, Network
+from cnm.naming import GATEWAY_BRIDGE
 
 if TYPE_CHECKING:
     from cnm.containers import Container
@@ -112,6 +113,8 @@ def networks_json(ct: Container, endpoints: list[Endpoint], networks: dict[str, 
     out: dict[str, dict] = {}
     for ep in endpoints:
         net = networks.get(ep.network_id)
+        if net is not None and net.name == GATEWAY_BRIDGE:
+            continue        # plumbing for overlay egress, hidden as Docker hides docker_gwbridge
         out[net.name if net is not None else ep.network_id[:12]] = endpoint_json(ep, net)
     if not out:
         net = _mode_network(ct, networks)

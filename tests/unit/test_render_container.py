@@ -155,3 +155,13 @@ def test_summary_for_ps():
     assert out["Ports"] == [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 32768, "Type": "tcp"},
                             {"PrivatePort": 81, "Type": "tcp"}]
     assert out["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == "172.17.0.2"
+
+
+def test_the_gateway_bridge_endpoint_is_plumbing_and_not_shown():
+    overlay = Network(id="o" * 64, name="web", driver="overlay", scope="global")
+    gwb = Network(id="g" * 64, name="cnm_gwbridge", driver="bridge")
+    nets = {**NETS, overlay.id: overlay, gwb.id: gwb}
+    eps = [ep(overlay, 2, address="10.90.0.2/24", gateway=None),
+           ep(gwb, 3, address="172.18.0.3/16", gateway="172.18.0.1", ifname="eth1")]
+    out = container_json(ct(network_mode="web"), running(), eps, nets)
+    assert set(out["NetworkSettings"]["Networks"]) == {"web"}
