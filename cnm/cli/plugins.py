@@ -105,6 +105,27 @@ def plugin_group(group_cls: type[click.Group]) -> click.Group:
         finally:
             served.close()
 
+    @plugin.command("forget-host")
+    @click.argument("address")
+    @click.option("--cluster-store", required=True, help="etcd://HOST:PORT[,HOST:PORT...].")
+    def forget_host(address: str, cluster_store: str) -> None:
+        """Take a host that is gone for good (its underlay ADDRESS) out of the served
+        overlays and shared pools, freeing what only it held. Refused while it is alive."""
+        from cnm.plugins.overlay_cluster import forget_host as forget
+        from cnm.plugins.shared_ipam import SharedPoolIpam
+        from cnm.store.etcd import EtcdStore
+        from ipam.default import DefaultIpam
+        store = EtcdStore.from_url(cluster_store)
+        try:
+            ipam = SharedPoolIpam(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}), store, address)
+            lines = forget(store, address, ipam)
+        finally:
+            store.close()
+        for line in lines:
+            click.echo(line)
+        if not lines:
+            click.echo(f"host {address} holds nothing in the served overlays or pools")
+
     return plugin
 
 

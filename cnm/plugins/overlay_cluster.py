@@ -116,3 +116,34 @@ def leave(store: Store, cid: str, member: str) -> bool:
 def members(store: Store, cid: str) -> list[str]:
     prefix = f"{MEMBERS}{cid}/"
     return [kv.key[len(prefix):] for kv in store.list(prefix)]
+
+
+def memberships(store: Store, member: str) -> list[str]:
+    """Cluster ids of the overlays `member` belongs to."""
+    out = []
+    for kv in store.list(MEMBERS):
+        cid, _, who = kv.key[len(MEMBERS):].partition("/")
+        if who == member:
+            out.append(cid)
+    return out
+
+
+def forget_host(store: Store, member: str, ipam=None) -> list[str]:
+    """Take a host that is gone for good out of every served overlay (and, given the
+    cluster's SharedPoolIpam for that host, out of every shared pool), freeing what
+    only it held. Refused while the host is alive (its node key is on a live lease).
+    Returns one line per thing done."""
+    if store.get(f"nodes/{member}") is not None:
+        raise Conflict(f"host {member} is alive (its node key is on a live lease): stop its plugin "
+                       "first, or wait for its lease to expire")
+    done = []
+    for cid in memberships(store, member):
+        rec = store.get(_record_key(cid))
+        name = rec.value.get("key", cid[:12]) if rec else cid[:12]
+        freed = leave(store, cid, member)
+        done.append(f"overlay {name}: left" + (", freed with its VXLAN id (no host left)" if freed else ""))
+    if ipam is not None:
+        for pool_id in ipam.pools_of_member():
+            ipam.release_pool(pool_id)
+            done.append(f"pool {pool_id}: released by {member}")
+    return done

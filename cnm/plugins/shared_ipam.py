@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from typing import Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from cnm.errors import Conflict, InvalidParameter
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
@@ -106,6 +106,15 @@ class SharedPoolIpam:
                     continue
                 self.inner.release_pool(pool_id)
                 return
+
+    def pools_of_member(self) -> list[str]:
+        """The pool ids this member (host) holds a share of."""
+        out = []
+        for kv in self.store.list(MEMBERS):
+            escaped, _, who = kv.key[len(MEMBERS):].rpartition("/")
+            if who == self.member:
+                out.append(unquote(escaped))
+        return out
 
     def request_address(self, pool_id: str, address: str | None, options: Mapping[str, str]) -> str:
         if (options or {}).get(GATEWAY_REQUEST) != GATEWAY_TYPE:

@@ -185,6 +185,19 @@ def test_docker_default_ipam_clash_is_refused_clearly(hosts):
         h.docker("network", "rm", "solo")
 
 
+def test_forget_host_refuses_a_live_host(hosts):
+    a, b = hosts
+
+    def forget(addr):
+        return sh("ip", "netns", "exec", a.ns, NET, "plugin", "forget-host", addr,
+                  "--cluster-store", f"etcd://{UNDERLAY['a']}:2379", check=False)
+    r = forget(b.addr)
+    assert r.returncode != 0 and f"host {b.addr} is alive" in r.stderr, r.stdout + r.stderr
+    assert len(etcd_keys(a, "plugin-overlay-members/")) == 2      # nothing changed
+    r = forget("198.18.71.9")
+    assert r.returncode == 0 and "holds nothing" in r.stdout
+
+
 def test_removing_the_network_everywhere_frees_the_cluster(hosts):
     a, b = hosts
     for h in hosts:

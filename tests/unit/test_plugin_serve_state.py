@@ -168,3 +168,29 @@ def test_shared_pools_need_a_subnet_and_refuse_an_overlap():
     a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
     with pytest.raises(Conflict, match="overlaps"):
         _host_ipam(store, "h2").request_pool("LocalDefault", "10.90.0.0/16", None, {}, False)
+
+
+def test_a_host_gone_for_good_is_forgotten_and_what_only_it_held_is_freed():
+    store = MemoryStore("global")
+    web, _ = oc.join(store, "name:web", ["10.90.0.0/24"], "h1")
+    oc.join(store, "name:web", ["10.90.0.0/24"], "h2")
+    solo, solo_vni = oc.join(store, "name:solo", ["10.91.0.0/24"], "h2")
+    ipam1, ipam2 = _host_ipam(store, "h1"), _host_ipam(store, "h2")
+    shared = ipam1.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    ipam2.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    only2 = ipam2.request_pool("LocalDefault", "10.91.0.0/24", None, {}, False)
+    store.put("nodes/h2", {"address": "h2"})
+    with pytest.raises(Conflict, match="h2 is alive"):
+        oc.forget_host(store, "h2", _host_ipam(store, "h2"))
+    store.delete("nodes/h2")                       # its lease expired: gone
+
+    lines = oc.forget_host(store, "h2", _host_ipam(store, "h2"))
+    assert len(lines) == 4 and any("name:solo" in line and "freed" in line for line in lines)
+    assert oc.members(store, web) == ["h1"] and store.get(f"{oc.RECORDS}{solo}") is None
+    assert store.get(f"{vnis.PREFIX}{solo_vni}") is None
+    assert only2.pool_id not in ipam1.pools_of_member() + _host_ipam(store, "h2").pools_of_member()
+    # h2's own pool was freed in the IPAM, not just unshared; the shared one is kept
+    assert [kv.value["pool_id"] for kv in store.list("plugin-pool/")] == [shared.pool_id]
+    assert len([kv for kv in store.list("ipam/") if "/pools/" in kv.key]) == 1
+    assert ipam1.request_address(shared.pool_id, None, {})    # h1's share is untouched
+    assert oc.forget_host(store, "h2", _host_ipam(store, "h2")) == []
