@@ -162,7 +162,7 @@ def check(client: PluginClient, *, subnet: str = CHECK_SUBNET) -> Report:
     if NETWORK_DRIVER in report.implements:
         _check_network(run, subnet)
     if IPAM_DRIVER in report.implements:
-        _check_ipam(run)
+        _check_ipam(run, subnet)
     return report
 
 
@@ -255,7 +255,24 @@ def _unknown_method(run: _Run, method: str) -> None:
     run.report.steps.append((step, not any(f.step == step and f.severity == ERROR for f in run.report.findings)))
 
 
-def _check_ipam(run: _Run) -> None:
+def _request_pool(run: _Run, ip: str, space: str, subnet: str) -> dict | None:
+    """RequestPool letting the IPAM choose; an IPAM that refuses to choose (a clean
+    4xx: some need the subnet, e.g. one shared by the hosts of a cluster) is asked
+    again for `subnet`, with a warning instead of an error."""
+    step = "ipam request pool"
+    body = {"AddressSpace": space, "Pool": "", "SubPool": "", "Options": {}, "V6": False}
+    n = len(run.report.findings)
+    pool = run.call(step, ip + "RequestPool", body, "Error")
+    refused = run.report.findings[n:]
+    if pool is not None or len(refused) != 1 or not refused[0].message.startswith("answered HTTP 4"):
+        return pool
+    del run.report.findings[n:]
+    run.report.steps.pop()
+    run.flag(step, f"does not choose a pool itself ({refused[0].message}); checked with Pool {subnet}", WARNING)
+    return run.call(step, ip + "RequestPool", {**body, "Pool": subnet}, "Error")
+
+
+def _check_ipam(run: _Run, subnet: str = CHECK_SUBNET) -> None:
     ip = f"{IPAM_DRIVER}."
     caps = run.call("ipam capabilities", ip + "GetCapabilities", None, "Error")
     if caps is not None:
@@ -268,8 +285,7 @@ def _check_ipam(run: _Run) -> None:
             run.want("ipam default address spaces", spaces, key, lambda v: isinstance(v, str) and v != "",
                      "a non-empty string", required=True)
         local = spaces.get("LocalDefaultAddressSpace") or local
-    pool = run.call("ipam request pool", ip + "RequestPool", {"AddressSpace": local, "Pool": "", "SubPool": "",
-                                                               "Options": {}, "V6": False}, "Error")
+    pool = _request_pool(run, ip, local, subnet)
     if pool is None:
         return
     pool_id = run.want("ipam request pool", pool, "PoolID", lambda v: isinstance(v, str) and v != "",

@@ -18,6 +18,7 @@ host, and CreateEndpoint refuses an address another host's endpoint already hold
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Mapping
@@ -64,6 +65,9 @@ class ClusterOverlayPlugin(DriverPlugin):
         self.store = store
         self.advertise = advertise
         self.sync = ClusterSync(_ControllerView(driver), store, advertise, ttl=ttl)
+        # Docker may create or remove networks concurrently (one thread per call); the
+        # membership of one overlay must not be joined and left by two at once.
+        self._networks_lock = threading.Lock()
 
     def start(self) -> None:
         self.sync.start()
@@ -74,6 +78,10 @@ class ClusterOverlayPlugin(DriverPlugin):
     # -- networks ---------------------------------------------------------------------------
 
     def on_create_network(self, body: Mapping[str, Any]) -> None:
+        with self._networks_lock:
+            self._create_network(body)
+
+    def _create_network(self, body: Mapping[str, Any]) -> None:
         opts = body.get("Options") or {}
         generic = {str(k): str(v) for k, v in (opts.get(GENERIC_KEY) or {}).items()}
         name = generic.pop(oc.NAME_OPTION, "")
@@ -102,6 +110,10 @@ class ClusterOverlayPlugin(DriverPlugin):
         self._record_network(nid, spec, undo, extra={"key": key})
 
     def delete_network(self, network_id: str) -> None:
+        with self._networks_lock:
+            self._delete_network(network_id)
+
+    def _delete_network(self, network_id: str) -> None:
         # Membership first: with etcd down the removal fails as a whole and Docker keeps
         # the network for a retry, instead of a local removal leaking our membership.
         cid = self.driver_id(network_id)

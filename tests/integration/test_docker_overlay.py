@@ -185,6 +185,14 @@ def test_docker_default_ipam_clash_is_refused_clearly(hosts):
         h.docker("network", "rm", "solo")
 
 
+def test_net_plugin_check_passes_the_served_overlay(hosts):
+    a, b = hosts
+    r = sh("nsenter", f"--net=/run/netns/{b.ns}", NET, "plugin", "check", PLUGIN, "--plugin-dir", str(b.plugins),
+           check=False, timeout=60)
+    assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
+    assert "NetworkDriver" in r.stdout and "IpamDriver" in r.stdout
+
+
 def test_forget_host_refuses_a_live_host(hosts):
     a, b = hosts
 

@@ -124,6 +124,21 @@ def test_served_bridge_and_ipam_pass_check(tmp_path):
     assert store.list("") == []              # every pool and address released again
 
 
+def test_an_ipam_that_needs_a_subnet_passes_with_a_warning(tmp_path):
+    from cnm.plugins.shared_ipam import SharedPoolIpam
+    store = MemoryStore("global")
+    shared = SharedPoolIpam(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}), store, "h1")
+    server = make_server(None, IpamAdapter(shared), name="sh", plugin_dir=str(tmp_path)).start()
+    try:
+        report = check(client(server.path, "sh"), subnet="192.0.2.0/24")
+    finally:
+        server.close()
+    assert report.ok, report.lines()
+    [warning] = [f for f in report.findings if f.step == "ipam request pool"]
+    assert warning.severity == "warning" and "checked with Pool 192.0.2.0/24" in warning.message
+    assert store.list("") == []              # the pool it was given is released again
+
+
 def test_cli_check_and_ls(tmp_path):
     runner = CliRunner()
     server = UnixHTTPServer(str(tmp_path / "broken.sock"), Broken).start()
