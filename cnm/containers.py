@@ -20,7 +20,7 @@ from cnm.controller import Controller
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.model import Endpoint, Network
-from cnm.ports import PortAllocator, PortBinding
+from cnm.ports import PROTOCOL_NUMBERS, PortAllocator, PortBinding
 from cnm.store import Store
 from cnm.undo import Undo
 
@@ -504,8 +504,9 @@ def _free_index(eps: list[Endpoint]) -> int:
 
 
 def _docker_binding(b: PortBinding, ep: Endpoint) -> dict:
-    """libnetwork's PortBinding shape, handed to the driver's ProgramExternalConnectivity."""
-    return {"Proto": b.proto, "IP": (ep.address or "").split("/")[0], "Port": b.container_port,
+    """libnetwork's PortBinding shape (Proto as the IP protocol number, as on Docker's
+    wire), handed to the driver's ProgramExternalConnectivity."""
+    return {"Proto": PROTOCOL_NUMBERS[b.proto], "IP": (ep.address or "").split("/")[0], "Port": b.container_port,
             "HostIP": b.host_ip or "", "HostPort": b.host_port, "HostPortEnd": b.host_port}
 
 

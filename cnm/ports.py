@@ -21,6 +21,21 @@ from cnm.errors import Conflict, InternalError, InvalidParameter, Unavailable
 
 PROTOCOLS = ("tcp", "udp")
 _WILDCARD = {4: "0.0.0.0", 6: "::"}
+# libnetwork's types.Protocol is a uint8 (the IP protocol number): on Docker's plugin
+# wire a port binding's "Proto" is 6 or 17, not "tcp" or "udp".
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
+_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 132: "sctp"}
+
+
+def proto_name(value: object) -> str:
+    """A binding's protocol as Docker's wire (6, 17) or people ("tcp", "UDP") write it
+    -> "tcp" / "udp". Raises InvalidParameter for anything else."""
+    text = str(value).strip().lower()
+    name = _PROTOCOL_NAMES.get(int(text), text) if text.isdigit() else text
+    if name not in PROTOCOLS:
+        raise InvalidParameter(f"invalid protocol {value!r}"
+                               + (f" ({name})" if name != text else "") + ": use tcp or udp")
+    return name
 
 
 @dataclass(frozen=True)

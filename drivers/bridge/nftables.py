@@ -3,6 +3,7 @@ driver's plain data (BridgeNetworkInfo, PublishedEndpoint) into firewall inputs.
 from __future__ import annotations
 
 from cnm.firewall import Firewall, NetworkRules, PortMapping
+from cnm.ports import proto_name
 from drivers.bridge.hooks import BridgeNetworkInfo, PublishedEndpoint
 
 
@@ -26,7 +27,7 @@ def port_mappings(ep: PublishedEndpoint) -> list[PortMapping]:
         container_ip = ep.address_v6 if v6_host else ep.address
         if not container_ip:
             continue
-        out.append(PortMapping(proto=str(b["Proto"]), host_ip=host_ip, host_port=int(b["HostPort"]),
+        out.append(PortMapping(proto=proto_name(b["Proto"]), host_ip=host_ip, host_port=int(b["HostPort"]),
                                container_ip=container_ip, container_port=int(b["Port"]),
                                bridge=ep.bridge_name))
     return out

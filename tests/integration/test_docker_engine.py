@@ -11,6 +11,7 @@ import json
 import secrets
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,24 @@ def test_ipam_error_text_is_plain(dk):
     # Our IPAM errors carry "Err" as well as "Error": Docker reads only "Err" from a
     # non-200 answer, and would otherwise show the raw JSON.
     assert '{"Error"' not in r.stderr and "overlaps" in r.stderr, r.stderr
+
+
+def test_published_ports_reach_the_container(dk, dk_ns):
+    """`docker run -p`: Docker sends the bindings with Proto as a number (6, 17);
+    our driver publishes them (nftables DNAT), and withdraws them with the container."""
+    create(dk, "pub", "10.77.5.0/24")
+    dk.docker("run", "-d", "--name", "web", "--net", "pub", "-p", "8080:80", "-p", "5353:53/udp", IMAGE,
+              "sh", "-c", "echo hello-from-web > /index.html; exec httpd -f -p 80 -h /")
+    rules = sh("ip", "netns", "exec", dk_ns, "nft", "list", "table", "inet", "cnm").stdout
+    assert "8080" in rules and "5353" in rules
+    for target in ("10.77.5.1:8080", "127.0.0.1:8080"):          # via the bridge, and from the host itself
+        for _ in range(20):
+            r = sh("nsenter", f"--net=/run/netns/{dk_ns}", "timeout", "3", "busybox", "wget", "-q", "-O-",
+                   f"http://{target}/", check=False)
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        assert r.stdout.strip() == "hello-from-web", (target, r.stdout, r.stderr)
+    dk.docker("rm", "-f", "web")
+    rules = sh("ip", "netns", "exec", dk_ns, "nft", "list", "table", "inet", "cnm").stdout
+    assert "8080" not in rules and "5353" not in rules

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from cnm.errors import Conflict, InvalidParameter, Unavailable
-from cnm.ports import PortAllocator, PortBinding, parse_port_spec, parse_port_specs, port_in_use
+from cnm.ports import PortAllocator, PortBinding, parse_port_spec, parse_port_specs, port_in_use, proto_name
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -166,3 +166,23 @@ def test_real_bind_probe_on_loopback():
             a.allocate("tcp", "127.0.0.1", port)
     with pytest.raises(InvalidParameter, match="not an address of this host"):
         port_in_use("tcp", "192.0.2.123", 40000)
+
+
+@pytest.mark.parametrize("wire, name", [(6, "tcp"), (17, "udp"), ("6", "tcp"), ("tcp", "tcp"), ("UDP", "udp")])
+def test_proto_name_reads_dockers_wire_numbers_and_names(wire, name):
+    assert proto_name(wire) == name
+
+
+@pytest.mark.parametrize("wire, text", [(132, "(sctp)"), (1, "(icmp)"), ("gre", "'gre'"), (99, "99")])
+def test_proto_name_refuses_what_cannot_be_published(wire, text):
+    with pytest.raises(InvalidParameter, match=r"use tcp or udp") as exc:
+        proto_name(wire)
+    assert text in str(exc.value)
+
+
+def test_core_hands_drivers_dockers_wire_shape():
+    from cnm.containers import _docker_binding
+    from cnm.model import Endpoint
+    ep = Endpoint(id="e" * 64, name="x", network_id="n" * 64, address="10.0.0.2/24")
+    got = _docker_binding(PortBinding("udp", 53, None, 5353), ep)
+    assert got == {"Proto": 17, "IP": "10.0.0.2", "Port": 53, "HostIP": "", "HostPort": 5353, "HostPortEnd": 5353}
