@@ -82,11 +82,13 @@ class ClusterSync:
         new lease after an outage, a failed publish), retrying until etcd answers."""
         while not self._stop.is_set():
             if self._dirty.wait(RETRY_SECONDS) or self._withdraw:
+                # Cleared before the work: a request made while it runs is not lost.
+                self._dirty.clear()
                 try:
                     self._publish_all()
                     self._withdraw_all()
-                    self._dirty.clear()
                 except CNMError as exc:
+                    self._dirty.set()
                     log.info("cluster: publishing this host failed (%s); retrying", exc)
                     self._stop.wait(RETRY_SECONDS)
             elif self._needs_resync:
@@ -150,6 +152,7 @@ class ClusterSync:
         key = f"{PEERS}{net.id}/{ep.id}"
         with self._lock:
             self._published[ep.id] = (key, rec)
+            self._withdraw.discard(key)     # a resync may have taken it for a stale one of ours
         try:
             self._put(key, rec)
         except CNMError as exc:

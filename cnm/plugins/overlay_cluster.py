@@ -77,22 +77,30 @@ def join(store: Store, key: str, subnets: Iterable[str], member: str, vni: int |
                 return cid, int(rec["vni"])
             except Conflict:
                 continue
-        taken = vnis.allocate(store, cid) if vni is None else _pin(store, cid, vni)
+        taken, created = (vnis.allocate(store, cid), True) if vni is None else _pin(store, cid, vni)
         try:
             store.atomic([Put(rkey, {"key": key, "vni": taken, "subnets": nets}), Put(mkey, {})],
                          expect={rkey: 0})
             return cid, taken
         except Conflict:
-            vnis.release(store, taken)       # another host created it first: join theirs
+            # Another host created the record first: join theirs. Our VNI key goes,
+            # unless their record uses it (they pinned the same VNI after we took it).
+            theirs = store.get(rkey)
+            if created and (theirs is None or int(theirs.value.get("vni", -1)) != taken):
+                vnis.release(store, taken)
     raise Conflict(f"could not join overlay {key}: too many concurrent changes; retry")
 
 
-def _pin(store: Store, cid: str, vni: int) -> int:
+def _pin(store: Store, cid: str, vni: int) -> tuple[int, bool]:
+    """Take VNI `vni` for overlay `cid`; (vni, True if this call created its key)."""
     try:
         store.atomic([Put(f"{vnis.PREFIX}{vni}", {"network": cid})], expect={f"{vnis.PREFIX}{vni}": 0})
     except Conflict:
+        held = store.get(f"{vnis.PREFIX}{vni}")
+        if held is not None and held.value.get("network") == cid:
+            return vni, False          # this overlay's already: another of its hosts pinned it first
         raise Conflict(f"VXLAN id {vni} is already used by another network of the cluster") from None
-    return vni
+    return vni, True
 
 
 def leave(store: Store, cid: str, member: str) -> bool:

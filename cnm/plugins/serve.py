@@ -139,18 +139,22 @@ class DriverPlugin(NetworkPlugin):
         if self.state is None:
             return problems
         for nid, rec in self.state.networks():
-            spec = spec_from(rec["spec"])
+            try:
+                spec = spec_from(rec["spec"])
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(f"network {nid[:12]}: unreadable record ({exc!r})")
+                continue
             self._ids[nid] = rec.get("driver_id") or spec.id
             try:
                 self.restore_network(nid, spec, rec)
-            except CNMError as exc:
+            except Exception as exc:      # one bad record must not stop the others being served
                 problems.append(f"network {nid[:12]}: {exc}")
                 continue
             for eid, ep in self.state.endpoints(nid):
                 try:
                     self.driver.restore_endpoint(spec.id, eid, iface_from(ep), dict(ep.get("options") or {}))
                     self.restored_endpoint(nid, eid, ep)
-                except CNMError as exc:
+                except Exception as exc:
                     problems.append(f"endpoint {eid[:12]} of network {nid[:12]}: {exc}")
         for line in problems:
             log.warning("restore: %s", line)
@@ -202,10 +206,20 @@ class Served:
     def start(self) -> list[str]:
         """Join the cluster (overlay), then rebuild what the engine made before a
         restart. Returns what could not be restored."""
+        # Restore first: a resync at start must already know which peers are ours,
+        # or it would withdraw them from the cluster as stale.
+        problems = self.network.restore() if self.network is not None else []
         start = getattr(self.network, "start", None)
         if start is not None:
-            start()
-        return self.network.restore() if self.network is not None else []
+            problems += start()
+        release_unused = getattr(getattr(self.ipam, "ipam", None), "release_unused", None)
+        if release_unused is not None and self.network is not None and self.network.state is not None:
+            try:
+                for pid in release_unused(self.network.state.pools_in_use()):
+                    log.info("released pool %s: no network here uses it", pid)
+            except CNMError as exc:
+                problems.append(f"shared pools not reconciled (cluster store: {exc})")
+        return problems
 
     def close(self) -> None:
         for close in reversed(self.closers):

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from cnm.cluster.sync import ClusterSync
 from cnm.driverapi import EndpointInterface, JoinResult, NetworkSpec
-from cnm.errors import Conflict, NotFound
+from cnm.errors import CNMError, Conflict, NotFound, Unavailable
 from cnm.plugins import overlay_cluster as oc
 from cnm.plugins.serve import DriverPlugin, _quietly
 from cnm.plugins.served_state import ServedState
@@ -69,8 +69,21 @@ class ClusterOverlayPlugin(DriverPlugin):
         # membership of one overlay must not be joined and left by two at once.
         self._networks_lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self) -> list[str]:
+        """Join the cluster; then leave the overlays this host is still a member of
+        but no Docker network here uses (a removal whose leave failed, a crash).
+        Returns what could not be done."""
         self.sync.start()
+        ours = set(self._ids.values())
+        done: list[str] = []
+        try:
+            for cid in oc.memberships(self.store, self.advertise):
+                if cid not in ours:
+                    oc.leave(self.store, cid, self.advertise)
+                    log.info("left overlay %s: no Docker network on this host uses it", cid[:12])
+        except CNMError as exc:
+            done.append(f"cluster memberships not reconciled (cluster store: {exc})")
+        return done
 
     def close(self) -> None:
         self.sync.close()
@@ -114,12 +127,17 @@ class ClusterOverlayPlugin(DriverPlugin):
             self._delete_network(network_id)
 
     def _delete_network(self, network_id: str) -> None:
-        # Membership first: with etcd down the removal fails as a whole and Docker keeps
-        # the network for a retry, instead of a local removal leaking our membership.
+        # Local first, and a failed leave is not Docker's error: Docker has already
+        # released the network's IPAM and never retries a DeleteNetwork. A membership
+        # left behind is dropped when the plugin next starts (start()).
         cid = self.driver_id(network_id)
-        if cid != network_id:
-            oc.leave(self.store, cid, self.advertise)
         super().delete_network(network_id)
+        if cid != network_id:
+            try:
+                oc.leave(self.store, cid, self.advertise)
+            except CNMError as exc:
+                log.warning("overlay %s removed here, but leaving it in the cluster failed (%s); "
+                            "retried when the plugin starts", cid[:12], exc)
 
     # -- endpoints --------------------------------------------------------------------------
 
@@ -152,6 +170,12 @@ class ClusterOverlayPlugin(DriverPlugin):
         self.sync.unpublish(SimpleNamespace(id=endpoint_id, name=endpoint_id[:12]))
         super().delete_endpoint(network_id, endpoint_id)
 
+    def discover_new(self, discovery_type: int, data: dict[str, Any]) -> None:
+        """Hosts come from etcd (ClusterSync), not from Docker's node discovery."""
+
+    def discover_delete(self, discovery_type: int, data: dict[str, Any]) -> None:
+        """See discover_new."""
+
     def _publish(self, network_id: str, endpoint_id: str, rec: Mapping[str, Any] | None = None) -> None:
         cid = self.driver_id(network_id)
         if rec is None:
@@ -167,8 +191,15 @@ class ClusterOverlayPlugin(DriverPlugin):
     # -- after a restart ----------------------------------------------------------------------
 
     def restore_network(self, network_id: str, spec: NetworkSpec, rec: Mapping[str, Any]) -> None:
-        # Our membership has no lease: it is still in etcd, nothing to redo there
-        # (and an etcd outage at start does not stop the kernel state coming back).
+        # Re-assert our membership with the recorded VNI: `forget-host` may have freed
+        # the overlay while this plugin was down, and its VNI may since belong to another.
+        key = (rec.get("extra") or {}).get("key")
+        if key:
+            vni = parse_vni(spec.options[VXLANID_LIST])
+            try:
+                oc.join(self.store, key, [p.pool for p in spec.ipv4 + spec.ipv6], self.advertise, vni)
+            except Unavailable as exc:
+                log.warning("overlay %s restored without checking the cluster (%s)", spec.id[:12], exc)
         self.driver.restore_network(spec)
 
     def restored_endpoint(self, network_id: str, endpoint_id: str, rec: Mapping[str, Any]) -> None:

@@ -11,6 +11,7 @@ Keys:
 """
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Mapping
 
 from cnm.driverapi import EndpointInterface, IPAMData, NetworkSpec
@@ -72,6 +73,17 @@ class ServedState:
                      extra: Mapping[str, Any] | None = None) -> None:
         self.store.put(f"{NET}{network_id}", {"spec": spec_record(spec), "driver_id": driver_id or spec.id,
                                              "extra": dict(extra or {})})
+
+    def pools_in_use(self) -> set[str]:
+        """The canonical subnet of every pool the recorded networks use."""
+        out = set()
+        for _, rec in self.networks():
+            for pool in list(rec["spec"].get("ipv4") or []) + list(rec["spec"].get("ipv6") or []):
+                try:
+                    out.add(str(ipaddress.ip_network(pool["pool"], strict=False)))
+                except (KeyError, ValueError):
+                    continue
+        return out
 
     def drop_network(self, network_id: str) -> None:
         """The network and every endpoint record under it, in one transaction."""

@@ -15,6 +15,7 @@ are freed when the last host releases it.
 """
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from typing import Mapping
@@ -30,6 +31,14 @@ _ATTEMPTS = 16
 
 def _esc(text: str) -> str:
     return quote(text, safe="")
+
+
+def _canonical(cidr: str, what: str) -> str:
+    """One spelling per subnet ("fd00:0::/64" and "fd00::/64" are one pool)."""
+    try:
+        return str(ipaddress.ip_network(cidr.strip(), strict=False))
+    except ValueError:
+        raise InvalidParameter(f"invalid {what} {cidr!r}: want a CIDR such as 10.90.0.0/24") from None
 
 
 class SharedPoolIpam:
@@ -61,12 +70,21 @@ class SharedPoolIpam:
         if not pool:
             raise InvalidParameter("this IPAM is shared by the hosts of a cluster: pass --subnet, the same "
                                    "on every host (a pool picked here would differ from host to host)")
+        pool, sub_pool = _canonical(pool, "subnet"), _canonical(sub_pool, "ip-range") if sub_pool else None
         with self._lock:
             for attempt in range(_ATTEMPTS):
                 rkey = self._rec_key(address_space, pool)
                 kv = self.store.get(rkey)
                 if kv is not None:
                     pid = kv.value["pool_id"]
+                    if self.store.get(self._member_key(pid)) is not None:
+                        # One share per host: a second network here on the same pool would
+                        # free it under the first when either is removed.
+                        raise Conflict(f"this host already has a network on subnet {pool}; one network "
+                                       "per subnet on each host")
+                    if kv.value.get("sub_pool") != sub_pool:
+                        raise Conflict(f"subnet {pool} is used in the cluster with ip-range "
+                                       f"{kv.value.get('sub_pool') or 'none'}; pass the same --ip-range")
                     try:
                         self.store.atomic([Put(self._member_key(pid), {}), Put(rkey, kv.value)],
                                           expect={rkey: kv.revision})
@@ -83,7 +101,7 @@ class SharedPoolIpam:
                         continue
                     raise
                 try:
-                    self.store.atomic([Put(rkey, {"pool_id": got.pool_id, "gateway": None}),
+                    self.store.atomic([Put(rkey, {"pool_id": got.pool_id, "gateway": None, "sub_pool": sub_pool}),
                                        Put(self._member_key(got.pool_id), {})], expect={rkey: 0})
                     return got
                 except Conflict:
@@ -106,6 +124,19 @@ class SharedPoolIpam:
                     continue
                 self.inner.release_pool(pool_id)
                 return
+
+    def release_unused(self, in_use: set[str]) -> list[str]:
+        """Give back this host's share of every pool whose subnet no network here uses
+        (a ReleasePool that failed: Docker never retries one). Call only while no
+        request is in flight (at start). Returns the pool ids."""
+        mine, out = set(self.pools_of_member()), []
+        for kv in self.store.list(POOLS):
+            pid = kv.value.get("pool_id")
+            escaped = kv.key[len(POOLS):].partition("/")[2]
+            if pid in mine and unquote(escaped) not in in_use:
+                self.release_pool(pid)
+                out.append(pid)
+        return out
 
     def pools_of_member(self) -> list[str]:
         """The pool ids this member (host) holds a share of."""

@@ -167,6 +167,10 @@ def test_a_restarted_plugin_keeps_serving_its_networks(hosts):
     assert pings(a, "wa2", ip_of(b, "wb2", "web"))
     assert pings(b, "wb2", ip_of(a, "wa2", "web"))
     assert pings(b, "wb", ip_of(a, "wa", "web"))
+    # every joined endpoint is still announced: the restart withdrew none of a's
+    time.sleep(2.5)                              # past the sync loop's retry period
+    assert len(etcd_keys(a, "peers/")) == 4
+    assert pings(b, "wb", ip_of(a, "wa", "web"))
 
 
 def test_docker_default_ipam_clash_is_refused_clearly(hosts):

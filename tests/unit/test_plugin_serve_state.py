@@ -194,3 +194,58 @@ def test_a_host_gone_for_good_is_forgotten_and_what_only_it_held_is_freed():
     assert len([kv for kv in store.list("ipam/") if "/pools/" in kv.key]) == 1
     assert ipam1.request_address(shared.pool_id, None, {})    # h1's share is untouched
     assert oc.forget_host(store, "h2", _host_ipam(store, "h2")) == []
+
+
+def test_two_hosts_pinning_one_vni_for_one_overlay_race_safely():
+    store = MemoryStore("global")
+    cid = oc.cluster_id("name:web")
+    assert oc._pin(store, cid, 700) == (700, True)        # host A took the VNI, not yet the record
+    assert oc.join(store, "name:web", ["10.90.0.0/24"], "h2", vni=700) == (cid, 700)   # B: same overlay
+    assert oc.join(store, "name:web", ["10.90.0.0/24"], "h1", vni=700) == (cid, 700)   # A goes on
+    assert store.get(f"{vnis.PREFIX}700").value == {"network": cid}                     # still held
+    with pytest.raises(Conflict, match="700 is already used"):
+        oc.join(store, "name:db", ["10.91.0.0/24"], "h1", vni=700)
+
+
+def test_one_share_per_host_and_one_spelling_per_subnet():
+    store = MemoryStore("global")
+    a, b = _host_ipam(store, "h1"), _host_ipam(store, "h2")
+    pa = a.request_pool("LocalDefault", "fd00:0::/64", None, {}, True)
+    assert b.request_pool("LocalDefault", "fd00::/64", None, {}, True).pool_id == pa.pool_id
+    with pytest.raises(Conflict, match="already has a network on subnet fd00::/64"):
+        a.request_pool("LocalDefault", "fd00::/64", None, {}, True)
+    a.request_pool("LocalDefault", "10.90.0.0/24", "10.90.0.128/25", {}, False)
+    with pytest.raises(Conflict, match="ip-range 10.90.0.128/25"):
+        b.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+
+
+def test_shares_no_network_uses_are_given_back_at_start():
+    store = MemoryStore("global")
+    a, b = _host_ipam(store, "h1"), _host_ipam(store, "h2")
+    used = a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    leaked = a.request_pool("LocalDefault", "10.91.0.0/24", None, {}, False)   # its ReleasePool failed
+    b.request_pool("LocalDefault", "10.91.0.0/24", None, {}, False)
+    assert a.release_unused({"10.90.0.0/24"}) == [leaked.pool_id]
+    assert a.pools_of_member() == [used.pool_id]
+    assert b.pools_of_member() == [leaked.pool_id]                 # b's share is untouched
+
+
+def test_pools_in_use_reads_the_recorded_networks():
+    st = ServedState(MemoryStore())
+    st.save_network(NID, NetworkSpec(NID, "n", {}, ipv4=(IPAMData("10.90.0.0/24"),),
+                                     ipv6=(IPAMData("fd00:0::/64"),)))
+    assert st.pools_in_use() == {"10.90.0.0/24", "fd00::/64"}
+
+
+def test_publishing_an_endpoint_cancels_its_pending_withdrawal():
+    """At a restart a resync may take our still-published peer for a stale one and
+    queue its withdrawal; publishing it again must cancel that, or it is deleted."""
+    from types import SimpleNamespace
+    from cnm.cluster.sync import ClusterSync
+    sync = ClusterSync(None, MemoryStore("global"), "198.18.0.1")
+    sync._withdraw.add(f"peers/{NID}/{EID}")
+    ep = SimpleNamespace(id=EID, name="c", address="10.90.0.2/24", address_v6=None, mac="02:42:0a:5a:00:02",
+                         aliases=(), container_id="")
+    sync.publish(SimpleNamespace(id=NID), ep)          # no lease yet: kept for the publish loop
+    assert sync._withdraw == set()
+    assert sync._dirty.is_set()
