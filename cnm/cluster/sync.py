@@ -133,16 +133,6 @@ class ClusterSync:
             return [rec.get("name") or eid[:12] for eid, rec in self._peers.items()
                     if rec.get("network_id") == network_id]
 
-    def peer_with_address(self, network_id: str, address: str) -> str | None:
-        """The VTEP of another host's endpoint holding `address` in this network, if any."""
-        ip = address.split("/")[0]
-        with self._lock:
-            for rec in self._peers.values():
-                if rec.get("network_id") == network_id and ip in (
-                        (rec.get("ip") or "").split("/")[0], (rec.get("ip6") or "").split("/")[0]):
-                    return rec.get("vtep") or "?"
-        return None
-
     # ------------------------------------------------------- our endpoints
     def publish(self, net: Network, ep: Endpoint) -> None:
         """Announce a local endpoint of a global network (on our lease)."""

@@ -9,6 +9,7 @@ network with the same key joins the same VXLAN segment:
 
     plugin-overlay/<cluster id>                 {"key", "vni", "subnets"}
     plugin-overlay-members/<cluster id>/<vtep>  {}   one per host that has the network
+    plugin-overlay-addrs/<cluster id>/<ip>      {"host", "endpoint"}   one per endpoint address
 
 The cluster id is a hash of the key (64 hex digits, the shape of a Docker network ID),
 and is what the overlay driver, peers and VNI records use. The record and its VNI
@@ -155,3 +156,48 @@ def forget_host(store: Store, member: str, ipam=None) -> list[str]:
             ipam.release_pool(pool_id)
             done.append(f"pool {pool_id}: released by {member}")
     return done
+
+
+# -- addresses: one endpoint per address in an overlay, across hosts ------------------------
+# With Docker's default IPAM every engine hands out the same first addresses; these keys
+# make the second endpoint with an address fail at CreateEndpoint, naming the holder.
+ADDRS = "plugin-overlay-addrs/"
+
+
+def _addr_key(cid: str, address: str) -> str:
+    return f"{ADDRS}{cid}/{address.split('/')[0]}"
+
+
+def claim_address(store: Store, cid: str, address: str, member: str, endpoint_id: str) -> None:
+    key = _addr_key(cid, address)
+    try:
+        store.atomic([Put(key, {"host": member, "endpoint": endpoint_id})], expect={key: 0})
+    except Conflict:
+        held = store.get(key)
+        if held is not None and held.value.get("endpoint") == endpoint_id:
+            return                                  # ours already (a retried call)
+        host = held.value.get("host", "?") if held else "?"
+        raise Conflict(f"address {address.split('/')[0]} is already used on host {host} in this overlay: "
+                       "create the network with the plugin's IPAM (--ipam-driver) so that addresses "
+                       "are unique across hosts") from None
+
+
+def release_address(store: Store, cid: str, address: str, endpoint_id: str) -> None:
+    """Drop our claim (only ours: the key may have been taken again since)."""
+    key = _addr_key(cid, address)
+    held = store.get(key)
+    if held is not None and held.value.get("endpoint") == endpoint_id:
+        try:
+            store.atomic([Delete(key)], expect={key: held.revision})
+        except Conflict:
+            pass
+
+
+def claims_of(store: Store, member: str) -> list[tuple[str, str, str]]:
+    """(cluster id, address, endpoint id) of every claim `member` holds."""
+    out = []
+    for kv in store.list(ADDRS):
+        if kv.value.get("host") == member:
+            cid, _, addr = kv.key[len(ADDRS):].partition("/")
+            out.append((cid, addr, kv.value.get("endpoint", "")))
+    return out

@@ -75,15 +75,24 @@ class ClusterOverlayPlugin(DriverPlugin):
         Returns what could not be done."""
         self.sync.start()
         ours = set(self._ids.values())
+        endpoints = self._endpoint_ids()
         done: list[str] = []
         try:
             for cid in oc.memberships(self.store, self.advertise):
                 if cid not in ours:
                     oc.leave(self.store, cid, self.advertise)
                     log.info("left overlay %s: no Docker network on this host uses it", cid[:12])
+            for cid, addr, eid in oc.claims_of(self.store, self.advertise):
+                if eid not in endpoints:
+                    oc.release_address(self.store, cid, addr, eid)
         except CNMError as exc:
             done.append(f"cluster memberships not reconciled (cluster store: {exc})")
         return done
+
+    def _endpoint_ids(self) -> set[str]:
+        if self.state is None:
+            return set()
+        return {eid for nid, _ in self.state.networks() for eid, _ in self.state.endpoints(nid)}
 
     def close(self) -> None:
         self.sync.close()
@@ -143,14 +152,20 @@ class ClusterOverlayPlugin(DriverPlugin):
 
     def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
                         options: dict[str, Any]) -> EndpointInterface | None:
+        """Claim the endpoint's addresses in etcd first: with Docker's default IPAM two
+        engines hand out the same address, and the second is refused here."""
         cid = self.driver_id(network_id)
-        for addr in (iface.address, iface.address_v6):
-            owner = self.sync.peer_with_address(cid, addr) if addr else None
-            if owner:
-                raise Conflict(f"address {addr.split('/')[0]} is already used on host {owner} in this overlay: "
-                               "create the network with the plugin's IPAM (--ipam-driver) so that "
-                               "addresses are unique across hosts")
-        return super().create_endpoint(network_id, endpoint_id, iface, options)
+        claimed: list[str] = []
+        try:
+            for addr in (iface.address, iface.address_v6):
+                if addr:
+                    oc.claim_address(self.store, cid, addr, self.advertise, endpoint_id)
+                    claimed.append(addr)
+            return super().create_endpoint(network_id, endpoint_id, iface, options)
+        except BaseException:
+            for addr in claimed:
+                _quietly(lambda a=addr: oc.release_address(self.store, cid, a, endpoint_id))
+            raise
 
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
              options: dict[str, Any]) -> JoinResult:
@@ -168,7 +183,15 @@ class ClusterOverlayPlugin(DriverPlugin):
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         self.sync.unpublish(SimpleNamespace(id=endpoint_id, name=endpoint_id[:12]))
+        cid = self.driver_id(network_id)
+        rec = (self.state.endpoint(network_id, endpoint_id) if self.state else None) or {}
         super().delete_endpoint(network_id, endpoint_id)
+        for addr in (rec.get("address"), rec.get("address_v6")):
+            if addr:
+                try:
+                    oc.release_address(self.store, cid, addr, endpoint_id)
+                except CNMError as exc:     # dropped at the next start (start())
+                    log.warning("address %s stays claimed in the cluster for now: %s", addr, exc)
 
     def discover_new(self, discovery_type: int, data: dict[str, Any]) -> None:
         """Hosts come from etcd (ClusterSync), not from Docker's node discovery."""

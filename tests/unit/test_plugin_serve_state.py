@@ -249,3 +249,18 @@ def test_publishing_an_endpoint_cancels_its_pending_withdrawal():
     sync.publish(SimpleNamespace(id=NID), ep)          # no lease yet: kept for the publish loop
     assert sync._withdraw == set()
     assert sync._dirty.is_set()
+
+
+def test_an_address_is_claimed_once_per_overlay_across_hosts():
+    store = MemoryStore("global")
+    cid = oc.cluster_id("name:web")
+    oc.claim_address(store, cid, "10.90.0.2/24", "h1", EID)
+    oc.claim_address(store, cid, "10.90.0.2/24", "h1", EID)                  # a retried call: fine
+    with pytest.raises(Conflict, match="already used on host h1"):
+        oc.claim_address(store, cid, "10.90.0.2/24", "h2", "c" * 64)
+    oc.claim_address(store, oc.cluster_id("name:db"), "10.90.0.2/24", "h2", "c" * 64)   # other overlay
+    oc.release_address(store, cid, "10.90.0.2", "c" * 64)                   # not its claim: kept
+    assert [c[1] for c in oc.claims_of(store, "h1")] == ["10.90.0.2"]
+    oc.release_address(store, cid, "10.90.0.2", EID)
+    assert oc.claims_of(store, "h1") == []
+    oc.claim_address(store, cid, "10.90.0.2/24", "h2", "c" * 64)
