@@ -153,7 +153,7 @@ def forget_host(store: Store, member: str, ipam=None) -> list[str]:
         done.append(f"overlay {name}: left" + (", freed with its VXLAN id (no host left)" if freed else ""))
     if ipam is not None:
         for pool_id in ipam.pools_of_member():
-            ipam.release_pool(pool_id)
+            ipam.give_back(pool_id)
             done.append(f"pool {pool_id}: released by {member}")
     return done
 

@@ -16,15 +16,17 @@ are freed when the last host releases it.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 import time
 from typing import Mapping
 from urllib.parse import quote, unquote
 
-from cnm.errors import Conflict, InvalidParameter
+from cnm.errors import CNMError, Conflict, InvalidParameter
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
 from cnm.store import Delete, Put, Store
 
+log = logging.getLogger(__name__)
 POOLS, MEMBERS = "plugin-pool/", "plugin-pool-members/"
 _ATTEMPTS = 16
 
@@ -109,6 +111,16 @@ class SharedPoolIpam:
             raise Conflict(f"could not reserve subnet {pool}: too many concurrent changes; retry")
 
     def release_pool(self, pool_id: str) -> None:
+        """Drop this host's share; free the pool with the last one. A failure is logged,
+        not answered: Docker never retries a ReleasePool, and start-up gives the share
+        back (release_unused)."""
+        try:
+            self.give_back(pool_id)
+        except CNMError as exc:
+            log.warning("pool %s: share not given back yet (%s); retried when the plugin starts", pool_id, exc)
+
+    def give_back(self, pool_id: str) -> None:
+        """release_pool that raises (for start-up and forget-host, which report)."""
         with self._lock:
             self.store.delete(self._member_key(pool_id))
             for _ in range(_ATTEMPTS):
@@ -134,7 +146,7 @@ class SharedPoolIpam:
             pid = kv.value.get("pool_id")
             escaped = kv.key[len(POOLS):].partition("/")[2]
             if pid in mine and unquote(escaped) not in in_use:
-                self.release_pool(pid)
+                self.give_back(pid)
                 out.append(pid)
         return out
 

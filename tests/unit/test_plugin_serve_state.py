@@ -264,3 +264,22 @@ def test_an_address_is_claimed_once_per_overlay_across_hosts():
     oc.release_address(store, cid, "10.90.0.2", EID)
     assert oc.claims_of(store, "h1") == []
     oc.claim_address(store, cid, "10.90.0.2/24", "h2", "c" * 64)
+
+
+def test_a_pool_release_docker_will_not_retry_is_not_answered_with_an_error():
+    class Away(MemoryStore):
+        down = False
+
+        def delete(self, key):
+            if self.down:
+                raise Unavailable("cluster store unreachable")
+            return super().delete(key)
+    store = Away("global")
+    a = _host_ipam(store, "h1")
+    pool = a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    store.down = True
+    a.release_pool(pool.pool_id)                       # logged; the share stays for start-up
+    with pytest.raises(Unavailable):
+        a.give_back(pool.pool_id)
+    store.down = False
+    assert a.release_unused(set()) == [pool.pool_id] and store.list("plugin-pool") == []
