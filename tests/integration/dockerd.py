@@ -216,6 +216,15 @@ class DockerEngine:
             raise
         return self
 
+    def restart(self, timeout: float = 30) -> "DockerEngine":
+        """Stop dockerd with SIGTERM (it stops its containers, as on a host's service
+        restart) and start it again on the same data; the image is kept."""
+        if self.alive():
+            self._remember_tree()
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        return self.start(timeout=timeout, image=False)
+
     def _wait(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:

@@ -218,3 +218,23 @@ def test_published_ports_reach_the_container(dk, dk_ns):
     dk.docker("rm", "-f", "web")
     rules = sh("ip", "netns", "exec", dk_ns, "nft", "list", "table", "inet", "cnm").stdout
     assert "8080" not in rules and "5353" not in rules
+
+
+def test_dockerd_restart_keeps_the_network_and_restarts_containers_on_it(dk, dk_ns):
+    """A service restart of dockerd: it stops its containers (Leave, DeleteEndpoint to
+    the plugin), starts again, and brings back `--restart always` containers (Join)."""
+    nid = create(dk, "rs", "10.77.6.0/24").stdout.strip()
+    dk.docker("run", "-d", "--name", "keep", "--restart", "always", "--stop-timeout", "1", "--net", "rs",
+              IMAGE, "sleep", "1000")
+    dk.restart()
+    deadline = time.monotonic() + 20
+    while dk.docker("inspect", "-f", "{{.State.Running}}", "keep").stdout.strip() != "true":
+        assert time.monotonic() < deadline, "the container did not come back"
+        time.sleep(0.2)
+    ip = container_ip(dk, "keep", "rs")
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.77.6.0/24")
+    r = dk.docker("run", "--rm", "--net", "rs", IMAGE, "ping", "-c", "1", "-W", "2", "keep", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # one veth on the bridge: the endpoint from before the restart was removed, not leaked
+    ports = sh("ip", "-n", dk_ns, "-o", "link", "show", "master", f"br-{nid[:12]}").stdout.splitlines()
+    assert len(ports) == 1, ports
