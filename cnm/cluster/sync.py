@@ -284,7 +284,8 @@ class ClusterSync:
         if driver is None:
             return   # kept: programmed by the driver itself once the network appears (overlay remembers)
         try:
-            driver.discover_new("peer", {k: rec.get(k) for k in ("network_id", "endpoint_id", "ip", "mac", "vtep")})
+            driver.discover_new("peer", {k: rec.get(k) for k in ("network_id", "endpoint_id", "ip", "ip6", "mac",
+                                                                 "vtep")})
         except CNMError as exc:
             log.warning("programming peer %s: %s", eid[:12], exc)
         if self.discovery is not None and net is not None:

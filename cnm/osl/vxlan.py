@@ -17,6 +17,7 @@ Kernel facts this relies on:
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,10 @@ def _ipv4(value: str, what: str) -> str:
         return str(ipaddress.IPv4Address(value))
     except ValueError:
         raise InvalidParameter(f"invalid {what} {value!r}: want an IPv4 address") from None
+
+
+def _family(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return socket.AF_INET6 if addr.version == 6 else socket.AF_INET
 
 
 def _mac(value: str) -> str:
@@ -169,20 +174,22 @@ class VxlanNetlink(Netlink):
     def neigh_replace(self, dev: str, ip: str, mac: str) -> None:
         """Permanent neighbour entry on `dev` (what the VXLAN proxy answers ARP with).
         Idempotent."""
-        addr, mac = str(ipaddress.ip_address(ip)), _mac(mac)
+        parsed, mac = ipaddress.ip_address(ip), _mac(mac)
+        addr, family = str(parsed), _family(parsed)
         self._do(f"add neighbour {addr} -> {mac} on {dev}", lambda ipr: ipr.neigh(
-            "replace", ifindex=self._index(ipr, dev), dst=addr, lladdr=mac, state=NUD_PERMANENT))
+            "replace", ifindex=self._index(ipr, dev), dst=addr, lladdr=mac, state=NUD_PERMANENT, family=family))
 
     def neigh_delete(self, dev: str, ip: str) -> bool:
         """Idempotent: False when the device or entry is gone."""
-        addr = str(ipaddress.ip_address(ip))
+        parsed = ipaddress.ip_address(ip)
+        addr, family = str(parsed), _family(parsed)
 
         def delete(ipr: Any) -> bool:
             found = ipr.link_lookup(ifname=dev)
             if not found:
                 return False
             try:
-                ipr.neigh("del", ifindex=found[0], dst=addr)
+                ipr.neigh("del", ifindex=found[0], dst=addr, family=family)
             except Exception as exc:
                 if is_gone(exc):
                     return False

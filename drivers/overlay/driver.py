@@ -484,7 +484,7 @@ class OverlayDriver:
     # -- discovery: peers and nodes ---------------------------------------------------------------
 
     def discover_new(self, kind: str, data: Mapping[str, object]) -> None:
-        """kind "peer": {"network_id", "endpoint_id", "ip", "mac", "vtep"} -> neighbour
+        """kind "peer": {"network_id", "endpoint_id", "ip", "mac", "vtep", "ip6"?} -> neighbour
         and FDB entries on the network's VXLAN device (now, or when the network is
         created here). Peers on this host (vtep == advertise_addr) are skipped.
         kind "node": {"address"} -> a VTEP the filter accepts VXLAN from.
@@ -505,7 +505,7 @@ class OverlayDriver:
                 network_id, endpoint_id = parse_peer_key(data)
                 old = self._peers.remove(network_id, endpoint_id)
                 if old is not None:
-                    self._sync_entries(network_id, {old.ip}, {old.mac})
+                    self._sync_entries(network_id, old.ips, {old.mac})
             elif kind == NODE:
                 address = parse_node(data)
                 if address in self._nodes:
@@ -522,7 +522,7 @@ class OverlayDriver:
             old = self._peers.remove(peer.network_id, peer.endpoint_id)
         else:
             old = self._peers.add(peer)
-        ips = {peer.ip} | ({old.ip} if old else set())
+        ips = peer.ips | (old.ips if old else set())
         macs = {peer.mac} | ({old.mac} if old else set())
         self._sync_entries(peer.network_id, ips, macs)
 

@@ -27,6 +27,11 @@ class Peer:
     ip: str          # plain address, no prefix
     mac: str         # lower-case, colon-separated
     vtep: str        # the remote host's underlay IPv4 address
+    ip6: str | None = None   # its IPv6 address on a dual-stack network (a second neighbour entry)
+
+    @property
+    def ips(self) -> set[str]:
+        return {self.ip} | ({self.ip6} if self.ip6 else set())
 
 
 def _text(data: Mapping[str, object], key: str, kind: str) -> str:
@@ -52,16 +57,23 @@ def parse_ipv4(value: str, what: str) -> str:
 
 def parse_peer(data: Mapping[str, object]) -> Peer:
     """The discover payload {"network_id", "endpoint_id", "ip" (prefix optional), "mac",
-    "vtep"} -> Peer. Raises InvalidParameter."""
+    "vtep", and optionally "ip6"} -> Peer. Raises InvalidParameter."""
     raw_ip = _text(data, "ip", "peer")
     try:
         ip = str(ipaddress.ip_interface(raw_ip.strip()).ip)
     except ValueError:
         raise InvalidParameter(f"invalid peer address {raw_ip!r}: want an IP address, prefix optional") from None
+    ip6 = None
+    if data.get("ip6"):
+        raw6 = _text(data, "ip6", "peer")
+        try:
+            ip6 = str(ipaddress.IPv6Interface(raw6.strip()).ip)
+        except ValueError:
+            raise InvalidParameter(f"invalid peer IPv6 address {raw6!r}: want an IPv6 address, prefix optional") from None
     return Peer(network_id=_text(data, "network_id", "peer"),
                 endpoint_id=_text(data, "endpoint_id", "peer"),
                 ip=ip, mac=parse_mac(_text(data, "mac", "peer")),
-                vtep=parse_ipv4(_text(data, "vtep", "peer"), "peer VTEP address"))
+                vtep=parse_ipv4(_text(data, "vtep", "peer"), "peer VTEP address"), ip6=ip6)
 
 
 def parse_peer_key(data: Mapping[str, object]) -> tuple[str, str]:
@@ -108,7 +120,7 @@ class PeerTable:
 
     def neighbour_for(self, network_id: str, ip: str) -> str | None:
         """The MAC the neighbour entry for `ip` should carry; None = no entry."""
-        p = self._winner(network_id, lambda peer: peer.ip == ip)
+        p = self._winner(network_id, lambda peer: ip in peer.ips)
         return p.mac if p else None
 
     def fdb_for(self, network_id: str, mac: str) -> str | None:
@@ -121,6 +133,7 @@ class PeerTable:
         neigh: dict[str, str] = {}
         fdb: dict[str, str] = {}
         for p in self.peers(network_id):       # later peers overwrite earlier ones
-            neigh[p.ip] = p.mac
+            for ip in p.ips:
+                neigh[ip] = p.mac
             fdb[p.mac] = p.vtep
         return neigh, fdb

@@ -158,6 +158,22 @@ def test_one_overlay_across_two_docker_engines(hosts):
     assert record
 
 
+def test_dual_stack_overlay_carries_ipv6_between_hosts(hosts):
+    a, b = hosts
+    for h in hosts:
+        h.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.94.0.0/24",
+                 "--ipv6", "--subnet", "fd00:94::/64", "dual")
+    a.docker("run", "-d", "--name", "da", "--net", "dual", IMAGE, "sleep", "1000")
+    b.docker("run", "-d", "--name", "db", "--net", "dual", IMAGE, "sleep", "1000")
+    v6 = a.docker("inspect", "-f", "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}", "da").stdout.strip()
+    assert v6.startswith("fd00:94::")
+    assert pings(b, "db", v6), "IPv6 across the overlay"
+    assert pings(b, "db", ip_of(a, "da", "dual"))
+    for h in hosts:
+        h.docker("rm", "-f", "da" if h is a else "db")
+        h.docker("network", "rm", "dual")
+
+
 def test_a_restarted_plugin_keeps_serving_its_networks(hosts):
     a, b = hosts
     a.stop_plugin()

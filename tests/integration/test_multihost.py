@@ -141,6 +141,23 @@ def test_daemon_sigkill_and_restart_resyncs(lab):
                 red1, red2}) == 4
 
 
+def test_dual_stack_overlay_carries_ipv6_between_hosts(lab):
+    on(lab, "h1", "create", "-d", "overlay", "--subnet", "10.35.0.0/24", "--ipv6", "--subnet", "fd00:35::/64", "dual")
+    on(lab, "h1", "run", "-d", "--name", "d1", "--net", "dual", BB, "sleep", "600")
+    on(lab, "h2", "run", "-d", "--name", "d2", "--net", "dual", BB, "sleep", "600", timeout=60)
+    info = json.loads(on(lab, "h2", "container", "inspect", "d2").stdout)[0]
+    v6 = info["NetworkSettings"]["Networks"]["dual"]["GlobalIPv6Address"]
+    assert v6.startswith("fd00:35::")
+    ok = False
+    for _ in range(10):        # the peer reaches h1 through etcd; DAD may hold the address a moment
+        if on(lab, "h1", "exec", "d1", "--", BB, "ping", "-6", "-c1", "-W1", v6, check=False).returncode == 0:
+            ok = True
+            break
+        time.sleep(0.3)
+    assert ok, "IPv6 across the overlay"
+    assert ping(lab, "h1", "d1", ct_ip(lab, "h2", "d2", "dual"))
+
+
 def test_one_of_three_etcd_members_down(lab):
     lab("lab", "stop", "--etcd", LAB, "h3")
     try:

@@ -86,6 +86,11 @@ def test_peer_payloads():
     assert (p.ip, p.mac, p.vtep) == ("10.0.0.3", "02:42:0a:00:00:03", "198.18.0.2")
     assert parse_peer({"network_id": "n", "endpoint_id": "e", "ip": "10.0.0.3",
                        "mac": "02:42:0a:00:00:03", "vtep": "198.18.0.2"}).ip == "10.0.0.3"
+    assert parse_peer({"network_id": "n", "endpoint_id": "e", "ip": "10.0.0.3", "ip6": "fd00::3/64",
+                       "mac": "02:42:0a:00:00:03", "vtep": "198.18.0.2"}).ips == {"10.0.0.3", "fd00::3"}
+    with pytest.raises(InvalidParameter, match="IPv6"):
+        parse_peer({"network_id": "n", "endpoint_id": "e", "ip": "10.0.0.3", "ip6": "10.0.0.4",
+                    "mac": "02:42:0a:00:00:03", "vtep": "198.18.0.2"})
     assert parse_peer_key({"network_id": "n", "endpoint_id": "e"}) == ("n", "e")
     assert parse_node({"address": "198.18.0.9"}) == "198.18.0.9"
     for bad in ({"network_id": "n", "endpoint_id": "e", "ip": "x", "mac": "02:42:0a:00:00:03", "vtep": "1.2.3.4"},

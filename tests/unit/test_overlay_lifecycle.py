@@ -417,3 +417,16 @@ def test_constructor_validates(world, fw, tmp_path):
     with pytest.raises(InvalidParameter, match="port"):
         OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500, firewall=fw,
                       vxlan_port=0)
+
+
+def test_a_dual_stack_peer_gets_an_ipv6_neighbour_too(driver, world, tmp_path):
+    """Without it, IPv6 between containers on two hosts finds no neighbour: the VXLAN
+    device learns nothing and floods nothing (learning off), so NDP goes unanswered."""
+    driver.create_network(spec())
+    ns, vx = ns_of(world, tmp_path), naming.vxlan_name(256, NID)
+    driver.discover_new("peer", {**peer(), "ip6": "fd00:200::3/64"})
+    assert ns.neigh[vx] == {"10.200.0.3": "02:42:0a:c8:00:03", "fd00:200::3": "02:42:0a:c8:00:03"}
+    driver.discover_new("peer", {**peer(), "ip6": "fd00:200::5"})          # moved: the old entry goes
+    assert ns.neigh[vx] == {"10.200.0.3": "02:42:0a:c8:00:03", "fd00:200::5": "02:42:0a:c8:00:03"}
+    driver.discover_delete("peer", peer())
+    assert ns.neigh.get(vx, {}) == {}
