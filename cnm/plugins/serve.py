@@ -179,6 +179,7 @@ class IpamAdapter(IpamPlugin):
 
     def __init__(self, ipam: Ipam) -> None:
         self.ipam = ipam
+        self.requires_mac_address = bool(getattr(ipam, "requires_mac_address", False))
 
     def default_address_spaces(self) -> tuple[str, str]:
         return self.ipam.default_address_spaces()

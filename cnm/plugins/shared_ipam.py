@@ -27,6 +27,7 @@ from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
 from cnm.store import Delete, Put, Store
 
 log = logging.getLogger(__name__)
+MAC_OPTION = "com.docker.network.endpoint.macaddress"
 POOLS, MEMBERS = "plugin-pool/", "plugin-pool-members/"
 _ATTEMPTS = 16
 
@@ -44,7 +45,14 @@ def _canonical(cidr: str, what: str) -> str:
 
 
 class SharedPoolIpam:
-    """An Ipam (cnm.ipamapi) over `inner` (a DefaultIpam on `store`), pools shared by subnet."""
+    """An Ipam (cnm.ipamapi) over `inner` (a DefaultIpam on `store`), pools shared by subnet.
+
+    Network-wide addresses are shared like the gateway: the aux addresses of
+    `--aux-address`, which every host's copy of the network asks for alike. Docker
+    sends them without the endpoint MAC that it adds to every container's request
+    once an IPAM says RequiresMACAddress, which is how the two are told apart."""
+
+    requires_mac_address = True
 
     def __init__(self, inner, store: Store, member: str) -> None:
         self.inner = inner
@@ -160,7 +168,10 @@ class SharedPoolIpam:
         return out
 
     def request_address(self, pool_id: str, address: str | None, options: Mapping[str, str]) -> str:
-        if (options or {}).get(GATEWAY_REQUEST) != GATEWAY_TYPE:
+        options = options or {}
+        if options.get(GATEWAY_REQUEST) != GATEWAY_TYPE:
+            if address and not options.get(MAC_OPTION):
+                return self._shared_address(pool_id, address, options)      # --aux-address
             return self.inner.request_address(pool_id, address, options)
         with self._lock:
             for _ in range(_ATTEMPTS):
@@ -181,8 +192,30 @@ class SharedPoolIpam:
                     self.inner.release_address(pool_id, got)
             raise Conflict("could not reserve the gateway: too many concurrent changes; retry")
 
+    def _shared_address(self, pool_id: str, address: str, options: Mapping[str, str]) -> str:
+        """An address every host's copy of the network reserves alike (aux): taken once,
+        then handed to each host that asks; freed with the pool."""
+        ip = address.split("/")[0]
+        with self._lock:
+            for _ in range(_ATTEMPTS):
+                kv = self._find(pool_id)
+                if kv is None:
+                    return self.inner.request_address(pool_id, address, options)
+                held = dict(kv.value.get("aux") or {})
+                if ip in held:
+                    return held[ip]
+                got = self.inner.request_address(pool_id, address, options)
+                try:
+                    self.store.atomic([Put(kv.key, {**kv.value, "aux": {**held, ip: got}})],
+                                      expect={kv.key: kv.revision})
+                    return got
+                except Conflict:
+                    self.inner.release_address(pool_id, got)
+            raise Conflict(f"could not reserve {ip}: too many concurrent changes; retry")
+
     def release_address(self, pool_id: str, address: str) -> None:
         kv = self._find(pool_id)
-        if kv is not None and (kv.value.get("gateway") or "").split("/")[0] == address.split("/")[0]:
+        ip = address.split("/")[0]
+        if kv is not None and ((kv.value.get("gateway") or "").split("/")[0] == ip or ip in (kv.value.get("aux") or {})):
             return                                          # shared; freed with the pool
         self.inner.release_address(pool_id, address)

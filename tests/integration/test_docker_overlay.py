@@ -144,7 +144,8 @@ def pings(h: Host, container: str, target: str, tries: int = 20) -> bool:
 def test_one_overlay_across_two_docker_engines(hosts):
     a, b = hosts
     for h in hosts:
-        h.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.90.0.0/24", "web")
+        h.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.90.0.0/24",
+                 "--aux-address", "router=10.90.0.250", "web")          # aux: the same on every host
     a.docker("run", "-d", "--name", "wa", "--net", "web", IMAGE, "sleep", "1000")
     b.docker("run", "-d", "--name", "wb", "--net", "web", IMAGE, "sleep", "1000")
     ipa, ipb = ip_of(a, "wa", "web"), ip_of(b, "wb", "web")

@@ -283,3 +283,21 @@ def test_a_pool_release_docker_will_not_retry_is_not_answered_with_an_error():
         a.give_back(pool.pool_id)
     store.down = False
     assert a.release_unused(set()) == [pool.pool_id] and store.list("plugin-pool") == []
+
+
+def test_aux_addresses_are_shared_but_a_containers_static_address_is_not():
+    store = MemoryStore("global")
+    a, b = _host_ipam(store, "h1"), _host_ipam(store, "h2")
+    assert a.requires_mac_address                  # so Docker tells containers' requests apart
+    pa = a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    pb = b.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    assert a.request_address(pa.pool_id, "10.90.0.250", {}) == "10.90.0.250/24"     # --aux-address
+    assert b.request_address(pb.pool_id, "10.90.0.250", {}) == "10.90.0.250/24"     # same, on host 2
+    mac = {"com.docker.network.endpoint.macaddress": "02:42:0a:5a:00:4d"}
+    assert a.request_address(pa.pool_id, "10.90.0.77", mac) == "10.90.0.77/24"      # docker run --ip
+    with pytest.raises(Conflict, match="already in use"):
+        b.request_address(pb.pool_id, "10.90.0.77", mac)
+    with pytest.raises(Conflict, match="already in use"):
+        b.request_address(pb.pool_id, "10.90.0.250", mac)                            # never a container's
+    b.release_address(pb.pool_id, "10.90.0.250")                                     # kept: a uses it too
+    assert a.request_address(pa.pool_id, "10.90.0.250", {}) == "10.90.0.250/24"
