@@ -85,6 +85,10 @@ class SharedPoolIpam:
             for attempt in range(_ATTEMPTS):
                 rkey = self._rec_key(address_space, pool)
                 kv = self.store.get(rkey)
+                if kv is not None and kv.value.get("releasing"):
+                    # Its last host was freeing it (and may have died doing so): finish.
+                    self._finish_release(kv)
+                    continue
                 if kv is not None:
                     pid = kv.value["pool_id"]
                     if self.store.get(self._member_key(pid)) is not None:
@@ -138,12 +142,22 @@ class SharedPoolIpam:
                     return
                 if self.store.list(f"{MEMBERS}{_esc(pool_id)}/"):
                     return                                  # other hosts still use it
-                try:
-                    self.store.atomic([Delete(kv.key)], expect={kv.key: kv.revision})
-                except Conflict:
-                    continue
-                self.inner.release_pool(pool_id)
+                if not kv.value.get("releasing"):
+                    # Marked first (a join changes the revision, so none slips in), then
+                    # freed, then the record goes: a crash in between leaves a marked
+                    # record that the next request for the subnet finishes.
+                    try:
+                        self.store.atomic([Put(kv.key, {**kv.value, "releasing": True})],
+                                          expect={kv.key: kv.revision})
+                    except Conflict:
+                        continue
+                    kv = self.store.get(kv.key) or kv
+                self._finish_release(kv)
                 return
+
+    def _finish_release(self, kv) -> None:
+        self.inner.release_pool(kv.value["pool_id"])
+        self.store.delete(kv.key)
 
     def release_unused(self, in_use: set[str]) -> list[str]:
         """Give back this host's share of every pool whose subnet no network here uses

@@ -301,3 +301,24 @@ def test_aux_addresses_are_shared_but_a_containers_static_address_is_not():
         b.request_address(pb.pool_id, "10.90.0.250", mac)                            # never a container's
     b.release_address(pb.pool_id, "10.90.0.250")                                     # kept: a uses it too
     assert a.request_address(pa.pool_id, "10.90.0.250", {}) == "10.90.0.250/24"
+
+
+def test_a_release_cut_short_is_finished_by_the_next_request():
+    store = MemoryStore("global")
+    a = _host_ipam(store, "h1")
+    pool = a.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    a.request_address(pool.pool_id, None, GW)
+    real = a.inner.release_pool
+
+    def crash(pool_id):
+        raise Unavailable("etcd went away half-way")
+    a.inner.release_pool = crash
+    with pytest.raises(Unavailable):
+        a.give_back(pool.pool_id)                       # marked releasing, not yet freed
+    assert [kv.value.get("releasing") for kv in store.list("plugin-pool/")] == [True]
+    a.inner.release_pool = real
+    b = _host_ipam(store, "h2")
+    again = b.request_pool("LocalDefault", "10.90.0.0/24", None, {}, False)
+    assert again.subnet == "10.90.0.0/24"
+    assert b.request_address(again.pool_id, None, GW) == "10.90.0.1/24"    # a fresh pool, not the orphan
+    assert [kv.value.get("releasing") for kv in store.list("plugin-pool/")] == [None]
