@@ -63,21 +63,26 @@ def engine(dk_ns, dk_tmp):
         eng.teardown()
 
 
-@pytest.fixture(scope="module")
-def plugin(engine, dk_ns, dk_tmp):
-    """`net plugin serve` (bridge driver + default IPAM) in the same namespace as dockerd."""
+def serve(dk_ns, dk_tmp):
     sock = dk_tmp / "plugins" / f"{PLUGIN}.sock"
-    proc = start_in_ns(dk_ns, [NET, "plugin", "serve", "--name", PLUGIN, "--driver", "bridge", "--ipam",
+    return start_in_ns(dk_ns, [NET, "plugin", "serve", "--name", PLUGIN, "--driver", "bridge", "--ipam",
                                "--plugin-dir", str(dk_tmp / "plugins"), "--root", str(dk_tmp / "proot")],
                        sock, dk_tmp / "serve.log")
-    yield proc
-    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def plugin(engine, dk_ns, dk_tmp):
+    """`net plugin serve` (bridge driver + default IPAM) in the same namespace as dockerd,
+    in a one-element list (a test may restart it)."""
+    holder = [serve(dk_ns, dk_tmp)]
+    yield holder
+    stop(holder[0])
 
 
 @pytest.fixture
 def dk(engine, plugin, dk_ns):
     """The engine, with the plugin serving; every container and network removed after."""
-    assert plugin.poll() is None, "the plugin died"
+    assert plugin[0].poll() is None, "the plugin died"
     yield engine
     engine.remove_all()
 
@@ -238,3 +243,19 @@ def test_dockerd_restart_keeps_the_network_and_restarts_containers_on_it(dk, dk_
     # one veth on the bridge: the endpoint from before the restart was removed, not leaked
     ports = sh("ip", "-n", dk_ns, "-o", "link", "show", "master", f"br-{nid[:12]}").stdout.splitlines()
     assert len(ports) == 1, ports
+
+
+def test_a_restarted_plugin_still_serves_what_docker_made(dk, dk_ns, dk_tmp, plugin):
+    """Docker replays nothing to a restarted plugin: it restores its networks and
+    endpoints from its state, so later calls on them (Join, DeleteEndpoint) work."""
+    nid = create(dk, "kept", "10.77.7.0/24").stdout.strip()
+    run(dk, "old", "kept")
+    stop(plugin[0])
+    plugin[0] = serve(dk_ns, dk_tmp)
+    r = dk.docker("run", "--rm", "--net", "kept", IMAGE, "ping", "-c", "1", "-W", "2", "old", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dk.docker("rm", "-f", "old")                       # DeleteEndpoint on a restored endpoint
+    ports = sh("ip", "-n", dk_ns, "-o", "link", "show", "master", f"br-{nid[:12]}").stdout.splitlines()
+    assert ports == []
+    dk.docker("network", "rm", "kept")
+    assert f"br-{nid[:12]}" not in link_names(dk_ns)
