@@ -29,7 +29,7 @@ NET_PREFIX = "network/"
 EP_PREFIX = "endpoint/"
 NAME_PREFIX = "netname/"          # global networks: one key per name, so names are unique cluster-wide
 GLOBAL_CACHE = "globalcache/network/"   # local copy of global networks
-PORTMAP = "com.docker.network.portmap"   # Docker's option key for port bindings
+PORTMAP = labels.PORTMAP
 
 # Networks that exist exactly once and can never be removed.
 BUILTIN = {"none": "null", "host": "host", "bridge": "bridge"}

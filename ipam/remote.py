@@ -10,13 +10,14 @@ import ipaddress
 import threading
 from typing import Any, Callable, Mapping
 
+from cnm import labels
 from cnm.errors import CNMError, InternalError
 from cnm.ipamapi import Pool
 from cnm.plugins import IPAM_DRIVER
 from cnm.plugins.client import DEFAULT_TIMEOUT, Fields, PluginClient
 from cnm.plugins.discovery import Discovery, is_valid_name
 
-MAC_OPTION = "com.docker.network.endpoint.macaddress"
+MAC_OPTION = labels.ENDPOINT_MAC
 
 
 def _plain(address: str) -> str:

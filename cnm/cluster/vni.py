@@ -5,13 +5,14 @@ the key does not exist, so two hosts creating networks at the same moment never 
 the same VNI. Docker's overlay starts at 256."""
 from __future__ import annotations
 
+from cnm import labels
 from cnm.errors import Conflict, Unavailable
 from cnm.store import Put, Store
 
 FIRST_VNI = 256
 LAST_VNI = (1 << 24) - 1
 PREFIX = "vni/"
-VNI_OPTION = "com.docker.network.overlay.vxlanid_list"
+VNI_OPTION = labels.VXLANID_LIST
 
 
 def first_free(taken: set[int]) -> int:

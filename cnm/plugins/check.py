@@ -75,6 +75,7 @@ def _is_mac(v: Any) -> bool:
 class _Run:
     def __init__(self, client: PluginClient, report: Report) -> None:
         self.client, self.report = client, report
+        self.last_status: int | None = None       # HTTP status of the last call (None: no answer)
 
     def flag(self, step: str, message: str, severity: str = ERROR) -> None:
         self.report.findings.append(Finding(step, message, severity))
@@ -87,11 +88,13 @@ class _Run:
         return doc
 
     def _call(self, step: str, method: str, body: Any, err_field: str) -> dict | None:
+        self.last_status = None
         try:
             resp = self.client.raw(method, body)
         except CNMError as exc:
             self.flag(step, str(exc))
             return None
+        self.last_status = resp.status
         try:
             doc = json.loads(resp.body) if resp.body.strip() else None
         except ValueError:
@@ -264,7 +267,7 @@ def _request_pool(run: _Run, ip: str, space: str, subnet: str) -> dict | None:
     n = len(run.report.findings)
     pool = run.call(step, ip + "RequestPool", body, "Error")
     refused = run.report.findings[n:]
-    if pool is not None or len(refused) != 1 or not refused[0].message.startswith("answered HTTP 4"):
+    if pool is not None or len(refused) != 1 or not 400 <= (run.last_status or 0) < 500:
         return pool
     del run.report.findings[n:]
     run.report.steps.pop()

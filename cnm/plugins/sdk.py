@@ -23,6 +23,7 @@ import signal
 import threading
 from typing import Any, Callable, Mapping
 
+from cnm import labels
 from cnm.driverapi import EndpointInterface, IPAMData, JoinResult, StaticRoute
 from cnm.errors import CNMError, InternalError, InvalidParameter, NotFound
 from cnm.ipamapi import GLOBAL_DEFAULT, LOCAL_DEFAULT, Pool
@@ -34,11 +35,11 @@ __all__ = ["NetworkPlugin", "IpamPlugin", "EndpointInterface", "IPAMData", "Join
            "StaticRoute", "make_server", "serve"]
 
 log = logging.getLogger(__name__)
-GENERIC = "com.docker.network.generic"
+GENERIC = labels.GENERIC
 _IFACE = (("Address", "address"), ("AddressIPv6", "address_v6"), ("MacAddress", "mac"))
 
 
-def _ipam_data(raw: Any) -> list[IPAMData]:
+def ipam_data(raw: Any) -> list[IPAMData]:
     out = []
     for d in raw or []:
         out.append(IPAMData(pool=d.get("Pool", ""), gateway=d.get("Gateway") or None,
@@ -62,7 +63,7 @@ class NetworkPlugin:
         com.docker.network.enable_ipv6 and com.docker.network.internal)."""
         opts = body.get("Options") or {}
         self.create_network(body["NetworkID"], dict(opts.get(GENERIC) or {}),
-                            _ipam_data(body.get("IPv4Data")), _ipam_data(body.get("IPv6Data")))
+                            ipam_data(body.get("IPv4Data")), ipam_data(body.get("IPv6Data")))
 
     def delete_network(self, network_id: str) -> None: ...
 
@@ -162,7 +163,7 @@ def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
 
     def allocate(b: dict) -> dict:
         return {"Options": p.allocate_network(b["NetworkID"], dict(b.get("Options") or {}),
-                                              _ipam_data(b.get("IPv4Data")), _ipam_data(b.get("IPv6Data")))}
+                                              ipam_data(b.get("IPv4Data")), ipam_data(b.get("IPv6Data")))}
 
     def none(fn: Callable[..., Any]) -> Callable[[dict], dict]:
         return lambda b: (fn(), {})[1]

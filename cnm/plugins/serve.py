@@ -12,16 +12,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from cnm.driverapi import Driver, EndpointInterface, IPAMData, JoinResult, NetworkSpec
+from cnm import labels
+from cnm.driverapi import Driver, EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import CNMError, InvalidParameter
 from cnm.ipamapi import Ipam, Pool
-from cnm.plugins.sdk import GENERIC, IpamPlugin, NetworkPlugin
+from cnm.plugins.sdk import GENERIC, IpamPlugin, NetworkPlugin, ipam_data
 from cnm.plugins.served_state import ServedState, iface_from, iface_record, spec_from
 
 log = logging.getLogger(__name__)
 
-ENABLE_IPV6 = "com.docker.network.enable_ipv6"
-INTERNAL = "com.docker.network.internal"
+ENABLE_IPV6 = labels.ENABLE_IPV6
+INTERNAL = labels.INTERNAL
 
 
 def _flag(value: Any) -> bool:
@@ -48,14 +49,9 @@ class DriverPlugin(NetworkPlugin):
         opts = body.get("Options") or {}
         internal = _flag(opts.get(INTERNAL, False))
         options = self.driver.validate_options(generic, internal)
-
-        def pools(raw: Any) -> tuple[IPAMData, ...]:
-            return tuple(IPAMData(pool=d["Pool"], gateway=d.get("Gateway") or None,
-                                  aux_addresses=dict(d.get("AuxAddresses") or {}),
-                                  address_space=d.get("AddressSpace", "")) for d in raw or [])
         nid = body["NetworkID"]
-        return NetworkSpec(id=nid, name=nid[:12], options=options, ipv4=pools(body.get("IPv4Data")),
-                           ipv6=pools(body.get("IPv6Data")), internal=internal,
+        return NetworkSpec(id=nid, name=nid[:12], options=options, ipv4=tuple(ipam_data(body.get("IPv4Data"))),
+                           ipv6=tuple(ipam_data(body.get("IPv6Data"))), internal=internal,
                            enable_ipv6=_flag(opts.get(ENABLE_IPV6, False)))
 
     def on_create_network(self, body: Mapping[str, Any]) -> None:

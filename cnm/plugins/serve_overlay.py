@@ -23,6 +23,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Mapping
 
+from cnm import labels
 from cnm.cluster.sync import ClusterSync
 from cnm.driverapi import EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, NotFound, Unavailable
@@ -105,7 +106,7 @@ class ClusterOverlayPlugin(DriverPlugin):
 
     def _create_network(self, body: Mapping[str, Any]) -> None:
         opts = body.get("Options") or {}
-        generic = {str(k): str(v) for k, v in (opts.get(GENERIC_KEY) or {}).items()}
+        generic = {str(k): str(v) for k, v in (opts.get(labels.GENERIC) or {}).items()}
         name = generic.pop(oc.NAME_OPTION, "")
         pinned = parse_vni(generic[VXLANID_LIST]) if VXLANID_LIST in generic else None
         spec = self.network_spec(body, generic)
@@ -203,7 +204,7 @@ class ClusterOverlayPlugin(DriverPlugin):
         cid = self.driver_id(network_id)
         if rec is None:
             rec = self.state.endpoint(network_id, endpoint_id) if self.state else None
-        mac = (rec or {}).get("mac") or self.driver.endpoint_info(cid, endpoint_id).get(MAC_OPTION)
+        mac = (rec or {}).get("mac") or self.driver.endpoint_info(cid, endpoint_id).get(labels.ENDPOINT_MAC)
         address = (rec or {}).get("address")
         if not address or not mac:
             raise NotFound(f"endpoint {endpoint_id[:12]} has no address or MAC to announce")
@@ -229,6 +230,3 @@ class ClusterOverlayPlugin(DriverPlugin):
         if rec.get("joined"):
             self._publish(network_id, endpoint_id, rec)
 
-
-GENERIC_KEY = "com.docker.network.generic"
-MAC_OPTION = "com.docker.network.endpoint.macaddress"

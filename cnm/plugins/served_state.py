@@ -65,10 +65,6 @@ class ServedState:
     def networks(self) -> list[tuple[str, dict]]:
         return [(kv.key[len(NET):], kv.value) for kv in self.store.list(NET)]
 
-    def network(self, network_id: str) -> dict | None:
-        kv = self.store.get(f"{NET}{network_id}")
-        return kv.value if kv else None
-
     def save_network(self, network_id: str, spec: NetworkSpec, driver_id: str | None = None,
                      extra: Mapping[str, Any] | None = None) -> None:
         self.store.put(f"{NET}{network_id}", {"spec": spec_record(spec), "driver_id": driver_id or spec.id,

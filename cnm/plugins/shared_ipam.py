@@ -22,12 +22,13 @@ import time
 from typing import Mapping
 from urllib.parse import quote, unquote
 
+from cnm import labels
 from cnm.errors import CNMError, Conflict, InvalidParameter
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
 from cnm.store import Delete, Put, Store
 
 log = logging.getLogger(__name__)
-MAC_OPTION = "com.docker.network.endpoint.macaddress"
+MAC_OPTION = labels.ENDPOINT_MAC
 POOLS, MEMBERS = "plugin-pool/", "plugin-pool-members/"
 _ATTEMPTS = 16
 
@@ -59,6 +60,7 @@ class SharedPoolIpam:
         self.store = store
         self.member = member
         self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}     # pool id -> its record's key (derived; a cache)
 
     def default_address_spaces(self) -> tuple[str, str]:
         return self.inner.default_address_spaces()
@@ -70,8 +72,15 @@ class SharedPoolIpam:
         return f"{MEMBERS}{_esc(pool_id)}/{self.member}"
 
     def _find(self, pool_id: str):
+        """The pool's record: one read when this host made or joined it (every address
+        release asks), a listing only the first time after a restart."""
+        key = self._keys.get(pool_id)
+        kv = self.store.get(key) if key else None
+        if kv is not None and kv.value.get("pool_id") == pool_id:
+            return kv
         for kv in self.store.list(POOLS):
             if kv.value.get("pool_id") == pool_id:
+                self._keys[pool_id] = kv.key
                 return kv
         return None
 
@@ -102,6 +111,7 @@ class SharedPoolIpam:
                     try:
                         self.store.atomic([Put(self._member_key(pid), {}), Put(rkey, kv.value)],
                                           expect={rkey: kv.revision})
+                        self._keys[pid] = rkey
                         return Pool(pid, pool, {})
                     except Conflict:
                         continue
@@ -117,6 +127,7 @@ class SharedPoolIpam:
                 try:
                     self.store.atomic([Put(rkey, {"pool_id": got.pool_id, "gateway": None, "sub_pool": sub_pool}),
                                        Put(self._member_key(got.pool_id), {})], expect={rkey: 0})
+                    self._keys[got.pool_id] = rkey
                     return got
                 except Conflict:
                     self.inner.release_pool(got.pool_id)

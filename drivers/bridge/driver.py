@@ -24,8 +24,8 @@ from drivers.bridge.hooks import BridgeFirewall, BridgeNetworkInfo, NoFirewall, 
 NAME = "bridge"
 # Linux numbers bridge ports 1..1023 (BR_MAX_PORTS is 1024 and port 0 is reserved).
 MAX_BRIDGE_PORTS = 1023
-MAC_OPTION = "com.docker.network.endpoint.macaddress"
-PORTMAP_OPTION = "com.docker.network.portmap"
+MAC_OPTION = labels.ENDPOINT_MAC
+PORTMAP_OPTION = labels.PORTMAP
 
 
 class HostNetlink(Protocol):

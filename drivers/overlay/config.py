@@ -23,7 +23,7 @@ from cnm.driverapi import NetworkSpec
 from cnm.errors import InvalidParameter
 from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
 
-VXLANID_LIST = "com.docker.network.overlay.vxlanid_list"
+VXLANID_LIST = labels.VXLANID_LIST
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 NAME = "overlay"
 DEFAULT_VXLAN_PORT = 4789
-MAC_OPTION = "com.docker.network.endpoint.macaddress"
+MAC_OPTION = labels.ENDPOINT_MAC
 PEER, NODE = "peer", "node"
 
 

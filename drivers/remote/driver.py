@@ -14,6 +14,7 @@ import threading
 from dataclasses import replace
 from typing import Any, Callable, Mapping
 
+from cnm import labels
 from cnm.driverapi import (GLOBAL, LOCAL, Capability, EndpointInterface, IPAMData, JoinResult,
                            NetworkSpec, StaticRoute)
 from cnm.errors import CNMError, InternalError
@@ -23,9 +24,9 @@ from cnm.plugins.discovery import Discovery, is_valid_name
 
 log = logging.getLogger(__name__)
 
-GENERIC = "com.docker.network.generic"
-ENABLE_IPV6 = "com.docker.network.enable_ipv6"
-INTERNAL = "com.docker.network.internal"
+GENERIC = labels.GENERIC
+ENABLE_IPV6 = labels.ENABLE_IPV6
+INTERNAL = labels.INTERNAL
 NODE_DISCOVERY = 1                      # Docker's DiscoveryType for "a node joined/left"
 _DISCOVERY_TYPES = {"node": NODE_DISCOVERY, "NodeDiscovery": NODE_DISCOVERY}
 _IFACE_FIELDS = (("Address", "address"), ("AddressIPv6", "address_v6"), ("MacAddress", "mac"))

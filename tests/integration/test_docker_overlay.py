@@ -156,7 +156,6 @@ def test_one_overlay_across_two_docker_engines(hosts):
     # One VNI, one record, both hosts members
     [record] = etcd_keys(a, "plugin-overlay/")
     assert len(etcd_keys(a, "plugin-overlay-members/")) == 2 and len(etcd_keys(a, "vni/")) == 1
-    assert record
 
 
 def test_dual_stack_overlay_carries_ipv6_between_hosts(hosts):
