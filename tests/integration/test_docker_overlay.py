@@ -19,7 +19,7 @@ import pytest
 from cnm.cluster.etcd_server import EtcdMember
 from tests.integration.conftest import NET, sh
 from tests.integration.dockerd import IMAGE, DockerEngine, skip_unless_available, start_or_skip
-from tests.integration.test_plugins import stop
+from tests.integration.test_plugins import start_in_ns, stop
 
 pytestmark = pytest.mark.docker
 
@@ -44,19 +44,11 @@ class Host:
         """The plugin in this host's network namespace but the machine's mount namespace,
         as on a real host: `ip netns exec` would give it a private mount namespace, and
         the overlay namespaces it bind-mounts would die with it at a restart."""
-        sock = self.plugins / f"{PLUGIN}.sock"
-        log = self.base / "serve.log"
-        self.plugin = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.ns}", NET, "plugin", "serve", "--name", PLUGIN,
-             "--driver", "overlay", "--ipam", "--cluster-store", f"etcd://{UNDERLAY['a']}:2379",
-             "--advertise", self.addr, "--plugin-dir", str(self.plugins), "--root", str(self.base / "root")],
-            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            if self.plugin.poll() is not None or time.monotonic() > deadline:
-                self.plugin.kill()
-                raise RuntimeError(f"plugin did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        self.plugin = start_in_ns(
+            self.ns, [NET, "plugin", "serve", "--name", PLUGIN, "--driver", "overlay", "--ipam",
+                      "--cluster-store", f"etcd://{UNDERLAY['a']}:2379", "--advertise", self.addr,
+                      "--plugin-dir", str(self.plugins), "--root", str(self.base / "root")],
+            self.plugins / f"{PLUGIN}.sock", self.base / "serve.log", timeout=20, host_mounts=True)
 
     def stop_plugin(self) -> None:
         if self.plugin is not None:

@@ -24,8 +24,13 @@ from tests.integration.conftest import NET, ROOT, link_names, ns_sh, sh
 NID = "1" * 64
 
 
-def start_in_ns(ns: str, argv: list[str], sock: Path, log: Path, timeout: float = 15) -> subprocess.Popen:
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=open(log, "ab"),
+def start_in_ns(ns: str, argv: list[str], sock: Path, log: Path, timeout: float = 15, *,
+                host_mounts: bool = False) -> subprocess.Popen:
+    """Start argv in netns `ns` and wait for its socket. host_mounts: keep the machine's
+    mount namespace (nsenter) rather than `ip netns exec`'s private one, as a service
+    would run; mounts it makes (overlay namespaces) then outlive it."""
+    enter = ["nsenter", f"--net=/run/netns/{ns}"] if host_mounts else ["ip", "netns", "exec", ns]
+    proc = subprocess.Popen([*enter, *argv], stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + timeout
