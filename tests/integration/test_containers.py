@@ -230,8 +230,6 @@ def test_port_bound_by_process_is_refused(daemon):
 def _kernel_state(d):
     veths = sh("ip", "-n", d.ns, "-o", "link", "show", "type", "veth").stdout.count("\n")
     bridges = sorted(l.split(":")[1].strip() for l in sh("ip", "-n", d.ns, "-o", "link", "show", "type", "bridge").stdout.splitlines())
-    nft = ns_sh(d.ns, "nft", "-j", "list", "ruleset").stdout
-    elements = sum(1 for _ in json.loads(nft)["nftables"] if "element" in _)
     netns_files = sorted(os.listdir(d.run_dir / "netns")) if (d.run_dir / "netns").exists() else []
     return veths, bridges, netns_files
 

@@ -42,7 +42,7 @@ def test_create_inspect_rm_roundtrip(daemon):
     assert inspect(daemon, nid[:10])["Id"] == nid
     bridge = f"br-{nid[:12]}"
     link = sh("ip", "-n", daemon.ns, "-d", "link", "show", bridge).stdout
-    assert "mtu 1400" in link and "state UP" in link or "UP" in link.split(">")[0]
+    assert "mtu 1400" in link and "UP" in link.split(">")[0]
     assert "10.77.0.1/24" in sh("ip", "-n", daemon.ns, "-o", "addr", "show", "dev", bridge).stdout
     named = daemon.net("create", "-o", "com.docker.network.bridge.name=mybr0", "named").stdout.strip()
     assert "mybr0" in link_names(daemon.ns)
@@ -118,7 +118,6 @@ def test_sigkill_and_restart_keeps_everything(make_daemon):
     after = {n["Name"]: n for n in json.loads(d.net("ls", "--format", "json").stdout)}
     assert after.keys() == before.keys()
     for name in after:
-        assert inspect(d, name) == inspect(d, name)  # stable
         assert after[name]["Id"] == before[name]["Id"]
         assert after[name]["IPAM"] == before[name]["IPAM"]
     # Allocations survived: the next automatic pool is new, the aux address still reserved.

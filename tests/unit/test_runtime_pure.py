@@ -125,7 +125,6 @@ STARTED = {"shim_pid": 10, "shim_start": 111, "pid": 11, "pid_start": 112, "star
 
 def test_derive_states():
     d = DirFiles(shim=(10, 111), started=STARTED, exited=None)
-    assert derive("c", d, shim_alive=True) == derive("c", d, True)
     running = derive("c", d, True)
     assert (running.status, running.pid, running.shim_pid, running.exit_code) == (RUNNING, 11, 10, None)
 
