@@ -30,6 +30,7 @@ from dnslib import DNSRecord  # noqa: E402
 
 from cnm.dns.handler import handle  # noqa: E402
 from cnm.dns.records import NameTable  # noqa: E402
+from cnm.osl.proc import stop  # noqa: E402
 
 NET = "n" * 64
 SERVER = "10.89.0.1"
@@ -196,13 +197,7 @@ def main() -> None:
             report("UDP, 8 outstanding, forwarded to dnsmasq", run_client(ns, ["upstream.test"], args.seconds / 2, 8, 100_000))
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            stop(p, timeout=5)
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 

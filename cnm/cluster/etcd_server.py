@@ -162,17 +162,8 @@ class EtcdMember:
         return self._signal(signal.SIGKILL, 5.0)
 
     def _signal(self, sig: int, timeout: float) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+        from cnm.osl.proc import stop
+        return stop(self._proc, sig, timeout)
 
     def log_tail(self, lines: int = 15) -> str:
         try:

@@ -6,6 +6,7 @@ hot path of link/address/route work goes through here.
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 from typing import Mapping, Sequence
 
@@ -37,3 +38,18 @@ def run(argv: Sequence[str], *, input: str | None = None, timeout: float = 30.0,
         tail = "; ".join(detail[-3:]) if detail else "no output"
         raise InternalError(f"{shlex.join(args)} exited with {cp.returncode}: {tail}")
     return cp
+
+
+def stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """Send `sig` to a child we started, wait up to `timeout`, then SIGKILL; return its
+    exit code (None if there is no process). Idempotent."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode

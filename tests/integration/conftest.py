@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from cnm.osl.proc import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 NET = str(Path(sys.executable).parent / "net")
 
@@ -90,14 +92,7 @@ class Daemon:
         remove_all(str(self.run_dir / "containers"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+        return stop(self.proc, sig, timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

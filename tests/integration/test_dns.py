@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ns_sh, sh
+from tests.integration.conftest import ns_sh, sh, stop
 
 BUSYBOX = "/bin/busybox"
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -157,13 +157,7 @@ class Lab:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop(proc, timeout=5)
         for name in self.namespaces:
             sh("ip", "netns", "del", name, check=False)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import NET, link_names, ns_sh, sh
+from tests.integration.conftest import NET, link_names, ns_sh, sh, stop
 from tests.integration.dockerd import IMAGE, DockerEngine, skip_unless_available, start_or_skip
-from tests.integration.test_plugins import start_in_ns, stop
+from tests.integration.test_plugins import start_in_ns
 
 pytestmark = pytest.mark.docker
 

@@ -19,7 +19,7 @@ from cnm.plugins.discovery import Discovery
 from cnm.sandbox import Sandboxes
 from drivers.remote import resolver
 from ipam.remote import resolver as ipam_resolver
-from tests.integration.conftest import NET, ROOT, link_names, ns_sh, sh
+from tests.integration.conftest import NET, ROOT, link_names, ns_sh, sh, stop
 
 NID = "1" * 64
 
@@ -40,16 +40,6 @@ def start_in_ns(ns: str, argv: list[str], sock: Path, log: Path, timeout: float 
             raise RuntimeError(f"plugin did not start:\n{log.read_text()[-2000:]}")
         time.sleep(0.05)
     return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture
