@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 CT_PREFIX = "container/"
 EXIT_CODES_KEPT = 1024      # exit codes of removed --rm containers, for a late `wait`
-HOST_MODES = ("host", "none")
 
 
 def _now() -> str:

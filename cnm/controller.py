@@ -11,7 +11,7 @@ import datetime
 import ipaddress
 import logging
 import threading
-from typing import Callable, Iterator
+from typing import Callable
 
 from cnm import labels
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec
@@ -88,13 +88,6 @@ class Controller:
             for rec in records:
                 net = Network.from_record(rec)
                 self._networks[net.id] = net
-
-    def _distinct_stores(self) -> Iterator[Store]:
-        seen: set[int] = set()
-        for store in self.stores.values():
-            if id(store) not in seen:
-                seen.add(id(store))
-                yield store
 
     def store_for(self, scope: str) -> Store:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
 
+from cnm import labels
 from cnm.errors import InvalidParameter, NotFound
 
 LOCAL_DEFAULT = "LocalDefault"
@@ -12,7 +13,7 @@ GLOBAL_DEFAULT = "GlobalDefault"
 # Option keys (Docker's names).
 GATEWAY_REQUEST = "RequestAddressType"            # value GATEWAY_TYPE asks for the gateway
 GATEWAY_TYPE = "com.docker.network.gateway"
-SERIAL_OPTION = "com.docker.network.ipam.serial"   # "true": do not reuse freed addresses at once
+SERIAL_OPTION = labels.IPAM_SERIAL   # "true": do not reuse freed addresses at once
 AUX_PREFIX = "com.docker.network.aux."             # not used by Docker on the wire; internal
 
 

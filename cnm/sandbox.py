@@ -3,7 +3,6 @@ into it. Drivers answer `join` with a JoinResult; this module applies it (move t
 interface in, name it, address it, route it). Only OS-layer calls, no driver logic."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from typing import Callable
@@ -114,18 +113,8 @@ class Sandboxes:
         except CNMError as exc:
             log.warning("unplug %s from %s: %s", ifname, key, exc)
 
-    def interfaces(self, key: str) -> list[str]:
-        with self._netlink_for(key) as nl:
-            return nl.link_names()
-
 
 def _sysctl_write(key: str, value: str) -> None:
     with open(os.path.join("/proc/sys", key), "w") as f:
         f.write(value)
 
-
-def mac_from_ip(address: str) -> str:
-    """Docker's MAC derivation: 02:42 followed by the four IPv4 bytes."""
-    ip = ipaddress.ip_interface(address).ip
-    raw = ip.packed[-4:]
-    return "02:42:" + ":".join(f"{b:02x}" for b in raw)

@@ -24,6 +24,5 @@ def register(registry: IpamRegistry, *, stores: Mapping[str, Store],
     return default
 
 
-register_builtin = register
 
 __all__ = ["DefaultIpam", "NullIpam", "register", "register_builtin"]

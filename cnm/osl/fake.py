@@ -126,18 +126,6 @@ class FakeNetlink:
         self._maybe_fail("set_link_up")
         self._get(name).up = True
 
-    def set_link_down(self, name: str) -> None:
-        self._get(name).up = False
-
-    def set_mtu(self, name: str, mtu: int) -> None:
-        self._get(name).mtu = mtu
-
-    def set_mac(self, name: str, mac: str) -> None:
-        self._get(name).mac = mac
-
-    def set_alias(self, name: str, alias: str) -> None:
-        self._get(name).alias = alias
-
     def rename_link(self, name: str, new_name: str) -> None:
         if new_name in self._links:
             raise Conflict(f"cannot rename {name} to {new_name}: File exists")

@@ -235,18 +235,6 @@ class Netlink:
     def set_link_up(self, name: str) -> None:
         self._set(name, "set link up", state="up")
 
-    def set_link_down(self, name: str) -> None:
-        self._set(name, "set link down", state="down")
-
-    def set_mtu(self, name: str, mtu: int) -> None:
-        self._set(name, f"set MTU {mtu}", mtu=mtu)
-
-    def set_mac(self, name: str, mac: str) -> None:
-        self._set(name, f"set MAC {mac}", address=mac)
-
-    def set_alias(self, name: str, alias: str) -> None:
-        self._set(name, "set alias", ifalias=alias)
-
     def rename_link(self, name: str, new_name: str) -> None:
         """Rename (the link must be down)."""
         _check_ifname(new_name)

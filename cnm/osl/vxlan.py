@@ -31,7 +31,6 @@ VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
-AF_BRIDGE = 7
 
 
 @dataclass(frozen=True)
@@ -44,20 +43,6 @@ class VxlanInfo:
     local: str | None
     learning: bool
     proxy: bool
-
-
-@dataclass(frozen=True)
-class FdbEntry:
-    mac: str
-    dst: str | None            # remote VTEP; None for entries without one
-    permanent: bool
-
-
-@dataclass(frozen=True)
-class Neighbour:
-    ip: str
-    mac: str | None
-    permanent: bool
 
 
 def check_vni(vni: int) -> int:
@@ -156,19 +141,6 @@ class VxlanNetlink(Netlink):
             return True
         return self._do(f"delete FDB entry {mac} on {dev}", delete)
 
-    def fdb_entries(self, dev: str) -> list[FdbEntry]:
-        """The device's own (`self`) FDB entries, sorted by MAC."""
-        def get(ipr: Any) -> list[FdbEntry]:
-            idx = self._index(ipr, dev)
-            out = []
-            for m in ipr.fdb("dump", ifindex=idx):
-                if m["ifindex"] != idx:
-                    continue
-                out.append(FdbEntry(mac=m.get_attr("NDA_LLADDR"), dst=m.get_attr("NDA_DST"),
-                                    permanent=bool(m["state"] & NUD_PERMANENT)))
-            return sorted(out, key=lambda e: (e.mac, e.dst or ""))
-        return self._do(f"list FDB entries of {dev}", get)
-
     # -- neighbours: IP -> MAC -------------------------------------------------------------
 
     def neigh_replace(self, dev: str, ip: str, mac: str) -> None:
@@ -196,16 +168,3 @@ class VxlanNetlink(Netlink):
                 raise
             return True
         return self._do(f"delete neighbour {addr} on {dev}", delete)
-
-    def neighbours(self, dev: str) -> list[Neighbour]:
-        """The device's neighbour entries, sorted by IP."""
-        def get(ipr: Any) -> list[Neighbour]:
-            idx = self._index(ipr, dev)
-            out = []
-            for m in ipr.neigh("dump", ifindex=idx):
-                if m["ifindex"] != idx or m["family"] == AF_BRIDGE:
-                    continue
-                out.append(Neighbour(ip=m.get_attr("NDA_DST"), mac=m.get_attr("NDA_LLADDR"),
-                                     permanent=bool(m["state"] & NUD_PERMANENT)))
-            return sorted(out, key=lambda n: ipaddress.ip_address(n.ip))
-        return self._do(f"list neighbours of {dev}", get)
