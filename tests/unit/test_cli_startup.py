@@ -25,3 +25,12 @@ def test_net_help_is_fast():
         best = min(best, time.perf_counter() - start)
         assert r.returncode == 0 and "Usage: net" in r.stdout
     assert best < 0.3, f"net --help took {best:.3f}s"
+
+
+def test_the_fast_path_imports_neither_click_nor_typing():
+    """`net run/connect/disconnect` go through cnm.cli.fast to skip click's start-up;
+    typing (~4 ms) is for type checkers only. Either creeping in undoes the fast path."""
+    code = ("import sys, cnm.cli.fast, cnm.cli.runflow, cnm.api.client, cnm.errors; "
+            "print(','.join(m for m in ('click', 'typing') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", f"imported on the fast path: {out.strip()}"
