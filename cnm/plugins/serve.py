@@ -199,6 +199,7 @@ class Served:
     network: DriverPlugin | None
     ipam: IpamPlugin | None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    shared_ipam: Any = None            # the cluster's SharedPoolIpam (overlay --ipam): reconciled at start
 
     def start(self) -> list[str]:
         """Join the cluster (overlay), then rebuild what the engine made before a
@@ -209,10 +210,9 @@ class Served:
         start = getattr(self.network, "start", None)
         if start is not None:
             problems += start()
-        release_unused = getattr(getattr(self.ipam, "ipam", None), "release_unused", None)
-        if release_unused is not None and self.network is not None and self.network.state is not None:
+        if self.shared_ipam is not None and self.network is not None and self.network.state is not None:
             try:
-                for pid in release_unused(self.network.state.pools_in_use()):
+                for pid in self.shared_ipam.release_unused(self.network.state.pools_in_use()):
                     log.info("released pool %s: no network here uses it", pid)
             except CNMError as exc:
                 problems.append(f"shared pools not reconciled (cluster store: {exc})")
@@ -294,4 +294,5 @@ def _overlay(served: Served, state: ServedState, cluster_store: str, advertise: 
     served.network = plugin
     if ipam:
         inner = DefaultIpam({"LocalDefault": store, "GlobalDefault": store})
-        served.ipam = IpamAdapter(SharedPoolIpam(inner, store, advertise))
+        served.shared_ipam = SharedPoolIpam(inner, store, advertise)
+        served.ipam = IpamAdapter(served.shared_ipam)
