@@ -8,7 +8,7 @@ import threading
 from typing import Callable, Iterable, Mapping, Sequence
 
 from cnm.errors import NotFound
-from cnm.firewall.model import FirewallState, NetworkRules, PortMapping, validate
+from cnm.firewall.model import FirewallState, NetworkRules, PortMapping
 from cnm.firewall.render import TABLES, render, required_sysctls
 
 ApplyFn = Callable[[str], None]
@@ -47,8 +47,7 @@ class Firewall:
         return self._state
 
     def _commit(self, new: FirewallState) -> None:
-        # Everything that can fail happens before the state is swapped.
-        validate(new)
+        # Everything that can fail happens before the state is swapped (render validates).
         script = render(new)
         for key, value in required_sysctls(new).items():
             self._sysctl(key, value)

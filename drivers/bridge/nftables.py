@@ -16,13 +16,11 @@ def network_rules(info: BridgeNetworkInfo) -> NetworkRules:
 
 
 def port_mappings(ep: PublishedEndpoint) -> list[PortMapping]:
-    """libnetwork PortBinding dicts -> mappings; a binding without a host IP uses the
-    network's host_binding_ipv4 (Docker's default host IP)."""
+    """libnetwork PortBinding dicts -> mappings. A binding without a host IP stays
+    without one: the firewall applies the network's host_binding_ipv4 (model.dnat_key)."""
     out = []
     for b in ep.port_bindings:
         host_ip = str(b.get("HostIP") or "") or None
-        if host_ip is None and ep.host_binding_ipv4 not in ("", "0.0.0.0", None):
-            host_ip = ep.host_binding_ipv4
         v6_host = host_ip is not None and ":" in host_ip
         container_ip = ep.address_v6 if v6_host else ep.address
         if not container_ip:
