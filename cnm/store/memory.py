@@ -14,7 +14,6 @@ class MemoryStore:
         self._data: dict[str, tuple[dict, int]] = {}
         self._rev = 0
         self._lock = threading.RLock()
-        self._watchers: list[tuple[str, Callable[[WatchEvent], None]]] = []
 
     def get(self, key: str) -> KV | None:
         with self._lock:
@@ -43,7 +42,6 @@ class MemoryStore:
             return len(keys)
 
     def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None) -> int:
-        events = []
         with self._lock:
             for key, rev in (expect or {}).items():
                 current = self._data.get(key, (None, 0))[1]
@@ -53,28 +51,12 @@ class MemoryStore:
             for op in ops:
                 if isinstance(op, Put):
                     self._data[op.key] = (op.value, self._rev)
-                    events.append(WatchEvent("put", op.key, op.value))
-                elif self._data.pop(op.key, None) is not None:
-                    events.append(WatchEvent("delete", op.key, None))
-            watchers = list(self._watchers)
-            rev = self._rev
-        for ev in events:
-            for prefix, cb in watchers:
-                if ev.key.startswith(prefix):
-                    cb(ev)
-        return rev
+                else:
+                    self._data.pop(op.key, None)
+            return self._rev
 
     def watch(self, prefix: str, callback: Callable[[WatchEvent], None]) -> Callable[[], None]:
-        entry = (prefix, callback)
-        with self._lock:
-            self._watchers.append(entry)
-
-        def cancel() -> None:
-            with self._lock:
-                if entry in self._watchers:
-                    self._watchers.remove(entry)
-
-        return cancel
+        raise NotImplementedError("local stores have one writer, the daemon: nothing to watch")
 
     def close(self) -> None:
         pass

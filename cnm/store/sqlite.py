@@ -42,7 +42,6 @@ class SQLiteStore:
             raise Unavailable(f"cannot open state database {path}: {exc}") from exc
         os.chmod(path, 0o600)
         self._lock = threading.RLock()
-        self._watchers: list[tuple[str, Callable[[WatchEvent], None]]] = []
 
     def get(self, key: str) -> KV | None:
         with self._lock:
@@ -75,7 +74,6 @@ class SQLiteStore:
             return len(keys)
 
     def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None) -> int:
-        events: list[WatchEvent] = []
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -93,33 +91,16 @@ class SQLiteStore:
                             "ON CONFLICT(key) DO UPDATE SET value=excluded.value, revision=excluded.revision",
                             (op.key, json.dumps(op.value, separators=(",", ":")), rev),
                         )
-                        events.append(WatchEvent("put", op.key, op.value))
                     else:
-                        if db.execute("DELETE FROM kv WHERE key=?", (op.key,)).rowcount:
-                            events.append(WatchEvent("delete", op.key, None))
+                        db.execute("DELETE FROM kv WHERE key=?", (op.key,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            watchers = list(self._watchers)
-        for ev in events:
-            for prefix, cb in watchers:
-                if ev.key.startswith(prefix):
-                    cb(ev)
         return rev
 
     def watch(self, prefix: str, callback: Callable[[WatchEvent], None]) -> Callable[[], None]:
-        # In-process watch only: the daemon is the sole writer of its local store.
-        entry = (prefix, callback)
-        with self._lock:
-            self._watchers.append(entry)
-
-        def cancel() -> None:
-            with self._lock:
-                if entry in self._watchers:
-                    self._watchers.remove(entry)
-
-        return cancel
+        raise NotImplementedError("local stores have one writer, the daemon: nothing to watch")
 
     def close(self) -> None:
         with self._lock:
