@@ -20,8 +20,8 @@ from cnm.cli.output import error_line, table
 from cnm.cli.params import IP, BadValue, KeyValue
 from cnm.errors import CNMError, Conflict
 
-from cnm.cli.runflow import (DAEMON_ERROR, INTERRUPTED, attached as _attached, create_body,  # noqa: E402,F401
-                             endpoint_config, env_list, port_bindings, stream_logs)
+from cnm.cli.runflow import (DAEMON_ERROR, INTERRUPTED, attached as _attached, create_body,  # noqa: E402
+                             endpoint_config, stream_logs)
 EXEC_NOT_FOUND = 127
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # as the runtime's
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

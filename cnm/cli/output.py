@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import click
-
-from cnm.errors import CNMError
-
-
-from cnm.cli.runflow import error_line  # noqa: E402,F401  (one definition, click-free)
+from cnm.cli.runflow import error_line  # noqa: F401  (one definition, click-free; re-exported)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -> str:

@@ -165,9 +165,6 @@ def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
         return {"Options": p.allocate_network(b["NetworkID"], dict(b.get("Options") or {}),
                                               ipam_data(b.get("IPv4Data")), ipam_data(b.get("IPv6Data")))}
 
-    def none(fn: Callable[..., Any]) -> Callable[[dict], dict]:
-        return lambda b: (fn(), {})[1]
-
     return {
         "GetCapabilities": caps,
         "CreateNetwork": lambda b: (p.on_create_network(b), {})[1],
