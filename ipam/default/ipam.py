@@ -157,7 +157,7 @@ class DefaultIpam:
         """Reserve `address` or the next free one; returns "a.b.c.d/prefix"."""
         options = options or {}
         with self._lock:
-            self._refresh(pool_id.split("/", 1)[0])
+            self._refresh_pool(pool_id)
             state = self._get(pool_id)
             if address:
                 off = self._offset(state, address)
@@ -182,7 +182,7 @@ class DefaultIpam:
     def release_address(self, pool_id: str, address: str) -> None:
         """Free one address. Idempotent (unknown pool or free address: nothing to do)."""
         with self._lock:
-            self._refresh(pool_id.split("/", 1)[0])
+            self._refresh_pool(pool_id)
             state = self._pools.get(pool_id)
             if state is None:
                 return
@@ -338,17 +338,45 @@ class DefaultIpam:
             del self._pools[pid]
         self._load(space)
 
+    def _refresh_pool(self, pool_id: str) -> None:
+        """Re-read one pool of a shared space (an address request or release needs
+        only its own pool: two reads, not a listing of the whole cluster's space)."""
+        space = pool_id.split("/", 1)[0]
+        if space not in self._shared:
+            return
+        self._pools.pop(pool_id, None)
+        store = self._stores[space]
+        kv = store.get(self._pool_key(space, pool_id))
+        state = self._state_of(space, kv) if kv is not None else None
+        if state is None:
+            return
+        self._pools[state.pool_id] = state
+        prefix = self._addr_prefix(state)
+        for akv in store.list(prefix):
+            self._take_recorded(state, akv.key, akv.key[len(prefix):])
+
+    def _state_of(self, space: str, kv) -> _PoolState | None:
+        try:
+            v = kv.value
+            net = ipaddress.ip_network(v["pool"])
+            sub = ipaddress.ip_network(v["sub_pool"]) if v.get("sub_pool") else None
+            return self._new_state(space, net, sub, bool(v.get("serial")), v.get("cursor"))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("ignoring corrupt IPAM pool record %s: %s", kv.key, exc)
+            return None
+
+    def _take_recorded(self, state: _PoolState, key: str, addr: str) -> None:
+        try:
+            state.alloc.take(self._offset(state, addr))
+        except (InvalidParameter, ValueError) as exc:
+            log.error("ignoring corrupt IPAM address record %s: %s", key, exc)
+
     def _load(self, space: str) -> None:
         store = self._stores[space]
         by_esc: dict[str, _PoolState] = {}
         for kv in store.list(f"ipam/{space}/pools/"):
-            try:
-                v = kv.value
-                net = ipaddress.ip_network(v["pool"])
-                sub = ipaddress.ip_network(v["sub_pool"]) if v.get("sub_pool") else None
-                state = self._new_state(space, net, sub, bool(v.get("serial")), v.get("cursor"))
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("ignoring corrupt IPAM pool record %s: %s", kv.key, exc)
+            state = self._state_of(space, kv)
+            if state is None:
                 continue
             self._pools[state.pool_id] = state
             by_esc[_esc(state.pool_id)] = state
@@ -359,7 +387,4 @@ class DefaultIpam:
             if state is None:
                 log.warning("ignoring IPAM address %s of an unknown pool", kv.key)
                 continue
-            try:
-                state.alloc.take(self._offset(state, addr))
-            except (InvalidParameter, ValueError) as exc:
-                log.error("ignoring corrupt IPAM address record %s: %s", kv.key, exc)
+            self._take_recorded(state, kv.key, addr)
