@@ -174,6 +174,12 @@ class FakeNetlink:
         return [a for a in self._get(name).addresses
                 if family is None or ipaddress.ip_interface(a).version == family]
 
+    def link_with_address(self, address: str) -> Link | None:
+        for link in self._links.values():
+            if any(ipaddress.ip_interface(a).ip == ipaddress.ip_address(address) for a in link.addresses):
+                return self._public(link)
+        return None
+
     # routes
     def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
                   *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None:

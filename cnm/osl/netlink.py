@@ -327,6 +327,19 @@ class Netlink:
                     if family is None or fam == _af(family)]
         return self._do(f"list addresses of {name}", get)
 
+    def link_with_address(self, address: str) -> Link | None:
+        """The link holding `address` (plain IP), or None: one address dump, not one
+        per link."""
+        ip = ipaddress.ip_address(address)
+
+        def get(ipr: Any) -> Link | None:
+            for m in ipr.get_addr(family=_af(ip.version)):
+                if (_attr(m, "IFA_LOCAL") or _attr(m, "IFA_ADDRESS")) == str(ip):
+                    found = ipr.get_links(m["index"])
+                    return self._link_from(found[0]) if found else None
+            return None
+        return self._do(f"find the link holding {ip}", get)
+
     # -- routes ---------------------------------------------------------------------
 
     def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,

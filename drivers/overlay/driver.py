@@ -50,8 +50,7 @@ class OverlayNetlink(Protocol):
 
     def link_exists(self, name: str) -> bool: ...
     def link(self, name: str): ...                     # -> object with .alias, .mtu
-    def links(self) -> list: ...
-    def addresses(self, name: str, family: int | None = None) -> list[str]: ...
+    def link_with_address(self, address: str): ...     # -> object with .mtu, or None
     def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
                       alias: str | None = None, up: bool = True) -> None: ...
     def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
@@ -125,9 +124,9 @@ class _Network:
 
 def underlay_mtu_of(nl: OverlayNetlink, address: str) -> int:
     """MTU of the host interface that carries `address` (the VTEP)."""
-    for link in nl.links():
-        if any(a.split("/")[0] == address for a in nl.addresses(link.name, 4)):
-            return link.mtu
+    link = nl.link_with_address(address)
+    if link is not None:
+        return link.mtu
     raise NotFound(f"no interface on this host has the overlay advertise address {address}; "
                    "configure it or pass another --advertise-addr")
 

@@ -239,3 +239,11 @@ def test_bind_existing_keeps_a_namespace_alive(sandbox, tmp_path):
     finally:
         netns.delete_netns(second)
     assert not os.path.exists(second)
+
+
+def test_link_with_address_finds_the_holder_in_one_dump(host_ns, nl):
+    nl.create_bridge("ulx0", mtu=1400)
+    nl.add_address("ulx0", "198.18.99.1/24")
+    assert nl.link_with_address("198.18.99.1").name == "ulx0"
+    assert nl.link_with_address("198.18.99.1").mtu == 1400
+    assert nl.link_with_address("198.18.99.2") is None
