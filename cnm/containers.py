@@ -17,6 +17,7 @@ from typing import Callable
 
 from cnm.container_requests import ContainerCreate, EndpointRequest, check_ip
 from cnm.controller import Controller
+from cnm.driverapi import JoinResult
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.model import Endpoint, Network
@@ -251,10 +252,15 @@ class ContainerService:
         undo.push(self.ctl.delete_endpoint, ep)
         bindings = [] if needs_gw_bridge else self._allocate_ports(ep, port_reqs, undo)
         has_default = any(e.gateway for e in self.endpoints(ct))
-        self.ctl.join(ep, ct.sandbox_id, ct.sandbox_key, f"eth{_free_index(self.endpoints(ct))}",
-                      default_gateway=not has_default,
-                      port_bindings=[_docker_binding(b, ep) for b in bindings])
+        result = self.ctl.join(ep, ct.sandbox_id, ct.sandbox_key, f"eth{_free_index(self.endpoints(ct))}",
+                               default_gateway=not has_default,
+                               port_bindings=[_docker_binding(b, ep) for b in bindings])
         undo.push(self.ctl.leave, ep, ct.sandbox_key)
+        if not needs_gw_bridge and self._join_leaves_no_way_out(net, result):
+            # Docker's rule for any driver (plugins above all): a join with no gateway
+            # and no default route gets the gateway bridge too. Ports stay where they
+            # were published, on this network's endpoint.
+            needs_gw_bridge, port_reqs = True, []
         ct.endpoint_ids.append(ep.id)
         undo.push(ct.endpoint_ids.remove, ep.id)
         if bindings:
@@ -278,6 +284,18 @@ class ContainerService:
             undo.push(self.ports.release, pb.proto, pb.host_ip, port)
             bindings.append(pb.allocated(port))
         return bindings
+
+    @staticmethod
+    def _join_leaves_no_way_out(net: Network, result: JoinResult | None) -> bool:
+        return (result is not None and not net.internal and net.driver not in ("null", "host")
+                and not result.disable_gateway_service and not result.gives_a_way_out())
+
+    def _still_needs_gateway_bridge(self, ct: Container, ep: Endpoint) -> bool:
+        """After a disconnect: does this remaining endpoint need the gateway bridge?
+        (by its driver, or because its join gave it no gateway)"""
+        net = self.ctl.get_network(ep.network_id)
+        return self._needs_gateway_bridge(ct, net) or (
+            not net.internal and net.driver not in ("null", "host") and not (ep.gateway or ep.gateway_v6))
 
     def _needs_gateway_bridge(self, ct: Container, net: Network) -> bool:
         if net.internal:
@@ -373,8 +391,7 @@ class ContainerService:
         if ep.id == ct.gateway_endpoint:
             ct.gateway_endpoint = None
         elif ct.gateway_endpoint and not any(
-                self._needs_gateway_bridge(ct, self.ctl.get_network(e.network_id))
-                for e in self.endpoints(ct) if e.id != ct.gateway_endpoint):
+                self._still_needs_gateway_bridge(ct, e) for e in self.endpoints(ct) if e.id != ct.gateway_endpoint):
             try:
                 gw = self.ctl.get_endpoint(ct.gateway_endpoint)
             except NotFound:

@@ -70,6 +70,11 @@ class JoinResult:
     disable_gateway_service: bool = False
     in_sandbox: bool = False         # the driver made src_ifname inside the sandbox already
 
+    def gives_a_way_out(self) -> bool:
+        """A gateway or a static default route: the container can leave the host."""
+        return bool(self.gateway or self.gateway_v6) or any(
+            r.destination in ("0.0.0.0/0", "::/0") for r in self.static_routes)
+
 
 class Driver(Protocol):
     """A network driver. All methods may raise CNMError subclasses."""

@@ -44,9 +44,7 @@ def ipam_data(d: IPAMData) -> dict[str, Any]:
 def needs_gateway_bridge(result: JoinResult) -> bool:
     """Docker's rule: a join that gives no gateway and no default route leaves the
     container without a way out, so the core adds a gateway-bridge endpoint."""
-    if result.gateway or result.gateway_v6:
-        return False
-    return not any(r.destination in ("0.0.0.0/0", "::/0") for r in result.static_routes)
+    return not result.gives_a_way_out() and not result.disable_gateway_service
 
 
 class RemoteDriver:

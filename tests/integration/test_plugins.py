@@ -165,3 +165,24 @@ def test_example_driver_through_the_daemon(make_daemon, plugin_dir, routed):
     d.net("container", "rm", "-f", "a", "b")
     d.net("network", "rm", "r1")
     assert not any(n.startswith("rt") for n in link_names(d.ns))
+
+
+def test_a_join_without_gateway_gets_the_gateway_bridge(make_daemon, plugin_dir, tmp_path):
+    """A plugin whose Join names no gateway and no default route: the container also
+    gets an endpoint on the gateway bridge, with the default route (as overlay does)."""
+    d = make_daemon("--plugin-dir", str(plugin_dir))
+    proc = start_in_ns(d.ns, [sys.executable, "tests/integration/nogw_plugin.py", "nogw", str(plugin_dir)],
+                       plugin_dir / "nogw.sock", tmp_path / "nogw.log")
+    try:
+        d.net("create", "-d", "nogw", "--subnet", "10.31.0.0/24", "ng")
+        d.net("run", "-d", "--network", "ng", "--name", "c", "/bin/busybox", "sleep", "1000")
+        routes = d.net("exec", "c", "--", "/bin/busybox", "ip", "route").stdout
+        assert "default via" in routes and "dev eth1" in routes.split("default via", 1)[1].splitlines()[0], routes
+        gw = routes.split("default via ", 1)[1].split()[0]
+        assert d.net("exec", "c", "--", "/bin/busybox", "ping", "-c1", "-W2", gw, check=False).returncode == 0
+        assert "cnm_gwbridge" in link_names(d.ns)
+        d.net("container", "rm", "-f", "c")
+        d.net("network", "rm", "ng")
+        assert not any(n.startswith("rt") for n in link_names(d.ns))
+    finally:
+        stop(proc)
