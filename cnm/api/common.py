@@ -49,7 +49,10 @@ async def json_body(request: web.Request) -> dict:
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=functools.partial(json.dumps, separators=(",", ":")))
+    # Exactly "application/json", no charset: Docker's client unpacks an error's
+    # message only for that media type (else it prints the raw body), as dockerd sends.
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def error_response(status: int, message: str) -> web.Response:

@@ -144,3 +144,17 @@ def test_default_address_pool_option(make_daemon):
     d = make_daemon("--default-address-pool", "base=10.123.0.0/16,size=24")
     assert inspect(d, "bridge")["IPAM"]["Config"][0]["Subnet"] == "10.123.0.0/24"
     assert inspect(d, d.net("create", "x").stdout.strip())["IPAM"]["Config"][0]["Subnet"] == "10.123.1.0/24"
+
+
+def test_docker_cli_shows_our_error_message(daemon):
+    """Docker's CLI unpacks an error's message only from `Content-Type: application/json`
+    exactly; with a charset it printed the raw JSON body."""
+    import shutil
+    import subprocess
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker CLI on PATH (setup installs docker.io)")
+    r = subprocess.run([docker, "-H", daemon.host, "network", "create", "--subnet", "10.0.0.0/33", "x"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "DOCKER_CONFIG": str(daemon.root)})
+    assert r.returncode != 0
+    assert r.stderr.strip() == "Error response from daemon: invalid subnet 10.0.0.0/33", r.stderr

@@ -130,6 +130,16 @@ def test_errors_have_status_and_message(raw, method, path, body, status, message
     assert set(got) == {"message"} and got["message"].startswith(message)
 
 
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", "/networks/missing", None),            # an error (Docker's CLI unpacks only this type)
+    ("GET", "/nope", None),                        # aiohttp's own 404, rewritten
+    ("POST", "/networks/create", {"Name": "ct"}),  # a success
+])
+def test_json_content_type_is_exact(raw, method, path, body):
+    _status, headers, _data = raw.request(method, path, body)
+    assert headers["content-type"] == "application/json"
+
+
 def test_malformed_json_body_is_400(server):
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(server.path))
