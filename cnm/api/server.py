@@ -20,12 +20,13 @@ from aiohttp import web
 
 from cnm.api import networks, system
 from cnm.api.common import EXECUTOR, Route, error_response
+from cnm.api.version import VERSION_KEY, add_headers, server_headers, version_middleware
 from cnm.errors import CNMError, Conflict, http_status
 
 log = logging.getLogger("cnm.api")
 
 ROUTE_MODULES = (system, networks)
-VERSION_PREFIX = r"/{api_version:v[0-9]+(?:\.[0-9]+)?}"
+VERSION_PREFIX = "/{" + VERSION_KEY + r":v[0-9][0-9.]*}"     # Docker's /v{version:[0-9.]+}
 SOCKET_MODE = 0o660
 
 
@@ -52,7 +53,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
 def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: int = 4) -> web.Application:
     """The API app. Controller calls run in a pool of `workers` threads, shut down with
     the app."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, version_middleware])
+    app.on_response_prepare.append(add_headers(server_headers()))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnm-api")
     app[EXECUTOR] = executor
     all_routes = [r for mod in ROUTE_MODULES for r in mod.routes(controller)] + list(extra_routes)
