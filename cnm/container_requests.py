@@ -80,6 +80,7 @@ class ContainerCreate:
     cpus: float | None = None
     pids_limit: int | None = None
     auto_remove: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_docker_json(cls, body: dict) -> "ContainerCreate":
@@ -122,7 +123,15 @@ class ContainerCreate:
                    hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
                    rootfs=_typed(body, "Rootfs", str) or None, memory=mem,
                    cpus=nano / 1e9 if nano else None, pids_limit=pids,
-                   auto_remove=_typed(host, "AutoRemove", bool, False))
+                   auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body))
+
+
+def _labels(body: dict) -> dict[str, str]:
+    labels = _typed(body, "Labels", dict, {})
+    for k, v in labels.items():
+        if not isinstance(v, str):
+            raise InvalidParameter(f"label {k} must have a string value")
+    return dict(labels)
 
 
 def _port_bindings(raw: dict) -> list[PortBinding]:

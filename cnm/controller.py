@@ -57,6 +57,8 @@ class Controller:
         self._networks: dict[str, Network] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self.network_listeners: list[Callable[[str, Network], None]] = []  # (event, network)
+        # ("connect" | "disconnect", network, endpoint): an endpoint joined or left a sandbox
+        self.endpoint_listeners: list[Callable[[str, Network, Endpoint], None]] = []
         self._load()
 
     # ----------------------------------------------------------------- state
@@ -103,6 +105,13 @@ class Controller:
                 listener(event, net)
             except Exception:  # a listener must not break the operation that already happened
                 log.exception("network listener failed on %s %s", event, net.name)
+
+    def _notify_endpoint(self, event: str, net: Network, ep: Endpoint) -> None:
+        for listener in self.endpoint_listeners:
+            try:
+                listener(event, net, ep)
+            except Exception:  # a listener must not break the operation that already happened
+                log.exception("endpoint listener failed on %s %s", event, ep.name)
 
     # -------------------------------------------------------------- queries
     def list_networks(self) -> list[Network]:
@@ -166,6 +175,10 @@ class Controller:
                 raise InvalidParameter("an IPv6 subnet was given without --ipv6: add --ipv6 to enable it")
             caps = driver.capabilities()
             scope = caps.data_scope
+            if req.scope and req.scope != scope:
+                if req.scope == "local":
+                    raise Forbidden(f"cannot downgrade network scope for {req.driver} networks")
+                raise InvalidParameter(f"--scope {req.scope}: {req.driver} networks have {scope} scope")
             store = self.store_for(scope)
             ipam_driver = "null" if req.driver in SINGLETON_DRIVERS else req.ipam_driver
             ipam = self.ipams.get(ipam_driver)
@@ -283,11 +296,13 @@ class Controller:
             self._notify("delete", net)
             log.info("removed network %s", net.name)
 
-    def prune_networks(self) -> list[str]:
+    def prune_networks(self, select: Callable[[Network], bool] = lambda net: True) -> list[str]:
+        """Remove every unused custom network that `select` accepts (the API's prune
+        filters); returns the names removed."""
         with self.lock:
             removed = []
             for net in self.list_networks():
-                if net.builtin or self.endpoints_of(net.id):
+                if net.builtin or self.endpoints_of(net.id) or not select(net):
                     continue
                 try:
                     self.delete_network(net.id)
@@ -431,6 +446,7 @@ class Controller:
                 ep.gateway_v6 = result.gateway_v6
                 self.save_endpoint(ep)
                 undo.commit()
+            self._notify_endpoint("connect", net, ep)
             return result
 
     def leave(self, ep: Endpoint, sandbox_key: str | None) -> None:
@@ -448,10 +464,13 @@ class Controller:
                     step()
                 except CNMError as exc:
                     log.warning("leave %s: %s", ep.name, exc)
+            joined = ep.state == EndpointState.JOINED.value
             ep.state = EndpointState.CREATED.value
             ep.port_bindings = []
             if ep.id in self._endpoints:
                 self.save_endpoint(ep)
+            if joined:
+                self._notify_endpoint("disconnect", net, ep)
 
     def all_endpoints(self) -> list[Endpoint]:
         with self.lock:

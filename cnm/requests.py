@@ -11,8 +11,13 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnm.errors import InvalidParameter
+from cnm.errors import InvalidParameter, Unavailable
 from cnm.ids import check_name
+
+# Docker's answer to a swarm-scoped request on a node outside a swarm (we have no swarm).
+NOT_A_SWARM_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
+                       'to connect this node to swarm and try again.')
+SCOPES = ("local", "global", "swarm")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,6 +84,7 @@ class NetworkCreate:
     ipam_driver: str = "default"
     ipam_options: dict[str, str] = field(default_factory=dict)
     check_duplicate: bool = True
+    scope: str | None = None             # as asked (--scope); None = the driver's
 
     @property
     def subnets(self) -> list[IPAMConfigRequest]:
@@ -107,6 +113,7 @@ class NetworkCreate:
         if "Name" not in body or body["Name"] is None:
             raise InvalidParameter("missing field Name: a network needs a name")
         name = _typed(body, "Name", str)
+        scope = _swarm_free_scope(body)
         ipam = _typed(body, "IPAM", dict, default={}) or {}
         configs_raw = _typed(ipam, "Config", list, default=[], where="IPAM.") or []
         configs = [_ipam_config(c, i) for i, c in enumerate(configs_raw)]
@@ -122,8 +129,28 @@ class NetworkCreate:
             ipam_driver=_typed(ipam, "Driver", str, default="", where="IPAM.") or "default",
             ipam_options=_str_map(ipam, "Options", where="IPAM."),
             check_duplicate=_typed(body, "CheckDuplicate", bool, default=True),
+            scope=scope,
         )
         return req.validate()
+
+
+def _swarm_free_scope(body: dict) -> str | None:
+    """The `Scope` asked for; refuses what needs a swarm or config-only networks with
+    Docker's words or one line naming the option, instead of quietly making a plain
+    local network of it."""
+    scope = _typed(body, "Scope", str, default="") or None
+    if scope is not None and scope not in SCOPES:
+        raise InvalidParameter(f"invalid scope {scope!r}: use local, global or swarm")
+    if scope == "swarm" or _typed(body, "Ingress", bool, default=False):
+        raise Unavailable(NOT_A_SWARM_MANAGER)
+    if _typed(body, "ConfigOnly", bool, default=False):
+        raise InvalidParameter("config-only networks (--config-only) are not supported: give the "
+                               "subnet and options to the network itself")
+    config_from = _typed(body, "ConfigFrom", dict, default={}) or {}
+    if _typed(config_from, "Network", str, default="", where="ConfigFrom."):
+        raise InvalidParameter("--config-from is not supported (no config-only networks): give the "
+                               "subnet and options to the network itself")
+    return scope
 
 
 def parse_subnet(text: str) -> IPNetwork:

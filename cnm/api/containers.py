@@ -15,15 +15,14 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from cnm.api import container_filters as cf
 from cnm.api.common import Route, blocking, json_body, json_response
 from cnm.api.filters import parse_filters
 from cnm.api.rawstream import MEDIA_TYPE, STDERR, STDOUT, encode_frame
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.model import Endpoint, Network
-from cnm.render_container import container_json, container_summary
-
-CONTAINER_FILTERS = frozenset({"id", "name", "status"})
+from cnm.render_container import container_json, container_summary, networks_json
 LOG_POLL = 0.02          # seconds between looks at a followed log / an exit without pidfd
 READ_CHUNK = 64 * 1024
 
@@ -70,6 +69,9 @@ class ContainerServiceLike(Protocol):
 
     def stop(self, ref: str, timeout: float = 10) -> Any:
         """SIGTERM, SIGKILL after `timeout`; releases its network. Idempotent."""
+
+    def kill(self, ref: str, sig: int) -> Any:
+        """Signal the container's PID 1; Conflict if it is not running."""
 
     def remove(self, ref: str, force: bool = False) -> Any:
         """Remove the container; Conflict while it runs unless `force`."""
@@ -149,24 +151,44 @@ def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], 
     return state, endpoints, networks
 
 
-def _matches(ct: Any, state: Any, filters: dict[str, list[str]]) -> bool:
-    status = state.status if state is not None else "dead"
-    tests = {
-        "id": lambda v: ct.id.startswith(v),
-        "name": lambda v: v.lstrip("/") in ct.name,
-        "status": lambda v: status == v,
-    }
-    return all(any(tests[key](v) for v in values) for key, values in filters.items() if values)
+def _row(ct: Any, state: Any, endpoints: list[Endpoint], networks: dict[str, Network]) -> cf.Row:
+    """What the ps and prune filters look at."""
+    return cf.Row(
+        id=ct.id, name=ct.name, created=ct.created,
+        status=state.status if state is not None else "dead",
+        exit_code=state.exit_code if state is not None else None,
+        started=bool(state is not None and state.started_at),
+        labels=dict(getattr(ct, "labels", {}) or {}),
+        image=getattr(ct, "image", None) or "", image_id=getattr(ct, "image_id", None) or "",
+        networks={name: ep["NetworkID"] for name, ep in networks_json(ct, endpoints, networks).items()},
+        published=[(p["host_port"], p["proto"]) for p in ct.ports if p.get("host_port") is not None],
+        exposed=[(p["container_port"], p["proto"]) for p in ct.requested_ports])
 
 
-def _list(service: ContainerServiceLike, all_: bool, filters: dict[str, list[str]]) -> list[dict]:
-    out = []
+def _list(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
+    views = {}
     for ct in service.list():
-        state, endpoints, networks = _view(service, ct)
-        running = state is not None and state.status == "running"
-        if (all_ or running or "status" in filters) and _matches(ct, state, filters):
-            out.append(container_summary(ct, state, endpoints, networks))
-    return out
+        view = _view(service, ct)
+        views[ct.id] = (ct, view, _row(ct, *view))
+
+    def find(ref: str) -> cf.Row:
+        ct = service.get(ref)
+        return views[ct.id][2] if ct.id in views else _row(ct, *_view(service, ct))
+
+    chosen = cf.select([row for _, _, row in views.values()], query, find)
+    return [container_summary(views[r.id][0], *views[r.id][1]) for r in chosen]
+
+
+def _prune(service: ContainerServiceLike, chosen: Any) -> list[str]:
+    removed = []
+    for ct in service.list():
+        if chosen(_row(ct, *_view(service, ct))):
+            try:
+                service.remove(ct.id)
+            except (Conflict, NotFound):
+                continue          # started or removed meanwhile
+            removed.append(ct.id)
+    return removed
 
 
 def _inspect(service: ContainerServiceLike, ref: str) -> dict:
@@ -266,8 +288,14 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         return json_response({"Id": ct.id, "Warnings": []}, status=201)
 
     async def list_(request: web.Request) -> web.Response:
-        filters = parse_filters(request.query.get("filters"), CONTAINER_FILTERS)
-        return json_response(await blocking(request, _list, service, _flag(request, "all"), filters))
+        query = cf.ListQuery.parse(parse_filters(request.query.get("filters"), cf.LIST_FILTERS),
+                                   _flag(request, "all"))
+        return json_response(await blocking(request, _list, service, query))
+
+    async def prune(request: web.Request) -> web.Response:
+        chosen = cf.prune_selector(parse_filters(request.query.get("filters"), cf.PRUNE_FILTERS))
+        removed = await blocking(request, _prune, service, chosen)
+        return json_response({"ContainersDeleted": removed, "SpaceReclaimed": 0})
 
     async def inspect(request: web.Request) -> web.Response:
         return json_response(await blocking(request, _inspect, service, request.match_info["ref"]))
@@ -286,8 +314,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
 
     async def kill(request: web.Request) -> web.Response:
         sig = parse_signal(request.query.get("signal"))
-        ct = await blocking(request, service.get, request.match_info["ref"])
-        await blocking(request, service.runtime.kill, ct.id, sig)
+        await blocking(request, service.kill, request.match_info["ref"], sig)
         return web.Response(status=204)
 
     async def remove(request: web.Request) -> web.Response:
@@ -371,6 +398,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
     return [
         Route("POST", "/containers/create", create),
         Route("GET", "/containers/json", list_),
+        Route("POST", "/containers/prune", prune),
         Route("GET", "/containers/{ref}/json", inspect),
         Route("POST", "/containers/{ref}/start", start),
         Route("POST", "/containers/{ref}/stop", stop),

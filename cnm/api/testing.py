@@ -93,10 +93,11 @@ class FakeController:
                 raise Conflict(f"network {net.name} has active endpoints")
             del self.networks[net.id]
 
-    def prune_networks(self) -> list[str]:
+    def prune_networks(self, select=lambda net: True) -> list[str]:
         self._maybe_fail("prune_networks")
         with self._lock:
-            gone = [n for n in self.networks.values() if not n.builtin and not self.containers.get(n.id)]
+            gone = [n for n in self.networks.values()
+                    if not n.builtin and not self.containers.get(n.id) and select(n)]
             for net in gone:
                 del self.networks[net.id]
             return [n.name for n in gone]
@@ -376,6 +377,11 @@ class FakeContainerService:
         ct = self.get(ref)
         self.runtime.stop(ct.id, timeout)
         self.handle_exit(ct.id)
+        return ct
+
+    def kill(self, ref: str, sig: int):
+        ct = self.get(ref)
+        self.runtime.kill(ct.id, sig)
         return ct
 
     def handle_exit(self, cid: str) -> None:
