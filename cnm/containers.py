@@ -57,6 +57,7 @@ class Container:
     cpus: float | None = None
     pids_limit: int | None = None
     auto_remove: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
     released: bool = False                # network resources given back after exit
     gateway_endpoint: str | None = None   # endpoint on the gateway bridge (overlay's way out)
 
@@ -113,6 +114,7 @@ class ContainerService:
         self._host_resolv = host_resolv
         self._host_hosts = host_hosts
         self.on_started: Callable[[str], None] = lambda cid: None   # the daemon watches for the exit
+        self.events = None                     # cnm.events.EventBus: the daemon's, or None
         for kv in store.list(CT_PREFIX):
             ct = Container.from_record(kv.value)
             self._containers[ct.id] = ct
@@ -160,6 +162,13 @@ class ContainerService:
     def _save(self, ct: Container) -> None:
         self.store.put(CT_PREFIX + ct.id, ct.to_record())
 
+    def _event(self, action: str, ct: Container, **extra: str) -> None:
+        """Docker's container event: the actor's attributes are its labels, name and
+        image, plus the action's own (exitCode, signal)."""
+        if self.events is not None:
+            attrs = {**ct.labels, "image": getattr(ct, "image", None) or "", "name": ct.name, **extra}
+            self.events.publish("container", action, ct.id, attrs)
+
     # ------------------------------------------------------------------- run
     def run(self, req: ContainerCreate) -> Container:
         with self.lock:
@@ -174,7 +183,7 @@ class ContainerService:
             ct = Container(id=cid, name=name, created=_now(), argv=list(req.argv), env=dict(req.env),
                            hostname=req.hostname or cid[:12], network_mode=req.network_mode,
                            rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
-                           auto_remove=req.auto_remove,
+                           auto_remove=req.auto_remove, labels=dict(req.labels),
                            requested_ports=[p.to_record() for p in req.ports])
             mode = req.network_mode
             with Undo() as undo:
@@ -236,6 +245,8 @@ class ContainerService:
         undo.push(self.runtime.remove, ct.id, True)
         self._containers[ct.id] = ct
         undo.commit()
+        self._event("create", ct)
+        self._event("start", ct)
         log.info("started container %s (%s) on %s", ct.name, ct.id[:12], ct.network_mode)
         self.on_started(ct.id)
         return ct
@@ -402,8 +413,18 @@ class ContainerService:
     # ---------------------------------------------------------- stop / exit
     def stop(self, ref: str, timeout: float = 10) -> Container:
         ct = self.get(ref)
+        if self.is_running(ct):
+            self._event("kill", ct, signal="15")
         self.runtime.stop(ct.id, timeout)
         self.handle_exit(ct.id)
+        self._event("stop", ct)
+        return ct
+
+    def kill(self, ref: str, sig: int) -> Container:
+        """Signal the container's PID 1; Conflict if it is not running."""
+        ct = self.get(ref)
+        self.runtime.kill(ct.id, sig)
+        self._event("kill", ct, signal=str(sig))
         return ct
 
     def handle_exit(self, cid: str) -> None:
@@ -413,6 +434,12 @@ class ContainerService:
             ct = self._containers.get(cid)
             if ct is None or self.is_running(ct):
                 return
+            if not ct.released:      # first notice of this exit
+                try:
+                    code = self.runtime.state(ct.id).exit_code
+                except NotFound:
+                    code = None
+                self._event("die", ct, exitCode=str(code if code is not None else -1))
             self._release_network(ct)
             if ct.auto_remove:
                 self._remove(ct)
@@ -464,6 +491,7 @@ class ContainerService:
         self._release_network(ct)
         self.store.delete(CT_PREFIX + ct.id)
         self._containers.pop(ct.id, None)
+        self._event("destroy", ct)
         log.info("removed container %s", ct.name)
 
     # --------------------------------------------------------------- restart

@@ -10,8 +10,12 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnm.errors import CNMError, Conflict
+
+if TYPE_CHECKING:
+    from cnm.model import Endpoint, Network
 
 log = logging.getLogger("cnm.daemon")
 
@@ -112,10 +116,15 @@ class Daemon:
         self.ports = PortAllocator(sysctl.local_port_range)
         self.discovery = ServiceDiscovery()
         self.controller.network_listeners.append(self.discovery.network_event)
+        from cnm.events import EventBus
+        self.events = EventBus()
+        self.controller.network_listeners.append(self._network_event)
+        self.controller.endpoint_listeners.append(self._endpoint_event)
         for net in self.controller.list_networks():
             self.discovery.network_event("create", net)
         self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store,
                                            discovery=self.discovery)
+        self.containers.events = self.events
         self.cluster = None
         if self.cluster_store is not None:
             from cnm.cluster.sync import ClusterSync
@@ -131,6 +140,38 @@ class Daemon:
             self.cluster.start()       # global networks and peers before the containers on them
         self.containers.adopt()
         self.controller.reconcile_ipam()
+
+    def _network_event(self, event: str, net: Network) -> None:
+        # Docker's network events: create and destroy, with the name and driver.
+        self.events.publish("network", "destroy" if event == "delete" else event, net.id,
+                            {"name": net.name, "type": net.driver})
+
+    def _endpoint_event(self, event: str, net: Network, ep: Endpoint) -> None:
+        if ep.container_id:
+            self.events.publish("network", event, net.id,
+                                {"container": ep.container_id, "name": net.name, "type": net.driver})
+
+    def daemon_id(self) -> str:
+        """This daemon's ID (`docker info`'s ID), made once and kept under --root."""
+        path = os.path.join(self.config.root, "engine-id")
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            from cnm.ids import new_id
+            value = new_id()
+            with open(path, "w") as f:
+                f.write(value + "\n")
+            return value
+
+    def counts(self) -> dict[str, int]:
+        """Container (and image) counts for `GET /info`."""
+        states = [self.containers.is_running(ct) for ct in self.containers.list()]
+        running = sum(states)
+        images = getattr(self, "images", None)
+        return {"Containers": len(states), "ContainersRunning": running, "ContainersPaused": 0,
+                "ContainersStopped": len(states) - running,
+                "Images": len(images.list()) if images is not None and hasattr(images, "list") else 0}
 
     def _recover_namespaces(self) -> None:
         from cnm.osl.netns import recover_from
@@ -204,7 +245,14 @@ async def _serve(daemon: Daemon) -> None:
 
     resolver = Resolver(daemon.discovery.table, host_upstreams, loop=loop)
     await daemon.discovery.start(resolver)
-    app = make_app(daemon.controller, extra_routes=container_routes.routes(daemon.containers))
+    from cnm.api import events as event_routes
+    from cnm.api import system as system_routes
+    info = system_routes.InfoSource(daemon_id=daemon.daemon_id(), root_dir=daemon.config.root, counts=daemon.counts,
+                                    network_drivers=daemon.drivers.names,
+                                    debug=daemon.config.log_level.lower() == "debug")
+    extra = [*container_routes.routes(daemon.containers), *event_routes.routes(daemon.events),
+             *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
+    app = make_app(daemon.controller, extra_routes=extra)
     server = await start_server(app, daemon.config.socket)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
