@@ -38,7 +38,8 @@ class DaemonConfig:
 
 def _lock_root(root: str) -> int:
     """One daemon per --root: two writers on one state file would corrupt allocations."""
-    fd = os.open(os.path.join(root, "daemon.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    from cnm.statedirs import open_private
+    fd = open_private(os.path.join(root, "daemon.lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -74,9 +75,14 @@ class Daemon:
         from drivers.bridge.nftables import NftablesBridgeFirewall
         from ipam.default.host_conflicts import exclusions, nameservers_from_resolv_conf
 
+        from cnm.statedirs import ROOT_MODE, RUN_MODE, private_dir, trusted_parent
+
         self.config = config
-        for d in (config.root, config.run_dir):
-            os.makedirs(d, mode=0o711, exist_ok=True)
+        # Refuse (one line) a directory another user could change, before reading or
+        # writing anything in it; then make both private (older versions made 0711).
+        private_dir(config.root, ROOT_MODE, "--root")
+        private_dir(config.run_dir, RUN_MODE, "--run-dir")
+        trusted_parent(config.socket, "--socket")
         self._lock_fd = _lock_root(config.root)
         self.netlink = Netlink()
         self.local_store = SQLiteStore(config.state_db)
@@ -265,6 +271,10 @@ async def _serve(daemon: Daemon) -> None:
 
 
 def run_daemon(config: DaemonConfig) -> int:
+    from cnm.statedirs import DAEMON_UMASK
+    # Everything the daemon creates is private unless made otherwise on purpose (the
+    # socket 0660, files containers see 0644; containers themselves get umask 022).
+    os.umask(DAEMON_UMASK)
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

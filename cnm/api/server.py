@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,7 @@ from cnm.api import networks, system
 from cnm.api.common import EXECUTOR, Route, error_response
 from cnm.api.version import VERSION_KEY, add_headers, server_headers, version_middleware
 from cnm.errors import CNMError, Conflict, http_status
+from cnm.statedirs import chmod_socket
 
 log = logging.getLogger("cnm.api")
 
@@ -83,13 +85,15 @@ def _someone_listens(path: Path) -> bool:
 
 def prepare_socket_path(path: Path) -> None:
     """Remove a stale socket file left by a daemon that died; refuse if one answers."""
-    if not (path.exists() or path.is_symlink()):
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         return
+    if not stat.S_ISSOCK(st.st_mode):     # a symlink included: never followed
+        raise Conflict(f"{path} exists and is not a socket: remove it or choose another --socket")
     if _someone_listens(path):
         raise Conflict(f"another daemon is listening on {path}: stop it or choose another --socket")
-    if not path.is_socket():
-        raise Conflict(f"{path} exists and is not a socket: remove it or choose another --socket")
     path.unlink()
 
 
@@ -120,7 +124,7 @@ async def start_server(app: web.Application, socket_path: str | os.PathLike) -> 
     try:
         site = web.UnixSite(runner, str(path))
         await site.start()
-        os.chmod(path, SOCKET_MODE)
+        chmod_socket(str(path), SOCKET_MODE)
     except BaseException:
         await runner.cleanup()
         raise

@@ -116,7 +116,8 @@ class EtcdMember:
             return
         Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
         Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "ab") as log:
             # Own session: a Ctrl-C in the test runner or lab shell does not reach etcd.
             self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)

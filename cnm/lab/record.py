@@ -23,6 +23,7 @@ from cnm.errors import InvalidParameter, NotFound
 
 DEFAULT_BASE = "/var/lib/cnm-lab"
 RECORD = "lab.json"
+LAB_DIR_MODE = 0o710      # root's group may reach the daemons' sockets inside
 SOCKET_MAX = 107          # sun_path holds 108 bytes with the NUL
 
 
@@ -75,10 +76,15 @@ class LabRecord:
         return Path(self.dir) / RECORD
 
     def save(self) -> None:
-        """Write atomically (tmp + rename): a crash never leaves half a record."""
-        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        """Write atomically (tmp + rename): a crash never leaves half a record. The lab
+        directory must be root's alone (the record holds containers' environments, and
+        the daemons run as root below it): Forbidden, one line, otherwise."""
+        from cnm.statedirs import private_dir
+        private_dir(self.dir, LAB_DIR_MODE, "lab directory")
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "w") as f:
+            f.write(json.dumps(asdict(self), indent=2, sort_keys=True))
         os.replace(tmp, self.path)
 
     @classmethod

@@ -90,7 +90,8 @@ class SubprocessRunner:
     def spawn(self, argv: list[str], netns: str | None, log: Path,
               env: Mapping[str, str] | None = None) -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with open(fd, "ab") as out:
             p = subprocess.Popen(in_netns(argv, netns), stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  env={**os.environ, **env} if env else None)

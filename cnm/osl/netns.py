@@ -176,7 +176,7 @@ def create_netns(path: str) -> None:
         raise Conflict(f"a network namespace is already mounted at {path}")
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
         os.close(fd)
     except OSError as exc:
         raise translate(exc, f"create the mount point {path}") from exc
@@ -209,7 +209,7 @@ def bind_existing(source: str, path: str) -> None:
         raise Conflict(f"a network namespace is already mounted at {path}")
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o444))
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444))
     except OSError as exc:
         raise translate(exc, f"create the mount point {path}") from exc
     try:

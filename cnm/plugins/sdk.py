@@ -301,6 +301,9 @@ def serve(network: NetworkPlugin | None = None, ipam: Any = None, *, name: str,
     """Serve until SIGTERM or SIGINT, then remove the socket."""
     if isinstance(network, IpamPlugin) and ipam is None:
         network, ipam = None, network
+    from cnm.statedirs import trusted_parent
+    # A socket in a folder another user can change could be swapped under Docker.
+    trusted_parent(os.path.join(plugin_dir, f"{name}.sock"), "--plugin-dir", mode=0o755)
     server = make_server(network, ipam, name=name, plugin_dir=plugin_dir).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -238,8 +238,14 @@ def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
     if driver == "overlay" and (not cluster_store or not advertise):
         raise InvalidParameter("serving the overlay driver needs --cluster-store etcd://HOST:PORT "
                                "and --advertise ADDR (this host's underlay address)")
+    from cnm.statedirs import DAEMON_UMASK, ROOT_MODE, private_dir
     from cnm.store.sqlite import SQLiteStore
-    os.makedirs(root, mode=0o711, exist_ok=True)
+    # `net plugin serve` is a root daemon too: private files, and a --root (and
+    # --run-dir) no other user can change (Forbidden, one line, otherwise).
+    os.umask(DAEMON_UMASK)
+    private_dir(root, ROOT_MODE, "--root")
+    if driver == "overlay":
+        run_dir = private_dir(run_dir or os.path.join(root, "run"), ROOT_MODE, "--run-dir")
     served = Served(None, None)
     try:
         state_db = SQLiteStore(os.path.join(root, "plugin-state.db"))

@@ -94,11 +94,14 @@ def dump_flat(obj: dict[str, int | str | None]) -> str:
     return "{" + ", ".join(parts) + "}\n"
 
 
-def write_atomic(path: str, data: str) -> None:
-    """Write then rename: readers see the old file or the whole new one, never half."""
+def write_atomic(path: str, data: str, mode: int = 0o600) -> None:
+    """Write then rename: readers see the old file or the whole new one, never half.
+    The file gets exactly `mode` (the spec holds the container's environment: 0600);
+    never written through a symlink."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
+        os.fchmod(fd, mode)
         os.write(fd, data.encode())
     finally:
         os.close(fd)

@@ -61,8 +61,10 @@ class Runtime:
     (default "cnm"; see cnm.runtime.cgroups)."""
 
     def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None) -> None:
+        from cnm.statedirs import private_subdir
         self.state_dir = os.path.abspath(state_dir)
-        os.makedirs(self.state_dir, mode=0o711, exist_ok=True)
+        os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
+        private_subdir(self.state_dir, 0o700)   # specs and logs hold containers' secrets
         self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
         self.python = python or sys.executable
 
@@ -122,12 +124,14 @@ class Runtime:
                                       (files.HOSTNAME, "/etc/hostname", spec.hostname_file())):
             if content is not None:
                 path = os.path.join(cdir, name)
-                with open(path, "w") as f:
-                    f.write(content)
+                # 0644 whatever the daemon's umask: any user inside the container reads
+                # them (the container directory, 0700, keeps them from the host's users).
+                files.write_atomic(path, content, mode=0o644)
                 binds.append((path, target))
         if spec.rootfs is not None:
             for sub in (files.UPPER, files.WORK, files.MERGED):
-                os.mkdir(os.path.join(cdir, sub), 0o755)
+                os.mkdir(os.path.join(cdir, sub), 0o700)
+            os.chmod(os.path.join(cdir, files.UPPER), 0o755)   # the container's "/": mode 0755 as usual
         # Record the cgroup paths before making them, so a crash in between still
         # leaves a list for remove() to clean.
         made: list[str] = []

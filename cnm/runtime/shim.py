@@ -101,9 +101,9 @@ def _supervise(cdir: str, cfg: dict) -> None:
     me = os.getpid()
     me_start = linux.proc_stat(me)[1]
     files.write_atomic(os.path.join(cdir, files.SHIM_PID), f"{me} {me_start}\n")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    out = os.open(os.path.join(cdir, files.STDOUT), flags, 0o640)
-    err = os.open(os.path.join(cdir, files.STDERR), flags, 0o640)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    out = os.open(os.path.join(cdir, files.STDOUT), flags, 0o600)
+    err = os.open(os.path.join(cdir, files.STDERR), flags, 0o600)
     null = os.open("/dev/null", os.O_RDWR)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     for sig in FORWARD:
@@ -162,6 +162,7 @@ def _prepare(cfg: dict) -> None:
     for sig in FORWARD + (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(sig, _signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps "ignored"
     linux.set_pdeathsig(_signal.SIGKILL)
+    os.umask(0o022)  # a container's default (Docker's); the daemon's own is 077
     os.setsid()
     for d in cfg["cgroups"]:
         try:

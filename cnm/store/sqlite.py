@@ -28,11 +28,25 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
+def _private_files(path: str) -> None:
+    """Make the database 0600 before SQLite opens it: SQLite gives its -wal and -shm
+    files the database's mode, and they hold the same secrets (containers' env).
+    Never through a symlink; files an older version left 0644 are tightened."""
+    from cnm.statedirs import open_private, tighten_file
+    try:
+        os.close(open_private(path, os.O_RDWR | os.O_CREAT))
+    except OSError as exc:
+        raise Unavailable(f"cannot open state database {path}: {exc.strerror or exc}") from exc
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten_file(path + suffix)
+
+
 class SQLiteStore:
     def __init__(self, path: str, scope: str = "local") -> None:
         self.scope = scope
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _private_files(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -40,7 +54,6 @@ class SQLiteStore:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open state database {path}: {exc}") from exc
-        os.chmod(path, 0o600)
         self._lock = threading.RLock()
 
     def get(self, key: str) -> KV | None:
