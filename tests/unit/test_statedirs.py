@@ -10,10 +10,9 @@ import stat
 import pytest
 
 from cnm.errors import Forbidden
-from cnm.statedirs import (chmod_socket, open_private, private_dir, private_subdir, resolve_trusted,
-                           trusted_parent)
-from cnm.store.sqlite import SQLiteStore
+from cnm.statedirs import chmod_socket, open_private, private_dir, private_subdir, resolve_trusted, trusted_parent
 from cnm.store import Put
+from cnm.store.sqlite import SQLiteStore
 
 OTHER = 4242  # a uid nobody on the machine uses
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
