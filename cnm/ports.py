@@ -10,16 +10,15 @@ A port is checked against processes only when it is handed out, not on restore.
 from __future__ import annotations
 
 import errno
-import ipaddress
-import re
 import socket
 import threading
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Mapping
 
+from cnm import portspec
 from cnm.errors import Conflict, InternalError, InvalidParameter, Unavailable
 
-PROTOCOLS = ("tcp", "udp")
+PROTOCOLS = portspec.PROTOCOLS
 _WILDCARD = {4: "0.0.0.0", 6: "::"}
 # libnetwork's types.Protocol is a uint8 (the IP protocol number): on Docker's plugin
 # wire a port binding's "Proto" is 6 or 17, not "tcp" or "udp".
@@ -69,75 +68,17 @@ class PortBinding:
         return f"{ip + ':' if ip else ''}{hp + ':' if hp or ip else ''}{self.container_port}/{self.proto}"
 
 
-# -- parsing ------------------------------------------------------------------------
-
-_SPEC = re.compile(r"""^(?:(?P<ip>\[[^\]]*\]|[^:\[\]]*):)??   # optional host IP (IPv6 in brackets)
-                       (?:(?P<hport>[^:]*):)?                # optional host port or range
-                       (?P<cport>[^:]+)$""", re.X)
-
-
-def _bad(spec: str, why: str) -> InvalidParameter:
-    return InvalidParameter(f"invalid port spec {spec!r}: {why} (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|udp])")
-
-
-def _range(spec: str, text: str, what: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
-    if not m:
-        raise _bad(spec, f"{what} {text!r} is not a number or a range like 8000-8010")
-    lo = int(m.group(1))
-    hi = int(m.group(2)) if m.group(2) else lo
-    for p in (lo, hi):
-        if not 1 <= p <= 65535:
-            raise _bad(spec, f"{what} {p} is out of range 1-65535")
-    if hi < lo:
-        raise _bad(spec, f"{what} range {text} ends before it starts")
-    return lo, hi
-
+# -- parsing (the grammar is cnm.portspec's, shared with the CLI) ---------------------------
 
 def normalize_ip(text: str | None, spec: str = "") -> str | None:
     """None for all addresses (None, '', 0.0.0.0); otherwise the canonical address."""
-    if text in (None, "", "0.0.0.0"):
-        return None
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError as exc:
-        raise _bad(spec or str(text), f"host IP {text!r} is not an IP address") from exc
+    return portspec.normalize_ip(text, spec)
 
 
 def parse_port_spec(spec: str) -> list[PortBinding]:
     """Parse one `-p` value into bindings (several for a range like 8000-8001:80-81).
     Raises InvalidParameter naming what is wrong."""
-    text = spec.strip()
-    if not text:
-        raise _bad(spec, "it is empty")
-    proto = "tcp"
-    if "/" in text:
-        text, proto = text.rsplit("/", 1)
-        proto = proto.lower()
-        if proto not in PROTOCOLS:
-            raise _bad(spec, f"protocol {proto!r} is not tcp or udp")
-    if text.count(":") > 2 and not text.startswith("["):
-        raise _bad(spec, "put an IPv6 host address in brackets, like [::1]:8080:80")
-    m = _SPEC.match(text)
-    if not m:
-        raise _bad(spec, "too many ':' separators")
-    ip_text, hport, cport = m.group("ip"), m.group("hport"), m.group("cport")
-    if ip_text is not None and hport is None:
-        hport, ip_text = ip_text, None          # "8080:80": the first field is the host port
-    if ip_text is not None and ip_text.startswith("["):
-        ip_text = ip_text[1:-1]
-        if ":" not in ip_text:
-            raise _bad(spec, "brackets are only for IPv6 addresses")
-    host_ip = normalize_ip(ip_text, spec)
-    clo, chi = _range(spec, cport, "container port")
-    if not hport:
-        return [PortBinding(proto, p, host_ip) for p in range(clo, chi + 1)]
-    hlo, hhi = _range(spec, hport, "host port")
-    if clo == chi:
-        return [PortBinding(proto, clo, host_ip, hlo, hhi if hhi != hlo else None)]
-    if hhi - hlo != chi - clo:
-        raise _bad(spec, f"host range {hport} and container range {cport} differ in length")
-    return [PortBinding(proto, c, host_ip, hlo + i) for i, c in enumerate(range(clo, chi + 1))]
+    return [PortBinding(*b) for b in portspec.parse(spec)]
 
 
 def parse_port_specs(specs: Iterable[str]) -> list[PortBinding]:
