@@ -9,7 +9,6 @@ Non-2xx answers raise the error category the daemon answered with
 from __future__ import annotations
 
 import json
-from urllib.parse import quote, urlencode
 
 from cnm.api.rawstream import iter_frames
 from cnm.api.transport import UnixSocketTransport
@@ -22,6 +21,24 @@ if TYPE_CHECKING:
     from cnm.api.transport import StreamResponse, Transport
 
 DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(text: str, plus: bool = False) -> str:
+    """Percent-encode all but RFC 3986's unreserved characters (urllib.parse's
+    quote(text, safe="") and, with `plus`, quote_plus: urllib.parse costs the CLI
+    ~5 ms of imports)."""
+    data = text.encode()
+    if all(b in _UNRESERVED for b in data):
+        return text
+    return "".join(chr(b) if b in _UNRESERVED else "+" if plus and b == 0x20 else f"%{b:02X}" for b in data)
+
+
+def urlencode(query: dict[str, str]) -> str:
+    """A query string as urllib.parse.urlencode writes it."""
+    return "&".join(f"{quote(str(k), True)}={quote(str(v), True)}" for k, v in query.items())
 
 
 def socket_path(host: str) -> str:
@@ -105,10 +122,10 @@ class APIClient:
         return self.request("POST", "/networks/create", body)["Id"]
 
     def network_inspect(self, ref: str) -> dict:
-        return self.request("GET", f"/networks/{quote(ref, safe='')}")
+        return self.request("GET", f"/networks/{quote(ref)}")
 
     def network_remove(self, ref: str) -> None:
-        self.request("DELETE", f"/networks/{quote(ref, safe='')}")
+        self.request("DELETE", f"/networks/{quote(ref)}")
 
     def networks_prune(self) -> list[str]:
         return self.request("POST", "/networks/prune")["NetworksDeleted"] or []
@@ -129,21 +146,21 @@ class APIClient:
         return self.request("GET", "/containers/json", query=query or None)
 
     def container_inspect(self, ref: str) -> dict:
-        return self.request("GET", f"/containers/{quote(ref, safe='')}/json")
+        return self.request("GET", f"/containers/{quote(ref)}/json")
 
     def container_stop(self, ref: str, timeout: float | None = None) -> None:
         query = {"t": f"{timeout:g}"} if timeout is not None else None
-        self.request("POST", f"/containers/{quote(ref, safe='')}/stop", query=query)
+        self.request("POST", f"/containers/{quote(ref)}/stop", query=query)
 
     def container_kill(self, ref: str, signal: str = "SIGKILL") -> None:
-        self.request("POST", f"/containers/{quote(ref, safe='')}/kill", query={"signal": signal})
+        self.request("POST", f"/containers/{quote(ref)}/kill", query={"signal": signal})
 
     def container_remove(self, ref: str, force: bool = False) -> None:
-        self.request("DELETE", f"/containers/{quote(ref, safe='')}", query={"force": "1"} if force else None)
+        self.request("DELETE", f"/containers/{quote(ref)}", query={"force": "1"} if force else None)
 
     def container_wait(self, ref: str) -> int:
         """Block until the container exits; its exit code."""
-        return int(self.request("POST", f"/containers/{quote(ref, safe='')}/wait")["StatusCode"])
+        return int(self.request("POST", f"/containers/{quote(ref)}/wait")["StatusCode"])
 
     def container_logs(self, ref: str, follow: bool = False, stdout: bool = True,
                        stderr: bool = True) -> Iterator[tuple[int, bytes]]:
@@ -153,7 +170,7 @@ class APIClient:
         query = {"stdout": "1" if stdout else "0", "stderr": "1" if stderr else "0"}
         if follow:
             query["follow"] = "1"
-        resp = self.request("GET", f"/containers/{quote(ref, safe='')}/logs", stream=True, query=query)
+        resp = self.request("GET", f"/containers/{quote(ref)}/logs", stream=True, query=query)
 
         def frames() -> Iterator[tuple[int, bytes]]:
             try:
@@ -169,8 +186,8 @@ class APIClient:
 
     def network_connect(self, network: str, container: str, endpoint_config: dict | None = None) -> None:
         body = {"Container": container, "EndpointConfig": endpoint_config or {}}
-        self.request("POST", f"/networks/{quote(network, safe='')}/connect", body)
+        self.request("POST", f"/networks/{quote(network)}/connect", body)
 
     def network_disconnect(self, network: str, container: str, force: bool = False) -> None:
         body = {"Container": container, "Force": force}
-        self.request("POST", f"/networks/{quote(network, safe='')}/disconnect", body)
+        self.request("POST", f"/networks/{quote(network)}/disconnect", body)
