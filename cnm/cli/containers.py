@@ -1,105 +1,72 @@
-"""Container commands: run, ps, exec, logs, stop, kill, connect, disconnect, and the
-`container` group (ls, inspect, rm, …). Docker's flags and output.
+"""Container commands: run, ps, exec, logs, stop, kill, and under `container` also rm
+and inspect. Declared with cnm.cli.spec; Docker's flags and output.
 
 Exit codes of `net run`: the container's own code; 125 when the daemon refused or
 failed (Docker's rule), 2 for a malformed flag, 130 after Ctrl-C.
-
-Import-light like the rest of the CLI: cnm.ports (socket, threading) is loaded only
-when `net run` parses `-p`.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, Iterable, NoReturn
 
-import click
-
-from cnm.cli.output import error_line, table
-from cnm.cli.params import IP, BadValue, KeyValue
+from cnm.cli.output import dumps, echo, error_line, json_str, table
+from cnm.cli.runflow import DAEMON_ERROR, INTERRUPTED, attached, create_body, stream_logs
+from cnm.cli.spec import arg, command, flag, option
+from cnm.cli.values import byte_size, float_range, int_range, ip, key_value
 from cnm.errors import CNMError, Conflict
 
-from cnm.cli.runflow import (DAEMON_ERROR, INTERRUPTED, attached as _attached, create_body,  # noqa: E402
-                             endpoint_config, stream_logs)
+TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from cnm.cli.spec import Context, Opts
+
 EXEC_NOT_FOUND = 127
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # as the runtime's
-_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-class ByteSize(click.ParamType):
-    """Docker's memory sizes: 67108864, 64m, 1g, 512k (b, k, m, g, t; case-insensitive,
-    an optional trailing "b" as in "64mb")."""
+# -- run (the flow itself is in cnm.cli.runflow) ----------------------------------------------
 
-    name = "BYTES"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        if len(text) > 2 and text.endswith("b") and text[-2] in _UNITS:
-            text = text[:-1]
-        unit = _UNITS.get(text[-1:], None) if text[-1:].isalpha() else 1
-        number = text[:-1] if text[-1:].isalpha() else text
-        try:
-            amount = float(number)
-        except ValueError:
-            amount = -1.0
-        if unit is None or amount < 0:
-            raise BadValue(f"{value!r} is not a size (e.g. 64m, 1g, 67108864)", ctx=ctx, param=param)
-        return int(amount * unit)
-
-
-def _exit(code: int) -> NoReturn:
-    raise click.exceptions.Exit(code)
-
-
-# -- run (the flow itself is in cnm.cli.runflow, shared with the fast path) -----------------
-
-CMD_SETTINGS = {"allow_interspersed_args": False, "ignore_unknown_options": False}
-
-
-@click.command("run", context_settings=CMD_SETTINGS)
-@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
-@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
-@click.option("--name", help="Assign a name to the container.")
-@click.option("--net", "--network", "network", metavar="MODE",
-              help="bridge (default), host, none, container:NAME|ID, or a network name.")
-@click.option("--ip", type=IP(), help="IPv4 address on the network.")
-@click.option("--ip6", type=IP(), help="IPv6 address on the network.")
-@click.option("--mac-address", "mac", help="MAC address on the network.")
-@click.option("--hostname", help="Container host name (default: the short ID).")
-@click.option("--network-alias", "aliases", multiple=True, metavar="ALIAS", help="Network-scoped alias (repeatable).")
-@click.option("-p", "--publish", multiple=True, metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
-              help="Publish a container port on the host (repeatable).")
-@click.option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable (repeatable).")
-@click.option("--rootfs", type=click.Path(file_okay=False), help="Directory used read-only as the root filesystem.")
-@click.option("-m", "--memory", type=ByteSize(), help="Memory limit (e.g. 64m, 1g).")
-@click.option("--cpus", type=click.FloatRange(min=0.01), help="Number of CPUs (e.g. 1.5).")
-@click.option("--pids-limit", type=click.IntRange(min=1), help="Maximum number of tasks.")
-@click.argument("cmd", nargs=-1, required=True, metavar="[--] CMD [ARG...]")
-@click.pass_obj
-def run(state: Any, detach: bool, auto_remove: bool, name: str | None, network: str | None, ip: str | None,
-        ip6: str | None, mac: str | None, hostname: str | None, aliases: tuple[str, ...],
-        publish: tuple[str, ...], env: tuple[str, ...], rootfs: str | None, memory: int | None,
-        cpus: float | None, pids_limit: int | None, cmd: tuple[str, ...]) -> None:
+@command("run",
+         flag("-d", "--detach", help="Run in the background and print the container ID."),
+         flag("--rm", dest="auto_remove", help="Remove the container when it exits."),
+         option("--name", help="Assign a name to the container."),
+         option("--net", "--network", dest="network", metavar="MODE",
+                help="bridge (default), host, none, container:NAME|ID, or a network name."),
+         option("--ip", value=ip, help="IPv4 address on the network."),
+         option("--ip6", value=ip, help="IPv6 address on the network."),
+         option("--mac-address", dest="mac", help="MAC address on the network."),
+         option("--hostname", help="Container host name (default: the short ID)."),
+         option("--network-alias", dest="aliases", multiple=True, metavar="ALIAS",
+                help="Network-scoped alias (repeatable)."),
+         option("-p", "--publish", multiple=True, metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+                help="Publish a container port on the host (repeatable)."),
+         option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable (repeatable)."),
+         option("--rootfs", metavar="DIRECTORY", help="Directory used read-only as the root filesystem."),
+         option("-m", "--memory", value=byte_size, help="Memory limit (e.g. 64m, 1g)."),
+         option("--cpus", value=float_range(0.01), help="Number of CPUs (e.g. 1.5)."),
+         option("--pids-limit", value=int_range(1), help="Maximum number of tasks."),
+         arg("cmd", nargs=-1, metavar="[--] CMD [ARG...]"),
+         interspersed=False)
+def run(cx: Context, o: Opts) -> int:
     """Run a command in a new container.
 
     Attached (no -d): prints the container's output and exits with its exit code.
     Exit 125 if the daemon could not run it, 130 after Ctrl-C (the container is stopped).
     """
-    body = create_body(list(cmd), name=name, network=network, ip=ip, ip6=ip6, mac=mac, hostname=hostname,
-                       aliases=aliases, publish=publish, env=env, rootfs=rootfs, memory=memory, cpus=cpus,
-                       pids_limit=pids_limit, auto_remove=auto_remove and detach)
+    body = create_body(o.cmd, name=o.name, network=o.network, ip=o.ip, ip6=o.ip6, mac=o.mac, hostname=o.hostname,
+                       aliases=o.aliases, publish=o.publish, env=o.env, rootfs=o.rootfs, memory=o.memory,
+                       cpus=o.cpus, pids_limit=o.pids_limit, auto_remove=o.auto_remove and o.detach)
     try:
-        cid = state.client.container_create(body)
+        cid = cx.client.container_create(body)
     except CNMError as exc:
         error_line(exc)
-        _exit(DAEMON_ERROR)
-    if detach:
-        click.echo(cid)
-        return
-    _exit(_attached(state.client, cid, remove=auto_remove))
+        return DAEMON_ERROR
+    if o.detach:
+        echo(cid)
+        return 0
+    return attached(cx.client, cid, remove=o.auto_remove)
 
 
 # -- ps / inspect ---------------------------------------------------------------------
@@ -113,53 +80,50 @@ def ports_text(ports: list[dict]) -> str:
     out = []
     for p in sorted(ports, key=lambda p: (p.get("PrivatePort", 0), p.get("Type", ""), p.get("PublicPort", 0))):
         if p.get("PublicPort"):
-            ip = p.get("IP") or "0.0.0.0"
-            ip = f"[{ip}]" if ":" in ip else ip
-            out.append(f"{ip}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}")
+            host_ip = p.get("IP") or "0.0.0.0"
+            host_ip = f"[{host_ip}]" if ":" in host_ip else host_ip
+            out.append(f"{host_ip}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}")
         else:
             out.append(f"{p['PrivatePort']}/{p['Type']}")
     return ", ".join(out)
 
 
 def ps_rows(containers: list[dict], no_trunc: bool = False) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for c in containers:
-        command = c.get("Command", "")
+        command_text = c.get("Command", "")
         rows.append((c["Id"] if no_trunc else c["Id"][:12],
                      ",".join(n.lstrip("/") for n in c.get("Names", [])),
-                     json.dumps(command if no_trunc else _ellipsis(command, 20), ensure_ascii=False),
+                     json_str(command_text if no_trunc else _ellipsis(command_text, 20)),
                      c.get("Status", ""),
                      ports_text(c.get("Ports") or []),
                      ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {}))))
     return rows
 
 
-@click.command("ps")
-@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers (default: running only).")
-@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
-@click.option("-f", "--filter", "filters", multiple=True, type=KeyValue(), metavar="KEY=VALUE",
-              help="Filter: id=, name=, status=running|exited|created (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="table, or json (an array of the API's container summaries).")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
-@click.pass_obj
-def ps(state: Any, all_: bool, quiet: bool, filters: tuple[tuple[str, str], ...], fmt: str, no_trunc: bool) -> None:
+@command("ps",
+         flag("-a", "--all", dest="all_", help="Show all containers (default: running only)."),
+         flag("-q", "--quiet", help="Only display container IDs."),
+         option("-f", "--filter", dest="filters", multiple=True, value=key_value,
+                help="Filter: id=, name=, status=running|exited|created (repeatable)."),
+         option("--format", dest="fmt", choices=("table", "json"), default="table",
+                help="table, or json (an array of the API's container summaries)."),
+         flag("--no-trunc", help="Do not truncate the output."))
+def ps(cx: Context, o: Opts) -> None:
     """List containers."""
     wanted: dict[str, list[str]] = {}
-    for key, value in filters:
+    for key, value in o.filters:
         wanted.setdefault(key, []).append(value)
-    containers = state.client.containers(all=all_, filters=wanted or None)
-    if quiet:
-        for c in containers:
-            click.echo(c["Id"] if no_trunc else c["Id"][:12])
-    elif fmt == "json":
-        click.echo(json.dumps(containers, indent=4))
+    containers = cx.client.containers(all=o.all_, filters=wanted or None)
+    if o.quiet:
+        sys.stdout.write("".join((c["Id"] if o.no_trunc else c["Id"][:12]) + "\n" for c in containers))
+    elif o.fmt == "json":
+        echo(dumps(containers))
     else:
-        click.echo(table(("CONTAINER ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"),
-                         ps_rows(containers, no_trunc)))
+        echo(table(("CONTAINER ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"), ps_rows(containers, o.no_trunc)))
 
 
-def _each(refs: Iterable[str], action: Any, echo: bool = True) -> int:
+def _each(refs: Iterable[str], action: Callable[[str], Any], show: bool = True) -> int:
     """Apply `action` to every ref; print each ref done; the first failure's code."""
     code = 0
     for ref in refs:
@@ -169,70 +133,65 @@ def _each(refs: Iterable[str], action: Any, echo: bool = True) -> int:
             error_line(exc)
             code = code or exc.exit_code
             continue
-        if echo:
-            click.echo(ref)
+        if show:
+            echo(ref)
     return code
 
 
-@click.command("inspect")
-@click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
-@click.pass_obj
-def inspect(state: Any, refs: tuple[str, ...]) -> None:
+@command("inspect", arg("refs", nargs=-1, metavar="CONTAINER..."))
+def inspect(cx: Context, o: Opts) -> int:
     """Display detailed information on containers (a JSON array); a missing one is an
     error (exit non-zero) but the others are still printed."""
     found: list[dict] = []
     errors: list[CNMError] = []
-    for ref in refs:
+    for ref in o.refs:
         try:
-            found.append(state.client.container_inspect(ref))
+            found.append(cx.client.container_inspect(ref))
         except CNMError as exc:
             errors.append(exc)
-    click.echo(json.dumps(found, indent=4))
-    for exc in errors:
-        error_line(exc)
-    _exit(errors[0].exit_code if errors else 0)
+    echo(dumps(found))
+    for err in errors:
+        error_line(err)
+    return errors[0].exit_code if errors else 0
 
 
 # -- lifecycle --------------------------------------------------------------------------
 
-@click.command("stop")
-@click.option("-t", "--time", "timeout", type=click.FloatRange(min=0), default=10, show_default=True,
-              help="Seconds to wait before killing the container.")
-@click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
-@click.pass_obj
-def stop(state: Any, timeout: float, refs: tuple[str, ...]) -> None:
+@command("stop",
+         option("-t", "--time", dest="timeout", value=float_range(0), default=10.0,
+                help="Seconds to wait before killing the container."),
+         arg("refs", nargs=-1, metavar="CONTAINER..."))
+def stop(cx: Context, o: Opts) -> int:
     """Stop running containers (SIGTERM, then SIGKILL after the timeout)."""
-    _exit(_each(refs, lambda ref: state.client.container_stop(ref, timeout)))
+    return _each(o.refs, lambda ref: cx.client.container_stop(ref, o.timeout))
 
 
-@click.command("kill")
-@click.option("-s", "--signal", "sig", default="SIGKILL", show_default=True, help="Signal to send.")
-@click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
-@click.pass_obj
-def kill(state: Any, sig: str, refs: tuple[str, ...]) -> None:
+@command("kill",
+         option("-s", "--signal", dest="sig", default="SIGKILL", help="Signal to send."),
+         arg("refs", nargs=-1, metavar="CONTAINER..."))
+def kill(cx: Context, o: Opts) -> int:
     """Send a signal to the containers' main process."""
-    _exit(_each(refs, lambda ref: state.client.container_kill(ref, sig)))
+    return _each(o.refs, lambda ref: cx.client.container_kill(ref, o.sig))
 
 
-@click.command("rm")
-@click.option("-f", "--force", is_flag=True, help="Kill and remove a running container.")
-@click.argument("refs", nargs=-1, required=True, metavar="CONTAINER...")
-@click.pass_obj
-def rm(state: Any, force: bool, refs: tuple[str, ...]) -> None:
+@command("rm",
+         flag("-f", "--force", help="Kill and remove a running container."),
+         arg("refs", nargs=-1, metavar="CONTAINER..."))
+def rm(cx: Context, o: Opts) -> int:
     """Remove containers."""
-    _exit(_each(refs, lambda ref: state.client.container_remove(ref, force)))
+    return _each(o.refs, lambda ref: cx.client.container_remove(ref, o.force))
 
 
-@click.command("logs")
-@click.option("-f", "--follow", is_flag=True, help="Follow the output until the container exits.")
-@click.argument("ref", metavar="CONTAINER")
-@click.pass_obj
-def logs(state: Any, follow: bool, ref: str) -> None:
+@command("logs",
+         flag("-f", "--follow", help="Follow the output until the container exits."),
+         arg("ref", metavar="CONTAINER"))
+def logs(cx: Context, o: Opts) -> int:
     """Print a container's output (stdout to stdout, stderr to stderr)."""
     try:
-        stream_logs(state.client, ref, follow)
+        stream_logs(cx.client, o.ref, o.follow)
     except KeyboardInterrupt:
-        _exit(INTERRUPTED)
+        return INTERRUPTED
+    return 0
 
 
 # -- exec ------------------------------------------------------------------------------
@@ -268,8 +227,9 @@ def exec_plan(info: dict, argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return nsenter_argv(int(st["Pid"]), list(argv)), exec_env(info)
 
 
-def replace_process(argv: list[str], env: dict[str, str], interactive: bool) -> NoReturn:
-    """exec; without -i the command gets /dev/null as stdin (Docker's default)."""
+def replace_process(argv: list[str], env: dict[str, str], interactive: bool) -> int:
+    """exec; without -i the command gets /dev/null as stdin (Docker's default). Returns
+    only when the exec failed: 127 (not found) or 126."""
     sys.stdout.flush()
     sys.stderr.flush()
     if not interactive:
@@ -279,70 +239,24 @@ def replace_process(argv: list[str], env: dict[str, str], interactive: bool) -> 
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError:
-        click.echo(f"Error: {argv[0]} not found: install util-linux", err=True)
-        _exit(EXEC_NOT_FOUND)
+        echo(f"Error: {argv[0]} not found: install util-linux", err=True)
+        return EXEC_NOT_FOUND
     except OSError as exc:
-        click.echo(f"Error: cannot run {argv[0]}: {exc.strerror}", err=True)
-        _exit(126)
-    _exit(0)  # not reached: a successful exec never returns
+        echo(f"Error: cannot run {argv[0]}: {exc.strerror}", err=True)
+        return 126
+    return 0          # only when execvpe is replaced (tests): a real exec never returns
 
 
-@click.command("exec", context_settings=CMD_SETTINGS)
-@click.option("-i", "--interactive", is_flag=True, help="Keep stdin attached.")
-@click.argument("ref", metavar="CONTAINER")
-@click.argument("cmd", nargs=-1, required=True, metavar="[--] CMD [ARG...]")
-@click.pass_obj
-def exec_(state: Any, interactive: bool, ref: str, cmd: tuple[str, ...]) -> None:
+@command("exec",
+         flag("-i", "--interactive", help="Keep stdin attached."),
+         arg("ref", metavar="CONTAINER"),
+         arg("cmd", nargs=-1, metavar="[--] CMD [ARG...]"),
+         interspersed=False)
+def exec_(cx: Context, o: Opts) -> int:
     """Run a command in a running container (needs root: it uses nsenter). Exits with
     the command's exit code."""
-    argv = list(cmd[1:] if cmd[:1] == ("--",) else cmd)   # click keeps a "--" after CONTAINER
-    if not argv:
-        raise click.UsageError("no command given: net exec CONTAINER [--] CMD [ARG...]")
-    argv, env = exec_plan(state.client.container_inspect(ref), argv)
-    replace_process(argv, env, interactive)
+    argv, env = exec_plan(cx.client.container_inspect(o.ref), o.cmd)
+    return replace_process(argv, env, o.interactive)
 
 
-# -- networks ----------------------------------------------------------------------------
-
-@click.command("connect")
-@click.option("--ip", type=IP(), help="IPv4 address on the network.")
-@click.option("--ip6", type=IP(), help="IPv6 address on the network.")
-@click.option("--alias", "aliases", multiple=True, metavar="ALIAS", help="Network-scoped alias (repeatable).")
-@click.option("--mac-address", "mac", help="MAC address on the network.")
-@click.argument("network", metavar="NETWORK")
-@click.argument("ref", metavar="CONTAINER")
-@click.pass_obj
-def connect(state: Any, ip: str | None, ip6: str | None, aliases: tuple[str, ...], mac: str | None,
-            network: str, ref: str) -> None:
-    """Connect a running container to a network."""
-    state.client.network_connect(network, ref, endpoint_config(ip, ip6, aliases, mac))
-
-
-@click.command("disconnect")
-@click.option("-f", "--force", is_flag=True, help="Force the container to disconnect.")
-@click.argument("network", metavar="NETWORK")
-@click.argument("ref", metavar="CONTAINER")
-@click.pass_obj
-def disconnect(state: Any, force: bool, network: str, ref: str) -> None:
-    """Disconnect a container from a network."""
-    state.client.network_disconnect(network, ref, force)
-
-
-# -- registration --------------------------------------------------------------------------
-
-TOP_LEVEL = (run, ps, exec_, logs, stop, kill, connect, disconnect)   # `net rm`/`net inspect` are networks'
-NETWORK_COMMANDS = (connect, disconnect)                              # also `net network connect`
-
-
-def container_group(group_cls: type[click.Group]) -> click.Group:
-    """`net container …`: every container command, with Docker's aliases."""
-    group = group_cls("container", help="Manage containers.")
-    for cmd in (run, exec_, logs, stop, kill, rm, inspect):
-        group.add_command(cmd)
-    for alias in ("ls", "ps", "list"):
-        group.add_command(ps, alias)
-    group.add_command(rm, "remove")
-    return group
-
-
-__all__ = ["TOP_LEVEL", "NETWORK_COMMANDS", "container_group"]
+__all__ = ["exec_", "inspect", "kill", "logs", "ps", "rm", "run", "stop"]

@@ -1,31 +1,28 @@
 """`net lab …`: build multi-host topologies on this machine, check, picture, capture,
-impair and remove them. The lab machinery (cnm.lab: YAML, processes, rich) is imported
-inside the commands, so `net --help` stays fast."""
+impair and remove them. Declared with cnm.cli.spec. The lab machinery (cnm.lab: YAML,
+processes, rich) is imported inside the commands that need it."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import click
-
-from cnm.cli.output import table
+from cnm.cli.output import dumps, echo, table
+from cnm.cli.spec import ANY, arg, command, flag, option
+from cnm.cli.values import float_range, int_range
 from cnm.errors import InvalidParameter, NotFound
 
+TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
+    from typing import Any
+
+    from cnm.cli.spec import Context, Opts
     from cnm.lab.record import LabRecord
     from cnm.lab.topology import Lab, Step
 
-CMD_SETTINGS = {"allow_interspersed_args": False}
-
-
-@click.group("lab")
-def lab() -> None:
-    """Multi-host labs: each host a network namespace with its own daemon, joined by an
-    underlay switch (state under /var/lib/cnm-lab, or $CNM_LAB_DIR)."""
+# The lab machinery (cnm.lab: dataclasses, YAML, rich for progress, processes, daemons).
+HEAVY = ANY
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -50,12 +47,12 @@ def _lab_name(arg: str) -> str:
     return data["name"]
 
 
-def _record(name: str) -> "LabRecord":
+def _record(name: str) -> LabRecord:
     from cnm.lab.record import LabRecord
     return LabRecord.load(name)
 
 
-def _lab_of(rec: "LabRecord") -> "Lab":
+def _lab_of(rec: LabRecord) -> Lab:
     from cnm.lab.topology import parse
     return parse(rec.topology, rec.source or f"lab {rec.name}")
 
@@ -72,13 +69,13 @@ class PlainProgress:
     def __init__(self) -> None:
         self.t0 = time.monotonic()
 
-    def __call__(self, index: int, total: int, step: "Step", state: str, detail: str = "") -> None:
+    def __call__(self, index: int, total: int, step: Step, state: str, detail: str = "") -> None:
         if state == "start":
             self.t0 = time.monotonic()
             return
         took = time.monotonic() - self.t0
         verdict = f"ok ({took:.1f}s)" if state == "done" else "FAILED"
-        click.echo(f"[{index}/{total}] {step.label} {verdict}")
+        echo(f"[{index}/{total}] {step.label} {verdict}")
 
 
 class RichProgress:
@@ -90,7 +87,7 @@ class RichProgress:
         self.status: Any = None
         self.t0 = time.monotonic()
 
-    def __call__(self, index: int, total: int, step: "Step", state: str, detail: str = "") -> None:
+    def __call__(self, index: int, total: int, step: Step, state: str, detail: str = "") -> None:
         if state == "start":
             self.t0 = time.monotonic()
             self.status = self.console.status(f"[{index}/{total}] {step.label}")
@@ -121,43 +118,44 @@ def _require_root() -> None:
 
 # -- up / down ---------------------------------------------------------------------------
 
-@lab.command("up")
-@click.option("--dry-run", is_flag=True, help="Validate the file and print the steps; build nothing.")
-@click.argument("file", type=click.Path(dir_okay=False))
-def up(file: str, dry_run: bool) -> None:
+@command("up",
+         flag("--dry-run", help="Validate the file and print the steps; build nothing."),
+         arg("file", metavar="FILE"),
+         heavy=HEAVY)
+def up(cx: Context, o: Opts) -> None:
     """Build the lab described in FILE (see labs/*.yaml)."""
     from cnm.lab.topology import load, plan
+    file = o.file
     topo, raw = load(file)
-    if dry_run:
+    if o.dry_run:
         for i, step in enumerate(plan(topo), 1):
-            click.echo(f"{i:>3}. {step.label}")
+            echo(f"{i:>3}. {step.label}")
         return
     _require_root()
     rec = _realiser(_progress()).up(topo, raw, source=str(Path(file).resolve()))
-    click.echo(f"lab {rec.name} is up: {len(rec.hosts)} host(s), {len(rec.containers)} container(s). "
+    echo(f"lab {rec.name} is up: {len(rec.hosts)} host(s), {len(rec.containers)} container(s). "
                f"Next: net lab check {rec.name}")
 
 
-@lab.command("down")
-@click.argument("lab_ref", metavar="NAME|FILE")
-def down(lab_ref: str) -> None:
+@command("down", arg("lab_ref", metavar="NAME|FILE"), heavy=HEAVY)
+def down(cx: Context, o: Opts) -> None:
     """Remove everything the lab made (works without its file and after a failed up)."""
     _require_root()
-    name = _lab_name(lab_ref)
+    name = _lab_name(o.lab_ref)
     try:
         rec = _record(name)
     except NotFound:
-        click.echo(f"lab {name}: nothing to remove")
+        echo(f"lab {name}: nothing to remove")
         return
-    problems = _realiser().down(rec, say=lambda msg: click.echo(f"  {msg}"))
+    problems = _realiser().down(rec, say=lambda msg: echo(f"  {msg}"))
     for p in problems:
-        click.echo(f"warning: {p}", err=True)
-    click.echo(f"lab {name} removed" + (" (with warnings)" if problems else ""))
+        echo(f"warning: {p}", err=True)
+    echo(f"lab {name} removed" + (" (with warnings)" if problems else ""))
 
 
 # -- ls / inspect ------------------------------------------------------------------------------
 
-def _describe(rec: "LabRecord") -> dict[str, Any]:
+def _describe(rec: LabRecord) -> dict[str, Any]:
     from cnm.lab import procs
     hosts = []
     for h, info in rec.hosts.items():
@@ -177,8 +175,8 @@ def _describe(rec: "LabRecord") -> dict[str, Any]:
             "FailedStep": rec.failed_step, "Error": rec.error}
 
 
-@lab.command("ls")
-def ls() -> None:
+@command("ls", heavy=HEAVY)
+def ls(cx: Context, o: Opts) -> None:
     """List the labs recorded on this machine."""
     from cnm.lab.record import list_labs
     rows = []
@@ -187,37 +185,38 @@ def ls() -> None:
         running = sum(1 for h in d["Hosts"] if h["Daemon"]["Running"])
         rows.append((rec.name, rec.status, f"{running}/{len(d['Hosts'])} up", str(len(rec.etcd)),
                      str(len(rec.containers)), rec.source or ""))
-    click.echo(table(("NAME", "STATUS", "DAEMONS", "ETCD", "CONTAINERS", "SOURCE"), rows))
+    echo(table(("NAME", "STATUS", "DAEMONS", "ETCD", "CONTAINERS", "SOURCE"), rows))
 
 
-@lab.command("inspect")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.argument("name")
-def inspect(name: str, fmt: str) -> None:
+@command("inspect",
+         option("--format", dest="fmt", choices=("text", "json"), default="text", help="text, or json."),
+         arg("name"),
+         heavy=HEAVY)
+def inspect(cx: Context, o: Opts) -> None:
     """Hosts, addresses, daemons, etcd members, networks and containers of a lab."""
-    d = _describe(_record(_lab_name(name)))
-    if fmt == "json":
-        click.echo(json.dumps(d, indent=4))
+    d = _describe(_record(_lab_name(o.name)))
+    if o.fmt == "json":
+        echo(dumps(d))
         return
-    click.echo(f"lab {d['Name']} ({d['Status']}), state in {d['Dir']}")
+    echo(f"lab {d['Name']} ({d['Status']}), state in {d['Dir']}")
     if d["Error"]:
-        click.echo(f"failed at {d['FailedStep']}: {d['Error']}")
-    click.echo(table(("HOST", "NAMESPACE", "ADDRESS", "DAEMON", "IMPAIRMENT", "SOCKET"),
+        echo(f"failed at {d['FailedStep']}: {d['Error']}")
+    echo(table(("HOST", "NAMESPACE", "ADDRESS", "DAEMON", "IMPAIRMENT", "SOCKET"),
                      [(h["Name"], h["Namespace"], h["Address"],
                        f"{h['Daemon']['Pid']} {'running' if h['Daemon']['Running'] else 'stopped'}",
                        ", ".join(f"{k} {v}" for k, v in (h["Impairment"] or {}).items() if v) or "-",
                        h["Socket"]) for h in d["Hosts"]]))
     if d["Etcd"]:
-        click.echo(table(("ETCD", "HOST", "CLIENT URL", "STATE"),
+        echo(table(("ETCD", "HOST", "CLIENT URL", "STATE"),
                          [(m["Name"], m["Host"] or "", m["ClientURL"] or "", "running" if m["Running"] else "stopped")
                           for m in d["Etcd"]]))
-    click.echo("networks:   " + (", ".join(f"{n['Name']}@{n['Host']}" for n in d["Networks"]) or "-"))
-    click.echo("containers: " + (", ".join(f"{c['Name']}@{c['Host']}" for c in d["Containers"]) or "-"))
+    echo("networks:   " + (", ".join(f"{n['Name']}@{n['Host']}" for n in d["Networks"]) or "-"))
+    echo("containers: " + (", ".join(f"{c['Name']}@{c['Host']}" for c in d["Containers"]) or "-"))
 
 
 # -- exec / check --------------------------------------------------------------------------------
 
-def exec_plan(rec: "LabRecord", host: str, cmd: list[str]) -> tuple[list[str], dict[str, str]]:
+def exec_plan(rec: LabRecord, host: str, cmd: list[str]) -> tuple[list[str], dict[str, str]]:
     """argv and environment of `net lab exec`: CMD in the host's namespace, with `net`
     pointed at that host's daemon (and the venv's `net` first on PATH)."""
     paths = rec.host_paths(host)
@@ -228,51 +227,52 @@ def exec_plan(rec: "LabRecord", host: str, cmd: list[str]) -> tuple[list[str], d
     return ["ip", "netns", "exec", rec.hosts[host]["netns"], *cmd], env
 
 
-@lab.command("exec", context_settings=CMD_SETTINGS)
-@click.argument("name")
-@click.argument("host")
-@click.argument("cmd", nargs=-1, required=True, metavar="-- CMD [ARG...]")
-def exec_(name: str, host: str, cmd: tuple[str, ...]) -> None:
+@command("exec",
+         arg("name"),
+         arg("host"),
+         arg("cmd", nargs=-1, metavar="-- CMD [ARG...]"),
+         interspersed=False, heavy=HEAVY)
+def exec_(cx: Context, o: Opts) -> None:
     """Run CMD inside HOST of lab NAME; `net` there talks to that host's daemon
     (net lab exec demo h1 -- net ps). Exits with CMD's exit code."""
     _require_root()
-    argv, env = exec_plan(_record(name), host, list(cmd[1:] if cmd[:1] == ("--",) else cmd))
+    argv, env = exec_plan(_record(o.name), o.host, o.cmd)
     sys.stdout.flush()
     os.execvpe(argv[0], argv, env)
 
 
-@lab.command("check")
-@click.argument("name")
-def check(name: str) -> None:
+@command("check", arg("name"), heavy=HEAVY)
+def check(cx: Context, o: Opts) -> int:
     """Run the lab's checks: PASS/FAIL per check; exit 1 if any fails."""
     _require_root()
+    name = o.name
     from cnm.lab.checks import run_checks
     from cnm.lab.runner import SubprocessRunner
     rec = _record(name)
     topo = _lab_of(rec)
     if not topo.checks:
-        click.echo(f"lab {name} has no checks")
-        return
+        echo(f"lab {name} has no checks")
+        return 0
     sockets = {h: info["socket"] for h, info in rec.hosts.items()}
     addresses = {h: info["address"] for h, info in rec.hosts.items()}
     results = run_checks(topo, sockets, addresses, SubprocessRunner())
     width = max(len(r.check.label) for r in results)
     for r in results:
-        click.echo(f"{'PASS' if r.ok else 'FAIL'}  {r.check.label.ljust(width)}  {r.detail}")
+        echo(f"{'PASS' if r.ok else 'FAIL'}  {r.check.label.ljust(width)}  {r.detail}")
     failed = sum(1 for r in results if not r.ok)
-    click.echo(f"{len(results)} checks: {len(results) - failed} passed, {failed} failed")
-    if failed:
-        raise click.exceptions.Exit(1)
+    echo(f"{len(results)} checks: {len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 # -- graph / capture / impair ---------------------------------------------------------------------
 
-@lab.command("graph")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Picture file: .dot, .png, .svg or .pdf.")
-@click.argument("lab_ref", metavar="NAME|FILE")
-def graph(lab_ref: str, output: str) -> None:
+@command("graph",
+         option("-o", "--output", required=True, metavar="FILE", help="Picture file: .dot, .png, .svg or .pdf."),
+         arg("lab_ref", metavar="NAME|FILE"),
+         heavy=HEAVY)
+def graph(cx: Context, o: Opts) -> None:
     """Draw the lab: hosts, underlay, networks (an overlay spanning hosts), containers."""
+    lab_ref, output = o.lab_ref, o.output
     from cnm.lab.graph import output_format, render
     fmt = output_format(output)
     if _is_file_arg(lab_ref) and Path(lab_ref).is_file():
@@ -290,21 +290,23 @@ def graph(lab_ref: str, output: str) -> None:
             raise InvalidParameter("Graphviz is not installed (apt-get install graphviz); .dot output works without it")
         if not r.ok:
             raise InvalidParameter(f"dot failed: {r.last_line()}")
-    click.echo(output)
+    echo(output)
 
 
-@lab.command("capture")
-@click.option("-w", "--write", "out", required=True, type=click.Path(dir_okay=False), help="pcap file to write.")
-@click.option("-c", "--count", type=click.IntRange(min=1), default=10, show_default=True, help="Stop after COUNT packets.")
-@click.option("-t", "--timeout", type=click.FloatRange(min=0.1), default=10, show_default=True,
-              help="Stop after this many seconds in any case.")
-@click.option("-f", "--filter", "bpf", default=None, help="Capture filter (BPF), e.g. 'udp port 4789'.")
-@click.argument("name")
-@click.argument("where", metavar="HOST:IFACE")
-def capture(name: str, where: str, out: str, count: int, timeout: float, bpf: str | None) -> None:
+@command("capture",
+         option("-w", "--write", dest="out", required=True, metavar="FILE", help="pcap file to write."),
+         option("-c", "--count", value=int_range(1), default=10, help="Stop after COUNT packets."),
+         option("-t", "--timeout", value=float_range(0.1), default=10.0,
+                help="Stop after this many seconds in any case."),
+         option("-f", "--filter", dest="bpf", help="Capture filter (BPF), e.g. 'udp port 4789'."),
+         arg("name"),
+         arg("where", metavar="HOST:IFACE"),
+         heavy=HEAVY)
+def capture(cx: Context, o: Opts) -> None:
     """Capture packets on an interface of a lab host (HOST `sw` is the underlay switch;
     ul0 is a host's underlay link) into a pcap file tshark or Wireshark reads."""
     _require_root()
+    name, where, out, count, timeout, bpf = o.name, o.where, o.out, o.count, o.timeout, o.bpf
     from cnm.lab.runner import SubprocessRunner
     host, sep, iface = where.partition(":")
     if not sep or not host or not iface:
@@ -317,7 +319,7 @@ def capture(name: str, where: str, out: str, count: int, timeout: float, bpf: st
     r = SubprocessRunner().run(argv, ns, check=False, timeout=timeout + 30)
     if not r.ok:
         raise InvalidParameter(f"capture on {where} failed: {r.last_line()}")
-    click.echo(f"{out}: captured on {where}")
+    echo(f"{out}: captured on {where}")
 
 
 def capture_argv(iface: str, out: str, count: int, timeout: float, bpf: str | None) -> list[str]:
@@ -326,54 +328,60 @@ def capture_argv(iface: str, out: str, count: int, timeout: float, bpf: str | No
     return argv + (["-f", bpf] if bpf else [])
 
 
-@lab.command("impair")
-@click.option("--delay", type=click.FloatRange(min=0), help="Delay each direction by MS milliseconds (needs netem).")
-@click.option("--loss", type=click.FloatRange(0, 100), help="Drop PCT percent of packets in each direction.")
-@click.option("--rate", help="Limit each direction to RATE (e.g. 10mbit, 512kbit).")
-@click.option("--clear", is_flag=True, help="Remove every impairment first.")
-@click.argument("name")
-@click.argument("host")
-def impair(name: str, host: str, delay: float | None, loss: float | None, rate: str | None, clear: bool) -> None:
+@command("impair",
+         option("--delay", value=float_range(0), help="Delay each direction by MS milliseconds (needs netem)."),
+         option("--loss", value=float_range(0, 100), help="Drop PCT percent of packets in each direction."),
+         option("--rate", help="Limit each direction to RATE (e.g. 10mbit, 512kbit)."),
+         flag("--clear", help="Remove every impairment first."),
+         arg("name"),
+         arg("host"),
+         heavy=HEAVY)
+def impair(cx: Context, o: Opts) -> None:
     """Impair HOST's underlay link at run time (0 removes one setting; --clear all).
     With no option, show the current impairment."""
     _require_root()
+    name, host, delay, loss, rate, clear = o.name, o.host, o.delay, o.loss, o.rate, o.clear
     from cnm.lab import impair as imp
     rec = _record(name)
     rec.host_paths(host)   # NotFound for an unknown host
     current = imp.Impairment() if clear else imp.Impairment.from_json(rec.impair.get(host))
     if not clear and delay is None and loss is None and rate is None:
-        click.echo(f"{host}: {current.describe()}")
+        echo(f"{host}: {current.describe()}")
         return
     imp.validate(rate, loss, delay)
     want = current.merged(rate, loss, delay)
     _realiser().set_impairment(rec, host, want)
-    click.echo(f"{host}: {want.describe()}")
+    echo(f"{host}: {want.describe()}")
 
 
-@lab.command("stop")
-@click.option("--etcd", is_flag=True, help="Stop the host's etcd member instead of its daemon.")
-@click.option("--kill", "hard", is_flag=True, help="SIGKILL instead of SIGTERM (a crash, not a shutdown).")
-@click.argument("name")
-@click.argument("host")
-def stop(name: str, host: str, etcd: bool, hard: bool) -> None:
+@command("stop",
+         flag("--etcd", help="Stop the host's etcd member instead of its daemon."),
+         flag("--kill", dest="hard", help="SIGKILL instead of SIGTERM (a crash, not a shutdown)."),
+         arg("name"),
+         arg("host"),
+         heavy=HEAVY)
+def stop(cx: Context, o: Opts) -> None:
     """Stop HOST's daemon (or etcd member) to study faults; its containers keep running."""
     import signal
     _require_root()
+    name, host, etcd, hard = o.name, o.host, o.etcd, o.hard
     rec = _record(name)
     rec.host_paths(host)
     sig = signal.SIGKILL if hard else signal.SIGTERM
     r = _realiser()
     outcome = r.stop_etcd(rec, host, sig) if etcd else r.stop_daemon(rec, host, sig)
-    click.echo(f"{host}: {'etcd member' if etcd else 'daemon'} {outcome}")
+    echo(f"{host}: {'etcd member' if etcd else 'daemon'} {outcome}")
 
 
-@lab.command("start")
-@click.option("--etcd", is_flag=True, help="Start the host's etcd member instead of its daemon.")
-@click.argument("name")
-@click.argument("host")
-def start(name: str, host: str, etcd: bool) -> None:
+@command("start",
+         flag("--etcd", help="Start the host's etcd member instead of its daemon."),
+         arg("name"),
+         arg("host"),
+         heavy=HEAVY)
+def start(cx: Context, o: Opts) -> None:
     """Start HOST's daemon (or etcd member) again after `net lab stop`."""
     _require_root()
+    name, host, etcd = o.name, o.host, o.etcd
     rec = _record(name)
     rec.host_paths(host)
     r = _realiser()
@@ -381,7 +389,7 @@ def start(name: str, host: str, etcd: bool) -> None:
         r.start_etcd(rec, host)
     else:
         r.start_daemon(rec, host)
-    click.echo(f"{host}: {'etcd member' if etcd else 'daemon'} started")
+    echo(f"{host}: {'etcd member' if etcd else 'daemon'} started")
 
 
-__all__ = ["lab"]
+__all__ = ["capture", "check", "down", "exec_", "graph", "impair", "inspect", "ls", "start", "stop", "up"]

@@ -1,60 +1,61 @@
-"""Network commands: create, ls, inspect, rm, prune (top level and under `network`)."""
+"""Network commands: create, ls, inspect, rm, prune, connect, disconnect (top level and
+under `network`). Declared with cnm.cli.spec; Docker's flags and output."""
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
 
-import click
-
-from cnm.cli.ipamflags import ipam_configs
-from cnm.cli.output import error_line, table
-from cnm.cli.params import CIDR, IP, KeyValue
+from cnm.cli.output import dumps, echo, error_line, table
+from cnm.cli.spec import arg, command, flag, option
+from cnm.cli.values import cidr, ip, key_value, label, name_ip
 from cnm.errors import CNMError
+
+TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cnm.cli.spec import Context, Opts
 
 PRUNE_WARNING = ("WARNING! This will remove all custom networks not used by at least one container.\n"
                  "Are you sure you want to continue? [y/N] ")
 
 
-@click.command("create")
-@click.option("-d", "--driver", default="bridge", show_default=True, help="Driver to manage the network.")
-@click.option("--subnet", "subnets", multiple=True, type=CIDR(), help="Subnet in CIDR format (repeatable).")
-@click.option("--ip-range", "ip_ranges", multiple=True, type=CIDR(), help="Allocate container IPs from a sub-range.")
-@click.option("--gateway", "gateways", multiple=True, type=IP(), help="Gateway for the subnet that contains it.")
-@click.option("--aux-address", "aux", multiple=True, type=KeyValue(IP()), metavar="NAME=IP",
-              help="Reserve an address (NAME=IP).")
-@click.option("--ipv6", is_flag=True, help="Enable IPv6.")
-@click.option("--internal", is_flag=True, help="Restrict external access to the network.")
-@click.option("--attachable", is_flag=True, help="Mark the network attachable (recorded; bridge networks always accept containers).")
-@click.option("-o", "--opt", "opts", multiple=True, type=KeyValue(), help="Driver option KEY=VALUE.")
-@click.option("--label", "labels", multiple=True, type=KeyValue(bare_ok=True), help="Label KEY=VALUE.")
-@click.option("--ipam-driver", default="default", show_default=True, help="IPAM driver.")
-@click.option("--ipam-opt", "ipam_opts", multiple=True, type=KeyValue(), help="IPAM option KEY=VALUE.")
-@click.argument("name")
-@click.pass_obj
-def create(state: Any, driver: str, subnets: tuple[str, ...], ip_ranges: tuple[str, ...],
-           gateways: tuple[str, ...], aux: tuple[tuple[str, str], ...], ipv6: bool, internal: bool,
-           attachable: bool, opts: tuple[tuple[str, str], ...], labels: tuple[tuple[str, str], ...],
-           ipam_driver: str, ipam_opts: tuple[tuple[str, str], ...], name: str) -> None:
+@command("create",
+         option("-d", "--driver", default="bridge", help="Driver to manage the network."),
+         option("--subnet", dest="subnets", multiple=True, value=cidr, help="Subnet in CIDR format (repeatable)."),
+         option("--ip-range", dest="ip_ranges", multiple=True, value=cidr,
+                help="Allocate container IPs from a sub-range."),
+         option("--gateway", dest="gateways", multiple=True, value=ip, help="Gateway for the subnet that contains it."),
+         option("--aux-address", dest="aux", multiple=True, value=name_ip, help="Reserve an address (NAME=IP)."),
+         flag("--ipv6", help="Enable IPv6."),
+         flag("--internal", help="Restrict external access to the network."),
+         flag("--attachable",
+              help="Mark the network attachable (recorded; bridge networks always accept containers)."),
+         option("-o", "--opt", dest="opts", multiple=True, value=key_value, help="Driver option KEY=VALUE."),
+         option("--label", dest="labels", multiple=True, value=label, help="Label KEY=VALUE."),
+         option("--ipam-driver", default="default", help="IPAM driver."),
+         option("--ipam-opt", dest="ipam_opts", multiple=True, value=key_value, help="IPAM option KEY=VALUE."),
+         arg("name"))
+def create(cx: Context, o: Opts) -> None:
     """Create a network; prints its ID."""
+    from cnm.cli.ipamflags import ipam_configs
     body: dict[str, Any] = {
-        "Name": name,
-        "Driver": driver,
+        "Name": o.name,
+        "Driver": o.driver,
         "CheckDuplicate": True,
-        "Internal": internal,
-        "EnableIPv6": ipv6,
-        "IPAM": {"Driver": ipam_driver, "Config": ipam_configs(list(subnets), list(ip_ranges), list(gateways),
-                                                               list(aux)),
-                 "Options": dict(ipam_opts)},
-        "Options": dict(opts),
-        "Labels": dict(labels),
+        "Internal": o.internal,
+        "EnableIPv6": o.ipv6,
+        "IPAM": {"Driver": o.ipam_driver, "Config": ipam_configs(o.subnets, o.ip_ranges, o.gateways, o.aux),
+                 "Options": dict(o.ipam_opts)},
+        "Options": dict(o.opts),
+        "Labels": dict(o.labels),
     }
-    if attachable:
+    if o.attachable:
         body["Attachable"] = True
-    click.echo(state.client.network_create(body))
+    echo(cx.client.network_create(body))
 
 
-def _parse_filters(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[str]]:
+def filters(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Repeated -f KEY=VALUE as the API's filters ({key: [values]})."""
     out: dict[str, list[str]] = {}
     for key, value in pairs:
         out.setdefault(key, []).append(value)
@@ -65,88 +66,96 @@ def _short(net_id: str, no_trunc: bool) -> str:
     return net_id if no_trunc else net_id[:12]
 
 
-@click.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
-@click.option("-f", "--filter", "filters", multiple=True, type=KeyValue(), metavar="KEY=VALUE",
-              help="Filter: driver=, name=, scope=, id=, label=, type=custom|builtin (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="table, or json (an array of the full network objects).")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
-@click.pass_obj
-def ls(state: Any, quiet: bool, filters: tuple[tuple[str, str], ...], fmt: str, no_trunc: bool) -> None:
+@command("ls",
+         flag("-q", "--quiet", help="Only display network IDs."),
+         option("-f", "--filter", dest="filters", multiple=True, value=key_value,
+                help="Filter: driver=, name=, scope=, id=, label=, type=custom|builtin (repeatable)."),
+         option("--format", dest="fmt", choices=("table", "json"), default="table",
+                help="table, or json (an array of the full network objects)."),
+         flag("--no-trunc", help="Do not truncate the output."))
+def ls(cx: Context, o: Opts) -> None:
     """List networks."""
-    nets = sorted(state.client.networks(_parse_filters(filters) or None), key=lambda n: n["Name"])
-    if quiet:
-        for n in nets:
-            click.echo(_short(n["Id"], no_trunc))
-    elif fmt == "json":
+    nets = sorted(cx.client.networks(filters(o.filters) or None), key=lambda n: n["Name"])
+    if o.quiet:
+        sys.stdout.write("".join(_short(n["Id"], o.no_trunc) + "\n" for n in nets))
+    elif o.fmt == "json":
         # The full API objects, as one JSON array (what scripts and tests want to parse).
-        click.echo(json.dumps(nets, indent=4))
+        echo(dumps(nets))
     else:
-        rows = [(_short(n["Id"], no_trunc), n["Name"], n["Driver"], n["Scope"]) for n in nets]
-        click.echo(table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows))
+        rows = [(_short(n["Id"], o.no_trunc), n["Name"], n["Driver"], n["Scope"]) for n in nets]
+        echo(table(("NETWORK ID", "NAME", "DRIVER", "SCOPE"), rows))
 
 
-@click.command("inspect")
-@click.argument("refs", nargs=-1, required=True, metavar="NAME|ID...")
-@click.pass_context
-def inspect(ctx: click.Context, refs: tuple[str, ...]) -> None:
+@command("inspect", arg("refs", nargs=-1, metavar="NAME|ID..."))
+def inspect(cx: Context, o: Opts) -> int:
     """Display detailed information on networks.
 
     Prints a JSON array of the networks found; a missing one is an error (exit
     non-zero) but the others are still printed.
     """
-    found, code = [], 0
+    found: list[dict] = []
     errors: list[CNMError] = []
-    for ref in refs:
+    for ref in o.refs:
         try:
-            found.append(ctx.obj.client.network_inspect(ref))
+            found.append(cx.client.network_inspect(ref))
         except CNMError as exc:
             errors.append(exc)
-            code = code or exc.exit_code
-    click.echo(json.dumps(found, indent=4))
-    for exc in errors:
-        error_line(exc)
-    ctx.exit(code)
+    echo(dumps(found))
+    for err in errors:
+        error_line(err)
+    return errors[0].exit_code if errors else 0
 
 
-@click.command("rm")
-@click.argument("refs", nargs=-1, required=True, metavar="NAME|ID...")
-@click.pass_context
-def rm(ctx: click.Context, refs: tuple[str, ...]) -> None:
+@command("rm", arg("refs", nargs=-1, metavar="NAME|ID..."))
+def rm(cx: Context, o: Opts) -> int:
     """Remove one or more networks.
 
     Goes on past failures and exits non-zero if any failed.
     """
     code = 0
-    for ref in refs:
+    for ref in o.refs:
         try:
-            ctx.obj.client.network_remove(ref)
+            cx.client.network_remove(ref)
         except CNMError as exc:
             error_line(exc)
             code = code or exc.exit_code
             continue
-        click.echo(ref)
-    ctx.exit(code)
+        echo(ref)
+    return code
 
 
-@click.command("prune")
-@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
-@click.pass_obj
-def prune(state: Any, force: bool) -> None:
+@command("prune", flag("-f", "--force", help="Do not prompt for confirmation."))
+def prune(cx: Context, o: Opts) -> None:
     """Remove all unused custom networks."""
-    if not force:
-        click.echo(PRUNE_WARNING, nl=False)
-        answer = sys.stdin.readline().strip().lower()
-        if answer not in ("y", "yes"):
+    if not o.force:
+        sys.stdout.write(PRUNE_WARNING)
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return
-    names = state.client.networks_prune()
+    names = cx.client.networks_prune()
     if names:
-        click.echo("Deleted Networks:")
+        echo("Deleted Networks:")
         for name in names:
-            click.echo(name)
+            echo(name)
 
 
-COMMANDS = (create, ls, inspect, rm, prune)
+@command("connect",
+         option("--ip", value=ip, help="IPv4 address on the network."),
+         option("--ip6", value=ip, help="IPv6 address on the network."),
+         option("--alias", dest="aliases", multiple=True, metavar="ALIAS", help="Network-scoped alias (repeatable)."),
+         option("--mac-address", dest="mac", help="MAC address on the network."),
+         arg("network", metavar="NETWORK"),
+         arg("ref", metavar="CONTAINER"))
+def connect(cx: Context, o: Opts) -> None:
+    """Connect a running container to a network."""
+    from cnm.cli.runflow import endpoint_config
+    cx.client.network_connect(o.network, o.ref, endpoint_config(o.ip, o.ip6, o.aliases, o.mac))
 
-__all__ = ["COMMANDS"]
+
+@command("disconnect",
+         flag("-f", "--force", help="Force the container to disconnect."),
+         arg("network", metavar="NETWORK"),
+         arg("ref", metavar="CONTAINER"))
+def disconnect(cx: Context, o: Opts) -> None:
+    """Disconnect a container from a network."""
+    cx.client.network_disconnect(o.network, o.ref, o.force)

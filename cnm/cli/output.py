@@ -1,9 +1,27 @@
-"""Printing helpers: one-line errors, aligned tables (plain text: fast, no rich)."""
+"""Printing for the CLI: lines, one-line errors, aligned tables, JSON. Plain text on the
+standard streams: no click, no rich (a table is a few padded strings)."""
 from __future__ import annotations
 
-from typing import Sequence
+import sys
 
-from cnm.cli.runflow import error_line  # noqa: F401  (one definition, click-free; re-exported)
+from cnm.errors import CNMError
+
+TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """One line on stdout (or stderr)."""
+    (sys.stderr if err else sys.stdout).write(f"{text}\n")
+
+
+def error_line(exc: CNMError) -> None:
+    """A domain error as ONE line on stderr."""
+    sys.stdout.flush()
+    sys.stderr.write(f"Error: {' '.join(exc.message.splitlines())}\n")
+    sys.stderr.flush()
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -> str:
@@ -14,3 +32,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -
         cells = [str(c).ljust(w + gap) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
         lines.append("".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def json_str(text: str) -> str:
+    """A string as a JSON string, non-ASCII kept (Docker's COMMAND column)."""
+    import json
+    return json.dumps(text, ensure_ascii=False)
+
+
+def dumps(obj: Any) -> str:
+    """JSON as Docker's CLI prints it (indent 4)."""
+    import json
+    return json.dumps(obj, indent=4)

@@ -1,38 +1,32 @@
-"""`net run`'s flow without click: the request body from flags, streaming the output,
-waiting and removing. Shared by the click command (cnm.cli.containers) and the fast
-path (cnm.cli.fast), so both behave the same."""
+"""`net run`'s flow: the request body from its flags, streaming the output, waiting and
+removing."""
 from __future__ import annotations
 
 import os
 import sys
 
+from cnm.cli.output import error_line
 from cnm.errors import CNMError
 
 TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from collections.abc import Iterable
+    from typing import Any
 
 DAEMON_ERROR = 125          # docker run: the daemon could not run the container
 INTERRUPTED = 130
 
 
-def error_line(exc: CNMError) -> None:
-    """A domain error as ONE line on stderr (the same line cnm.cli.output prints)."""
-    sys.stderr.write(f"Error: {' '.join(exc.message.splitlines())}\n")
-    sys.stderr.flush()
-
-
 def port_bindings(specs: Iterable[str]) -> dict[str, list[dict]]:
     """`-p` values as Docker's HostConfig.PortBindings. Raises InvalidParameter."""
-    from cnm.ports import parse_port_spec
+    from cnm.portspec import parse
     out: dict[str, list[dict]] = {}
     for spec in specs:
-        for b in parse_port_spec(spec):
-            host_port = "" if b.host_port is None else str(b.host_port)
-            if b.host_port_end is not None:
-                host_port += f"-{b.host_port_end}"
-            out.setdefault(f"{b.container_port}/{b.proto}", []).append(
-                {"HostIp": b.host_ip or "", "HostPort": host_port})
+        for proto, container_port, host_ip, host_port, host_port_end in parse(spec):
+            port = "" if host_port is None else str(host_port)
+            if host_port_end is not None:
+                port += f"-{host_port_end}"
+            out.setdefault(f"{container_port}/{proto}", []).append({"HostIp": host_ip or "", "HostPort": port})
     return out
 
 

@@ -9,11 +9,10 @@ import types
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from cnm.api.server import make_app
 from cnm.api.testing import FakeController, ServerThread
-from cnm.cli.main import main
+from cnm.cli.testing import invoke, run_lean
 
 
 @pytest.fixture
@@ -36,10 +35,9 @@ def server(ctl, sockdir):
 
 @pytest.fixture
 def net(server):
-    runner = CliRunner()
-
-    def run(*args: str, input: str | None = None):
-        return runner.invoke(main, ["-H", server.host, *args], input=input, catch_exceptions=False)
+    """`net -H <the test server> ARGS` as a real process, which must stay lean."""
+    def run(*args: str, input: str = ""):
+        return run_lean(["-H", server.host, *args], input=input)
 
     return run
 
@@ -182,7 +180,7 @@ def test_prune_force_skips_the_question(net, ctl):
 def test_daemon_not_running(sockdir, monkeypatch):
     path = sockdir / "none.sock"
     monkeypatch.setenv("NET_HOST", f"unix://{path}")
-    r = CliRunner().invoke(main, ["ls"])
+    r = run_lean(["ls"])
     assert r.exit_code == 6
     assert r.stderr == (f"Error: cannot reach the cnm daemon at unix://{path} — is it running? "
                         f"start it with: net daemon --socket {path}\n")
@@ -191,12 +189,12 @@ def test_daemon_not_running(sockdir, monkeypatch):
 
 def test_net_host_env_is_used(server, monkeypatch):
     monkeypatch.setenv("NET_HOST", server.host)
-    r = CliRunner().invoke(main, ["ls", "-q"])
+    r = run_lean(["ls", "-q"])
     assert r.exit_code == 0 and len(r.stdout.split()) == 3
 
 
 def test_bad_host_is_one_line(monkeypatch):
-    r = CliRunner().invoke(main, ["-H", "tcp://1.2.3.4:2375", "ls"])
+    r = run_lean(["-H", "tcp://1.2.3.4:2375", "ls"])
     assert r.exit_code == 2 and r.stderr == "Error: unsupported host 'tcp://1.2.3.4:2375': use unix:///path/to/cnm.sock\n"
 
 
@@ -211,7 +209,7 @@ def test_daemon_command_builds_the_config(monkeypatch):
     fake.DaemonConfig = DaemonConfig
     fake.run_daemon = lambda config: 7
     monkeypatch.setitem(sys.modules, "cnm.daemon", fake)
-    r = CliRunner().invoke(main, ["daemon", "--root", "/tmp/r", "--run-dir", "/tmp/run", "--socket", "/tmp/run/s.sock",
+    r = invoke(["daemon", "--root", "/tmp/r", "--run-dir", "/tmp/run", "--socket", "/tmp/run/s.sock",
                                   "--log-level", "DEBUG", "--default-address-pool", "base=10.10.0.0/16,size=24",
                                   "--default-address-pool", "size=26, base=10.20.0.0/16"])
     assert r.exit_code == 7, r.output
@@ -219,16 +217,16 @@ def test_daemon_command_builds_the_config(monkeypatch):
                    "default_address_pools": ["base=10.10.0.0/16,size=24", "base=10.20.0.0/16,size=26"],
                    "cluster_store": None, "advertise": None, "plugin_dirs": []}
     got.clear()
-    r = CliRunner().invoke(main, ["daemon", "--cluster-store", "etcd://198.18.0.1:2379", "--advertise", "198.18.0.1",
+    r = invoke(["daemon", "--cluster-store", "etcd://198.18.0.1:2379", "--advertise", "198.18.0.1",
                                   "--plugin-dir", "/tmp/p1", "--plugin-dir", "/tmp/p2"])
     assert r.exit_code == 7, r.output
     assert (got["cluster_store"], got["advertise"], got["plugin_dirs"]) == \
         ("etcd://198.18.0.1:2379", "198.18.0.1", ["/tmp/p1", "/tmp/p2"])
     got.clear()
-    r = CliRunner().invoke(main, ["daemon", "--cluster-store", "etcd://198.18.0.1:2379"])
+    r = invoke(["daemon", "--cluster-store", "etcd://198.18.0.1:2379"])
     assert r.exit_code == 2 and "--advertise" in r.output and got == {}
     got.clear()
-    assert CliRunner().invoke(main, ["daemon"]).exit_code == 7
+    assert invoke(["daemon"]).exit_code == 7
     assert (got["root"], got["run_dir"], got["socket"], got["log_level"], got["default_address_pools"]) == \
         ("/var/lib/cnm", "/run/cnm", "/run/cnm/cnm.sock", "info", [])
 
@@ -241,7 +239,7 @@ def test_daemon_command_builds_the_config(monkeypatch):
     ("base=10.0.0.1/8,size=24", "has host bits set"),
 ])
 def test_daemon_bad_address_pool_is_one_line(pool, message):
-    r = CliRunner().invoke(main, ["daemon", "--default-address-pool", pool])
+    r = invoke(["daemon", "--default-address-pool", pool])
     assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1
 
 

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
-from click.testing import CliRunner
-
-from cnm.cli import runflow
-
 from cnm.cli import containers as cli_mod
-from cnm.cli.main import main
+from cnm.cli import runflow
+from cnm.cli.testing import invoke, run_lean
+from cnm.cli.values import byte_size
+from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
 def net(server):
-    runner = CliRunner()
+    """`net -H <the test server> ARGS` as a real process, which must stay lean."""
+    def run(*args: str, input: str = ""):
+        return run_lean(["-H", server.host, *args], input=input)
 
-    def run(*args: str, input: str | None = None):
-        return runner.invoke(main, ["-H", server.host, *args], input=input, catch_exceptions=False)
+    return run
+
+
+@pytest.fixture
+def net_here(server):
+    """The same in this process (for tests that monkeypatch the CLI's modules)."""
+    def run(*args: str, input: str = ""):
+        return invoke(["-H", server.host, *args], input=input)
 
     return run
 
@@ -74,12 +79,12 @@ def test_run_attached_rm_removes_after_the_wait_and_keeps_the_code(net, service)
     assert not any(c.name == "gone" for c in service.containers.values())
 
 
-def test_run_ctrl_c_stops_the_container_and_exits_130(net, service, monkeypatch):
+def test_run_ctrl_c_stops_the_container_and_exits_130(net_here, service, monkeypatch):
     def interrupted(client, ref, follow):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runflow, "stream_logs", interrupted)
-    r = net("run", "--name", "int", "sh", "-c", "sleep 30")
+    r = net_here("run", "--name", "int", "sh", "-c", "sleep 30")
     assert r.exit_code == 130
     assert service.runtime.state(by_name(service, "int").id).status == "exited"
 
@@ -108,12 +113,12 @@ def test_run_malformed_flags_are_one_line_exit_2(net, service, args, message):
 @pytest.mark.parametrize("text, size", [("67108864", 67108864), ("64m", 64 << 20), ("1g", 1 << 30),
                                         ("512K", 512 << 10), ("64mb", 64 << 20), ("1.5g", 3 << 29)])
 def test_byte_sizes(text, size):
-    assert cli_mod.ByteSize().convert(text, None, None) == size
+    assert byte_size(text) == size
 
 
 def test_run_without_a_command_is_a_usage_error(net):
     r = net("run", "--name", "x")
-    assert r.exit_code == 2 and "Missing argument" in r.stderr
+    assert (r.exit_code, r.stderr) == (2, "Error: missing argument [--] CMD [ARG...] (see 'net run --help')\n")
 
 
 # -- ps / inspect ---------------------------------------------------------------------------
@@ -194,13 +199,13 @@ def test_kill_sends_the_signal(net, service):
 
 # -- exec ----------------------------------------------------------------------------------
 
-def test_exec_builds_the_nsenter_argv_with_the_container_env(net, service, monkeypatch):
+def test_exec_builds_the_nsenter_argv_with_the_container_env(net_here, service, monkeypatch):
     calls = []
     monkeypatch.setattr(os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
     monkeypatch.setattr(os, "dup2", lambda a, b: calls.append(("dup2", b)))
-    net("run", "-d", "--name", "e", "--hostname", "box", "-e", "A=1", "sh", "-c", "sleep 30")
+    net_here("run", "-d", "--name", "e", "--hostname", "box", "-e", "A=1", "sh", "-c", "sleep 30")
     pid = service.runtime.state(by_name(service, "e").id).pid
-    net("exec", "e", "--", "ip", "-br", "addr")
+    net_here("exec", "e", "--", "ip", "-br", "addr")
     assert calls[0] == ("dup2", 0)                     # no -i: stdin from /dev/null
     file, argv, env = calls[1]
     assert file == "nsenter"
@@ -208,7 +213,7 @@ def test_exec_builds_the_nsenter_argv_with_the_container_env(net, service, monke
                     "--root", "--wd", "--", "ip", "-br", "addr"]
     assert env["A"] == "1" and env["HOSTNAME"] == "box" and "/usr/bin" in env["PATH"]
     calls.clear()
-    net("container", "exec", "-i", "e", "cat")
+    net_here("container", "exec", "-i", "e", "cat")
     assert [c[0] for c in calls] == ["nsenter"]        # -i keeps stdin
 
 
@@ -217,10 +222,10 @@ def test_exec_argv_matches_the_runtime_helper():
     assert cli_mod.nsenter_argv(42, ["sh", "-c", "x"]) == nsenter_argv(42, ["sh", "-c", "x"])
 
 
-def test_exec_refuses_a_stopped_container(net, monkeypatch):
+def test_exec_refuses_a_stopped_container(net_here, monkeypatch):
     monkeypatch.setattr(os, "execvpe", lambda *a: pytest.fail("must not exec"))
-    net("run", "--name", "dead", "true")
-    r = net("exec", "dead", "sh")
+    net_here("run", "--name", "dead", "true")
+    r = net_here("exec", "dead", "sh")
     assert r.exit_code == 4 and r.stderr == "Error: container dead is not running: start a new one with net run\n"
 
 

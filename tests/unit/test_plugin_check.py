@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from cnm.cli.main import CLIState, main
+from cnm.cli.testing import invoke
 from cnm.plugins.check import check
 from cnm.plugins.client import PluginClient
 from cnm.plugins.discovery import PluginSpec
@@ -140,18 +139,17 @@ def test_an_ipam_that_needs_a_subnet_passes_with_a_warning(tmp_path):
 
 
 def test_cli_check_and_ls(tmp_path):
-    runner = CliRunner()
     server = UnixHTTPServer(str(tmp_path / "broken.sock"), Broken).start()
     good = make_server(Good(), name="good", plugin_dir=str(tmp_path)).start()
     (tmp_path / "dead.spec").write_text("unix:///nonexistent/dead.sock")
     try:
-        r = runner.invoke(main, ["plugin", "check", "broken", "--plugin-dir", str(tmp_path)], obj=CLIState())
+        r = invoke(["plugin", "check", "broken", "--plugin-dir", str(tmp_path)])
         assert r.exit_code == 1 and "FAIL" in r.output and "Scope" in r.output
-        r = runner.invoke(main, ["plugin", "check", "good", "--plugin-dir", str(tmp_path)], obj=CLIState())
+        r = invoke(["plugin", "check", "good", "--plugin-dir", str(tmp_path)])
         assert r.exit_code == 0 and "PASS: 0 error(s)" in r.output, r.output
-        r = runner.invoke(main, ["plugin", "check", "nope", "--plugin-dir", str(tmp_path)], obj=CLIState())
+        r = invoke(["plugin", "check", "nope", "--plugin-dir", str(tmp_path)])
         assert r.exit_code == 3 and "network plugin nope not found" in r.output
-        r = runner.invoke(main, ["plugin", "ls", "--plugin-dir", str(tmp_path), "--timeout", "1"], obj=CLIState())
+        r = invoke(["plugin", "ls", "--plugin-dir", str(tmp_path), "--timeout", "1"])
         assert r.exit_code == 0, r.output
         rows = {line.split()[0]: line for line in r.output.splitlines()[1:]}
         assert "NetworkDriver,IpamDriver" in rows["broken"] and " ok " in rows["broken"]
@@ -162,8 +160,7 @@ def test_cli_check_and_ls(tmp_path):
 
 
 def test_cli_serve_overlay_needs_a_cluster_store(tmp_path):
-    r = CliRunner().invoke(main, ["plugin", "serve", "--name", "ov", "--driver", "overlay",
-                                  "--plugin-dir", str(tmp_path), "--root", str(tmp_path / "root")],
-                           obj=CLIState())
+    r = invoke(["plugin", "serve", "--name", "ov", "--driver", "overlay",
+                "--plugin-dir", str(tmp_path), "--root", str(tmp_path / "root")])
     assert r.exit_code == 2 and "--cluster-store" in r.output and "--advertise" in r.output
     assert not (tmp_path / "ov.sock").exists()
