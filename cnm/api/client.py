@@ -16,7 +16,8 @@ from cnm.errors import InvalidParameter, Unavailable, from_http
 
 TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from collections.abc import Iterator
+    from typing import Any
 
     from cnm.api.transport import StreamResponse, Transport
 

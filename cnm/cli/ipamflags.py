@@ -15,17 +15,20 @@ def ipam_configs(subnets: list[str], ip_ranges: list[str], gateways: list[str],
     nets = [ipaddress.ip_network(s) for s in subnets]
     for i, a in enumerate(nets):
         for b in nets[i + 1:]:
-            if a.version == b.version and a.overlaps(b):  # type: ignore[arg-type]
+            if a.version == b.version and a.overlaps(b):
                 raise InvalidParameter(f"multiple overlapping subnet configuration is not supported ({a}, {b})")
     configs: list[dict] = [{"Subnet": s} for s in subnets]
 
     def owner(addr: ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network,
               what: str, shown: str) -> dict:
-        for net, cfg in zip(nets, configs):
+        for net, cfg in zip(nets, configs, strict=True):
             if net.version != addr.version:
                 continue
-            inside = addr.subnet_of(net) if isinstance(addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)) \
-                else addr in net
+            # (same version, checked above: mypy cannot see it)
+            if isinstance(addr, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+                inside = addr.subnet_of(net)  # type: ignore[arg-type]
+            else:
+                inside = addr in net
             if inside:
                 return cfg
         raise InvalidParameter(f"no matching subnet for {what} {shown}")

@@ -29,7 +29,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     lines = []
     for row in [headers, *rows]:
-        cells = [str(c).ljust(w + gap) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
+        cells = [str(c).ljust(w + gap) for c, w in zip(row[:-1], widths, strict=False)] + [str(row[-1])]
         lines.append("".join(cells).rstrip())
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ raises UsageError with a one-line message.
 """
 from __future__ import annotations
 
+from cnm.cli.spec import Opts
 from cnm.errors import InvalidParameter
 
 TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from cnm.cli.spec import Command, Param
-
-from cnm.cli.spec import Opts
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")
 _FALSE = ("0", "f", "F", "false", "FALSE", "False")

@@ -53,7 +53,7 @@ def ls(cx: Context, o: Opts) -> None:
     if not o.quiet:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
-            echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+            echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[3])
 
 
 @command("check",

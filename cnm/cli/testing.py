@@ -110,8 +110,9 @@ def heavy_imports(modules: frozenset[str], allowed: frozenset[str] = frozenset()
         allowed = HEAVY - {"click"}
     bad = set()
     for name in modules:
-        for i, part in enumerate(name.split(".")):
-            prefix = ".".join(name.split(".")[:i + 1])
+        parts = name.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[:i + 1])
             if prefix in HEAVY and prefix not in allowed and prefix.split(".")[0] not in allowed:
                 bad.add(prefix)
                 break
