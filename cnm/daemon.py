@@ -61,6 +61,8 @@ class Daemon:
         from cnm.plugins.discovery import discovery
         from drivers.unconfigured import Unconfigured
         from cnm.containers import ContainerService
+        from cnm.images.service import ImageService
+        from cnm.images.store import ImageStore
         from cnm.naming import ServiceDiscovery
         from cnm.controller import Controller
         from cnm.driverapi import DriverRegistry
@@ -131,6 +133,7 @@ class Daemon:
         self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store,
                                            discovery=self.discovery)
         self.containers.events = self.events
+        self.images = ImageService(ImageStore(os.path.join(config.root, "images")))
         self.cluster = None
         if self.cluster_store is not None:
             from cnm.cluster.sync import ClusterSync
@@ -238,6 +241,7 @@ class ExitWatcher:
 
 async def _serve(daemon: Daemon) -> None:
     from cnm.api import containers as container_routes
+    from cnm.api import images as image_routes
     from cnm.api.server import make_app, start_server
 
     loop = asyncio.get_running_loop()
@@ -258,6 +262,7 @@ async def _serve(daemon: Daemon) -> None:
                                     debug=daemon.config.log_level.lower() == "debug")
     extra = [*container_routes.routes(daemon.containers), *event_routes.routes(daemon.events),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
+    extra += image_routes.routes(daemon.images)
     app = make_app(daemon.controller, extra_routes=extra)
     server = await start_server(app, daemon.config.socket)
     stop = asyncio.Event()

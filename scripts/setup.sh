@@ -57,3 +57,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
+
+# A small image for the demo and the tests: busybox:latest from busybox-static, as a
+# docker-save tarball (reproducible; rebuilt only when busybox or the builder changes).
+image=build/images/busybox.tar
+if [ ! "$image" -nt /bin/busybox ] || [ ! "$image" -nt cnm/images/busybox.py ]; then
+  .venv/bin/python -m cnm.images.busybox --force "$image"
+fi

@@ -85,7 +85,7 @@ class _Applier:
 
     def run(self, stream: Reader) -> None:
         try:
-            tf = tarfile.open(fileobj=cast(Any, stream), mode="r|")  # noqa: SIM115 - closed by the stream's owner
+            tf = tarfile.open(fileobj=cast(Any, stream), mode="r|")
         except tarfile.ReadError as exc:
             if getattr(stream, "count", 1) == 0:
                 return  # an empty blob: an empty layer

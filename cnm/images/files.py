@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from cnm.images.digest import Reader
@@ -41,7 +42,7 @@ class Tee:
 def remove(path: str) -> None:
     """Delete a file or a tree, also one holding read-only directories (a layer's
     0555 dirs stop a non-root rmtree)."""
-    def writable_retry(func, p, _exc):  # type: ignore[no-untyped-def]
+    def writable_retry(func: Callable[[str], object], p: str, _exc: object) -> None:
         parent = os.path.dirname(p)
         try:
             os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700)

@@ -55,7 +55,7 @@ def select(store: ImageStore, names: list[str]) -> list[Export]:
 
 
 def write(store: ImageStore, exports: list[Export], out: BinaryIO) -> None:
-    tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)  # noqa: SIM115 - closed below
+    tf = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
     written: set[str] = set()
     index: list[dict] = []
     manifest_json: list[dict] = []

@@ -21,12 +21,14 @@ from cnm.images import config as C
 from cnm.images import formats as F
 from cnm.images import reference as R
 from cnm.images.digest import Reader
+from cnm.images.render import ImageView
 from cnm.images.spool import Spool
-from cnm.images.store import ImageStore
+from cnm.images.store import ImageRecord, ImageStore
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+List = list  # the class below has a method named `list`
 
 
 def _quiet(_msg: str) -> None:
@@ -73,7 +75,7 @@ class ImageService:
                 for cfg, sources, tags in checked:
                     parent: str | None = None
                     chain = []
-                    for i, (src, diff) in enumerate(zip(sources, cfg.diff_ids)):
+                    for i, (src, diff) in enumerate(zip(sources, cfg.diff_ids, strict=True)):
                         progress(f"Loading layer {i + 1}/{len(sources)} {diff[7:19]}")
                         info = store.register_layer(lease, parent, diff, blob_path=spool.path(src.name, "layer"),
                                                     blob_digest=src.digest)
@@ -136,6 +138,42 @@ class ImageService:
             self.store.commit(cfg, [info.chain_id], [ref] if ref else [])
             return cfg.id
 
+    # -- reading ------------------------------------------------------------------
+
+    def list(self) -> List[ImageRecord]:  # `list`: what dockerapi's /info reads
+        return self.store.images()
+
+    def view(self, image_id: str) -> ImageView:
+        store = self.store
+        with store.lock:
+            rec = store.get(image_id)
+            infos = [store.layer(c) for c in rec.chain]
+            return ImageView(rec.id, store.config(rec.id), store.refs_of(rec.id),
+                             [i.size if i else 0 for i in infos], [store.diff_dir(c) for c in rec.chain],
+                             containers=sum(1 for img in store.mounts().values() if img == rec.id),
+                             last_tag_time=rec.last_tag_time)
+
+    def inspect(self, text: str) -> ImageView:
+        return self.view(self.store.resolve(text))
+
+    def views(self) -> List[ImageView]:
+        """Every image, newest first (as `docker images` lists them)."""
+        with self.store.lock:
+            views = [self.view(rec.id) for rec in self.store.images()]
+        return sorted(views, key=lambda v: (v.created, v.id), reverse=True)
+
+    def shared_sizes(self) -> dict[str, int]:
+        """image id -> bytes of its layers that another image uses too."""
+        with self.store.lock:
+            users: dict[str, int] = {}
+            for rec in self.store.images():
+                for c in rec.chain:
+                    users[c] = users.get(c, 0) + 1
+            out = {}
+            for rec in self.store.images():
+                out[rec.id] = sum(i.size for c in rec.chain if users[c] > 1 and (i := self.store.layer(c)))
+            return out
+
     # -- names --------------------------------------------------------------------
 
     def tag(self, source: str, repo: str, tag: str = "") -> R.Reference:
@@ -148,12 +186,12 @@ class ImageService:
         self.store.tag(image_id, ref)
         return ref
 
-    def users(self, image_id: str) -> list[User]:
+    def users(self, image_id: str) -> List[User]:
         return [User(cid, self.running(cid)) for cid, img in sorted(self.store.mounts().items()) if img == image_id]
 
     # -- remove -------------------------------------------------------------------
 
-    def delete(self, text: str, force: bool = False, prune: bool = True) -> list[dict]:
+    def delete(self, text: str, force: bool = False, prune: bool = True) -> List[dict]:
         """`docker rmi` with moby's rules (daemon/images/image_delete.go): by name it
         untags, and removes the image once no name is left; by ID it removes the image
         with all its names. A running container's image is never removed; a stopped

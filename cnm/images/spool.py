@@ -39,7 +39,7 @@ class Spool:
         """Spool every member of the tarball in `stream` (plain, gzip, bzip2 or xz)."""
         counted = HashingReader(stream, limit=self.limits.max_archive, what="the image archive")
         try:
-            tf = tarfile.open(fileobj=cast(Any, counted), mode="r|*")  # noqa: SIM115 - the caller owns the stream
+            tf = tarfile.open(fileobj=cast(Any, counted), mode="r|*")
         except tarfile.TarError as exc:
             if counted.count == 0:
                 raise InvalidParameter("the image archive is empty: expected a docker-save tarball") from exc

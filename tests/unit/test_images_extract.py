@@ -14,13 +14,13 @@ import pytest
 
 from cnm.errors import InvalidParameter
 from cnm.images.extract import OPAQUE_XATTR, extract_layer
-from cnm.images.limits import Limits
+from cnm.images.limits import DEFAULT_LIMITS, Limits
 from tests.unit.image_fixtures import BASE, TOP, layer, sha
 
 ROOT = os.geteuid() == 0
 
 
-def run(tmp_path, data: bytes, limits: Limits = Limits()):
+def run(tmp_path, data: bytes, limits: Limits = DEFAULT_LIMITS):
     dest = tmp_path / "diff"
     dest.mkdir()
     return extract_layer(io.BytesIO(data), str(dest), limits), dest

@@ -12,7 +12,6 @@ from cnm.errors import InvalidParameter
 from cnm.images import changes, config, digest, entries, reference, render
 from tests.unit.image_fixtures import Img, layer, sha
 
-
 # -- references ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,full,familiar", [

@@ -320,7 +320,7 @@ def test_two_loads_at_once_share_layers(tmp_path, store, svc):
     def go(data: bytes) -> None:
         try:
             load(svc, data)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=(a,)) for a in archives]
