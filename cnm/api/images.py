@@ -22,7 +22,7 @@ from aiohttp import web
 
 from cnm.api.common import EXECUTOR, Route, blocking, json_response
 from cnm.api.filters import parse_filters
-from cnm.api.system import API_VERSION
+from cnm.api.version import API_VERSION
 from cnm.errors import CNMError, InvalidParameter, Unavailable
 from cnm.images import reference, render
 from cnm.images import save as S
