@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from cnm.api import container_filters as cf
+from cnm.api import wait as wait_api
 from cnm.api.common import Route, blocking, json_body, json_response
 from cnm.api.filters import parse_filters
 from cnm.api.rawstream import MEDIA_TYPE, STDERR, STDOUT, encode_frame
@@ -321,10 +322,21 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         await blocking(request, service.remove, request.match_info["ref"], _flag(request, "force"))
         return web.Response(status=204)
 
-    async def wait(request: web.Request) -> web.Response:
-        ct = await blocking(request, service.get, request.match_info["ref"])
-        code = await wait_exit(request, service, ct.id)
-        return json_response({"StatusCode": code, "Error": None})
+    async def wait(request: web.Request) -> web.StreamResponse:
+        condition = wait_api.parse_condition(request.query.get("condition"), wait_api.api_version(request))
+        ct = await blocking(request, service.get, request.match_info["ref"])    # 404 before any header
+        bus = getattr(service, "events", None)
+        if bus is None:      # a service without an event bus (unit-test doubles): poll for the exit
+            code = await wait_exit(request, service, ct.id)
+            return json_response({"StatusCode": code, "Error": None})
+
+        async def current() -> tuple[bool, bool, int]:
+            state = await blocking(request, _state_or_none, service, ct.id)
+            if state is None:
+                return False, False, getattr(service, "exit_codes", {}).get(ct.id, -1)
+            return True, state.status == "running", state.exit_code or 0
+
+        return await wait_api.answer(request, bus, ct.id, condition, current)
 
     async def logs(request: web.Request) -> web.StreamResponse:
         want_out, want_err = _flag(request, "stdout"), _flag(request, "stderr")

@@ -252,3 +252,33 @@ def test_ps_filters_and_container_prune(dpy, cli):
             except Exception:
                 pass
         dpy.networks.get(netname).remove()
+
+
+# -- wait --------------------------------------------------------------------------------------
+
+def test_wait_conditions_and_headers_at_once(dpy, daemon, cli):
+    import threading
+
+    from cnm.api.transport import UnixSocketTransport
+    name = uniq("wait")
+    ct = run_ct(dpy, name, ["sh", "-c", "sleep 2; exit 4"])
+    raw = UnixSocketTransport(str(daemon.sock))
+    began = time.monotonic()
+    resp = raw.stream("POST", f"/v1.43/containers/{name}/wait?condition=not-running")
+    assert resp.status == 200 and time.monotonic() - began < 1.5     # headers before the exit
+    assert json.loads(resp.read()) == {"StatusCode": 4, "Error": None}
+    resp.close()
+    assert ct.wait(condition="not-running", timeout=10)["StatusCode"] == 4       # at once now
+    assert cli("wait", name).stdout.strip() == "4"
+    removed: list = []
+    waiter = threading.Thread(target=lambda: removed.append(ct.wait(condition="removed", timeout=20)))
+    waiter.start()
+    time.sleep(0.5)
+    assert not removed                     # still there: still waiting
+    ct.remove()
+    waiter.join(10)
+    assert removed == [{"StatusCode": 4, "Error": None}]
+    r = cli("wait", name, check=False)
+    assert r.returncode != 0
+    status, _, body = raw.request("POST", "/v1.43/containers/nosuch/wait?condition=bogus")
+    assert status == 400 and b'invalid condition: \\"bogus\\"' in body
