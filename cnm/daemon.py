@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from cnm.errors import CNMError, Conflict
 
 if TYPE_CHECKING:
+    from cnm.execs import Target as ExecTarget
     from cnm.model import Endpoint, Network
 
 log = logging.getLogger("cnm.daemon")
@@ -160,6 +161,26 @@ class Daemon:
             self.events.publish("network", event, net.id,
                                 {"container": ep.container_id, "name": net.name, "type": net.driver})
 
+    def exec_target(self, ref: str) -> ExecTarget:
+        """The container an exec runs in (its init's pid if it is running, its env)."""
+        from cnm.execs import Target
+        ct = self.containers.get(ref)
+        try:
+            st = self.runtime.state(ct.id)
+        except CNMError:
+            st = None
+        if st is None or st.status != "running" or not st.pid:
+            return Target(ct.id, ct.name, None)
+        return Target(ct.id, ct.name, st.pid, self.runtime.exec_env(ct.id))
+
+    def exec_event(self, action: str, cid: str, attrs: dict[str, str]) -> None:
+        try:
+            ct = self.containers.get(cid)
+        except CNMError:
+            return
+        self.events.publish("container", action, cid, {**ct.labels, "image": getattr(ct, "image", None) or "",
+                                                       "name": ct.name, **attrs})
+
     def daemon_id(self) -> str:
         """This daemon's ID (`docker info`'s ID), made once and kept under --root."""
         path = os.path.join(self.config.root, "engine-id")
@@ -260,7 +281,11 @@ async def _serve(daemon: Daemon) -> None:
     info = system_routes.InfoSource(daemon_id=daemon.daemon_id(), root_dir=daemon.config.root, counts=daemon.counts,
                                     network_drivers=daemon.drivers.names,
                                     debug=daemon.config.log_level.lower() == "debug")
+    from cnm.api import execs as exec_routes
+    from cnm.execs import ExecService
+    execs = ExecService(publish=daemon.exec_event)
     extra = [*container_routes.routes(daemon.containers), *event_routes.routes(daemon.events),
+             *exec_routes.routes(execs, daemon.exec_target),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
     extra += image_routes.routes(daemon.images)
     app = make_app(daemon.controller, extra_routes=extra)

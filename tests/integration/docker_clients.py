@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.integration.conftest import Daemon, sh
 
 DOCKER_20 = "/usr/bin/docker"           # Debian's docker.io (API 1.41)
 DOCKER_NEW = "/usr/local/bin/docker"    # a newer CLI (28: API 1.50, negotiates down)
@@ -102,3 +107,35 @@ def error_line(r: subprocess.CompletedProcess) -> str:
 def short_tmp(prefix: str) -> Path:
     # AF_UNIX paths are limited to 108 bytes: keep daemon folders short.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@contextmanager
+def module_daemon(prefix: str) -> Iterator[Daemon]:
+    """A daemon in a network namespace of its own, for a whole test module (the docker
+    clients' tests share one: each test names its objects uniquely and removes them)."""
+    ns = f"{prefix}-{secrets.token_hex(4)}"
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
+    base = short_tmp(prefix + "-")
+    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
+               log=base / "daemon.log")
+    try:
+        yield d.start()
+    finally:
+        d.teardown()
+        sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_container(dpy, name: str, cmd: list[str], **kw):
+    """A container made and started through docker-py (create, then start if create left
+    it created: until the lifecycle lands, create also starts)."""
+    ct = dpy.containers.create("busybox", cmd, name=name, **kw)
+    ct.reload()
+    if ct.status == "created":
+        ct.start()
+    return ct
+
+
+def uniq(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"

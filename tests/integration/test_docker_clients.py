@@ -10,31 +10,28 @@ import json
 import os
 import secrets
 import select
-import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.integration.conftest import Daemon, sh
-from tests.integration.docker_clients import DOCKER_NEW, DockerCLI, cli_params, docker_py, error_line, short_tmp
+from tests.integration.docker_clients import (
+    DOCKER_NEW,
+    DockerCLI,
+    cli_params,
+    docker_py,
+    error_line,
+    module_daemon,
+    run_container,
+    uniq,
+)
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    ns = f"cnmdc-{secrets.token_hex(4)}"
-    sh("ip", "netns", "add", ns)
-    sh("ip", "-n", ns, "link", "set", "lo", "up")
-    base = short_tmp("cnmdc-")
-    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
-               log=base / "daemon.log")
-    try:
-        yield d.start()
-    finally:
-        d.teardown()
-        sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with module_daemon("cnmdc") as d:
+        yield d
 
 
 @pytest.fixture(params=cli_params())
@@ -51,18 +48,7 @@ def dpy(daemon):
     client.close()
 
 
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(3)}"
-
-
-def run_ct(dpy, name: str, cmd: list[str], **kw):
-    """A container made and started through docker-py (create, then start if create left
-    it created: until the lifecycle lands, create also starts)."""
-    ct = dpy.containers.create("busybox", cmd, name=name, **kw)
-    ct.reload()
-    if ct.status == "created":
-        ct.start()
-    return ct
+run_ct = run_container
 
 
 # -- versions, info, errors ---------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""`docker exec` and docker-py's exec_run against our daemon: output and exit codes,
+stdin with its end, a TTY (with its size and job control), detached execs, users and
+working directories, the errors Docker gives. One daemon for the module."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.integration.docker_clients import (
+    DockerCLI,
+    cli_params,
+    docker_py,
+    error_line,
+    module_daemon,
+    run_container,
+    uniq,
+)
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with module_daemon("cnmdx") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def dpy(daemon):
+    client = docker_py(daemon.host)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def box(dpy):
+    """One running container the tests exec into."""
+    ct = run_container(dpy, uniq("box"), ["sleep", "600"])
+    yield ct
+    ct.remove(force=True)
+
+
+@pytest.fixture(params=cli_params())
+def cli(request, daemon):
+    c = DockerCLI(request.param, daemon.host)
+    yield c
+    c.close()
+
+
+def test_docker_py_exec_run(dpy, box):
+    code, (out, err) = box.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"], demux=True)
+    assert (code, out, err) == (3, b"out\n", b"err\n")
+    code, out = box.exec_run("sh -c 'echo $FOO in $(pwd) as $(id -u)'", environment={"FOO": "bar"},
+                             workdir="/tmp", user="nobody")
+    assert (code, out) == (0, b"bar in /tmp as 65534\n")
+    code, out = box.exec_run(["sh", "-c", "tty; echo $$"], tty=True)
+    lines = out.decode().split()
+    assert code == 0 and lines[0].startswith("/dev/pts/") and lines[1] != "1"    # its own session, not init
+    code, out = box.exec_run(["nosuchcmd"])
+    assert code == 127 and b"executable file not found" in out
+
+
+def test_docker_py_exec_detached_and_inspect(dpy, box):
+    api = dpy.api
+    ex = api.exec_create(box.id, ["sh", "-c", "sleep 0.3; exit 9"])
+    assert api.exec_inspect(ex["Id"])["Running"] is False
+    assert not api.exec_start(ex["Id"], detach=True)
+    info = api.exec_inspect(ex["Id"])
+    assert info["Running"] is True and info["Pid"] > 0 and info["ContainerID"] == box.id
+    import time
+    deadline = time.monotonic() + 10
+    while api.exec_inspect(ex["Id"])["Running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    info = api.exec_inspect(ex["Id"])
+    assert info["ExitCode"] == 9 and info["ProcessConfig"]["entrypoint"] == "sh"
+    import docker
+    with pytest.raises(docker.errors.APIError, match="has already run"):
+        api.exec_start(ex["Id"])
+    with pytest.raises(docker.errors.NotFound, match="No such exec instance"):
+        api.exec_inspect("f" * 64)
+
+
+def test_cli_exec_stdin_and_exit_code(cli, box):
+    r = cli("exec", "-i", box.name, "sh", "-c", "cat; echo done; exit 4", input="hello\n", check=False)
+    assert (r.returncode, r.stdout) == (4, "hello\ndone\n")
+    r = cli("exec", box.name, "sh", "-c", "echo oops >&2; exit 2", check=False)
+    assert (r.returncode, r.stderr) == (2, "oops\n")
+
+
+def test_cli_exec_tty(cli, box):
+    if not shutil.which("script"):
+        pytest.skip("util-linux script is not installed: no terminal to give docker exec -t")
+    # `script` gives the CLI a terminal of 40x100; the CLI passes its size on (resize).
+    cmd = (f"stty rows 40 cols 100; {cli.path} exec -it {box.name} sh -c "
+           "'stty size; tty >/dev/null && echo isatty; read line; echo got:$line; exit 6'")
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], input="abc\n", capture_output=True, text=True,
+                       timeout=30, env=cli.environ())
+    assert r.returncode == 6, r.stdout + r.stderr
+    assert "40 100" in r.stdout and "isatty" in r.stdout and "got:abc" in r.stdout
+
+
+def test_cli_exec_errors(cli, dpy):
+    stopped = run_container(dpy, uniq("stopped"), ["true"])
+    stopped.wait(timeout=20)
+    try:
+        r = cli("exec", stopped.name, "true", check=False)
+        assert r.returncode != 0 and "is not running" in error_line(r)
+    finally:
+        stopped.remove()
