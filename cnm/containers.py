@@ -1,10 +1,16 @@
 """Containers: the runtime's processes joined to the controller's networks.
 
-`ContainerService` turns a `ContainerCreate` into a sandbox (network namespace),
-endpoints on networks, published ports and a supervised process — in that order,
-with every step undone in reverse if a later one fails. It also handles exits
-(releasing network resources, auto-remove), live connect/disconnect, and re-adoption
-after a daemon restart.
+`ContainerService` keeps the containers' names and records and their processes' life:
+`run` makes the record, has a sandbox built for the networks the container asks for
+(cnm.sandbox: endpoints, routes, ports, names), then starts the process — with every
+step undone in reverse if a later one fails. An exit releases the sandbox (Docker
+releases network resources at stop); live connect/disconnect go to the sandbox; after
+a daemon restart running containers are re-adopted.
+
+The record keeps what the container *asked for* (network mode, networks with their
+endpoint settings, ports) apart from what it was *given* (the sandbox, whose id, key
+and published ports it shows, as Docker's NetworkSettings do): a sandbox can be
+released and built again from the request.
 """
 from __future__ import annotations
 
@@ -12,16 +18,19 @@ import datetime
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from typing import Protocol
 
-from cnm.container_requests import ContainerCreate, EndpointRequest, check_ip
-from cnm.controller import Controller
-from cnm.driverapi import JoinResult
+from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.model import Endpoint, Network
-from cnm.ports import PROTOCOL_NUMBERS, PortAllocator, PortBinding
+from cnm.ports import PortBinding
+from cnm.runtime.spec import ContainerSpec
+from cnm.runtime.state import ContainerState
+from cnm.sandbox.files import hosts_file
+from cnm.sandbox.sandbox import Sandbox, Sandboxes
 from cnm.store import Store
 from cnm.undo import Undo
 
@@ -32,7 +41,40 @@ EXIT_CODES_KEPT = 1024      # exit codes of removed --rm containers, for a late 
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _read(path: str) -> Callable[[], str]:
+    def read() -> str:
+        with open(path) as f:
+            return f.read()
+    return read
+
+
+_HOST_RESOLV, _HOST_HOSTS = _read("/etc/resolv.conf"), _read("/etc/hosts")
+
+
+@dataclass
+class Attachment:
+    """A network the container asks to be on, with its endpoint settings."""
+
+    network: str                          # the network's ID
+    ip: str | None = None
+    ip6: str | None = None
+    mac: str | None = None
+    aliases: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, network_id: str, req: EndpointRequest) -> Attachment:
+        return cls(network_id, req.ip, req.ip6, req.mac, list(req.aliases))
+
+    @classmethod
+    def from_record(cls, rec: dict) -> Attachment:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in rec.items() if k in names})
+
+    def request(self) -> EndpointRequest:
+        return EndpointRequest(ip=self.ip, ip6=self.ip6, mac=self.mac, aliases=list(self.aliases))
 
 
 @dataclass
@@ -45,67 +87,76 @@ class Container:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     hostname: str = ""
-    network_mode: str = "bridge"          # as the user gave it: bridge, host, none, container:X, NET
-    shared_with: str | None = None        # container:X -> X's id
-    sandbox_id: str | None = None
-    sandbox_key: str | None = None
-    endpoint_ids: list[str] = field(default_factory=list)   # attach order
-    ports: list[dict] = field(default_factory=list)         # allocated PortBinding records
-    requested_ports: list[dict] = field(default_factory=list)
     rootfs: str | None = None
     memory: int | None = None
     cpus: float | None = None
     pids_limit: int | None = None
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # Asked for:
+    network_mode: str = "bridge"          # as the user gave it: bridge, host, none, container:X, NET
+    networks: list[dict] = field(default_factory=list)          # Attachment records, in order
+    requested_ports: list[dict] = field(default_factory=list)   # PortBinding records
+    # Given (Docker's NetworkSettings), while the container runs:
+    shared_with: str | None = None        # container:X -> X's id
+    sandbox_id: str | None = None
+    sandbox_key: str | None = None
+    ports: list[dict] = field(default_factory=list)             # published PortBinding records
     released: bool = False                # network resources given back after exit
-    gateway_endpoint: str | None = None   # endpoint on the gateway bridge (overlay's way out)
 
     def to_record(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, rec: dict) -> "Container":
+    def from_record(cls, rec: dict) -> Container:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in rec.items() if k in names})
 
-
-def hosts_file(hostname: str, addresses: list[str], extra: list[tuple[str, str]] = ()) -> str:
-    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-             "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
-             "ff02::2\tip6-allrouters"]
-    for addr in addresses:
-        lines.append(f"{addr.split('/')[0]}\t{hostname}")
-    for addr, name in extra:
-        lines.append(f"{addr}\t{name}")
-    return "\n".join(lines) + "\n"
+    def attachments(self) -> list[Attachment]:
+        return [Attachment.from_record(a) for a in self.networks]
 
 
-def container_resolv_conf(host_text: str) -> str:
-    """The host's resolv.conf minus loopback nameservers (unreachable from a sandbox);
-    Docker's fallback to public resolvers when nothing is left."""
-    out, servers = [], 0
-    for line in host_text.splitlines():
-        parts = line.split()
-        if parts[:1] == ["nameserver"] and len(parts) > 1:
-            if parts[1].startswith("127.") or parts[1] == "::1":
-                continue
-            servers += 1
-        out.append(line)
-    if not servers:
-        out += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
-    return "\n".join(out) + "\n"
+class ContainerRuntime(Protocol):
+    """The runtime the service drives and shows its users (cnm.runtime.Runtime;
+    cnm.runtime.fake.FakeRuntime in unit tests)."""
+
+    def start(self, spec: ContainerSpec) -> ContainerState: ...
+    def state(self, cid: str) -> ContainerState: ...
+    def stop(self, cid: str, timeout: float = 10) -> int | None: ...
+    def kill(self, cid: str, sig: int = ...) -> None: ...
+    def wait(self, cid: str, timeout: float | None = None) -> int: ...
+    def remove(self, cid: str, force: bool = False) -> None: ...
+    def adopt(self) -> list[ContainerState]: ...
+    def logs_paths(self, cid: str) -> tuple[str, str]: ...
+    def exit_fd(self, cid: str) -> int | None: ...
+
+
+class EventPublisher(Protocol):
+    """Docker's event stream (cnm.events.EventBus)."""
+
+    def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str] | None = None) -> object: ...
+
+
+class NetworkLookup(Protocol):
+    """What the service asks of the controller (cnm.controller.Controller)."""
+
+    lock: threading.RLock
+
+    def get_network(self, ref: str) -> Network: ...
+    def network(self, network_id: str) -> Network | None: ...
+    def all_endpoints(self) -> list[Endpoint]: ...
+    def leave(self, ep: Endpoint) -> None: ...
+    def delete_endpoint(self, ep: Endpoint) -> None: ...
 
 
 class ContainerService:
-    def __init__(self, controller: Controller, runtime, ports: PortAllocator, store: Store,
-                 host_resolv: Callable[[], str] = lambda: open("/etc/resolv.conf").read(),
-                 host_hosts: Callable[[], str] = lambda: open("/etc/hosts").read(),
-                 discovery=None) -> None:
+    def __init__(self, controller: NetworkLookup, sandboxes: Sandboxes, runtime: ContainerRuntime,
+                 store: Store, *, events: EventPublisher | None = None,
+                 host_resolv: Callable[[], str] = _HOST_RESOLV,
+                 host_hosts: Callable[[], str] = _HOST_HOSTS) -> None:
         self.ctl = controller
-        self.discovery = discovery             # cnm.naming.ServiceDiscovery, or None
+        self.sandboxes = sandboxes
         self.runtime = runtime
-        self.ports = ports
         self.store = store
         self.lock = controller.lock          # one lock for networks and containers: no lock ordering bugs
         self._containers: dict[str, Container] = {}
@@ -114,7 +165,7 @@ class ContainerService:
         self._host_resolv = host_resolv
         self._host_hosts = host_hosts
         self.on_started: Callable[[str], None] = lambda cid: None   # the daemon watches for the exit
-        self.events = None                     # cnm.events.EventBus: the daemon's, or None
+        self.events = events
         for kv in store.list(CT_PREFIX):
             ct = Container.from_record(kv.value)
             self._containers[ct.id] = ct
@@ -137,11 +188,12 @@ class ContainerService:
                 raise InvalidParameter(f"container ID prefix {ref} is ambiguous: {len(matches)} containers match")
             raise NotFound(f"no such container: {ref}")
 
-    def list(self) -> list[Container]:
+    def list_containers(self) -> list[Container]:
+        """Newest first."""
         with self.lock:
             return sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
 
-    def state(self, ct: Container):
+    def state(self, ct: Container) -> ContainerState:
         return self.runtime.state(ct.id)
 
     def is_running(self, ct: Container) -> bool:
@@ -150,14 +202,13 @@ class ContainerService:
         except NotFound:
             return False
 
+    def sandbox(self, ct: Container) -> Sandbox | None:
+        return self.sandboxes.get(ct.sandbox_id)
+
     def endpoints(self, ct: Container) -> list[Endpoint]:
-        out = []
-        for eid in ct.endpoint_ids:
-            try:
-                out.append(self.ctl.get_endpoint(eid))
-            except NotFound:
-                pass
-        return out
+        """The container's live endpoints, in attach order (none once it has exited)."""
+        sb = self.sandbox(ct)
+        return sb.endpoints() if sb is not None else []
 
     def _save(self, ct: Container) -> None:
         self.store.put(CT_PREFIX + ct.id, ct.to_record())
@@ -172,161 +223,99 @@ class ContainerService:
     # ------------------------------------------------------------------- run
     def run(self, req: ContainerCreate) -> Container:
         with self.lock:
-            cid = new_id()
-            name = req.name or _generated_name(cid, {c.name for c in self._containers.values()})
-            check_name(name, "container")
-            if any(c.name == name for c in self._containers.values()):
-                raise Conflict(f'the container name "/{name}" is already in use; remove that container '
-                               f"or choose another name")
-            if req.rootfs and not os.path.isdir(req.rootfs):
-                raise InvalidParameter(f"--rootfs {req.rootfs}: no such directory")
-            ct = Container(id=cid, name=name, created=_now(), argv=list(req.argv), env=dict(req.env),
-                           hostname=req.hostname or cid[:12], network_mode=req.network_mode,
-                           rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
-                           auto_remove=req.auto_remove, labels=dict(req.labels),
-                           requested_ports=[p.to_record() for p in req.ports])
-            mode = req.network_mode
+            ct = self._new_record(req)
             with Undo() as undo:
-                if mode == "host":
-                    netns_path, hosts, resolv = "host", self._host_hosts(), self._host_resolv()
-                elif mode.startswith("container:"):
-                    other = self.get(mode.split(":", 1)[1])
-                    if not self.is_running(other):
-                        raise Conflict(f"cannot join the network of container {other.name}: it is not running")
-                    if other.shared_with or other.network_mode == "host":
-                        target = self._containers.get(other.shared_with or "", other)
-                        raise InvalidParameter(f"container {other.name} shares another container's or the "
-                                               f"host's network; use network mode of {target.name} directly")
-                    ct.shared_with = other.id
-                    ct.hostname = other.hostname
-                    netns_path = other.sandbox_key or f"/proc/{self.state(other).pid}/ns/net"
-                    addrs = [ep.address for ep in self.endpoints(other) if ep.address]
-                    hosts = hosts_file(other.hostname, addrs)
-                    resolv = self._resolv_conf([self.ctl.get_network(ep.network_id)
-                                                for ep in self.endpoints(other)])
-                else:
-                    net = None if mode == "none" else self.ctl.get_network(mode)
-                    if net is not None and net.driver in ("host", "null"):
-                        mode = ct.network_mode = "host" if net.driver == "host" else "none"
-                        net = None
-                        ep = req.endpoint
-                        if req.ports or ep.ip or ep.ip6 or ep.mac or ep.aliases:
-                            raise InvalidParameter(f"published ports, --ip, --ip6, --mac-address and "
-                                                   f"--network-alias need a bridge or user network, not "
-                                                   f"network mode {mode}")
-                        if mode == "host":
-                            return self._finish_run(ct, req, "host", self._host_hosts(), self._host_resolv(), undo)
-                    ct.sandbox_id = cid
-                    ct.sandbox_key = self.ctl.sandboxes.create(cid)
-                    undo.push(self.ctl.sandboxes.destroy, ct.sandbox_key)
-                    addrs: list[str] = []
-                    if net is not None:
-                        ep = self._attach(ct, net, req.endpoint, req.ports, undo)
-                        addrs = [a for a in (ep.address, ep.address_v6) if a]
-                    netns_path = ct.sandbox_key
-                    hosts = hosts_file(ct.hostname, addrs)
-                    resolv = self._resolv_conf([self.ctl.get_network(e.network_id) for e in self.endpoints(ct)])
-                return self._finish_run(ct, req, netns_path, hosts, resolv, undo)
-
-    def _resolv_conf(self, nets: list[Network]) -> str:
-        if self.discovery is None:
-            return container_resolv_conf(self._host_resolv())
-        return self.discovery.resolv_conf(nets, self._host_resolv(), container_resolv_conf)
-
-    def _finish_run(self, ct: Container, req: ContainerCreate, netns_path: str, hosts: str,
-                    resolv: str, undo: Undo) -> Container:
-        from cnm.runtime.spec import ContainerSpec
-        spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
-                             netns=netns_path, rootfs=ct.rootfs, hosts=hosts, resolv_conf=resolv,
-                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit)
-        self._save(ct)
-        undo.push(self.store.delete, CT_PREFIX + ct.id)
-        self.runtime.start(spec)
-        undo.push(self.runtime.remove, ct.id, True)
-        self._containers[ct.id] = ct
-        undo.commit()
+                undo.push(self.store.delete, CT_PREFIX + ct.id)
+                self._start(ct, undo)
+                undo.commit()
+            self._containers[ct.id] = ct
         self._event("create", ct)
         self._event("start", ct)
         log.info("started container %s (%s) on %s", ct.name, ct.id[:12], ct.network_mode)
         self.on_started(ct.id)
         return ct
 
-    def _attach(self, ct: Container, net: Network, epreq: EndpointRequest, port_reqs: list[PortBinding],
-                undo: Undo) -> Endpoint:
-        """Endpoint on `net` joined into ct's sandbox, ports published; undo registered.
-        A network whose driver gives no gateway (overlay, some plugins) also gets the
-        container an endpoint on the local gateway bridge, for traffic leaving the host
-        and for published ports (Docker's docker_gwbridge)."""
-        needs_gw_bridge = self._needs_gateway_bridge(ct, net)
-        ep = self.ctl.create_endpoint(net, ct.name, container_id=ct.id, ip=epreq.ip, ip6=epreq.ip6,
-                                      mac=epreq.mac, aliases=epreq.aliases)
-        undo.push(self.ctl.delete_endpoint, ep)
-        bindings = [] if needs_gw_bridge else self._allocate_ports(ep, port_reqs, undo)
-        has_default = any(e.gateway for e in self.endpoints(ct))
-        result = self.ctl.join(ep, ct.sandbox_id, ct.sandbox_key, f"eth{_free_index(self.endpoints(ct))}",
-                               default_gateway=not has_default,
-                               port_bindings=[_docker_binding(b, ep) for b in bindings])
-        undo.push(self.ctl.leave, ep, ct.sandbox_key)
-        if not needs_gw_bridge and self._join_leaves_no_way_out(net, result):
-            # Docker's rule for any driver (plugins above all): a join with no gateway
-            # and no default route gets the gateway bridge too. Ports stay where they
-            # were published, on this network's endpoint.
-            needs_gw_bridge, port_reqs = True, []
-        ct.endpoint_ids.append(ep.id)
-        undo.push(ct.endpoint_ids.remove, ep.id)
-        if bindings:
-            ct.ports = [b.to_record() for b in bindings]
-        if self.discovery is not None:
-            self.discovery.endpoint_joined(net, ep)
-            undo.push(self.discovery.endpoint_left, ep)
-        if net.scope == "global" and self.ctl.cluster is not None:
-            self.ctl.cluster.publish(net, ep)
-            undo.push(self.ctl.cluster.unpublish, ep)
-        if needs_gw_bridge and ct.gateway_endpoint is None:
-            gw = self._attach(ct, self._gateway_bridge(), EndpointRequest(), port_reqs, undo)
-            ct.gateway_endpoint = gw.id
-            undo.push(setattr, ct, "gateway_endpoint", None)
-        return ep
+    def _new_record(self, req: ContainerCreate) -> Container:
+        """The container's record from the request, checked; nothing made yet."""
+        cid = new_id()
+        name = req.name or _generated_name(cid, {c.name for c in self._containers.values()})
+        check_name(name, "container")
+        if any(c.name == name for c in self._containers.values()):
+            raise Conflict(f'the container name "/{name}" is already in use; remove that container '
+                           f"or choose another name")
+        if req.rootfs and not os.path.isdir(req.rootfs):
+            raise InvalidParameter(f"--rootfs {req.rootfs}: no such directory")
+        ct = Container(id=cid, name=name, created=_now(), argv=list(req.argv), env=dict(req.env),
+                       hostname=req.hostname or cid[:12], network_mode=req.network_mode,
+                       rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
+                       auto_remove=req.auto_remove, labels=dict(req.labels),
+                       requested_ports=[p.to_record() for p in req.ports])
+        mode = req.network_mode
+        if mode in ("host", "none") or mode.startswith("container:"):
+            return ct
+        net = self.ctl.get_network(mode)
+        if net.driver in ("host", "null"):
+            ct.network_mode = "host" if net.driver == "host" else "none"
+            ep = req.endpoint
+            if req.ports or ep.ip or ep.ip6 or ep.mac or ep.aliases:
+                raise InvalidParameter(f"published ports, --ip, --ip6, --mac-address and --network-alias need "
+                                       f"a bridge or user network, not network mode {ct.network_mode}")
+        else:
+            ct.networks = [asdict(Attachment.of(net.id, req.endpoint))]
+        return ct
 
-    def _allocate_ports(self, ep: Endpoint, port_reqs: list[PortBinding], undo: Undo) -> list[PortBinding]:
-        bindings = []
-        for pb in port_reqs:
-            port = self.ports.allocate(pb.proto, pb.host_ip, pb.host_port, pb.host_port_end, owner=ep.id)
-            undo.push(self.ports.release, pb.proto, pb.host_ip, port)
-            bindings.append(pb.allocated(port))
-        return bindings
+    def _start(self, ct: Container, undo: Undo) -> None:
+        """The container's network (a sandbox built from its request, another
+        container's, or the host's), its record saved with it, then its process."""
+        mode = ct.network_mode
+        if mode == "host":
+            netns, hosts, resolv = "host", self._host_hosts(), self._host_resolv()
+        elif mode.startswith("container:"):
+            other = self._joinable(mode.split(":", 1)[1])
+            ct.shared_with, ct.hostname = other.id, other.hostname
+            theirs = self.sandbox(other)
+            netns = theirs.key if theirs is not None else f"/proc/{self.state(other).pid}/ns/net"
+            hosts = theirs.hosts() if theirs is not None else hosts_file(other.hostname, [])
+            resolv = theirs.resolv_conf() if theirs is not None else self.sandboxes.resolv_conf([])
+        else:
+            sb = self._build_sandbox(ct)
+            undo.push(self._release_network, ct)
+            netns, hosts, resolv = sb.key, sb.hosts(), sb.resolv_conf()
+        spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
+                             netns=netns, rootfs=ct.rootfs, hosts=hosts, resolv_conf=resolv,
+                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit)
+        ct.released = False
+        self._save(ct)
+        self.runtime.start(spec)
+        undo.push(self.runtime.remove, ct.id, True)
+
+    def _joinable(self, ref: str) -> Container:
+        other = self.get(ref)
+        if not self.is_running(other):
+            raise Conflict(f"cannot join the network of container {other.name}: it is not running")
+        if other.shared_with or other.network_mode == "host":
+            target = self._containers.get(other.shared_with or "", other)
+            raise InvalidParameter(f"container {other.name} shares another container's or the "
+                                   f"host's network; use network mode of {target.name} directly")
+        return other
+
+    def _build_sandbox(self, ct: Container) -> Sandbox:
+        networks = []
+        for a in ct.attachments():
+            net = self.ctl.network(a.network)
+            if net is None:
+                raise NotFound(f"network {a.network[:12]} of container {ct.name} not found")
+            networks.append((net, a.request()))
+        sb = self.sandboxes.build(ct.id, ct.id, ct.name, ct.hostname, networks,
+                                  [PortBinding.from_record(p) for p in ct.requested_ports])
+        ct.sandbox_id, ct.sandbox_key = sb.id, sb.key
+        self._settle(ct, sb)
+        return sb
 
     @staticmethod
-    def _join_leaves_no_way_out(net: Network, result: JoinResult | None) -> bool:
-        return (result is not None and not net.internal and net.driver not in ("null", "host")
-                and not result.disable_gateway_service and not result.gives_a_way_out())
-
-    def _still_needs_gateway_bridge(self, ct: Container, ep: Endpoint) -> bool:
-        """After a disconnect: does this remaining endpoint need the gateway bridge?
-        (by its driver, or because its join gave it no gateway)"""
-        net = self.ctl.get_network(ep.network_id)
-        return self._needs_gateway_bridge(ct, net) or (
-            not net.internal and net.driver not in ("null", "host") and not (ep.gateway or ep.gateway_v6))
-
-    def _needs_gateway_bridge(self, ct: Container, net: Network) -> bool:
-        if net.internal:
-            return False
-        try:
-            return self.ctl.drivers.get(net.driver).capabilities().gateway_bridge
-        except CNMError:
-            return False
-
-    def _gateway_bridge(self) -> Network:
-        from cnm import labels
-        from cnm.naming import GATEWAY_BRIDGE
-        from cnm.requests import NetworkCreate
-        try:
-            return self.ctl.get_network(GATEWAY_BRIDGE)
-        except NotFound:
-            return self.ctl.create_network(NetworkCreate(
-                name=GATEWAY_BRIDGE, driver="bridge",
-                options={labels.BRIDGE_NAME: GATEWAY_BRIDGE, labels.ENABLE_ICC: "false",
-                         labels.ENABLE_IP_MASQUERADE: "true"}))
+    def _settle(ct: Container, sb: Sandbox) -> None:
+        """The record shows the ports its sandbox publishes now."""
+        ct.ports = [p.to_record() for p in sb.published_ports()]
 
     # ------------------------------------------------------- connect / leave
     def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint:
@@ -338,8 +327,14 @@ class ContainerService:
                 raise Conflict(f"container {ct.name} is not running: start a new one with --net {net.name}")
             if any(ep.network_id == net.id for ep in self.endpoints(ct)):
                 raise Conflict(f"endpoint with name {ct.name} already exists in network {net.name}")
+            sb = self.sandbox(ct)
+            if sb is None:
+                raise Conflict(f"container {ct.name} has no network sandbox: start a new one with --net {net.name}")
             with Undo() as undo:
-                ep = self._attach(ct, net, epreq, [], undo)
+                ep = sb.join(net, epreq)
+                undo.push(sb.leave, ep)
+                ct.networks.append(asdict(Attachment.of(net.id, epreq)))
+                self._settle(ct, sb)
                 self._save(ct)
                 undo.commit()
             return ep
@@ -357,58 +352,14 @@ class ContainerService:
         with self.lock:
             net = self.ctl.get_network(net_ref)
             ct = self.get(ct_ref)
+            sb = self.sandbox(ct)
             eps = [ep for ep in self.endpoints(ct) if ep.network_id == net.id]
-            if not eps:
+            if sb is None or not eps:
                 raise NotFound(f"container {ct.name} is not connected to network {net.name}")
-            self._detach(ct, eps[0])
+            sb.leave(eps[0])
+            ct.networks = [a for a in ct.networks if a.get("network") != net.id]
+            self._settle(ct, sb)
             self._save(ct)
-            self._ensure_default_route(ct)
-
-    def _ensure_default_route(self, ct: Container) -> None:
-        """After a disconnect: if the endpoint that held the default route is gone (it
-        may have taken the gateway-bridge endpoint with it), route via the first
-        remaining endpoint that has a gateway, as Docker does."""
-        if not ct.sandbox_key:
-            return
-        remaining = self.endpoints(ct)
-        if not remaining:
-            return
-        try:
-            routes = self.ctl.sandboxes.default_routes(ct.sandbox_key)
-        except CNMError as exc:
-            log.warning("container %s: reading routes: %s", ct.name, exc)
-            return
-        if routes:
-            return
-        nxt = next((e for e in remaining if e.gateway or e.gateway_v6), None)
-        if nxt is not None and nxt.ifname:
-            try:
-                self.ctl.sandboxes.set_default_route(ct.sandbox_key, nxt.ifname, nxt.gateway, nxt.gateway_v6)
-            except CNMError as exc:
-                log.warning("container %s: default route via %s: %s", ct.name, nxt.ifname, exc)
-
-    def _detach(self, ct: Container, ep: Endpoint) -> None:
-        if self.discovery is not None:
-            self.discovery.endpoint_left(ep)
-        if self.ctl.cluster is not None:
-            self.ctl.cluster.unpublish(ep)
-        self.ctl.leave(ep, ct.sandbox_key)
-        self.ports.release_owner(ep.id)
-        self.ctl.delete_endpoint(ep)
-        if ep.id in ct.endpoint_ids:
-            ct.endpoint_ids.remove(ep.id)
-        if ep.port_bindings or ct.ports and not any(e.port_bindings for e in self.endpoints(ct)):
-            ct.ports = []
-        if ep.id == ct.gateway_endpoint:
-            ct.gateway_endpoint = None
-        elif ct.gateway_endpoint and not any(
-                self._still_needs_gateway_bridge(ct, e) for e in self.endpoints(ct) if e.id != ct.gateway_endpoint):
-            try:
-                gw = self.ctl.get_endpoint(ct.gateway_endpoint)
-            except NotFound:
-                ct.gateway_endpoint = None
-            else:
-                self._detach(ct, gw)
 
     # ---------------------------------------------------------- stop / exit
     def stop(self, ref: str, timeout: float = 10) -> Container:
@@ -445,23 +396,17 @@ class ContainerService:
                 self._remove(ct)
 
     def _release_network(self, ct: Container) -> None:
+        """The sandbox released; the record keeps what was asked for. Idempotent."""
         if ct.released:
             return
-        for ep in self.endpoints(ct):
-            if ep.id not in ct.endpoint_ids:
-                continue   # went with the endpoint it served (the gateway-bridge one)
-            try:
-                self._detach(ct, ep)
-            except CNMError as exc:
-                log.warning("container %s: releasing endpoint %s: %s", ct.name, ep.id[:12], exc)
-        if ct.sandbox_key:
-            try:
-                self.ctl.sandboxes.destroy(ct.sandbox_key)
-            except CNMError as exc:
-                log.warning("container %s: removing sandbox: %s", ct.name, exc)
+        sb = self.sandbox(ct)
+        if sb is not None:
+            sb.release()
+        ct.sandbox_id = ct.sandbox_key = None
         ct.ports = []
         ct.released = True
-        self._save(ct)
+        if ct.id in self._containers:
+            self._save(ct)
 
     def remove(self, ref: str, force: bool = False) -> Container:
         with self.lock:
@@ -497,28 +442,19 @@ class ContainerService:
     # --------------------------------------------------------------- restart
     def _adopt_one(self, ct: Container) -> None:
         try:
-            st = self.runtime.state(ct.id)
+            st: ContainerState | None = self.runtime.state(ct.id)
         except NotFound:
             st = None
-        if st is None or st.status != "running":
+        if st is None or st.status != "running" or st.pid is None:
             self._release_network(ct)
             if ct.auto_remove:
                 self._remove(ct)
             return
-        if ct.sandbox_id:
-            ct.sandbox_key = self.ctl.sandboxes.adopt(ct.sandbox_id, st.pid)
-        for ep in self.endpoints(ct):
-            try:   # one broken endpoint must not cost the others their ports and names
-                if ep.port_bindings:
-                    self.ports.restore([PortBinding.from_record(p) for p in ct.ports], owner=ep.id)
-                net = self.ctl.get_network(ep.network_id)
-                self.ctl.restore_endpoint(ep)
-                if self.discovery is not None:
-                    self.discovery.endpoint_joined(net, ep)
-                if net.scope == "global" and self.ctl.cluster is not None:
-                    self.ctl.cluster.publish(net, ep)
-            except CNMError as exc:
-                log.error("container %s: endpoint %s: %s", ct.name, ep.id[:12], exc)
+        sb = self.sandbox(ct)
+        if sb is not None:
+            sb.restore(st.pid)
+            ct.sandbox_key = sb.key
+            self._settle(ct, sb)
         self.on_started(ct.id)
 
     def adopt(self) -> None:
@@ -531,27 +467,17 @@ class ContainerService:
                     self._adopt_one(ct)
                 except CNMError as exc:   # one broken container must not keep the daemon down
                     log.error("re-adopting container %s: %s", ct.name, exc)
-            owned = {eid for ct in self._containers.values() for eid in ct.endpoint_ids}
+            used = {ct.sandbox_id for ct in self._containers.values() if ct.sandbox_id}
+            for sb in self.sandboxes.all():
+                if sb.id not in used:
+                    log.info("releasing orphaned sandbox %s", sb.id[:12])
+                    sb.release()
+            owned = {eid for sb in self.sandboxes.all() for eid in sb.record.endpoint_ids}
             for ep in self.ctl.all_endpoints():
                 if ep.id not in owned:
                     log.info("releasing orphaned endpoint %s on network %s", ep.name, ep.network_id[:12])
-                    self.ctl.leave(ep, None)
+                    self.ctl.leave(ep)
                     self.ctl.delete_endpoint(ep)
-
-
-def _free_index(eps: list[Endpoint]) -> int:
-    used = {int(e.ifname[3:]) for e in eps if e.ifname and e.ifname.startswith("eth") and e.ifname[3:].isdigit()}
-    i = 0
-    while i in used:
-        i += 1
-    return i
-
-
-def _docker_binding(b: PortBinding, ep: Endpoint) -> dict:
-    """libnetwork's PortBinding shape (Proto as the IP protocol number, as on Docker's
-    wire), handed to the driver's ProgramExternalConnectivity."""
-    return {"Proto": PROTOCOL_NUMBERS[b.proto], "IP": (ep.address or "").split("/")[0], "Port": b.container_port,
-            "HostIP": b.host_ip or "", "HostPort": b.host_port, "HostPortEnd": b.host_port}
 
 
 _ADJ = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quirky", "sharp", "vivid"]

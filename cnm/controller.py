@@ -1,4 +1,4 @@
-"""The controller: owns Networks (and, through cnm.containers, Endpoints and Sandboxes).
+"""The controller: owns Networks and Endpoints (sandboxes are cnm.sandbox's, containers cnm.containers').
 
 Every multi-step operation is validate → apply → roll back on failure: each step that
 changes IPAM, a driver or the store pushes its undo onto an `Undo` stack, which runs in
@@ -20,7 +20,7 @@ from cnm.ids import check_name, new_id
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, IpamRegistry
 from cnm.model import Endpoint, EndpointState, Network, PoolConfig
 from cnm.requests import IPAMConfigRequest, NetworkCreate
-from cnm.store import Delete, Put, Store
+from cnm.store import Delete, Op, Put, Store
 from cnm.undo import Undo
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,7 @@ def _plain(address_with_prefix: str) -> str:
 
 
 class Controller:
-    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: dict[str, Store],
-                 sandboxes=None) -> None:
-        self.sandboxes = sandboxes               # cnm.sandbox.Sandboxes, or None in unit tests
+    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: dict[str, Store]) -> None:
         self.cluster = None                      # cnm.cluster.sync.ClusterSync when a cluster store is set
         self.drivers = drivers
         self.ipams = ipams
@@ -83,7 +81,7 @@ class Controller:
                 # Keep the local copy in step, so a restart with etcd down still knows them.
                 cached = {kv.key[len(GLOBAL_CACHE):] for kv in local.list(GLOBAL_CACHE)}
                 listed = {rec["id"] for rec in records if "id" in rec}
-                ops = [Put(GLOBAL_CACHE + rec["id"], rec) for rec in records if "id" in rec]
+                ops: list[Op] = [Put(GLOBAL_CACHE + rec["id"], rec) for rec in records if "id" in rec]
                 ops += [Delete(GLOBAL_CACHE + nid) for nid in cached - listed]
                 if ops:
                     local.atomic(ops)
@@ -140,6 +138,11 @@ class Controller:
                 if net is not None:
                     return net
             raise NotFound(f"network {ref} not found")
+
+    def network(self, network_id: str) -> Network | None:
+        """The network with this full ID, if this host knows it (no lookup elsewhere)."""
+        with self.lock:
+            return self._networks.get(network_id)
 
     def endpoints_of(self, network_id: str) -> list[Endpoint]:
         with self.lock:
@@ -414,7 +417,6 @@ class Controller:
                 log.warning("endpoint %s removed with errors: %s", ep.name, "; ".join(errors))
 
     def save_endpoint(self, ep: Endpoint) -> None:
-        net = self._networks[ep.network_id]
         self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
 
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
@@ -423,9 +425,10 @@ class Controller:
         except KeyError:
             raise NotFound(f"endpoint {endpoint_id[:12]} not found") from None
 
-    def join(self, ep: Endpoint, sandbox_id: str, sandbox_key: str, ifname: str, default_gateway: bool,
-             port_bindings: list[dict] | None = None) -> JoinResult:
-        """Driver join → move and configure the interface in the sandbox → ports.
+    def join(self, ep: Endpoint, sandbox_id: str, sandbox_key: str, ifname: str) -> JoinResult:
+        """The driver's join; the endpoint records what it answered (gateway, static
+        default route, opt-out of the gateway bridge) and the interface name the
+        sandbox gives it. Plugging the interface in is the sandbox's (cnm.sandbox).
         Rolls back on failure (the endpoint itself stays, as after create)."""
         with self.lock:
             net = self._networks[ep.network_id]
@@ -433,32 +436,45 @@ class Controller:
             with Undo() as undo:
                 result = driver.join(net.id, ep.id, sandbox_key, {})
                 undo.push(driver.leave, net.id, ep.id)
-                if self.sandboxes is not None:
-                    self.sandboxes.plug(sandbox_key, result, ifname, ep.address, ep.address_v6, default_gateway)
-                    undo.push(self.sandboxes.unplug, sandbox_key, ifname)
-                if port_bindings:
-                    driver.program_external_connectivity(net.id, ep.id, {PORTMAP: port_bindings})
-                    undo.push(driver.revoke_external_connectivity, net.id, ep.id)
                 ep.state = EndpointState.JOINED.value
                 ep.sandbox_id, ep.ifname = sandbox_id, ifname
-                ep.port_bindings = list(port_bindings or [])
+                ep.port_bindings = []
                 ep.gateway = result.gateway
                 ep.gateway_v6 = result.gateway_v6
+                ep.static_default_route = any(r.destination in ("0.0.0.0/0", "::/0") for r in result.static_routes)
+                ep.disable_gateway_service = result.disable_gateway_service
                 self.save_endpoint(ep)
                 undo.commit()
             self._notify_endpoint("connect", net, ep)
             return result
 
-    def leave(self, ep: Endpoint, sandbox_key: str | None) -> None:
-        """Revoke ports, take the interface out of the sandbox, driver leave. Idempotent."""
+    def program_external_connectivity(self, ep: Endpoint, bindings: list[dict]) -> None:
+        """Publish ports on a joined endpoint (`bindings` in Docker's wire shape)."""
+        with self.lock:
+            net = self._networks[ep.network_id]
+            self.drivers.get(net.driver).program_external_connectivity(net.id, ep.id, {PORTMAP: bindings})
+            ep.port_bindings = list(bindings)
+            self.save_endpoint(ep)
+
+    def revoke_external_connectivity(self, ep: Endpoint) -> None:
+        """Idempotent."""
+        with self.lock:
+            net = self._networks.get(ep.network_id)
+            if net is not None:
+                self.drivers.get(net.driver).revoke_external_connectivity(net.id, ep.id)
+            ep.port_bindings = []
+            if ep.id in self._endpoints:
+                self.save_endpoint(ep)
+
+    def leave(self, ep: Endpoint) -> None:
+        """Revoke ports, driver leave. Idempotent; the sandbox unplugs the interface
+        first (cnm.sandbox)."""
         with self.lock:
             net = self._networks.get(ep.network_id)
             if net is None:
                 return
             driver = self.drivers.get(net.driver)
             for step in (lambda: driver.revoke_external_connectivity(net.id, ep.id),
-                         lambda: self.sandboxes and sandbox_key and ep.ifname
-                         and self.sandboxes.unplug(sandbox_key, ep.ifname),
                          lambda: driver.leave(net.id, ep.id)):
                 try:
                     step()

@@ -37,6 +37,11 @@ class DaemonConfig:
         return os.path.join(self.root, "local-kv.db")
 
 
+def _host_resolv() -> str:
+    with open("/etc/resolv.conf") as f:
+        return f.read()
+
+
 def _lock_root(root: str) -> int:
     """One daemon per --root: two writers on one state file would corrupt allocations."""
     from cnm.statedirs import open_private
@@ -73,7 +78,8 @@ class Daemon:
         from cnm.osl.netlink import Netlink
         from cnm.ports import PortAllocator
         from cnm.runtime import Runtime
-        from cnm.sandbox import Sandboxes
+        from cnm.sandbox.osl import SandboxOS
+        from cnm.sandbox.sandbox import Sandboxes
         from cnm.store.sqlite import SQLiteStore
         from drivers.bridge.nftables import NftablesBridgeFirewall
         from ipam.default.host_conflicts import exclusions, nameservers_from_resolv_conf
@@ -119,8 +125,7 @@ class Daemon:
         else:
             self.drivers.register(Unconfigured("overlay", "overlay networks need a cluster store: start the "
                                                "daemon with --cluster-store etcd://HOST:PORT --advertise IP"))
-        self.sandboxes = Sandboxes(self.netlink, os.path.join(config.run_dir, "netns"))
-        self.controller = Controller(self.drivers, self.ipams, stores, sandboxes=self.sandboxes)
+        self.controller = Controller(self.drivers, self.ipams, stores)
         self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
         self.ports = PortAllocator(sysctl.local_port_range)
         self.discovery = ServiceDiscovery()
@@ -131,9 +136,6 @@ class Daemon:
         self.controller.endpoint_listeners.append(self._endpoint_event)
         for net in self.controller.list_networks():
             self.discovery.network_event("create", net)
-        self.containers = ContainerService(self.controller, self.runtime, self.ports, self.local_store,
-                                           discovery=self.discovery)
-        self.containers.events = self.events
         self.images = ImageService(ImageStore(os.path.join(config.root, "images")))
         self.cluster = None
         if self.cluster_store is not None:
@@ -141,6 +143,11 @@ class Daemon:
             self.cluster = ClusterSync(self.controller, self.cluster_store, config.advertise,
                                        discovery=self.discovery)
             self.controller.cluster = self.cluster
+        self.sandboxes = Sandboxes(self.controller, SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
+                                   self.ports, self.local_store, host_resolv=_host_resolv,
+                                   names=self.discovery, peers=self.cluster)
+        self.containers = ContainerService(self.controller, self.sandboxes, self.runtime, self.local_store,
+                                           events=self.events)
         # Order matters: namespaces our previous life left behind, then networks (and
         # their firewall rules), then the containers on them, then whatever a crash
         # left allocated but unreferenced.
@@ -196,7 +203,7 @@ class Daemon:
 
     def counts(self) -> dict[str, int]:
         """Container (and image) counts for `GET /info`."""
-        states = [self.containers.is_running(ct) for ct in self.containers.list()]
+        states = [self.containers.is_running(ct) for ct in self.containers.list_containers()]
         running = sum(states)
         images = getattr(self, "images", None)
         return {"Containers": len(states), "ContainersRunning": running, "ContainersPaused": 0,
@@ -268,7 +275,7 @@ async def _serve(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     watcher = ExitWatcher(loop, daemon)
     daemon.containers.on_started = watcher.watch
-    for ct in daemon.containers.list():
+    for ct in daemon.containers.list_containers():
         if not ct.released:     # running, or exited since adopt(): the watcher cleans up either
             watcher.watch(ct.id)
     from cnm.dns.resolvconf import host_upstreams

@@ -79,9 +79,11 @@ class Endpoint:
     container_id: str | None = None
     ifname: str | None = None                  # name inside the sandbox (eth0, …)
     aliases: list[str] = field(default_factory=list)
-    gateway: str | None = None
+    gateway: str | None = None                 # from the driver's join (None: it gives none)
     gateway_v6: str | None = None
-    port_bindings: list[dict] = field(default_factory=list)
+    static_default_route: bool = False         # the join gave a static route to 0/0 or ::/0
+    disable_gateway_service: bool = False      # the join opted out of the gateway bridge
+    port_bindings: list[dict] = field(default_factory=list)   # Docker's wire shape, as programmed
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -93,11 +95,16 @@ class Endpoint:
 
 @dataclass
 class Sandbox:
+    """The stored state of a sandbox (behaviour: cnm.sandbox.Sandbox)."""
+
     id: str
     container_id: str
     key: str                                   # path of the bind-mounted netns
-    endpoint_ids: list[str] = field(default_factory=list)  # attach order
+    endpoint_ids: list[str] = field(default_factory=list)  # attach order (eth0, eth1, … as joined)
     hostname: str = ""
+    name: str = ""                             # the container's name; its endpoints carry it
+    port_requests: list[dict] = field(default_factory=list)   # PortBinding records, as asked
+    ports: list[dict] = field(default_factory=list)           # PortBinding records, host ports allocated
 
     def to_record(self) -> dict:
         return asdict(self)

@@ -59,7 +59,7 @@ class ContainerServiceLike(Protocol):
     def get(self, ref: str) -> Any:
         """The Container record by name, id or unique id prefix; NotFound."""
 
-    def list(self) -> list[Any]:
+    def list_containers(self) -> list[Any]:
         """Every container record, newest first."""
 
     def endpoints(self, ct: Any) -> list[Endpoint]:
@@ -168,7 +168,7 @@ def _row(ct: Any, state: Any, endpoints: list[Endpoint], networks: dict[str, Net
 
 def _list(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
     views = {}
-    for ct in service.list():
+    for ct in service.list_containers():
         view = _view(service, ct)
         views[ct.id] = (ct, view, _row(ct, *view))
 
@@ -182,7 +182,7 @@ def _list(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
 
 def _prune(service: ContainerServiceLike, chosen: Any) -> list[str]:
     removed = []
-    for ct in service.list():
+    for ct in service.list_containers():
         if chosen(_row(ct, *_view(service, ct))):
             try:
                 service.remove(ct.id)

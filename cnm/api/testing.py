@@ -302,7 +302,7 @@ class FakeContainerService:
                 raise InvalidParameter(f"container ID prefix {ref} is ambiguous")
             raise NotFound(f"no such container: {ref}")
 
-    def list(self) -> list:
+    def list_containers(self) -> list:
         with self.lock:
             return sorted(self.containers.values(), key=lambda c: c.created, reverse=True)
 
@@ -328,6 +328,7 @@ class FakeContainerService:
                            memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
                            auto_remove=req.auto_remove, rootfs=req.rootfs,
                            requested_ports=[p.to_record() for p in req.ports])
+            ct.endpoint_ids = []   # type: ignore[attr-defined]  # this fake's own bookkeeping
             mode = req.network_mode
             if mode.startswith("container:"):
                 other = self.get(mode.split(":", 1)[1])

@@ -27,12 +27,14 @@ class FakeLink:
     master: int | None = None
     alias: str | None = None
     peer: str | None = None
+    peer_ns: FakeNetlink | None = None   # a veth peer in another namespace (None: this one)
     addresses: list[str] = field(default_factory=list)
 
 
 class FakeNetlink:
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, namespaces: FakeNamespaces | None = None) -> None:
         self.netns = netns
+        self._world = namespaces       # where links moved to another namespace arrive
         self._links: dict[str, FakeLink] = {}
         self._next = itertools.count(2)
         self._links["lo"] = FakeLink("lo", 1, mtu=65536)
@@ -114,8 +116,11 @@ class FakeNetlink:
         link = self._links.pop(name, None)
         if link is None:
             return False
-        if link.peer:
-            self._links.pop(link.peer, None)
+        if link.peer:      # a veth's peer dies with it, wherever it is
+            owner = link.peer_ns or self
+            peer = owner._links.pop(link.peer, None)
+            if peer is not None and owner is not self:
+                owner._routes = [r for r in owner._routes if r.dev != peer.name]
         for other in self._links.values():
             if other.master == link.index:
                 other.master = None
@@ -132,6 +137,10 @@ class FakeNetlink:
         link = self._links.pop(self._get(name).name)
         link.name = new_name
         self._links[new_name] = link
+        if link.peer:
+            peer = (link.peer_ns or self)._links.get(link.peer)
+            if peer is not None:
+                peer.peer = new_name
 
     def set_master(self, name: str, bridge: str | None) -> None:
         self._maybe_fail("set_master")
@@ -145,11 +154,33 @@ class FakeNetlink:
         return len(self.bridge_ports(bridge))
 
     def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None:
+        if self._world is not None:
+            self._move_in_world(name, self._world.handle(netns), new_name or name)
+            return
         link = self._links.pop(self._get(name).name)
         self.moved[name] = (netns, new_name or name)
         self.moved_links[name] = link
         if link.peer and link.peer in self._links:
             self._links[link.peer].peer = None
+
+    def _move_in_world(self, name: str, target: FakeNetlink, new_name: str) -> None:
+        """The link arrives in `target` (as the kernel moves it), keeping its veth peer."""
+        link = self._get(name)
+        if new_name in target._links:
+            raise Conflict(f"cannot move {name} into {target.netns} as {new_name}: File exists")
+        del self._links[name]
+        self._routes = [r for r in self._routes if r.dev != name]
+        self.moved[name] = (target.netns or "", new_name)
+        link.name, link.index, link.up, link.master = new_name, next(target._next), False, None
+        link.addresses = []     # the kernel flushes addresses on a namespace move
+        if link.peer:
+            owner = link.peer_ns or self
+            peer = owner._links.get(link.peer)
+            if peer is not None:
+                peer.peer = new_name
+                peer.peer_ns = None if owner is target else target
+                link.peer_ns = None if owner is target else owner
+        target._links[new_name] = link
 
     # addresses
     def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None:
@@ -184,7 +215,7 @@ class FakeNetlink:
     def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
                   *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None:
         if destination == "default":
-            destination = "0.0.0.0/0" if ipaddress.ip_address(gateway).version == 4 else "::/0"
+            destination = "::/0" if gateway and ":" in gateway else "0.0.0.0/0"
         net = ipaddress.ip_network(destination, strict=False)
         if dev is not None:
             self._get(dev)
@@ -235,3 +266,43 @@ class FakeNetlink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FakeNamespaces:
+    """A fake machine: the host namespace plus bind-mounted network namespaces, each a
+    FakeNetlink. Links moved between them arrive (veth pairs stay pairs across
+    namespaces); deleting a namespace deletes its links, and their veth peers with
+    them. Stands in for cnm.osl.netns.Namespaces, and `handle` for Netlink(path)."""
+
+    def __init__(self) -> None:
+        self.host = FakeNetlink(None, self)
+        self.namespaces: dict[str, FakeNetlink] = {}
+
+    def handle(self, path: str | None) -> FakeNetlink:
+        if path is None:
+            return self.host
+        try:
+            return self.namespaces[path]
+        except KeyError:
+            raise NotFound(f"no network namespace at {path}") from None
+
+    def create(self, path: str) -> None:
+        if path in self.namespaces:
+            raise Conflict(f"a network namespace is already mounted at {path}")
+        self.namespaces[path] = FakeNetlink(path, self)
+
+    def delete(self, path: str) -> None:
+        ns = self.namespaces.pop(path, None)
+        if ns is not None:
+            for name in list(ns.link_names()):
+                ns.delete_link(name)
+
+    def exists(self, path: str) -> bool:
+        return path in self.namespaces
+
+    def bind(self, source: str, path: str) -> None:
+        if source not in self.namespaces:
+            raise NotFound(f"no network namespace at {source}")
+        if path in self.namespaces:
+            raise Conflict(f"a network namespace is already mounted at {path}")
+        self.namespaces[path] = self.namespaces[source]

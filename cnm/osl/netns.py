@@ -272,3 +272,20 @@ def recover_from(pid: int, directory: str) -> list[str]:
                 log.warning("could not recover namespace %s from pid %d: %s", dst, pid, exc)
     return got
 
+
+
+class Namespaces:
+    """Bind-mounted network namespaces as an object: the seam the sandbox's OS side
+    takes (cnm.osl.fake.FakeNamespaces stands in for it in unit tests)."""
+
+    def create(self, path: str) -> None:
+        create_netns(path)
+
+    def delete(self, path: str) -> None:
+        delete_netns(path)
+
+    def exists(self, path: str) -> bool:
+        return is_netns(path)
+
+    def bind(self, source: str, path: str) -> None:
+        bind_existing(source, path)

@@ -16,7 +16,7 @@ from cnm.driverapi import DriverRegistry, EndpointInterface, IPAMData, NetworkSp
 from cnm.ipamapi import IpamRegistry
 from cnm.osl.netlink import Netlink
 from cnm.plugins.discovery import Discovery
-from cnm.sandbox import Sandboxes
+from cnm.sandbox.osl import SandboxOS
 from drivers.remote import resolver
 from ipam.remote import resolver as ipam_resolver
 from tests.integration.conftest import NET, ROOT, link_names, ns_sh, sh, stop
@@ -67,7 +67,7 @@ def test_example_routed_driver_pings(host_ns, plugin_dir, routed, tmp_path):
     drivers = DriverRegistry(fallback=resolver(Discovery([str(plugin_dir)]), timeout=5))
     drv = drivers.get("routed")
     host = Netlink(host_ns)
-    boxes = Sandboxes(host, str(tmp_path / "netns"))
+    boxes = SandboxOS(host, str(tmp_path / "netns"))
     os.makedirs(boxes.netns_dir, exist_ok=True)
     keys = []
     try:
@@ -112,7 +112,7 @@ def test_served_bridge_and_ipam(host_ns, plugin_dir, tmp_path):
                                  "--ipam", "--root", str(tmp_path / "root"), "--plugin-dir", str(plugin_dir)],
                        plugin_dir / "cnmbridge.sock", tmp_path / "serve.log")
     host = Netlink(host_ns)
-    boxes = Sandboxes(host, str(tmp_path / "netns"))
+    boxes = SandboxOS(host, str(tmp_path / "netns"))
     os.makedirs(boxes.netns_dir, exist_ok=True)
     key = None
     try:

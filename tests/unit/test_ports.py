@@ -181,7 +181,7 @@ def test_proto_name_refuses_what_cannot_be_published(wire, text):
 
 
 def test_core_hands_drivers_dockers_wire_shape():
-    from cnm.containers import _docker_binding
+    from cnm.sandbox.sandbox import docker_binding as _docker_binding
     from cnm.model import Endpoint
     ep = Endpoint(id="e" * 64, name="x", network_id="n" * 64, address="10.0.0.2/24")
     got = _docker_binding(PortBinding("udp", 53, None, 5353), ep)

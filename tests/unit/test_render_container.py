@@ -42,7 +42,7 @@ def ep(net: Network, n: int = 2, **kw) -> Endpoint:
 
 
 def test_running_bridge_container_with_published_port():
-    c = ct(sandbox_id=CID, sandbox_key="/run/cnm/netns/aaaa", endpoint_ids=["2" * 64],
+    c = ct(sandbox_id=CID, sandbox_key="/run/cnm/netns/aaaa",
            requested_ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": None,
                              "host_port_end": None},
                             {"proto": "udp", "container_port": 53, "host_ip": "127.0.0.1", "host_port": 5353,
@@ -142,7 +142,7 @@ def test_status_text():
 
 
 def test_summary_for_ps():
-    c = ct(endpoint_ids=["2" * 64],
+    c = ct(
            requested_ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": None,
                              "host_port_end": None},
                             {"proto": "tcp", "container_port": 81, "host_ip": None, "host_port": None,

@@ -1,30 +1,67 @@
-"""Sandbox plumbing: a container's network namespace and the interfaces the core moves
-into it. Drivers answer `join` with a JoinResult; this module applies it (move the
-interface in, name it, address it, route it). Only OS-layer calls, no driver logic."""
+"""The sandbox's OS side: its network namespace and the interfaces moved into it.
+
+Drivers answer `join` with a JoinResult; `SandboxOS.plug` applies it (move the
+interface in, name it, address it, route it). Only OS-layer calls: which interface
+gets which name or the default route is decided by cnm.sandbox.rules.
+"""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
+from typing import Protocol
 
 from cnm.driverapi import JoinResult
 from cnm.errors import CNMError
-from cnm.osl import netns
-from cnm.osl.netlink import Netlink
+from cnm.osl.netlink import Netlink, Route
+from cnm.osl.netns import Namespaces
 
 log = logging.getLogger(__name__)
 
 RT_SCOPE_LINK = 253
+DEFAULT_DESTINATIONS = ("0.0.0.0/0", "::/0")
 
 
-class Sandboxes:
-    """Creates, plugs and destroys sandbox namespaces under `netns_dir`."""
+class NamespaceOps(Protocol):
+    """Bind-mounted network namespaces (cnm.osl.netns.Namespaces; a fake in unit tests)."""
 
-    def __init__(self, host: Netlink, netns_dir: str,
-                 netlink_for: Callable[[str], Netlink] = Netlink) -> None:
+    def create(self, path: str) -> None: ...
+    def delete(self, path: str) -> None: ...
+    def exists(self, path: str) -> bool: ...
+    def bind(self, source: str, path: str) -> None: ...
+
+
+class SandboxNetlink(Protocol):
+    """What the sandbox's OS side uses of a netlink handle (cnm.osl.netlink.Netlink)."""
+
+    def set_link_up(self, name: str) -> None: ...
+    def rename_link(self, name: str, new_name: str) -> None: ...
+    def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None: ...
+    def delete_link(self, name: str) -> bool: ...
+    def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
+    def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
+                  *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None: ...
+    def del_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
+                  *, table: int = 254) -> bool: ...
+    def routes(self, family: int | None = None, table: int = 254) -> list[Route]: ...
+    def sysctl_write(self, key: str, value: str | int) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> SandboxNetlink: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class SandboxOS:
+    """Creates, plugs and destroys sandbox namespaces under `netns_dir`. `host` is the
+    daemon's own namespace (where drivers leave interfaces to be moved in);
+    `netlink_for(path)` opens a handle inside a sandbox."""
+
+    def __init__(self, host: SandboxNetlink, netns_dir: str,
+                 netlink_for: Callable[[str], SandboxNetlink] = Netlink,
+                 namespaces: NamespaceOps | None = None) -> None:
         self.host = host
         self.netns_dir = netns_dir
         self._netlink_for = netlink_for
+        self._ns: NamespaceOps = namespaces or Namespaces()
 
     def key_for(self, sandbox_id: str) -> str:
         return os.path.join(self.netns_dir, sandbox_id[:12])
@@ -32,12 +69,12 @@ class Sandboxes:
     def create(self, sandbox_id: str) -> str:
         """A new namespace with `lo` up; returns its path (the SandboxKey)."""
         key = self.key_for(sandbox_id)
-        netns.create_netns(key)
+        self._ns.create(key)
         try:
             with self._netlink_for(key) as nl:
                 nl.set_link_up("lo")
         except BaseException:
-            netns.delete_netns(key)
+            self._ns.delete(key)
             raise
         return key
 
@@ -45,14 +82,14 @@ class Sandboxes:
         """After a daemon restart the old bind mount may live only in the dead daemon's
         mount namespace: bind the running container's namespace at the key again."""
         key = self.key_for(sandbox_id)
-        if netns.is_netns(key):
+        if self._ns.exists(key):
             return key
-        netns.bind_existing(f"/proc/{pid}/ns/net", key)
+        self._ns.bind(f"/proc/{pid}/ns/net", key)
         return key
 
     def destroy(self, key: str) -> None:
         """Idempotent. Interfaces still inside die with the namespace (veth peers too)."""
-        netns.delete_netns(key)
+        self._ns.delete(key)
 
     def plug(self, key: str, join: JoinResult, ifname: str, address: str | None,
              address_v6: str | None, default_gateway: bool) -> None:
@@ -68,7 +105,7 @@ class Sandboxes:
                     nl.rename_link(join.src_ifname, ifname)
                 if address_v6:
                     # No DAD: the address is ours by IPAM, and DAD would delay use by ~1 s.
-                    nl.run(_sysctl_write, f"net/ipv6/conf/{ifname}/accept_dad", "0")
+                    nl.sysctl_write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
                 for addr in (address, address_v6):
                     if addr:
                         nl.add_address(ifname, addr)
@@ -85,7 +122,7 @@ class Sandboxes:
             raise
 
     @staticmethod
-    def _set_default(nl: Netlink, ifname: str, gw4: str | None, gw6: str | None) -> None:
+    def _set_default(nl: SandboxNetlink, ifname: str, gw4: str | None, gw6: str | None) -> None:
         if gw4:
             nl.add_route("0.0.0.0/0", gw4, dev=ifname, exist_ok=True)
         if gw6:
@@ -94,27 +131,22 @@ class Sandboxes:
     def default_routes(self, key: str) -> list[str]:
         """The sandbox's default routes' devices (empty: no way out)."""
         with self._netlink_for(key) as nl:
-            return [r.dev or "" for r in nl.routes() if r.destination in ("0.0.0.0/0", "::/0")]
+            return [r.dev or "" for r in nl.routes() if r.destination in DEFAULT_DESTINATIONS]
 
     def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None:
+        """Replace the sandbox's default routes with ones via `ifname`."""
         with self._netlink_for(key) as nl:
-            for dst in ("0.0.0.0/0", "::/0"):
+            for dst in DEFAULT_DESTINATIONS:
                 nl.del_route(dst)
             self._set_default(nl, ifname, gw4, gw6)
 
     def unplug(self, key: str, ifname: str) -> None:
         """Remove the interface from the sandbox (deleting one veth end deletes both).
         Idempotent; a vanished sandbox is success."""
-        if not netns.is_netns(key):
+        if not self._ns.exists(key):
             return
         try:
             with self._netlink_for(key) as nl:
                 nl.delete_link(ifname)
         except CNMError as exc:
             log.warning("unplug %s from %s: %s", ifname, key, exc)
-
-
-def _sysctl_write(key: str, value: str) -> None:
-    with open(os.path.join("/proc/sys", key), "w") as f:
-        f.write(value)
-

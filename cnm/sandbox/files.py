@@ -1,0 +1,38 @@
+"""The /etc/hosts and /etc/resolv.conf a sandbox gives its containers. Pure text."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+_HOSTS_HEADER = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
+                 "ff02::2\tip6-allrouters")
+# Docker's fallback when the host names only resolvers a sandbox cannot reach.
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
+
+
+def hosts_file(hostname: str, addresses: Iterable[str],
+               extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Docker's /etc/hosts: the loopback names, then `hostname` on each address
+    (with or without a prefix length), then `extra` (address, name) pairs."""
+    lines = list(_HOSTS_HEADER)
+    for addr in addresses:
+        lines.append(f"{addr.split('/')[0]}\t{hostname}")
+    for addr, name in extra:
+        lines.append(f"{addr}\t{name}")
+    return "\n".join(lines) + "\n"
+
+
+def container_resolv_conf(host_text: str) -> str:
+    """The host's resolv.conf minus loopback nameservers (unreachable from a sandbox);
+    Docker's fallback to public resolvers when nothing is left."""
+    out, servers = [], 0
+    for line in host_text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["nameserver"] and len(parts) > 1:
+            if parts[1].startswith("127.") or parts[1] == "::1":
+                continue
+            servers += 1
+        out.append(line)
+    if not servers:
+        out += [f"nameserver {ns}" for ns in FALLBACK_NAMESERVERS]
+    return "\n".join(out) + "\n"
