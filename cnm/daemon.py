@@ -295,6 +295,8 @@ async def _serve(daemon: Daemon) -> None:
              *exec_routes.routes(execs, daemon.exec_target),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
     extra += image_routes.routes(daemon.images)
+    from cnm.api import diskusage
+    extra += diskusage.routes(daemon.images, daemon.containers)
     app = make_app(daemon.controller, extra_routes=extra)
     server = await start_server(app, daemon.config.socket)
     stop = asyncio.Event()

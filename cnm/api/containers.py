@@ -180,6 +180,11 @@ def _list(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
     return [container_summary(views[r.id][0], *views[r.id][1]) for r in chosen]
 
 
+def summaries(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
+    """`GET /containers/json`'s entries for `query` (blocking)."""
+    return _list(service, query)
+
+
 def _prune(service: ContainerServiceLike, chosen: Any) -> list[str]:
     removed = []
     for ct in service.list_containers():

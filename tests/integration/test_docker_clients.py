@@ -268,3 +268,23 @@ def test_wait_conditions_and_headers_at_once(dpy, daemon, cli):
     assert r.returncode != 0
     status, _, body = raw.request("POST", "/v1.43/containers/nosuch/wait?condition=bogus")
     assert status == 400 and b'invalid condition: \\"bogus\\"' in body
+
+
+# -- system df, system prune ----------------------------------------------------------------
+
+def test_system_df_and_system_prune(cli, dpy):
+    tag = secrets.token_hex(3)
+    net = dpy.networks.create(f"sysp-{tag}", labels={"t": tag})
+    keep = dpy.networks.create(f"sysk-{tag}")
+    ct = run_ct(dpy, f"sysp-{tag}", ["true"], labels={"t": tag})
+    ct.wait(timeout=20)
+    try:
+        df = dpy.df()
+        assert ct.id in [c["Id"] for c in df["Containers"]] and df["Volumes"] == [] and df["BuildCache"] == []
+        out = cli("system", "df").stdout
+        assert out.splitlines()[0].split()[:2] == ["TYPE", "TOTAL"] and "Containers" in out
+        out = cli("system", "prune", "-f", "--filter", f"label=t={tag}").stdout
+        assert ct.id in out and net.name in out and keep.name not in out
+        assert [n.name for n in dpy.networks.list(names=[keep.name])] == [keep.name]
+    finally:
+        keep.remove()
