@@ -295,8 +295,9 @@ async def _serve(daemon: Daemon) -> None:
              *exec_routes.routes(execs, daemon.exec_target),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
     extra += image_routes.routes(daemon.images)
-    from cnm.api import diskusage
+    from cnm.api import diskusage, top
     extra += diskusage.routes(daemon.images, daemon.containers)
+    extra += top.routes(lambda ref: (lambda t: (t.pid, t.name))(daemon.exec_target(ref)))
     app = make_app(daemon.controller, extra_routes=extra)
     server = await start_server(app, daemon.config.socket)
     stop = asyncio.Event()

@@ -107,3 +107,23 @@ def test_cli_exec_errors(cli, dpy):
         assert r.returncode != 0 and "is not running" in error_line(r)
     finally:
         stopped.remove()
+
+
+def test_top(cli, dpy, box):
+    ex = dpy.api.exec_create(box.id, ["sleep", "77"])     # (one per CLI: each ends in 77 s)
+    dpy.api.exec_start(ex["Id"], detach=True)
+    import time
+    deadline = time.monotonic() + 10
+    while True:         # the exec helper forks the command a few ms after the start answers
+        top = box.top()
+        commands = [row[-1] for row in top["Processes"]]
+        if "sleep 77" in commands or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert top["Titles"][:2] == ["UID", "PID"] and top["Titles"][-1] == "CMD"
+    assert "sleep 600" in commands and "sleep 77" in commands       # the init and an exec'd process
+    assert all(not c.startswith(("nsenter", "python")) for c in commands)   # nothing of the host's
+    lines = cli.lines("top", box.name, "-o", "pid,args")
+    assert lines[0].split() == ["PID", "COMMAND"] and any(line.endswith("sleep 77") for line in lines)
+    r = cli("top", box.name, "-o", "comm", check=False)
+    assert r.returncode != 0 and "couldn't find PID field" in error_line(r)

@@ -248,3 +248,16 @@ def test_container_prune_filters():
     assert pruned('{"label!": ["env"]}') == ["c"]
     assert pruned('{"until": ["2024-05-01T11:03:30Z"]}') == ["c", "a"]
     assert pruned('{"label": ["nomatch"]}') == []
+
+
+def test_top_parses_ps_as_docker_does():
+    from cnm.api.top import parse_ps
+    out = ("UID  PID  PPID  C STIME TTY TIME CMD\n"
+           "root 10   1     0 10:00 ?   0:00 sleep 100 --flag\n"
+           "root 11   10    0 10:00 ?   0:00 sh -c 'a b'\n"
+           "root 12   1     0 10:00 ?   0:00 other\n")
+    got = parse_ps(out, [10, 11])
+    assert got["Titles"] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    assert [r[-1] for r in got["Processes"]] == ["sleep 100 --flag", "sh -c 'a b'"]
+    with pytest.raises(InvalidParameter, match="PID field"):
+        parse_ps("COMMAND\nsleep\n", [1])
