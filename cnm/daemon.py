@@ -310,11 +310,25 @@ async def _serve(daemon: Daemon) -> None:
     await resolver.close()
 
 
+def _raise_open_files_limit() -> None:
+    """Soft limit up to the hard one (dockerd runs with LimitNOFILE=infinity): the daemon
+    holds a descriptor per API connection and per running container (its exit pidfd),
+    and 1024 is soon reached. Containers inherit it, as Docker's do."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def run_daemon(config: DaemonConfig) -> int:
     from cnm.statedirs import DAEMON_UMASK
     # Everything the daemon creates is private unless made otherwise on purpose (the
     # socket 0660, files containers see 0644; containers themselves get umask 022).
     os.umask(DAEMON_UMASK)
+    _raise_open_files_limit()
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

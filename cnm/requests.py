@@ -19,6 +19,12 @@ NOT_A_SWARM_MANAGER = ('This node is not a swarm manager. Use "docker swarm init
                        'to connect this node to swarm and try again.')
 SCOPES = ("local", "global", "swarm")
 
+# Bounds on one request's work. Docker has none; a real network has a subnet or two per
+# family and a few reserved addresses, and each costs IPAM and kernel work under the
+# controller's lock.
+MAX_IPAM_CONFIGS = 64
+MAX_AUX_ADDRESSES = 256
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -97,12 +103,13 @@ class NetworkCreate:
         check_name(self.name)
         if not self.driver:
             raise InvalidParameter("network driver must not be empty")
+        if len(self.ipam_configs) > MAX_IPAM_CONFIGS:
+            raise InvalidParameter(f"{len(self.ipam_configs)} IPAM configs given: a network takes at most "
+                                   f"{MAX_IPAM_CONFIGS}")
         self.ipam_configs = [c.validate() for c in self.ipam_configs]
-        nets = [ipaddress.ip_network(c.subnet) for c in self.ipam_configs if c.subnet]
-        for i, a in enumerate(nets):
-            for b in nets[i + 1:]:
-                if a.version == b.version and a.overlaps(b):  # type: ignore[arg-type]
-                    raise InvalidParameter(f"subnets {a} and {b} overlap: give each IPAM config its own subnet")
+        pair = first_overlap([ipaddress.ip_network(c.subnet) for c in self.ipam_configs if c.subnet])
+        if pair is not None:
+            raise InvalidParameter(f"subnets {pair[0]} and {pair[1]} overlap: give each IPAM config its own subnet")
         return self
 
     @classmethod
@@ -116,6 +123,9 @@ class NetworkCreate:
         scope = _swarm_free_scope(body)
         ipam = _typed(body, "IPAM", dict, default={}) or {}
         configs_raw = _typed(ipam, "Config", list, default=[], where="IPAM.") or []
+        if len(configs_raw) > MAX_IPAM_CONFIGS:     # before parsing them: bounded work
+            raise InvalidParameter(f"{len(configs_raw)} IPAM configs given: a network takes at most "
+                                   f"{MAX_IPAM_CONFIGS}")
         configs = [_ipam_config(c, i) for i, c in enumerate(configs_raw)]
         req = cls(
             name=name,
@@ -151,6 +161,22 @@ def _swarm_free_scope(body: dict) -> str | None:
         raise InvalidParameter("--config-from is not supported (no config-only networks): give the "
                                "subnet and options to the network itself")
     return scope
+
+
+def first_overlap(nets: list[IPNetwork]) -> tuple[IPNetwork, IPNetwork] | None:
+    """Two overlapping networks of `nets`, if any, in O(N log N). CIDR blocks are nested
+    or disjoint: sorted by family, first address and prefix length, a block overlaps an
+    earlier one exactly when it starts within the furthest-reaching earlier block."""
+    ordered = sorted(nets, key=lambda n: (n.version, int(n.network_address), n.prefixlen))
+    reach: IPNetwork | None = None
+    for net in ordered:
+        if reach is not None and reach.version == net.version:
+            if int(net.network_address) <= int(reach.broadcast_address):
+                return reach, net
+            if int(net.broadcast_address) <= int(reach.broadcast_address):
+                continue
+        reach = net
+    return None
 
 
 def parse_subnet(text: str) -> IPNetwork:
@@ -222,9 +248,13 @@ def _ipam_config(raw: Any, index: int) -> IPAMConfigRequest:
     def opt_str(key: str) -> str | None:
         return _typed(raw, key, str, default="", where=where) or None
 
+    aux = _str_map(raw, "AuxiliaryAddresses", where=where)
+    if len(aux) > MAX_AUX_ADDRESSES:
+        raise InvalidParameter(f"{len(aux)} auxiliary addresses in IPAM.Config[{index}]: at most "
+                               f"{MAX_AUX_ADDRESSES} per subnet")
     return IPAMConfigRequest(
         subnet=opt_str("Subnet"),
         ip_range=opt_str("IPRange"),
         gateway=opt_str("Gateway"),
-        aux_addresses=_str_map(raw, "AuxiliaryAddresses", where=where),
+        aux_addresses=aux,
     )

@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 
+from cnm.api.listener import LIMITS, Limits
 from cnm.errors import InvalidParameter
 
 T = TypeVar("T")
@@ -34,15 +35,48 @@ async def blocking(request: web.Request, fn: Callable[..., T], *args: Any, **kwa
     return await loop.run_in_executor(request.app[EXECUTOR], functools.partial(fn, *args, **kwargs))
 
 
+# Bodies up to this size are parsed on the event loop (microseconds); larger ones in
+# the thread pool, so that no request can stall the loop (and /_ping) for long.
+PARSE_INLINE = 16 * 1024
+
+
+async def _read(request: web.Request) -> bytes:
+    """The whole body, within the app's body timeout (408) and size cap (413, aiohttp's
+    client_max_size)."""
+    limits = request.app.get(LIMITS) or Limits()
+    try:
+        return await asyncio.wait_for(request.read(), limits.body_timeout)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
+
+
 async def json_body(request: web.Request) -> dict:
     """The request's JSON object; an empty body reads as {}."""
-    raw = await request.read()
+    raw = await _read(request)
+    if len(raw) <= PARSE_INLINE:
+        return parse_json_object(raw)
+    return await blocking(request, parse_json_object, raw)
+
+
+async def parse_body(request: web.Request, parse: Callable[[dict], T]) -> T:
+    """The request's JSON object through `parse` (a request class's from_docker_json):
+    on the event loop for a small body, in the thread pool for a large one."""
+    raw = await _read(request)
+    if len(raw) <= PARSE_INLINE:
+        return parse(parse_json_object(raw))
+    return await blocking(request, lambda: parse(parse_json_object(raw)))
+
+
+def parse_json_object(raw: bytes) -> dict:
+    """A JSON object from bytes (empty: {}); InvalidParameter (one line) otherwise."""
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidParameter(f"invalid JSON body: {exc}") from exc
+    except RecursionError:
+        raise InvalidParameter("invalid JSON body: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidParameter("invalid JSON body: expected an object")
     return body

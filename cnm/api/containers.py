@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cnm.api import container_filters as cf
 from cnm.api import wait as wait_api
-from cnm.api.common import Route, blocking, json_body, json_response
+from cnm.api.common import Route, blocking, json_body, json_response, parse_body
 from cnm.api.filters import parse_filters
 from cnm.api.rawstream import MEDIA_TYPE, STDERR, STDOUT, encode_frame
 from cnm.container_requests import ContainerCreate, EndpointRequest
@@ -286,10 +286,14 @@ def routes(service: ContainerServiceLike) -> list[Route]:
     """The container routes; pass them to `make_app(..., extra_routes=...)`."""
 
     async def create(request: web.Request) -> web.Response:
-        body = await json_body(request)
-        if request.query.get("name"):
-            body["Name"] = request.query["name"]
-        req = ContainerCreate.from_docker_json(body)
+        name = request.query.get("name")
+
+        def parse(body: dict) -> ContainerCreate:
+            if name:
+                body["Name"] = name
+            return ContainerCreate.from_docker_json(body)
+
+        req = await parse_body(request, parse)
         ct = await blocking(request, service.run, req)
         return json_response({"Id": ct.id, "Warnings": []}, status=201)
 

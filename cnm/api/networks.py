@@ -7,7 +7,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from cnm.api.common import Route, blocking, json_body, json_response
+from cnm.api.common import Route, blocking, json_response, parse_body
 from cnm.api.filters import NETWORK_PRUNE_FILTERS, Filters, labels_selected, network_matches, parse_filters, until_nanos
 from cnm.api.timestamps import rfc3339_to_nanos
 from cnm.model import Network
@@ -77,7 +77,7 @@ def routes(controller: NetworkController) -> list[Route]:
         return json_response(await blocking(request, load))
 
     async def create(request: web.Request) -> web.Response:
-        req = NetworkCreate.from_docker_json(await json_body(request))
+        req = await parse_body(request, NetworkCreate.from_docker_json)
         net = await blocking(request, controller.create_network, req)
         return json_response({"Id": net.id, "Warning": ""}, status=201)
 

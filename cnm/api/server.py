@@ -21,6 +21,7 @@ from aiohttp import web
 
 from cnm.api import networks, system
 from cnm.api.common import EXECUTOR, Route, error_response
+from cnm.api.listener import LIMITS, GuardedUnixSite, Limits, guard_of
 from cnm.api.version import VERSION_KEY, add_headers, server_headers, version_middleware
 from cnm.errors import CNMError, Conflict, http_status
 from cnm.statedirs import chmod_socket
@@ -30,11 +31,25 @@ log = logging.getLogger("cnm.api")
 ROUTE_MODULES = (system, networks)
 VERSION_PREFIX = "/{" + VERSION_KEY + r":v[0-9][0-9.]*}"     # Docker's /v{version:[0-9.]+}
 SOCKET_MODE = 0o660
+DEFAULT_LIMITS = Limits()
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every failure becomes `{"message": ...}` with the status of its category."""
+    """Every failure becomes `{"message": ...}` with the status of its category. Also
+    tells the connection's guard that the request's headers are in (its header timer
+    stops) and, at the end, that the connection is idle again."""
+    guard = guard_of(request)
+    if guard is not None:
+        guard.request_started()
+    try:
+        return await _answer(request, handler)
+    finally:
+        if guard is not None:
+            guard.request_done()
+
+
+async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         return await handler(request)
     except CNMError as exc:
@@ -43,8 +58,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = {404: "page not found", 405: "method not allowed"}.get(exc.status, exc.reason)
-        return error_response(exc.status, message)
+        limits = request.app[LIMITS]
+        message = {404: "page not found", 405: "method not allowed",
+                   408: f"request body not received within {limits.body_timeout:g}s",
+                   413: f"request body too large: at most {limits.max_body} bytes"}.get(exc.status, exc.reason)
+        response = error_response(exc.status, message)
+        if exc.status in (408, 413):
+            response.force_close()     # the rest of the body is not worth waiting for
+        return response
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -52,10 +73,12 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: int = 4) -> web.Application:
+def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: int = 4,
+             limits: Limits = DEFAULT_LIMITS) -> web.Application:
     """The API app. Controller calls run in a pool of `workers` threads, shut down with
-    the app."""
-    app = web.Application(middlewares=[error_middleware, version_middleware])
+    the app. `limits` bound what one client may hold (see cnm.api.listener)."""
+    app = web.Application(middlewares=[error_middleware, version_middleware], client_max_size=limits.max_body)
+    app[LIMITS] = limits
     app.on_response_prepare.append(add_headers(server_headers()))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnm-api")
     app[EXECUTOR] = executor
@@ -114,19 +137,33 @@ class Server:
                 pass
 
 
+def _listening_socket(path: Path, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(str(path))
+        chmod_socket(str(path), SOCKET_MODE)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def start_server(app: web.Application, socket_path: str | os.PathLike) -> Server:
     """Listen on `socket_path` (mode 0660) and return at once."""
     path = Path(socket_path)
+    limits = app.get(LIMITS) or Limits()
     prepare_socket_path(path)
     runner = web.AppRunner(app, access_log=logging.getLogger("cnm.api.access"),
-                           access_log_format='%r %s %b %Tfs', handle_signals=False)
+                           access_log_format='%r %s %b %Tfs', handle_signals=False,
+                           keepalive_timeout=limits.keepalive_timeout, lingering_time=1.0)
     await runner.setup()
     try:
-        site = web.UnixSite(runner, str(path))
+        site = GuardedUnixSite(runner, _listening_socket(path, limits.backlog), limits)
         await site.start()
-        chmod_socket(str(path), SOCKET_MODE)
     except BaseException:
         await runner.cleanup()
+        path.unlink(missing_ok=True)
         raise
     log.info("API listening on unix://%s", path)
     return Server(runner, path)
