@@ -125,7 +125,10 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
     resp.force_close()                       # never reused for another request
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     protocol: Any = request.protocol
-    takeover = _Input(queue, protocol)
+    transport = request.transport
+    # What the transport calls now (the API listener's ConnectionGuard, wrapping aiohttp's
+    # protocol) keeps getting the connection's loss: the guard counts open connections.
+    takeover = _Input(queue, transport.get_protocol() if transport is not None else protocol)
     await resp.prepare(request)
     protocol.set_parser(takeover)            # the bytes aiohttp buffered behind the request
     transport = request.transport

@@ -352,3 +352,49 @@ def test_out_of_descriptors_is_logged_once_per_interval_without_busy_looping(tmp
         proc.wait()
         err.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_hijacked_connections_still_count_as_closed_when_they_close():
+    """attach/exec take the connection over (a protocol of their own): its close must
+    still free its slot, or the API stops accepting after max_connections of them."""
+    from aiohttp import web
+
+    from cnm.api.common import Route
+    from cnm.api.hijack import hijack
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        h = await hijack(request, "application/vnd.docker.raw-stream")
+        while data := await h.read():
+            await h.write(data)
+        await h.close()
+        return h.response
+
+    class WithRoute(Served):
+        def __init__(self) -> None:
+            self.dir = tempfile.mkdtemp(prefix="cnm-lim-", dir="/tmp")
+            self.path = os.path.join(self.dir, "api.sock")
+            self.controller = StubController()
+            self.loop = asyncio.new_event_loop()
+            self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+            self.thread.start()
+            app = make_app(self.controller, limits=Limits(max_connections=2),
+                           extra_routes=[Route("POST", "/echo", echo)])
+            self.server = asyncio.run_coroutine_threadsafe(start_server(app, self.path), self.loop).result(10)
+
+    srv = WithRoute()
+    try:
+        for i in range(6):
+            with srv.connect() as s:
+                s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                          b"Content-Length: 0\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += s.recv(4096)
+                assert head.startswith(b"HTTP/1.1 101")
+                s.sendall(b"hello %d" % i)
+                assert s.recv(4096) == b"hello %d" % i
+                s.shutdown(socket.SHUT_WR)
+                read_all(s)
+        assert ping_latency(srv) < 1.0
+    finally:
+        srv.close()
