@@ -157,6 +157,7 @@ class Daemon:
             self.cluster.start()       # global networks and peers before the containers on them
         self.containers.adopt()
         self.controller.reconcile_ipam()
+        self.runtime.prestart()        # the supervisor template, off the first `run`'s path
 
     def _network_event(self, event: str, net: Network) -> None:
         # Docker's network events: create and destroy, with the name and driver.
@@ -227,6 +228,7 @@ class Daemon:
             self.cluster_store.close()
         self.local_store.close()
         self.netlink.close()
+        self.runtime.close()           # the template only: containers keep running
         os.close(self._lock_fd)
 
 

@@ -3,13 +3,15 @@
     spec.ContainerSpec     what to run (pure data, JSON round trip)
     runtime.Runtime        start/state/list/wait/stop/kill/remove/exec_argv/adopt/exit_fd
     state.ContainerState   what `state()` answers
-    shim                   the supervisor process (`python -I -S` + cnm.runtime.shim)
+    template.Template      the daemon's side of the template process that forks supervisors
+    template_main          the template process itself (`python -I -S`, pre-imported, gc-frozen)
+    shim                   the supervisor, forked from the template; and the container's pre-exec
     cgroups                v1/v2 detection, per-container cgroups and limits
     linux                  the syscall seam (ctypes: unshare, setns, mount, pivot_root)
     files                  the container directory's layout
 
-Names are loaded lazily: the shim imports this package and must not pay for
-dataclasses, json or subprocess at start-up.
+Names are loaded lazily: the template imports this package and must not pay for
+dataclasses, json or subprocess (whatever it imports, every supervisor shares).
 """
 from __future__ import annotations
 

@@ -11,9 +11,13 @@ One directory per container, `<state_dir>/<id>/`:
     stdout.log, stderr.log
                    the container's output, one file each (shim)
     shim.log       the supervisor's own stderr: tracebacks, warnings (shim)
-    shim.pid       "<pid> <start-time>" written as soon as the shim is detached (shim)
+    shim.pid       "<pid> <start-time> <boot-id>": the supervisor's claim on the directory,
+                   made first thing with link() so that it is exclusive and whole (shim;
+                   or an empty "fence" by Runtime when a failed start is cleaned away, so
+                   that no late supervisor can claim the directory any more)
     state.json     {"shim_pid", "shim_start", "pid", "pid_start", "started_at"} once the
-                   container process has exec'd (shim, atomic)
+                   container process has exec'd (written as state.json.new by the
+                   container process just before exec, renamed by the shim after)
     exit.json      {"exit_code", "finished_at"[, "error"]} when it ended (shim, atomic;
                    or Runtime.adopt for a shim that died without writing it)
 
@@ -38,10 +42,12 @@ STDERR = "stderr.log"
 SHIM_LOG = "shim.log"
 SHIM_PID = "shim.pid"
 STATE = "state.json"
+STATE_NEW = "state.json.new"
 EXIT = "exit.json"
 
-# Marker in the shim's command line: adopt() trusts a pid only if /proc shows it.
-SHIM_MARKER = "cnm.runtime.shim"
+# The supervisor's process name (comm): a recorded pid is trusted only if /proc shows it.
+SHIM_COMM = "cnm-shim"
+TEMPLATE_COMM = "cnm-template"
 
 # Exit code recorded for a container whose shim died without recording one: the
 # container was (or is then) killed with SIGKILL, so report what a SIGKILL gives.
@@ -94,21 +100,46 @@ def dump_flat(obj: dict[str, int | str | None]) -> str:
     return "{" + ", ".join(parts) + "}\n"
 
 
-def write_atomic(path: str, data: str, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: str, mode: int = 0o600, dir_fd: int | None = None) -> None:
     """Write then rename: readers see the old file or the whole new one, never half.
     The file gets exactly `mode` (the spec holds the container's environment: 0600);
-    never written through a symlink."""
+    never written through a symlink. With `dir_fd`, `path` is relative to that
+    directory (the supervisor writes through the directory it was handed, never
+    through a path that could name a newer one)."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)
         os.write(fd, data.encode())
     finally:
         os.close(fd)
-    os.rename(tmp, path)
+    os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def parse_pid_file(text: str) -> tuple[int, int]:
-    """`shim.pid` holds "<pid> <start-time>"."""
-    pid, start = text.split()
-    return int(pid), int(start)
+def claim(path: str, data: str, dir_fd: int | None = None, mode: int = 0o600) -> bool:
+    """Create `path` holding `data`, whole, only if it does not exist yet (write a
+    temporary, then link(): link never replaces). False if it already existed."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp, dir_fd=dir_fd)
+
+
+def parse_pid_file(text: str) -> tuple[int, int, str | None]:
+    """`shim.pid` holds "<pid> <start-time> <boot-id>" (files written before boot ids
+    were recorded have two fields: boot id None)."""
+    parts = text.split()
+    if len(parts) == 2:
+        return int(parts[0]), int(parts[1]), None
+    pid, start, boot = parts
+    return int(pid), int(start), boot

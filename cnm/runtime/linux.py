@@ -30,7 +30,6 @@ MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
 _PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
 
 # glibc has no pivot_root() wrapper; syscall numbers per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
@@ -88,34 +87,48 @@ def set_pdeathsig(sig: int) -> None:
 
 
 def set_comm(name: str) -> None:
-    """Set this process's name as shown by ps/top (15 bytes at most)."""
-    buf = ctypes.create_string_buffer(name.encode()[:15])
-    _check(_libc.prctl(_PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0), "prctl(PR_SET_NAME)")
+    """Set this process's name as shown by ps/top (15 bytes at most). Through /proc,
+    not prctl: a ctypes call allocates, and in a supervisor every allocation is memory
+    no longer shared with the template."""
+    fd = os.open("/proc/self/comm", os.O_WRONLY)
+    try:
+        os.write(fd, name.encode()[:15])
+    finally:
+        os.close(fd)
 
 
 # --- process identity (from /proc) -------------------------------------------------
 
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) of a process, from fields 3
-    and 22 of /proc/PID/stat; None if there is no such process. (pid, start time)
-    identifies a process for good: pids are reused, the pair is not."""
+def proc_stat(pid: int) -> tuple[str, int, str] | None:
+    """(state letter, start time in clock ticks since boot, comm) of a process, from
+    fields 3, 22 and 2 of /proc/PID/stat; None if there is no such process. (pid, start
+    time) identifies a process within one boot: pids are reused, the pair is not."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-    rest = raw[raw.rindex(b")") + 2:].split()
-    return rest[0].decode(), int(rest[19])
+    end = raw.rindex(b")")
+    rest = raw[end + 2:].split()
+    return rest[0].decode(), int(rest[19]), raw[raw.index(b"(") + 1:end].decode(errors="replace")
 
 
-def is_alive(pid: int, start: int | None) -> bool:
-    """True if `pid` is still the process that started at `start` and is not a zombie.
-    An unknown start time (None) cannot be verified, so it counts as dead."""
+def is_alive(pid: int, start: int | None, comm: str | None = None) -> bool:
+    """True if `pid` is still the process that started at `start` and is not a zombie
+    (and, when given, is named `comm`). An unknown start time (None) cannot be
+    verified, so it counts as dead."""
     if start is None:
         return False
     st = proc_stat(pid)
-    return st is not None and st[0] not in ("Z", "X") and st[1] == start
+    return st is not None and st[0] not in ("Z", "X") and st[1] == start and (comm is None or st[2] == comm)
+
+
+def boot_id() -> str:
+    """This boot's random id: (pid, start time) pairs recorded in a directory that
+    survives a reboot mean nothing after one."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 def cmdline(pid: int) -> list[str] | None:

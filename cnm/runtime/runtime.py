@@ -1,5 +1,9 @@
 """Runtime: start, watch, stop and remove containers, each under its own supervisor.
 
+Supervisors are forked by a template process (cnm.runtime.template), started with the
+first container (or by `prestart()`) and again whenever it is found dead; `close()`
+ends it (running containers are not affected).
+
 State lives on disk only (see cnm.runtime.files for the layout), so a restarted
 daemon gets the same view back with `adopt()`; the Runtime object holds no per-container
 memory. Processes are addressed through pidfds after checking their start time, so a
@@ -11,6 +15,7 @@ readable when the shim exits, which is after it wrote exit.json; an asyncio daem
 """
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import marshal
@@ -18,23 +23,27 @@ import os
 import select
 import shutil
 import signal
-import subprocess
-import sys
+import socket
 import time
 
 from cnm import errors
 from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.runtime import cgroups as cg
-from cnm.runtime import files, linux
+from cnm.runtime import files, linux, shim
 from cnm.runtime.spec import HOST, ID_PATTERN, ContainerSpec
-from cnm.runtime.state import CREATED, EXITED, RUNNING, ContainerState, DirFiles, derive, read_dir
+from cnm.runtime.state import (
+    CREATED,
+    EXITED,
+    RUNNING,
+    ContainerState,
+    DirFiles,
+    derive,
+    read_dir,
+)
+from cnm.runtime.template import Template
 
 log = logging.getLogger(__name__)
 
-# The project root (the directory holding the `cnm` package), put on the shim's
-# sys.path explicitly: the shim runs with -I -S (no site, no env), for start-up speed.
-_PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_BOOT = f"import sys; sys.path.insert(0, {_PROJECT!r}); from {files.SHIM_MARKER} import main; main()"
 START_TIMEOUT = 10.0
 # Under state_dir: cgroup hierarchies re-mounted when the daemon's mount namespace has
 # none (a daemon started by `ip netns exec`); see cgroups.read_layout.
@@ -47,15 +56,6 @@ def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
             "--root", "--wd", "--", *argv]
 
 
-def shim_argv(python: str, cdir: str) -> list[str]:
-    return [python, "-I", "-S", "-c", _BOOT, cdir]
-
-
-def is_shim_cmdline(cmd: list[str] | None, cdir: str) -> bool:
-    """Is this /proc/PID/cmdline the shim of container directory `cdir`?"""
-    return bool(cmd) and cmd[-1] == cdir and any(files.SHIM_MARKER in a for a in cmd)
-
-
 class Runtime:
     """Containers under `state_dir`, one directory each; cgroups under `cgroup_root`
     (default "cnm"; see cnm.runtime.cgroups)."""
@@ -66,7 +66,16 @@ class Runtime:
         os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
         private_subdir(self.state_dir, 0o700)   # specs and logs hold containers' secrets
         self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
-        self.python = python or sys.executable
+        self.template = Template(python)
+        self.boot_id = linux.boot_id()
+
+    def prestart(self) -> None:
+        """Start the template process now rather than at the first container start."""
+        self.template.ensure()
+
+    def close(self) -> None:
+        """End the template process. Containers and their supervisors keep running."""
+        self.template.close()
 
     # --- paths and files ------------------------------------------------------------
 
@@ -155,46 +164,66 @@ class Runtime:
         raise InternalError(f"the container supervisor exited without starting {spec.id}: {_tail(cdir)}")
 
     def _spawn(self, cdir: str, cfg: dict) -> str:
-        with open(os.path.join(cdir, files.SHIM_LOG), "ab") as shim_log:
-            proc = subprocess.Popen(shim_argv(self.python, cdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=shim_log, start_new_session=True, close_fds=True, cwd="/", env={})
+        """Have the template fork the supervisor, hand it `cfg`, return its answer. If
+        the template died with the request (EOF, no answer) and no supervisor claimed
+        the directory, ask once more: a new template is started on the way."""
+        dirfd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            proc.stdin.write(marshal.dumps(cfg))
-            proc.stdin.close()
-            fd = proc.stdout.fileno()
-            buf = b""
+            for attempt in (1, 2):
+                reply = self._ask(dirfd, cfg)
+                if reply or os.path.lexists(os.path.join(cdir, files.SHIM_PID)):
+                    return reply
+                log.warning("container %s: the template process went away with the start request%s",
+                            os.path.basename(cdir), "; asking a new one" if attempt == 1 else " again")
+        finally:
+            os.close(dirfd)
+        raise Unavailable(f"container {os.path.basename(cdir)} was not started: the supervisor template process "
+                          "went away twice while starting it (see the daemon's log); try again")
+
+    def _ask(self, dirfd: int, cfg: dict) -> str:
+        sock = self.template.request(shim.OP_START, dirfd)
+        buf = b""
+        with sock:
+            try:
+                sock.sendall(marshal.dumps(cfg))
+                sock.shutdown(socket.SHUT_WR)
+            except (BrokenPipeError, ConnectionError):
+                return ""  # nobody holds the other end: the request died with the template
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise Unavailable(f"container {os.path.basename(cdir)} did not start within {START_TIMEOUT:.0f}s")
-                ready, _, _ = select.select([fd], [], [], remaining)
-                if ready:
-                    chunk = os.read(fd, 4096)
-                    if not chunk:
-                        break
-                    buf += chunk
-        finally:
-            proc.stdout.close()
-            try:
-                proc.wait(5)  # the intermediate process; the shim itself is reparented
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                    # A template stuck with the request would fork it late: end it. The
+                    # caller fences the directory, so a late supervisor cannot claim it.
+                    self.template.kill()
+                    raise Unavailable(f"container {cfg['dir'].rsplit('/', 1)[-1]} did not start within "
+                                      f"{START_TIMEOUT:.0f}s")
+                try:
+                    chunk = sock.recv(4096)
+                except ConnectionError:
+                    chunk = b""
+                if not chunk:
+                    break
+                buf += chunk
         return buf.decode(errors="replace").strip()
 
     # --- state ----------------------------------------------------------------------
 
     def _shim_ident(self, d: DirFiles) -> tuple[int, int] | None:
-        if d.started is not None:
-            return d.started.get("shim_pid"), d.started.get("shim_start")
-        return d.shim
+        if d.shim is not None:
+            return d.shim[0], d.shim[1]
+        started = d.started or {}
+        if isinstance(started.get("shim_pid"), int) and isinstance(started.get("shim_start"), int):
+            return started["shim_pid"], started["shim_start"]
+        return None
 
     def _shim_alive(self, cdir: str, d: DirFiles) -> bool:
-        ident = self._shim_ident(d)
-        if ident is None or not linux.is_alive(*ident):
+        """Is the supervisor recorded in `d` running? Checked by pid, start time, name
+        and boot id (a state dir that survived a reboot names processes of another boot)."""
+        if d.shim is not None and d.shim[2] is not None and d.shim[2] != self.boot_id:
             return False
-        return is_shim_cmdline(linux.cmdline(ident[0]), cdir)
+        ident = self._shim_ident(d)
+        return ident is not None and linux.is_alive(ident[0], ident[1], files.SHIM_COMM)
 
     def state(self, cid: str) -> ContainerState:
         """The container's state from its directory. A shim found dead without an
@@ -211,12 +240,13 @@ class Runtime:
         return derive(cid, d, alive)
 
     def _settle_lost(self, cdir: str, d: DirFiles) -> None:
-        self._signal_pid(d.started.get("pid"), d.started.get("pid_start"), signal.SIGKILL)
+        started = d.started or {}
+        self._signal_pid(started.get("pid"), started.get("pid_start"), signal.SIGKILL)
         files.write_atomic(os.path.join(cdir, files.EXIT), files.dump_flat({
             "exit_code": files.LOST_EXIT_CODE, "finished_at": files.rfc3339(time.time()),
             "error": "supervisor died without recording the exit status"}))
 
-    def list(self) -> list[ContainerState]:
+    def list(self) -> builtins.list[ContainerState]:
         out = []
         for name in sorted(os.listdir(self.state_dir)):
             try:
@@ -225,7 +255,7 @@ class Runtime:
                 continue  # not a container directory
         return out
 
-    def adopt(self) -> list[ContainerState]:
+    def adopt(self) -> builtins.list[ContainerState]:
         """Rebuild the view after a daemon restart: running shims (verified by pid, start
         time and command line) stay running; ended ones report their exit status; a shim
         that died without one is settled as exited 137; a start that crashed half-way
@@ -273,7 +303,7 @@ class Runtime:
             finally:
                 os.close(fd)
         st = self.state(cid)
-        if st.status != EXITED:
+        if st.status != EXITED or st.exit_code is None:
             raise Conflict(f"container {cid} was never started")
         return st.exit_code
 
@@ -301,8 +331,7 @@ class Runtime:
         st = self.state(cid)
         if st.status != RUNNING:
             raise Conflict(f"container {cid} is not running")
-        d = read_dir(self._dir(cid))
-        if not self._signal_pid(st.pid, d.started.get("pid_start"), sig):
+        if not self._signal_pid(st.pid, st.pid_start, sig):
             raise Conflict(f"container {cid} is not running")
 
     def stop(self, cid: str, timeout: float = 10) -> int | None:
@@ -311,8 +340,7 @@ class Runtime:
         st = self.state(cid)
         if st.status != RUNNING:
             return st.exit_code
-        d = read_dir(self._dir(cid))
-        pid_start = d.started.get("pid_start")
+        pid_start = st.pid_start
         self._signal_pid(st.pid, pid_start, signal.SIGTERM)
         try:
             return self.wait(cid, timeout)
@@ -338,9 +366,9 @@ class Runtime:
                     raise Conflict(f"cannot remove running container {cid}: stop the container before "
                                    "removing or force remove")
                 if st.status == RUNNING:
-                    self._signal_pid(st.pid, d.started.get("pid_start"), signal.SIGKILL)
-                else:  # still starting: killing the shim kills the child (pdeathsig)
-                    self._signal_pid(*self._shim_ident(d), signal.SIGKILL)
+                    self._signal_pid(st.pid, st.pid_start, signal.SIGKILL)
+                elif ident := self._shim_ident(d):  # still starting: the child dies with it (pdeathsig)
+                    self._signal_pid(ident[0], ident[1], signal.SIGKILL)
                 try:
                     self.wait(cid, 10)
                 except (Unavailable, Conflict):
@@ -349,9 +377,16 @@ class Runtime:
         if errs:
             raise InternalError(f"container {cid} removed incompletely: {'; '.join(errs)}")
 
-    def _discard(self, cdir: str) -> list[str]:
+    def _discard(self, cdir: str) -> builtins.list[str]:
         """Best-effort teardown of a container directory; returns what failed."""
-        errs: list[str] = []
+        errs: builtins.list[str] = []
+        # Fence first: once shim.pid exists, no supervisor can claim the directory any
+        # more (a start abandoned on a timeout may still be forked late). If one claimed
+        # it already, it is killed below.
+        try:
+            files.claim(os.path.join(cdir, files.SHIM_PID), "")
+        except OSError:
+            pass
         d = read_dir(cdir)
         ident = self._shim_ident(d)
         if ident and self._shim_alive(cdir, d):
@@ -383,7 +418,7 @@ class Runtime:
 
     # --- exec -----------------------------------------------------------------------
 
-    def exec_argv(self, cid: str, argv: list[str], interactive: bool = False) -> list[str]:
+    def exec_argv(self, cid: str, argv: builtins.list[str], interactive: bool = False) -> builtins.list[str]:
         """An argv (nsenter) that runs `argv` in the container's mount, UTS, IPC,
         network and PID namespaces, root and working directory. The caller execs it with
         `exec_env(cid)` as environment; with interactive=False it should give it
@@ -391,9 +426,9 @@ class Runtime:
         if not argv:
             raise InvalidParameter("no command given to exec")
         st = self.state(cid)
-        if st.status != RUNNING:
+        if st.status != RUNNING or st.pid is None:
             raise Conflict(f"container {cid} is not running")
-        return nsenter_argv(st.pid, list(argv))
+        return nsenter_argv(st.pid, [*argv])
 
     def exec_env(self, cid: str) -> dict[str, str]:
         """The environment the container's process got (PATH, HOSTNAME defaulted)."""

@@ -26,6 +26,7 @@ class ContainerState:
     started_at: str | None = None  # RFC 3339, UTC
     finished_at: str | None = None
     error: str | None = None  # why the exit code is synthetic (a lost shim), if it is
+    pid_start: int | None = None  # the container PID 1's start time: (pid, pid_start) names it for good
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,7 +35,7 @@ class ContainerState:
 @dataclass(frozen=True)
 class DirFiles:
     """What a container's directory says, parsed; None for a missing file."""
-    shim: tuple[int, int] | None  # (pid, start time) from shim.pid
+    shim: tuple[int, int, str | None] | None  # (pid, start time, boot id) from shim.pid
     started: dict | None  # state.json
     exited: dict | None  # exit.json
 
@@ -71,13 +72,14 @@ def derive(cid: str, d: DirFiles, shim_alive: bool) -> ContainerState:
     """
     started = d.started or {}
     pid = started.get("pid")
+    pid_start = started.get("pid_start")
     shim_pid = started.get("shim_pid") or (d.shim[0] if d.shim else None)
     if d.exited is not None:
-        return ContainerState(cid, EXITED, pid, shim_pid, d.exited.get("exit_code"),
-                              started.get("started_at"), d.exited.get("finished_at"), d.exited.get("error"))
+        return ContainerState(cid, EXITED, pid, shim_pid, d.exited.get("exit_code"), started.get("started_at"),
+                              d.exited.get("finished_at"), d.exited.get("error"), pid_start)
     if d.started is not None:
         if shim_alive:
-            return ContainerState(cid, RUNNING, pid, shim_pid, None, started.get("started_at"))
+            return ContainerState(cid, RUNNING, pid, shim_pid, None, started.get("started_at"), pid_start=pid_start)
         return ContainerState(cid, EXITED, pid, shim_pid, files.LOST_EXIT_CODE, started.get("started_at"),
-                              None, "supervisor died without recording the exit status")
+                              None, "supervisor died without recording the exit status", pid_start)
     return ContainerState(cid, CREATED, None, shim_pid)

@@ -255,14 +255,42 @@ def test_cleanup_leaves_nothing(daemon):
     assert ip_of(daemon, sleeper(daemon, "--name", "again")) == "172.17.0.2"
 
 
+def templates_of(pid: int) -> list[int]:
+    """The supervisor template processes whose parent is `pid` (a daemon)."""
+    from cnm.runtime import files, linux
+    out = []
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        st = linux.proc_stat(int(p))
+        if ppid == pid and st and st[2] == files.TEMPLATE_COMM and st[0] not in "ZX":
+            out.append(int(p))
+    return out
+
+
+def _gone(pid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def test_sigkill_daemon_containers_survive(make_daemon):
     d = make_daemon()
     d.net("create", "--subnet", "10.35.0.0/24", "n")
     sleeper(d, "--name", "s1", "--net", "n")
     sleeper(d, "--name", "s2", "--net", "n", "-p", "18110:8080")
     ip1, ip2 = ip_of(d, "s1"), ip_of(d, "s2")
+    [template] = templates_of(d.proc.pid)
     d.kill()
+    assert _gone(template), "the supervisor template outlived its daemon"
     d.start()
+    assert len(templates_of(d.proc.pid)) == 1
     assert ct_inspect(d, "s1")["State"]["Running"] and ct_inspect(d, "s2")["State"]["Running"]
     assert ping(d, "s1", ip2) and ping(d, "s2", ip1)
     new = sleeper(d, "--name", "s3", "--net", "n")
@@ -271,7 +299,9 @@ def test_sigkill_daemon_containers_survive(make_daemon):
     assert r.returncode != 0 and "already allocated" in r.stderr
     # A flushed ruleset is repaired by a restart.
     ns_sh(d.ns, "nft", "flush", "ruleset")
+    [template] = templates_of(d.proc.pid)
     d.stop()
+    assert _gone(template)
     d.start()
     assert "cnm" in ns_sh(d.ns, "nft", "list", "tables").stdout
     d.net("stop", "-t", "1", "s1")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,91 +18,13 @@ from pathlib import Path
 import pytest
 
 from cnm.errors import Conflict, InvalidParameter, NotFound
-from cnm.runtime import ContainerSpec, Runtime
-from cnm.runtime import files, linux
-
+from cnm.runtime import ContainerSpec, Runtime, files, linux
+from tests.integration import runtime_harness as harness
 from tests.integration.conftest import sh
+from tests.integration.runtime_harness import BUSYBOX, mounts_under, procs_mentioning
 
-BUSYBOX = "/bin/busybox"
+rt, netns, rootfs = harness.rt, harness.netns, harness.rootfs     # fixtures
 pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
-
-
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [ln for ln in f if f" {path}" in ln]
-
-
-def _procs_mentioning(path: str) -> list[int]:
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            cmd = linux.cmdline(int(p))
-            if cmd and any(path in a for a in cmd):
-                out.append(int(p))
-    return out
-
-
-class Harness:
-    def __init__(self, base: Path, cgroup_root: str) -> None:
-        self.state_dir = base / "containers"
-        self.cgroup_root = cgroup_root
-        self.rt = Runtime(str(self.state_dir), cgroup_root=cgroup_root)
-        self.seen: list[tuple[int, int]] = []  # (pid, start time) of every shim and container
-
-    def start(self, cid: str, argv: list[str], **kw):
-        st = self.rt.start(ContainerSpec(id=cid, argv=argv, **kw))
-        d = json.loads((self.state_dir / cid / files.STATE).read_text())
-        self.seen += [(d["shim_pid"], d["shim_start"]), (d["pid"], d["pid_start"])]
-        return st
-
-    def out(self, cid: str) -> tuple[str, str]:
-        o, e = self.rt.logs_paths(cid)
-        return Path(o).read_text(), Path(e).read_text()
-
-    def cgroup_tops(self) -> list[str]:
-        layout = self.rt.cgroups.layout
-        return sorted({os.path.dirname(d) for d in
-                       self.rt.cgroups.dirs("x", 1, 1.0, 1).values()}) if layout.controllers else []
-
-
-@pytest.fixture
-def rt(tmp_path):
-    h = Harness(tmp_path, f"cnm-test-{os.getpid()}-{tmp_path.name[-12:]}")
-    try:
-        yield h
-    finally:
-        for st in h.rt.list():
-            h.rt.remove(st.id, force=True)
-        leftovers = [p for p, start in h.seen if linux.is_alive(p, start)]
-        for p, start in h.seen:  # never leave strays behind, even when failing
-            if linux.is_alive(p, start):
-                os.kill(p, signal.SIGKILL)
-        tops = [t for t in h.cgroup_tops() if os.path.isdir(t)]
-        children = [os.path.join(t, c) for t in tops for c in os.listdir(t) if os.path.isdir(os.path.join(t, c))]
-        for d in children + tops:  # clean up even when the check below fails
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
-        assert leftovers == [], "processes left running"
-        assert _procs_mentioning(str(h.state_dir)) == []
-        assert _mounts_under(str(tmp_path)) == []
-        assert children == [], "container cgroups left behind"
-
-
-@pytest.fixture
-def netns(host_ns):
-    return f"/run/netns/{host_ns}"
-
-
-@pytest.fixture
-def rootfs(tmp_path):
-    """A tiny rootfs: busybox-static and a /bin/sh symlink to it."""
-    root = tmp_path / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    (root / "bin" / "sh").symlink_to("busybox")
-    return root
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
@@ -331,8 +252,8 @@ def test_pids_limit_is_enforced(rt, netns):
 def _assert_nothing_left(rt, cid: str) -> None:
     assert not (rt.state_dir / cid).exists()
     assert os.listdir(rt.state_dir) == []
-    assert _mounts_under(str(rt.state_dir)) == []
-    assert _procs_mentioning(str(rt.state_dir)) == []
+    assert mounts_under(str(rt.state_dir)) == []
+    assert procs_mentioning(str(rt.state_dir)) == []
     for d in rt.rt.cgroups.dirs(cid, 64 << 20, 1.0, 10).values():
         assert not os.path.exists(d)
 

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.runtime import cgroups as cg
 from cnm.runtime import files
-from cnm.runtime.runtime import Runtime, _BOOT, is_shim_cmdline, nsenter_argv, shim_argv
+from cnm.runtime.runtime import Runtime, nsenter_argv
 from cnm.runtime.spec import DEFAULT_PATH, ContainerSpec
 from cnm.runtime.state import CREATED, EXITED, RUNNING, DirFiles, derive, read_dir
+from cnm.runtime.template import BOOT
 
 # --- ContainerSpec ----------------------------------------------------------------
 
@@ -144,7 +145,11 @@ def test_read_dir_parses_files_and_tolerates_torn_ones(tmp_path):
     (tmp_path / files.STATE).write_text(json.dumps(STARTED))
     (tmp_path / files.EXIT).write_text('{"exit_code": 1')  # torn: a crash leftover
     d = read_dir(str(tmp_path))
-    assert d == DirFiles(shim=(10, 111), started=STARTED, exited=None)
+    assert d == DirFiles(shim=(10, 111, None), started=STARTED, exited=None)
+    (tmp_path / files.SHIM_PID).write_text("10 111 8a2c\n")
+    assert read_dir(str(tmp_path)).shim == (10, 111, "8a2c")
+    (tmp_path / files.SHIM_PID).write_text("")  # a fence: no supervisor
+    assert read_dir(str(tmp_path)).shim is None
     assert read_dir(str(tmp_path / "missing")) == DirFiles(None, None, None)
 
 
@@ -215,23 +220,17 @@ def test_nsenter_argv():
         "--", "sh", "-c", "echo hi"]
 
 
-def test_shim_cmdline_identity():
-    argv = shim_argv("/usr/bin/python3", "/run/c/abc")
-    assert is_shim_cmdline(argv, "/run/c/abc")
-    assert not is_shim_cmdline(argv, "/run/c/other")
-    assert not is_shim_cmdline(["sleep", "/run/c/abc"], "/run/c/abc")
-    assert not is_shim_cmdline(None, "/run/c/abc")
-
-
-def test_shim_imports_little():
-    """The shim's start-up cost is the start() latency: it must not import json,
-    dataclasses, subprocess, signal (enum) or the errors module."""
-    code = _BOOT.replace("from cnm.runtime.shim import main; main()",
-                         "import cnm.runtime.shim; print(' '.join(sorted(sys.modules)))")
+def test_template_imports_little():
+    """Every module the template imports is memory each supervisor shares with it (and,
+    at small N, pays a share of): it must not import json, dataclasses, subprocess,
+    socket, signal (enum) or the errors module."""
+    code = BOOT.replace("from cnm.runtime.template_main import main; main()",
+                        "import cnm.runtime.template_main; print(' '.join(sorted(sys.modules)))")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout
     mods = set(out.split())
-    assert "cnm.runtime.shim" in mods
-    assert not mods & {"json", "dataclasses", "subprocess", "signal", "enum", "re", "cnm.errors", "cnm.runtime.spec"}
+    assert {"cnm.runtime.shim", "cnm.runtime.template_main"} <= mods
+    assert not mods & {"json", "dataclasses", "subprocess", "socket", "signal", "enum", "re", "cnm.errors",
+                       "cnm.runtime.spec", "cnm.runtime.template", "threading"}
 
 
 # --- Runtime bookkeeping without processes ------------------------------------------
@@ -295,3 +294,52 @@ def test_plan_mounts_for_a_namespace_without_cgroupfs():
                                          ("cpu,cpuacct", "cgroup", "cpu,cpuacct")]
     assert cg.plan_mounts(V2_CGROUP) == [("unified", "cgroup2", None)]
     assert cg.plan_mounts("1:name=systemd:/\n") == []
+
+
+# --- the template's pieces ----------------------------------------------------------
+
+def test_claim_is_exclusive_and_whole(tmp_path):
+    p = str(tmp_path / files.SHIM_PID)
+    assert files.claim(p, "10 111 boot\n")
+    assert not files.claim(p, "20 222 boot\n")
+    assert files.parse_pid_file(open(p).read()) == (10, 111, "boot")
+    assert os.listdir(tmp_path) == [files.SHIM_PID]  # no temporary left
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert files.claim("other", "x", dir_fd=d) and not files.claim("other", "y", dir_fd=d)
+        files.write_atomic("state", "{}", dir_fd=d)
+    finally:
+        os.close(d)
+    assert (tmp_path / "other").read_text() == "x" and (tmp_path / "state").read_text() == "{}"
+
+
+def test_template_reads_passed_descriptors():
+    import socket
+
+    from cnm.runtime import template_main
+    data = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (7, 9))
+    assert template_main._fds([(socket.SOL_SOCKET, socket.SCM_RIGHTS, data + b"\0\0")]) == [7, 9]
+    assert template_main._fds([(socket.SOL_SOCKET, 99, data)]) == []
+
+
+def test_template_probe_restarts_a_dead_template():
+    """No root needed: a probe is a supervisor that answers and exits. A killed template
+    is replaced at the next request; garbage on the control socket is ignored."""
+    import signal
+    import time
+
+    from cnm.runtime.template import Template
+    t = Template()
+    try:
+        first = t.ensure()
+        assert t.probe() > 0
+        t._ctl.send(b"?")           # an unknown operation without descriptors
+        assert t.probe() > 0 and t.pid == first
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while t.pid == first and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert t.probe() > 0 and t.pid not in (None, first) and t.starts == 2
+    finally:
+        t.close()
+    assert t.pid is None

@@ -1,0 +1,253 @@
+"""The supervisor template process: supervisors forked from it are on their own, and
+the template may die at any moment — between starts, with a start queued, stuck, at
+random during a burst of starts, or with its owner — without harm to any container and
+without a second supervisor for one."""
+from __future__ import annotations
+
+import json
+import marshal
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from cnm.errors import CNMError, Unavailable
+from cnm.runtime import ContainerSpec, Runtime, files, linux, shim
+from cnm.runtime import runtime as runtime_mod
+from tests.integration import runtime_harness as harness
+from tests.integration.runtime_harness import BUSYBOX
+
+rt, netns = harness.rt, harness.netns     # fixtures
+pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
+
+
+def _fd_targets(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def supervisors_of(cdir: str) -> list[int]:
+    """Live processes named like a supervisor holding `cdir` open."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        st = linux.proc_stat(int(p))
+        if st is None or st[2] != files.SHIM_COMM or st[0] in ("Z", "X"):
+            continue
+        try:
+            if cdir in _fd_targets(int(p)):
+                out.append(int(p))
+        except OSError:
+            continue
+    return out
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _wait_gone(pid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = linux.proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _sleeper(rt, cid: str, netns: str):
+    return rt.start(cid, ["sleep", "1000"], netns=netns)
+
+
+def test_supervisors_are_on_their_own(rt, netns):
+    """Not children of the template (nor of us), not in its session, holding none of its
+    fds: only /dev/null, shim.log and their own container directory."""
+    sts = [_sleeper(rt, c, netns) for c in ("a", "b")]
+    tpid = rt.rt.template.pid
+    assert tpid and linux.proc_stat(tpid)[2] == files.TEMPLATE_COMM
+    for st in sts:
+        cdir = str(rt.state_dir / st.id)
+        assert linux.proc_stat(st.shim_pid)[2] == files.SHIM_COMM
+        assert _ppid(st.shim_pid) not in (tpid, os.getpid())
+        assert os.getsid(st.shim_pid) != os.getsid(tpid)
+        targets = _fd_targets(st.shim_pid)
+        assert sorted(targets) == sorted(["/dev/null", "/dev/null", f"{cdir}/{files.SHIM_LOG}", cdir]), targets
+        assert supervisors_of(cdir) == [st.shim_pid]
+
+
+def test_template_killed_between_starts(rt, netns):
+    a = _sleeper(rt, "a", netns)
+    first = rt.rt.template.pid
+    os.kill(first, signal.SIGKILL)
+    assert _wait_gone(first)
+    assert rt.rt.state("a").status == "running" and linux.is_alive(a.shim_pid, rt.seen[-2][1])
+    b = _sleeper(rt, "b", netns)     # a new template on the way
+    assert rt.rt.template.pid not in (None, first) and rt.rt.template.starts == 2
+    assert b.status == "running"
+    r = subprocess.run(rt.rt.exec_argv("a", ["hostname"]), env=rt.rt.exec_env("a"), capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=10, check=False)
+    assert r.returncode == 0
+    assert rt.rt.stop("a", timeout=0.5) == 137 and rt.rt.state("b").status == "running"
+
+
+def test_template_killed_with_a_start_queued(rt, netns):
+    """The template is stopped, a start is sent to it, then it is killed with the
+    request in its queue: the start completes on a new template, with one supervisor."""
+    rt.rt.prestart()
+    first = rt.rt.template.pid
+    os.kill(first, signal.SIGSTOP)
+    result: dict = {}
+
+    def start() -> None:
+        try:
+            result["st"] = _sleeper(rt, "q", netns)
+        except BaseException as exc:
+            result["exc"] = exc
+    t = threading.Thread(target=start)
+    t.start()
+    time.sleep(0.3)     # the request is in the stopped template's queue
+    assert "st" not in result and "exc" not in result
+    os.kill(first, signal.SIGKILL)
+    t.join(15)
+    assert "exc" not in result, result.get("exc")
+    assert result["st"].status == "running"
+    assert rt.rt.template.pid not in (None, first)
+    assert supervisors_of(str(rt.state_dir / "q")) == [result["st"].shim_pid]
+
+
+def test_stuck_template_times_out_and_leaves_nothing(rt, netns, monkeypatch):
+    monkeypatch.setattr(runtime_mod, "START_TIMEOUT", 1.0)
+    rt.rt.prestart()
+    stuck = rt.rt.template.pid
+    os.kill(stuck, signal.SIGSTOP)
+    t = time.monotonic()
+    with pytest.raises(Unavailable, match="did not start within"):
+        rt.rt.start(ContainerSpec(id="s", argv=["sleep", "1000"], netns=netns, pids_limit=20))
+    assert time.monotonic() - t < 5
+    assert _wait_gone(stuck), "the stuck template is ended, so it can never fork the start late"
+    assert not (rt.state_dir / "s").exists()
+    harness.assert_no_cgroups(rt, "s")
+    assert _sleeper(rt, "s", netns).status == "running"     # the same id works at once
+
+
+def test_late_supervisor_cannot_claim_a_fenced_directory(rt, tmp_path):
+    """A start the Runtime gave up on is fenced (an empty shim.pid): a supervisor forked
+    late for it answers Conflict and starts nothing."""
+    cdir = tmp_path / "late"
+    cdir.mkdir()
+    assert files.claim(str(cdir / files.SHIM_PID), "")        # the fence
+    assert not files.claim(str(cdir / files.SHIM_PID), "1 2 x\n")
+    cfg = {"dir": str(cdir), "argv": ["sleep", "1000"], "env": {"PATH": "/bin:/usr/bin"}, "hostname": "",
+           "workdir": "/", "netns": None, "rootfs": None, "binds": [], "cgroups": []}
+    dirfd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sock = rt.rt.template.request(shim.OP_START, dirfd)
+    finally:
+        os.close(dirfd)
+    with sock:
+        sock.sendall(marshal.dumps(cfg))
+        sock.shutdown(1)
+        sock.settimeout(10)
+        reply = b"".join(iter(lambda: sock.recv(4096), b""))
+    assert reply.decode().startswith("err Conflict container late already has a supervisor"), reply
+    assert (cdir / files.SHIM_PID).read_text() == ""
+    assert not (cdir / files.STATE).exists() and not (cdir / files.STATE_NEW).exists()
+    assert harness.procs_mentioning(str(cdir)) == []
+
+
+def test_random_template_kills_during_a_burst_of_starts(rt, netns, caplog):
+    """Every start completes or fails cleanly; never two supervisors for a container,
+    never a directory left by a failed start."""
+    stop = threading.Event()
+    kills = []
+
+    def killer() -> None:
+        # Each template is killed once, a random moment after it appeared: under any
+        # load some starts land on a template about to die, and some complete.
+        rnd = random.Random(4)
+        while not stop.is_set():
+            pid = rt.rt.template.pid
+            if pid is None or pid in kills:
+                time.sleep(0.002)
+                continue
+            time.sleep(rnd.uniform(0, 0.04))
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills.append(pid)
+            except ProcessLookupError:
+                pass
+    k = threading.Thread(target=killer)
+    k.start()
+    ok, failed = [], []
+    try:
+        for i in range(40):
+            cid = f"b{i}"
+            try:
+                st = _sleeper(rt, cid, netns)
+                assert st.status == "running"
+                ok.append(cid)
+            except CNMError as exc:
+                failed.append((cid, str(exc)))
+    finally:
+        stop.set()
+        k.join()
+    assert len(kills) >= 5, "the killer never got going: the test proves nothing"
+    assert len(ok) >= 10, failed
+    assert any("asking a new one" in r.getMessage() for r in caplog.records), "no start was caught in flight"
+    for cid in ok:
+        assert rt.rt.state(cid).status == "running"
+        assert len(supervisors_of(str(rt.state_dir / cid))) == 1, cid
+    for cid, _ in failed:
+        assert not (rt.state_dir / cid).exists(), cid
+    assert sorted(os.listdir(rt.state_dir)) == sorted(ok + [n for n in os.listdir(rt.state_dir) if n.startswith(".")])
+    for p in kills:
+        assert _wait_gone(p)
+
+
+def test_template_dies_with_its_owner_and_containers_do_not(rt, netns):
+    """The process that made the Runtime is SIGKILLed: its template exits (EOF on the
+    control socket); the container runs on and a new Runtime adopts it."""
+    code = (f"import os, sys; from cnm.runtime import Runtime, ContainerSpec; "
+            f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
+            f"st = rt.start(ContainerSpec(id='o', argv=['sleep', '1000'], netns={netns!r})); "
+            f"print(rt.template.pid, flush=True); os.kill(os.getpid(), 9)")
+    owner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    d = json.loads((rt.state_dir / "o" / files.STATE).read_text())
+    rt.seen += [(d["shim_pid"], d["shim_start"]), (d["pid"], d["pid_start"])]
+    assert _wait_gone(int(owner.stdout.split()[0]))
+    fresh = Runtime(str(rt.state_dir), cgroup_root=rt.cgroup_root)
+    assert [(s.id, s.status) for s in fresh.adopt()] == [("o", "running")]
+    assert fresh.stop("o", timeout=0.2) == 137
+
+
+def test_one_supervisors_crash_touches_only_its_container(rt, netns):
+    a = _sleeper(rt, "a", netns)
+    b = _sleeper(rt, "b", netns)
+    tpid = rt.rt.template.pid
+    os.kill(a.shim_pid, signal.SIGKILL)
+    assert _wait_gone(a.pid)    # pdeathsig: the container does not run unsupervised
+    st = rt.rt.state("a")
+    assert (st.status, st.exit_code) == ("exited", 137)
+    assert rt.rt.state("b").status == "running" and not _wait_gone(b.pid, 0.2)
+    assert rt.rt.template.pid == tpid
+
+
+def test_container_dir_is_private(rt, netns):
+    _sleeper(rt, "p", netns)
+    mode = stat.S_IMODE(os.stat(rt.state_dir / "p").st_mode)
+    assert mode & 0o077 == 0, oct(mode)
