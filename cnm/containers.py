@@ -137,6 +137,12 @@ class EventPublisher(Protocol):
     def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str] | None = None) -> object: ...
 
 
+class ExitWatch(Protocol):
+    """Tells the service when a container's process ends (cnm.exits.ExitWatcher)."""
+
+    def watch(self, cid: str, on_exit: Callable[[str], None]) -> None: ...
+
+
 class NetworkLookup(Protocol):
     """What the service asks of the controller (cnm.controller.Controller)."""
 
@@ -151,7 +157,7 @@ class NetworkLookup(Protocol):
 
 class ContainerService:
     def __init__(self, controller: NetworkLookup, sandboxes: Sandboxes, runtime: ContainerRuntime,
-                 store: Store, *, events: EventPublisher | None = None,
+                 store: Store, *, exits: ExitWatch | None = None, events: EventPublisher | None = None,
                  host_resolv: Callable[[], str] = _HOST_RESOLV,
                  host_hosts: Callable[[], str] = _HOST_HOSTS) -> None:
         self.ctl = controller
@@ -164,7 +170,7 @@ class ContainerService:
         self.exit_codes: dict[str, int] = {}
         self._host_resolv = host_resolv
         self._host_hosts = host_hosts
-        self.on_started: Callable[[str], None] = lambda cid: None   # the daemon watches for the exit
+        self._exits = exits             # None: exits are noticed only at stop and remove
         self.events = events
         for kv in store.list(CT_PREFIX):
             ct = Container.from_record(kv.value)
@@ -210,6 +216,10 @@ class ContainerService:
         sb = self.sandbox(ct)
         return sb.endpoints() if sb is not None else []
 
+    def _watch(self, ct: Container) -> None:
+        if self._exits is not None:
+            self._exits.watch(ct.id, self.handle_exit)
+
     def _save(self, ct: Container) -> None:
         self.store.put(CT_PREFIX + ct.id, ct.to_record())
 
@@ -222,8 +232,9 @@ class ContainerService:
 
     # ------------------------------------------------------------------- run
     def run(self, req: ContainerCreate) -> Container:
+        net = self._mode_network(req.network_mode)
         with self.lock:
-            ct = self._new_record(req)
+            ct = self._new_record(req, net)
             with Undo() as undo:
                 undo.push(self.store.delete, CT_PREFIX + ct.id)
                 self._start(ct, undo)
@@ -232,10 +243,23 @@ class ContainerService:
         self._event("create", ct)
         self._event("start", ct)
         log.info("started container %s (%s) on %s", ct.name, ct.id[:12], ct.network_mode)
-        self.on_started(ct.id)
+        self._watch(ct)
         return ct
 
-    def _new_record(self, req: ContainerCreate) -> Container:
+    def _mode_network(self, mode: str) -> Network | None:
+        """The network a network mode names (bridge, or a user network's name or ID).
+        Looked up before the lock is taken: it may ask the cluster store."""
+        if mode in ("host", "none") or mode.startswith("container:"):
+            return None
+        return self.ctl.get_network(mode)
+
+    def _known(self, net: Network) -> Network:
+        """`net` if it still exists (it was looked up before the lock was taken)."""
+        if self.ctl.network(net.id) is None:
+            raise NotFound(f"network {net.name} not found")
+        return net
+
+    def _new_record(self, req: ContainerCreate, net: Network | None) -> Container:
         """The container's record from the request, checked; nothing made yet."""
         cid = new_id()
         name = req.name or _generated_name(cid, {c.name for c in self._containers.values()})
@@ -250,10 +274,9 @@ class ContainerService:
                        rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
                        auto_remove=req.auto_remove, labels=dict(req.labels),
                        requested_ports=[p.to_record() for p in req.ports])
-        mode = req.network_mode
-        if mode in ("host", "none") or mode.startswith("container:"):
+        if net is None:
             return ct
-        net = self.ctl.get_network(mode)
+        self._known(net)
         if net.driver in ("host", "null"):
             ct.network_mode = "host" if net.driver == "host" else "none"
             ep = req.endpoint
@@ -319,8 +342,9 @@ class ContainerService:
 
     # ------------------------------------------------------- connect / leave
     def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint:
+        net = self.ctl.get_network(net_ref)
         with self.lock:
-            net = self.ctl.get_network(net_ref)
+            self._known(net)
             ct = self.get(ct_ref)
             self._check_connectable(ct, net)
             if not self.is_running(ct):
@@ -349,8 +373,8 @@ class ContainerService:
             raise Forbidden(f"container {ct.name} is in network mode none and cannot be connected to other networks")
 
     def disconnect(self, net_ref: str, ct_ref: str, force: bool = False) -> None:
+        net = self.ctl.get_network(net_ref)
         with self.lock:
-            net = self.ctl.get_network(net_ref)
             ct = self.get(ct_ref)
             sb = self.sandbox(ct)
             eps = [ep for ep in self.endpoints(ct) if ep.network_id == net.id]
@@ -455,7 +479,7 @@ class ContainerService:
             sb.restore(st.pid)
             ct.sandbox_key = sb.key
             self._settle(ct, sb)
-        self.on_started(ct.id)
+        self._watch(ct)
 
     def adopt(self) -> None:
         """After a daemon restart: running containers keep their sandboxes, endpoints

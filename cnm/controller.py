@@ -11,7 +11,8 @@ import datetime
 import ipaddress
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from cnm import labels
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec
@@ -45,18 +46,45 @@ def _plain(address_with_prefix: str) -> str:
     return address_with_prefix.split("/")[0]
 
 
+NetworkListener = Callable[[str, Network], None]               # ("create" | "delete", network)
+# ("connect" | "disconnect", network, endpoint): an endpoint joined or left a sandbox
+EndpointListener = Callable[[str, Network, Endpoint], None]
+
+
+class GlobalNetworks(Protocol):
+    """What the controller asks of the cluster (cnm.cluster.sync.ClusterSync)."""
+
+    def allocate_network(self, net: Network) -> dict[str, str]:
+        """Cluster-wide resources a new global network needs, as driver options (a VNI)."""
+
+    def release_network(self, net: Network) -> None:
+        """Give them back. Best effort."""
+
+    def find_network(self, ref: str) -> dict | None:
+        """A global network's record by name or ID from the cluster store; None when
+        unknown or the store does not answer. Store I/O: never called under the lock."""
+
+    def remote_endpoints(self, network_id: str) -> list[str]:
+        """Names of endpoints other hosts have on the network."""
+
+
 class Controller:
-    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: dict[str, Store]) -> None:
-        self.cluster = None                      # cnm.cluster.sync.ClusterSync when a cluster store is set
+    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[str, Store], *,
+                 cluster: Callable[[Controller], GlobalNetworks] | None = None,
+                 network_listeners: Sequence[NetworkListener] = (),
+                 endpoint_listeners: Sequence[EndpointListener] = ()) -> None:
+        """`cluster` (with a cluster store) makes this host's cluster member from the
+        controller it serves: the two need each other, so the controller hands itself
+        over rather than being wired to it later."""
         self.drivers = drivers
         self.ipams = ipams
-        self.stores = stores                   # scope ("local"/"global") -> store
+        self.stores = dict(stores)             # scope ("local"/"global") -> store
         self.lock = threading.RLock()
         self._networks: dict[str, Network] = {}
         self._endpoints: dict[str, Endpoint] = {}
-        self.network_listeners: list[Callable[[str, Network], None]] = []  # (event, network)
-        # ("connect" | "disconnect", network, endpoint): an endpoint joined or left a sandbox
-        self.endpoint_listeners: list[Callable[[str, Network, Endpoint], None]] = []
+        self.network_listeners = list(network_listeners)
+        self.endpoint_listeners = list(endpoint_listeners)
+        self.cluster: GlobalNetworks | None = cluster(self) if cluster is not None else None
         self._load()
 
     # ----------------------------------------------------------------- state
@@ -117,27 +145,36 @@ class Controller:
             return sorted(self._networks.values(), key=lambda n: (n.created, n.name))
 
     def get_network(self, ref: str) -> Network:
-        """By exact name, full ID, or unique ID prefix (Docker's lookup order)."""
+        """By exact name, full ID, or unique ID prefix (Docker's lookup order). A global
+        network another host made a moment ago (our watch has not delivered it yet) is
+        read from the cluster store, outside the lock: callers that hold the lock look
+        their networks up before taking it."""
         with self.lock:
-            if not ref:
-                raise InvalidParameter("network name or ID must not be empty")
-            for net in self._networks.values():
-                if net.name == ref:
-                    return net
-            if ref in self._networks:
-                return self._networks[ref]
-            matches = [n for n in self._networks.values() if n.id.startswith(ref.lower())]
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise InvalidParameter(f"network ID prefix {ref} is ambiguous: {len(matches)} networks match")
-            # Made on another host a moment ago, and our watch has not delivered it yet?
-            record = self.cluster.find_network(ref) if self.cluster is not None else None
-            if record is not None:
-                net = self.adopt_remote_network(record)
-                if net is not None:
-                    return net
-            raise NotFound(f"network {ref} not found")
+            net = self._find_network(ref)
+        if net is not None:
+            return net
+        record = self.cluster.find_network(ref) if self.cluster is not None else None
+        if record is not None:
+            net = self.adopt_remote_network(record)
+            if net is None:          # the watch delivered it meanwhile
+                with self.lock:
+                    net = self._find_network(ref)
+            if net is not None:
+                return net
+        raise NotFound(f"network {ref} not found")
+
+    def _find_network(self, ref: str) -> Network | None:
+        if not ref:
+            raise InvalidParameter("network name or ID must not be empty")
+        for net in self._networks.values():
+            if net.name == ref:
+                return net
+        if ref in self._networks:
+            return self._networks[ref]
+        matches = [n for n in self._networks.values() if n.id.startswith(ref.lower())]
+        if len(matches) > 1:
+            raise InvalidParameter(f"network ID prefix {ref} is ambiguous: {len(matches)} networks match")
+        return matches[0] if matches else None
 
     def network(self, network_id: str) -> Network | None:
         """The network with this full ID, if this host knows it (no lookup elsewhere)."""
@@ -252,8 +289,10 @@ class Controller:
 
     # ------------------------------------------------------------- deletion
     def delete_network(self, ref: str, *, force_builtin: bool = False) -> None:
+        net = self.get_network(ref)
         with self.lock:
-            net = self.get_network(ref)
+            if self._networks.get(net.id) is not net:
+                raise NotFound(f"network {ref} not found")
             if net.builtin and not force_builtin:
                 raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
             if self.endpoints_of(net.id):

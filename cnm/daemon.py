@@ -15,8 +15,12 @@ from typing import TYPE_CHECKING
 from cnm.errors import CNMError, Conflict
 
 if TYPE_CHECKING:
+    from cnm.cluster.sync import ClusterSync
+    from cnm.controller import Controller
     from cnm.execs import Target as ExecTarget
     from cnm.model import Endpoint, Network
+    from cnm.store import Store
+    from cnm.store.etcd import EtcdStore
 
 log = logging.getLogger("cnm.daemon")
 
@@ -64,27 +68,27 @@ class Daemon:
         import drivers.remote
         import ipam
         import ipam.remote
-        from cnm.plugins.discovery import discovery
-        from drivers.unconfigured import Unconfigured
         from cnm.containers import ContainerService
-        from cnm.images.service import ImageService
-        from cnm.images.store import ImageStore
-        from cnm.naming import ServiceDiscovery
         from cnm.controller import Controller
         from cnm.driverapi import DriverRegistry
+        from cnm.exits import ExitWatcher
         from cnm.firewall import Firewall
+        from cnm.images.service import ImageService
+        from cnm.images.store import ImageStore
         from cnm.ipamapi import IpamRegistry
+        from cnm.naming import ServiceDiscovery
         from cnm.osl import sysctl
         from cnm.osl.netlink import Netlink
+        from cnm.plugins.discovery import discovery
         from cnm.ports import PortAllocator
         from cnm.runtime import Runtime
         from cnm.sandbox.osl import SandboxOS
         from cnm.sandbox.sandbox import Sandboxes
+        from cnm.statedirs import ROOT_MODE, RUN_MODE, private_dir, trusted_parent
         from cnm.store.sqlite import SQLiteStore
         from drivers.bridge.nftables import NftablesBridgeFirewall
+        from drivers.unconfigured import Unconfigured
         from ipam.default.host_conflicts import exclusions, nameservers_from_resolv_conf
-
-        from cnm.statedirs import ROOT_MODE, RUN_MODE, private_dir, trusted_parent
 
         self.config = config
         # Refuse (one line) a directory another user could change, before reading or
@@ -103,8 +107,8 @@ class Daemon:
                 resolv = ""
             return exclusions(self.netlink.route_cidrs(), nameservers_from_resolv_conf(resolv))
 
-        self.cluster_store = None
-        stores = {"local": self.local_store}
+        self.cluster_store: EtcdStore | None = None
+        stores: dict[str, Store] = {"local": self.local_store}
         if config.cluster_store:
             from cnm.store.etcd import EtcdStore
             self.cluster_store = EtcdStore.from_url(config.cluster_store)
@@ -125,29 +129,35 @@ class Daemon:
         else:
             self.drivers.register(Unconfigured("overlay", "overlay networks need a cluster store: start the "
                                                "daemon with --cluster-store etcd://HOST:PORT --advertise IP"))
-        self.controller = Controller(self.drivers, self.ipams, stores)
-        self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
-        self.ports = PortAllocator(sysctl.local_port_range)
-        self.discovery = ServiceDiscovery()
-        self.controller.network_listeners.append(self.discovery.network_event)
         from cnm.events import EventBus
         self.events = EventBus()
-        self.controller.network_listeners.append(self._network_event)
-        self.controller.endpoint_listeners.append(self._endpoint_event)
+        self.discovery = ServiceDiscovery()
+        self.cluster: ClusterSync | None = None
+        cluster_store = self.cluster_store
+
+        def join_cluster(controller: Controller) -> ClusterSync:
+            # The cluster member and the controller need each other: the controller
+            # hands itself over while it is made (cnm.controller.GlobalNetworks).
+            from cnm.cluster.sync import ClusterSync
+            assert cluster_store is not None and config.advertise is not None
+            self.cluster = ClusterSync(controller, cluster_store, config.advertise, discovery=self.discovery)
+            return self.cluster
+
+        self.controller = Controller(self.drivers, self.ipams, stores,
+                                     cluster=join_cluster if cluster_store is not None else None,
+                                     network_listeners=[self.discovery.network_event, self._network_event],
+                                     endpoint_listeners=[self._endpoint_event])
         for net in self.controller.list_networks():
             self.discovery.network_event("create", net)
+        self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
+        self.ports = PortAllocator(sysctl.local_port_range)
         self.images = ImageService(ImageStore(os.path.join(config.root, "images")))
-        self.cluster = None
-        if self.cluster_store is not None:
-            from cnm.cluster.sync import ClusterSync
-            self.cluster = ClusterSync(self.controller, self.cluster_store, config.advertise,
-                                       discovery=self.discovery)
-            self.controller.cluster = self.cluster
         self.sandboxes = Sandboxes(self.controller, SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
                                    self.ports, self.local_store, host_resolv=_host_resolv,
                                    names=self.discovery, peers=self.cluster)
+        self.exits = ExitWatcher(self.runtime.exit_fd)
         self.containers = ContainerService(self.controller, self.sandboxes, self.runtime, self.local_store,
-                                           events=self.events)
+                                           exits=self.exits, events=self.events)
         # Order matters: namespaces our previous life left behind, then networks (and
         # their firewall rules), then the containers on them, then whatever a crash
         # left allocated but unreferenced.
@@ -232,54 +242,15 @@ class Daemon:
         os.close(self._lock_fd)
 
 
-class ExitWatcher:
-    """Turns each running container's supervisor pidfd into a callback on the event
-    loop: no polling, and a container that exits while nobody asks is still cleaned up."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, daemon: Daemon) -> None:
-        self.loop = loop
-        self.daemon = daemon
-
-    def watch(self, cid: str) -> None:
-        """Thread-safe: called from the API's worker threads after a container starts."""
-        self.loop.call_soon_threadsafe(self._add, cid)
-
-    def _add(self, cid: str) -> None:
-        try:
-            fd = self.daemon.runtime.exit_fd(cid)
-        except CNMError:
-            fd = None
-        if fd is None:
-            self._exited(cid)
-            return
-
-        def ready() -> None:
-            self.loop.remove_reader(fd)
-            os.close(fd)
-            self._exited(cid)
-
-        self.loop.add_reader(fd, ready)
-
-    def _exited(self, cid: str) -> None:
-        def handle() -> None:
-            try:
-                self.daemon.containers.handle_exit(cid)
-            except Exception:
-                log.exception("cleaning up after container %s", cid[:12])
-        self.loop.run_in_executor(None, handle)
-
-
 async def _serve(daemon: Daemon) -> None:
     from cnm.api import containers as container_routes
     from cnm.api import images as image_routes
     from cnm.api.server import make_app, start_server
 
     loop = asyncio.get_running_loop()
-    watcher = ExitWatcher(loop, daemon)
-    daemon.containers.on_started = watcher.watch
-    for ct in daemon.containers.list_containers():
-        if not ct.released:     # running, or exited since adopt(): the watcher cleans up either
-            watcher.watch(ct.id)
+    # The containers adopt() found running are waiting to be watched; one that exited
+    # since is cleaned up at once.
+    daemon.exits.start(loop)
     from cnm.dns.resolvconf import host_upstreams
     from cnm.dns.server import Resolver
 

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from cnm.cluster import vni as vnis
 from cnm.cluster.lease import NodeLease
+from cnm.driverapi import Driver
 from cnm.errors import CNMError, Unavailable
 from cnm.model import Endpoint, Network
 from cnm.store import WatchEvent
+
+if TYPE_CHECKING:
+    from cnm.store.etcd import EtcdStore
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,31 @@ NETWORKS, PEERS, NODES = "network/", "peers/", "nodes/"
 RETRY_SECONDS = 2.0
 
 
+class DriverLookup(Protocol):
+    def get(self, name: str) -> Driver: ...
+
+
+class ClusterHost(Protocol):
+    """What the sync asks of this host's controller (cnm.controller.Controller)."""
+
+    @property
+    def drivers(self) -> DriverLookup: ...
+    def list_networks(self) -> list[Network]: ...
+    def get_network(self, ref: str) -> Network: ...
+    def adopt_remote_network(self, record: dict) -> Network | None: ...
+    def forget_remote_network(self, network_id: str) -> None: ...
+
+
+class RemoteNames(Protocol):
+    """Names of other hosts' endpoints for the embedded DNS (cnm.naming.ServiceDiscovery)."""
+
+    def remote_endpoint_up(self, net: Network, rec: dict) -> None: ...
+    def remote_endpoint_down(self, endpoint_id: str) -> None: ...
+
+
 class ClusterSync:
-    def __init__(self, controller, store, advertise: str, *, ttl: int = 10, discovery=None) -> None:
+    def __init__(self, controller: ClusterHost, store: EtcdStore, advertise: str, *, ttl: int = 10,
+                 discovery: RemoteNames | None = None) -> None:
         self.ctl = controller
         self.store = store
         self.advertise = advertise

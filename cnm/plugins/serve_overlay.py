@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
-from types import SimpleNamespace
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from cnm import labels
 from cnm.cluster.sync import ClusterSync
-from cnm.driverapi import EndpointInterface, JoinResult, NetworkSpec
+from cnm.driverapi import GLOBAL, Driver, EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, NotFound, Unavailable
+from cnm.model import Endpoint, Network
 from cnm.plugins import overlay_cluster as oc
 from cnm.plugins.serve import DriverPlugin, _quietly
 from cnm.plugins.served_state import ServedState
@@ -35,21 +36,32 @@ from drivers.overlay.config import VXLANID_LIST, parse_vni
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _OnlyDriver:
+    """Every driver name resolves to the one overlay driver this plugin serves."""
+
+    driver: Driver
+
+    def get(self, name: str) -> Driver:
+        return self.driver
+
+
 class _ControllerView:
-    """What ClusterSync asks of a controller, for a plugin that has one driver and
-    no networks of its own to adopt: every network id maps to the overlay driver
-    (which keeps peers of networks it has not built yet, and programs them later)."""
+    """What ClusterSync asks of a controller (cnm.cluster.sync.ClusterHost), for a
+    plugin that has one driver and no networks of its own to adopt: every network id
+    maps to the overlay driver (which keeps peers of networks it has not built yet,
+    and programs them later)."""
 
-    def __init__(self, driver) -> None:
-        self.drivers = SimpleNamespace(get=lambda name: driver)
+    def __init__(self, driver: Driver) -> None:
+        self.drivers = _OnlyDriver(driver)
 
-    def list_networks(self) -> list:
+    def list_networks(self) -> list[Network]:
         return []
 
-    def get_network(self, network_id: str):
-        return SimpleNamespace(id=network_id, name=network_id[:12], driver="overlay", scope="global")
+    def get_network(self, ref: str) -> Network:
+        return Network(id=ref, name=ref[:12], driver="overlay", scope=GLOBAL)
 
-    def adopt_remote_network(self, rec: Mapping[str, Any]):
+    def adopt_remote_network(self, record: dict) -> Network | None:
         return None                         # networks come from the Docker engine only
 
     def forget_remote_network(self, network_id: str) -> None:
@@ -179,11 +191,11 @@ class ClusterOverlayPlugin(DriverPlugin):
         return result
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
-        self.sync.unpublish(SimpleNamespace(id=endpoint_id, name=endpoint_id[:12]))
+        self.sync.unpublish(Endpoint(id=endpoint_id, name=endpoint_id[:12], network_id=network_id))
         super().leave(network_id, endpoint_id)
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
-        self.sync.unpublish(SimpleNamespace(id=endpoint_id, name=endpoint_id[:12]))
+        self.sync.unpublish(Endpoint(id=endpoint_id, name=endpoint_id[:12], network_id=network_id))
         cid = self.driver_id(network_id)
         rec = (self.state.endpoint(network_id, endpoint_id) if self.state else None) or {}
         super().delete_endpoint(network_id, endpoint_id)
@@ -208,9 +220,9 @@ class ClusterOverlayPlugin(DriverPlugin):
         address = (rec or {}).get("address")
         if not address or not mac:
             raise NotFound(f"endpoint {endpoint_id[:12]} has no address or MAC to announce")
-        ep = SimpleNamespace(id=endpoint_id, name=endpoint_id[:12], address=address,
-                             address_v6=(rec or {}).get("address_v6"), mac=mac, aliases=(), container_id="")
-        self.sync.publish(SimpleNamespace(id=cid), ep)
+        ep = Endpoint(id=endpoint_id, name=endpoint_id[:12], network_id=cid, address=address,
+                      address_v6=(rec or {}).get("address_v6"), mac=mac, container_id="")
+        self.sync.publish(Network(id=cid, name=cid[:12], driver="overlay", scope=GLOBAL), ep)
 
     # -- after a restart ----------------------------------------------------------------------
 

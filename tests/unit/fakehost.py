@@ -63,11 +63,11 @@ class FakeHost:
         self.drivers.register(NoGatewayDriver(lambda: self.world.host, firewall=self.firewall))
         self.ipams = IpamRegistry()
         ipam.register(self.ipams, stores={"LocalDefault": self.store, "GlobalDefault": self.store})
-        self.controller = Controller(self.drivers, self.ipams, {"local": self.store})
+        self.discovery = ServiceDiscovery()
+        self.controller = Controller(self.drivers, self.ipams, {"local": self.store},
+                                     network_listeners=[self.discovery.network_event])
         self.controller.ensure_builtin_networks()
         self.ports = PortAllocator(lambda: (32768, 32800), in_use=lambda proto, ip, port: not self.free_port)
-        self.discovery = ServiceDiscovery()
-        self.controller.network_listeners.append(self.discovery.network_event)
         self.os = SandboxOS(self.world.host, NETNS_DIR, netlink_for=self.world.handle, namespaces=self.world)
         self.sandboxes = self.make_sandboxes()
 
