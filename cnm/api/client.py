@@ -17,7 +17,7 @@ from cnm.errors import InvalidParameter, Unavailable, from_http
 TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Any
+    from typing import Any, BinaryIO
 
     from cnm.api.transport import StreamResponse, Transport
 
@@ -37,9 +37,10 @@ def quote(text: str, plus: bool = False) -> str:
     return "".join(chr(b) if b in _UNRESERVED else "+" if plus and b == 0x20 else f"%{b:02X}" for b in data)
 
 
-def urlencode(query: dict[str, str]) -> str:
-    """A query string as urllib.parse.urlencode writes it."""
-    return "&".join(f"{quote(str(k), True)}={quote(str(v), True)}" for k, v in query.items())
+def urlencode(query: dict[str, str] | list[tuple[str, str]]) -> str:
+    """A query string as urllib.parse.urlencode writes it (pairs: a key may repeat)."""
+    pairs = query.items() if isinstance(query, dict) else query
+    return "&".join(f"{quote(str(k), True)}={quote(str(v), True)}" for k, v in pairs)
 
 
 def socket_path(host: str) -> str:
@@ -82,7 +83,7 @@ class APIClient:
     # -- generic ------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: dict | None = None, stream: bool = False,
-                query: dict[str, str] | None = None) -> Any:
+                query: dict[str, str] | list[tuple[str, str]] | None = None) -> Any:
         """One API call. Returns the decoded body (JSON as Python, text as str, empty
         as None), or with `stream=True` the open response (read it, then close it).
         Raises the daemon's error category on a non-2xx answer."""
@@ -104,6 +105,21 @@ class APIClient:
             return _decode(headers, data)
         except ValueError as exc:
             raise from_http(502, f"the daemon sent malformed JSON for {method} {path}: {exc}") from exc
+
+    def upload(self, method: str, path: str, source: BinaryIO, query: dict[str, str] | list[tuple[str, str]] | None = None,
+               content_type: str = "application/x-tar") -> StreamResponse:
+        """Send a file's bytes as the body (streamed); returns the open response, or
+        raises the daemon's error category."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        resp = self.transport.upload(method, path, source, content_type)
+        if resp.status >= 300:
+            try:
+                data = resp.read()
+            finally:
+                resp.close()
+            raise from_http(resp.status, _error_message(resp.status, data))
+        return resp
 
     # -- system -------------------------------------------------------------------
 

@@ -134,8 +134,14 @@ def routes(images: ImageService) -> list[Route]:
                 for name in filters.get(key, []):
                     created[name] = images.inspect(name).created
             sizes = images.shared_sizes() if shared else {}
-            return [render.summary_json(v, version, sizes.get(v.id, -1))
-                    for v in views if render.image_matches(v, filters, created)]
+            out = []
+            for v in views:
+                if not render.image_matches(v, filters, created):
+                    continue
+                if filters.get("reference"):   # moby lists only the names that matched
+                    v.refs = [r for r in v.refs if any(render.reference_matches(p, r) for p in filters["reference"])]
+                out.append(render.summary_json(v, version, sizes.get(v.id, -1)))
+            return out
 
         return json_response(await blocking(request, load))
 

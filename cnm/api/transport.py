@@ -47,6 +47,10 @@ if TYPE_CHECKING:
         def stream(self, method: str, path: str, body: dict | None = None) -> StreamResponse:
             """Like `request`, but return as soon as the status line and headers are in."""
 
+        def upload(self, method: str, path: str, source: BinaryIO, content_type: str) -> StreamResponse:
+            """Send the bytes of `source` as the body (chunked: the length need not be
+            known; `docker load`, `docker import`), then answer like `stream`."""
+
 
 def _encode(body: dict | None) -> tuple[bytes | None, Headers]:
     if body is None:
@@ -228,6 +232,39 @@ class UnixSocketTransport:
     def stream(self, method: str, path: str, body: dict | None = None) -> StreamResponse:
         return self._send(method, path, body)
 
+    def upload(self, method: str, path: str, source: BinaryIO, content_type: str) -> StreamResponse:
+        head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",
+                "Transfer-Encoding: chunked", f"Content-Type: {content_type}"]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise Unavailable(f"cannot reach the cnm daemon at {self.url} — is it running? "
+                              f"start it with: net daemon --socket {self.path}") from exc
+        except OSError as exc:
+            sock.close()
+            raise Unavailable(f"cannot talk to the cnm daemon at {self.url}: {exc}") from exc
+        try:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            while True:
+                chunk = source.read(1 << 20)
+                if not chunk:
+                    break
+                sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon answered before reading it all (an early refusal): read that answer
+        except OSError as exc:
+            sock.close()
+            raise Unavailable(f"lost the connection to the cnm daemon at {self.url}: {exc}") from exc
+        try:
+            return _RawResponse(sock)
+        except (OSError, _ProtocolError, ValueError) as exc:
+            sock.close()
+            raise Unavailable(f"lost the connection to the cnm daemon at {self.url}: {exc}") from exc
+
 
 class _BytesResponse:
     def __init__(self, status: int, headers: Headers, body: BinaryIO) -> None:
@@ -264,4 +301,9 @@ class InMemoryTransport:
 
     def stream(self, method: str, path: str, body: dict | None = None) -> StreamResponse:
         status, headers, data = self.request(method, path, body)
+        return _BytesResponse(status, headers, io.BytesIO(data))
+
+    def upload(self, method: str, path: str, source: BinaryIO, content_type: str) -> StreamResponse:
+        """The handler gets the uploaded bytes as `body` (not a dict)."""
+        status, headers, data = self.request(method, path, source.read())  # type: ignore[arg-type]
         return _BytesResponse(status, headers, io.BytesIO(data))

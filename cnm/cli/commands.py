@@ -16,12 +16,14 @@ GROUPS: dict[str, str] = {
     "lab": ("Multi-host labs: each host a network namespace with its own daemon, joined by an "
             "underlay switch (state under /var/lib/cnm-lab, or $CNM_LAB_DIR)."),
     "plugin": "Docker network and IPAM plugins: list, check, serve.",
+    "image": "Manage images: load, import, list, inspect, tag, remove, save.",
 }
 
 _NETWORKS = "cnm.cli.networks"
 _CONTAINERS = "cnm.cli.containers"
 _LAB = "cnm.cli.lab"
 _PLUGINS = "cnm.cli.plugins"
+_IMAGES = "cnm.cli.images"
 
 COMMANDS: dict[str, str] = {
     # networks: at the top level (the CLI's first commands) and under `network`, as Docker's
@@ -59,6 +61,27 @@ COMMANDS: dict[str, str] = {
     "container rm": f"{_CONTAINERS}:rm",
     "container remove": f"{_CONTAINERS}:rm",
     "container inspect": f"{_CONTAINERS}:inspect",
+    # images: under `image`, and Docker's top-level forms
+    "image load": f"{_IMAGES}:load",
+    "image import": f"{_IMAGES}:import_",
+    "image ls": f"{_IMAGES}:ls",
+    "image list": f"{_IMAGES}:ls",
+    "image inspect": f"{_IMAGES}:inspect",
+    "image history": f"{_IMAGES}:history",
+    "image tag": f"{_IMAGES}:tag",
+    "image rm": f"{_IMAGES}:rm",
+    "image remove": f"{_IMAGES}:rm",
+    "image prune": f"{_IMAGES}:prune",
+    "image save": f"{_IMAGES}:save",
+    "image pull": f"{_IMAGES}:pull",
+    "images": f"{_IMAGES}:ls",
+    "rmi": f"{_IMAGES}:rm",
+    "load": f"{_IMAGES}:load",
+    "import": f"{_IMAGES}:import_",
+    "save": f"{_IMAGES}:save",
+    "tag": f"{_IMAGES}:tag",
+    "history": f"{_IMAGES}:history",
+    "pull": f"{_IMAGES}:pull",
     # the daemon itself
     "daemon": "cnm.cli.system:daemon",
     "version": "cnm.cli.system:version",

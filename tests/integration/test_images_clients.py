@@ -199,3 +199,33 @@ def test_busybox_builder_is_reproducible(tmp_path):
         names = set(layer_tar.getnames())
     assert {"bin/busybox", "bin/sh", "etc/passwd", "etc/group", "tmp"} <= names
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_net_image_commands(dmn, tmp_path):
+    r = dmn.net("image", "load", "-i", str(busybox_tar()))
+    assert r.stdout.strip() == "Loaded image: busybox:latest"
+    assert dmn.net("load", input="", check=False).returncode == 2            # stdin empty: one line
+    image_id = json.loads(dmn.net("image", "inspect", "busybox").stdout)[0]["Id"]
+    dmn.net("tag", "busybox", "me/bb:1")
+    rows = dmn.net("images", "me/bb").stdout.splitlines()
+    assert rows[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert len(rows) == 2 and rows[1].split()[:3] == ["me/bb", "1", image_id[7:19]]
+    assert dmn.net("images", "-q").stdout.split() == [image_id[7:19]]
+    hist = dmn.net("history", "--no-trunc", "-q", "busybox").stdout.split()
+    assert hist == [image_id, "<missing>"]
+    saved = tmp_path / "bb.tar"
+    dmn.net("save", "-o", str(saved), "busybox")
+    r = dmn.net("rmi", "me/bb:1", "busybox", "nope", check=False)
+    assert r.returncode == 3 and "Untagged: me/bb:1" in r.stdout and f"Deleted: {image_id}" in r.stdout
+    assert r.stderr.strip() == "Error: No such image: nope:latest"
+    assert dmn.net("load", "-q", "-i", str(saved)).stdout.strip() == "Loaded image: busybox:latest"
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(layer(("file", "hello", b"hi")))
+    new_id = dmn.net("import", "-c", "CMD [\"/hello\"]", "-m", "from net", str(rootfs), "imp:1").stdout.strip()
+    cfg = json.loads(dmn.net("image", "inspect", "imp:1").stdout)[0]
+    assert cfg["Id"] == new_id and cfg["Config"]["Cmd"] == ["/hello"] and cfg["Comment"] == "from net"
+    r = dmn.net("pull", "alpine", check=False)
+    assert r.returncode == 6 and r.stderr.startswith("Error: cannot pull alpine:latest: no registry is reachable")
+    r = dmn.net("image", "prune", "-a", "-f")
+    assert f"deleted: {new_id}" in r.stdout and "Total reclaimed space:" in r.stdout
+    assert dmn.net("images", "-q").stdout == ""

@@ -140,6 +140,10 @@ def test_versions_shape_the_answers(api):
     assert status == 400 and "too new" in json.loads(data)["message"]
     filtered = json.loads(call(sock, "GET", '/images/json?filters={"dangling":["false"]}')[2])
     assert filtered == []
+    svc.tag(svc.list()[0].id, "one", "a")
+    svc.tag(svc.list()[0].id, "two", "b")
+    (only,) = json.loads(call(sock, "GET", '/images/json?filters={"reference":["two"]}')[2])
+    assert only["RepoTags"] == ["two:b"]     # only the names that matched, as moby lists them
     status, _, data = call(sock, "GET", '/images/json?filters={"colour":["red"]}')
     assert status == 400 and "invalid filter 'colour'" in json.loads(data)["message"]
 
