@@ -33,6 +33,12 @@ _PR_SET_PDEATHSIG = 1
 
 # glibc has no pivot_root() wrapper; syscall numbers per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+# Nor seccomp() (glibc 2.36), mount_setattr() or close_range() before 2.34.
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
+_SYS_MOUNT_SETATTR = 442    # the same on every architecture (added in 5.12)
+_SYS_OPEN_TREE = 428        # likewise (5.2)
+_SYS_MOVE_MOUNT = 429
+_SYS_CLOSE_RANGE = 436      # likewise (5.9)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
@@ -41,6 +47,9 @@ _libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 _libc.unshare.argtypes = (ctypes.c_int,)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+# Resolved now, not at first use: a container's first call after fork would pay the lookup.
+_libc.syscall.restype = ctypes.c_long
+_libc.capset.restype = ctypes.c_int
 
 
 def _check(ret: int, what: str) -> None:
@@ -95,6 +104,114 @@ def set_comm(name: str) -> None:
         os.write(fd, name.encode()[:15])
     finally:
         os.close(fd)
+
+
+# --- confinement: mount attributes, capabilities, no_new_privs, seccomp --------------
+
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MS_REMOUNT = 32
+MS_STRICTATIME = 1 << 24
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAPABILITY_VERSION_3 = 0x20080522
+_SECCOMP_SET_MODE_FILTER = 1
+_CLOSE_RANGE_CLOEXEC = 4
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_CapDataPair = _CapData * 2  # made at import: a type built after fork costs page faults
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True) -> None:
+    """Set mount attributes (MOUNT_ATTR_*) on the mount at `path`, and on every mount
+    below it with `recursive` — one syscall for a whole tree, unlike MS_REMOUNT."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(path),
+                         ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+
+
+def clone_tree(path: str, recursive: bool) -> int:
+    """A detached copy of the mount at `path` (and those below it with `recursive`),
+    as a close-on-exec fd for attach_tree(): open_tree(OPEN_TREE_CLONE). The copy keeps
+    the flags the mounts have now, whatever happens to the originals afterwards."""
+    flags = 1 | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)  # OPEN_TREE_CLONE
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(AT_FDCWD), _b(path), ctypes.c_uint(flags))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree {path}: {os.strerror(err)}")
+    return fd
+
+
+def attach_tree(fd: int, target: str) -> None:
+    """Mount a tree from clone_tree() at `target` (move_mount(MOVE_MOUNT_F_EMPTY_PATH))."""
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
+                         ctypes.c_uint(0x4)), f"move_mount {target}")
+
+
+def drop_bounding(caps: int) -> None:
+    """Drop every capability whose bit is set in `caps` from the bounding set."""
+    for n in range(64):
+        if caps >> n & 1:
+            _check(_libc.prctl(_PR_CAPBSET_DROP, n, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {n})")
+
+
+def clear_ambient() -> None:
+    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set this thread's capability sets (64-bit masks)."""
+    hdr = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = _CapDataPair(_CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
+                          _CapData(effective >> 32, permitted >> 32, inheritable >> 32))
+    _check(_libc.capset(ctypes.byref(hdr), data), "capset")
+
+
+def set_no_new_privs() -> None:
+    """From here on, execve never grants privileges (setuid bits, file capabilities)."""
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def seccomp_load(program: bytes, flags: int = 0) -> None:
+    """Install a classic-BPF seccomp filter (struct sock_filter[], 8 bytes each). Needs
+    no_new_privs or CAP_SYS_ADMIN."""
+    nr = _SYS_SECCOMP.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"seccomp: unknown syscall number on {os.uname().machine}")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
+                         ctypes.byref(prog)), "seccomp(SECCOMP_SET_MODE_FILTER)")
+
+
+def cloexec_from(first: int) -> None:
+    """Mark every descriptor >= first close-on-exec (close_range(2), one syscall)."""
+    _check(_libc.syscall(ctypes.c_long(_SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                         ctypes.c_uint(_CLOSE_RANGE_CLOEXEC)), "close_range")
 
 
 # --- process identity (from /proc) -------------------------------------------------
