@@ -81,6 +81,16 @@ class ContainerCreate:
     pids_limit: int | None = None
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # Confinement (cnm.runtime.confine): Docker's HostConfig fields, normalized.
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    security_opt: list[str] = field(default_factory=list)
+    mounts: list[dict] = field(default_factory=list)
+    read_only: bool = False
+    devices: list[dict] = field(default_factory=list)
+    masked_paths: list[str] | None = None
+    readonly_paths: list[str] | None = None
 
     @classmethod
     def from_docker_json(cls, body: dict) -> "ContainerCreate":
@@ -119,11 +129,40 @@ class ContainerCreate:
         hostname = _typed(body, "Hostname", str) or None
         if hostname and mode.startswith("container:"):
             raise InvalidParameter("--hostname cannot be used with network mode container:X (conflicting options)")
+        rootfs = _typed(body, "Rootfs", str) or None
         return cls(argv=list(argv), name=name.lstrip("/") if name else None, env=env,
                    hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
-                   rootfs=_typed(body, "Rootfs", str) or None, memory=mem,
-                   cpus=nano / 1e9 if nano else None, pids_limit=pids,
-                   auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body))
+                   rootfs=rootfs, memory=mem, cpus=nano / 1e9 if nano else None, pids_limit=pids,
+                   auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body),
+                   **confinement(host, rootfs is None))
+
+
+def _strings(host: dict, key: str) -> list[str]:
+    value = _typed(host, key, list, [])
+    if not all(isinstance(v, str) for v in value):
+        raise InvalidParameter(f"field {key} must be a list of strings")
+    return list(value)
+
+
+def confinement(host: dict, host_mode: bool) -> dict:
+    """The confinement fields of a Docker HostConfig, checked (capability names, security
+    options and seccomp profile, binds, mounts, tmpfs, devices)."""
+    from cnm.runtime import caps, confine_opts as co
+    cap_add, cap_drop = _strings(host, "CapAdd"), _strings(host, "CapDrop")
+    known = frozenset(caps.NAMES)
+    caps.normalize(cap_add, known, "--cap-add")
+    caps.normalize(cap_drop, known, "--cap-drop")
+    security_opt = _strings(host, "SecurityOpt")
+    co.parse_security_opts(security_opt)
+    mounts = [co.parse_bind(b) for b in _strings(host, "Binds")]
+    mounts += [co.parse_mount(m) for m in _typed(host, "Mounts", list, [])]
+    mounts += co.parse_tmpfs(_typed(host, "Tmpfs", dict, None))
+    mounts = co.check_mounts(mounts, host_mode)
+    devices = [co.parse_device(d) for d in _typed(host, "Devices", list, [])]
+    return {"cap_add": cap_add, "cap_drop": cap_drop, "privileged": _typed(host, "Privileged", bool, False),
+            "security_opt": security_opt, "mounts": mounts, "read_only": _typed(host, "ReadonlyRootfs", bool, False),
+            "devices": devices, "masked_paths": co.check_paths(host.get("MaskedPaths"), "MaskedPaths"),
+            "readonly_paths": co.check_paths(host.get("ReadonlyPaths"), "ReadonlyPaths")}
 
 
 def _labels(body: dict) -> dict[str, str]:

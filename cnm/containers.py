@@ -103,6 +103,7 @@ class Container:
     sandbox_key: str | None = None
     ports: list[dict] = field(default_factory=list)             # published PortBinding records
     released: bool = False                # network resources given back after exit
+    confine: dict = field(default_factory=dict)   # cap_add, privileged, mounts, ... (ContainerSpec's names)
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -114,6 +115,11 @@ class Container:
 
     def attachments(self) -> list[Attachment]:
         return [Attachment.from_record(a) for a in self.networks]
+
+
+# The request's confinement fields, kept in the record under the runtime's ContainerSpec names.
+CONFINEMENT_FIELDS = ("cap_add", "cap_drop", "privileged", "security_opt", "mounts", "read_only", "devices",
+                      "masked_paths", "readonly_paths")
 
 
 class ContainerRuntime(Protocol):
@@ -273,6 +279,7 @@ class ContainerService:
                        hostname=req.hostname or cid[:12], network_mode=req.network_mode,
                        rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
                        auto_remove=req.auto_remove, labels=dict(req.labels),
+                       confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
                        requested_ports=[p.to_record() for p in req.ports])
         if net is None:
             return ct
@@ -306,7 +313,7 @@ class ContainerService:
             netns, hosts, resolv = sb.key, sb.hosts(), sb.resolv_conf()
         spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
                              netns=netns, rootfs=ct.rootfs, hosts=hosts, resolv_conf=resolv,
-                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit)
+                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, **ct.confine)
         ct.released = False
         self._save(ct)
         self.runtime.start(spec)

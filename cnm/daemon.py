@@ -149,7 +149,9 @@ class Daemon:
                                      endpoint_listeners=[self._endpoint_event])
         for net in self.controller.list_networks():
             self.discovery.network_event("create", net)
-        self.runtime = Runtime(os.path.join(config.run_dir, "containers"))
+        # A container on the host's filesystem must not reach the daemon's state or socket.
+        self.runtime = Runtime(os.path.join(config.run_dir, "containers"),
+                               hide=(config.root, config.run_dir, config.socket))
         self.ports = PortAllocator(sysctl.local_port_range)
         self.images = ImageService(ImageStore(os.path.join(config.root, "images")))
         self.sandboxes = Sandboxes(self.controller, SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),

@@ -129,6 +129,38 @@ def network_mode(ct: Container) -> str:
     return ct.network_mode
 
 
+def confinement_json(c: dict) -> dict:
+    """HostConfig's confinement fields as Docker's inspect shows them."""
+    from cnm.runtime.confine import MASKED_PATHS, READONLY_PATHS
+    mounts = c.get("mounts") or []
+    binds = []
+    for m in mounts:
+        if m["type"] == "bind" and m.get("create"):
+            opts = [o for o in ("ro" if m["read_only"] else "",
+                                m["propagation"] if m["propagation"] != "rprivate" else "") if o]
+            binds.append(":".join([m["source"], m["target"]] + ([",".join(opts)] if opts else [])))
+    api_mounts = [{"Type": "bind", "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+                  for m in mounts if m["type"] == "bind" and not m.get("create")]
+    tmpfs = {m["target"]: ",".join((["ro"] if m["read_only"] else []) + list(m["options"]))
+             for m in mounts if m["type"] == "tmpfs"}
+    privileged = bool(c.get("privileged"))
+    masked, ro = c.get("masked_paths"), c.get("readonly_paths")
+    return {"CapAdd": c.get("cap_add") or None, "CapDrop": c.get("cap_drop") or None, "Privileged": privileged,
+            "SecurityOpt": c.get("security_opt") or None, "Binds": binds or None, "Mounts": api_mounts or None,
+            "Tmpfs": tmpfs or None, "ReadonlyRootfs": bool(c.get("read_only")),
+            "Devices": [{"PathOnHost": d["host"], "PathInContainer": d["container"], "CgroupPermissions": "rwm"}
+                        for d in c.get("devices") or []],
+            "MaskedPaths": [] if privileged else list(MASKED_PATHS if masked is None else masked),
+            "ReadonlyPaths": [] if privileged else list(READONLY_PATHS if ro is None else ro)}
+
+
+def mount_points_json(mounts: list[dict]) -> list[dict]:
+    """inspect's top-level Mounts: what the container sees mounted."""
+    return [{"Type": m["type"], "Source": m.get("source", ""), "Destination": m["target"],
+             "Mode": "ro" if m["read_only"] else "", "RW": not m["read_only"],
+             "Propagation": m.get("propagation", "")} for m in mounts]
+
+
 def container_json(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network]) -> dict:
     """The container as Docker's `container inspect` shows it. `endpoints` in attach
     order; `networks` maps network id to Network for them (and the mode's network)."""
@@ -149,7 +181,9 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
             "Memory": ct.memory or 0,
             "NanoCpus": int(round(ct.cpus * 1e9)) if ct.cpus else 0,
             "PidsLimit": ct.pids_limit,
+            **confinement_json(ct.confine),
         },
+        "Mounts": mount_points_json(ct.confine.get("mounts") or []),
         "Config": {
             "Hostname": ct.hostname,
             "Env": [f"{k}={v}" for k, v in ct.env.items()],

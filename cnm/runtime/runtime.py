@@ -29,7 +29,7 @@ import time
 from cnm import errors
 from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.runtime import cgroups as cg
-from cnm.runtime import files, linux, shim
+from cnm.runtime import confine, files, linux, shim
 from cnm.runtime.spec import HOST, ID_PATTERN, ContainerSpec
 from cnm.runtime.state import (
     CREATED,
@@ -58,9 +58,12 @@ def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
 
 class Runtime:
     """Containers under `state_dir`, one directory each; cgroups under `cgroup_root`
-    (default "cnm"; see cnm.runtime.cgroups)."""
+    (default "cnm"; see cnm.runtime.cgroups). `hide`: paths a container on the host's
+    filesystem must not see (the daemon's root and run directories and socket; the
+    state directory always)."""
 
-    def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None) -> None:
+    def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None,
+                 hide: tuple[str, ...] = ()) -> None:
         from cnm.statedirs import private_subdir
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
@@ -68,6 +71,7 @@ class Runtime:
         self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
         self.template = Template(python)
         self.boot_id = linux.boot_id()
+        self.host = confine.HostFacts.probe(tuple(hide) + (self.state_dir,))
 
     def prestart(self) -> None:
         """Start the template process now rather than at the first container start."""
@@ -112,6 +116,7 @@ class Runtime:
             raise NotFound(f"network namespace {spec.netns} not found")
         if _limited(spec):  # look at cgroups only when asked to: detection may mount
             cg.limit_writes(self.cgroups.layout, spec.memory, spec.cpus, spec.pids_limit)  # fail before mkdir
+        confine.check(spec, self.host)
         cdir = self._dir(spec.id)
         try:
             os.mkdir(cdir, 0o700)
@@ -148,9 +153,11 @@ class Runtime:
             dirs = list(dict.fromkeys(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit).values()))
             files.write_atomic(os.path.join(cdir, files.CGROUPS), json.dumps(dirs))
             made = self.cgroups.create(spec.id, spec.memory, spec.cpus, spec.pids_limit)
+        confine.make_bind_sources(spec)
+        plan = confine.plan(spec, binds, self.host, cdir)
         cfg = {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
                "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
-               "rootfs": spec.rootfs, "binds": binds, "cgroups": made}
+               "cgroups": made, "confine": plan}
         reply = self._spawn(cdir, cfg)
         kind, _, rest = reply.partition(" ")
         if kind == "ok":

@@ -48,7 +48,7 @@ import select
 import sys
 import time
 
-from cnm.runtime import files, linux
+from cnm.runtime import confine_apply, files, linux
 
 FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 OP_START = b"S"
@@ -210,9 +210,12 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int) -> None:
             os.dup2(null, 0)
             os.dup2(out, 1)
             os.dup2(err, 2)
+            confine_apply.lock(cfg["confine"])  # capabilities, no_new_privs, seccomp: last before exec
             _exec(cfg["argv"], cfg["env"])
         except _Fail:
             raise
+        except confine_apply.Refused as exc:
+            raise _Fail(exc.kind, exc.message) from exc
         except OSError as exc:
             raise _Fail("InternalError", f"cannot start the container: {exc.strerror or exc}") from exc
     except _Fail as f:
@@ -258,73 +261,13 @@ def _prepare(cfg: dict, alive: int) -> None:
     # (and the sandbox store) keep them on a shared mount, and a private copy here
     # would pin every other sandbox's network namespace for this container's lifetime.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
-    if cfg["rootfs"]:
-        _rootfs(cfg)
-    else:
-        _host_root(cfg)
+    confine_apply.enter_root(cfg["confine"])  # the filesystem view; see /work/notes/confine.md
     if cfg["hostname"]:
         linux.sethostname(cfg["hostname"])
     try:
         os.chdir(cfg["workdir"])
     except OSError as exc:
         raise _Fail("InvalidParameter", f"cannot change to the working directory {cfg['workdir']}: {exc.strerror}") from exc
-
-
-_NOSUID_NODEV_NOEXEC = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-
-
-def _shm(target: str) -> None:
-    # POSIX shared memory lives in /dev/shm files, which the IPC namespace does not cover.
-    try:
-        linux.mount("shm", target, "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k")
-    except OSError:
-        pass
-
-
-def _host_root(cfg: dict) -> None:
-    linux.mount("proc", "/proc", "proc", _NOSUID_NODEV_NOEXEC)
-    _shm("/dev/shm")
-    for src, target in cfg["binds"]:
-        if os.path.exists(target):  # never create files on the host's filesystem
-            linux.mount(src, target, None, linux.MS_BIND)
-        else:
-            print(f"cnm-shim: {target} does not exist on the host: not replaced", file=sys.stderr)
-
-
-def _rootfs(cfg: dict) -> None:
-    cdir, lower = cfg["dir"], cfg["rootfs"]
-    merged = os.path.join(cdir, files.MERGED)
-    try:
-        linux.mount("overlay", merged, "overlay", 0,
-                    f"lowerdir={lower},upperdir={cdir}/{files.UPPER},workdir={cdir}/{files.WORK}")
-    except OSError as exc:
-        raise _Fail("InvalidParameter", f"cannot mount rootfs {lower} as an overlay: {exc.strerror}") from exc
-    for sub in ("dev", "proc", "sys"):
-        os.makedirs(merged + "/" + sub, exist_ok=True)
-    linux.mount("/dev", merged + "/dev", None, linux.MS_BIND | linux.MS_REC)
-    _shm(merged + "/dev/shm")
-    linux.mount("proc", merged + "/proc", "proc", _NOSUID_NODEV_NOEXEC)
-    try:
-        linux.mount("sysfs", merged + "/sys", "sysfs", linux.MS_RDONLY | _NOSUID_NODEV_NOEXEC)
-    except OSError:
-        pass  # optional
-    for src, target in cfg["binds"]:
-        t = merged + target
-        # A symlink here would resolve against the host's / before pivot_root: replace
-        # it with a plain file (in the upper layer; the lower dir is never written).
-        if os.path.islink(t):
-            os.unlink(t)
-        if not os.path.exists(t):
-            os.makedirs(os.path.dirname(t), exist_ok=True)
-            os.close(os.open(t, os.O_WRONLY | os.O_CREAT, 0o644))
-        linux.mount(src, t, None, linux.MS_BIND)
-    os.makedirs(merged + cfg["workdir"], exist_ok=True)  # Docker creates a missing workdir
-    os.chdir(merged)
-    # pivot_root(".", ".") stacks the old root under the new one; detaching "." then
-    # drops it, without needing a put_old directory inside the rootfs.
-    linux.pivot_root(".", ".")
-    linux.umount2(".", linux.MNT_DETACH)
-    os.chdir("/")
 
 
 def _execvpe(argv: list[str], env: dict[str, str]) -> None:

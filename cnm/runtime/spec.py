@@ -30,6 +30,15 @@ class ContainerSpec:
             inside the container (None = leave the file alone). etc_hostname None with
             a hostname set means "<hostname>\\n".
     memory: bytes; cpus: fraction of CPUs (1.5 = one and a half); pids_limit: tasks.
+
+    Confinement (see cnm.runtime.confine for what the defaults give):
+    cap_add, cap_drop: capability names (Docker's rules; "ALL" allowed);
+    privileged: every capability, no seccomp filter, no masked paths, the host's devices;
+    security_opt: Docker's --security-opt words (seccomp=..., no-new-privileges=..., ...);
+    mounts: normalized bind/tmpfs mounts (cnm.runtime.confine_opts);
+    read_only: the rootfs read-only (the host-filesystem mode is read-only anyway);
+    devices: [{"host", "container"}] device nodes to bind in;
+    masked_paths, readonly_paths: None = Docker's defaults.
     """
 
     id: str
@@ -46,6 +55,15 @@ class ContainerSpec:
     memory: int | None = None
     cpus: float | None = None
     pids_limit: int | None = None
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    security_opt: list[str] = field(default_factory=list)
+    mounts: list[dict] = field(default_factory=list)
+    read_only: bool = False
+    devices: list[dict] = field(default_factory=list)
+    masked_paths: list[str] | None = None
+    readonly_paths: list[str] | None = None
 
     def validate(self) -> "ContainerSpec":
         """Raise InvalidParameter for anything the kernel would reject later; return self."""
@@ -75,7 +93,29 @@ class ContainerSpec:
             raise InvalidParameter(f"invalid cpus {self.cpus}: range of CPUs is from 0.01 upwards")
         if self.pids_limit is not None and (isinstance(self.pids_limit, bool) or self.pids_limit < 1):
             raise InvalidParameter(f"invalid pids limit {self.pids_limit}: it must be at least 1")
+        self._validate_confinement()
         return self
+
+    def _validate_confinement(self) -> None:
+        from cnm.runtime import caps, confine_opts
+        for flag, names in (("--cap-add", self.cap_add), ("--cap-drop", self.cap_drop)):
+            if not isinstance(names, list):
+                raise InvalidParameter(f"{flag}: a list of capability names")
+            caps.normalize(names, frozenset(caps.NAMES), flag)
+        if not isinstance(self.privileged, bool) or not isinstance(self.read_only, bool):
+            raise InvalidParameter("privileged and read_only are booleans")
+        confine_opts.parse_security_opts(self.security_opt)
+        if not isinstance(self.mounts, list) or not all(isinstance(m, dict) and m.get("type") in ("bind", "tmpfs")
+                                                        for m in self.mounts):
+            raise InvalidParameter("mounts: a list of normalized bind or tmpfs mounts")
+        confine_opts.check_mounts(self.mounts, host_mode=self.rootfs is None)
+        for m in self.mounts:
+            if m["type"] == "bind" and not os.path.isabs(m.get("source") or ""):
+                raise InvalidParameter(f"bind mount {m.get('target')}: the source must be an absolute path")
+        for d in self.devices:
+            confine_opts.parse_device({"PathOnHost": d.get("host"), "PathInContainer": d.get("container")})
+        for fld in ("masked_paths", "readonly_paths"):
+            confine_opts.check_paths(getattr(self, fld), fld)
 
     def hostname_file(self) -> str | None:
         """What /etc/hostname should contain inside, or None to leave it alone."""
