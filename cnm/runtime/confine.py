@@ -74,7 +74,7 @@ class HostFacts:
     extra_masked: tuple[str, ...] = ()  # Docker also masks per-CPU thermal_throttle dirs
 
     @classmethod
-    def probe(cls, hide: tuple[str, ...] = ()) -> "HostFacts":
+    def probe(cls, hide: tuple[str, ...] = ()) -> HostFacts:
         from cnm.runtime.seccomp_profile import kernel_version
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())

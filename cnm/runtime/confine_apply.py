@@ -23,7 +23,7 @@ from cnm.runtime import linux
 
 TYPE_CHECKING = False  # typing stays out of the supervisor's start (~12 ms); type checkers see True
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
 
 class Refused(Exception):

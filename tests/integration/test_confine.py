@@ -21,7 +21,6 @@ import pytest
 from cnm.errors import InvalidParameter
 from cnm.runtime import ContainerSpec, Runtime, caps
 from cnm.runtime.confine_opts import parse_bind
-
 from tests.integration.conftest import sh
 
 BUSYBOX = "/bin/busybox"

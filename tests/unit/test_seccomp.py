@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnm.errors import InvalidParameter
-from cnm.runtime import caps, seccomp_profile as sp
+from cnm.runtime import caps
+from cnm.runtime import seccomp_profile as sp
 from cnm.runtime.seccomp_bpf import compile_filter
 from cnm.runtime.seccomp_default import CLONE_NAMESPACES, DEFAULT
 from cnm.runtime.seccomp_syscalls import I386, X86_64
