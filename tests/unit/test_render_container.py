@@ -56,10 +56,17 @@ def test_running_bridge_container_with_published_port():
     assert out["State"] == {"Status": "running", "Running": True, "Paused": False, "Restarting": False,
                             "OOMKilled": False, "Dead": False, "Pid": 4242, "ExitCode": 0, "Error": "",
                             "StartedAt": "2024-05-01T12:00:05.000000Z", "FinishedAt": "0001-01-01T00:00:00Z"}
-    assert out["HostConfig"] == {"NetworkMode": "bridge", "AutoRemove": False, "Memory": 64 << 20,
-                                 "NanoCpus": 1_500_000_000, "PidsLimit": 100,
-                                 "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}],
-                                                  "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}}
+    hc = dict(out["HostConfig"])
+    confinement = {k: hc.pop(k) for k in ("CapAdd", "CapDrop", "Privileged", "SecurityOpt", "Binds", "Mounts",
+                                          "Tmpfs", "ReadonlyRootfs", "Devices", "MaskedPaths", "ReadonlyPaths")}
+    assert hc == {"NetworkMode": "bridge", "AutoRemove": False, "Memory": 64 << 20,
+                  "NanoCpus": 1_500_000_000, "PidsLimit": 100,
+                  "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}],
+                                   "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}}
+    # a default container: Docker's defaults, shown as Docker's inspect shows them
+    assert (confinement["CapAdd"], confinement["Privileged"], confinement["Binds"]) == (None, False, None)
+    assert "/proc/kcore" in confinement["MaskedPaths"] and "/proc/sys" in confinement["ReadonlyPaths"]
+    assert out["Mounts"] == []
     assert out["Config"] == {"Hostname": "aaaaaaaaaaaa", "Env": ["A=1", "B=x=y"], "Cmd": ["sh", "-c", "sleep 100"]}
     ns = out["NetworkSettings"]
     assert ns["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
