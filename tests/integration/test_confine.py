@@ -244,3 +244,49 @@ def test_exec_style_lock_in_a_forked_child(rt):
     status = text.decode()
     assert caps.parse_status_mask(status, "CapEff") == DOCKER_DEFAULT_MASK & caps.mask(rt.host.available)
     assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
+
+
+def test_through_the_daemon_a_container_cannot_reach_it(daemon):
+    """The issue's escape: from inside a container, `net -H unix://… run --net host …`.
+    Its socket, root and run directories are out of sight; the host's files read-only."""
+    paths = " ".join(str(p) for p in (daemon.sock, daemon.root, daemon.run_dir))
+    r = daemon.net("run", "--rm", "--net", "none", "--", BUSYBOX, "sh", "-c",
+                   f"for p in {paths}; do ls $p >/dev/null 2>&1 && echo seen $p || echo hidden $p; done; "
+                   "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; touch /usr/cnm-probe || echo read-only")
+    out = r.stdout
+    for p in (daemon.sock, daemon.root, daemon.run_dir):
+        assert f"hidden {p}" in out, out
+    assert "Seccomp:\t2" in out and "NoNewPrivs:\t1" in out and "read-only" in out
+    assert not os.path.exists("/usr/cnm-probe")
+
+
+def test_docker_py_drives_confinement(daemon):
+    """Docker's own client sets the HostConfig fields; the container gets them and
+    inspect shows them; a bad capability is a 400 naming it."""
+    docker = pytest.importorskip("docker", reason="docker-py is a test dependency: pip install -e '.[test]'")
+    from tests.integration.docker_clients import docker_py
+    client = docker_py(daemon.host)
+    try:
+        ct = client.containers.create("busybox", [BUSYBOX, "sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' "
+                                      "/proc/self/status; echo x > /tmp/scratch/f && echo tmpfs-ok"],
+                                      name="dpy-confine", cap_add=["NET_ADMIN"], cap_drop=["MKNOD"],
+                                      security_opt=["no-new-privileges=false"], tmpfs={"/tmp/scratch": "size=1m"},
+                                      network_mode="none")
+        ct.reload()
+        if ct.status == "created":
+            ct.start()
+        assert ct.wait(timeout=30)["StatusCode"] == 0
+        out = daemon.net("logs", "dpy-confine").stdout  # (docker-py's logs() wants Config.Tty in inspect)
+        want = (caps.DEFAULT - {"CAP_MKNOD"}) | {"CAP_NET_ADMIN"}
+        assert f"CapEff:\t{caps.mask(want):016x}" in out and "NoNewPrivs:\t0" in out and "tmpfs-ok" in out
+        ct.reload()
+        hc = ct.attrs["HostConfig"]
+        assert (hc["CapAdd"], hc["CapDrop"], hc["Tmpfs"]) == (["NET_ADMIN"], ["MKNOD"], {"/tmp/scratch": "size=1m"})
+        ct.remove(force=True)
+        with pytest.raises(docker.errors.APIError) as err:
+            client.containers.create("busybox", ["true"], name="dpy-bad-cap", cap_add=["FLY"])
+        assert err.value.status_code == 400 and 'unknown capability: "CAP_FLY"' in str(err.value)
+    finally:
+        for c in client.containers.list(all=True):
+            c.remove(force=True)
+        client.close()
