@@ -191,7 +191,7 @@ class Daemon:
             st = None
         if st is None or st.status != "running" or not st.pid:
             return Target(ct.id, ct.name, None)
-        return Target(ct.id, ct.name, st.pid, self.runtime.exec_env(ct.id))
+        return Target(ct.id, ct.name, st.pid, self.runtime.exec_env(ct.id), self.runtime.lock_plan_path(ct.id))
 
     def exec_event(self, action: str, cid: str, attrs: dict[str, str]) -> None:
         try:

@@ -105,15 +105,21 @@ class ExecProcess:
             self.master = None
 
 
-Spawn = Callable[[int, "ExecConfig", dict[str, str]], Awaitable[ExecProcess]]
+# spawn(pid, config, env, confine): `confine` is the container's lock-plan file (its
+# capabilities, no_new_privs, seccomp: cnm.runtime.confine), None to run unconfined.
+Spawn = Callable[[int, "ExecConfig", dict[str, str], "str | None"], Awaitable[ExecProcess]]
 
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsexec.py")
 
 
-def helper_argv(pid: int, cfg: ExecConfig) -> list[str]:
+def helper_argv(pid: int, cfg: ExecConfig, confine: str | None = None) -> list[str]:
     """The exec helper's command line (cnm/nsexec.py, run by this interpreter)."""
     argv = [sys.executable, "-I", "-S", HELPER, str(pid)]
+    if confine:
+        argv += ["--confine", confine]
+        if cfg.privileged:
+            argv.append("--privileged")
     if cfg.tty:
         argv.append("--tty")
     if cfg.user:
@@ -123,13 +129,35 @@ def helper_argv(pid: int, cfg: ExecConfig) -> list[str]:
     return argv + ["--", *cfg.argv]
 
 
-async def spawn_nsenter(pid: int, cfg: ExecConfig, env: dict[str, str]) -> ExecProcess:
+TIOCSPTLCK = 0x40045431   # _IOW('T', 0x31, int): lock/unlock a pty
+TIOCGPTPEER = 0x5441      # open the slave of a master without a path lookup (Linux 4.13)
+
+
+def container_pty(pid: int) -> tuple[int, int]:
+    """(master, slave) of a new pty of the container's own devpts instance, as runc
+    makes them: opened through /proc/PID/root, so that inside the container the slave is
+    /dev/pts/N of its /dev (a pty of the host's devpts has no name there: `tty` says "not
+    a tty", ttyname() fails). Falls back to a host pty where the container has none."""
+    try:
+        master = os.open(f"/proc/{pid}/root/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return os.openpty()
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        os.close(master)
+        return os.openpty()
+    return master, slave
+
+
+async def spawn_nsenter(pid: int, cfg: ExecConfig, env: dict[str, str], confine: str | None = None) -> ExecProcess:
     """Run `cfg.argv` in the namespaces, root and working directory of `pid` (the
     container's init) through cnm/nsexec.py; with a TTY, on a fresh pty that becomes the
     command's controlling terminal."""
-    argv = helper_argv(pid, cfg)
+    argv = helper_argv(pid, cfg, confine)
     if cfg.tty:
-        master, slave = os.openpty()
+        master, slave = container_pty(pid)
         if cfg.console_size:
             fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *cfg.console_size, 0, 0))
         try:
@@ -183,6 +211,7 @@ class Target:
     name: str
     pid: int | None                  # its init's pid; None when it is not running
     env: dict[str, str] = field(default_factory=dict)
+    confine: str | None = None       # its lock-plan file: an exec'd process is confined as the container
 
 
 class ExecService:
@@ -230,7 +259,7 @@ class ExecService:
             full_env[k] = v
         ex.started = ex.running = True
         try:
-            proc = await self._spawn(target.pid, ex.config, full_env)
+            proc = await self._spawn(target.pid, ex.config, full_env, target.confine)
         except BaseException:
             ex.running = False
             ex.exit_code = 126

@@ -4,7 +4,11 @@ its init, its root and working directory, then fork a child that is a session le
 nsenter's own session, outside it: an interactive shell then cannot take its
 terminal's process group — "Cannot set tty process group" — and job control breaks).
 
-    python -I -S nsexec.py PID [--tty] [--user U[:G]] [--workdir DIR] -- CMD [ARG…]
+    python -I -S nsexec.py PID [--confine FILE [--privileged]] [--tty] [--user U[:G]] [--workdir DIR] -- CMD [ARG…]
+
+--confine: the container's lock plan (cnm.runtime.confine.lock_plan, marshal): the command
+gets the container's capabilities, no_new_privs and seccomp filter, as Docker's exec does
+(--privileged: every capability this helper holds, the rest unchanged).
 
 Started by the daemon with the process's stdio already set up (pipes, or a pty's
 slave as 0/1/2 with --tty) and the environment it should have. It exits with the
@@ -77,23 +81,46 @@ def _exec(cmd: list[str]) -> None:
     _die(f"{cmd[0]}: {'executable file not found in $PATH' if code == 127 and '/' not in cmd[0] else (error.strerror if error else 'not found')}", code)
 
 
+def _lock_plan(path: str, privileged: bool):
+    """(confine_apply.lock, plan) from the container's lock-plan file."""
+    import marshal
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cnm.runtime import confine_apply
+    try:
+        with open(path, "rb") as f:
+            plan = marshal.load(f)
+    except (OSError, EOFError, ValueError) as exc:
+        _die(f"cannot read the container's confinement {path}: {exc}")
+    if privileged:
+        with open("/proc/self/status") as f:
+            prm = next(line for line in f if line.startswith("CapPrm:"))
+        plan = dict(plan, caps=int(prm.split(":")[1], 16))
+    return confine_apply.lock, plan
+
+
 def main(argv: list[str]) -> None:
     if "--" not in argv or len(argv) < 3:
         _die("usage: nsexec.py PID [--tty] [--user U] [--workdir DIR] -- CMD [ARG...]", 125)
     split = argv.index("--")
     opts, cmd = argv[1:split], argv[split + 1:]
     pid = int(opts.pop(0))
-    tty = user = workdir = None
+    tty = user = workdir = confine = None
+    privileged = False
     while opts:
         opt = opts.pop(0)
         if opt == "--tty":
             tty = True
+        elif opt == "--confine":
+            confine = opts.pop(0)
+        elif opt == "--privileged":
+            privileged = True
         elif opt == "--user":
             user = opts.pop(0)
         elif opt == "--workdir":
             workdir = opts.pop(0)
         else:
             _die(f"unknown option {opt}", 125)
+    lock = _lock_plan(confine, privileged) if confine else None   # read before leaving the host's root
     libc = ctypes.CDLL(None, use_errno=True)
     fds = {ns: os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES}
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY)
@@ -116,6 +143,9 @@ def main(argv: list[str]) -> None:
         os.setsid()
         if tty:
             fcntl.ioctl(0, TIOCSCTTY, 0)
+        if lock is not None:
+            apply_lock, plan = lock
+            apply_lock(plan)   # as root, before dropping to the user: as runc does
         if ids is not None:
             uid, gid, extra = ids
             os.setgroups(extra)

@@ -18,6 +18,9 @@ One directory per container, `<state_dir>/<id>/`:
     state.json     {"shim_pid", "shim_start", "pid", "pid_start", "started_at"} once the
                    container process has exec'd (written as state.json.new by the
                    container process just before exec, renamed by the shim after)
+    confine.marshal
+                   what an exec'd process is locked down with: confine.lock_plan(), marshal
+                   (Runtime.start; read by cnm/nsexec.py --confine)
     exit.json      {"exit_code", "finished_at"[, "error"]} when it ended (shim, atomic;
                    or Runtime.adopt for a shim that died without writing it)
 
@@ -44,6 +47,7 @@ SHIM_PID = "shim.pid"
 STATE = "state.json"
 STATE_NEW = "state.json.new"
 EXIT = "exit.json"
+LOCK_PLAN = "confine.marshal"   # the container's capabilities/NNP/seccomp, for exec (marshal)
 
 # The supervisor's process name (comm): a recorded pid is trusted only if /proc shows it.
 SHIM_COMM = "cnm-shim"
@@ -100,7 +104,7 @@ def dump_flat(obj: dict[str, int | str | None]) -> str:
     return "{" + ", ".join(parts) + "}\n"
 
 
-def write_atomic(path: str, data: str, mode: int = 0o600, dir_fd: int | None = None) -> None:
+def write_atomic(path: str, data: str | bytes, mode: int = 0o600, dir_fd: int | None = None) -> None:
     """Write then rename: readers see the old file or the whole new one, never half.
     The file gets exactly `mode` (the spec holds the container's environment: 0600);
     never written through a symlink. With `dir_fd`, `path` is relative to that
@@ -110,7 +114,7 @@ def write_atomic(path: str, data: str, mode: int = 0o600, dir_fd: int | None = N
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)
-        os.write(fd, data.encode())
+        os.write(fd, data.encode() if isinstance(data, str) else data)
     finally:
         os.close(fd)
     os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

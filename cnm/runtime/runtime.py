@@ -155,6 +155,7 @@ class Runtime:
             made = self.cgroups.create(spec.id, spec.memory, spec.cpus, spec.pids_limit)
         confine.make_bind_sources(spec)
         plan = confine.plan(spec, binds, self.host, cdir)
+        files.write_atomic(os.path.join(cdir, files.LOCK_PLAN), marshal.dumps(confine.lock_plan(plan)))
         cfg = {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
                "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
                "cgroups": made, "confine": plan}
@@ -436,6 +437,12 @@ class Runtime:
         if st.status != RUNNING or st.pid is None:
             raise Conflict(f"container {cid} is not running")
         return nsenter_argv(st.pid, [*argv])
+
+    def lock_plan_path(self, cid: str) -> str | None:
+        """The file holding what an exec'd process of this container is confined with
+        (cnm/nsexec.py --confine); None for a container started before it existed."""
+        path = os.path.join(self._require(cid), files.LOCK_PLAN)
+        return path if os.path.exists(path) else None
 
     def exec_env(self, cid: str) -> dict[str, str]:
         """The environment the container's process got (PATH, HOSTNAME defaulted)."""

@@ -290,3 +290,31 @@ def test_docker_py_drives_confinement(daemon):
         for c in client.containers.list(all=True):
             c.remove(force=True)
         client.close()
+
+
+def test_exec_runs_confined_as_the_container(daemon):
+    """docker exec: the process gets the container's capabilities, no_new_privs and
+    seccomp filter (with Privileged: every capability, the filter kept)."""
+    pytest.importorskip("docker", reason="docker-py is a test dependency: pip install -e '.[test]'")
+    from tests.integration.docker_clients import docker_py
+    client = docker_py(daemon.host)
+    status = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"
+    try:
+        ct = client.containers.create("busybox", [BUSYBOX, "sleep", "60"], name="exec-confine",
+                                      cap_add=["NET_ADMIN"], network_mode="none")
+        ct.reload()
+        if ct.status == "created":
+            ct.start()
+        code, out = ct.exec_run([BUSYBOX, "sh", "-c", status])
+        want = caps.mask(caps.DEFAULT | {"CAP_NET_ADMIN"})
+        assert code == 0 and f"CapEff:\t{want:016x}" in out.decode(), out
+        assert "NoNewPrivs:\t1" in out.decode() and "Seccomp:\t2" in out.decode()
+        code, out = ct.exec_run([BUSYBOX, "unshare", "-n", "true"])
+        assert code != 0 and b"Operation not permitted" in out
+        code, out = ct.exec_run([BUSYBOX, "sh", "-c", status], privileged=True)
+        eff = caps.parse_status_mask(out.decode(), "CapEff")
+        assert "CAP_SYS_ADMIN" in caps.names(eff) and "Seccomp:\t2" in out.decode()
+    finally:
+        for c in client.containers.list(all=True):
+            c.remove(force=True)
+        client.close()
