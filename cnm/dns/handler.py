@@ -34,6 +34,16 @@ _RDATA = {"A": (QTYPE.A, A), "AAAA": (QTYPE.AAAA, AAAA), "PTR": (QTYPE.PTR, PTR)
 
 
 @dataclass(frozen=True)
+class Local:
+    """Our own answer to a well-formed query: `reply`, plus what a cache of replies
+    needs to reuse it for the same query bytes (cnm.dns.fastpath): the normalised
+    name and type asked."""
+    reply: bytes
+    qname: str
+    qtype: str
+
+
+@dataclass(frozen=True)
 class Forward:
     """Not ours: relay `query` (the client's bytes, unchanged) upstream."""
     query: bytes
@@ -76,6 +86,14 @@ def udp_limit(query: DNSRecord) -> int:
 def handle(table: NameTable, data: bytes, client_ip: str, listener_network_id: str | None,
            *, tcp: bool = False) -> bytes | Forward | None:
     """Decide what to do with one query (see the module docstring)."""
+    out = decide(table, data, client_ip, listener_network_id, tcp=tcp)
+    return out.reply if isinstance(out, Local) else out
+
+
+def decide(table: NameTable, data: bytes, client_ip: str, listener_network_id: str | None,
+           *, tcp: bool = False, turn: int | None = None) -> bytes | Local | Forward | None:
+    """handle(), telling our own answers (Local) apart from error replies (bytes);
+    `turn` builds the answer for that round-robin position (NameTable.lookup)."""
     if len(data) < 12:
         return None
     if len(data) > MAX_QUERY:
@@ -98,7 +116,7 @@ def handle(table: NameTable, data: bytes, client_ip: str, listener_network_id: s
     if q.qtype == QTYPE.PTR and reverse_name_to_ip(qname) is not None:
         answers = table.ptr(client_ip, listener_network_id, qname)
     else:
-        answers = table.lookup(client_ip, listener_network_id, qname, qtype)
+        answers = table.lookup(client_ip, listener_network_id, qname, qtype, turn=turn)
     if answers is None:
         return Forward(data, query.header.id, qname, q.qtype)
     limit = TCP_MAX if tcp else udp_limit(query)
@@ -112,7 +130,7 @@ def handle(table: NameTable, data: bytes, client_ip: str, listener_network_id: s
     opt = [EDNS0(udp_len=UDP_CEILING)] if any(rr.rtype == QTYPE.OPT for rr in query.ar) else []
     header = DNSHeader(id=query.header.id, bitmap=query.header.bitmap, qr=1, aa=1, ra=1, tc=0, rcode=0)
     reply = DNSRecord(header, questions=list(query.questions), rr=rrs, ar=opt)
-    return _fit(reply, limit, dropped=len(answers) > cap)
+    return Local(_fit(reply, limit, dropped=len(answers) > cap), qname, str(qtype))
 
 
 def _fit(reply: DNSRecord, limit: int, *, dropped: bool = False) -> bytes:

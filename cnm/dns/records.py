@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SHORT_ID = 12
@@ -109,6 +110,9 @@ class NameTable:
         self._by_owner: dict[str, list[str]] = {}              # container -> [endpoint]
         self._name_refs: dict[str, int] = {}                   # name -> endpoints using it
         self._rr: dict[tuple[str, str], itertools.count] = {}  # (name, type) -> rotation
+        # Bumped by every change, so a cache of built replies (cnm.dns.fastpath) knows
+        # when to drop them; read without the lock (an int read is atomic).
+        self.generation = 0
 
     # -- changes ---------------------------------------------------------------------
 
@@ -125,6 +129,7 @@ class NameTable:
                       tuple(aliases or ()), _plain_ip(ipv4), _plain_ip(ipv6), publish)
         with self._lock:
             self._remove_locked(endpoint_id)
+            self.generation += 1
             self._entries[endpoint_id] = entry
             names = self._by_name.setdefault(network_id, {})
             for n in entry.names():
@@ -138,7 +143,10 @@ class NameTable:
     def remove(self, endpoint_id: str) -> bool:
         """Forget one endpoint; False when it was not there (idempotent)."""
         with self._lock:
-            return self._remove_locked(endpoint_id)
+            removed = self._remove_locked(endpoint_id)
+            if removed:
+                self.generation += 1
+            return removed
 
     def remove_network(self, network_id: str) -> int:
         """Forget every endpoint of a network; returns how many."""
@@ -147,6 +155,7 @@ class NameTable:
             for eid in ids:
                 self._remove_locked(eid)
             self._by_name.pop(network_id, None)
+            self.generation += 1
             return len(ids)
 
     def _remove_locked(self, endpoint_id: str) -> bool:
@@ -197,12 +206,34 @@ class NameTable:
         return ordered
 
     def lookup(self, client_ip: str, listener_network_id: str | None, qname: str,
-               qtype: str) -> list[Answer] | None:
+               qtype: str, *, turn: int | None = None) -> list[Answer] | None:
         """Records of `qname` for this client: None when the name is not ours (forward
         it), [] when it is ours but has no record of `qtype` (NODATA). A/AAAA answers
-        rotate by one position per query of the same name and type (round robin)."""
+        rotate by one position per query of the same name and type (round robin);
+        `turn` asks for a given position instead, without moving the rotation."""
+        return self._lookup(client_ip, listener_network_id, qname, qtype, turn)[0]
+
+    def rotation(self, client_ip: str, listener_network_id: str | None, qname: str,
+                 qtype: str) -> tuple[int, Callable[[], int] | None]:
+        """How the answer to this query rotates: (1, None) when it is always the same,
+        (n, next_turn) when it cycles through n orders and next_turn() moves the shared
+        rotation on (what lookup() without `turn` does); (0, None) when it rotates in
+        two ways at once (ANY with several A and several AAAA: not reusable)."""
+        spins = self._lookup(client_ip, listener_network_id, qname, qtype, 0)[1]
+        if not spins:
+            return 1, None
+        if len(spins) > 1:
+            return 0, None
+        key, n = spins[0]
+        with self._lock:
+            counter = self._rr.setdefault(key, itertools.count())
+        return n, counter.__next__
+
+    def _lookup(self, client_ip: str, listener_network_id: str | None, qname: str, qtype: str,
+                turn: int | None) -> tuple[list[Answer] | None, list[tuple[tuple[str, str], int]]]:
         name = normalize(qname)
         qtype = qtype.upper()
+        spins: list[tuple[tuple[str, str], int]] = []
         with self._lock:
             found: list[Entry] = []
             for net in self._networks_locked(_canon(client_ip), listener_network_id):
@@ -212,17 +243,19 @@ class NameTable:
                     if net == listener_network_id:
                         break   # the listener's network wins outright
             if not found:
-                return None
+                return None, spins
             out: list[Answer] = []
             for rtype, attr in ((A, "ipv4"), (AAAA, "ipv6")):
                 if qtype not in (rtype, ANY):
                     continue
                 addrs = list(dict.fromkeys(getattr(e, attr) for e in found if getattr(e, attr)))
                 if len(addrs) > 1:
-                    turn = next(self._rr.setdefault((name, rtype), itertools.count())) % len(addrs)
-                    addrs = addrs[turn:] + addrs[:turn]
+                    spins.append(((name, rtype), len(addrs)))
+                    step = turn if turn is not None else next(self._rr.setdefault((name, rtype), itertools.count()))
+                    step %= len(addrs)
+                    addrs = addrs[step:] + addrs[:step]
                 out.extend(Answer(rtype, a) for a in addrs)
-            return out
+            return out, spins
 
     def ptr(self, client_ip: str, listener_network_id: str | None, qname: str) -> list[Answer] | None:
         """PTR for a reverse name ('2.0.18.172.in-addr.arpa'): `<container name>.<network>`

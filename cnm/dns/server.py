@@ -1,9 +1,12 @@
 """The resolver's sockets: UDP and TCP listeners on each network's gateway, and the
 forwarder that relays other names to the host's upstream resolvers.
 
-Everything runs on the daemon's asyncio loop. Local answers are computed inline in the
-datagram callback (a dict lookup, microseconds); only forwarded queries become tasks,
-and their number is capped, as are TCP connections, so a flood costs bounded memory.
+Everything runs on the daemon's asyncio loop. A UDP listener is a plain non-blocking
+socket the loop watches (add_reader): each wake-up drains up to UDP_BATCH queued
+queries, answering repeats from the reply cache (cnm.dns.fastpath: a dict lookup) and
+the rest through the handler (dnslib), inline — asyncio's datagram transport would
+cost an extra loop turn per query. Only forwarded queries become tasks, and their
+number is capped, as are TCP connections, so a flood costs bounded memory.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from typing import Any
 from dnslib import DNSHeader
 from dnslib.buffer import Buffer
 
-from cnm.dns.handler import Forward, handle, servfail
+from cnm.dns.fastpath import ReplyCache
+from cnm.dns.handler import MAX_QUERY as _MAX_QUERY
+from cnm.dns.handler import Forward, Local, decide, servfail
 from cnm.dns.records import NameTable
 from cnm.errors import InvalidParameter, Unavailable
 
@@ -31,6 +36,10 @@ MAX_TCP_CONNECTIONS = 64
 TCP_IDLE = 10.0             # seconds a TCP client may sit silent (RFC 7766 suggests ~10 s)
 TCP_QUERIES_PER_CONNECTION = 100
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)   # Linux value; the stdlib lacks the name
+UDP_BATCH = 256             # queries answered per wake-up before other callbacks get a turn
+# One byte more than the handler accepts, so an oversized query is seen as such (FORMERR)
+# rather than cut to size; a bigger buffer would cost an allocation per query.
+_UDP_READ = _MAX_QUERY + 1
 
 
 def parse_upstream(text: str) -> tuple[str, int]:
@@ -56,7 +65,7 @@ def parse_upstream(text: str) -> tuple[str, int]:
 class _Listener:
     network_id: str
     address: str
-    udp: asyncio.DatagramTransport
+    udp: _UdpSocket
     tcp: asyncio.AbstractServer
     conns: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -87,21 +96,55 @@ def _bound_socket(address: str, kind: socket.SocketKind, port: int) -> socket.so
                           f"{exc.strerror or exc}") from exc
 
 
-class _UDP(asyncio.DatagramProtocol):
-    def __init__(self, resolver: "Resolver", network_id: str) -> None:
+class _UdpSocket:
+    """One listener's UDP socket, drained by the loop when readable."""
+
+    def __init__(self, resolver: Resolver, network_id: str, sock: socket.socket,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.resolver = resolver
         self.network_id = network_id
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.loop = loop
+        self.closed = False
+        loop.add_reader(sock.fileno(), self.drain)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def drain(self) -> None:
+        recv, send = self.sock.recvfrom, self.sock.sendto
+        cache_get = self.resolver.cache.get
+        nid = self.network_id
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recv(_UDP_READ)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP errors from earlier replies (a client gone away): nothing to do.
+                log.debug("dns udp error on %s: %s", nid[:12], exc)
+                continue
+            reply: bytes | bytearray | None = cache_get(data, addr[0], nid)
+            if reply is None:
+                reply = self.resolver._on_datagram(self, data, addr)
+                if reply is None:
+                    continue
+            try:
+                send(reply, addr)
+            except OSError as exc:      # send buffer full, or the client is gone: it retries
+                log.debug("dns: reply to %s dropped: %s", addr[0], exc)
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.resolver._on_datagram(self, data, addr)
+    def sendto(self, reply: bytes, addr: tuple) -> None:
+        if self.closed:
+            return
+        try:
+            self.sock.sendto(reply, addr)
+        except OSError as exc:
+            log.debug("dns: reply to %s dropped: %s", addr[0], exc)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors from earlier replies (a client gone away): nothing to do.
-        log.debug("dns udp error on %s: %s", self.network_id[:12], exc)
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 class Resolver:
@@ -122,6 +165,7 @@ class Resolver:
         self._listeners: dict[tuple[str, str], _Listener] = {}
         self._tasks: set[asyncio.Task] = set()
         self._tcp_connections = 0
+        self.cache = ReplyCache(table)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -147,7 +191,7 @@ class Resolver:
             raise
         loop = self._loop
         try:
-            udp, _ = await loop.create_datagram_endpoint(lambda: _UDP(self, network_id), sock=udp_sock)
+            udp = _UdpSocket(self, network_id, udp_sock, loop)
         except Exception:
             udp_sock.close()
             tcp_sock.close()
@@ -207,35 +251,36 @@ class Resolver:
 
     def _decide(self, data: bytes, client_ip: str, network_id: str, tcp: bool) -> bytes | Forward | None:
         try:
-            return handle(self.table, data, client_ip, network_id, tcp=tcp)
+            generation = self.table.generation
+            out = decide(self.table, data, client_ip, network_id, tcp=tcp)
+            if isinstance(out, Local):
+                if not tcp:
+                    self.cache.put(data, client_ip, network_id, out, generation)
+                return out.reply
+            return out
         except Exception:   # a bug must cost one query, never the listener
             log.exception("dns: query from %s failed", client_ip)
             return servfail(data)
 
-    def _on_datagram(self, proto: _UDP, data: bytes, addr: tuple) -> None:
-        decision = self._decide(data, addr[0], proto.network_id, tcp=False)
-        transport = proto.transport
-        if decision is None or transport is None:
-            return
-        if isinstance(decision, bytes):
-            transport.sendto(decision, addr)
-            return
+    def _on_datagram(self, udp: _UdpSocket, data: bytes, addr: tuple) -> bytes | None:
+        """The slow path of one UDP query: the reply to send now, or None (dropped, or
+        forwarded: a task sends the upstream's answer later)."""
+        decision = self._decide(data, addr[0], udp.network_id, tcp=False)
+        if decision is None or isinstance(decision, bytes):
+            return decision
         if len(self._tasks) >= MAX_INFLIGHT:
-            reply = servfail(data)
-            if reply:
-                transport.sendto(reply, addr)
-            return
-        self._spawn(self._relay_udp(transport, addr, decision))
+            return servfail(data)
+        self._spawn(self._relay_udp(udp, addr, decision))
+        return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _relay_udp(self, transport: asyncio.DatagramTransport, addr: tuple, fwd: Forward) -> None:
+    async def _relay_udp(self, udp: _UdpSocket, addr: tuple, fwd: Forward) -> None:
         reply = await self.forward(fwd, tcp=False)
-        if not transport.is_closing():
-            transport.sendto(reply, addr)
+        udp.sendto(reply, addr)
 
     async def _serve_tcp(self, network_id: str, conns: set[asyncio.StreamWriter],
                          reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

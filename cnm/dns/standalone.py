@@ -22,11 +22,12 @@ import sys
 from cnm.dns.records import NameTable
 from cnm.dns.server import Resolver
 
-ENDPOINT_KEYS = ("network_id", "network_name", "endpoint_id", "container_id", "name", "aliases", "ipv4", "ipv6")
 
 
 def add_endpoint(table: NameTable, spec: dict) -> None:
-    table.add(**{k: spec.get(k) for k in ENDPOINT_KEYS}, publish=bool(spec.get("publish", True)))
+    table.add(spec["network_id"], spec.get("network_name") or "", spec["endpoint_id"], spec.get("container_id"),
+              spec.get("name") or "", spec.get("aliases") or [], spec.get("ipv4"), spec.get("ipv6"),
+              publish=bool(spec.get("publish", True)))
 
 
 async def serve(config: dict) -> None:

@@ -245,6 +245,29 @@ def test_add_and_remove_take_effect_at_once(lab):
     assert answers(lab.nslookup("c2", "svc", qtype="a")) == ["10.89.0.3"]
 
 
+def test_repeated_queries_come_from_the_reply_cache_and_follow_changes(lab):
+    """The same query (but its ID) again and again: answered from the reply cache, each
+    with its own ID, the alias still rotating; a change shows in the very next reply."""
+    from dnslib import DNSRecord
+
+    def q(name: str, qid: int) -> bytes:
+        rec = DNSRecord.question(name)
+        rec.header.id = qid
+        return bytes(rec.pack())
+
+    replies = [DNSRecord.parse(r) for r in lab.probe("c1", "udp", [q("svc", i) for i in range(1, 5)] +
+                                                      [q("web", 7), q("web", 8)])]
+    assert [r.header.id for r in replies] == [1, 2, 3, 4, 7, 8]
+    firsts = [str(r.rr[0].rdata) for r in replies[:4]]
+    assert firsts[0] != firsts[1] and firsts[:2] == firsts[2:], firsts
+    assert all(sorted(str(rr.rdata) for rr in r.rr) == ["10.89.0.2", "10.89.0.3"] for r in replies[:4])
+    assert [[str(rr.rdata) for rr in r.rr] for r in replies[4:]] == [["10.89.0.2"]] * 2
+    lab.command(op="remove", endpoint_id="e1a")
+    (svc, web) = [DNSRecord.parse(r) for r in lab.probe("c1", "udp", [q("svc", 9), q("web", 10)])]
+    assert [str(rr.rdata) for rr in svc.rr] == ["10.89.0.3"]
+    assert web.rr == [] and web.header.aa == 0          # not ours any more: the upstream's answer
+
+
 def test_malformed_packets_do_not_hurt(lab):
     from dnslib import RCODE, DNSRecord
     from scapy.layers.dns import DNS, DNSQR
