@@ -1,32 +1,52 @@
-"""Keeps this host in step with the cluster store (etcd).
+"""Keeps this host in step with the cluster store (etcd), holding only what it needs.
 
 What lives where:
     network/<id>, netname/<name>   global networks (written by the host that creates one)
     vni/<n>                        VXLAN ids in use (cnm.cluster.vni)
-    nodes/<vtep>                   one key per live host, on that host's lease
-    peers/<network>/<endpoint>     one key per endpoint on a global network: address, MAC,
+    nodes/<vtep>                   one key per live host, on its lease (liveness, for forget-host)
+    peers/<network>/<endpoint>     one key per endpoint of a global network: address, MAC,
                                    the host's VTEP, names for DNS — on the owner's lease
 
-Every daemon watches network/, peers/ and nodes/ and programs its kernel from the
-events (drivers' discover_new/discover_delete, networks built or removed). A watch
-that loses history (compaction, outage at start) triggers a full resync, which
-reconciles against a fresh listing: no missed events, no stale peers. The daemon's own
-peers and node key are published on its lease, so they vanish from the other hosts
-when this host does; after a lease is lost they are published again on the new one.
+What a host watches, so that a change reaches the hosts that need it and no others:
+    network/           every host. Network records are few and small, and a host must know
+                       a network to join it by name and to drop it when it is removed.
+    peers/<network>/   only while this host has an endpoint on <network>. The first local
+                       endpoint published on a network subscribes: one listing of the
+                       prefix, programmed at once (a container's peers are there when it
+                       starts), then a watch from the listing's revision. The last one
+                       withdrawn unsubscribes: the watch ends, the peers it brought go.
+nodes/ is not watched: the hosts whose VXLAN the overlay accepts are the hosts of the
+peers held (cnm.cluster.peerset counts them), told to the drivers as node events.
+
+A watch that loses history (compaction, a long outage, a store restored from a backup)
+resyncs its own prefix only: network/ relists the networks, a network's peer watch that
+network's peers. All watches run on the store's watch hub (two threads in all). This
+host's peers and node key are on its lease, so they vanish from the other hosts when it
+does; after a lease is lost they are published again on the new one. After a restart,
+records of endpoints removed while the daemon was down go with the old lease (ttl s).
+
+Locks: `_apply` orders every change to the held peers with its effects (watch events,
+subscribe, unsubscribe, resync). Effects use the network and driver captured when the
+subscription began, never the controller: a caller holding the controller's lock (a
+container being connected) can subscribe while a watch event is applied. Network events
+take `_networks_lock` and call the controller without holding `_apply`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cnm.cluster import vni as vnis
 from cnm.cluster.lease import NodeLease
+from cnm.cluster.peerset import Effect, NodeDown, NodeUp, PeerDown, PeerSet, PeerUp
 from cnm.driverapi import Driver
 from cnm.errors import CNMError, Unavailable
 from cnm.model import Endpoint, Network
-from cnm.store import WatchEvent
+from cnm.store import KV, WatchEvent
 
 if TYPE_CHECKING:
     from cnm.store.etcd import EtcdStore
@@ -35,6 +55,20 @@ log = logging.getLogger(__name__)
 
 NETWORKS, PEERS, NODES = "network/", "peers/", "nodes/"
 RETRY_SECONDS = 2.0
+PEER_FIELDS = ("network_id", "endpoint_id", "ip", "ip6", "mac", "vtep")
+
+
+def peers_prefix(network_id: str) -> str:
+    return f"{PEERS}{network_id}/"
+
+
+@dataclass(eq=False)
+class _Subscription:
+    """This host's interest in one network's peers, while it has endpoints there."""
+    network: Any                      # the Network (or the served plugin's view of one)
+    driver: Any                       # its driver, found once, when the subscription began
+    active: bool = True
+    cancel: Callable[[], None] | None = None
 
 
 class DriverLookup(Protocol):
@@ -68,35 +102,45 @@ class ClusterSync:
         self.ttl = ttl
         self.discovery = discovery                  # cnm.naming.ServiceDiscovery, for remote names
         self.lease: NodeLease | None = None
-        self._lock = threading.RLock()
-        self._peers: dict[str, dict] = {}           # endpoint id -> record (other hosts' endpoints)
-        self._nodes: set[str] = set()
-        self._published: dict[str, tuple[str, dict]] = {}   # our endpoint id -> (key, record)
-        self._withdraw: set[str] = set()                     # keys to delete once etcd answers
-        # Resync (a listing) and watch events (from three threads) must not interleave:
-        # a listing taken before a delete event would otherwise re-add the deleted peer.
+        self._lock = threading.RLock()              # _published, _withdraw
+        self._published: dict[str, tuple[str, dict, Any]] = {}   # our endpoint id -> (key, record, network)
+        self._withdraw: set[str] = set()                          # keys to delete once etcd answers
         self._apply = threading.RLock()
+        self._held = PeerSet(advertise)
+        self._subs: dict[str, _Subscription] = {}
+        self._node_drivers: list[Any] = []          # drivers told of nodes (never shrinks)
+        self._networks_lock = threading.RLock()
         self._dirty = threading.Event()
         self._stop = threading.Event()
-        self._cancels: list[Callable[[], None]] = []
+        self._started = False
+        self._cancel_networks: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
 
     # --------------------------------------------------------------- life
     def start(self) -> None:
         self.lease = NodeLease(self.store, self.ttl, on_new_lease=lambda _id: self._dirty.set())
-        for prefix, handler in ((NETWORKS, self._on_network), (PEERS, self._on_peer), (NODES, self._on_node)):
-            self._cancels.append(self.store.watch(prefix, handler, resync=self.resync))
+        start = self._load_networks()
+        self._cancel_networks = self.store.watch(NETWORKS, self._on_network, resync=self.resync_networks,
+                                                 start_revision=start, resync_first=start is None)
         self._dirty.set()
         self._thread = threading.Thread(target=self._run, name="cluster-sync", daemon=True)
         self._thread.start()
-        try:
-            self.resync()
-        except CNMError as exc:
-            log.warning("cluster store not reachable yet (%s); will resync when it is", exc)
+        self._started = True
+        with self._lock:
+            nets = {net.id: net for _, _, net in self._published.values()}
+        for net in nets.values():                   # published before start()
+            self._subscribe(net)
 
     def close(self) -> None:
         self._stop.set()
-        for cancel in self._cancels:
+        cancels = [self._cancel_networks] if self._cancel_networks else []
+        with self._apply:
+            for sub in self._subs.values():
+                sub.active = False
+                if sub.cancel is not None:
+                    cancels.append(sub.cancel)
+            self._subs.clear()
+        for cancel in cancels:
             cancel()
         if self._thread is not None:
             self._thread.join(5)
@@ -119,13 +163,23 @@ class ClusterSync:
                     self._dirty.set()
                     log.info("cluster: publishing this host failed (%s); retrying", exc)
                     self._stop.wait(RETRY_SECONDS)
-            elif self._needs_resync:
-                try:
-                    self.resync()
-                except CNMError:
-                    pass
 
-    _needs_resync = False
+    # --------------------------------------------------------- introspection
+    def subscriptions(self) -> list[str]:
+        """The networks whose peers this host holds (has endpoints on)."""
+        with self._apply:
+            return sorted(self._subs)
+
+    def held_peers(self, network_id: str | None = None) -> list[dict]:
+        """The remote endpoints held, of one network or all."""
+        with self._apply:
+            nets = [network_id] if network_id is not None else self._held.networks()
+            return [rec for nid in nets for rec in self._held.peers(nid)]
+
+    def vteps(self) -> list[str]:
+        """The remote hosts this host exchanges VXLAN with (hosts of the peers held)."""
+        with self._apply:
+            return self._held.vteps()
 
     # ------------------------------------------------------ allocation
     def allocate_network(self, net: Network) -> dict[str, str]:
@@ -157,25 +211,31 @@ class ClusterSync:
             return None
 
     def remote_endpoints(self, network_id: str) -> list[str]:
-        with self._lock:
-            return [rec.get("name") or eid[:12] for eid, rec in self._peers.items()
-                    if rec.get("network_id") == network_id]
+        """Names of the endpoints other hosts have on `network_id`, read from the store
+        (a host without endpoints there holds none of them). Raises Unavailable when
+        etcd does not answer."""
+        kvs = self.store.list(peers_prefix(network_id))
+        return [kv.value.get("name") or kv.key.rsplit("/", 1)[-1][:12] for kv in kvs
+                if kv.value.get("vtep") != self.advertise]
 
     # ------------------------------------------------------- our endpoints
     def publish(self, net: Network, ep: Endpoint) -> None:
-        """Announce a local endpoint of a global network (on our lease)."""
+        """Announce a local endpoint of a global network (on our lease), and hold the
+        network's peers from now on (the first endpoint there subscribes)."""
         rec = {"network_id": net.id, "endpoint_id": ep.id, "ip": ep.address, "ip6": ep.address_v6,
                "mac": ep.mac, "vtep": self.advertise, "name": ep.name, "aliases": list(ep.aliases),
                "container_id": ep.container_id}
-        key = f"{PEERS}{net.id}/{ep.id}"
+        key = f"{peers_prefix(net.id)}{ep.id}"
         with self._lock:
-            self._published[ep.id] = (key, rec)
+            self._published[ep.id] = (key, rec, net)
             self._withdraw.discard(key)     # a resync may have taken it for a stale one of ours
         try:
             self._put(key, rec)
         except CNMError as exc:
             log.warning("cluster: could not publish endpoint %s yet: %s", ep.name, exc)
             self._dirty.set()
+        if self._started:
+            self._subscribe(net)
 
     def unpublish(self, ep: Endpoint) -> None:
         with self._lock:
@@ -188,6 +248,7 @@ class ClusterSync:
                 # Our lease lives on, so it would never go by itself: retried by _run.
                 log.warning("cluster: could not withdraw endpoint %s yet: %s", ep.name, exc)
                 self._withdraw.add(item[0])
+        self._unsubscribe(item[2].id)
 
     def _withdraw_all(self) -> None:
         with self._lock:
@@ -206,163 +267,172 @@ class ClusterSync:
         with self._lock:
             # Under the lock, so an unpublish cannot slip between our snapshot and a put
             # and have the put bring a removed endpoint back.
-            for key, rec in list(self._published.values()):
+            for key, rec, _ in list(self._published.values()):
                 self._put(key, rec)
 
-    # ------------------------------------------------------------ watch
-    def resync(self) -> None:
-        """Reconcile everything against a fresh listing of the store."""
-        with self._apply:
-            self._resync()
-
-    def _resync(self) -> None:
-        try:
-            nets = {kv.key[len(NETWORKS):]: kv.value for kv in self.store.list(NETWORKS)}
-            peers = {kv.key: kv.value for kv in self.store.list(PEERS)}
-            nodes = {kv.key[len(NODES):] for kv in self.store.list(NODES)}
-        except CNMError:
-            self._needs_resync = True
-            raise
-        self._needs_resync = False
-        for rec in nets.values():
-            self._adopt(rec)
-        for net in self.ctl.list_networks():
-            if net.scope == "global" and net.id not in nets:
-                self.ctl.forget_remote_network(net.id)
-        for addr in nodes - self._nodes:
-            self._node_up(addr)
-        for addr in self._nodes - nodes:
-            self._node_down(addr)
-        wanted = {rec.get("endpoint_id"): rec for rec in peers.values() if rec.get("vtep") != self.advertise}
+    def _ours_on(self, network_id: str) -> bool:
         with self._lock:
-            ours = {key for key, _ in self._published.values()}
-            for key, rec in peers.items():
-                if rec.get("vtep") == self.advertise and key not in ours:
-                    self._withdraw.add(key)     # an endpoint of ours that no longer exists
-        with self._lock:
-            stale = [eid for eid in self._peers if eid not in wanted]
-        for eid in stale:
-            self._peer_down(eid)
-        for eid, rec in wanted.items():
-            if self._peers.get(eid) != rec:
-                self._peer_up(rec)
-        # Our own peers may have been lost with an old lease: make sure they are there.
-        self._dirty.set()
+            return any(net.id == network_id for _, _, net in self._published.values())
 
-    def _on_network(self, ev: WatchEvent) -> None:
-        with self._apply:
-            self._on_network_locked(ev)
-
-    def _on_network_locked(self, ev: WatchEvent) -> None:
-        nid = ev.key[len(NETWORKS):]
-        if ev.kind == "put" and ev.value:
-            self._adopt(ev.value)
-        elif ev.kind == "delete":
-            self.ctl.forget_remote_network(nid)
-
-    def _adopt(self, rec: dict) -> None:
-        """Build a network made elsewhere, then program the peers that arrived before it."""
-        if self.ctl.adopt_remote_network(rec) is None:
+    # ------------------------------------------------------- subscriptions
+    def _subscribe(self, net: Any) -> None:
+        if net.id in self._subs:
             return
+        target, driver = self._resolve(net)         # before _apply: it may take the controller's lock
+        with self._apply:
+            if net.id in self._subs or self._stop.is_set() or not self._ours_on(net.id):
+                return
+            sub = _Subscription(target, driver)
+            self._subs[net.id] = sub
+            self._held.open(net.id)
+            self._tell_nodes(driver)
+            start = None
+            if self.lease is not None and self.lease.healthy:
+                try:
+                    kvs, rev = self.store.snapshot(peers_prefix(net.id))
+                    self._reconcile(sub, kvs)
+                    start = rev + 1
+                except CNMError as exc:
+                    log.info("cluster: peers of %s not listed yet (%s); the watch will", net.id[:12], exc)
+            sub.cancel = self.store.watch(peers_prefix(net.id), functools.partial(self._on_peer, sub),
+                                          resync=functools.partial(self._resync_peers, sub),
+                                          start_revision=start, resync_first=start is None)
+
+    def _unsubscribe(self, network_id: str) -> None:
+        with self._apply:
+            if self._ours_on(network_id):
+                return
+            sub = self._subs.pop(network_id, None)
+            if sub is None:
+                return
+            sub.active = False
+            self._run_effects(sub, self._held.drop(network_id))
+        if sub.cancel is not None:
+            sub.cancel()                            # not under _apply: it waits for a callback that takes it
+
+    def _resolve(self, net: Any) -> tuple[Any, Any]:
+        try:
+            net = self.ctl.get_network(net.id)
+        except (CNMError, AttributeError):
+            pass
+        try:
+            driver = self.ctl.drivers.get(net.driver)
+        except (CNMError, AttributeError):
+            driver = None
+        return net, driver
+
+    def _tell_nodes(self, driver: Any) -> None:
+        if driver is None or driver in self._node_drivers:
+            return
+        self._node_drivers.append(driver)
+        for vtep in self._held.vteps():
+            self._node_event(driver, True, vtep)
+
+    def _on_peer(self, sub: _Subscription, ev: WatchEvent) -> None:
+        with self._apply:
+            if not sub.active:
+                return                              # a late event of a watch being cancelled
+            if ev.kind == "put" and ev.value:
+                effects = self._held.put(sub.network.id, ev.value)
+            elif ev.kind == "delete":
+                effects = self._held.delete(sub.network.id, ev.key.rsplit("/", 1)[-1])
+            else:
+                return
+            self._run_effects(sub, effects)
+
+    def _resync_peers(self, sub: _Subscription) -> None:
+        with self._apply:
+            if not sub.active:
+                return
+            self._reconcile(sub, self.store.list(peers_prefix(sub.network.id)))
+        self._dirty.set()        # our own records there may have gone with an old lease
+
+    def _reconcile(self, sub: _Subscription, kvs: Iterable[KV]) -> None:
+        kvs = list(kvs)
+        self._run_effects(sub, self._held.reconcile(sub.network.id, [kv.value for kv in kvs]))
         with self._lock:
-            waiting = [p for p in self._peers.values() if p.get("network_id") == rec.get("id")]
-        for peer in waiting:
-            self._peer_up(peer)
-        for addr in list(self._nodes):
-            self._node_up(addr)
+            ours = {key for key, _, _ in self._published.values()}
+            for kv in kvs:
+                if kv.value.get("vtep") == self.advertise and kv.key not in ours:
+                    self._withdraw.add(kv.key)      # an endpoint of ours that no longer exists
 
-    def _on_peer(self, ev: WatchEvent) -> None:
+    def resync(self) -> None:
+        """Reconcile the networks and every subscription against fresh listings."""
+        self.resync_networks()
         with self._apply:
-            self._on_peer_locked(ev)
-
-    def _on_peer_locked(self, ev: WatchEvent) -> None:
-        eid = ev.key.rsplit("/", 1)[-1]
-        if ev.kind == "put" and ev.value:
-            if ev.value.get("vtep") != self.advertise:
-                self._peer_up(ev.value)
-        else:
-            self._peer_down(eid)
-
-    def _on_node(self, ev: WatchEvent) -> None:
-        with self._apply:
-            self._on_node_locked(ev)
-
-    def _on_node_locked(self, ev: WatchEvent) -> None:
-        addr = ev.key[len(NODES):]
-        if ev.kind == "put":
-            self._node_up(addr)
-        else:
-            self._node_down(addr)
+            subs = list(self._subs.values())
+        for sub in subs:
+            self._resync_peers(sub)
 
     # ----------------------------------------------------- kernel effects
-    def _driver_for(self, network_id: str):
-        try:
-            net = self.ctl.get_network(network_id)
-        except CNMError:
-            return None, None
-        return net, self.ctl.drivers.get(net.driver)
+    def _run_effects(self, sub: _Subscription, effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, NodeUp | NodeDown):
+                for d in self._node_drivers:
+                    self._node_event(d, isinstance(e, NodeUp), e.vtep)
+            elif isinstance(e, PeerUp):
+                self._peer_up(sub, e.peer)
+            elif isinstance(e, PeerDown):
+                self._peer_down(sub, e.peer)
 
-    def _peer_up(self, rec: dict) -> None:
-        eid = rec.get("endpoint_id")
-        if not eid:
-            return
-        with self._lock:
-            self._peers[eid] = rec
-        net, driver = self._driver_for(rec.get("network_id", ""))
-        if driver is None:
-            return   # kept: programmed by the driver itself once the network appears (overlay remembers)
-        try:
-            driver.discover_new("peer", {k: rec.get(k) for k in ("network_id", "endpoint_id", "ip", "ip6", "mac",
-                                                                 "vtep")})
-        except CNMError as exc:
-            log.warning("programming peer %s: %s", eid[:12], exc)
-        if self.discovery is not None and net is not None:
-            self.discovery.remote_endpoint_up(net, rec)
-
-    def _peer_down(self, eid: str) -> None:
-        with self._lock:
-            rec = self._peers.pop(eid, None)
-        if rec is None:
-            return
-        net, driver = self._driver_for(rec.get("network_id", ""))
-        if driver is not None:
+    def _peer_up(self, sub: _Subscription, rec: dict) -> None:
+        if sub.driver is not None:
             try:
-                driver.discover_delete("peer", {"network_id": rec.get("network_id"), "endpoint_id": eid})
+                sub.driver.discover_new("peer", {k: rec.get(k) for k in PEER_FIELDS})
             except CNMError as exc:
-                log.warning("removing peer %s: %s", eid[:12], exc)
+                log.warning("programming peer %s: %s", str(rec.get("endpoint_id"))[:12], exc)
+        if self.discovery is not None:
+            self.discovery.remote_endpoint_up(sub.network, rec)
+
+    def _peer_down(self, sub: _Subscription, rec: dict) -> None:
+        eid = str(rec["endpoint_id"])           # PeerSet holds only records that have one
+        if sub.driver is not None:
+            try:
+                sub.driver.discover_delete("peer", {"network_id": sub.network.id, "endpoint_id": eid})
+            except CNMError as exc:
+                log.warning("removing peer %s: %s", str(eid)[:12], exc)
         if self.discovery is not None:
             self.discovery.remote_endpoint_down(eid)
 
-    def _overlay_drivers(self):
-        seen = []
-        for net in self.ctl.list_networks():
-            if net.scope == "global":
-                try:
-                    d = self.ctl.drivers.get(net.driver)
-                except CNMError:
-                    continue
-                if d not in seen:
-                    seen.append(d)
+    @staticmethod
+    def _node_event(driver: Any, up: bool, vtep: str) -> None:
         try:
-            d = self.ctl.drivers.get("overlay")
-            if d not in seen:
-                seen.append(d)
-        except CNMError:
-            pass
-        return seen
+            if up:
+                driver.discover_new("node", {"address": vtep})
+            else:
+                driver.discover_delete("node", {"address": vtep})
+        except CNMError as exc:
+            log.warning("node %s: %s", vtep, exc)
 
-    def _node_up(self, addr: str) -> None:
-        self._nodes.add(addr)
-        for d in self._overlay_drivers():
-            try:
-                d.discover_new("node", {"address": addr})
-            except CNMError as exc:
-                log.warning("node %s: %s", addr, exc)
+    # ------------------------------------------------------------ networks
+    def _load_networks(self) -> int | None:
+        """The first listing of network/; the revision to watch from, None if etcd did
+        not answer (the watch then relists as soon as it does)."""
+        try:
+            kvs, rev = self.store.snapshot(NETWORKS)
+        except CNMError as exc:
+            log.warning("cluster store not reachable yet (%s); will resync when it is", exc)
+            return None
+        with self._networks_lock:
+            self._apply_networks(kvs)
+        return rev + 1
 
-    def _node_down(self, addr: str) -> None:
-        self._nodes.discard(addr)
-        for d in self._overlay_drivers():
-            try:
-                d.discover_delete("node", {"address": addr})
-            except CNMError as exc:
-                log.warning("node %s: %s", addr, exc)
+    def resync_networks(self) -> None:
+        with self._networks_lock:
+            self._apply_networks(self.store.list(NETWORKS))
+
+    def _apply_networks(self, kvs: list[KV]) -> None:
+        nets = {kv.key[len(NETWORKS):]: kv.value for kv in kvs}
+        for rec in nets.values():
+            self.ctl.adopt_remote_network(rec)
+        for net in self.ctl.list_networks():
+            if net.scope == "global" and net.id not in nets:
+                self.ctl.forget_remote_network(net.id)
+
+    def _on_network(self, ev: WatchEvent) -> None:
+        with self._networks_lock:
+            nid = ev.key[len(NETWORKS):]
+            if ev.kind == "put" and ev.value:
+                self.ctl.adopt_remote_network(ev.value)
+            elif ev.kind == "delete":
+                self.ctl.forget_remote_network(nid)

@@ -13,19 +13,20 @@ Semantics, on top of the `Store` contract:
     exist"); on a failed compare it raises Conflict and changes nothing;
   * endpoints are tried in order, sticking to the last one that answered; a call
     never takes longer than `timeout`, and raises Unavailable when no member answers;
-  * `watch` runs a daemon thread that resumes from the last delivered revision after
-    a disconnect (no event lost, none repeated) and calls `resync` when it cannot
-    (history compacted, or the store went back in time).
+  * `watch` streams run on a WatchHub (cnm.store.etcd_watch: one loop thread reads
+    every stream, one thread calls back), resume from the last delivered revision
+    after a disconnect (no event lost, none repeated) and call `resync` when they
+    cannot (history compacted, or the store went back in time). Stores may share a hub.
 """
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import logging
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -34,12 +35,15 @@ from etcd3gw.client import Etcd3Client
 
 from cnm.errors import CNMError, Conflict, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.store import KV, Delete, Op, Put, WatchEvent
+from cnm.store.etcd_watch import Watch, WatchCursor, WatchHub, prefix_end
+
+__all__ = ["EtcdStore", "MemberStatus", "WatchCursor", "WatchHub", "last_op_per_key", "parse_cluster_store",
+           "prefix_end"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2379
 API_PATH = "/v3/"            # etcd >= 3.4 (Debian 12 ships 3.4.23)
-WATCH_IDLE_TIMEOUT = 30.0    # reconnect a watch stream silent for this long
 _RETRY_PAUSE = 0.1           # between rounds over all endpoints (leader elections)
 _GRPC_UNAVAILABLE = 14
 _GRPC_NOT_FOUND = 5
@@ -90,18 +94,6 @@ def _unb64(data: str | None) -> bytes:
     return base64.b64decode(data or "")
 
 
-def prefix_end(prefix: str | bytes) -> bytes:
-    """etcd's range_end for 'every key starting with prefix': the prefix with its last
-    byte incremented (trailing 0xff bytes dropped); b'\\0' = to the end of the keyspace."""
-    raw = bytearray(prefix.encode() if isinstance(prefix, str) else prefix)
-    while raw:
-        if raw[-1] < 0xFF:
-            raw[-1] += 1
-            return bytes(raw)
-        raw.pop()
-    return b"\0"
-
-
 def _dumps(value: dict) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
@@ -121,54 +113,6 @@ def last_op_per_key(ops: Sequence[Op]) -> list[Op]:
         last.pop(op.key, None)
         last[op.key] = op
     return list(last.values())
-
-
-@dataclass
-class WatchCursor:
-    """Where a watch stream resumes, so a reconnect neither loses nor repeats events.
-
-    `rev` is the highest revision delivered; `seen` the keys delivered at `rev` (one
-    revision's events may be split across responses, so a resumed stream starts AT
-    `rev` and skips what was seen); `complete` = nothing of `rev` is left to deliver.
-    Progress reports do not move the cursor (they only keep idle streams alive): on
-    etcd 3.4.23 they can run ahead of the events (etcd issues 15220, 20221), and
-    events older than the requested start are dropped here too."""
-
-    rev: int = 0
-    seen: set[str] = field(default_factory=set)
-    complete: bool = True
-
-    @classmethod
-    def starting_at(cls, start_revision: int) -> "WatchCursor":
-        return cls(rev=start_revision - 1, complete=True)
-
-    @property
-    def start_revision(self) -> int:
-        return self.rev + 1 if self.complete else self.rev
-
-    def accept(self, rev: int, key: str) -> bool:
-        """True if the event is new (and records it); False for a replayed one."""
-        if rev < self.rev or (rev == self.rev and (self.complete or key in self.seen)):
-            return False
-        if rev > self.rev:
-            self.rev, self.seen, self.complete = rev, set(), False
-        self.seen.add(key)
-        return True
-
-
-def _event_of(raw: Mapping[str, Any], strip: int) -> tuple[int, str, WatchEvent]:
-    kv = raw["kv"]
-    full = _unb64(kv.get("key")).decode()
-    rel = full[strip:]
-    rev = int(kv.get("mod_revision", 0))
-    if raw.get("type") == "DELETE":
-        return rev, full, WatchEvent("delete", rel, None)
-    value = _unb64(kv.get("value"))
-    try:
-        return rev, full, WatchEvent("put", rel, json.loads(value) if value else None)
-    except ValueError:
-        log.warning("cluster store key %s does not hold JSON; delivering it with value None", full)
-        return rev, full, WatchEvent("put", rel, None)
 
 
 @dataclass(frozen=True)
@@ -289,7 +233,7 @@ class EtcdStore:
     """`Store` on etcd. Thread-safe; watches and leases run on their own threads."""
 
     def __init__(self, endpoints: Sequence[str], prefix: str = "/cnm/", scope: str = "global",
-                 timeout: float = 3.0) -> None:
+                 timeout: float = 3.0, watch_hub: WatchHub | None = None) -> None:
         if not endpoints:
             raise InvalidParameter("cluster store needs at least one etcd endpoint")
         self.scope = scope
@@ -298,7 +242,9 @@ class EtcdStore:
         self.endpoints = list(endpoints)
         self.url = "etcd://" + ",".join(urlsplit(e).netloc for e in self.endpoints)
         self._gw = _Gateway(self.endpoints, timeout, self.url)
-        self._watchers: list[_Watcher] = []
+        # Its threads run only while a watch does; a shared hub is closed by its owner.
+        self._hub = watch_hub if watch_hub is not None else WatchHub(f"etcd-watch {self.url}")
+        self._watches: list[Watch] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -323,7 +269,7 @@ class EtcdStore:
     def list(self, prefix: str) -> list[KV]:
         return self.snapshot(prefix)[0]
 
-    def snapshot(self, prefix: str) -> tuple[list[KV], int]:
+    def snapshot(self, prefix: str) -> tuple[builtins.list[KV], int]:
         """Every pair under `prefix` (sorted by key) and the store revision they were
         read at: watch(prefix, cb, start_revision=rev + 1) continues exactly there."""
         full = self._full(prefix)
@@ -406,7 +352,7 @@ class EtcdStore:
                                f"and publish again") from exc
             raise
 
-    def status(self) -> list[MemberStatus]:
+    def status(self) -> builtins.list[MemberStatus]:
         """One line per endpoint: does it answer, is it the leader (for `lab inspect`
         and tests). Never raises for an unreachable member."""
         out = []
@@ -453,184 +399,43 @@ class EtcdStore:
 
     def watch(self, prefix: str, callback: Callable[[WatchEvent], None],
               resync: Callable[[], None] | None = None,
-              start_revision: int | None = None) -> Callable[[], None]:
-        """Deliver every change under `prefix` to `callback`, in revision order, on a
-        daemon thread, from `start_revision` (default: the revision current when this
-        is called, +1). Survives disconnects: it reconnects by itself and resumes where
-        it stopped. When events were lost for good (history compacted, or the store
-        was reset) it calls `resync()` (the owner relists) and carries on from the
-        current revision; events after the relist may then repeat, never go missing
-        (with no `resync` given, the lost events are skipped with a warning).
-        If etcd is unreachable now and no start_revision is given, the first
-        successful connection is treated as a resync. Returns cancel(); idempotent."""
+              start_revision: int | None = None, resync_first: bool = False) -> Callable[[], None]:
+        """Deliver every change under `prefix` to `callback`, in revision order, from
+        `start_revision` (default: the revision current when this is called, +1).
+        Survives disconnects: it reconnects by itself and resumes where it stopped.
+        When events were lost for good (history compacted, or the store was reset) it
+        calls `resync()` (the owner relists) and carries on from the revision read just
+        before; events after the relist may then repeat, never go missing (with no
+        `resync` given, the lost events are skipped with a warning). If etcd is
+        unreachable now and no start_revision is given, the first successful
+        connection is treated as a resync; `resync_first` asks for that without trying
+        now (the caller knows etcd does not answer). Callbacks run on the hub's callback thread
+        (cnm.store.etcd_watch). Returns cancel(): once it returns, no callback of this
+        watch runs; idempotent."""
         cursor: WatchCursor | None = None
         if start_revision is not None:
             cursor = WatchCursor.starting_at(start_revision)
-        else:
+        elif not resync_first:
             try:
                 cursor = WatchCursor.starting_at(self.revision() + 1)
             except Unavailable as exc:
                 log.warning("watch %s: %s; will resync when etcd answers", prefix, exc)
-        w = _Watcher(self, self._full(prefix), callback, resync, cursor)
+        w = Watch(self.endpoints, self.prefix, self._full(prefix), self.timeout, callback, resync, cursor)
         with self._lock:
-            self._watchers.append(w)
-        w.start()
+            self._watches.append(w)
+        self._hub.add(w)
 
         def cancel() -> None:
-            w.stop()
+            self._hub.remove(w)
             with self._lock:
-                if w in self._watchers:
-                    self._watchers.remove(w)
+                if w in self._watches:
+                    self._watches.remove(w)
 
         return cancel
 
     def close(self) -> None:
         with self._lock:
-            watchers, self._watchers = self._watchers, []
-        for w in watchers:
-            w.stop()
+            watches, self._watches = self._watches, []
+        for w in watches:
+            self._hub.remove(w)
         self._gw.close()
-
-
-class _Watcher:
-    """One watch stream, on its own session (a stream holds its connection)."""
-
-    def __init__(self, store: EtcdStore, full_prefix: str, callback: Callable[[WatchEvent], None],
-                 resync: Callable[[], None] | None, cursor: WatchCursor | None) -> None:
-        self.store = store
-        self.full_prefix = full_prefix
-        self.callback = callback
-        self.resync = resync
-        self.cursor = cursor
-        self._stopped = threading.Event()
-        self._resp: requests.Response | None = None
-        self._resp_lock = threading.Lock()
-        self._clients = [_client_for(e) for e in store.endpoints]
-        self._idx = 0
-        self._thread = threading.Thread(target=self._run, name=f"etcd-watch {full_prefix}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        with self._resp_lock:
-            resp = self._resp
-        if resp is not None:
-            _abort(resp)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(5)
-        for c in self._clients:
-            c.session.close()
-
-    def _run(self) -> None:
-        backoff = 0.1
-        while not self._stopped.is_set():
-            try:
-                if self.cursor is None:
-                    self._do_resync("first connection")
-                if self._stream():
-                    backoff = 0.1                  # got at least one answer
-            except CNMError as exc:
-                log.info("watch %s: %s", self.full_prefix, exc)
-            except (requests.exceptions.RequestException, ValueError, OSError) as exc:
-                if not self._stopped.is_set():
-                    log.info("watch %s on %s: %s; reconnecting", self.full_prefix,
-                             self.store.endpoints[self._idx], _short(exc))
-            except Exception:                     # a bug: keep the watch alive, say so loudly
-                log.exception("watch %s failed; reconnecting", self.full_prefix)
-            if self._stopped.is_set():
-                return
-            self._idx = (self._idx + 1) % len(self._clients)
-            self._stopped.wait(backoff)
-            backoff = min(backoff * 2, 2.0)
-
-    def _do_resync(self, why: str) -> None:
-        rev = self.store.revision()            # raises Unavailable while etcd is down
-        log.warning("watch %s: %s; resyncing at revision %d", self.full_prefix, why, rev)
-        if self.resync is not None:
-            self.resync()
-        self.cursor = WatchCursor.starting_at(rev + 1)
-
-    def _stream(self) -> bool:
-        """Read one watch stream until it ends. True if the stream was established."""
-        assert self.cursor is not None
-        client = self._clients[self._idx]
-        create = {"key": _b64(self.full_prefix), "range_end": _b64(prefix_end(self.full_prefix)),
-                  "start_revision": str(self.cursor.start_revision), "progress_notify": True}
-        # hasleader: a member cut off from the leader ends the stream instead of going
-        # silent, so the watcher moves to a member that still gets the cluster's news.
-        resp = client.session.post(client.get_url("watch"), json={"create_request": create}, stream=True,
-                                   headers={"Grpc-Metadata-hasleader": "true"},
-                                   timeout=(min(1.0, self.store.timeout), WATCH_IDLE_TIMEOUT))
-        with self._resp_lock:
-            self._resp = resp
-        if self._stopped.is_set():
-            _abort(resp)
-            return False
-        try:
-            if resp.status_code != 200:
-                raise Unavailable(f"watch refused by {client.base_url}: HTTP {resp.status_code}")
-            established = False
-            buf = b""
-            for chunk in resp.iter_content(chunk_size=None):
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        if not self._handle(json.loads(line)):
-                            return established
-                        established = True
-            return established
-        finally:
-            with self._resp_lock:
-                self._resp = None
-            resp.close()
-
-    def _handle(self, msg: Mapping[str, Any]) -> bool:
-        """Process one stream message; False = end this stream (and reconnect)."""
-        if "error" in msg:
-            raise Unavailable(f"watch stream error: {msg['error'].get('message', msg['error'])}")
-        result = msg.get("result") or {}
-        assert self.cursor is not None
-        header_rev = int((result.get("header") or {}).get("revision", 0))
-        if result.get("canceled"):
-            compacted = int(result.get("compact_revision", 0))
-            if compacted:
-                self._do_resync(f"history before revision {compacted} was compacted")
-                return False
-            raise Unavailable(f"watch canceled by etcd: {result.get('cancel_reason', 'no reason given')}")
-        if result.get("created"):
-            if header_rev and header_rev < self.cursor.rev:
-                self._do_resync(f"store revision went back from {self.cursor.rev} to {header_rev}")
-                return False
-            return True
-        events = result.get("events") or []
-        strip = len(self.store.prefix)
-        for raw in events:
-            rev, full, event = _event_of(raw, strip)
-            if self._stopped.is_set():
-                return False
-            if self.cursor.accept(rev, full):
-                try:
-                    self.callback(event)
-                except Exception:
-                    log.exception("watch %s: callback failed on %s %s", self.full_prefix, event.kind, event.key)
-        return True
-
-
-def _abort(resp: requests.Response) -> None:
-    """Unblock a thread reading `resp`: shutting the socket down wakes its recv()."""
-    try:
-        fd = resp.raw.fileno()
-        sock = socket.socket(fileno=socket.dup(fd))
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.close()
-    except (OSError, AttributeError, ValueError):
-        pass
-    try:
-        resp.close()
-    except Exception:  # closing from another thread may race the reader; harmless
-        pass

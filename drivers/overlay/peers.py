@@ -87,45 +87,59 @@ def parse_node(data: Mapping[str, object]) -> str:
 
 
 class PeerTable:
-    """Remote peers by network and endpoint id. Not thread-safe (the driver locks)."""
+    """Remote peers by network and endpoint id, indexed by the IPs and MACs they claim,
+    so a lookup costs the claimants of one address (one, but for a reuse race), not a
+    scan of the network: a full resync of P peers is O(P), not O(P^2). Not thread-safe
+    (the driver locks)."""
 
     def __init__(self) -> None:
         self._peers: dict[str, dict[str, tuple[int, Peer]]] = {}
+        self._by_ip: dict[tuple[str, str], dict[str, int]] = {}     # (network, ip) -> {endpoint: stamp}
+        self._by_mac: dict[tuple[str, str], dict[str, int]] = {}    # (network, mac) -> {endpoint: stamp}
         self._clock = itertools.count()
 
     def add(self, peer: Peer) -> Peer | None:
         """Record (or update) a peer; returns the previous version for that endpoint."""
-        net = self._peers.setdefault(peer.network_id, {})
-        old = net.get(peer.endpoint_id)
-        net[peer.endpoint_id] = (next(self._clock), peer)
-        return old[1] if old else None
+        old = self.remove(peer.network_id, peer.endpoint_id)
+        stamp = next(self._clock)
+        self._peers.setdefault(peer.network_id, {})[peer.endpoint_id] = (stamp, peer)
+        for ip in peer.ips:
+            self._by_ip.setdefault((peer.network_id, ip), {})[peer.endpoint_id] = stamp
+        self._by_mac.setdefault((peer.network_id, peer.mac), {})[peer.endpoint_id] = stamp
+        return old
 
     def remove(self, network_id: str, endpoint_id: str) -> Peer | None:
         net = self._peers.get(network_id, {})
         old = net.pop(endpoint_id, None)
         if not net:
             self._peers.pop(network_id, None)
-        return old[1] if old else None
+        if old is None:
+            return None
+        peer = old[1]
+        for ip in peer.ips:
+            _unclaim(self._by_ip, (network_id, ip), endpoint_id)
+        _unclaim(self._by_mac, (network_id, peer.mac), endpoint_id)
+        return peer
 
     def peers(self, network_id: str) -> list[Peer]:
         """In the order they were (last) added."""
         return [p for _, p in sorted(self._peers.get(network_id, {}).values(), key=lambda x: x[0])]
 
-    def _winner(self, network_id: str, match) -> Peer | None:
-        best = None
-        for stamp, peer in self._peers.get(network_id, {}).values():
-            if match(peer) and (best is None or stamp > best[0]):
-                best = (stamp, peer)
-        return best[1] if best else None
+    def _winner(self, network_id: str, index: dict[tuple[str, str], dict[str, int]], key: str) -> Peer | None:
+        claims = index.get((network_id, key))
+        if not claims:
+            return None
+        endpoint_id = max(claims, key=claims.__getitem__)      # the most recently added claimant
+        return self._peers[network_id][endpoint_id][1]
 
     def neighbour_for(self, network_id: str, ip: str) -> str | None:
         """The MAC the neighbour entry for `ip` should carry; None = no entry."""
-        p = self._winner(network_id, lambda peer: ip in peer.ips)
+        p = self._winner(network_id, self._by_ip, ip)
         return p.mac if p else None
 
     def fdb_for(self, network_id: str, mac: str) -> str | None:
         """The VTEP the FDB entry for `mac` should point to; None = no entry."""
-        p = self._winner(network_id, lambda peer: peer.mac == mac)
+        p = self._winner(network_id, self._by_mac, mac)
         return p.vtep if p else None
 
     def desired(self, network_id: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -137,3 +151,12 @@ class PeerTable:
                 neigh[ip] = p.mac
             fdb[p.mac] = p.vtep
         return neigh, fdb
+
+
+def _unclaim(index: dict[tuple[str, str], dict[str, int]], key: tuple[str, str], endpoint_id: str) -> None:
+    claims = index.get(key)
+    if claims is None:
+        return
+    claims.pop(endpoint_id, None)
+    if not claims:
+        del index[key]
