@@ -46,7 +46,8 @@ Effect = NodeUp | PeerUp | PeerDown | NodeDown
 
 
 def _slim(network_id: str, rec: dict) -> dict:
-    out = dict(rec)
+    # Interned keys and shared strings: JSON decoding makes fresh ones for every record.
+    out = {sys.intern(k): v for k, v in rec.items()}
     out["network_id"] = sys.intern(network_id)
     if isinstance(out.get("vtep"), str):
         out["vtep"] = sys.intern(out["vtep"])

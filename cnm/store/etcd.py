@@ -214,8 +214,12 @@ class _Gateway:
 
 def _client_for(endpoint: str) -> Etcd3Client:
     parts = urlsplit(endpoint)
-    return Etcd3Client(host=parts.hostname or "localhost", port=parts.port or DEFAULT_PORT,
-                       protocol=parts.scheme or "http", api_path=API_PATH)
+    client = Etcd3Client(host=parts.hostname or "localhost", port=parts.port or DEFAULT_PORT,
+                         protocol=parts.scheme or "http", api_path=API_PATH)
+    # etcd is reached directly: no proxy from the environment, and no ~/.netrc or CA
+    # bundle lookups on every request (requests does them per call when trusting the env).
+    client.session.trust_env = False
+    return client
 
 
 def _short(exc: BaseException) -> str:

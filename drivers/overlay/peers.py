@@ -13,14 +13,13 @@ claims it any more.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 from cnm.errors import InvalidParameter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Peer:
     network_id: str
     endpoint_id: str
@@ -89,48 +88,45 @@ def parse_node(data: Mapping[str, object]) -> str:
 class PeerTable:
     """Remote peers by network and endpoint id, indexed by the IPs and MACs they claim,
     so a lookup costs the claimants of one address (one, but for a reuse race), not a
-    scan of the network: a full resync of P peers is O(P), not O(P^2). Not thread-safe
-    (the driver locks)."""
+    scan of the network: a full resync of P peers is O(P), not O(P^2). Each index entry
+    is a tuple of claimants, newest last. Not thread-safe (the driver locks)."""
 
     def __init__(self) -> None:
-        self._peers: dict[str, dict[str, tuple[int, Peer]]] = {}
-        self._by_ip: dict[tuple[str, str], dict[str, int]] = {}     # (network, ip) -> {endpoint: stamp}
-        self._by_mac: dict[tuple[str, str], dict[str, int]] = {}    # (network, mac) -> {endpoint: stamp}
-        self._clock = itertools.count()
+        self._peers: dict[str, dict[str, Peer]] = {}             # network -> endpoint -> peer, add order
+        self._by_ip: dict[str, dict[str, tuple[str, ...]]] = {}   # network -> ip -> endpoints claiming it
+        self._by_mac: dict[str, dict[str, tuple[str, ...]]] = {}  # network -> mac -> endpoints claiming it
 
     def add(self, peer: Peer) -> Peer | None:
         """Record (or update) a peer; returns the previous version for that endpoint."""
         old = self.remove(peer.network_id, peer.endpoint_id)
-        stamp = next(self._clock)
-        self._peers.setdefault(peer.network_id, {})[peer.endpoint_id] = (stamp, peer)
+        nid, eid = peer.network_id, peer.endpoint_id
+        self._peers.setdefault(nid, {})[eid] = peer
+        by_ip = self._by_ip.setdefault(nid, {})
         for ip in peer.ips:
-            self._by_ip.setdefault((peer.network_id, ip), {})[peer.endpoint_id] = stamp
-        self._by_mac.setdefault((peer.network_id, peer.mac), {})[peer.endpoint_id] = stamp
+            by_ip[ip] = by_ip.get(ip, ()) + (eid,)
+        by_mac = self._by_mac.setdefault(nid, {})
+        by_mac[peer.mac] = by_mac.get(peer.mac, ()) + (eid,)
         return old
 
     def remove(self, network_id: str, endpoint_id: str) -> Peer | None:
-        net = self._peers.get(network_id, {})
-        old = net.pop(endpoint_id, None)
-        if not net:
-            self._peers.pop(network_id, None)
+        net = self._peers.get(network_id)
+        old = net.pop(endpoint_id, None) if net is not None else None
         if old is None:
             return None
-        peer = old[1]
-        for ip in peer.ips:
-            _unclaim(self._by_ip, (network_id, ip), endpoint_id)
-        _unclaim(self._by_mac, (network_id, peer.mac), endpoint_id)
-        return peer
+        if not net:
+            del self._peers[network_id]
+        for ip in old.ips:
+            _unclaim(self._by_ip, network_id, ip, endpoint_id)
+        _unclaim(self._by_mac, network_id, old.mac, endpoint_id)
+        return old
 
     def peers(self, network_id: str) -> list[Peer]:
         """In the order they were (last) added."""
-        return [p for _, p in sorted(self._peers.get(network_id, {}).values(), key=lambda x: x[0])]
+        return list(self._peers.get(network_id, {}).values())
 
-    def _winner(self, network_id: str, index: dict[tuple[str, str], dict[str, int]], key: str) -> Peer | None:
-        claims = index.get((network_id, key))
-        if not claims:
-            return None
-        endpoint_id = max(claims, key=claims.__getitem__)      # the most recently added claimant
-        return self._peers[network_id][endpoint_id][1]
+    def _winner(self, network_id: str, index: dict[str, dict[str, tuple[str, ...]]], key: str) -> Peer | None:
+        claims = index.get(network_id, {}).get(key)
+        return self._peers[network_id][claims[-1]] if claims else None    # the newest claimant
 
     def neighbour_for(self, network_id: str, ip: str) -> str | None:
         """The MAC the neighbour entry for `ip` should carry; None = no entry."""
@@ -153,10 +149,15 @@ class PeerTable:
         return neigh, fdb
 
 
-def _unclaim(index: dict[tuple[str, str], dict[str, int]], key: tuple[str, str], endpoint_id: str) -> None:
-    claims = index.get(key)
-    if claims is None:
+def _unclaim(index: dict[str, dict[str, tuple[str, ...]]], network_id: str, key: str, endpoint_id: str) -> None:
+    net = index.get(network_id)
+    claims = net.get(key) if net is not None else None
+    if net is None or claims is None:
         return
-    claims.pop(endpoint_id, None)
-    if not claims:
-        del index[key]
+    left = tuple(e for e in claims if e != endpoint_id)
+    if left:
+        net[key] = left
+    else:
+        del net[key]
+        if not net:
+            del index[network_id]

@@ -44,7 +44,7 @@ def test_the_newest_claimant_wins_and_an_entry_goes_with_its_last_claimant():
     assert t.fdb_for(NET, "02:42:0a:00:00:03") is None
     t.remove(NET, "e1")
     assert t.neighbour_for(NET, "10.0.0.2") is None and t.peers(NET) == []
-    assert t._by_ip == {} and t._by_mac == {}                            # nothing left behind
+    assert t._by_ip == {} and t._by_mac == {} and t._peers == {}         # nothing left behind
 
 
 ops = st.lists(st.one_of(
