@@ -13,8 +13,8 @@ claims it any more.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from cnm.errors import InvalidParameter
 
