@@ -91,9 +91,16 @@ def plan(hosts: int, networks: int, endpoints: int, members: list[str], seed: in
     return names, specs
 
 
-def expected_peers(specs: list[HostSpec], state: dict[str, dict[str, str]]) -> dict[str, set[str]]:
-    """Host -> the endpoint ids it should hold, from where every endpoint is now
-    (state: host -> endpoint id -> network id)."""
+def digest(eids) -> str:
+    """A short fingerprint of a set of endpoint ids (what a host holds, or should)."""
+    import hashlib
+    eids = sorted(eids)
+    return f"{len(eids)}:{hashlib.sha1(chr(10).join(eids).encode()).hexdigest()[:16]}"
+
+
+def expected_peers(specs: list[HostSpec], state: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Host -> digest of the endpoint ids it should hold, from where every endpoint is
+    now (state: host -> endpoint id -> network id)."""
     by_net: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for host, eps in state.items():
         for eid, nid in eps.items():
@@ -101,7 +108,7 @@ def expected_peers(specs: list[HostSpec], state: dict[str, dict[str, str]]) -> d
     out = {}
     for host, eps in state.items():
         nets = set(eps.values())
-        out[host] = {eid for nid in nets for h, eid in by_net[nid] if h != host}
+        out[host] = digest(eid for nid in nets for h, eid in by_net[nid] if h != host)
     return out
 
 
@@ -144,7 +151,7 @@ def worker() -> None:
             list(pool.map(load, hosts.values()))
             reply(ok=True)
         elif op == "held":
-            reply(held={n: sorted(rec["endpoint_id"] for rec in h.sync.held_peers()) for n, h in hosts.items()})
+            reply(held={n: digest(rec["endpoint_id"] for rec in h.sync.held_peers()) for n, h in hosts.items()})
         elif op == "churn":
             churn(hosts, published, cmd["seconds"], cmd["rate"], random.Random(cmd["seed"]), cmd["index"])
             reply(ok=True)
@@ -267,6 +274,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("cluster_sim needs root (a network namespace for etcd)")
         return 2
+    # A signal must still run the clean-up below (etcd, workers, namespace, data).
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(143))
     from bench.cluster_report import report
     from bench.simhost import create_network
     from cnm.cluster.etcd_server import client_endpoints, make_members, start_cluster
@@ -294,7 +305,7 @@ def main() -> int:
         want = expected_peers(specs, state0)
         print(f"cluster: {args.hosts} hosts in {args.workers} processes, {args.networks} overlays, "
               f"{sum(len(s.attach) for s in specs)} endpoints, {args.members} etcd member(s); "
-              f"{sum(len(v) for v in want.values()):,} peers held in all "
+              f"{sum(int(v.split(':')[0]) for v in want.values()):,} peers held in all "
               f"(every host holding every peer: {args.hosts * sum(len(s.attach) for s in specs):,})")
         workers = Workers(args.workers, netns_path(ns))
         shares = [[asdict(s) for s in specs[i::args.workers]] for i in range(args.workers)]
@@ -305,6 +316,7 @@ def main() -> int:
         t = time.monotonic()
         workers.all({"op": "load"})
         published = time.monotonic() - t
+        print(f"  ({published:.0f} s to publish; waiting for every host to hold its peers)", flush=True)
         converged = wait_held(workers, want, 600)
         loaded = time.monotonic() - t
         print(f"start {started:.1f} s; publish every endpoint {published:.1f} s; every host holds its "
@@ -339,19 +351,19 @@ def main() -> int:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def wait_held(workers: Workers, want: dict[str, set[str]], timeout: float) -> bool:
+def wait_held(workers: Workers, want: dict[str, str], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
-        held = {h: set(v) for r in workers.all({"op": "held"}) for h, v in r["held"].items()}
+        held = {h: v for r in workers.all({"op": "held"}) for h, v in r["held"].items()}
         wrong = [h for h in want if held.get(h) != want[h]]
         if not wrong:
             return True
         if time.monotonic() > deadline:
             h = wrong[0]
-            print(f"  {len(wrong)} host(s) hold the wrong peers, e.g. {h}: "
-                  f"{len(want[h] - held.get(h, set()))} missing, {len(held.get(h, set()) - want[h])} extra")
+            print(f"  {len(wrong)} host(s) hold the wrong peers, e.g. {h}: holds {held.get(h)}, "
+                  f"should hold {want[h]} (count:fingerprint)")
             return False
-        time.sleep(0.5)
+        time.sleep(1.0)
 
 
 def compact_every(store, period: float):
