@@ -29,6 +29,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,9 @@ from cnm.store import WatchEvent
 log = logging.getLogger("cnm.store.etcd")
 
 WATCH_IDLE_TIMEOUT = 30.0    # reconnect a watch stream silent for this long
+# A member behind our cursor is usually a follower catching up; only one that stays
+# behind this long (every member: the store was restored from a backup) means a resync.
+BEHIND_GRACE = 10.0
 API_PATH = "/v3/"
 
 
@@ -129,6 +133,7 @@ class Watch:
         self.finished = threading.Event()
         self.callback_lock = threading.RLock()
         self._idx = 0
+        self._behind_since: float | None = None
         self._resp: aiohttp.ClientResponse | None = None
         self._future: Any = None            # the concurrent future of run()
 
@@ -225,9 +230,17 @@ class Watch:
             raise Unavailable(f"watch canceled by etcd: {result.get('cancel_reason', 'no reason given')}")
         if result.get("created"):
             if header_rev and header_rev < self.cursor.rev:
+                now = time.monotonic()
+                if self._behind_since is None:
+                    self._behind_since = now
+                if now - self._behind_since < BEHIND_GRACE:
+                    log.info("watch %s: %s is at revision %d, behind ours (%d); trying again",
+                             self.full_prefix, self.endpoints[self._idx], header_rev, self.cursor.rev)
+                    return False
                 self.why = f"store revision went back from {self.cursor.rev} to {header_rev}"
-                self.cursor = None
+                self.cursor, self._behind_since = None, None
                 return False
+            self._behind_since = None
             return True
         strip = len(self.store_prefix)
         for raw in result.get("events") or ():

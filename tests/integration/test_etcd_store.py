@@ -289,3 +289,28 @@ def test_three_members_leader_killed(host_ns, tmp_path, stores):
     finally:
         for m in members:
             m.stop()
+
+
+def test_watch_resyncs_when_the_store_was_reset(host_ns, tmp_path, stores, monkeypatch):
+    """etcd back without its data (restored from an old backup, or wiped): the revision
+    went back. A member merely behind is waited for; one that stays behind means a reset,
+    and the owner relists."""
+    import cnm.store.etcd_watch as etcd_watch
+    monkeypatch.setattr(etcd_watch, "BEHIND_GRACE", 1.0)
+    m = single(host_ns, tmp_path).start()
+    try:
+        with inside(host_ns):
+            s = stores([m.client_url], timeout=1.0)
+            rec = Recorder()
+            s.watch("peers/", rec, resync=rec.resync)
+            for i in range(8):
+                s.put(f"peers/{i}", {"i": i})
+            assert wait_for(lambda: len(rec.seen()) == 8)
+            m.stop()
+            shutil.rmtree(m.data_dir)
+            m.start()
+            assert wait_for(lambda: rec.resyncs == 1, 10), "no resync after the store went back"
+            s.put("peers/after", {"v": 1})
+            assert wait_for(lambda: rec.seen()[-1:] == [("put", "peers/after", {"v": 1})], 5), rec.seen()
+    finally:
+        m.stop()
