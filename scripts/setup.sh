@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(python3 python3-venv python3-pip iproute2 nftables busybox-static procps docker-compose
-              util-linux iperf3 tshark dnsmasq-base etcd-server etcd-client graphviz)
+              util-linux iperf3 tshark dnsmasq-base dnsperf etcd-server etcd-client graphviz)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
