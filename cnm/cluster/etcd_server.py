@@ -17,9 +17,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from cnm.errors import InvalidParameter, Unavailable
@@ -104,7 +104,11 @@ class EtcdMember:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
+    def log_file(self) -> Path:
+        return Path(self.log_path or Path(self.data_dir).with_suffix(".log"))
 
     @property
     def running(self) -> bool:
@@ -115,14 +119,14 @@ class EtcdMember:
         if self.running:
             return
         Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
-        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "ab") as log:
             # Own session: a Ctrl-C in the test runner or lab shell does not reach etcd.
             self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start(self, timeout: float = 15.0) -> "EtcdMember":
+    def start(self, timeout: float = 15.0) -> EtcdMember:
         """Start and return once /health says true (a single member, or a member
         of a cluster that already has quorum). Raises Unavailable with the log tail."""
         self.spawn()
@@ -168,7 +172,7 @@ class EtcdMember:
 
     def log_tail(self, lines: int = 15) -> str:
         try:
-            text = Path(self.log_path).read_text(errors="replace")
+            text = self.log_file.read_text(errors="replace")
         except OSError:
             return "(no log)"
         tail = text.strip().splitlines()[-lines:]

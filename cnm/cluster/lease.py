@@ -4,8 +4,8 @@ Semantics:
   * The constructor tries once to grant a lease of `ttl` seconds. If etcd answers,
     `.id` is set and the owner publishes its keys with it (store.put(..., lease=id)).
     If etcd is down, `.id` is None and the background thread keeps trying.
-  * A daemon thread renews the lease every ttl/3 seconds (every 0.5 s while etcd does
-    not answer). A node that stops renewing — crashed, killed, cut off — loses the
+  * A daemon thread renews the lease every ttl/3 seconds (while etcd does not answer:
+    after 0.5 s, then backing off with jitter up to ttl/3). A node that stops renewing — crashed, killed, cut off — loses the
     lease after `ttl`, and etcd deletes its keys: other hosts see the deletes.
   * An etcd outage alone does not end the lease: a newly elected etcd leader renews
     every lease for a full TTL, so the first renewal after the outage usually
@@ -21,9 +21,11 @@ Semantics:
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from cnm.errors import CNMError, Unavailable
 
@@ -93,16 +95,20 @@ class NodeLease:
     def _run(self) -> None:
         interval = self.ttl / 3
         delay = interval
+        failures = 0
         while not self._stopped.wait(delay):
             try:
                 self._tick()
-                delay = interval
-            except CNMError as exc:
-                log.info("node lease %s: %s", self._hex(), exc)
-                delay = min(OUTAGE_RETRY, interval)
-            except Exception:
-                log.exception("node lease %s: renewal failed", self._hex())
-                delay = min(OUTAGE_RETRY, interval)
+                delay, failures = interval, 0
+            except Exception as exc:
+                if isinstance(exc, CNMError):
+                    log.info("node lease %s: %s", self._hex(), exc)
+                else:
+                    log.exception("node lease %s: renewal failed", self._hex())
+                # Sooner than the renewal interval, but backing off with jitter: a
+                # thousand hosts whose etcd is slow must not retry it in step.
+                failures += 1
+                delay = min(OUTAGE_RETRY * 2 ** (failures - 1), interval) * random.uniform(0.5, 1.0)
 
     def _tick(self) -> None:
         if self._id is not None:

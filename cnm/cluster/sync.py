@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NETWORKS, PEERS, NODES = "network/", "peers/", "nodes/"
-RETRY_SECONDS = 2.0
+RETRY_SECONDS = 2.0         # the publisher's look, when nothing woke it
+MAX_BACKOFF = 30.0          # between publish attempts while etcd does not answer
 PEER_FIELDS = ("network_id", "endpoint_id", "ip", "ip6", "mac", "vtep")
 
 
@@ -102,15 +104,19 @@ class ClusterSync:
         self.ttl = ttl
         self.discovery = discovery                  # cnm.naming.ServiceDiscovery, for remote names
         self.lease: NodeLease | None = None
-        self._lock = threading.RLock()              # _published, _withdraw
+        self._lock = threading.RLock()              # _published, _unconfirmed, _withdraw
         self._published: dict[str, tuple[str, dict, Any]] = {}   # our endpoint id -> (key, record, network)
+        # Our keys etcd may not have: a put failed, the lease they were on was lost, or a
+        # listing missed them. Only these are put again (a whole-host republish on every
+        # hiccup is a storm when a thousand hosts hiccup at once).
+        self._unconfirmed: set[str] = {f"{NODES}{advertise}"}
         self._withdraw: set[str] = set()                          # keys to delete once etcd answers
         self._apply = threading.RLock()
         self._held = PeerSet(advertise)
         self._subs: dict[str, _Subscription] = {}
         self._node_drivers: list[Any] = []          # drivers told of nodes (never shrinks)
         self._networks_lock = threading.RLock()
-        self._dirty = threading.Event()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._started = False
         self._cancel_networks: Callable[[], None] | None = None
@@ -118,11 +124,11 @@ class ClusterSync:
 
     # --------------------------------------------------------------- life
     def start(self) -> None:
-        self.lease = NodeLease(self.store, self.ttl, on_new_lease=lambda _id: self._dirty.set())
+        self.lease = NodeLease(self.store, self.ttl, on_new_lease=self._on_new_lease)
         start = self._load_networks()
         self._cancel_networks = self.store.watch(NETWORKS, self._on_network, resync=self.resync_networks,
                                                  start_revision=start, resync_first=start is None)
-        self._dirty.set()
+        self._wake.set()
         self._thread = threading.Thread(target=self._run, name="cluster-sync", daemon=True)
         self._thread.start()
         self._started = True
@@ -150,19 +156,28 @@ class ClusterSync:
             self.lease.close(revoke=False)
 
     def _run(self) -> None:
-        """Publish our node key and peers whenever they may be missing (first start,
-        new lease after an outage, a failed publish), retrying until etcd answers."""
+        """Put our unconfirmed keys and delete withdrawn ones until etcd has them right,
+        backing off (with jitter, so a thousand hosts do not retry in step) while it
+        does not answer."""
+        backoff = 0.0
         while not self._stop.is_set():
-            if self._dirty.wait(RETRY_SECONDS) or self._withdraw:
-                # Cleared before the work: a request made while it runs is not lost.
-                self._dirty.clear()
-                try:
-                    self._publish_all()
-                    self._withdraw_all()
-                except CNMError as exc:
-                    self._dirty.set()
-                    log.info("cluster: publishing this host failed (%s); retrying", exc)
-                    self._stop.wait(RETRY_SECONDS)
+            self._wake.wait(RETRY_SECONDS)
+            # Cleared before the work: a request made while it runs is not lost.
+            self._wake.clear()
+            try:
+                self._flush()
+                backoff = 0.0
+            except CNMError as exc:
+                backoff = min(max(2 * backoff, 0.5), MAX_BACKOFF)
+                log.info("cluster: publishing this host failed (%s); retrying in ~%.0fs", exc, backoff)
+                self._stop.wait(backoff * random.uniform(0.5, 1.0))
+                self._wake.set()
+
+    def _on_new_lease(self, _lease: int) -> None:
+        """Everything of ours was on the old lease: all of it is to be put again."""
+        with self._lock:
+            self._unconfirmed = {f"{NODES}{self.advertise}"} | {key for key, _, _ in self._published.values()}
+        self._wake.set()
 
     # --------------------------------------------------------- introspection
     def subscriptions(self) -> list[str]:
@@ -229,11 +244,13 @@ class ClusterSync:
         with self._lock:
             self._published[ep.id] = (key, rec, net)
             self._withdraw.discard(key)     # a resync may have taken it for a stale one of ours
-        try:
-            self._put(key, rec)
-        except CNMError as exc:
-            log.warning("cluster: could not publish endpoint %s yet: %s", ep.name, exc)
-            self._dirty.set()
+            self._unconfirmed.add(key)
+            try:
+                self._put(key, rec)
+                self._unconfirmed.discard(key)
+            except CNMError as exc:
+                log.warning("cluster: could not publish endpoint %s yet: %s", ep.name, exc)
+                self._wake.set()
         if self._started:
             self._subscribe(net)
 
@@ -242,19 +259,15 @@ class ClusterSync:
             item = self._published.pop(ep.id, None)
             if item is None:
                 return
+            self._unconfirmed.discard(item[0])
             try:
                 self.store.delete(item[0])
             except CNMError as exc:
                 # Our lease lives on, so it would never go by itself: retried by _run.
                 log.warning("cluster: could not withdraw endpoint %s yet: %s", ep.name, exc)
                 self._withdraw.add(item[0])
+                self._wake.set()
         self._unsubscribe(item[2].id)
-
-    def _withdraw_all(self) -> None:
-        with self._lock:
-            for key in list(self._withdraw):
-                self.store.delete(key)
-                self._withdraw.discard(key)
 
     def _put(self, key: str, rec: dict) -> None:
         lease = self.lease.id if self.lease is not None else None
@@ -262,13 +275,20 @@ class ClusterSync:
             raise Unavailable("no cluster lease yet")
         self.store.put(key, rec, lease=lease)
 
-    def _publish_all(self) -> None:
-        self._put(f"{NODES}{self.advertise}", {"address": self.advertise})
+    def _flush(self) -> None:
+        node = f"{NODES}{self.advertise}"
         with self._lock:
             # Under the lock, so an unpublish cannot slip between our snapshot and a put
             # and have the put bring a removed endpoint back.
-            for key, rec, _ in list(self._published.values()):
-                self._put(key, rec)
+            recs = {key: rec for key, rec, _ in self._published.values()}
+            recs[node] = {"address": self.advertise}
+            for key in list(self._unconfirmed):
+                if key in recs:
+                    self._put(key, recs[key])
+                self._unconfirmed.discard(key)
+            for key in list(self._withdraw):
+                self.store.delete(key)
+                self._withdraw.discard(key)
 
     def _ours_on(self, network_id: str) -> bool:
         with self._lock:
@@ -345,16 +365,22 @@ class ClusterSync:
             if not sub.active:
                 return
             self._reconcile(sub, self.store.list(peers_prefix(sub.network.id)))
-        self._dirty.set()        # our own records there may have gone with an old lease
 
     def _reconcile(self, sub: _Subscription, kvs: Iterable[KV]) -> None:
         kvs = list(kvs)
         self._run_effects(sub, self._held.reconcile(sub.network.id, [kv.value for kv in kvs]))
+        listed = {kv.key: kv.value for kv in kvs}
         with self._lock:
-            ours = {key for key, _, _ in self._published.values()}
-            for kv in kvs:
-                if kv.value.get("vtep") == self.advertise and kv.key not in ours:
-                    self._withdraw.add(kv.key)      # an endpoint of ours that no longer exists
+            ours = {key: rec for key, rec, _ in self._published.values()}
+            for key, value in listed.items():
+                if value.get("vtep") == self.advertise and key not in ours:
+                    self._withdraw.add(key)         # an endpoint of ours that no longer exists
+            prefix = peers_prefix(sub.network.id)
+            for key, rec in ours.items():
+                if key.startswith(prefix) and listed.get(key) != rec:
+                    self._unconfirmed.add(key)      # ours, missing there (gone with an old lease?)
+            if self._withdraw or self._unconfirmed:
+                self._wake.set()
 
     def resync(self) -> None:
         """Reconcile the networks and every subscription against fresh listings."""

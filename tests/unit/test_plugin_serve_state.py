@@ -248,7 +248,7 @@ def test_publishing_an_endpoint_cancels_its_pending_withdrawal():
                          aliases=(), container_id="")
     sync.publish(SimpleNamespace(id=NID), ep)          # no lease yet: kept for the publish loop
     assert sync._withdraw == set()
-    assert sync._dirty.is_set()
+    assert sync._wake.is_set() and sync._unconfirmed >= {f"peers/{NID}/{EID}"}
 
 
 def test_an_address_is_claimed_once_per_overlay_across_hosts():
