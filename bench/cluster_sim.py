@@ -150,6 +150,8 @@ def worker() -> None:
                     h.attach(nid, eid, ip, mac)
             list(pool.map(load, hosts.values()))
             reply(ok=True)
+        elif op == "counts":
+            reply(counts={n: len(h.sync._held) for n, h in hosts.items()})
         elif op == "held":
             reply(held={n: digest(rec["endpoint_id"] for rec in h.sync.held_peers()) for n, h in hosts.items()})
         elif op == "churn":
@@ -352,18 +354,25 @@ def main() -> int:
 
 
 def wait_held(workers: Workers, want: dict[str, str], timeout: float) -> bool:
+    """Until every host holds exactly what it should: counts first (cheap), then the
+    fingerprints of the ids."""
     deadline = time.monotonic() + timeout
+    counts = {h: int(d.split(":")[0]) for h, d in want.items()}
     while True:
-        held = {h: v for r in workers.all({"op": "held"}) for h, v in r["held"].items()}
-        wrong = [h for h in want if held.get(h) != want[h]]
-        if not wrong:
-            return True
+        held = {h: v for r in workers.all({"op": "counts"}) for h, v in r["counts"].items()}
+        if all(held.get(h) == n for h, n in counts.items()):
+            prints = {h: v for r in workers.all({"op": "held"}) for h, v in r["held"].items()}
+            wrong = [h for h in want if prints.get(h) != want[h]]
+            if not wrong:
+                return True
+        else:
+            wrong = [h for h, n in counts.items() if held.get(h) != n]
         if time.monotonic() > deadline:
             h = wrong[0]
             print(f"  {len(wrong)} host(s) hold the wrong peers, e.g. {h}: holds {held.get(h)}, "
                   f"should hold {want[h]} (count:fingerprint)")
             return False
-        time.sleep(1.0)
+        time.sleep(2.0)
 
 
 def compact_every(store, period: float):
