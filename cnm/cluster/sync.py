@@ -106,6 +106,7 @@ class ClusterSync:
         self.lease: NodeLease | None = None
         self._lock = threading.RLock()              # _published, _unconfirmed, _withdraw
         self._published: dict[str, tuple[str, dict, Any]] = {}   # our endpoint id -> (key, record, network)
+        self._key_owner: dict[str, str] = {}                      # key -> our endpoint id
         # Our keys etcd may not have: a put failed, the lease they were on was lost, or a
         # listing missed them. Only these are put again (a whole-host republish on every
         # hiccup is a storm when a thousand hosts hiccup at once).
@@ -243,14 +244,15 @@ class ClusterSync:
         key = f"{peers_prefix(net.id)}{ep.id}"
         with self._lock:
             self._published[ep.id] = (key, rec, net)
+            self._key_owner[key] = ep.id
             self._withdraw.discard(key)     # a resync may have taken it for a stale one of ours
             self._unconfirmed.add(key)
-            try:
-                self._put(key, rec)
-                self._unconfirmed.discard(key)
-            except CNMError as exc:
-                log.warning("cluster: could not publish endpoint %s yet: %s", ep.name, exc)
-                self._wake.set()
+        try:
+            self._put(key, rec)
+            self._confirm(key, rec)
+        except CNMError as exc:
+            log.warning("cluster: could not publish endpoint %s yet: %s", ep.name, exc)
+            self._wake.set()
         if self._started:
             self._subscribe(net)
 
@@ -259,6 +261,7 @@ class ClusterSync:
             item = self._published.pop(ep.id, None)
             if item is None:
                 return
+            self._key_owner.pop(item[0], None)
             self._unconfirmed.discard(item[0])
             try:
                 self.store.delete(item[0])
@@ -276,19 +279,43 @@ class ClusterSync:
         self.store.put(key, rec, lease=lease)
 
     def _flush(self) -> None:
+        """Put what is unconfirmed, delete what is withdrawn. No lock is held over a
+        request (a slow etcd must not stall the watch callbacks that need the lock)."""
         node = f"{NODES}{self.advertise}"
         with self._lock:
-            # Under the lock, so an unpublish cannot slip between our snapshot and a put
-            # and have the put bring a removed endpoint back.
-            recs = {key: rec for key, rec, _ in self._published.values()}
-            recs[node] = {"address": self.advertise}
-            for key in list(self._unconfirmed):
-                if key in recs:
-                    self._put(key, recs[key])
+            todo = list(self._unconfirmed)
+        for key in todo:
+            rec = {"address": self.advertise} if key == node else self._record(key)
+            if rec is None:
+                with self._lock:
+                    self._unconfirmed.discard(key)      # withdrawn meanwhile
+                continue
+            self._put(key, rec)
+            self._confirm(key, rec)
+        with self._lock:
+            gone = list(self._withdraw)
+        for key in gone:
+            self.store.delete(key)
+            with self._lock:
+                if self._record(key) is None:
+                    self._withdraw.discard(key)
+
+    def _record(self, key: str) -> dict | None:
+        with self._lock:
+            eid = self._key_owner.get(key)
+            return self._published[eid][1] if eid is not None else None
+
+    def _confirm(self, key: str, rec: dict) -> None:
+        """`key` was put with `rec`: confirmed if that is still what we publish; if it
+        was withdrawn while the put was in flight, the put brought it back: delete it."""
+        with self._lock:
+            now = self._record(key) if key != f"{NODES}{self.advertise}" else rec
+            if now == rec:
                 self._unconfirmed.discard(key)
-            for key in list(self._withdraw):
-                self.store.delete(key)
-                self._withdraw.discard(key)
+            elif now is None:
+                self._unconfirmed.discard(key)
+                self._withdraw.add(key)
+                self._wake.set()
 
     def _ours_on(self, network_id: str) -> bool:
         with self._lock:
