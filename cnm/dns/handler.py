@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnslib import EDNS0, OPCODE, QTYPE, RCODE, RR, A, AAAA, PTR, DNSHeader, DNSRecord
+from dnslib import AAAA, EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord
 from dnslib.buffer import Buffer
 
 from cnm.dns.records import NameTable, reverse_name_to_ip

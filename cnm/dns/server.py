@@ -1,12 +1,10 @@
 """The resolver's sockets: UDP and TCP listeners on each network's gateway, and the
 forwarder that relays other names to the host's upstream resolvers.
 
-Everything runs on the daemon's asyncio loop. A UDP listener is a plain non-blocking
-socket the loop watches (add_reader): each wake-up drains up to UDP_BATCH queued
-queries, answering repeats from the reply cache (cnm.dns.fastpath: a dict lookup) and
-the rest through the handler (dnslib), inline — asyncio's datagram transport would
-cost an extra loop turn per query. Only forwarded queries become tasks, and their
-number is capped, as are TCP connections, so a flood costs bounded memory.
+UDP queries are answered by one thread for all listeners (cnm.dns.udp: repeats from the
+reply cache, the rest through the handler, inline); everything else runs on the
+daemon's asyncio loop: TCP, and forwarding. Only forwarded queries become tasks, and
+their number is capped, as are TCP connections, so a flood costs bounded memory.
 """
 from __future__ import annotations
 
@@ -22,9 +20,9 @@ from dnslib import DNSHeader
 from dnslib.buffer import Buffer
 
 from cnm.dns.fastpath import ReplyCache
-from cnm.dns.handler import MAX_QUERY as _MAX_QUERY
 from cnm.dns.handler import Forward, Local, decide, servfail
 from cnm.dns.records import NameTable
+from cnm.dns.udp import UdpPoller, UdpSocket
 from cnm.errors import InvalidParameter, Unavailable
 
 log = logging.getLogger("cnm.dns")
@@ -36,10 +34,6 @@ MAX_TCP_CONNECTIONS = 64
 TCP_IDLE = 10.0             # seconds a TCP client may sit silent (RFC 7766 suggests ~10 s)
 TCP_QUERIES_PER_CONNECTION = 100
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)   # Linux value; the stdlib lacks the name
-UDP_BATCH = 256             # queries answered per wake-up before other callbacks get a turn
-# One byte more than the handler accepts, so an oversized query is seen as such (FORMERR)
-# rather than cut to size; a bigger buffer would cost an allocation per query.
-_UDP_READ = _MAX_QUERY + 1
 
 
 def parse_upstream(text: str) -> tuple[str, int]:
@@ -65,7 +59,7 @@ def parse_upstream(text: str) -> tuple[str, int]:
 class _Listener:
     network_id: str
     address: str
-    udp: _UdpSocket
+    udp: UdpSocket
     tcp: asyncio.AbstractServer
     conns: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -96,57 +90,6 @@ def _bound_socket(address: str, kind: socket.SocketKind, port: int) -> socket.so
                           f"{exc.strerror or exc}") from exc
 
 
-class _UdpSocket:
-    """One listener's UDP socket, drained by the loop when readable."""
-
-    def __init__(self, resolver: Resolver, network_id: str, sock: socket.socket,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self.resolver = resolver
-        self.network_id = network_id
-        self.sock = sock
-        self.loop = loop
-        self.closed = False
-        loop.add_reader(sock.fileno(), self.drain)
-
-    def drain(self) -> None:
-        recv, send = self.sock.recvfrom, self.sock.sendto
-        cache_get = self.resolver.cache.get
-        nid = self.network_id
-        for _ in range(UDP_BATCH):
-            try:
-                data, addr = recv(_UDP_READ)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # ICMP errors from earlier replies (a client gone away): nothing to do.
-                log.debug("dns udp error on %s: %s", nid[:12], exc)
-                continue
-            reply: bytes | bytearray | None = cache_get(data, addr[0], nid)
-            if reply is None:
-                reply = self.resolver._on_datagram(self, data, addr)
-                if reply is None:
-                    continue
-            try:
-                send(reply, addr)
-            except OSError as exc:      # send buffer full, or the client is gone: it retries
-                log.debug("dns: reply to %s dropped: %s", addr[0], exc)
-
-    def sendto(self, reply: bytes, addr: tuple) -> None:
-        if self.closed:
-            return
-        try:
-            self.sock.sendto(reply, addr)
-        except OSError as exc:
-            log.debug("dns: reply to %s dropped: %s", addr[0], exc)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
-
-
 class Resolver:
     """The embedded DNS server of one daemon: any number of listeners, one name table.
 
@@ -165,7 +108,8 @@ class Resolver:
         self._listeners: dict[tuple[str, str], _Listener] = {}
         self._tasks: set[asyncio.Task] = set()
         self._tcp_connections = 0
-        self.cache = ReplyCache(table)
+        self.cache = ReplyCache(table)          # the UDP thread's only
+        self._udp = UdpPoller()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -189,13 +133,7 @@ class Resolver:
         except Exception:
             udp_sock.close()
             raise
-        loop = self._loop
-        try:
-            udp = _UdpSocket(self, network_id, udp_sock, loop)
-        except Exception:
-            udp_sock.close()
-            tcp_sock.close()
-            raise
+        udp = UdpSocket(network_id, udp_sock, self.cache, self._on_datagram)
         conns: set[asyncio.StreamWriter] = set()
         try:
             tcp = await asyncio.start_server(
@@ -205,6 +143,7 @@ class Resolver:
             tcp_sock.close()
             raise Unavailable(f"cannot listen for DNS on {address} TCP port {self.port}: {exc}") from exc
         self._listeners[(network_id, address)] = _Listener(network_id, address, udp, tcp, conns)
+        self._udp.add(udp)
         log.info("dns: listening on %s:%d for network %s", address, self.port, network_id[:12])
 
     async def remove_listener(self, network_id: str) -> int:
@@ -212,6 +151,7 @@ class Resolver:
         gone = [k for k in self._listeners if k[0] == network_id]
         for key in gone:
             listener = self._listeners.pop(key)
+            self._udp.remove(listener.udp)         # no drain of it runs once this returns
             listener.close()
             await listener.tcp.wait_closed()
         return len(gone)
@@ -219,6 +159,7 @@ class Resolver:
     async def close(self) -> None:
         for network_id in {k[0] for k in self._listeners}:
             await self.remove_listener(network_id)
+        self._udp.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -262,15 +203,16 @@ class Resolver:
             log.exception("dns: query from %s failed", client_ip)
             return servfail(data)
 
-    def _on_datagram(self, udp: _UdpSocket, data: bytes, addr: tuple) -> bytes | None:
-        """The slow path of one UDP query: the reply to send now, or None (dropped, or
-        forwarded: a task sends the upstream's answer later)."""
+    def _on_datagram(self, udp: UdpSocket, data: bytes, addr: tuple) -> bytes | None:
+        """The slow path of one UDP query, on the UDP thread: the reply to send now, or
+        None (dropped, or forwarded: a task on the loop sends the upstream's answer)."""
         decision = self._decide(data, addr[0], udp.network_id, tcp=False)
         if decision is None or isinstance(decision, bytes):
             return decision
-        if len(self._tasks) >= MAX_INFLIGHT:
+        loop = self._loop
+        if loop is None or loop.is_closed() or len(self._tasks) >= MAX_INFLIGHT:
             return servfail(data)
-        self._spawn(self._relay_udp(udp, addr, decision))
+        loop.call_soon_threadsafe(lambda: self._spawn(self._relay_udp(udp, addr, decision)))
         return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -278,7 +220,7 @@ class Resolver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _relay_udp(self, udp: _UdpSocket, addr: tuple, fwd: Forward) -> None:
+    async def _relay_udp(self, udp: UdpSocket, addr: tuple, fwd: Forward) -> None:
         reply = await self.forward(fwd, tcp=False)
         udp.sendto(reply, addr)
 
@@ -295,7 +237,7 @@ class Resolver:
                 try:
                     size = int.from_bytes(await asyncio.wait_for(reader.readexactly(2), TCP_IDLE), "big")
                     data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                     break
                 decision = self._decide(data, peer, network_id, tcp=True)
                 if isinstance(decision, Forward):
@@ -339,7 +281,7 @@ class Resolver:
             try:
                 exchange = self._exchange_tcp if tcp else self._exchange_udp
                 reply = await asyncio.wait_for(exchange(host, port, fwd), self.upstream_timeout)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 log.debug("dns: upstream %s:%d failed for %s: %s", host, port, fwd.qname, exc)
                 continue
             if reply is not None:

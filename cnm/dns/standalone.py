@@ -23,7 +23,6 @@ from cnm.dns.records import NameTable
 from cnm.dns.server import Resolver
 
 
-
 def add_endpoint(table: NameTable, spec: dict) -> None:
     table.add(spec["network_id"], spec.get("network_name") or "", spec["endpoint_id"], spec.get("container_id"),
               spec.get("name") or "", spec.get("aliases") or [], spec.get("ipv4"), spec.get("ipv6"),
