@@ -65,7 +65,9 @@ class GlobalNetworks(Protocol):
         unknown or the store does not answer. Store I/O: never called under the lock."""
 
     def remote_endpoints(self, network_id: str) -> list[str]:
-        """Names of endpoints other hosts have on the network."""
+        """Names of endpoints other hosts have on the network, read from the cluster
+        store (a host holds other hosts' endpoints only of networks it is on); raises
+        Unavailable when the store does not answer."""
 
 
 class Controller:
