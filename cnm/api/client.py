@@ -8,9 +8,7 @@ Non-2xx answers raise the error category the daemon answered with
 """
 from __future__ import annotations
 
-import json
-
-from cnm.api.rawstream import iter_frames
+from cnm import jsonlite as json  # the json package's text, without its import cost
 from cnm.api.transport import UnixSocketTransport
 from cnm.errors import InvalidParameter, Unavailable, from_http
 
@@ -188,6 +186,8 @@ class APIClient:
         if follow:
             query["follow"] = "1"
         resp = self.request("GET", f"/containers/{quote(ref)}/logs", stream=True, query=query)
+
+        from cnm.api.rawstream import iter_frames  # (struct: only logs need it)
 
         def frames() -> Iterator[tuple[int, bytes]]:
             try:

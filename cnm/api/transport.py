@@ -7,10 +7,10 @@ bare OSError.
 """
 from __future__ import annotations
 
+import _socket  # socket.py's own imports (enum, selectors) cost the CLI ~9 ms; the C module does all we need
 import io
-import json
-import socket
 
+from cnm import jsonlite as json  # the json package's text, without its import cost
 from cnm.errors import Forbidden, Unavailable
 
 Headers = dict[str, str]
@@ -18,7 +18,8 @@ Answer = tuple[int, Headers, bytes]
 
 TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
-    from typing import BinaryIO, Callable, Protocol
+    from collections.abc import Callable
+    from typing import BinaryIO, Protocol
 
     Handler = Callable[[str, str, "dict | None"], Answer]
 
@@ -62,6 +63,64 @@ class _ProtocolError(Exception):
     """The daemon's answer is not HTTP/1.x as expected."""
 
 
+class _SocketReader:
+    """Buffered reads from a connected socket: what `socket.makefile("rb")` gives, for a
+    plain `_socket.socket` (its reads honour the socket's timeout)."""
+
+    CHUNK = 65536
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _fill(self) -> bool:
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
+        data = self._sock.recv(self.CHUNK)
+        self._buf += data
+        return bool(data)
+
+    def _take(self, n: int) -> bytes:
+        out = bytes(self._buf[self._pos:self._pos + n])
+        self._pos += len(out)
+        return out
+
+    def readline(self, limit: int = -1) -> bytes:
+        """Up to and including the next newline; at most `limit` bytes when limit >= 0;
+        what is left (maybe b"") at the end of the stream."""
+        seen = 0                                 # bytes after _pos already searched
+        while True:
+            end = self._buf.find(b"\n", self._pos + seen)
+            available = len(self._buf) - self._pos
+            if end >= 0:
+                n = end + 1 - self._pos
+                break
+            if 0 <= limit <= available:
+                n = available
+                break
+            seen = available
+            if not self._fill():
+                n = available
+                break
+        return self._take(n if limit < 0 else min(n, limit))
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n and self._fill():
+            pass
+        return self._take(n)
+
+    def read1(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            self._fill()
+        return self._take(n)
+
+    def close(self) -> None:
+        self._buf.clear()
+        self._pos = 0
+
+
 class _RawResponse:
     """A minimal HTTP/1.1 response reader on a socket: status line, headers, then a body
     framed by Content-Length, chunked encoding, or the end of the connection.
@@ -69,9 +128,9 @@ class _RawResponse:
     Written out (instead of http.client) because importing http.client pulls in the
     email package and ssl: ~40 ms on every CLI call."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self._sock = sock
-        self._file = sock.makefile("rb")
+        self._file = _SocketReader(sock)
         line = self._file.readline(65537)
         parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -175,7 +234,7 @@ class _RawResponse:
         self._file.close()
         self._sock.close()
 
-    def __enter__(self) -> "_RawResponse":
+    def __enter__(self) -> _RawResponse:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -199,7 +258,7 @@ class UnixSocketTransport:
                 f"Content-Length: {len(data) if data else 0}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b"")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
@@ -235,7 +294,7 @@ class UnixSocketTransport:
     def upload(self, method: str, path: str, source: BinaryIO, content_type: str) -> StreamResponse:
         head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",
                 "Transfer-Encoding: chunked", f"Content-Type: {content_type}"]
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)

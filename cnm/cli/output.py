@@ -36,11 +36,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -
 
 def json_str(text: str) -> str:
     """A string as a JSON string, non-ASCII kept (Docker's COMMAND column)."""
-    import json
-    return json.dumps(text, ensure_ascii=False)
+    from cnm.jsonlite import dumps
+    return dumps(text, ascii=False)
 
 
 def dumps(obj: Any) -> str:
     """JSON as Docker's CLI prints it (indent 4)."""
-    import json
-    return json.dumps(obj, indent=4)
+    from cnm.jsonlite import dumps
+    return dumps(obj, indent=4)

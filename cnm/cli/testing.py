@@ -3,7 +3,9 @@ works, an in-memory transport can stand in for the daemon) or as a real process
 (`run_net`: the console script's path, with the modules it imported recorded).
 
 HEAVY is what no command's execution path may import unless the command declares it
-(`heavy=` in its declaration): each costs milliseconds at every start of `net`.
+(`heavy=` in its declaration): each costs milliseconds at every start of `net`. "site"
+among them: under the launcher (`python -IS`) it is loaded only when something outside
+the standard library and cnm is imported.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Any
 from cnm.cli import entry
 from cnm.cli.commands import COMMANDS, load, resolve
 
-HEAVY = frozenset({"click", "rich", "typing", "asyncio", "aiohttp", "pyroute2", "yaml", "netaddr", "etcd3gw",
+HEAVY = frozenset({"site", "click", "rich", "typing", "asyncio", "aiohttp", "pyroute2", "yaml", "netaddr", "etcd3gw",
                    "dnslib", "scapy", "http", "email", "ssl", "urllib", "dataclasses", "inspect", "logging",
                    "concurrent", "sqlite3", "subprocess", "threading", "importlib.metadata", "cnm.daemon",
                    "cnm.runtime", "cnm.controller", "pygments", "markdown_it"})
@@ -64,27 +66,32 @@ def invoke(argv: Sequence[str], *, transport: Any = None, input: str = "",
                   err.buffer.getvalue().decode(errors="replace"))          # type: ignore[attr-defined]
 
 
-# The console script's path, plus a note of every module imported when the process ends.
+# What the launcher (cnm.cli.launcher) runs, under `python -IS`, plus a note of every module
+# imported when the process ends.
 _AUDITED = ("import sys, atexit\n"
             "_path = sys.argv.pop(1)\n"
+            "sys.path.append(sys.argv.pop(1))\n"
             "def _note():\n"
             "    with open(_path, 'w') as f:\n"
             "        f.write('\\n'.join(sorted(sys.modules)))\n"
             "atexit.register(_note)\n"
+            "from cnm.cli import lazysite\n"
+            "lazysite.install()\n"
             "from cnm.cli.entry import main\n"
             "main()\n")
 
 
 def run_net(argv: Sequence[str], *, input: str = "", env: Mapping[str, str] | None = None,
             timeout: float = 60) -> Result:
-    """Run `net ARGV` as a process (this interpreter, the console script's entry point);
-    `Result.modules` names every module it imported."""
+    """Run `net ARGV` as a process, started as the launcher starts it (`python -IS`,
+    site-packages on demand); `Result.modules` names every module it imported."""
+    import cnm
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cnm.__file__)))
     fd, note = tempfile.mkstemp(prefix="cnm-cli-modules-")
     os.close(fd)
     environ = dict(os.environ if env is None else env)
-    environ.pop("PYTHONDONTWRITEBYTECODE", None)      # as users run it: cached bytecode
     try:
-        r = subprocess.run([sys.executable, "-c", _AUDITED, note, *argv], input=input.encode(),
+        r = subprocess.run([sys.executable, "-IS", "-c", _AUDITED, note, root, *argv], input=input.encode(),
                            capture_output=True, env=environ, timeout=timeout, check=False)
         with open(note) as f:
             modules = frozenset(f.read().split())
