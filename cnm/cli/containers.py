@@ -6,7 +6,6 @@ failed (Docker's rule), 2 for a malformed flag, 130 after Ctrl-C.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from cnm.cli.output import dumps, echo, error_line, json_str, table
@@ -230,6 +229,7 @@ def exec_plan(info: dict, argv: list[str]) -> tuple[list[str], dict[str, str]]:
 def replace_process(argv: list[str], env: dict[str, str], interactive: bool) -> int:
     """exec; without -i the command gets /dev/null as stdin (Docker's default). Returns
     only when the exec failed: 127 (not found) or 126."""
+    import os  # (not at the top: only exec needs it)
     sys.stdout.flush()
     sys.stderr.flush()
     if not interactive:

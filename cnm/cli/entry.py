@@ -10,7 +10,6 @@ category's code; a usage error prints one line and exits 2.
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from cnm.cli.commands import COMMANDS, GROUPS, TOP, load, resolve
@@ -26,6 +25,30 @@ if TYPE_CHECKING:
 
 INTERRUPTED = 130
 COMPLETE_VAR = "_NET_COMPLETE"           # click's shell completion asks through this variable
+
+
+class Environment:
+    """os.environ's values, read without importing os when nothing else has (os and its
+    _collections_abc are ~1.5 ms of the ~15 ms a `net ls -q` costs)."""
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        os = sys.modules.get("os")
+        if os is not None:
+            return os.environ.get(key, default)
+        import posix
+        value = posix.environ.get(key.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()))
+        if value is None:
+            return default
+        return value.decode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
 
 def _usage(exc: UsageError, path: str) -> int:
@@ -45,7 +68,7 @@ def _click(argv: Sequence[str]) -> int:
 def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one command line (without the program name); its exit code. `transport`
     replaces the unix socket (tests)."""
-    env = os.environ if environ is None else environ
+    env: Any = Environment() if environ is None else environ
     if COMPLETE_VAR in env:
         return _click(argv)
     try:
@@ -84,6 +107,7 @@ def main() -> None:
         code = run(sys.argv[1:])
     except BrokenPipeError:
         # The reader went away (`net ps | head -1`): stop quietly, as Docker's client does.
+        import os
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 141
