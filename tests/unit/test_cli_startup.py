@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from cnm.cli.commands import COMMANDS, load
-from cnm.cli.testing import HEAVY, heavy_imports, run_lean
+from cnm.cli.testing import HEAVY, heavy_imports, run_lean, run_net
 from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
 
-NET = str(Path(sys.executable).parent / "net")
 
 
 def sample_argv(path: str) -> list[str]:
@@ -71,16 +69,14 @@ def test_commands_that_need_heavy_modules_are_few_and_say_so():
         assert "click" not in mods and set(mods) <= HEAVY | {"*"}, (p, mods)
 
 
-def test_net_help_is_fast():
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)          # as users run it: cached bytecode
-    best = float("inf")
-    for _ in range(3):  # best of three: the machine is shared
-        start = time.perf_counter()
-        r = subprocess.run([NET, "--help"], capture_output=True, text=True, check=False, env=env)
-        best = min(best, time.perf_counter() - start)
-        assert r.returncode == 0 and "Usage: net" in r.stdout
-    assert best < 0.3, f"net --help took {best:.3f}s"
+def test_help_loads_click_but_nothing_that_runs_commands():
+    """`net --help` imports click and every command module, but none of the machinery the
+    commands run (the daemon, labs, netlink, asyncio): listing them must stay quick."""
+    r = run_net(["--help"])
+    assert r.exit_code == 0 and r.stdout.startswith("Usage: net ")
+    allowed = HEAVY - {"aiohttp", "asyncio", "pyroute2", "yaml", "rich", "cnm.daemon", "cnm.runtime",
+                       "cnm.controller", "sqlite3", "etcd3gw", "dnslib", "netaddr", "scapy"}
+    assert "click" in r.modules and not heavy_imports(r.modules, frozenset(allowed))
 
 
 def test_the_launcher_starts_python_without_site_and_loads_it_on_demand(tmp_path, server):
