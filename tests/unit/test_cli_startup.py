@@ -15,7 +15,6 @@ from cnm.cli.testing import HEAVY, heavy_imports, run_lean, run_net
 from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
 
 
-
 def sample_argv(path: str) -> list[str]:
     """The command with a value for each required argument and flag (never run here
     for commands that declare heavy imports: those build labs or run daemons)."""
