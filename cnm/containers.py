@@ -281,17 +281,16 @@ class ContainerService:
                        auto_remove=req.auto_remove, labels=dict(req.labels),
                        confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
                        requested_ports=[p.to_record() for p in req.ports])
-        if net is None:
-            return ct
-        self._known(net)
-        if net.driver in ("host", "null"):
+        if net is not None:
+            self._known(net)
+            if net.driver not in ("host", "null"):
+                ct.networks = [asdict(Attachment.of(net.id, req.endpoint))]
+                return ct
             ct.network_mode = "host" if net.driver == "host" else "none"
-            ep = req.endpoint
-            if req.ports or ep.ip or ep.ip6 or ep.mac or ep.aliases:
-                raise InvalidParameter(f"published ports, --ip, --ip6, --mac-address and --network-alias need "
-                                       f"a bridge or user network, not network mode {ct.network_mode}")
-        else:
-            ct.networks = [asdict(Attachment.of(net.id, req.endpoint))]
+        ep = req.endpoint
+        if req.ports or ep.ip or ep.ip6 or ep.mac or ep.aliases:
+            raise InvalidParameter(f"published ports, --ip, --ip6, --mac-address and --network-alias need "
+                                   f"a bridge or user network, not network mode {ct.network_mode}")
         return ct
 
     def _start(self, ct: Container, undo: Undo) -> None:

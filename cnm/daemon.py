@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnm.errors import CNMError, Conflict
+from cnm.errors import CNMError, Conflict, InvalidParameter
 
 if TYPE_CHECKING:
-    from cnm.cluster.sync import ClusterSync
-    from cnm.controller import Controller
     from cnm.execs import Target as ExecTarget
-    from cnm.model import Endpoint, Network
     from cnm.store import Store
     from cnm.store.etcd import EtcdStore
 
@@ -68,22 +65,18 @@ class Daemon:
         import drivers.remote
         import ipam
         import ipam.remote
-        from cnm.containers import ContainerService
-        from cnm.controller import Controller
         from cnm.driverapi import DriverRegistry
-        from cnm.exits import ExitWatcher
         from cnm.firewall import Firewall
         from cnm.images.service import ImageService
         from cnm.images.store import ImageStore
         from cnm.ipamapi import IpamRegistry
-        from cnm.naming import ServiceDiscovery
         from cnm.osl import sysctl
         from cnm.osl.netlink import Netlink
         from cnm.plugins.discovery import discovery
         from cnm.ports import PortAllocator
         from cnm.runtime import Runtime
         from cnm.sandbox.osl import SandboxOS
-        from cnm.sandbox.sandbox import Sandboxes
+        from cnm.services import ClusterConfig, build_core
         from cnm.statedirs import ROOT_MODE, RUN_MODE, private_dir, trusted_parent
         from cnm.store.sqlite import SQLiteStore
         from drivers.bridge.nftables import NftablesBridgeFirewall
@@ -110,6 +103,8 @@ class Daemon:
         self.cluster_store: EtcdStore | None = None
         stores: dict[str, Store] = {"local": self.local_store}
         if config.cluster_store:
+            if not config.advertise:
+                raise InvalidParameter("--cluster-store needs --advertise IP (this host's underlay address)")
             from cnm.store.etcd import EtcdStore
             self.cluster_store = EtcdStore.from_url(config.cluster_store)
             stores["global"] = self.cluster_store
@@ -124,42 +119,24 @@ class Daemon:
                                  firewall=NftablesBridgeFirewall(self.firewall))
         if config.cluster_store:
             import drivers.overlay
-            drivers.overlay.register(self.drivers, advertise_addr=config.advertise,
+            drivers.overlay.register(self.drivers, advertise_addr=config.advertise or "",
                                      run_dir=config.run_dir)
         else:
             self.drivers.register(Unconfigured("overlay", "overlay networks need a cluster store: start the "
                                                "daemon with --cluster-store etcd://HOST:PORT --advertise IP"))
-        from cnm.events import EventBus
-        self.events = EventBus()
-        self.discovery = ServiceDiscovery()
-        self.cluster: ClusterSync | None = None
-        cluster_store = self.cluster_store
-
-        def join_cluster(controller: Controller) -> ClusterSync:
-            # The cluster member and the controller need each other: the controller
-            # hands itself over while it is made (cnm.controller.GlobalNetworks).
-            from cnm.cluster.sync import ClusterSync
-            assert cluster_store is not None and config.advertise is not None
-            self.cluster = ClusterSync(controller, cluster_store, config.advertise, discovery=self.discovery)
-            return self.cluster
-
-        self.controller = Controller(self.drivers, self.ipams, stores,
-                                     cluster=join_cluster if cluster_store is not None else None,
-                                     network_listeners=[self.discovery.network_event, self._network_event],
-                                     endpoint_listeners=[self._endpoint_event])
-        for net in self.controller.list_networks():
-            self.discovery.network_event("create", net)
         # A container on the host's filesystem must not reach the daemon's state or socket.
         self.runtime = Runtime(os.path.join(config.run_dir, "containers"),
                                hide=(config.root, config.run_dir, config.socket))
         self.ports = PortAllocator(sysctl.local_port_range)
         self.images = ImageService(ImageStore(os.path.join(config.root, "images")))
-        self.sandboxes = Sandboxes(self.controller, SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
-                                   self.ports, self.local_store, host_resolv=_host_resolv,
-                                   names=self.discovery, peers=self.cluster)
-        self.exits = ExitWatcher(self.runtime.exit_fd)
-        self.containers = ContainerService(self.controller, self.sandboxes, self.runtime, self.local_store,
-                                           exits=self.exits, events=self.events)
+        cluster = ClusterConfig(self.cluster_store, config.advertise or "") if self.cluster_store else None
+        core = build_core(drivers=self.drivers, ipams=self.ipams, stores=stores, runtime=self.runtime,
+                          ports=self.ports, sandbox_os=SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
+                          host_resolv=_host_resolv, cluster=cluster)
+        self.core = core
+        self.events, self.discovery, self.controller = core.events, core.discovery, core.controller
+        self.sandboxes, self.exits, self.containers, self.cluster = (core.sandboxes, core.exits, core.containers,
+                                                                     core.cluster)
         # Order matters: namespaces our previous life left behind, then networks (and
         # their firewall rules), then the containers on them, then whatever a crash
         # left allocated but unreferenced.
@@ -170,16 +147,6 @@ class Daemon:
         self.containers.adopt()
         self.controller.reconcile_ipam()
         self.runtime.prestart()        # the supervisor template, off the first `run`'s path
-
-    def _network_event(self, event: str, net: Network) -> None:
-        # Docker's network events: create and destroy, with the name and driver.
-        self.events.publish("network", "destroy" if event == "delete" else event, net.id,
-                            {"name": net.name, "type": net.driver})
-
-    def _endpoint_event(self, event: str, net: Network, ep: Endpoint) -> None:
-        if ep.container_id:
-            self.events.publish("network", event, net.id,
-                                {"container": ep.container_id, "name": net.name, "type": net.driver})
 
     def exec_target(self, ref: str) -> ExecTarget:
         """The container an exec runs in (its init's pid if it is running, its env)."""
@@ -245,9 +212,9 @@ class Daemon:
 
 
 async def _serve(daemon: Daemon) -> None:
-    from cnm.api import containers as container_routes
     from cnm.api import images as image_routes
     from cnm.api.server import make_app, start_server
+    from cnm.services import core_routes
 
     loop = asyncio.get_running_loop()
     # The containers adopt() found running are waiting to be watched; one that exited
@@ -258,7 +225,6 @@ async def _serve(daemon: Daemon) -> None:
 
     resolver = Resolver(daemon.discovery.table, host_upstreams, loop=loop)
     await daemon.discovery.start(resolver)
-    from cnm.api import events as event_routes
     from cnm.api import system as system_routes
     info = system_routes.InfoSource(daemon_id=daemon.daemon_id(), root_dir=daemon.config.root, counts=daemon.counts,
                                     network_drivers=daemon.drivers.names,
@@ -266,7 +232,7 @@ async def _serve(daemon: Daemon) -> None:
     from cnm.api import execs as exec_routes
     from cnm.execs import ExecService
     execs = ExecService(publish=daemon.exec_event)
-    extra = [*container_routes.routes(daemon.containers), *event_routes.routes(daemon.events),
+    extra = [*core_routes(daemon.core),
              *exec_routes.routes(execs, daemon.exec_target),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
     extra += image_routes.routes(daemon.images)

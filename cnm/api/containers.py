@@ -50,7 +50,9 @@ class ContainerServiceLike(Protocol):
     thread-safe: routes call it from a thread pool."""
 
     ctl: Any          # get_network(ref) -> Network
-    runtime: ContainerRuntime
+
+    @property
+    def runtime(self) -> ContainerRuntime: ...
     # Optional: exit codes of containers removed after they exited (auto-remove), kept
     # by the service when it removes them, so that a wait racing with the removal still
     # answers. Read with getattr: a service without it makes such a wait a 404.

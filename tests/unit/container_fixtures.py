@@ -1,5 +1,7 @@
 """Fixtures shared by the container API and CLI tests: the real API server on a tmp
-unix socket over a fake ContainerService whose runtime runs plain child processes."""
+unix socket over the real ContainerService (and controller, sandboxes, IPAM, bridge
+driver) of a FakeHost: fakes only at the OS seam and a runtime of plain child
+processes (no namespaces, no root) — real output, exit codes and signals."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cnm.api import containers as container_routes
-from cnm.api.server import make_app
-from cnm.api.testing import FakeContainerService, FakeController, ServerThread, SubprocessRuntime
+from cnm.api.testing import ServerThread
+from tests.unit.fakehost import FakeHost
 
 
 @pytest.fixture
@@ -21,15 +22,19 @@ def workdir():
 
 
 @pytest.fixture
-def service(workdir):
-    runtime = SubprocessRuntime(workdir / "rt")
-    svc = FakeContainerService(FakeController(), runtime)
-    yield svc
-    runtime.kill_all()
+def host(workdir):
+    h = FakeHost(workdir / "host")
+    yield h
+    h.close()
 
 
 @pytest.fixture
-def server(service, workdir):
-    app = make_app(service.ctl, extra_routes=container_routes.routes(service))
-    with ServerThread(app, workdir / "cnm.sock") as srv:
+def service(host):
+    return host.containers
+
+
+@pytest.fixture
+def server(host, workdir):
+    with ServerThread(host.app(), workdir / "cnm.sock") as srv:
+        host.start_watching(srv.loop)
         yield srv

@@ -1,29 +1,48 @@
-"""A whole host over fakes at the OS seam, for unit tests without root: the real
-controller, default IPAM, bridge driver, port allocator, service discovery and
-sandboxes, over an in-memory machine of network namespaces (cnm.osl.fake) and an
-in-memory store. Tests assert the state that results: links in namespaces, routes,
-published ports, records."""
+"""A whole host over fakes, for unit tests without root: the daemon's own core services
+(cnm.services.build_core: controller, default IPAM, bridge driver, port allocator, service
+discovery, sandboxes, container service, event bus) over an in-memory machine of
+network namespaces (cnm.osl.fake), an in-memory store and a runtime of plain child
+processes (cnm.runtime.fake). `FakeHost.app()` is the API over it.
+
+    host = FakeHost()
+    with ServerThread(host.app(), sock) as srv:
+        host.start_watching(srv.loop)
+        ...
+    host.close()
+
+Tests assert the state that results: links and routes in namespaces, published ports,
+records, processes.
+"""
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from aiohttp import web
 
 import ipam
-from cnm.controller import Controller
+from cnm.api.server import make_app
 from cnm.driverapi import DriverRegistry, JoinResult
 from cnm.ipamapi import IpamRegistry
-from cnm.naming import ServiceDiscovery
 from cnm.osl.fake import FakeNamespaces, FakeNetlink
 from cnm.ports import PortAllocator
+from cnm.runtime.fake import FakeRuntime
 from cnm.sandbox.osl import SandboxOS
 from cnm.sandbox.sandbox import Sandboxes
+from cnm.services import Core, build_core, core_routes
 from cnm.store.memory import MemoryStore
 from drivers import register_builtin
 from drivers.bridge.driver import BridgeDriver
 from drivers.bridge.hooks import NoFirewall, PublishedEndpoint
 
 HOST_RESOLV = "nameserver 192.0.2.53\nsearch example.test\n"
+HOST_HOSTS = "127.0.0.1\tlocalhost\n192.0.2.10\tthe-host\n"
 NETNS_DIR = "/run/cnm-test/netns"
+PORT_RANGE = (32768, 32800)
 
 
 class RecordingFirewall(NoFirewall):
@@ -52,29 +71,62 @@ class NoGatewayDriver(BridgeDriver):
 
 @dataclass
 class FakeHost:
+    root: Path | None = None        # for the runtime's logs; a temporary directory if None
     world: FakeNamespaces = field(default_factory=FakeNamespaces)
     store: MemoryStore = field(default_factory=MemoryStore)
     firewall: RecordingFirewall = field(default_factory=RecordingFirewall)
     free_port: bool = True          # what the host-port probe answers
+    runtime: FakeRuntime | None = None   # its own, unless a restarted host keeps the old one's
 
     def __post_init__(self) -> None:
+        self._own_root = self.root is None
+        self.root = Path(tempfile.mkdtemp(prefix="cnm-fakehost-")) if self.root is None else self.root
         self.drivers = DriverRegistry()
         register_builtin(self.drivers, netlink_factory=lambda: self.world.host, firewall=self.firewall)
         self.drivers.register(NoGatewayDriver(lambda: self.world.host, firewall=self.firewall))
         self.ipams = IpamRegistry()
         ipam.register(self.ipams, stores={"LocalDefault": self.store, "GlobalDefault": self.store})
-        self.discovery = ServiceDiscovery()
-        self.controller = Controller(self.drivers, self.ipams, {"local": self.store},
-                                     network_listeners=[self.discovery.network_event])
-        self.controller.ensure_builtin_networks()
-        self.ports = PortAllocator(lambda: (32768, 32800), in_use=lambda proto, ip, port: not self.free_port)
+        self.ports = PortAllocator(lambda: PORT_RANGE, in_use=lambda proto, ip, port: not self.free_port)
         self.os = SandboxOS(self.world.host, NETNS_DIR, netlink_for=self.world.handle, namespaces=self.world)
-        self.sandboxes = self.make_sandboxes()
+        if self.runtime is None:
+            self.runtime = FakeRuntime(self.root / "rt")
+        self.core: Core = build_core(drivers=self.drivers, ipams=self.ipams, stores={"local": self.store},
+                                     runtime=self.runtime, ports=self.ports, sandbox_os=self.os,
+                                     host_resolv=lambda: HOST_RESOLV, host_hosts=lambda: HOST_HOSTS)
+        self.controller = self.core.controller
+        self.discovery = self.core.discovery
+        self.sandboxes = self.core.sandboxes
+        self.containers = self.core.containers
+        self.events = self.core.events
+        self.controller.ensure_builtin_networks()
+
+    def app(self) -> web.Application:
+        """The daemon's API (networks, containers, events) over this host."""
+        return make_app(self.controller, extra_routes=core_routes(self.core))
+
+    def start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Container exits noticed on `loop` (the API server's), as the daemon does."""
+        loop.call_soon_threadsafe(self.core.exits.start, loop)
+
+    def restarted(self) -> FakeHost:
+        """The same machine after a daemon restart: kernel state, store and processes
+        stay; drivers, allocators and services are new, and adopt what is there."""
+        again = FakeHost(root=self.root, world=self.world, store=self.store, firewall=self.firewall,
+                         runtime=self.runtime)
+        again._own_root = False
+        again.containers.adopt()
+        return again
 
     def make_sandboxes(self) -> Sandboxes:
         """A new Sandboxes over the same state (as after a daemon restart)."""
         return Sandboxes(self.controller, self.os, self.ports, self.store, host_resolv=lambda: HOST_RESOLV,
                          names=self.discovery)
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.kill_all()
+        if self._own_root and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def ns(self, key: str) -> FakeNetlink:
         return self.world.handle(key)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
+from tests.unit.container_fixtures import host, server, service, workdir  # noqa: F401 (fixtures)
 
 from cnm.api import containers
 from cnm.api.client import APIClient
@@ -153,7 +153,7 @@ def test_wait_without_exit_fd_polls(client, service):
 def test_wait_on_auto_remove_container_still_gets_the_code(client, service):
     cid = client.container_create(sh("sleep 0.3; exit 9", HostConfig={"AutoRemove": True}))
     assert client.container_wait(cid) == 9
-    until(lambda: cid not in service.containers)
+    until(lambda: cid not in {c.id for c in service.list_containers()})
 
 
 def test_stop_then_exit_code_is_from_sigterm(client, raw):
@@ -193,7 +193,7 @@ def test_remove_running_needs_force(client, service):
     with pytest.raises(Conflict, match="stop it first"):
         client.container_remove("r")
     client.container_remove("r", force=True)
-    assert cid not in service.containers
+    assert cid not in {c.id for c in service.list_containers()}
     with pytest.raises(NotFound):
         client.container_inspect(cid)
 

@@ -11,7 +11,7 @@ from cnm.cli import containers as cli_mod
 from cnm.cli import runflow
 from cnm.cli.testing import invoke, run_lean
 from cnm.cli.values import byte_size
-from tests.unit.container_fixtures import server, service, workdir  # noqa: F401 (fixtures)
+from tests.unit.container_fixtures import host, server, service, workdir  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def net_here(server):
 
 
 def by_name(service, name):
-    return next(c for c in service.containers.values() if c.name == name)
+    return next(c for c in service.list_containers() if c.name == name)
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def test_run_attached_streams_output_and_exits_with_the_code(net, service):
 def test_run_attached_rm_removes_after_the_wait_and_keeps_the_code(net, service):
     r = net("run", "--rm", "--name", "gone", "sh", "-c", "echo bye; exit 5")
     assert (r.exit_code, r.stdout) == (5, "bye\n")
-    assert not any(c.name == "gone" for c in service.containers.values())
+    assert not any(c.name == "gone" for c in service.list_containers())
 
 
 def test_run_ctrl_c_stops_the_container_and_exits_130(net_here, service, monkeypatch):
@@ -107,7 +107,7 @@ def test_run_malformed_flags_are_one_line_exit_2(net, service, args, message):
     r = net("run", *args, "true")
     assert r.exit_code == 2, r.output
     assert r.stderr.startswith(message) and r.stderr.count("\n") == 1
-    assert not service.containers
+    assert not service.list_containers()
 
 
 @pytest.mark.parametrize("text, size", [("67108864", 67108864), ("64m", 64 << 20), ("1g", 1 << 30),
@@ -173,13 +173,13 @@ def test_container_rm_needs_force_for_running(net, service):
     assert r.exit_code == 4 and "stop it first" in r.stderr
     r = net("container", "rm", "-f", "r1")
     assert (r.exit_code, r.stdout) == (0, "r1\n")
-    assert not service.containers
+    assert not service.list_containers()
 
 
 def test_top_level_rm_still_removes_networks(net, service):
     net("create", "front")
     assert net("rm", "front").exit_code == 0
-    assert not any(n.name == "front" for n in service.ctl.networks.values())
+    assert not any(n.name == "front" for n in service.ctl.list_networks())
 
 
 def test_logs_splits_stdout_and_stderr(net):

@@ -19,8 +19,10 @@ WEB = PortBinding("tcp", 80, None, 8080)
 
 
 @pytest.fixture
-def host() -> FakeHost:
-    return FakeHost()
+def host():
+    h = FakeHost()
+    yield h
+    h.close()
 
 
 def network(host: FakeHost, name: str, subnet: str, driver: str = "bridge", **kw: object):
