@@ -229,3 +229,45 @@ def test_filters():
         m(view, {"dangling": ["maybe"]}, {})
     assert render.parse_until("1h", now=10_000) == 10_000 - 3600
     assert render.parse_until("1700000000.5") == 1700000000.5
+
+
+# -- run configuration (request + image) ------------------------------------------------
+
+def _cfg(**c: object) -> config.ImageConfig:
+    return config.parse(Img([layer(("file", "a", b"1"))], cfg=c).config)
+
+
+def test_merge_follows_docker():
+    from cnm.images.runconfig import merge
+    img = _cfg(Entrypoint=["/init"], Cmd=["serve", "--port", "80"], Env=["PATH=/opt/bin:/bin", "MODE=prod"],
+               WorkingDir="/srv", User="app", Labels={"a": "1"}, ExposedPorts={"80/tcp": {}}, StopSignal="SIGQUIT")
+    rc = merge(img, cmd=None, entrypoint=None)
+    assert rc.argv == ["/init", "serve", "--port", "80"] and rc.workdir == "/srv" and rc.user == "app"
+    assert rc.env == {"PATH": "/opt/bin:/bin", "MODE": "prod"} and rc.stop_signal == "SIGQUIT"
+    assert merge(img, cmd=["debug"], entrypoint=None).argv == ["/init", "debug"]       # CMD replaced
+    assert merge(img, cmd=None, entrypoint=["/bin/sh"]).argv == ["/bin/sh"]            # image CMD dropped
+    assert merge(img, cmd=["-c", "x"], entrypoint=["/bin/sh"]).argv == ["/bin/sh", "-c", "x"]
+    assert merge(img, cmd=["ls"], entrypoint=[""]).argv == ["ls"]                      # [""] resets it
+    assert merge(img, cmd=None, entrypoint=[]).argv == ["serve", "--port", "80"]
+    over = merge(img, cmd=None, entrypoint=None, env={"MODE": "dev", "X": "1"}, workdir="/tmp", user="0:0",
+                 labels={"b": "2"}, exposed_ports=["53/udp"])
+    assert over.env == {"PATH": "/opt/bin:/bin", "MODE": "dev", "X": "1"}
+    assert (over.workdir, over.user) == ("/tmp", "0:0") and over.labels == {"a": "1", "b": "2"}
+    assert over.exposed_ports == ["80/tcp", "53/udp"]
+    with pytest.raises(InvalidParameter, match="no command specified"):
+        merge(_cfg(), cmd=None, entrypoint=None, image_name="scratch:1")
+    with pytest.raises(InvalidParameter, match="needs to be an absolute path"):
+        merge(img, cmd=None, entrypoint=None, workdir="rel")
+
+
+def test_overlay_options_stay_within_a_page():
+    from cnm.runtime.overlay import overlay_options
+    few = ["/var/lib/cnm/images/l/aaa", "/var/lib/cnm/images/l/bbb"]
+    assert overlay_options(few, "/run/c/upper", "/run/c/work") == (
+        "/", "lowerdir=/var/lib/cnm/images/l/aaa:/var/lib/cnm/images/l/bbb,upperdir=/run/c/upper,workdir=/run/c/work")
+    deep = [f"/var/lib/cnm-lab/some-lab/host-1/root/images/l/{i:012x}" for i in range(125)]
+    cwd, data = overlay_options(deep, "/run/c/upper", "/run/c/work")
+    assert cwd == "/var/lib/cnm-lab/some-lab/host-1/root/images/l"
+    assert data.startswith("lowerdir=000000000000:000000000001:") and len(data) < 4096
+    with pytest.raises(ValueError, match="too many layers"):
+        overlay_options([f"/{i:0200x}/x" for i in range(40)], "/u", "/w")
