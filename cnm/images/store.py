@@ -412,6 +412,24 @@ class ImageStore:
                 pass
             return self.gc()
 
+    def lowers_of(self, container_id: str) -> list[str]:
+        """The lower directories of a recorded mount (also after its image was removed
+        with `rmi -f`: the mount keeps the layers). NotFound if there is no mount."""
+        with self.lock:
+            chain = self._mounts.get(container_id)
+            if chain is None:
+                raise NotFound(f"container {container_id[:12]} has no image mount")
+            return self.lower_dirs(chain)
+
+    def reconcile(self, containers: set[str]) -> list[str]:
+        """Forget the mounts of containers that no longer exist (a crash between a
+        container's removal and its unmount); returns their ids."""
+        with self.lock:
+            gone = [cid for cid in self._mounts if cid not in containers]
+        for cid in gone:
+            self.unmount(cid)
+        return gone
+
     def mounts(self) -> dict[str, str]:
         """container id -> image id, for every recorded mount."""
         with self.lock:

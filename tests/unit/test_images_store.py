@@ -354,3 +354,16 @@ def test_zero_layer_image_gets_an_empty_lower(svc, store):
     load(svc, docker_save(empty))
     lowers = store.mount("c4", empty.id)
     assert len(lowers) == 1 and os.listdir(lowers[0]) == []
+
+
+def test_lowers_of_and_reconcile(svc, store):
+    load(svc, docker_save(A))
+    lowers = store.mount("c5", A.id)
+    store.mount("c6", A.id)
+    svc.delete(A.id, force=True)
+    assert store.lowers_of("c5") == lowers                # the mount outlives the image
+    with pytest.raises(NotFound):
+        store.lowers_of("nope")
+    assert store.reconcile({"c5"}) == ["c6"] and set(store.mounts()) == {"c5"}
+    assert len(layer_dirs(store)) == 2
+    assert store.reconcile(set()) == ["c5"] and layer_dirs(store) == []
