@@ -108,7 +108,7 @@ def main() -> None:
             os.makedirs(os.path.join(cdir, sub))
         host = confine.HostFacts.probe(hide=(base,))
         spec_host = ContainerSpec(id="b", argv=["true"])
-        spec_root = ContainerSpec(id="b", argv=["true"], rootfs=lower)
+        spec_root = ContainerSpec(id="b", argv=["true"], rootfs=[lower])
         plan_host = confine.plan(spec_host, [], host)
         plan_root = confine.plan(spec_root, [], host, cdir)
 

@@ -311,7 +311,7 @@ class ContainerService:
             undo.push(self._release_network, ct)
             netns, hosts, resolv = sb.key, sb.hosts(), sb.resolv_conf()
         spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
-                             netns=netns, rootfs=ct.rootfs, hosts=hosts, resolv_conf=resolv,
+                             netns=netns, rootfs=[ct.rootfs] if ct.rootfs else None, hosts=hosts, resolv_conf=resolv,
                              memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, **ct.confine)
         ct.released = False
         self._save(ct)

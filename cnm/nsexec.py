@@ -35,30 +35,13 @@ def _die(message: str, code: int = 126) -> None:
 
 def _ids(user: str) -> tuple[int, int, list[int]]:
     """uid, gid and supplementary groups of `user` (name or uid, [:group]), from the
-    container's own /etc/passwd and /etc/group (we are chrooted into it)."""
-    name, _, group = user.partition(":")
-
-    def entries(path: str) -> list[list[str]]:
-        try:
-            with open(path) as f:
-                return [line.rstrip("\n").split(":") for line in f if line.count(":") >= 3]
-        except OSError:
-            return []
-
-    passwd = entries("/etc/passwd")
-    groups = entries("/etc/group")
-    match = [e for e in passwd if (e[2] == name if name.isdigit() else e[0] == name)]
-    if not match and not name.isdigit():
-        _die(f"unable to find user {name}: no matching entries in passwd file")
-    uid = int(name) if name.isdigit() else int(match[0][2])
-    gid = int(match[0][3]) if match else uid
-    login = match[0][0] if match else None
-    if group:
-        gmatch = [e for e in groups if (e[2] == group if group.isdigit() else e[0] == group)]
-        if not gmatch and not group.isdigit():
-            _die(f"unable to find group {group}: no matching entries in group file")
-        gid = int(group) if group.isdigit() else int(gmatch[0][2])
-    extra = [int(e[2]) for e in groups if login and login in e[3].split(",")]
+    container's own /etc/passwd and /etc/group (we are chrooted into it), with runc's
+    rules (cnm.runtime.users): as the container's own process gets them."""
+    from cnm.runtime import users
+    try:
+        uid, gid, extra, _home = users.resolve(user)
+    except users.UnknownUser as exc:
+        _die(str(exc))
     return uid, gid, extra
 
 

@@ -43,6 +43,7 @@ from cnm.errors import InvalidParameter
 from cnm.runtime import caps as capslib
 from cnm.runtime import linux
 from cnm.runtime.confine_opts import TMPFS_DEFAULTS, check_mounts, parse_security_opts
+from cnm.runtime.overlay import overlay_options
 
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
@@ -194,7 +195,7 @@ def _user_ops(mounts: list[dict]) -> list[tuple]:
     return ops
 
 
-def filesystem_ops(*, overlay: tuple[str, str, str] | None, privileged: bool, read_only: bool, mounts: list[dict],
+def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bool, read_only: bool, mounts: list[dict],
                    devices: list[dict], etc_binds: list[tuple[str, str]], masked: list[str] | None,
                    readonly: list[str] | None, systempaths_unconfined: bool, host: HostFacts,
                    workdir: str = "/", kcore: bool = True, console: str | None = None,
@@ -209,9 +210,14 @@ def filesystem_ops(*, overlay: tuple[str, str, str] | None, privileged: bool, re
         if attrs:
             ops.append(("setattr", "/", attrs, True))
     if overlay is not None:
-        lower, upper, work = overlay
-        ops.append(("mount", "overlay", "/", "overlay", 0 if privileged else linux.MS_NODEV,
-                    f"lowerdir={lower},upperdir={upper},workdir={work}", False))
+        lowers, upper, work = overlay
+        try:
+            cwd, options = overlay_options(lowers, upper, work)
+        except ValueError as exc:
+            raise InvalidParameter(str(exc)) from None
+        if cwd != "/":
+            ops.append(("chdir", cwd))   # many layers: lowerdir= relative to their directory
+        ops.append(("mount", "overlay", "/", "overlay", 0 if privileged else linux.MS_NODEV, options, False))
     ops.append(("mount", "proc", "/proc", "proc", _NOSUID_NODEV_NOEXEC, "", False))
     ops += _dev_ops(privileged, devices, kcore, console, list(host_devs))
     # sysfs shows the network namespace of whoever mounts it: ours, joined before. Read-only

@@ -157,6 +157,10 @@ def _op_bind(root: str, clones: dict, src: str, dst: str, kind: str, recursive: 
         linux.mount(None, t, None, propagation)
 
 
+def _op_chdir(_root: str, _c: dict, path: str) -> None:
+    os.chdir(path)  # an overlay whose lowerdir= paths are relative to `path` (many layers)
+
+
 def _op_dir(root: str, _c: dict, dst: str) -> None:
     os.makedirs(_in_root(root, dst), mode=0o755, exist_ok=True)
 
@@ -207,7 +211,7 @@ def _op_remount_ro(root: str, _c: dict, dst: str) -> None:
     linux.mount_setattr(_in_root(root, dst) if dst != "/" else root, linux.MOUNT_ATTR_RDONLY, 0, False)
 
 
-_OPS: dict[str, Callable[..., None]] = {"mount": _op_mount, "bind": _op_bind, "dir": _op_dir, "mknod": _op_mknod, "symlink": _op_symlink, "mask": _op_mask,
+_OPS: dict[str, Callable[..., None]] = {"chdir": _op_chdir, "mount": _op_mount, "bind": _op_bind, "dir": _op_dir, "mknod": _op_mknod, "symlink": _op_symlink, "mask": _op_mask,
         "ro": _op_ro, "setattr": _op_setattr, "remount_ro": _op_remount_ro}
 
 

@@ -110,8 +110,9 @@ class Runtime:
         raise (InvalidParameter for a bad command, NotFound for a missing rootfs or
         netns, Conflict for a duplicate id) and leave nothing behind."""
         spec.validate()
-        if spec.rootfs is not None and not os.path.isdir(spec.rootfs):
-            raise NotFound(f"rootfs {spec.rootfs} not found: it must be an existing directory")
+        for lower in spec.rootfs or ():
+            if not os.path.isdir(lower):
+                raise NotFound(f"rootfs {lower} not found: it must be an existing directory")
         if spec.netns != HOST and not os.path.exists(spec.netns):
             raise NotFound(f"network namespace {spec.netns} not found")
         if _limited(spec):  # look at cgroups only when asked to: detection may mount
@@ -158,7 +159,7 @@ class Runtime:
         files.write_atomic(os.path.join(cdir, files.LOCK_PLAN), marshal.dumps(confine.lock_plan(plan)))
         cfg = {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
                "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
-               "cgroups": made, "confine": plan}
+               "cgroups": made, "confine": plan, "user": spec.user}
         reply = self._spawn(cdir, cfg)
         kind, _, rest = reply.partition(" ")
         if kind == "ok":

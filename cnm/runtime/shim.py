@@ -48,7 +48,7 @@ import select
 import sys
 import time
 
-from cnm.runtime import confine_apply, files, linux
+from cnm.runtime import confine_apply, files, linux, users
 
 FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 OP_START = b"S"
@@ -207,10 +207,15 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int) -> None:
             # The supervisor renames this into place once exec succeeded (EOF on wfd).
             files.write_atomic(files.STATE_NEW, files.dump_flat(
                 {**ids, "started_at": files.rfc3339(time.time())}), dir_fd=dirfd)
+            who = _user(cfg)
             os.dup2(null, 0)
             os.dup2(out, 1)
             os.dup2(err, 2)
             confine_apply.lock(cfg["confine"])  # capabilities, no_new_privs, seccomp: last before exec
+            if who is not None:  # as root until here, as runc: lock() needs CAP_SETPCAP
+                os.setgroups(who[2])
+                os.setgid(who[1])
+                os.setuid(who[0])
             _exec(cfg["argv"], cfg["env"])
         except _Fail:
             raise
@@ -223,6 +228,17 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int) -> None:
     except BaseException as exc:
         os.write(wfd, f"InternalError\tcannot start the container: {exc!r}".encode())
     os._exit(127)
+
+
+def _user(cfg: dict) -> tuple[int, int, list[int], str] | None:
+    """The image's or the request's User, from the container's own /etc/passwd (we are
+    in its root now); HOME from there too when the environment has none (runc's rule)."""
+    try:
+        ids = users.resolve(cfg.get("user") or "")
+    except users.UnknownUser as exc:
+        raise _Fail("InvalidParameter", str(exc)) from exc
+    cfg["env"].setdefault("HOME", ids[3])
+    return ids if cfg.get("user") else None
 
 
 def _prepare(cfg: dict, alive: int) -> None:

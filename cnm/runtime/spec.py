@@ -24,8 +24,11 @@ class ContainerSpec:
             existing namespace file to join (a bind-mounted /run/.../netns/<id>, or
             /proc/<pid>/ns/net of another container for `container:X`).
     rootfs: None = the host's filesystem as / (with private /proc, /dev/shm and
-            /etc/{hosts,resolv.conf,hostname}); else a directory used read-only as the
-            lower layer of an overlay whose upper layer lives in the container's dir.
+            /etc/{hosts,resolv.conf,hostname}); else directories used read-only as the
+            lower layers of an overlay (topmost first: an image's layers, or one
+            --rootfs DIR) whose upper layer lives in the container's dir.
+    user:   Docker's User ("name", "uid", "uid:gid", "name:group"; "" = root),
+            resolved in the container's own /etc/passwd and /etc/group at start.
     hosts, resolv_conf, etc_hostname: contents bind-mounted over the files in /etc
             inside the container (None = leave the file alone). etc_hostname None with
             a hostname set means "<hostname>\\n".
@@ -48,7 +51,8 @@ class ContainerSpec:
     hostname: str = ""
     workdir: str = "/"
     netns: str = HOST
-    rootfs: str | None = None
+    rootfs: list[str] | None = None
+    user: str = ""
     hosts: str | None = None
     resolv_conf: str | None = None
     etc_hostname: str | None = None
@@ -82,11 +86,16 @@ class ContainerSpec:
         if self.netns != HOST and not os.path.isabs(self.netns):
             raise InvalidParameter(f"invalid netns {self.netns!r}: \"host\" or the absolute path of a namespace file")
         if self.rootfs is not None:
-            if not os.path.isabs(self.rootfs):
-                raise InvalidParameter(f"invalid rootfs {self.rootfs!r}: it needs to be an absolute path")
-            if any(c in self.rootfs for c in ",:\\"):
-                # overlayfs mount options are split on ',' and lowerdir on ':'
-                raise InvalidParameter(f"invalid rootfs {self.rootfs!r}: ',', ':' and '\\' are not allowed in the path")
+            if not isinstance(self.rootfs, list) or not self.rootfs:
+                raise InvalidParameter("invalid rootfs: a non-empty list of lower directories")
+            for lower in self.rootfs:
+                if not isinstance(lower, str) or not os.path.isabs(lower):
+                    raise InvalidParameter(f"invalid rootfs {lower!r}: it needs to be an absolute path")
+                if any(c in lower for c in ",:\\"):
+                    # overlayfs mount options are split on ',' and lowerdir on ':'
+                    raise InvalidParameter(f"invalid rootfs {lower!r}: ',', ':' and '\\' are not allowed in the path")
+        if not isinstance(self.user, str) or any(c in self.user for c in "\0\n"):
+            raise InvalidParameter(f"invalid user {self.user!r}")
         if self.memory is not None and (isinstance(self.memory, bool) or self.memory < MIN_MEMORY):
             raise InvalidParameter(f"invalid memory limit {self.memory}: minimum memory limit allowed is 6MB")
         if self.cpus is not None and not (0.01 <= self.cpus <= 1024):
@@ -146,6 +155,8 @@ class ContainerSpec:
             raise InvalidParameter(f"invalid container spec: {exc}") from exc
         spec.argv = list(spec.argv)
         spec.env = dict(spec.env)
+        if isinstance(spec.rootfs, str):   # a spec.json written when rootfs was one directory
+            spec.rootfs = [spec.rootfs]
         return spec
 
     def to_json(self) -> str:

@@ -203,14 +203,14 @@ def test_rootfs_container_gets_a_private_dev(rt, host_ns, tmp_path):
     script = ("touch /dev/created-inside; ls /dev; mknod /dev/hostdisk b 8 0 && "
               "(busybox dd if=/dev/hostdisk of=/dev/null count=1 2>&1 || echo no-device-access); "
               "busybox mount -t tmpfs none /mnt 2>&1 || echo no-mount; echo x > /f 2>&1 || echo read-only-root")
-    code, out, err = run(rt, "r", ["sh", "-c", script], netns=f"/run/netns/{host_ns}", rootfs=str(root),
+    code, out, err = run(rt, "r", ["sh", "-c", script], netns=f"/run/netns/{host_ns}", rootfs=[str(root)],
                          env={"PATH": "/bin"}, read_only=False)
     assert code == 0, err
     assert set(os.listdir("/dev")) == before  # nothing appeared on the host
     assert "null" in out and "pts" in out and "sda" not in out
     assert "no-device-access" in out and "no-mount" in out and "read-only-root" not in out
     code, out, _ = run(rt, "ro", ["sh", "-c", "echo x > /f 2>&1 || echo read-only-root"],
-                       netns=f"/run/netns/{host_ns}", rootfs=str(root), env={"PATH": "/bin"}, read_only=True)
+                       netns=f"/run/netns/{host_ns}", rootfs=[str(root)], env={"PATH": "/bin"}, read_only=True)
     assert "read-only-root" in out
 
 

@@ -105,7 +105,7 @@ def test_container_does_not_pin_other_namespaces(rt, netns):
 def test_rootfs_overlay(rt, netns, rootfs):
     lower_before = _tree(rootfs)
     rt.start("r", ["sh", "-c", "echo data > /created.txt; ls /; cat /etc/hosts"], netns=netns,
-             rootfs=str(rootfs), hosts="10.1.1.1 inside\n", env={"PATH": "/bin"})
+             rootfs=[str(rootfs)], hosts="10.1.1.1 inside\n", env={"PATH": "/bin"})
     assert rt.rt.wait("r", 10) == 0
     out, err = rt.out("r")
     listing = set(out.split())
@@ -265,13 +265,13 @@ def test_missing_command(rt, netns, rootfs):
     assert str(exc.value) == 'exec: "no-such-cmd-xyz": executable file not found in $PATH'
     _assert_nothing_left(rt, "m")
     with pytest.raises(InvalidParameter, match='exec: "/nope/x": stat /nope/x: no such file or directory'):
-        rt.rt.start(ContainerSpec(id="m", argv=["/nope/x"], rootfs=str(rootfs), **spec))
+        rt.rt.start(ContainerSpec(id="m", argv=["/nope/x"], rootfs=[str(rootfs)], **spec))
     _assert_nothing_left(rt, "m")
 
 
 def test_missing_rootfs_or_netns(rt, netns, tmp_path):
     with pytest.raises(NotFound, match="rootfs .* not found"):
-        rt.rt.start(ContainerSpec(id="m", argv=["true"], rootfs=str(tmp_path / "nope")))
+        rt.rt.start(ContainerSpec(id="m", argv=["true"], rootfs=[str(tmp_path / "nope")]))
     _assert_nothing_left(rt, "m")
     with pytest.raises(NotFound, match="network namespace /run/netns/cnmt-absent not found"):
         rt.rt.start(ContainerSpec(id="m", argv=["true"], netns="/run/netns/cnmt-absent"))
@@ -297,7 +297,7 @@ def test_exec_argv_enters_the_container(rt, netns, rootfs):
 
 def test_exec_into_rootfs_container(rt, netns, rootfs):
     rt.start("xr", ["sh", "-c", "echo inside > /marker; exec sleep 1000"], netns=netns,
-             rootfs=str(rootfs), env={"PATH": "/bin"})
+             rootfs=[str(rootfs)], env={"PATH": "/bin"})
     deadline = time.monotonic() + 5
     while not (rt.state_dir / "xr" / files.UPPER / "marker").exists() and time.monotonic() < deadline:
         time.sleep(0.02)

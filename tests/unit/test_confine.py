@@ -187,12 +187,19 @@ def test_host_mode_writable_root_and_user_tmpfs_replaces_the_private_one():
 
 
 def test_rootfs_plan_overlay_first_and_read_only_last():
-    ops = _ops(overlay=("/img", "/c/upper", "/c/work"), read_only=True, workdir="/app")
+    ops = _ops(overlay=(["/img"], "/c/upper", "/c/work"), read_only=True, workdir="/app")
     assert ops[0][:5] == ("mount", "overlay", "/", "overlay", linux.MS_NODEV)
     assert "lowerdir=/img,upperdir=/c/upper,workdir=/c/work" == ops[0][5]
     assert ops[-2:] == [("dir", "/app"), ("remount_ro", "/")]
     assert not any(op[0] == "setattr" and op[1] == "/" for op in ops)
     assert not any(op[0] == "mask" and op[1] == "/run/cnm" for op in ops)  # the host is out of sight anyway
+
+
+def test_rootfs_plan_with_many_layers_mounts_from_their_directory():
+    lowers = [f"/var/lib/cnm-lab/lab/host/root/images/l/{i:012x}" for i in range(125)]
+    ops = _ops(overlay=(lowers, "/c/upper", "/c/work"))
+    assert ops[0] == ("chdir", "/var/lib/cnm-lab/lab/host/root/images/l")
+    assert ops[1][5].startswith("lowerdir=000000000000:") and len(ops[1][5]) < 4096
 
 
 def test_privileged_plan_has_host_devices_and_no_masks():
@@ -221,6 +228,6 @@ def test_spec_validates_confinement():
     with pytest.raises(InvalidParameter, match="CAP_WARP"):
         ContainerSpec(id="c", argv=["true"], cap_add=["WARP"]).validate()
     with pytest.raises(InvalidParameter, match="cannot be /"):
-        ContainerSpec(id="c", argv=["true"], rootfs="/img", mounts=[co.parse_bind("/:/")]).validate()
+        ContainerSpec(id="c", argv=["true"], rootfs=["/img"], mounts=[co.parse_bind("/:/")]).validate()
     spec = ContainerSpec(id="c", argv=["true"], cap_add=["NET_ADMIN"], mounts=[co.parse_bind("/a:/b:ro")])
     assert ContainerSpec.from_json(spec.to_json()) == spec

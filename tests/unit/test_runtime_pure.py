@@ -35,7 +35,7 @@ _text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("
 )
 def test_spec_json_round_trip(argv, env, memory, cpus, pids, hosts):
     spec = ContainerSpec(id="c0ffee", name="web", argv=argv, env=env, hostname="web-1", workdir="/srv",
-                         netns="/run/cnm/netns/abc", rootfs="/var/lib/img", hosts=hosts,
+                         netns="/run/cnm/netns/abc", rootfs=["/var/lib/img"], hosts=hosts,
                          resolv_conf="nameserver 10.0.0.2\n", memory=memory, cpus=cpus, pids_limit=pids)
     spec.validate()
     back = ContainerSpec.from_json(spec.to_json())
@@ -48,8 +48,11 @@ def test_spec_json_round_trip(argv, env, memory, cpus, pids, hosts):
     ({"argv": [""]}, "no command"),
     ({"id": "../etc"}, "invalid container id"),
     ({"netns": "relative/path"}, "invalid netns"),
-    ({"rootfs": "/a,b"}, "not allowed"),
-    ({"rootfs": "img"}, "absolute"),
+    ({"rootfs": ["/a,b"]}, "not allowed"),
+    ({"rootfs": ["/ok", "img"]}, "absolute"),
+    ({"rootfs": []}, "non-empty list"),
+    ({"rootfs": "/img"}, "non-empty list"),
+    ({"user": "a\nb"}, "invalid user"),
     ({"workdir": "srv"}, "absolute"),
     ({"memory": 1024}, "6MB"),
     ({"cpus": 0.0}, "CPUs"),
@@ -63,6 +66,11 @@ def test_spec_validation_errors(change, words):
         setattr(spec, k, v)
     with pytest.raises(InvalidParameter, match=words):
         spec.validate()
+
+
+def test_spec_from_json_takes_an_old_single_rootfs():
+    spec = ContainerSpec.from_dict({"id": "a", "argv": ["x"], "rootfs": "/var/lib/img"})
+    assert spec.rootfs == ["/var/lib/img"]
 
 
 def test_spec_from_json_rejects_unknown_fields_and_garbage():
