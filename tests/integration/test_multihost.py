@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -14,7 +15,7 @@ import pytest
 from tests.integration.conftest import NET, ROOT, sh
 
 BB = "/bin/busybox"
-LAB = "mh"
+LAB = "mh" + secrets.token_hex(2)   # unique: two suites may run at once on one machine
 LAB_YAML = (ROOT / "labs" / "three-hosts.yaml").read_text().replace("name: three-hosts", f"name: {LAB}")
 
 
