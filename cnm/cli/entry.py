@@ -15,7 +15,7 @@ import sys
 from cnm.cli.commands import COMMANDS, GROUPS, TOP, load, resolve
 from cnm.cli.output import error_line
 from cnm.cli.parse import HelpRequested, UsageError, parse
-from cnm.cli.spec import Context
+from cnm.cli.spec import Command, Context
 from cnm.errors import CNMError
 
 TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
@@ -65,9 +65,10 @@ def _click(argv: Sequence[str]) -> int:
     return run_click(list(argv))
 
 
-def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] | None = None) -> int:
+def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] | None = None,
+        ran: list[Command] | None = None) -> int:
     """Run one command line (without the program name); its exit code. `transport`
-    replaces the unix socket (tests)."""
+    replaces the unix socket (tests); `ran` gets the command that ran, if one did."""
     env: Any = Environment() if environ is None else environ
     if COMPLETE_VAR in env:
         return _click(argv)
@@ -91,6 +92,8 @@ def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] |
     except UsageError as exc:
         return _usage(exc, path)
     cx = Context(top.host, transport, path)
+    if ran is not None:
+        ran.append(cmd)
     try:
         code = cmd.handler(cx, opts)
     except CNMError as exc:
@@ -103,14 +106,25 @@ def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] |
 
 
 def main() -> None:
+    ran: list[Command] = []
     try:
-        code = run(sys.argv[1:])
+        code = run(sys.argv[1:], ran=ran)
+        sys.stdout.flush()
+        sys.stderr.flush()
     except BrokenPipeError:
         # The reader went away (`net ps | head -1`): stop quietly, as Docker's client does.
         import os
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 141
+    if ran and not ran[0].heavy:
+        # A light command has nothing left to clean up: skip the interpreter's teardown
+        # (freeing every module and object: ~2 ms of a ~15 ms `net ls -q`). atexit
+        # handlers still run; the output is flushed above.
+        import atexit
+        import posix
+        atexit._run_exitfuncs()
+        posix._exit(code)
     sys.exit(code)
 
 

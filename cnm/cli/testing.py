@@ -130,6 +130,7 @@ def run_lean(argv: Sequence[str], **kw: Any) -> Result:
     """`run_net`, failing (AssertionError) if the command imported a HEAVY module it did
     not declare."""
     r = run_net(argv, **kw)
+    assert "cnm.cli.entry" in r.modules, f"net {' '.join(argv)}: no record of its imports (atexit did not run)"
     bad = heavy_imports(r.modules, allowed_heavy(argv))
     assert not bad, f"net {' '.join(argv)} imported {', '.join(bad)} on its execution path"
     return r
