@@ -37,15 +37,17 @@ PRUNE_WARNING = ("WARNING! This will remove all custom networks not used by at l
          arg("name"))
 def create(cx: Context, o: Opts) -> None:
     """Create a network; prints its ID."""
-    from cnm.cli.ipamflags import ipam_configs
+    configs: list[dict] = []
+    if o.subnets or o.ip_ranges or o.gateways or o.aux:
+        from cnm.cli.ipamflags import ipam_configs  # (ipaddress: ~4 ms, only with IPAM flags)
+        configs = ipam_configs(o.subnets, o.ip_ranges, o.gateways, o.aux)
     body: dict[str, Any] = {
         "Name": o.name,
         "Driver": o.driver,
         "CheckDuplicate": True,
         "Internal": o.internal,
         "EnableIPv6": o.ipv6,
-        "IPAM": {"Driver": o.ipam_driver, "Config": ipam_configs(o.subnets, o.ip_ranges, o.gateways, o.aux),
-                 "Options": dict(o.ipam_opts)},
+        "IPAM": {"Driver": o.ipam_driver, "Config": configs, "Options": dict(o.ipam_opts)},
         "Options": dict(o.opts),
         "Labels": dict(o.labels),
     }
