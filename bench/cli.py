@@ -99,6 +99,26 @@ class Figures:
         return statistics.median(pairs) if pairs else None
 
 
+def round_trip(sock: str, runs: int) -> dict[str, dict[str, float]]:
+    """`net ls -q` against `docker network ls -q` (each Docker client present) on the daemon
+    at `sock`, paired and interleaved: {client: {"ms": median wall, "cpu": median CPU ms,
+    "ratio": median per-round net / client}}. For bench/containers.py."""
+    workdir = tempfile.mkdtemp(prefix="cnm-bench-cli-")
+    try:
+        cl = Clients(sock, workdir)
+        fig = Figures()
+        clients = [c for c in cl.argv if c != "net (pip)"]
+        for rnd in range(runs + 1):
+            for client in clients[rnd % len(clients):] + clients[:rnd % len(clients)]:
+                wall, cpu, _ = cl.run(client, ["ls", "-q"] if client == "net" else ["network", "ls", "-q"])
+                if rnd:
+                    fig.add("ls -q", client, rnd, wall, cpu)
+        return {c: {"ms": fig.median("ls -q", c) or 0.0, "cpu": fig.median("ls -q", c, cpu=True) or 0.0,
+                    "ratio": fig.ratio("ls -q", "net", c) or 0.0} for c in clients}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def daemon_side(sock: str, calls: dict[str, tuple[str, str, dict | None]], runs: int) -> dict[str, float]:
     """Median ms the daemon takes to answer each API call (one raw request at a time)."""
     t = UnixSocketTransport(sock)
