@@ -46,6 +46,23 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   
          option("-m", "--memory", value=byte_size, help="Memory limit (e.g. 64m, 1g)."),
          option("--cpus", value=float_range(0.01), help="Number of CPUs (e.g. 1.5)."),
          option("--pids-limit", value=int_range(1), help="Maximum number of tasks."),
+         option("--cap-add", dest="cap_add", multiple=True, metavar="CAP",
+                help="Add a Linux capability to Docker's default 14 (repeatable; ALL: every one)."),
+         option("--cap-drop", dest="cap_drop", multiple=True, metavar="CAP",
+                help="Drop a Linux capability (repeatable; ALL: every one)."),
+         flag("--privileged", help="Every capability, no seccomp filter, no masked paths, the host's devices."),
+         option("-v", "--volume", dest="volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
+                help="Bind a host path (repeatable). Without --rootfs the host's / is read-only: "
+                     "-v /:/ makes it writable."),
+         option("--mount", dest="mounts", multiple=True, metavar="type=bind|tmpfs,...",
+                help="Docker's --mount: type=bind,src=,dst=[,readonly] or type=tmpfs,dst=[,tmpfs-size=] (repeatable)."),
+         option("--tmpfs", multiple=True, metavar="DST[:OPTIONS]", help="Mount a tmpfs (repeatable)."),
+         flag("--read-only", dest="read_only", help="Mount the container's root filesystem read-only (--rootfs)."),
+         option("--security-opt", dest="security_opt", multiple=True, metavar="OPTION",
+                help="seccomp=unconfined|PROFILE.json, no-new-privileges[=false], systempaths=unconfined "
+                     "(repeatable)."),
+         option("--device", dest="devices", multiple=True, metavar="HOST[:CTR][:rwm]",
+                help="Add a host device (repeatable)."),
          arg("cmd", nargs=-1, metavar="[--] CMD [ARG...]"),
          interspersed=False)
 def run(cx: Context, o: Opts) -> int:
@@ -56,7 +73,8 @@ def run(cx: Context, o: Opts) -> int:
     """
     body = create_body(o.cmd, name=o.name, network=o.network, ip=o.ip, ip6=o.ip6, mac=o.mac, hostname=o.hostname,
                        aliases=o.aliases, publish=o.publish, env=o.env, rootfs=o.rootfs, memory=o.memory,
-                       cpus=o.cpus, pids_limit=o.pids_limit, auto_remove=o.auto_remove and o.detach)
+                       cpus=o.cpus, pids_limit=o.pids_limit, auto_remove=o.auto_remove and o.detach,
+                       confinement=confinement(o) if _confined(o) else None)
     try:
         cid = cx.client.container_create(body)
     except CNMError as exc:
@@ -66,6 +84,20 @@ def run(cx: Context, o: Opts) -> int:
         echo(cid)
         return 0
     return attached(cx.client, cid, remove=o.auto_remove)
+
+
+_CONFINEMENT_FLAGS = ("cap_add", "cap_drop", "privileged", "volumes", "mounts", "tmpfs", "read_only", "security_opt",
+                      "devices")
+
+
+def _confined(o: Opts) -> bool:
+    return any(getattr(o, k) for k in _CONFINEMENT_FLAGS)
+
+
+def confinement(o: Opts) -> dict:
+    """HostConfig fields of the confinement flags (imported only when one is given)."""
+    from cnm.cli.confineflags import host_config
+    return host_config(**{k: getattr(o, k) for k in _CONFINEMENT_FLAGS})
 
 
 # -- ps / inspect ---------------------------------------------------------------------

@@ -60,9 +60,10 @@ def create_body(cmd: list[str], *, name: str | None = None, network: str | None 
                 ip6: str | None = None, mac: str | None = None, hostname: str | None = None,
                 aliases: Iterable[str] = (), publish: Iterable[str] = (), env: Iterable[str] = (),
                 rootfs: str | None = None, memory: int | None = None, cpus: float | None = None,
-                pids_limit: int | None = None, auto_remove: bool = False) -> dict:
-    """The `POST /containers/create` body for `net run`'s flags."""
-    host: dict[str, Any] = {"NetworkMode": network or "default", "AutoRemove": auto_remove}
+                pids_limit: int | None = None, auto_remove: bool = False, confinement: dict | None = None) -> dict:
+    """The `POST /containers/create` body for `net run`'s flags (`confinement`: HostConfig
+    fields from cnm.cli.confineflags)."""
+    host: dict[str, Any] = {"NetworkMode": network or "default", "AutoRemove": auto_remove, **(confinement or {})}
     bindings = port_bindings(publish)
     if bindings:
         host["PortBindings"] = bindings

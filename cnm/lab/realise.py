@@ -75,12 +75,17 @@ def network_create_argv(socket: str, name: str, driver: str, subnet: str | None,
 
 
 def container_run_argv(socket: str, name: str, network: str, ip: str | None,
-                       ports: Sequence[str], command: Sequence[str]) -> list[str]:
+                       ports: Sequence[str], command: Sequence[str], cap_add: Sequence[str] = (),
+                       privileged: bool = False) -> list[str]:
     argv = net_argv(socket, "run", "-d", "--name", name, "--hostname", name, "--net", network)
     if ip:
         argv += ["--ip", ip]
     for p in ports:
         argv += ["-p", p]
+    for cap in cap_add:
+        argv += ["--cap-add", cap]
+    if privileged:
+        argv.append("--privileged")
     return argv + ["--", *command]
 
 
@@ -257,7 +262,8 @@ class Realiser:
             if net != "bridge" and lab.network(net).is_overlay:
                 self._wait_network(sock, net, c.host)
         rec.containers.append([c.name, c.host])
-        self.runner.run(container_run_argv(sock, c.name, c.networks[0], c.ip, c.ports, c.command))
+        self.runner.run(container_run_argv(sock, c.name, c.networks[0], c.ip, c.ports, c.command, c.cap_add,
+                                           c.privileged))
         for net in c.networks[1:]:
             self.runner.run(net_argv(sock, "network", "connect", net, c.name))
 

@@ -32,6 +32,8 @@ Schema (see README, "Labs (`net lab`)"):
         command: busybox httpd -f -p 80 # string (split like a shell) or list; default busybox sleep 1d
         ip: 10.10.0.10                  # on the first network
         ports: ["8080:80"]
+        cap_add: [NET_ADMIN]            # beyond Docker's default 14 capabilities
+        privileged: false               # every capability, no seccomp filter, the host's devices
     checks:
       - {from: c1, ping: c2}            # container, host name or IPv4 address
       - {from: c1, tcp: "c2:80", expect: fail, network: ov}
@@ -123,6 +125,8 @@ class Container:
     command: tuple[str, ...]
     ip: str | None
     ports: tuple[str, ...]
+    cap_add: tuple[str, ...] = ()       # capabilities beyond Docker's default set
+    privileged: bool = False
 
 
 @dataclass(frozen=True)
@@ -405,7 +409,8 @@ def _containers(ctx: _Ctx, data: dict, hosts: list[str], networks: tuple[Network
     out = []
     for i, raw in enumerate(ctx.seq(data.get("containers") or [], "containers")):
         where = f"containers[{i}]"
-        raw = ctx.mapping(raw, where, ("name", "host", "network", "networks", "command", "ip", "ports"), ("name", "host"))
+        raw = ctx.mapping(raw, where, ("name", "host", "network", "networks", "command", "ip", "ports", "cap_add",
+                                       "privileged"), ("name", "host"))
         name = ctx.name(raw["name"], f"{where}.name", _OBJ_NAME, "use letters, digits, '_', '.', '-'")
         host = raw["host"]
         if host not in hosts:
@@ -439,7 +444,16 @@ def _containers(ctx: _Ctx, data: dict, hosts: list[str], networks: tuple[Network
         for j, p in enumerate(ports):
             if not _PORT.match(p):
                 raise ctx.err(f"{where}.ports[{j}]", f"invalid port mapping {p!r} (use [IP:][HOSTPORT:]PORT[/tcp|udp])")
-        out.append(Container(name=name, host=host, networks=tuple(nets), command=command, ip=ip, ports=ports))
+        cap_add = tuple(_scalar(ctx, c, f"{where}.cap_add[{j}]")
+                        for j, c in enumerate(ctx.seq(raw.get("cap_add") or [], f"{where}.cap_add")))
+        from cnm.runtime.caps import NAMES, normalize
+        try:
+            normalize(list(cap_add), frozenset(NAMES), "cap_add")
+        except InvalidParameter as exc:
+            raise ctx.err(f"{where}.cap_add", exc.message.removeprefix("cap_add: ")) from None
+        privileged = ctx.boolean(raw["privileged"], f"{where}.privileged") if "privileged" in raw else False
+        out.append(Container(name=name, host=host, networks=tuple(nets), command=command, ip=ip, ports=ports,
+                             cap_add=cap_add, privileged=privileged))
     ctx.unique([c.name for c in out], "containers", "container")
     fixed: dict[tuple[str, str], str] = {}
     for i, c in enumerate(out):

@@ -318,3 +318,25 @@ def test_exec_runs_confined_as_the_container(daemon):
         for c in client.containers.list(all=True):
             c.remove(force=True)
         client.close()
+
+
+def test_cli_flags_through_the_daemon(daemon, outside, tmp_path):
+    """net run's confinement flags, end to end."""
+    lo_mtu = ["--", BUSYBOX, "ip", "link", "set", "lo", "mtu", "1400"]
+    r = daemon.net("run", "--rm", "--net", "none", *lo_mtu, check=False)
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr
+    daemon.net("run", "--rm", "--net", "none", "--cap-add", "NET_ADMIN", *lo_mtu)
+    r = daemon.net("run", "--rm", "--net", "none", "-v", f"{outside}:/mnt/data", "--tmpfs", "/mnt/scratch:size=1m",
+                   "--", BUSYBOX, "sh", "-c", "echo hi > /mnt/data/f && grep -c ' /mnt/scratch ' /proc/self/mounts",
+                   check=False)
+    # /mnt/data does not exist on the (read-only) host: refused with the reason
+    assert r.returncode == 125 and "/mnt/data does not exist and cannot be created" in r.stderr
+    r = daemon.net("run", "--rm", "--net", "none", "-v", f"{outside}:{outside}", "--", BUSYBOX, "sh", "-c",
+                   f"echo hi > {outside}/f")
+    assert (outside / "f").read_text() == "hi\n"
+    profile = tmp_path / "deny-mkdir.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}]}))
+    r = daemon.net("run", "--rm", "--net", "none", "--security-opt", f"seccomp={profile}", "--",
+                   BUSYBOX, "mkdir", "/tmp/x", check=False)
+    assert r.returncode != 0 and "Disk quota exceeded" in r.stderr

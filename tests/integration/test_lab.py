@@ -210,3 +210,26 @@ def test_up_after_a_crash_of_the_previous_lab(tmp_path):
         pids = recorded_pids(tmp_path, name) if (tmp_path / name).exists() else []
         lab_cmd(tmp_path, "down", name)
     assert_nothing_left(tmp_path, name, old + pids)
+
+
+def test_lab_containers_get_cap_add_and_privileged(tmp_path):
+    """A lab file's cap_add and privileged reach the containers: c1 sets its lo MTU at
+    start (NET_ADMIN) and keeps running only if it could; c2 is privileged."""
+    name = "k" + secrets.token_hex(3)
+    doc = one_host_lab(name, containers=[
+        {"name": "c1", "host": "h1", "network": "n1", "cap_add": ["NET_ADMIN"],
+         "command": ["busybox", "sh", "-c", "busybox ip link set lo mtu 1400 && exec busybox sleep 1d"]},
+        {"name": "c2", "host": "h1", "network": "n1", "privileged": True}],
+        checks=[{"from": "c1", "mtu": 1400, "iface": "lo"}, {"from": "c2", "ping": "c1"}])
+    path = write_lab(tmp_path / "lab.yaml", doc)
+    lab_cmd(tmp_path, "up", str(path))
+    try:
+        r = lab_cmd(tmp_path, "check", name, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = lab_cmd(tmp_path, "exec", name, "h1", "--", "net", "container", "inspect", "c1", "c2").stdout
+        c1, c2 = json.loads(out)
+        assert c1["HostConfig"]["CapAdd"] == ["NET_ADMIN"] and c2["HostConfig"]["Privileged"] is True
+    finally:
+        pids = recorded_pids(tmp_path, name) if (tmp_path / name).exists() else []
+        lab_cmd(tmp_path, "down", name)
+    assert_nothing_left(tmp_path, name, pids)

@@ -245,3 +245,59 @@ def test_connect_and_disconnect(net, service):
     assert list(info["NetworkSettings"]["Networks"]) == ["bridge"]
     r = net("disconnect", "back", "c")
     assert (r.exit_code, r.stderr) == (3, "Error: container c is not connected to network back\n")
+
+
+# -- confinement flags ----------------------------------------------------------------------
+
+def test_run_confinement_flags_reach_the_daemon(net, service, workdir):
+    profile = workdir / "profile.json"
+    profile.write_text('{\n  "defaultAction": "SCMP_ACT_ALLOW",\n  "syscalls": []\n}\n')
+    r = net("run", "-d", "--name", "conf", "--cap-add", "NET_ADMIN", "--cap-drop", "mknod", "--read-only",
+            "-v", "/srv/data:/data:ro", "-v", "/opt:/opt", "--tmpfs", "/run:size=8m,exec",
+            "--mount", "type=tmpfs,dst=/scratch,tmpfs-size=1m,tmpfs-mode=1770",
+            "--mount", "type=bind,src=/etc,dst=/host-etc,readonly,bind-propagation=rslave",
+            "--security-opt", f"seccomp={profile}", "--security-opt", "no-new-privileges=false",
+            "--device", "/dev/fuse", "--rootfs", str(workdir), "--", "sh", "-c", "sleep 30")
+    assert r.exit_code == 0, r.output
+    c = by_name(service, "conf").confine
+    assert (c["cap_add"], c["cap_drop"], c["read_only"], c["privileged"]) == (["NET_ADMIN"], ["mknod"], True, False)
+    assert c["security_opt"] == ['seccomp={"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}',
+                                 "no-new-privileges=false"]
+    by_target = {m["target"]: m for m in c["mounts"]}
+    assert by_target["/data"]["read_only"] and not by_target["/opt"]["read_only"]
+    assert by_target["/run"]["options"] == ["size=8m", "exec"]
+    assert by_target["/scratch"]["options"] == ["size=1048576", "mode=1770"]
+    assert by_target["/host-etc"] == {"type": "bind", "source": "/etc", "target": "/host-etc", "read_only": True,
+                                      "propagation": "rslave", "recursive": True, "create": False}
+    assert c["devices"] == [{"host": "/dev/fuse", "container": "/dev/fuse"}]
+
+
+def test_run_privileged_and_relative_volume(net_here, service, monkeypatch, workdir):
+    monkeypatch.chdir(workdir)
+    r = net_here("run", "-d", "--name", "priv", "--privileged", "-v", "./data:/data", "--", "sh", "-c", "sleep 30")
+    assert r.exit_code == 0, r.output
+    c = by_name(service, "priv").confine
+    assert c["privileged"] is True and c["mounts"][0]["source"] == str(workdir / "data")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--cap-add", "FLY"], 125, 'Error: --cap-add: unknown capability: "CAP_FLY"'),        # the daemon's 400
+    (["-v", "named:/data"], 125, "Error: invalid volume specification 'named:/data': named volumes are not supported"),
+    (["--security-opt", "apparmor=docker-default"], 125, "Error: invalid --security-opt 'apparmor=docker-default'"),
+    (["--security-opt", "seccomp=/no/such/profile.json"], 2, "Error: opening seccomp profile (/no/such/profile.json)"),
+    (["--mount", "type=bind,src=/a,dst=/b,colour=red"], 2, "Error: unexpected key 'colour'"),   # the CLI's own
+])
+def test_run_bad_confinement_is_one_line(net, service, args, code, message):
+    r = net("run", *args, "true")
+    assert r.exit_code == code, r.output
+    assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+    assert not service.containers
+
+
+def test_run_without_confinement_flags_stays_lean(net, service):
+    """The flags' module is imported only when one is given (checked by run_lean for the
+    heavy modules; here: the body carries no confinement fields)."""
+    r = net("run", "-d", "--name", "plain", "sh", "-c", "sleep 30")
+    assert r.exit_code == 0
+    c = by_name(service, "plain").confine
+    assert c["cap_add"] == [] and c["mounts"] == [] and c["privileged"] is False

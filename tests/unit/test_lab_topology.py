@@ -74,6 +74,19 @@ def test_defaults_and_address_assignment():
     assert lab.checks[2].mtu == 1450 and lab.checks[2].iface == "eth0"
 
 
+def test_capabilities_and_privileged():
+    data = copy.deepcopy(BASE)
+    data["containers"][0]["cap_add"] = ["net_admin", "CAP_SYS_PTRACE"]
+    data["containers"][1]["privileged"] = True
+    c1, c2 = parse(data, "x.yaml").containers
+    assert (c1.cap_add, c1.privileged) == (("net_admin", "CAP_SYS_PTRACE"), False)
+    assert (c2.cap_add, c2.privileged) == ((), True)
+    from cnm.lab.realise import container_run_argv
+    argv = container_run_argv("/s", "c1", "ov", None, (), ("true",), c1.cap_add, c2.privileged)
+    assert argv[-7:] == ["--cap-add", "net_admin", "--cap-add", "CAP_SYS_PTRACE", "--privileged", "--", "true"]
+    assert parse(BASE, "x.yaml").containers[0].cap_add == ()   # Docker's defaults unless asked
+
+
 def test_given_addresses_are_kept_and_others_skip_them():
     data = copy.deepcopy(BASE)
     data["hosts"] = ["h1", "h2", "h3"]
@@ -156,6 +169,9 @@ BAD = [
     ("containers.1.ports", ["80:eighty"], "containers[1].ports[0]: invalid port mapping"),
     ("containers.1.name", "c1", "containers[1]: duplicate container 'c1'"),
     ("containers.1.ip", "10.10.0.5", "containers[1].ip: 10.10.0.5 is already given to c1"),
+    ("containers.0.cap_add", ["NET_FLY"], 'containers[0].cap_add: unknown capability: "CAP_NET_FLY"'),
+    ("containers.0.cap_add", "NET_ADMIN", "containers[0].cap_add: expected a list"),
+    ("containers.0.privileged", "yes", "containers[0].privileged: expected true or false"),
     ("checks.0.ping", None, "checks[0]: give exactly one of 'ping', 'tcp' or 'mtu'"),
     ("checks.0.tcp", "c2:80", "checks[0]: give exactly one of"),
     ("checks.0.from", "ghost", "checks[0].from: unknown container 'ghost'"),
