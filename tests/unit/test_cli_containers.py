@@ -291,7 +291,7 @@ def test_run_bad_confinement_is_one_line(net, service, args, code, message):
     r = net("run", *args, "true")
     assert r.exit_code == code, r.output
     assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
-    assert not service.containers
+    assert not service.list_containers()
 
 
 def test_run_without_confinement_flags_stays_lean(net, service):
