@@ -91,9 +91,14 @@ class ContainerCreate:
     devices: list[dict] = field(default_factory=list)
     masked_paths: list[str] | None = None
     readonly_paths: list[str] | None = None
+    attach_stdout: bool = True
+    attach_stderr: bool = True
 
     @classmethod
     def from_docker_json(cls, body: dict) -> "ContainerCreate":
+        if _typed(body, "Tty", bool, False) or _typed(body, "OpenStdin", bool, False):
+            raise InvalidParameter("interactive containers (-i) and TTYs (-t) are not supported by this runtime "
+                                   "yet: run without -i/-t (docker exec -it works)")
         argv = _typed(body, "Cmd", list, [])
         if not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
             raise InvalidParameter("no command given: net run [OPTIONS] [--] CMD [ARG…]")
@@ -134,6 +139,8 @@ class ContainerCreate:
                    hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
                    rootfs=rootfs, memory=mem, cpus=nano / 1e9 if nano else None, pids_limit=pids,
                    auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body),
+                   attach_stdout=_typed(body, "AttachStdout", bool, True),
+                   attach_stderr=_typed(body, "AttachStderr", bool, True),
                    **confinement(host, rootfs is None))
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
-from typing import Protocol
+from dataclasses import asdict
 
+from cnm.container_deps import ContainerRuntime, EventPublisher, ExitWatch, NetworkLookup
+from cnm.container_record import CONFINEMENT_FIELDS, Attachment, Container, generated_name
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
@@ -52,113 +52,6 @@ def _read(path: str) -> Callable[[], str]:
 
 
 _HOST_RESOLV, _HOST_HOSTS = _read("/etc/resolv.conf"), _read("/etc/hosts")
-
-
-@dataclass
-class Attachment:
-    """A network the container asks to be on, with its endpoint settings."""
-
-    network: str                          # the network's ID
-    ip: str | None = None
-    ip6: str | None = None
-    mac: str | None = None
-    aliases: list[str] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, network_id: str, req: EndpointRequest) -> Attachment:
-        return cls(network_id, req.ip, req.ip6, req.mac, list(req.aliases))
-
-    @classmethod
-    def from_record(cls, rec: dict) -> Attachment:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in rec.items() if k in names})
-
-    def request(self) -> EndpointRequest:
-        return EndpointRequest(ip=self.ip, ip6=self.ip6, mac=self.mac, aliases=list(self.aliases))
-
-
-@dataclass
-class Container:
-    """The daemon's record of a container (the runtime holds the process state)."""
-
-    id: str
-    name: str
-    created: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    hostname: str = ""
-    rootfs: str | None = None
-    memory: int | None = None
-    cpus: float | None = None
-    pids_limit: int | None = None
-    auto_remove: bool = False
-    labels: dict[str, str] = field(default_factory=dict)
-    # Asked for:
-    network_mode: str = "bridge"          # as the user gave it: bridge, host, none, container:X, NET
-    networks: list[dict] = field(default_factory=list)          # Attachment records, in order
-    requested_ports: list[dict] = field(default_factory=list)   # PortBinding records
-    # Given (Docker's NetworkSettings), while the container runs:
-    shared_with: str | None = None        # container:X -> X's id
-    sandbox_id: str | None = None
-    sandbox_key: str | None = None
-    ports: list[dict] = field(default_factory=list)             # published PortBinding records
-    released: bool = False                # network resources given back after exit
-    confine: dict = field(default_factory=dict)   # cap_add, privileged, mounts, ... (ContainerSpec's names)
-
-    def to_record(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, rec: dict) -> Container:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in rec.items() if k in names})
-
-    def attachments(self) -> list[Attachment]:
-        return [Attachment.from_record(a) for a in self.networks]
-
-
-# The request's confinement fields, kept in the record under the runtime's ContainerSpec names.
-CONFINEMENT_FIELDS = ("cap_add", "cap_drop", "privileged", "security_opt", "mounts", "read_only", "devices",
-                      "masked_paths", "readonly_paths")
-
-
-class ContainerRuntime(Protocol):
-    """The runtime the service drives and shows its users (cnm.runtime.Runtime;
-    cnm.runtime.fake.FakeRuntime in unit tests)."""
-
-    def start(self, spec: ContainerSpec) -> ContainerState: ...
-    def state(self, cid: str) -> ContainerState: ...
-    def stop(self, cid: str, timeout: float = 10) -> int | None: ...
-    def kill(self, cid: str, sig: int = ...) -> None: ...
-    def wait(self, cid: str, timeout: float | None = None) -> int: ...
-    def remove(self, cid: str, force: bool = False) -> None: ...
-    def adopt(self) -> list[ContainerState]: ...
-    def logs_paths(self, cid: str) -> tuple[str, str]: ...
-    def exit_fd(self, cid: str) -> int | None: ...
-
-
-class EventPublisher(Protocol):
-    """Docker's event stream (cnm.events.EventBus)."""
-
-    def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str] | None = None) -> object: ...
-
-
-class ExitWatch(Protocol):
-    """Tells the service when a container's process ends (cnm.exits.ExitWatcher)."""
-
-    def watch(self, cid: str, on_exit: Callable[[str], None]) -> None: ...
-
-
-class NetworkLookup(Protocol):
-    """What the service asks of the controller (cnm.controller.Controller)."""
-
-    lock: threading.RLock
-
-    def get_network(self, ref: str) -> Network: ...
-    def network(self, network_id: str) -> Network | None: ...
-    def all_endpoints(self) -> list[Endpoint]: ...
-    def leave(self, ep: Endpoint) -> None: ...
-    def delete_endpoint(self, ep: Endpoint) -> None: ...
 
 
 class ContainerService:
@@ -236,20 +129,83 @@ class ContainerService:
             attrs = {**ct.labels, "image": getattr(ct, "image", None) or "", "name": ct.name, **extra}
             self.events.publish("container", action, ct.id, attrs)
 
-    # ------------------------------------------------------------------- run
-    def run(self, req: ContainerCreate) -> Container:
+    # ------------------------------------------------------ create / start
+    def create(self, req: ContainerCreate) -> Container:
+        """The container's record, checked and kept; nothing runs and no network is
+        taken until `start` (Docker allocates the network at start)."""
         net = self._mode_network(req.network_mode)
         with self.lock:
             ct = self._new_record(req, net)
-            with Undo() as undo:
-                undo.push(self.store.delete, CT_PREFIX + ct.id)
-                self._start(ct, undo)
-                undo.commit()
+            ct.released = True            # nothing allocated yet
+            self._save(ct)
             self._containers[ct.id] = ct
         self._event("create", ct)
+        log.info("created container %s (%s)", ct.name, ct.id[:12])
+        return ct
+
+    def start(self, ref: str) -> bool:
+        """Start a created or exited container: its sandbox, then its process, or
+        nothing (all undone). False if it already runs (Docker answers 304)."""
+        with self.lock:
+            ct = self.get(ref)
+            if self.is_running(ct):
+                return False
+            if ct.started:
+                # No restart in place in the runtime yet: the old run's directory (its
+                # logs, and a --rootfs container's writable layer) goes.
+                self.runtime.remove(ct.id, True)
+            try:
+                with Undo() as undo:
+                    self._start(ct, undo)
+                    ct.started = True
+                    self._save(ct)
+                    undo.commit()
+            except CNMError as exc:
+                # As Docker: a start that fails is a run that died at once (127 for a
+                # command not found, 126 not runnable, 128 otherwise); attached clients
+                # and waiters hear of it.
+                self._event("die", ct, exitCode=str(_start_failure_code(exc.message)))
+                raise
         self._event("start", ct)
         log.info("started container %s (%s) on %s", ct.name, ct.id[:12], ct.network_mode)
         self._watch(ct)
+        return True
+
+    def run(self, req: ContainerCreate) -> Container:
+        """create + start; a container that cannot start is removed again."""
+        ct = self.create(req)
+        try:
+            self.start(ct.id)
+        except BaseException:
+            with self.lock:
+                self._remove(ct)
+            raise
+        return ct
+
+    def restart(self, ref: str, timeout: float = 10) -> Container:
+        ct = self.get(ref)
+        self.stop(ct.id, timeout)
+        self.start(ct.id)
+        self._event("restart", ct)
+        return ct
+
+    def rename(self, ref: str, name: str) -> Container:
+        """A new name; its endpoints answer to it in DNS at once."""
+        with self.lock:
+            ct = self.get(ref)
+            name = name.lstrip("/")
+            check_name(name, "container")
+            if name == ct.name:
+                raise Conflict(f"renaming a container with the same name as its current name: {name}")
+            if any(c.name == name for c in self._containers.values()):
+                raise Conflict(f'the container name "/{name}" is already in use; remove that container '
+                               f"or choose another name")
+            old, ct.name = ct.name, name
+            sb = self.sandbox(ct)
+            if sb is not None:
+                sb.rename(name)
+            self._save(ct)
+        self._event("rename", ct, oldName="/" + old)
         return ct
 
     def _mode_network(self, mode: str) -> Network | None:
@@ -268,7 +224,7 @@ class ContainerService:
     def _new_record(self, req: ContainerCreate, net: Network | None) -> Container:
         """The container's record from the request, checked; nothing made yet."""
         cid = new_id()
-        name = req.name or _generated_name(cid, {c.name for c in self._containers.values()})
+        name = req.name or generated_name(cid, {c.name for c in self._containers.values()})
         check_name(name, "container")
         if any(c.name == name for c in self._containers.values()):
             raise Conflict(f'the container name "/{name}" is already in use; remove that container '
@@ -280,6 +236,7 @@ class ContainerService:
                        rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
                        auto_remove=req.auto_remove, labels=dict(req.labels),
                        confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
+                       attach_stdout=req.attach_stdout, attach_stderr=req.attach_stderr,
                        requested_ports=[p.to_record() for p in req.ports])
         if net is not None:
             self._known(net)
@@ -392,14 +349,17 @@ class ContainerService:
             self._save(ct)
 
     # ---------------------------------------------------------- stop / exit
-    def stop(self, ref: str, timeout: float = 10) -> Container:
+    def stop(self, ref: str, timeout: float = 10) -> bool:
+        """SIGTERM, SIGKILL after `timeout` s; its network released. False if it was
+        not running (Docker answers 304)."""
         ct = self.get(ref)
-        if self.is_running(ct):
-            self._event("kill", ct, signal="15")
+        if not self.is_running(ct):
+            return False
+        self._event("kill", ct, signal="15")
         self.runtime.stop(ct.id, timeout)
         self.handle_exit(ct.id)
         self._event("stop", ct)
-        return ct
+        return True
 
     def kill(self, ref: str, sig: int) -> Container:
         """Signal the container's PID 1; Conflict if it is not running."""
@@ -456,6 +416,12 @@ class ContainerService:
     def _remove(self, ct: Container) -> None:
         try:
             st = self.runtime.state(ct.id)
+            if st.status == "running":       # rm -f: Docker's kill and die come first
+                self._event("kill", ct, signal="9")
+                self.runtime.kill(ct.id, 9)
+                code = self.runtime.wait(ct.id, 10)
+                self._event("die", ct, exitCode=str(code))
+                st = self.runtime.state(ct.id)
             if st.exit_code is not None:
                 self.exit_codes[ct.id] = st.exit_code
                 while len(self.exit_codes) > EXIT_CODES_KEPT:   # oldest first (dicts keep order)
@@ -471,6 +437,8 @@ class ContainerService:
 
     # --------------------------------------------------------------- restart
     def _adopt_one(self, ct: Container) -> None:
+        if not ct.started:
+            return                        # created, never run: nothing to adopt
         try:
             st: ContainerState | None = self.runtime.state(ct.id)
         except NotFound:
@@ -510,11 +478,10 @@ class ContainerService:
                     self.ctl.delete_endpoint(ep)
 
 
-_ADJ = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quirky", "sharp", "vivid"]
-_NOUN = ["babbage", "curie", "hopper", "lovelace", "noether", "pike", "ritchie", "shannon", "turing", "wozniak"]
-
-
-def _generated_name(cid: str, taken: set[str]) -> str:
-    n = int(cid[:8], 16)
-    name = f"{_ADJ[n % 10]}_{_NOUN[(n // 10) % 10]}"
-    return name if name not in taken else f"{name}_{cid[:6]}"
+def _start_failure_code(message: str) -> int:
+    """Docker's exit code for a container that could not start."""
+    if "not found" in message or "no such file" in message.lower():
+        return 127
+    if "permission denied" in message.lower():
+        return 126
+    return 128

@@ -165,19 +165,36 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
     """The container as Docker's `container inspect` shows it. `endpoints` in attach
     order; `networks` maps network id to Network for them (and the mode's network)."""
     first = endpoints[0] if endpoints else None
+    image = getattr(ct, "image", None) or ""
     return {
         "Id": ct.id,
         "Created": ct.created,
         "Path": ct.argv[0] if ct.argv else "",
         "Args": list(ct.argv[1:]),
         "State": state_json(state),
+        "Image": getattr(ct, "image_id", None) or "",
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": "",
         "Name": "/" + ct.name,
         "RestartCount": 0,
+        "Driver": "overlayfs" if ct.rootfs or image else "",
         "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": None,
         "HostConfig": {
             "NetworkMode": network_mode(ct),
             "PortBindings": port_bindings_json(ct.requested_ports),
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "AutoRemove": ct.auto_remove,
+            "LogConfig": {"Type": "json-file", "Config": {}},
+            "Binds": None,
+            "Privileged": False,
+            "PublishAllPorts": False,
+            "ReadonlyRootfs": False,
             "Memory": ct.memory or 0,
             "NanoCpus": int(round(ct.cpus * 1e9)) if ct.cpus else 0,
             "PidsLimit": ct.pids_limit,
@@ -186,8 +203,23 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
         "Mounts": mount_points_json(ct.confine.get("mounts") or []),
         "Config": {
             "Hostname": ct.hostname,
+            "Domainname": "",
+            "User": "",
+            "AttachStdin": False,
+            "AttachStdout": ct.attach_stdout,
+            "AttachStderr": ct.attach_stderr,
+            "ExposedPorts": {_port_key(p): {} for p in ct.requested_ports} or None,
+            "Tty": False,                 # the runtime gives containers no TTY (create refuses -t)
+            "OpenStdin": False,           # nor a standard input (create refuses -i)
+            "StdinOnce": False,
             "Env": [f"{k}={v}" for k, v in ct.env.items()],
             "Cmd": list(ct.argv),
+            "Image": image,
+            "Volumes": None,
+            "WorkingDir": getattr(ct, "workdir", None) or "",
+            "Entrypoint": None,
+            "OnBuild": None,
+            "Labels": dict(ct.labels),
         },
         "NetworkSettings": {
             "SandboxID": ct.sandbox_id or "",

@@ -101,6 +101,9 @@ def build_core(*, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[
 
 def core_routes(core: Core) -> list[Route]:
     """Container and event routes (network routes come with cnm.api.server.make_app)."""
+    from cnm.api import attach as attach_routes
     from cnm.api import containers as container_routes
     from cnm.api import events as event_routes
-    return [*container_routes.routes(core.containers), *event_routes.routes(core.events)]
+    from cnm.api import logs as log_routes
+    return [*container_routes.routes(core.containers), *log_routes.routes(core.containers),
+            *attach_routes.routes(core.containers), *event_routes.routes(core.events)]

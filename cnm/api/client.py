@@ -148,11 +148,14 @@ class APIClient:
     # -- containers ---------------------------------------------------------------
 
     def container_create(self, body: dict) -> str:
-        """Create AND start a container (our runtime has no separate start); its id.
+        """Create a container (it does not run until `container_start`); its id.
         A `Name` in the body is sent as Docker's ?name= query."""
         body = dict(body)
         name = body.pop("Name", None)
         return self.request("POST", "/containers/create", body, query={"name": name} if name else None)["Id"]
+
+    def container_start(self, ref: str) -> None:
+        self.request("POST", f"/containers/{quote(ref)}/start")
 
     def containers(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict]:
         query = {"all": "1"} if all else {}

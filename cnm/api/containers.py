@@ -3,8 +3,8 @@
 
     app = make_app(controller, extra_routes=containers.routes(service))
 
-Our runtime has no separate create and start: `POST /containers/create` runs the
-container; `POST /containers/{id}/start` answers 304 for a running one and 409 otherwise.
+The life cycle is Docker's: create (a record; nothing runs, no network is taken),
+start (304 if it runs), stop (304 if it does not), restart, rename, kill, remove.
 """
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from cnm.api import container_filters as cf
 from cnm.api import wait as wait_api
 from cnm.api.common import Route, blocking, json_body, json_response, parse_body
 from cnm.api.filters import parse_filters
-from cnm.api.rawstream import MEDIA_TYPE, STDERR, STDOUT, encode_frame
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.model import Endpoint, Network
 from cnm.render_container import container_json, container_summary, networks_json
+from cnm.runtime.state import ContainerState
+
 LOG_POLL = 0.02          # seconds between looks at a followed log / an exit without pidfd
 READ_CHUNK = 64 * 1024
 
@@ -67,11 +68,20 @@ class ContainerServiceLike(Protocol):
     def endpoints(self, ct: Any) -> list[Endpoint]:
         """The container's endpoints in attach order."""
 
-    def run(self, req: ContainerCreate) -> Any:
-        """Create and start the container (or roll back); returns its record."""
+    def create(self, req: ContainerCreate) -> Any:
+        """The container's record; nothing runs yet."""
 
-    def stop(self, ref: str, timeout: float = 10) -> Any:
-        """SIGTERM, SIGKILL after `timeout`; releases its network. Idempotent."""
+    def start(self, ref: str) -> bool:
+        """Start a created or exited container; False if it runs already."""
+
+    def stop(self, ref: str, timeout: float = 10) -> bool:
+        """SIGTERM, SIGKILL after `timeout`; releases its network. False if it was not running."""
+
+    def restart(self, ref: str, timeout: float = 10) -> Any:
+        """stop (if it runs), then start."""
+
+    def rename(self, ref: str, name: str) -> Any:
+        """A new name (DNS follows)."""
 
     def kill(self, ref: str, sig: int) -> Any:
         """Signal the container's PID 1; Conflict if it is not running."""
@@ -128,10 +138,17 @@ def parse_signal(text: str | None) -> int:
 # -- synchronous pieces, run in the executor -----------------------------------------
 
 def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
+    """The runtime's state; Docker's "created" for a container that never ran (the
+    runtime knows nothing of it yet); None once the container is gone."""
     try:
         return service.runtime.state(cid)
     except NotFound:
+        pass
+    try:
+        service.get(cid)
+    except NotFound:
         return None
+    return ContainerState(cid, "created")
 
 
 def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], dict[str, Network]]:
@@ -204,31 +221,7 @@ def _inspect(service: ContainerServiceLike, ref: str) -> dict:
     return container_json(ct, *_view(service, ct))
 
 
-class _LogTail:
-    """One log file read from where the last read stopped; opened once it exists
-    (the open fd keeps it readable if the container is removed meanwhile)."""
-
-    def __init__(self, stream: int, path: str) -> None:
-        self.stream = stream
-        self.path = path
-        self.file: Any = None
-
-    def read(self) -> bytes:
-        if self.file is None:
-            try:
-                self.file = open(self.path, "rb")
-            except FileNotFoundError:
-                return b""
-        return self.file.read(READ_CHUNK)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _read_all(tails: list[_LogTail]) -> list[tuple[int, bytes]]:
-    return [(t.stream, data) for t in tails if (data := t.read())]
-
+# -- waiting for an exit ---------------------------------------------------------------
 
 def _exit_fd(service: ContainerServiceLike, cid: str) -> int | None:
     try:
@@ -236,18 +229,6 @@ def _exit_fd(service: ContainerServiceLike, cid: str) -> int | None:
     except NotFound:
         return None      # removed meanwhile: the next state read tells
 
-
-def _ended(service: ContainerServiceLike, cid: str) -> bool:
-    state = _state_or_none(service, cid)
-    return state is None or state.status == "exited"
-
-
-def _close_all(tails: list[_LogTail]) -> None:
-    for t in tails:
-        t.close()
-
-
-# -- waiting for an exit ---------------------------------------------------------------
 
 async def _readable(fd: int) -> None:
     """Until `fd` (a pidfd) is readable; closes it."""
@@ -296,7 +277,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
             return ContainerCreate.from_docker_json(body)
 
         req = await parse_body(request, parse)
-        ct = await blocking(request, service.run, req)
+        ct = await blocking(request, service.create, req)
         return json_response({"Id": ct.id, "Warnings": []}, status=201)
 
     async def list_(request: web.Request) -> web.Response:
@@ -313,15 +294,23 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         return json_response(await blocking(request, _inspect, service, request.match_info["ref"]))
 
     async def start(request: web.Request) -> web.Response:
-        ct = await blocking(request, service.get, request.match_info["ref"])
-        state = await blocking(request, _state_or_none, service, ct.id)
-        if state is not None and state.status == "running":
-            return web.Response(status=304)
-        raise Conflict(f"container {ct.name} has exited and restart is not supported: run a new container")
+        started = await blocking(request, service.start, request.match_info["ref"])
+        return web.Response(status=204 if started else 304)
 
     async def stop(request: web.Request) -> web.Response:
         timeout = _number(request, "t", 10)
-        await blocking(request, service.stop, request.match_info["ref"], timeout)
+        stopped = await blocking(request, service.stop, request.match_info["ref"], timeout)
+        return web.Response(status=204 if stopped else 304)
+
+    async def restart(request: web.Request) -> web.Response:
+        await blocking(request, service.restart, request.match_info["ref"], _number(request, "t", 10))
+        return web.Response(status=204)
+
+    async def rename(request: web.Request) -> web.Response:
+        name = request.query.get("name", "")
+        if not name:
+            raise InvalidParameter("rename needs a new name: ?name=NEW")
+        await blocking(request, service.rename, request.match_info["ref"], name)
         return web.Response(status=204)
 
     async def kill(request: web.Request) -> web.Response:
@@ -348,55 +337,6 @@ def routes(service: ContainerServiceLike) -> list[Route]:
             return True, state.status == "running", state.exit_code or 0
 
         return await wait_api.answer(request, bus, ct.id, condition, current)
-
-    async def logs(request: web.Request) -> web.StreamResponse:
-        want_out, want_err = _flag(request, "stdout"), _flag(request, "stderr")
-        if "stdout" not in request.query and "stderr" not in request.query:
-            want_out = want_err = True
-        if not (want_out or want_err):
-            raise InvalidParameter("you must choose at least one stream: stdout=1 and/or stderr=1")
-        follow = _flag(request, "follow")
-        ct = await blocking(request, service.get, request.match_info["ref"])
-        out_path, err_path = await blocking(request, service.runtime.logs_paths, ct.id)
-        tails = ([_LogTail(STDOUT, out_path)] if want_out else []) + ([_LogTail(STDERR, err_path)] if want_err else [])
-        resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
-        await resp.prepare(request)
-        # Wake at once when the container exits (its supervisor's pidfd), not only on
-        # the next poll: an attached `net run` ends as soon as the container does.
-        loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        fd = None
-        if follow and getattr(service.runtime, "exit_fd", None) is not None:
-            fd = await blocking(request, _exit_fd, service, ct.id)
-            if fd is not None:
-                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
-        try:
-            while True:
-                # Look at the state BEFORE reading: output written up to the exit is
-                # then read in this round or a later one, never lost.
-                ended = not follow or await blocking(request, _ended, service, ct.id)
-                chunks = await blocking(request, _read_all, tails)
-                for stream, data in chunks:
-                    await resp.write(encode_frame(stream, data))
-                if chunks:
-                    continue
-                if ended:
-                    break
-                if request.transport is None or request.transport.is_closing():
-                    return resp     # the client went away
-                try:
-                    await asyncio.wait_for(asyncio.shield(exited), LOG_POLL)
-                except asyncio.TimeoutError:
-                    pass
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass
-        finally:
-            if fd is not None:
-                loop.remove_reader(fd)
-                os.close(fd)
-            await blocking(request, _close_all, tails)
-        return resp
 
     async def connect(request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -425,9 +365,10 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         Route("GET", "/containers/{ref}/json", inspect),
         Route("POST", "/containers/{ref}/start", start),
         Route("POST", "/containers/{ref}/stop", stop),
+        Route("POST", "/containers/{ref}/restart", restart),
+        Route("POST", "/containers/{ref}/rename", rename),
         Route("POST", "/containers/{ref}/kill", kill),
         Route("POST", "/containers/{ref}/wait", wait),
-        Route("GET", "/containers/{ref}/logs", logs),
         Route("DELETE", "/containers/{ref}", remove),
         Route("POST", "/networks/{ref}/connect", connect),
         Route("POST", "/networks/{ref}/disconnect", disconnect),

@@ -74,10 +74,12 @@ class _Input(asyncio.Protocol):
 
 
 class Hijacked:
-    def __init__(self, request: web.Request, response: web.StreamResponse, queue: asyncio.Queue[bytes]) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, queue: asyncio.Queue[bytes],
+                 takeover: _Input) -> None:
         self.request = request
         self.response = response
         self._queue = queue
+        self._takeover = takeover
         self._closed = False
 
     @property
@@ -136,4 +138,4 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
         takeover.feed_eof()
     else:
         transport.set_protocol(takeover)     # then every byte, and the client's half-close
-    return Hijacked(request, resp, queue)
+    return Hijacked(request, resp, queue, takeover)

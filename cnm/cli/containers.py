@@ -80,6 +80,15 @@ def run(cx: Context, o: Opts) -> int:
     except CNMError as exc:
         error_line(exc)
         return DAEMON_ERROR
+    try:
+        cx.client.container_start(cid)
+    except CNMError as exc:          # as before create and start were apart: nothing left behind
+        error_line(exc)
+        try:
+            cx.client.container_remove(cid, force=True)
+        except CNMError:
+            pass
+        return DAEMON_ERROR
     if o.detach:
         echo(cid)
         return 0

@@ -56,6 +56,7 @@ class EndpointControl(Protocol):
     def program_external_connectivity(self, ep: Endpoint, bindings: list[dict]) -> None: ...
     def revoke_external_connectivity(self, ep: Endpoint) -> None: ...
     def restore_endpoint(self, ep: Endpoint) -> None: ...
+    def save_endpoint(self, ep: Endpoint) -> None: ...
 
 
 class SandboxKernel(Protocol):
@@ -299,6 +300,17 @@ class Sandbox:
             self._env.names.endpoint_left(ep)
         if self._env.peers is not None:
             self._env.peers.unpublish(ep)
+
+    def rename(self, name: str) -> None:
+        """The container was renamed: its endpoints carry the new name, in DNS and to
+        the other hosts at once."""
+        for ep in self.endpoints():
+            net = self._ctl.network(ep.network_id)
+            self._withdraw(ep)
+            ep.name = name
+            self._ctl.save_endpoint(ep)
+            if net is not None:
+                self._announce(net, ep)
 
     # ------------------------------------------------------------------ ports
     def publish(self, requests: Sequence[PortBinding]) -> None:

@@ -29,6 +29,13 @@ def raw(server):
     return UnixSocketTransport(str(server.path))
 
 
+def run_ct(client, body: dict) -> str:
+    """Docker's run: create, then start."""
+    cid = client.container_create(body)
+    client.container_start(cid)
+    return cid
+
+
 def sh(script: str, **extra) -> dict:
     return {"Cmd": ["sh", "-c", script], **extra}
 
@@ -67,16 +74,17 @@ def test_truncated_stream_is_an_error():
 
 # -- create / inspect / list -------------------------------------------------------------
 
-def test_create_runs_and_inspect_is_docker_shaped(client, service):
+def test_run_and_inspect_is_docker_shaped(client, service):
     body = sh("echo hi; sleep 30", Env=["A=1"], Hostname="box",
               HostConfig={"NetworkMode": "bridge", "PortBindings": {"80/tcp": [{"HostPort": ""}]},
                           "Memory": 64 << 20},
               NetworkingConfig={"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}})
-    cid = client.container_create({**body, "Name": "web"})
+    cid = run_ct(client, {**body, "Name": "web"})
     info = client.container_inspect("web")
     assert info["Id"] == cid and info["Name"] == "/web"
     assert info["State"]["Running"] is True and info["State"]["Pid"] > 0
-    assert info["Config"] == {"Hostname": "box", "Env": ["A=1"], "Cmd": ["sh", "-c", "echo hi; sleep 30"]}
+    assert {k: info["Config"][k] for k in ("Hostname", "Env", "Cmd")} == {
+        "Hostname": "box", "Env": ["A=1"], "Cmd": ["sh", "-c", "echo hi; sleep 30"]}
     assert info["HostConfig"]["Memory"] == 64 << 20
     assert info["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]}
     bridge = info["NetworkSettings"]["Networks"]["bridge"]
@@ -99,23 +107,23 @@ def test_create_answers_201_with_id_and_warnings(raw):
 ])
 def test_create_rejects_bad_bodies(client, body, message):
     with pytest.raises(InvalidParameter, match=message):
-        client.container_create(body)
+        run_ct(client, body)
 
 
 def test_create_on_a_missing_network_is_not_found(client):
     with pytest.raises(NotFound, match="network nosuch not found"):
-        client.container_create(sh("true", HostConfig={"NetworkMode": "nosuch"}))
+        run_ct(client, sh("true", HostConfig={"NetworkMode": "nosuch"}))
 
 
 def test_duplicate_name_is_a_conflict(client):
-    client.container_create(sh("sleep 30", Name="dup"))
+    run_ct(client, sh("sleep 30", Name="dup"))
     with pytest.raises(Conflict, match="already in use"):
-        client.container_create(sh("sleep 30", Name="dup"))
+        run_ct(client, sh("sleep 30", Name="dup"))
 
 
 def test_list_shows_running_only_unless_all(client):
-    client.container_create(sh("sleep 30", Name="up"))
-    done = client.container_create(sh("exit 0", Name="done"))
+    run_ct(client, sh("sleep 30", Name="up"))
+    done = run_ct(client, sh("exit 0", Name="done"))
     assert client.container_wait(done) == 0
     assert [c["Names"] for c in client.containers()] == [["/up"]]
     everything = {c["Names"][0]: c for c in client.containers(all=True)}
@@ -139,25 +147,25 @@ def test_inspect_unknown_container_is_404(client):
 # -- lifecycle ---------------------------------------------------------------------------
 
 def test_wait_returns_the_exit_code(client):
-    cid = client.container_create(sh("sleep 0.2; exit 7"))
+    cid = run_ct(client, sh("sleep 0.2; exit 7"))
     assert client.container_wait(cid) == 7
     assert client.container_wait(cid) == 7      # already exited
 
 
 def test_wait_without_exit_fd_polls(client, service):
     service.runtime.exit_fd = None              # a runtime without exit notification
-    cid = client.container_create(sh("sleep 0.1; exit 4"))
+    cid = run_ct(client, sh("sleep 0.1; exit 4"))
     assert client.container_wait(cid) == 4
 
 
 def test_wait_on_auto_remove_container_still_gets_the_code(client, service):
-    cid = client.container_create(sh("sleep 0.3; exit 9", HostConfig={"AutoRemove": True}))
+    cid = run_ct(client, sh("sleep 0.3; exit 9", HostConfig={"AutoRemove": True}))
     assert client.container_wait(cid) == 9
     until(lambda: cid not in {c.id for c in service.list_containers()})
 
 
 def test_stop_then_exit_code_is_from_sigterm(client, raw):
-    cid = client.container_create(sh("sleep 30", Name="s"))
+    cid = run_ct(client, sh("sleep 30", Name="s"))
     status, _, _ = raw.request("POST", "/containers/s/stop?t=5")
     assert status == 204
     info = client.container_inspect(cid)
@@ -166,13 +174,13 @@ def test_stop_then_exit_code_is_from_sigterm(client, raw):
 
 
 def test_kill_with_a_signal_name(client):
-    cid = client.container_create(sh("sleep 30"))
+    cid = run_ct(client, sh("sleep 30"))
     client.container_kill(cid, "USR1")      # not INT: background shells start children ignoring it
     assert client.container_wait(cid) == 128 + 10
 
 
 def test_kill_rejects_bad_signals_and_stopped_containers(client):
-    cid = client.container_create(sh("exit 0"))
+    cid = run_ct(client, sh("exit 0"))
     with pytest.raises(InvalidParameter, match="invalid signal: NOPE"):
         client.container_kill(cid, "NOPE")
     client.container_wait(cid)
@@ -180,16 +188,20 @@ def test_kill_rejects_bad_signals_and_stopped_containers(client):
         client.container_kill(cid, "9")
 
 
-def test_start_is_304_when_running_and_409_after_exit(client, raw):
+def test_create_does_not_run_and_start_stop_answer_304_when_nothing_changes(client, raw):
     cid = client.container_create(sh("sleep 30", Name="st"))
+    info = client.container_inspect(cid)
+    assert info["State"]["Status"] == "created" and info["State"]["Running"] is False
+    assert raw.request("POST", "/containers/st/stop")[0] == 304       # not running: nothing to stop
+    assert raw.request("POST", "/containers/st/start")[0] == 204
     assert raw.request("POST", "/containers/st/start")[0] == 304
-    client.container_stop(cid, 1)
-    status, _, data = raw.request("POST", "/containers/st/start")
-    assert status == 409 and "restart is not supported: run a new container" in json.loads(data)["message"]
+    assert client.container_inspect(cid)["State"]["Running"] is True
+    assert raw.request("POST", "/containers/st/stop?t=1")[0] == 204
+    assert raw.request("POST", "/containers/st/stop")[0] == 304
 
 
 def test_remove_running_needs_force(client, service):
-    cid = client.container_create(sh("sleep 30", Name="r"))
+    cid = run_ct(client, sh("sleep 30", Name="r"))
     with pytest.raises(Conflict, match="stop it first"):
         client.container_remove("r")
     client.container_remove("r", force=True)
@@ -201,7 +213,7 @@ def test_remove_running_needs_force(client, service):
 # -- logs ----------------------------------------------------------------------------------
 
 def test_logs_without_follow_returns_what_is_there(client):
-    cid = client.container_create(sh("echo out; echo err >&2; exit 0"))
+    cid = run_ct(client, sh("echo out; echo err >&2; exit 0"))
     client.container_wait(cid)
     frames = list(client.container_logs(cid))
     assert (STDOUT, b"out\n") in frames and (STDERR, b"err\n") in frames
@@ -209,7 +221,7 @@ def test_logs_without_follow_returns_what_is_there(client):
 
 
 def test_logs_follow_streams_until_exit_and_drains(client):
-    cid = client.container_create(sh("for i in 1 2 3; do echo line$i; sleep 0.1; done; echo bye >&2; exit 2"))
+    cid = run_ct(client, sh("for i in 1 2 3; do echo line$i; sleep 0.1; done; echo bye >&2; exit 2"))
     got: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
     arrivals = []
     for stream, data in client.container_logs(cid, follow=True):
@@ -221,7 +233,7 @@ def test_logs_follow_streams_until_exit_and_drains(client):
 
 
 def test_logs_media_type_and_no_stream_chosen(raw, client):
-    cid = client.container_create(sh("echo x"))
+    cid = run_ct(client, sh("echo x"))
     client.container_wait(cid)
     status, headers, data = raw.request("GET", f"/containers/{cid}/logs?stdout=1")
     assert status == 200 and headers["content-type"] == "application/vnd.docker.raw-stream"
@@ -232,9 +244,10 @@ def test_logs_media_type_and_no_stream_chosen(raw, client):
 
 def test_follow_ends_when_the_client_goes_away(client, server, monkeypatch):
     closed = threading.Event()
-    real_close = containers._close_all
-    monkeypatch.setattr(containers, "_close_all", lambda tails: (real_close(tails), closed.set()))
-    cid = client.container_create(sh("sleep 30"))
+    from cnm.api import logs
+    real_close = logs._close_all
+    monkeypatch.setattr(logs, "_close_all", lambda tails: (real_close(tails), closed.set()))
+    cid = run_ct(client, sh("sleep 30"))
     resp = UnixSocketTransport(str(server.path)).stream("GET", f"/containers/{cid}/logs?follow=1")
     assert resp.status == 200
     resp.close()
@@ -246,7 +259,7 @@ def test_follow_ends_when_the_client_goes_away(client, server, monkeypatch):
 
 def test_connect_and_disconnect(client, service):
     client.network_create({"Name": "back"})
-    cid = client.container_create(sh("sleep 30", Name="c"))
+    cid = run_ct(client, sh("sleep 30", Name="c"))
     client.network_connect("back", "c", {"IPAMConfig": {"IPv4Address": "172.18.0.50"}, "Aliases": ["db"]})
     nets = client.container_inspect(cid)["NetworkSettings"]["Networks"]
     assert set(nets) == {"bridge", "back"}
@@ -261,7 +274,7 @@ def test_connect_and_disconnect(client, service):
 
 
 def test_connect_errors(client, raw):
-    client.container_create(sh("sleep 30", Name="h", HostConfig={"NetworkMode": "host"}))
+    run_ct(client, sh("sleep 30", Name="h", HostConfig={"NetworkMode": "host"}))
     with pytest.raises(Forbidden):
         client.network_connect("bridge", "h")
     with pytest.raises(InvalidParameter, match="invalid --ip address"):
@@ -273,6 +286,6 @@ def test_connect_errors(client, raw):
 
 
 def test_versioned_paths_work(raw, client):
-    cid = client.container_create(sh("sleep 30"))
+    cid = run_ct(client, sh("sleep 30"))
     status, _, data = raw.request("GET", f"/v1.43/containers/{cid}/json")
     assert status == 200 and json.loads(data)["Id"] == cid

@@ -178,6 +178,8 @@ def handler(method, path, body):
         return 201, {"Content-Type": "application/json"}, json.dumps({"Id": CID}).encode()
     if path.endswith(("/connect", "/disconnect")):
         return 200, {}, b""
+    if path == f"/containers/{CID}/start":
+        return 204, {}, b""
     return 404, {"Content-Type": "application/json"}, b'{"message": "page not found"}'
 
 
@@ -198,7 +200,8 @@ def test_run_detached_sends_docker_s_create_body():
         "HostConfig": {"NetworkMode": "front", "AutoRemove": False,
                        "PortBindings": {"80/udp": [{"HostIp": "", "HostPort": "8080"}]}},
         "NetworkingConfig": {"EndpointsConfig": {"front": {"IPAMConfig": {"IPv4Address": "10.1.0.5"},
-                                                           "Aliases": ["www", "w2"]}}}})]
+                                                           "Aliases": ["www", "w2"]}}}}),
+        ("POST", f"/containers/{CID}/start", None)]
 
 
 def test_run_options_end_at_the_command():

@@ -59,15 +59,21 @@ def test_running_bridge_container_with_published_port():
     hc = dict(out["HostConfig"])
     confinement = {k: hc.pop(k) for k in ("CapAdd", "CapDrop", "Privileged", "SecurityOpt", "Binds", "Mounts",
                                           "Tmpfs", "ReadonlyRootfs", "Devices", "MaskedPaths", "ReadonlyPaths")}
-    assert hc == {"NetworkMode": "bridge", "AutoRemove": False, "Memory": 64 << 20,
-                  "NanoCpus": 1_500_000_000, "PidsLimit": 100,
-                  "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}],
-                                   "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}}
+    assert {k: hc[k] for k in ("NetworkMode", "AutoRemove", "Memory", "NanoCpus", "PidsLimit", "PortBindings")} \
+        == {"NetworkMode": "bridge", "AutoRemove": False, "Memory": 64 << 20, "NanoCpus": 1_500_000_000,
+            "PidsLimit": 100, "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}],
+                                               "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}}
     # a default container: Docker's defaults, shown as Docker's inspect shows them
     assert (confinement["CapAdd"], confinement["Privileged"], confinement["Binds"]) == (None, False, None)
     assert "/proc/kcore" in confinement["MaskedPaths"] and "/proc/sys" in confinement["ReadonlyPaths"]
     assert out["Mounts"] == []
-    assert out["Config"] == {"Hostname": "aaaaaaaaaaaa", "Env": ["A=1", "B=x=y"], "Cmd": ["sh", "-c", "sleep 100"]}
+    # What Docker's clients read (docker-py's logs() and run() read Tty and LogConfig.Type).
+    assert hc["LogConfig"] == {"Type": "json-file", "Config": {}} and hc["RestartPolicy"]["Name"] == "no"
+    cfg = out["Config"]
+    assert {k: cfg[k] for k in ("Hostname", "Env", "Cmd")} == {
+        "Hostname": "aaaaaaaaaaaa", "Env": ["A=1", "B=x=y"], "Cmd": ["sh", "-c", "sleep 100"]}
+    assert cfg["Tty"] is False and cfg["OpenStdin"] is False and cfg["AttachStdout"] is True
+    assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}} and cfg["Labels"] == {}
     ns = out["NetworkSettings"]
     assert ns["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
                            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}

@@ -1,0 +1,121 @@
+"""The container life cycle as Docker's clients drive it: create (nothing runs, no
+network taken), start, run attached and detached, --rm, wait, stop -t, restart, kill,
+rename (names in DNS follow), rm -f, inspect's fields; docker CLI 20.10 and 28 and
+docker-py. One daemon for the module."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.docker_clients import (
+    DockerCLI,
+    cli_params,
+    docker_py,
+    error_line,
+    module_daemon,
+    uniq,
+)
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with module_daemon("cnmdl") as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def dpy(daemon):
+    client = docker_py(daemon.host)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=cli_params())
+def cli(request, daemon):
+    c = DockerCLI(request.param, daemon.host)
+    yield c
+    c.close()
+
+
+def test_run_attached_detached_and_rm(cli, dpy):
+    r = cli("run", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    name = uniq("rm")
+    r = cli("run", "--rm", "--name", name, "busybox", "sh", "-c", "sleep 0.3; echo gone")
+    assert r.stdout == "gone\n" and name not in cli.lines("ps", "-a", "--format", "{{.Names}}")
+    name = uniq("bg")
+    began = time.monotonic()
+    cid = cli("run", "-d", "--name", name, "busybox", "sleep", "60").stdout.strip()
+    assert len(cid) == 64 and time.monotonic() - began < 10          # -d returns at once
+    assert cli.lines("ps", "--filter", f"name={name}", "--format", "{{.Status}}")[0].startswith("Up")
+    cli("rm", "-f", name)
+    r = cli("run", "busybox", "nosuchcmd", check=False)
+    assert r.returncode == 127 and "executable file not found" in r.stderr
+    r = cli("run", "-i", "busybox", "true", check=False)
+    assert r.returncode == 125 and "not supported by this runtime" in r.stderr
+
+
+def test_create_start_stop_restart_rename(cli, dpy):
+    net = uniq("lc")
+    cli("network", "create", net)
+    name = uniq("life")
+    try:
+        cid = cli("create", "--name", name, "--net", net, "--label", "app=lc", "busybox", "sleep", "60").stdout.strip()
+        info = dpy.api.inspect_container(cid)
+        assert info["State"]["Status"] == "created" and info["State"]["Running"] is False
+        assert info["Config"]["Labels"] == {"app": "lc"} and info["Config"]["Tty"] is False
+        assert dpy.networks.get(net).attrs["Containers"] == {}            # no network before the start
+        cli("start", name)
+        assert cid in dpy.networks.get(net).attrs["Containers"]
+        assert cli("start", name).returncode == 0                          # already running: 304, fine
+        began = time.monotonic()
+        cli("stop", "-t", "1", name)                                       # sleep ignores TERM as PID 1
+        assert time.monotonic() - began < 8
+        info = dpy.api.inspect_container(cid)
+        assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137
+        assert dpy.networks.get(net).attrs["Containers"] == {}            # released at stop
+        cli("restart", "-t", "1", name)
+        assert dpy.api.inspect_container(cid)["State"]["Running"] is True
+        new = uniq("renamed")
+        cli("rename", name, new)
+        assert dpy.containers.get(cid).name == new
+        peer = uniq("peer")
+        out = cli("run", "--rm", "--name", peer, "--net", net, "busybox", "busybox", "nslookup", new).stdout
+        assert new in out and "can't find" not in out                      # the new name answers in DNS
+        r = cli("rename", new, new, check=False)
+        assert r.returncode != 0 and "same name as its current name" in r.stderr
+        name = new
+    finally:
+        cli("rm", "-f", name, check=False)
+        cli("network", "rm", net, check=False)
+
+
+def test_kill_signal_and_rm_force_events(cli, dpy):
+    name = uniq("kill")
+    since = time.time() - 1
+    ct = dpy.containers.run("busybox", ["sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.1; done"],
+                            name=name, detach=True)
+    time.sleep(0.5)                       # the trap is set
+    cli("kill", "-s", "USR1", name)
+    assert ct.wait(timeout=10)["StatusCode"] == 42
+    ct.start()
+    ct.remove(force=True)
+    actions = [e["Action"] for e in dpy.events(since=since, until=time.time() + 0.1, decode=True,
+                                               filters={"container": name})]
+    assert actions[:4] == ["create", "start", "kill", "die"] and actions[-3:] == ["kill", "die", "destroy"]
+    r = cli("kill", name, check=False)
+    assert r.returncode != 0
+
+
+def test_docker_py_run_logs_and_errors(dpy):
+    import docker
+    out = dpy.containers.run("busybox", ["sh", "-c", "echo pyout; echo pyerr >&2"], remove=True, stderr=True)
+    assert b"pyout" in out and b"pyerr" in out
+    with pytest.raises(docker.errors.ContainerError) as info:
+        dpy.containers.run("busybox", ["sh", "-c", "echo boom >&2; exit 4"], remove=True)
+    assert info.value.exit_status == 4
+    ct = dpy.containers.run("busybox", ["sh", "-c", "echo one; echo two"], detach=True)
+    assert ct.wait(timeout=10)["StatusCode"] == 0
+    assert ct.logs() == b"one\ntwo\n" and ct.logs(stderr=False) == b"one\ntwo\n"
+    ct.remove()
