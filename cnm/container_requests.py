@@ -112,6 +112,10 @@ class ContainerCreate:
             k, _, v = item.partition("=")
             env[k] = v
         host = _typed(body, "HostConfig", dict, {})
+        policy = _typed(_typed(host, "RestartPolicy", dict, {}), "Name", str, "") or "no"
+        if policy != "no":
+            raise InvalidParameter(f"restart policy {policy!r} is not supported by this daemon yet: "
+                                   "run without --restart (restart: in compose files)")
         mode = _typed(host, "NetworkMode", str, "") or "bridge"
         if mode == "default":
             mode = "bridge"

@@ -304,14 +304,20 @@ class ContainerService:
         ct.ports = [p.to_record() for p in sb.published_ports()]
 
     # ------------------------------------------------------- connect / leave
-    def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint:
+    def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint | None:
+        """A running container joins `net` now; a created or stopped one has it added to
+        the networks it will join at its start (Docker's rule; returns None)."""
         net = self.ctl.get_network(net_ref)
         with self.lock:
             self._known(net)
             ct = self.get(ct_ref)
             self._check_connectable(ct, net)
             if not self.is_running(ct):
-                raise Conflict(f"container {ct.name} is not running: start a new one with --net {net.name}")
+                if any(a.network == net.id for a in ct.attachments()):
+                    raise Conflict(f"endpoint with name {ct.name} already exists in network {net.name}")
+                ct.networks.append(asdict(Attachment.of(net.id, epreq)))
+                self._save(ct)
+                return None
             if any(ep.network_id == net.id for ep in self.endpoints(ct)):
                 raise Conflict(f"endpoint with name {ct.name} already exists in network {net.name}")
             sb = self.sandbox(ct)
@@ -342,7 +348,11 @@ class ContainerService:
             sb = self.sandbox(ct)
             eps = [ep for ep in self.endpoints(ct) if ep.network_id == net.id]
             if sb is None or not eps:
-                raise NotFound(f"container {ct.name} is not connected to network {net.name}")
+                if self.is_running(ct) or not any(a.network == net.id for a in ct.attachments()):
+                    raise NotFound(f"container {ct.name} is not connected to network {net.name}")
+                ct.networks = [a for a in ct.networks if a.get("network") != net.id]   # not running:
+                self._save(ct)                                                        # the config only
+                return
             sb.leave(eps[0])
             ct.networks = [a for a in ct.networks if a.get("network") != net.id]
             self._settle(ct, sb)

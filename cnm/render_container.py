@@ -106,8 +106,8 @@ def _mode_network(ct: Container, networks: dict[str, Network]) -> Network | None
 
 def networks_json(ct: Container, endpoints: list[Endpoint], networks: dict[str, Network]) -> dict:
     """NetworkSettings.Networks keyed by network name. container:X has none of its
-    own; host and none show their network with empty addresses; a stopped container
-    still names the network it was started on."""
+    own; host and none show their network with empty addresses; a created or stopped
+    container names the networks it will join."""
     if ct.network_mode.startswith("container:") or ct.shared_with:
         return {}
     out: dict[str, dict] = {}
@@ -116,6 +116,13 @@ def networks_json(ct: Container, endpoints: list[Endpoint], networks: dict[str, 
         if net is not None and net.name == GATEWAY_BRIDGE:
             continue        # plumbing for overlay egress, hidden as Docker hides docker_gwbridge
         out[net.name if net is not None else ep.network_id[:12]] = endpoint_json(ep, net)
+    if not out:
+        # Not running: the networks it will join (with their aliases), as configured.
+        for att in getattr(ct, "networks", None) or []:
+            net = networks.get(att.get("network", ""))
+            entry = endpoint_json(None, net)
+            entry["Aliases"] = list(att.get("aliases") or []) or None
+            out[net.name if net is not None else att.get("network", "")[:12]] = entry
     if not out:
         net = _mode_network(ct, networks)
         name = net.name if net is not None else ct.network_mode
@@ -313,11 +320,15 @@ def container_summary(ct: Container, state: Any, endpoints: list[Endpoint], netw
     return {
         "Id": ct.id,
         "Names": ["/" + ct.name],
+        "Image": getattr(ct, "image", None) or "",
+        "ImageID": getattr(ct, "image_id", None) or "",
         "Command": " ".join(ct.argv),
         "Created": int(created) if created is not None else 0,
         "State": _status(state),
         "Status": status_text(state, now),
         "Ports": ports_summary(ct.requested_ports, ct.ports),
+        "Labels": dict(ct.labels),
         "HostConfig": {"NetworkMode": network_mode(ct)},
         "NetworkSettings": {"Networks": networks_json(ct, endpoints, networks)},
+        "Mounts": [],
     }

@@ -168,6 +168,13 @@ def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], 
             networks[net.id] = net
         except (NotFound, InvalidParameter):
             pass
+    for att in getattr(ct, "networks", None) or []:
+        if att.get("network") and att["network"] not in networks:
+            try:
+                net = service.ctl.get_network(att["network"])
+                networks[net.id] = net
+            except (NotFound, InvalidParameter):
+                pass
     return state, endpoints, networks
 
 
