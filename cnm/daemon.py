@@ -160,6 +160,16 @@ class Daemon:
             return Target(ct.id, ct.name, None)
         return Target(ct.id, ct.name, st.pid, self.runtime.exec_env(ct.id), self.runtime.lock_plan_path(ct.id))
 
+    def stats_target(self, ref: str) -> tuple[str, str, int | None, dict[str, str]]:
+        """A container's id, name, init pid (None if not running) and cgroup dirs (only a
+        container with limits has them)."""
+        t = self.exec_target(ref)
+        ct = self.containers.get(t.id)
+        dirs: dict[str, str] = {}
+        if t.pid is not None and any(v is not None for v in (ct.memory, ct.cpus, ct.pids_limit)):
+            dirs = self.runtime.cgroups.dirs(ct.id, ct.memory, ct.cpus, ct.pids_limit)
+        return t.id, t.name, t.pid, dirs
+
     def exec_event(self, action: str, cid: str, attrs: dict[str, str]) -> None:
         try:
             ct = self.containers.get(cid)
@@ -236,7 +246,8 @@ async def _serve(daemon: Daemon) -> None:
              *exec_routes.routes(execs, daemon.exec_target),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
     extra += image_routes.routes(daemon.images)
-    from cnm.api import diskusage, top
+    from cnm.api import diskusage, stats, system, top
+    extra += stats.routes(daemon.stats_target, system.mem_total(open("/proc/meminfo").read()))
     extra += diskusage.routes(daemon.images, daemon.containers)
     extra += top.routes(lambda ref: (lambda t: (t.pid, t.name))(daemon.exec_target(ref)))
     app = make_app(daemon.controller, extra_routes=extra)

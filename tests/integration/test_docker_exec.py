@@ -127,3 +127,19 @@ def test_top(cli, dpy, box):
     assert lines[0].split() == ["PID", "COMMAND"] and any(line.endswith("sleep 77") for line in lines)
     r = cli("top", box.name, "-o", "comm", check=False)
     assert r.returncode != 0 and "couldn't find PID field" in error_line(r)
+
+
+def test_stats(cli, dpy, box):
+    s = box.stats(stream=False)
+    assert s["id"] == box.id and s["name"] == "/" + box.name
+    assert s["pids_stats"]["current"] >= 1 and s["memory_stats"]["usage"] > 0
+    assert s["cpu_stats"]["system_cpu_usage"] > s["precpu_stats"]["system_cpu_usage"] > 0   # a pair, 1 s apart
+    assert "eth0" in s["networks"] and s["networks"]["eth0"]["rx_packets"] >= 0
+    one = box.stats(stream=False, one_shot=True)
+    assert one["precpu_stats"]["system_cpu_usage"] == 0
+    stream = box.stats(stream=True, decode=True)
+    first, second = next(stream), next(stream)
+    assert second["precpu_stats"]["cpu_usage"] == first["cpu_stats"]["cpu_usage"]
+    stream.close()
+    line = cli.lines("stats", "--no-stream", "--format", "{{.Name}} {{.PIDs}} {{.MemUsage}}", box.name)
+    assert line[0].startswith(box.name + " ") and line[0].split()[1].isdigit()

@@ -261,3 +261,17 @@ def test_top_parses_ps_as_docker_does():
     assert [r[-1] for r in got["Processes"]] == ["sleep 100 --flag", "sh -c 'a b'"]
     with pytest.raises(InvalidParameter, match="PID field"):
         parse_ps("COMMAND\nsleep\n", [1])
+
+
+def test_stats_sources_parse():
+    from cnm.api.stats import parse_net_dev, proc_cpu_ns, system_cpu_ns
+    net_dev = ("Inter-|   Receive                                                |  Transmit\n"
+               " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
+               "    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n"
+               "  eth0:    1500      10    1    2    0     0          0         0      700       5    0    3    0     0       0          0\n")
+    assert parse_net_dev(net_dev) == {"eth0": {"rx_bytes": 1500, "rx_packets": 10, "rx_errors": 1, "rx_dropped": 2,
+                                               "tx_bytes": 700, "tx_packets": 5, "tx_errors": 0, "tx_dropped": 3}}
+    assert system_cpu_ns("cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\n", 100) == 1_000_000_000
+    stat = "42 (my proc) S 1 42 42 0 -1 4194560 100 0 0 0 50 25 10 5 20 0 1 0 100 1000 200"
+    assert proc_cpu_ns(stat, 100, with_children=False) == (500_000_000, 250_000_000)
+    assert proc_cpu_ns(stat, 100, with_children=True) == (600_000_000, 300_000_000)
