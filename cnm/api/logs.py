@@ -52,6 +52,48 @@ class LogTail:
             self.file.close()
 
 
+def tail_offset(f: Any, lines: int, block: int = 64 * 1024) -> int:
+    """The offset in the open binary file `f` where its last `lines` lines begin (a
+    last line without its newline counts), read backwards a block at a time."""
+    end = f.seek(0, os.SEEK_END)
+    if end == 0 or lines <= 0:
+        return end
+    f.seek(end - 1)
+    pos = end - 1 if f.read(1) == b"\n" else end      # the last line's own newline ends it
+    count = 0
+    while pos > 0:
+        start = max(0, pos - block)
+        f.seek(start)
+        chunk = f.read(pos - start)
+        i = len(chunk)
+        while (i := chunk.rfind(b"\n", 0, i)) >= 0:
+            count += 1
+            if count == lines:
+                return start + i + 1
+        pos = start
+    return 0
+
+
+def parse_tail(value: str | None) -> int | None:
+    """Docker's `tail`: "all" (or nothing) for every line, else a number of lines."""
+    if value is None or value in ("", "all"):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value for tail: {value!r}: use a number of lines or all") from None
+    return None if n < 0 else n
+
+
+def _open_tails(tails: list[LogTail], lines: int | None) -> None:
+    for t in tails:
+        try:
+            t.file = open(t.path, "rb")
+        except FileNotFoundError:
+            continue
+        t.file.seek(tail_offset(t.file, lines) if lines is not None else 0)
+
+
 def _read_all(tails: list[LogTail]) -> list[tuple[int, bytes]]:
     return [(t.stream, data) for t in tails if (data := t.read())]
 
@@ -82,9 +124,18 @@ def routes(service: Any) -> list[Route]:
         if not (want_out or want_err):
             raise InvalidParameter("you must choose at least one stream: stdout=1 and/or stderr=1")
         follow = _flag(request, "follow")
+        lines = parse_tail(request.query.get("tail"))
+        timed = [k for k in ("since", "until") if request.query.get(k) not in (None, "", "0")]
+        if _flag(request, "timestamps") or timed:
+            raise InvalidParameter(f"logs {'--timestamps' if not timed else '--' + timed[0]} is not supported yet: "
+                                   "the runtime's logs carry no times")
         ct = await blocking(request, service.get, request.match_info["ref"])
-        out_path, err_path = await blocking(request, service.runtime.logs_paths, ct.id)
+        try:
+            out_path, err_path = await blocking(request, service.runtime.logs_paths, ct.id)
+        except NotFound:          # created, never started: no output yet
+            out_path = err_path = os.devnull
         tails = ([LogTail(STDOUT, out_path)] if want_out else []) + ([LogTail(STDERR, err_path)] if want_err else [])
+        await blocking(request, _open_tails, tails, lines)
         resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
         await resp.prepare(request)
         # Wake at once when the container exits (its supervisor's pidfd), not only on
@@ -95,7 +146,10 @@ def routes(service: Any) -> list[Route]:
         if follow and getattr(service.runtime, "exit_fd", None) is not None:
             fd = await blocking(request, _exit_fd, service, ct.id)
             if fd is not None:
-                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+                def wake() -> None:
+                    if not exited.done():
+                        exited.set_result(None)
+                loop.add_reader(fd, wake)
         try:
             while True:
                 # Look at the state BEFORE reading: output written up to the exit is

@@ -119,3 +119,21 @@ def test_docker_py_run_logs_and_errors(dpy):
     assert ct.wait(timeout=10)["StatusCode"] == 0
     assert ct.logs() == b"one\ntwo\n" and ct.logs(stderr=False) == b"one\ntwo\n"
     ct.remove()
+
+
+def test_logs_tail_and_refusals(cli, dpy):
+    ct = dpy.containers.run("busybox", ["sh", "-c", "for i in 1 2 3 4; do echo line$i; done; echo oops >&2"],
+                            detach=True)
+    try:
+        ct.wait(timeout=10)
+        assert ct.logs(tail=2, stderr=False) == b"line3\nline4\n"
+        r = cli("logs", "--tail", "1", ct.id)
+        assert (r.stdout, r.stderr) == ("line4\n", "oops\n")
+        for flags in (["-t"], ["--since", "1m"]):
+            r = cli("logs", *flags, ct.id, check=False)
+            assert r.returncode != 0 and "not supported yet" in error_line(r)
+        created = dpy.containers.create("busybox", ["true"])
+        assert created.logs() == b""                      # never started: no output, not a 404
+        created.remove()
+    finally:
+        ct.remove(force=True)
