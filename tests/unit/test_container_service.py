@@ -146,8 +146,8 @@ def test_auto_remove_keeps_the_exit_code(host):
     assert host.controller.all_endpoints() == [] and host.world.namespaces == {}
     history, _ = host.events.subscribe(lambda ev: None, since=0)
     assert [(e.type, e.action) for e in history if ct.id in (e.actor_id, e.attributes.get("container"))] == [
-        ("network", "connect"), ("container", "create"), ("container", "start"), ("container", "die"),
-        ("network", "disconnect"), ("container", "destroy")]
+        ("container", "create"), ("network", "connect"), ("container", "start"), ("container", "die"),
+        ("network", "disconnect"), ("container", "destroy")]      # Docker's order: the network at start
 
 
 def test_gateway_bridge_for_a_network_without_a_way_out(host):
