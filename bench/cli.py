@@ -106,6 +106,33 @@ class Figures:
         return statistics.median(pairs) if pairs else None
 
 
+def _pick(client: str, ours: list[str], docker: list[str]) -> list[str]:
+    return ours if client.startswith("net") else docker
+
+
+# One step: what each client runs for it, as (figure name, argv) pairs run in order (a
+# connect and its disconnect stay together: the next client's connect needs it undone).
+STEPS = [
+    lambda c, n: [("ls -q", _pick(c, ["ls", "-q"], ["network", "ls", "-q"]))],
+    lambda c, n: [("ls", _pick(c, ["ls"], ["network", "ls"]))],
+    lambda c, n: [("inspect", _pick(c, ["inspect", "benchnet"], ["network", "inspect", "benchnet"]))],
+    lambda c, n: [("create", _pick(c, ["create", n], ["network", "create", n])),
+                  ("rm", _pick(c, ["rm", n], ["network", "rm", n]))],
+    lambda c, n: [("connect", _pick(c, ["connect", "benchnet2", "cc"], ["network", "connect", "benchnet2", "cc"])),
+                  ("disconnect", _pick(c, ["disconnect", "benchnet2", "cc"],
+                                       ["network", "disconnect", "benchnet2", "cc"]))],
+    lambda c, n: [("ps", ["ps"])],
+    lambda c, n: [("ps -q", ["ps", "-q"])],
+    lambda c, n: [("container inspect", ["container", "inspect", "cc"])],
+    lambda c, n: [("logs", ["logs", "cc"])],
+]
+
+
+def run_argv(client: str) -> list[str]:
+    return _pick(client, ["run", "-d", "--net", "benchnet", BB, "sleep", "3600"],
+                 ["run", "-d", "--net", "benchnet", "busybox", BB, "sleep", "3600"])
+
+
 def round_trip(sock: str, runs: int) -> dict[str, dict[str, float]]:
     """`net ls -q` against `docker network ls -q` (each Docker client present) on the daemon
     at `sock`, paired and interleaved: {client: {"ms": median wall, "cpu": median CPU ms,
@@ -159,37 +186,27 @@ def bench(runs: int) -> None:
             clients = list(cl.argv)
             for rnd in range(runs + 1):              # round 0 warms caches and is not counted
                 order = clients[rnd % len(clients):] + clients[:rnd % len(clients)]
+                # Each step is run by every client back to back (in a rotating order), so a
+                # ratio compares runs made moments apart, against the same daemon state.
+                for step in STEPS:
+                    for client in order:
+                        for name, args in step(client, f"n{rnd}-{clients.index(client)}"):
+                            wall, cpu, _ = cl.run(client, args)
+                            if rnd:
+                                fig.add(name, client, rnd, wall, cpu)
+                # run -d, then rm -f (Docker's run where it works against our daemon)
+                made = {}
                 for client in order:
-                    net = client.startswith("net")
-                    scratch = f"n{rnd}-{clients.index(client)}"
-                    steps = [("ls -q", ["ls", "-q"] if net else ["network", "ls", "-q"]),
-                             ("ls", ["ls"] if net else ["network", "ls"]),
-                             ("inspect", ["inspect", "benchnet"] if net else ["network", "inspect", "benchnet"]),
-                             ("create", ["create", scratch] if net else ["network", "create", scratch]),
-                             ("rm", ["rm", scratch] if net else ["network", "rm", scratch]),
-                             ("connect", ["connect", "benchnet2", "cc"] if net else
-                              ["network", "connect", "benchnet2", "cc"]),
-                             ("disconnect", ["disconnect", "benchnet2", "cc"] if net else
-                              ["network", "disconnect", "benchnet2", "cc"]),
-                             ("ps", ["ps"]),
-                             ("ps -q", ["ps", "-q"]),
-                             ("container inspect", ["container", "inspect", "cc"]),
-                             ("logs", ["logs", "cc"])]
-                    for name, args in steps:
-                        wall, cpu, _ = cl.run(client, args)
-                        if rnd:
-                            fig.add(name, client, rnd, wall, cpu)
-                    # run -d, then rm -f: Docker's run where it works against our daemon
-                    if net or docker_run:
-                        run_args = (["run", "-d", "--net", "benchnet", BB, "sleep", "3600"] if net
-                                    else ["run", "-d", "--net", "benchnet", "busybox", BB, "sleep", "3600"])
-                        wall, cpu, out = cl.run(client, run_args)
-                        cid = out.strip()
+                    if client.startswith("net") or docker_run:
+                        wall, cpu, out = cl.run(client, run_argv(client))
+                        made[client] = out.strip()
                         if rnd:
                             fig.add("run -d", client, rnd, wall, cpu)
                     else:
-                        cid = host.net("run", "-d", "--net", "benchnet", BB, "sleep", "3600", quiet=True).stdout.strip()
-                    wall, cpu, _ = cl.run(client, ["container", "rm", "-f", cid] if net else ["rm", "-f", cid])
+                        made[client] = host.net(*run_argv("net"), quiet=True).stdout.strip()
+                for client in order:
+                    rm = ["container", "rm", "-f"] if client.startswith("net") else ["rm", "-f"]
+                    wall, cpu, _ = cl.run(client, [*rm, made[client]])
                     if rnd:
                         fig.add("rm -f", client, rnd, wall, cpu)
             cid = host.net("run", "-d", "--net", "benchnet", BB, "sleep", "3600", quiet=True).stdout.strip()
