@@ -3,6 +3,7 @@ the edge. Pure: no I/O."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from cnm.errors import InvalidParameter
 from cnm.ids import check_name
 from cnm.ports import PortBinding, normalize_ip
+from cnm.strictnum import is_ascii_digits, parse_int
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
@@ -32,6 +34,11 @@ def check_ip(value: str | None, version: int, flag: str) -> str | None:
         raise InvalidParameter(f"invalid {flag} address {value!r}") from None
     if ip.version != version:
         raise InvalidParameter(f"{flag} {value} is not an IPv{version} address")
+    if getattr(ip, "scope_id", None) is not None:
+        raise InvalidParameter(f"invalid {flag} address {value!r}: drop the zone index (%…); "
+                               "the network decides the interface")
+    if ip.is_multicast or ip.is_loopback or ip.is_unspecified:
+        raise InvalidParameter(f"invalid {flag} address {value}: a container's address must be unicast")
     return str(ip)
 
 
@@ -102,12 +109,14 @@ class ContainerCreate:
         argv = _typed(body, "Cmd", list, [])
         if not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
             raise InvalidParameter("no command given: net run [OPTIONS] [--] CMD [ARG…]")
+        if any("\0" in a for a in argv):
+            raise InvalidParameter("invalid command: an argument contains a NUL byte")
         name = _typed(body, "Name", str)
         if name:
-            check_name(name.lstrip("/"), "container")
+            check_name(name[1:] if name.startswith("/") else name, "container")
         env: dict[str, str] = {}
         for item in _typed(body, "Env", list, []):
-            if not isinstance(item, str) or not item or item.startswith("="):
+            if not isinstance(item, str) or not item or item.startswith("=") or "\0" in item:
                 raise InvalidParameter(f"invalid environment variable {item!r}: use KEY=VALUE")
             k, _, v = item.partition("=")
             env[k] = v
@@ -132,16 +141,16 @@ class ContainerCreate:
         ports = _port_bindings(_typed(host, "PortBindings", dict, {}))
         if ports and (mode in ("host", "none") or mode.startswith("container:")):
             raise InvalidParameter(f"published ports need a bridge or user network, not network mode {mode}")
-        mem = _typed(host, "Memory", int, 0) or None
-        nano = _typed(host, "NanoCpus", int, 0)
-        pids = _typed(host, "PidsLimit", int, 0) or None
-        hostname = _typed(body, "Hostname", str) or None
+        mem, cpus, pids = resources(host)
+        hostname = check_hostname(_typed(body, "Hostname", str) or None)
         if hostname and mode.startswith("container:"):
             raise InvalidParameter("--hostname cannot be used with network mode container:X (conflicting options)")
         rootfs = _typed(body, "Rootfs", str) or None
-        return cls(argv=list(argv), name=name.lstrip("/") if name else None, env=env,
+        if rootfs is not None and ("\0" in rootfs or not rootfs.startswith("/")):
+            raise InvalidParameter(f"invalid rootfs {rootfs!r}: give an absolute path to a directory")
+        return cls(argv=list(argv), name=(name[1:] if name.startswith("/") else name) if name else None, env=env,
                    hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
-                   rootfs=rootfs, memory=mem, cpus=nano / 1e9 if nano else None, pids_limit=pids,
+                   rootfs=rootfs, memory=mem, cpus=cpus, pids_limit=pids,
                    auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body),
                    attach_stdout=_typed(body, "AttachStdout", bool, True),
                    attach_stderr=_typed(body, "AttachStderr", bool, True),
@@ -190,21 +199,82 @@ def _port_bindings(raw: dict) -> list[PortBinding]:
     for key, binds in sorted(raw.items()):
         port, _, proto = key.partition("/")
         proto = proto or "tcp"
-        if proto not in ("tcp", "udp") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if proto not in ("tcp", "udp") or not is_ascii_digits(port) or not 1 <= int(port[:6]) <= 65535:
             raise InvalidParameter(f"invalid container port {key!r}: use PORT[/tcp|udp] with PORT 1-65535")
+        if binds is not None and not isinstance(binds, list):
+            raise InvalidParameter(f"port bindings for {key} must be an array, not {type(binds).__name__}")
         for b in binds or [{}]:
             if not isinstance(b, dict):
                 raise InvalidParameter(f"invalid port binding for {key}")
-            hp = str(b.get("HostPort") or "")
+            hp = _typed(b, "HostPort", str, "")
             lo = hi = None
             if hp:
-                lo_s, _, hi_s = hp.partition("-")
-                if not lo_s.isdigit() or (hi_s and not hi_s.isdigit()):
-                    raise InvalidParameter(f"invalid host port {hp!r} for {key}")
-                lo, hi = int(lo_s), (int(hi_s) if hi_s else None)
-                if not 1 <= lo <= 65535 or (hi is not None and not lo <= hi <= 65535):
-                    raise InvalidParameter(f"invalid host port {hp!r} for {key}: must be 1-65535")
+                lo_s, dash, hi_s = hp.partition("-")
+                try:
+                    lo = parse_int(lo_s, 1, 65535)
+                    hi = parse_int(hi_s, lo, 65535) if dash else None
+                except ValueError as exc:
+                    raise InvalidParameter(f"invalid host port {hp!r} for {key}: {exc} (ports are 1-65535)") from None
+            host_ip = _typed(b, "HostIp", str, "")
             out.append(PortBinding(proto=proto, container_port=int(port),
-                                   host_ip=normalize_ip(b.get("HostIp") or None, key),
+                                   host_ip=normalize_ip(host_ip or None, key),
                                    host_port=lo, host_port_end=hi))
     return out
+
+
+# Docker's bounds on resources (daemon/daemon_unix.go): at least 6 MiB of memory, CPUs
+# from 0.01 to the host's count, a CFS period of 1 ms..1 s and a quota of at least 1 ms.
+MIN_MEMORY = 6 * 1024 * 1024
+MAX_INT64 = 2 ** 63 - 1
+PID_MAX_LIMIT = 4 * 1024 * 1024      # the kernel's pids.max ceiling (PID_MAX_LIMIT)
+
+
+def resources(host: dict, cpu_count: int | None = None) -> tuple[int | None, float | None, int | None]:
+    """(memory bytes, CPUs, pids limit) of a HostConfig, None meaning no limit; refused
+    with Docker's words where Docker refuses, and with a line of our own for what the
+    kernel would refuse or silently wrap (2^64 bytes of memory wraps to nothing)."""
+    ncpu = cpu_count or os.cpu_count() or 1
+    mem = _typed(host, "Memory", int, 0)
+    if mem > MAX_INT64:
+        raise InvalidParameter(f"invalid Memory {mem}: at most {MAX_INT64} bytes (a signed 64-bit number)")
+    if mem != 0 and mem < MIN_MEMORY:
+        raise InvalidParameter("Minimum memory limit allowed is 6MB")
+    nano = _typed(host, "NanoCpus", int, 0)
+    quota = _typed(host, "CpuQuota", int, 0)
+    period = _typed(host, "CpuPeriod", int, 0)
+    if nano and period:
+        raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if nano and quota:
+        raise InvalidParameter("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    if nano < 0 or nano > ncpu * 10 ** 9 or 0 < nano < 10 ** 7:
+        raise InvalidParameter(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
+    if period and not 1000 <= period <= 1_000_000:
+        raise InvalidParameter("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
+    if quota != -1 and (quota < 0 or 0 < quota < 1000):
+        raise InvalidParameter("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    cpus = nano / 1e9 if nano else None
+    if quota > 0:
+        cpus = quota / (period or 100_000)
+        if cpus > ncpu:
+            raise InvalidParameter(f"CPU quota {quota} per period {period or 100_000} is {cpus:g} CPUs: "
+                                   f"there are only {ncpu} CPUs available")
+    pids = _typed(host, "PidsLimit", int, 0)
+    if pids > PID_MAX_LIMIT:
+        raise InvalidParameter(f"invalid PidsLimit {pids}: the kernel allows at most {PID_MAX_LIMIT} tasks "
+                               "(0 or -1: no limit)")
+    return (mem or None), cpus, (pids if pids > 0 else None)
+
+
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+
+
+def check_hostname(name: str | None) -> str | None:
+    """RFC 1123: letters, digits, '-' and '.', not starting or ending with '-' or '.', at
+    most 64 characters (the kernel's limit for sethostname)."""
+    if name is None:
+        return None
+    if (len(name) > 64 or not set(name) <= _HOSTNAME_CHARS or name[0] in "-." or name[-1] in "-."
+            or ".." in name):
+        raise InvalidParameter(f"invalid hostname {name[:70]!r}: use letters, digits, '-' and '.' "
+                               "(RFC 1123), at most 64 characters")
+    return name

@@ -182,7 +182,7 @@ class ContainerService:
             raise
         return ct
 
-    def restart(self, ref: str, timeout: float = 10) -> Container:
+    def restart(self, ref: str, timeout: float | None = 10) -> Container:
         ct = self.get(ref)
         self.stop(ct.id, timeout)
         self.start(ct.id)
@@ -359,7 +359,7 @@ class ContainerService:
             self._save(ct)
 
     # ---------------------------------------------------------- stop / exit
-    def stop(self, ref: str, timeout: float = 10) -> bool:
+    def stop(self, ref: str, timeout: float | None = 10) -> bool:
         """SIGTERM, SIGKILL after `timeout` s; its network released. False if it was
         not running (Docker answers 304)."""
         ct = self.get(ref)

@@ -30,7 +30,7 @@ def proto_name(value: object) -> str:
     """A binding's protocol as Docker's wire (6, 17) or people ("tcp", "UDP") write it
     -> "tcp" / "udp". Raises InvalidParameter for anything else."""
     text = str(value).strip().lower()
-    name = _PROTOCOL_NAMES.get(int(text), text) if text.isdigit() else text
+    name = _PROTOCOL_NAMES.get(int(text), text) if text.isascii() and text.isdigit() and len(text) <= 3 else text
     if name not in PROTOCOLS:
         raise InvalidParameter(f"invalid protocol {value!r}"
                                + (f" ({name})" if name != text else "") + ": use tcp or udp")

@@ -21,10 +21,15 @@ def bad(spec: str, why: str) -> InvalidParameter:
     return InvalidParameter(f"invalid port spec {spec!r}: {why} (use [HOSTIP:][HOSTPORT:]CONTAINERPORT[/tcp|udp])")
 
 
+def _port_digits(text: str) -> bool:
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit()
+
+
 def port_range(spec: str, text: str, what: str) -> tuple[int, int]:
     """"80" or "8000-8010" as (low, high), each within 1-65535."""
     lo_text, dash, hi_text = text.partition("-")
-    if not lo_text.isdecimal() or (dash and not hi_text.isdecimal()):
+    # ASCII digits only (isdecimal() also takes "٨٠"), at most 5 of them.
+    if not _port_digits(lo_text) or (dash and not _port_digits(hi_text)):
         raise bad(spec, f"{what} {text!r} is not a number or a range like 8000-8010")
     lo = int(lo_text)
     hi = int(hi_text) if dash else lo
@@ -42,9 +47,12 @@ def normalize_ip(text: str | None, spec: str = "") -> str | None:
         return None
     import ipaddress  # only when an address is given (a few ms otherwise saved)
     try:
-        return str(ipaddress.ip_address(text))
+        ip = ipaddress.ip_address(text)
     except ValueError as exc:
         raise bad(spec or str(text), f"host IP {text!r} is not an IP address") from exc
+    if getattr(ip, "scope_id", None) is not None or ip.is_multicast:
+        raise bad(spec or str(text), f"host IP {text!r} must be a unicast address without a zone index")
+    return str(ip)
 
 
 def _fields(spec: str, text: str) -> tuple[str | None, str | None, str]:

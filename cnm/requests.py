@@ -179,8 +179,30 @@ def first_overlap(nets: list[IPNetwork]) -> tuple[IPNetwork, IPNetwork] | None:
     return None
 
 
+# Ranges no network of containers can use: the kernel refuses them on an interface or
+# gives them another meaning. (IPv4 and IPv6 link-local stay allowed, as in Docker.)
+_RESERVED = [(ipaddress.ip_network(n), what) for n, what in (
+    ("0.0.0.0/8", "'this network' (0.0.0.0/8)"), ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4)"), ("255.255.255.255/32", "the broadcast address"),
+    ("::/128", "the unspecified address (::)"), ("::1/128", "loopback (::1)"),
+    ("ff00::/8", "multicast (ff00::/8)"))]
+
+
+def _no_zone(text: str, what: str) -> None:
+    """fe80::1%eth0 names an address on one link: meaningless in a network's config (and
+    ipaddress would keep the zone, comparing unequal to the same address without it)."""
+    if "%" in text:
+        addr, _, rest = text.partition("%")
+        plen = text.partition("/")[2]
+        hint = f"{addr}/{plen}" if plen else addr
+        raise InvalidParameter(f"invalid {what} {text!r}: a zone index (%{rest.partition('/')[0]}) names one "
+                               f"link and has no place here; give {hint}")
+
+
 def parse_subnet(text: str) -> IPNetwork:
-    """A subnet CIDR whose host bits are zero ("10.0.0.0/24", not "10.0.0.1/24")."""
+    """A subnet CIDR whose host bits are zero ("10.0.0.0/24", not "10.0.0.1/24"), not all
+    of an address family, and clear of loopback, multicast and unspecified ranges."""
+    _no_zone(text, "subnet")
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -189,11 +211,18 @@ def parse_subnet(text: str) -> IPNetwork:
         raise InvalidParameter(f"invalid subnet {text}: give a prefix length, e.g. {net.network_address}/24")
     if ipaddress.ip_interface(text).ip != net.network_address:
         raise InvalidParameter(f"invalid subnet {text}: it should be {net}")
+    if net.prefixlen == 0:
+        raise InvalidParameter(f"invalid subnet {net}: it spans every IPv{net.version} address; "
+                               "give a subnet of the network's own")
+    for reserved, what in _RESERVED:
+        if reserved.version == net.version and net.overlaps(reserved):
+            raise InvalidParameter(f"invalid subnet {net}: it overlaps {what}, which containers cannot use")
     return net
 
 
 def parse_cidr(text: str, what: str) -> IPNetwork:
     """A CIDR with zero host bits, named `what` in errors."""
+    _no_zone(text, what)
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError:
@@ -205,6 +234,7 @@ def parse_cidr(text: str, what: str) -> IPNetwork:
 
 def parse_ip(text: str, what: str) -> IPAddress:
     """A plain address; a trailing "/prefix" is tolerated and dropped."""
+    _no_zone(text, f"{what} address")
     try:
         return ipaddress.ip_interface(text).ip if "/" in text else ipaddress.ip_address(text)
     except ValueError:

@@ -67,12 +67,17 @@ async def parse_body(request: web.Request, parse: Callable[[dict], T]) -> T:
     return await blocking(request, lambda: parse(parse_json_object(raw)))
 
 
+def _not_json(name: str) -> Any:
+    # Python's decoder takes NaN and Infinity; JSON (and Docker's decoder) does not.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json_object(raw: bytes) -> dict:
     """A JSON object from bytes (empty: {}); InvalidParameter (one line) otherwise."""
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidParameter(f"invalid JSON body: {exc}") from exc
     except RecursionError:
@@ -89,5 +94,13 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
+def one_line(message: str) -> str:
+    """A message on one line whatever the user's input in it: control characters (a
+    name ending in a newline, say) shown as escapes."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def error_response(status: int, message: str) -> web.Response:
-    return json_response({"message": message}, status=status)
+    return json_response({"message": one_line(message)}, status=status)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from cnm.api.filters import Filters, labels_match, labels_selected, regex, until_nanos
 from cnm.api.timestamps import rfc3339_to_nanos
 from cnm.errors import InvalidParameter
+from cnm.strictnum import is_ascii_digits, parse_int
 
 LIST_FILTERS = frozenset({"ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task",
                           "label", "name", "network", "publish", "since", "status", "volume"})
@@ -71,7 +72,7 @@ class ListQuery:
         exited = []
         for value in filters.get("exited", []):
             try:
-                exited.append(int(value))
+                exited.append(parse_int(value, lo=-(2 ** 31), hi=2 ** 31))
             except ValueError:
                 raise InvalidParameter(f"invalid filter 'exited={value}': an exit code is a number") from None
         for key in ("publish", "expose"):
@@ -80,11 +81,15 @@ class ListQuery:
         return cls(filters=filters, all=all_, exited=exited)
 
 
+def _port(text: str) -> bool:
+    return 0 < len(text) <= 5 and is_ascii_digits(text)     # (isdigit() takes "²")
+
+
 def _port_range(value: str, key: str) -> tuple[int, int, str | None]:
     """PORT, PORT/PROTO, START-END[/PROTO] -> (start, end, proto or None)."""
     ports, _, proto = value.partition("/")
     lo, _, hi = ports.partition("-")
-    if not lo.isdigit() or (hi and not hi.isdigit()) or (proto and proto not in ("tcp", "udp", "sctp")):
+    if (not _port(lo) or (hi and not _port(hi))) or (proto and proto not in ("tcp", "udp", "sctp")):
         raise InvalidParameter(f"invalid filter '{key}={value}': use PORT[/PROTO] or START-END[/PROTO]")
     return int(lo), int(hi or lo), proto or None
 

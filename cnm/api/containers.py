@@ -24,6 +24,7 @@ from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.model import Endpoint, Network
 from cnm.render_container import container_json, container_summary, networks_json
 from cnm.runtime.state import ContainerState
+from cnm.strictnum import is_ascii_digits, parse_int
 
 LOG_POLL = 0.02          # seconds between looks at a followed log / an exit without pidfd
 READ_CHUNK = 64 * 1024
@@ -74,10 +75,11 @@ class ContainerServiceLike(Protocol):
     def start(self, ref: str) -> bool:
         """Start a created or exited container; False if it runs already."""
 
-    def stop(self, ref: str, timeout: float = 10) -> bool:
-        """SIGTERM, SIGKILL after `timeout`; releases its network. False if it was not running."""
+    def stop(self, ref: str, timeout: float | None = 10) -> bool:
+        """SIGTERM, SIGKILL after `timeout` (None: never); releases its network. False if it
+        was not running."""
 
-    def restart(self, ref: str, timeout: float = 10) -> Any:
+    def restart(self, ref: str, timeout: float | None = 10) -> Any:
         """stop (if it runs), then start."""
 
     def rename(self, ref: str, name: str) -> Any:
@@ -105,17 +107,20 @@ def _flag(request: web.Request, name: str, default: bool = False) -> bool:
     return value.strip().lower() not in ("", "0", "false", "no")
 
 
-def _number(request: web.Request, name: str, default: float) -> float:
-    value = request.query.get(name)
+MAX_STOP_TIMEOUT = 2 ** 31 - 1
+
+
+def stop_timeout(request: web.Request) -> float | None:
+    """`t`, seconds before SIGKILL: an integer as Docker's (strconv.Atoi: ASCII digits,
+    no "nan", "inf" or "1e400"); negative waits for ever (Docker's rule), None here."""
+    value = request.query.get("t")
     if value is None or value == "":
-        return default
+        return 10
     try:
-        n = float(value)
-    except ValueError:
-        raise InvalidParameter(f"invalid value for {name}: {value!r} is not a number") from None
-    if n < 0:
-        raise InvalidParameter(f"invalid value for {name}: {value} must not be negative")
-    return n
+        n = parse_int(value, lo=-MAX_STOP_TIMEOUT, hi=MAX_STOP_TIMEOUT)
+    except ValueError as exc:
+        raise InvalidParameter(f"invalid value for t: {exc} (seconds to wait before killing)") from None
+    return None if n < 0 else n
 
 
 def parse_signal(text: str | None) -> int:
@@ -123,6 +128,8 @@ def parse_signal(text: str | None) -> int:
     if not text:
         return int(signals.SIGKILL)
     if text.isdigit():
+        if not is_ascii_digits(text) or len(text) > 3:
+            raise InvalidParameter(f"invalid signal: {text}")
         num = int(text)
         if num not in {int(s) for s in signals.Signals}:
             raise InvalidParameter(f"invalid signal: {text}")
@@ -305,12 +312,12 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         return web.Response(status=204 if started else 304)
 
     async def stop(request: web.Request) -> web.Response:
-        timeout = _number(request, "t", 10)
+        timeout = stop_timeout(request)
         stopped = await blocking(request, service.stop, request.match_info["ref"], timeout)
         return web.Response(status=204 if stopped else 304)
 
     async def restart(request: web.Request) -> web.Response:
-        await blocking(request, service.restart, request.match_info["ref"], _number(request, "t", 10))
+        await blocking(request, service.restart, request.match_info["ref"], stop_timeout(request))
         return web.Response(status=204)
 
     async def rename(request: web.Request) -> web.Response:

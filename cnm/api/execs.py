@@ -14,12 +14,13 @@ from cnm.api.rawstream import STDERR, STDOUT
 from cnm.api.streams import FdStream, bridge
 from cnm.errors import CNMError, InvalidParameter
 from cnm.execs import ExecConfig, ExecInstance, ExecProcess, ExecService, Target
+from cnm.strictnum import parse_int
 
 
 def size_query(request: web.Request) -> tuple[int, int]:
     """`h` and `w` of a resize, as Docker checks them."""
     try:
-        height, width = int(request.query.get("h", "")), int(request.query.get("w", ""))
+        height, width = parse_int(request.query.get("h", "")), parse_int(request.query.get("w", ""))
     except ValueError:
         raise InvalidParameter("resize needs numbers h (rows) and w (columns)") from None
     if not (0 <= height <= 65535 and 0 <= width <= 65535):

@@ -76,6 +76,39 @@ class _RateLimitedLog:
         self.next_at = now + self.interval
 
 
+class RateLimitFilter(logging.Filter):
+    """Passes one record per `interval` seconds (per logger it is attached to), adding
+    how many were dropped meanwhile. For aiohttp's own server log: it logs every
+    malformed request with a traceback at ERROR, which a client could turn into a flood."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self.next_at = 0.0
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time  # (the monotonic clock, not the loop's: records come from any thread)
+        now = time.monotonic()
+        if now < self.next_at:
+            self.dropped += 1
+            return False
+        if self.dropped:
+            record.msg = f"{record.msg} ({self.dropped} more like it since the last report)"
+            self.dropped = 0
+        record.exc_info, record.exc_text = None, None     # one line: no traceback
+        self.next_at = now + self.interval
+        return True
+
+
+def http_logger(limits: Limits) -> logging.Logger:
+    """The logger aiohttp's request handlers use, rate-limited."""
+    logger = logging.getLogger("cnm.api.http")
+    if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+        logger.addFilter(RateLimitFilter(limits.error_log_interval))
+    return logger
+
+
 class ConnectionGuard(asyncio.Protocol):
     """Wraps aiohttp's per-connection protocol: every callback is passed on, and a
     timer closes a connection whose request headers do not arrive in time. The error

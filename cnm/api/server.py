@@ -21,7 +21,7 @@ from aiohttp import web
 
 from cnm.api import networks, system
 from cnm.api.common import EXECUTOR, Route, error_response
-from cnm.api.listener import LIMITS, GuardedUnixSite, Limits, guard_of
+from cnm.api.listener import LIMITS, GuardedUnixSite, Limits, guard_of, http_logger
 from cnm.api.version import VERSION_KEY, add_headers, server_headers, version_middleware
 from cnm.errors import CNMError, Conflict, http_status
 from cnm.statedirs import chmod_socket
@@ -156,7 +156,8 @@ async def start_server(app: web.Application, socket_path: str | os.PathLike) -> 
     prepare_socket_path(path)
     runner = web.AppRunner(app, access_log=logging.getLogger("cnm.api.access"),
                            access_log_format='%r %s %b %Tfs', handle_signals=False,
-                           keepalive_timeout=limits.keepalive_timeout, lingering_time=1.0)
+                           keepalive_timeout=limits.keepalive_timeout, lingering_time=1.0,
+                           logger=http_logger(limits))
     await runner.setup()
     try:
         site = GuardedUnixSite(runner, _listening_socket(path, limits.backlog), limits)

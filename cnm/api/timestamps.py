@@ -14,17 +14,22 @@ import datetime
 import re
 
 from cnm.errors import InvalidParameter
+from cnm.strictnum import is_ascii_digits
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
           "m": 60_000_000_000, "h": 3_600_000_000_000}
-_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+MAX_DURATION_TEXT = 100
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+MAX_DURATION = 2 ** 63 - 1
 
 
 def parse_timestamp(value: str, what: str = "timestamp") -> int:
     """`SECONDS` or `SECONDS.FRACTION` (Docker's `%d.%09d`) -> nanoseconds."""
     sec, dot, frac = value.partition(".")
-    if not re.fullmatch(r"-?\d+", sec) or (dot and not frac.isdigit()):
+    # ASCII digits only ("\d" and isdigit() take "١٢" and "²"), and a bounded length.
+    digits = sec[1:] if sec.startswith("-") else sec
+    if not is_ascii_digits(digits) or len(digits) > 18 or (dot and not (is_ascii_digits(frac) and len(frac) <= 30)):
         raise InvalidParameter(f"invalid {what} {value!r}: use seconds since the epoch, e.g. 1700000000.5")
     nanos = int((frac + "000000000")[:9]) if dot else 0
     return int(sec) * 1_000_000_000 + (nanos if not sec.startswith("-") else -nanos)
@@ -37,14 +42,19 @@ def parse_duration(value: str) -> int | None:
     body = value.lstrip("+-")
     if not body:
         return None
+    if len(body) > MAX_DURATION_TEXT:
+        return None
     pos, total = 0, 0.0
-    for m in _DURATION.finditer(body):
-        if m.start() != pos:
+    while pos < len(body):
+        # Anchored at pos (finditer would retry at every position: cubic on a long run
+        # of digits without a unit, a query of a few KB pinning a CPU).
+        m = _DURATION.match(body, pos)
+        if m is None:
             return None
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
-    if pos != len(body):
-        return None
+    if total > MAX_DURATION:
+        return None              # Go's ParseDuration overflows past ~292 years too
     return sign * int(total)
 
 

@@ -22,7 +22,9 @@ VERSION_KEY = "api_version"          # the route's match_info key (see cnm.api.s
 def parse_version(text: str) -> tuple[int, ...]:
     """"1.43" -> (1, 43). Docker compares versions numerically part by part; a part
     that is not a number counts as 0, as in Docker's versions.compare."""
-    return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
+    # ASCII digits only, and not more than fit a 64-bit int (Go's Atoi fails beyond
+    # that, giving 0); Python's int() would take "٤٣" and fail on 5,000 digits.
+    return tuple(int(p) if p.isascii() and p.isdigit() and len(p) <= 18 else 0 for p in text.split("."))
 
 
 def compare(a: str, b: str) -> int:

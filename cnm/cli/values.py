@@ -28,6 +28,8 @@ def metavar(name: str) -> Callable[[F], F]:
 def cidr(text: str) -> str:
     """A network in CIDR notation with zero host bits; returned in canonical form."""
     import ipaddress
+    if "%" in text:
+        raise ValueError(f"{text!r}: a zone index (%…) names one link and has no place in a subnet")
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -87,65 +89,38 @@ def address_pool(text: str) -> str:
     if set(fields) != {"base", "size"}:
         raise ValueError(f"{text!r}: expected base=CIDR,size=N")
     base = cidr(fields["base"])
-    try:
-        size = int(fields["size"])
-    except ValueError:
-        raise ValueError(f"{text!r}: size must be a prefix length") from None
+    size_text = fields["size"]
+    if not (size_text.isascii() and size_text.isdigit() and len(size_text) <= 3):
+        raise ValueError(f"{text!r}: size must be a prefix length")
+    size = int(size_text)
     net = ipaddress.ip_network(base)
     if not net.prefixlen <= size <= net.max_prefixlen:
         raise ValueError(f"{text!r}: size must be between {net.prefixlen} and {net.max_prefixlen}")
     return f"base={base},size={size}"
 
 
-_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
 @metavar("BYTES")
 def byte_size(text: str) -> int:
     """Docker's memory sizes: 67108864, 64m, 1g, 512k (b, k, m, g, t; case-insensitive,
-    an optional trailing "b" as in "64mb")."""
-    t = text.strip().lower()
-    if len(t) > 2 and t.endswith("b") and t[-2] in _UNITS:
-        t = t[:-1]
-    unit = _UNITS.get(t[-1:]) if t[-1:].isalpha() else 1
-    try:
-        amount = float(t[:-1] if t[-1:].isalpha() else t)
-    except ValueError:
-        amount = -1.0
-    if unit is None or not amount >= 0:          # (NaN is not >= 0 either)
-        raise ValueError(f"{text!r} is not a size (e.g. 64m, 1g, 67108864)")
-    return int(amount * unit)
-
-
-def _range_text(lo: float | None, hi: float | None) -> str:
-    if lo is not None and hi is not None:
-        return f"between {lo:g} and {hi:g}"
-    return f"at least {lo:g}" if lo is not None else f"at most {hi:g}"
+    an optional trailing "b" as in "64mb"). ASCII digits only; no "nan", "inf", "1e400"."""
+    from cnm.strictnum import parse_bytes
+    return parse_bytes(text)
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
-    """An integer, within [lo, hi] where given."""
+    """An integer in ASCII digits (int() also takes "١٢", "1_0" and " 12 "), within
+    [lo, hi] where given."""
     @metavar("INTEGER")
     def convert(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an integer") from None
-        if (lo is not None and n < lo) or (hi is not None and n > hi):
-            raise ValueError(f"{n} is not {_range_text(lo, hi)}")
-        return n
+        from cnm.strictnum import parse_int
+        return parse_int(text, lo, hi)
     return convert
 
 
 def float_range(lo: float | None = None, hi: float | None = None) -> Callable[[str], float]:
-    """A number, within [lo, hi] where given."""
+    """A decimal like 1.5 (no exponent, NaN or infinity), within [lo, hi] where given."""
     @metavar("FLOAT")
     def convert(text: str) -> float:
-        try:
-            x = float(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a number") from None
-        if not x == x or (lo is not None and x < lo) or (hi is not None and x > hi):   # NaN
-            raise ValueError(f"{text} is not {_range_text(lo, hi)}")
-        return x
+        from cnm.strictnum import parse_decimal
+        return parse_decimal(text, lo, hi)
     return convert

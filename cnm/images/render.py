@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from cnm import saferegex
 from cnm.errors import InvalidParameter
 from cnm.images import reference as R
 from cnm.images.config import ImageConfig, unix_time
@@ -176,7 +177,8 @@ def go_path_match(pattern: str, name: str) -> bool:
         else:
             out.append(re.escape(ch))
         i += 1
-    return re.fullmatch("".join(out), name) is not None
+    # RE2 (linear time): with `re`, "a*a*a*a*a*b" backtracks polynomially in the name.
+    return bool(saferegex.fullmatch("".join(out), name))
 
 
 def reference_matches(pattern: str, ref: R.Reference) -> bool:

@@ -107,7 +107,7 @@ class FakeRuntime:
         code = self.state(cid).exit_code
         return code if code is not None else -1
 
-    def stop(self, cid: str, timeout: float = 10) -> int | None:
+    def stop(self, cid: str, timeout: float | None = 10) -> int | None:
         proc = self._proc(cid)
         if proc.poll() is None:
             proc.terminate()

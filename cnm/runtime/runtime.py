@@ -307,8 +307,14 @@ class Runtime:
             try:
                 poller = select.poll()
                 poller.register(fd, select.POLLIN)
-                if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
-                    raise Unavailable(f"timed out after {timeout}s waiting for container {cid} to exit")
+                deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+                while True:
+                    # poll() takes at most INT_MAX milliseconds (~24 days): wait in slices.
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if poller.poll(None if left is None else min(int(left * 1000), 2 ** 31 - 1)):
+                        break
+                    if left is not None and left * 1000 < 2 ** 31 - 1:
+                        raise Unavailable(f"timed out after {timeout}s waiting for container {cid} to exit")
             finally:
                 os.close(fd)
         st = self.state(cid)
@@ -343,7 +349,7 @@ class Runtime:
         if not self._signal_pid(st.pid, st.pid_start, sig):
             raise Conflict(f"container {cid} is not running")
 
-    def stop(self, cid: str, timeout: float = 10) -> int | None:
+    def stop(self, cid: str, timeout: float | None = 10) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` seconds; return the exit code.
         Idempotent: stopping a stopped container returns its exit code."""
         st = self.state(cid)

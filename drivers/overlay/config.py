@@ -22,6 +22,7 @@ from cnm import labels
 from cnm.driverapi import NetworkSpec
 from cnm.errors import InvalidParameter
 from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
+from cnm.strictnum import parse_int
 
 VXLANID_LIST = labels.VXLANID_LIST
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
@@ -48,7 +49,7 @@ def parse_vni(value: object, key: str = VXLANID_LIST) -> int:
         raise InvalidParameter(f"option {key} must hold exactly one VXLAN id, got {value!r}: "
                                "this driver carries all subnets of a network on one VXLAN segment")
     try:
-        vni = int(items[0], 10)
+        vni = parse_int(items[0])        # ASCII digits only
     except ValueError:
         raise InvalidParameter(f"invalid VXLAN id {items[0]!r} in option {key}: want an integer "
                                f"{VNI_MIN}..{VNI_MAX}") from None

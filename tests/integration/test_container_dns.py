@@ -59,12 +59,12 @@ def test_resolves_as_soon_as_run_returns_and_stops_after_rm(daemon):
 def test_connect_alias_and_default_bridge_keeps_host_resolvers(daemon):
     daemon.net("create", "n1")
     daemon.net("create", "n2")
-    sleeper(daemon, "--name", "a", "--net", "n1")
-    sleeper(daemon, "--name", "b", "--net", "n2")
-    daemon.net("connect", "--alias", "bee", "n1", "b")
-    b_on_n1 = ct_inspect(daemon, "b")["NetworkSettings"]["Networks"]["n1"]["IPAddress"]
-    assert b_on_n1 in daemon.net("exec", "a", "--", BB, "nslookup", "bee").stdout
-    daemon.net("disconnect", "n1", "b")
-    assert daemon.net("exec", "a", "--", BB, "nslookup", "bee", check=False).returncode != 0
+    sleeper(daemon, "--name", "ca", "--net", "n1")
+    sleeper(daemon, "--name", "cb", "--net", "n2")
+    daemon.net("connect", "--alias", "bee", "n1", "cb")
+    b_on_n1 = ct_inspect(daemon, "cb")["NetworkSettings"]["Networks"]["n1"]["IPAddress"]
+    assert b_on_n1 in daemon.net("exec", "ca", "--", BB, "nslookup", "bee").stdout
+    daemon.net("disconnect", "n1", "cb")
+    assert daemon.net("exec", "ca", "--", BB, "nslookup", "bee", check=False).returncode != 0
     conf = daemon.net("run", "--rm", BB, "cat", "/etc/resolv.conf").stdout
     assert "nameserver 172.17.0.1" not in conf

@@ -67,9 +67,9 @@ def test_run_exit_code_streams_and_isolated_namespaces(daemon):
 
 
 def test_container_mode_shares_network(daemon):
-    x = run_d(daemon, "--name", "x", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
-    xip = ip_of(daemon, "x")
-    out = daemon.net("run", "--rm", "--net", "container:x", BB, "sh", "-c",
+    x = run_d(daemon, "--name", "cx", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
+    xip = ip_of(daemon, "cx")
+    out = daemon.net("run", "--rm", "--net", "container:cx", BB, "sh", "-c",
                      "ip -o -4 addr show eth0; wget -q -O - http://127.0.0.1:8080/hostname").stdout
     assert xip in out
     assert x[:12] in out        # x's /etc/hostname served by x's httpd over x's loopback
@@ -102,11 +102,11 @@ def test_same_network_ping_and_isolation_between_networks(daemon):
 
 def test_icc_off_blocks_same_network(daemon):
     daemon.net("create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")
-    sleeper(daemon, "--name", "p", "--net", "noicc")
-    sleeper(daemon, "--name", "q", "--net", "noicc")
-    assert not ping(daemon, "p", ip_of(daemon, "q"))
-    gw = ct_inspect(daemon, "p")["NetworkSettings"]["Networks"]["noicc"]["Gateway"]
-    assert ping(daemon, "p", gw)      # the host is still reachable
+    sleeper(daemon, "--name", "cp", "--net", "noicc")
+    sleeper(daemon, "--name", "cq", "--net", "noicc")
+    assert not ping(daemon, "cp", ip_of(daemon, "cq"))
+    gw = ct_inspect(daemon, "cp")["NetworkSettings"]["Networks"]["noicc"]["Gateway"]
+    assert ping(daemon, "cp", gw)      # the host is still reachable
 
 
 def test_internal_network_has_no_route_out(daemon):

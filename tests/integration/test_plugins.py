@@ -153,16 +153,16 @@ def test_example_driver_through_the_daemon(make_daemon, plugin_dir, routed):
     """The SDK example, found by the daemon in --plugin-dir: containers ping, routed."""
     d = make_daemon("--plugin-dir", str(plugin_dir))
     d.net("create", "-d", "routed", "--subnet", "10.30.0.0/24", "r1")
-    a = d.net("run", "-d", "--network", "r1", "--name", "a", "/bin/busybox", "sleep", "1000").stdout.strip()
-    d.net("run", "-d", "--network", "r1", "--name", "b", "/bin/busybox", "sleep", "1000")
+    a = d.net("run", "-d", "--network", "r1", "--name", "ca", "/bin/busybox", "sleep", "1000").stdout.strip()
+    d.net("run", "-d", "--network", "r1", "--name", "cb", "/bin/busybox", "sleep", "1000")
     assert a
-    out = d.net("exec", "b", "--", "/bin/busybox", "ip", "route").stdout
+    out = d.net("exec", "cb", "--", "/bin/busybox", "ip", "route").stdout
     assert "default via 169.254.1.1 dev eth0" in out
-    ip_a = json.loads(d.net("container", "inspect", "a").stdout)[0]["NetworkSettings"]["Networks"]["r1"]["IPAddress"]
+    ip_a = json.loads(d.net("container", "inspect", "ca").stdout)[0]["NetworkSettings"]["Networks"]["r1"]["IPAddress"]
     assert ip_a.startswith("10.30.0.")
-    r = d.net("exec", "b", "--", "/bin/busybox", "ping", "-c1", "-W3", ip_a, check=False)
+    r = d.net("exec", "cb", "--", "/bin/busybox", "ping", "-c1", "-W3", ip_a, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    d.net("container", "rm", "-f", "a", "b")
+    d.net("container", "rm", "-f", "ca", "cb")
     d.net("network", "rm", "r1")
     assert not any(n.startswith("rt") for n in link_names(d.ns))
 
@@ -175,13 +175,13 @@ def test_a_join_without_gateway_gets_the_gateway_bridge(make_daemon, plugin_dir,
                        plugin_dir / "nogw.sock", tmp_path / "nogw.log")
     try:
         d.net("create", "-d", "nogw", "--subnet", "10.31.0.0/24", "ng")
-        d.net("run", "-d", "--network", "ng", "--name", "c", "/bin/busybox", "sleep", "1000")
-        routes = d.net("exec", "c", "--", "/bin/busybox", "ip", "route").stdout
+        d.net("run", "-d", "--network", "ng", "--name", "cc", "/bin/busybox", "sleep", "1000")
+        routes = d.net("exec", "cc", "--", "/bin/busybox", "ip", "route").stdout
         assert "default via" in routes and "dev eth1" in routes.split("default via", 1)[1].splitlines()[0], routes
         gw = routes.split("default via ", 1)[1].split()[0]
-        assert d.net("exec", "c", "--", "/bin/busybox", "ping", "-c1", "-W2", gw, check=False).returncode == 0
+        assert d.net("exec", "cc", "--", "/bin/busybox", "ping", "-c1", "-W2", gw, check=False).returncode == 0
         assert "cnm_gwbridge" in link_names(d.ns)
-        d.net("container", "rm", "-f", "c")
+        d.net("container", "rm", "-f", "cc")
         d.net("network", "rm", "ng")
         assert not any(n.startswith("rt") for n in link_names(d.ns))
     finally:

@@ -94,7 +94,7 @@ def test_run_and_inspect_is_docker_shaped(client, service):
 
 
 def test_create_answers_201_with_id_and_warnings(raw):
-    status, _, data = raw.request("POST", "/containers/create?name=q", sh("sleep 30"))
+    status, _, data = raw.request("POST", "/containers/create?name=q1", sh("sleep 30"))
     body = json.loads(data)
     assert status == 201 and body["Warnings"] == [] and len(body["Id"]) == 64
 
@@ -165,8 +165,8 @@ def test_wait_on_auto_remove_container_still_gets_the_code(client, service):
 
 
 def test_stop_then_exit_code_is_from_sigterm(client, raw):
-    cid = run_ct(client, sh("sleep 30", Name="s"))
-    status, _, _ = raw.request("POST", "/containers/s/stop?t=5")
+    cid = run_ct(client, sh("sleep 30", Name="s1"))
+    status, _, _ = raw.request("POST", "/containers/s1/stop?t=5")
     assert status == 204
     info = client.container_inspect(cid)
     assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 143
@@ -201,10 +201,10 @@ def test_create_does_not_run_and_start_stop_answer_304_when_nothing_changes(clie
 
 
 def test_remove_running_needs_force(client, service):
-    cid = run_ct(client, sh("sleep 30", Name="r"))
+    cid = run_ct(client, sh("sleep 30", Name="r1"))
     with pytest.raises(Conflict, match="stop it first"):
-        client.container_remove("r")
-    client.container_remove("r", force=True)
+        client.container_remove("r1")
+    client.container_remove("r1", force=True)
     assert cid not in {c.id for c in service.list_containers()}
     with pytest.raises(NotFound):
         client.container_inspect(cid)
@@ -259,29 +259,29 @@ def test_follow_ends_when_the_client_goes_away(client, server, monkeypatch):
 
 def test_connect_and_disconnect(client, service):
     client.network_create({"Name": "back"})
-    cid = run_ct(client, sh("sleep 30", Name="c"))
-    client.network_connect("back", "c", {"IPAMConfig": {"IPv4Address": "172.18.0.50"}, "Aliases": ["db"]})
+    cid = run_ct(client, sh("sleep 30", Name="c1"))
+    client.network_connect("back", "c1", {"IPAMConfig": {"IPv4Address": "172.18.0.50"}, "Aliases": ["db"]})
     nets = client.container_inspect(cid)["NetworkSettings"]["Networks"]
     assert set(nets) == {"bridge", "back"}
     assert nets["back"]["IPAddress"] == "172.18.0.50" and nets["back"]["Aliases"] == ["db"]
     assert cid in client.network_inspect("back")["Containers"]
     with pytest.raises(Conflict, match="already exists in network back"):
-        client.network_connect("back", "c")
-    client.network_disconnect("back", "c", force=True)
+        client.network_connect("back", "c1")
+    client.network_disconnect("back", "c1", force=True)
     assert set(client.container_inspect(cid)["NetworkSettings"]["Networks"]) == {"bridge"}
     with pytest.raises(NotFound, match="not connected to network back"):
-        client.network_disconnect("back", "c")
+        client.network_disconnect("back", "c1")
 
 
 def test_connect_errors(client, raw):
-    run_ct(client, sh("sleep 30", Name="h", HostConfig={"NetworkMode": "host"}))
+    run_ct(client, sh("sleep 30", Name="h1", HostConfig={"NetworkMode": "host"}))
     with pytest.raises(Forbidden):
-        client.network_connect("bridge", "h")
+        client.network_connect("bridge", "h1")
     with pytest.raises(InvalidParameter, match="invalid --ip address"):
-        client.network_connect("bridge", "h", {"IPAMConfig": {"IPv4Address": "nope"}})
+        client.network_connect("bridge", "h1", {"IPAMConfig": {"IPv4Address": "nope"}})
     status, _, data = raw.request("POST", "/networks/bridge/connect", {})
     assert status == 400 and "field Container is required" in json.loads(data)["message"]
-    status, _, data = raw.request("POST", "/networks/bridge/disconnect", {"Container": "h", "Force": "yes"})
+    status, _, data = raw.request("POST", "/networks/bridge/disconnect", {"Container": "h1", "Force": "yes"})
     assert status == 400 and "Force must be a boolean" in json.loads(data)["message"]
 
 

@@ -398,3 +398,29 @@ def test_hijacked_connections_still_count_as_closed_when_they_close():
         assert ping_latency(srv) < 1.0
     finally:
         srv.close()
+
+
+def test_malformed_requests_are_logged_once_per_interval(serve, caplog):
+    """aiohttp logs each malformed request with a traceback at ERROR: 50 of them give
+    one line (no traceback) per interval, not 50."""
+    srv = serve(error_log_interval=60)
+    with caplog.at_level("DEBUG"):
+        for _ in range(50):
+            with srv.connect() as s:
+                s.sendall(b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_all(s).split(b" ", 2)[1] == b"400"
+    records = [r for r in caplog.records if r.name in ("cnm.api.http", "aiohttp.server") and r.levelno >= 30]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert ping_latency(srv) < 1.0
+
+
+def test_a_filter_pattern_cannot_run_for_ever(serve):
+    """Docker's name filters are Go (RE2) expressions, linear in time. With Python's `re`,
+    `(a|a)*$x` against a 64-character name backtracks for ever, holding a worker."""
+    from cnm.api.filters import regex
+    name = "a" * 64
+    t = time.monotonic()
+    assert regex({"name": ["(a|a)*$x"]}, "name", name) is False
+    assert regex({"name": ["web"]}, "name", "myweb") is True
+    assert regex({"name": ["(a)\\1"]}, "name", "aa") is False       # not RE2: matches only exactly
+    assert time.monotonic() - t < 1.0

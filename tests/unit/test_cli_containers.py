@@ -55,9 +55,9 @@ def test_run_detached_prints_the_id_and_sends_every_flag(net, service):
 
 
 def test_run_options_stop_at_the_command(net, service):
-    r = net("run", "-d", "--name", "x", "sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION")
+    r = net("run", "-d", "--name", "x1", "sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION")
     assert r.exit_code == 0, r.output
-    assert by_name(service, "x").argv == ["sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION"]
+    assert by_name(service, "x1").argv == ["sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION"]
 
 
 def test_run_rm_detached_asks_the_daemon_to_auto_remove(net, service):
@@ -148,13 +148,13 @@ def test_ps_truncates_long_commands_like_docker(net):
 
 
 def test_container_inspect_prints_a_json_array_and_reports_missing(net, service):
-    net("run", "-d", "--name", "a", "sh", "-c", "sleep 30")
-    r = net("container", "inspect", "a", "ghost")
+    net("run", "-d", "--name", "a1", "sh", "-c", "sleep 30")
+    r = net("container", "inspect", "a1", "ghost")
     assert r.exit_code == 3
     assert r.stderr == "Error: no such container: ghost\n"
     assert r.stdout.startswith("[\n    {")           # indent 4
     (info,) = json.loads(r.stdout)
-    assert info["Name"] == "/a" and info["Id"] == by_name(service, "a").id
+    assert info["Name"] == "/a1" and info["Id"] == by_name(service, "a1").id
 
 
 # -- lifecycle -----------------------------------------------------------------------------
@@ -183,17 +183,17 @@ def test_top_level_rm_still_removes_networks(net, service):
 
 
 def test_logs_splits_stdout_and_stderr(net):
-    net("run", "--name", "l", "sh", "-c", "echo one; echo two >&2")
-    r = net("logs", "l")
+    net("run", "--name", "l1", "sh", "-c", "echo one; echo two >&2")
+    r = net("logs", "l1")
     assert (r.exit_code, r.stdout, r.stderr) == (0, "one\n", "two\n")
-    r = net("container", "logs", "-f", "l")        # exited: follow ends at once
+    r = net("container", "logs", "-f", "l1")        # exited: follow ends at once
     assert r.stdout == "one\n"
 
 
 def test_kill_sends_the_signal(net, service):
-    net("run", "-d", "--name", "k", "sh", "-c", "sleep 30")
-    assert net("kill", "-s", "TERM", "k").stdout == "k\n"
-    ct = by_name(service, "k")
+    net("run", "-d", "--name", "k1", "sh", "-c", "sleep 30")
+    assert net("kill", "-s", "TERM", "k1").stdout == "k1\n"
+    ct = by_name(service, "k1")
     assert service.runtime.wait(ct.id, 5) == 143
 
 
@@ -203,9 +203,9 @@ def test_exec_builds_the_nsenter_argv_with_the_container_env(net_here, service, 
     calls = []
     monkeypatch.setattr(os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
     monkeypatch.setattr(os, "dup2", lambda a, b: calls.append(("dup2", b)))
-    net_here("run", "-d", "--name", "e", "--hostname", "box", "-e", "A=1", "sh", "-c", "sleep 30")
-    pid = service.runtime.state(by_name(service, "e").id).pid
-    net_here("exec", "e", "--", "ip", "-br", "addr")
+    net_here("run", "-d", "--name", "e1", "--hostname", "box", "-e", "A=1", "sh", "-c", "sleep 30")
+    pid = service.runtime.state(by_name(service, "e1").id).pid
+    net_here("exec", "e1", "--", "ip", "-br", "addr")
     assert calls[0] == ("dup2", 0)                     # no -i: stdin from /dev/null
     file, argv, env = calls[1]
     assert file == "nsenter"
@@ -213,7 +213,7 @@ def test_exec_builds_the_nsenter_argv_with_the_container_env(net_here, service, 
                     "--root", "--wd", "--", "ip", "-br", "addr"]
     assert env["A"] == "1" and env["HOSTNAME"] == "box" and "/usr/bin" in env["PATH"]
     calls.clear()
-    net_here("container", "exec", "-i", "e", "cat")
+    net_here("container", "exec", "-i", "e1", "cat")
     assert [c[0] for c in calls] == ["nsenter"]        # -i keeps stdin
 
 
@@ -233,18 +233,18 @@ def test_exec_refuses_a_stopped_container(net_here, monkeypatch):
 
 def test_connect_and_disconnect(net, service):
     net("create", "back")
-    net("run", "-d", "--name", "c", "sh", "-c", "sleep 30")
-    r = net("connect", "--ip", "172.18.0.40", "--alias", "db", "back", "c")
+    net("run", "-d", "--name", "c1", "sh", "-c", "sleep 30")
+    r = net("connect", "--ip", "172.18.0.40", "--alias", "db", "back", "c1")
     assert (r.exit_code, r.output) == (0, "")
-    info = json.loads(net("container", "inspect", "c").stdout)[0]
+    info = json.loads(net("container", "inspect", "c1").stdout)[0]
     assert info["NetworkSettings"]["Networks"]["back"]["IPAddress"] == "172.18.0.40"
     assert info["NetworkSettings"]["Networks"]["back"]["Aliases"] == ["db"]
-    r = net("network", "disconnect", "-f", "back", "c")
+    r = net("network", "disconnect", "-f", "back", "c1")
     assert r.exit_code == 0
-    info = json.loads(net("container", "inspect", "c").stdout)[0]
+    info = json.loads(net("container", "inspect", "c1").stdout)[0]
     assert list(info["NetworkSettings"]["Networks"]) == ["bridge"]
-    r = net("disconnect", "back", "c")
-    assert (r.exit_code, r.stderr) == (3, "Error: container c is not connected to network back\n")
+    r = net("disconnect", "back", "c1")
+    assert (r.exit_code, r.stderr) == (3, "Error: container c1 is not connected to network back\n")
 
 
 # -- confinement flags ----------------------------------------------------------------------
