@@ -466,3 +466,116 @@ def test_api_versions(version):
         check_version(version)
     except InvalidParameter:
         pass
+
+
+# -- container routes over the real ContainerService (FakeHost: fakes at the OS seam) --------
+
+class HostApi:
+    """One FakeHost behind the real app for a whole test (state accumulates across
+    examples, as a daemon's does); requests as in Api."""
+
+    def __init__(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        from cnm.api.testing import ServerThread
+        from tests.unit.fakehost import FakeHost
+        self.dir = Path(tempfile.mkdtemp(prefix="cnm-fuzzh-", dir="/tmp"))
+        self.host = FakeHost(self.dir / "host")
+        self.server = ServerThread(self.host.app(), self.dir / "api.sock").start()
+        self.host.start_watching(self.server.loop)
+        self.path = str(self.dir / "api.sock")
+        # Two containers that stay up (a long sleep: no exit changes state meanwhile).
+        for name in ("web1", "db1"):
+            status, payload, _ = self.request("POST", f"/containers/create?name={name}",
+                                              json.dumps({"Cmd": ["sleep", "1000"]}).encode())
+            assert status == 201, payload
+
+    request = Api.request
+
+    def snapshot(self) -> Any:
+        world = self.host.world
+        spaces = {"": world.host, **world.namespaces}
+        kernel = {k: sorted((lk.name, repr(lk), tuple(ns.addresses(lk.name))) for lk in ns.links())
+                  for k, ns in spaces.items()}
+        routes = {k: sorted(map(repr, ns.routes())) for k, ns in spaces.items()}
+        return ({kv.key: json.dumps(kv.value, sort_keys=True) for kv in self.host.store.list("")},
+                kernel, routes, repr(sorted(self.host.firewall.published.items())))
+
+    def close(self) -> None:
+        import shutil
+        self.server.stop()
+        self.host.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def host_api():
+    a = HostApi()
+    yield a
+    a.close()
+
+
+def check_host(api: HostApi, method: str, path: str, body: Any = None) -> int:
+    before = api.snapshot()
+    data = None if body is None else json.dumps(body).encode()
+    status, payload, ctype = api.request(method, path, data)
+    assert status < 500, (method, path, data[:300] if data else None, status, payload[:500])
+    if status >= 400:
+        assert ctype == "application/json", (status, ctype)
+        message = json.loads(payload)["message"]
+        assert message and message.isprintable(), message
+        assert api.snapshot() == before, (method, path, data[:300] if data else None, message)
+    return status
+
+
+# Only harmless commands ever run (the fake runtime runs them as plain processes): a long
+# sleep, so that no exit changes the state between two snapshots.
+SAFE_CMD = Arr(Leaf(st.sampled_from(["sleep", "1000"]), st.just("a\x00b"), st.just("")), min_size=1, max_size=2)
+RUN = Obj({**CONTAINER_CREATE.fields, "Cmd": SAFE_CMD,
+           "Rootfs": Leaf(st.nothing(), st.sampled_from(["relative", "/nonexistent", "/a\x00b"]))},
+          required=("Cmd",))
+
+
+@FUZZ
+@given(body=request_of(RUN), name=st.one_of(st.none(), NAMES))
+def test_container_create_route(host_api, body, name):
+    cmd = body.get("Cmd")
+    if isinstance(cmd, list) and all(isinstance(a, str) and a and "\0" not in a for a in cmd):
+        body["Cmd"] = ["sleep", "1000"]            # whatever else was drawn: run nothing but this
+    path = "/containers/create" + ("" if name is None else "?" + urlencode({"name": name}))
+    check_host(host_api, "POST", path, body)
+
+
+CT_REFS = st.one_of(st.sampled_from(["web1", "db1", "nosuch", "w", "", "web1\n"]), st.text(max_size=12))
+
+
+@FUZZ
+@given(ref=CT_REFS, route=st.sampled_from(["kill", "json", "start"]), query=st.dictionaries(
+    st.sampled_from(["signal", "force", "size"]), TEXT, max_size=2))
+def test_container_query_routes(host_api, ref, route, query):
+    from cnm.api.containers import parse_signal
+    if route == "kill":
+        try:
+            parse_signal(query.get("signal"))
+            query["signal"] = "WINCH"        # a signal it takes: one sleep ignores (keep them alive)
+        except InvalidParameter:
+            pass
+    method = "GET" if route == "json" else "POST"
+    check_host(host_api, method, path_with_query(f"/containers/{quote(ref, safe='')}/{route}", query))
+
+
+@FUZZ
+@given(ref=CT_REFS, net=st.one_of(st.sampled_from(["bridge", "host", "none", "nosuch"]), st.text(max_size=8)),
+       verb=st.sampled_from(["connect", "disconnect"]), cfg=st.one_of(request_of(ENDPOINT_CONFIG), JSON),
+       force=st.one_of(st.booleans(), JSON))
+def test_network_connect_routes(host_api, ref, net, verb, cfg, force):
+    body = {"Container": ref, "EndpointConfig": cfg} if verb == "connect" else {"Container": ref, "Force": force}
+    check_host(host_api, "POST", f"/networks/{quote(net, safe='')}/{verb}", body)
+
+
+@FUZZ
+@given(filters=st.dictionaries(st.sampled_from(CONTAINER_FILTER_KEYS), st.lists(TEXT, max_size=2), max_size=2),
+       all_=st.sampled_from(["", "1", "true", "0", "x"]))
+def test_container_list(host_api, filters, all_):
+    check_host(host_api, "GET", path_with_query("/containers/json", {"filters": json.dumps(filters), "all": all_}))
