@@ -102,10 +102,14 @@ class RateLimitFilter(logging.Filter):
 
 
 def http_logger(limits: Limits) -> logging.Logger:
-    """The logger aiohttp's request handlers use, rate-limited."""
+    """The logger aiohttp's request handlers use, rate-limited with this server's
+    interval (one filter on the process-wide logger, reset when a server starts)."""
     logger = logging.getLogger("cnm.api.http")
-    if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
-        logger.addFilter(RateLimitFilter(limits.error_log_interval))
+    for f in logger.filters:
+        if isinstance(f, RateLimitFilter):
+            f.interval, f.next_at, f.dropped = limits.error_log_interval, 0.0, 0
+            return logger
+    logger.addFilter(RateLimitFilter(limits.error_log_interval))
     return logger
 
 

@@ -521,6 +521,11 @@ def check_host(api: HostApi, method: str, path: str, body: Any = None) -> int:
     data = None if body is None else json.dumps(body).encode()
     status, payload, ctype = api.request(method, path, data)
     assert status < 500, (method, path, data[:300] if data else None, status, payload[:500])
+    if status >= 400 and len(path) > 8000:
+        # A request line beyond aiohttp's limit (8190) is refused by its HTTP parser, in
+        # text, before the API sees it (Go's server answers malformed HTTP in text too).
+        assert status in (400, 414, 431) and api.snapshot() == before
+        return status
     if status >= 400:
         assert ctype == "application/json", (status, ctype)
         message = json.loads(payload)["message"]

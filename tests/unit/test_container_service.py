@@ -74,29 +74,29 @@ def test_a_failed_run_leaves_nothing(host):
 
 
 def test_host_none_and_container_modes(host):
-    h = run(host, "h", "host")
+    h = run(host, "h1", "host")
     spec = host.runtime.specs[h.id]
     assert (spec.netns, spec.hosts, spec.resolv_conf) == ("host", HOST_HOSTS, HOST_RESOLV)
     assert h.sandbox_id is None and host.containers.endpoints(h) == []
-    n = run(host, "n", "none")
+    n = run(host, "n1", "none")
     sb = host.containers.sandbox(n)
     assert sb is not None and host.ns(sb.key).link_names() == ["lo"]
-    x = run(host, "x", hostname="xhost")
-    c = run(host, "c", "container:x")
+    x = run(host, "x1", hostname="xhost")
+    c = run(host, "c1", "container:x1")
     spec = host.runtime.specs[c.id]
     assert spec.netns == x.sandbox_key and c.shared_with == x.id and c.hostname == "xhost"
     assert spec.hosts == host.containers.sandbox(x).hosts()
     assert c.sandbox_id is None
     with pytest.raises(InvalidParameter, match="shares another container's"):
-        run(host, "c2", "container:c")
+        run(host, "c2", "container:c1")
     with pytest.raises(Forbidden, match="shares the network namespace"):
-        host.containers.connect("bridge", "c", EndpointRequest())
+        host.containers.connect("bridge", "c1", EndpointRequest())
     with pytest.raises(Conflict, match="shares its network with running"):
-        host.containers.remove("x", force=True)
+        host.containers.remove("x1", force=True)
     # The host and null drivers' networks, named by ID, are those modes.
     assert run(host, "h2", host.controller.get_network("host").id).network_mode == "host"
     assert run(host, "n2", host.controller.get_network("none").id[:12]).network_mode == "none"
-    for mode in ("none", "host", "container:x", host.controller.get_network("none").id):
+    for mode in ("none", "host", "container:x1", host.controller.get_network("none").id):
         with pytest.raises(InvalidParameter, match="need a bridge or user network"):
             run(host, "n3", mode, endpoint=EndpointRequest(aliases=["a"]))
         with pytest.raises(InvalidParameter, match="need a bridge or user network"):
@@ -152,13 +152,13 @@ def test_auto_remove_keeps_the_exit_code(host):
 
 def test_gateway_bridge_for_a_network_without_a_way_out(host):
     network(host, "ov", "10.2.0.0/24", driver="nogw")
-    ct = run(host, "o", "ov", ports=[PortBinding("tcp", 80, None, None)])
+    ct = run(host, "o1", "ov", ports=[PortBinding("tcp", 80, None, None)])
     eps = host.containers.endpoints(ct)
     gw = host.controller.get_network(GATEWAY_BRIDGE)
     assert [e.network_id for e in eps][1] == gw.id
     assert host.default_routes(ct.sandbox_key)["0.0.0.0/0"][0] == "eth1"
     assert list(host.firewall.published) == [eps[1].id]
-    host.containers.remove("o", force=True)
+    host.containers.remove("o1", force=True)
     assert host.controller.endpoints_of(gw.id) == [] and host.firewall.published == {}
 
 
