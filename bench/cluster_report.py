@@ -71,7 +71,8 @@ def report(args, specs, reports: list[dict], joins: list, etcd: dict, seconds: d
         churn_cpu = (etcd["churned"][name]["cpu"] - etcd["loaded"][name]["cpu"]) / seconds["churn"]
         e = etcd["churned"][name]
         print(f"  {name}: cpu {load_cpu:4.0%} while loading, {churn_cpu:4.0%} during churn; "
-              f"rss {e['rss'] / 2**20:5.0f} MB; db {e['db'] / 2**20:5.1f} MB ({e['db_in_use'] / 2**20:.1f} MB in use)")
+              f"rss {e['rss'] / 2**20:5.0f} MB; db {e['db'] / 2**20:5.1f} MB ({e['db_in_use'] / 2**20:.1f} MB in use); "
+              f"raft term {e['term']} (elections)")
 
     hosts = {h: v for r in reports for h, v in r["hosts"].items()}
     by_peers = sorted(hosts.values(), key=lambda v: v["peers"])
