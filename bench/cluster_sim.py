@@ -9,7 +9,8 @@ Hosts run in a few worker processes (one watch hub each); etcd's members (Debian
 etcd-server) run on loopback addresses of a network namespace made for the run (their
 data on /dev/shm), removed afterwards. Needs root.
 
-The cluster: networks have skewed popularity (a few large, many small); each host is on
+The cluster: networks have skewed popularity (the i-th is chosen 1/sqrt(i) as often as
+the first: a few large, many small); each host is on
 1 to 4 of them and spreads its endpoints over them. Phases: start every host; publish
 every endpoint (cold start) and wait until every host holds exactly the peers of its
 networks; churn (endpoints added and removed at --churn-rate per second, on networks
@@ -66,7 +67,7 @@ def plan(hosts: int, networks: int, endpoints: int, members: list[str], seed: in
     from bench.simhost import network_id
     rng = random.Random(seed)
     names = [f"net{i}" for i in range(networks)]
-    weights = [1 / (i + 1) ** 0.8 for i in range(networks)]
+    weights = [1 / (i + 1) ** 0.5 for i in range(networks)]
     specs: list[HostSpec] = []
     per_net: dict[str, int] = defaultdict(int)
     per_host = max(1, endpoints // hosts)
@@ -155,7 +156,7 @@ def worker() -> None:
         elif op == "held":
             reply(held={n: digest(rec["endpoint_id"] for rec in h.sync.held_peers()) for n, h in hosts.items()})
         elif op == "churn":
-            churn(hosts, published, cmd["seconds"], cmd["rate"], random.Random(cmd["seed"]), cmd["index"])
+            churn(hosts, published, cmd["seconds"], cmd["rate"], random.Random(cmd["seed"]), cmd["index"], pool)
             reply(ok=True)
         elif op == "join":
             times = []
@@ -180,36 +181,61 @@ def worker() -> None:
             return
 
 
-def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random.Random, index: int) -> None:
+def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random.Random, index: int,
+          pool: ThreadPoolExecutor) -> None:
     """Add and remove endpoints at `rate` per second on networks each host is on already
-    (its memberships, hence who should see what, stay as they are)."""
+    (its memberships, hence who should see what, stay as they are). Operations start on
+    schedule on a pool, so a slow etcd write does not lower the rate."""
+    import threading
     names = sorted(hosts)
+    lock = threading.Lock()
     end = time.monotonic() + seconds
-    n = 0
     live: list[str] = []
+    busy: set[str] = set()                  # one operation at a time per host, as a daemon's lock does
+    futures = []
+
+    def add(name: str, eid: str, nid: str, ip: str, mac: str) -> None:
+        t0 = hosts[name].attach(nid, eid, ip, mac)
+        with lock:
+            published[eid] = [nid, name, t0, None]
+            live.append(eid)
+            busy.discard(name)
+
+    def remove(name: str, eid: str) -> None:
+        t0 = hosts[name].detach(eid)
+        with lock:
+            published[eid][3] = t0
+            busy.discard(name)
+
+    n = 0
     next_at = time.monotonic()
     while time.monotonic() < end:
         next_at += rng.expovariate(rate) if rate > 0 else seconds
         pause = next_at - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        old = [e for e in live if time.monotonic() - published[e][2] > 2.0]
-        if old and rng.random() < 0.5:
-            eid = rng.choice(old)
-            live.remove(eid)
-            host = hosts[published[eid][1]]
-            published[eid][3] = host.detach(eid)
-            continue
-        name = rng.choice(names)
-        h = hosts[name]
-        nid = rng.choice(sorted(h.networks_on()))
+        with lock:
+            old = [e for e in live if time.monotonic() - published[e][2] > 2.0 and published[e][1] not in busy]
+            if old and rng.random() < 0.5:
+                eid = rng.choice(old)
+                live.remove(eid)
+                owner = published[eid][1]
+                busy.add(owner)
+                futures.append(pool.submit(remove, owner, eid))
+                continue
+            free = [h for h in names if h not in busy]
+            if not free:
+                continue
+            name = rng.choice(free)
+            busy.add(name)
+        nid = rng.choice(sorted(hosts[name].networks_on()))
         n += 1
-        eid = f"c{name}-{n}"
         # Addresses and MACs no other endpoint has (10.240+ is not used by the plan).
         ip = f"10.{240 + index % 10}.{(n // 250) % 250}.{n % 250 + 1}"
-        t0 = h.attach(nid, eid, ip, f"02:43:{index & 0xff:02x}:{n >> 16 & 0xff:02x}:{n >> 8 & 0xff:02x}:{n & 0xff:02x}")
-        published[eid] = [nid, name, t0, None]
-        live.append(eid)
+        mac = f"02:43:{index & 0xff:02x}:{n >> 16 & 0xff:02x}:{n >> 8 & 0xff:02x}:{n & 0xff:02x}"
+        futures.append(pool.submit(add, name, f"c{name}-{n}", nid, ip, mac))
+    for f in futures:
+        f.result()
 
 
 # -- the coordinator ------------------------------------------------------------------------
