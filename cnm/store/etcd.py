@@ -26,8 +26,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -252,7 +253,7 @@ class EtcdStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> "EtcdStore":
+    def from_url(cls, url: str, **kwargs: Any) -> EtcdStore:
         """EtcdStore for a --cluster-store value (etcd://h:p,h:p)."""
         return cls(parse_cluster_store(url), **kwargs)
 
@@ -360,7 +361,7 @@ class EtcdStore:
         """One line per endpoint: does it answer, is it the leader (for `lab inspect`
         and tests). Never raises for an unreachable member."""
         out = []
-        for endpoint, client in zip(self.endpoints, self._gw._clients):
+        for endpoint, client in zip(self.endpoints, self._gw._clients, strict=True):
             try:
                 st = self._gw._post_one(client, "maintenance/status", {}, self.timeout, True)
             except (_Retry, CNMError) as exc:
