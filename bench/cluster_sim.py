@@ -174,11 +174,10 @@ def worker() -> None:
                          for n, h in hosts.items()},
                   state={n: {eid: nid for eid, (_, nid) in h.endpoints.items()} for n, h in hosts.items()})
         elif op == "stop":
-            for h in hosts.values():
-                h.close()
-            hub.close()
+            # The whole cluster goes (etcd with it): no host needs a graceful close, and
+            # closing 250 of them one by one takes a minute.
             reply(ok=True)
-            return
+            os._exit(0)
 
 
 def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random.Random, index: int,
