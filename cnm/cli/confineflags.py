@@ -18,8 +18,6 @@ Light: json is imported only to read a seccomp profile.
 """
 from __future__ import annotations
 
-import os
-
 from cnm.errors import InvalidParameter
 
 TYPE_CHECKING = False          # typing stays out of the CLI's start; type checkers see True
@@ -34,6 +32,7 @@ _FALSE = ("0", "false", "no")
 def _bind(spec: str) -> str:
     src, sep, rest = spec.partition(":")
     if src.startswith((".", "~")):
+        import os.path  # (only for a relative source: os costs every `net run` ~1.5 ms)
         src = os.path.abspath(os.path.expanduser(src))
     return src + sep + rest
 
@@ -59,7 +58,10 @@ def mount(spec: str) -> dict:
         if key == "type":
             out["Type"] = value
         elif key in ("source", "src"):
-            out["Source"] = os.path.abspath(value) if value.startswith(".") else value
+            if value.startswith("."):
+                import os.path  # (only for a relative source)
+                value = os.path.abspath(value)
+            out["Source"] = value
         elif key in ("target", "destination", "dst"):
             out["Target"] = value
         elif key in ("readonly", "ro"):
