@@ -140,6 +140,7 @@ class ClusterSync:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()                            # the publisher sleeps on it: wake it to see _stop
         cancels = [self._cancel_networks] if self._cancel_networks else []
         with self._apply:
             for sub in self._subs.values():

@@ -137,7 +137,9 @@ def test_a_host_that_stops_renewing_leaves_every_network_it_was_on(cluster):
     attach(h2, b, "e2b", 3)
     attach(h3, b, "e3b", 4)
     assert wait_for(lambda: held(h1) == {"e2a"} and held(h3) == {"e2b"}, 15)
+    t0 = time.monotonic()
     h2.close()                          # stops renewing; its keys go when the lease expires
+    assert time.monotonic() - t0 < 1.0  # no thread left asleep to finish its nap
     t0 = time.monotonic()
     assert wait_for(lambda: held(h1) == set() and held(h3) == set(), 15)
     assert time.monotonic() - t0 > 1.0                  # by the lease, not by a withdrawal
