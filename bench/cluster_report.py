@@ -28,7 +28,8 @@ def report(args, specs, reports: list[dict], joins: list, etcd: dict, seconds: d
 
     adds, dels, one_add = [], [], []
     missing = 0
-    for eid, (nid, owner, t_add, t_del) in published.items():
+    writes = [rec[4] for rec in published.values() if len(rec) > 4]
+    for eid, (nid, owner, t_add, t_del, *_) in published.items():
         observers = members_of[nid] - {owner}
         if not observers:
             continue
@@ -55,6 +56,8 @@ def report(args, specs, reports: list[dict], joins: list, etcd: dict, seconds: d
           f"p99 {ms(pct(adds, .99))}  max {ms(max(adds, default=float('nan')))}")
     print(f"  convergence, withdrawn -> gone from every host:           p50 {ms(pct(dels, .5))}  "
           f"p99 {ms(pct(dels, .99))}")
+    print(f"  of which etcd's write (publish() returning):              p50 {ms(pct(writes, .5))}  "
+          f"p99 {ms(pct(writes, .99))}")
     print(f"  single deliveries (one endpoint to one host):             p50 {ms(pct(one_add, .5))}  "
           f"p99 {ms(pct(one_add, .99))}  ({len(one_add):,})")
     if missing:

@@ -195,8 +195,9 @@ def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random
 
     def add(name: str, eid: str, nid: str, ip: str, mac: str) -> None:
         t0 = hosts[name].attach(nid, eid, ip, mac)
+        written = time.monotonic() - t0         # etcd's write (commit) latency, the first part
         with lock:
-            published[eid] = [nid, name, t0, None]
+            published[eid] = [nid, name, t0, None, written]
             live.append(eid)
             busy.discard(name)
 
