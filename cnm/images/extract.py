@@ -54,7 +54,9 @@ def extract_layer(blob: Reader, dest: str, limits: Limits = DEFAULT_LIMITS) -> E
     raw = HashingReader(blob, limit=limits.max_archive, what="the layer blob")
     try:
         inner, compression = decompressed(raw)
-        tar_stream = HashingReader(inner, limit=limits.max_layer, what="an uncompressed layer")
+        # A plain tar's diff ID is its blob digest: hash it once (sha256 is most of the CPU)
+        tar_stream = HashingReader(inner, limit=limits.max_layer, what="an uncompressed layer",
+                                   hashing=compression is not None)
         applier = _Applier(dest, limits)
         try:
             applier.run(tar_stream)
@@ -66,7 +68,9 @@ def extract_layer(blob: Reader, dest: str, limits: Limits = DEFAULT_LIMITS) -> E
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # a real I/O error (disk full, …), not bad input
         raise InvalidParameter(f"layer data is corrupt: {exc}") from exc
-    return Extracted(tar_stream.digest(), raw.digest(), compression, applier.size, applier.devices)
+    blob_digest = raw.digest()
+    diff_id = tar_stream.digest() if compression is not None else blob_digest
+    return Extracted(diff_id, blob_digest, compression, applier.size, applier.devices)
 
 
 class _Applier:
