@@ -60,6 +60,14 @@ class Container:
     released: bool = False                # network resources given back after exit
     confine: dict = field(default_factory=dict)   # cap_add, privileged, mounts, ... (ContainerSpec's names)
     started: bool = False                 # has been started at least once (else Docker's "created")
+    # Its image ("" = the host's filesystem or --rootfs): the name as given, the ID, and
+    # the config merged from the image and the request (argv = entrypoint + cmd).
+    image: str = ""
+    image_id: str = ""
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
 
     def to_record(self) -> dict:
         return asdict(self)

@@ -75,7 +75,7 @@ class EndpointRequest:
 class ContainerCreate:
     """`net run`: what to run and how to network it."""
 
-    argv: list[str]
+    argv: list[str]                   # Cmd (may be empty with an image: the image's CMD runs)
     name: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     hostname: str | None = None
@@ -100,17 +100,31 @@ class ContainerCreate:
     readonly_paths: list[str] | None = None
     attach_stdout: bool = True
     attach_stderr: bool = True
+    # An image from the store ("" = the host-filesystem mode) and what overrides its config.
+    image: str = ""
+    entrypoint: list[str] | None = None
+    workdir: str = ""
+    user: str = ""
 
     @classmethod
     def from_docker_json(cls, body: dict) -> "ContainerCreate":
         if _typed(body, "Tty", bool, False) or _typed(body, "OpenStdin", bool, False):
             raise InvalidParameter("interactive containers (-i) and TTYs (-t) are not supported by this runtime "
                                    "yet: run without -i/-t (docker exec -it works)")
-        argv = _typed(body, "Cmd", list, [])
-        if not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
-            raise InvalidParameter("no command given: net run [OPTIONS] [--] CMD [ARG…]")
-        if any("\0" in a for a in argv):
+        image = _typed(body, "Image", str, "") or ""
+        argv = _str_slice(body, "Cmd") or []
+        entrypoint = _str_slice(body, "Entrypoint")
+        if not image and not entrypoint and (not argv or not argv[0]):
+            raise InvalidParameter("no command given: net run [OPTIONS] IMAGE [CMD…], or /PATH/TO/CMD [ARG…] "
+                                   "to run on the host's filesystem")
+        if any("\0" in a for a in [*argv, *(entrypoint or []), image]):
             raise InvalidParameter("invalid command: an argument contains a NUL byte")
+        workdir = _typed(body, "WorkingDir", str, "") or ""
+        if workdir and ("\0" in workdir or not workdir.startswith("/")):
+            raise InvalidParameter(f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
+        user = _typed(body, "User", str, "") or ""
+        if "\0" in user or "\n" in user:
+            raise InvalidParameter(f"invalid user {user!r}")
         name = _typed(body, "Name", str)
         if name:
             check_name(name[1:] if name.startswith("/") else name, "container")
@@ -148,19 +162,34 @@ class ContainerCreate:
         rootfs = _typed(body, "Rootfs", str) or None
         if rootfs is not None and ("\0" in rootfs or not rootfs.startswith("/")):
             raise InvalidParameter(f"invalid rootfs {rootfs!r}: give an absolute path to a directory")
-        return cls(argv=list(argv), name=(name[1:] if name.startswith("/") else name) if name else None, env=env,
+        if image and rootfs:
+            raise InvalidParameter("an image and --rootfs cannot be combined: give one root filesystem")
+        return cls(argv=list(argv), image=image, entrypoint=entrypoint, workdir=workdir, user=user,
+                   name=(name[1:] if name.startswith("/") else name) if name else None, env=env,
                    hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
                    rootfs=rootfs, memory=mem, cpus=cpus, pids_limit=pids,
                    auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body),
                    attach_stdout=_typed(body, "AttachStdout", bool, True),
                    attach_stderr=_typed(body, "AttachStderr", bool, True),
-                   **confinement(host, rootfs is None))
+                   **confinement(host, rootfs is None and not image))
 
 
 def _strings(host: dict, key: str) -> list[str]:
     value = _typed(host, key, list, [])
     if not all(isinstance(v, str) for v in value):
         raise InvalidParameter(f"field {key} must be a list of strings")
+    return list(value)
+
+
+def _str_slice(body: dict, key: str) -> list[str] | None:
+    """Docker's strslice (Cmd, Entrypoint): a list of strings, a string, or null."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise InvalidParameter(f"invalid {key}: expected a list of strings")
     return list(value)
 
 

@@ -20,7 +20,9 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 
+from cnm import container_images
 from cnm.container_deps import ContainerRuntime, EventPublisher, ExitWatch, NetworkLookup
+from cnm.container_images import ImageMounts
 from cnm.container_record import CONFINEMENT_FIELDS, Attachment, Container, generated_name
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
@@ -58,7 +60,7 @@ class ContainerService:
     def __init__(self, controller: NetworkLookup, sandboxes: Sandboxes, runtime: ContainerRuntime,
                  store: Store, *, exits: ExitWatch | None = None, events: EventPublisher | None = None,
                  host_resolv: Callable[[], str] = _HOST_RESOLV,
-                 host_hosts: Callable[[], str] = _HOST_HOSTS) -> None:
+                 host_hosts: Callable[[], str] = _HOST_HOSTS, images: ImageMounts | None = None) -> None:
         self.ctl = controller
         self.sandboxes = sandboxes
         self.runtime = runtime
@@ -71,6 +73,7 @@ class ContainerService:
         self._host_hosts = host_hosts
         self._exits = exits             # None: exits are noticed only at stop and remove
         self.events = events
+        self.images = images            # the image store (None: host filesystem and --rootfs only)
         for kv in store.list(CT_PREFIX):
             ct = Container.from_record(kv.value)
             self._containers[ct.id] = ct
@@ -137,7 +140,8 @@ class ContainerService:
         with self.lock:
             ct = self._new_record(req, net)
             ct.released = True            # nothing allocated yet
-            self._save(ct)
+            with container_images.mounted(ct, self.images):   # its layers stay while it exists
+                self._save(ct)
             self._containers[ct.id] = ct
         self._event("create", ct)
         log.info("created container %s (%s)", ct.name, ct.id[:12])
@@ -238,6 +242,7 @@ class ContainerService:
                        confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
                        attach_stdout=req.attach_stdout, attach_stderr=req.attach_stderr,
                        requested_ports=[p.to_record() for p in req.ports])
+        container_images.configure(ct, req, self.images)
         if net is not None:
             self._known(net)
             if net.driver not in ("host", "null"):
@@ -268,7 +273,8 @@ class ContainerService:
             undo.push(self._release_network, ct)
             netns, hosts, resolv = sb.key, sb.hosts(), sb.resolv_conf()
         spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
-                             netns=netns, rootfs=[ct.rootfs] if ct.rootfs else None, hosts=hosts, resolv_conf=resolv,
+                             netns=netns, rootfs=container_images.lower_dirs(ct, self.images),
+                             workdir=ct.workdir or "/", user=ct.user, hosts=hosts, resolv_conf=resolv,
                              memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, **ct.confine)
         ct.released = False
         self._save(ct)
@@ -441,6 +447,7 @@ class ContainerService:
         self.runtime.remove(ct.id, True)
         self._release_network(ct)
         self.store.delete(CT_PREFIX + ct.id)
+        container_images.release(ct, self.images)
         self._containers.pop(ct.id, None)
         self._event("destroy", ct)
         log.info("removed container %s", ct.name)
@@ -475,6 +482,7 @@ class ContainerService:
                     self._adopt_one(ct)
                 except CNMError as exc:   # one broken container must not keep the daemon down
                     log.error("re-adopting container %s: %s", ct.name, exc)
+            container_images.reconcile(self.images, set(self._containers))
             used = {ct.sandbox_id for ct in self._containers.values() if ct.sandbox_id}
             for sb in self.sandboxes.all():
                 if sb.id not in used:

@@ -128,11 +128,13 @@ class Daemon:
         self.runtime = Runtime(os.path.join(config.run_dir, "containers"),
                                hide=(config.root, config.run_dir, config.socket))
         self.ports = PortAllocator(sysctl.local_port_range)
-        self.images = ImageService(ImageStore(os.path.join(config.root, "images")))
+        # rmi asks whether a container runs: from the runtime's files, never under the
+        # container service's lock (a create holds it while it mounts an image).
+        self.images = ImageService(ImageStore(os.path.join(config.root, "images")), running=self._runs)
         cluster = ClusterConfig(self.cluster_store, config.advertise or "") if self.cluster_store else None
         core = build_core(drivers=self.drivers, ipams=self.ipams, stores=stores, runtime=self.runtime,
                           ports=self.ports, sandbox_os=SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
-                          host_resolv=_host_resolv, cluster=cluster)
+                          host_resolv=_host_resolv, cluster=cluster, images=self.images.store)
         self.core = core
         self.events, self.discovery, self.controller = core.events, core.discovery, core.controller
         self.sandboxes, self.exits, self.containers, self.cluster = (core.sandboxes, core.exits, core.containers,
@@ -199,6 +201,12 @@ class Daemon:
         return {"Containers": len(states), "ContainersRunning": running, "ContainersPaused": 0,
                 "ContainersStopped": len(states) - running,
                 "Images": len(images.list()) if images is not None and hasattr(images, "list") else 0}
+
+    def _runs(self, container_id: str) -> bool:
+        try:
+            return self.runtime.state(container_id).status == "running"
+        except CNMError:
+            return False
 
     def _recover_namespaces(self) -> None:
         from cnm.osl.netns import recover_from

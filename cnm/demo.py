@@ -90,6 +90,7 @@ class DemoHost:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+BUSYBOX_TAR = ROOT / "build" / "images" / "busybox.tar"   # scripts/setup.sh builds it
 
 
 def lab_tour() -> None:
@@ -146,10 +147,14 @@ def single_host_tour() -> None:
         host.net("create", "backend")
         host.net("ls")
 
-        print("\n== Containers on two bridge networks")
+        print("\n== An image: busybox:latest, which the set-up made from busybox-static")
+        host.net("image", "load", "-i", str(BUSYBOX_TAR))
+        host.net("images")
+
+        print("\n== Containers on two bridge networks: two on the image, db on the host's filesystem")
         host.net("run", "-d", "--name", "web", "--net", "frontend", "-p", "8080:8080",
-                 BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
-        host.net("run", "-d", "--name", "client", "--net", "frontend", BB, "sleep", "600")
+                 "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+        host.net("run", "-d", "--name", "client", "--net", "frontend", "busybox", "sleep", "600")
         host.net("run", "-d", "--name", "db", "--net", "backend", BB, "sleep", "600")
         host.net("ps")
         web_ip = host.ip_of("web")
@@ -171,9 +176,11 @@ def single_host_tour() -> None:
         host.net("run", "-p", "8080:80", BB, "true", expect_fail=True)
         host.net("rm", "host", expect_fail=True)
         host.net("rm", "frontend", expect_fail=True)
+        host.net("rmi", "busybox", expect_fail=True)      # containers use it
 
         print("\n== Clean up")
         host.net("container", "rm", "-f", "web", "client", "db")
+        host.net("rmi", "busybox")
         host.net("rm", "frontend")
         host.net("prune", "-f")
         host.net("ls")

@@ -33,16 +33,22 @@ def _die(message: str, code: int = 126) -> None:
     os._exit(code)
 
 
-def _ids(user: str) -> tuple[int, int, list[int]]:
+def _ids(resolve, user: str) -> tuple[int, int, list[int]]:
     """uid, gid and supplementary groups of `user` (name or uid, [:group]), from the
     container's own /etc/passwd and /etc/group (we are chrooted into it), with runc's
-    rules (cnm.runtime.users): as the container's own process gets them."""
-    from cnm.runtime import users
+    rules (cnm.runtime.users.resolve, imported before the chroot)."""
     try:
-        uid, gid, extra, _home = users.resolve(user)
-    except users.UnknownUser as exc:
+        uid, gid, extra, _home = resolve(user)
+    except Exception as exc:   # users.UnknownUser: a name not in the container's files
         _die(str(exc))
     return uid, gid, extra
+
+
+def _users():
+    """cnm.runtime.users, imported while the host's root is still ours."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from cnm.runtime import users
+    return users.resolve
 
 
 def _exec(cmd: list[str]) -> None:
@@ -104,6 +110,7 @@ def main(argv: list[str]) -> None:
         else:
             _die(f"unknown option {opt}", 125)
     lock = _lock_plan(confine, privileged) if confine else None   # read before leaving the host's root
+    resolve = _users() if user else None
     libc = ctypes.CDLL(None, use_errno=True)
     fds = {ns: os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES}
     root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY)
@@ -120,7 +127,7 @@ def main(argv: list[str]) -> None:
             os.chdir(workdir)
         except OSError as exc:
             _die(f"working directory {workdir}: {exc.strerror}")
-    ids = _ids(user) if user else None
+    ids = _ids(resolve, user) if user and resolve else None
     child = os.fork()             # the first process here in the container's PID namespace
     if child == 0:
         os.setsid()

@@ -211,7 +211,7 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
         "Config": {
             "Hostname": ct.hostname,
             "Domainname": "",
-            "User": "",
+            "User": getattr(ct, "user", "") or "",
             "AttachStdin": False,
             "AttachStdout": ct.attach_stdout,
             "AttachStderr": ct.attach_stderr,
@@ -220,11 +220,12 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
             "OpenStdin": False,           # nor a standard input (create refuses -i)
             "StdinOnce": False,
             "Env": [f"{k}={v}" for k, v in ct.env.items()],
-            "Cmd": list(ct.argv),
+            # The merged command as Docker shows it (records from before images: argv)
+            "Cmd": list(ct.cmd) if (ct.cmd or ct.entrypoint) else list(ct.argv),
             "Image": image,
             "Volumes": None,
             "WorkingDir": getattr(ct, "workdir", None) or "",
-            "Entrypoint": None,
+            "Entrypoint": list(ct.entrypoint) or None,
             "OnBuild": None,
             "Labels": dict(ct.labels),
         },

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cnm.container_images import ImageMounts
 from cnm.containers import ContainerRuntime, ContainerService
 from cnm.controller import Controller
 from cnm.driverapi import DriverRegistry
@@ -66,7 +67,7 @@ def docker_network_events(events: EventBus) -> tuple[Callable[[str, Network], No
 def build_core(*, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[str, Store],
                runtime: ContainerRuntime, ports: PortAllocator, sandbox_os: SandboxKernel,
                host_resolv: Callable[[], str], host_hosts: Callable[[], str] | None = None,
-               cluster: ClusterConfig | None = None) -> Core:
+               cluster: ClusterConfig | None = None, images: ImageMounts | None = None) -> Core:
     """The core services over `stores` ("local", and "global" with a cluster). Nothing
     is started: the caller restores networks, starts the cluster member, adopts
     containers and starts the exit watcher on its event loop."""
@@ -95,7 +96,7 @@ def build_core(*, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[
     exits = ExitWatcher(runtime.exit_fd)
     extra = {"host_hosts": host_hosts} if host_hosts is not None else {}
     containers = ContainerService(controller, sandboxes, runtime, stores["local"], exits=exits, events=events,
-                                  host_resolv=host_resolv, **extra)
+                                  host_resolv=host_resolv, images=images, **extra)
     return Core(events, discovery, controller, sandboxes, exits, containers, member)
 
 

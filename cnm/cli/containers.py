@@ -12,7 +12,7 @@ from cnm.cli.output import dumps, echo, error_line, json_str, table
 from cnm.cli.runflow import DAEMON_ERROR, INTERRUPTED, attached, create_body, stream_logs
 from cnm.cli.spec import arg, command, flag, option
 from cnm.cli.values import byte_size, float_range, int_range, ip, key_value
-from cnm.errors import CNMError, Conflict
+from cnm.errors import CNMError, Conflict, InvalidParameter
 
 TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
@@ -42,7 +42,11 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   
          option("-p", "--publish", multiple=True, metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
                 help="Publish a container port on the host (repeatable)."),
          option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable (repeatable)."),
-         option("--rootfs", metavar="DIRECTORY", help="Directory used read-only as the root filesystem."),
+         option("--rootfs", metavar="DIRECTORY",
+                help="Directory used read-only as the root filesystem (no IMAGE: the arguments are the command)."),
+         option("--entrypoint", metavar="CMD", help="Overwrite the image's ENTRYPOINT (\"\" resets it)."),
+         option("-w", "--workdir", metavar="DIR", help="Working directory inside the container."),
+         option("-u", "--user", metavar="USER[:GROUP]", help="User name or UID (and group) to run as."),
          option("-m", "--memory", value=byte_size, help="Memory limit (e.g. 64m, 1g)."),
          option("--cpus", value=float_range(0.01), help="Number of CPUs (e.g. 1.5)."),
          option("--pids-limit", value=int_range(1), help="Maximum number of tasks."),
@@ -63,21 +67,27 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   
                      "(repeatable)."),
          option("--device", dest="devices", multiple=True, metavar="HOST[:CTR][:rwm]",
                 help="Add a host device (repeatable)."),
-         arg("cmd", nargs=-1, metavar="[--] CMD [ARG...]"),
+         arg("args", nargs=-1, metavar="IMAGE [COMMAND] [ARG...] | /PATH/TO/CMD [ARG...]"),
          interspersed=False)
 def run(cx: Context, o: Opts) -> int:
-    """Run a command in a new container.
+    """Run a command in a new container, on an image's layers or the host's filesystem.
 
+    `net run IMAGE [COMMAND]` runs on the image (loaded with `net image load`); a first
+    argument that is an absolute path (`net run /bin/busybox sleep 1`), or --rootfs DIR,
+    runs that command on the host's filesystem (or DIR) instead.
     Attached (no -d): prints the container's output and exits with its exit code.
     Exit 125 if the daemon could not run it, 130 after Ctrl-C (the container is stopped).
     """
-    body = create_body(o.cmd, name=o.name, network=o.network, ip=o.ip, ip6=o.ip6, mac=o.mac, hostname=o.hostname,
+    image, cmd = split_image(o.args, o.rootfs)
+    body = create_body(cmd, image=image, entrypoint=o.entrypoint, workdir=o.workdir, user=o.user, name=o.name, network=o.network, ip=o.ip, ip6=o.ip6, mac=o.mac, hostname=o.hostname,
                        aliases=o.aliases, publish=o.publish, env=o.env, rootfs=o.rootfs, memory=o.memory,
                        cpus=o.cpus, pids_limit=o.pids_limit, auto_remove=o.auto_remove and o.detach,
                        confinement=confinement(o) if _confined(o) else None)
     try:
         cid = cx.client.container_create(body)
     except CNMError as exc:
+        if image and exc.message.startswith("No such image"):
+            exc.message += " (load it first: net image load -i FILE, or net image import FILE NAME)"
         error_line(exc)
         return DAEMON_ERROR
     try:
@@ -93,6 +103,17 @@ def run(cx: Context, o: Opts) -> int:
         echo(cid)
         return 0
     return attached(cx.client, cid, remove=o.auto_remove)
+
+
+def split_image(args: list[str], rootfs: str | None) -> tuple[str, list[str]]:
+    """(image, command): Docker's `IMAGE [COMMAND]`; no image when the first argument is
+    an absolute path (an image name never starts with '/') or with --rootfs."""
+    if not args and not rootfs:
+        raise InvalidParameter("net run needs an IMAGE (see net images), or /PATH/TO/CMD to run on the "
+                               "host's filesystem")
+    if rootfs or args[0].startswith("/"):
+        return "", list(args)
+    return args[0], list(args[1:])
 
 
 _CONFINEMENT_FLAGS = ("cap_add", "cap_drop", "privileged", "volumes", "mounts", "tmpfs", "read_only", "security_opt",

@@ -56,7 +56,8 @@ def endpoint_config(ip: str | None, ip6: str | None, aliases: Iterable[str], mac
     return config
 
 
-def create_body(cmd: list[str], *, name: str | None = None, network: str | None = None, ip: str | None = None,
+def create_body(cmd: list[str], *, image: str = "", entrypoint: str | None = None, workdir: str | None = None,
+                user: str | None = None, name: str | None = None, network: str | None = None, ip: str | None = None,
                 ip6: str | None = None, mac: str | None = None, hostname: str | None = None,
                 aliases: Iterable[str] = (), publish: Iterable[str] = (), env: Iterable[str] = (),
                 rootfs: str | None = None, memory: int | None = None, cpus: float | None = None,
@@ -73,7 +74,15 @@ def create_body(cmd: list[str], *, name: str | None = None, network: str | None 
         host["NanoCpus"] = int(round(cpus * 1e9))
     if pids_limit:
         host["PidsLimit"] = pids_limit
-    body: dict[str, Any] = {"Cmd": list(cmd), "Env": env_list(env), "HostConfig": host}
+    # With an image and no command, Cmd is null: the image's CMD runs (Docker's rule).
+    body: dict[str, Any] = {"Image": image, "Cmd": list(cmd) if cmd or not image else None,
+                            "Env": env_list(env), "HostConfig": host}
+    if entrypoint is not None:
+        body["Entrypoint"] = [entrypoint]
+    if workdir:
+        body["WorkingDir"] = workdir
+    if user:
+        body["User"] = user
     if name:
         body["Name"] = name
     if hostname:

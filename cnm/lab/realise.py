@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from cnm.errors import CNMError, Conflict, NotFound, Unavailable
+from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound, Unavailable
 from cnm.lab import impair as imp
 from cnm.lab import procs
 from cnm.lab.record import HostPaths, LabRecord, lab_dir
@@ -76,7 +76,9 @@ def network_create_argv(socket: str, name: str, driver: str, subnet: str | None,
 
 def container_run_argv(socket: str, name: str, network: str, ip: str | None,
                        ports: Sequence[str], command: Sequence[str], cap_add: Sequence[str] = (),
-                       privileged: bool = False) -> list[str]:
+                       privileged: bool = False, image: str = "") -> list[str]:
+    """`net run` of a lab container: on its image, or on the host's filesystem (the
+    command's first word found on PATH: `net run` takes an absolute path there)."""
     argv = net_argv(socket, "run", "-d", "--name", name, "--hostname", name, "--net", network)
     if ip:
         argv += ["--ip", ip]
@@ -86,7 +88,20 @@ def container_run_argv(socket: str, name: str, network: str, ip: str | None,
         argv += ["--cap-add", cap]
     if privileged:
         argv.append("--privileged")
-    return argv + ["--", *command]
+    if image:
+        return argv + ["--", image, *command]
+    return argv + ["--", host_command(command[0]), *command[1:]]
+
+
+def host_command(word: str) -> str:
+    if word.startswith("/"):
+        return word
+    import shutil
+    path = shutil.which(word)
+    if path is None:
+        raise InvalidParameter(f"command {word!r} is not on this machine's PATH: give its absolute path, "
+                               "or an image: for the container")
+    return path
 
 
 @dataclass
@@ -242,6 +257,8 @@ class Realiser:
         deadline = time.monotonic() + self.daemon_timeout
         while True:
             if self.runner.run(net_argv(info["socket"], "ls", "-q"), check=False, timeout=10).ok:
+                for tarball in lab.images if lab is not None else ():
+                    self.runner.run(net_argv(info["socket"], "image", "load", "-q", "-i", tarball), timeout=300)
                 return
             if not procs.alive(pid, rec.daemons[step.name]["start"]):
                 raise Unavailable(f"the daemon on {step.name} exited at start-up")
@@ -263,7 +280,7 @@ class Realiser:
                 self._wait_network(sock, net, c.host)
         rec.containers.append([c.name, c.host])
         self.runner.run(container_run_argv(sock, c.name, c.networks[0], c.ip, c.ports, c.command, c.cap_add,
-                                           c.privileged))
+                                           c.privileged, c.image))
         for net in c.networks[1:]:
             self.runner.run(net_argv(sock, "network", "connect", net, c.name))
 

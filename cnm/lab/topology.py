@@ -25,11 +25,14 @@ Schema (see README, "Labs (`net lab`)"):
         options: {com.docker.network.driver.mtu: "1400"}
         internal: false
         hosts: [h1]                     # bridge only: the hosts to create it on (default all)
+    images: [../build/images/busybox.tar]   # docker-save tarballs loaded into every host's daemon
     containers:
       - name: c1
         host: h1
         networks: [ov]                  # or `network: ov`; default: the host's `bridge`
         command: busybox httpd -f -p 80 # string (split like a shell) or list; default busybox sleep 1d
+        image: busybox:latest           # optional: run on this image (its tarball under `images:`);
+                                        # without, on the host's filesystem (command found on PATH)
         ip: 10.10.0.10                  # on the first network
         ports: ["8080:80"]
         cap_add: [NET_ADMIN]            # beyond Docker's default 14 capabilities
@@ -122,9 +125,10 @@ class Container:
     name: str
     host: str
     networks: tuple[str, ...]
-    command: tuple[str, ...]
+    command: tuple[str, ...]      # with an image, () = the image's CMD
     ip: str | None
     ports: tuple[str, ...]
+    image: str = ""               # "" = the host's filesystem
     cap_add: tuple[str, ...] = ()       # capabilities beyond Docker's default set
     privileged: bool = False
 
@@ -163,6 +167,7 @@ class Lab:
     containers: tuple[Container, ...]
     checks: tuple[Check, ...]
     source: str = "<lab>"
+    images: tuple[str, ...] = ()  # absolute paths of docker-save tarballs for every daemon
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -410,7 +415,7 @@ def _containers(ctx: _Ctx, data: dict, hosts: list[str], networks: tuple[Network
     for i, raw in enumerate(ctx.seq(data.get("containers") or [], "containers")):
         where = f"containers[{i}]"
         raw = ctx.mapping(raw, where, ("name", "host", "network", "networks", "command", "ip", "ports", "cap_add",
-                                       "privileged"), ("name", "host"))
+                                       "privileged", "image"), ("name", "host"))
         name = ctx.name(raw["name"], f"{where}.name", _OBJ_NAME, "use letters, digits, '_', '.', '-'")
         host = raw["host"]
         if host not in hosts:
@@ -430,7 +435,8 @@ def _containers(ctx: _Ctx, data: dict, hosts: list[str], networks: tuple[Network
             if host not in by_name[n].hosts:
                 raise ctx.err(f, f"network {n!r} is not created on host {host} (its hosts: {', '.join(by_name[n].hosts)})")
         ctx.unique([str(n) for n in nets], f"{where}.networks", "network")
-        command = _command(ctx, raw.get("command"), f"{where}.command")
+        image = _image(ctx, raw.get("image"), f"{where}.image")
+        command = _command(ctx, raw.get("command"), f"{where}.command", default=() if image else DEFAULT_COMMAND)
         ip = None
         if raw.get("ip") is not None:
             addr = ctx.ipv4(raw["ip"], f"{where}.ip")
@@ -453,7 +459,7 @@ def _containers(ctx: _Ctx, data: dict, hosts: list[str], networks: tuple[Network
             raise ctx.err(f"{where}.cap_add", exc.message.removeprefix("cap_add: ")) from None
         privileged = ctx.boolean(raw["privileged"], f"{where}.privileged") if "privileged" in raw else False
         out.append(Container(name=name, host=host, networks=tuple(nets), command=command, ip=ip, ports=ports,
-                             cap_add=cap_add, privileged=privileged))
+                             image=image, cap_add=cap_add, privileged=privileged))
     ctx.unique([c.name for c in out], "containers", "container")
     fixed: dict[tuple[str, str], str] = {}
     for i, c in enumerate(out):
@@ -467,9 +473,32 @@ def _containers(ctx: _Ctx, data: dict, hosts: list[str], networks: tuple[Network
     return tuple(out)
 
 
-def _command(ctx: _Ctx, value: Any, where: str) -> tuple[str, ...]:
+def _image(ctx: _Ctx, value: Any, where: str) -> str:
     if value is None:
-        return DEFAULT_COMMAND
+        return ""
+    from cnm.images import reference
+    try:
+        return reference.parse(str(value)).with_default_tag().familiar()
+    except InvalidParameter as exc:
+        raise ctx.err(where, exc.message) from None
+
+
+def _images(ctx: _Ctx, data: dict, source: str) -> tuple[str, ...]:
+    """Tarball paths, relative to the lab file's directory; checked to exist."""
+    base = Path(source).parent if source != "<lab>" else Path.cwd()
+    out = []
+    for i, raw in enumerate(ctx.seq(data.get("images") or [], "images")):
+        path = (base / str(raw)).resolve()
+        if not path.is_file():
+            raise ctx.err(f"images[{i}]", f"{path} is not a file (a docker-save tarball; "
+                                          "build/images/busybox.tar comes from scripts/setup.sh)")
+        out.append(str(path))
+    return tuple(out)
+
+
+def _command(ctx: _Ctx, value: Any, where: str, default: tuple[str, ...] = DEFAULT_COMMAND) -> tuple[str, ...]:
+    if value is None:
+        return default
     if isinstance(value, str):
         try:
             argv = shlex.split(value)
@@ -532,7 +561,7 @@ def _checks(ctx: _Ctx, data: dict, lab_hosts: list[str], containers: tuple[Conta
     return tuple(out)
 
 
-TOP_FIELDS = ("name", "hosts", "underlay", "cluster_store", "networks", "containers", "checks")
+TOP_FIELDS = ("name", "hosts", "underlay", "cluster_store", "networks", "images", "containers", "checks")
 
 
 def parse(data: Any, source: str = "<lab>") -> Lab:
@@ -547,7 +576,7 @@ def parse(data: Any, source: str = "<lab>") -> Lab:
     containers = _containers(ctx, data, host_names, networks)
     checks = _checks(ctx, data, host_names, containers, networks)
     return Lab(name=name, hosts=hosts, underlay=underlay, cluster=cluster, networks=networks,
-               containers=containers, checks=checks, source=source)
+               containers=containers, checks=checks, source=source, images=_images(ctx, data, source))
 
 
 def load_text(text: str, source: str = "<lab>") -> tuple[Lab, Any]:

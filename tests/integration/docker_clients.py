@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Daemon, sh
+from tests.integration.conftest import ROOT, Daemon, sh
 
 DOCKER_20 = "/usr/bin/docker"           # Debian's docker.io (API 1.41)
 DOCKER_NEW = "/usr/local/bin/docker"    # a newer CLI (28: API 1.50, negotiates down)
 COMPOSE = "/usr/bin/docker-compose"     # Debian's docker-compose 1.29 (docker-py 5 inside)
+BUSYBOX_TAR = ROOT / "build" / "images" / "busybox.tar"   # busybox:latest, built by scripts/setup.sh
 
 
 def available_clis() -> list[str]:
@@ -120,7 +121,10 @@ def module_daemon(prefix: str) -> Iterator[Daemon]:
     d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
                log=base / "daemon.log")
     try:
-        yield d.start()
+        d.start()
+        # Docker's clients name an image: the set-up's busybox:latest (scripts/setup.sh).
+        d.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))
+        yield d
     finally:
         d.teardown()
         sh("ip", "netns", "del", ns, check=False)

@@ -264,7 +264,8 @@ def test_docker_py_drives_confinement(daemon):
     """Docker's own client sets the HostConfig fields; the container gets them and
     inspect shows them; a bad capability is a 400 naming it."""
     docker = pytest.importorskip("docker", reason="docker-py is a test dependency: pip install -e '.[test]'")
-    from tests.integration.docker_clients import docker_py
+    from tests.integration.docker_clients import BUSYBOX_TAR, docker_py
+    daemon.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))     # docker-py names an image
     client = docker_py(daemon.host)
     try:
         ct = client.containers.create("busybox", [BUSYBOX, "sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' "
@@ -296,7 +297,8 @@ def test_exec_runs_confined_as_the_container(daemon):
     """docker exec: the process gets the container's capabilities, no_new_privs and
     seccomp filter (with Privileged: every capability, the filter kept)."""
     pytest.importorskip("docker", reason="docker-py is a test dependency: pip install -e '.[test]'")
-    from tests.integration.docker_clients import docker_py
+    from tests.integration.docker_clients import BUSYBOX_TAR, docker_py
+    daemon.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))     # docker-py names an image
     client = docker_py(daemon.host)
     status = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"
     try:

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -77,6 +78,7 @@ class FakeHost:
     firewall: RecordingFirewall = field(default_factory=RecordingFirewall)
     free_port: bool = True          # what the host-port probe answers
     runtime: FakeRuntime | None = None   # its own, unless a restarted host keeps the old one's
+    images: Any = None                   # an ImageStore (cnm.images.store) for containers from images
 
     def __post_init__(self) -> None:
         self._own_root = self.root is None
@@ -92,7 +94,8 @@ class FakeHost:
             self.runtime = FakeRuntime(self.root / "rt")
         self.core: Core = build_core(drivers=self.drivers, ipams=self.ipams, stores={"local": self.store},
                                      runtime=self.runtime, ports=self.ports, sandbox_os=self.os,
-                                     host_resolv=lambda: HOST_RESOLV, host_hosts=lambda: HOST_HOSTS)
+                                     host_resolv=lambda: HOST_RESOLV, host_hosts=lambda: HOST_HOSTS,
+                                     images=self.images)
         self.controller = self.core.controller
         self.discovery = self.core.discovery
         self.sandboxes = self.core.sandboxes
@@ -112,7 +115,7 @@ class FakeHost:
         """The same machine after a daemon restart: kernel state, store and processes
         stay; drivers, allocators and services are new, and adopt what is there."""
         again = FakeHost(root=self.root, world=self.world, store=self.store, firewall=self.firewall,
-                         runtime=self.runtime)
+                         runtime=self.runtime, images=self.images)
         again._own_root = False
         again.containers.adopt()
         return again

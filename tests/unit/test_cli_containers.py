@@ -42,11 +42,11 @@ def test_run_detached_prints_the_id_and_sends_every_flag(net, service):
     r = net("run", "-d", "--name", "web", "--hostname", "box", "-e", "A=1", "-e", "B=two words",
             "-p", "8080:80", "-p", "127.0.0.1::53/udp", "--ip", "172.17.0.9", "--network-alias", "www",
             "--mac-address", "02:42:ac:11:00:99", "--memory", "64m", "--cpus", "1.5", "--pids-limit", "50",
-            "--", "sh", "-c", "sleep 30")
+            "--", "/bin/sh", "-c", "sleep 30")
     assert r.exit_code == 0, r.output
     ct = by_name(service, "web")
     assert r.stdout == ct.id + "\n"
-    assert ct.argv == ["sh", "-c", "sleep 30"] and ct.env == {"A": "1", "B": "two words"}
+    assert ct.argv == ["/bin/sh", "-c", "sleep 30"] and ct.env == {"A": "1", "B": "two words"}
     assert (ct.hostname, ct.memory, ct.cpus, ct.pids_limit, ct.auto_remove) == ("box", 64 << 20, 1.5, 50, False)
     assert {(p["container_port"], p["proto"], p["host_ip"], p["host_port"]) for p in ct.requested_ports} == \
         {(80, "tcp", None, 8080), (53, "udp", "127.0.0.1", None)}
@@ -55,26 +55,26 @@ def test_run_detached_prints_the_id_and_sends_every_flag(net, service):
 
 
 def test_run_options_stop_at_the_command(net, service):
-    r = net("run", "-d", "--name", "x1", "sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION")
+    r = net("run", "-d", "--name", "x1", "/bin/sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION")
     assert r.exit_code == 0, r.output
-    assert by_name(service, "x1").argv == ["sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION"]
+    assert by_name(service, "x1").argv == ["/bin/sh", "-c", "sleep 30", "-e", "NOT_AN_OPTION"]
 
 
 def test_run_rm_detached_asks_the_daemon_to_auto_remove(net, service):
-    r = net("run", "-d", "--rm", "--name", "tmp", "sh", "-c", "sleep 30")
+    r = net("run", "-d", "--rm", "--name", "tmp", "/bin/sh", "-c", "sleep 30")
     assert r.exit_code == 0
     assert by_name(service, "tmp").auto_remove is True
 
 
 def test_run_attached_streams_output_and_exits_with_the_code(net, service):
-    r = net("run", "--name", "att", "sh", "-c", "echo out; echo err >&2; exit 3")
+    r = net("run", "--name", "att", "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
     assert r.exit_code == 3
     assert r.stdout == "out\n" and r.stderr == "err\n"
     assert service.runtime.state(by_name(service, "att").id).status == "exited"
 
 
 def test_run_attached_rm_removes_after_the_wait_and_keeps_the_code(net, service):
-    r = net("run", "--rm", "--name", "gone", "sh", "-c", "echo bye; exit 5")
+    r = net("run", "--rm", "--name", "gone", "/bin/sh", "-c", "echo bye; exit 5")
     assert (r.exit_code, r.stdout) == (5, "bye\n")
     assert not any(c.name == "gone" for c in service.list_containers())
 
@@ -84,16 +84,16 @@ def test_run_ctrl_c_stops_the_container_and_exits_130(net_here, service, monkeyp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runflow, "stream_logs", interrupted)
-    r = net_here("run", "--name", "int", "sh", "-c", "sleep 30")
+    r = net_here("run", "--name", "int", "/bin/sh", "-c", "sleep 30")
     assert r.exit_code == 130
     assert service.runtime.state(by_name(service, "int").id).status == "exited"
 
 
 def test_run_daemon_errors_exit_125_with_one_line(net):
-    r = net("run", "--net", "nosuch", "true")
+    r = net("run", "--net", "nosuch", "/bin/true")
     assert (r.exit_code, r.stderr) == (125, "Error: network nosuch not found\n")
-    net("run", "-d", "--name", "dup", "sh", "-c", "sleep 30")
-    r = net("run", "--name", "dup", "true")
+    net("run", "-d", "--name", "dup", "/bin/sh", "-c", "sleep 30")
+    r = net("run", "--name", "dup", "/bin/true")
     assert r.exit_code == 125 and r.stderr.startswith('Error: the container name "/dup" is already in use')
 
 
@@ -104,7 +104,7 @@ def test_run_daemon_errors_exit_125_with_one_line(net):
     (["--ip", "1.2.3"], "Error: invalid value for '--ip': '1.2.3' is not an IP address"),
 ])
 def test_run_malformed_flags_are_one_line_exit_2(net, service, args, message):
-    r = net("run", *args, "true")
+    r = net("run", *args, "/bin/true")
     assert r.exit_code == 2, r.output
     assert r.stderr.startswith(message) and r.stderr.count("\n") == 1
     assert not service.list_containers()
@@ -118,20 +118,21 @@ def test_byte_sizes(text, size):
 
 def test_run_without_a_command_is_a_usage_error(net):
     r = net("run", "--name", "x")
-    assert (r.exit_code, r.stderr) == (2, "Error: missing argument [--] CMD [ARG...] (see 'net run --help')\n")
+    assert (r.exit_code, r.stderr) == (2, "Error: missing argument IMAGE [COMMAND] [ARG...] | /PATH/TO/CMD [ARG...] "
+                                          "(see 'net run --help')\n")
 
 
 # -- ps / inspect ---------------------------------------------------------------------------
 
 def test_ps_table_quiet_all_and_json(net, service):
-    net("run", "-d", "--name", "web", "-p", "80", "sh", "-c", "sleep 30")
-    net("run", "--name", "done", "sh", "-c", "exit 2")
+    net("run", "-d", "--name", "web", "-p", "80", "/bin/sh", "-c", "sleep 30")
+    net("run", "--name", "done", "/bin/sh", "-c", "exit 2")
     web, done = by_name(service, "web"), by_name(service, "done")
     lines = net("ps").stdout.splitlines()
     assert lines[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"]
     assert len(lines) == 2
     row = lines[1]
-    assert row.startswith(web.id[:12]) and "web" in row and '"sh -c sleep 30"' in row
+    assert row.startswith(web.id[:12]) and "web" in row and '"/bin/sh -c sleep 30"' in row
     assert "Up " in row and "0.0.0.0:32768->80/tcp" in row and row.endswith("bridge")
     assert net("ps", "-q").stdout == web.id[:12] + "\n"
     assert set(net("ps", "-aq").stdout.split()) == {web.id[:12], done.id[:12]}
@@ -142,13 +143,13 @@ def test_ps_table_quiet_all_and_json(net, service):
 
 
 def test_ps_truncates_long_commands_like_docker(net):
-    net("run", "-d", "--name", "long", "sh", "-c", "sleep 30 # a very long comment")
-    assert '"sh -c sleep 30 # a …"' in net("ps").stdout
-    assert '"sh -c sleep 30 # a very long comment"' in net("ps", "--no-trunc").stdout
+    net("run", "-d", "--name", "long", "/bin/sh", "-c", "sleep 30 # a very long comment")
+    assert '"/bin/sh -c sleep 30…"' in net("ps").stdout
+    assert '"/bin/sh -c sleep 30 # a very long comment"' in net("ps", "--no-trunc").stdout
 
 
 def test_container_inspect_prints_a_json_array_and_reports_missing(net, service):
-    net("run", "-d", "--name", "a1", "sh", "-c", "sleep 30")
+    net("run", "-d", "--name", "a1", "/bin/sh", "-c", "sleep 30")
     r = net("container", "inspect", "a1", "ghost")
     assert r.exit_code == 3
     assert r.stderr == "Error: no such container: ghost\n"
@@ -160,7 +161,7 @@ def test_container_inspect_prints_a_json_array_and_reports_missing(net, service)
 # -- lifecycle -----------------------------------------------------------------------------
 
 def test_stop_prints_each_name_and_goes_on_past_failures(net, service):
-    net("run", "-d", "--name", "s1", "sh", "-c", "sleep 30")
+    net("run", "-d", "--name", "s1", "/bin/sh", "-c", "sleep 30")
     r = net("stop", "-t", "1", "s1", "ghost")
     assert r.exit_code == 3
     assert r.stdout == "s1\n" and r.stderr == "Error: no such container: ghost\n"
@@ -168,7 +169,7 @@ def test_stop_prints_each_name_and_goes_on_past_failures(net, service):
 
 
 def test_container_rm_needs_force_for_running(net, service):
-    net("run", "-d", "--name", "r1", "sh", "-c", "sleep 30")
+    net("run", "-d", "--name", "r1", "/bin/sh", "-c", "sleep 30")
     r = net("container", "rm", "r1")
     assert r.exit_code == 4 and "stop it first" in r.stderr
     r = net("container", "rm", "-f", "r1")
@@ -183,7 +184,7 @@ def test_top_level_rm_still_removes_networks(net, service):
 
 
 def test_logs_splits_stdout_and_stderr(net):
-    net("run", "--name", "l1", "sh", "-c", "echo one; echo two >&2")
+    net("run", "--name", "l1", "/bin/sh", "-c", "echo one; echo two >&2")
     r = net("logs", "l1")
     assert (r.exit_code, r.stdout, r.stderr) == (0, "one\n", "two\n")
     r = net("container", "logs", "-f", "l1")        # exited: follow ends at once
@@ -191,7 +192,7 @@ def test_logs_splits_stdout_and_stderr(net):
 
 
 def test_kill_sends_the_signal(net, service):
-    net("run", "-d", "--name", "k1", "sh", "-c", "sleep 30")
+    net("run", "-d", "--name", "k1", "/bin/sh", "-c", "sleep 30")
     assert net("kill", "-s", "TERM", "k1").stdout == "k1\n"
     ct = by_name(service, "k1")
     assert service.runtime.wait(ct.id, 5) == 143
@@ -203,7 +204,7 @@ def test_exec_builds_the_nsenter_argv_with_the_container_env(net_here, service, 
     calls = []
     monkeypatch.setattr(os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
     monkeypatch.setattr(os, "dup2", lambda a, b: calls.append(("dup2", b)))
-    net_here("run", "-d", "--name", "e1", "--hostname", "box", "-e", "A=1", "sh", "-c", "sleep 30")
+    net_here("run", "-d", "--name", "e1", "--hostname", "box", "-e", "A=1", "/bin/sh", "-c", "sleep 30")
     pid = service.runtime.state(by_name(service, "e1").id).pid
     net_here("exec", "e1", "--", "ip", "-br", "addr")
     assert calls[0] == ("dup2", 0)                     # no -i: stdin from /dev/null
@@ -224,7 +225,7 @@ def test_exec_argv_matches_the_runtime_helper():
 
 def test_exec_refuses_a_stopped_container(net_here, monkeypatch):
     monkeypatch.setattr(os, "execvpe", lambda *a: pytest.fail("must not exec"))
-    net_here("run", "--name", "dead", "true")
+    net_here("run", "--name", "dead", "/bin/true")
     r = net_here("exec", "dead", "sh")
     assert r.exit_code == 4 and r.stderr == "Error: container dead is not running: start a new one with net run\n"
 
@@ -233,7 +234,7 @@ def test_exec_refuses_a_stopped_container(net_here, monkeypatch):
 
 def test_connect_and_disconnect(net, service):
     net("create", "back")
-    net("run", "-d", "--name", "c1", "sh", "-c", "sleep 30")
+    net("run", "-d", "--name", "c1", "/bin/sh", "-c", "sleep 30")
     r = net("connect", "--ip", "172.18.0.40", "--alias", "db", "back", "c1")
     assert (r.exit_code, r.output) == (0, "")
     info = json.loads(net("container", "inspect", "c1").stdout)[0]
@@ -274,7 +275,7 @@ def test_run_confinement_flags_reach_the_daemon(net, service, workdir):
 
 def test_run_privileged_and_relative_volume(net_here, service, monkeypatch, workdir):
     monkeypatch.chdir(workdir)
-    r = net_here("run", "-d", "--name", "priv", "--privileged", "-v", "./data:/data", "--", "sh", "-c", "sleep 30")
+    r = net_here("run", "-d", "--name", "priv", "--privileged", "-v", "./data:/data", "--", "/bin/sh", "-c", "sleep 30")
     assert r.exit_code == 0, r.output
     c = by_name(service, "priv").confine
     assert c["privileged"] is True and c["mounts"][0]["source"] == str(workdir / "data")
@@ -288,7 +289,7 @@ def test_run_privileged_and_relative_volume(net_here, service, monkeypatch, work
     (["--mount", "type=bind,src=/a,dst=/b,colour=red"], 2, "Error: unexpected key 'colour'"),   # the CLI's own
 ])
 def test_run_bad_confinement_is_one_line(net, service, args, code, message):
-    r = net("run", *args, "true")
+    r = net("run", *args, "/bin/true")
     assert r.exit_code == code, r.output
     assert r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
     assert not service.list_containers()
@@ -297,7 +298,7 @@ def test_run_bad_confinement_is_one_line(net, service, args, code, message):
 def test_run_without_confinement_flags_stays_lean(net, service):
     """The flags' module is imported only when one is given (checked by run_lean for the
     heavy modules; here: the body carries no confinement fields)."""
-    r = net("run", "-d", "--name", "plain", "sh", "-c", "sleep 30")
+    r = net("run", "-d", "--name", "plain", "/bin/sh", "-c", "sleep 30")
     assert r.exit_code == 0
     c = by_name(service, "plain").confine
     assert c["cap_add"] == [] and c["mounts"] == [] and c["privileged"] is False

@@ -196,7 +196,7 @@ def test_run_detached_sends_docker_s_create_body():
                     "busybox", "sleep", "9")
     assert r.stdout == CID + "\n"
     assert calls == [("POST", "/containers/create?name=web", {
-        "Cmd": ["busybox", "sleep", "9"], "Env": ["A=1", "B=2"], "Hostname": "h",
+        "Image": "busybox", "Cmd": ["sleep", "9"], "Env": ["A=1", "B=2"], "Hostname": "h",
         "HostConfig": {"NetworkMode": "front", "AutoRemove": False,
                        "PortBindings": {"80/udp": [{"HostIp": "", "HostPort": "8080"}]}},
         "NetworkingConfig": {"EndpointsConfig": {"front": {"IPAMConfig": {"IPv4Address": "10.1.0.5"},
@@ -205,11 +205,18 @@ def test_run_detached_sends_docker_s_create_body():
 
 
 def test_run_options_end_at_the_command():
-    _, calls = sent("run", "-d", "--rm", "--network=back", "--", "sh", "-c", "echo -d --rm")
-    assert calls[0][2]["Cmd"] == ["sh", "-c", "echo -d --rm"]
+    _, calls = sent("run", "-d", "--rm", "--network=back", "--", "/bin/sh", "-c", "echo -d --rm")
+    assert (calls[0][2]["Image"], calls[0][2]["Cmd"]) == ("", ["/bin/sh", "-c", "echo -d --rm"])   # host filesystem
     assert calls[0][2]["HostConfig"] == {"NetworkMode": "back", "AutoRemove": True}
     _, calls = sent("run", "-d", "busybox", "-x", "--name", "n")
-    assert calls[0][1] == "/containers/create" and calls[0][2]["Cmd"] == ["busybox", "-x", "--name", "n"]
+    assert calls[0][1] == "/containers/create"
+    assert (calls[0][2]["Image"], calls[0][2]["Cmd"]) == ("busybox", ["-x", "--name", "n"])
+    _, calls = sent("run", "-d", "-w", "/srv", "-u", "nobody", "--entrypoint", "", "app:1")
+    body = calls[0][2]
+    assert (body["Image"], body["Cmd"], body["Entrypoint"]) == ("app:1", None, [""])   # the image's CMD
+    assert (body["WorkingDir"], body["User"]) == ("/srv", "nobody")
+    _, calls = sent("run", "-d", "--rootfs", "/srv/root", "sh", "-c", "x")
+    assert (calls[0][2]["Image"], calls[0][2]["Cmd"]) == ("", ["sh", "-c", "x"])
 
 
 def test_connect_and_disconnect_send_docker_s_bodies():

@@ -82,8 +82,8 @@ def test_capabilities_and_privileged():
     assert (c1.cap_add, c1.privileged) == (("net_admin", "CAP_SYS_PTRACE"), False)
     assert (c2.cap_add, c2.privileged) == ((), True)
     from cnm.lab.realise import container_run_argv
-    argv = container_run_argv("/s", "c1", "ov", None, (), ("true",), c1.cap_add, c2.privileged)
-    assert argv[-7:] == ["--cap-add", "net_admin", "--cap-add", "CAP_SYS_PTRACE", "--privileged", "--", "true"]
+    argv = container_run_argv("/s", "c1", "ov", None, (), ("/bin/true",), c1.cap_add, c2.privileged)
+    assert argv[-7:] == ["--cap-add", "net_admin", "--cap-add", "CAP_SYS_PTRACE", "--privileged", "--", "/bin/true"]
     assert parse(BASE, "x.yaml").containers[0].cap_add == ()   # Docker's defaults unless asked
 
 
@@ -239,3 +239,32 @@ def test_plan_without_cluster_store_has_no_etcd_step():
 
 def test_yaml_round_trip_of_base():
     assert parse(yaml.safe_load(yaml.safe_dump(BASE))) == parse(BASE)
+
+
+def test_images_and_image_containers(tmp_path):
+    tar = tmp_path / "imgs" / "bb.tar"
+    tar.parent.mkdir()
+    tar.write_bytes(b"x")
+    lab_file = tmp_path / "lab.yaml"
+    doc = copy.deepcopy(BASE)
+    doc["images"] = ["imgs/bb.tar"]
+    doc["containers"][0]["image"] = "busybox"
+    doc["containers"][1]["image"] = "me/web:1"
+    lab_file.write_text(yaml.safe_dump(doc))
+    lab, _ = load(lab_file)
+    assert lab.images == (str(tar),)                    # relative to the lab file
+    c1, c2 = lab.containers
+    assert (c1.image, c1.command) == ("busybox:latest", ())   # the image's CMD
+    assert (c2.image, c2.command) == ("me/web:1", ("busybox", "httpd", "-f", "-p", "80"))
+    from cnm.lab.realise import container_run_argv
+    assert container_run_argv("/s", "c2", "ov", None, (), c2.command, image=c2.image)[-7:] == \
+        ["--", "me/web:1", "busybox", "httpd", "-f", "-p", "80"]
+    assert container_run_argv("/s", "c3", "ov", None, (), ("busybox", "sleep", "1"))[-3].startswith("/")  # host: by path
+    doc["images"] = ["imgs/missing.tar"]
+    lab_file.write_text(yaml.safe_dump(doc))
+    with pytest.raises(InvalidParameter, match=r"images\[0\]: .*missing.tar is not a file"):
+        load(lab_file)
+    doc["images"] = []
+    doc["containers"][0]["image"] = "Not An Image"
+    with pytest.raises(InvalidParameter, match=r"containers\[0\].image: invalid reference format"):
+        parse(doc, "lab.yaml")
