@@ -137,6 +137,7 @@ class Daemon:
                           host_resolv=_host_resolv, cluster=cluster, images=self.images.store)
         self.core = core
         self.events, self.discovery, self.controller = core.events, core.discovery, core.controller
+        self.images.events = core.events        # docker events: image load, import, tag, untag, delete
         self.sandboxes, self.exits, self.containers, self.cluster = (core.sandboxes, core.exits, core.containers,
                                                                      core.cluster)
         # Order matters: namespaces our previous life left behind, then networks (and

@@ -14,8 +14,9 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from cnm.errors import Conflict, InvalidParameter
+from cnm.errors import CNMError, Conflict, InvalidParameter
 from cnm.images import changes as CH
 from cnm.images import config as C
 from cnm.images import formats as F
@@ -48,13 +49,42 @@ class User:
     running: bool
 
 
+class EventPublisher(Protocol):
+    """Docker's event stream (cnm.events.EventBus)."""
+
+    def publish(self, type_: str, action: str, actor_id: str, attributes: dict[str, str] | None = None) -> object: ...
+
+
 class ImageService:
     """`running(container_id)` says whether a container that mounted an image runs
-    (rmi refuses, even forced, for a running one); the container service provides it."""
+    (rmi refuses, even forced, for a running one); the daemon gives it. `events` gets
+    Docker's image events: load, import, tag, untag, delete."""
 
-    def __init__(self, store: ImageStore, running: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, store: ImageStore, running: Callable[[str], bool] | None = None,
+                 events: EventPublisher | None = None) -> None:
         self.store = store
         self.running = running or (lambda _cid: False)
+        self.events = events
+
+    def _event(self, action: str, image_id: str, name: str = "") -> None:
+        """As moby's LogImageEvent: the image's ID, `name` (a reference or the ID) and
+        the image's labels as attributes."""
+        if self.events is None:
+            return
+        attrs: dict[str, str] = {}
+        try:
+            attrs.update(self.store.config(image_id).labels())
+        except CNMError:
+            pass  # deleted already: its labels went with it
+        attrs["name"] = name or image_id
+        self.events.publish("image", action, image_id, attrs)
+
+    def _record_events(self, records: List[dict], image_id: str) -> None:
+        for rec in records:
+            if "Untagged" in rec:
+                self._event("untag", image_id, image_id)
+            elif rec.get("Deleted") == image_id:
+                self._event("delete", image_id)
 
     # -- load ---------------------------------------------------------------------
 
@@ -86,6 +116,9 @@ class ImageService:
                     for ref, old in store.commit(cfg, chain, tags):
                         lines.append(f"The image {ref.familiar()} already exists, renaming the old one "
                                      f"with ID {old} to empty string")
+                    for ref in tags:
+                        self._event("tag", cfg.id, ref.familiar())
+                    self._event("load", cfg.id)
                     if tags:
                         lines.extend(f"Loaded image: {ref.familiar()}" for ref in tags)
                     else:
@@ -136,7 +169,10 @@ class ImageService:
                    "history": [{"created": created, "comment": message}]}
             cfg = C.parse(json.dumps(doc, separators=(",", ":")).encode())
             self.store.commit(cfg, [info.chain_id], [ref] if ref else [])
-            return cfg.id
+        if ref:
+            self._event("tag", cfg.id, ref.familiar())
+        self._event("import", cfg.id)
+        return cfg.id
 
     # -- reading ------------------------------------------------------------------
 
@@ -184,6 +220,7 @@ class ImageService:
             raise InvalidParameter("refusing to create an ambiguous tag using digest algorithm as name")
         image_id = self.store.resolve(source)
         self.store.tag(image_id, ref)
+        self._event("tag", image_id, ref.familiar())
         return ref
 
     def users(self, image_id: str) -> List[User]:
@@ -197,6 +234,11 @@ class ImageService:
         with all its names. A running container's image is never removed; a stopped
         container's or a multi-named one only with `force`."""
         del prune  # no parent images here: nothing else to prune
+        image_id, records = self._delete(text, force)
+        self._record_events(records, image_id)
+        return records
+
+    def _delete(self, text: str, force: bool) -> tuple[str, List[dict]]:
         with self.store.lock:
             image_id = self.store.resolve(text)
             refs = self.store.refs_of(image_id)
@@ -211,7 +253,7 @@ class ImageService:
                 self.store.untag(ref)
                 records.append({"Untagged": ref.familiar()})
                 if len(refs) > 1:
-                    return records
+                    return image_id, records
             elif len(refs) == 1:
                 conflict = self._conflict(image_id, soft=not force, refs=0)
                 if conflict:
@@ -221,13 +263,13 @@ class ImageService:
             conflict = self._conflict(image_id, soft=not force, refs=len(self.store.refs_of(image_id)))
             if conflict:
                 if by_name:     # the name is gone; the image stays for its users (Docker's quiet case)
-                    return records
+                    return image_id, records
                 raise Conflict(conflict)
             records += [{"Untagged": r.familiar()} for r in self.store.refs_of(image_id)]
             removed = self.store.delete(image_id)
             records.append({"Deleted": image_id})
             records += [{"Deleted": c} for c in removed]
-            return records
+            return image_id, records
 
     def _conflict(self, image_id: str, soft: bool, refs: int) -> str | None:
         """moby's checkImageDeleteConflict: hard conflicts always, soft ones unless forced."""
@@ -246,6 +288,7 @@ class ImageService:
         """`docker image prune`: unused images (dangling ones only by default), except
         those `keep(image_id)` protects (filters). Docker's response shape."""
         deleted: list[dict] = []
+        done: list[tuple[str, List[dict]]] = []
         reclaimed = 0
         with self.store.lock:
             used = set(self.store.mounts().values())
@@ -257,11 +300,15 @@ class ImageService:
                 refs = self.store.refs_of(rec.id)
                 if refs and dangling_only:
                     continue
-                deleted += [{"Untagged": r.familiar()} for r in refs]
+                records = [{"Untagged": r.familiar()} for r in refs]
                 removed = self.store.delete(rec.id)
-                deleted.append({"Deleted": rec.id})
-                deleted += [{"Deleted": c} for c in removed]
+                records.append({"Deleted": rec.id})
+                records += [{"Deleted": c} for c in removed]
                 reclaimed += sum(sizes.get(c, 0) for c in removed)
+                done.append((rec.id, records))
+                deleted += records
+        for image_id, records in done:
+            self._record_events(records, image_id)
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
 

@@ -229,3 +229,18 @@ def test_net_image_commands(dmn, tmp_path):
     r = dmn.net("image", "prune", "-a", "-f")
     assert f"deleted: {new_id}" in r.stdout and "Total reclaimed space:" in r.stdout
     assert dmn.net("images", "-q").stdout == ""
+
+
+def test_docker_events_show_image_actions(dmn):
+    import time
+    cli = CLIS[0]
+    since = str(int(time.time()) - 1)
+    docker(dmn, cli, "load", "-i", str(busybox_tar()))
+    docker(dmn, cli, "tag", "busybox", "evented:1")
+    docker(dmn, cli, "rmi", "evented:1")
+    until = str(int(time.time()) + 1)
+    time.sleep(1.1)
+    r = docker(dmn, cli, "events", "--since", since, "--until", until, "--filter", "type=image",
+               "--format", "{{.Action}} {{.Actor.Attributes.name}}")
+    lines = out(r).splitlines()
+    assert "load" in " ".join(lines) and "tag evented:1" in lines and any(ln.startswith("untag") for ln in lines)

@@ -367,3 +367,21 @@ def test_lowers_of_and_reconcile(svc, store):
     assert store.reconcile({"c5"}) == ["c6"] and set(store.mounts()) == {"c5"}
     assert len(layer_dirs(store)) == 2
     assert store.reconcile(set()) == ["c5"] and layer_dirs(store) == []
+
+
+def test_docker_image_events(store):
+    from cnm.events import EventBus
+    bus = EventBus()
+    svc = ImageService(store, events=bus)
+    svc.load(io.BytesIO(docker_save(Img([BASE], tags=["ev:1"], cfg={"Labels": {"team": "net"}}))))
+    image_id = store.resolve("ev:1")
+    svc.tag("ev:1", "ev", "2")
+    svc.delete(image_id, force=True)
+    svc.import_image(io.BytesIO(TOP), "imp", "1")
+    history, _ = bus.subscribe(lambda ev: None, since=0)
+    seen = [(e.type, e.action, e.attributes.get("name")) for e in history]
+    assert seen[:7] == [("image", "tag", "ev:1"), ("image", "load", image_id), ("image", "tag", "ev:2"),
+                        ("image", "untag", image_id), ("image", "untag", image_id), ("image", "delete", image_id),
+                        ("image", "tag", "imp:1")]
+    assert seen[7][:2] == ("image", "import")
+    assert history[0].actor_id == image_id and history[0].attributes["team"] == "net"
