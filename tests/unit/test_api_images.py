@@ -176,5 +176,9 @@ def test_docker_py_without_root(api):
         assert [i.id for i in client.images.list()] == [IMG.id]
         client.images.remove(img.id, force=True)
         assert client.images.list() == []
+        out = client.api.import_image_from_data(layer(("file", "hi", b"1")), repository="imp", tag="py",
+                                                changes=['CMD ["/hi"]'])
+        assert json.loads(out)["status"].startswith("sha256:")
+        assert client.images.get("imp:py").attrs["Config"]["Cmd"] == ["/hi"]
     finally:
         client.close()
