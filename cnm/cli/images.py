@@ -79,8 +79,7 @@ def split_repo_tag(ref: str) -> tuple[str, str]:
 def print_stream(resp: StreamResponse, quiet: bool = False) -> list[dict]:
     """Docker's JSON message stream: `stream` text as it is, `status` lines unless quiet,
     an `error` raised as the daemon's category. Returns every message."""
-    import json
-
+    from cnm import jsonlite as json
     from cnm.errors import from_http
     messages = []
     try:
@@ -168,7 +167,7 @@ def import_(cx: Context, o: Opts) -> None:
          arg("reference", required=False, metavar="REPOSITORY[:TAG]"))
 def ls(cx: Context, o: Opts) -> None:
     """List images."""
-    import json
+    from cnm import jsonlite as json
     filters: dict[str, list[str]] = {}
     for key, value in o.filters:
         filters.setdefault(key, []).append(value)
@@ -289,7 +288,7 @@ def rm(cx: Context, o: Opts) -> int:
                 help="Filter: until=, label=, label!= (repeatable)."))
 def prune(cx: Context, o: Opts) -> None:
     """Remove unused images."""
-    import json
+    from cnm import jsonlite as json
     if not o.force:
         what = ("all images without at least one container associated to them" if o.all
                 else "all dangling images")
