@@ -10,6 +10,11 @@ Any thread may call it, a coroutine included (pyroute2's own event loop runs on 
 handle's thread, never the caller's); each call blocks until the kernel answers, so
 long batches from a coroutine belong in `asyncio.to_thread`.
 
+A container's own requests (link lookups, veth pairs, links up/down/renamed/enslaved,
+addresses, routes, deletes) skip pyroute2 and the hand-off: cnm.osl.rtnl packs them
+and sends them on a raw socket of the same namespace from the calling thread. A handle
+on a sandbox starts its pyroute2 thread only when a call needs one.
+
 Values in and out are plain: interface names, "a.b.c.d/len" strings, ints. Kernel
 errors come out as cnm.errors (see osl.errors); deletes are idempotent.
 """
@@ -18,43 +23,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+import threading
 from typing import Any, Callable, TypeVar
 
 from cnm.errors import InvalidParameter, NotFound
-from cnm.osl import sysctl
+from cnm.osl import rtnl, sysctl
 from cnm.osl.errors import is_gone, translate
 from cnm.osl.netns import NetnsThread, netns_path
+from cnm.osl.nlvalues import IFNAMSIZ, Link, Route, _check_ifname, _interface  # noqa: F401 - re-exported
+from cnm.osl.rtnl import Rtnl
 
 T = TypeVar("T")
 
 IFF_UP = 0x1
 MAIN_TABLE = 254
-IFNAMSIZ = 15          # usable characters in a Linux interface name
-
-
-@dataclass(frozen=True)
-class Link:
-    name: str
-    index: int
-    kind: str | None          # "bridge", "veth", None for lo/physical
-    mtu: int
-    mac: str | None
-    up: bool                  # administratively up (IFF_UP)
-    master: int | None        # ifindex of the bridge this link is a port of
-    alias: str | None         # IFLA_IFALIAS: our ownership mark
-
-
-@dataclass(frozen=True)
-class Route:
-    destination: str          # CIDR; default routes are "0.0.0.0/0" / "::/0"
-    gateway: str | None
-    dev: str | None
-    family: int               # 4 or 6
-    scope: int
-    table: int
-
-
 def _attr(msg: Any, name: str) -> Any:
     return msg.get_attr(name)
 
@@ -80,18 +62,40 @@ def _route_spec(net: Any, gateway: str | None, table: int) -> dict[str, Any]:
 class Netlink:
     """A netlink handle bound to one network namespace. Close it (or use `with`)."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, rt: Rtnl | None = None) -> None:
+        """`rt`: a raw socket already open in that namespace (made along with it, by
+        cnm.osl.netns.create_netns); the handle owns it from now on."""
         self.netns = netns_path(netns) if netns is not None else None
-        self._worker = NetnsThread(self.netns, name=f"cnm-nl:{self.netns or 'self'}")
-        try:
-            self._ipr = self._worker.call(self._open)
-        except BaseException:
-            self._worker.close()
-            raise
+        self._worker: NetnsThread | None = None
+        self._ipr: Any = None
+        self._start_lock = threading.Lock()
+        if self.netns is None:
+            # "The namespace of the constructing thread" can only be known now.
+            worker = self._start_worker()
+            self._rt = rt or worker.call(Rtnl.open)
+        elif rt is not None:
+            self._rt = rt
+        else:
+            try:
+                self._rt = Rtnl.open_in(self.netns)
+            except OSError as exc:
+                raise translate(exc, f"open a netlink socket in {self.netns}") from exc
+
+    def _start_worker(self) -> NetnsThread:
+        with self._start_lock:
+            if self._worker is None:
+                worker = NetnsThread(self.netns, name=f"cnm-nl:{self.netns or 'self'}")
+                try:
+                    self._ipr = worker.call(self._open)
+                except BaseException:
+                    worker.close()
+                    raise
+                self._worker = worker
+            return self._worker
 
     @staticmethod
     def _open() -> Any:
-        from pyroute2 import IPRoute    # heavy import: only where the kernel is touched
+        from pyroute2 import IPRoute  # heavy import: only where the kernel is touched
         try:
             return IPRoute()
         except OSError as exc:
@@ -101,47 +105,80 @@ class Netlink:
 
     def _do(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(ipr, *args) on the namespace thread, translating kernel errors."""
+        worker = self._start_worker()
+
         def run() -> T:
             try:
                 return fn(self._ipr, *args)
             except Exception as exc:
                 raise translate(exc, what) from exc
-        return self._worker.call(run)
+        return worker.call(run)
+
+    def _raw(self, what: str, msg: rtnl.Message) -> None:
+        """One raw request from the calling thread, kernel errors translated."""
+        try:
+            self._rt.do(msg)
+        except OSError as exc:
+            raise translate(exc, what) from exc
+
+    def _lookup(self, name: str) -> rtnl.LinkInfo | None:
+        try:
+            return self._rt.link(name)
+        except OSError as exc:
+            raise translate(exc, f"look up {name}") from exc
+
+    def _raw_index(self, what: str, name: str) -> int:
+        found = self._lookup(name)
+        if found is None:
+            raise NotFound(f"cannot {what}: no network interface named {name}")
+        return found.index
+
+    def sibling(self) -> Netlink:
+        """Another handle on the same namespace with sockets of its own, for a thread
+        that must not queue behind this handle's requests (or they behind its)."""
+        if self.netns is None:
+            return self.run(Netlink)     # made on our worker: a new thread starts in its namespace
+        return Netlink(self.netns)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a plain function inside this handle's namespace (e.g. sysctl.write)."""
-        return self._worker.call(fn, *args, **kwargs)
+        return self._start_worker().call(fn, *args, **kwargs)
 
     def close(self) -> None:
-        """Close the socket and stop the worker. Idempotent."""
-        if getattr(self, "_ipr", None) is not None:
+        """Close the sockets and stop the worker. Idempotent."""
+        self._rt.close()
+        with self._start_lock:
+            worker, self._worker = self._worker, None
             ipr, self._ipr = self._ipr, None
+        if worker is None:
+            return
+        if ipr is not None:
             try:
-                self._worker.call(ipr.close)
+                worker.call(ipr.close)
             except Exception:
                 pass
-        self._worker.close()
+        worker.close()
 
-    def __enter__(self) -> "Netlink":
+    def __enter__(self) -> Netlink:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    def _index(ipr: Any, name: str) -> int:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
+    def _index(self, ipr: Any, name: str) -> int:
+        # By name in the kernel: pyroute2's link_lookup dumps every link of the host.
+        found = self._lookup(name)
+        if found is None:
             raise NotFound(f"no network interface named {name}")
-        return found[0]
+        return found.index
 
     # -- links --------------------------------------------------------------------
 
     def link_exists(self, name: str) -> bool:
-        return bool(self._do(f"look up {name}", lambda ipr: ipr.link_lookup(ifname=name)))
+        return self._lookup(name) is not None
 
     def link_index(self, name: str) -> int:
-        return self._do(f"look up {name}", self._index, name)
+        return self._raw_index(f"look up {name}", name)
 
     def link_names(self) -> list[str]:
         return self._do("list links", lambda ipr: [_attr(m, "IFLA_IFNAME") for m in ipr.get_links()])
@@ -162,9 +199,11 @@ class Netlink:
 
     def link(self, name: str) -> Link:
         """The link's current state; NotFound if it does not exist."""
-        def get(ipr: Any) -> Link:
-            return self._link_from(ipr.get_links(self._index(ipr, name))[0])
-        return self._do(f"read link {name}", get)
+        found = self._lookup(name)
+        if found is None:
+            raise NotFound(f"no network interface named {name}")
+        return Link(name=found.name, index=found.index, kind=found.kind, mtu=found.mtu, mac=found.mac,
+                    up=found.up, master=found.master, alias=found.alias)
 
     def links(self) -> list[Link]:
         return self._do("list links", lambda ipr: [self._link_from(m) for m in ipr.get_links()])
@@ -191,61 +230,92 @@ class Netlink:
 
     def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
                     peer_mac: str | None = None, alias: str | None = None,
-                    peer_netns: str | None = None) -> None:
-        """A veth pair, both ends down. Conflict if either name is taken. With
-        `peer_netns` the peer is born inside that namespace: ~10x faster than creating
-        it here and moving it (a move waits for the kernel to unregister the device)."""
+                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None:
+        """A veth pair. Conflict if either name is taken. With `peer_netns` the peer is
+        born inside that namespace: ~10x faster than creating it here and moving it (a
+        move waits for the kernel to unregister the device). `master`: the bridge the
+        host end joins; `up`: the host end up; both in the creating request."""
         _check_ifname(name)
         _check_ifname(peer_name)
-
-        def create(ipr: Any) -> None:
-            peer: dict[str, Any] = {"ifname": peer_name, "mtu": mtu}
-            if peer_mac:
-                peer["address"] = peer_mac
-            fd = os.open(netns_path(peer_netns), os.O_RDONLY | os.O_CLOEXEC) if peer_netns else None
+        what = f"create veth pair {name}/{peer_name}"
+        bridge = self._raw_index(what, master) if master else None
+        fd = None
+        try:
+            if peer_netns:
+                try:
+                    fd = os.open(netns_path(peer_netns), os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise translate(exc, what) from exc
+            self._raw(what, rtnl.create_veth(name, peer_name, mtu=mtu, peer_mac=peer_mac, peer_netns_fd=fd,
+                                             master=bridge, up=up))
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if alias:
             try:
-                if fd is not None:
-                    peer["net_ns_fd"] = fd
-                ipr.link("add", ifname=name, kind="veth", mtu=mtu, peer=peer)
-            finally:
-                if fd is not None:
-                    os.close(fd)
-            if alias:
-                ipr.link("set", index=self._index(ipr, name), ifalias=alias)
-        self._do(f"create veth pair {name}/{peer_name}", create)
+                self._raw(f"mark {name}", rtnl.set_link(name=name, alias=alias))
+            except BaseException:
+                self.delete_link(name)     # unmarked, nobody would ever delete it
+                raise
 
     def delete_link(self, name: str) -> bool:
         """Delete a link. Idempotent: returns False when it was already gone."""
-        def delete(ipr: Any) -> bool:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
+        found = self._lookup(name)
+        if found is None:
+            return False
+        try:
+            self._rt.do(rtnl.delete_link(found.index))
+        except OSError as exc:
+            if is_gone(exc):        # raced with someone else's delete
                 return False
-            try:
-                ipr.link("del", index=found[0])
-            except Exception as exc:
-                if is_gone(exc):        # raced with someone else's delete
-                    return False
-                raise
-            return True
-        return self._do(f"delete link {name}", delete)
-
-    def _set(self, name: str, what: str, **spec: Any) -> None:
-        self._do(f"{what} on {name}", lambda ipr: ipr.link("set", index=self._index(ipr, name), **spec))
+            raise translate(exc, f"delete link {name}") from exc
+        return True
 
     def set_link_up(self, name: str) -> None:
-        self._set(name, "set link up", state="up")
+        self._raw(f"set link up on {name}", rtnl.set_link(name=name, up=True))
 
     def rename_link(self, name: str, new_name: str) -> None:
-        """Rename (the link must be down)."""
+        """Rename (older kernels want the link down)."""
         _check_ifname(new_name)
-        self._set(name, f"rename to {new_name}", ifname=new_name)
+        what = f"rename {name} to {new_name}"
+        self._raw(what, rtnl.set_link(self._raw_index(what, name), new_name=new_name))
 
     def set_master(self, name: str, bridge: str | None) -> None:
         """Enslave `name` to `bridge` (None = release it)."""
-        def enslave(ipr: Any) -> None:
-            master = self._index(ipr, bridge) if bridge else 0
-            ipr.link("set", index=self._index(ipr, name), master=master)
-        self._do(f"attach {name} to {bridge}" if bridge else f"detach {name}", enslave)
+        what = f"attach {name} to {bridge}" if bridge else f"detach {name}"
+        master = self._raw_index(what, bridge) if bridge else 0
+        self._raw(what, rtnl.set_link(name=name, master=master))
+
+    def park_link(self, name: str, new_name: str) -> bool:
+        """Take a link out of use at once - down, then renamed out of the way of a new
+        one with its name - for it to be deleted later. False if it is gone."""
+        _check_ifname(new_name)
+        found = self._lookup(name)
+        if found is None:
+            return False
+        what = f"put {name} out of use"
+        self._raw(what, rtnl.set_link(found.index, up=False))
+        self._raw(what, rtnl.set_link(found.index, new_name=new_name))
+        return True
+
+    def retire_link(self, name: str, *, alias: str, group: int) -> bool:
+        """If the link carries our mark `alias`: set it down and into `group`, to be
+        deleted with the rest of that group by delete_link_group. False when it is
+        gone or not ours."""
+        found = self._lookup(name)
+        if found is None or found.alias != alias:
+            return False
+        self._raw(f"retire {name}", rtnl.set_link(found.index, up=False, group=group))
+        return True
+
+    def delete_link_group(self, group: int) -> None:
+        """Delete every link of `group` (a veth takes its peer along, wherever it is):
+        one wait for the kernel's grace period for all of them. Idempotent."""
+        try:
+            self._rt.do(rtnl.delete_link(group=group))
+        except OSError as exc:
+            if not is_gone(exc):      # ENODEV: the group is empty
+                raise translate(exc, f"delete link group {group}") from exc
 
     def bridge_ports(self, bridge: str) -> list[str]:
         """Names of the links enslaved to `bridge`."""
@@ -282,32 +352,27 @@ class Netlink:
     # -- addresses ------------------------------------------------------------------
 
     def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None:
-        """Add "a.b.c.d/len" (or IPv6) to the link. Conflict if present, unless exist_ok."""
+        """Add "a.b.c.d/len" (or IPv6, without duplicate address detection: the address
+        is ours by IPAM) to the link. Conflict if present, unless exist_ok."""
         iface = _interface(cidr)
-
-        def add(ipr: Any) -> None:
-            idx = self._index(ipr, name)
-            spec: dict[str, Any] = dict(index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-            if iface.version == 4 and iface.network.prefixlen < 31:
-                spec["broadcast"] = str(iface.network.broadcast_address)
-            try:
-                ipr.addr("add", **spec)
-            except Exception as exc:
-                if exist_ok and getattr(exc, "code", None) == 17:
-                    return
-                raise
-        self._do(f"add address {cidr} to {name}", add)
+        what = f"add address {cidr} to {name}"
+        try:
+            self._rt.do(rtnl.add_address(self._raw_index(what, name), str(iface)))
+        except OSError as exc:
+            if exist_ok and exc.errno == 17:
+                return
+            raise translate(exc, what) from exc
 
     def del_address(self, name: str, cidr: str) -> bool:
         """Remove an address. Idempotent: False when the link or address is gone."""
         iface = _interface(cidr)
 
         def delete(ipr: Any) -> bool:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
+            found = self._lookup(name)
+            if found is None:
                 return False
             try:
-                ipr.addr("del", index=found[0], address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.addr("del", index=found.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             except Exception as exc:
                 if is_gone(exc):
                     return False
@@ -350,20 +415,15 @@ class Netlink:
                 raise InvalidParameter("a default route needs a gateway")
             destination = "0.0.0.0/0" if _family(gateway) == 4 else "::/0"
         net = ipaddress.ip_network(destination, strict=False)
-
-        def add(ipr: Any) -> None:
-            spec = _route_spec(net, gateway, table)
-            if dev:
-                spec["oif"] = self._index(ipr, dev)
-            if scope is not None:
-                spec["scope"] = scope
-            try:
-                ipr.route("add", **spec)
-            except Exception as exc:
-                if exist_ok and getattr(exc, "code", None) == 17:
-                    return
-                raise
-        self._do(f"add route {destination}", add)
+        what = f"add route {destination}"
+        oif = self._raw_index(what, dev) if dev else None
+        try:
+            self._rt.do(rtnl.add_route(str(net), gateway=gateway, oif=oif, table=table,
+                                       scope=scope if scope is not None else rtnl.RT_SCOPE_UNIVERSE))
+        except OSError as exc:
+            if exist_ok and exc.errno == 17:
+                return
+            raise translate(exc, what) from exc
 
     def add_default_route(self, gateway: str, dev: str | None = None) -> None:
         self.add_route("default", gateway, dev)
@@ -378,10 +438,10 @@ class Netlink:
         def delete(ipr: Any) -> bool:
             spec = _route_spec(net, gateway, table)
             if dev:
-                found = ipr.link_lookup(ifname=dev)
-                if not found:
+                found = self._lookup(dev)
+                if found is None:
                     return False
-                spec["oif"] = found[0]
+                spec["oif"] = found.index
             try:
                 ipr.route("del", **spec)
             except Exception as exc:
@@ -422,19 +482,3 @@ class Netlink:
 
     def sysctl_write(self, key: str, value: str | int) -> None:
         self.run(sysctl.write, key, value)
-
-
-def _interface(cidr: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
-    try:
-        if "/" not in cidr:
-            raise ValueError("no prefix length")
-        return ipaddress.ip_interface(cidr)
-    except ValueError as exc:
-        raise InvalidParameter(f"invalid address {cidr!r}: want address/prefix-length") from exc
-
-
-def _check_ifname(name: str) -> None:
-    if not name or len(name) > IFNAMSIZ or "/" in name or ":" in name \
-            or any(c.isspace() for c in name) or name in (".", ".."):
-        raise InvalidParameter(f"invalid interface name {name!r}: 1-{IFNAMSIZ} characters, "
-                               "no '/', ':' or whitespace")

@@ -23,7 +23,9 @@ import threading
 from typing import Any, Callable, TypeVar
 
 from cnm.errors import CNMError, Conflict, Forbidden, InternalError, InvalidParameter, NotFound, Unavailable
+from cnm.osl import rtnl
 from cnm.osl.errors import translate
+from cnm.osl.rtnl import Rtnl
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -165,10 +167,12 @@ def _unshare_and_bind(path: str) -> None:
            f"bind-mount the new network namespace at {path}")
 
 
-def create_netns(path: str) -> None:
+def create_netns(path: str, *, lo_up: bool = False) -> Rtnl | None:
     """Create a network namespace and bind-mount it at `path` (parents created).
     Conflict if a namespace is already mounted there; a stale plain file left by a
-    crash is reused. The namespace starts with only `lo`, down (like `ip netns add`).
+    crash is reused. The namespace starts with only `lo`, down (like `ip netns add`);
+    with `lo_up`, `lo` is brought up and a raw netlink socket opened inside is returned
+    (made on the thread that made the namespace: no second thread to enter it).
 
     Mount propagation is the caller's business: put `path` under a shared mount
     (e.g. /run on systemd hosts) if other mount namespaces must see it go away."""
@@ -181,10 +185,14 @@ def create_netns(path: str) -> None:
     except OSError as exc:
         raise translate(exc, f"create the mount point {path}") from exc
     worker_error: list[BaseException] = []
+    sock: list[Rtnl] = []
 
     def work() -> None:
         try:
             _unshare_and_bind(path)
+            if lo_up:
+                sock.append(Rtnl.open())
+                sock[0].do(rtnl.set_link(1, up=True))      # lo is always ifindex 1
         except BaseException as exc:
             worker_error.append(exc)
 
@@ -192,11 +200,17 @@ def create_netns(path: str) -> None:
     t.start()
     t.join()
     if worker_error:
+        for made in sock:
+            made.close()
+        if is_netns(path):
+            delete_netns(path)
         try:
             os.unlink(path)
         except OSError:
             pass
-        raise worker_error[0]
+        exc = worker_error[0]
+        raise translate(exc, f"bring lo up in {path}") if isinstance(exc, OSError) else exc
+    return sock[0] if sock else None
 
 
 def bind_existing(source: str, path: str) -> None:
@@ -276,12 +290,35 @@ def recover_from(pid: int, directory: str) -> list[str]:
 
 class Namespaces:
     """Bind-mounted network namespaces as an object: the seam the sandbox's OS side
-    takes (cnm.osl.fake.FakeNamespaces stands in for it in unit tests)."""
+    takes (cnm.osl.fake.FakeNamespaces stands in for it in unit tests). `create`
+    brings `lo` up; `handle(path)` is a netlink handle inside (the first one after
+    `create` reuses the socket made with the namespace)."""
+
+    def __init__(self) -> None:
+        self._fresh: dict[str, Rtnl] = {}
+        self._lock = threading.Lock()
 
     def create(self, path: str) -> None:
-        create_netns(path)
+        sock = create_netns(path, lo_up=True)
+        if sock is not None:
+            with self._lock:
+                old = self._fresh.pop(path, None)
+                self._fresh[path] = sock
+            if old is not None:
+                old.close()
+
+    def handle(self, path: str) -> Any:
+        """A cnm.osl.netlink.Netlink inside the namespace at `path`; the caller closes it."""
+        from cnm.osl.netlink import Netlink  # netlink imports this module
+        with self._lock:
+            sock = self._fresh.pop(path, None)
+        return Netlink(path, rt=sock)
 
     def delete(self, path: str) -> None:
+        with self._lock:
+            sock = self._fresh.pop(path, None)
+        if sock is not None:
+            sock.close()       # it holds the namespace alive
         delete_netns(path)
 
     def exists(self, path: str) -> bool:
