@@ -7,6 +7,8 @@ compare-and-swap possible; revision 0 means "must not exist".
 """
 from __future__ import annotations
 
+import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -68,8 +70,36 @@ class Store(Protocol):
         """Call `callback` for every later change under `prefix`; returns a cancel
         function. Optional: stores that cannot watch raise NotImplementedError."""
 
+    def transaction(self) -> AbstractContextManager[None]:
+        """Every write made on this thread inside the block is committed at its end,
+        as one transaction (nested blocks join the outermost). The writes stay what
+        they are — each call still checks its `expect` and changes nothing when it
+        fails — and are committed even when the block raises (undo steps written in
+        the block are writes like the others): what is saved is what the block left;
+        a crash loses the whole block, never a part of it. Other threads' reads and
+        writes wait for the commit, so open a transaction only while holding the one
+        lock the daemon's mutations take (the controller's), never the other way round.
+        A store that commits each write at once (etcd) makes this a no-op."""
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` once the open transaction of this thread has committed (at once
+        when none is open): for steps that must not happen before their record is
+        saved, such as taking a deleted endpoint's veth out of use. Steps must not
+        raise (a failure is logged)."""
+
     def close(self) -> None:
         """Release connections and files. Idempotent."""
+
+
+def run_after_commit(steps: Sequence[Callable[[], None]]) -> None:
+    """Run after-commit steps in order; one that fails is logged, not raised: they are
+    teardown that must not be lost for an earlier one's failure (nor hide the error a
+    failed transaction block raises)."""
+    for step in steps:
+        try:
+            step()
+        except Exception:
+            logging.getLogger(__name__).exception("after a store commit")
 
 
 def put_all(store: Store, pairs: Iterable[tuple[str, dict]]) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import json
 import logging
 import threading
@@ -35,7 +36,7 @@ import requests
 from etcd3gw.client import Etcd3Client
 
 from cnm.errors import CNMError, Conflict, InternalError, InvalidParameter, NotFound, Unavailable
-from cnm.store import KV, Delete, Op, Put, WatchEvent
+from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
 from cnm.store.etcd_watch import Watch, WatchCursor, WatchHub, prefix_end
 
 __all__ = ["EtcdStore", "MemberStatus", "WatchCursor", "WatchHub", "last_op_per_key", "parse_cluster_store",
@@ -437,6 +438,13 @@ class EtcdStore:
                     self._watches.remove(w)
 
         return cancel
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Each write is committed at once in etcd (see cnm.store.Store.transaction)."""
+        return contextlib.nullcontext()
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        run_after_commit([fn])
 
     def close(self) -> None:
         with self._lock:

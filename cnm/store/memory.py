@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable, Mapping, Sequence
 
 from cnm.errors import Conflict
-from cnm.store import KV, Delete, Op, Put, WatchEvent
+from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
 
 
 class MemoryStore:
@@ -14,6 +16,37 @@ class MemoryStore:
         self._data: dict[str, tuple[dict, int]] = {}
         self._rev = 0
         self._lock = threading.RLock()
+        self._depth = 0
+        self._after: list[Callable[[], None]] = []
+        self.commits = 0               # transactions (or lone writes) made durable: tests count them
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Writes apply at once here; the block only defers the after-commit steps (and
+        counts one commit), as cnm.store.sqlite's does."""
+        outer = False
+        try:
+            with self._lock:
+                outer = self._depth == 0
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                    if outer:
+                        self.commits += 1
+        finally:
+            if outer:
+                with self._lock:
+                    steps, self._after = self._after, []
+                run_after_commit(steps)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if self._depth:
+                self._after.append(fn)
+                return
+        run_after_commit([fn])
 
     def get(self, key: str) -> KV | None:
         with self._lock:
@@ -53,6 +86,8 @@ class MemoryStore:
                     self._data[op.key] = (op.value, self._rev)
                 else:
                     self._data.pop(op.key, None)
+            if not self._depth:
+                self.commits += 1
             return self._rev
 
     def watch(self, prefix: str, callback: Callable[[WatchEvent], None]) -> Callable[[], None]:

@@ -1,7 +1,9 @@
 """Local-scope `Store` in an embedded SQLite file (WAL).
 
 WAL with synchronous=NORMAL survives a SIGKILL of the daemon (every committed
-transaction is in the log); only a power cut can lose the last commits.
+transaction is in the log); only a power cut can lose the last commits. A commit is a
+write() to the log, no fsync (those happen at checkpoints): one per API request, as
+`transaction()` groups a request's writes.
 One connection, guarded by a lock: SQLite serialises writers anyway, and the
 daemon's writes are small.
 """
@@ -11,10 +13,12 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable, Mapping, Sequence
 
 from cnm.errors import Conflict, Unavailable
-from cnm.store import KV, Delete, Op, Put, WatchEvent
+from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL);
@@ -55,6 +59,37 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open state database {path}: {exc}") from exc
         self._lock = threading.RLock()
+        self._depth = 0                               # open transaction blocks (the lock's owner's)
+        self._after: list[Callable[[], None]] = []
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """See cnm.store.Store.transaction. The lock is held from BEGIN to COMMIT."""
+        outer = False
+        try:
+            with self._lock:
+                outer = self._depth == 0
+                if outer:
+                    self._db.execute("BEGIN IMMEDIATE")
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                    if outer:
+                        self._db.execute("COMMIT")
+        finally:
+            if outer:
+                with self._lock:
+                    steps, self._after = self._after, []
+                run_after_commit(steps)
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if self._depth:
+                self._after.append(fn)
+                return
+        run_after_commit([fn])
 
     def get(self, key: str) -> KV | None:
         with self._lock:
@@ -89,7 +124,11 @@ class SQLiteStore:
     def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None) -> int:
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            # Inside a transaction block: a savepoint, so that this call is still all
+            # or nothing; the block's COMMIT makes it durable.
+            begin, commit, rollback = (("SAVEPOINT atomic", "RELEASE atomic", ("ROLLBACK TO atomic", "RELEASE atomic"))
+                                       if self._depth else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
+            db.execute(begin)
             try:
                 for key, rev in (expect or {}).items():
                     row = db.execute("SELECT revision FROM kv WHERE key=?", (key,)).fetchone()
@@ -106,9 +145,10 @@ class SQLiteStore:
                         )
                     else:
                         db.execute("DELETE FROM kv WHERE key=?", (op.key,))
-                db.execute("COMMIT")
+                db.execute(commit)
             except BaseException:
-                db.execute("ROLLBACK")
+                for statement in rollback:
+                    db.execute(statement)
                 raise
         return rev
 
