@@ -21,6 +21,7 @@ from cnm.ids import check_name, new_id
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, IpamRegistry
 from cnm.model import Endpoint, EndpointState, Network, PoolConfig
 from cnm.requests import IPAMConfigRequest, NetworkCreate
+from cnm.retiring import Retirements, defers_teardown
 from cnm.store import Delete, Op, Put, Store
 from cnm.undo import Undo
 
@@ -84,6 +85,7 @@ class Controller:
         self.lock = threading.RLock()
         self._networks: dict[str, Network] = {}
         self._endpoints: dict[str, Endpoint] = {}
+        self._by_network: dict[str, dict[str, Endpoint]] = {}   # network id -> its endpoints, by id
         self.network_listeners = list(network_listeners)
         self.endpoint_listeners = list(endpoint_listeners)
         self.cluster: GlobalNetworks | None = cluster(self) if cluster is not None else None
@@ -99,8 +101,8 @@ class Controller:
             net = Network.from_record(kv.value)
             self._networks[net.id] = net
         for kv in local.list(EP_PREFIX):
-            ep = Endpoint.from_record(kv.value)
-            self._endpoints[ep.id] = ep
+            self._know_endpoint(Endpoint.from_record(kv.value))
+        self.retirements = Retirements(local, self.lock, self._release_addresses)
         if "global" in self.stores:
             try:
                 records = [kv.value for kv in self.stores["global"].list(NET_PREFIX)]
@@ -185,7 +187,19 @@ class Controller:
 
     def endpoints_of(self, network_id: str) -> list[Endpoint]:
         with self.lock:
-            return [ep for ep in self._endpoints.values() if ep.network_id == network_id]
+            return list(self._by_network.get(network_id, {}).values())
+
+    def _know_endpoint(self, ep: Endpoint) -> None:
+        self._endpoints[ep.id] = ep
+        self._by_network.setdefault(ep.network_id, {})[ep.id] = ep
+
+    def _forget_endpoint(self, ep: Endpoint) -> None:
+        self._endpoints.pop(ep.id, None)
+        on_net = self._by_network.get(ep.network_id)
+        if on_net is not None:
+            on_net.pop(ep.id, None)
+            if not on_net:
+                del self._by_network[ep.network_id]
 
     def network_containers(self, network_id: str) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -365,6 +379,12 @@ class Controller:
                     self.drivers.get(net.driver).restore_network(self.network_spec(net))
                 except CNMError as exc:
                     log.error("could not restore network %s: %s", net.name, exc)
+            # What a previous life deleted but did not finish deleting, before anything
+            # can be handed its addresses again.
+            finished = self.retirements.finish(self._networks, lambda n: self.drivers.get(n.driver),
+                                               [self.drivers.get(name) for name in self.drivers.names()])
+            if finished:
+                log.info("finished deleting %d endpoint(s) a previous run had retired", finished)
             present = {n.name for n in self._networks.values() if n.builtin}
             for name, driver in BUILTIN.items():
                 if name in present:
@@ -390,13 +410,13 @@ class Controller:
                     ipam = self.ipams.get(net.ipam_driver)
                     v4, v6 = net.v4_pools(), net.v6_pools()
                     if v4:
-                        ep.pool_id, ep.address = self._address(ipam, net, v4, ip, "IPv4")
+                        ep.pool_id, ep.address = self._take_address(ipam, net, v4, ip, "IPv4")
                         undo.push(ipam.release_address, ep.pool_id, ep.address)
                         ep.gateway = next((p.gateway for p in v4 if p.pool_id == ep.pool_id), None)
                     elif ip:
                         raise InvalidParameter(f"network {net.name} has no IPv4 subnet for --ip {ip}")
                     if v6:
-                        ep.pool_id_v6, ep.address_v6 = self._address(ipam, net, v6, ip6, "IPv6")
+                        ep.pool_id_v6, ep.address_v6 = self._take_address(ipam, net, v6, ip6, "IPv6")
                         undo.push(ipam.release_address, ep.pool_id_v6, ep.address_v6)
                         ep.gateway_v6 = next((p.gateway for p in v6 if p.pool_id == ep.pool_id_v6), None)
                     elif ip6:
@@ -407,9 +427,20 @@ class Controller:
                 undo.push(driver.delete_endpoint, net.id, ep.id)
                 ep.mac = iface.mac
                 self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
-                self._endpoints[ep.id] = ep
+                self._know_endpoint(ep)
                 undo.commit()
             return ep
+
+    def _take_address(self, ipam, net: Network, pools: list[PoolConfig], requested: str | None,
+                      family: str) -> tuple[str, str]:
+        """As _address; an address still held by a retiring endpoint (its veth being
+        deleted in the background) is waited for — its deletion done now — not refused."""
+        try:
+            return self._address(ipam, net, pools, requested, family)
+        except Conflict:
+            if not self.retirements.expedite(net, self.drivers.get(net.driver), requested):
+                raise
+        return self._address(ipam, net, pools, requested, family)
 
     @staticmethod
     def _address(ipam, net: Network, pools: list[PoolConfig], requested: str | None, family: str) -> tuple[str, str]:
@@ -444,18 +475,54 @@ class Controller:
                     self.drivers.get(net.driver).delete_endpoint(net.id, ep.id)
                 except CNMError as exc:
                     errors.append(str(exc))
-                if net.ipam_driver != "null":
-                    ipam = self.ipams.get(net.ipam_driver)
-                    for pool_id, addr in ((ep.pool_id, ep.address), (ep.pool_id_v6, ep.address_v6)):
-                        if pool_id and addr:
-                            try:
-                                ipam.release_address(pool_id, addr)
-                            except CNMError as exc:
-                                errors.append(str(exc))
+                errors += self._release_addresses(ep)
             self.stores["local"].delete(EP_PREFIX + ep.id)
-            self._endpoints.pop(ep.id, None)
+            self._forget_endpoint(ep)
             if errors:
                 log.warning("endpoint %s removed with errors: %s", ep.name, "; ".join(errors))
+
+    def _release_addresses(self, ep: Endpoint) -> list[str]:
+        """Give the endpoint's addresses back to IPAM; the errors, if any."""
+        net = self._networks.get(ep.network_id)
+        if net is None or net.ipam_driver == "null":
+            return []
+        errors = []
+        ipam = self.ipams.get(net.ipam_driver)
+        for pool_id, addr in ((ep.pool_id, ep.address), (ep.pool_id_v6, ep.address_v6)):
+            if pool_id and addr:
+                try:
+                    ipam.release_address(pool_id, addr)
+                except CNMError as exc:
+                    errors.append(str(exc))
+        return errors
+
+    def defers_teardown(self, ep: Endpoint) -> bool:
+        """Whether the endpoint's driver deletes its kernel objects in the background."""
+        net = self._networks.get(ep.network_id)
+        return net is not None and defers_teardown(self.drivers.get(net.driver))
+
+    def remove_endpoint(self, ep: Endpoint) -> None:
+        """Leave (if joined) and delete the endpoint. A driver that deletes in the
+        background (cnm.retiring) takes its kernel objects out of use once the caller's
+        store transaction commits, and its addresses are given back when they are gone.
+        Best effort and idempotent, as leave and delete_endpoint are."""
+        with self.lock:
+            net = self._networks.get(ep.network_id)
+            driver = self.drivers.get(net.driver) if net is not None else None
+            if net is None or not defers_teardown(driver) or ep.id not in self._endpoints:
+                self.leave(ep)
+                self.delete_endpoint(ep)
+                return
+            try:
+                driver.revoke_external_connectivity(net.id, ep.id)
+            except CNMError as exc:
+                log.warning("leave %s: %s", ep.name, exc)
+            joined = ep.state == EndpointState.JOINED.value
+            ep.state, ep.port_bindings = EndpointState.CREATED.value, []
+            self.retirements.retire(ep, net, driver)  # type: ignore[arg-type]
+            self._forget_endpoint(ep)
+            if joined:
+                self._notify_endpoint("disconnect", net, ep)
 
     def save_endpoint(self, ep: Endpoint) -> None:
         self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
@@ -475,7 +542,9 @@ class Controller:
             net = self._networks[ep.network_id]
             driver = self.drivers.get(net.driver)
             with Undo() as undo:
-                result = driver.join(net.id, ep.id, sandbox_key, {})
+                # A driver that creates the sandbox's end there names it as asked (no rename).
+                options = {labels.ENDPOINT_IFNAME: ifname} if driver.capabilities().names_interfaces else {}
+                result = driver.join(net.id, ep.id, sandbox_key, options)
                 undo.push(driver.leave, net.id, ep.id)
                 ep.state = EndpointState.JOINED.value
                 ep.sandbox_id, ep.ifname = sandbox_id, ifname
@@ -561,6 +630,7 @@ class Controller:
                 for pool in net.pools:
                     used = {pool.gateway, *pool.aux_addresses.values()}
                     used |= {_plain(a) for ep in eps for a in (ep.address, ep.address_v6) if a}
+                    used |= self.retirements.addresses(net.id)
                     try:
                         for addr in allocated(pool.pool_id):
                             if addr not in used:

@@ -19,6 +19,8 @@ class Capability:
     data_scope: str = LOCAL          # where the network's state lives
     connectivity_scope: str = LOCAL  # whether its endpoints reach other hosts
     gateway_bridge: bool = False     # endpoints need a local gateway-bridge endpoint to leave the host
+    names_interfaces: bool = False   # join creates the sandbox's end there, named as labels.ENDPOINT_IFNAME asks
+    deferred_teardown: bool = False  # implements cnm.retiring.DeferredTeardown
 
 
 @dataclass(frozen=True)

@@ -12,5 +12,6 @@ IPAM_SERIAL = "com.docker.network.ipam.serial"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
 GENERIC = "com.docker.network.generic"              # the -o options, as Docker hands them to drivers
 ENDPOINT_MAC = "com.docker.network.endpoint.macaddress"
+ENDPOINT_IFNAME = "com.docker.network.endpoint.ifname"       # the interface's name in the sandbox (Docker 28)
 PORTMAP = "com.docker.network.portmap"              # port bindings handed to ProgramExternalConnectivity
 VXLANID_LIST = "com.docker.network.overlay.vxlanid_list"

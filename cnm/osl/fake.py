@@ -26,6 +26,7 @@ class FakeLink:
     up: bool = False
     master: int | None = None
     alias: str | None = None
+    group: int = 0
     peer: str | None = None
     peer_ns: FakeNetlink | None = None   # a veth peer in another namespace (None: this one)
     addresses: list[str] = field(default_factory=list)
@@ -103,14 +104,40 @@ class FakeNetlink:
 
     def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
                     peer_mac: str | None = None, alias: str | None = None,
-                    peer_netns: str | None = None) -> None:
+                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None:
         self._maybe_fail("create_veth")
         if peer_name in self._links:
             raise Conflict(f"cannot create {peer_name}: File exists")
-        self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name)
+        bridge = self._get(master).index if master else None
+        self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name, master=bridge, up=up)
         self._new(peer_name, kind="veth", mtu=mtu, mac=peer_mac, peer=name)
         if peer_netns:
             self.move_link_to_netns(peer_name, peer_netns)
+
+    def park_link(self, name: str, new_name: str) -> bool:
+        if name not in self._links:
+            return False
+        self._get(name).up = False
+        self._routes = [r for r in self._routes if r.dev != name]   # the kernel drops them when it goes down
+        self.rename_link(name, new_name)
+        return True
+
+    def retire_link(self, name: str, *, alias: str, group: int) -> bool:
+        link = self._links.get(name)
+        if link is None or link.alias != alias:
+            return False
+        link.up, link.group = False, group
+        return True
+
+    def delete_link_group(self, group: int) -> None:
+        self._maybe_fail("delete_link_group")
+        if group == 0:
+            raise ValueError("refusing to delete link group 0")
+        for name in [n for n, link in self._links.items() if link.group == group]:
+            self.delete_link(name)
+
+    def sibling(self) -> FakeNetlink:
+        return self
 
     def delete_link(self, name: str) -> bool:
         link = self._links.pop(name, None)
@@ -290,6 +317,7 @@ class FakeNamespaces:
         if path in self.namespaces:
             raise Conflict(f"a network namespace is already mounted at {path}")
         self.namespaces[path] = FakeNetlink(path, self)
+        self.namespaces[path].set_link_up("lo")     # as Namespaces.create does
 
     def delete(self, path: str) -> None:
         ns = self.namespaces.pop(path, None)

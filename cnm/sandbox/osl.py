@@ -13,7 +13,7 @@ from typing import Protocol
 
 from cnm.driverapi import JoinResult
 from cnm.errors import CNMError
-from cnm.osl.netlink import Netlink, Route
+from cnm.osl.netlink import Route
 from cnm.osl.netns import Namespaces
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,15 @@ DEFAULT_DESTINATIONS = ("0.0.0.0/0", "::/0")
 class NamespaceOps(Protocol):
     """Bind-mounted network namespaces (cnm.osl.netns.Namespaces; a fake in unit tests)."""
 
-    def create(self, path: str) -> None: ...
+    def create(self, path: str) -> None:
+        """A new namespace at `path`, its `lo` up."""
+
     def delete(self, path: str) -> None: ...
     def exists(self, path: str) -> bool: ...
     def bind(self, source: str, path: str) -> None: ...
+
+    def handle(self, path: str) -> SandboxNetlink:
+        """A netlink handle inside the namespace at `path`; the caller closes it."""
 
 
 class SandboxNetlink(Protocol):
@@ -38,6 +43,7 @@ class SandboxNetlink(Protocol):
     def rename_link(self, name: str, new_name: str) -> None: ...
     def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None: ...
     def delete_link(self, name: str) -> bool: ...
+    def park_link(self, name: str, new_name: str) -> bool: ...
     def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
     def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
                   *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None: ...
@@ -52,28 +58,42 @@ class SandboxNetlink(Protocol):
 
 class SandboxOS:
     """Creates, plugs and destroys sandbox namespaces under `netns_dir`. `host` is the
-    daemon's own namespace (where drivers leave interfaces to be moved in);
-    `netlink_for(path)` opens a handle inside a sandbox."""
+    daemon's own namespace (where drivers leave interfaces to be moved in). A netlink
+    handle inside each sandbox is opened once and kept until the sandbox is destroyed
+    (as libnetwork keeps one per namespace): opening one costs more than the requests
+    a join makes. Callers serialise calls (the controller's lock)."""
 
     def __init__(self, host: SandboxNetlink, netns_dir: str,
-                 netlink_for: Callable[[str], SandboxNetlink] = Netlink,
+                 netlink_for: Callable[[str], SandboxNetlink] | None = None,
                  namespaces: NamespaceOps | None = None) -> None:
         self.host = host
         self.netns_dir = netns_dir
-        self._netlink_for = netlink_for
         self._ns: NamespaceOps = namespaces or Namespaces()
+        self._netlink_for = netlink_for or self._ns.handle
+        self._handles: dict[str, SandboxNetlink] = {}
 
     def key_for(self, sandbox_id: str) -> str:
         return os.path.join(self.netns_dir, sandbox_id[:12])
+
+    def _nl(self, key: str) -> SandboxNetlink:
+        nl = self._handles.get(key)
+        if nl is None:
+            nl = self._handles[key] = self._netlink_for(key)
+        return nl
+
+    def _drop_handle(self, key: str) -> None:
+        nl = self._handles.pop(key, None)
+        if nl is not None:
+            nl.close()             # a socket inside holds the namespace alive
 
     def create(self, sandbox_id: str) -> str:
         """A new namespace with `lo` up; returns its path (the SandboxKey)."""
         key = self.key_for(sandbox_id)
         self._ns.create(key)
         try:
-            with self._netlink_for(key) as nl:
-                nl.set_link_up("lo")
+            self._nl(key)
         except BaseException:
+            self._drop_handle(key)
             self._ns.delete(key)
             raise
         return key
@@ -88,7 +108,9 @@ class SandboxOS:
         return key
 
     def destroy(self, key: str) -> None:
-        """Idempotent. Interfaces still inside die with the namespace (veth peers too)."""
+        """Idempotent. Interfaces still inside die with the namespace (veth peers too):
+        the kernel deletes them on its own time, once nothing holds the namespace."""
+        self._drop_handle(key)
         self._ns.delete(key)
 
     def plug(self, key: str, join: JoinResult, ifname: str, address: str | None,
@@ -100,23 +122,20 @@ class SandboxOS:
         if not join.in_sandbox:
             self.host.move_link_to_netns(join.src_ifname, key, new_name=ifname)
         try:
-            with self._netlink_for(key) as nl:
-                if join.in_sandbox and join.src_ifname != ifname:
-                    nl.rename_link(join.src_ifname, ifname)
-                if address_v6:
-                    # No DAD: the address is ours by IPAM, and DAD would delay use by ~1 s.
-                    nl.sysctl_write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
-                for addr in (address, address_v6):
-                    if addr:
-                        nl.add_address(ifname, addr)
-                nl.set_link_up(ifname)
-                for route in join.static_routes:
-                    if route.route_type == 1:
-                        nl.add_route(route.destination, dev=ifname, scope=RT_SCOPE_LINK)
-                    else:
-                        nl.add_route(route.destination, route.next_hop, dev=ifname)
-                if default_gateway:
-                    self._set_default(nl, ifname, join.gateway, join.gateway_v6)
+            nl = self._nl(key)
+            if join.in_sandbox and join.src_ifname != ifname:
+                nl.rename_link(join.src_ifname, ifname)
+            for addr in (address, address_v6):
+                if addr:
+                    nl.add_address(ifname, addr)     # IPv6 without DAD: the address is ours by IPAM
+            nl.set_link_up(ifname)
+            for route in join.static_routes:
+                if route.route_type == 1:
+                    nl.add_route(route.destination, dev=ifname, scope=RT_SCOPE_LINK)
+                else:
+                    nl.add_route(route.destination, route.next_hop, dev=ifname)
+            if default_gateway:
+                self._set_default(nl, ifname, join.gateway, join.gateway_v6)
         except BaseException:
             self.unplug(key, ifname)
             raise
@@ -130,23 +149,34 @@ class SandboxOS:
 
     def default_routes(self, key: str) -> list[str]:
         """The sandbox's default routes' devices (empty: no way out)."""
-        with self._netlink_for(key) as nl:
-            return [r.dev or "" for r in nl.routes() if r.destination in DEFAULT_DESTINATIONS]
+        return [r.dev or "" for r in self._nl(key).routes() if r.destination in DEFAULT_DESTINATIONS]
 
     def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None:
         """Replace the sandbox's default routes with ones via `ifname`."""
-        with self._netlink_for(key) as nl:
-            for dst in DEFAULT_DESTINATIONS:
-                nl.del_route(dst)
-            self._set_default(nl, ifname, gw4, gw6)
+        nl = self._nl(key)
+        for dst in DEFAULT_DESTINATIONS:
+            nl.del_route(dst)
+        self._set_default(nl, ifname, gw4, gw6)
 
     def unplug(self, key: str, ifname: str) -> None:
         """Remove the interface from the sandbox (deleting one veth end deletes both).
         Idempotent; a vanished sandbox is success."""
         if not self._ns.exists(key):
+            self._drop_handle(key)
             return
         try:
-            with self._netlink_for(key) as nl:
-                nl.delete_link(ifname)
+            self._nl(key).delete_link(ifname)
         except CNMError as exc:
             log.warning("unplug %s from %s: %s", ifname, key, exc)
+
+    def park(self, key: str, ifname: str, new_name: str) -> None:
+        """Take the interface out of use at once (down) and out of the way (renamed
+        `new_name`), for its driver to delete later: its name is free for the next
+        interface. Best effort; a vanished sandbox or interface is success."""
+        if not self._ns.exists(key):
+            self._drop_handle(key)
+            return
+        try:
+            self._nl(key).park_link(ifname, new_name)
+        except CNMError as exc:
+            log.warning("taking %s in %s out of use: %s", ifname, key, exc)

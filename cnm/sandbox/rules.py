@@ -8,7 +8,7 @@ unit-tested without root.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cnm.driverapi import JoinResult
@@ -89,11 +89,20 @@ def ports_holder(endpoints: Sequence[EndpointView]) -> EndpointView | None:
     return next((ep for ep in endpoints if ep.holds_ports), None)
 
 
-def next_ifname(endpoints: Sequence[EndpointView], prefix: str = IFNAME_PREFIX) -> str:
-    """The lowest free `prefix<N>` (eth0, eth1, …; a gap left by a disconnect is reused)."""
-    used = {int(ep.ifname[len(prefix):]) for ep in endpoints
-            if ep.ifname and ep.ifname.startswith(prefix) and ep.ifname[len(prefix):].isdigit()}
+def next_ifname(endpoints: Sequence[EndpointView], prefix: str = IFNAME_PREFIX,
+                taken: Collection[str] = ()) -> str:
+    """The lowest free `prefix<N>` (eth0, eth1, …; a gap left by a disconnect is reused),
+    none of `taken` (names of interfaces on their way out)."""
+    names = [ep.ifname for ep in endpoints if ep.ifname] + list(taken)
+    used = {int(name[len(prefix):]) for name in names
+            if name.startswith(prefix) and name[len(prefix):].isdigit()}
     i = 0
     while i in used:
         i += 1
     return f"{prefix}{i}"
+
+
+def parked_ifname(endpoint_id: str) -> str:
+    """The name an endpoint's interface waits under until its driver deletes it: unique
+    per endpoint, never a name a join gives (15 characters, IFNAMSIZ)."""
+    return "gone" + endpoint_id[:11]

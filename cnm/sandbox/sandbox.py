@@ -53,6 +53,13 @@ class EndpointControl(Protocol):
     def delete_endpoint(self, ep: Endpoint) -> None: ...
     def join(self, ep: Endpoint, sandbox_id: str, sandbox_key: str, ifname: str) -> JoinResult: ...
     def leave(self, ep: Endpoint) -> None: ...
+
+    def remove_endpoint(self, ep: Endpoint) -> None:
+        """Leave and delete; the kernel's part maybe in the background (cnm.retiring)."""
+
+    def defers_teardown(self, ep: Endpoint) -> bool:
+        """Whether the endpoint's interface outlives `remove_endpoint` for a while."""
+
     def program_external_connectivity(self, ep: Endpoint, bindings: list[dict]) -> None: ...
     def revoke_external_connectivity(self, ep: Endpoint) -> None: ...
     def restore_endpoint(self, ep: Endpoint) -> None: ...
@@ -68,6 +75,7 @@ class SandboxKernel(Protocol):
     def plug(self, key: str, join: JoinResult, ifname: str, address: str | None,
              address_v6: str | None, default_gateway: bool) -> None: ...
     def unplug(self, key: str, ifname: str) -> None: ...
+    def park(self, key: str, ifname: str, new_name: str) -> None: ...
     def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None: ...
 
 
@@ -108,6 +116,9 @@ class Sandbox:
         self.record = record
         self._env = env
         self._ctl = env.ctl
+        # Interface names of endpoints removed in the open store transaction: their
+        # interface is put out of the way once it commits, not before.
+        self._parking: set[str] = set()
 
     @property
     def id(self) -> str:
@@ -201,7 +212,7 @@ class Sandbox:
         """One endpoint created, joined, plugged in and announced; undo registered.
         Returns it and, if its plug installed the default route, its id."""
         views = self._views()
-        ifname = rules.next_ifname(views)
+        ifname = rules.next_ifname(views, taken=self._parking)
         ep = self._ctl.create_endpoint(net, self.record.name, container_id=self.container_id, ip=req.ip,
                                        ip6=req.ip6, mac=req.mac, aliases=req.aliases)
         undo.push(self._ctl.delete_endpoint, ep)
@@ -270,18 +281,31 @@ class Sandbox:
         self._ctl.program_external_connectivity(ep, bindings)
         undo.push(self._ctl.revoke_external_connectivity, ep)
 
-    def _detach(self, ep: Endpoint) -> None:
-        """Withdraw, unplug, leave and delete one endpoint. Best effort, idempotent."""
+    def _detach(self, ep: Endpoint, *, namespace_going: bool = False) -> None:
+        """Withdraw, unplug, leave and delete one endpoint. Best effort, idempotent.
+        An interface its driver deletes later is put out of use (down) and out of the
+        way (renamed) once the store transaction commits; it is gone with the
+        namespace anyway when `namespace_going`."""
         self._withdraw(ep)
-        if ep.ifname:
+        if self._ctl.defers_teardown(ep):
+            if ep.ifname and not namespace_going:
+                self._park_after_commit(ep.ifname, rules.parked_ifname(ep.id))
+        elif ep.ifname:
             self._env.os.unplug(self.key, ep.ifname)
-        for step in (self._ctl.leave, self._ctl.delete_endpoint):
-            try:
-                step(ep)
-            except CNMError as exc:
-                log.warning("sandbox %s: endpoint %s: %s", self.id[:12], ep.name, exc)
+        try:
+            self._ctl.remove_endpoint(ep)
+        except CNMError as exc:
+            log.warning("sandbox %s: endpoint %s: %s", self.id[:12], ep.name, exc)
         if ep.id in self.record.endpoint_ids:
             self.record.endpoint_ids.remove(ep.id)
+
+    def _park_after_commit(self, ifname: str, new_name: str) -> None:
+        self._parking.add(ifname)
+
+        def park() -> None:
+            self._parking.discard(ifname)
+            self._env.os.park(self.key, ifname, new_name)
+        self._env.store.after_commit(park)
 
     # --------------------------------------------------- names and cluster peers
     def _announce(self, net: Network, ep: Endpoint, undo: Undo | None = None) -> None:
@@ -359,7 +383,7 @@ class Sandbox:
         """Every endpoint left and deleted, ports given back, the namespace and the
         record removed. Best effort and idempotent."""
         for ep in reversed(self.endpoints()):
-            self._detach(ep)
+            self._detach(ep, namespace_going=True)
         self.record.endpoint_ids.clear()
         self._env.ports.release_owner(self.id)
         try:

@@ -8,6 +8,7 @@ interface it did not create, and finds its own again after a restart.
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Protocol
@@ -19,6 +20,7 @@ from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
 from drivers.bridge import config as bconfig
 from drivers.bridge import naming
 from drivers.bridge.config import BridgeConfig
+from drivers.bridge.graveyard import Graveyard
 from drivers.bridge.hooks import BridgeFirewall, BridgeNetworkInfo, NoFirewall, PublishedEndpoint
 
 NAME = "bridge"
@@ -26,6 +28,7 @@ NAME = "bridge"
 MAX_BRIDGE_PORTS = 1023
 MAC_OPTION = labels.ENDPOINT_MAC
 PORTMAP_OPTION = labels.PORTMAP
+IFNAME_OPTION = labels.ENDPOINT_IFNAME
 
 
 class HostNetlink(Protocol):
@@ -37,8 +40,12 @@ class HostNetlink(Protocol):
     def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
                       alias: str | None = None, up: bool = True) -> None: ...
     def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None) -> None: ...
+                    peer_mac: str | None = None, alias: str | None = None,
+                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None: ...
     def delete_link(self, name: str) -> bool: ...
+    def retire_link(self, name: str, *, alias: str, group: int) -> bool: ...
+    def delete_link_group(self, group: int) -> None: ...
+    def sibling(self) -> HostNetlink: ...
     def set_link_up(self, name: str) -> None: ...
     def set_master(self, name: str, bridge: str | None) -> None: ...
     def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
@@ -61,6 +68,9 @@ class _Endpoint:
 class _Network:
     info: BridgeNetworkInfo
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+    # Deleted endpoints whose veth the graveyard has not deleted yet: they still hold
+    # a port of the bridge.
+    retiring: set[str] = field(default_factory=set)
 
     @property
     def bridge(self) -> str:
@@ -104,6 +114,8 @@ class BridgeDriver:
         self._firewall: BridgeFirewall = firewall or NoFirewall()
         self._networks: dict[str, _Network] = {}
         self._lock = threading.RLock()
+        self.graveyard = Graveyard(lambda: self.nl.sibling())
+        self._collected = False
 
     @property
     def nl(self) -> HostNetlink:
@@ -114,6 +126,7 @@ class BridgeDriver:
     def close(self) -> None:
         """Close the handle the factory gave (kernel objects stay). A composition root
         that shares its own handle with the driver closes that itself instead."""
+        self.graveyard.close()
         if self._nl is not None and hasattr(self._nl, "close"):
             self._nl.close()
         self._nl = None
@@ -121,7 +134,8 @@ class BridgeDriver:
     # -- networks -------------------------------------------------------------------
 
     def capabilities(self) -> Capability:
-        return Capability(data_scope=LOCAL, connectivity_scope=LOCAL)
+        return Capability(data_scope=LOCAL, connectivity_scope=LOCAL, names_interfaces=self._peer_in_sandbox,
+                          deferred_teardown=True)
 
     def validate_options(self, options: Mapping[str, str], internal: bool) -> dict[str, str]:
         return bconfig.normalize(options)
@@ -272,9 +286,15 @@ class BridgeDriver:
         # Checked before asking the kernel for a veth: its EXFULL names no bridge.
         # Counting the kernel's ports means parsing a dump of every link on the host
         # (~0.7 ms per container there): our own count decides until it nears the limit.
-        if len(net.endpoints) < MAX_BRIDGE_PORTS - 64:
+        if len(net.endpoints) + len(net.retiring) < MAX_BRIDGE_PORTS - 64:
             return
         ports = self.nl.bridge_port_count(net.bridge)
+        if ports >= MAX_BRIDGE_PORTS and net.retiring:
+            # Retired veths still hold ports: delete them now rather than refuse (their
+            # owners hear of it from the graveyard, which finds them gone).
+            for eid in list(net.retiring):
+                self._delete_veth(eid)
+            ports = self.nl.bridge_port_count(net.bridge)
         if ports >= MAX_BRIDGE_PORTS:
             raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; "
                            "create another network")
@@ -321,9 +341,11 @@ class BridgeDriver:
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
              options: Mapping[str, str]) -> JoinResult:
         """Makes the veth pair: host end on the bridge and up, container end created
-        inside the sandbox (the core renames it eth<N>, sets addresses and, unless the
-        network is internal, the default route via the bridge's gateway; internal
-        networks keep the gateway address on the bridge but give no route out)."""
+        inside the sandbox — already with the name the core asks for in
+        com.docker.network.endpoint.ifname, else a temporary one the core renames
+        eth<N> — then the core sets addresses and, unless the network is internal,
+        the default route via the bridge's gateway (internal networks keep the gateway
+        address on the bridge but give no route out)."""
         with self._lock:
             net = self._network(network_id)
             ep = net.endpoints.get(endpoint_id)
@@ -333,18 +355,13 @@ class BridgeDriver:
                 raise Conflict(f"endpoint {endpoint_id[:12]} is already joined to a sandbox")
             self._check_room(net)
             in_sandbox = self._peer_in_sandbox
-            self.nl.create_veth(ep.host_ifname, ep.peer_ifname, net.config.mtu, peer_mac=ep.mac,
+            peer = (options.get(IFNAME_OPTION) if in_sandbox else None) or ep.peer_ifname
+            self.nl.create_veth(ep.host_ifname, peer, net.config.mtu, peer_mac=ep.mac,
                                 alias=naming.endpoint_alias(endpoint_id),
-                                peer_netns=sandbox_key if in_sandbox else None)
-            try:
-                self.nl.set_master(ep.host_ifname, net.bridge)
-                self.nl.set_link_up(ep.host_ifname)
-            except BaseException:
-                self._undo(lambda: self.nl.delete_link(ep.host_ifname))
-                raise
+                                peer_netns=sandbox_key if in_sandbox else None, master=net.bridge, up=True)
             internal = net.config.internal
             return JoinResult(
-                src_ifname=ep.peer_ifname, dst_prefix="eth", in_sandbox=in_sandbox,
+                src_ifname=peer, dst_prefix="eth", in_sandbox=in_sandbox,
                 gateway=None if internal else naming.plain_address(net.info.gateway_v4),
                 gateway_v6=None if internal else naming.plain_address(net.info.gateway_v6))
 
@@ -362,6 +379,33 @@ class BridgeDriver:
             ours = False
         if ours:
             self.nl.delete_link(host)   # the peer goes with it, wherever it is
+
+    def delete_endpoint_later(self, network_id: str, endpoint_id: str, done: Callable[[], None]) -> None:
+        """Leave and delete the endpoint with its veth taken out of use now (down: no
+        traffic either way) and deleted in the background (cnm's deferred teardown:
+        see drivers.bridge.graveyard). `done()` is called from the graveyard's thread
+        once the veth is gone: only then may the caller hand out again what it
+        held (its addresses and MAC). Until then the veth counts as a bridge port."""
+        host, alias = naming.host_ifname(endpoint_id), naming.endpoint_alias(endpoint_id)
+        with self._lock:
+            net = self._networks.get(network_id)
+            if net is not None:
+                net.endpoints.pop(endpoint_id, None)
+                net.retiring.add(endpoint_id)
+            self.graveyard.retire(self.nl, host, alias)
+
+        def gone() -> None:
+            with self._lock:
+                if net is not None:
+                    net.retiring.discard(endpoint_id)
+            done()
+        self.graveyard.bury(host, alias, gone)
+
+    def collect_retired(self) -> None:
+        """At start-up: delete at once every veth an earlier life of the daemon retired
+        (one request for all of them)."""
+        with self._lock:
+            self.graveyard.collect(self.nl)
 
     def program_external_connectivity(self, network_id: str, endpoint_id: str,
                                       options: Mapping[str, object]) -> None:
@@ -404,5 +448,8 @@ def register(registry, *, netlink_factory: Callable[[], HostNetlink] | None = No
         from cnm.osl.netlink import Netlink
         netlink_factory = Netlink
     driver = BridgeDriver(netlink_factory, firewall=firewall)
+    delay = os.environ.get("CNM_GRAVEYARD_DELAY")      # tests of a crash with deletions pending
+    if delay:
+        driver.graveyard.delay = float(delay)
     registry.register(driver)
     return driver

@@ -38,6 +38,7 @@ from cnm.services import Core, build_core, core_routes
 from cnm.store.memory import MemoryStore
 from drivers import register_builtin
 from drivers.bridge.driver import BridgeDriver
+from drivers.bridge.graveyard import Graveyard
 from drivers.bridge.hooks import NoFirewall, PublishedEndpoint
 
 HOST_RESOLV = "nameserver 192.0.2.53\nsearch example.test\n"
@@ -86,6 +87,10 @@ class FakeHost:
         self.drivers = DriverRegistry()
         register_builtin(self.drivers, netlink_factory=lambda: self.world.host, firewall=self.firewall)
         self.drivers.register(NoGatewayDriver(lambda: self.world.host, firewall=self.firewall))
+        for name in ("bridge", "nogw"):
+            # Veths retired by a disconnect or removal are deleted when a test says so
+            # (settle): deterministic, and the state in between can be looked at.
+            self.graveyard(name).background = False
         self.ipams = IpamRegistry()
         ipam.register(self.ipams, stores={"LocalDefault": self.store, "GlobalDefault": self.store})
         self.ports = PortAllocator(lambda: PORT_RANGE, in_use=lambda proto, ip, port: not self.free_port)
@@ -102,6 +107,17 @@ class FakeHost:
         self.containers = self.core.containers
         self.events = self.core.events
         self.controller.ensure_builtin_networks()
+
+    def graveyard(self, driver: str = "bridge") -> Graveyard:
+        found = self.drivers.get(driver)
+        assert isinstance(found, BridgeDriver)
+        return found.graveyard
+
+    def settle(self) -> None:
+        """Let the kernel's deferred teardown finish: retired veths deleted, what they
+        held given back (as the daemon's graveyard threads do on their own)."""
+        for name in ("bridge", "nogw"):
+            self.graveyard(name).flush()
 
     def app(self) -> web.Application:
         """The daemon's API (networks, containers, events) over this host."""

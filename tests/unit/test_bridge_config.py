@@ -308,10 +308,10 @@ def test_port_limit_is_the_kernels_1023(drv, nl):
         drv.create_endpoint(NID, "c" * 64, EndpointInterface(address="172.18.9.6/16"), {})
 
 
-def test_endpoint_rolls_back_when_enslaving_fails(drv, nl):
+def test_join_leaves_nothing_when_the_veth_cannot_be_made(drv, nl):
     drv.create_network(spec())
     drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
-    nl.fail_next["set_master"] = InternalError("boom")
+    nl.fail_next["create_veth"] = InternalError("boom")   # one request: made, enslaved and up, or nothing
     with pytest.raises(InternalError):
         drv.join(NID, EID, "/run/cnm/netns/sb", {})
     assert not nl.link_exists(naming.host_ifname(EID)) and not nl.link_exists(naming.peer_ifname(EID))

@@ -68,6 +68,7 @@ def test_a_failed_run_leaves_nothing(host):
     host.free_port = False
     with pytest.raises(Conflict, match="in use"):
         run(host, "port", "n1", ports=[PortBinding("tcp", 80, None, 8080)])
+    host.settle()
     assert state(host) == before
     assert host.controller.endpoints_of(net.id) == []
     assert host.containers.list_containers() == []

@@ -81,6 +81,10 @@ def test_connecting_a_way_out_drops_the_gateway_bridge_and_moves_route_and_ports
     sb.join(br, EndpointRequest(aliases=["api"]))
     eps = by_network(sb)
     assert set(eps) == {ov.id, br.id}                          # the gateway bridge endpoint left
+    # Its interface is out of use and out of the way at once, deleted in the background.
+    parked = f"gone{gw_ep.id[:11]}"
+    assert ifnames(host, sb) == ["eth0", "eth2", parked] and not host.ns(sb.key).link(parked).up
+    host.settle()
     assert ifnames(host, sb) == ["eth0", "eth2"]
     assert host.default_routes(sb.key) == {"0.0.0.0/0": ("eth2", "10.3.0.1")}
     assert list(host.firewall.published) == [eps[br.id].id]    # ports moved with the way out
@@ -88,6 +92,7 @@ def test_connecting_a_way_out_drops_the_gateway_bridge_and_moves_route_and_ports
     assert [p.host_port for p in sb.published_ports()] == [8080]
     # And back: leaving the bridge brings the gateway bridge back, route and ports with it.
     sb.leave(eps[br.id])
+    host.settle()
     eps = by_network(sb)
     assert set(eps) == {ov.id, gwnet.id}
     assert ifnames(host, sb) == ["eth0", "eth1"]
@@ -113,8 +118,9 @@ def test_leaving_the_default_route_holder_routes_via_the_next(host):
     sb.leave(by_network(sb)[a.id])
     assert host.default_routes(sb.key) == {"0.0.0.0/0": ("eth1", "10.5.0.1")}
     assert list(host.firewall.published) == [by_network(sb)[b.id].id]
-    # The freed name is used again.
+    # The freed name is used again, at once: the old interface was renamed out of the way.
     sb.join(a, EndpointRequest())
+    host.settle()
     assert ifnames(host, sb) == ["eth0", "eth1"] and by_network(sb)[a.id].ifname == "eth0"
     assert host.default_routes(sb.key) == {"0.0.0.0/0": ("eth1", "10.5.0.1")}
 
@@ -152,6 +158,7 @@ def test_a_failed_build_rolls_back_everything(host):
     records = {kv.key for kv in host.store.list("")}
     with pytest.raises(Conflict, match="8080"):
         build(host, net, ports=[WEB])
+    host.settle()
     assert host.world.namespaces == {}
     assert host.controller.all_endpoints() == [] and host.host_links("veth") == []
     assert {kv.key for kv in host.store.list("")} == records
@@ -169,7 +176,7 @@ def test_a_failed_join_changes_nothing(host):
              {kv.key: kv.value for kv in host.store.list("")})
     with pytest.raises(InvalidParameter, match="not within any subnet"):
         sb.join(other, EndpointRequest(ip="10.99.0.5"))
-    host.world.host.fail_next["set_master"] = Conflict("injected")
+    host.world.host.fail_next["create_veth"] = Conflict("injected")
     with pytest.raises(Conflict, match="injected"):
         sb.join(other, EndpointRequest())
     assert (ifnames(host, sb), host.default_routes(sb.key), dict(host.firewall.published),
