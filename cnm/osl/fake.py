@@ -109,6 +109,8 @@ class FakeNetlink:
         if peer_name in self._links:
             raise Conflict(f"cannot create {peer_name}: File exists")
         bridge = self._get(master).index if master else None
+        if bridge is not None and sum(1 for link in self._links.values() if link.master == bridge) >= 1023:
+            raise Conflict(f"cannot create veth pair {name}/{peer_name}: Exchange full")   # the kernel's EXFULL
         self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name, master=bridge, up=up)
         self._new(peer_name, kind="veth", mtu=mtu, mac=peer_mac, peer=name)
         if peer_netns:

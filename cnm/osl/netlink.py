@@ -327,7 +327,12 @@ class Netlink:
         return self._do(f"list ports of {bridge}", ports)
 
     def bridge_port_count(self, bridge: str) -> int:
-        return len(self.bridge_ports(bridge))
+        what = f"count the ports of {bridge}"
+        master = self._raw_index(what, bridge)
+        try:
+            return self._rt.count_links(master)
+        except OSError as exc:
+            raise translate(exc, what) from exc
 
     def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None:
         """Move a link into the namespace at `netns` (path or `ip netns` name),

@@ -26,14 +26,16 @@ from dataclasses import dataclass
 
 # linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_ACK_TLVS = 0x200                 # in an error's header: extended-ack attributes follow
 NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_NEWROUTE = 20, 24
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = 18, 20, 27, 28
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 20, 27, 28, 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
@@ -136,6 +138,12 @@ def delete_link(index: int = 0, *, name: str | None = None, group: int | None = 
 
 def get_link(name: str) -> Message:
     return Message(RTM_GETLINK, 0, ifinfo() + _str(IFLA_IFNAME, name))
+
+
+def dump_links(master: int) -> Message:
+    """Every link enslaved to `master` (the kernel filters), without their statistics."""
+    return Message(RTM_GETLINK, NLM_F_DUMP,
+                   ifinfo() + _u32(IFLA_MASTER, master) + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
 
 
 def add_address(index: int, cidr: str) -> Message:
@@ -297,7 +305,7 @@ class Rtnl:
                     if mseq != seq:
                         continue          # an answer to an earlier, abandoned request
                     out.append(part)
-                    if kind in (NLMSG_ERROR, NLMSG_DONE) or not flags & NLM_F_ACK:
+                    if kind in (NLMSG_ERROR, NLMSG_DONE) or not flags & (NLM_F_ACK | NLM_F_DUMP):
                         return out
 
     def do(self, msg: Message) -> None:
@@ -323,6 +331,17 @@ class Rtnl:
                 if code:
                     raise RtnlError(code, text or os.strerror(code))
         return None
+
+    def count_links(self, master: int) -> int:
+        """How many links are enslaved to the link with index `master` (one dump the
+        kernel filters, counted without decoding)."""
+        answer = self._exchange(dump_links(master), NLM_F_REQUEST | NLM_F_DUMP)
+        kinds = [_HDR.unpack_from(part, 0)[1] for part in answer]
+        if kinds and kinds[-1] == NLMSG_ERROR:
+            code, text = parse_error(answer[-1])
+            if code:
+                raise RtnlError(code, text or os.strerror(code))
+        return kinds.count(RTM_NEWLINK)
 
     def index(self, name: str) -> int | None:
         found = self.link(name)

@@ -283,18 +283,22 @@ class BridgeDriver:
             return replace(iface, mac=mac)
 
     def _check_room(self, net: _Network) -> None:
-        # Checked before asking the kernel for a veth: its EXFULL names no bridge.
-        # Counting the kernel's ports means parsing a dump of every link on the host
-        # (~0.7 ms per container there): our own count decides until it nears the limit.
-        if len(net.endpoints) + len(net.retiring) < MAX_BRIDGE_PORTS - 64:
+        # Our own count decides: counting the kernel's ports means a dump of every port
+        # of the bridge (~0.1 ms a port, each join near the limit). The kernel has the
+        # last word: a bridge full of someone else's ports refuses the veth (EXFULL),
+        # which join turns into the same refusal (_full).
+        if len(net.endpoints) + len(net.retiring) < MAX_BRIDGE_PORTS:
             return
-        ports = self.nl.bridge_port_count(net.bridge)
-        if ports >= MAX_BRIDGE_PORTS and net.retiring:
+        if net.retiring:
             # Retired veths still hold ports: delete them now rather than refuse (their
             # owners hear of it from the graveyard, which finds them gone).
             for eid in list(net.retiring):
                 self._delete_veth(eid)
-            ports = self.nl.bridge_port_count(net.bridge)
+        self._full(net)
+
+    def _full(self, net: _Network) -> None:
+        """Conflict, naming the bridge, if the kernel says it has no port left."""
+        ports = self.nl.bridge_port_count(net.bridge)
         if ports >= MAX_BRIDGE_PORTS:
             raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; "
                            "create another network")
@@ -356,9 +360,13 @@ class BridgeDriver:
             self._check_room(net)
             in_sandbox = self._peer_in_sandbox
             peer = (options.get(IFNAME_OPTION) if in_sandbox else None) or ep.peer_ifname
-            self.nl.create_veth(ep.host_ifname, peer, net.config.mtu, peer_mac=ep.mac,
-                                alias=naming.endpoint_alias(endpoint_id),
-                                peer_netns=sandbox_key if in_sandbox else None, master=net.bridge, up=True)
+            try:
+                self.nl.create_veth(ep.host_ifname, peer, net.config.mtu, peer_mac=ep.mac,
+                                    alias=naming.endpoint_alias(endpoint_id),
+                                    peer_netns=sandbox_key if in_sandbox else None, master=net.bridge, up=True)
+            except Conflict:
+                self._full(net)       # EXFULL names no bridge: say which, and why
+                raise
             internal = net.config.internal
             return JoinResult(
                 src_ifname=peer, dst_prefix="eth", in_sandbox=in_sandbox,

@@ -131,3 +131,24 @@ def test_endpoints_join_and_talk(host_ns, driver, tmp_path):
         for path in sandboxes:
             netns.delete_netns(path)
     driver.delete_network(NID)
+
+
+def test_a_bridge_full_of_someone_elses_ports_is_refused_naming_it(host_ns, driver):
+    """The driver counts its own endpoints; the kernel's EXFULL (which names no bridge)
+    for ports it did not make becomes the same refusal, naming the bridge."""
+    driver.create_network(spec(subnet="172.30.0.0/16", gateway="172.30.0.1/16"))
+    nl = Netlink(host_ns)
+    try:
+        from cnm.osl import rtnl
+        br = nl.link_index(BR)
+        for i in range(1023):                       # someone else's ports, by the raw socket
+            nl._rt.do(rtnl.create_veth(f"f{i}", f"g{i}", master=br))
+        assert nl.bridge_port_count(BR) == 1023
+        eid = "e" * 64
+        driver.create_endpoint(NID, eid, EndpointInterface(address="172.30.1.2/16"), {})
+        sandbox = f"/run/netns/{host_ns}"
+        with pytest.raises(Conflict, match=f"bridge {BR} has 1023 ports, the Linux maximum"):
+            driver.join(NID, eid, sandbox, {})
+        assert not nl.link_exists(naming.host_ifname(eid))
+    finally:
+        nl.close()
