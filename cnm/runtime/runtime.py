@@ -201,7 +201,7 @@ class Runtime:
             deadline = time.monotonic() + START_TIMEOUT
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+                if remaining <= 0 or not _readable(sock.fileno(), remaining):
                     # A template stuck with the request would fork it late: end it. The
                     # caller fences the directory, so a late supervisor cannot claim it.
                     self.template.kill()
@@ -409,7 +409,7 @@ class Runtime:
             try:
                 fd = os.pidfd_open(ident[0])
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
-                select.select([fd], [], [], 5)
+                _readable(fd, 5)
             except ProcessLookupError:
                 pass
             finally:
@@ -454,6 +454,14 @@ class Runtime:
     def exec_env(self, cid: str) -> dict[str, str]:
         """The environment the container's process got (PATH, HOSTNAME defaulted)."""
         return self.spec(cid).full_env()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """poll, not select: the daemon holds an fd per running container, and select()
+    refuses any fd past 1,023."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 def _limited(spec: ContainerSpec) -> bool:

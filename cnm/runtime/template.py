@@ -80,7 +80,9 @@ class Template:
             theirs.close()
         self._ctl = mine
         self.starts += 1
-        if not select.select([mine], [], [], READY_TIMEOUT)[0] or mine.recv(1) != b"R":
+        poller = select.poll()          # not select(): the daemon's fds pass 1,023 with many containers
+        poller.register(mine, select.POLLIN)
+        if not poller.poll(int(READY_TIMEOUT * 1000)) or mine.recv(1) != b"R":
             self._stop()
             raise Unavailable("the container template process did not become ready (see the daemon's log)")
         return self._proc, mine

@@ -196,6 +196,26 @@ def test_force_remove_kills(rt, netns):
     rt.rt.remove("fr")  # idempotent
 
 
+def test_a_starter_holding_more_than_1024_fds(rt, netns):
+    """A daemon with hundreds of containers holds an fd or two per container: past
+    1,023, select() refuses them (found at 495 containers); start and remove still work."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1200: cannot hold 1,100 fds here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        rt.start("many", ["sleep", "1000"], netns=netns)
+        assert rt.rt.state("many").status == "running"
+        rt.rt.remove("many", force=True)
+        assert not (rt.state_dir / "many").exists()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_lost_shim_is_settled_by_adopt(rt, netns):
     st = rt.start("l", ["sleep", "1000"], netns=netns)
     os.kill(st.shim_pid, signal.SIGKILL)
