@@ -1,493 +1,266 @@
-"""Container lifecycle figures on this machine, each a median over repeated runs:
+"""Every figure of issue 10, ours against Docker's measured in the same run:
 
-- `net run --rm --net N true` latency (CLI to exit code, attached)
-- 100 and 500 detached containers on one network: total time, daemon RSS, supervisor RSS
-- `net connect` / `net disconnect` latency
+- `run --rm --net N true` (CLI, attached, to the exit code)          goal <= 0.25 of Docker's
+- 100 detached containers (`run -d`, one CLI call each)             goal <= 0.2
+- `connect` / `disconnect` through the CLI                           goal <= 0.5
+- `connect` / `disconnect` through the API (a raw HTTP client, the same for both daemons)
+                                                                     goal <= 0.25
+- one API round trip from the CLI: `net ls -q` against Docker's own clients on OUR daemon
+  (bench/cli.py's round_trip)                                        goal <= 1.5
+- per-container memory: supervisor (+ the template's share) against containerd-shim-runc-v2,
+  PSS at 100 (bench/supervisors.py measures the supervisor alone)   goal <= 1.0 MB, <= 0.4
+- removal per container (`rm -f`, 50 a call)                         goal <= 0.25 (issue: at 2,000)
+- with --thousands: 2,000 detached containers over two networks (bench/thousands.py):
+  total PSS, start and removal per container against Docker's at 100, `net run` and
+  `net ps` at 2,000 against at 0, supervisor start-up at 0 and 2,000, kernel resources.
 
-Ours: a daemon in a throwaway network namespace (cnm.demo.DemoHost).
+Both daemons run at once, each in a throwaway network namespace: ours (cnm.demo.DemoHost)
+and a private dockerd (bench/docker_side.py; Debian's 20.10, vfs storage,
+--iptables=false, user networks of its built-in bridge). Every time figure is paired:
+each round runs ours and Docker's back to back, the order alternating, and the ratio
+printed is the median of the per-round ratios (other helpers share these 2 cores; a
+slower moment slows both). Medians throughout; load averages before and after.
 
-Docker, in the same run, where a Docker engine can run here (Debian's docker.io: see
-tests/integration/dockerd.py): a private dockerd (its own containerd, data and exec roots,
---bridge=none --iptables=false) in a throwaway network namespace of its own, a user network
-of Docker's built-in bridge driver (`docker network create -d bridge --subnet 10.88.0.0/16
-bnet`) and the same figures measured with /usr/bin/docker (the 20.10 client), then printed
-as ratios ours / Docker's. Docker's detached figure is measured at 100 containers only
-(about 0.25 s each here; --docker-500 adds 500). Everything Docker made is removed
-afterwards, on errors and Ctrl-C too. Where dockerd cannot start (or with --no-docker) the
-reference figures from the project's issue are printed instead, labelled as such.
+    sudo .venv/bin/python bench/containers.py [--quick] [--no-docker] [--thousands [N]]
 
-    python bench/containers.py [--quick] [--no-docker] [--docker-500]
-
---quick: 5 runs per latency and 20 detached containers (for iterating; the figures are
-not the benchmark's). BENCH_RUNS overrides the number of runs (default 15).
+--quick: 5 rounds and 20 detached (for iterating). BENCH_RUNS overrides the rounds (15).
+Without Docker (--no-docker, or dockerd cannot start here) the issue's reference figures
+are printed instead, labelled as such.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.docker_side import DockerSide, DockerUnusable, smaps
+from bench.ours_side import OursSide
 from cnm.demo import BB, DemoHost
 
-# The issue's reference figures: Docker 28 on this 2-core machine kind, not measured here.
-DOCKER_REFERENCE = {"run --rm (ms)": 345, "100 detached (s)": 27, "connect (ms)": 37,
-                    "disconnect (ms)": 54, "daemon RSS after 100 (MB)": 109}
-GOAL = 0.25          # ours / Docker's, for the time figures
-CLI_GOAL = 1.5       # net / docker client, one API round trip on the same daemon (bench/cli.py)
+# The issue's figures for Docker on this machine kind, for a run without Docker.
+DOCKER_REFERENCE = {"run --rm (ms)": 319, "per detached container (ms)": 269, "CLI connect (ms)": 42,
+                    "CLI disconnect (ms)": 60}
+GOALS = {"run --rm (ms)": 0.25, "per detached container (ms)": 0.2, "CLI connect (ms)": 0.5,
+         "CLI disconnect (ms)": 0.5, "API connect (ms)": 0.25, "API disconnect (ms)": 0.25,
+         "removal per container (ms)": 0.25, "per-container PSS (MB)": 0.4}
+CLI_GOAL, PSS_GOAL_MB = 1.5, 1.0
 
 
-def timed(host: DemoHost, *args: str) -> float:
+class Paired:
+    """Figures measured in rounds, ours and Docker's back to back in each."""
+
+    def __init__(self) -> None:
+        self.ours: dict[str, list[float]] = {}
+        self.theirs: dict[str, list[float]] = {}
+
+    def round(self, rnd: int, name: str, ours: Callable[[], float], theirs: Callable[[], float] | None) -> None:
+        pair = [("ours", ours), ("theirs", theirs)] if rnd % 2 == 0 else [("theirs", theirs), ("ours", ours)]
+        for side, fn in pair:
+            if fn is not None:
+                (self.ours if side == "ours" else self.theirs).setdefault(name, []).append(1000 * fn())
+
+    def add(self, name: str, ours: float, theirs: float | None) -> None:
+        self.ours.setdefault(name, []).append(ours)
+        if theirs is not None:
+            self.theirs.setdefault(name, []).append(theirs)
+
+    def median(self, name: str, theirs: bool = False) -> float | None:
+        xs = (self.theirs if theirs else self.ours).get(name)
+        return statistics.median(xs) if xs else None
+
+    def ratio(self, name: str) -> float | None:
+        a, b = self.ours.get(name, []), self.theirs.get(name, [])
+        pairs = [x / y for x, y in zip(a, b, strict=False) if y]   # a side that failed a round is short
+        return statistics.median(pairs) if pairs else None
+
+
+def measure(ours: OursSide, dk: DockerSide | None, runs: int, detached: int, fig: Paired) -> dict:
+    """Every figure but --thousands'; returns the extra facts for the report."""
+    facts: dict = {}
+    for _ in range(3):                         # warm both: caches, templates, images
+        ours.cli("run", "--rm", "--net", "benchnet", BB, "true")
+        if dk:
+            dk.timed("run", "--rm", "--net", "bnet", dk.image, "true")
+    for rnd in range(runs):
+        fig.round(rnd, "run --rm (ms)", lambda: ours.cli("run", "--rm", "--net", "benchnet", BB, "true"),
+                  (lambda: dk.timed("run", "--rm", "--net", "bnet", dk.image, "true")) if dk else None)
+    print_row(fig, "run --rm (ms)")
+
+    ours.cli("run", "-d", "--name", "cc", "--net", "benchnet", BB, "sleep", "3600")
+    if dk:
+        dk.docker("run", "-d", "--name", "cc", "--net", "bnet", dk.image, "sleep", "3600")
+    for rnd in range(runs):
+        fig.round(rnd, "CLI connect (ms)", lambda: ours.cli("connect", "benchnet2", "cc"),
+                  (lambda: dk.timed("network", "connect", "bnet2", "cc")) if dk else None)
+        fig.round(rnd, "CLI disconnect (ms)", lambda: ours.cli("disconnect", "benchnet2", "cc"),
+                  (lambda: dk.timed("network", "disconnect", "bnet2", "cc")) if dk else None)
+    theirs_api = api_client(dk.sock) if dk else None
+    for rnd in range(runs):
+        fig.round(rnd, "API connect (ms)", lambda: ours.api("POST", "/v1.41/networks/benchnet2/connect",
+                                                            {"Container": "cc"}),
+                  (lambda: timed_api(theirs_api, "POST", "/v1.41/networks/bnet2/connect", {"Container": "cc"}))
+                  if dk else None)
+        fig.round(rnd, "API disconnect (ms)", lambda: ours.api("POST", "/v1.41/networks/benchnet2/disconnect",
+                                                               {"Container": "cc"}),
+                  (lambda: timed_api(theirs_api, "POST", "/v1.41/networks/bnet2/disconnect", {"Container": "cc"}))
+                  if dk else None)
+    for name in ("CLI connect (ms)", "CLI disconnect (ms)", "API connect (ms)", "API disconnect (ms)"):
+        print_row(fig, name)
+    ours.cli("container", "rm", "-f", "cc")
+    if dk:
+        dk.docker("rm", "-f", "cc")
+
+    from bench.cli import round_trip
+    facts["round_trip"] = round_trip(ours.sock, runs)
+    print("net ls -q against Docker's clients on our daemon: " + "; ".join(
+        f"{c} {f['ms']:.1f} ms" + ("" if c == "net" else f" (ratio {f['ratio']:.2f})")
+        for c, f in facts["round_trip"].items()))
+
+    facts["detached"] = detached_figures(ours, dk, detached, fig)
+    return facts
+
+
+def api_client(sock: str):
+    from cnm.api.transport import UnixSocketTransport
+    return UnixSocketTransport(sock)
+
+
+def timed_api(client, method: str, path: str, body: dict | None) -> float:
     t = time.perf_counter()
-    r = host.net(*args, quiet=True)
+    status, _, data = client.request(method, path, body)
     dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"bench: net {' '.join(args)} failed: {r.stderr}")
+    if status >= 300:
+        raise SystemExit(f"bench: {method} {path}: HTTP {status}: {data[:300]!r}")
     return dt
 
 
-def rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def pss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def daemon_pid(host: DemoHost) -> int:
-    # `ip netns exec` execs the daemon in place: the Popen pid is the daemon's.
-    return host.proc.pid
-
-
-def shim_pids(host: DemoHost) -> list[int]:
-    out = []
-    cdir = host.dir / "run" / "containers"
-    for name in os.listdir(cdir):
-        try:
-            state = json.loads((cdir / name / "state.json").read_text())
-            out.append(int(state["shim_pid"]))
-        except (OSError, ValueError, KeyError):
-            continue
-    return out
-
-
-def template_pids(host: DemoHost) -> list[int]:
-    """The daemon's supervisor template process (its child named cnm-template): the
-    supervisors share its memory, so its PSS counts with theirs."""
-    out = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        st = _proc_stat(int(entry))
-        try:
-            with open(f"/proc/{entry}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        if st and st[0] == daemon_pid(host) and comm == "cnm-template":
-            out.append(int(entry))
-    return out
-
-
-def detached(host: DemoHost, n: int) -> dict:
+def detached_figures(ours: OursSide, dk: DockerSide | None, n: int, fig: Paired) -> dict:
+    """n detached containers each, started in interleaved blocks of 10; memory with all
+    of them running; then removed, 50 a call, interleaved too."""
+    block = 10
+    t_ours = t_dk = 0.0
+    for b in range(0, n, block):
+        for side in (("ours", "dk") if (b // block) % 2 == 0 else ("dk", "ours")):
+            if side == "ours":
+                t_ours += sum(ours.cli("run", "-d", "--net", "benchnet", BB, "sleep", "3600")
+                              for _ in range(min(block, n - b)))
+            elif dk:
+                t_dk += sum(dk.timed("run", "-d", "--net", "bnet", dk.image, "sleep", "3600")
+                            for _ in range(min(block, n - b)))
+    fig.add("per detached container (ms)", 1000 * t_ours / n, 1000 * t_dk / n if dk else None)
+    mem = {"ours": ours.memory()}
+    if dk:
+        shims = [s for s in (smaps(p) for p in dk.shim_pids()) if s]
+        mem["shims"] = {"n": len(shims), "pss_each": sum(s["Pss"] for s in shims) / max(1, len(shims)),
+                        "rss_each": statistics.median(s["Rss"] for s in shims) if shims else 0}
+        mem["docker daemons"] = {"dockerd": smaps(dk.dockerd_pid()),
+                                 "containerd": smaps(dk.containerd_pid() or 0)}
+    o = mem["ours"]
+    fig.add("per-container PSS (MB)", o["per_container_kb"] / 1024, mem["shims"]["pss_each"] / 1024 if dk else None)
     t = time.perf_counter()
-    for i in range(n):
-        timed(host, "run", "-d", "--net", "benchnet", "--name", f"c{n}-{i}", BB, "sleep", "3600")
-    total = time.perf_counter() - t
-    shims = shim_pids(host)
-    fig = {"total (s)": total, "per container (ms)": 1000 * total / n,
-           "daemon RSS (MB)": rss_kb(daemon_pid(host)) / 1024,
-           "supervisors": len(shims),
-           "supervisor RSS each (MB, median)": statistics.median(rss_kb(p) for p in shims) / 1024 if shims else 0,
-           "supervisor PSS total (MB)": sum(pss_kb(p) for p in shims + template_pids(host)) / 1024}
-    ids = host.net("ps", "-q", quiet=True).stdout.split()
-    for chunk in range(0, len(ids), 50):
-        host.net("container", "rm", "-f", *ids[chunk:chunk + 50], quiet=True)
-    return fig
+    ours.remove_all()
+    rm_ours = time.perf_counter() - t
+    rm_dk = dk.remove_all() if dk else None
+    fig.add("removal per container (ms)", 1000 * rm_ours / n, 1000 * rm_dk / n if rm_dk is not None else None)
+    for name in ("per detached container (ms)", "per-container PSS (MB)", "removal per container (ms)"):
+        print_row(fig, name)
+    print(f"  at {n}: ours {o['supervisors']} supervisors, {o['supervisor_pss_kb'] / 1024:.0f} MB PSS together "
+          f"+ the template {o['template_pss_kb'] / 1024:.1f} MB, daemon PSS {o['daemon_pss_kb'] / 1024:.0f} MB"
+          + (f"; Docker {mem['shims']['n']} shims, {mem['shims']['pss_each'] * mem['shims']['n'] / 1024:.0f} MB "
+             f"PSS together, dockerd {mem['docker daemons']['dockerd'].get('Pss', 0) / 1024:.0f} + containerd "
+             f"{mem['docker daemons']['containerd'].get('Pss', 0) / 1024:.0f} MB PSS" if dk else ""))
+    return mem
 
 
-def median_ms(xs: list[float]) -> float:
-    return 1000 * statistics.median(xs)
+def print_row(fig: Paired, name: str) -> None:
+    o, d, r = fig.median(name), fig.median(name, theirs=True), fig.ratio(name)
+    line = f"{name:<30} ours {o:8.2f}"
+    if d is not None:
+        line += f"   docker {d:8.2f}   ratio {r:5.2f}"
+    print(line, flush=True)
 
 
-def p90_ms(xs: list[float]) -> float:
-    return 1000 * sorted(xs)[int(0.9 * len(xs))]
-
-
-def measure_ours(runs: int, sizes: tuple[int, ...]) -> dict:
-    with DemoHost() as host:
-        host.net("create", "--subnet", "10.250.0.0/20", "benchnet", quiet=True)
-        for _ in range(3):   # warm caches
-            timed(host, "run", "--rm", "--net", "benchnet", BB, "true")
-        run_ms = [1000 * timed(host, "run", "--rm", "--net", "benchnet", BB, "true") for _ in range(runs)]
-        print(f"net run --rm --net N true: median {statistics.median(run_ms):.1f} ms "
-              f"(p90 {sorted(run_ms)[int(0.9 * len(run_ms))]:.1f} ms, {runs} runs)")
-
-        host.net("create", "benchnet2", quiet=True)
-        host.net("run", "-d", "--name", "cc", "--net", "benchnet", BB, "sleep", "3600", quiet=True)
-        conn, disc = [], []
-        for _ in range(runs):
-            conn.append(1000 * timed(host, "connect", "benchnet2", "cc"))
-            disc.append(1000 * timed(host, "disconnect", "benchnet2", "cc"))
-        host.net("container", "rm", "-f", "cc", quiet=True)
-        print(f"net connect: median {statistics.median(conn):.1f} ms; "
-              f"net disconnect: median {statistics.median(disc):.1f} ms")
-
-        figs = {}
-        for n in sizes:
-            figs[n] = detached(host, n)
-            f = figs[n]
-            print(f"{n} detached containers: {f['total (s)']:.1f} s total "
-                  f"({f['per container (ms)']:.1f} ms each); daemon RSS {f['daemon RSS (MB)']:.1f} MB; "
-                  f"{f['supervisors']} supervisors, {f['supervisor RSS each (MB, median)']:.1f} MB RSS each, "
-                  f"{f['supervisor PSS total (MB)']:.0f} MB PSS in all")
-
-        # One CLI call with one API round trip and no container work (the floor under every
-        # figure above), against Docker's own clients on this same daemon, paired and
-        # interleaved (bench/cli.py has every command).
-        from bench.cli import round_trip
-        rt = round_trip(str(host.sock), runs)
-        print("net ls -q against docker network ls -q on this daemon: "
-              + "; ".join(f"{c} {f['ms']:.1f} ms ({f['cpu']:.1f} ms CPU)" + ("" if c == "net" else
-                          f", ratio {f['ratio']:.2f}") for c, f in rt.items()))
-    return {"run_ms": run_ms, "conn": conn, "disc": disc, "figs": figs, "ls_ms": rt["net"]["ms"], "round_trip": rt}
-
-
-# -- Docker, measured in the same run ---------------------------------------------------
-
-class DockerUnusable(Exception):
-    """Docker cannot be measured here; the message says why (for the fallback's label)."""
-
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, CPU seconds user+system) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all cores; not idle, not iowait)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-class DockerSide:
-    """A private dockerd in a throwaway network namespace, with two user networks of
-    Docker's built-in bridge driver. A context manager: leaving it (error, Ctrl-C,
-    SIGTERM) tears the engine down and deletes the namespace."""
-
-    def __init__(self) -> None:
-        self.ns = f"cnmbench-dk-{secrets.token_hex(3)}"
-        self.engine = None
-        self.ns_made = False
-
-    def __enter__(self) -> DockerSide:
-        from tests.integration.dockerd import DockerEngine, DockerUnavailable, unavailable_reason
-        reason = unavailable_reason()
-        if reason:
-            raise DockerUnusable(reason)
-        try:
-            subprocess.run(["ip", "netns", "add", self.ns], check=True, capture_output=True)
-            self.ns_made = True
-            subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True, capture_output=True)
-            self.engine = DockerEngine(self.ns)
-            try:
-                self.engine.start()
-            except DockerUnavailable as exc:
-                raise DockerUnusable(f"dockerd cannot start here: {exc}") from None
-            # Under --iptables=false the bridge driver skips its NAT/isolation chains (nothing
-            # here needs them: the benchmark never leaves the namespace); the embedded DNS
-            # still sets its DNAT rules, inside each container's own namespace.
-            for name, subnet in (("bnet", "10.88.0.0/16"), ("bnet2", "10.89.0.0/16")):
-                r = self.docker("network", "create", "-d", "bridge", "--subnet", subnet, name, check=False)
-                if r.returncode != 0:
-                    raise DockerUnusable(f"Docker's built-in bridge driver cannot be used here "
-                                         f"(--bridge=none --iptables=false): {r.stderr.strip()}")
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # Not to be cut short by a second Ctrl-C: half a teardown leaks a dockerd.
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            if self.engine is not None:
-                try:
-                    self.engine.teardown()
-                except RuntimeError as err:
-                    print(f"bench: {err}", file=sys.stderr)
-            if self.ns_made:
-                subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
-                self.ns_made = False
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
-    def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        return self.engine.docker(*args, check=check, timeout=timeout)
-
-    def timed(self, *args: str) -> float:
-        t = time.perf_counter()
-        self.docker(*args)
-        return time.perf_counter() - t
-
-    # -- processes --------------------------------------------------------------------
-
-    def dockerd_pid(self) -> int:
-        # unshare and sh exec in place, nsenter --net too: the Popen pid is dockerd's.
-        return self.engine.proc.pid
-
-    def containerd_pid(self) -> int | None:
-        marker = f"--config {self.engine.exec_root}/"
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                st = _proc_stat(int(entry))
-                if st and st[0] == self.dockerd_pid() and marker in _cmdline(int(entry)):
-                    return int(entry)
-        return None
-
-    def shim_pids(self) -> list[int]:
-        """containerd-shim-runc-v2 of this engine (one per container; they daemonize, so
-        found by the containerd address in their command line, not by ancestry)."""
-        marker = f"-address {self.engine.exec_root}/"
-        return [int(e) for e in os.listdir("/proc") if e.isdigit()
-                and "containerd-shim" in (c := _cmdline(int(e))) and marker in c]
-
-    def cpu_s(self, pids: list[int]) -> float:
-        return sum(st[1] for p in pids if (st := _proc_stat(p)))
-
-    # -- figures ----------------------------------------------------------------------
-
-    def run_rm(self, runs: int) -> list[float]:
-        for _ in range(3):   # warm caches
-            self.timed("run", "--rm", "--net", "bnet", self.image, "true")
-        return [self.timed("run", "--rm", "--net", "bnet", self.image, "true") for _ in range(runs)]
-
-    def connect_disconnect(self, runs: int) -> tuple[list[float], list[float]]:
-        self.docker("run", "-d", "--name", "cc", "--net", "bnet", self.image, "sleep", "1000")
-        conn, disc = [], []
-        for _ in range(runs):
-            conn.append(self.timed("network", "connect", "bnet2", "cc"))
-            disc.append(self.timed("network", "disconnect", "bnet2", "cc"))
-        self.docker("rm", "-f", "cc")
-        return conn, disc
-
-    def detached(self, n: int) -> dict:
-        daemons = [self.dockerd_pid(), self.containerd_pid()]
-        before = {"dockerd": rss_kb(daemons[0]) / 1024, "containerd": rss_kb(daemons[1]) / 1024}
-        cpu0, busy0 = self.cpu_s(daemons), machine_busy_s()
-        t = time.perf_counter()
-        for i in range(n):
-            self.docker("run", "-d", "--net", "bnet", "--name", f"d{n}-{i}", self.image, "sleep", "1000")
-        total = time.perf_counter() - t
-        busy = machine_busy_s() - busy0
-        shims = self.shim_pids()
-        fig = {"total (s)": total, "per container (ms)": 1000 * total / n,
-               "dockerd RSS (MB)": rss_kb(daemons[0]) / 1024,
-               "containerd RSS (MB)": rss_kb(daemons[1]) / 1024,
-               "RSS before (MB)": before,
-               "machine CPU (s)": busy,
-               "daemon CPU (s)": self.cpu_s(daemons) - cpu0,
-               "shim CPU (s)": self.cpu_s(shims),
-               "shims": len(shims),
-               "shim RSS each (MB, median)": statistics.median(rss_kb(p) for p in shims) / 1024 if shims else 0,
-               "shim PSS total (MB)": sum(pss_kb(p) for p in shims) / 1024}
-        fig["daemon RSS (MB)"] = fig["dockerd RSS (MB)"] + fig["containerd RSS (MB)"]
-        t = time.perf_counter()
-        ids = self.docker("ps", "-aq").stdout.split()
-        for chunk in range(0, len(ids), 50):
-            self.docker("rm", "-f", *ids[chunk:chunk + 50], timeout=300)
-        fig["rm -f all (s)"] = time.perf_counter() - t
-        return fig
-
-    def breakdown(self, runs: int) -> dict:
-        """Where `docker run --rm` spends its time: the client alone, one API round trip,
-        and run --rm with no network namespace (--net host), with an empty one (--net
-        none: the sandbox, made by runc's prestart hook `dockerd libnetwork-setkey`) and
-        on the bridge network (veth pair, address, and the embedded DNS resolver, whose
-        DNAT rules are set with iptables in the container's namespace even under
-        --iptables=false)."""
-        steps = {"client only (docker --version)": [], "API round trip (docker network ls -q)": [],
-                 "run --rm --net host": [], "run --rm --net none": [], "run --rm --net bnet": []}
-        for _ in range(runs):
-            t = time.perf_counter()
-            subprocess.run([self.engine_docker, "--version"], capture_output=True, check=True)
-            steps["client only (docker --version)"].append(time.perf_counter() - t)
-            steps["API round trip (docker network ls -q)"].append(self.timed("network", "ls", "-q"))
-            for net in ("host", "none", "bnet"):
-                steps[f"run --rm --net {net}"].append(self.timed("run", "--rm", "--net", net, self.image, "true"))
-        return {k: median_ms(v) for k, v in steps.items()}
-
-    @property
-    def image(self) -> str:
-        from tests.integration.dockerd import IMAGE
-        return IMAGE
-
-    @property
-    def engine_docker(self) -> str:
-        from tests.integration.dockerd import DOCKER
-        return DOCKER
-
-
-def measure_docker(runs: int, sizes: tuple[int, ...]) -> dict:
-    with DockerSide() as dk:
-        version = dk.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
-        print(f"\nDocker {version} (private dockerd in namespace {dk.ns}; user network of the "
-              f"built-in bridge driver, --iptables=false; client {dk.engine_docker}):")
-        run_s = dk.run_rm(runs)
-        print(f"docker run --rm --net bnet IMAGE true: median {median_ms(run_s):.1f} ms "
-              f"(p90 {p90_ms(run_s):.1f} ms, {runs} runs)")
-        conn, disc = dk.connect_disconnect(runs)
-        print(f"docker network connect: median {median_ms(conn):.1f} ms; "
-              f"docker network disconnect: median {median_ms(disc):.1f} ms")
-        figs = {}
-        for n in sizes:
-            figs[n] = f = dk.detached(n)
-            print(f"{n} detached containers: {f['total (s)']:.1f} s total ({f['per container (ms)']:.1f} ms each); "
-                  f"dockerd+containerd RSS {f['daemon RSS (MB)']:.1f} MB ({f['dockerd RSS (MB)']:.1f} + "
-                  f"{f['containerd RSS (MB)']:.1f}; before them {f['RSS before (MB)']['dockerd']:.1f} + "
-                  f"{f['RSS before (MB)']['containerd']:.1f}); {f['shims']} shims, "
-                  f"{f['shim RSS each (MB, median)']:.1f} MB RSS each, {f['shim PSS total (MB)']:.0f} MB PSS in all")
-            print(f"  CPU while starting them: the machine {f['machine CPU (s)']:.1f} s of "
-                  f"{os.cpu_count() * f['total (s)']:.0f} s ({os.cpu_count()} cores), of which dockerd+containerd "
-                  f"{f['daemon CPU (s)']:.1f} s, shims {f['shim CPU (s)']:.1f} s (the rest: the clients, runc, "
-                  f"dockerd's re-execs, iptables); removing them all (docker rm -f): {f['rm -f all (s)']:.1f} s")
-        bd = dk.breakdown(max(5, runs // 2))
-        print("where docker run --rm's time goes (medians): "
-              + "; ".join(f"{k} {v:.1f} ms" for k, v in bd.items()))
-    return {"run_ms": [1000 * x for x in run_s], "conn": [1000 * x for x in conn],
-            "disc": [1000 * x for x in disc], "figs": figs, "ls_ms": bd["API round trip (docker network ls -q)"]}
-
-
-# -- the comparison ---------------------------------------------------------------------
-
-def compare(ours: dict, docker: dict | None, n: int, why_not: str | None) -> None:
-    of = ours["figs"][n]
-    rows = [("run --rm (ms)", statistics.median(ours["run_ms"]), True),
-            (f"{n} detached (s)", of["total (s)"], True),
-            ("connect (ms)", statistics.median(ours["conn"]), True),
-            ("disconnect (ms)", statistics.median(ours["disc"]), True),
-            (f"daemon RSS after {n} (MB)", of["daemon RSS (MB)"], False),
-            ("per-container RSS (MB)", of["supervisor RSS each (MB, median)"], False),
-            (f"all {n} containers' PSS (MB)", of["supervisor PSS total (MB)"], False)]
-    if docker is not None:
-        df = docker["figs"][n]
-        theirs = {"run --rm (ms)": statistics.median(docker["run_ms"]), f"{n} detached (s)": df["total (s)"],
-                  "connect (ms)": statistics.median(docker["conn"]),
-                  "disconnect (ms)": statistics.median(docker["disc"]),
-                  f"daemon RSS after {n} (MB)": df["daemon RSS (MB)"],
-                  "per-container RSS (MB)": df["shim RSS each (MB, median)"],
-                  f"all {n} containers' PSS (MB)": df["shim PSS total (MB)"]}
-        print(f"\nAgainst Docker, measured in this run (ratio = ours / Docker's; goal for the times: "
-              f"<= {GOAL:g}). Docker's daemon RSS is dockerd + containerd, its per-container "
-              f"RSS/PSS a containerd-shim-runc-v2's (ours: a supervisor's):")
-    else:
-        theirs = DOCKER_REFERENCE
-        print(f"\nAgainst Docker (goal for the times: <= {GOAL:g} of Docker's): NOT measured in this run "
-              f"({why_not}); REFERENCE figures from the issue (Docker 28 on this 2-core machine kind):")
-    for key, value, goal in rows:
-        ref = theirs.get(key)
-        if ref is None:
+def report(fig: Paired, facts: dict, docker: bool, why_not: str | None) -> None:
+    print("\nAgainst Docker, " + ("measured in this run (paired rounds; ratio = median of per-round ours / "
+                                  "Docker's)" if docker else f"NOT measured ({why_not}): the issue's reference "
+                                  f"figures (Docker 20.10 on this machine kind)") + ":")
+    print(f"  {'figure':<30} {'ours':>9} {'Docker':>9} {'ratio':>6}  goal")
+    for name, goal in GOALS.items():
+        o = fig.median(name)
+        if o is None:
             continue
-        ratio = value / ref if ref else float("inf")
-        verdict = f"goal <= {GOAL:g}: {'met' if ratio <= GOAL else 'NOT met'}" if goal else ""
-        label = "docker" if docker is not None else "ref."
-        print(f"  {key:<28} ours {value:8.1f}   {label} {ref:8.1f}   ratio {ratio:5.2f}   {verdict}".rstrip())
-    for client, f in ours["round_trip"].items():
+        d = fig.median(name, theirs=True) if docker else DOCKER_REFERENCE.get(name)
+        r = fig.ratio(name) if docker else (o / d if d else None)
+        verdict = "" if r is None else f"<= {goal:g}: {'met' if r <= goal else 'NOT met'}"
+        print(f"  {name:<30} {o:9.2f} {d if d is not None else float('nan'):9.2f} "
+              f"{r if r is not None else float('nan'):6.2f}  {verdict}")
+    pss = fig.median("per-container PSS (MB)")
+    if pss is not None:
+        print(f"  {'per-container PSS <= 1.0 MB':<30} {pss:9.2f} {'':>9} {'':>6}  {'met' if pss <= PSS_GOAL_MB else 'NOT met'}")
+    for client, f in facts.get("round_trip", {}).items():
         if client != "net":
-            verdict = f"goal <= {CLI_GOAL:g}: {'met' if f['ratio'] <= CLI_GOAL else 'NOT met'}"
-            print(f"  {'net ls -q vs ' + client:<28} ours {ours['ls_ms']:8.1f}   same daemon {f['ms']:5.1f}   "
-                  f"ratio {f['ratio']:5.2f}   {verdict}")
-    if docker is not None:
-        print(f"  (docker network ls -q against Docker's own daemon: {docker['ls_ms']:.1f} ms)")
+            print(f"  {'net ls -q vs ' + client:<30} {facts['round_trip']['net']['ms']:9.2f} {f['ms']:9.2f} "
+                  f"{f['ratio']:6.2f}  <= {CLI_GOAL:g}: {'met' if f['ratio'] <= CLI_GOAL else 'NOT met'}")
+    if "thousands" in facts:
+        from bench.thousands import report as thousands_report
+        thousands_report(facts["thousands"], fig)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="5 runs per latency, 20 detached containers")
+    ap.add_argument("--quick", action="store_true", help="5 rounds, 20 detached containers")
     ap.add_argument("--no-docker", action="store_true", help="do not start dockerd; print the reference figures")
-    ap.add_argument("--docker-500", action="store_true", help="also measure 500 detached containers on Docker")
+    ap.add_argument("--thousands", nargs="?", type=int, const=2000, default=0, metavar="N",
+                    help="also start, list and remove N (2000) detached containers over two networks")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)     # progress shows under `| tee` too
     if os.geteuid() != 0:
         print("bench: run as root (it creates network namespaces)", file=sys.stderr)
         return 1
     runs = 5 if args.quick else int(os.environ.get("BENCH_RUNS", "15"))
-    sizes = (20,) if args.quick else (100, 500)
-    docker_sizes = (20,) if args.quick else ((100, 500) if args.docker_500 else (100,))
+    detached = 20 if args.quick else 100
 
     def on_term(signum, frame):     # SIGTERM unwinds like Ctrl-C: every `with` cleans up
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
-
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    fig, facts, why_not = Paired(), {}, None
     try:
-        return run(args, runs, sizes, docker_sizes, t0)
+        with DemoHost() as host:
+            ours = OursSide(host)
+            ours.cli("create", "--subnet", "10.250.0.0/20", "benchnet")
+            ours.cli("create", "--subnet", "10.251.0.0/20", "benchnet2")
+            dk_cm: DockerSide | None = None
+            if args.no_docker:
+                why_not = "--no-docker"
+            else:
+                try:
+                    dk_cm = DockerSide().__enter__()
+                    print(f"Docker {dk_cm.version} in namespace {dk_cm.ns} (client {dk_cm.client}); ours in "
+                          f"{host.ns}; load average {load0[0]:.1f}")
+                except DockerUnusable as exc:
+                    why_not = str(exc).splitlines()[0]
+                    print(f"bench: Docker not measured: {exc}", file=sys.stderr)
+            try:
+                facts = measure(ours, dk_cm, runs, detached, fig)
+                if args.thousands:
+                    from bench.thousands import thousands
+                    facts["thousands"] = thousands(ours, args.thousands, runs)
+            finally:
+                if dk_cm is not None:
+                    dk_cm.__exit__()
     except KeyboardInterrupt:
         print("\nbench: interrupted (everything it made has been removed)", file=sys.stderr)
         return 130
-
-
-def run(args: argparse.Namespace, runs: int, sizes: tuple[int, ...], docker_sizes: tuple[int, ...],
-        t0: float) -> int:
-    ours = measure_ours(runs, sizes)
-    docker, why_not = None, None
-    if args.no_docker:
-        why_not = "--no-docker"
-    else:
-        try:
-            docker = measure_docker(runs, docker_sizes)
-        except DockerUnusable as exc:
-            why_not = str(exc).splitlines()[0]
-            print(f"\nbench: Docker not measured: {exc}", file=sys.stderr)
-        except Exception as exc:     # our figures stand; the engine is already torn down
-            why_not = f"the Docker measurement failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            print(f"\nbench: {why_not}\n{exc}", file=sys.stderr)
-    compare(ours, docker, sizes[0], why_not)
-    if docker is not None and 500 in sizes and 500 not in docker_sizes:
-        per = docker["figs"][docker_sizes[0]]["per container (ms)"]
-        print(f"  (Docker measured at {docker_sizes[0]} detached only: {per:.0f} ms a container here, so 500 "
-              f"would add ~{(500 * per / 1000 + 40) / 60:.0f} min with their removal; --docker-500 measures it)")
-    if docker is not None and 500 in docker["figs"] and 500 in ours["figs"]:
-        o, d = ours["figs"][500], docker["figs"][500]
-        print(f"  {'500 detached (s)':<28} ours {o['total (s)']:8.1f}   docker {d['total (s)']:8.1f}   "
-              f"ratio {o['total (s)'] / d['total (s)']:5.2f}   goal <= {GOAL:g}: "
-              f"{'met' if o['total (s)'] / d['total (s)'] <= GOAL else 'NOT met'}")
-        print(f"  {'daemon RSS after 500 (MB)':<28} ours {o['daemon RSS (MB)']:8.1f}   docker "
-              f"{d['daemon RSS (MB)']:8.1f}   ratio {o['daemon RSS (MB)'] / d['daemon RSS (MB)']:5.2f}")
-    print(f"\n(bench/containers.py took {time.perf_counter() - t0:.0f} s)")
+    report(fig, facts, why_not is None, why_not)
+    load1 = os.getloadavg()
+    print(f"\n(bench/containers.py took {time.perf_counter() - t0:.0f} s; load average {load0[0]:.1f} before, "
+          f"{load1[0]:.1f} after, on {os.cpu_count()} cores shared with other work)")
     return 0
 
 

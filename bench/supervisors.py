@@ -165,6 +165,14 @@ class Ours:
                 "per_container": total_pss / max(1, len(sups))}
 
 
+def startup_ms(runs: int) -> float | None:
+    """Median supervisor start-up (Template.probe, ms) of a Runtime of our own, on this
+    machine as it is now (bench/containers.py --thousands: at 0 and at 2,000 containers)."""
+    with Ours() as ours:
+        probes = ours.probe_latency(runs)
+    return median_ms(probes) if probes else None
+
+
 def fresh_interpreter_latency(runs: int) -> tuple[list[float], dict]:
     """The pre-template design's per-container cost: a new `python -I -S` importing the
     supervisor's modules (timed to exit), and its memory while it idles."""
@@ -212,10 +220,7 @@ def measure_ours(runs: int, sizes: tuple[int, ...]) -> dict:
 
 
 def measure_docker(sizes: tuple[int, ...]) -> dict:
-    from containers import (  # bench/containers.py, same directory
-        DockerSide,
-        DockerUnusable,
-    )
+    from bench.docker_side import DockerSide, DockerUnusable
     res: dict = {}
     try:
         with DockerSide() as dk:
