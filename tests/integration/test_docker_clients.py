@@ -161,18 +161,36 @@ def test_events_since_until_and_filters(dpy, cli):
 
 
 def test_events_stream_live(cli, dpy):
-    name = uniq("live")
+    """Events reach a client that is already listening. Waits on conditions, not on
+    sleeps (under load the CLI may take seconds to subscribe): a probe network is made and
+    removed until its events come through — then the stream is live — and only then the
+    network under test (both names in one `network` filter: Docker ORs a key's values)."""
+    name, probe = uniq("live"), uniq("probe")
     proc = cli.popen("events", "--filter", "type=network", "--filter", f"network={name}",
-                     "--format", "{{.Action}} {{.Actor.Attributes.name}}", stdout=subprocess.PIPE)
+                     "--filter", f"network={probe}", "--format", "{{.Action}} {{.Actor.Attributes.name}}",
+                     stdout=subprocess.PIPE)
+    out = b""
+
+    def read_until(done, timeout: float) -> bool:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.2)[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                out += chunk
+        return done()
+
     try:
-        time.sleep(0.5)                   # subscribed before the network comes
+        deadline = time.monotonic() + 60
+        while not read_until(lambda: f"destroy {probe}\n".encode() in out, 1.0):
+            assert proc.poll() is None and time.monotonic() < deadline, f"the CLI never subscribed: {out!r}"
+            dpy.networks.create(probe).remove()
         dpy.networks.create(name).remove()
-        out = b""
-        deadline = time.monotonic() + 10
-        while out.count(b"\n") < 2 and time.monotonic() < deadline:
-            if select.select([proc.stdout], [], [], 0.5)[0]:
-                out += os.read(proc.stdout.fileno(), 4096)
-        assert out.decode().splitlines() == [f"create {name}", f"destroy {name}"]
+        read_until(lambda: f"destroy {name}\n".encode() in out, 30)
+        lines = [line for line in out.decode().splitlines() if not line.endswith(" " + probe)]
+        assert lines == [f"create {name}", f"destroy {name}"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
