@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from cnm.cluster.etcd_server import EtcdMember  # noqa: E402
 from overlay import PROBE  # noqa: E402  (bench/overlay.py: the same probe for both)
+
+from cnm.cluster.etcd_server import EtcdMember  # noqa: E402
 from tests.integration.dockerd import IMAGE, DockerEngine, unavailable_reason  # noqa: E402
 
 NET = str(Path(sys.executable).parent / "net")

@@ -15,12 +15,12 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnm.ipamapi import LOCAL_DEFAULT  # noqa: E402
-from cnm.store.memory import MemoryStore  # noqa: E402
-from cnm.store.sqlite import SQLiteStore  # noqa: E402
-from ipam.default import Allocator, DefaultIpam, choose_subnet, pool_specs  # noqa: E402
-from ipam.default.ipam import usable_bounds  # noqa: E402
-from ipam.default.pools import LOCAL_DEFAULT_POOLS  # noqa: E402
+from cnm.ipamapi import LOCAL_DEFAULT
+from cnm.store.memory import MemoryStore
+from cnm.store.sqlite import SQLiteStore
+from ipam.default import Allocator, DefaultIpam, choose_subnet, pool_specs
+from ipam.default.ipam import usable_bounds
+from ipam.default.pools import LOCAL_DEFAULT_POOLS
 
 RATE_GOAL = 100_000
 SLASH8_GOAL_MB = 4.0

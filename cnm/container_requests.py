@@ -58,7 +58,7 @@ class EndpointRequest:
     aliases: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_docker_json(cls, body: dict) -> "EndpointRequest":
+    def from_docker_json(cls, body: dict) -> EndpointRequest:
         if not isinstance(body, dict):
             raise InvalidParameter("EndpointConfig must be an object")
         ipam = _typed(body, "IPAMConfig", dict, {})
@@ -107,7 +107,7 @@ class ContainerCreate:
     user: str = ""
 
     @classmethod
-    def from_docker_json(cls, body: dict) -> "ContainerCreate":
+    def from_docker_json(cls, body: dict) -> ContainerCreate:
         if _typed(body, "Tty", bool, False) or _typed(body, "OpenStdin", bool, False):
             raise InvalidParameter("interactive containers (-i) and TTYs (-t) are not supported by this runtime "
                                    "yet: run without -i/-t (docker exec -it works)")
@@ -196,7 +196,8 @@ def _str_slice(body: dict, key: str) -> list[str] | None:
 def confinement(host: dict, host_mode: bool) -> dict:
     """The confinement fields of a Docker HostConfig, checked (capability names, security
     options and seccomp profile, binds, mounts, tmpfs, devices)."""
-    from cnm.runtime import caps, confine_opts as co
+    from cnm.runtime import caps
+    from cnm.runtime import confine_opts as co
     cap_add, cap_drop = _strings(host, "CapAdd"), _strings(host, "CapDrop")
     known = frozenset(caps.NAMES)
     caps.normalize(cap_add, known, "--cap-add")

@@ -31,7 +31,7 @@ class DemoHost:
         self.sock = self.dir / "run" / "cnm.sock"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "DemoHost":
+    def __enter__(self) -> DemoHost:
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
         log = open(self.dir / "daemon.log", "wb")

@@ -5,8 +5,9 @@ reaches into core objects. Built-in and remote drivers implement the same Protoc
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from cnm.errors import InvalidParameter, NotFound
 

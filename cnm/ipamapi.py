@@ -1,8 +1,9 @@
 """The IPAM contract (shaped like Docker's IpamDriver protocol), and its registry."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from cnm import labels
 from cnm.errors import InvalidParameter, NotFound

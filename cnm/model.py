@@ -62,7 +62,7 @@ class Network:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: dict) -> "Network":
+    def from_record(cls, record: dict) -> Network:
         net = _from(cls, record)
         net.pools = [_from(PoolConfig, p) for p in record.get("pools", [])]
         return net
@@ -74,7 +74,7 @@ class Network:
         return [p for p in self.pools if p.v6]
 
 
-class EndpointState(str, enum.Enum):
+class EndpointState(enum.StrEnum):
     CREATED = "created"      # addresses and driver objects exist, not in a sandbox
     JOINED = "joined"        # inside a sandbox
 
@@ -104,7 +104,7 @@ class Endpoint:
         return record_of(self, _ENDPOINT_FIELDS)
 
     @classmethod
-    def from_record(cls, record: dict) -> "Endpoint":
+    def from_record(cls, record: dict) -> Endpoint:
         return _from(cls, record)
 
 
@@ -125,7 +125,7 @@ class Sandbox:
         return record_of(self, _SANDBOX_FIELDS)
 
     @classmethod
-    def from_record(cls, record: dict) -> "Sandbox":
+    def from_record(cls, record: dict) -> Sandbox:
         return _from(cls, record)
 
 

@@ -4,7 +4,7 @@ the container service (endpoints); the resolver itself is cnm.dns."""
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from cnm.dns import NameTable
 from cnm.dns.resolvconf import embedded_resolv_conf

@@ -12,8 +12,8 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Iterable, Mapping
 
 from cnm import portspec
 from cnm.errors import Conflict, InternalError, InvalidParameter, Unavailable
@@ -49,14 +49,14 @@ class PortBinding:
     host_port: int | None = None
     host_port_end: int | None = None
 
-    def allocated(self, port: int) -> "PortBinding":
+    def allocated(self, port: int) -> PortBinding:
         return replace(self, host_port=port, host_port_end=None)
 
     def to_record(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: Mapping) -> "PortBinding":
+    def from_record(cls, record: Mapping) -> PortBinding:
         names = {"proto", "container_port", "host_ip", "host_port", "host_port_end"}
         return cls(**{k: v for k, v in record.items() if k in names})
 

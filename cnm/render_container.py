@@ -8,7 +8,8 @@ finished_at, error) or None when the runtime no longer knows the container.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from cnm.model import Endpoint, Network
 from cnm.naming import GATEWAY_BRIDGE
@@ -316,7 +317,7 @@ def ports_summary(requested: Iterable[dict], allocated: Iterable[dict]) -> list[
 def container_summary(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network],
                       now: float | None = None) -> dict:
     """One entry of Docker's `GET /containers/json`."""
-    now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
+    now = datetime.datetime.now(datetime.UTC).timestamp() if now is None else now
     created = parse_time(ct.created)
     return {
         "Id": ct.id,

@@ -45,7 +45,7 @@ class IPAMConfigRequest:
     def v6(self) -> bool:
         return self.subnet is not None and ipaddress.ip_network(self.subnet).version == 6
 
-    def validate(self) -> "IPAMConfigRequest":
+    def validate(self) -> IPAMConfigRequest:
         """Check syntax and containment; returns a canonical copy."""
         if self.subnet is None:
             given = [what for what, v in (("ip-range", self.ip_range), ("gateway", self.gateway),
@@ -97,7 +97,7 @@ class NetworkCreate:
         """Alias of `ipam_configs` (the brief's other name for the same list)."""
         return self.ipam_configs
 
-    def validate(self) -> "NetworkCreate":
+    def validate(self) -> NetworkCreate:
         """Check the name and every IPAM config; refuse overlapping subnets. Returns self
         with canonical IPAM configs."""
         check_name(self.name)
@@ -113,7 +113,7 @@ class NetworkCreate:
         return self
 
     @classmethod
-    def from_docker_json(cls, body: Any) -> "NetworkCreate":
+    def from_docker_json(cls, body: Any) -> NetworkCreate:
         """Parse and validate the JSON body of `POST /networks/create`."""
         if not isinstance(body, dict):
             raise InvalidParameter(f"request body must be a JSON object, not {_json_type(body)}")

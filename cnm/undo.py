@@ -4,7 +4,9 @@ reverse order (each best-effort, failures logged, the original error re-raised).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +33,10 @@ class Undo:
                 failures.append(str(exc))
         return failures
 
-    def __enter__(self) -> "Undo":
+    def __enter__(self) -> Undo:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None and not self._committed:
             self.rollback()
-        return False

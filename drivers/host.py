@@ -6,7 +6,7 @@ core bug or a misuse, answered with Forbidden.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cnm.driverapi import JoinResult
 from cnm.errors import Forbidden

@@ -6,7 +6,7 @@ move/rename/address/route steps for this endpoint.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cnm.driverapi import LOCAL, Capability, EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import InvalidParameter

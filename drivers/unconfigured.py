@@ -2,7 +2,7 @@
 cluster store): every use answers with what to configure, instead of "not found"."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cnm.driverapi import GLOBAL, Capability
 from cnm.errors import InvalidParameter

@@ -1,7 +1,7 @@
 """Built-in IPAMs: `default` (Docker's allocator, persisted) and `null`."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from cnm.ipamapi import IpamRegistry
 from cnm.store import Store

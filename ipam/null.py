@@ -5,7 +5,7 @@ answers 0.0.0.0/0 (::/0 for IPv6) with a fixed pool id; nothing is stored.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cnm.errors import InvalidParameter, NotFound
 from cnm.ipamapi import GLOBAL_DEFAULT, LOCAL_DEFAULT, Pool

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from cnm import labels
 from cnm.errors import CNMError, InternalError

@@ -84,7 +84,7 @@ class Hijacked:
 
     @property
     def transport(self) -> asyncio.Transport | None:
-        return self.request.transport  # type: ignore[return-value]
+        return self.request.transport
 
     def gone(self) -> bool:
         """The connection is closed or closing (the client went away)."""

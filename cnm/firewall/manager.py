@@ -5,7 +5,7 @@ so memory and kernel agree (nft transactions are all-or-nothing).
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from cnm.errors import NotFound
 from cnm.firewall.model import FirewallState, NetworkRules, PortMapping

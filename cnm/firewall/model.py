@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
 
 from cnm.errors import Conflict, InvalidParameter
 
@@ -82,7 +82,7 @@ class NetworkRules:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: Mapping) -> "NetworkRules":
+    def from_record(cls, record: Mapping) -> NetworkRules:
         r = dict(record)
         r["subnets_v4"] = tuple(r.get("subnets_v4", ()))
         r["subnets_v6"] = tuple(r.get("subnets_v6", ()))
@@ -126,7 +126,7 @@ class PortMapping:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: Mapping) -> "PortMapping":
+    def from_record(cls, record: Mapping) -> PortMapping:
         return cls(**dict(record))
 
 

@@ -31,7 +31,7 @@ ports of internal networks are never rendered (they could not be reached anyway)
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from cnm.firewall.model import FirewallState, dnat_key, validate
 

@@ -20,9 +20,10 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from cnm.errors import CNMError, Conflict, Forbidden, InternalError, InvalidParameter, NotFound, Unavailable
+from cnm.errors import CNMError, Conflict, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.osl import rtnl
 from cnm.osl.errors import translate
 from cnm.osl.rtnl import Rtnl
@@ -208,8 +209,8 @@ def create_netns(path: str, *, lo_up: bool = False) -> Rtnl | None:
             os.unlink(path)
         except OSError:
             pass
-        exc = worker_error[0]
-        raise translate(exc, f"bring lo up in {path}") if isinstance(exc, OSError) else exc
+        err = worker_error[0]
+        raise translate(err, f"bring lo up in {path}") if isinstance(err, OSError) else err
     return sock[0] if sock else None
 
 

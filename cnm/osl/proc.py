@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 import signal
 import subprocess
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from cnm.errors import InternalError, InvalidParameter, Unavailable
 

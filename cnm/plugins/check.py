@@ -12,8 +12,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from cnm.errors import CNMError
 from cnm.plugins import IPAM_DRIVER, NETWORK_DRIVER
@@ -101,7 +102,7 @@ class _Run:
             doc = None
             self.flag(step, f"the answer is not JSON: {resp.body[:60]!r}")
         if resp.status != 200:
-            msg = doc.get(err_field) if isinstance(doc, dict) else resp.body[:80]
+            msg = doc.get(err_field) if isinstance(doc, dict) else resp.body[:80].decode(errors="replace")
             self.flag(step, f"answered HTTP {resp.status}: {msg}")
             return None
         if doc is None and not resp.body.strip():

@@ -12,6 +12,7 @@ the daemon). Only activation retries, and only connection errors, for at most
 """
 from __future__ import annotations
 
+import builtins
 import http.client
 import ipaddress
 import json
@@ -19,11 +20,11 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from cnm.errors import (CNMError, Conflict, Forbidden, InternalError, InvalidParameter, NotFound,
-                        Unavailable)
+from cnm.errors import CNMError, Conflict, Forbidden, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.plugins import CONTENT_TYPE
 from cnm.plugins.discovery import PluginSpec
 
@@ -119,7 +120,7 @@ class PluginClient:
         limit = self.timeout if timeout is None else timeout
         try:
             return self._transport(f"/{method}", data, limit)
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise Unavailable(f"network plugin {self.name}: {method} timed out after {limit:g}s") from exc
         except FileNotFoundError as exc:
             raise Unavailable(f"network plugin {self.name}: socket {self.spec.address} does not exist "
@@ -201,7 +202,8 @@ class PluginClient:
 
 
 class Fields:
-    """Typed reads of a plugin's answer: a wrong type is an InternalError naming the field."""
+    """Typed reads of a plugin's answer: a wrong type is an InternalError naming the field.
+    (The methods are named after the types they read, so annotations say builtins.str.)"""
 
     def __init__(self, plugin: str, method: str, doc: Mapping[str, Any], prefix: str = "") -> None:
         self.plugin, self.method, self.doc, self.prefix = plugin, method, doc, prefix
@@ -217,24 +219,24 @@ class Fields:
                         f"got {type(value).__name__} {value!r:.60}")
         return value
 
-    def str(self, key: str, required: bool = False) -> str:
+    def str(self, key: builtins.str, required: builtins.bool = False) -> builtins.str:
         return self._get(key, (str,), "a string", required) or ""
 
-    def bool(self, key: str) -> bool:
+    def bool(self, key: builtins.str) -> builtins.bool:
         return bool(self._get(key, (bool,), "a boolean", False))
 
-    def int(self, key: str, required: bool = False) -> int:
+    def int(self, key: builtins.str, required: builtins.bool = False) -> builtins.int:
         value = self._get(key, (int,), "an integer", required)
         return 0 if value is None else value
 
-    def obj(self, key: str, required: bool = False) -> "Fields | None":
+    def obj(self, key: builtins.str, required: builtins.bool = False) -> Fields | None:
         value = self._get(key, (dict,), "an object", required)
         return None if value is None else Fields(self.plugin, self.method, value, f"{self.prefix}{key}.")
 
-    def list(self, key: str) -> list:
+    def list(self, key: builtins.str) -> builtins.list:
         return self._get(key, (list,), "a list", False) or []
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: builtins.str) -> dict[builtins.str, builtins.str]:
         value = self._get(key, (dict,), "an object", False) or {}
         for k, v in value.items():
             if not isinstance(v, str):
@@ -242,7 +244,7 @@ class Fields:
                             f"string, got {type(v).__name__}")
         return dict(value)
 
-    def cidr(self, key: str, required: bool = False) -> str:
+    def cidr(self, key: builtins.str, required: builtins.bool = False) -> builtins.str:
         value = self.str(key, required)
         if value:
             try:
@@ -254,7 +256,7 @@ class Fields:
                             f"address with prefix length (CIDR), got {value!r}") from None
         return value
 
-    def ip(self, key: str, required: bool = False) -> str:
+    def ip(self, key: builtins.str, required: builtins.bool = False) -> builtins.str:
         value = self.str(key, required)
         if value:
             try:

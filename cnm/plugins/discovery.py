@@ -15,8 +15,8 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from cnm.errors import InvalidParameter, NotFound
 

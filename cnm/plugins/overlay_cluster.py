@@ -20,7 +20,7 @@ a swarm node does until it is removed).
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from cnm.cluster import vni as vnis
 from cnm.errors import Conflict, InvalidParameter

@@ -21,7 +21,8 @@ import logging
 import os
 import signal
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from cnm import labels
 from cnm.driverapi import EndpointInterface, IPAMData, JoinResult, StaticRoute
@@ -150,6 +151,14 @@ def interface_answer(asked: EndpointInterface, got: EndpointInterface | None) ->
     return {"Interface": iface} if iface else {}
 
 
+def _done(step: Callable[[dict], object]) -> Callable[[dict], dict]:
+    """A route that runs `step` and answers `{}` (the protocol's "done, nothing to say")."""
+    def route(body: dict) -> dict:
+        step(body)
+        return {}
+    return route
+
+
 def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
     def create_endpoint(b: dict) -> dict:
         raw = b.get("Interface") or {}
@@ -167,24 +176,24 @@ def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
 
     return {
         "GetCapabilities": caps,
-        "CreateNetwork": lambda b: (p.on_create_network(b), {})[1],
-        "DeleteNetwork": lambda b: (p.delete_network(b["NetworkID"]), {})[1],
+        "CreateNetwork": _done(lambda b: p.on_create_network(b)),
+        "DeleteNetwork": _done(lambda b: p.delete_network(b["NetworkID"])),
         "AllocateNetwork": allocate,
-        "FreeNetwork": lambda b: (p.free_network(b["NetworkID"]), {})[1],
+        "FreeNetwork": _done(lambda b: p.free_network(b["NetworkID"])),
         "CreateEndpoint": create_endpoint,
-        "DeleteEndpoint": lambda b: (p.delete_endpoint(b["NetworkID"], b["EndpointID"]), {})[1],
+        "DeleteEndpoint": _done(lambda b: p.delete_endpoint(b["NetworkID"], b["EndpointID"])),
         "EndpointOperInfo": lambda b: {"Value": p.endpoint_info(b["NetworkID"], b["EndpointID"]) or {}},
         "Join": lambda b: join_answer(p.join(b["NetworkID"], b["EndpointID"], b.get("SandboxKey", ""),
                                              dict(b.get("Options") or {}))),
-        "Leave": lambda b: (p.leave(b["NetworkID"], b["EndpointID"]), {})[1],
-        "ProgramExternalConnectivity": lambda b: (p.program_external_connectivity(
-            b["NetworkID"], b["EndpointID"], dict(b.get("Options") or {})), {})[1],
-        "RevokeExternalConnectivity": lambda b: (p.revoke_external_connectivity(
-            b["NetworkID"], b["EndpointID"]), {})[1],
-        "DiscoverNew": lambda b: (p.discover_new(int(b.get("DiscoveryType", 0)),
-                                                 dict(b.get("DiscoveryData") or {})), {})[1],
-        "DiscoverDelete": lambda b: (p.discover_delete(int(b.get("DiscoveryType", 0)),
-                                                       dict(b.get("DiscoveryData") or {})), {})[1],
+        "Leave": _done(lambda b: p.leave(b["NetworkID"], b["EndpointID"])),
+        "ProgramExternalConnectivity": _done(lambda b: p.program_external_connectivity(
+            b["NetworkID"], b["EndpointID"], dict(b.get("Options") or {}))),
+        "RevokeExternalConnectivity": _done(lambda b: p.revoke_external_connectivity(
+            b["NetworkID"], b["EndpointID"])),
+        "DiscoverNew": _done(lambda b: p.discover_new(int(b.get("DiscoveryType", 0)),
+                                                      dict(b.get("DiscoveryData") or {}))),
+        "DiscoverDelete": _done(lambda b: p.discover_delete(int(b.get("DiscoveryType", 0)),
+                                                            dict(b.get("DiscoveryData") or {}))),
     }
 
 
@@ -205,10 +214,10 @@ def ipam_routes(p: Any) -> dict[str, Callable[[dict], dict]]:
                                       "RequiresRequestReplay": bool(getattr(p, "requires_request_replay", False))},
         "GetDefaultAddressSpaces": spaces,
         "RequestPool": request_pool,
-        "ReleasePool": lambda b: (p.release_pool(b["PoolID"]), {})[1],
+        "ReleasePool": _done(lambda b: p.release_pool(b["PoolID"])),
         "RequestAddress": lambda b: {"Address": p.request_address(b["PoolID"], b.get("Address") or None,
                                                                   dict(b.get("Options") or {})), "Data": {}},
-        "ReleaseAddress": lambda b: (p.release_address(b["PoolID"], b["Address"]), {})[1],
+        "ReleaseAddress": _done(lambda b: p.release_address(b["PoolID"], b["Address"])),
     }
 
 
@@ -289,7 +298,7 @@ def make_server(network: NetworkPlugin | None = None, ipam: Any = None, *, name:
     dispatcher = Dispatcher(network, ipam)
 
     class Handler(QuietHandler):
-        def do_POST(self) -> None:      # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             status, doc = dispatcher.handle(self.path, self.read_body())
             self.send_json_bytes(status, json.dumps(doc).encode())
 

@@ -33,6 +33,7 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
                 raise Conflict(f"a plugin already listens on {path}; stop it or choose another name")
             os.unlink(path)                     # stale socket of a dead server
         self.path = path
+        self._thread: threading.Thread | None = None
         super().__init__(path, handler)        # type: ignore[arg-type]
 
     def server_bind(self) -> None:
@@ -40,7 +41,7 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = "localhost", 0
 
-    def start(self) -> "UnixHTTPServer":
+    def start(self) -> UnixHTTPServer:
         """Serve on a background thread; returns self."""
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), name=f"plugin:{self.path}", daemon=True)
         self._thread.start()
@@ -48,7 +49,7 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
     def close(self) -> None:
         """Stop serving and remove the socket. Idempotent."""
-        if getattr(self, "_thread", None) is not None:
+        if self._thread is not None:
             self.shutdown()
             self._thread.join(5)
             self._thread = None
@@ -67,7 +68,7 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
     def address_string(self) -> str:
         return "unix"
 
-    def log_message(self, format: str, *args: object) -> None:   # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def read_body(self) -> bytes:

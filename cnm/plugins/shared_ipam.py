@@ -19,13 +19,13 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import quote, unquote
 
 from cnm import labels
 from cnm.errors import CNMError, Conflict, InvalidParameter
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
-from cnm.store import Delete, Put, Store
+from cnm.store import Put, Store
 
 log = logging.getLogger(__name__)
 MAC_OPTION = labels.ENDPOINT_MAC

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cnm.plugins.server import QuietHandler, UnixHTTPServer
 
@@ -51,11 +52,11 @@ class FakePlugin:
     def body(self, method: str, index: int = -1) -> Any:
         return [b for p, b in self.requests if p == method][index]
 
-    def start(self) -> "FakePlugin":
+    def start(self) -> FakePlugin:
         fake = self
 
         class Handler(QuietHandler):
-            def do_POST(self) -> None:      # noqa: N802
+            def do_POST(self) -> None:
                 fake._serve(self)
 
         self._server = UnixHTTPServer(self.path, Handler).start()
@@ -66,7 +67,7 @@ class FakePlugin:
             self._server.close()
             self._server = None
 
-    def __enter__(self) -> "FakePlugin":
+    def __enter__(self) -> FakePlugin:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,9 +8,10 @@ compare-and-swap possible; revision 0 means "must not exist".
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)

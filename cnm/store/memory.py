@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Callable, Mapping, Sequence
 
 from cnm.errors import Conflict
 from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit

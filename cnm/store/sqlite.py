@@ -13,9 +13,8 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Callable, Mapping, Sequence
 
 from cnm.errors import Conflict, Unavailable
 from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit

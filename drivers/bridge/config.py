@@ -5,8 +5,8 @@ Pure: no kernel, no I/O. Docker's labels (cnm.labels) with Docker's defaults.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from cnm import labels
 from cnm.errors import InvalidParameter

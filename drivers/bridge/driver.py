@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from cnm import labels
-from cnm.driverapi import LOCAL, Capability, EndpointInterface, JoinResult, NetworkSpec
-from cnm.osl.sysctl import conf_key      # a pure key helper; no kernel access
+from cnm.driverapi import LOCAL, Capability, EndpointInterface, IPAMData, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
+from cnm.osl.sysctl import conf_key  # a pure key helper; no kernel access
 from drivers.bridge import config as bconfig
 from drivers.bridge import naming
 from drivers.bridge.config import BridgeConfig
@@ -81,7 +82,7 @@ class _Network:
         return self.info.config
 
 
-def _single(pools: tuple, family: str) -> object | None:
+def _single(pools: tuple[IPAMData, ...], family: str) -> IPAMData | None:
     if len(pools) > 1:
         raise InvalidParameter(f"the bridge driver supports one {family} subnet per network, "
                                f"got {len(pools)}; create one network per subnet")

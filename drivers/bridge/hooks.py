@@ -8,8 +8,9 @@ A hook that raises makes the driver roll back the operation it was part of.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from drivers.bridge.config import BridgeConfig
 
@@ -33,7 +34,7 @@ class PublishedEndpoint:
     address: str | None                    # plain container IPv4 address
     address_v6: str | None
     host_binding_ipv4: str                 # default host address for bindings without one
-    port_bindings: tuple[Mapping[str, object], ...] = field(default_factory=tuple)
+    port_bindings: tuple[Mapping[str, Any], ...]   # Docker's wire shape = field(default_factory=tuple)
 
 
 class BridgeFirewall(Protocol):

@@ -15,8 +15,8 @@ like Docker's daemon-wide --data-path-port.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from cnm import labels
 from cnm.driverapi import NetworkSpec
@@ -90,7 +90,7 @@ def _gateway(pool: object, family: str) -> str | None:
         return None
     try:
         iface = ipaddress.ip_interface(gw)
-        net = ipaddress.ip_network(getattr(pool, "pool"), strict=False)
+        net = ipaddress.ip_network(pool.pool, strict=False)
     except ValueError as exc:
         raise InvalidParameter(f"invalid {family} pool or gateway {gw!r}: {exc}") from None
     if iface.ip not in net:

@@ -453,7 +453,7 @@ class OverlayDriver:
         with self._lock:
             net = self._networks.get(network_id)
             ep = net.endpoints.get(endpoint_id) if net else None
-            if ep is None:
+            if net is None or ep is None:
                 return {}
             return {MAC_OPTION: ep.mac, "vtep": self.advertise_addr, "vni": net.config.vni}
 
@@ -538,9 +538,9 @@ class OverlayDriver:
             else:
                 net.nl.fdb_delete(net.vxlan, mac)
         for ip in sorted(ips):
-            mac = self._peers.neighbour_for(network_id, ip)
-            if mac:
-                net.nl.neigh_replace(net.vxlan, ip, mac)
+            owner = self._peers.neighbour_for(network_id, ip)
+            if owner:
+                net.nl.neigh_replace(net.vxlan, ip, owner)
             else:
                 net.nl.neigh_delete(net.vxlan, ip)
 

@@ -7,6 +7,6 @@ into `DriverRegistry(fallback=...)`, so `net create -d NAME` finds plugins lazil
 """
 from __future__ import annotations
 
-from drivers.remote.driver import (RemoteDriver, needs_gateway_bridge, resolver)
+from drivers.remote.driver import RemoteDriver, needs_gateway_bridge, resolver
 
 __all__ = ["RemoteDriver", "needs_gateway_bridge", "resolver"]

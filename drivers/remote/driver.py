@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cnm import labels
-from cnm.driverapi import (GLOBAL, LOCAL, Capability, EndpointInterface, IPAMData, JoinResult,
-                           NetworkSpec, StaticRoute)
+from cnm.driverapi import GLOBAL, LOCAL, Capability, EndpointInterface, IPAMData, JoinResult, NetworkSpec, StaticRoute
 from cnm.errors import CNMError, InternalError
 from cnm.plugins import NETWORK_DRIVER
 from cnm.plugins.client import DEFAULT_TIMEOUT, Fields, PluginClient

@@ -18,7 +18,7 @@ State:
 from __future__ import annotations
 
 import heapq
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class Allocator:

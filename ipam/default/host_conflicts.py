@@ -5,7 +5,7 @@ DNS server). Pure: the OS layer reads the routes and the file, and passes them i
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def nameservers_from_resolv_conf(text: str) -> list[str]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
+from cnm.addresses import subnet_of
 from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.ipamapi import (GATEWAY_REQUEST, GATEWAY_TYPE, GLOBAL_DEFAULT, LOCAL_DEFAULT,
                          SERIAL_OPTION, Pool)
@@ -170,12 +171,12 @@ class DefaultIpam:
                 return f"{state.ip(off)}/{state.net.prefixlen}"
             gateway = options.get(GATEWAY_REQUEST) == GATEWAY_TYPE
             for _ in range(_RETRIES):
-                off = state.alloc.allocate_lowest() if gateway else state.alloc.allocate()
-                if off is None:
+                free = state.alloc.allocate_lowest() if gateway else state.alloc.allocate()
+                if free is None:
                     raise Conflict(f"no available IPv{state.net.version} addresses in pool "
                                    f"{state.where}; release some or use a larger subnet")
-                if self._persist_address(state, off):
-                    return f"{state.ip(off)}/{state.net.prefixlen}"
+                if self._persist_address(state, free):
+                    return f"{state.ip(free)}/{state.net.prefixlen}"
             raise Conflict(f"could not reserve an address in pool {state.where}: the store "
                            f"reported {_RETRIES} collisions in a row; retry")
 
@@ -228,7 +229,7 @@ class DefaultIpam:
         if not sub_pool:
             return None
         sub = parse_network(sub_pool, "ip-range")
-        if sub.version != net.version or not sub.subnet_of(net):
+        if not subnet_of(sub, net):
             raise InvalidParameter(f"ip-range {sub} is not inside subnet {net}")
         first, last = usable_bounds(net)
         base = int(net.network_address)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 from cnm.errors import InvalidParameter
 

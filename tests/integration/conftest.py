@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -69,7 +68,7 @@ class Daemon:
     def host(self) -> str:
         return f"unix://{self.sock}"
 
-    def start(self, timeout: float = 20) -> "Daemon":
+    def start(self, timeout: float = 20) -> Daemon:
         logf = open(self.log, "ab")
         argv = ["ip", "netns", "exec", self.ns, NET, "daemon", "--root", str(self.root),
                 "--run-dir", str(self.run_dir), "--socket", str(self.sock),

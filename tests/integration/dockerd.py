@@ -40,9 +40,9 @@ import tarfile
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"          # not /usr/local/bin/docker: the client must match the 20.10 engine
@@ -188,7 +188,7 @@ class DockerEngine:
                 "--containerd-namespace", self.name,
                 "--containerd-plugins-namespace", f"{self.name}-plugins", *self.extra_args]
 
-    def start(self, timeout: float = 30, image: bool = True) -> "DockerEngine":
+    def start(self, timeout: float = 30, image: bool = True) -> DockerEngine:
         """Start dockerd, wait until it answers (else DockerUnavailable with its log's
         tail, after cleaning up), and import the busybox image as IMAGE."""
         reason = unavailable_reason()
@@ -216,7 +216,7 @@ class DockerEngine:
             raise
         return self
 
-    def restart(self, timeout: float = 30) -> "DockerEngine":
+    def restart(self, timeout: float = 30) -> DockerEngine:
         """Stop dockerd with SIGTERM (it stops its containers, as on a host's service
         restart) and start it again on the same data; the image is kept."""
         if self.alive():
@@ -393,7 +393,7 @@ class DockerEngine:
         if problems:
             raise RuntimeError(f"{self!r} teardown: " + "; ".join(problems))
 
-    def __enter__(self) -> "DockerEngine":
+    def __enter__(self) -> DockerEngine:
         return self if self.alive() else self.start()
 
     def __exit__(self, *exc) -> None:

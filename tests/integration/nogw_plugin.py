@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
-from routed_driver import GATEWAY, JoinResult, RoutedDriver, StaticRoute, serve  # noqa: E402
+from routed_driver import GATEWAY, JoinResult, RoutedDriver, StaticRoute, serve
 
 
 class NoGatewayDriver(RoutedDriver):

@@ -2,9 +2,7 @@
 alias on user-defined networks (embedded resolver on the network's gateway)."""
 from __future__ import annotations
 
-import json
-
-from tests.integration.test_containers import BB, ct_inspect, ip_of, run_d, sleeper
+from tests.integration.test_containers import BB, ct_inspect, ip_of, sleeper
 
 
 def lookup(d, net, name, check=False):
@@ -40,7 +38,7 @@ def test_round_robin_alias(daemon):
     for _ in range(4):
         out = daemon.net("run", "--rm", "--net", "rr", BB, "nslookup", "svc").stdout
         answer = out.split("Name:", 1)[-1]           # busybox prints the server's address first
-        addrs = [l.split()[-1] for l in answer.splitlines() if l.startswith("Address")]
+        addrs = [ln.split()[-1] for ln in answer.splitlines() if ln.startswith("Address")]
         assert len(addrs) == 3
         firsts.add(addrs[0])
     assert len(firsts) > 1

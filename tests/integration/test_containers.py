@@ -7,8 +7,6 @@ import os
 import sys
 import time
 
-import pytest
-
 from tests.integration.conftest import link_names, ns_sh, sh
 
 BB = "/bin/busybox"
@@ -186,7 +184,7 @@ def test_published_port_from_another_host(daemon, host_ns):
 def test_bad_input_one_line_nothing_created(daemon):
     daemon.net("create", "--subnet", "10.34.0.0/24", "n")
     sleeper(daemon, "--name", "taken", "--net", "n", "--ip", "10.34.0.50", "-p", "18090:80")
-    stopped = run_d(daemon, "--name", "stopped", BB, "true")
+    run_d(daemon, "--name", "stopped", BB, "true")
     for _ in range(50):
         if ct_inspect(daemon, "stopped")["State"]["Status"] == "exited":
             break
@@ -229,7 +227,7 @@ def test_port_bound_by_process_is_refused(daemon):
 
 def _kernel_state(d):
     veths = sh("ip", "-n", d.ns, "-o", "link", "show", "type", "veth").stdout.count("\n")
-    bridges = sorted(l.split(":")[1].strip() for l in sh("ip", "-n", d.ns, "-o", "link", "show", "type", "bridge").stdout.splitlines())
+    bridges = sorted(ln.split(":")[1].strip() for ln in sh("ip", "-n", d.ns, "-o", "link", "show", "type", "bridge").stdout.splitlines())
     netns_files = sorted(os.listdir(d.run_dir / "netns")) if (d.run_dir / "netns").exists() else []
     return veths, bridges, netns_files
 
@@ -293,7 +291,7 @@ def test_sigkill_daemon_containers_survive(make_daemon):
     assert len(templates_of(d.proc.pid)) == 1
     assert ct_inspect(d, "s1")["State"]["Running"] and ct_inspect(d, "s2")["State"]["Running"]
     assert ping(d, "s1", ip2) and ping(d, "s2", ip1)
-    new = sleeper(d, "--name", "s3", "--net", "n")
+    sleeper(d, "--name", "s3", "--net", "n")
     assert ip_of(d, "s3") not in (ip1, ip2, "10.35.0.1")
     r = d.net("run", "-p", "18110:80", BB, "true", check=False)
     assert r.returncode != 0 and "already allocated" in r.stderr

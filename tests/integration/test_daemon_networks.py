@@ -101,8 +101,9 @@ def test_bad_input_one_line_nonzero_no_change(daemon):
 
 
 def test_no_daemon_message(tmp_path):
-    from tests.integration.conftest import NET
     import subprocess
+
+    from tests.integration.conftest import NET
     r = subprocess.run([NET, "-H", f"unix://{tmp_path}/none.sock", "ls"], capture_output=True, text=True)
     assert r.returncode != 0
     assert "net daemon" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -281,7 +281,7 @@ def test_malformed_packets_do_not_hurt(lab):
     no_question = bytes(DNS(id=0x1005, qdcount=0, qd=[]))[:12]
     replies = lab.probe("c1", "udp", [truncated_header, bytes(bad_label), loop, garbage, no_question])
     assert replies[0] is None
-    for reply, qid in zip(replies[1:], (0x1001, 0x1003, 0x1004, 0x1005)):
+    for reply, qid in zip(replies[1:], (0x1001, 0x1003, 0x1004, 0x1005), strict=True):
         assert reply is not None
         parsed = DNSRecord.parse(reply)
         assert (parsed.header.id, parsed.header.rcode) == (qid, RCODE.FORMERR)

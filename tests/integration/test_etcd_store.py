@@ -22,7 +22,6 @@ from cnm.errors import Conflict, Unavailable
 from cnm.osl.netns import netns_path, setns_current_thread
 from cnm.store import Delete, Put, WatchEvent, put_all
 from cnm.store.etcd import EtcdStore
-
 from tests.integration.conftest import ns_sh
 
 try:

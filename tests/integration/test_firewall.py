@@ -20,13 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ns_sh, sh
 
 from cnm.errors import InternalError, InvalidParameter
 from cnm.firewall import TABLES, Firewall, NetworkRules, PortMapping
 from cnm.osl import nft
 from cnm.osl.sysctl import sysctl_path
-
-from conftest import ns_sh, sh
 
 HOST_IP = "198.18.0.1"
 OUT_IP = "198.18.0.2"

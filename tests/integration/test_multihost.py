@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -73,7 +72,7 @@ def test_checks_pass_every_pair_mtu_and_isolation(lab):
 
 
 def test_vxlan_on_the_wire_carries_the_vni(lab, tmp_path):
-    from scapy.all import IP, UDP, VXLAN, rdpcap   # noqa: PLC0415 (heavy; only here)
+    from scapy.all import IP, UDP, VXLAN, rdpcap
     vni = int(json.loads(on(lab, "h1", "inspect", "red").stdout)[0]["Options"]
               ["com.docker.network.overlay.vxlanid_list"])
     red1, red2 = ct_ip(lab, "h1", "red1", "red"), ct_ip(lab, "h2", "red2", "red")
@@ -94,7 +93,7 @@ def test_vxlan_on_the_wire_carries_the_vni(lab, tmp_path):
 
 
 def test_injected_vxlan_from_a_stranger_is_dropped(lab):
-    from scapy.all import ICMP, IP, VXLAN, Ether, raw   # noqa: PLC0415
+    from scapy.all import ICMP, IP, VXLAN, Ether, raw
     vni = int(json.loads(on(lab, "h1", "inspect", "red").stdout)[0]["Options"]
               ["com.docker.network.overlay.vxlanid_list"])
     info = json.loads(on(lab, "h1", "container", "inspect", "red1").stdout)[0]["NetworkSettings"]["Networks"]["red"]
@@ -103,7 +102,7 @@ def test_injected_vxlan_from_a_stranger_is_dropped(lab):
     try:
         def rx():
             out = on(lab, "h1", "exec", "red1", "--", "cat", "/proc/net/dev").stdout
-            line = next(l for l in out.splitlines() if l.strip().startswith("eth0:"))
+            line = next(ln for ln in out.splitlines() if ln.strip().startswith("eth0:"))
             return int(line.split(":", 1)[1].split()[1])     # received packets
         frame = raw(VXLAN(vni=vni, flags=0x08) / Ether(dst=info["MacAddress"], src="02:42:de:ad:be:ef") /
                     IP(src="10.31.0.250", dst=info["IPAddress"]) / ICMP())

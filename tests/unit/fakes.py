@@ -2,7 +2,7 @@
 objects it "made" and can be told to fail at any verb."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from cnm.driverapi import Capability, EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import InternalError, InvalidParameter

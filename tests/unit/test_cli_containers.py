@@ -11,7 +11,6 @@ from cnm.cli import containers as cli_mod
 from cnm.cli import runflow
 from cnm.cli.testing import invoke, run_lean
 from cnm.cli.values import byte_size
-from tests.unit.container_fixtures import host, server, service, workdir  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import pytest
 
 from cnm.cli.commands import COMMANDS, load
 from cnm.cli.testing import HEAVY, heavy_imports, run_lean, run_net
-from tests.unit.container_fixtures import host, server, service, workdir  # noqa: F401 (fixtures)
 
 
 def sample_argv(path: str) -> list[str]:

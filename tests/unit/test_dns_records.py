@@ -176,14 +176,14 @@ def test_concurrent_add_remove_lookup():
                 t.add(NA, "neta", f"ep{k}-{i}", None, f"n{k}-{i}", ["shared"], f"10.{k}.{i // 256}.{i % 256}", None)
                 if i % 2:
                     t.remove(f"ep{k}-{i}")
-        except BaseException as exc:   # noqa: BLE001 - surfaced by the assert below
+        except BaseException as exc:
             errors.append(exc)
 
     def reader() -> None:
         try:
             for _ in range(1000):
                 t.lookup("10.200.0.1", NA, "shared", "A")
-        except BaseException as exc:   # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)] + [threading.Thread(target=reader)]

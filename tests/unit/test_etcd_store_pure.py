@@ -9,13 +9,13 @@ import time
 
 import pytest
 import requests
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnm.cluster.etcd_server import EtcdMember, cluster_store_url, make_members
 from cnm.errors import Conflict, InvalidParameter, NotFound, Unavailable
 from cnm.store import Delete, Put
 from cnm.store.etcd import EtcdStore, WatchCursor, last_op_per_key, parse_cluster_store, prefix_end
-
 
 # --- parse_cluster_store ------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def test_member_argv(tmp_path):
     m = EtcdMember("e0", tmp_path / "e0", "http://198.18.0.10:2379", cluster["e0"], cluster, netns="h1")
     argv = m.argv()
     assert argv[:4] == ["ip", "netns", "exec", "h1"]
-    flags = dict(zip(argv[5::2], argv[6::2]))
+    flags = dict(zip(argv[5::2], argv[6::2], strict=True))
     assert flags["--initial-cluster"] == "e0=http://198.18.0.10:2380,e1=http://198.18.0.11:2380"
     assert flags["--listen-client-urls"] == flags["--advertise-client-urls"] == "http://198.18.0.10:2379"
     assert flags["--auto-compaction-retention"] == "0"
@@ -176,7 +176,7 @@ class FakeEtcd(requests.adapters.BaseAdapter):
 def fake_store(*modes: str, timeout: float = 1.0, kvs=None) -> tuple[EtcdStore, list[FakeEtcd]]:
     store = EtcdStore([f"http://198.18.0.{10 + i}:2379" for i in range(len(modes))], timeout=timeout)
     fakes = []
-    for client, mode in zip(store._gw._clients, modes):
+    for client, mode in zip(store._gw._clients, modes, strict=True):
         fake = FakeEtcd(mode, kvs)
         client.session.mount("http://", fake)
         fakes.append(fake)

@@ -82,7 +82,7 @@ def test_networks_and_ports_add_elements_not_rules():
 
 def test_script_replaces_only_our_table_atomically():
     script = render(CASES["one_network"])
-    head = [l for l in script.splitlines() if l and not l.startswith("#")][:3]
+    head = [ln for ln in script.splitlines() if ln and not ln.startswith("#")][:3]
     assert head == ["table inet cnm", "delete table inet cnm", "table inet cnm {"]
     tables = set(re.findall(r"^(?:delete )?table (\S+ \S+)", script, re.M))
     assert tables == {"inet cnm"}

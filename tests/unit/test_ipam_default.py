@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from cnm.errors import Conflict, InvalidParameter, NotFound
-from cnm.ipamapi import (GATEWAY_REQUEST, GATEWAY_TYPE, GLOBAL_DEFAULT, LOCAL_DEFAULT,
-                         SERIAL_OPTION, IpamRegistry)
+from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, GLOBAL_DEFAULT, LOCAL_DEFAULT, SERIAL_OPTION, IpamRegistry
 from cnm.store.memory import MemoryStore
 from cnm.store.sqlite import SQLiteStore
 from ipam import register
@@ -341,6 +340,7 @@ def test_two_hosts_share_a_global_space_without_duplicates():
     pb = b.request_pool("GlobalDefault", None, None, {}, False)
     assert pa.subnet != pb.subnet
     import pytest as _pytest
+
     from cnm.errors import Conflict as _Conflict
     with _pytest.raises(_Conflict):
         b.request_pool("GlobalDefault", pa.subnet, None, {}, False)

@@ -9,8 +9,14 @@ from hypothesis import strategies as st
 
 from cnm.errors import InvalidParameter, NotFound
 from ipam.default.host_conflicts import exclusions, nameservers_from_resolv_conf
-from ipam.default.pools import (GLOBAL_DEFAULT_POOLS, LOCAL_DEFAULT_POOLS, choose_subnet,
-                                parse_default_address_pool, parse_network, pool_specs)
+from ipam.default.pools import (
+    GLOBAL_DEFAULT_POOLS,
+    LOCAL_DEFAULT_POOLS,
+    choose_subnet,
+    parse_default_address_pool,
+    parse_network,
+    pool_specs,
+)
 from ipam.null import NullIpam
 
 net = ipaddress.ip_network

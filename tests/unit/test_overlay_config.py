@@ -12,7 +12,10 @@ from drivers.overlay.peers import parse_node, parse_peer, parse_peer_key
 NID = "0123456789ab" + "f" * 52
 
 
-def spec(options=None, ipv4=(IPAMData("10.200.0.0/24", "10.200.0.1/24"),), ipv6=(), enable_ipv6=False):
+POOL = IPAMData("10.200.0.0/24", "10.200.0.1/24")
+
+
+def spec(options=None, ipv4=(POOL,), ipv6=(), enable_ipv6=False):
     return NetworkSpec(id=NID, name="ov", options=options if options is not None else {config.VXLANID_LIST: "256"},
                        ipv4=ipv4, ipv6=ipv6, enable_ipv6=enable_ipv6)
 

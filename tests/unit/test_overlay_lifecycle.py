@@ -26,13 +26,13 @@ ME, OTHER = "198.18.0.1", "198.18.0.2"
 class FakeVxlanNetlink(FakeNetlink):
     """One namespace of the fake world."""
 
-    def __init__(self, world: "World", netns: str | None) -> None:
+    def __init__(self, world: World, netns: str | None) -> None:
         super().__init__(netns)
         self.world = world
         self.vxlans: dict[str, VxlanInfo] = {}
         self.fdb: dict[str, dict[str, str]] = {}        # dev -> mac -> dst
         self.neigh: dict[str, dict[str, str]] = {}      # dev -> ip -> mac
-        self.cross_peer: dict[str, tuple["FakeVxlanNetlink", str]] = {}   # veth end -> (ns, other end)
+        self.cross_peer: dict[str, tuple[FakeVxlanNetlink, str]] = {}   # veth end -> (ns, other end)
 
     def create_vxlan(self, name, vni, *, local, port=4789, mtu=1450, learning=False, proxy=True, alias=None):
         # The kernel refuses a second device with the same VNI and port on one underlay.

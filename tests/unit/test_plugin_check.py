@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from cnm.cli.testing import invoke
+from cnm.osl.fake import FakeNetlink
 from cnm.plugins.check import check
 from cnm.plugins.client import PluginClient
 from cnm.plugins.discovery import PluginSpec
 from cnm.plugins.sdk import JoinResult, NetworkPlugin, make_server
-from cnm.plugins.server import QuietHandler, UnixHTTPServer
 from cnm.plugins.serve import DriverPlugin, IpamAdapter
+from cnm.plugins.server import QuietHandler, UnixHTTPServer
 from cnm.plugins.testing import FakePlugin
-from cnm.osl.fake import FakeNetlink
 from cnm.store.memory import MemoryStore
 from drivers.bridge import BridgeDriver
 from ipam.default import DefaultIpam
@@ -43,7 +41,7 @@ class Broken(QuietHandler):
         "/IpamDriver.ReleasePool": (200, {}),
     }
 
-    def do_POST(self) -> None:   # noqa: N802
+    def do_POST(self) -> None:
         self.read_body()
         status, doc = self.ANSWERS.get(self.path, (200, {}))   # even unknown methods "succeed"
         self.send_json_bytes(status, json.dumps(doc).encode())

@@ -6,15 +6,15 @@ import time
 
 import pytest
 
-from cnm.driverapi import (DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec,
-                           StaticRoute)
+from cnm.driverapi import DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec, StaticRoute
 from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.ipamapi import IpamRegistry
 from cnm.plugins.client import PluginClient
 from cnm.plugins.discovery import Discovery, PluginSpec
 from cnm.plugins.testing import FakePlugin
 from drivers.remote import RemoteDriver, needs_gateway_bridge, resolver
-from ipam.remote import RemoteIpam, resolver as ipam_resolver
+from ipam.remote import RemoteIpam
+from ipam.remote import resolver as ipam_resolver
 
 NID, EID = "n" * 64, "e" * 64
 

@@ -12,14 +12,13 @@ from cnm.ipamapi import Pool
 from cnm.osl.fake import FakeNetlink
 from cnm.plugins.client import PluginClient
 from cnm.plugins.discovery import PluginSpec
-from cnm.plugins.sdk import (Dispatcher, IpamPlugin, NetworkPlugin, interface_answer, join_answer,
-                             make_server)
+from cnm.plugins.sdk import Dispatcher, IpamPlugin, NetworkPlugin, interface_answer, join_answer, make_server
 from cnm.plugins.serve import DriverPlugin, IpamAdapter
+from cnm.store.memory import MemoryStore
 from drivers.bridge import BridgeDriver
 from drivers.remote import RemoteDriver
 from ipam.default import DefaultIpam
 from ipam.remote import RemoteIpam
-from cnm.store.memory import MemoryStore
 
 NID, EID = "a" * 64, "b" * 64
 

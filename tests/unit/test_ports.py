@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cnm.errors import Conflict, InvalidParameter, Unavailable
 from cnm.ports import PortAllocator, PortBinding, parse_port_spec, parse_port_specs, port_in_use, proto_name
@@ -181,8 +182,8 @@ def test_proto_name_refuses_what_cannot_be_published(wire, text):
 
 
 def test_core_hands_drivers_dockers_wire_shape():
-    from cnm.sandbox.sandbox import docker_binding as _docker_binding
     from cnm.model import Endpoint
+    from cnm.sandbox.sandbox import docker_binding as _docker_binding
     ep = Endpoint(id="e" * 64, name="x", network_id="n" * 64, address="10.0.0.2/24")
     got = _docker_binding(PortBinding("udp", 53, None, 5353), ep)
     assert got == {"Proto": 17, "IP": "10.0.0.2", "Port": 53, "HostIP": "", "HostPort": 5353, "HostPortEnd": 5353}
