@@ -4,6 +4,7 @@
     naming   namespace paths, interface names, ownership aliases (pure)
     peers    the peer table: which neighbour/FDB entries each network needs (pure)
     filter   the VXLAN source filter: render (pure) and nftables apply
+    kernel   its kernel seams (OverlayNetlink, Namespaces) and what it built (LocalNetwork)
     driver   OverlayDriver, register()
 """
 from __future__ import annotations

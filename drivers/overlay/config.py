@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cnm import labels
-from cnm.driverapi import NetworkSpec
+from cnm.driverapi import IPAMData, NetworkSpec
 from cnm.errors import InvalidParameter
 from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
 from cnm.strictnum import parse_int
@@ -84,8 +84,8 @@ def normalize(options: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _gateway(pool: object, family: str) -> str | None:
-    gw = getattr(pool, "gateway", None)
+def _gateway(pool: IPAMData, family: str) -> str | None:
+    gw = pool.gateway
     if not gw:
         return None
     try:

@@ -24,111 +24,34 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from cnm import labels
-from cnm.driverapi import GLOBAL, Capability, EndpointInterface, JoinResult, NetworkSpec
+from cnm.driverapi import GLOBAL, Capability, DriverRegistry, EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, InternalError, InvalidParameter, NotFound
+from cnm.osl.vxlan import VxlanNetlink
 from drivers.bridge.naming import mac_from_ipv4, random_mac
 from drivers.overlay import config as oconfig
 from drivers.overlay import naming
 from drivers.overlay.config import OverlayConfig
-from drivers.overlay.filter import FilterState, VxlanFilter
+from drivers.overlay.filter import FilterState, NftVxlanFilter, VxlanFilter
+from drivers.overlay.kernel import (
+    DEFAULT_VXLAN_PORT,
+    LocalEndpoint,
+    LocalNetwork,
+    Namespaces,
+    OslNamespaces,
+    OverlayNetlink,
+    underlay_mtu_of,
+)
 from drivers.overlay.peers import Peer, PeerTable, parse_ipv4, parse_node, parse_peer, parse_peer_key
 
 log = logging.getLogger(__name__)
 
 NAME = "overlay"
-DEFAULT_VXLAN_PORT = 4789
 MAC_OPTION = labels.ENDPOINT_MAC
 PEER, NODE = "peer", "node"
-
-
-class OverlayNetlink(Protocol):
-    """What the driver uses of cnm.osl.vxlan.VxlanNetlink (the unit-test seam)."""
-
-    def link_exists(self, name: str) -> bool: ...
-    def link(self, name: str): ...                     # -> object with .alias, .mtu
-    def link_with_address(self, address: str): ...     # -> object with .mtu, or None
-    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
-                      alias: str | None = None, up: bool = True) -> None: ...
-    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None) -> None: ...
-    def create_vxlan(self, name: str, vni: int, *, local: str, port: int = DEFAULT_VXLAN_PORT,
-                     mtu: int = 1450, learning: bool = False, proxy: bool = True,
-                     alias: str | None = None) -> None: ...
-    def vxlan_info(self, name: str): ...               # -> object with .vni, .port, .local
-    def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None: ...
-    def delete_link(self, name: str) -> bool: ...
-    def set_link_up(self, name: str) -> None: ...
-    def set_master(self, name: str, bridge: str | None) -> None: ...
-    def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
-    def sysctl_write(self, key: str, value: str | int) -> None: ...
-    def fdb_replace(self, dev: str, mac: str, dst: str) -> None: ...
-    def fdb_delete(self, dev: str, mac: str, dst: str | None = None) -> bool: ...
-    def neigh_replace(self, dev: str, ip: str, mac: str) -> None: ...
-    def neigh_delete(self, dev: str, ip: str) -> bool: ...
-    def close(self) -> None: ...
-
-
-class Namespaces(Protocol):
-    """Bind-mounted network namespaces (cnm.osl.netns; a fake in unit tests)."""
-
-    def create(self, path: str) -> None: ...
-    def delete(self, path: str) -> None: ...
-    def exists(self, path: str) -> bool: ...
-
-
-class OslNamespaces:
-    def create(self, path: str) -> None:
-        from cnm.osl import netns
-        netns.create_netns(path)
-
-    def delete(self, path: str) -> None:
-        from cnm.osl import netns
-        netns.delete_netns(path)
-
-    def exists(self, path: str) -> bool:
-        from cnm.osl import netns
-        return netns.is_netns(path)
-
-
-@dataclass
-class _Endpoint:
-    id: str
-    mac: str
-    address: str | None = None
-    address_v6: str | None = None
-
-
-@dataclass
-class _Network:
-    config: OverlayConfig
-    path: str
-    nl: OverlayNetlink                      # handle inside the overlay namespace
-    endpoints: dict[str, _Endpoint] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.config.network_id
-
-    @property
-    def bridge(self) -> str:
-        return naming.bridge_name(self.config.vni, self.id)
-
-    @property
-    def vxlan(self) -> str:
-        return naming.vxlan_name(self.config.vni, self.id)
-
-
-def underlay_mtu_of(nl: OverlayNetlink, address: str) -> int:
-    """MTU of the host interface that carries `address` (the VTEP)."""
-    link = nl.link_with_address(address)
-    if link is not None:
-        return link.mtu
-    raise NotFound(f"no interface on this host has the overlay advertise address {address}; "
-                   "configure it or pass another --advertise-addr")
 
 
 class OverlayDriver:
@@ -156,7 +79,7 @@ class OverlayDriver:
         self.vxlan_port = int(vxlan_port)
         self._ns = namespaces or OslNamespaces()
         self._host: OverlayNetlink | None = None
-        self._networks: dict[str, _Network] = {}
+        self._networks: dict[str, LocalNetwork] = {}
         self._peers = PeerTable()
         self._nodes: set[str] = set()
         self._lock = threading.RLock()
@@ -199,7 +122,7 @@ class OverlayDriver:
         with self._lock:
             return FilterState(port=self.vxlan_port, vteps=frozenset(self._nodes))
 
-    def _network(self, network_id: str) -> _Network:
+    def _network(self, network_id: str) -> LocalNetwork:
         try:
             return self._networks[network_id]
         except KeyError:
@@ -248,7 +171,7 @@ class OverlayDriver:
                 known.nl.close()
             self._build(cfg, endpoints=known.endpoints if known else {})
 
-    def _build(self, cfg: OverlayConfig, endpoints: dict[str, _Endpoint]) -> None:
+    def _build(self, cfg: OverlayConfig, endpoints: dict[str, LocalEndpoint]) -> None:
         self._check_vni_free(cfg)
         path = naming.netns_path(self.run_dir, cfg.vni, cfg.network_id)
         # The filter goes up before the VXLAN socket opens: no unfiltered window.
@@ -261,7 +184,7 @@ class OverlayDriver:
                 self._ns.create(path)
                 created_ns = True
             nl = self._factory(path)
-            net = _Network(cfg, path, nl, endpoints)
+            net = LocalNetwork(cfg, path, nl, endpoints)
             self._configure(net)
             self._networks[cfg.network_id] = net
             self._program_all_peers(net)
@@ -277,7 +200,7 @@ class OverlayDriver:
             self._undo(lambda: self._sync_filter())
             raise
 
-    def _configure(self, net: _Network) -> None:
+    def _configure(self, net: LocalNetwork) -> None:
         """Bridge with the gateways, VXLAN device on it, all up. Idempotent."""
         cfg, nl = net.config, net.nl
         if not cfg.ipv6:
@@ -312,7 +235,7 @@ class OverlayDriver:
         nl.set_master(net.vxlan, net.bridge)
         nl.set_link_up(net.vxlan)
 
-    def _vxlan_ok(self, net: _Network) -> bool:
+    def _vxlan_ok(self, net: LocalNetwork) -> bool:
         """Our VXLAN device is in the namespace with the right VNI, port and VTEP."""
         try:
             if net.nl.link(net.vxlan).alias != naming.network_alias(net.id):
@@ -412,10 +335,10 @@ class OverlayDriver:
                 self._undo(lambda: self.host.delete_link(br_end))
                 self._undo(lambda: net.nl.delete_link(br_end))
                 raise
-            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, mac, iface.address, iface.address_v6)
+            net.endpoints[endpoint_id] = LocalEndpoint(endpoint_id, mac, iface.address, iface.address_v6)
             return replace(iface, mac=mac)
 
-    def _owns_bridge_end(self, net: _Network, endpoint_id: str) -> bool:
+    def _owns_bridge_end(self, net: LocalNetwork, endpoint_id: str) -> bool:
         try:
             return net.nl.link(naming.bridge_end(endpoint_id)).alias == naming.endpoint_alias(endpoint_id)
         except NotFound:
@@ -429,7 +352,7 @@ class OverlayDriver:
             if not self._owns_bridge_end(net, endpoint_id):
                 raise NotFound(f"veth {naming.bridge_end(endpoint_id)} of endpoint {endpoint_id[:12]} "
                                f"is gone from overlay namespace {net.path}")
-            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, iface.mac or "", iface.address,
+            net.endpoints[endpoint_id] = LocalEndpoint(endpoint_id, iface.mac or "", iface.address,
                                                    iface.address_v6)
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
@@ -544,7 +467,7 @@ class OverlayDriver:
             else:
                 net.nl.neigh_delete(net.vxlan, ip)
 
-    def _program_all_peers(self, net: _Network) -> None:
+    def _program_all_peers(self, net: LocalNetwork) -> None:
         neigh, fdb = self._peers.desired(net.id)
         for mac, vtep in sorted(fdb.items()):
             net.nl.fdb_replace(net.vxlan, mac, vtep)
@@ -552,7 +475,7 @@ class OverlayDriver:
             net.nl.neigh_replace(net.vxlan, ip, mac)
 
 
-def register(registry, *, advertise_addr: str, run_dir: str,
+def register(registry: DriverRegistry, *, advertise_addr: str, run_dir: str,
              netlink_factory: Callable[[str | None], OverlayNetlink] | None = None,
              underlay_mtu: Callable[[], int] | int | None = None,
              firewall: VxlanFilter | None = None, vxlan_port: int = DEFAULT_VXLAN_PORT) -> OverlayDriver:
@@ -560,10 +483,8 @@ def register(registry, *, advertise_addr: str, run_dir: str,
     VxlanNetlink handles, the nftables VXLAN filter, the underlay MTU read from the
     interface holding advertise_addr."""
     if netlink_factory is None:
-        from cnm.osl.vxlan import VxlanNetlink
         netlink_factory = VxlanNetlink
     if firewall is None:
-        from drivers.overlay.filter import NftVxlanFilter
         firewall = NftVxlanFilter()
     driver = OverlayDriver(netlink_factory, run_dir=run_dir, advertise_addr=advertise_addr,
                            underlay_mtu=underlay_mtu, firewall=firewall, vxlan_port=vxlan_port)
