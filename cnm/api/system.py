@@ -19,19 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from cnm.api.common import Route, blocking, json_response
-from cnm.api.version import API_VERSION, MIN_API_VERSION
+from cnm.api.version import API_VERSION, MIN_API_VERSION, package_version
 
 # Go's names for machine architectures: Docker's clients compare Arch with these.
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
           "s390x": "s390x", "riscv64": "riscv64"}
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("cnm")
-    except Exception:  # not installed as a distribution (e.g. run from a checkout)
-        return "0.0.0"
 
 
 def _arch() -> str:

@@ -8,6 +8,7 @@ version it speaks.
 """
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 from aiohttp import web
@@ -49,8 +50,15 @@ def check_version(requested: str | None) -> str:
     return requested
 
 
+def package_version() -> str:
+    """This installation's version (`docker version`'s Version), "0.0.0" from a checkout."""
+    try:
+        return importlib.metadata.version("cnm")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
 def server_headers() -> dict[str, str]:
-    from cnm.api.system import package_version
     return {"Api-Version": API_VERSION, "Ostype": "linux", "Server": f"cnm/{package_version()} (linux)"}
 
 

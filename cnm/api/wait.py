@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cnm.api.version import VERSION_KEY, compare
+from cnm.api.version import API_VERSION, VERSION_KEY, compare
 from cnm.errors import InvalidParameter
 from cnm.events import Event, EventBus
 
@@ -73,7 +73,6 @@ class Waiter:
 
 
 def api_version(request: web.Request) -> str:
-    from cnm.api.version import API_VERSION
     version = request.match_info.get(VERSION_KEY, "")
     return version[1:] if version.startswith("v") else API_VERSION
 
