@@ -2,9 +2,13 @@
 state, the sandbox its network). Pure data."""
 from __future__ import annotations
 
+import datetime
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 
 from cnm.container_requests import EndpointRequest
+from cnm.errors import Forbidden
+from cnm.model import Network
 
 
 @dataclass
@@ -90,7 +94,32 @@ _ADJ = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quirky", "s
 _NOUN = ["babbage", "curie", "hopper", "lovelace", "noether", "pike", "ritchie", "shannon", "turing", "wozniak"]
 
 
-def generated_name(cid: str, taken: set[str]) -> str:
+def created_now() -> str:
+    """A record's creation time: RFC 3339 in UTC, as Docker writes it."""
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def generated_name(cid: str, taken: Collection[str]) -> str:
     n = int(cid[:8], 16)
     name = f"{_ADJ[n % 10]}_{_NOUN[(n // 10) % 10]}"
     return name if name not in taken else f"{name}_{cid[:6]}"
+
+
+def start_failure_code(message: str) -> int:
+    """Docker's exit code for a container that could not start."""
+    if "not found" in message or "no such file" in message.lower():
+        return 127
+    if "permission denied" in message.lower():
+        return 126
+    return 128
+
+
+def check_connectable(ct: Container, net: Network) -> None:
+    """Forbidden if `ct` cannot be connected to `net` at all (Docker's rules)."""
+    if ct.network_mode == "host" or net.driver == "host":
+        raise Forbidden("container cannot be disconnected from host network or connected to host network")
+    if ct.shared_with:
+        raise Forbidden(f"container {ct.name} shares the network namespace of another container "
+                        "and cannot be connected to any other network")
+    if ct.network_mode == "none" or net.driver == "null":
+        raise Forbidden(f"container {ct.name} is in network mode none and cannot be connected to other networks")

@@ -14,7 +14,6 @@ released and built again from the request.
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -23,15 +22,24 @@ from dataclasses import asdict
 from cnm import container_images
 from cnm.container_deps import ContainerRuntime, EventPublisher, ExitWatch, NetworkLookup
 from cnm.container_images import ImageMounts
-from cnm.container_record import CONFINEMENT_FIELDS, Attachment, Container, generated_name
+from cnm.container_index import ContainerIndex
+from cnm.container_record import (
+    CONFINEMENT_FIELDS,
+    Attachment,
+    Container,
+    check_connectable,
+    created_now,
+    generated_name,
+    start_failure_code,
+)
 from cnm.container_requests import ContainerCreate, EndpointRequest
-from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound
+from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.model import Endpoint, Network
 from cnm.ports import PortBinding
 from cnm.runtime.spec import ContainerSpec
 from cnm.runtime.state import ContainerState
-from cnm.sandbox.files import hosts_file
+from cnm.sandbox.files import file_reader, hosts_file
 from cnm.sandbox.sandbox import Sandbox, Sandboxes
 from cnm.store import Store
 from cnm.undo import Undo
@@ -42,18 +50,7 @@ CT_PREFIX = "container/"
 EXIT_CODES_KEPT = 1024      # exit codes of removed --rm containers, for a late `wait`
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _read(path: str) -> Callable[[], str]:
-    def read() -> str:
-        with open(path) as f:
-            return f.read()
-    return read
-
-
-_HOST_RESOLV, _HOST_HOSTS = _read("/etc/resolv.conf"), _read("/etc/hosts")
+_HOST_RESOLV, _HOST_HOSTS = file_reader("/etc/resolv.conf"), file_reader("/etc/hosts")
 
 
 class ContainerService:
@@ -66,7 +63,8 @@ class ContainerService:
         self.runtime = runtime
         self.store = store
         self.lock = controller.lock          # one lock for networks and containers: no lock ordering bugs
-        self._containers: dict[str, Container] = {}
+        self._index = ContainerIndex(runtime, self.lock)   # by id, name, id prefix; last known states
+        self._containers = self._index.by_id
         # Exit codes of auto-removed containers, for a `wait` that arrives after removal.
         self.exit_codes: dict[str, int] = {}
         self._host_resolv = host_resolv
@@ -75,26 +73,12 @@ class ContainerService:
         self.events = events
         self.images = images            # the image store (None: host filesystem and --rootfs only)
         for kv in store.list(CT_PREFIX):
-            ct = Container.from_record(kv.value)
-            self._containers[ct.id] = ct
+            self._index.add(Container.from_record(kv.value))
 
     # ---------------------------------------------------------------- lookup
     def get(self, ref: str) -> Container:
         with self.lock:
-            if not ref:
-                raise InvalidParameter("container name or ID must not be empty")
-            ref = ref.lstrip("/")
-            for ct in self._containers.values():
-                if ct.name == ref:
-                    return ct
-            if ref in self._containers:
-                return self._containers[ref]
-            matches = [c for c in self._containers.values() if c.id.startswith(ref.lower())]
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                raise InvalidParameter(f"container ID prefix {ref} is ambiguous: {len(matches)} containers match")
-            raise NotFound(f"no such container: {ref}")
+            return self._index.get(ref)
 
     def list_containers(self) -> list[Container]:
         """Newest first."""
@@ -102,13 +86,25 @@ class ContainerService:
             return sorted(self._containers.values(), key=lambda c: c.created, reverse=True)
 
     def state(self, ct: Container) -> ContainerState:
-        return self.runtime.state(ct.id)
+        """The container's process state as last known — from this service's own
+        changes and the exit watcher (cnm.container_index). NotFound: it has none."""
+        st = self._index.state_of(ct.id)
+        if st is None:
+            raise NotFound(f"container {ct.name} has no process state: it was never started")
+        return st
+
+    def state_of(self, cid: str) -> ContainerState | None:
+        return self._index.state_of(cid)
 
     def is_running(self, ct: Container) -> bool:
-        try:
-            return self.runtime.state(ct.id).status == "running"
-        except NotFound:
-            return False
+        """Read from the runtime now: what changes a container decides on this."""
+        st = self._index.refresh(ct.id)
+        return st is not None and st.status == "running"
+
+    def looks_running(self, ct: Container) -> bool:
+        """As last known (listings, counts)."""
+        st = self._index.state_of(ct.id)
+        return st is not None and st.status == "running"
 
     def sandbox(self, ct: Container) -> Sandbox | None:
         return self.sandboxes.get(ct.sandbox_id)
@@ -142,14 +138,17 @@ class ContainerService:
             ct.released = True            # nothing allocated yet
             with container_images.mounted(ct, self.images):   # its layers stay while it exists
                 self._save(ct)
-            self._containers[ct.id] = ct
+            self._index.add(ct)
+            self._index.set_state(ct.id, None)
         self._event("create", ct)
         log.info("created container %s (%s)", ct.name, ct.id[:12])
         return ct
 
     def start(self, ref: str) -> bool:
         """Start a created or exited container: its sandbox, then its process, or
-        nothing (all undone). False if it already runs (Docker answers 304)."""
+        nothing (all undone). False if it already runs (Docker answers 304). No store
+        transaction around it: each record is committed before the kernel object it
+        names is made (cnm.reconcile's rule), ~20 us a commit."""
         with self.lock:
             ct = self.get(ref)
             if self.is_running(ct):
@@ -160,15 +159,16 @@ class ContainerService:
                 self.runtime.remove(ct.id, True)
             try:
                 with Undo() as undo:
-                    self._start(ct, undo)
-                    ct.started = True
-                    self._save(ct)
+                    spec = self._prepare(ct, undo)
+                    self._index.set_state(ct.id, self.runtime.start(spec))
+                    undo.push(self.runtime.remove, ct.id, True)
                     undo.commit()
             except CNMError as exc:
                 # As Docker: a start that fails is a run that died at once (127 for a
                 # command not found, 126 not runnable, 128 otherwise); attached clients
                 # and waiters hear of it.
-                self._event("die", ct, exitCode=str(_start_failure_code(exc.message)))
+                self._index.refresh(ct.id)
+                self._event("die", ct, exitCode=str(start_failure_code(exc.message)))
                 raise
         self._event("start", ct)
         log.info("started container %s (%s) on %s", ct.name, ct.id[:12], ct.network_mode)
@@ -201,14 +201,16 @@ class ContainerService:
             check_name(name, "container")
             if name == ct.name:
                 raise Conflict(f"renaming a container with the same name as its current name: {name}")
-            if any(c.name == name for c in self._containers.values()):
+            if name in self._index.names():
                 raise Conflict(f'the container name "/{name}" is already in use; remove that container '
                                f"or choose another name")
             old, ct.name = ct.name, name
-            sb = self.sandbox(ct)
-            if sb is not None:
-                sb.rename(name)
-            self._save(ct)
+            self._index.renamed(ct, old)
+            with self.store.transaction():
+                sb = self.sandbox(ct)
+                if sb is not None:
+                    sb.rename(name)
+                self._save(ct)
         self._event("rename", ct, oldName="/" + old)
         return ct
 
@@ -228,14 +230,14 @@ class ContainerService:
     def _new_record(self, req: ContainerCreate, net: Network | None) -> Container:
         """The container's record from the request, checked; nothing made yet."""
         cid = new_id()
-        name = req.name or generated_name(cid, {c.name for c in self._containers.values()})
+        name = req.name or generated_name(cid, self._index.names())
         check_name(name, "container")
-        if any(c.name == name for c in self._containers.values()):
+        if name in self._index.names():
             raise Conflict(f'the container name "/{name}" is already in use; remove that container '
                            f"or choose another name")
         if req.rootfs and not os.path.isdir(req.rootfs):
             raise InvalidParameter(f"--rootfs {req.rootfs}: no such directory")
-        ct = Container(id=cid, name=name, created=_now(), argv=list(req.argv), env=dict(req.env),
+        ct = Container(id=cid, name=name, created=created_now(), argv=list(req.argv), env=dict(req.env),
                        hostname=req.hostname or cid[:12], network_mode=req.network_mode,
                        rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
                        auto_remove=req.auto_remove, labels=dict(req.labels),
@@ -255,9 +257,9 @@ class ContainerService:
                                    f"a bridge or user network, not network mode {ct.network_mode}")
         return ct
 
-    def _start(self, ct: Container, undo: Undo) -> None:
+    def _prepare(self, ct: Container, undo: Undo) -> ContainerSpec:
         """The container's network (a sandbox built from its request, another
-        container's, or the host's), its record saved with it, then its process."""
+        container's, or the host's) and its record saved with it: the spec to start."""
         mode = ct.network_mode
         if mode == "host":
             netns, hosts, resolv = "host", self._host_hosts(), self._host_resolv()
@@ -276,10 +278,15 @@ class ContainerService:
                              netns=netns, rootfs=container_images.lower_dirs(ct, self.images),
                              workdir=ct.workdir or "/", user=ct.user, hosts=hosts, resolv_conf=resolv,
                              memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, **ct.confine)
-        ct.released = False
+        undo.push(self._unstarted, ct, ct.started)
+        ct.released, ct.started = False, True
         self._save(ct)
-        self.runtime.start(spec)
-        undo.push(self.runtime.remove, ct.id, True)
+        return spec
+
+    def _unstarted(self, ct: Container, started: bool) -> None:
+        ct.started = started
+        if ct.id in self._containers:
+            self._save(ct)
 
     def _joinable(self, ref: str) -> Container:
         other = self.get(ref)
@@ -314,10 +321,10 @@ class ContainerService:
         """A running container joins `net` now; a created or stopped one has it added to
         the networks it will join at its start (Docker's rule; returns None)."""
         net = self.ctl.get_network(net_ref)
-        with self.lock:
+        with self.lock:                # no transaction: records before kernel objects (see start)
             self._known(net)
             ct = self.get(ct_ref)
-            self._check_connectable(ct, net)
+            check_connectable(ct, net)
             if not self.is_running(ct):
                 if any(a.network == net.id for a in ct.attachments()):
                     raise Conflict(f"endpoint with name {ct.name} already exists in network {net.name}")
@@ -338,18 +345,9 @@ class ContainerService:
                 undo.commit()
             return ep
 
-    def _check_connectable(self, ct: Container, net: Network) -> None:
-        if ct.network_mode == "host" or net.driver == "host":
-            raise Forbidden("container cannot be disconnected from host network or connected to host network")
-        if ct.shared_with:
-            raise Forbidden(f"container {ct.name} shares the network namespace of another container "
-                            "and cannot be connected to any other network")
-        if ct.network_mode == "none" or net.driver == "null":
-            raise Forbidden(f"container {ct.name} is in network mode none and cannot be connected to other networks")
-
     def disconnect(self, net_ref: str, ct_ref: str, force: bool = False) -> None:
         net = self.ctl.get_network(net_ref)
-        with self.lock:
+        with self.lock, self.store.transaction():
             ct = self.get(ct_ref)
             sb = self.sandbox(ct)
             eps = [ep for ep in self.endpoints(ct) if ep.network_id == net.id]
@@ -389,15 +387,14 @@ class ContainerService:
         releases them at stop), and remove it if it was started with --rm."""
         with self.lock:
             ct = self._containers.get(cid)
-            if ct is None or self.is_running(ct):
+            if ct is None or self.is_running(ct):      # is_running reads the exit status now
                 return
             if not ct.released:      # first notice of this exit
-                try:
-                    code = self.runtime.state(ct.id).exit_code
-                except NotFound:
-                    code = None
+                st = self.state_of(ct.id)
+                code = st.exit_code if st is not None else None
                 self._event("die", ct, exitCode=str(code if code is not None else -1))
-            self._release_network(ct)
+            with self.store.transaction():             # the kernel's part after the commit
+                self._release_network(ct)
             if ct.auto_remove:
                 self._remove(ct)
 
@@ -445,10 +442,11 @@ class ContainerService:
         except NotFound:
             pass
         self.runtime.remove(ct.id, True)
-        self._release_network(ct)
-        self.store.delete(CT_PREFIX + ct.id)
+        with self.store.transaction():      # one commit; the veths retired after it
+            self._release_network(ct)
+            self.store.delete(CT_PREFIX + ct.id)
         container_images.release(ct, self.images)
-        self._containers.pop(ct.id, None)
+        self._index.drop(ct)
         self._event("destroy", ct)
         log.info("removed container %s", ct.name)
 
@@ -475,8 +473,9 @@ class ContainerService:
     def adopt(self) -> None:
         """After a daemon restart: running containers keep their sandboxes, endpoints
         and ports (re-learned); ended ones are cleaned up; orphans are released."""
-        with self.lock:
-            self.runtime.adopt()
+        with self.lock, self.store.transaction():
+            for st in self.runtime.adopt():
+                self._index.set_state(st.id, st)
             for ct in list(self._containers.values()):
                 try:
                     self._adopt_one(ct)
@@ -494,12 +493,3 @@ class ContainerService:
                     log.info("releasing orphaned endpoint %s on network %s", ep.name, ep.network_id[:12])
                     self.ctl.leave(ep)
                     self.ctl.delete_endpoint(ep)
-
-
-def _start_failure_code(message: str) -> int:
-    """Docker's exit code for a container that could not start."""
-    if "not found" in message or "no such file" in message.lower():
-        return 127
-    if "permission denied" in message.lower():
-        return 126
-    return 128

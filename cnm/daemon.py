@@ -196,7 +196,7 @@ class Daemon:
 
     def counts(self) -> dict[str, int]:
         """Container (and image) counts for `GET /info`."""
-        states = [self.containers.is_running(ct) for ct in self.containers.list_containers()]
+        states = [self.containers.looks_running(ct) for ct in self.containers.list_containers()]
         running = sum(states)
         images = getattr(self, "images", None)
         return {"Containers": len(states), "ContainersRunning": running, "ContainersPaused": 0,

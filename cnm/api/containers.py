@@ -63,6 +63,10 @@ class ContainerServiceLike(Protocol):
     def get(self, ref: str) -> Any:
         """The Container record by name, id or unique id prefix; NotFound."""
 
+    def state_of(self, cid: str) -> Any:
+        """The container's process state as last known (ContainerState), None when the
+        runtime has none. Reads no file once known."""
+
     def list_containers(self) -> list[Any]:
         """Every container record, newest first."""
 
@@ -145,12 +149,12 @@ def parse_signal(text: str | None) -> int:
 # -- synchronous pieces, run in the executor -----------------------------------------
 
 def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
-    """The runtime's state; Docker's "created" for a container that never ran (the
+    """The process state as the service last knew it (no file read: a listing of
+    thousands reads none); Docker's "created" for a container that never ran (the
     runtime knows nothing of it yet); None once the container is gone."""
-    try:
-        return service.runtime.state(cid)
-    except NotFound:
-        pass
+    st = service.state_of(cid)
+    if st is not None:
+        return st
     try:
         service.get(cid)
     except NotFound:
