@@ -301,7 +301,7 @@ class FakeNamespaces:
     """A fake machine: the host namespace plus bind-mounted network namespaces, each a
     FakeNetlink. Links moved between them arrive (veth pairs stay pairs across
     namespaces); deleting a namespace deletes its links, and their veth peers with
-    them. Stands in for cnm.osl.netns.Namespaces, and `handle` for Netlink(path)."""
+    them. Stands in for cnm.osl.namespaces.Namespaces, and `handle` for Netlink(path)."""
 
     def __init__(self) -> None:
         self.host = FakeNetlink(None, self)

@@ -29,7 +29,7 @@ from typing import Any, Callable, TypeVar
 from cnm.errors import InvalidParameter, NotFound
 from cnm.osl import rtnl, sysctl
 from cnm.osl.errors import is_gone, translate
-from cnm.osl.netns import NetnsThread, netns_path
+from cnm.osl.netns import NetnsThread, netns_path, run_in_netns
 from cnm.osl.nlvalues import IFNAMSIZ, Link, Route, _check_ifname, _interface  # noqa: F401 - re-exported
 from cnm.osl.rtnl import Rtnl
 
@@ -77,7 +77,8 @@ class Netlink:
             self._rt = rt
         else:
             try:
-                self._rt = Rtnl.open_in(self.netns)
+                # made on a throwaway thread that enters the namespace
+                self._rt = run_in_netns(self.netns, Rtnl.open)
             except OSError as exc:
                 raise translate(exc, f"open a netlink socket in {self.netns}") from exc
 

@@ -8,9 +8,9 @@ runs on, and one `net connect` made ~15 requests; a packed request is ~10 us. Th
 tests decode every message built here with pyroute2's own parsers.
 
 A socket belongs to the network namespace it was made in and may be used from any
-thread afterwards (one request at a time: a lock per socket). `Rtnl.open_in(path)`
-makes one inside a bind-mounted namespace on a throwaway thread, so the caller's thread
-never changes namespace. Requests are sent one at a time and each waits for its ACK:
+thread afterwards (one request at a time: a lock per socket). `Rtnl.open` run on a
+throwaway thread inside a bind-mounted namespace (`cnm.osl.netns.run_in_netns`) makes
+one there, so the caller's thread never changes namespace. Requests are sent one at a time and each waits for its ACK:
 the kernel goes on with the next message of a batch after a failure, and a message
 meant for a link we just created must never reach someone else's.
 """
@@ -264,13 +264,6 @@ class Rtnl:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
         sock.bind((0, 0))
         return cls(sock)
-
-    @classmethod
-    def open_in(cls, path: str) -> Rtnl:
-        """A socket inside the namespace bind-mounted at `path`, made on a throwaway
-        thread that enters it (the calling thread stays where it is)."""
-        from cnm.osl.netns import run_in_netns
-        return run_in_netns(path, cls.open)
 
     def fileno(self) -> int:
         return self._sock.fileno()

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from cnm.driverapi import JoinResult
 from cnm.errors import CNMError
+from cnm.osl.namespaces import Namespaces
 from cnm.osl.netlink import Route
-from cnm.osl.netns import Namespaces
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ DEFAULT_DESTINATIONS = ("0.0.0.0/0", "::/0")
 
 
 class NamespaceOps(Protocol):
-    """Bind-mounted network namespaces (cnm.osl.netns.Namespaces; a fake in unit tests)."""
+    """Bind-mounted network namespaces (cnm.osl.namespaces.Namespaces; a fake in unit tests)."""
 
     def create(self, path: str) -> None:
         """A new namespace at `path`, its `lo` up."""
