@@ -11,6 +11,8 @@ from typing import Any
 from cnm.errors import InvalidParameter
 from cnm.ids import check_name
 from cnm.ports import PortBinding, normalize_ip
+from cnm.runtime import caps
+from cnm.runtime import confine_opts as co
 from cnm.strictnum import is_ascii_digits, parse_int
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -196,8 +198,6 @@ def _str_slice(body: dict, key: str) -> list[str] | None:
 def confinement(host: dict, host_mode: bool) -> dict:
     """The confinement fields of a Docker HostConfig, checked (capability names, security
     options and seccomp profile, binds, mounts, tmpfs, devices)."""
-    from cnm.runtime import caps
-    from cnm.runtime import confine_opts as co
     cap_add, cap_drop = _strings(host, "CapAdd"), _strings(host, "CapDrop")
     known = frozenset(caps.NAMES)
     caps.normalize(cap_add, known, "--cap-add")

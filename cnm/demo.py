@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cnm.runtime.runtime import remove_all
+
 NET = str(Path(sys.executable).parent / "net")
 BB = "/bin/busybox"
 
@@ -54,7 +56,6 @@ class DemoHost:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        from cnm.runtime.runtime import remove_all
         remove_all(str(self.dir / "run" / "containers"))   # containers outlive their daemon
         subprocess.run(["ip", "netns", "del", self.ns], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -71,7 +71,7 @@ def _decode_error(message: str, doc: str, pos: int) -> ValueError:
 def loads(data: str | bytes | bytearray) -> Any:
     """json.loads, for UTF-8 bytes or text."""
     if not _ACCELERATED:                                # pragma: no cover
-        import json
+        import json  # (start-up: the json package only where the C accelerator is missing)
         return json.loads(data)
     text = data.decode("utf-8-sig" if data[:3] == b"\xef\xbb\xbf" else "utf-8") \
         if isinstance(data, (bytes, bytearray)) else data
@@ -141,7 +141,7 @@ def _indented(obj: Any, indent: str, level: int, out: list[str]) -> None:
 def dumps(obj: Any, indent: int | None = None, ascii: bool = True) -> str:
     """json.dumps(obj, indent=indent, ensure_ascii=ascii) (ascii=False: strings only)."""
     if not _ACCELERATED:                                # pragma: no cover
-        import json
+        import json  # (start-up: the json package only where the C accelerator is missing)
         return json.dumps(obj, indent=indent, ensure_ascii=ascii)
     if not ascii:
         if not isinstance(obj, str):

@@ -47,6 +47,7 @@ def _ids(resolve, user: str) -> tuple[int, int, list[int]]:
 def _users():
     """cnm.runtime.users, imported while the host's root is still ours."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # (not at the top: nsexec starts on the standard library alone; sys.path is set above)
     from cnm.runtime import users
     return users.resolve
 
@@ -72,9 +73,9 @@ def _exec(cmd: list[str]) -> None:
 
 def _lock_plan(path: str, privileged: bool):
     """(confine_apply.lock, plan) from the container's lock-plan file."""
-    import marshal
+    import marshal  # (start-up: only with --confine)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from cnm.runtime import confine_apply
+    from cnm.runtime import confine_apply  # (not at the top: as _users; only with --confine)
     try:
         with open(path, "rb") as f:
             plan = marshal.load(f)

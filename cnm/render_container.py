@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnm.model import Endpoint, Network
 from cnm.naming import GATEWAY_BRIDGE
+from cnm.runtime.confine import MASKED_PATHS, READONLY_PATHS
 
 if TYPE_CHECKING:
     from cnm.containers import Container
@@ -139,7 +140,6 @@ def network_mode(ct: Container) -> str:
 
 def confinement_json(c: dict) -> dict:
     """HostConfig's confinement fields as Docker's inspect shows them."""
-    from cnm.runtime.confine import MASKED_PATHS, READONLY_PATHS
     mounts = c.get("mounts") or []
     binds = []
     for m in mounts:

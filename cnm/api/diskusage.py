@@ -6,7 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from cnm.api import container_filters as cf
 from cnm.api.common import Route, blocking, json_response
+from cnm.api.containers import summaries
+from cnm.images import render
 
 
 def routes(images: Any, containers: Any) -> list[Route]:
@@ -14,9 +17,6 @@ def routes(images: Any, containers: Any) -> list[Route]:
     the container routes use."""
 
     async def df(request: web.Request) -> web.Response:
-        from cnm.api import container_filters as cf
-        from cnm.api.containers import summaries
-        from cnm.images import render
 
         def load() -> dict:
             views = images.views()

@@ -10,6 +10,7 @@ import datetime
 import json
 
 from cnm import saferegex
+from cnm.api.timestamps import get_timestamp
 from cnm.errors import InvalidParameter
 from cnm.model import Network
 
@@ -124,7 +125,6 @@ def network_matches(net: Network, filters: Filters, in_use: bool = False) -> boo
 def until_nanos(filters: Filters, now: datetime.datetime) -> int | None:
     """The prune filter `until` (one value: a duration, a date or a timestamp) in
     nanoseconds since the epoch; None when not given."""
-    from cnm.api.timestamps import get_timestamp
     values = filters.get("until")
     if not values:
         return None

@@ -48,7 +48,7 @@ def _bool(value: str, key: str, spec: str) -> bool:
 
 def mount(spec: str) -> dict:
     """One --mount value (Docker's comma-separated key=value list) as a Mounts entry."""
-    from cnm.cli.values import byte_size
+    from cnm.cli.values import byte_size  # (CLI start-up: only with a tmpfs size)
     out: dict[str, Any] = {}
     bind: dict[str, Any] = {}
     tmpfs: dict[str, Any] = {}

@@ -126,7 +126,7 @@ def _confined(o: Opts) -> bool:
 
 def confinement(o: Opts) -> dict:
     """HostConfig fields of the confinement flags (imported only when one is given)."""
-    from cnm.cli.confineflags import host_config
+    from cnm.cli.confineflags import host_config  # (CLI start-up: only when a confinement flag is given)
     return host_config(**{k: getattr(o, k) for k in _CONFINEMENT_FLAGS})
 
 

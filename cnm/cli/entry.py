@@ -35,7 +35,7 @@ class Environment:
         os = sys.modules.get("os")
         if os is not None:
             return os.environ.get(key, default)
-        import posix
+        import posix  # (CLI start-up: posix rather than os, see Environment)
         value = posix.environ.get(key.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()))
         if value is None:
             return default
@@ -61,7 +61,7 @@ def _usage(exc: UsageError, path: str) -> int:
 
 def _click(argv: Sequence[str]) -> int:
     """Help and completion, by click (imported only now)."""
-    from cnm.cli.clicktree import run_click
+    from cnm.cli.clicktree import run_click  # (CLI start-up: click only for help and completion)
     return run_click(list(argv))
 
 
@@ -122,7 +122,7 @@ def main() -> None:
         # (freeing every module and object: ~2 ms of a ~15 ms `net ls -q`). atexit
         # handlers still run; the output is flushed above.
         import atexit
-        import posix
+        import posix  # (CLI start-up: posix rather than os, see Environment)
         atexit._run_exitfuncs()
         posix._exit(code)
     sys.exit(code)

@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+import cnm
+
 TEMPLATE = """#!{python} -IS
 # `net`, written by `python -m cnm.cli.launcher` (scripts/setup.sh): Python starts isolated
 # and without site; site-packages are added by the first import that needs them.
@@ -29,7 +31,6 @@ main()
 
 def script(python: str = sys.executable) -> str:
     """The launcher's text for this interpreter and this installation of cnm."""
-    import cnm
     root = str(Path(cnm.__file__).resolve().parent.parent)
     return TEMPLATE.format(python=python, root=root)
 

@@ -25,7 +25,7 @@ class SiteOnDemand:
         if path is not None:                  # a submodule: its package's own path was searched
             return None
         sys.meta_path.remove(cls)             # (before site.main(): it imports, too)
-        import site
+        import site  # (site runs only when a module from site-packages is asked for: the point of this finder)
         site.main()
         for finder in sys.meta_path:
             find = getattr(finder, "find_spec", None)

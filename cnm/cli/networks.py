@@ -150,7 +150,7 @@ def prune(cx: Context, o: Opts) -> None:
          arg("ref", metavar="CONTAINER"))
 def connect(cx: Context, o: Opts) -> None:
     """Connect a running container to a network."""
-    from cnm.cli.runflow import endpoint_config
+    from cnm.cli.runflow import endpoint_config  # (CLI start-up: only connect needs it)
     cx.client.network_connect(o.network, o.ref, endpoint_config(o.ip, o.ip6, o.aliases, o.mac))
 
 

@@ -36,11 +36,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -
 
 def json_str(text: str) -> str:
     """A string as a JSON string, non-ASCII kept (Docker's COMMAND column)."""
-    from cnm.jsonlite import dumps
+    from cnm.jsonlite import dumps  # (CLI start-up: only JSON output needs it)
     return dumps(text, ascii=False)
 
 
 def dumps(obj: Any) -> str:
     """JSON as Docker's CLI prints it (indent 4)."""
-    from cnm.jsonlite import dumps
+    from cnm.jsonlite import dumps  # (CLI start-up: only JSON output needs it)
     return dumps(obj, indent=4)

@@ -24,7 +24,7 @@ SERVE_HEAVY = ANY
 
 
 def _discovery(dirs: list[str]) -> Any:
-    from cnm.plugins.discovery import Discovery
+    from cnm.plugins.discovery import Discovery  # (CLI start-up: each net plugin command loads only what it uses)
     return Discovery(list(dirs) or None)
 
 
@@ -35,8 +35,8 @@ def _discovery(dirs: list[str]) -> Any:
          heavy=HEAVY)
 def ls(cx: Context, o: Opts) -> None:
     """List the plugins found, what each implements, whether it answers."""
-    from cnm.errors import CNMError
-    from cnm.plugins.client import PluginClient
+    from cnm.errors import CNMError  # (CLI start-up: as above)
+    from cnm.plugins.client import PluginClient  # (CLI start-up: as above)
     rows = [("NAME", "IMPLEMENTS", "STATUS", "ADDRESS")]
     for name, spec, error in _discovery(o.dirs).all():
         if o.quiet:
@@ -64,8 +64,8 @@ def ls(cx: Context, o: Opts) -> None:
          heavy=HEAVY)
 def check(cx: Context, o: Opts) -> int:
     """Drive plugin NAME through the protocol; report every deviation (exit 1 if any)."""
-    from cnm.plugins.check import check as run_check
-    from cnm.plugins.client import PluginClient
+    from cnm.plugins.check import check as run_check  # (CLI start-up: as above)
+    from cnm.plugins.client import PluginClient  # (CLI start-up: as above)
     spec = _discovery(o.dirs).get(o.name)
     report = run_check(PluginClient(spec, timeout=o.timeout, activate_retry=0.5), subnet=o.subnet)
     echo(f"plugin {o.name} at {spec.address}: implements {', '.join(report.implements) or 'nothing'}")
@@ -99,8 +99,8 @@ def serve(cx: Context, o: Opts) -> None:
     bridge:  docker network create -d NAME [--ipam-driver NAME] --subnet ... NET
     overlay: the same on every host (same --subnet, or -o cnm.overlay.name=X) gives
              one VXLAN network across the hosts; peers meet in etcd."""
-    from cnm.plugins import sdk
-    from cnm.plugins.serve import build
+    from cnm.plugins import sdk  # (CLI start-up: as above)
+    from cnm.plugins.serve import build  # (CLI start-up: as above)
     served = build(o.driver, root=o.root, ipam=o.with_ipam, firewall=not o.no_firewall,
                    cluster_store=o.cluster_store, advertise=o.advertise, run_dir=o.run_dir)
     try:
@@ -119,10 +119,10 @@ def serve(cx: Context, o: Opts) -> None:
 def forget_host(cx: Context, o: Opts) -> None:
     """Take a host that is gone for good (its underlay ADDRESS) out of the served
     overlays and shared pools, freeing what only it held. Refused while it is alive."""
-    from cnm.plugins.overlay_cluster import forget_host as forget
-    from cnm.plugins.shared_ipam import SharedPoolIpam
-    from cnm.store.etcd import EtcdStore
-    from ipam.default import DefaultIpam
+    from cnm.plugins.overlay_cluster import forget_host as forget  # (CLI start-up: as above)
+    from cnm.plugins.shared_ipam import SharedPoolIpam  # (CLI start-up: as above)
+    from cnm.store.etcd import EtcdStore  # (CLI start-up: as above)
+    from ipam.default import DefaultIpam  # (CLI start-up: as above)
     store = EtcdStore.from_url(o.cluster_store)
     try:
         ipam = SharedPoolIpam(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}), store, o.address)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from cnm.api.client import APIClient
+    from cnm.api.client import APIClient  # (CLI start-up: the client only when a command talks to the daemon)
 
     Handler = Callable[["Context", "Opts"], "int | None"]
 
@@ -227,6 +227,6 @@ class Context:
     @property
     def client(self) -> APIClient:
         if self._client is None:
-            from cnm.api.client import APIClient
+            from cnm.api.client import APIClient  # (CLI start-up: the client only when a command talks to the daemon)
             self._client = APIClient(self.host, transport=self.transport)
         return self._client

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cnm
 from cnm.cli import entry
 from cnm.cli.commands import COMMANDS, load, resolve
 
@@ -85,7 +86,6 @@ def run_net(argv: Sequence[str], *, input: str = "", env: Mapping[str, str] | No
             timeout: float = 60) -> Result:
     """Run `net ARGV` as a process, started as the launcher starts it (`python -IS`,
     site-packages on demand); `Result.modules` names every module it imported."""
-    import cnm
     root = os.path.dirname(os.path.dirname(os.path.abspath(cnm.__file__)))
     fd, note = tempfile.mkstemp(prefix="cnm-cli-modules-")
     os.close(fd)

@@ -4,7 +4,7 @@
     render    render(state) -> nft script (pure); required_sysctls(state)
     manager   Firewall: current state + atomic apply with rollback
 
-The kernel is reached only through cnm.osl.nft (and cnm.osl.sysctl), imported lazily.
+The kernel is reached only through cnm.osl.nft (and cnm.osl.sysctl), in the manager.
 """
 from __future__ import annotations
 

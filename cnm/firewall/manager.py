@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from cnm.errors import NotFound
 from cnm.firewall.model import FirewallState, NetworkRules, PortMapping
 from cnm.firewall.render import TABLES, render, required_sysctls
+from cnm.osl import nft, sysctl
 
 ApplyFn = Callable[[str], None]
 SysctlFn = Callable[[str, str], None]
@@ -17,17 +18,14 @@ DeleteFn = Callable[[], None]
 
 
 def _default_apply(script: str) -> None:
-    from cnm.osl import nft
     nft.apply(script)
 
 
 def _default_sysctl(key: str, value: str) -> None:
-    from cnm.osl import sysctl
     sysctl.write(key, value)
 
 
 def _default_delete() -> None:
-    from cnm.osl import nft
     nft.delete_tables(TABLES)
 
 

@@ -6,6 +6,7 @@ every host it spans by a dashed VXLAN edge.
 """
 from __future__ import annotations
 
+from cnm.errors import InvalidParameter
 from cnm.lab.topology import Lab, switch_port
 
 FORMATS = ("dot", "png", "svg", "pdf")
@@ -74,6 +75,5 @@ def output_format(path: str) -> str:
     """The format a file name asks for, from its suffix."""
     suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
     if suffix not in FORMATS:
-        from cnm.errors import InvalidParameter
         raise InvalidParameter(f"cannot tell the picture format of {path!r}: end it in .{', .'.join(FORMATS)}")
     return suffix

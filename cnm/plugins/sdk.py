@@ -31,6 +31,7 @@ from cnm.ipamapi import GLOBAL_DEFAULT, LOCAL_DEFAULT, Pool
 from cnm.plugins import IPAM_DRIVER, NETWORK_DRIVER
 from cnm.plugins.discovery import DEFAULT_DIRS, check_name
 from cnm.plugins.server import QuietHandler, UnixHTTPServer
+from cnm.statedirs import trusted_parent
 
 __all__ = ["NetworkPlugin", "IpamPlugin", "EndpointInterface", "IPAMData", "JoinResult", "Pool",
            "StaticRoute", "make_server", "serve"]
@@ -310,7 +311,6 @@ def serve(network: NetworkPlugin | None = None, ipam: Any = None, *, name: str,
     """Serve until SIGTERM or SIGINT, then remove the socket."""
     if isinstance(network, IpamPlugin) and ipam is None:
         network, ipam = None, network
-    from cnm.statedirs import trusted_parent
     # A socket in a folder another user can change could be swapped under Docker.
     trusted_parent(os.path.join(plugin_dir, f"{name}.sock"), "--plugin-dir", mode=0o755)
     server = make_server(network, ipam, name=name, plugin_dir=plugin_dir).start()

@@ -36,14 +36,19 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cnm.errors import InvalidParameter
 from cnm.runtime import caps as capslib
-from cnm.runtime import linux
+from cnm.runtime import files, linux
+from cnm.runtime import seccomp_profile as sp
 from cnm.runtime.confine_opts import TMPFS_DEFAULTS, check_mounts, parse_security_opts
 from cnm.runtime.overlay import overlay_options
+from cnm.runtime.seccomp_bpf import compile_filter
+from cnm.runtime.seccomp_default import DEFAULT
+from cnm.runtime.seccomp_profile import kernel_version
 
 MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
                 "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
@@ -76,7 +81,6 @@ class HostFacts:
 
     @classmethod
     def probe(cls, hide: tuple[str, ...] = ()) -> HostFacts:
-        from cnm.runtime.seccomp_profile import kernel_version
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
         u = os.uname()
@@ -89,7 +93,6 @@ class HostFacts:
 def host_devices(top: str = "/dev") -> list[tuple[str, int, int, int, int]]:
     """(path, mode, rdev, uid, gid) of every device node under /dev (not pts, shm,
     mqueue), for a privileged container's /dev (Docker: HostDevices)."""
-    import stat
     out = []
     for d, dirs, names in os.walk(top):
         dirs[:] = [x for x in dirs if not (d == top and x in ("pts", "shm", "mqueue"))]
@@ -112,10 +115,7 @@ def capability_set(cap_add: list[str], cap_drop: list[str], privileged: bool, ho
 
 @functools.lru_cache(maxsize=32)
 def _program(profile: str, capset: frozenset[str], machine: str, kernel: tuple[int, int]) -> tuple[bytes, int]:
-    from cnm.runtime import seccomp_profile as sp
-    from cnm.runtime.seccomp_bpf import compile_filter
     if profile == "default":
-        from cnm.runtime.seccomp_default import DEFAULT
         prof = DEFAULT
     else:
         prof = sp.parse(profile)
@@ -251,7 +251,6 @@ def plan(spec, binds: list[tuple[str, str]], host: HostFacts, cdir: str | None =
     "nnp", "seccomp", "seccomp_flags"}. `binds` are the /etc files (source, target);
     `cdir` the container's directory holding the overlay's upper/work/merged dirs (for
     a spec with a rootfs)."""
-    from cnm.runtime import files
     sec = parse_security_opts(spec.security_opt)
     capset = capability_set(spec.cap_add, spec.cap_drop, spec.privileged, host)
     prog = seccomp_program(sec.seccomp, spec.privileged, capset, host)

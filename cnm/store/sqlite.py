@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from cnm.errors import Conflict, Unavailable
+from cnm.statedirs import open_private, tighten_file
 from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
 
 _SCHEMA = """
@@ -35,7 +36,6 @@ def _private_files(path: str) -> None:
     """Make the database 0600 before SQLite opens it: SQLite gives its -wal and -shm
     files the database's mode, and they hold the same secrets (containers' env).
     Never through a symlink; files an older version left 0644 are tightened."""
-    from cnm.statedirs import open_private, tighten_file
     try:
         os.close(open_private(path, os.O_RDWR | os.O_CREAT))
     except OSError as exc:

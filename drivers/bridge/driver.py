@@ -17,6 +17,7 @@ from typing import Protocol
 from cnm import labels
 from cnm.driverapi import LOCAL, Capability, EndpointInterface, IPAMData, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
+from cnm.osl.netlink import Netlink
 from cnm.osl.sysctl import conf_key  # a pure key helper; no kernel access
 from drivers.bridge import config as bconfig
 from drivers.bridge import naming
@@ -454,7 +455,6 @@ def register(registry, *, netlink_factory: Callable[[], HostNetlink] | None = No
              firewall: BridgeFirewall | None = None) -> BridgeDriver:
     """Register a BridgeDriver working in the daemon's own namespace (by default)."""
     if netlink_factory is None:
-        from cnm.osl.netlink import Netlink
         netlink_factory = Netlink
     driver = BridgeDriver(netlink_factory, firewall=firewall)
     delay = os.environ.get("CNM_GRAVEYARD_DELAY")      # tests of a crash with deletions pending
