@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from cnm.cli.spec import Context, Opts
     from cnm.lab.record import LabRecord
-    from cnm.lab.topology import Lab, Step
+    from cnm.lab.topology import Lab
 
 # The lab machinery (cnm.lab: dataclasses, YAML, rich for progress, processes, daemons).
 HEAVY = ANY
@@ -64,22 +64,23 @@ def _realiser(progress: Any = None) -> Any:
 
 
 class PlainProgress:
-    """One line per finished step (for logs and pipes)."""
+    """One line per finished phase (for logs and pipes)."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
 
-    def __call__(self, index: int, total: int, step: Step, state: str, detail: str = "") -> None:
+    def __call__(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
         if state == "start":
             self.t0 = time.monotonic()
-            return
-        took = time.monotonic() - self.t0
-        verdict = f"ok ({took:.1f}s)" if state == "done" else "FAILED"
-        echo(f"[{index}/{total}] {step.label} {verdict}")
+        elif state == "done":
+            echo(f"{phase}: {total} step{'s' if total != 1 else ''} ok ({time.monotonic() - self.t0:.1f}s)")
+        elif state == "fail":
+            echo(f"{phase}: FAILED at {detail}")
 
 
 class RichProgress:
-    """A spinner on the running step and a tick per finished one (rich, loaded lazily)."""
+    """A spinner with a count on the running phase, a tick per finished one (rich,
+    loaded lazily)."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -87,19 +88,26 @@ class RichProgress:
         self.status: Any = None
         self.t0 = time.monotonic()
 
-    def __call__(self, index: int, total: int, step: Step, state: str, detail: str = "") -> None:
+    def __call__(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
         if state == "start":
             self.t0 = time.monotonic()
-            self.status = self.console.status(f"[{index}/{total}] {step.label}")
+            self.status = self.console.status(f"{phase} 0/{total}")
             self.status.start()
+            return
+        if state == "step":
+            if self.status is not None:
+                self.status.update(f"{phase} {done}/{total}")
             return
         if self.status is not None:
             self.status.stop()
+            self.status = None
         took = time.monotonic() - self.t0
         if state == "done":
-            self.console.print(f"[green]✓[/] [{index}/{total}] {step.label} [dim]{took:.1f}s[/]", highlight=False)
+            self.console.print(f"[green]✓[/] {phase} [dim]{total} step{'s' if total != 1 else ''}, {took:.1f}s[/]",
+                               highlight=False)
         else:
-            self.console.print(f"[red]✗[/] [{index}/{total}] {step.label}", highlight=False)
+            from rich.markup import escape
+            self.console.print(f"[red]✗[/] {phase}: {escape(detail)}", highlight=False)
 
 
 def _progress() -> Any:
@@ -241,12 +249,16 @@ def exec_(cx: Context, o: Opts) -> None:
     os.execvpe(argv[0], argv, env)
 
 
-@command("check", arg("name"), heavy=HEAVY)
+@command("check",
+         flag("-v", "--verbose", help="List every probe of a group's check, not only the failed ones."),
+         arg("name"),
+         heavy=HEAVY)
 def check(cx: Context, o: Opts) -> int:
-    """Run the lab's checks: PASS/FAIL per check; exit 1 if any fails."""
+    """Run the lab's checks: PASS/FAIL per check (a group's check: how many of its
+    probes passed, and the ones that failed); exit 1 if any fails."""
     _require_root()
     name = o.name
-    from cnm.lab.checks import run_checks
+    from cnm.lab.checks import report_lines, run_checks
     from cnm.lab.runner import SubprocessRunner
     rec = _record(name)
     topo = _lab_of(rec)
@@ -256,12 +268,9 @@ def check(cx: Context, o: Opts) -> int:
     sockets = {h: info["socket"] for h, info in rec.hosts.items()}
     addresses = {h: info["address"] for h, info in rec.hosts.items()}
     results = run_checks(topo, sockets, addresses, SubprocessRunner())
-    width = max(len(r.check.label) for r in results)
-    for r in results:
-        echo(f"{'PASS' if r.ok else 'FAIL'}  {r.check.label.ljust(width)}  {r.detail}")
-    failed = sum(1 for r in results if not r.ok)
-    echo(f"{len(results)} checks: {len(results) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    for line in report_lines(results, verbose=o.verbose):
+        echo(line)
+    return 1 if any(not r.ok for r in results) else 0
 
 
 # -- graph / capture / impair ---------------------------------------------------------------------

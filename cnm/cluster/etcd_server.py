@@ -27,10 +27,12 @@ from cnm.errors import InvalidParameter, Unavailable
 ETCD_BINARY = "/usr/bin/etcd"
 DEFAULT_TOKEN = "cnm-etcd"
 
-# Lab tuning: elections settle in well under a second on one machine.
+# Tuning for members on one machine. Heartbeat and election timeout are per member
+# (EtcdMember.heartbeat_ms/election_ms): 50/500 ms settles elections in well under a
+# second for tests; a lab on a loaded machine asks for more (a lab file's
+# cluster_store.heartbeat/election), or heartbeats that wait for a core cost elections.
+HEARTBEAT_MS, ELECTION_MS = 50, 500
 TUNING: tuple[str, ...] = (
-    "--heartbeat-interval", "50",
-    "--election-timeout", "500",
     "--quota-backend-bytes", str(256 * 1024 * 1024),
     "--auto-compaction-retention", "0",
     "--max-txn-ops", "1024",
@@ -70,6 +72,8 @@ class EtcdMember:
     log_path: str | Path | None = None        # default: <data_dir>.log
     token: str = DEFAULT_TOKEN
     extra_args: Sequence[str] = ()
+    heartbeat_ms: int = HEARTBEAT_MS
+    election_ms: int = ELECTION_MS
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -95,6 +99,8 @@ class EtcdMember:
                 "--initial-cluster", cluster,
                 "--initial-cluster-state", "new",
                 "--initial-cluster-token", self.token,
+                "--heartbeat-interval", str(self.heartbeat_ms),
+                "--election-timeout", str(self.election_ms),
                 *TUNING, *self.extra_args]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
@@ -182,7 +188,8 @@ class EtcdMember:
 def make_members(names_hosts: Sequence[tuple[str, str]], base_dir: str | Path, *,
                  client_port: int = 2379, peer_port: int = 2380,
                  netns: Mapping[str, str | None] | None = None,
-                 token: str = DEFAULT_TOKEN) -> list[EtcdMember]:
+                 token: str = DEFAULT_TOKEN, heartbeat_ms: int = HEARTBEAT_MS,
+                 election_ms: int = ELECTION_MS) -> list[EtcdMember]:
     """Members for (name, host address) pairs: client on host:client_port, peers on
     host:peer_port, data under base_dir/<name>, log at base_dir/<name>.log. Several
     members on one address need distinct ports: give them distinct hosts, or build
@@ -191,7 +198,8 @@ def make_members(names_hosts: Sequence[tuple[str, str]], base_dir: str | Path, *
     cluster = {name: f"http://{host}:{peer_port}" for name, host in names_hosts}
     return [EtcdMember(name=name, data_dir=base / name, client_url=f"http://{host}:{client_port}",
                        peer_url=cluster[name], initial_cluster=cluster,
-                       netns=(netns or {}).get(name), token=token)
+                       netns=(netns or {}).get(name), token=token, heartbeat_ms=heartbeat_ms,
+                       election_ms=election_ms)
             for name, host in names_hosts]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnm.errors import NotFound
-from cnm.lab.realise import net_argv
+from cnm.lab.netcli import net_argv
 from cnm.lab.runner import Runner
 from cnm.lab.topology import Check, Lab
 
@@ -77,16 +77,37 @@ def parse_mtu(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def run_checks(lab: Lab, sockets: dict[str, str], host_addresses: dict[str, str], runner: Runner) -> list[CheckResult]:
-    """Run every check of the lab; never raises for a failing probe."""
-    results = []
+def run_checks(lab: Lab, sockets: dict[str, str], host_addresses: dict[str, str], runner: Runner,
+               workers: int | None = None) -> list[CheckResult]:
+    """Run every check of the lab, side by side on `workers` threads (default
+    cnm.lab.parallel.default_workers); results in the checks' order. Never raises for
+    a failing probe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnm.lab.parallel import default_workers
+    n = max(1, workers or default_workers())
+    names = {c.name for c in lab.containers}
+    targets = sorted({c.target for c in lab.checks if c.target in names})
     inspected: dict[str, dict] = {}
-    for check in lab.checks:
+    errors: dict[str, str] = {}
+
+    def inspect(name: str) -> None:
         try:
-            results.append(_run_one(lab, check, sockets, host_addresses, runner, inspected))
+            _networks_of(name, lab, sockets, runner, inspected)
         except NotFound as exc:
-            results.append(CheckResult(check, False, str(exc)))
-    return results
+            errors[name] = str(exc)
+
+    def one(check: Check) -> CheckResult:
+        if check.target in errors:
+            return CheckResult(check, False, errors[check.target])
+        try:
+            return _run_one(lab, check, sockets, host_addresses, runner, inspected)
+        except NotFound as exc:
+            return CheckResult(check, False, str(exc))
+
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="lab-check") as pool:
+        list(pool.map(inspect, targets))
+        return list(pool.map(one, lab.checks))
 
 
 def _networks_of(name: str, lab: Lab, sockets: dict[str, str], runner: Runner, cache: dict[str, dict]) -> dict:
@@ -120,3 +141,27 @@ def _run_one(lab: Lab, check: Check, sockets: dict[str, str], host_addresses: di
     what = f"{address}:{check.port}" if check.kind == "tcp" else address
     detail = f"{what} {'reached' if reached else 'unreachable'}"
     return CheckResult(check, reached == check.expect_pass, detail)
+
+
+def report_lines(results: list[CheckResult], verbose: bool = False) -> list[str]:
+    """PASS/FAIL lines: one per lab-file entry; an entry that stands for many probes
+    (a group's) says how many passed and lists the ones that did not (all of them
+    with `verbose`). The last line sums up the probes."""
+    entries: dict[int, list[CheckResult]] = {}
+    for r in results:
+        entries.setdefault(r.check.spec, []).append(r)
+    rows: list[tuple[str, str, str]] = []
+    for rs in entries.values():
+        label = rs[0].check.spec_label or rs[0].check.label
+        if len(rs) == 1 and not verbose and "probe" not in label:
+            rows.append(("PASS" if rs[0].ok else "FAIL", rs[0].check.label, rs[0].detail))
+            continue
+        bad = [r for r in rs if not r.ok]
+        rows.append(("FAIL" if bad else "PASS", label, f"{len(rs) - len(bad)}/{len(rs)} passed"))
+        for r in (rs if verbose else bad):
+            rows.append(("  " + ("ok" if r.ok else "FAIL"), r.check.label, r.detail))
+    width = max((len(label) for _, label, _ in rows), default=0)
+    out = [f"{verdict:<6}{label.ljust(width)}  {detail}" for verdict, label, detail in rows]
+    failed = sum(1 for r in results if not r.ok)
+    out.append(f"{len(results)} checks: {len(results) - failed} passed, {failed} failed")
+    return out

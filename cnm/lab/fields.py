@@ -9,7 +9,7 @@ from typing import Any
 from cnm.errors import InvalidParameter
 from cnm.lab.model import Link
 
-UNDERLAY_RANGE = ipaddress.ip_network("198.18.0.0/15")
+UNDERLAY_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 DEFAULT_UNDERLAY = "198.18.0.0/24"
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cnm.errors import InvalidParameter, Unavailable
-from cnm.lab.fields import RATE as _RATE, rate_bits
+from cnm.lab.fields import RATE as _RATE
+from cnm.lab.fields import rate_bits
 from cnm.lab.model import UNDERLAY_IFACE, Link, switch_port
 
 NFT_TABLE = "lab_impair"         # in each lab host's namespace; a netdev table we own

@@ -122,3 +122,76 @@ def nsfs_inodes_under(directory: str | Path) -> set[int]:
             if ino is not None:
                 out.add(ino)
     return out
+
+
+def terminate_all(targets: dict[str, tuple[int, int | None]], timeout: float = 10.0,
+                  kill_after: float = 5.0, sig: int = signal.SIGTERM) -> dict[str, str]:
+    """terminate() for many processes at once: `sig` (SIGTERM) to all, one shared
+    wait, then SIGKILL to those left. Returns key -> "gone" | "stopped" | "killed"."""
+    outcome: dict[str, str] = {}
+    live: dict[str, tuple[int, int | None]] = {}
+    for key, (pid, start) in targets.items():
+        if not alive(pid, start):
+            _reap(pid)
+            outcome[key] = "gone"
+            continue
+        try:
+            os.kill(pid, sig)
+            live[key] = (pid, start)
+        except ProcessLookupError:
+            outcome[key] = "stopped"
+    for kill, wait, verdict in ((False, timeout, "stopped"), (True, kill_after, "killed")):
+        if kill:
+            for pid, _ in live.values():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + wait
+        while live and time.monotonic() < deadline:
+            for key, (pid, start) in list(live.items()):
+                _reap(pid)
+                if not alive(pid, start):
+                    outcome[key] = verdict
+                    del live[key]
+            if live:
+                time.sleep(0.05)
+    for key in live:
+        outcome[key] = "killed"
+    return outcome
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL each pid now (strays: nothing to wait for in order)."""
+    for pid in pids:
+        start = start_time(pid)
+        if start is not None and alive(pid, start):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def nsfs_inodes_seen_by(pids: list[int], directory: str | Path) -> set[int]:
+    """Inodes of the namespaces bind-mounted under `directory` in the mount namespaces
+    of these processes (a lab daemon mounts its sandboxes in a mount namespace of its
+    own, which its supervisors share): found through /proc/PID/root, one read per
+    mount namespace."""
+    base = os.path.realpath(directory)
+    out: set[int] = set()
+    seen_mnt: set[str] = set()
+    for pid in pids:
+        try:
+            mnt = os.readlink(f"/proc/{pid}/ns/mnt")
+            if mnt in seen_mnt:
+                continue
+            seen_mnt.add(mnt)
+            info = Path(f"/proc/{pid}/mountinfo").read_text()
+        except OSError:
+            continue
+        for point, fstype in mounts_under(base, info):
+            if fstype == "nsfs":
+                ino = netns_inode(f"/proc/{pid}/root{point}")
+                if ino is not None:
+                    out.add(ino)
+    return out

@@ -1,33 +1,44 @@
 """The realiser: turns a Lab into namespaces, links, etcd members, daemons, networks and
-containers (`up`), and removes everything a record lists (`down`).
+containers (`up`), and removes everything a record lists (`down`, cnm.lab.teardown).
 
-Every command goes through the Runner seam; the daemons are driven with the `net` CLI
-against each host's socket, exactly as a user would. Each step is recorded as soon as
-it is attempted, so a crash or a failure half-way leaves a record `down` can follow.
+`up` runs in phases — underlay, impairments, etcd, daemons, networks, containers —
+and within a phase runs its steps side by side on a few threads (cnm.lab.parallel):
+a host's own steps stay in order, different hosts' do not wait for each other.
+Commands go through the Runner seam (the underlay as `ip -batch` scripts, the daemons
+driven with the `net` CLI against each host's socket, exactly as a user would); the
+daemons themselves are forked from a pre-imported template process
+(cnm.lab.zygote), each into its host's namespaces. What a phase made is in the
+record before the next phase starts, and what a step is about to make is in the
+record before it exists, so a crash or a failure half-way leaves a record `down`
+can follow (and `down` also removes whatever it finds in the lab's namespaces).
 """
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
-from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound, Unavailable
+from cnm.errors import CNMError, Conflict, NotFound, Unavailable
 from cnm.lab import impair as imp
-from cnm.lab import procs
+from cnm.lab import procs, teardown
+from cnm.lab import underlay as ul
+from cnm.lab.netcli import NET, container_run_argv, host_command, net_argv, network_create_argv
+from cnm.lab.parallel import StepFailed, default_workers, run_chains
 from cnm.lab.record import HostPaths, LabRecord, lab_dir
 from cnm.lab.runner import Runner
-from cnm.lab.topology import SWITCH_BRIDGE, UNDERLAY_IFACE, Lab, Step, namespace, plan, switch_port
+from cnm.lab.topology import Lab, Step, namespace, plan
 
-NET = str(Path(sys.executable).parent / "net")
 NETNS_DIR = Path("/run/netns")
-DAEMON_START_TIMEOUT = 30.0
-GLOBAL_NETWORK_WAIT = 15.0     # an overlay made on one host reaches the others through etcd
+DAEMON_START_TIMEOUT = 60.0    # from the fork to a socket that answers, on a loaded machine
+
+PHASES = (("underlay", ("switch", "host")), ("impairments", ("impair",)), ("etcd", ("etcd",)),
+          ("daemons", ("daemon",)), ("networks", ("network",)), ("containers", ("container",)))
 
 
 class LabUpFailed(CNMError):
@@ -37,71 +48,50 @@ class LabUpFailed(CNMError):
 
 
 class Progress(Protocol):
-    def __call__(self, index: int, total: int, step: Step, state: str, detail: str = "") -> None:
-        """state is "start", "done" or "fail" (detail: the one-line reason)."""
+    def __call__(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
+        """state: "start" (the phase begins; total steps known), "step" (done more),
+        "done" (the phase is complete) or "fail" (detail: the failed step and why)."""
 
 
 class EtcdStarter(Protocol):
-    def __call__(self, members: Sequence[tuple[str, str, str]], base: Path) -> tuple[str, list[dict]]:
-        """Start one etcd member per (name, underlay address, netns) and wait until the
-        cluster is healthy. Returns (the daemons' --cluster-store value,
-        [{name, pid, client_url, log, data_dir}]); on failure stops what it started."""
+    def __call__(self, members: Sequence[tuple[str, str, str]], base: Path,
+                 timing: tuple[int, int]) -> tuple[str, list[dict]]:
+        """Start one etcd member per (name, underlay address, netns), with timing =
+        (heartbeat ms, election timeout ms), and wait until the cluster is healthy.
+        Returns (the daemons' --cluster-store value, [{name, pid, client_url, log,
+        data_dir}]); on failure stops what it started."""
 
 
-def start_etcd(members: Sequence[tuple[str, str, str]], base: Path) -> tuple[str, list[dict]]:
+class DaemonLauncher(Protocol):
+    def open(self) -> None:
+        """Get ready to start daemons (may work in the background)."""
+
+    def spawn(self, config: dict, netns: str, log: Path, cmdline: str) -> int:
+        """Start a daemon with these DaemonConfig fields in the network namespace at
+        `netns`, output to `log`; its pid, at once."""
+
+    def answers(self, sock_path: str) -> bool:
+        """Does a daemon accept connections on this socket?"""
+
+    def close(self) -> None:
+        """Done starting daemons (they keep running). Idempotent."""
+
+
+def start_etcd(members: Sequence[tuple[str, str, str]], base: Path,
+               timing: tuple[int, int] = (100, 1000)) -> tuple[str, list[dict]]:
     """The real EtcdStarter (cnm.cluster.etcd_server)."""
     from cnm.cluster.etcd_server import cluster_store_url, make_members, start_cluster
-    ms = make_members([(n, a) for n, a, _ in members], base, netns={n: ns for n, _, ns in members})
-    start_cluster(ms)
+    ms = make_members([(n, a) for n, a, _ in members], base, netns={n: ns for n, _, ns in members},
+                      heartbeat_ms=timing[0], election_ms=timing[1])
+    start_cluster(ms, timeout=max(20.0, timing[1] / 1000 * 10))
     return cluster_store_url(ms), [{"name": m.name, "pid": m.pid, "client_url": m.client_url,
                                     "log": str(m.log_path), "data_dir": str(m.data_dir)} for m in ms]
 
 
-def net_argv(socket: str, *args: str) -> list[str]:
-    """The `net` CLI against one host's daemon."""
-    return [NET, "-H", f"unix://{socket}", *args]
-
-
-def network_create_argv(socket: str, name: str, driver: str, subnet: str | None,
-                        internal: bool, options: Sequence[tuple[str, str]]) -> list[str]:
-    argv = net_argv(socket, "network", "create", "-d", driver)
-    if subnet:
-        argv += ["--subnet", subnet]
-    if internal:
-        argv.append("--internal")
-    for k, v in options:
-        argv += ["-o", f"{k}={v}"]
-    return argv + [name]
-
-
-def container_run_argv(socket: str, name: str, network: str, ip: str | None,
-                       ports: Sequence[str], command: Sequence[str], cap_add: Sequence[str] = (),
-                       privileged: bool = False, image: str = "") -> list[str]:
-    """`net run` of a lab container: on its image, or on the host's filesystem (the
-    command's first word found on PATH: `net run` takes an absolute path there)."""
-    argv = net_argv(socket, "run", "-d", "--name", name, "--hostname", name, "--net", network)
-    if ip:
-        argv += ["--ip", ip]
-    for p in ports:
-        argv += ["-p", p]
-    for cap in cap_add:
-        argv += ["--cap-add", cap]
-    if privileged:
-        argv.append("--privileged")
-    if image:
-        return argv + ["--", image, *command]
-    return argv + ["--", host_command(command[0]), *command[1:]]
-
-
-def host_command(word: str) -> str:
-    if word.startswith("/"):
-        return word
-    import shutil
-    path = shutil.which(word)
-    if path is None:
-        raise InvalidParameter(f"command {word!r} is not on this machine's PATH: give its absolute path, "
-                               "or an image: for the container")
-    return path
+def zygote_launcher(rec: LabRecord) -> DaemonLauncher:
+    """The real DaemonLauncher: a daemon template process (cnm.lab.zygote)."""
+    from cnm.lab.zygote import ZygoteLauncher
+    return ZygoteLauncher(log=Path(rec.dir) / "zygote.log")
 
 
 @dataclass
@@ -109,9 +99,11 @@ class Realiser:
     runner: Runner
     etcd_starter: EtcdStarter = start_etcd
     progress: Progress | None = None
-    net_wait: float = GLOBAL_NETWORK_WAIT
     daemon_timeout: float = DAEMON_START_TIMEOUT
     sleep: Callable[[float], None] = time.sleep
+    launcher_factory: Callable[[LabRecord], DaemonLauncher] = zygote_launcher
+    workers: int = field(default_factory=default_workers)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # --- up -------------------------------------------------------------------------
 
@@ -123,29 +115,63 @@ class Realiser:
         rec = LabRecord(name=lab.name, dir=str(lab_dir(lab.name)), topology=raw, source=source)
         rec.save()
         steps = plan(lab)
-        for i, step in enumerate(steps, 1):
-            self._report(i, len(steps), step, "start")
-            try:
-                self._do(lab, rec, step)
-            except (CNMError, OSError) as exc:
-                reason = " ".join(str(exc).split()) if not isinstance(exc, OSError) else f"{exc}"
-                rec.status, rec.failed_step, rec.error = "failed", step.label, reason
-                rec.save()
-                self._report(i, len(steps), step, "fail", reason)
-                logs = self._keep_logs(rec, step)
-                self.down(rec)
-                where = f" (log: {', '.join(logs)})" if logs else ""
-                raise LabUpFailed(f"lab {lab.name}: step '{step.label}' failed: {reason}{where}; "
-                                  "everything built was torn down") from exc
-            rec.save()
-            self._report(i, len(steps), step, "done")
+        launcher = self.launcher_factory(rec) if any(s.kind == "daemon" for s in steps) else None
+        try:
+            if launcher is not None:
+                launcher.open()              # the template imports while the underlay is built
+            for phase, kinds in PHASES:
+                todo = [s for s in steps if s.kind in kinds]
+                if todo:
+                    self._phase(lab, rec, phase, todo, launcher)
+        finally:
+            if launcher is not None:
+                launcher.close()
         rec.status = "up"
         rec.save()
         return rec
 
-    def _report(self, i: int, n: int, step: Step, state: str, detail: str = "") -> None:
+    def _phase(self, lab: Lab, rec: LabRecord, phase: str, steps: list[Step],
+               launcher: DaemonLauncher | None) -> None:
+        total, done = len(steps), [0]
+        self._report(phase, 0, total, "start")
+
+        def finished(_step: Step) -> None:
+            done[0] += 1
+            self._report(phase, done[0], total, "step")
+
+        try:
+            if phase == "underlay":
+                self._underlay(lab, rec, steps, finished)
+            else:
+                do = {"impairments": self._impair, "etcd": self._etcd, "networks": self._network,
+                      "containers": self._container,
+                      "daemons": lambda lab_, rec_, s: self._daemon(lab_, rec_, s, launcher)}[phase]
+                run_chains(steps, lambda s: do(lab, rec, s), lambda s: s.host or s.name, self.workers, finished)
+        except StepFailed as failed:
+            self._fail(lab, rec, phase, failed.step, failed.error)
+        with self._lock:
+            rec.save()
+        self._report(phase, total, total, "done")
+
+    def _fail(self, lab: Lab, rec: LabRecord, phase: str, step: Step, exc: BaseException) -> None:
+        if not isinstance(exc, (CNMError, OSError)):
+            rec.status, rec.failed_step, rec.error = "failed", step.label, repr(exc)
+            rec.save()
+            raise exc
+        reason = " ".join(str(exc).split()) if not isinstance(exc, OSError) else f"{exc}"
+        rec.status, rec.failed_step, rec.error = "failed", step.label, reason
+        rec.save()
+        self._report(phase, 0, 0, "fail", f"{step.label}: {reason}")
+        logs = self._keep_logs(rec, step)
+        self.down(rec)
+        where = f" (log: {', '.join(logs)})" if logs else ""
+        raise LabUpFailed(f"lab {lab.name}: step '{step.label}' failed: {reason}{where}; "
+                          "everything built was torn down") from exc
+
+    def _report(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
         if self.progress:
-            self.progress(i, n, step, state, detail)
+            with self._lock:
+                self.progress(phase, done, total, state, detail)
 
     def _clear_stale(self, lab: Lab) -> None:
         try:
@@ -155,8 +181,8 @@ class Realiser:
         if old is not None:
             live = [h for h, d in old.daemons.items() if procs.alive(d["pid"], d.get("start"))]
             if live and old.status != "failed":
-                raise Conflict(f"lab {lab.name} is already up (daemons on {', '.join(live)}): "
-                               f"net lab down {lab.name} first")
+                raise Conflict(f"lab {lab.name} is already up (daemons on {', '.join(live[:5])}"
+                               f"{', …' if len(live) > 5 else ''}): net lab down {lab.name} first")
             self.down(old)
         for ns in [lab.switch_namespace, *(lab.namespace(h.name) for h in lab.hosts)]:
             if (NETNS_DIR / ns).exists():
@@ -180,36 +206,35 @@ class Realiser:
                 kept.append(dest)
         return kept
 
-    def _do(self, lab: Lab, rec: LabRecord, step: Step) -> None:
-        {"switch": self._switch, "host": self._host, "impair": self._impair, "etcd": self._etcd,
-         "daemon": self._daemon, "network": self._network, "container": self._container}[step.kind](lab, rec, step)
+    # --- phases -------------------------------------------------------------------------
 
-    def _add_netns(self, rec: LabRecord, ns: str) -> None:
-        rec.namespaces.append(ns)        # recorded before it exists: down tolerates absence
-        rec.save()
-        self.runner.run(["ip", "netns", "add", ns])
-        self.runner.run(["ip", "-n", ns, "link", "set", "lo", "up"])
-
-    def _switch(self, lab: Lab, rec: LabRecord, step: Step) -> None:
+    def _underlay(self, lab: Lab, rec: LabRecord, steps: list[Step], finished: Callable[[Step], None]) -> None:
+        """Every namespace in one `ip -batch`, each host's link in one per host (side by
+        side), every switch port in one more."""
         sw = lab.switch_namespace
-        self._add_netns(rec, sw)
-        self.runner.run(["ip", "-n", sw, "link", "add", SWITCH_BRIDGE, "type", "bridge"])
-        self.runner.run(["ip", "-n", sw, "link", "set", SWITCH_BRIDGE, "up"])
+        hosts = [lab.host(s.name) for s in steps if s.kind == "host"]
+        for h in hosts:
+            paths = HostPaths.for_host(Path(rec.dir), h.name)
+            rec.hosts[h.name] = {"netns": lab.namespace(h.name), "address": h.address, "mtu": h.link.mtu,
+                                 **paths.__dict__}
+        # recorded before they exist: down tolerates absence
+        rec.namespaces += [sw, *(lab.namespace(h.name) for h in hosts)]
+        rec.save()
+        switch = Step("switch", "underlay")
+        try:
+            self.runner.run(["ip", "-batch", "-"], input=ul.namespaces_script(rec.namespaces))
+            self.runner.run(["ip", "-n", sw, "-batch", "-"], input=ul.switch_script())
+        except CNMError as exc:
+            raise StepFailed(switch, exc) from exc
+        finished(switch)
 
-    def _host(self, lab: Lab, rec: LabRecord, step: Step) -> None:
-        h = lab.host(step.name)
-        ns, sw, port = lab.namespace(h.name), lab.switch_namespace, switch_port(h.name)
-        paths = HostPaths.for_host(Path(rec.dir), h.name)
-        rec.hosts[h.name] = {"netns": ns, "address": h.address, "mtu": h.link.mtu, **paths.__dict__}
-        self._add_netns(rec, ns)
-        # made inside the switch namespace, peer moved straight into the host: the
-        # machine's root namespace never sees either end
-        self.runner.run(["ip", "-n", sw, "link", "add", port, "type", "veth", "peer", "name", UNDERLAY_IFACE,
-                         "netns", ns])
-        self.runner.run(["ip", "-n", sw, "link", "set", port, "mtu", str(h.link.mtu), "master", SWITCH_BRIDGE, "up"])
-        self.runner.run(["ip", "-n", ns, "link", "set", UNDERLAY_IFACE, "mtu", str(h.link.mtu)])
-        self.runner.run(["ip", "-n", ns, "addr", "add", f"{h.address}/{lab.underlay.prefixlen}", "dev", UNDERLAY_IFACE])
-        self.runner.run(["ip", "-n", ns, "link", "set", UNDERLAY_IFACE, "up"])
+        def link(s: Step) -> None:
+            self.runner.run(["ip", "-n", lab.namespace(s.name), "-batch", "-"], input=ul.host_script(lab, lab.host(s.name)))
+        run_chains([s for s in steps if s.kind == "host"], link, lambda s: s.name, self.workers, finished)
+        try:
+            self.runner.run(["ip", "-n", sw, "-batch", "-"], input=ul.ports_script(hosts))
+        except CNMError as exc:
+            raise StepFailed(switch, exc) from exc
 
     def _impair(self, lab: Lab, rec: LabRecord, step: Step) -> None:
         h = lab.host(step.name)
@@ -220,19 +245,22 @@ class Realiser:
         info = rec.hosts[host]
         cmds = imp.commands(info["netns"], namespace(rec.name, "sw"), host, want, int(info.get("mtu", 1500)))
         imp.apply(self.runner, cmds)
-        if want.empty:
-            rec.impair.pop(host, None)
-        else:
-            rec.impair[host] = want.to_json()
-        rec.save()
+        with self._lock:
+            if want.empty:
+                rec.impair.pop(host, None)
+            else:
+                rec.impair[host] = want.to_json()
+            rec.save()
 
     def _etcd(self, lab: Lab, rec: LabRecord, step: Step) -> None:
         base = Path(rec.dir) / "etcd"
         members = [(f"etcd-{h}", lab.host(h).address, lab.namespace(h)) for h in lab.cluster.hosts]
-        for (name, _, _), h in zip(members, lab.cluster.hosts):
-            rec.etcd[name] = {"host": h, "pid": None, "start": None, "log": str(base / f"{name}.log")}
+        timing = (lab.cluster.heartbeat_ms, lab.cluster.election_ms)
+        for (name, _, _), h in zip(members, lab.cluster.hosts, strict=True):
+            rec.etcd[name] = {"host": h, "pid": None, "start": None, "log": str(base / f"{name}.log"),
+                              "timing": list(timing)}
         rec.save()
-        url, started = self.etcd_starter(members, base)
+        url, started = self.etcd_starter(members, base, timing)
         for m in started:
             entry = rec.etcd[m["name"]]
             entry.update(pid=m["pid"], start=procs.start_time(m["pid"]) if m["pid"] else None,
@@ -241,63 +269,63 @@ class Realiser:
         rec.save()
 
     def daemon_argv(self, rec: LabRecord, host: str) -> list[str]:
+        """The `net daemon` command line equivalent to a host's daemon (what ps shows)."""
         info = rec.hosts[host]
         argv = [NET, "daemon", "--root", info["root"], "--run-dir", info["run"], "--socket", info["socket"]]
         if rec.cluster_store:
             argv += ["--cluster-store", rec.cluster_store, "--advertise", info["address"]]
         return argv
 
-    def _daemon(self, lab: Lab, rec: LabRecord, step: Step) -> None:
-        info = rec.hosts[step.name]
+    def daemon_config(self, rec: LabRecord, host: str) -> dict:
+        """cnm.daemon.DaemonConfig's fields for a host's daemon."""
+        info = rec.hosts[host]
+        config = {"root": info["root"], "run_dir": info["run"], "socket": info["socket"]}
+        if rec.cluster_store:
+            config.update(cluster_store=rec.cluster_store, advertise=info["address"])
+        return config
+
+    def _daemon(self, lab: Lab | None, rec: LabRecord, step: Step, launcher: DaemonLauncher | None) -> None:
+        assert launcher is not None
+        host = step.name
+        info = rec.hosts[host]
         for d in (info["root"], info["run"]):
             Path(d).mkdir(parents=True, exist_ok=True)
-        pid = self.runner.spawn(self.daemon_argv(rec, step.name), info["netns"], Path(info["log"]))
-        rec.daemons[step.name] = {"pid": pid, "start": procs.start_time(pid)}
-        rec.save()
+        cmdline = "net " + " ".join(self.daemon_argv(rec, host)[1:])
+        pid = launcher.spawn(self.daemon_config(rec, host), str(NETNS_DIR / info["netns"]), Path(info["log"]), cmdline)
+        start = procs.start_time(pid)
+        with self._lock:
+            rec.daemons[host] = {"pid": pid, "start": start}
         deadline = time.monotonic() + self.daemon_timeout
-        while True:
-            if self.runner.run(net_argv(info["socket"], "ls", "-q"), check=False, timeout=10).ok:
-                for tarball in lab.images if lab is not None else ():
-                    self.runner.run(net_argv(info["socket"], "image", "load", "-q", "-i", tarball), timeout=300)
-                return
-            if not procs.alive(pid, rec.daemons[step.name]["start"]):
-                raise Unavailable(f"the daemon on {step.name} exited at start-up")
+        while not launcher.answers(info["socket"]):
+            if start is None or not procs.alive(pid, start):
+                raise Unavailable(f"the daemon on {host} exited at start-up")
             if time.monotonic() > deadline:
-                raise Unavailable(f"the daemon on {step.name} did not answer within {self.daemon_timeout:g}s")
-            self.sleep(0.1)
+                raise Unavailable(f"the daemon on {host} did not answer within {self.daemon_timeout:g}s")
+            self.sleep(0.05)
+        for tarball in lab.images if lab is not None else ():
+            self.runner.run(net_argv(info["socket"], "image", "load", "-q", "-i", tarball), timeout=300)
 
     def _network(self, lab: Lab, rec: LabRecord, step: Step) -> None:
         n = lab.network(step.name)
         sock = rec.hosts[step.host]["socket"]  # type: ignore[index]
         self.runner.run(network_create_argv(sock, n.name, n.driver, n.subnet, n.internal, n.options))
-        rec.networks.append([n.name, step.host])  # type: ignore[list-item]
+        with self._lock:
+            rec.networks.append([n.name, step.host])  # type: ignore[list-item]
 
     def _container(self, lab: Lab, rec: LabRecord, step: Step) -> None:
+        """`net run` (an overlay made on another host is found through the cluster
+        store by the daemon), then `net network connect` for any further network."""
         c = lab.container(step.name)
         sock = rec.hosts[c.host]["socket"]
-        for net in c.networks:
-            if net != "bridge" and lab.network(net).is_overlay:
-                self._wait_network(sock, net, c.host)
-        rec.containers.append([c.name, c.host])
+        with self._lock:
+            rec.containers.append([c.name, c.host])
         self.runner.run(container_run_argv(sock, c.name, c.networks[0], c.ip, c.ports, c.command, c.cap_add,
                                            c.privileged, c.image))
         for net in c.networks[1:]:
             self.runner.run(net_argv(sock, "network", "connect", net, c.name))
 
-    def _wait_network(self, sock: str, net: str, host: str) -> None:
-        deadline = time.monotonic() + self.net_wait
-        while True:
-            r = self.runner.run(net_argv(sock, "network", "inspect", net), check=False, timeout=10)
-            if r.ok:
-                return
-            if time.monotonic() > deadline:
-                raise Unavailable(f"overlay network {net} did not reach {host} within {self.net_wait:g}s: "
-                                  f"{r.last_line()}")
-            self.sleep(0.2)
+    # --- faults -------------------------------------------------------------------------
 
-    # --- down -----------------------------------------------------------------------
-
-    # ------------------------------------------------------------ faults
     def stop_daemon(self, rec: LabRecord, host: str, sig: int = signal.SIGTERM) -> str:
         """Stop HOST's daemon (its containers keep running: they outlive the daemon)."""
         d = rec.daemons.get(host) or {}
@@ -310,17 +338,26 @@ class Realiser:
         return procs.terminate(d["pid"], d.get("start"), timeout=15)
 
     def start_daemon(self, rec: LabRecord, host: str) -> None:
-        """(Re)start HOST's daemon with the same paths and cluster store."""
+        """(Re)start HOST's daemon with the same paths and cluster store (forked from a
+        template of its own: the lab's went when `up` finished)."""
         d = rec.daemons.get(host) or {}
         if d.get("pid") and procs.alive(d["pid"], d.get("start")):
             raise Conflict(f"the daemon on {host} is running (pid {d['pid']})")
-        self._daemon(None, rec, Step("daemon", host))   # type: ignore[arg-type]
+        launcher = self.launcher_factory(rec)
+        launcher.open()
+        try:
+            self._daemon(None, rec, Step("daemon", host, host), launcher)
+        finally:
+            launcher.close()
+            rec.save()
 
-    def _members(self, rec: LabRecord):
+    def _members(self, rec: LabRecord) -> dict:
         from cnm.cluster.etcd_server import make_members
         names = [(name, rec.hosts[e["host"]]["address"]) for name, e in sorted(rec.etcd.items())]
         netns = {name: rec.hosts[e["host"]]["netns"] for name, e in rec.etcd.items()}
-        return {m.name: m for m in make_members(names, Path(rec.dir) / "etcd", netns=netns)}
+        timing = next((e["timing"] for e in rec.etcd.values() if e.get("timing")), (100, 1000))
+        return {m.name: m for m in make_members(names, Path(rec.dir) / "etcd", netns=netns,
+                                                heartbeat_ms=int(timing[0]), election_ms=int(timing[1]))}
 
     def stop_etcd(self, rec: LabRecord, host: str, sig: int = signal.SIGTERM) -> str:
         name = f"etcd-{host}"
@@ -352,61 +389,9 @@ class Realiser:
             member.wait_healthy(timeout)
 
     def down(self, rec: LabRecord, say: Callable[[str], None] | None = None) -> list[str]:
-        """Remove everything the record lists, best effort and idempotent: containers
-        and networks through each live daemon, then daemons, etcd members, any other
-        process left in the lab's namespaces, mounts under the lab directory, the
-        namespaces, the directory. Returns the problems met (empty = clean)."""
-        say = say or (lambda _msg: None)
-        problems: list[str] = []
-        live = {h: d for h, d in rec.daemons.items() if d.get("pid") and procs.alive(d["pid"], d.get("start"))}
-        for host, _ in live.items():
-            sock = rec.hosts[host]["socket"]
-            r = self.runner.run(net_argv(sock, "ps", "-a", "-q"), check=False, timeout=20)
-            ids = r.stdout.split() if r.ok else []
-            if ids:
-                rm = self.runner.run(net_argv(sock, "container", "rm", "-f", *ids), check=False, timeout=60)
-                if not rm.ok:
-                    problems.append(f"{host}: net container rm -f: {rm.last_line()}")
-                say(f"{host}: removed {len(ids)} container(s)")
-            for name, where in reversed(rec.networks):
-                if where == host:
-                    self.runner.run(net_argv(sock, "network", "rm", name), check=False, timeout=30)
-        for host, d in rec.daemons.items():
-            if d.get("pid"):
-                outcome = procs.terminate(d["pid"], d.get("start"), timeout=15)
-                if outcome == "killed":
-                    problems.append(f"{host}: the daemon did not stop on SIGTERM; killed")
-                say(f"{host}: daemon {outcome}")
-        for name, d in rec.etcd.items():
-            if d.get("pid"):
-                say(f"{name}: {procs.terminate(d['pid'], d.get('start'), timeout=10)}")
-        self._kill_strays(rec, say)
-        for point, _ in procs.mounts_under(rec.dir):
-            r = self.runner.run(["umount", "-l", point], check=False)
-            if not r.ok:
-                problems.append(f"umount {point}: {r.last_line()}")
-        for ns in reversed(rec.namespaces):
-            if (NETNS_DIR / ns).exists():
-                r = self.runner.run(["ip", "netns", "del", ns], check=False)
-                if not r.ok:
-                    problems.append(f"ip netns del {ns}: {r.last_line()}")
-        shutil.rmtree(rec.dir, ignore_errors=True)
-        if Path(rec.dir).exists():
-            problems.append(f"could not remove {rec.dir}")
-        return problems
-
-    def _kill_strays(self, rec: LabRecord, say: Callable[[str], None]) -> None:
-        """Processes still in a lab namespace (container shims and processes after a
-        daemon crash, `net lab exec` shells) are the lab's: SIGKILL them by pid."""
-        inodes = {i for ns in rec.namespaces if (i := procs.netns_inode(NETNS_DIR / ns))}
-        inodes |= procs.nsfs_inodes_under(rec.dir)
-        if not inodes:
-            return
-        pids = procs.pids_in_netns(inodes)
-        for pid in pids:
-            procs.terminate(pid, procs.start_time(pid), timeout=0.0)
-        if pids:
-            say(f"killed {len(pids)} leftover process(es)")
+        """Remove everything the record lists (cnm.lab.teardown.down)."""
+        return teardown.down(self.runner, rec, say)
 
 
-__all__ = ["Realiser", "LabUpFailed", "start_etcd", "net_argv", "network_create_argv", "container_run_argv", "NET"]
+__all__ = ["Realiser", "LabUpFailed", "start_etcd", "net_argv", "network_create_argv", "container_run_argv",
+           "host_command", "NET", "PHASES"]

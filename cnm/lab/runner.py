@@ -104,11 +104,13 @@ class RecordingRunner:
 
     respond: Callable[[tuple[str, ...], str | None], Result | None] | None = None
     calls: list[tuple[str | None, tuple[str, ...]]] = field(default_factory=list)
+    inputs: list[str | None] = field(default_factory=list)      # what each call read on stdin
     next_pid: int = 1 << 30      # above any pid_max: a fake pid never names a real process
 
     def run(self, argv: list[str], netns: str | None = None, *, check: bool = True,
             input: str | None = None, timeout: float = 60, env: Mapping[str, str] | None = None) -> Result:
         self.calls.append((netns, tuple(argv)))
+        self.inputs.append(input)
         res = (self.respond(tuple(argv), netns) if self.respond else None) or Result(tuple(argv), 0)
         if check and not res.ok:
             raise CommandFailed(res, netns)

@@ -6,14 +6,35 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cnm.errors import InvalidParameter
-from cnm.lab.fields import (DEFAULT_UNDERLAY, HOST_NAME, LINK_FIELDS, OBJ_NAME, PORT, RESERVED_HOSTS,
-                            UNDERLAY_RANGE, Ctx, kind_of, parse_link, scalar)
-from cnm.lab.model import (DEFAULT_COMMAND, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS, ClusterStore, Container,
-                           Host, Link, Network, Underlay)
+from cnm.lab.fields import (
+    DEFAULT_UNDERLAY,
+    HOST_NAME,
+    LINK_FIELDS,
+    OBJ_NAME,
+    PORT,
+    RESERVED_HOSTS,
+    UNDERLAY_RANGE,
+    Ctx,
+    kind_of,
+    parse_link,
+    scalar,
+)
+from cnm.lab.model import (
+    DEFAULT_COMMAND,
+    DEFAULT_ELECTION_MS,
+    DEFAULT_HEARTBEAT_MS,
+    ClusterStore,
+    Container,
+    Host,
+    Link,
+    Network,
+    Underlay,
+)
 
 MAX_HOSTS = 1000
 MAX_PER_HOST = 64
@@ -77,11 +98,11 @@ def hosts_and_underlay(ctx: Ctx, data: dict) -> tuple[tuple[Host, ...], Underlay
     pool = (a for a in subnet.hosts() if a not in taken)
     hosts = []
     for n in names:
-        addr = given.get(n) or next(pool, None)
-        if addr is None:
+        found = given.get(n) or next(pool, None)
+        if found is None:
             raise ctx.err("underlay.subnet", f"{subnet} has too few addresses for {len(names)} hosts")
         raw = links.get(n) or {}
-        hosts.append(Host(name=n, address=str(addr), link=parse_link(ctx, raw, f"underlay.links.{n}", base)))
+        hosts.append(Host(name=n, address=str(found), link=parse_link(ctx, raw, f"underlay.links.{n}", base)))
     return tuple(hosts), Underlay(subnet=str(subnet))
 
 
@@ -252,16 +273,16 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
                              image=image, cap_add=cap_add, privileged=privileged, group=group))
         wheres.append(where)
     seen: dict[str, int] = {}
-    for c, where in zip(out, wheres):
+    for c, where in zip(out, wheres, strict=True):
         if c.name in seen:
             raise ctx.err(where, f"duplicate container {c.name!r}")
         seen[c.name] = 1
     groups = {c.group for c in out if c.group}
-    for c, where in zip(out, wheres):
+    for c, where in zip(out, wheres, strict=True):
         if c.group is None and c.name in groups:
             raise ctx.err(where, f"container name {c.name!r} is also a group's name")
     fixed: dict[tuple[str, str], str] = {}
-    for c, where in zip(out, wheres):
+    for c, where in zip(out, wheres, strict=True):
         if c.ip:
             net = by_name[c.networks[0]]
             # an overlay's addresses are cluster-wide; a bridge network's are per host

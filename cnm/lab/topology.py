@@ -58,8 +58,21 @@ from typing import Any
 from cnm.errors import InvalidParameter
 from cnm.lab import checkspec, schema
 from cnm.lab.fields import LAB_NAME, Ctx, rate_bits
-from cnm.lab.model import (DEFAULT_COMMAND, SWITCH_BRIDGE, UNDERLAY_IFACE, Check, ClusterStore, Container, Host, Lab,
-                           Link, Network, Underlay, namespace, switch_port)
+from cnm.lab.model import (
+    DEFAULT_COMMAND,
+    SWITCH_BRIDGE,
+    UNDERLAY_IFACE,
+    Check,
+    ClusterStore,
+    Container,
+    Host,
+    Lab,
+    Link,
+    Network,
+    Underlay,
+    namespace,
+    switch_port,
+)
 
 TOP_FIELDS = ("name", "hosts", "underlay", "cluster_store", "networks", "images", "containers", "checks")
 
@@ -81,7 +94,7 @@ def parse(data: Any, source: str = "<lab>") -> Lab:
 
 def load_text(text: str, source: str = "<lab>") -> tuple[Lab, Any]:
     """YAML text -> (Lab, the raw document, kept in the lab's record)."""
-    import yaml   # lazy: the CLI starts without it
+    import yaml  # lazy: the CLI starts without it
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

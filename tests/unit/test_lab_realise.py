@@ -39,12 +39,33 @@ def labdir(tmp_path, monkeypatch):
 
 
 def fake_etcd(started):
-    def start(members, base):
-        started.append(list(members))
+    def start(members, base, timing):
+        started.append((list(members), timing))
         return "etcd://" + ",".join(f"{a}:2379" for _, a, _ in members), [
             {"name": n, "pid": None, "client_url": f"http://{a}:2379", "log": str(base / f"{n}.log"),
              "data_dir": str(base / n)} for n, a, _ in members]
     return start
+
+
+class FakeLauncher:
+    """Records the daemons it is asked for; every one answers at once."""
+
+    def __init__(self):
+        self.spawned: list = []
+        self.opened = self.closed = 0
+
+    def open(self):
+        self.opened += 1
+
+    def spawn(self, config, netns, log, cmdline):
+        self.spawned.append((config, netns, str(log), cmdline))
+        return (1 << 30) + len(self.spawned)          # above pid_max: never a real process
+
+    def answers(self, sock_path):
+        return True
+
+    def close(self):
+        self.closed += 1
 
 
 def make(doc_overrides=None, respond=None):
@@ -55,7 +76,11 @@ def make(doc_overrides=None, respond=None):
     lab = parse(doc, "t.yaml")
     runner = RecordingRunner(respond)
     started: list = []
-    return lab, doc, runner, Realiser(runner, etcd_starter=fake_etcd(started), sleep=lambda s: None), started
+    launcher = FakeLauncher()
+    real = Realiser(runner, etcd_starter=fake_etcd(started), sleep=lambda s: None,
+                    launcher_factory=lambda rec: launcher, workers=4)
+    real.launcher = launcher           # for the tests' eyes
+    return lab, doc, runner, real, started
 
 
 def argvs(runner):
@@ -65,37 +90,61 @@ def argvs(runner):
 def test_up_builds_in_order_and_records_everything(labdir):
     lab, doc, runner, real, started = make()
     rec = real.up(lab, doc, source="t.yaml")
-    cmds = argvs(runner)
+    calls = [(ns, " ".join(a)) for ns, a in runner.calls]
+    cmds = [c for _, c in calls]
     n, sw, h1, h2 = lab.name, lab.switch_namespace, lab.namespace("h1"), lab.namespace("h2")
-    # the root namespace is never touched: every ip command names a namespace
+    # the root namespace is never touched: every ip command names a namespace or makes one
     for c in cmds:
         if c.startswith("ip "):
-            assert c.startswith(("ip netns add lab-", "ip -n lab-")), c
-    assert cmds.index(f"ip netns add {sw}") < cmds.index(f"ip netns add {h1}")
-    assert f"ip -n {sw} link add p-h1 type veth peer name ul0 netns {h1}" in cmds
-    assert f"ip -n {h2} link set ul0 mtu 1400" in cmds
-    assert f"ip -n {h1} addr add 198.18.0.1/24 dev ul0" in cmds
+            assert c.startswith(("ip -batch -", "ip -n lab-")), c
+    # the underlay is a handful of `ip -batch` runs; their scripts are in cnm.lab.underlay
+    batches = [c for c in cmds if "-batch" in c]
+    assert batches[:2] == ["ip -batch -", f"ip -n {sw} -batch -"]
+    assert sorted(batches[2:4]) == [f"ip -n {h1} -batch -", f"ip -n {h2} -batch -"]
+    assert batches[4] == f"ip -n {sw} -batch -"
     assert any(c.startswith("tc qdisc replace dev ul0 root tbf rate 10mbit") for c in cmds)   # h2's link
-    assert started == [[("etcd-h1", "198.18.0.1", h1)]]
-    daemons = [a for ns, a in runner.calls if a[1:2] == ("daemon",)]
-    assert [ns for ns, a in runner.calls if a[1:2] == ("daemon",)] == [h1, h2]
-    assert daemons[1][-4:] == ("--cluster-store", "etcd://198.18.0.1:2379", "--advertise", "198.18.0.2")
+    assert started == [([("etcd-h1", "198.18.0.1", h1)], (100, 1000))]
+    launcher = real.launcher
+    assert launcher.opened == launcher.closed == 1
+    spawned = {cfg["root"]: (cfg, netns, cmdline) for cfg, netns, _, cmdline in launcher.spawned}
+    cfg2, netns2, cmdline2 = spawned[rec.hosts["h2"]["root"]]
+    assert netns2 == f"/run/netns/{h2}"
+    assert cfg2 == {"root": rec.hosts["h2"]["root"], "run_dir": rec.hosts["h2"]["run"],
+                    "socket": rec.hosts["h2"]["socket"], "cluster_store": "etcd://198.18.0.1:2379",
+                    "advertise": "198.18.0.2"}
+    assert cmdline2.startswith("net daemon --root ") and cmdline2.endswith("--advertise 198.18.0.2")
     shorts = [short(a) for _, a in runner.calls]
     assert shorts.count("net network create -d overlay --subnet 10.10.0.0/24 ov") == 1
     assert shorts.count("net network create -d bridge --subnet 10.20.0.0/24 br") == 2
-    assert f"net run -d --name c1 --hostname c1 --net ov --ip 10.10.0.5 -p 80 -- {BUSYBOX} sleep 1d" in shorts
-    assert "net network connect br c1" in shorts
-    assert "net network inspect ov" in shorts                # the overlay is awaited before c2
-    assert shorts.index("net network create -d overlay --subnet 10.10.0.0/24 ov") < \
-        shorts.index(f"net run -d --name c1 --hostname c1 --net ov --ip 10.10.0.5 -p 80 -- {BUSYBOX} sleep 1d")
+    run_c1 = f"net run -d --name c1 --hostname c1 --net ov --ip 10.10.0.5 -p 80 -- {BUSYBOX} sleep 1d"
+    assert run_c1 in shorts
+    assert shorts.index(run_c1) < shorts.index("net network connect br c1")
+    # phases in order: every network exists before any container starts
+    assert max(i for i, c in enumerate(shorts) if "network create" in c) < shorts.index(run_c1)
     saved = LabRecord.load(n)
     assert saved.status == "up" and saved.namespaces == [sw, h1, h2]
-    assert saved.containers == [["c1", "h1"], ["c2", "h2"], ["c3", "h2"]]
-    assert saved.networks == [["ov", "h1"], ["br", "h1"], ["br", "h2"]]
+    assert sorted(saved.containers) == [["c1", "h1"], ["c2", "h2"], ["c3", "h2"]]
+    assert saved.containers.index(["c2", "h2"]) < saved.containers.index(["c3", "h2"])  # a host's, in order
+    assert sorted(saved.networks) == [["br", "h1"], ["br", "h2"], ["ov", "h1"]]
     assert saved.impair == {"h2": {"rate": "10mbit", "loss": None, "delay": None}}
     assert saved.cluster_store == "etcd://198.18.0.1:2379" and saved.topology == doc
     assert saved.hosts["h1"]["socket"] == str(labdir / n / "h1" / "cnm.sock")
     assert [r.name for r in list_labs()] == [n] and rec.name == n
+
+
+def test_underlay_scripts_make_namespaces_links_and_ports(labdir):
+    lab, doc, runner, real, _ = make()
+    real.up(lab, doc)
+    fed = {" ".join(a): i for (_, a), i in zip(runner.calls, runner.inputs, strict=True) if "-batch" in a and i}
+    sw, h1, h2 = lab.switch_namespace, lab.namespace("h1"), lab.namespace("h2")
+    assert fed["ip -batch -"] == f"netns add {sw}\nnetns add {h1}\nnetns add {h2}\n"
+    assert fed[f"ip -n {h2} -batch -"] == (
+        "link set lo up\n"
+        f"link add ul0 mtu 1400 type veth peer name p-h2 mtu 1400 netns {sw}\n"
+        "address add 198.18.0.2/24 dev ul0\nlink set ul0 up\n")
+    switch = [i for (_, a), i in zip(runner.calls, runner.inputs, strict=True) if a[:3] == ("ip", "-n", sw)]
+    assert switch == ["link set lo up\nlink add br0 type bridge\nlink set br0 up\n",
+                      "link set p-h1 master br0 up\nlink set p-h2 master br0 up\n"]
 
 
 def test_failure_half_way_names_the_step_and_tears_down(labdir):
@@ -111,18 +160,15 @@ def test_failure_half_way_names_the_step_and_tears_down(labdir):
     assert f"lab {lab.name}: step 'container c2 on h2' failed:" in msg
     assert "Error: network ov not found" in msg and "torn down" in msg
     assert not (labdir / lab.name).exists()          # the record went with the lab
-    assert "net run -d --name c3" not in " ".join(short(a) for _, a in runner.calls)
+    assert "net run -d --name c3" not in " ".join(short(a) for _, a in runner.calls)   # c2 first on h2
 
 
-def test_overlay_that_never_arrives_fails_within_the_wait(labdir):
-    def respond(argv, netns):
-        if "inspect" in argv and "ov" in argv:
-            return Result(argv, 3, "", "Error: network ov not found\n")
-        return None
-    lab, doc, runner, real, _ = make(respond=respond)
-    real.net_wait = 0.0
-    with pytest.raises(LabUpFailed, match="overlay network ov did not reach h1 within 0s"):
+def test_a_daemon_that_dies_at_start_up_fails_its_step(labdir):
+    lab, doc, runner, real, _ = make()
+    real.launcher.answers = lambda sock: False          # never answers; and its pid is no process
+    with pytest.raises(LabUpFailed, match=r"step 'daemon h\d' failed: the daemon on h\d exited at start-up"):
         real.up(lab, doc)
+    assert not (labdir / lab.name).exists()
 
 
 def test_stale_record_is_removed_and_a_live_one_is_a_conflict(labdir, monkeypatch):
@@ -143,6 +189,15 @@ def test_daemon_argv_without_cluster_store(labdir):
     argv = real.daemon_argv(rec, "h1")
     assert argv[1:] == ["daemon", "--root", rec.hosts["h1"]["root"], "--run-dir", rec.hosts["h1"]["run"],
                         "--socket", rec.hosts["h1"]["socket"]]
+    assert real.daemon_config(rec, "h1") == {"root": rec.hosts["h1"]["root"], "run_dir": rec.hosts["h1"]["run"],
+                                             "socket": rec.hosts["h1"]["socket"]}
+
+
+def test_etcd_timing_reaches_the_starter(labdir):
+    lab, doc, runner, real, started = make({"cluster_store": {"etcd": 1, "heartbeat": 250}})
+    rec = real.up(lab, doc)
+    assert started[0][1] == (250, 2500)
+    assert rec.etcd["etcd-h1"]["timing"] == [250, 2500]     # kept for `net lab start --etcd`
 
 
 # --- checks -------------------------------------------------------------------------------
