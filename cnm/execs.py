@@ -16,6 +16,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import stat
 import struct
 import sys
 import termios
@@ -133,14 +134,42 @@ TIOCSPTLCK = 0x40045431   # _IOW('T', 0x31, int): lock/unlock a pty
 TIOCGPTPEER = 0x5441      # open the slave of a master without a path lookup (Linux 4.13)
 
 
+def _open_container_ptmx(pid: int) -> int | None:
+    """The container's /dev/ptmx, opened by the daemon without trusting the container's
+    names: /dev is the container's to change, and a plain open of /proc/PID/root/dev/ptmx
+    follows a symlink planted there ("/dev/ptmx -> /dev/watchdog", an absolute target)
+    out into the host's root, opening a host device or FIFO read-write as root. So the
+    path is resolved inside the container's root (openat2 RESOLVE_IN_ROOT), and only a
+    pty multiplexer (character device 5:2) is opened for real."""
+    from cnm.runtime import linux  # ctypes: only on a TTY exec
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        found = linux.openat2(root, "dev/ptmx", os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return None
+    finally:
+        os.close(root)
+    try:
+        st = os.fstat(found)
+        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (5, 2):
+            return None
+        return os.open(linux.fd_path(found), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)  # that very node
+    except OSError:
+        return None
+    finally:
+        os.close(found)
+
+
 def container_pty(pid: int) -> tuple[int, int]:
     """(master, slave) of a new pty of the container's own devpts instance, as runc
     makes them: opened through /proc/PID/root, so that inside the container the slave is
     /dev/pts/N of its /dev (a pty of the host's devpts has no name there: `tty` says "not
     a tty", ttyname() fails). Falls back to a host pty where the container has none."""
-    try:
-        master = os.open(f"/proc/{pid}/root/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+    master = _open_container_ptmx(pid)
+    if master is None:
         return os.openpty()
     try:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))

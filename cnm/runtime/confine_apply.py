@@ -33,59 +33,91 @@ class Refused(Exception):
         self.message = message
 
 
-def _in_root(root: str, path: str) -> str:
-    """`path` inside `root`, resolving symlinks as if `root` were "/" (so an image's
-    symlink cannot point a mount at the host's files)."""
-    if root == "/":
-        return path
-    todo = [p for p in path.split("/") if p]
-    done: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        cand = root + "/" + "/".join(done + [part])
-        try:
-            st = os.lstat(cand)
-        except FileNotFoundError:
-            done.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 40:
-                raise OSError(40, f"too many levels of symbolic links in {path}")
-            target = os.readlink(cand)
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p] + todo
-        else:
-            done.append(part)
-    return root + ("/" + "/".join(done) if done else "")
+# Every path below the container's root is resolved by the kernel as if that root were
+# "/" (openat2 RESOLVE_IN_ROOT): an image's or a --rootfs's symlinks ("dev -> /etc",
+# "proc -> /", "../../..") stay inside it, and what is found is used through its fd
+# (mount on /proc/self/fd/N, move_mount to an fd, *at() calls), so a name swapped for a
+# symlink after the check (a volume shared with a running container) changes nothing.
+_RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+_PATH = os.O_PATH | os.O_CLOEXEC
 
 
-def _make(path: str, is_dir: bool) -> None:
-    if os.path.lexists(path):
-        return
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    if is_dir:
-        os.mkdir(path, 0o755)
-    else:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+def _open_root(root: str) -> int:
+    return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the daemon's own dir (or "/")
 
 
-def _mountpoint(root: str, dst: str, is_dir: bool, optional: bool) -> str | None:
-    """The real path of mount point `dst`, created if missing; None if it cannot be
-    created and the mount is optional (the host's read-only filesystem)."""
-    t = _in_root(root, dst)
+def _resolve(root: str, path: str, create: str | None = None) -> int:
+    """An O_PATH fd of `path` inside `root` (symlinks followed, inside it only). With
+    `create` ("dir" or "file") what is missing is made on the way (a dangling symlink's
+    target too, inside the root, as runc does): directories 0755, the last one a file
+    0644 for "file"."""
+    rfd = _open_root(root)
     try:
-        if os.path.islink(t) and root != "/":
-            os.unlink(t)  # in the overlay's upper layer only; the image is never written
-        _make(t, is_dir)
+        return _resolve_at(rfd, path, create)
+    finally:
+        os.close(rfd)
+
+
+def _resolve_at(rfd: int, path: str, create: str | None) -> int:
+    links = 0
+    for _ in range(100):  # each round makes one component, follows one link or loses one race
+        try:
+            return linux.openat2(rfd, path, _PATH, _RESOLVE)
+        except FileNotFoundError:
+            if create is None:
+                raise
+        except BlockingIOError:
+            continue  # EAGAIN: a rename raced the walk; the kernel asks for a retry
+        parts = [p for p in path.split("/") if p]
+        i = 0
+        while i < len(parts):
+            try:
+                os.close(linux.openat2(rfd, "/".join(parts[:i + 1]), _PATH, _RESOLVE))
+            except FileNotFoundError:
+                break
+            i += 1
+        if i == len(parts):
+            continue  # it appeared meanwhile
+        parent = linux.openat2(rfd, "/".join(parts[:i]) or "/", _PATH | os.O_DIRECTORY, _RESOLVE)
+        name = parts[i]
+        try:
+            if i == len(parts) - 1 and create == "file":
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                 dir_fd=parent))
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                links += 1
+                if links > 40:
+                    raise OSError(40, f"too many levels of symbolic links in {path}") from None
+                # A dangling symlink: make what it points at, resolved again from the root.
+                target = os.readlink(name, dir_fd=parent)
+                head = [] if target.startswith("/") else parts[:i]
+                path = "/".join(head + [target] + parts[i + 1:])
+        finally:
+            os.close(parent)
+    raise OSError(11, f"cannot resolve {path}: it keeps changing")
+
+
+def _parent(root: str, path: str) -> tuple[int, str]:
+    """(fd of the directory that holds `path`, made if missing; the last name)."""
+    head, _, name = path.rstrip("/").rpartition("/")
+    if name in ("", ".", ".."):
+        raise Refused("InvalidParameter", f"invalid path {path!r}")
+    return _resolve(root, head or "/", "dir"), name
+
+
+def _is_root(fd: int, root: str) -> bool:
+    a, b = os.fstat(fd), os.stat(root)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _mountpoint(root: str, dst: str, is_dir: bool, optional: bool) -> int | None:
+    """An O_PATH fd of mount point `dst`, made if missing; None if it cannot be made and
+    the mount is optional (the host's read-only filesystem)."""
+    try:
+        fd = _resolve(root, dst, "dir" if is_dir else "file")
     except OSError as exc:
         if optional:
             return None
@@ -93,26 +125,31 @@ def _mountpoint(root: str, dst: str, is_dir: bool, optional: bool) -> str | None
             raise Refused("InvalidParameter", f"{dst} does not exist and cannot be created: the host's "
                                               "filesystem is read-only in the host-filesystem mode") from exc
         raise
-    return t
+    if root != "/" and _is_root(fd, root):
+        os.close(fd)  # "dev -> /", "proc -> .": a mount there would hide the container's whole tree
+        raise Refused("InvalidParameter", f"cannot mount on {dst}: in the container's filesystem it is a "
+                                          "symlink to its root directory")
+    return fd
 
 
 def enter_root(plan: dict) -> None:
     """Run the plan's mount operations; pivot into plan["root"] if it has one."""
     root = plan["root"] or "/"
-    clones: dict[tuple[str, bool], int] = {}
+    clones: dict[int, int] = {}
     try:
         # Copy every bind source first, before anything below changes or hides it
-        # (the host's mounts turning read-only, the daemon's directories masked).
-        for op in plan["ops"]:
-            if op[0] == "bind" and (op[1], op[4]) not in clones:
+        # (the host's mounts turning read-only, the daemon's directories masked). One
+        # copy per bind: attaching a copy moves it, so two binds cannot share one.
+        for i, op in enumerate(plan["ops"]):
+            if op[0] == "bind":
                 try:
-                    clones[(op[1], op[4])] = linux.clone_tree(op[1], op[4])
+                    clones[i] = linux.clone_tree(op[1], op[4])
                 except FileNotFoundError as exc:
                     if op[7]:
                         continue
                     raise Refused("NotFound", f"bind source {op[1]} does not exist") from exc
-        for op in plan["ops"]:
-            _OPS[op[0]](root, clones, *op[1:])
+        for i, op in enumerate(plan["ops"]):
+            _OPS[op[0]](root, clones.get(i), *op[1:])
     finally:
         for fd in clones.values():
             os.close(fd)
@@ -125,12 +162,14 @@ def enter_root(plan: dict) -> None:
     os.chdir("/")
 
 
-def _op_mount(root: str, _c: dict, src: str, dst: str, fstype: str, flags: int, data: str, optional: bool) -> None:
-    t = root if dst == "/" else _mountpoint(root, dst, True, optional)
-    if t is None:
+def _op_mount(root: str, _c: int | None, src: str, dst: str, fstype: str, flags: int, data: str,
+              optional: bool) -> None:
+    t = None if dst == "/" else _mountpoint(root, dst, True, optional)
+    if t is None and dst != "/":
         return
     try:
-        linux.mount(src, t, fstype, flags, data or None)
+        # "/" is the daemon's own merged/ directory (or the host's root): no lookup inside the rootfs
+        linux.mount(src, root if t is None else linux.fd_path(t), fstype, flags, data or None)
     except OSError as exc:
         if fstype == "sysfs" and exc.errno == 16 and root == "/":
             # EBUSY: the kernel refuses a filesystem over its own root, i.e. the host's
@@ -139,76 +178,112 @@ def _op_mount(root: str, _c: dict, src: str, dst: str, fstype: str, flags: int, 
         if fstype == "overlay":
             raise Refused("InvalidParameter", f"cannot mount the rootfs as an overlay: {exc.strerror}") from exc
         raise
+    finally:
+        if t is not None:
+            os.close(t)
 
 
-def _op_bind(root: str, clones: dict, src: str, dst: str, kind: str, recursive: bool, read_only: bool,
+def _op_bind(root: str, tree: int | None, src: str, dst: str, kind: str, recursive: bool, read_only: bool,
              propagation: int, optional: bool) -> None:
-    fd = clones.get((src, recursive))
-    if fd is None:
+    if tree is None:
         return  # an optional bind whose source is missing
-    is_dir = stat.S_ISDIR(os.fstat(fd).st_mode) if kind == "auto" else kind == "dir"
+    is_dir = stat.S_ISDIR(os.fstat(tree).st_mode) if kind == "auto" else kind == "dir"
     t = _mountpoint(root, dst, is_dir, optional)
     if t is None:
         return
-    linux.attach_tree(fd, t)
+    try:
+        linux.attach_tree_at(tree, t)
+    finally:
+        os.close(t)
+    # `tree` is now the attached mount itself: no path lookup for its attributes either
     if read_only:
-        linux.mount_setattr(t, linux.MOUNT_ATTR_RDONLY, 0, recursive)
+        linux.mount_setattr_fd(tree, linux.MOUNT_ATTR_RDONLY, 0, recursive)
     if propagation:
-        linux.mount(None, t, None, propagation)
+        linux.mount(None, linux.fd_path(tree), None, propagation)
 
 
-def _op_chdir(_root: str, _c: dict, path: str) -> None:
+def _op_chdir(_root: str, _c: int | None, path: str) -> None:
     os.chdir(path)  # an overlay whose lowerdir= paths are relative to `path` (many layers)
 
 
-def _op_dir(root: str, _c: dict, dst: str) -> None:
-    os.makedirs(_in_root(root, dst), mode=0o755, exist_ok=True)
+def _op_dir(root: str, _c: int | None, dst: str) -> None:
+    os.close(_resolve(root, dst, "dir"))
 
 
-def _op_mknod(root: str, _c: dict, dst: str, mode: int, rdev: int, uid: int, gid: int) -> None:
-    t = _in_root(root, dst)
-    os.makedirs(os.path.dirname(t), mode=0o755, exist_ok=True)
+def _op_mknod(root: str, _c: int | None, dst: str, mode: int, rdev: int, uid: int, gid: int) -> None:
+    parent, name = _parent(root, dst)
+    old = os.umask(0)  # the node gets exactly `mode`: no chmod by name afterwards
     try:
-        os.mknod(t, mode, rdev)
+        os.mknod(name, mode, rdev, dir_fd=parent)
+        os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
     except FileExistsError:
         return
-    os.chown(t, uid, gid)
-    os.chmod(t, stat.S_IMODE(mode))
+    finally:
+        os.umask(old)
+        os.close(parent)
 
 
-def _op_symlink(root: str, _c: dict, target: str, dst: str) -> None:
+def _op_symlink(root: str, _c: int | None, target: str, dst: str) -> None:
+    parent, name = _parent(root, dst)
     try:
-        os.symlink(target, _in_root(root, dst))
+        os.symlink(target, name, dir_fd=parent)
     except FileExistsError:
         pass
+    finally:
+        os.close(parent)
 
 
-def _op_mask(root: str, _c: dict, dst: str) -> None:
-    t = _in_root(root, dst)
+def _op_mask(root: str, _c: int | None, dst: str) -> None:
     try:
-        st = os.lstat(t)
+        t = _resolve(root, dst)
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(st.st_mode):
-        linux.mount("tmpfs", t, "tmpfs", linux.MS_RDONLY, "nr_blocks=1,nr_inodes=1")
-    else:
-        linux.mount(_in_root(root, "/dev/null"), t, None, linux.MS_BIND)
+    try:
+        if stat.S_ISDIR(os.fstat(t).st_mode):
+            linux.mount("tmpfs", linux.fd_path(t), "tmpfs", linux.MS_RDONLY, "nr_blocks=1,nr_inodes=1")
+            return
+        null = _resolve(root, "/dev/null")
+        try:
+            linux.mount(linux.fd_path(null), linux.fd_path(t), None, linux.MS_BIND)
+        finally:
+            os.close(null)
+    finally:
+        os.close(t)
 
 
-def _op_ro(root: str, _c: dict, dst: str) -> None:
-    t = _in_root(root, dst)
-    if not os.path.lexists(t):
+def _op_ro(root: str, _c: int | None, dst: str) -> None:
+    try:
+        t = _resolve(root, dst)
+    except FileNotFoundError:
         return
-    linux.mount(t, t, None, linux.MS_BIND | linux.MS_REC)
-    linux.mount_setattr(t, linux.MOUNT_ATTR_RDONLY, 0, True)
+    try:
+        tree = linux.clone_tree_fd(t, True)   # a recursive bind of dst onto itself, made read-only
+        try:
+            linux.attach_tree_at(tree, t)
+            linux.mount_setattr_fd(tree, linux.MOUNT_ATTR_RDONLY, 0, True)
+        finally:
+            os.close(tree)
+    finally:
+        os.close(t)
 
 
-def _op_setattr(root: str, _c: dict, dst: str, attrs: int, recursive: bool) -> None:
-    linux.mount_setattr(_in_root(root, dst), attrs, 0, recursive)
+def _op_setattr(root: str, _c: int | None, dst: str, attrs: int, recursive: bool) -> None:
+    t = _resolve(root, dst)
+    try:
+        linux.mount_setattr_fd(t, attrs, 0, recursive)
+    finally:
+        os.close(t)
 
 
-def _op_remount_ro(root: str, _c: dict, dst: str) -> None:
-    linux.mount_setattr(_in_root(root, dst) if dst != "/" else root, linux.MOUNT_ATTR_RDONLY, 0, False)
+def _op_remount_ro(root: str, _c: int | None, dst: str) -> None:
+    if dst == "/":
+        linux.mount_setattr(root, linux.MOUNT_ATTR_RDONLY, 0, False)
+        return
+    t = _resolve(root, dst)
+    try:
+        linux.mount_setattr_fd(t, linux.MOUNT_ATTR_RDONLY, 0, False)
+    finally:
+        os.close(t)
 
 
 _OPS: dict[str, Callable[..., None]] = {"chdir": _op_chdir, "mount": _op_mount, "bind": _op_bind, "dir": _op_dir, "mknod": _op_mknod, "symlink": _op_symlink, "mask": _op_mask,

@@ -39,6 +39,7 @@ _SYS_MOUNT_SETATTR = 442    # the same on every architecture (added in 5.12)
 _SYS_OPEN_TREE = 428        # likewise (5.2)
 _SYS_MOVE_MOUNT = 429
 _SYS_CLOSE_RANGE = 436      # likewise (5.9)
+_SYS_OPENAT2 = 437          # likewise (5.6)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
@@ -143,6 +144,63 @@ _CapDataPair = _CapData * 2  # made at import: a type built after fork costs pag
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+AT_EMPTY_PATH = 0x1000
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2): open `path` relative to `dirfd` under the RESOLVE_* rules (with
+    RESOLVE_IN_ROOT the kernel resolves "/", ".." and every symlink as if `dirfd` were
+    the root, with no window between checking and using a path). Close-on-exec."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
+                       ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"openat2 {path}: {os.strerror(err)}")
+    return fd
+
+
+def fd_path(fd: int) -> str:
+    """A path naming exactly what `fd` is open on, for calls that take only paths
+    (mount(2)): the kernel follows the /proc magic link to that very file, whatever
+    happens to the names leading to it (runc mounts on fds this way)."""
+    return f"/proc/self/fd/{fd}"
+
+
+def mount_setattr_fd(fd: int, attr_set: int, attr_clr: int = 0, recursive: bool = True) -> None:
+    """mount_setattr() on the mount `fd` is the root of (an O_PATH fd, or a tree from
+    clone_tree())."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"",
+                         ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)), ctypes.byref(attr),
+                         ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+
+
+def clone_tree_fd(fd: int, recursive: bool) -> int:
+    """clone_tree() of the mount at an open fd (open_tree(AT_EMPTY_PATH))."""
+    flags = 1 | os.O_CLOEXEC | AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    tree = _libc.syscall(ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(fd), b"", ctypes.c_uint(flags))
+    if tree < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"open_tree: {os.strerror(err)}")
+    return tree
+
+
+def attach_tree_at(tree: int, target_fd: int) -> None:
+    """Mount a tree from clone_tree() on the directory or file `target_fd` is open on
+    (move_mount with both ends as fds: no path is looked up)."""
+    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(tree), b"", ctypes.c_int(target_fd), b"",
+                         ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH)), "move_mount")
 
 
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True) -> None:
