@@ -346,7 +346,8 @@ def test_container_create_parser(body):
     if req.pids_limit is not None:
         assert 1 <= req.pids_limit <= 4194304
     if req.cpus is not None:
-        assert 0.01 <= req.cpus <= (os.cpu_count() or 1) and req.cpus == req.cpus
+        # NanoCpus >= 0.01 (Docker); CpuQuota/CpuPeriod go down to 1 ms per 1 s = 0.001, as in Docker
+        assert 0.001 <= req.cpus <= (os.cpu_count() or 1) and req.cpus == req.cpus
     for p in req.ports:
         assert 1 <= p.container_port <= 65535 and p.proto in ("tcp", "udp")
         assert p.host_port is None or 1 <= p.host_port <= 65535
