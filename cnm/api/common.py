@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
@@ -33,6 +34,51 @@ async def blocking(request: web.Request, fn: Callable[..., T], *args: Any, **kwa
     block on netlink or the store, and must not stall the event loop."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(request.app[EXECUTOR], functools.partial(fn, *args, **kwargs))
+
+
+WAITS = web.AppKey("cnm_waits", asyncio.Semaphore)
+MAX_WAITING = 256   # calls that wait on containers at once; more queue, holding no thread
+
+
+async def waiting(request: web.Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Like blocking(), for a call that waits on a container's exit (stop and restart: up
+    to their timeout, or for ever with t=-1). Each runs on a thread of its own, never on
+    one of the API's few workers: slow stops must not freeze the API for everyone else.
+    Daemon threads, so that a daemon's exit does not wait for them (a pool's threads are
+    joined at exit); at most MAX_WAITING at once (the app's semaphore), the rest queue on
+    the event loop."""
+    gate = request.app.get(WAITS)
+    if gate is None:
+        return await blocking(request, fn, *args, **kwargs)
+    await gate.acquire()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, exc: BaseException | None) -> None:
+        gate.release()   # when the thread is done, not when the request is
+        if done.cancelled():
+            return
+        if exc is None:
+            done.set_result(value)
+        else:
+            done.set_exception(exc)
+
+    def run() -> None:
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the awaiting request
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    try:
+        threading.Thread(target=run, name="cnm-api-wait", daemon=True).start()
+    except BaseException:
+        gate.release()
+        raise
+    # A client that goes away does not stop the stop (Docker's neither): the thread
+    # finishes, its result is dropped and only then is its place given back.
+    return await asyncio.shield(done)
 
 
 # Bodies up to this size are parsed on the event loop (microseconds); larger ones in

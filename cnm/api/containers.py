@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cnm.api import container_filters as cf
 from cnm.api import wait as wait_api
-from cnm.api.common import Route, blocking, json_body, json_response, parse_body
+from cnm.api.common import Route, blocking, json_body, json_response, parse_body, waiting
 from cnm.api.filters import parse_filters
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
@@ -317,11 +317,11 @@ def routes(service: ContainerServiceLike) -> list[Route]:
 
     async def stop(request: web.Request) -> web.Response:
         timeout = stop_timeout(request)
-        stopped = await blocking(request, service.stop, request.match_info["ref"], timeout)
+        stopped = await waiting(request, service.stop, request.match_info["ref"], timeout)
         return web.Response(status=204 if stopped else 304)
 
     async def restart(request: web.Request) -> web.Response:
-        await blocking(request, service.restart, request.match_info["ref"], stop_timeout(request))
+        await waiting(request, service.restart, request.match_info["ref"], stop_timeout(request))
         return web.Response(status=204)
 
     async def rename(request: web.Request) -> web.Response:
@@ -337,7 +337,9 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         return web.Response(status=204)
 
     async def remove(request: web.Request) -> web.Response:
-        await blocking(request, service.remove, request.match_info["ref"], _flag(request, "force"))
+        force = _flag(request, "force")
+        # -f kills and waits for the exit (seconds, if the process is stuck in the kernel)
+        await (waiting if force else blocking)(request, service.remove, request.match_info["ref"], force)
         return web.Response(status=204)
 
     async def wait(request: web.Request) -> web.StreamResponse:

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from cnm.api import networks, system
-from cnm.api.common import EXECUTOR, Route, error_response
+from cnm.api.common import EXECUTOR, MAX_WAITING, WAITS, Route, error_response
 from cnm.api.listener import LIMITS, GuardedUnixSite, Limits, guard_of, http_logger
 from cnm.api.version import VERSION_KEY, add_headers, server_headers, version_middleware
 from cnm.errors import CNMError, Conflict, http_status
@@ -82,6 +82,7 @@ def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: in
     app.on_response_prepare.append(add_headers(server_headers()))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnm-api")
     app[EXECUTOR] = executor
+    app[WAITS] = asyncio.Semaphore(MAX_WAITING)   # stop/restart wait on threads of their own
     all_routes = [r for mod in ROUTE_MODULES for r in mod.routes(controller)] + list(extra_routes)
     for route in all_routes:
         app.router.add_route(route.method, route.path, route.handler)
