@@ -23,20 +23,18 @@ tests, Docker-like generous in the daemon.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
+from cnm.accept_backoff import AcceptBackoff, RateLimitedLog
+
 log = logging.getLogger("cnm.api")
 
-RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_BATCH = 32            # accepts per readiness event: fair to the rest of the loop
-FIRST_RETRY = 0.01
 
 
 @dataclass(frozen=True)
@@ -54,26 +52,6 @@ class Limits:
 
 
 LIMITS = web.AppKey("cnm_limits", Limits)
-
-
-class _RateLimitedLog:
-    """One warning per interval, saying how often it happened meanwhile."""
-
-    def __init__(self, interval: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.interval = interval
-        self.loop = loop
-        self.next_at = 0.0
-        self.count = 0
-
-    def __call__(self, message: str, *args: Any) -> None:
-        self.count += 1
-        now = self.loop.time()
-        if now < self.next_at:
-            return
-        suffix = f" ({self.count} times since the last report)" if self.count > 1 else ""
-        log.warning(message + suffix, *args)
-        self.count = 0
-        self.next_at = now + self.interval
 
 
 class RateLimitFilter(logging.Filter):
@@ -195,11 +173,11 @@ class Listener:
         self.open = 0                   # accepted and not yet closed (including being set up)
         self.reading = False
         self.closed = False
-        self.retry = FIRST_RETRY
         self.retry_handle: asyncio.TimerHandle | None = None
-        self.resource_error = _RateLimitedLog(limits.error_log_interval, loop)
-        self.at_limit = _RateLimitedLog(limits.error_log_interval, loop)
-        self.slow_clients = _RateLimitedLog(limits.error_log_interval, loop)
+        self.resource_error = RateLimitedLog(limits.error_log_interval, log, loop.time)
+        self.at_limit = RateLimitedLog(limits.error_log_interval, log, loop.time)
+        self.slow_clients = RateLimitedLog(limits.error_log_interval, log, loop.time)
+        self.backoff = AcceptBackoff("API", limits.accept_retry_max, self.resource_error)
         self.tasks: set[asyncio.Task] = set()
 
     # -- accepting --------------------------------------------------------------------
@@ -236,7 +214,7 @@ class Listener:
             except OSError as exc:
                 self._back_off(exc)
                 return
-            self.retry = FIRST_RETRY
+            self.backoff.succeeded()
             self.open += 1
             task = self.loop.create_task(self._serve(conn))
             self.tasks.add(task)
@@ -245,13 +223,10 @@ class Listener:
     def _back_off(self, exc: OSError) -> None:
         """Stop accepting for a while (no busy loop: the socket stays readable while the
         backlog holds clients), then try again; log at most once per interval."""
-        what = "out of a system resource" if exc.errno in RESOURCE_ERRNOS else "failed"
-        self.resource_error("API: accepting a connection %s: %s; retrying with back-off up to %gs",
-                            what, exc.strerror or exc, self.limits.accept_retry_max)
+        pause = self.backoff.failed(exc)
         self._pause()
         if self.retry_handle is None and not self.closed:
-            self.retry_handle = self.loop.call_later(self.retry, self._resume)
-        self.retry = min(self.retry * 2, self.limits.accept_retry_max)
+            self.retry_handle = self.loop.call_later(pause, self._resume)
 
     async def _serve(self, conn: socket.socket) -> None:
         try:

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import socket
 import socketserver
 import threading
 
+from cnm.accept_backoff import AcceptBackoff, RateLimitedLog
 from cnm.errors import Conflict
+
+log = logging.getLogger("cnm.plugins")
+ACCEPT_RETRY_MAX = 1.0       # as the API's (cnm.api.listener.Limits)
+ERROR_LOG_INTERVAL = 60.0
 
 
 def _listening(path: str) -> bool:
@@ -26,7 +32,8 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     address_family = socket.AF_UNIX
     daemon_threads = True
 
-    def __init__(self, path: str, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+    def __init__(self, path: str, handler: type[http.server.BaseHTTPRequestHandler], *,
+                 accept_retry_max: float = ACCEPT_RETRY_MAX, error_log_interval: float = ERROR_LOG_INTERVAL) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         if os.path.exists(path):
             if _listening(path):
@@ -34,7 +41,20 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             os.unlink(path)                     # stale socket of a dead server
         self.path = path
         self._thread: threading.Thread | None = None
+        # socketserver ignores a failed accept and selects again at once: out of
+        # descriptors, the socket stays readable and the thread spun. Back off instead.
+        self.backoff = AcceptBackoff(f"plugin {path}", accept_retry_max, RateLimitedLog(error_log_interval, log))
+        self._closing = threading.Event()       # cuts a back-off pause short
         super().__init__(path, handler)        # type: ignore[arg-type]
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        try:
+            conn = super().get_request()
+        except OSError as exc:
+            self._closing.wait(self.backoff.failed(exc))
+            raise                               # socketserver drops the attempt
+        self.backoff.succeeded()
+        return conn
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind expects (host, port); a unix socket has a path.
@@ -50,6 +70,7 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def close(self) -> None:
         """Stop serving and remove the socket. Idempotent."""
         if self._thread is not None:
+            self._closing.set()
             self.shutdown()
             self._thread.join(5)
             self._thread = None
