@@ -72,6 +72,11 @@ class Container:
     cmd: list[str] = field(default_factory=list)
     workdir: str = ""
     user: str = ""
+    # Docker's HostConfig.RestartPolicy, the restarts it made since a user last started
+    # it, and whether a user stopped it (`unless-stopped` reads it after a daemon restart).
+    restart_policy: dict = field(default_factory=lambda: {"Name": "no", "MaximumRetryCount": 0})
+    restart_count: int = 0
+    manually_stopped: bool = False
 
     def to_record(self) -> dict:
         return asdict(self)

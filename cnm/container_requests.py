@@ -11,6 +11,7 @@ from typing import Any
 from cnm.errors import InvalidParameter
 from cnm.ids import check_name
 from cnm.ports import PortBinding, normalize_ip
+from cnm.restart_policy import RestartPolicy
 from cnm.runtime import caps
 from cnm.runtime import confine_opts as co
 from cnm.strictnum import is_ascii_digits, parse_int
@@ -107,6 +108,7 @@ class ContainerCreate:
     entrypoint: list[str] | None = None
     workdir: str = ""
     user: str = ""
+    restart_policy: dict = field(default_factory=lambda: RestartPolicy().to_docker_json())
 
     @classmethod
     def from_docker_json(cls, body: dict) -> ContainerCreate:
@@ -137,10 +139,9 @@ class ContainerCreate:
             k, _, v = item.partition("=")
             env[k] = v
         host = _typed(body, "HostConfig", dict, {})
-        policy = _typed(_typed(host, "RestartPolicy", dict, {}), "Name", str, "") or "no"
-        if policy != "no":
-            raise InvalidParameter(f"restart policy {policy!r} is not supported by this daemon yet: "
-                                   "run without --restart (restart: in compose files)")
+        policy = RestartPolicy.from_docker_json(host.get("RestartPolicy"))
+        if not policy.is_none and _typed(host, "AutoRemove", bool, False):
+            raise InvalidParameter("can't create 'AutoRemove' container with restart policy")
         mode = _typed(host, "NetworkMode", str, "") or "bridge"
         if mode == "default":
             mode = "bridge"
@@ -173,6 +174,7 @@ class ContainerCreate:
                    auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body),
                    attach_stdout=_typed(body, "AttachStdout", bool, True),
                    attach_stderr=_typed(body, "AttachStderr", bool, True),
+                   restart_policy=policy.to_docker_json(),
                    **confinement(host, rootfs is None and not image))
 
 

@@ -37,6 +37,8 @@ from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.model import Endpoint, Network
 from cnm.ports import PortBinding
+from cnm.restart_policy import RestartPolicy
+from cnm.restarts import Restarts
 from cnm.runtime.spec import ContainerSpec
 from cnm.runtime.state import ContainerState
 from cnm.sandbox.files import file_reader, hosts_file
@@ -72,6 +74,7 @@ class ContainerService:
         self._exits = exits             # None: exits are noticed only at stop and remove
         self.events = events
         self.images = images            # the image store (None: host filesystem and --rootfs only)
+        self.restarts = Restarts(self.start_by_policy)
         for kv in store.list(CT_PREFIX):
             self._index.add(Container.from_record(kv.value))
 
@@ -144,15 +147,19 @@ class ContainerService:
         log.info("created container %s (%s)", ct.name, ct.id[:12])
         return ct
 
-    def start(self, ref: str) -> bool:
+    def start(self, ref: str, *, by_policy: bool = False) -> bool:
         """Start a created or exited container: its sandbox, then its process, or
         nothing (all undone). False if it already runs (Docker answers 304). No store
         transaction around it: each record is committed before the kernel object it
-        names is made (cnm.reconcile's rule), ~20 us a commit."""
+        names is made (cnm.reconcile's rule), ~20 us a commit. A user's start (not
+        `by_policy`) begins its restart policy afresh."""
         with self.lock:
             ct = self.get(ref)
             if self.is_running(ct):
                 return False
+            if not by_policy:
+                self.restarts.user_started(ct.id)
+                ct.restart_count, ct.manually_stopped = 0, False
             if ct.started:
                 # No restart in place in the runtime yet: the old run's directory (its
                 # logs, and a --rootfs container's writable layer) goes.
@@ -175,6 +182,14 @@ class ContainerService:
         self._watch(ct)
         return True
 
+    def start_by_policy(self, cid: str) -> None:
+        """The restart policy's start, once the back-off has passed (a timer's thread)."""
+        with self.lock:
+            ct = self._containers.get(cid)
+            if ct is None or self.restarts.cancelled(cid) or self.is_running(ct):
+                return          # removed, stopped or started by a user meanwhile
+            self.start(cid, by_policy=True)
+
     def run(self, req: ContainerCreate) -> Container:
         """create + start; a container that cannot start is removed again."""
         ct = self.create(req)
@@ -191,6 +206,17 @@ class ContainerService:
         self.stop(ct.id, timeout)
         self.start(ct.id)
         self._event("restart", ct)
+        return ct
+
+    def update_restart_policy(self, ref: str, policy: RestartPolicy) -> Container:
+        """`docker update --restart`: the policy applies from the next exit on."""
+        with self.lock:
+            ct = self.get(ref)
+            if ct.auto_remove and not policy.is_none:
+                raise InvalidParameter("Restart policy cannot be updated because AutoRemove is enabled for the container")
+            ct.restart_policy = policy.to_docker_json()
+            self._save(ct)
+        self._event("update", ct)
         return ct
 
     def rename(self, ref: str, name: str) -> Container:
@@ -243,6 +269,7 @@ class ContainerService:
                        auto_remove=req.auto_remove, labels=dict(req.labels),
                        confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
                        attach_stdout=req.attach_stdout, attach_stderr=req.attach_stderr,
+                       restart_policy=dict(req.restart_policy),
                        requested_ports=[p.to_record() for p in req.ports])
         container_images.configure(ct, req, self.images)
         if net is not None:
@@ -367,8 +394,13 @@ class ContainerService:
         """SIGTERM, SIGKILL after `timeout` s; its network released. False if it was
         not running (Docker answers 304)."""
         ct = self.get(ref)
+        pending = self.restarts.cancel(ct.id)       # no restart after this stop
         if not self.is_running(ct):
-            return False
+            if pending:                            # "restarting": the restart is called off
+                self._stopped_by_user(ct)
+                self._event("stop", ct)
+            return pending
+        self._stopped_by_user(ct)
         self._event("kill", ct, signal="15")
         self.runtime.stop(ct.id, timeout)
         self.handle_exit(ct.id)
@@ -376,11 +408,23 @@ class ContainerService:
         return True
 
     def kill(self, ref: str, sig: int) -> Container:
-        """Signal the container's PID 1; Conflict if it is not running."""
+        """Signal the container's PID 1; Conflict if it is not running. As Docker's: the
+        stop signal (SIGTERM) calls restarts off; another one counts as a user's stop
+        (for `unless-stopped`) but `always` and `on-failure` restart after it."""
         ct = self.get(ref)
-        self.runtime.kill(ct.id, sig)
+        if sig == 15:
+            self.restarts.cancel(ct.id)
+        if self.is_running(ct) or not self.restarts.pending(ct.id):
+            self.runtime.kill(ct.id, sig)
+        self._stopped_by_user(ct)
         self._event("kill", ct, signal=str(sig))
         return ct
+
+    def _stopped_by_user(self, ct: Container) -> None:
+        with self.lock:
+            if not ct.manually_stopped and ct.id in self._containers:
+                ct.manually_stopped = True
+                self._save(ct)
 
     def handle_exit(self, cid: str) -> None:
         """The container's process ended: give back its network resources (Docker
@@ -389,14 +433,17 @@ class ContainerService:
             ct = self._containers.get(cid)
             if ct is None or self.is_running(ct):      # is_running reads the exit status now
                 return
-            if not ct.released:      # first notice of this exit
-                st = self.state_of(ct.id)
+            first = not ct.released      # first notice of this exit
+            st = self.state_of(ct.id)
+            if first:
                 code = st.exit_code if st is not None else None
                 self._event("die", ct, exitCode=str(code if code is not None else -1))
             with self.store.transaction():             # the kernel's part after the commit
                 self._release_network(ct)
             if ct.auto_remove:
                 self._remove(ct)
+            elif first and self.restarts.after_exit(ct, st):
+                self._save(ct)           # its restart count
 
     def _release_network(self, ct: Container) -> None:
         """The sandbox released; the record keeps what was asked for. Idempotent."""
@@ -414,6 +461,9 @@ class ContainerService:
     def remove(self, ref: str, force: bool = False) -> Container:
         with self.lock:
             ct = self.get(ref)
+            if self.restarts.pending(ct.id) and not force:
+                raise Conflict(f"you cannot remove a restarting container {ct.name}: stop it first "
+                               "or use --force")
             if self.is_running(ct):
                 if not force:
                     raise Conflict(f"you cannot remove a running container {ct.name}: stop it first "
@@ -427,6 +477,7 @@ class ContainerService:
             return ct
 
     def _remove(self, ct: Container) -> None:
+        self.restarts.forget(ct.id)
         try:
             st = self.runtime.state(ct.id)
             if st.status == "running":       # rm -f: Docker's kill and die come first
@@ -462,6 +513,8 @@ class ContainerService:
             self._release_network(ct)
             if ct.auto_remove:
                 self._remove(ct)
+            elif self.restarts.after_exit(ct, st, fresh=True):     # Docker's restart at daemon start
+                self._save(ct)
             return
         sb = self.sandbox(ct)
         if sb is not None:

@@ -217,6 +217,7 @@ class Daemon:
                     recover_from(st.shim_pid, os.path.join(self.config.run_dir, sub))
 
     def close(self) -> None:
+        self.containers.restarts.close()     # no restart-policy start once shutting down
         # Wait for an operation still in flight (a worker thread holds the lock) rather
         # than closing its store and netlink handle under it.
         self.controller.lock.acquire()

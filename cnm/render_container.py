@@ -38,9 +38,9 @@ def state_json(state: Any) -> dict:
     running = status == "running"
     return {
         "Status": status,
-        "Running": running,
+        "Running": running or status == "restarting",    # Docker counts a restarting container as running
         "Paused": False,
-        "Restarting": False,
+        "Restarting": status == "restarting",
         "OOMKilled": False,
         "Dead": state is None,
         "Pid": (state.pid or 0) if running else 0,
@@ -186,7 +186,7 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
         "HostsPath": "",
         "LogPath": "",
         "Name": "/" + ct.name,
-        "RestartCount": 0,
+        "RestartCount": getattr(ct, "restart_count", 0),
         "Driver": "overlayfs" if ct.rootfs or image else "",
         "Platform": "linux",
         "MountLabel": "",
@@ -196,7 +196,7 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
         "HostConfig": {
             "NetworkMode": network_mode(ct),
             "PortBindings": port_bindings_json(ct.requested_ports),
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "RestartPolicy": dict(getattr(ct, "restart_policy", None) or {"Name": "no", "MaximumRetryCount": 0}),
             "AutoRemove": ct.auto_remove,
             "LogConfig": {"Type": "json-file", "Config": {}},
             "Binds": None,
@@ -290,6 +290,10 @@ def status_text(state: Any, now: float) -> str:
     if status == "running":
         started = parse_time(state.started_at)
         return "Up " + human_duration(max(0.0, now - started)) if started is not None else "Up"
+    if status == "restarting":           # Docker: "Restarting (1) 2 seconds ago"
+        finished = parse_time(state.finished_at)
+        ago = f" {human_duration(max(0.0, now - finished))} ago" if finished is not None else ""
+        return f"Restarting ({state.exit_code or 0}){ago}"
     if status == "exited":
         finished = parse_time(state.finished_at)
         ago = f" {human_duration(max(0.0, now - finished))} ago" if finished is not None else ""

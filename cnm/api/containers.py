@@ -9,6 +9,7 @@ start (304 if it runs), stop (304 if it does not), restart, rename, kill, remove
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal as signals
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.model import Endpoint, Network
 from cnm.render_container import container_json, container_summary, networks_json
+from cnm.restart_policy import RestartPolicy
 from cnm.runtime.state import ContainerState
 from cnm.strictnum import is_ascii_digits, parse_int
 
@@ -89,6 +91,9 @@ class ContainerServiceLike(Protocol):
     def rename(self, ref: str, name: str) -> Any:
         """A new name (DNS follows)."""
 
+    def update_restart_policy(self, ref: str, policy: RestartPolicy) -> Any:
+        """`docker update --restart`."""
+
     def kill(self, ref: str, sig: int) -> Any:
         """Signal the container's PID 1; Conflict if it is not running."""
 
@@ -146,6 +151,20 @@ def parse_signal(text: str | None) -> int:
         raise InvalidParameter(f"invalid signal: {text}") from None
 
 
+def update_policy(body: dict) -> RestartPolicy | None:
+    """`POST /containers/{id}/update`'s body: its RestartPolicy (None when the name is
+    empty: Docker leaves the policy as it is). Resource changes are refused: this daemon
+    does not change a container's cgroup limits after its start."""
+    changed = sorted(k for k, v in body.items() if k != "RestartPolicy" and v not in (None, 0, "", [], {}, False))
+    if changed:
+        raise InvalidParameter(f"updating {', '.join(changed)} is not supported by this daemon: only the restart "
+                               "policy (docker update --restart) can be changed")
+    raw = body.get("RestartPolicy")
+    if isinstance(raw, dict) and not raw.get("Name"):
+        return None
+    return RestartPolicy.from_docker_json(raw) if raw is not None else None
+
+
 # -- synchronous pieces, run in the executor -----------------------------------------
 
 def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
@@ -154,6 +173,9 @@ def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
     runtime knows nothing of it yet); None once the container is gone."""
     st = service.state_of(cid)
     if st is not None:
+        restarts = getattr(service, "restarts", None)
+        if st.status == "exited" and restarts is not None and restarts.pending(cid):
+            return dataclasses.replace(st, status="restarting")
         return st
     try:
         service.get(cid)
@@ -324,6 +346,14 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         await waiting(request, service.restart, request.match_info["ref"], stop_timeout(request))
         return web.Response(status=204)
 
+    async def update(request: web.Request) -> web.Response:
+        policy = update_policy(await json_body(request))
+        if policy is not None:
+            await blocking(request, service.update_restart_policy, request.match_info["ref"], policy)
+        else:
+            await blocking(request, service.get, request.match_info["ref"])      # 404 for a wrong name
+        return json_response({"Warnings": []})
+
     async def rename(request: web.Request) -> web.Response:
         name = request.query.get("name", "")
         if not name:
@@ -387,6 +417,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         Route("POST", "/containers/{ref}/stop", stop),
         Route("POST", "/containers/{ref}/restart", restart),
         Route("POST", "/containers/{ref}/rename", rename),
+        Route("POST", "/containers/{ref}/update", update),
         Route("POST", "/containers/{ref}/kill", kill),
         Route("POST", "/containers/{ref}/wait", wait),
         Route("DELETE", "/containers/{ref}", remove),

@@ -142,6 +142,7 @@ class FakeHost:
                          names=self.discovery)
 
     def close(self) -> None:
+        self.containers.restarts.close()
         if self.runtime is not None:
             self.runtime.kill_all()
         if self._own_root and self.root is not None:
