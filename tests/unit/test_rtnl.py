@@ -9,6 +9,7 @@ import struct
 import pytest
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from cnm.osl import rtnl
@@ -104,3 +105,51 @@ def test_parse_error_with_the_kernels_own_words():
     assert rtnl.parse_error(msg) == (errno.ENODEV, "Device does not exist")
     ack = struct.pack("=IHHII", 36, rtnl.NLMSG_ERROR, 0, 3, 0) + struct.pack("=i", 0) + b"\0" * 16
     assert rtnl.parse_error(ack) == (0, "")
+
+
+# -- neighbours and FDB entries, read back by pyroute2's ndmsg ---------------------------
+
+def test_neighbour_replace_is_a_permanent_ip_to_mac_entry():
+    msg = rtnl.neighbour(12, "10.61.0.7", "02:42:0A:3d:00:07")
+    assert msg.type == rtnl.RTM_NEWNEIGH and msg.flags == rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+    m = decoded(msg, ndmsg)
+    assert (m["family"], m["ifindex"], m["state"], m["flags"]) == (socket.AF_INET, 12, rtnl.NUD_PERMANENT, 0)
+    assert (m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")) == ("10.61.0.7", "02:42:0a:3d:00:07")
+
+
+def test_neighbour_of_an_ipv6_address():
+    m = decoded(rtnl.neighbour(3, "fd00::7", "02:00:00:00:00:01"), ndmsg)
+    assert (m["family"], m.get_attr("NDA_DST")) == (socket.AF_INET6, "fd00::7")
+
+
+def test_neighbour_delete_names_only_the_address():
+    msg = rtnl.delete_neighbour(12, "10.61.0.7")
+    assert (msg.type, msg.flags) == (rtnl.RTM_DELNEIGH, 0)
+    m = decoded(msg, ndmsg)
+    assert (m["family"], m["ifindex"], m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")) == \
+        (socket.AF_INET, 12, "10.61.0.7", None)
+
+
+def test_fdb_replace_is_the_devices_own_permanent_entry_to_a_vtep():
+    msg = rtnl.fdb(5, "02:42:0a:3d:00:07", "198.18.0.9")
+    assert msg.type == rtnl.RTM_NEWNEIGH and msg.flags == rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+    m = decoded(msg, ndmsg)
+    assert (m["family"], m["ifindex"]) == (socket.AF_BRIDGE, 5)
+    assert m["state"] == rtnl.NUD_PERMANENT | rtnl.NUD_NOARP and m["flags"] == rtnl.NTF_SELF
+    assert (m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST")) == ("02:42:0a:3d:00:07", "198.18.0.9")
+
+
+def test_fdb_delete_with_and_without_the_vtep():
+    m = decoded(rtnl.delete_fdb(5, "02:42:0a:3d:00:07"), ndmsg)
+    assert m["family"] == socket.AF_BRIDGE and m["flags"] == rtnl.NTF_SELF
+    assert (m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST")) == ("02:42:0a:3d:00:07", None)
+    msg = rtnl.delete_fdb(5, "02:42:0a:3d:00:07", "198.18.0.9")
+    assert msg.type == rtnl.RTM_DELNEIGH
+    assert decoded(msg, ndmsg).get_attr("NDA_DST") == "198.18.0.9"
+
+
+def test_bad_addresses_are_refused_before_anything_is_sent():
+    with pytest.raises(ValueError):
+        rtnl.neighbour(1, "10.0.0.300", "02:00:00:00:00:01")
+    with pytest.raises(ValueError):
+        rtnl.fdb(1, "02:00:00:00:01", "198.18.0.1")
