@@ -18,6 +18,7 @@ from cnm.errors import InvalidParameter, Unavailable
 from cnm.lab.fields import RATE as _RATE
 from cnm.lab.fields import rate_bits
 from cnm.lab.model import UNDERLAY_IFACE, Link, switch_port
+from cnm.lab.runner import Result
 
 NFT_TABLE = "lab_impair"         # in each lab host's namespace; a netdev table we own
 NETEM_MISSING = "delay needs the kernel's netem (CONFIG_NET_SCH_NETEM), which this kernel lacks"
@@ -31,14 +32,14 @@ class Impairment:
     delay: float | None = None    # ms, each direction
 
     @classmethod
-    def of_link(cls, link: Link) -> "Impairment":
+    def of_link(cls, link: Link) -> Impairment:
         return cls(rate=link.rate, loss=link.loss, delay=link.delay)
 
     @property
     def empty(self) -> bool:
         return not (self.rate or self.loss or self.delay)
 
-    def merged(self, rate: str | None, loss: float | None, delay: float | None) -> "Impairment":
+    def merged(self, rate: str | None, loss: float | None, delay: float | None) -> Impairment:
         """This impairment with the given fields changed (None = keep; 0 = remove)."""
         return Impairment(rate=self.rate if rate is None else (rate if rate not in ("0", "") else None),
                           loss=self.loss if loss is None else (loss or None),
@@ -48,7 +49,7 @@ class Impairment:
         return {"rate": self.rate, "loss": self.loss, "delay": self.delay}
 
     @classmethod
-    def from_json(cls, d: dict | None) -> "Impairment":
+    def from_json(cls, d: dict | None) -> Impairment:
         d = d or {}
         return cls(rate=d.get("rate"), loss=d.get("loss"), delay=d.get("delay"))
 
@@ -89,7 +90,7 @@ def tbf_burst(rate: str, mtu: int) -> int:
 def qdisc_argv(dev: str, imp: Impairment, mtu: int) -> tuple[tuple[str, ...], bool]:
     """(tc argv setting the root qdisc of `dev` for `imp`, whether it needs netem)."""
     if imp.delay:
-        argv = ("tc", "qdisc", "replace", "dev", dev, "root", "netem", "delay", f"{imp.delay:g}ms")
+        argv: tuple[str, ...] = ("tc", "qdisc", "replace", "dev", dev, "root", "netem", "delay", f"{imp.delay:g}ms")
         if imp.rate:
             argv += ("rate", imp.rate)
         return argv, True
@@ -137,14 +138,14 @@ def netem_missing(stderr: str) -> bool:
 
 class _Runner(Protocol):
     def run(self, argv: list[str], netns: str | None = None, *, check: bool = True,
-            input: str | None = None, timeout: float = 60) -> "object": ...
+            input: str | None = None, timeout: float = 60) -> Result: ...
 
 
 def apply(runner: _Runner, cmds: list[Command]) -> None:
     """Run the commands in order; a missing netem becomes Unavailable(NETEM_MISSING)."""
     for c in cmds:
         r = runner.run(list(c.argv), c.netns, check=False, input=c.input)
-        code, err = getattr(r, "returncode"), getattr(r, "stderr", "") or ""
+        code, err = r.returncode, r.stderr or ""
         if code == 0 or c.tolerate:
             continue
         if c.netem and netem_missing(err):

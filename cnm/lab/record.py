@@ -43,7 +43,7 @@ class HostPaths:
     log: str
 
     @classmethod
-    def for_host(cls, lab_directory: Path, host: str) -> "HostPaths":
+    def for_host(cls, lab_directory: Path, host: str) -> HostPaths:
         d = lab_directory / host
         paths = cls(root=str(d / "root"), run=str(d / "run"), socket=str(d / "cnm.sock"), log=str(d / "daemon.log"))
         if len(paths.socket) > SOCKET_MAX:
@@ -88,7 +88,7 @@ class LabRecord:
         os.replace(tmp, self.path)
 
     @classmethod
-    def load(cls, name: str) -> "LabRecord":
+    def load(cls, name: str) -> LabRecord:
         path = lab_dir(name) / RECORD
         try:
             data = json.loads(path.read_text())
