@@ -104,6 +104,24 @@ class APIClient:
         except ValueError as exc:
             raise from_http(502, f"the daemon sent malformed JSON for {method} {path}: {exc}") from exc
 
+    def hijack(self, method: str, path: str, body: dict | None = None,
+               query: dict[str, str] | list[tuple[str, str]] | None = None) -> tuple[Any, bytes]:
+        """A call that takes the connection over (attach, exec start): (the socket, now a
+        raw duplex stream and the caller's to close; bytes already read from it). Raises
+        the daemon's error category when it refuses."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        hijack = getattr(self.transport, "hijack", None)
+        if hijack is None:
+            raise Unavailable("this connection to the daemon cannot carry an interactive stream")
+        status, data, sock = hijack(method, path, body)
+        if sock is None:
+            if status < 300:
+                raise from_http(502, f"the daemon answered {status} to {method} {path} instead of "
+                                     "switching protocols")
+            raise from_http(status, _error_message(status, data))
+        return sock, data
+
     def upload(self, method: str, path: str, source: BinaryIO, query: dict[str, str] | list[tuple[str, str]] | None = None,
                content_type: str = "application/x-tar") -> StreamResponse:
         """Send a file's bytes as the body (streamed); returns the open response, or
@@ -203,6 +221,34 @@ class APIClient:
                 resp.close()
 
         return frames()
+
+    def container_attach(self, ref: str, stdin: bool, detach_keys: str = "", logs: bool = False) -> tuple[Any, bytes]:
+        query = {"stream": "1", "stdout": "1", "stderr": "1", "stdin": "1" if stdin else "0"}
+        if logs:
+            query["logs"] = "1"
+        if detach_keys:
+            query["detachKeys"] = detach_keys
+        return self.hijack("POST", f"/containers/{quote(ref)}/attach", query=query)
+
+    def container_resize(self, ref: str, rows: int, cols: int) -> None:
+        self.request("POST", f"/containers/{quote(ref)}/resize", query={"h": str(rows), "w": str(cols)})
+
+    def exec_create(self, ref: str, body: dict) -> str:
+        return self.request("POST", f"/containers/{quote(ref)}/exec", body)["Id"]
+
+    def exec_start(self, exec_id: str, tty: bool, detach: bool = False) -> tuple[Any, bytes] | None:
+        """Start an exec: its hijacked stream, or None when detached."""
+        body = {"Detach": detach, "Tty": tty}
+        if detach:
+            self.request("POST", f"/exec/{quote(exec_id)}/start", body)
+            return None
+        return self.hijack("POST", f"/exec/{quote(exec_id)}/start", body)
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        self.request("POST", f"/exec/{quote(exec_id)}/resize", query={"h": str(rows), "w": str(cols)})
+
+    def exec_inspect(self, exec_id: str) -> dict:
+        return self.request("GET", f"/exec/{quote(exec_id)}/json")
 
     def network_connect(self, network: str, container: str, endpoint_config: dict | None = None) -> None:
         body = {"Container": container, "EndpointConfig": endpoint_config or {}}

@@ -111,6 +111,12 @@ class _SocketReader:
             pass
         return self._take(n)
 
+    def take_rest(self) -> bytes:
+        out = bytes(self._buf[self._pos:])
+        self._buf.clear()
+        self._pos = 0
+        return out
+
     def read1(self, n: int) -> bytes:
         if self._pos >= len(self._buf):
             self._fill()
@@ -129,7 +135,7 @@ class _RawResponse:
     email package and ssl: ~40 ms on every CLI call."""
 
     def __init__(self, sock: _socket.socket) -> None:
-        self._sock = sock
+        self._sock: _socket.socket | None = sock
         self._file = _SocketReader(sock)
         line = self._file.readline(65537)
         parts = line.split(None, 2)
@@ -151,6 +157,16 @@ class _RawResponse:
 
     def getheader(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
+
+    def take_buffered(self) -> bytes:
+        """Bytes read past the headers and not yet returned (a hijacked stream's first)."""
+        return self._file.take_rest()
+
+    def detach(self) -> _socket.socket:
+        """The socket, no longer this response's (it will not close it)."""
+        sock, self._sock = self._sock, None
+        assert sock is not None
+        return sock
 
     def getheaders(self) -> list[tuple[str, str]]:
         return list(self.headers.items())
@@ -232,7 +248,8 @@ class _RawResponse:
 
     def close(self) -> None:
         self._file.close()
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
     def __enter__(self) -> _RawResponse:
         return self
@@ -252,9 +269,10 @@ class UnixSocketTransport:
     def url(self) -> str:
         return f"unix://{self.path}"
 
-    def _send(self, method: str, path: str, body: dict | None) -> _RawResponse:
+    def _send(self, method: str, path: str, body: dict | None, upgrade: bool = False) -> _RawResponse:
         data, headers = _encode(body)
-        head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",
+        connection = ["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"]
+        head = [f"{method} {path} HTTP/1.1", "Host: localhost", *connection,
                 f"Content-Length: {len(data) if data else 0}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b"")
@@ -290,6 +308,21 @@ class UnixSocketTransport:
 
     def stream(self, method: str, path: str, body: dict | None = None) -> StreamResponse:
         return self._send(method, path, body)
+
+    def hijack(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, _socket.socket | None]:
+        """Docker's hijacked connection (attach, exec start): the request with
+        `Upgrade: tcp`; on 101, (101, bytes that came after the headers, the socket: a
+        raw duplex stream now, the caller's to close); else (status, body, None)."""
+        resp = self._send(method, path, body, upgrade=True)
+        if resp.status != 101:
+            try:
+                return resp.status, resp.read(), None
+            except (OSError, _ProtocolError, ValueError) as exc:
+                raise Unavailable(f"lost the connection to the cnm daemon at {self.url}: {exc}") from exc
+            finally:
+                resp.close()
+        early = resp.take_buffered()
+        return 101, early, resp.detach()
 
     def upload(self, method: str, path: str, source: BinaryIO, content_type: str) -> StreamResponse:
         head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",

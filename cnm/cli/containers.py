@@ -12,7 +12,7 @@ from cnm.cli.output import dumps, echo, error_line, json_str, table
 from cnm.cli.runflow import DAEMON_ERROR, INTERRUPTED, attached, create_body, stream_logs
 from cnm.cli.spec import arg, command, flag, option
 from cnm.cli.values import byte_size, float_range, int_range, ip, key_value
-from cnm.errors import CNMError, Conflict, InvalidParameter
+from cnm.errors import CNMError, InvalidParameter
 
 TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
     from cnm.cli.spec import Context, Opts
 
-EXEC_NOT_FOUND = 127
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # as the runtime's
 
 
 # -- run (the flow itself is in cnm.cli.runflow) ----------------------------------------------
@@ -255,70 +253,49 @@ def logs(cx: Context, o: Opts) -> int:
     return 0
 
 
-# -- exec ------------------------------------------------------------------------------
-
-def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
-    """util-linux nsenter entering every namespace of `pid` plus its root and cwd (the
-    same argv as cnm.runtime.runtime.nsenter_argv, rebuilt here: the runtime module is
-    too heavy for the CLI's import path)."""
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", "--wd", "--", *argv]
-
-
-def exec_env(info: dict) -> dict[str, str]:
-    """The environment the container's process got: PATH and HOSTNAME defaulted, then
-    its -e variables."""
-    config = info.get("Config") or {}
-    env = {"PATH": DEFAULT_PATH}
-    if config.get("Hostname"):
-        env["HOSTNAME"] = config["Hostname"]
-    for item in config.get("Env") or []:
-        key, _, value = item.partition("=")
-        env[key] = value
-    return env
-
-
-def exec_plan(info: dict, argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(argv, env) that run `argv` inside the inspected container; Conflict if it is
-    not running."""
-    st = info.get("State") or {}
-    name = (info.get("Name") or info.get("Id", "?")[:12]).lstrip("/")
-    if not st.get("Running") or not st.get("Pid"):
-        raise Conflict(f"container {name} is not running: start a new one with net run")
-    return nsenter_argv(int(st["Pid"]), list(argv)), exec_env(info)
-
-
-def replace_process(argv: list[str], env: dict[str, str], interactive: bool) -> int:
-    """exec; without -i the command gets /dev/null as stdin (Docker's default). Returns
-    only when the exec failed: 127 (not found) or 126."""
-    import os  # (not at the top: only exec needs it)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if not interactive:
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-    try:
-        os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        echo(f"Error: {argv[0]} not found: install util-linux", err=True)
-        return EXEC_NOT_FOUND
-    except OSError as exc:
-        echo(f"Error: cannot run {argv[0]}: {exc.strerror}", err=True)
-        return 126
-    return 0          # only when execvpe is replaced (tests): a real exec never returns
-
+# -- exec, attach (through the daemon: cnm.cli.execflow) ----------------------------------
 
 @command("exec",
          flag("-i", "--interactive", help="Keep stdin attached."),
+         flag("-t", "--tty", help="Allocate a pseudo-TTY."),
+         flag("-d", "--detach", help="Run the command in the background."),
+         option("-e", "--env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable (repeatable)."),
+         option("-u", "--user", metavar="USER[:GROUP]", help="User name or UID (and group) to run as."),
+         option("-w", "--workdir", metavar="DIR", help="Working directory inside the container."),
+         flag("--privileged", help="Give the command every capability, without seccomp (as Docker's)."),
          arg("ref", metavar="CONTAINER"),
          arg("cmd", nargs=-1, metavar="[--] CMD [ARG...]"),
          interspersed=False)
 def exec_(cx: Context, o: Opts) -> int:
-    """Run a command in a running container (needs root: it uses nsenter). Exits with
-    the command's exit code."""
-    argv, env = exec_plan(cx.client.container_inspect(o.ref), o.cmd)
-    return replace_process(argv, env, o.interactive)
+    """Run a command in a running container. The daemon starts it, confined as the
+    container is (its capabilities, seccomp filter, no_new_privs and cgroups). Exits with
+    the command's exit code (126: it could not be run, 127: not found)."""
+    from cnm.cli.execflow import exec_body, run_exec
+    from cnm.cli.runflow import env_list
+    if not o.cmd:
+        raise InvalidParameter("net exec needs a command: net exec CONTAINER -- CMD [ARG...]")
+    _check_tty(o.tty, o.interactive)
+    body = exec_body(o.cmd, interactive=o.interactive, tty=o.tty, env=env_list(o.env), user=o.user,
+                     workdir=o.workdir, privileged=o.privileged, detach=o.detach)
+    return run_exec(cx.client, o.ref, body, o.detach)
 
 
-__all__ = ["exec_", "inspect", "kill", "logs", "ps", "rm", "run", "stop"]
+@command("attach",
+         flag("--no-stdin", dest="no_stdin", help="Do not send our stdin to the container."),
+         option("--detach-keys", dest="detach_keys", default="", metavar="KEYS",
+                help="Keys that detach (default ctrl-p,ctrl-q)."),
+         arg("ref", metavar="CONTAINER"))
+def attach(cx: Context, o: Opts) -> int:
+    """Attach to a running container's output (and its stdin when it was run with -i).
+    Exits with the container's exit code, or 0 after a detach (ctrl-p ctrl-q)."""
+    from cnm.cli.execflow import run_attach
+    return run_attach(cx.client, o.ref, o.no_stdin, o.detach_keys)
+
+
+def _check_tty(tty: bool, interactive: bool) -> None:
+    import os  # (not at the top: only -t needs it)
+    if tty and interactive and not os.isatty(0):
+        raise InvalidParameter("the input device is not a TTY")
+
+
+__all__ = ["attach", "exec_", "inspect", "kill", "logs", "ps", "rm", "run", "stop"]

@@ -113,7 +113,7 @@ def test_internal_network_has_no_route_out(daemon):
     assert "default" not in out and "10.33.0.0/24" in out
     # Traffic leaving the subnet is dropped even with a route: try the default bridge's gateway.
     sleeper(daemon, "--name", "i1", "--net", "intnet")
-    daemon.net("exec", "i1", "--", BB, "ip", "route", "add", "default", "via", "10.33.0.1")
+    daemon.net("exec", "--privileged", "i1", "--", BB, "ip", "route", "add", "default", "via", "10.33.0.1")
     assert not ping(daemon, "i1", "172.17.0.1")
 
 

@@ -3,11 +3,9 @@ fake ContainerService whose runtime runs plain child processes (no root)."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from cnm.cli import containers as cli_mod
 from cnm.cli import runflow
 from cnm.cli.testing import invoke, run_lean
 from cnm.cli.values import byte_size
@@ -195,38 +193,6 @@ def test_kill_sends_the_signal(net, service):
     assert net("kill", "-s", "TERM", "k1").stdout == "k1\n"
     ct = by_name(service, "k1")
     assert service.runtime.wait(ct.id, 5) == 143
-
-
-# -- exec ----------------------------------------------------------------------------------
-
-def test_exec_builds_the_nsenter_argv_with_the_container_env(net_here, service, monkeypatch):
-    calls = []
-    monkeypatch.setattr(os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
-    monkeypatch.setattr(os, "dup2", lambda a, b: calls.append(("dup2", b)))
-    net_here("run", "-d", "--name", "e1", "--hostname", "box", "-e", "A=1", "/bin/sh", "-c", "sleep 30")
-    pid = service.runtime.state(by_name(service, "e1").id).pid
-    net_here("exec", "e1", "--", "ip", "-br", "addr")
-    assert calls[0] == ("dup2", 0)                     # no -i: stdin from /dev/null
-    file, argv, env = calls[1]
-    assert file == "nsenter"
-    assert argv == ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
-                    "--root", "--wd", "--", "ip", "-br", "addr"]
-    assert env["A"] == "1" and env["HOSTNAME"] == "box" and "/usr/bin" in env["PATH"]
-    calls.clear()
-    net_here("container", "exec", "-i", "e1", "cat")
-    assert [c[0] for c in calls] == ["nsenter"]        # -i keeps stdin
-
-
-def test_exec_argv_matches_the_runtime_helper():
-    from cnm.runtime.runtime import nsenter_argv
-    assert cli_mod.nsenter_argv(42, ["sh", "-c", "x"]) == nsenter_argv(42, ["sh", "-c", "x"])
-
-
-def test_exec_refuses_a_stopped_container(net_here, monkeypatch):
-    monkeypatch.setattr(os, "execvpe", lambda *a: pytest.fail("must not exec"))
-    net_here("run", "--name", "dead", "/bin/true")
-    r = net_here("exec", "dead", "sh")
-    assert r.exit_code == 4 and r.stderr == "Error: container dead is not running: start a new one with net run\n"
 
 
 # -- connect / disconnect -------------------------------------------------------------------
