@@ -10,7 +10,7 @@ import struct
 
 TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
-    from typing import Callable, Iterator
+    from collections.abc import Callable, Iterator
 
 MEDIA_TYPE = "application/vnd.docker.raw-stream"
 STDIN, STDOUT, STDERR = 0, 1, 2

@@ -13,9 +13,10 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from aiohttp import web
 
