@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 @command("run",
          flag("-d", "--detach", help="Run in the background and print the container ID."),
          flag("--rm", dest="auto_remove", help="Remove the container when it exits."),
+         flag("-i", "--interactive", help="Keep stdin open (attached: ours goes to the container)."),
+         flag("-t", "--tty", help="Allocate a pseudo-TTY."),
+         option("--restart", metavar="POLICY", help="no (default), on-failure[:N], always or unless-stopped."),
          option("--name", help="Assign a name to the container."),
          option("--net", "--network", dest="network", metavar="MODE",
                 help="bridge (default), host, none, container:NAME|ID, or a network name."),
@@ -77,10 +80,12 @@ def run(cx: Context, o: Opts) -> int:
     Exit 125 if the daemon could not run it, 130 after Ctrl-C (the container is stopped).
     """
     image, cmd = split_image(o.args, o.rootfs)
+    _check_tty(o.tty, o.interactive and not o.detach)
     body = create_body(cmd, image=image, entrypoint=o.entrypoint, workdir=o.workdir, user=o.user, name=o.name, network=o.network, ip=o.ip, ip6=o.ip6, mac=o.mac, hostname=o.hostname,
                        aliases=o.aliases, publish=o.publish, env=o.env, rootfs=o.rootfs, memory=o.memory,
                        cpus=o.cpus, pids_limit=o.pids_limit, auto_remove=o.auto_remove and o.detach,
                        confinement=confinement(o) if _confined(o) else None)
+    interactive_body(body, o.interactive, o.tty, o.detach, o.restart)
     try:
         cid = cx.client.container_create(body)
     except CNMError as exc:
@@ -88,10 +93,15 @@ def run(cx: Context, o: Opts) -> int:
             exc.message += " (load it first: net image load -i FILE, or net image import FILE NAME)"
         error_line(exc)
         return DAEMON_ERROR
+    stream = None
     try:
+        if not o.detach and (o.interactive or o.tty):     # attached before the start: nothing missed
+            stream = cx.client.container_attach(cid, stdin=o.interactive)
         cx.client.container_start(cid)
     except CNMError as exc:          # as before create and start were apart: nothing left behind
         error_line(exc)
+        if stream is not None:
+            stream[0].close()
         try:
             cx.client.container_remove(cid, force=True)
         except CNMError:
@@ -100,7 +110,29 @@ def run(cx: Context, o: Opts) -> int:
     if o.detach:
         echo(cid)
         return 0
+    if stream is not None:
+        from cnm.cli.execflow import run_attached_stream
+        return run_attached_stream(cx.client, cid, stream, tty=o.tty, stdin=o.interactive, remove=o.auto_remove)
     return attached(cx.client, cid, remove=o.auto_remove)
+
+
+def interactive_body(body: dict, interactive: bool, tty: bool, detach: bool, restart: str | None) -> None:
+    """-i, -t and --restart in the create body, as Docker's CLI sets them (StdinOnce
+    when attached with -i: the container's stdin ends with ours)."""
+    if interactive:
+        body["OpenStdin"] = True
+        body["AttachStdin"] = body["StdinOnce"] = not detach
+    if tty:
+        body["Tty"] = True
+        from cnm.cli.interactive import terminal_size
+        size = terminal_size()
+        if size is not None:
+            body["HostConfig"]["ConsoleSize"] = list(size)
+    if restart:
+        name, _, count = restart.partition(":")
+        if count and not count.isdigit():
+            raise InvalidParameter(f"invalid restart policy {restart!r}: use on-failure:N with a number N")
+        body["HostConfig"]["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def split_image(args: list[str], rootfs: str | None) -> tuple[str, list[str]]:
@@ -293,8 +325,10 @@ def attach(cx: Context, o: Opts) -> int:
 
 
 def _check_tty(tty: bool, interactive: bool) -> None:
-    import os  # (not at the top: only -t needs it)
-    if tty and interactive and not os.isatty(0):
+    if not (tty and interactive):
+        return
+    import os  # (not at the top: only -it needs it)
+    if not os.isatty(0):
         raise InvalidParameter("the input device is not a TTY")
 
 

@@ -101,3 +101,29 @@ def run_attach(client: Any, ref: str, no_stdin: bool, detach_keys: str) -> int:
 def raise_conflict(ref: str) -> None:
     from cnm.errors import Conflict
     raise Conflict(f"You cannot attach to a stopped container {ref}, start it first")
+
+
+def run_attached_stream(client: Any, cid: str, stream: tuple[Any, bytes], *, tty: bool, stdin: bool,
+                        remove: bool) -> int:
+    """`net run -i/-t`: the attach taken before the start, carried until the container
+    ends; its exit code (removed after with --rm)."""
+    sock, early = stream
+    code = 0
+    try:
+        try:
+            pump(sock, early, tty=tty, stdin=stdin, resize=lambda rows, cols: client.container_resize(cid, rows, cols))
+        finally:
+            sock.close()
+        code = int(client.container_wait(cid))
+    except KeyboardInterrupt:
+        client.container_stop(cid, 10)
+        code = 130
+    except CNMError as exc:
+        error_line(exc)
+        code = 125
+    if remove:
+        try:
+            client.container_remove(cid, force=True)
+        except CNMError as exc:
+            error_line(exc)
+    return code

@@ -63,6 +63,18 @@ def test_run_rm_detached_asks_the_daemon_to_auto_remove(net, service):
     assert by_name(service, "tmp").auto_remove is True
 
 
+def test_run_restart_policy_and_bad_ones(net, service):
+    r = net("run", "-d", "--restart", "on-failure:2", "--name", "rp", "/bin/sh", "-c", "sleep 30")
+    assert r.exit_code == 0, r.output
+    assert by_name(service, "rp").restart_policy == {"Name": "on-failure", "MaximumRetryCount": 2}
+    r = net("run", "-d", "--restart", "sometimes", "/bin/true")
+    assert r.exit_code == 125 and "invalid restart policy: unknown policy 'sometimes'" in r.stderr
+    r = net("run", "-d", "--restart", "on-failure:x", "/bin/true")
+    assert r.exit_code != 0 and "on-failure:N with a number N" in r.stderr
+    r = net("run", "-d", "--rm", "--restart", "always", "/bin/true")
+    assert r.exit_code == 125 and "AutoRemove" in r.stderr
+
+
 def test_run_attached_streams_output_and_exits_with_the_code(net, service):
     r = net("run", "--name", "att", "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
     assert r.exit_code == 3
