@@ -319,8 +319,9 @@ def ports_summary(requested: Iterable[dict], allocated: Iterable[dict]) -> list[
 
 
 def container_summary(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network],
-                      now: float | None = None) -> dict:
-    """One entry of Docker's `GET /containers/json`."""
+                      now: float | None = None, nets: dict | None = None) -> dict:
+    """One entry of Docker's `GET /containers/json`; `nets`: networks_json's answer
+    for these, when the caller has it already."""
     now = datetime.datetime.now(datetime.UTC).timestamp() if now is None else now
     created = parse_time(ct.created)
     return {
@@ -335,6 +336,6 @@ def container_summary(ct: Container, state: Any, endpoints: list[Endpoint], netw
         "Ports": ports_summary(ct.requested_ports, ct.ports),
         "Labels": dict(ct.labels),
         "HostConfig": {"NetworkMode": network_mode(ct)},
-        "NetworkSettings": {"Networks": networks_json(ct, endpoints, networks)},
+        "NetworkSettings": {"Networks": networks_json(ct, endpoints, networks) if nets is None else nets},
         "Mounts": [],
     }

@@ -5,9 +5,10 @@ import asyncio
 import functools
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -133,10 +134,18 @@ def parse_json_object(raw: bytes) -> dict:
     return body
 
 
+def encode_json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
+    return json_bytes_response(encode_json(data), status)
+
+
+def json_bytes_response(body: bytes, status: int = 200) -> web.Response:
+    """A body encode_json made (in an executor, for a big one)."""
     # Exactly "application/json", no charset: Docker's client unpacks an error's
     # message only for that media type (else it prints the raw body), as dockerd sends.
-    body = json.dumps(data, separators=(",", ":")).encode()
     return web.Response(body=body, status=status, content_type="application/json")
 
 

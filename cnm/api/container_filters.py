@@ -128,13 +128,14 @@ def select(rows: list[Row], query: ListQuery, find: Callable[[str], Row]) -> lis
     since = [find(v) for v in f.get("since", [])]
     out = []
     for row in rows:
-        created = rfc3339_to_nanos(row.created) or 0
-        if before and not all(created < (rfc3339_to_nanos(b.created) or 0) and row.id != b.id for b in before):
-            continue
-        if since and not all(created > (rfc3339_to_nanos(s.created) or 0) and row.id != s.id for s in since):
-            continue
         if row.status != "running" and not query.all:
             continue
+        if before or since:
+            created = rfc3339_to_nanos(row.created) or 0
+            if before and not all(created < (rfc3339_to_nanos(b.created) or 0) and row.id != b.id for b in before):
+                continue
+            if since and not all(created > (rfc3339_to_nanos(s.created) or 0) and row.id != s.id for s in since):
+                continue
         if not (regex(f, "name", row.name) or regex(f, "name", "/" + row.name)) or not regex(f, "id", row.id):
             continue
         if not labels_match(f, "label", row.labels):

@@ -12,13 +12,23 @@ import asyncio
 import dataclasses
 import os
 import signal as signals
+import time
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from cnm.api import container_filters as cf
 from cnm.api import wait as wait_api
-from cnm.api.common import Route, blocking, json_body, json_response, parse_body, waiting
+from cnm.api.common import (
+    Route,
+    blocking,
+    encode_json,
+    json_body,
+    json_bytes_response,
+    json_response,
+    parse_body,
+    waiting,
+)
 from cnm.api.filters import parse_filters
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
@@ -211,8 +221,8 @@ def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], 
     return state, endpoints, networks
 
 
-def _row(ct: Any, state: Any, endpoints: list[Endpoint], networks: dict[str, Network]) -> cf.Row:
-    """What the ps and prune filters look at."""
+def _row(ct: Any, state: Any, nets: dict[str, dict]) -> cf.Row:
+    """What the ps and prune filters look at; `nets` as networks_json renders them."""
     return cf.Row(
         id=ct.id, name=ct.name, created=ct.created,
         status=state.status if state is not None else "dead",
@@ -220,23 +230,41 @@ def _row(ct: Any, state: Any, endpoints: list[Endpoint], networks: dict[str, Net
         started=bool(state is not None and state.started_at),
         labels=dict(getattr(ct, "labels", {}) or {}),
         image=getattr(ct, "image", None) or "", image_id=getattr(ct, "image_id", None) or "",
-        networks={name: ep["NetworkID"] for name, ep in networks_json(ct, endpoints, networks).items()},
+        networks={name: ep["NetworkID"] for name, ep in nets.items()},
         published=[(p["host_port"], p["proto"]) for p in ct.ports if p.get("host_port") is not None],
         exposed=[(p["container_port"], p["proto"]) for p in ct.requested_ports])
 
 
+def _row_of(service: ContainerServiceLike, ct: Any) -> cf.Row:
+    state, endpoints, networks = _view(service, ct)
+    return _row(ct, state, networks_json(ct, endpoints, networks))
+
+
 def _list(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
-    views = {}
+    # Thousands of containers: each is rendered once (its networks' JSON serves the
+    # filters and the answer), and without -a one that does not run is passed over
+    # before anything of it is rendered (select would drop it: cf.select's first rule).
+    now = time.time()
+    seen: dict[str, tuple[Any, tuple[Any, list[Endpoint], dict[str, Network]], dict, cf.Row]] = {}
     for ct in service.list_containers():
+        if not query.all:
+            st = service.state_of(ct.id)
+            if st is None or st.status != "running":
+                continue
         view = _view(service, ct)
-        views[ct.id] = (ct, view, _row(ct, *view))
+        nets = networks_json(ct, view[1], view[2])
+        seen[ct.id] = (ct, view, nets, _row(ct, view[0], nets))
 
     def find(ref: str) -> cf.Row:
         ct = service.get(ref)
-        return views[ct.id][2] if ct.id in views else _row(ct, *_view(service, ct))
+        return seen[ct.id][3] if ct.id in seen else _row_of(service, ct)
 
-    chosen = cf.select([row for _, _, row in views.values()], query, find)
-    return [container_summary(views[r.id][0], *views[r.id][1]) for r in chosen]
+    chosen = cf.select([entry[3] for entry in seen.values()], query, find)
+    out = []
+    for r in chosen:
+        ct, (state, endpoints, networks), nets, _ = seen[r.id]
+        out.append(container_summary(ct, state, endpoints, networks, now, nets=nets))
+    return out
 
 
 def summaries(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
@@ -244,10 +272,16 @@ def summaries(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
     return _list(service, query)
 
 
+def _listing(service: ContainerServiceLike, query: cf.ListQuery) -> bytes:
+    """The answer's body, encoded here in the executor: thousands of entries take tens
+    of milliseconds to encode, which would stall the event loop's other requests."""
+    return encode_json(_list(service, query))
+
+
 def _prune(service: ContainerServiceLike, chosen: Any) -> list[str]:
     removed = []
     for ct in service.list_containers():
-        if chosen(_row(ct, *_view(service, ct))):
+        if chosen(_row_of(service, ct)):
             try:
                 service.remove(ct.id)
             except (Conflict, NotFound):
@@ -323,7 +357,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
     async def list_(request: web.Request) -> web.Response:
         query = cf.ListQuery.parse(parse_filters(request.query.get("filters"), cf.LIST_FILTERS),
                                    _flag(request, "all"))
-        return json_response(await blocking(request, _list, service, query))
+        return json_bytes_response(await blocking(request, _listing, service, query))
 
     async def prune(request: web.Request) -> web.Response:
         chosen = cf.prune_selector(parse_filters(request.query.get("filters"), cf.PRUNE_FILTERS))
