@@ -481,10 +481,16 @@ def _unmount_under(cdir: str) -> list[str]:
     """Detach any mount left under the container directory in *our* mount namespace.
     Normally there is none: the shim mounts only inside the container's namespace."""
     try:
-        with open("/proc/self/mountinfo") as f:
-            points = [p for _, p, _, _ in cg.parse_mountinfo(f.read()) if p == cdir or p.startswith(cdir + "/")]
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read()
     except OSError:
         return []
+    # The daemon's table holds a mount per sandbox (thousands): parse it only when the
+    # directory's name is in it at all (as mountinfo escapes it).
+    if _mangled(cdir).encode() not in text:
+        return []
+    points = [p for _, p, _, _ in cg.parse_mountinfo(text.decode(errors="surrogateescape"))
+              if p == cdir or p.startswith(cdir + "/")]
     errs = []
     for p in sorted(points, key=len, reverse=True):
         try:
@@ -492,6 +498,11 @@ def _unmount_under(cdir: str) -> list[str]:
         except OSError as exc:
             errs.append(f"umount {p}: {exc.strerror}")
     return errs
+
+
+def _mangled(path: str) -> str:
+    """`path` as /proc/*/mountinfo writes it: space, tab, newline and backslash as \\ooo."""
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
 
 
 def remove_all(state_dir: str) -> list[str]:
