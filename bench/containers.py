@@ -11,6 +11,8 @@
   PSS at 100 (bench/supervisors.py measures the supervisor alone)   goal <= 1.0 MB, <= 0.4
 - removal per container (`rm -f`, 10 a call, ours and Docker's calls interleaved)
                                                                      goal <= 0.25 (issue: at 2,000)
+- `net ps` / `docker ps` at 0 and at 100 running containers: how each grows (the issue's
+  goal, net ps at 2,000 <= 1.3 x at 0, is --thousands')
 - with --thousands: 2,000 detached containers over two networks (bench/thousands.py):
   total PSS, start and removal per container against Docker's at 100, `net run` and
   `net ps` at 2,000 against at 0, supervisor start-up at 0 and 2,000, kernel resources.
@@ -144,6 +146,7 @@ def detached_figures(ours: OursSide, dk: DockerSide | None, n: int, fig: Paired)
     """n detached containers each, started in interleaved blocks of 10; memory with all
     of them running; then removed, 50 a call, interleaved too."""
     block = 10
+    ps_rounds(ours, dk, fig, "ps at 0 (ms)")
     t_ours = t_dk = 0.0
     for b in range(0, n, block):
         for side in (("ours", "dk") if (b // block) % 2 == 0 else ("dk", "ours")):
@@ -154,6 +157,7 @@ def detached_figures(ours: OursSide, dk: DockerSide | None, n: int, fig: Paired)
                 t_dk += sum(dk.timed("run", "-d", "--net", "bnet", dk.image, "sleep", "3600")
                             for _ in range(min(block, n - b)))
     fig.add("per detached container (ms)", 1000 * t_ours / n, 1000 * t_dk / n if dk else None)
+    ps_rounds(ours, dk, fig, f"ps at {n} (ms)")
     mem = {"ours": ours.memory()}
     if dk:
         shims = [s for s in (smaps(p) for p in dk.shim_pids()) if s]
@@ -164,14 +168,26 @@ def detached_figures(ours: OursSide, dk: DockerSide | None, n: int, fig: Paired)
     o = mem["ours"]
     fig.add("per-container PSS (MB)", o["per_container_kb"] / 1024, mem["shims"]["pss_each"] / 1024 if dk else None)
     removal_figures(ours, dk, fig)
-    for name in ("per detached container (ms)", "per-container PSS (MB)", "removal per container (ms)"):
+    for name in ("per detached container (ms)", "per-container PSS (MB)", "removal per container (ms)",
+                 "ps at 0 (ms)", f"ps at {n} (ms)"):
         print_row(fig, name)
+    growth = []
+    for theirs in (False, True) if dk else (False,):
+        at_n, at_0 = fig.median(f"ps at {n} (ms)", theirs), fig.median("ps at 0 (ms)", theirs)
+        growth.append(at_n / at_0 if at_n and at_0 else float("nan"))
+    print(f"  `ps` at {n} / at 0: ours x{growth[0]:.2f}" + (f", Docker's x{growth[1]:.2f}" if dk else ""))
     print(f"  at {n}: ours {o['supervisors']} supervisors, {o['supervisor_pss_kb'] / 1024:.0f} MB PSS together "
           f"+ the template {o['template_pss_kb'] / 1024:.1f} MB, daemon PSS {o['daemon_pss_kb'] / 1024:.0f} MB"
           + (f"; Docker {mem['shims']['n']} shims, {mem['shims']['pss_each'] * mem['shims']['n'] / 1024:.0f} MB "
              f"PSS together, dockerd {mem['docker daemons']['dockerd'].get('Pss', 0) / 1024:.0f} + containerd "
              f"{mem['docker daemons']['containerd'].get('Pss', 0) / 1024:.0f} MB PSS" if dk else ""))
     return mem
+
+
+def ps_rounds(ours: OursSide, dk: DockerSide | None, fig: Paired, name: str, runs: int = 7) -> None:
+    """`net ps` against `docker ps` (the table of running containers), paired."""
+    for rnd in range(runs):
+        fig.round(rnd, name, lambda: ours.cli("ps"), (lambda: dk.timed("ps")) if dk else None)
 
 
 def removal_figures(ours: OursSide, dk: DockerSide | None, fig: Paired, block: int = 10) -> None:
