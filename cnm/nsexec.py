@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 
-NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")     # nsenter's order: mnt last
+NAMESPACES = ("cgroup", "ipc", "uts", "net", "pid", "mnt")     # nsenter's order: mnt last
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 TIOCSCTTY = 0x540E
 

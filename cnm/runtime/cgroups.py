@@ -169,6 +169,22 @@ def plan_mounts(proc_cgroup: str) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def container_view(layout: Layout, joined: list[str], proc_cgroup: str) -> list[tuple[str, str, str]]:
+    """(directory under /sys/fs/cgroup, "" for that directory itself; fs type; options)
+    of the hierarchies a container sees there: only those in which it has a cgroup of
+    its own (`joined` controllers), so that, mounted from inside its cgroup namespace,
+    each shows that cgroup as its root and nothing of the host's or other containers'
+    (pure). v1 hierarchies by their co-mounted set ("cpu,cpuacct"); cgroup2 at
+    /sys/fs/cgroup itself when it is the only one (Docker's layout on a v2 host)."""
+    v1 = {c for c in joined if c in layout.controllers and layout.controllers[c].version == 1}
+    v2 = any(c in layout.controllers and layout.controllers[c].version == 2 for c in joined)
+    out = [(name, fstype, opts or "") for name, fstype, opts in plan_mounts(proc_cgroup)
+           if (fstype == "cgroup" and set(name.split(",")) & v1) or (fstype == "cgroup2" and v2)]
+    if len(out) == 1 and out[0][1] == "cgroup2":
+        return [("", "cgroup2", "")]
+    return out
+
+
 def read_layout(mount_dir: str | None = None) -> Layout:
     """Detect the calling process's cgroup layout from /proc (side effect: reads files).
 
@@ -221,12 +237,22 @@ class Cgroups:
         self.root = root
         self.mount_dir = mount_dir  # where to mount hierarchies if none is visible
         self._layout = layout
+        self._proc_cgroup: str | None = None
 
     @property
     def layout(self) -> Layout:
         if self._layout is None:
             self._layout = read_layout(self.mount_dir)
         return self._layout
+
+    def view(self, joined: list[str]) -> list[tuple[str, str, str]]:
+        """container_view() for a container with cgroups in `joined` controllers."""
+        if not joined:
+            return []
+        if self._proc_cgroup is None:
+            with open("/proc/self/cgroup") as f:   # the daemon's membership: read once
+                self._proc_cgroup = f.read()
+        return container_view(self.layout, joined, self._proc_cgroup)
 
     def dirs(self, cid: str, memory: int | None = None, cpus: float | None = None,
              pids: int | None = None) -> dict[str, str]:

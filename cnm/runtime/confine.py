@@ -179,6 +179,26 @@ def _dev_ops(privileged: bool, devices: list[dict], kcore: bool, console: str | 
     return ops
 
 
+def _cgroup_ops(view: Sequence[tuple[str, str, str]], privileged: bool) -> list[tuple]:
+    """/sys/fs/cgroup as Docker shows it: the container's own cgroups (the supervisor
+    mounts them from inside the container's cgroup namespace, so each hierarchy's root
+    is the container's cgroup), read-only unless privileged. Nothing when the container
+    has no cgroup of its own (no limits): sysfs's empty directory stays."""
+    if not view:
+        return []
+    ops: list[tuple] = []
+    if any(name for name, _, _ in view):
+        ops.append(("mount", "tmpfs", "/sys/fs/cgroup", "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755,size=64k", False))
+    for name, fstype, options in view:
+        ops.append(("mount", "cgroup", "/sys/fs/cgroup" + (f"/{name}" if name else ""), fstype,
+                    _NOSUID_NODEV_NOEXEC, options, False))
+        if "," in name:
+            ops += [("symlink", name, f"/sys/fs/cgroup/{c}") for c in name.split(",")]  # cpu -> cpu,cpuacct
+    if not privileged:
+        ops.append(("setattr", "/sys/fs/cgroup", linux.MOUNT_ATTR_RDONLY, True))
+    return ops
+
+
 def _user_ops(mounts: list[dict]) -> list[tuple]:
     ops: list[tuple] = []
     for m in mounts:
@@ -199,7 +219,8 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
                    devices: list[dict], etc_binds: list[tuple[str, str]], masked: list[str] | None,
                    readonly: list[str] | None, systempaths_unconfined: bool, host: HostFacts,
                    workdir: str = "/", kcore: bool = True, console: str | None = None,
-                   host_devs: Sequence[tuple[str, int, int, int, int]] = ()) -> list[tuple]:
+                   host_devs: Sequence[tuple[str, int, int, int, int]] = (),
+                   cgroups: Sequence[tuple[str, str, str]] = ()) -> list[tuple]:
     """The mount operations, in order, for one container (paths inside the container)."""
     host_mode = overlay is None
     mounts = check_mounts(list(mounts), host_mode)
@@ -224,6 +245,7 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
     # per mount, not per superblock: one sysfs superblock serves every mount in a network
     # namespace (the host's /sys in host networking), and asking it for MS_RDONLY is EBUSY.
     ops.append(("mount", "sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC, "", False))
+    ops += _cgroup_ops(cgroups, privileged)
     if not privileged:
         ops.append(("setattr", "/sys", linux.MOUNT_ATTR_RDONLY, False))
     if host_mode:
@@ -246,7 +268,7 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
 
 
 def plan(spec, binds: list[tuple[str, str]], host: HostFacts, cdir: str | None = None,
-         console: str | None = None) -> dict:
+         console: str | None = None, cgroups: Sequence[tuple[str, str, str]] = ()) -> dict:
     """Everything confine_apply needs, marshal-able: {"root", "ops", "caps", "last_cap",
     "nnp", "seccomp", "seccomp_flags"}. `binds` are the /etc files (source, target);
     `cdir` the container's directory holding the overlay's upper/work/merged dirs (for
@@ -266,7 +288,7 @@ def plan(spec, binds: list[tuple[str, str]], host: HostFacts, cdir: str | None =
                          masked=spec.masked_paths, readonly=spec.readonly_paths,
                          systempaths_unconfined=sec.systempaths_unconfined, host=host, workdir=spec.workdir,
                          kcore=os.path.exists("/proc/kcore"), console=console,
-                         host_devs=host_devices() if spec.privileged else [])
+                         host_devs=host_devices() if spec.privileged else [], cgroups=cgroups)
     return {"root": root, "ops": ops, "caps": capslib.mask(capset), "last_cap": host.last_cap, "nnp": nnp,
             "seccomp": prog[0] if prog else None, "seccomp_flags": prog[1] if prog else 0}
 

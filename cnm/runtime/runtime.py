@@ -52,7 +52,7 @@ CGROUPFS = ".cgroupfs"
 
 def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
     """util-linux nsenter entering every namespace of `pid` plus its root and cwd."""
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup",
             "--root", "--wd", "--", *argv]
 
 
@@ -150,12 +150,15 @@ class Runtime:
         # Record the cgroup paths before making them, so a crash in between still
         # leaves a list for remove() to clean.
         made: list[str] = []
+        view: list[tuple[str, str, str]] = []
         if _limited(spec):
-            dirs = list(dict.fromkeys(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit).values()))
+            by_controller = self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit)
+            dirs = list(dict.fromkeys(by_controller.values()))
             files.write_atomic(os.path.join(cdir, files.CGROUPS), json.dumps(dirs))
             made = self.cgroups.create(spec.id, spec.memory, spec.cpus, spec.pids_limit)
+            view = self.cgroups.view(list(by_controller))   # its /sys/fs/cgroup
         confine.make_bind_sources(spec)
-        plan = confine.plan(spec, binds, self.host, cdir)
+        plan = confine.plan(spec, binds, self.host, cdir, cgroups=view)
         files.write_atomic(os.path.join(cdir, files.LOCK_PLAN), marshal.dumps(confine.lock_plan(plan)))
         cfg = {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
                "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,

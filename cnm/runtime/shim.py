@@ -269,7 +269,9 @@ def _prepare(cfg: dict, alive: int) -> None:
         finally:
             os.close(fd)
     try:
-        linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
+        # A cgroup namespace too, after joining its cgroups: /proc/self/cgroup shows "/"
+        # and the cgroup filesystems it mounts show its own cgroup as their root.
+        linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP)
     except PermissionError as exc:
         raise _Fail("Forbidden", "cannot create namespaces: the runtime needs root (CAP_SYS_ADMIN)") from exc
     # Slave, not private: nothing mounted here propagates back to the host, but the

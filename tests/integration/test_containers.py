@@ -332,5 +332,9 @@ def test_rootfs_overlay_and_cgroup_limits(daemon, tmp_path):
                      "/bin/busybox ls /; echo written > /new-file; /bin/busybox cat /new-file").stdout
     assert "bin" in out.split() and "written" in out
     assert not (root / "new-file").exists()            # the lower layer is read-only
-    out = daemon.net("run", "--rm", "--memory", "64m", "--pids-limit", "10", BB, "cat", "/proc/self/cgroup").stdout
-    assert "/cnm/" in out
+    # In its own cgroups, with its limits: /proc/self/cgroup says "/" (its cgroup namespace),
+    # /sys/fs/cgroup shows those cgroups (v1: a directory per hierarchy; v2: one tree).
+    out = daemon.net("run", "--rm", "--memory", "64m", "--pids-limit", "10", BB, "sh", "-c",
+                     "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max "
+                     "/sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; true").stdout
+    assert out.split() == [str(64 * 1024 * 1024), "10"]

@@ -224,7 +224,7 @@ def test_cgroup_root_validation():
 
 def test_nsenter_argv():
     assert nsenter_argv(4242, ["sh", "-c", "echo hi"]) == [
-        "nsenter", "--target=4242", "--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd",
+        "nsenter", "--target=4242", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd",
         "--", "sh", "-c", "echo hi"]
 
 
@@ -295,6 +295,30 @@ def test_adopt_discards_a_start_that_never_finished(tmp_path):
     (cdir / files.SHIM_PID).write_text(f"{2**22 + 9} 5\n")  # no such process
     assert rt.adopt() == []
     assert not cdir.exists()
+
+
+def test_container_view_shows_only_the_hierarchies_it_has_a_cgroup_in():
+    v1 = cg.detect(V1_MOUNTINFO, V1_CGROUP, {"/sys/fs/cgroup/unified": "hugetlb\n"})
+    assert cg.container_view(v1, ["memory"], V1_CGROUP) == [("memory", "cgroup", "memory")]
+    assert cg.container_view(v1, ["cpu", "pids"], V1_CGROUP) == [("pids", "cgroup", "pids"),
+                                                                 ("cpu,cpuacct", "cgroup", "cpu,cpuacct")]
+    assert cg.container_view(v1, [], V1_CGROUP) == []
+    v2 = cg.detect(V2_MOUNTINFO, V2_CGROUP, {"/sys/fs/cgroup": "cpuset cpu io memory pids\n"})
+    assert cg.container_view(v2, ["memory", "pids"], V2_CGROUP) == [("", "cgroup2", "")]  # at /sys/fs/cgroup
+
+
+def test_cgroup_ops_read_only_unless_privileged():
+    from cnm.runtime import confine, linux
+    view = [("pids", "cgroup", "pids"), ("cpu,cpuacct", "cgroup", "cpu,cpuacct")]
+    ops = confine._cgroup_ops(view, privileged=False)
+    assert ops[0][:3] == ("mount", "tmpfs", "/sys/fs/cgroup")
+    assert [o[2] for o in ops if o[0] == "mount"][1:] == ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu,cpuacct"]
+    assert ("symlink", "cpu,cpuacct", "/sys/fs/cgroup/cpuacct") in ops
+    assert ops[-1] == ("setattr", "/sys/fs/cgroup", linux.MOUNT_ATTR_RDONLY, True)
+    assert not any(o[0] == "setattr" for o in confine._cgroup_ops(view, privileged=True))
+    assert [o[:3] for o in confine._cgroup_ops([("", "cgroup2", "")], False)] == [
+        ("mount", "cgroup", "/sys/fs/cgroup"), ("setattr", "/sys/fs/cgroup", linux.MOUNT_ATTR_RDONLY)]
+    assert confine._cgroup_ops([], False) == []
 
 
 def test_plan_mounts_for_a_namespace_without_cgroupfs():
