@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cnm import labels
 from cnm.errors import InvalidParameter
+from cnm.firewall import model as firewall_model
 from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
 
 DEFAULT_MTU = 1500
@@ -62,7 +63,9 @@ def check_ifname(name: str, key: str = labels.BRIDGE_NAME) -> str:
     if name in (".", "..") or "/" in name or ":" in name or any(c.isspace() for c in name):
         raise InvalidParameter(f"invalid interface name {name!r} for option {key}: "
                                "no '/', ':' or whitespace, and not '.' or '..'")
-    return name
+    # The firewall quotes it into nft scripts and allows less than the kernel: refuse
+    # such a name here, before the bridge exists, not after (the refusal changes nothing).
+    return firewall_model.check_ifname(name)
 
 
 def parse_ipv4(value: str, key: str = labels.HOST_BINDING_IPV4) -> str:
