@@ -55,6 +55,10 @@ class ContainerRuntime(Protocol):
     def logs_paths(self, cid: str) -> tuple[str, str]:
         """(stdout log, stderr log); the files may not exist yet."""
 
+    def exit_fd(self, cid: str) -> int | None:
+        """A pidfd readable once the container's supervisor exits; None if it is not
+        running. The caller closes it."""
+
     # Optional: exit_fd(cid) -> int | None, a pidfd readable once the container has
     # exited (None if it is not running). Without it, `wait` polls the state.
 
@@ -110,7 +114,7 @@ class ContainerServiceLike(Protocol):
     def remove(self, ref: str, force: bool = False) -> Any:
         """Remove the container; Conflict while it runs unless `force`."""
 
-    def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint:
+    def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint | None:
         """Attach a running container to one more network."""
 
     def disconnect(self, net_ref: str, ct_ref: str, force: bool = False) -> None:
@@ -308,7 +312,12 @@ async def _readable(fd: int) -> None:
     """Until `fd` (a pidfd) is readable; closes it."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
         await ready
     finally:
