@@ -194,6 +194,10 @@ def main() -> int:
                 for key in ("up", "check", "down", "total_mb", "daemon_mb", "mem_drop_mb"):
                     med[key] = statistics.median(r.get(key, 0) for r in runs)
                 med["pss_mb"] = {k: statistics.median(r["pss_mb"][k] for r in runs) for k in KINDS}
+                med["phases"] = {k: statistics.median(r["phases"].get(k, 0) for r in runs) for k in runs[0]["phases"]}
+                med["load_before"] = min(r["load_before"] for r in runs)     # the range over all runs
+                med["load_up"] = max(r["load_up"] for r in runs)
+                med["check_ok"] = all(r["check_ok"] for r in runs)
                 print(f"median of {len(runs)}:")
                 report([med])
                 rows.append(med)

@@ -55,6 +55,7 @@ PRELOAD = (
     "cnm.runtime.seccomp_syscalls", "glob", "pyroute2", "logging.handlers", "ctypes.util",
 )
 M_ARENA_MAX = -8
+TRIM_SECONDS = 10.0
 
 _ANC = _socket.CMSG_SPACE(3 * 4)
 _MS_REC, _MS_SLAVE, _MNT_DETACH = 0x4000, 0x80000, 0x2
@@ -94,6 +95,27 @@ def _one_malloc_arena() -> None:
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
     except (OSError, AttributeError):
         pass
+
+
+def _trim_heap_every(seconds: float) -> None:
+    """Give freed heap pages back to the kernel now and then: a daemon frees what its
+    start-up and each burst of requests allocated, but glibc keeps free chunks inside
+    the heap, and those pages (copies of the template's, mostly) count in its PSS.
+    malloc_trim(0) on a lab daemon: 0.8 MB less of ~23 MB private (2 overlays, 2
+    containers); the call walks the free lists in well under a millisecond."""
+    import ctypes
+    import threading
+    import time
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return                               # not glibc
+
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            trim(0)
+    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
 
 
 def _fds(ancdata: list) -> list[int]:
@@ -151,6 +173,7 @@ def _daemon(config: dict, reply: int, netns_fd: int, log_fd: int) -> int:
     os.close(reply)
     before = set(sys.modules)
     gc.enable()
+    _trim_heap_every(TRIM_SECONDS)
     code = run_daemon(DaemonConfig(**config))
     report = os.environ.get("CNM_ZYGOTE_REPORT")
     if report:
