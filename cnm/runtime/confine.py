@@ -199,18 +199,24 @@ def _cgroup_ops(view: Sequence[tuple[str, str, str]], privileged: bool) -> list[
     return ops
 
 
-def _user_ops(mounts: list[dict]) -> list[tuple]:
+def _user_ops(mounts: list[dict], privileged: bool) -> list[tuple]:
+    """-v/--mount binds and --tmpfs. Unless privileged they are nodev: there is no device
+    cgroup here (Docker's stops a container with CAP_MKNOD from opening a node it makes),
+    so a node made in a volume would open the host's disk (`mknod /data/sda b 8 0`)."""
+    nodev = not privileged
     ops: list[tuple] = []
     for m in mounts:
         if m["type"] == "bind":
             if m["target"] == "/":
                 continue  # "-v /:/" in host mode: handled by not making the root read-only
             ops.append(("bind", m["source"], m["target"], "auto", m.get("recursive", True), m["read_only"],
-                        _PROPAGATION[m.get("propagation", "rprivate")], False))
+                        _PROPAGATION[m.get("propagation", "rprivate")], False, nodev))
         else:
             flags, data = _tmpfs_mount(list(m["options"]))
             if m["read_only"]:
                 flags |= linux.MS_RDONLY
+            if nodev:
+                flags |= linux.MS_NODEV   # even with the "dev" word: see above
             ops.append(("mount", "tmpfs", m["target"], "tmpfs", flags, data, False))
     return ops
 
@@ -256,7 +262,7 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
     # /etc/hosts, resolv.conf, hostname: in the host mode only where the file can be
     # (it exists, or lies in one of the private tmpfs: /etc/resolv.conf -> /run/...).
     ops += [("bind", src, dst, "file", False, False, 0, host_mode) for src, dst in etc_binds]
-    ops += _user_ops(mounts)
+    ops += _user_ops(mounts, privileged)
     if not privileged and not systempaths_unconfined:
         ops += [("mask", p) for p in (MASKED_PATHS + host.extra_masked if masked is None else masked)]
         ops += [("ro", p) for p in (READONLY_PATHS if readonly is None else readonly)]

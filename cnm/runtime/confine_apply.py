@@ -184,7 +184,7 @@ def _op_mount(root: str, _c: int | None, src: str, dst: str, fstype: str, flags:
 
 
 def _op_bind(root: str, tree: int | None, src: str, dst: str, kind: str, recursive: bool, read_only: bool,
-             propagation: int, optional: bool) -> None:
+             propagation: int, optional: bool, nodev: bool = False) -> None:
     if tree is None:
         return  # an optional bind whose source is missing
     is_dir = stat.S_ISDIR(os.fstat(tree).st_mode) if kind == "auto" else kind == "dir"
@@ -196,8 +196,9 @@ def _op_bind(root: str, tree: int | None, src: str, dst: str, kind: str, recursi
     finally:
         os.close(t)
     # `tree` is now the attached mount itself: no path lookup for its attributes either
-    if read_only:
-        linux.mount_setattr_fd(tree, linux.MOUNT_ATTR_RDONLY, 0, recursive)
+    attrs = (linux.MOUNT_ATTR_RDONLY if read_only else 0) | (linux.MOUNT_ATTR_NODEV if nodev else 0)
+    if attrs:
+        linux.mount_setattr_fd(tree, attrs, 0, recursive)
     if propagation:
         linux.mount(None, linux.fd_path(tree), None, propagation)
 
