@@ -42,8 +42,11 @@ def meminfo(key: str) -> int:
 
 def latencies(ours: OursSide, runs: int) -> dict[str, float | None]:
     """Medians (ms) of `net ps` and of `net run -d` (those containers removed again);
-    None for a command that failed (the failure is printed)."""
+    None for a command that failed (the failure is printed). Each one is followed by
+    `net ls -q` (one round trip whose work does not grow with containers): "ref" is
+    its median, the machine's load at these moments (at 0 and at N are minutes apart)."""
     out: dict[str, float | None] = {}
+    refs: list[float] = []
     for key, argv in (("ps", lambda i: ["ps"]),
                       ("run", lambda i: ["run", "-d", "--net", NETWORKS[i % 2][0], BB, "sleep", "3600"])):
         times, made = [], []
@@ -51,6 +54,7 @@ def latencies(ours: OursSide, runs: int) -> dict[str, float | None]:
             t = time.perf_counter()
             r = ours.host.net(*argv(i), quiet=True)
             times.append(1000 * (time.perf_counter() - t))
+            refs.append(1000 * ours.cli("ls", "-q"))
             if r.returncode != 0:
                 print(f"  net {' '.join(argv(i))} failed: {r.stderr.strip()}")
                 times = []
@@ -60,6 +64,7 @@ def latencies(ours: OursSide, runs: int) -> dict[str, float | None]:
         if made:
             ours.cli("container", "rm", "-f", *made)
         out[key] = statistics.median(times) if times else None
+    out["ref"] = statistics.median(refs)
     from bench.supervisors import startup_ms
     out["probe"] = startup_ms(runs)
     return out
@@ -157,8 +162,10 @@ def report(res: dict, fig) -> None:
         if a is None or b is None:
             print(f"  {label}: {fmt(a)} ms at 0, {fmt(b)} ms at {n}")
             continue
+        load = res["at n"]["ref"] / res["at 0"]["ref"]
         print(f"  {label}: {a:.1f} ms at 0, {b:.1f} ms at {n}: x{b / a:.2f}  goal <= {GOAL_LATENCY_GROWTH:g}: "
-              f"{'met' if b / a <= GOAL_LATENCY_GROWTH else 'NOT met'}")
+              f"{'met' if b / a <= GOAL_LATENCY_GROWTH else 'NOT met'}; against net ls -q at the same moments "
+              f"(x{load:.2f}): x{b / a / load:.2f}")
     for when in ("at 0", "at n"):
         p = res[when]["probe"]
         print(f"  supervisor start-up (Template.probe) {when.replace('n', str(n))}: {fmt(p)} ms"
