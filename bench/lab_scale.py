@@ -127,6 +127,7 @@ def one(hosts: int, args: argparse.Namespace, base: Path) -> dict:
     res["total_mb"] = usage.total_kb / 1024
     res["daemon_mb"] = usage.per_process_kb("daemon") / 1024
     res["mem_drop_mb"] = (mem0 - mem_available_kb()) / 1024
+    res["cpu_s"] = {k: sum(cpu_seconds(pid) for pid in usage.pids.get(k, ())) for k in KINDS}
     res["etcd_term"] = etcd_term(rec)
     res["load_up"] = os.getloadavg()[0]
     if args.keep:
@@ -142,6 +143,15 @@ def one(hosts: int, args: argparse.Namespace, base: Path) -> dict:
     res["clean"] = not left and not survivors and not (base / "labs" / name).exists()
     res["load_after"] = os.getloadavg()[0]
     return res
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a live process has used so far (its exited children not counted)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _same(pid: int, start: str) -> bool:
@@ -166,6 +176,9 @@ def report(rows: list[dict]) -> None:
         print("      phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
               + f"; checks: {r['probes']}" + ("" if r["check_ok"] else " (FAILED)")
               + ("" if r.get("clean", True) else "; NOT CLEAN after down"))
+        if r.get("cpu_s"):
+            print("      CPU s so far (up + check), live processes by kind: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s"].items() if v))
 
 
 def main() -> int:
@@ -198,6 +211,7 @@ def main() -> int:
                 med["load_before"] = min(r["load_before"] for r in runs)     # the range over all runs
                 med["load_up"] = max(r["load_up"] for r in runs)
                 med["check_ok"] = all(r["check_ok"] for r in runs)
+                med["cpu_s"] = {k: statistics.median(r["cpu_s"][k] for r in runs) for k in KINDS}
                 print(f"median of {len(runs)}:")
                 report([med])
                 rows.append(med)
