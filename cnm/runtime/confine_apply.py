@@ -295,6 +295,10 @@ def lock(plan: dict) -> None:
     """Drop to the plan's capabilities and install its seccomp filter (see runc's
     finalizeNamespace: bounding set first, then the sets; the filter as late as possible,
     but before capset when no_new_privs is off, since loading it then needs CAP_SYS_ADMIN)."""
+    # Once the capabilities below are the container's, its processes may look into ours
+    # (/proc/PID/exe, mem, fd): until execve this is still the host's Python, holding the
+    # host's files (runc's CVE-2016-9962 and CVE-2019-5736). Non-dumpable until execve.
+    linux.set_not_dumpable()
     keep = plan["caps"]
     everything = (1 << (plan["last_cap"] + 1)) - 1
     linux.drop_bounding(everything & ~keep)

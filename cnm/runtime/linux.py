@@ -250,6 +250,12 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_libc.capset(ctypes.byref(hdr), data), "capset")
 
 
+def set_not_dumpable() -> None:
+    """PR_SET_DUMPABLE 0: /proc/PID/* of this process (exe, mem, fd, environ) and ptrace
+    need CAP_SYS_PTRACE from now until execve, which makes a plain program dumpable again."""
+    _check(_libc.prctl(4, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+
+
 def set_no_new_privs() -> None:
     """From here on, execve never grants privileges (setuid bits, file capabilities)."""
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")

@@ -259,3 +259,47 @@ def test_a_device_node_made_in_a_volume_does_not_open(rt, host_ns, tmp_path, whe
         assert want in out, (privileged, out, Path(rt.logs_paths(cid)[1]).read_text())
         if where == "volume":
             os.unlink(vol / "node")
+
+
+def test_a_process_between_lock_and_exec_is_out_of_the_containers_reach(rt):
+    """lock() gives a process the container's capabilities, then it execs (a container's
+    PID 1, or a docker exec). Until the exec it is the host's Python: a container process
+    with the same capabilities must not open its /proc/PID/exe (CVE-2019-5736: rewrite the
+    host's binary) or fds. Two forked children, both lock()ed as a default container:
+    the second tries the first's /proc entries."""
+    from cnm.runtime import confine, confine_apply
+    plan = confine.lock_plan(confine.plan(ContainerSpec(id="x", argv=["true"]), [], rt.host))
+    hold_r, hold_w = os.pipe()
+    first = os.fork()
+    if first == 0:
+        try:
+            os.close(hold_w)
+            confine_apply.lock(plan)
+            os.read(hold_r, 1)   # "before execve", for as long as the test needs
+        finally:
+            os._exit(0)
+    os.close(hold_r)
+    res_r, res_w = os.pipe()
+    second = os.fork()
+    if second == 0:
+        try:
+            os.close(res_r)
+            confine_apply.lock(plan)
+            got = []
+            for what in ("exe", "fd/0", "environ"):
+                try:
+                    os.close(os.open(f"/proc/{first}/{what}", os.O_RDONLY))
+                    got.append(f"{what}:opened")
+                except OSError as exc:
+                    got.append(f"{what}:{exc.errno}")
+            os.write(res_w, " ".join(got).encode())
+        finally:
+            os._exit(0)
+    os.close(res_w)
+    time.sleep(0.2)
+    out = os.read(res_r, 4096).decode()
+    os.close(res_r)
+    os.close(hold_w)
+    os.waitpid(first, 0)
+    os.waitpid(second, 0)
+    assert "opened" not in out, out
