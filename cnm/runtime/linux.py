@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -280,6 +281,14 @@ def cloexec_from(first: int) -> None:
 
 
 # --- process identity (from /proc) -------------------------------------------------
+
+def readable(fd: int, timeout: float) -> bool:
+    """Whether fd becomes readable within `timeout` seconds. poll, not select: the
+    daemon holds an fd per running container, and select() refuses any fd past 1,023."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000))))
+
 
 def proc_stat(pid: int) -> tuple[str, int, str] | None:
     """(state letter, start time in clock ticks since boot, comm) of a process, from

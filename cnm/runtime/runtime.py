@@ -1,4 +1,16 @@
-"""Runtime: start, watch, stop and remove containers, each under its own supervisor.
+"""Runtime: create, start, watch, stop, restart and remove containers, each under its
+own supervisor; attach to them, exec in them, read their logs and resource usage.
+
+    rt = Runtime(state_dir)
+    rt.create(spec)                         # status "created": directory, cgroups, no process
+    rt.start(cid)                           # running, once its process has exec'd; again after it exited
+    st, session = rt.start_attached(cid, "ioe")   # the same, attached before the process runs
+    rt.run(spec)                            # create + start; nothing left if either fails
+    rt.attach(cid, "oe") -> Session         # live output, stdin, resize (cnm.runtime.session)
+    rt.exec(cid, ExecSpec(...)) -> Session  # a process in its namespaces, cgroups, confinement
+    rt.logs(cid, tail=…, since_ns=…)        # LogLine iterator (cnm.runtime.logs)
+    rt.stats(cid) -> Stats; rt.pids(cid)    # from its cgroups (cnm.runtime.stats)
+    rt.resize(cid, rows, cols); rt.kill(cid, sig); rt.stop(cid, t); rt.wait(cid); rt.remove(cid)
 
 Supervisors are forked by a template process (cnm.runtime.template), started with the
 first container (or by `prestart()`) and again whenever it is found dead; `close()`
@@ -6,8 +18,9 @@ ends it (running containers are not affected).
 
 State lives on disk only (see cnm.runtime.files for the layout), so a restarted
 daemon gets the same view back with `adopt()`; the Runtime object holds no per-container
-memory. Processes are addressed through pidfds after checking their start time, so a
-recycled pid is never signalled.
+memory, and no operation on one container reads another's directory (`list()` and
+`adopt()` read them all). Processes are addressed through pidfds after checking their
+start time, so a recycled pid is never signalled.
 
 Exit notification: `exit_fd(id)` returns a pidfd of the container's shim. It becomes
 readable when the shim exits, which is after it wrote exit.json; an asyncio daemon does
@@ -21,55 +34,57 @@ import logging
 import marshal
 import os
 import select
-import shutil
 import signal
-import socket
 import time
 
 from cnm import errors
 from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
 from cnm.runtime import cgroups as cg
-from cnm.runtime import confine, files, linux, shim
+from cnm.runtime import confine, files, linux, session, shim, teardown
+from cnm.runtime.runtime_io import START_TIMEOUT, RuntimeIO, nsenter_argv  # noqa: F401 - re-exported
+from cnm.runtime.session import Session
 from cnm.runtime.spec import HOST, ID_PATTERN, ContainerSpec
 from cnm.runtime.state import (
     CREATED,
     EXITED,
     RUNNING,
     ContainerState,
-    DirFiles,
     derive,
     read_dir,
+    supervisor_alive,
+    supervisor_ident,
 )
 from cnm.runtime.template import Template
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT = 10.0
 # Under state_dir: cgroup hierarchies re-mounted when the daemon's mount namespace has
 # none (a daemon started by `ip netns exec`); see cgroups.read_layout.
 CGROUPFS = ".cgroupfs"
+# Per-run files: removed before a container starts again (logs, the writable layer and
+# cgroups stay). shim.pid last: until it goes, no new supervisor can claim the directory.
+_RUN_FILES = (files.STATE, files.STATE_NEW, files.EXIT, shim.ATTACH_SOCK, files.SHIM_PID)
 
 
-def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
-    """util-linux nsenter entering every namespace of `pid` plus its root and cwd."""
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup",
-            "--root", "--wd", "--", *argv]
-
-
-class Runtime:
+class Runtime(RuntimeIO):
     """Containers under `state_dir`, one directory each; cgroups under `cgroup_root`
-    (default "cnm"; see cnm.runtime.cgroups). `hide`: paths a container on the host's
-    filesystem must not see (the daemon's root and run directories and socket; the
-    state directory always)."""
+    (default "cnm"; see cnm.runtime.cgroups) for the controllers a limit needs, and with
+    `accounting` for memory, CPU time and tasks too (`stats()` reads them; without, it
+    reads /proc: the same figures, memory as the processes' RSS). Accounting costs ~10
+    ms per start on cgroup v1 (see cnm.runtime.cgroups). `hide`: paths a container on
+    the host's filesystem must not see (the daemon's root and run directories and
+    socket; the state directory always)."""
 
     def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None,
-                 hide: tuple[str, ...] = ()) -> None:
+                 hide: tuple[str, ...] = (), accounting: bool = False) -> None:
         from cnm.statedirs import private_subdir
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
         private_subdir(self.state_dir, 0o700)   # specs and logs hold containers' secrets
         self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
-        self.template = Template(python)
+        self.accounting = accounting
+        # The template warms up in a directory made (and removed) around its start here.
+        self.template = Template(python, self.state_dir)
         self.boot_id = linux.boot_id()
         self.host = confine.HostFacts.probe(tuple(hide) + (self.state_dir,))
 
@@ -98,24 +113,22 @@ class Runtime:
         with open(os.path.join(self._require(cid), files.SPEC)) as f:
             return ContainerSpec.from_json(f.read())
 
-    def logs_paths(self, cid: str) -> tuple[str, str]:
-        """(stdout log, stderr log) of the container; the files may not exist before start."""
-        cdir = self._require(cid)
-        return os.path.join(cdir, files.STDOUT), os.path.join(cdir, files.STDERR)
+    # --- create and start -----------------------------------------------------------
 
-    # --- start ----------------------------------------------------------------------
-
-    def start(self, spec: ContainerSpec) -> ContainerState:
-        """Start the container and return once its process has exec'd. On any failure
-        raise (InvalidParameter for a bad command, NotFound for a missing rootfs or
-        netns, Conflict for a duplicate id) and leave nothing behind."""
+    def _check(self, spec: ContainerSpec) -> None:
         spec.validate()
         for lower in spec.rootfs or ():
             if not os.path.isdir(lower):
                 raise NotFound(f"rootfs {lower} not found: it must be an existing directory")
         if spec.netns != HOST and not os.path.exists(spec.netns):
             raise NotFound(f"network namespace {spec.netns} not found")
-        if _limited(spec):  # look at cgroups only when asked to: detection may mount
+        confine.check(spec, self.host)
+
+    def create(self, spec: ContainerSpec) -> ContainerState:
+        """The container's directory, spec, writable layer and cgroups; no process yet
+        (status "created"). Conflict for an id in use; on failure nothing is left."""
+        self._check(spec)
+        if self.accounting or _limited(spec):      # detection may mount: only when needed
             cg.limit_writes(self.cgroups.layout, spec.memory, spec.cpus, spec.pids_limit)  # fail before mkdir
         confine.check(spec, self.host)
         cdir = self._dir(spec.id)
@@ -124,15 +137,91 @@ class Runtime:
         except FileExistsError as exc:
             raise Conflict(f"container {spec.id} already exists: remove it first") from exc
         try:
-            return self._start(spec, cdir)
+            files.write_atomic(os.path.join(cdir, files.SPEC), spec.to_json())
+            if spec.rootfs is not None:
+                for sub in (files.UPPER, files.WORK, files.MERGED):
+                    os.mkdir(os.path.join(cdir, sub), 0o700)
+                os.chmod(os.path.join(cdir, files.UPPER), 0o755)   # the container's "/": mode 0755 as usual
+            if self.accounting or _limited(spec):
+                # Record the paths before making them: a crash in between still leaves
+                # a list for remove() to clean.
+                dirs = self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit, self.accounting)
+                files.write_atomic(os.path.join(cdir, files.CGROUPS), json.dumps(list(dict.fromkeys(dirs.values()))))
+                self.cgroups.create(spec.id, spec.memory, spec.cpus, spec.pids_limit, self.accounting)
         except BaseException:
-            errs = self._discard(cdir)
-            if errs:
-                log.warning("cleanup after a failed start of %s: %s", spec.id, "; ".join(errs))
+            self._discard_after_failure(cdir, "create")
             raise
+        return self.state(spec.id)
 
-    def _start(self, spec: ContainerSpec, cdir: str) -> ContainerState:
-        files.write_atomic(os.path.join(cdir, files.SPEC), spec.to_json())
+    def start(self, cid: str | ContainerSpec, spec: ContainerSpec | None = None) -> ContainerState:
+        """Start a created or exited container (again: same directory, logs and writable
+        layer) and return once its process has exec'd. `spec`: replaces the stored one
+        (same id) — the network namespace and /etc files are usually known only now.
+        Raises InvalidParameter for a bad command, NotFound for a missing rootfs or
+        netns, Conflict if it runs; the container stays as it was.
+        (Given a ContainerSpec instead of an id: `run(spec)`, as before create existed.)"""
+        if isinstance(cid, ContainerSpec):
+            return self.run(cid)
+        return self._start(cid, spec, "")[0]
+
+    def start_attached(self, cid: str, streams: str, spec: ContainerSpec | None = None) \
+            -> tuple[ContainerState, Session]:
+        """`start`, with the returned session attached to `streams` ("i", "o", "e")
+        from before the process runs: none of its output is missed (`docker run`
+        attaches, then starts)."""
+        st, sess = self._start(cid, spec, streams or "-")
+        assert sess is not None
+        return st, sess
+
+    def run(self, spec: ContainerSpec, attach: str = "") -> ContainerState:
+        """create + start; if the start fails the container is removed again."""
+        self.create(spec)
+        try:
+            st, sess = self._start(spec.id, None, attach)
+        except BaseException:
+            self._discard_after_failure(self._dir(spec.id), "start")
+            raise
+        if sess is not None:
+            sess.close()
+        return st
+
+    def _start(self, cid: str, spec: ContainerSpec | None, attach: str) -> tuple[ContainerState, Session | None]:
+        cdir = self._require(cid)
+        new_spec = spec is not None
+        if spec is not None:
+            if spec.id != cid:
+                raise InvalidParameter(f"the spec is for container {spec.id}, not {cid}")
+            self._check(spec)
+        else:
+            spec = self.spec(cid)
+        d = read_dir(cdir)
+        if supervisor_alive(d, self.boot_id):
+            raise Conflict(f"container {cid} is already running")
+        if d.fenced:
+            raise Conflict(f"container {cid}: its last start never finished (timed out): remove it")
+        teardown.remove_files(cdir, _RUN_FILES)       # a fresh run in the same directory
+        if new_spec:
+            files.write_atomic(os.path.join(cdir, files.SPEC), spec.to_json())
+        cfg = self._config(spec, cdir)
+        msg = shim.OP_START + b" " + shim.options(spec.tty, spec.open_stdin, spec.stdin_once, spec.log_max_size,
+                                                  spec.log_max_files, attach.strip("-") or "")
+        try:
+            sess = self._spawn(cdir, msg, cfg)
+        except Unavailable:
+            teardown.fence_and_kill(cdir, self.boot_id)   # a late supervisor must find it taken
+            raise
+        except Conflict:
+            raise                                     # another start's supervisor holds it
+        except BaseException:
+            self._reset_if_dead(cdir)
+            raise
+        if not attach:
+            sess.close()
+            return self.state(cid), None
+        return self.state(cid), sess
+
+    def _config(self, spec: ContainerSpec, cdir: str) -> dict:
+        """What the container process needs (it reads it before exec; see shim)."""
         binds = []
         for name, target, content in ((files.HOSTS, "/etc/hosts", spec.hosts),
                                       (files.RESOLV_CONF, "/etc/resolv.conf", spec.resolv_conf),
@@ -143,48 +232,32 @@ class Runtime:
                 # them (the container directory, 0700, keeps them from the host's users).
                 files.write_atomic(path, content, mode=0o644)
                 binds.append((path, target))
-        if spec.rootfs is not None:
-            for sub in (files.UPPER, files.WORK, files.MERGED):
-                os.mkdir(os.path.join(cdir, sub), 0o700)
-            os.chmod(os.path.join(cdir, files.UPPER), 0o755)   # the container's "/": mode 0755 as usual
-        # Record the cgroup paths before making them, so a crash in between still
-        # leaves a list for remove() to clean.
-        made: list[str] = []
-        view: list[tuple[str, str, str]] = []
-        if _limited(spec):
-            by_controller = self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit)
-            dirs = list(dict.fromkeys(by_controller.values()))
-            files.write_atomic(os.path.join(cdir, files.CGROUPS), json.dumps(dirs))
-            made = self.cgroups.create(spec.id, spec.memory, spec.cpus, spec.pids_limit)
-            view = self.cgroups.view(list(by_controller))   # its /sys/fs/cgroup
         confine.make_bind_sources(spec)
-        plan = confine.plan(spec, binds, self.host, cdir, cgroups=view)
+        # Its /sys/fs/cgroup: the hierarchies in which it has a cgroup of its own.
+        joined = list(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit, self.accounting)) \
+            if self._cgroup_dirs(cdir) else []
+        plan = confine.plan(spec, binds, self.host, cdir, cgroups=self.cgroups.view(joined))
+        # What an exec'd process is confined with (exec() reads it; so does cnm/nsexec.py).
         files.write_atomic(os.path.join(cdir, files.LOCK_PLAN), marshal.dumps(confine.lock_plan(plan)))
-        cfg = {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
-               "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
-               "cgroups": made, "confine": plan, "user": spec.user}
-        reply = self._spawn(cdir, cfg)
-        kind, _, rest = reply.partition(" ")
-        if kind == "ok":
-            return self.state(spec.id)
-        if kind == "err":
-            name, _, message = rest.partition(" ")
-            cls = getattr(errors, name, None)
-            if not (isinstance(cls, type) and issubclass(cls, errors.CNMError)):
-                cls = InternalError
-            raise cls(message)
-        raise InternalError(f"the container supervisor exited without starting {spec.id}: {_tail(cdir)}")
+        return {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
+                "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
+                "cgroups": self._cgroup_dirs(cdir), "confine": plan, "user": spec.user,
+                "console_size": spec.console_size}
 
-    def _spawn(self, cdir: str, cfg: dict) -> str:
-        """Have the template fork the supervisor, hand it `cfg`, return its answer. If
-        the template died with the request (EOF, no answer) and no supervisor claimed
-        the directory, ask once more: a new template is started on the way."""
+    def _spawn(self, cdir: str, msg: bytes, cfg: dict) -> Session:
+        """Have the template fork a supervisor for `msg` and `cfg`; its session once it
+        answered OK. If the template died with the request (EOF, no answer) and no
+        supervisor claimed the directory, ask once more: a new template is started on
+        the way."""
         dirfd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for attempt in (1, 2):
-                reply = self._ask(dirfd, cfg)
-                if reply or os.path.lexists(os.path.join(cdir, files.SHIM_PID)):
-                    return reply
+                sess = session.request(self.template, msg, dirfd, cfg, START_TIMEOUT)
+                if sess is not None:
+                    return sess
+                if os.path.lexists(os.path.join(cdir, files.SHIM_PID)):
+                    raise InternalError(f"the supervisor of {os.path.basename(cdir)} exited without starting it: "
+                                        f"{teardown.last_line(cdir)}")
                 log.warning("container %s: the template process went away with the start request%s",
                             os.path.basename(cdir), "; asking a new one" if attempt == 1 else " again")
         finally:
@@ -192,50 +265,22 @@ class Runtime:
         raise Unavailable(f"container {os.path.basename(cdir)} was not started: the supervisor template process "
                           "went away twice while starting it (see the daemon's log); try again")
 
-    def _ask(self, dirfd: int, cfg: dict) -> str:
-        sock = self.template.request(shim.OP_START, dirfd)
-        buf = b""
-        with sock:
-            try:
-                sock.sendall(marshal.dumps(cfg))
-                sock.shutdown(socket.SHUT_WR)
-            except (BrokenPipeError, ConnectionError):
-                return ""  # nobody holds the other end: the request died with the template
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not _readable(sock.fileno(), remaining):
-                    # A template stuck with the request would fork it late: end it. The
-                    # caller fences the directory, so a late supervisor cannot claim it.
-                    self.template.kill()
-                    raise Unavailable(f"container {cfg['dir'].rsplit('/', 1)[-1]} did not start within "
-                                      f"{START_TIMEOUT:.0f}s")
-                try:
-                    chunk = sock.recv(4096)
-                except ConnectionError:
-                    chunk = b""
-                if not chunk:
-                    break
-                buf += chunk
-        return buf.decode(errors="replace").strip()
+    def _reset_if_dead(self, cdir: str) -> None:
+        """After a start that failed with an answer: its supervisor is gone or going;
+        once gone, the directory is "created" again."""
+        d = read_dir(cdir)
+        ident = supervisor_ident(d)
+        if ident is not None:
+            teardown.wait_gone(ident[0], ident[1], 5)
+        if not supervisor_alive(read_dir(cdir), self.boot_id):
+            teardown.remove_files(cdir, _RUN_FILES)
+
+    def _discard_after_failure(self, cdir: str, what: str) -> None:
+        errs = teardown.discard(cdir, self.cgroups, self.boot_id)
+        if errs:
+            log.warning("cleanup after a failed %s of %s: %s", what, os.path.basename(cdir), "; ".join(errs))
 
     # --- state ----------------------------------------------------------------------
-
-    def _shim_ident(self, d: DirFiles) -> tuple[int, int] | None:
-        if d.shim is not None:
-            return d.shim[0], d.shim[1]
-        started = d.started or {}
-        if isinstance(started.get("shim_pid"), int) and isinstance(started.get("shim_start"), int):
-            return started["shim_pid"], started["shim_start"]
-        return None
-
-    def _shim_alive(self, cdir: str, d: DirFiles) -> bool:
-        """Is the supervisor recorded in `d` running? Checked by pid, start time, name
-        and boot id (a state dir that survived a reboot names processes of another boot)."""
-        if d.shim is not None and d.shim[2] is not None and d.shim[2] != self.boot_id:
-            return False
-        ident = self._shim_ident(d)
-        return ident is not None and linux.is_alive(ident[0], ident[1], files.SHIM_COMM)
 
     def state(self, cid: str) -> ContainerState:
         """The container's state from its directory. A shim found dead without an
@@ -243,20 +288,13 @@ class Runtime:
         container process, if it somehow still runs, is killed."""
         cdir = self._require(cid)
         d = read_dir(cdir)
-        alive = self._shim_alive(cdir, d)
+        alive = supervisor_alive(d, self.boot_id)
         if not alive and d.exited is None:
             d = read_dir(cdir)  # the shim may have written exit.json and exited meanwhile
             if d.started is not None and d.exited is None:
-                self._settle_lost(cdir, d)
+                teardown.settle_lost(cdir, d)
                 d = read_dir(cdir)
         return derive(cid, d, alive)
-
-    def _settle_lost(self, cdir: str, d: DirFiles) -> None:
-        started = d.started or {}
-        self._signal_pid(started.get("pid"), started.get("pid_start"), signal.SIGKILL)
-        files.write_atomic(os.path.join(cdir, files.EXIT), files.dump_flat({
-            "exit_code": files.LOST_EXIT_CODE, "finished_at": files.rfc3339(time.time()),
-            "error": "supervisor died without recording the exit status"}))
 
     def list(self) -> builtins.list[ContainerState]:
         out = []
@@ -269,19 +307,17 @@ class Runtime:
 
     def adopt(self) -> builtins.list[ContainerState]:
         """Rebuild the view after a daemon restart: running shims (verified by pid, start
-        time and command line) stay running; ended ones report their exit status; a shim
-        that died without one is settled as exited 137; a start that crashed half-way
-        (no state.json, no shim) is cleaned away. Returns the containers kept."""
-        kept = []
+        time, name and boot id) stay running; ended ones report their exit status; a
+        shim that died without one is settled as exited 137; a start whose supervisor
+        died before the process ran leaves the container "created" again. A fenced
+        directory (a start that timed out) stays fenced. Returns every container."""
+        out = []
         for st in self.list():
-            if st.status == CREATED:
-                cdir = self._dir(st.id)
-                if not self._shim_alive(cdir, read_dir(cdir)):
-                    log.warning("removing container %s: its start never completed", st.id)
-                    self._discard(cdir)
-                    continue
-            kept.append(st)
-        return kept
+            if st.status == CREATED and st.shim_pid:
+                self._reset_if_dead(self._dir(st.id))
+                st = self.state(st.id)
+            out.append(st)
+        return out
 
     # --- waiting and signals --------------------------------------------------------
 
@@ -290,7 +326,7 @@ class Runtime:
         exit.json is written); None if it is not running. The caller closes it."""
         cdir = self._require(cid)
         d = read_dir(cdir)
-        ident = self._shim_ident(d)
+        ident = supervisor_ident(d)
         if ident is None:
             return None
         try:
@@ -298,7 +334,7 @@ class Runtime:
         except ProcessLookupError:
             return None
         # Verify after opening: the fd now pins the process, so the check cannot race.
-        if not self._shim_alive(cdir, d):
+        if not supervisor_alive(d, self.boot_id):
             os.close(fd)
             return None
         return fd
@@ -325,31 +361,11 @@ class Runtime:
             raise Conflict(f"container {cid} was never started")
         return st.exit_code
 
-    @staticmethod
-    def _signal_pid(pid: int | None, start: int | None, sig: int) -> bool:
-        if not pid:
-            return False
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return False
-        try:
-            if not linux.is_alive(pid, start):
-                return False
-            signal.pidfd_send_signal(fd, sig)
-            return True
-        except ProcessLookupError:
-            return False
-        finally:
-            os.close(fd)
-
     def kill(self, cid: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to the container's PID 1. Note: PID 1 of a PID namespace ignores
         signals it has no handler for, except SIGKILL. Conflict if it is not running."""
         st = self.state(cid)
-        if st.status != RUNNING:
-            raise Conflict(f"container {cid} is not running")
-        if not self._signal_pid(st.pid, st.pid_start, sig):
+        if st.status != RUNNING or not teardown.signal_pid(st.pid, st.pid_start, sig):
             raise Conflict(f"container {cid} is not running")
 
     def stop(self, cid: str, timeout: float | None = 10) -> int | None:
@@ -358,13 +374,12 @@ class Runtime:
         st = self.state(cid)
         if st.status != RUNNING:
             return st.exit_code
-        pid_start = st.pid_start
-        self._signal_pid(st.pid, pid_start, signal.SIGTERM)
+        teardown.signal_pid(st.pid, st.pid_start, signal.SIGTERM)
         try:
             return self.wait(cid, timeout)
         except Unavailable:
             pass
-        self._signal_pid(st.pid, pid_start, signal.SIGKILL)
+        teardown.signal_pid(st.pid, st.pid_start, signal.SIGKILL)
         return self.wait(cid, 10)
 
     # --- remove ---------------------------------------------------------------------
@@ -379,136 +394,28 @@ class Runtime:
         if os.path.isfile(os.path.join(cdir, files.SPEC)):
             st = self.state(cid)
             d = read_dir(cdir)
-            if self._shim_alive(cdir, d):
+            if supervisor_alive(d, self.boot_id):
                 if not force:
                     raise Conflict(f"cannot remove running container {cid}: stop the container before "
                                    "removing or force remove")
                 if st.status == RUNNING:
-                    self._signal_pid(st.pid, st.pid_start, signal.SIGKILL)
-                elif ident := self._shim_ident(d):  # still starting: the child dies with it (pdeathsig)
-                    self._signal_pid(ident[0], ident[1], signal.SIGKILL)
+                    teardown.signal_pid(st.pid, st.pid_start, signal.SIGKILL)
+                elif ident := supervisor_ident(d):  # still starting: the child dies with it (pdeathsig)
+                    teardown.signal_pid(ident[0], ident[1], signal.SIGKILL)
                 try:
                     self.wait(cid, 10)
                 except (Unavailable, Conflict):
                     pass
-        errs = self._discard(cdir)
+        errs = teardown.discard(cdir, self.cgroups, self.boot_id)
         if errs:
             raise InternalError(f"container {cid} removed incompletely: {'; '.join(errs)}")
-
-    def _discard(self, cdir: str) -> builtins.list[str]:
-        """Best-effort teardown of a container directory; returns what failed."""
-        errs: builtins.list[str] = []
-        # Fence first: once shim.pid exists, no supervisor can claim the directory any
-        # more (a start abandoned on a timeout may still be forked late). If one claimed
-        # it already, it is killed below.
-        try:
-            files.claim(os.path.join(cdir, files.SHIM_PID), "")
-        except OSError:
-            pass
-        d = read_dir(cdir)
-        ident = self._shim_ident(d)
-        if ident and self._shim_alive(cdir, d):
-            fd = None
-            try:
-                fd = os.pidfd_open(ident[0])
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-                _readable(fd, 5)
-            except ProcessLookupError:
-                pass
-            finally:
-                if fd is not None:
-                    os.close(fd)
-        if d.started:
-            self._signal_pid(d.started.get("pid"), d.started.get("pid_start"), signal.SIGKILL)
-        try:
-            with open(os.path.join(cdir, files.CGROUPS)) as f:
-                dirs = json.load(f)
-            if dirs:
-                self.cgroups.layout  # noqa: B018 - detection re-mounts .cgroupfs in a fresh namespace
-            errs += cg.remove(dirs)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as exc:
-            errs.append(f"cgroups list: {exc}")
-        errs += _unmount_under(cdir)
-        shutil.rmtree(cdir, onerror=lambda _fn, path, exc: errs.append(f"{path}: {exc[1]}"))
-        return errs
-
-    # --- exec -----------------------------------------------------------------------
-
-    def exec_argv(self, cid: str, argv: builtins.list[str], interactive: bool = False) -> builtins.list[str]:
-        """An argv (nsenter) that runs `argv` in the container's mount, UTS, IPC,
-        network and PID namespaces, root and working directory. The caller execs it with
-        `exec_env(cid)` as environment; with interactive=False it should give it
-        /dev/null as stdin. The process does not join the container's cgroups."""
-        if not argv:
-            raise InvalidParameter("no command given to exec")
-        st = self.state(cid)
-        if st.status != RUNNING or st.pid is None:
-            raise Conflict(f"container {cid} is not running")
-        return nsenter_argv(st.pid, [*argv])
-
-    def lock_plan_path(self, cid: str) -> str | None:
-        """The file holding what an exec'd process of this container is confined with
-        (cnm/nsexec.py --confine); None for a container started before it existed."""
-        path = os.path.join(self._require(cid), files.LOCK_PLAN)
-        return path if os.path.exists(path) else None
-
-    def exec_env(self, cid: str) -> dict[str, str]:
-        """The environment the container's process got (PATH, HOSTNAME defaulted)."""
-        return self.spec(cid).full_env()
-
-
-def _readable(fd: int, timeout: float) -> bool:
-    """poll, not select: the daemon holds an fd per running container, and select()
-    refuses any fd past 1,023."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(max(0, int(timeout * 1000))))
 
 
 def _limited(spec: ContainerSpec) -> bool:
     return any(v is not None for v in (spec.memory, spec.cpus, spec.pids_limit))
 
 
-def _tail(cdir: str) -> str:
-    try:
-        with open(os.path.join(cdir, files.SHIM_LOG)) as f:
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
-        return lines[-1] if lines else "no output"
-    except OSError:
-        return "no output"
-
-
-def _unmount_under(cdir: str) -> list[str]:
-    """Detach any mount left under the container directory in *our* mount namespace.
-    Normally there is none: the shim mounts only inside the container's namespace."""
-    try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            text = f.read()
-    except OSError:
-        return []
-    # The daemon's table holds a mount per sandbox (thousands): parse it only when the
-    # directory's name is in it at all (as mountinfo escapes it).
-    if _mangled(cdir).encode() not in text:
-        return []
-    points = [p for _, p, _, _ in cg.parse_mountinfo(text.decode(errors="surrogateescape"))
-              if p == cdir or p.startswith(cdir + "/")]
-    errs = []
-    for p in sorted(points, key=len, reverse=True):
-        try:
-            linux.umount2(p, linux.MNT_DETACH)
-        except OSError as exc:
-            errs.append(f"umount {p}: {exc.strerror}")
-    return errs
-
-
-def _mangled(path: str) -> str:
-    """`path` as /proc/*/mountinfo writes it: space, tab, newline and backslash as \\ooo."""
-    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
-
-
-def remove_all(state_dir: str) -> list[str]:
+def remove_all(state_dir: str) -> builtins.list[str]:
     """Force-remove every container under `state_dir` (for tests, demos and labs
     tearing down a host whose daemon is gone). Returns the ids removed. Idempotent."""
     if not os.path.isdir(state_dir):
@@ -522,4 +429,3 @@ def remove_all(state_dir: str) -> list[str]:
         except errors.CNMError as exc:
             log.warning("could not remove container %s: %s", st.id, exc)
     return removed
-

@@ -5,70 +5,87 @@ has imported this module and everything it uses once; so a supervisor costs a fo
 not an interpreter, and shares almost all of its memory with the template and every
 other supervisor. `serve()` is its entry point; it never returns.
 
-Protocol with the Runtime (cnm.runtime.template): the template hands the supervisor
-a stream socket and the container directory as an open fd. For a start, the config
-arrives on the socket as one `marshal` blob up to EOF; the supervisor answers with one
-line, "ok <shim-pid> <container-pid>" once the container process has exec'd, or
-"err <ErrorClass> <message>" if it could not start — then closes the socket. A probe
-(`Template.probe()`) is answered "ok <shim-pid>" at once.
+Protocol with the Runtime (cnm.runtime.wire): the template hands the supervisor a
+stream socket, the container directory as an open fd, and the request's options
+(`options()`: TTY, stdin, log limits, which streams the requester attaches to). The
+request's configuration follows on the socket as one CONFIG frame; the supervisor
+answers OK "<shim-pid> <container-pid>" once the container process has exec'd, or
+ERROR "<ErrorClass> <message>". If the requester attached, the socket then carries the
+container's output and input (cnm.runtime.relay) until the container exits (EXIT
+frame); else it is closed. A probe (`Template.probe()`) is answered OK at once; an
+exec request is served by cnm.runtime.exec_shim.
 
 Life cycle:
  1. detach from everything of the template: fds 0-2 become /dev/null and shim.log,
     every other fd but the socket and the directory is closed; the template already
     forked twice, so the supervisor is nobody's child but init's (or the nearest
     subreaper's) and outlives the daemon;
- 2. claim the directory: shim.pid is created with link(), which fails if it exists,
-    so there is never a second supervisor for a container, and a start the Runtime
-    gave up on (and fenced) is never taken up late. All files are written relative to
-    the directory fd, never through its path;
- 3. unshare(CLONE_NEWPID) so its next child is PID 1 of a new PID namespace;
- 4. fork the container process, which joins the cgroups, setns()s into the network
-    namespace, unshares mount/UTS/IPC, builds its filesystem view (overlay + pivot_root,
-    or the host's / with a private /proc), sets the hostname and execs. Errors before
-    exec travel back over a close-on-exec pipe: EOF without data means exec happened.
+ 2. unshare(CLONE_NEWPID) so its next child is PID 1 of a new PID namespace;
+ 3. fork the container process, which reads the configuration, claims the directory
+    (shim.pid, created with link(): never a second supervisor, and a start the Runtime
+    gave up on and fenced is never taken up late), joins the cgroups, setns()s into
+    the network namespace, unshares mount/UTS/IPC, builds its filesystem view, takes
+    its stdio (pipes to the supervisor, or a TTY it allocates from the container's
+    own /dev/ptmx and sends the master of), its user, and execs. Errors before exec
+    travel back over a close-on-exec pipe: EOF without data means exec happened.
     Its mount namespace is made a slave of the caller's (MS_REC|MS_SLAVE): its mounts
     never propagate out and vanish with it, so the host's mount table and files never
     change, while the host's unmounts still propagate in;
- 5. forward SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to the container, wait for
-    it, write exit.json atomically, exit.
+ 4. rename state.json.new (written by the container process just before exec) into
+    place, listen on attach.sock (0600) for clients, answer OK, and relay: output to
+    container.log and attached clients, clients' input to the container's stdin, TTY
+    resizes; SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 are forwarded to the
+    container;
+ 5. when it exits: drain its output, write exit.json atomically, send EXIT to the
+    clients, exit.
+
+Memory: every page a supervisor writes stops being shared with the template and the
+other supervisors, and stays private for the container's whole life. So the allocation-
+heavy part of a start (unmarshalling the configuration, the claim, the state file) is
+done by the container process before it execs, which throws its copy away.
 
 The container gets PR_SET_PDEATHSIG=SIGKILL: if the shim is killed, the container dies
 with it rather than running unsupervised (adopt() then records exit code 137); it
 checks, after asking, that the shim did not die before it asked.
-stdin of the container is /dev/null (an interactive `run -i` would need a stdin
-passed in the config; not implemented).
 """
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # no stubs; `signal` would import enum
+import _socket
 import gc
-import marshal
 import os
 import select
-import sys
 import time
 
-from cnm.runtime import confine_apply, files, linux, users
+from cnm.runtime import confine_apply, files, linux, prexec, relay, wire
 
 FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 OP_START = b"S"
 OP_PROBE = b"P"
+OP_EXEC = b"E"
+ATTACH_SOCK = "attach.sock"
 _child_pid = 0
 _reply = -1     # the Runtime's socket until the start is answered
+_Fail = prexec.Fail
 
 
-class _Fail(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+def options(tty: bool, open_stdin: bool, stdin_once: bool, log_max_size: int, log_max_files: int,
+            attach: str) -> bytes:
+    """A start request's options, sent with the operation byte (the supervisor needs
+    them before the configuration, which only the container process reads)."""
+    return b"%d %d %d %d %d %s" % (tty, open_stdin, stdin_once, log_max_size, log_max_files,
+                                   (attach or "-").encode())
 
 
-def _report(line: str) -> None:
+def _reply_frame(kind: int, payload: bytes) -> None:
     try:
-        os.write(_reply, (line.replace("\n", " ") + "\n").encode())
+        os.write(_reply, wire.out_frame(kind, payload, time.time_ns()))
     except OSError:
         pass  # the caller died; the container still runs and adopt() will find it
+
+
+def _report_error(kind: str, message: str) -> None:
+    _reply_frame(wire.ERROR, f"{kind} {message}".replace("\n", " ").encode(errors="replace"))
 
 
 def _forward(signum: int, _frame: object) -> None:
@@ -112,34 +129,47 @@ def _detach(sock: int, dirfd: int) -> None:
     linux.set_comm(files.SHIM_COMM)
 
 
-def serve(op: bytes, sock: int, dirfd: int) -> None:
-    """The supervisor's life, in a process forked (twice) from the template. Never returns.
-
-    Memory: every page this process writes stops being shared with the template and
-    the other supervisors, and stays private for the container's whole life. So the
-    supervisor itself does almost nothing but system calls until the container runs;
-    the allocation-heavy part of a start (reading the config, claiming the directory,
-    the state file) is done by the container process before it execs, which throws
-    its copy of the memory away."""
+def serve(msg: bytes, sock: int, dirfd: int) -> None:
+    """The supervisor's life, in a process forked (twice) from the template: `msg` is
+    the operation byte and its options. Never returns."""
     global _reply
     _reply = sock
     gc.disable()  # nothing here makes cycles; a collection would only dirty shared pages
     try:
         _detach(sock, dirfd)
+        op = msg[:1]
         if op == OP_PROBE:
-            _report(f"ok {os.getpid()}")
-            os._exit(0)
-        _supervise(sock, dirfd)
-    except BaseException as exc:
+            _reply_frame(wire.OK, b"%d" % os.getpid())
+        elif op == OP_EXEC:
+            from cnm.runtime import exec_shim  # imported by the template already: no cycle at import
+            exec_shim.serve(sock, dirfd)
+        else:
+            _supervise(sock, dirfd, msg[1:].split())
+    except BaseException as exc:  # the Runtime must always get an answer
         import traceback
         traceback.print_exc()
-        _report(f"err InternalError supervisor failed: {exc}")
+        _report_error("InternalError", f"supervisor failed: {exc}")
         os._exit(1)
     os._exit(0)
 
 
-def _supervise(sock: int, dirfd: int) -> None:
+def _supervise(sock: int, dirfd: int, opts: list[bytes]) -> None:
     global _child_pid, _reply
+    tty, open_stdin, stdin_once, log_max, log_files = (int(x) for x in opts[:5])
+    attach = opts[5].decode() if opts[5] != b"-" else ""
+    # The container's stdio: the child's ends, then ours.
+    ptys = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM) if tty else None
+    child_io: list[int] = []
+    mine: list[tuple[int, int]] = []
+    stdin_w = -1
+    if not tty:
+        for stream in (wire.STDOUT, wire.STDERR):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            child_io.append(w)
+            mine.append((r, stream))
+        if open_stdin:
+            r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            child_io.insert(0, r)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     alive = os.pidfd_open(os.getpid())  # lets the child see whether we died before its pdeathsig
     for sig in FORWARD:
@@ -148,24 +178,61 @@ def _supervise(sock: int, dirfd: int) -> None:
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
-        _container(sock, dirfd, wfd, alive)  # never returns
+        _container(sock, dirfd, wfd, alive, child_io if not tty else [], ptys[1] if ptys else None)
     _child_pid = pid
-    os.close(wfd)
-    os.close(alive)
+    for fd in [wfd, alive, *child_io]:
+        os.close(fd)
     failure = _read_all(rfd)
     os.close(rfd)
     if failure:
         os.waitpid(pid, 0)
         kind, _, message = failure.decode(errors="replace").partition("\t")
-        _report(f"err {kind} {message}")
+        _report_error(kind, message)
         return
+    master = -1
+    if ptys is not None:
+        ptys[1].close()
+        master = prexec.receive_fd(ptys[0])
+        ptys[0].close()
+        mine = [(master, wire.STDOUT)]
+        stdin_w = master if open_stdin else -1
     os.rename(files.STATE_NEW, files.STATE, src_dir_fd=dirfd, dst_dir_fd=dirfd)  # exec'd: running
-    os.write(_reply, b"ok\n")
-    os.close(_reply)  # the Runtime sees EOF
+    listener = _listen(dirfd)
+    log = relay.LogWriter(dirfd, log_max, log_files)
+    rel = relay.Relay(mine, stdin_w, master, bool(stdin_once), log, listener)
+    _reply_frame(wire.OK, b"%d %d" % (os.getpid(), pid))
+    if attach:
+        want, stdin = relay.wants(attach, bool(tty))
+        rel.add(relay.Client(_socket.socket(fileno=_reply), want, stdin), hello=False)
+    else:
+        os.close(_reply)  # the Runtime sees EOF
     _reply = -1
+    exited = os.pidfd_open(pid)
+    rel.run(exited)
     _, status = os.waitpid(pid, 0)  # PEP 475: retried after each forwarded signal
+    code = files.exit_code(status)
+    try:
+        os.unlink(ATTACH_SOCK, dir_fd=dirfd)
+    except FileNotFoundError:
+        pass
     files.write_atomic(files.EXIT, files.dump_flat({
-        "exit_code": files.exit_code(status), "finished_at": files.rfc3339(time.time())}), dir_fd=dirfd)
+        "exit_code": code, "finished_at": files.rfc3339(time.time())}), dir_fd=dirfd)
+    rel.finish(code)
+
+
+def _listen(dirfd: int) -> _socket.socket:
+    """attach.sock in the container directory, 0600, reached through our directory fd
+    (a socket path is limited to 108 bytes; a state directory's path is not). A stale
+    one from an earlier run is ours to replace: we hold the directory's claim."""
+    try:
+        os.unlink(ATTACH_SOCK, dir_fd=dirfd)
+    except FileNotFoundError:
+        pass
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.bind(f"/proc/self/fd/{dirfd}/{ATTACH_SOCK}")
+    os.chmod(ATTACH_SOCK, 0o600, dir_fd=dirfd, follow_symlinks=False)
+    sock.listen(16)
+    return sock
 
 
 # --- in the container process, between fork and exec ------------------------------
@@ -193,52 +260,35 @@ def _claim(dirfd: int, cdir: str) -> dict[str, int]:
             "pid_start": int(me[19])}
 
 
-def _container(sock: int, dirfd: int, wfd: int, alive: int) -> None:
+def _container(sock: int, dirfd: int, wfd: int, alive: int, stdio: list[int],
+               ptys: _socket.socket | None) -> None:
+    """The container process. `stdio`: [stdin pipe,] stdout pipe, stderr pipe (no stdin
+    pipe: /dev/null); `ptys`: where to send a TTY's master instead. Never returns."""
     try:
-        try:
-            cfg = marshal.loads(_read_all(sock))
-            os.close(sock)
-            ids = _claim(dirfd, cfg["dir"])
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-            out = os.open(files.STDOUT, flags, 0o600, dir_fd=dirfd)
-            err = os.open(files.STDERR, flags, 0o600, dir_fd=dirfd)
-            null = os.open("/dev/null", os.O_RDWR)
-            _prepare(cfg, alive)
-            # The supervisor renames this into place once exec succeeded (EOF on wfd).
-            files.write_atomic(files.STATE_NEW, files.dump_flat(
-                {**ids, "started_at": files.rfc3339(time.time())}), dir_fd=dirfd)
-            who = _user(cfg)
-            os.dup2(null, 0)
-            os.dup2(out, 1)
-            os.dup2(err, 2)
-            confine_apply.lock(cfg["confine"])  # capabilities, no_new_privs, seccomp: last before exec
-            if who is not None:  # as root until here, as runc: lock() needs CAP_SETPCAP
-                os.setgroups(who[2])
-                os.setgid(who[1])
-                os.setuid(who[0])
-            _exec(cfg["argv"], cfg["env"])
-        except _Fail:
-            raise
-        except confine_apply.Refused as exc:
-            raise _Fail(exc.kind, exc.message) from exc
-        except OSError as exc:
-            raise _Fail("InternalError", f"cannot start the container: {exc.strerror or exc}") from exc
-    except _Fail as f:
-        os.write(wfd, f"{f.kind}\t{f.message}".encode())
-    except BaseException as exc:
-        os.write(wfd, f"InternalError\tcannot start the container: {exc!r}".encode())
+        cfg = prexec.read_config(sock)
+        os.close(sock)
+        ids = _claim(dirfd, cfg["dir"])
+        _prepare(cfg, alive)
+        env = dict(cfg["env"])
+        who = prexec.resolve_user(cfg.get("user") or "", env)   # in the container's root: its passwd
+        if ptys is not None:
+            prexec.take_tty(prexec.open_tty(ptys, cfg.get("console_size")))
+        else:
+            if len(stdio) == 2:
+                stdio.insert(0, os.open("/dev/null", os.O_RDONLY))
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+        # The supervisor renames this into place once exec succeeded (EOF on wfd).
+        files.write_atomic(files.STATE_NEW, files.dump_flat(
+            {**ids, "started_at": files.rfc3339(time.time())}), dir_fd=dirfd)
+        confine_apply.lock(cfg["confine"])  # capabilities, no_new_privs, seccomp: as root, last
+        prexec.become(who)                  # as runc: lock() needs CAP_SETPCAP
+        prexec.execute(cfg["argv"], env)
+    except confine_apply.Refused as exc:
+        prexec.report_failure(wfd, _Fail(exc.kind, exc.message))
+    except BaseException as exc:  # anything must reach the Runtime
+        prexec.report_failure(wfd, exc)
     os._exit(127)
-
-
-def _user(cfg: dict) -> tuple[int, int, list[int], str] | None:
-    """The image's or the request's User, from the container's own /etc/passwd (we are
-    in its root now); HOME from there too when the environment has none (runc's rule)."""
-    try:
-        ids = users.resolve(cfg.get("user") or "")
-    except users.UnknownUser as exc:
-        raise _Fail("InvalidParameter", str(exc)) from exc
-    cfg["env"].setdefault("HOME", ids[3])
-    return ids if cfg.get("user") else None
 
 
 def _prepare(cfg: dict, alive: int) -> None:
@@ -286,36 +336,4 @@ def _prepare(cfg: dict, alive: int) -> None:
         os.chdir(cfg["workdir"])
     except OSError as exc:
         raise _Fail("InvalidParameter", f"cannot change to the working directory {cfg['workdir']}: {exc.strerror}") from exc
-
-
-def _execvpe(argv: list[str], env: dict[str, str]) -> None:
-    # Not os.execvpe: it imports `warnings` lazily, and after pivot_root the host's
-    # stdlib is out of reach. Same rules: a name with '/' is a path, else search PATH;
-    # ENOENT/ENOTDIR try the next directory, any other error is remembered.
-    if "/" in argv[0]:
-        os.execve(argv[0], argv, env)
-    saved: OSError | None = None
-    for d in env.get("PATH", "").split(":"):
-        try:
-            os.execve(os.path.join(d or ".", argv[0]), argv, env)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as exc:
-            saved = saved or exc
-    raise saved or FileNotFoundError(2, "not found", argv[0])
-
-
-def _exec(argv: list[str], env: dict[str, str]) -> None:
-    try:
-        _execvpe(argv, env)
-    except FileNotFoundError as exc:
-        if "/" in argv[0]:
-            msg = f'exec: "{argv[0]}": stat {argv[0]}: no such file or directory'
-        else:
-            msg = f'exec: "{argv[0]}": executable file not found in $PATH'
-        raise _Fail("InvalidParameter", msg) from exc
-    except PermissionError as exc:
-        raise _Fail("InvalidParameter", f'exec: "{argv[0]}": permission denied') from exc
-    except OSError as exc:
-        raise _Fail("InvalidParameter", f'exec: "{argv[0]}": {exc.strerror}') from exc
 

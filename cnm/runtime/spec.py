@@ -1,4 +1,5 @@
-"""ContainerSpec: everything the runtime needs to start one container. Pure data."""
+"""ContainerSpec: everything the runtime needs to start one container; ExecSpec: one
+process run in a running container. Pure data."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ID_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's lower bound: "Minimum memory limit allowed is 6MB"
+# Log rotation by default, as Docker's `local` log driver: 5 files of 20 MB at most.
+DEFAULT_LOG_MAX_SIZE = 20 * 1024 * 1024
+DEFAULT_LOG_MAX_FILES = 5
 
 
 @dataclass
@@ -42,6 +46,14 @@ class ContainerSpec:
     read_only: the rootfs read-only (the host-filesystem mode is read-only anyway);
     devices: [{"host", "container"}] device nodes to bind in;
     masked_paths, readonly_paths: None = Docker's defaults.
+
+    I/O (Docker's Config.Tty/OpenStdin/StdinOnce, HostConfig.ConsoleSize, LogConfig):
+    tty:    a pty, allocated in the container, is its controlling terminal and stdio;
+            its output is one stream (stdout), raw.
+    open_stdin: stdin is a pipe (or the pty) that attached clients write; else /dev/null.
+    stdin_once: the first attached client's end of input closes the container's stdin.
+    console_size: [rows, columns] of the pty at start.
+    log_max_size, log_max_files: the log rotates at max_size bytes, keeping max_files.
     """
 
     id: str
@@ -68,8 +80,14 @@ class ContainerSpec:
     devices: list[dict] = field(default_factory=list)
     masked_paths: list[str] | None = None
     readonly_paths: list[str] | None = None
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    console_size: list[int] | None = None
+    log_max_size: int = DEFAULT_LOG_MAX_SIZE
+    log_max_files: int = DEFAULT_LOG_MAX_FILES
 
-    def validate(self) -> "ContainerSpec":
+    def validate(self) -> ContainerSpec:
         """Raise InvalidParameter for anything the kernel would reject later; return self."""
         if not ID_PATTERN.match(self.id or ""):
             raise InvalidParameter(f"invalid container id {self.id!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-], at most 128")
@@ -103,6 +121,12 @@ class ContainerSpec:
         if self.pids_limit is not None and (isinstance(self.pids_limit, bool) or self.pids_limit < 1):
             raise InvalidParameter(f"invalid pids limit {self.pids_limit}: it must be at least 1")
         self._validate_confinement()
+        check_io(self.tty, self.open_stdin, self.console_size, self.user)
+        if not isinstance(self.stdin_once, bool):
+            raise InvalidParameter("stdin_once must be true or false")
+        for name, value, least in (("log max size", self.log_max_size, 1024), ("log max files", self.log_max_files, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InvalidParameter(f"invalid {name} {value!r}: at least {least}")
         return self
 
     def _validate_confinement(self) -> None:
@@ -144,7 +168,7 @@ class ContainerSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ContainerSpec":
+    def from_dict(cls, data: dict) -> ContainerSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -163,7 +187,7 @@ class ContainerSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "ContainerSpec":
+    def from_json(cls, text: str) -> ContainerSpec:
         try:
             data = json.loads(text)
         except ValueError as exc:
@@ -171,3 +195,53 @@ class ContainerSpec:
         if not isinstance(data, dict):
             raise InvalidParameter("container spec must be a JSON object")
         return cls.from_dict(data)
+
+
+def check_io(tty: object, stdin: object, console_size: object, user: object) -> None:
+    """The I/O fields a container and an exec share."""
+    if not isinstance(tty, bool) or not isinstance(stdin, bool):
+        raise InvalidParameter("tty and stdin must be true or false")
+    if console_size is not None and not (
+            isinstance(console_size, (list, tuple)) and len(console_size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65535 for n in console_size)):
+        raise InvalidParameter(f"invalid console size {console_size!r}: [rows, columns], each 0-65535")
+    if not isinstance(user, str) or any(c in user for c in "\0\n") or user.count(":") > 1 \
+            or (user and not all(user.split(":"))):
+        raise InvalidParameter(f"invalid user {user!r}: name, uid, name:group or uid:gid")
+
+
+@dataclass
+class ExecSpec:
+    """A process to run in a running container (Docker's ExecConfig, checked).
+
+    env: added to the container's environment; user/workdir "" = the container's;
+    stdin: the requester writes the process's stdin (else /dev/null), and its end of
+    input closes it; stdout/stderr: the streams the requester takes (with a TTY, one);
+    privileged: every capability, no seccomp filter (Docker's exec --privileged)."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    user: str = ""
+    workdir: str = ""
+    tty: bool = False
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+    console_size: list[int] | None = None
+    privileged: bool = False
+
+    def validate(self) -> ExecSpec:
+        if not isinstance(self.argv, list) or not self.argv or not self.argv[0] \
+                or any(not isinstance(a, str) or "\0" in a for a in self.argv):
+            raise InvalidParameter("no command given to exec: argv must be a non-empty list of strings")
+        for k, v in self.env.items():
+            if not k or "=" in k or "\0" in k or "\0" in str(v):
+                raise InvalidParameter(f"invalid environment variable {k!r}: names must be non-empty without '='")
+        if self.workdir and not self.workdir.startswith("/"):
+            raise InvalidParameter(f"the working directory {self.workdir!r} is invalid: it needs to be an absolute path")
+        check_io(self.tty, self.stdin, self.console_size, self.user)
+        return self
+
+    def streams(self) -> str:
+        """The attach letters of the streams the requester takes."""
+        return ("o" if self.stdout else "") + ("e" if self.stderr else "")

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from cnm.runtime import files
+from cnm.runtime import files, linux
 
 CREATED = "created"
 RUNNING = "running"
@@ -38,6 +38,7 @@ class DirFiles:
     shim: tuple[int, int, str | None] | None  # (pid, start time, boot id) from shim.pid
     started: dict | None  # state.json
     exited: dict | None  # exit.json
+    fenced: bool = False  # shim.pid exists and is empty: a start was given up; none may claim it
 
 
 def read_dir(cdir: str) -> DirFiles:
@@ -52,12 +53,15 @@ def read_dir(cdir: str) -> DirFiles:
         return data if isinstance(data, dict) else None
 
     shim = None
+    fenced = False
     try:
         with open(os.path.join(cdir, files.SHIM_PID)) as f:
-            shim = files.parse_pid_file(f.read())
+            text = f.read()
+        fenced = not text
+        shim = files.parse_pid_file(text)
     except (FileNotFoundError, ValueError):
         pass
-    return DirFiles(shim=shim, started=load(files.STATE), exited=load(files.EXIT))
+    return DirFiles(shim=shim, started=load(files.STATE), exited=load(files.EXIT), fenced=fenced)
 
 
 def derive(cid: str, d: DirFiles, shim_alive: bool) -> ContainerState:
@@ -82,4 +86,26 @@ def derive(cid: str, d: DirFiles, shim_alive: bool) -> ContainerState:
             return ContainerState(cid, RUNNING, pid, shim_pid, None, started.get("started_at"), pid_start=pid_start)
         return ContainerState(cid, EXITED, pid, shim_pid, files.LOST_EXIT_CODE, started.get("started_at"),
                               None, "supervisor died without recording the exit status", pid_start)
+    if d.fenced:
+        return ContainerState(cid, CREATED, error="its last start never finished (timed out): remove it")
     return ContainerState(cid, CREATED, None, shim_pid)
+
+
+def supervisor_ident(d: DirFiles) -> tuple[int, int] | None:
+    """(pid, start time) of the supervisor a directory names: its claim (shim.pid), or
+    state.json's record (directories from before claims)."""
+    if d.shim is not None:
+        return d.shim[0], d.shim[1]
+    started = d.started or {}
+    if isinstance(started.get("shim_pid"), int) and isinstance(started.get("shim_start"), int):
+        return started["shim_pid"], started["shim_start"]
+    return None
+
+
+def supervisor_alive(d: DirFiles, boot_id: str) -> bool:
+    """Is the supervisor `d` names running? Checked by pid, start time, name and boot id
+    (a state directory that survived a reboot names processes of another boot)."""
+    if d.shim is not None and d.shim[2] is not None and d.shim[2] != boot_id:
+        return False
+    ident = supervisor_ident(d)
+    return ident is not None and linux.is_alive(ident[0], ident[1], files.SHIM_COMM)

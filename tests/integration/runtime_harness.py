@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def mounts_under(path: str) -> list[str]:
         return [ln for ln in f if f" {path}" in ln]
 
 
-def procs_mentioning(path: str) -> list[int]:
+def procs_mentioning(path: str, ignore: tuple[int | None, ...] = ()) -> list[int]:
     """Processes with a command-line argument, an open fd, a cwd or a root under
     `path` (a supervisor holds its container directory open; a container's output
     goes to files in it)."""
@@ -36,6 +37,8 @@ def procs_mentioning(path: str) -> list[int]:
             links += [os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")]
         except OSError:
             pass
+        if int(p) in ignore:
+            continue
         if (cmd and any(path in a for a in cmd)) or any(ln == path or ln.startswith(path + "/") for ln in links):
             out.append(int(p))
     return out
@@ -55,8 +58,9 @@ class Harness:
         return st
 
     def out(self, cid: str) -> tuple[str, str]:
-        o, e = self.rt.logs_paths(cid)
-        return Path(o).read_text(), Path(e).read_text()
+        """(stdout, stderr) from the container's log."""
+        lines = list(self.rt.logs(cid))
+        return tuple(b"".join(ln.data for ln in lines if ln.stream == s).decode() for s in (1, 2))  # type: ignore[return-value]
 
     def cgroup_tops(self) -> list[str]:
         layout = self.rt.cgroups.layout
@@ -108,3 +112,17 @@ def rootfs(tmp_path):
 def assert_no_cgroups(h: Harness, cid: str) -> None:
     for d in h.rt.cgroups.dirs(cid, 64 << 20, 1.0, 10).values():
         assert not os.path.exists(d), d
+
+
+def wait_for_output(h: Harness, cid: str, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in h.out(cid)[0]:
+        assert time.monotonic() < deadline, f"{cid} never printed {text!r}"
+        time.sleep(0.01)
+
+
+def wait_for_file(path: Path, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)

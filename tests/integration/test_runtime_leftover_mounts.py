@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cnm.runtime import runtime as runtime_mod
+from cnm.runtime import teardown
 from cnm.runtime.cgroups import _unescape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,15 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_mangled_names_read_back_as_mountinfo_unescapes_them():
     for path in ("/run/cnm/containers/abc", "/tmp/a b/c\\d\te\nf"):
-        assert _unescape(runtime_mod._mangled(path)) == path
-    assert runtime_mod._mangled("/a b") == "/a\\040b"
+        assert _unescape(teardown._mangled(path)) == path
+    assert teardown._mangled("/a b") == "/a\\040b"
 
 
 def test_a_mount_left_under_a_container_directory_is_detached(tmp_path):
     code = textwrap.dedent("""
         import os, subprocess, sys
         sys.path.insert(0, sys.argv[1])
-        from cnm.runtime import runtime as r
+        from cnm.runtime import teardown as r
         base = sys.argv[2]
         cdir = os.path.join(base, "with space", "c1")
         other = os.path.join(base, "with space", "c10")      # a name c1 is a prefix of
@@ -37,8 +37,8 @@ def test_a_mount_left_under_a_container_directory_is_detached(tmp_path):
         os.makedirs(cdir + "/rootfs/tmp")
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", cdir + "/rootfs/tmp"], check=True)
         subprocess.run(["mount", "-t", "tmpfs", "tmpfs", other], check=True)
-        assert r._unmount_under(os.path.join(base, "nothing here")) == []
-        assert r._unmount_under(cdir) == []
+        assert r.unmount_under(os.path.join(base, "nothing here")) == []
+        assert r.unmount_under(cdir) == []
         from cnm.runtime.cgroups import parse_mountinfo
         points = [p for _, p, _, _ in parse_mountinfo(open("/proc/self/mountinfo").read())]
         assert not [p for p in points if p == cdir or p.startswith(cdir + "/")], points

@@ -5,7 +5,6 @@ without a second supervisor for one."""
 from __future__ import annotations
 
 import json
-import marshal
 import os
 import random
 import signal
@@ -17,8 +16,8 @@ import time
 
 import pytest
 
-from cnm.errors import CNMError, Unavailable
-from cnm.runtime import ContainerSpec, Runtime, files, linux, shim
+from cnm.errors import CNMError, Conflict, Unavailable
+from cnm.runtime import ContainerSpec, Runtime, files, linux, session, shim
 from cnm.runtime import runtime as runtime_mod
 from tests.integration import runtime_harness as harness
 from tests.integration.runtime_harness import BUSYBOX
@@ -75,7 +74,8 @@ def _sleeper(rt, cid: str, netns: str):
 
 def test_supervisors_are_on_their_own(rt, netns):
     """Not children of the template (nor of us), not in its session, holding none of its
-    fds: only /dev/null, shim.log and their own container directory."""
+    fds: only /dev/null, their own directory and files in it, the container's pipes and
+    pidfd, and their attach socket."""
     sts = [_sleeper(rt, c, netns) for c in ("a", "b")]
     tpid = rt.rt.template.pid
     assert tpid and linux.proc_stat(tpid)[2] == files.TEMPLATE_COMM
@@ -85,7 +85,11 @@ def test_supervisors_are_on_their_own(rt, netns):
         assert _ppid(st.shim_pid) not in (tpid, os.getpid())
         assert os.getsid(st.shim_pid) != os.getsid(tpid)
         targets = _fd_targets(st.shim_pid)
-        assert sorted(targets) == sorted(["/dev/null", "/dev/null", f"{cdir}/{files.SHIM_LOG}", cdir]), targets
+        template_sockets = {t for t in _fd_targets(tpid) if t.startswith("socket:")}
+        assert template_sockets and not template_sockets & set(targets), "holds the template's control socket"
+        mine = {"/dev/null", f"{cdir}/{files.SHIM_LOG}", cdir, f"{cdir}/container.log", "anon_inode:[pidfd]"}
+        assert {t for t in targets if not t.startswith(("socket:", "pipe:"))} <= mine, targets
+        assert sum(t.startswith("socket:") for t in targets) == 1       # its attach.sock listener
         assert supervisors_of(cdir) == [st.shim_pid]
 
 
@@ -152,18 +156,15 @@ def test_late_supervisor_cannot_claim_a_fenced_directory(rt, tmp_path):
     assert files.claim(str(cdir / files.SHIM_PID), "")        # the fence
     assert not files.claim(str(cdir / files.SHIM_PID), "1 2 x\n")
     cfg = {"dir": str(cdir), "argv": ["sleep", "1000"], "env": {"PATH": "/bin:/usr/bin"}, "hostname": "",
-           "workdir": "/", "netns": None, "rootfs": None, "binds": [], "cgroups": []}
+           "workdir": "/", "netns": None, "rootfs": None, "binds": [], "cgroups": [], "user": "",
+           "console_size": None}
     dirfd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        sock = rt.rt.template.request(shim.OP_START, dirfd)
+        with pytest.raises(Conflict, match="container late already has a supervisor"):
+            session.request(rt.rt.template, shim.OP_START + b" " + shim.options(False, False, False, 1 << 20, 1, ""),
+                            dirfd, cfg, 10)
     finally:
         os.close(dirfd)
-    with sock:
-        sock.sendall(marshal.dumps(cfg))
-        sock.shutdown(1)
-        sock.settimeout(10)
-        reply = b"".join(iter(lambda: sock.recv(4096), b""))
-    assert reply.decode().startswith("err Conflict container late already has a supervisor"), reply
     assert (cdir / files.SHIM_PID).read_text() == ""
     assert not (cdir / files.STATE).exists() and not (cdir / files.STATE_NEW).exists()
     assert harness.procs_mentioning(str(cdir)) == []

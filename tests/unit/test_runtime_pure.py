@@ -179,10 +179,10 @@ V2_CGROUP = "0::/system.slice/cnmd.service\n"
 def test_detect_v1_hybrid_and_paths():
     layout = cg.detect(V1_MOUNTINFO, V1_CGROUP, {"/sys/fs/cgroup/unified": "hugetlb\n"})
     assert {c: (h.version, h.mountpoint) for c, h in layout.controllers.items()} == {
-        "cpu": (1, "/sys/fs/cgroup/cpu,cpuacct"), "memory": (1, "/sys/fs/cgroup/memory"),
-        "pids": (1, "/sys/fs/cgroup/pids")}
+        "cpu": (1, "/sys/fs/cgroup/cpu,cpuacct"), "cpuacct": (1, "/sys/fs/cgroup/cpu,cpuacct"),
+        "memory": (1, "/sys/fs/cgroup/memory"), "pids": (1, "/sys/fs/cgroup/pids")}
     dirs = cg.container_dirs(layout, "cnm", "abc")
-    assert dirs == {"cpu": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc",
+    assert dirs == {"cpu": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc",
                     "memory": "/sys/fs/cgroup/memory/svc/x/cnm/abc",  # nested under our own cgroup
                     "pids": "/sys/fs/cgroup/pids/svc/cnm/abc"}
     assert cg.container_dirs(layout, "/top", "abc", ["pids"]) == {"pids": "/sys/fs/cgroup/pids/top/abc"}
@@ -287,14 +287,21 @@ def test_runtime_settles_a_lost_shim(tmp_path):
     assert [s.exit_code for s in rt.adopt()] == [137]
 
 
-def test_adopt_discards_a_start_that_never_finished(tmp_path):
+def test_adopt_resets_a_start_that_never_finished(tmp_path):
+    """Its supervisor died before the process ran: the container is "created" again
+    (startable); a fenced one (a start that timed out) stays fenced."""
     rt = Runtime(str(tmp_path))
-    cdir = tmp_path / "c3"
-    cdir.mkdir()
-    (cdir / files.SPEC).write_text(ContainerSpec(id="c3", argv=["true"]).to_json())
-    (cdir / files.SHIM_PID).write_text(f"{2**22 + 9} 5\n")  # no such process
-    assert rt.adopt() == []
-    assert not cdir.exists()
+    for cid, claim in (("c3", f"{2**22 + 9} 5\n"), ("c4", "")):     # no such process; a fence
+        cdir = tmp_path / cid
+        cdir.mkdir()
+        (cdir / files.SPEC).write_text(ContainerSpec(id=cid, argv=["true"]).to_json())
+        (cdir / files.SHIM_PID).write_text(claim)
+    states = {st.id: st for st in rt.adopt()}
+    assert (states["c3"].status, states["c3"].error) == (CREATED, None)
+    assert not (tmp_path / "c3" / files.SHIM_PID).exists()
+    assert states["c4"].status == CREATED and "never finished" in states["c4"].error
+    with pytest.raises(Conflict, match="never finished"):
+        rt.start("c4")
 
 
 def test_container_view_shows_only_the_hierarchies_it_has_a_cgroup_in():
