@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict
 
 from cnm import container_images
@@ -160,15 +161,11 @@ class ContainerService:
             if not by_policy:
                 self.restarts.user_started(ct.id)
                 ct.restart_count, ct.manually_stopped = 0, False
-            if ct.started:
-                # No restart in place in the runtime yet: the old run's directory (its
-                # logs, and a --rootfs container's writable layer) goes.
-                self.runtime.remove(ct.id, True)
+            again = ct.started      # before _prepare, which sets it
             try:
                 with Undo() as undo:
                     spec = self._prepare(ct, undo)
-                    self._index.set_state(ct.id, self.runtime.start(spec))
-                    undo.push(self.runtime.remove, ct.id, True)
+                    self._index.set_state(ct.id, self._run(ct, spec, again, undo))
                     undo.commit()
             except CNMError as exc:
                 # As Docker: a start that fails is a run that died at once (127 for a
@@ -309,6 +306,15 @@ class ContainerService:
         ct.released, ct.started = False, True
         self._save(ct)
         return spec
+
+    def _run(self, ct: Container, spec: ContainerSpec, again: bool, undo: Undo) -> ContainerState:
+        """Its process: again in place if it ran before (log, writable layer kept), else new."""
+        if again:
+            with suppress(NotFound):    # unless its runtime directory is gone (removed by hand)
+                return self.runtime.start(ct.id, spec)
+        st = self.runtime.start(spec)
+        undo.push(self.runtime.remove, ct.id, True)
+        return st
 
     def _unstarted(self, ct: Container, started: bool) -> None:
         ct.started = started

@@ -1,102 +1,155 @@
 """`POST /containers/{id}/attach` (`docker run` attached, `docker attach`, compose's
 `up` without -d): the container's output from the moment of the attach until it
-exits, over the hijacked connection as Docker's multiplexed frames.
+exits, over the hijacked connection as Docker's multiplexed frames (raw for a TTY),
+and the client's input to its stdin when it has one (OpenStdin).
 
-The output is read from the container's log files (the runtime's supervisor writes
-them); the end is the container's `die` (or `destroy`) event on the daemon's bus. An
-attach may come before the start (Docker's CLI attaches, then starts): it then carries
-the whole run. `logs=1` replays what was written before. Standard input is not
-attachable: the runtime gives containers no stdin yet (create refuses -i and -t).
+The runtime's supervisor serves attaches (cnm.runtime.session): its HELLO says where
+the log stood, `logs=1` replays the log up to there, then its frames follow. An attach
+may come before the start (Docker's CLI attaches, then starts): it waits for the
+container's `start` event and then replays its whole log (empty before its first
+start), so the run is carried whole. Input: the client's bytes go to the container's
+stdin (Docker's detach keys, ctrl-p ctrl-q by default, end the attach instead); the
+client's half-close ends its input (and, with StdinOnce, the container's stdin) only
+when stdin was asked for: Docker's CLI half-closes at once when it sends no stdin.
 """
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 from aiohttp import web
 
 from cnm.api import wait as wait_api
 from cnm.api.common import Route, blocking
-from cnm.api.hijack import MULTIPLEXED, hijack, wants_upgrade
-from cnm.api.logs import LogTail, _close_all, _flag, _read_all
-from cnm.api.rawstream import STDERR, STDOUT, encode_frame
-from cnm.errors import Conflict, InvalidParameter, NotFound
+from cnm.api.hijack import MULTIPLEXED, RAW, hijack, wants_upgrade
+from cnm.api.logs import _attach, _flag, _take, _tty, lines_of
+from cnm.api.rawstream import encode_frame
+from cnm.api.streams import DetachScanner, detach_sequence
+from cnm.errors import Conflict, NotFound
+from cnm.runtime import wire
 
-POLL = 0.02
-
-
-def _open_tails(service: Any, cid: str, want_out: bool, want_err: bool, replay: bool) -> list[LogTail] | None:
-    """The log files to follow; None while the runtime has none (not started yet)."""
-    try:
-        out_path, err_path = service.runtime.logs_paths(cid)
-    except NotFound:
-        return None
-    tails = ([LogTail(STDOUT, out_path)] if want_out else []) + ([LogTail(STDERR, err_path)] if want_err else [])
-    if not replay:
-        for t in tails:              # from now on only: skip what is already there
-            try:
-                t.file = open(t.path, "rb")
-                t.file.seek(0, os.SEEK_END)
-            except FileNotFoundError:
-                pass
-    return tails
+START_WAIT = 0.2      # seconds between looks at a created container's state while waiting for its start
 
 
 def routes(service: Any) -> list[Route]:
     async def attach(request: web.Request) -> web.StreamResponse:
-        stream = _flag(request, "stream")
-        replay = _flag(request, "logs")
-        want_out, want_err = _flag(request, "stdout"), _flag(request, "stderr")
-        if _flag(request, "stdin"):
-            raise InvalidParameter("attaching stdin is not supported: this runtime gives containers no "
-                                   "standard input (run without -i)")
+        stream, replay = _flag(request, "stream"), _flag(request, "logs")
+        want = {wire.STDOUT: _flag(request, "stdout"), wire.STDERR: _flag(request, "stderr")}
+        with_stdin = _flag(request, "stdin")
+        scanner = DetachScanner(detach_sequence(request.query.get("detachKeys", ""))) if with_stdin else None
         ct = await blocking(request, service.get, request.match_info["ref"])
         state = await blocking(request, _state, service, ct.id)
         if stream and state is not None and state.status == "exited":
             raise Conflict("You cannot attach to a stopped container, start it first")
-        bus = service.events
-        waiter = wait_api.Waiter(bus, ct.id, asyncio.get_running_loop())
-        tails: list[LogTail] | None = None
+        tty = await blocking(request, _tty, service, ct.id)
+        streams = ("i" if with_stdin else "") + "oe"
+        waiter = wait_api.Waiter(service.events, ct.id, asyncio.get_running_loop())
+        session: Any = None
         try:
-            tails = await blocking(request, _open_tails, service, ct.id, want_out, want_err, replay)
             if wants_upgrade(request):
-                conn: Any = await hijack(request, MULTIPLEXED)
-                # (not the client's half-close: Docker's CLI half-closes at once when it
-                # sends no stdin; a failed start ends the attach with a die event instead)
+                conn: Any = await hijack(request, RAW if tty else MULTIPLEXED)
                 write, close, gone = conn.write, conn.close, conn.gone
             else:                    # a plain HTTP client: the frames as a streamed body
-                resp = web.StreamResponse(headers={"Content-Type": MULTIPLEXED})
+                resp = web.StreamResponse(headers={"Content-Type": RAW if tty else MULTIPLEXED})
                 await resp.prepare(request)
                 write, close = resp.write, resp.write_eof
                 gone = lambda: request.transport is None or request.transport.is_closing()  # noqa: E731
-            ended = not stream
+                conn = None
             try:
-                while True:
-                    if tails is None:        # attached before the start: the files come with it
-                        tails = await blocking(request, _open_tails, service, ct.id, want_out, want_err, True)
-                    chunks = await blocking(request, _read_all, tails or [])
-                    for s, data in chunks:
-                        await write(encode_frame(s, data))
-                    if chunks:
-                        continue
-                    if ended or gone():
-                        break
-                    try:
-                        ev = await asyncio.wait_for(waiter.queue.get(), POLL)
-                        if ev.action in ("die", "destroy"):
-                            ended = True     # one more read drains what was written up to the exit
-                    except TimeoutError:
-                        pass
-            except ConnectionResetError:
+                if (state is None or state.status == "created") and stream:    # not started yet
+                    started = await _until_started(request, service, ct.id, waiter, gone)
+                    replay = replay or started     # its log holds only this run, from its start
+                session = await blocking(request, _attach, service, ct.id, streams)
+                if replay:          # up to where the session starts; all of it if it already ended
+                    upto = session.log_position if session is not None else None
+                    lines = await blocking(request, lines_of, service, ct.id, upto=upto,
+                                           stdout=want[wire.STDOUT], stderr=want[wire.STDERR])
+                    while batch := await blocking(request, _take, lines, 512):
+                        for line in batch:
+                            await write(line.data if tty else encode_frame(line.stream, line.data))
+                if session is not None and stream:
+                    await _relay(session, want, tty, write, gone,
+                                 conn.read if (conn is not None and with_stdin) else None, scanner)
+            except (ConnectionResetError, BrokenPipeError):
                 pass
             await close()
-            return conn.response if wants_upgrade(request) else resp
+            return conn.response if conn is not None else resp
         finally:
             waiter.close()
-            await blocking(request, _close_all, tails or [])
+            if session is not None:
+                session.close()
 
     return [Route("POST", "/containers/{ref}/attach", attach)]
+
+
+async def _until_started(request: web.Request, service: Any, cid: str, waiter: Any, gone: Any) -> bool:
+    """Wait for a created container's start: True once it left "created" (running, or
+    already exited: a short run may be over before we look), False if it was removed
+    first or the client left. (The runtime may not know a created container at all:
+    the service makes its runtime directory at the start.)"""
+    while not gone():
+        st = await blocking(request, _state, service, cid)
+        if st is not None and st.status != "created":
+            return True
+        try:
+            ev = await asyncio.wait_for(waiter.queue.get(), START_WAIT)
+            if ev.action == "destroy":
+                return False
+        except TimeoutError:
+            pass
+    return False
+
+
+async def _relay(session: Any, want: dict[int, bool], tty: bool, write: Any, gone: Any, read_input: Any,
+                 scanner: DetachScanner | None) -> None:
+    """The supervisor's frames to the client until EXIT; the client's input to the
+    container's stdin meanwhile (until it detaches or half-closes)."""
+    loop = asyncio.get_running_loop()
+    session.sock.setblocking(False)
+    pump = asyncio.ensure_future(_input(session, read_input, scanner)) if read_input is not None else None
+    frames = session.buffered()
+    try:
+        while True:
+            for kind, _, payload in frames:
+                if kind == wire.EXIT:
+                    return
+                if want.get(kind):
+                    await write(payload if tty else encode_frame(kind, payload))
+            reader = asyncio.ensure_future(loop.sock_recv(session.sock, 65536))
+            waiting = {reader} | ({pump} if pump is not None and not pump.done() else set())
+            done, _ = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            if pump is not None and pump in done and pump.result():
+                reader.cancel()
+                return                 # detached: the container runs on
+            if reader not in done:
+                reader.cancel()
+                if gone():
+                    return
+                frames = []
+                continue
+            data = reader.result()
+            if not data:
+                return
+            frames = session.feed(data)
+    finally:
+        if pump is not None and not pump.done():
+            pump.cancel()
+
+
+async def _input(session: Any, read_input: Any, scanner: DetachScanner | None) -> bool:
+    """Client bytes to the container's stdin; True if the client typed the detach keys."""
+    loop = asyncio.get_running_loop()
+    while data := await read_input():
+        if scanner is not None:
+            data, detached = scanner.feed(data)
+            if data:
+                await loop.sock_sendall(session.sock, wire.in_frame(wire.STDIN, data))
+            if detached:
+                return True
+        else:
+            await loop.sock_sendall(session.sock, wire.in_frame(wire.STDIN, data))
+    await loop.sock_sendall(session.sock, wire.in_frame(wire.CLOSE))    # the client's input ended
+    return False
 
 
 def _state(service: Any, cid: str) -> Any:

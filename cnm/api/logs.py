@@ -1,19 +1,30 @@
-"""`GET /containers/{id}/logs`: the container's output from its log files, as Docker's
-multiplexed stream; `follow` keeps it open until the container exits."""
+"""`GET /containers/{id}/logs` (`docker logs`): the container's log as Docker's
+multiplexed frames (raw bytes for a TTY container), with Docker's `tail`, `since`,
+`until`, `timestamps` and `follow`.
+
+The log is the runtime's (cnm.runtime.logs). Following attaches to the container's
+supervisor first: its HELLO says where the log stood, the files are read up to there,
+and what the supervisor sends afterwards follows, so no line is lost or repeated; the
+stream ends with the container (EXIT), at `until`, or when the client goes away.
+"""
 from __future__ import annotations
 
 import asyncio
-import os
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
 from cnm.api.common import Route, blocking
-from cnm.api.rawstream import MEDIA_TYPE, STDERR, STDOUT, encode_frame
-from cnm.errors import InvalidParameter, NotFound
+from cnm.api.rawstream import MEDIA_TYPE, encode_frame
+from cnm.api.timestamps import parse_timestamp
+from cnm.errors import CNMError, InvalidParameter, NotFound
+from cnm.runtime import wire
+from cnm.runtime.logs import format_line, rfc3339_nano
 
-LOG_POLL = 0.02          # seconds between looks at a followed log
-READ_CHUNK = 64 * 1024
+BATCH = 512              # log lines read per trip to the thread pool
+WAKE = 1.0               # seconds between looks for a client gone away while following
 
 
 def _flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -21,57 +32,6 @@ def _flag(request: web.Request, name: str, default: bool = False) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("", "0", "false", "no")
-
-
-def _state_or_none(service: Any, cid: str) -> Any:
-    try:
-        return service.runtime.state(cid)
-    except NotFound:
-        return None
-
-
-class LogTail:
-    """One log file read from where the last read stopped; opened once it exists
-    (the open fd keeps it readable if the container is removed meanwhile)."""
-
-    def __init__(self, stream: int, path: str) -> None:
-        self.stream = stream
-        self.path = path
-        self.file: Any = None
-
-    def read(self) -> bytes:
-        if self.file is None:
-            try:
-                self.file = open(self.path, "rb")
-            except FileNotFoundError:
-                return b""
-        return self.file.read(READ_CHUNK)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def tail_offset(f: Any, lines: int, block: int = 64 * 1024) -> int:
-    """The offset in the open binary file `f` where its last `lines` lines begin (a
-    last line without its newline counts), read backwards a block at a time."""
-    end = f.seek(0, os.SEEK_END)
-    if end == 0 or lines <= 0:
-        return end
-    f.seek(end - 1)
-    pos = end - 1 if f.read(1) == b"\n" else end      # the last line's own newline ends it
-    count = 0
-    while pos > 0:
-        start = max(0, pos - block)
-        f.seek(start)
-        chunk = f.read(pos - start)
-        i = len(chunk)
-        while (i := chunk.rfind(b"\n", 0, i)) >= 0:
-            count += 1
-            if count == lines:
-                return start + i + 1
-        pos = start
-    return 0
 
 
 def parse_tail(value: str | None) -> int | None:
@@ -85,97 +45,124 @@ def parse_tail(value: str | None) -> int | None:
     return None if n < 0 else n
 
 
-def _open_tails(tails: list[LogTail], lines: int | None) -> None:
-    for t in tails:
-        try:
-            t.file = open(t.path, "rb")
-        except FileNotFoundError:
-            continue
-        t.file.seek(tail_offset(t.file, lines) if lines is not None else 0)
+def _time(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name, "")
+    if value in ("", "0"):
+        return None
+    return parse_timestamp(value, name)
 
 
-def _read_all(tails: list[LogTail]) -> list[tuple[int, bytes]]:
-    return [(t.stream, data) for t in tails if (data := t.read())]
-
-
-def _exit_fd(service: Any, cid: str) -> int | None:
+def _tty(service: Any, cid: str) -> bool:
+    spec = getattr(service.runtime, "spec", None)
     try:
-        return service.runtime.exit_fd(cid)
+        return bool(spec and getattr(spec(cid), "tty", False))
+    except CNMError:
+        return False
+
+
+def _attach(service: Any, cid: str, streams: str = "oe") -> Any:
+    try:
+        return service.runtime.attach(cid, streams)
+    except CNMError:
+        return None          # not running: nothing to follow
+
+
+def lines_of(service: Any, cid: str, **kw: Any) -> Iterator:
+    """The container's log lines; none for a container the runtime does not know yet
+    (created, never started: no output, not a 404)."""
+    try:
+        return service.runtime.logs(cid, **kw)
     except NotFound:
-        return None      # removed meanwhile: the next state read tells
+        return iter(())
 
 
-def _ended(service: Any, cid: str) -> bool:
-    state = _state_or_none(service, cid)
-    return state is None or state.status == "exited"
+def _take(lines: Iterator, n: int) -> list:
+    return list(itertools.islice(lines, n))
 
 
-def _close_all(tails: list[LogTail]) -> None:
-    for t in tails:
-        t.close()
+class _Stamper:
+    """Timestamps at the start of each line of live output (chunks split anywhere)."""
 
+    def __init__(self) -> None:
+        self.at_start = {wire.STDOUT: True, wire.STDERR: True}
+
+    def __call__(self, stream: int, time_ns: int, data: bytes) -> bytes:
+        stamp = rfc3339_nano(time_ns).encode() + b" "
+        out = []
+        for piece in data.splitlines(keepends=True):
+            out.append(stamp + piece if self.at_start[stream] else piece)
+            self.at_start[stream] = piece.endswith(b"\n")
+        return b"".join(out)
+
+
+async def handle(request: web.Request, service: Any) -> web.StreamResponse:
+    want = {wire.STDOUT: _flag(request, "stdout"), wire.STDERR: _flag(request, "stderr")}
+    if "stdout" not in request.query and "stderr" not in request.query:
+        want = {wire.STDOUT: True, wire.STDERR: True}
+    if not any(want.values()):
+        raise InvalidParameter("you must choose at least one stream: stdout=1 and/or stderr=1")
+    follow, timestamps = _flag(request, "follow"), _flag(request, "timestamps")
+    tail = parse_tail(request.query.get("tail"))
+    since, until = _time(request, "since"), _time(request, "until")
+    ct = await blocking(request, service.get, request.match_info["ref"])
+    tty = await blocking(request, _tty, service, ct.id)
+    session = await blocking(request, _attach, service, ct.id) if follow else None
+    try:
+        lines = await blocking(request, lines_of, service, ct.id, tail=tail, since_ns=since, until_ns=until,
+                               stdout=want[wire.STDOUT], stderr=want[wire.STDERR],
+                               upto=session.log_position if session is not None else None)
+        resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
+        await resp.prepare(request)
+        stamper = _Stamper()
+        try:
+            while batch := await blocking(request, _take, lines, BATCH):
+                for line in batch:
+                    data = format_line(line, timestamps)
+                    stamper.at_start[line.stream] = data.endswith(b"\n")
+                    await resp.write(data if tty else encode_frame(line.stream, data))
+            if session is not None:
+                await _follow(request, resp, session, want, until, tty, stamper if timestamps else None)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+        return resp
+    finally:
+        if session is not None:
+            session.close()
+
+
+async def _follow(request: web.Request, resp: web.StreamResponse, session: Any, want: dict[int, bool],
+                  until: int | None, tty: bool, stamper: _Stamper | None) -> None:
+    loop = asyncio.get_running_loop()
+    session.sock.setblocking(False)
+    frames = session.buffered()         # what came in with the HELLO
+    while True:
+        for kind, t, payload in frames:
+            if kind == wire.EXIT:
+                return
+            if kind not in want or not want[kind]:
+                continue
+            if until is not None and t > until:
+                return
+            if stamper is not None:
+                payload = stamper(kind, t, payload)
+            await resp.write(payload if tty else encode_frame(kind, payload))
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(session.sock, 65536), WAKE)
+        except TimeoutError:
+            if request.transport is None or request.transport.is_closing():
+                return      # the client went away (aiohttp does not cancel the handler)
+            frames = []
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        frames = session.feed(data)
 
 
 def routes(service: Any) -> list[Route]:
     async def logs(request: web.Request) -> web.StreamResponse:
-        want_out, want_err = _flag(request, "stdout"), _flag(request, "stderr")
-        if "stdout" not in request.query and "stderr" not in request.query:
-            want_out = want_err = True
-        if not (want_out or want_err):
-            raise InvalidParameter("you must choose at least one stream: stdout=1 and/or stderr=1")
-        follow = _flag(request, "follow")
-        lines = parse_tail(request.query.get("tail"))
-        timed = [k for k in ("since", "until") if request.query.get(k) not in (None, "", "0")]
-        if _flag(request, "timestamps") or timed:
-            raise InvalidParameter(f"logs {'--timestamps' if not timed else '--' + timed[0]} is not supported yet: "
-                                   "the runtime's logs carry no times")
-        ct = await blocking(request, service.get, request.match_info["ref"])
-        try:
-            out_path, err_path = await blocking(request, service.runtime.logs_paths, ct.id)
-        except NotFound:          # created, never started: no output yet
-            out_path = err_path = os.devnull
-        tails = ([LogTail(STDOUT, out_path)] if want_out else []) + ([LogTail(STDERR, err_path)] if want_err else [])
-        await blocking(request, _open_tails, tails, lines)
-        resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
-        await resp.prepare(request)
-        # Wake at once when the container exits (its supervisor's pidfd), not only on
-        # the next poll: an attached `net run` ends as soon as the container does.
-        loop = asyncio.get_running_loop()
-        exited = loop.create_future()
-        fd = None
-        if follow and getattr(service.runtime, "exit_fd", None) is not None:
-            fd = await blocking(request, _exit_fd, service, ct.id)
-            if fd is not None:
-                def wake() -> None:
-                    if not exited.done():
-                        exited.set_result(None)
-                loop.add_reader(fd, wake)
-        try:
-            while True:
-                # Look at the state BEFORE reading: output written up to the exit is
-                # then read in this round or a later one, never lost.
-                ended = not follow or await blocking(request, _ended, service, ct.id)
-                chunks = await blocking(request, _read_all, tails)
-                for stream, data in chunks:
-                    await resp.write(encode_frame(stream, data))
-                if chunks:
-                    continue
-                if ended:
-                    break
-                if request.transport is None or request.transport.is_closing():
-                    return resp     # the client went away
-                try:
-                    await asyncio.wait_for(asyncio.shield(exited), LOG_POLL)
-                except TimeoutError:
-                    pass
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass
-        finally:
-            if fd is not None:
-                loop.remove_reader(fd)
-                os.close(fd)
-            await blocking(request, _close_all, tails)
-        return resp
+        return await handle(request, service)
 
     return [Route("GET", "/containers/{ref}/logs", logs)]

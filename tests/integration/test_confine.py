@@ -92,8 +92,9 @@ def outside():
 def run(rt: Runtime, cid: str, argv: list[str], **kw) -> tuple[int, str, str]:
     rt.start(ContainerSpec(id=cid, argv=argv, **kw))
     code = rt.wait(cid, timeout=30)
-    o, e = rt.logs_paths(cid)
-    return code, Path(o).read_text(), Path(e).read_text()
+    lines = list(rt.logs(cid))
+    o, e = (b"".join(ln.data for ln in lines if ln.stream == s).decode() for s in (1, 2))
+    return code, o, e
 
 
 def probe(rt: Runtime, cid: str, *args: str, **kw) -> dict:

@@ -6,6 +6,7 @@ import io
 import json
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -245,14 +246,42 @@ def test_logs_media_type_and_no_stream_chosen(raw, client):
 def test_follow_ends_when_the_client_goes_away(client, server, monkeypatch):
     closed = threading.Event()
     from cnm.api import logs
-    real_close = logs._close_all
-    monkeypatch.setattr(logs, "_close_all", lambda tails: (real_close(tails), closed.set()))
+    real_attach = logs._attach
+
+    def attach(service, cid, streams="oe"):
+        session = real_attach(service, cid, streams)
+        real_close = session.close
+        session.close = lambda: (real_close(), closed.set())
+        return session
+    monkeypatch.setattr(logs, "_attach", attach)
     cid = run_ct(client, sh("sleep 30"))
     resp = UnixSocketTransport(str(server.path)).stream("GET", f"/containers/{cid}/logs?follow=1")
     assert resp.status == 200
     resp.close()
     assert closed.wait(5), "the follow handler kept running after its client left"
     assert client.container_inspect(cid)["State"]["Running"]
+
+
+def test_logs_tail_timestamps_since_until(raw, client):
+    cid = run_ct(client, sh("echo a; echo b; echo c; sleep 0.3; echo d"))
+    client.container_wait(cid)
+    status, _, data = raw.request("GET", f"/containers/{cid}/logs?stdout=1&tail=2")
+    assert status == 200 and data == encode_frame(STDOUT, b"c\n") + encode_frame(STDOUT, b"d\n")
+    status, _, data = raw.request("GET", f"/containers/{cid}/logs?stdout=1&tail=all&timestamps=1")
+    frames = [f for _, f in iter_frames(io.BytesIO(data).read)]
+    stamps = [f.split(b" ", 1)[0].decode() for f in frames]
+    assert [f.split(b" ", 1)[1] for f in frames] == [b"a\n", b"b\n", b"c\n", b"d\n"]
+    times = [datetime.fromisoformat(t[:26] + "+00:00") for t in stamps]     # RFC 3339, nanoseconds
+    assert all(len(t) == 30 and t.endswith("Z") for t in stamps) and times == sorted(times)
+    gap = (times[3] - times[2]).total_seconds()
+    assert gap >= 0.25
+    middle = times[2].timestamp() + gap / 2
+    _, _, data = raw.request("GET", f"/containers/{cid}/logs?stdout=1&since={middle:.9f}")
+    assert data == encode_frame(STDOUT, b"d\n")
+    _, _, data = raw.request("GET", f"/containers/{cid}/logs?stdout=1&until={middle:.9f}")
+    assert data == b"".join(encode_frame(STDOUT, x) for x in (b"a\n", b"b\n", b"c\n"))
+    status, _, data = raw.request("GET", f"/containers/{cid}/logs?stdout=1&since=yesterday")
+    assert status == 400 and "invalid since" in json.loads(data)["message"]
 
 
 # -- connect / disconnect -----------------------------------------------------------------

@@ -277,18 +277,6 @@ def test_stats_sources_parse():
     assert proc_cpu_ns(stat, 100, with_children=True) == (600_000_000, 300_000_000)
 
 
-@pytest.mark.parametrize("text, n, want", [
-    (b"a\nb\nc\n", 2, b"b\nc\n"), (b"a\nb\nc", 2, b"b\nc"), (b"a\nb\nc\n", 5, b"a\nb\nc\n"),
-    (b"a\nb\nc\n", 0, b""), (b"", 3, b""), (b"only\n", 1, b"only\n"), (b"\n\n\n", 2, b"\n\n"),
-])
-def test_logs_tail_offset(tmp_path, text, n, want):
-    from cnm.api.logs import tail_offset
-    path = tmp_path / "log"
-    path.write_bytes(text)
-    with open(path, "rb") as f:
-        assert text[tail_offset(f, n, block=2):] == want          # small blocks: lines across them
-
-
 def test_logs_tail_values():
     from cnm.api.logs import parse_tail
     assert parse_tail(None) is None and parse_tail("all") is None and parse_tail("3") == 3
