@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnm.errors import Conflict, InvalidParameter, NotFound
@@ -25,6 +25,7 @@ from cnm.runtime.template import BOOT
 _text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20)
 
 
+@settings(deadline=None)     # a property, not a timing: the suite shares 2 cores
 @given(
     argv=st.lists(_text, min_size=1, max_size=4).filter(lambda a: a[0] != ""),
     env=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), _text, max_size=4),
