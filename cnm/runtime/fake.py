@@ -51,6 +51,7 @@ class FakeRuntime:
         self._attached: dict[str, list[tuple[socket.socket, str]]] = {}
         self._readers: dict[str, list[threading.Thread]] = {}
         self._done: dict[str, tuple[int, int]] = {}   # a pipe closed once the output is logged
+        self._watchers: dict[str, threading.Thread] = {}
 
     def start(self, cid: str | ContainerSpec, spec: ContainerSpec | None = None) -> ContainerState:
         """As Runtime.start: a spec runs a new container; an id starts an exited one
@@ -65,8 +66,8 @@ class FakeRuntime:
                 if old.poll() is None:
                     raise Conflict(f"container {cid} is already running")
                 spec = spec or self.specs[cid]
-            for t in self._readers.get(cid, []):
-                t.join(5)
+            for t in [*self._readers.get(cid, []), *filter(None, [self._watchers.get(cid)])]:
+                t.join(5)       # the last run is wholly over: output logged, exit pipe closed
             new = False
         spec.validate()
         with self._lock:
@@ -91,12 +92,14 @@ class FakeRuntime:
             else:
                 os.close(self._done[spec.id][0])
             self._attached[spec.id] = []
-            self._done[spec.id] = os.pipe()
+            done = self._done[spec.id] = os.pipe()
             self._readers[spec.id] = [threading.Thread(target=self._pump, args=(spec.id, pipe, kind), daemon=True)
                                       for pipe, kind in ((proc.stdout, wire.STDOUT), (proc.stderr, wire.STDERR))]
         for t in self._readers[spec.id]:
             t.start()
-        threading.Thread(target=self._watch, args=(spec.id, proc), daemon=True).start()
+        watcher = threading.Thread(target=self._watch, args=(spec.id, proc, done[1]), daemon=True)
+        self._watchers[spec.id] = watcher
+        watcher.start()
         return self.state(spec.id)
 
     def _pump(self, cid: str, pipe: IO[bytes], kind: int) -> None:
@@ -112,7 +115,7 @@ class FakeRuntime:
                             pass
         pipe.close()
 
-    def _watch(self, cid: str, proc: subprocess.Popen[bytes]) -> None:
+    def _watch(self, cid: str, proc: subprocess.Popen[bytes], done: int) -> None:
         proc.wait()
         for t in self._readers.get(cid, []):
             t.join()
@@ -120,7 +123,7 @@ class FakeRuntime:
         code = rc if rc >= 0 else 128 - rc
         with self._lock:
             self._finished.setdefault(cid, _now())
-            os.close(self._done[cid][1])
+            os.close(done)
             for sock, _ in self._attached.pop(cid, []):
                 try:
                     sock.sendall(wire.out_frame(wire.EXIT, b"%d" % code, time.time_ns()))
@@ -215,12 +218,13 @@ class FakeRuntime:
                 raise Conflict(f"cannot remove running container {cid}: stop it first or force remove")
             proc.kill()
             proc.wait()
-        for t in self._readers.get(cid, []):
-            t.join(5)
+        for t in [*self._readers.get(cid, []), *filter(None, [self._watchers.get(cid)])]:
+            t.join(5)           # its watcher closes the exit pipe: wait for it before taking it away
         with self._lock:
             self._procs.pop(cid, None)
             log = self._logs.pop(cid, None)
             done = self._done.pop(cid, None)
+            self._watchers.pop(cid, None)
         if log is not None:
             os.close(log.fd)
             os.close(log.dirfd)

@@ -177,16 +177,18 @@ def test_random_template_kills_during_a_burst_of_starts(rt, netns, caplog):
     kills = []
 
     def killer() -> None:
-        # Each template is killed once, a random moment after it appeared: under any
-        # load some starts land on a template about to die, and some complete.
+        # Each template is killed once, a random moment after it appeared; stopped for
+        # 20 ms first, so that the start then being sent is queued in it and dies with it.
         rnd = random.Random(4)
         while not stop.is_set():
             pid = rt.rt.template.pid
             if pid is None or pid in kills:
                 time.sleep(0.002)
                 continue
-            time.sleep(rnd.uniform(0, 0.04))
+            time.sleep(rnd.uniform(0, 0.03))
             try:
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(0.02)
                 os.kill(pid, signal.SIGKILL)
                 kills.append(pid)
             except ProcessLookupError:
