@@ -48,6 +48,13 @@ def victim():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _output(rt: Runtime, cid: str) -> tuple[str, str]:
+    """(stdout, stderr) so far, from the container's log."""
+    lines = list(rt.logs(cid))
+    return (b"".join(ln.data for ln in lines if ln.stream == 1).decode(),
+            b"".join(ln.data for ln in lines if ln.stream == 2).decode())
+
+
 def snapshot(d: Path) -> dict:
     out = {}
     for dirpath, dirnames, filenames in os.walk(d):
@@ -113,8 +120,7 @@ def test_symlinks_in_a_rootfs_stay_inside_it(rt, host_ns, tmp_path, victim):
                            hosts="127.0.0.1 ours\n", resolv_conf="nameserver 192.0.2.53\n",
                            mounts=[parse_bind(f"{src}:/vol/v:ro"), parse_bind(f"{scratch}:/tmp/vol")]))
     code = rt.wait("hostile", timeout=30)
-    o, e = rt.logs_paths("hostile")
-    out, err = Path(o).read_text(), Path(e).read_text()
+    out, err = _output(rt, "hostile")
     assert code == 0, err
     assert "127.0.0.1 ours" in out and "nameserver 192.0.2.53" in out and "inside" in out
     assert "victim hosts" not in out and "victim resolv" not in out
@@ -212,11 +218,10 @@ def test_a_tty_exec_does_not_open_what_the_container_planted_at_dev_ptmx(rt, hos
                                                      f"busybox rm /dev/ptmx && busybox ln -s {fifo} /dev/ptmx && "
                                                      "echo ready && busybox sleep 60"],
                                 netns=f"/run/netns/{host_ns}", rootfs=[str(root)]))
-    out = Path(rt.logs_paths("planter")[0])
     deadline = time.monotonic() + 20
-    while "ready" not in out.read_text() and time.monotonic() < deadline:
+    while "ready" not in _output(rt, "planter")[0] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "ready" in out.read_text(), Path(rt.logs_paths("planter")[1]).read_text()
+    assert "ready" in _output(rt, "planter")[0], _output(rt, "planter")[1]
     opened = threading.Event()
 
     def writer() -> None:
