@@ -52,8 +52,8 @@ class ContainerRuntime(Protocol):
     def kill(self, cid: str, sig: int) -> None:
         """Signal the container's PID 1; Conflict if it is not running."""
 
-    def logs_paths(self, cid: str) -> tuple[str, str]:
-        """(stdout log, stderr log); the files may not exist yet."""
+    def logs(self, cid: str, **kw: Any) -> Any:
+        """The container's log lines (cnm.runtime.logs.LogLine); see cnm/api/logs.py."""
 
     def exit_fd(self, cid: str) -> int | None:
         """A pidfd readable once the container's supervisor exits; None if it is not

@@ -32,8 +32,8 @@ def rt(tmp_path):
 def run(rt: Runtime, cid: str, script: str, **kw) -> tuple[int, str, str]:
     rt.start(ContainerSpec(id=cid, argv=[BUSYBOX, "sh", "-c", script], **kw))
     code = rt.wait(cid, timeout=30)
-    o, e = rt.logs_paths(cid)
-    return code, Path(o).read_text(), Path(e).read_text()
+    lines = list(rt.logs(cid))
+    return code, *(b"".join(ln.data for ln in lines if ln.stream == s).decode() for s in (1, 2))  # type: ignore[return-value]
 
 
 def mem_file(rt: Runtime) -> str:

@@ -260,8 +260,8 @@ def test_a_device_node_made_in_a_volume_does_not_open(rt, host_ns, tmp_path, whe
         rt.start(ContainerSpec(id=cid, argv=["/bin/busybox", "sh", "-c", script], netns=f"/run/netns/{host_ns}",
                                rootfs=[str(root)], mounts=mounts, privileged=privileged))
         rt.wait(cid, timeout=30)
-        out = Path(rt.logs_paths(cid)[0]).read_text()
-        assert want in out, (privileged, out, Path(rt.logs_paths(cid)[1]).read_text())
+        out, err = _output(rt, cid)
+        assert want in out, (privileged, out, err)
         if where == "volume":
             os.unlink(vol / "node")
 
