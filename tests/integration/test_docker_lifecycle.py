@@ -12,7 +12,6 @@ from tests.integration.docker_clients import (
     DockerCLI,
     cli_params,
     docker_py,
-    error_line,
     module_daemon,
     uniq,
 )

@@ -7,13 +7,9 @@ import json
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
-from tests.unit.container_fixtures import host, server, service, workdir  # noqa: F401 (fixtures)
-
-from cnm.api import containers
 from cnm.api.client import APIClient
 from cnm.api.rawstream import HEADER, STDERR, STDOUT, encode_frame, iter_frames
 from cnm.api.transport import UnixSocketTransport
