@@ -88,6 +88,29 @@ def _lock_plan(path: str, privileged: bool):
     return confine_apply.lock, plan
 
 
+CGROUPS_FILE = "cgroups.json"   # cnm.runtime.files.CGROUPS, beside the lock plan in the container's directory
+
+
+def _join_cgroups(path: str) -> None:
+    """Into the container's cgroups (its limits cover what runs in it, as Docker's exec):
+    before any setns, while their paths are the host's and no cgroup namespace stands
+    in the way. This waiting process stays in them too (one more task for the pids limit)."""
+    import json  # (start-up: only for a confined exec)
+    try:
+        with open(path) as f:
+            dirs = json.load(f)
+    except FileNotFoundError:
+        return   # no limits: the container has no cgroup of its own
+    except (OSError, ValueError) as exc:
+        _die(f"cannot read the container's cgroups {path}: {exc}")
+    for d in dirs:
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write("0")
+        except OSError as exc:
+            _die(f"cannot join the container's cgroup {d}: {exc.strerror}")
+
+
 def main(argv: list[str]) -> None:
     if "--" not in argv or len(argv) < 3:
         _die("usage: nsexec.py PID [--tty] [--user U] [--workdir DIR] -- CMD [ARG...]", 125)
@@ -111,6 +134,8 @@ def main(argv: list[str]) -> None:
         else:
             _die(f"unknown option {opt}", 125)
     lock = _lock_plan(confine, privileged) if confine else None   # read before leaving the host's root
+    if confine:
+        _join_cgroups(os.path.join(os.path.dirname(confine), CGROUPS_FILE))
     resolve = _users() if user else None
     libc = ctypes.CDLL(None, use_errno=True)
     fds = {ns: os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES}

@@ -60,6 +60,23 @@ def test_docker_py_exec_run(dpy, box):
     assert code == 127 and b"executable file not found" in out
 
 
+def test_exec_runs_inside_the_containers_cgroups(dpy):
+    """Limits cover what `docker exec` runs (Docker's rule): an exec'd process is in the
+    container's cgroups, at their root as its cgroup namespace shows them; the pids limit
+    counts it. Before, an exec'd fork bomb escaped --pids-limit."""
+    ct = run_container(dpy, uniq("limited"), ["sleep", "600"], pids_limit=6, mem_limit="64m")
+    try:
+        code, out = ct.exec_run(["cat", "/proc/self/cgroup"])
+        lines = [ln for ln in out.decode().splitlines() if ":pids:" in ln or ":memory:" in ln]
+        assert code == 0 and len(lines) == 2 and all(ln.endswith(":/") for ln in lines), out
+        # sleep (1) + the exec's waiter (1) + sh (1): at most 3 more before the limit of 6
+        code, out = ct.exec_run(["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 30 </dev/null >/dev/null 2>&1 & "
+                                 "done 2>&1; echo end"])
+        assert b"can't fork" in out or b"Resource temporarily unavailable" in out, out
+    finally:
+        ct.remove(force=True)
+
+
 def test_docker_py_exec_detached_and_inspect(dpy, box):
     api = dpy.api
     ex = api.exec_create(box.id, ["sh", "-c", "sleep 0.3; exit 9"])

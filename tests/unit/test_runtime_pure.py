@@ -383,3 +383,9 @@ def test_template_probe_restarts_a_dead_template():
     finally:
         t.close()
     assert t.pid is None
+
+
+def test_nsexec_finds_the_cgroups_file_the_runtime_writes():
+    from cnm import nsexec
+    from cnm.runtime import files
+    assert nsexec.CGROUPS_FILE == files.CGROUPS
