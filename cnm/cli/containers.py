@@ -111,7 +111,7 @@ def run(cx: Context, o: Opts) -> int:
         echo(cid)
         return 0
     if stream is not None:
-        from cnm.cli.execflow import run_attached_stream
+        from cnm.cli.execflow import run_attached_stream  # (CLI start-up: only an attached run streams)
         return run_attached_stream(cx.client, cid, stream, tty=o.tty, stdin=o.interactive, remove=o.auto_remove)
     return attached(cx.client, cid, remove=o.auto_remove)
 
@@ -124,7 +124,7 @@ def interactive_body(body: dict, interactive: bool, tty: bool, detach: bool, res
         body["AttachStdin"] = body["StdinOnce"] = not detach
     if tty:
         body["Tty"] = True
-        from cnm.cli.interactive import terminal_size
+        from cnm.cli.interactive import terminal_size  # (CLI start-up: only with -t)
         size = terminal_size()
         if size is not None:
             body["HostConfig"]["ConsoleSize"] = list(size)
@@ -302,8 +302,8 @@ def exec_(cx: Context, o: Opts) -> int:
     """Run a command in a running container. The daemon starts it, confined as the
     container is (its capabilities, seccomp filter, no_new_privs and cgroups). Exits with
     the command's exit code (126: it could not be run, 127: not found)."""
-    from cnm.cli.execflow import exec_body, run_exec
-    from cnm.cli.runflow import env_list
+    from cnm.cli.execflow import exec_body, run_exec  # (CLI start-up: only exec needs it)
+    from cnm.cli.runflow import env_list  # (CLI start-up: only exec needs it)
     if not o.cmd:
         raise InvalidParameter("net exec needs a command: net exec CONTAINER -- CMD [ARG...]")
     _check_tty(o.tty, o.interactive)
@@ -320,7 +320,7 @@ def exec_(cx: Context, o: Opts) -> int:
 def attach(cx: Context, o: Opts) -> int:
     """Attach to a running container's output (and its stdin when it was run with -i).
     Exits with the container's exit code, or 0 after a detach (ctrl-p ctrl-q)."""
-    from cnm.cli.execflow import run_attach
+    from cnm.cli.execflow import run_attach  # (CLI start-up: only attach needs it)
     return run_attach(cx.client, o.ref, o.no_stdin, o.detach_keys)
 
 

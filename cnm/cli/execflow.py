@@ -8,9 +8,11 @@ Exit codes, as Docker's CLI: the exec'd command's own; 126 when it could not be 
 """
 from __future__ import annotations
 
+import time
+
 from cnm.cli.interactive import pump, terminal_size
 from cnm.cli.output import error_line
-from cnm.errors import CNMError
+from cnm.errors import CNMError, Conflict
 
 TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
@@ -89,7 +91,6 @@ def run_attach(client: Any, ref: str, no_stdin: bool, detach_keys: str) -> int:
         sock.close()
     if not stdin:                    # no detach keys without input: the stream ended with the container
         return int(client.container_wait(ref))
-    import time
     deadline = time.monotonic() + DETACH_GRACE
     while (client.container_inspect(ref).get("State") or {}).get("Running"):
         if time.monotonic() > deadline:
@@ -99,7 +100,6 @@ def run_attach(client: Any, ref: str, no_stdin: bool, detach_keys: str) -> int:
 
 
 def raise_conflict(ref: str) -> None:
-    from cnm.errors import Conflict
     raise Conflict(f"You cannot attach to a stopped container {ref}, start it first")
 
 

@@ -11,12 +11,14 @@ stdin); the stream ends when the daemon closes its side.
 """
 from __future__ import annotations
 
+import _socket
 import os
 import select
 
+from cnm.errors import CNMError
+
 TYPE_CHECKING = False          # typing stays out of the CLI's start; type checkers see True
 if TYPE_CHECKING:
-    import _socket
     from collections.abc import Callable
 
 CHUNK = 65536
@@ -65,12 +67,12 @@ def pump(sock: _socket.socket, early: bytes, *, tty: bool, stdin: bool,
          resize: Callable[[int, int], None] | None = None) -> None:
     """Copy until the daemon closes the connection. `early`: bytes that came with the
     101 answer. `resize(rows, cols)` is called at once and on SIGWINCH with a TTY."""
-    import signal
+    import signal  # (CLI start-up: only with a terminal)
     sock.setblocking(True)
     raw_mode = None
     if tty and stdin and os.isatty(0):
-        import termios
-        import tty as ttymod
+        import termios  # (CLI start-up: only with a terminal)
+        import tty as ttymod  # (CLI start-up: only with a terminal)
         raw_mode = termios.tcgetattr(0)
         ttymod.setraw(0)
     woke: list[int] = []
@@ -116,7 +118,7 @@ def pump(sock: _socket.socket, early: bytes, *, tty: bool, stdin: bool,
         return
     finally:
         if raw_mode is not None:
-            import termios
+            import termios  # (CLI start-up: only with a terminal)
             termios.tcsetattr(0, termios.TCSADRAIN, raw_mode)
         if old_handler is not None:
             signal.signal(signal.SIGWINCH, old_handler)
@@ -142,7 +144,6 @@ def _poke(fd: int) -> None:
 
 
 def _resize(resize: Callable[[int, int], None], size: tuple[int, int]) -> None:
-    from cnm.errors import CNMError
     try:
         resize(*size)
     except CNMError:
@@ -150,8 +151,7 @@ def _resize(resize: Callable[[int, int], None], size: tuple[int, int]) -> None:
 
 
 def _half_close(sock: _socket.socket) -> None:
-    import _socket as s
     try:
-        sock.shutdown(s.SHUT_WR)
+        sock.shutdown(_socket.SHUT_WR)
     except OSError:
         pass

@@ -23,6 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cnm.errors import InvalidParameter, Unavailable
+from cnm.osl.netns import netns_path, run_in_netns
+from cnm.osl.proc import stop
 
 ETCD_BINARY = "/usr/bin/etcd"
 DEFAULT_TOKEN = "cnm-etcd"
@@ -149,7 +151,6 @@ class EtcdMember:
                 return False
         if self.netns is None:
             return probe()
-        from cnm.osl.netns import netns_path, run_in_netns
         return run_in_netns(netns_path(self.netns), probe)
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
@@ -173,7 +174,6 @@ class EtcdMember:
         return self._signal(signal.SIGKILL, 5.0)
 
     def _signal(self, sig: int, timeout: float) -> int | None:
-        from cnm.osl.proc import stop
         return stop(self._proc, sig, timeout)
 
     def log_tail(self, lines: int = 15) -> str:

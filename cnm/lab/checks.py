@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from cnm.errors import NotFound
 from cnm.lab.netcli import net_argv
+from cnm.lab.parallel import default_workers
 from cnm.lab.runner import Runner
 from cnm.lab.topology import Check, Lab
 
@@ -82,9 +84,7 @@ def run_checks(lab: Lab, sockets: dict[str, str], host_addresses: dict[str, str]
     """Run every check of the lab, side by side on `workers` threads (default
     cnm.lab.parallel.default_workers); results in the checks' order. Never raises for
     a failing probe."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from cnm.lab.parallel import default_workers
     n = max(1, workers or default_workers())
     names = {c.name for c in lab.containers}
     targets = sorted({c.target for c in lab.checks if c.target in names})

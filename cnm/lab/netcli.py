@@ -2,6 +2,7 @@
 command on PATH)."""
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,7 +51,6 @@ def container_run_argv(socket: str, name: str, network: str, ip: str | None,
 def host_command(word: str) -> str:
     if word.startswith("/"):
         return word
-    import shutil
     path = shutil.which(word)
     if path is None:
         raise InvalidParameter(f"command {word!r} is not on this machine's PATH: give its absolute path, "

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cnm.errors import InvalidParameter
+from cnm.images import reference
 from cnm.lab.fields import (
     DEFAULT_UNDERLAY,
     HOST_NAME,
@@ -35,6 +36,7 @@ from cnm.lab.model import (
     Network,
     Underlay,
 )
+from cnm.runtime.caps import NAMES, normalize
 
 MAX_HOSTS = 1000
 MAX_PER_HOST = 64
@@ -263,7 +265,6 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
                 raise ctx.err(f"{where}.ports[{j}]", f"invalid port mapping {p!r} (use [IP:][HOSTPORT:]PORT[/tcp|udp])")
         cap_add = tuple(scalar(ctx, c, f"{where}.cap_add[{j}]")
                         for j, c in enumerate(ctx.seq(raw.get("cap_add") or [], f"{where}.cap_add")))
-        from cnm.runtime.caps import NAMES, normalize
         try:
             normalize(list(cap_add), frozenset(NAMES), "cap_add")
         except InvalidParameter as exc:
@@ -296,7 +297,6 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
 def _image(ctx: Ctx, value: Any, where: str) -> str:
     if value is None:
         return ""
-    from cnm.images import reference
     try:
         return reference.parse(str(value)).with_default_tag().familiar()
     except InvalidParameter as exc:

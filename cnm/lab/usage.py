@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnm.lab import procs
+from cnm.runtime.files import SHIM_COMM, TEMPLATE_COMM
 
 KINDS = ("daemon", "supervisor", "template", "etcd", "container", "other")
 
@@ -57,7 +58,6 @@ def _stat(pid: int) -> tuple[int, str] | None:
 
 
 def kind_of(pid: int, comm: str, daemons: set[int], etcd: set[int], inner: bool) -> str:
-    from cnm.runtime.files import SHIM_COMM, TEMPLATE_COMM
     if pid in daemons:
         return "daemon"
     if pid in etcd or comm == "etcd":

@@ -11,6 +11,7 @@ a thread inside another namespace, `netns=`) and reads rulesets back.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -60,7 +61,6 @@ class _Libnftables:
         self._missing = False
 
     def _load(self) -> Any:
-        import ctypes
         lib = ctypes.CDLL(self.SONAME)
         lib.nft_ctx_new.restype = ctypes.c_void_p
         lib.nft_ctx_new.argtypes = [ctypes.c_uint32]

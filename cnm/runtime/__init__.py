@@ -37,5 +37,5 @@ def __getattr__(name: str):
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module 'cnm.runtime' has no attribute {name!r}")
-    import importlib
+    import importlib  # (start-up: the package's names load only when asked for)
     return getattr(importlib.import_module(mod), name)

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from cnm.errors import InternalError, InvalidParameter
+from cnm.runtime import linux
 
 CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")    # cpuacct: v1 only (v2's cpu counts time)
 V2_CONTROLLERS = ("memory", "cpu", "pids")
@@ -209,7 +210,6 @@ def read_layout(mount_dir: str | None = None) -> Layout:
     layout = _detect_here(proc_cgroup)
     if layout.controllers or mount_dir is None:
         return layout
-    from cnm.runtime import linux
     for name, fstype, opts in plan_mounts(proc_cgroup):
         target = os.path.join(mount_dir, name)
         os.makedirs(target, exist_ok=True)

@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from cnm.errors import InvalidParameter
+from cnm.runtime import caps, confine_opts
 
 HOST = "host"
 # Docker's default PATH when the image sets none.
@@ -130,7 +131,6 @@ class ContainerSpec:
         return self
 
     def _validate_confinement(self) -> None:
-        from cnm.runtime import caps, confine_opts
         for flag, names in (("--cap-add", self.cap_add), ("--cap-drop", self.cap_drop)):
             if not isinstance(names, list):
                 raise InvalidParameter(f"{flag}: a list of capability names")
