@@ -16,12 +16,13 @@ class Namespaces:
     brings `lo` up; `handle(path)` is a netlink handle inside (the first one after
     `create` reuses the socket made with the namespace)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, ipv6_off_by_default: bool = False) -> None:
         self._fresh: dict[str, Rtnl] = {}
         self._lock = threading.Lock()
+        self._ipv6_off = ipv6_off_by_default    # see cnm.osl.netns.create_netns
 
     def create(self, path: str) -> None:
-        sock = create_netns(path, lo_up=True)
+        sock = create_netns(path, lo_up=True, ipv6_off_by_default=self._ipv6_off)
         if sock is not None:
             with self._lock:
                 old = self._fresh.pop(path, None)

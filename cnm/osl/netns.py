@@ -159,6 +159,15 @@ def run_in_netns(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
         worker.close()
 
 
+def _ipv6_default_off() -> None:
+    """On the thread inside a new namespace (/proc/sys/net is the reading thread's)."""
+    try:
+        with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        pass                     # a kernel without IPv6: nothing to turn off
+
+
 def _unshare_and_bind(path: str) -> None:
     # Runs on a throwaway thread: unshare() gives only this thread a new namespace;
     # the bind mount keeps it alive after the thread ends.
@@ -168,12 +177,16 @@ def _unshare_and_bind(path: str) -> None:
            f"bind-mount the new network namespace at {path}")
 
 
-def create_netns(path: str, *, lo_up: bool = False) -> Rtnl | None:
+def create_netns(path: str, *, lo_up: bool = False, ipv6_off_by_default: bool = False) -> Rtnl | None:
     """Create a network namespace and bind-mount it at `path` (parents created).
     Conflict if a namespace is already mounted there; a stale plain file left by a
     crash is reused. The namespace starts with only `lo`, down (like `ip netns add`);
     with `lo_up`, `lo` is brought up and a raw netlink socket opened inside is returned
     (made on the thread that made the namespace: no second thread to enter it).
+
+    With `ipv6_off_by_default`, an interface that comes into the namespace later has
+    IPv6 disabled (net.ipv6.conf.default.disable_ipv6) until someone enables it on
+    that interface; `lo` keeps ::1.
 
     Mount propagation is the caller's business: put `path` under a shared mount
     (e.g. /run on systemd hosts) if other mount namespaces must see it go away."""
@@ -191,6 +204,8 @@ def create_netns(path: str, *, lo_up: bool = False) -> Rtnl | None:
     def work() -> None:
         try:
             _unshare_and_bind(path)
+            if ipv6_off_by_default:
+                _ipv6_default_off()
             if lo_up:
                 sock.append(Rtnl.open())
                 sock[0].do(rtnl.set_link(1, up=True))      # lo is always ifindex 1

@@ -15,6 +15,7 @@ from cnm.driverapi import JoinResult
 from cnm.errors import CNMError
 from cnm.osl.namespaces import Namespaces
 from cnm.osl.netlink import Route
+from cnm.osl.sysctl import conf_key
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,13 @@ class SandboxOS:
                  namespaces: NamespaceOps | None = None) -> None:
         self.host = host
         self.netns_dir = netns_dir
-        self._ns: NamespaceOps = namespaces or Namespaces()
+        # A container's interface has IPv6 only when it has an IPv6 address (Docker
+        # since 26.0.2, CVE-2024-32473: no link-local, no SLAAC from a stray router
+        # advertisement on an IPv4-only network). It also keeps the link-local
+        # chatter of each new container (DAD, router solicitations, MLD: ~14 frames)
+        # from being flooded to every port of its bridge: 2,800 frames delivered into
+        # other containers per new one at 200 ports.
+        self._ns: NamespaceOps = namespaces or Namespaces(ipv6_off_by_default=True)
         self._netlink_for = netlink_for or self._ns.handle
         self._handles: dict[str, SandboxNetlink] = {}
 
@@ -125,6 +132,8 @@ class SandboxOS:
             nl = self._nl(key)
             if join.in_sandbox and join.src_ifname != ifname:
                 nl.rename_link(join.src_ifname, ifname)
+            if address_v6:
+                nl.sysctl_write(conf_key(6, ifname, "disable_ipv6"), 0)   # off by default here
             for addr in (address, address_v6):
                 if addr:
                     nl.add_address(ifname, addr)     # IPv6 without DAD: the address is ours by IPAM
