@@ -308,3 +308,22 @@ def test_a_process_between_lock_and_exec_is_out_of_the_containers_reach(rt):
     os.waitpid(first, 0)
     os.waitpid(second, 0)
     assert "opened" not in out, out
+
+
+def test_a_container_that_nests_deep_can_still_be_removed(rt, host_ns, tmp_path, victim):
+    """1,200 nested directories in its writable layer (and a symlink out at the bottom):
+    shutil.rmtree raised RecursionError there, so `rm` failed for ever. Removed now, and
+    the symlink's target on the host is untouched."""
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    before = snapshot(victim)
+    script = (f"cd /; i=0; while [ $i -lt 1200 ]; do busybox mkdir d && cd d || exit 1; i=$((i+1)); done; "
+              f"busybox ln -s {victim} out && busybox ln -s {victim}/etc/hosts hosts && echo deep")
+    rt.start(ContainerSpec(id="deep", argv=["/bin/busybox", "sh", "-c", script], netns=f"/run/netns/{host_ns}",
+                           rootfs=[str(root)]))
+    assert rt.wait("deep", timeout=60) == 0
+    assert "deep" in _output(rt, "deep")[0]
+    rt.remove("deep")
+    assert not (tmp_path / "containers" / "deep").exists()
+    assert snapshot(victim) == before
