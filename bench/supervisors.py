@@ -21,7 +21,15 @@ Start-up:
 Docker (Debian's docker.io; a private dockerd, see bench/containers.py's DockerSide): the
 same N of `sleep` containers, each shim's PSS from smaps_rollup at the same moment.
 
-    python bench/supervisors.py [--quick] [--no-docker] [--docker-500]
+    python bench/supervisors.py [--quick] [--no-docker] [--docker-500] [--mounts 0,2000]
+
+--mounts M1,M2,…: instead, what the daemon's sandbox mounts cost a start. The bench, in
+a mount namespace of its own, bind-mounts one network namespace M times under a
+`netns` directory (as a daemon with M sandboxes holds them), and times Runtime.start()
+of `busybox true` at each M for two runtimes, interleaved: one told that directory is
+where namespaces are mounted (containers' mount namespaces are made without them: the
+design since the "O(N) mounts" fix), one not (each container copies every mount, as
+before). Also the mounts each container's namespace holds.
 
 --quick: N = 1 and 20, 10 runs per latency (for iterating). BENCH_RUNS overrides the
 runs per latency (default 30). --docker-500 also measures Docker at 500 (about 3 min).
@@ -219,6 +227,50 @@ def measure_ours(runs: int, sizes: tuple[int, ...]) -> dict:
     return res
 
 
+def measure_mounts(runs: int, counts: list[int]) -> dict:
+    """Runtime.start() of `busybox true` at each count of sandbox mounts, with and without
+    the namespace directory left out of containers' mounts; medians in ms."""
+    from cnm.runtime import linux
+    linux.unshare(linux.CLONE_NEWNS)                    # our mounts vanish with us
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    res: dict = {}
+    with Ours() as ours:
+        nsdir = os.path.join(ours.dir, "netns")
+        fixed = Runtime(os.path.join(ours.dir, "fixed"), cgroup_root=f"cnmbench-{ours.ns}-f",
+                        namespace_dirs=(nsdir,))
+        made = 0
+        try:
+            for m in counts:
+                while made < m:
+                    target = os.path.join(nsdir, f"sb{made}")
+                    open(target, "w").close()
+                    linux.mount(f"/run/netns/{ours.ns}", target, None, linux.MS_BIND)
+                    made += 1
+                times: dict[str, list[float]] = {"fixed": [], "copying": []}
+                mounts: dict[str, int] = {}
+                for i in range(runs + 2):
+                    for name, rt in (("fixed", fixed), ("copying", ours.rt)):
+                        cid = f"m{m}-{i}"
+                        spec = ours.spec(cid, [BB, "sleep", "5"])
+                        t = time.perf_counter()
+                        st = rt.start(spec)
+                        dt = time.perf_counter() - t
+                        with open(f"/proc/{st.pid}/mountinfo") as f:
+                            mounts[name] = sum(1 for _ in f)
+                        rt.remove(cid, force=True)
+                        if i >= 2:
+                            times[name].append(dt)
+                res[m] = {k: median_ms(v) for k, v in times.items()}
+                print(f"M={m} sandbox mounts: Runtime.start() median {res[m]['fixed']:.1f} ms without them in "
+                      f"containers' namespaces ({mounts['fixed']} mounts each), {res[m]['copying']:.1f} ms copying "
+                      f"them ({mounts['copying']} mounts each); {runs} runs each, interleaved; load "
+                      f"{os.getloadavg()[0]:.1f}")
+        finally:
+            remove_all(os.path.join(ours.dir, "fixed"))
+            fixed.close()
+    return res
+
+
 def measure_docker(sizes: tuple[int, ...]) -> dict:
     from bench.docker_side import DockerSide, DockerUnusable
     res: dict = {}
@@ -255,6 +307,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="N = 1 and 20, 10 runs per latency")
     ap.add_argument("--no-docker", action="store_true", help="do not start dockerd")
     ap.add_argument("--docker-500", action="store_true", help="also measure Docker at N = 500")
+    ap.add_argument("--mounts", metavar="M1,M2", help="the cost of M sandbox mounts to a start (see above)")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     if os.geteuid() != 0:
@@ -268,6 +321,13 @@ def main() -> int:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.perf_counter()
+    if args.mounts:
+        try:
+            measure_mounts(runs, [int(x) for x in args.mounts.split(",")])
+        except KeyboardInterrupt:
+            return 130
+        print(f"(bench/supervisors.py took {time.perf_counter() - t0:.0f} s; other helpers share this machine)")
+        return 0
     try:
         ours = measure_ours(runs, sizes)
         docker = {} if args.no_docker else measure_docker(docker_sizes)

@@ -126,7 +126,9 @@ class Daemon:
                                                "daemon with --cluster-store etcd://HOST:PORT --advertise IP"))
         # A container on the host's filesystem must not reach the daemon's state or socket.
         self.runtime = Runtime(os.path.join(config.run_dir, "containers"),
-                               hide=(config.root, config.run_dir, config.socket))
+                               hide=(config.root, config.run_dir, config.socket),
+                               namespace_dirs=(os.path.join(config.run_dir, "netns"),
+                                               os.path.join(config.run_dir, "overlay")))
         self.ports = PortAllocator(sysctl.local_port_range)
         # rmi asks whether a container runs: from the runtime's files, never under the
         # container service's lock (a create holds it while it mounts an image).

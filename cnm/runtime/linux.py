@@ -28,6 +28,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 
 MNT_DETACH = 2
 
@@ -281,6 +282,38 @@ def cloexec_from(first: int) -> None:
 
 
 # --- process identity (from /proc) -------------------------------------------------
+
+def mount_points() -> list[str]:
+    """The mount points of our mount namespace, in /proc/self/mountinfo's order (parents
+    before children); octal escapes (a space is \\040) decoded."""
+    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    out = []
+    for line in b"".join(chunks).split(b"\n"):
+        fields = line.split(b" ", 5)
+        if len(fields) > 4:
+            out.append(_unescape(fields[4]))
+    return out
+
+
+def _unescape(raw: bytes) -> str:
+    if b"\\" not in raw:
+        return os.fsdecode(raw)
+    out, i = bytearray(), 0
+    while i < len(raw):
+        if raw[i:i + 1] == b"\\" and raw[i + 1:i + 4].isdigit():
+            out.append(int(raw[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
 
 def readable(fd: int, timeout: float) -> bool:
     """Whether fd becomes readable within `timeout` seconds. poll, not select: the

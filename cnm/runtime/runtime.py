@@ -73,10 +73,13 @@ class Runtime(RuntimeIO):
     reads /proc: the same figures, memory as the processes' RSS). Accounting costs ~10
     ms per start on cgroup v1 (see cnm.runtime.cgroups). `hide`: paths a container on
     the host's filesystem must not see (the daemon's root and run directories and
-    socket; the state directory always)."""
+    socket; the state directory always). `namespace_dirs`: where the daemon bind-mounts
+    namespace files (sandboxes', overlays'); containers' mount namespaces are made
+    without them (see cnm.runtime.template_main), and each is made a mount point here."""
 
     def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None,
-                 hide: tuple[str, ...] = (), accounting: bool = False) -> None:
+                 hide: tuple[str, ...] = (), accounting: bool = False,
+                 namespace_dirs: tuple[str, ...] = ()) -> None:
         from cnm.statedirs import private_subdir
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
@@ -84,7 +87,8 @@ class Runtime(RuntimeIO):
         self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
         self.accounting = accounting
         # The template warms up in a directory made (and removed) around its start here.
-        self.template = Template(python, self.state_dir)
+        dirs = tuple(own_mount_point(d) for d in namespace_dirs)
+        self.template = Template(python, self.state_dir, dirs)
         self.boot_id = linux.boot_id()
         self.host = confine.HostFacts.probe(tuple(hide) + (self.state_dir,))
 
@@ -409,6 +413,32 @@ class Runtime(RuntimeIO):
         errs = teardown.discard(cdir, self.cgroups, self.boot_id)
         if errs:
             raise InternalError(f"container {cid} removed incompletely: {'; '.join(errs)}")
+
+
+def own_mount_point(path: str) -> str:
+    """Make `path` (a directory, made 0700 if missing) a mount point of its own, shared
+    as `ip netns` makes /run/netns, unless it is one already; its real path. Then the
+    template's namespace for containers, having dropped its copy, gets none of the
+    mounts made under it later (a mount propagates to copies of its parent mount only).
+    Not while something is mounted under it (a bind would hide those mounts, pinned
+    for good): then each is left out when a template starts, and mounts made later may
+    reach containers where the daemon's own mounts propagate (a shared /). Without the
+    right to mount (not root), nothing is done."""
+    path = os.path.realpath(path)
+    os.makedirs(path, 0o700, exist_ok=True)
+    try:
+        mounts = linux.mount_points()
+        if path in mounts:
+            return path
+        if any(m.startswith(path + "/") for m in mounts):
+            log.warning("%s has mounts under it but is no mount point: containers started before they are "
+                        "unmounted may copy mounts made there", path)
+            return path
+        linux.mount(path, path, None, linux.MS_BIND)
+        linux.mount(None, path, None, linux.MS_SHARED)
+    except OSError as exc:
+        log.debug("cannot make %s a mount point: %s", path, exc)
+    return path
 
 
 def _limited(spec: ContainerSpec) -> bool:

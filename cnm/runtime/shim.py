@@ -24,7 +24,9 @@ Life cycle:
  3. fork the container process, which reads the configuration, claims the directory
     (shim.pid, created with link(): never a second supervisor, and a start the Runtime
     gave up on and fenced is never taken up late), joins the cgroups, setns()s into
-    the network namespace, unshares mount/UTS/IPC, builds its filesystem view, takes
+    the network namespace, joins the template's mount namespace for containers (the
+    daemon's without the sandboxes' mounts: see cnm.runtime.template_main) and
+    unshares mount/UTS/IPC from there, builds its filesystem view, takes
     its stdio (pipes to the supervisor, or a TTY it allocates from the container's
     own /dev/ptmx and sends the master of), its user, and execs. Errors before exec
     travel back over a close-on-exec pipe: EOF without data means exec happened.
@@ -105,11 +107,11 @@ def _read_all(fd: int) -> bytes:
         chunks.append(b)
 
 
-def _detach(sock: int, dirfd: int) -> None:
+def _detach(sock: int, dirfd: int, mnt: int = -1) -> None:
     """Keep nothing of the template: fds 0-2 = /dev/null, /dev/null, shim.log; every
-    other fd but `sock` and `dirfd` (-1: none) closed, the template's control socket
-    above all. Both are > 2: the template's own 0-2 are open."""
-    keep = sorted({sock, dirfd} - {-1})
+    other fd but `sock`, `dirfd` and `mnt` (-1: none) closed, the template's control
+    socket above all. All are > 2: the template's own 0-2 are open."""
+    keep = sorted({sock, dirfd, mnt} - {-1})
     lo = 3
     for fd in keep:
         os.closerange(lo, fd)
@@ -129,22 +131,23 @@ def _detach(sock: int, dirfd: int) -> None:
     linux.set_comm(files.SHIM_COMM)
 
 
-def serve(msg: bytes, sock: int, dirfd: int) -> None:
+def serve(msg: bytes, sock: int, dirfd: int, mnt: int = -1) -> None:
     """The supervisor's life, in a process forked (twice) from the template: `msg` is
-    the operation byte and its options. Never returns."""
+    the operation byte and its options; `mnt` the template's mount namespace for
+    containers (see cnm.runtime.template_main), -1 for none. Never returns."""
     global _reply
     _reply = sock
     gc.disable()  # nothing here makes cycles; a collection would only dirty shared pages
+    op = msg[:1]
     try:
-        _detach(sock, dirfd)
-        op = msg[:1]
+        _detach(sock, dirfd, mnt if op == OP_START else -1)
         if op == OP_PROBE:
             _reply_frame(wire.OK, b"%d" % os.getpid())
         elif op == OP_EXEC:
             from cnm.runtime import exec_shim  # imported by the template already: no cycle at import
             exec_shim.serve(sock, dirfd)
         else:
-            _supervise(sock, dirfd, msg[1:].split())
+            _supervise(sock, dirfd, mnt, msg[1:].split())
     except BaseException as exc:  # the Runtime must always get an answer
         import traceback
         traceback.print_exc()
@@ -153,7 +156,7 @@ def serve(msg: bytes, sock: int, dirfd: int) -> None:
     os._exit(0)
 
 
-def _supervise(sock: int, dirfd: int, opts: list[bytes]) -> None:
+def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
     global _child_pid, _reply
     tty, open_stdin, stdin_once, log_max, log_files = (int(x) for x in opts[:5])
     attach = opts[5].decode() if opts[5] != b"-" else ""
@@ -178,9 +181,9 @@ def _supervise(sock: int, dirfd: int, opts: list[bytes]) -> None:
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
-        _container(sock, dirfd, wfd, alive, child_io if not tty else [], ptys[1] if ptys else None)
+        _container(sock, dirfd, wfd, alive, mnt, child_io if not tty else [], ptys[1] if ptys else None)
     _child_pid = pid
-    for fd in [wfd, alive, *child_io]:
+    for fd in [wfd, alive, *child_io, *([mnt] if mnt >= 0 else [])]:
         os.close(fd)
     failure = _read_all(rfd)
     os.close(rfd)
@@ -260,7 +263,7 @@ def _claim(dirfd: int, cdir: str) -> dict[str, int]:
             "pid_start": int(me[19])}
 
 
-def _container(sock: int, dirfd: int, wfd: int, alive: int, stdio: list[int],
+def _container(sock: int, dirfd: int, wfd: int, alive: int, mnt: int, stdio: list[int],
                ptys: _socket.socket | None) -> None:
     """The container process. `stdio`: [stdin pipe,] stdout pipe, stderr pipe (no stdin
     pipe: /dev/null); `ptys`: where to send a TTY's master instead. Never returns."""
@@ -268,7 +271,7 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int, stdio: list[int],
         cfg = prexec.read_config(sock)
         os.close(sock)
         ids = _claim(dirfd, cfg["dir"])
-        _prepare(cfg, alive)
+        _prepare(cfg, alive, mnt)
         env = dict(cfg["env"])
         who = prexec.resolve_user(cfg.get("user") or "", env)   # in the container's root: its passwd
         if ptys is not None:
@@ -291,7 +294,7 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int, stdio: list[int],
     os._exit(127)
 
 
-def _prepare(cfg: dict, alive: int) -> None:
+def _prepare(cfg: dict, alive: int, mnt: int) -> None:
     for sig in FORWARD + (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(sig, _signal.SIG_DFL)  # Python ignores SIGPIPE; exec keeps "ignored"
     linux.set_pdeathsig(_signal.SIGKILL)
@@ -318,6 +321,11 @@ def _prepare(cfg: dict, alive: int) -> None:
             raise _Fail("InvalidParameter", f"cannot join network namespace {netns}: {exc.strerror}") from exc
         finally:
             os.close(fd)
+    if mnt >= 0:
+        # Copy the template's mount namespace rather than the daemon's: the same but
+        # for the namespace files of every sandbox (see cnm.runtime.template_main).
+        linux.setns(mnt, linux.CLONE_NEWNS)
+        os.close(mnt)
     try:
         # A cgroup namespace too, after joining its cgroups: /proc/self/cgroup shows "/"
         # and the cgroup filesystems it mounts show its own cgroup as their root.

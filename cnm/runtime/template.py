@@ -43,9 +43,11 @@ class Template:
     to warm up in (see template_main._warm_up), removed once it is ready; None: no
     warm-up (supervisors then cost ~150 kB more private memory each)."""
 
-    def __init__(self, python: str | None = None, scratch: str | None = None) -> None:
+    def __init__(self, python: str | None = None, scratch: str | None = None,
+                 namespace_dirs: tuple[str, ...] = ()) -> None:
         self.python = python or sys.executable
         self.scratch = scratch
+        self.namespace_dirs = namespace_dirs    # see template_main: left out of containers' mounts
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._ctl: socket.socket | None = None
@@ -86,7 +88,7 @@ class Template:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
-                [self.python, "-I", "-S", "-c", BOOT, str(theirs.fileno()), *([warm] if warm else [])],
+                [self.python, "-I", "-S", "-c", BOOT, str(theirs.fileno()), warm or "-", *self.namespace_dirs],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, cwd="/", env={})
         except OSError as exc:

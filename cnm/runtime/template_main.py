@@ -2,7 +2,8 @@
 
 Started by cnm.runtime.template.Template as
 
-    python -I -S -c "<put the project on sys.path>; from cnm.runtime.template_main import main; main()" <fd> [<scratch dir>]
+    python -I -S -c "<put the project on sys.path>; from cnm.runtime.template_main import main; main()" \
+        <fd> <scratch dir>|- [<namespace dir>…]
 
 where <fd> is its end of a SOCK_SEQPACKET socketpair with the daemon (the control
 socket). It imports the supervisor (cnm.runtime.shim and what that imports) once, runs
@@ -21,6 +22,22 @@ subreaper), shares no session with it, and keeps none of its fds (shim.serve clo
 them). The template itself does no per-request work beyond recvmsg, two forks and a
 waitpid: its memory stays as the supervisors saw it at their fork, which is what they
 share with it.
+
+Containers' mount namespaces: each container unshares one, a copy of the namespace it
+is in. The daemon's holds one bind mount per sandbox (its network namespace, under
+<run>/netns) and per overlay network: copying them made the N-th container's start
+O(N) (fork + unshare(CLONE_NEWNS): 1.3 ms at 0 such mounts, 18 ms at 2,000, 69 ms at
+4,000; ~360 B of kernel memory per mount per namespace) and pinned every other
+sandbox's namespace for the container's life. So at start the template makes, once, a
+mount namespace like the daemon's (a slave of it: later mounts and unmounts elsewhere
+still reach it) minus everything under the <namespace dir>s (`_clean_namespace`), and
+hands it to each start's supervisor as an fd; the container process joins it after it
+joined its network namespace (by path, in the daemon's namespace) and unshares its own
+copy of it. The template and the supervisors stay in the daemon's namespace: a daemon
+restarted after a SIGKILL finds its sandboxes' namespace files through a supervisor's
+view (cnm.osl.netns.recover_from), as before. The daemon makes each namespace dir a
+mount point of its own (Runtime), so that what it mounts there later propagates into
+nothing: the template's copy of that mount point is gone.
 
 If it cannot fork, it answers ERROR "Unavailable …" on the request's socket itself. If it
 dies with requests queued, their sockets close unanswered: the Runtime sees EOF without
@@ -49,7 +66,7 @@ def _fds(ancdata: list) -> list[int]:
     return out
 
 
-def _fork_supervisor(msg: bytes, fds: list[int]) -> None:
+def _fork_supervisor(msg: bytes, fds: list[int], mnt: int) -> None:
     try:
         pid = os.fork()
     except OSError as exc:
@@ -61,7 +78,7 @@ def _fork_supervisor(msg: bytes, fds: list[int]) -> None:
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            shim.serve(msg, fds[0], fds[1] if len(fds) > 1 else -1)  # never returns
+            shim.serve(msg, fds[0], fds[1] if len(fds) > 1 else -1, mnt)  # never returns
         except BaseException:
             os._exit(1)
         os._exit(1)
@@ -108,11 +125,44 @@ def _warm_up(scratch: str, rounds: int = 24) -> None:
         os.close(dirfd)
 
 
+def _clean_namespace(drop: list[str]) -> int:
+    """An fd of a new mount namespace: a copy of ours, a slave of it, without any mount
+    at or under the `drop` directories (see the module docstring). -1 if there is nothing
+    to drop or we may not (not root: containers then copy the daemon's namespace). We
+    stay in our own namespace."""
+    if not drop:
+        return -1
+    home = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            linux.unshare(linux.CLONE_NEWNS)
+        except OSError:
+            return -1
+        try:
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+            prefixes = tuple(d.rstrip("/") + "/" for d in drop)
+            # Shortest first: detaching a mount takes the ones under it along.
+            for path in sorted({p for p in linux.mount_points() if p in drop or p.startswith(prefixes)}, key=len):
+                for _ in range(64):         # stacked mounts: until none is left there
+                    try:
+                        linux.umount2(path, linux.MNT_DETACH)
+                    except OSError:
+                        break
+            return os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return -1
+        finally:
+            linux.setns(home, linux.CLONE_NEWNS)    # back: supervisors live in the daemon's
+    finally:
+        os.close(home)
+
+
 def main() -> None:
     ctl_fd = int(sys.argv[1])
     linux.set_comm(files.TEMPLATE_COMM)
-    if len(sys.argv) > 2:
+    if len(sys.argv) > 2 and sys.argv[2] != "-":
         _warm_up(sys.argv[2])
+    mnt = _clean_namespace(sys.argv[3:])
     os.chdir("/")
     ctl = _socket.socket(fileno=ctl_fd)
     gc.freeze()
@@ -127,7 +177,7 @@ def main() -> None:
         fds = _fds(anc)
         try:
             if fds and msg[:1] in (shim.OP_START, shim.OP_PROBE, shim.OP_EXEC):
-                _fork_supervisor(msg, fds)
+                _fork_supervisor(msg, fds, mnt)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -389,3 +389,11 @@ def test_nsexec_finds_the_cgroups_file_the_runtime_writes():
     from cnm import nsexec
     from cnm.runtime import files
     assert nsexec.CGROUPS_FILE == files.CGROUPS
+
+
+def test_mount_points_decode_mountinfo_escapes():
+    from cnm.runtime import linux
+    assert linux._unescape(b"/tmp/a\\040b\\011c\\134d") == "/tmp/a b\tc\\d"
+    assert linux._unescape(b"/plain") == "/plain"
+    points = linux.mount_points()
+    assert "/" in points and all(p.startswith("/") for p in points)
