@@ -17,7 +17,7 @@ import time
 import pytest
 
 from cnm.errors import CNMError, Conflict, Unavailable
-from cnm.runtime import ContainerSpec, Runtime, files, linux, session, shim
+from cnm.runtime import ContainerSpec, ExecSpec, Runtime, files, linux, session, shim, wire
 from cnm.runtime import runtime as runtime_mod
 from tests.integration import runtime_harness as harness
 from tests.integration.runtime_harness import BUSYBOX
@@ -236,6 +236,52 @@ def test_template_dies_with_its_owner_and_containers_do_not(rt, netns):
     fresh = Runtime(str(rt.state_dir), cgroup_root=rt.cgroup_root)
     assert [(s.id, s.status) for s in fresh.adopt()] == [("o", "running")]
     assert fresh.stop("o", timeout=0.2) == 137
+
+
+def test_after_its_owner_is_sigkilled_exit_codes_logs_and_exec_are_kept(rt, netns):
+    """The runtime's promises across a daemon SIGKILL, with supervisors from the template:
+    a container that exits while no daemon runs keeps its exit code and its whole log; one
+    that runs on is adopted, answers exec, attach and stop; both through a new Runtime."""
+    code = (f"import os; from cnm.runtime import Runtime, ContainerSpec; "
+            f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
+            f"rt.start(ContainerSpec(id='ends', argv=['sh', '-c', 'trap \\'echo after; exit 42\\' USR1; "
+            f"echo before; echo err >&2; while true; do sleep 0.02; done'], netns={netns!r})); "
+            f"rt.start(ContainerSpec(id='runs', argv=['sh', '-c', 'echo up; exec sleep 1000'], netns={netns!r})); "
+            f"print(rt.template.pid, flush=True); os.kill(os.getpid(), 9)")
+    owner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    for cid in ("ends", "runs"):
+        d = json.loads((rt.state_dir / cid / files.STATE).read_text())
+        rt.seen += [(d["shim_pid"], d["shim_start"]), (d["pid"], d["pid_start"])]
+    assert _wait_gone(int(owner.stdout.split()[0]))     # its template went with it
+    ends = json.loads((rt.state_dir / "ends" / files.STATE).read_text())
+    deadline = time.monotonic() + 10
+    while b"before\n" not in [ln.data for ln in rt.rt.logs("ends")] and time.monotonic() < deadline:
+        time.sleep(0.02)                                # its trap is set
+    os.kill(ends["pid"], signal.SIGUSR1)                # "ends" exits now, with no daemon
+    assert _wait_gone(ends["shim_pid"], 10)
+    fresh = Runtime(str(rt.state_dir), cgroup_root=rt.cgroup_root)
+    try:
+        assert sorted((s.id, s.status, s.exit_code) for s in fresh.adopt()) == \
+            [("ends", "exited", 42), ("runs", "running", None)]
+        lines = list(fresh.logs("ends"))
+        assert [ln.data for ln in lines if ln.stream == wire.STDOUT] == [b"before\n", b"after\n"]
+        assert [ln.data for ln in lines if ln.stream == wire.STDERR] == [b"err\n"]
+        assert lines[-1].data == b"after\n" and lines[-1].time_ns > lines[0].time_ns
+        assert [ln.data for ln in fresh.logs("runs")] == [b"up\n"]
+        with fresh.exec("runs", ExecSpec(["sh", "-c", "echo $$; exit 3"])) as s:
+            out = b""
+            while (frame := s.read_frame(10)) is not None:
+                out += frame[2] if frame[0] == wire.STDOUT else b""
+        assert s.exit_code == 3 and int(out) > 1         # in the container's PID namespace
+        with fresh.attach("runs", "oe") as a:
+            assert fresh.stop("runs", timeout=0.2) == 137
+            while (frame := a.read_frame(10)) is not None and frame[0] != wire.EXIT:
+                pass
+            assert a.exit_code == 137
+        assert fresh.wait("ends", 1) == 42
+    finally:
+        fresh.close()
 
 
 def test_one_supervisors_crash_touches_only_its_container(rt, netns):
