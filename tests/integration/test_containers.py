@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from tests.integration.conftest import link_names, ns_sh, sh
 
@@ -293,6 +294,12 @@ def test_sigkill_daemon_containers_survive(make_daemon):
     assert ping(d, "s1", ip2) and ping(d, "s2", ip1)
     sleeper(d, "--name", "s3", "--net", "n")
     assert ip_of(d, "s3") not in (ip1, ip2, "10.35.0.1")
+    # The daemon holds each sandbox's namespace file (s1's and s2's recovered through a
+    # supervisor); no container's mount namespace holds a copy of any (issue 10: O(N)).
+    netns_dir = f" {d.run_dir}/netns/"
+    assert Path(f"/proc/{d.proc.pid}/mountinfo").read_text().count(netns_dir) >= 3
+    for name in ("s1", "s3"):
+        assert netns_dir not in Path(f"/proc/{ct_inspect(d, name)['State']['Pid']}/mountinfo").read_text()
     r = d.net("run", "-p", "18110:80", BB, "true", check=False)
     assert r.returncode != 0 and "already allocated" in r.stderr
     # A flushed ruleset is repaired by a restart.
