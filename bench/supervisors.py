@@ -220,6 +220,12 @@ def measure_ours(runs: int, sizes: tuple[int, ...]) -> dict:
                   f"private dirty {m['private_dirty_each']:.0f} kB (medians); template PSS "
                   f"{m['template_pss']:.0f} kB (RSS {m['template_rss']:.0f} kB); (supervisors + template) / N = "
                   f"{m['per_container']:.0f} kB a container  [started in {dt:.1f} s]")
+            # Start-up with N running: does making a supervisor or a start grow with N?
+            at_n = [ours.probe_latency(runs) or [], ours.start_latency(runs)]
+            m["probe_ms"], m["start_ms"] = (median_ms(x) if x else None for x in at_n)
+            print(f"    with {n} running: supervisor start-up median "
+                  f"{m['probe_ms'] if m['probe_ms'] is None else round(m['probe_ms'], 2)} ms, Runtime.start() "
+                  f"median {m['start_ms']:.1f} ms; load {os.getloadavg()[0]:.1f}")
     fresh, fmem = fresh_interpreter_latency(runs)
     res["fresh_ms"] = median_ms(fresh)
     print(f"a fresh `python -I -S` importing the supervisor (the design before the template): median "
