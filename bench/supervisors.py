@@ -23,7 +23,8 @@ same N of `sleep` containers, each shim's PSS from smaps_rollup at the same mome
 
     python bench/supervisors.py [--quick] [--no-docker] [--docker-500] [--mounts 0,2000]
 
---mounts M1,M2,…: instead, what the daemon's sandbox mounts cost a start. The bench, in
+--mounts M1,M2,…: instead, what the daemon's sandbox mounts cost a start (counts may go
+down again: 0,4000,0,4000 shows the machine's drift). The bench, in
 a mount namespace of its own, bind-mounts one network namespace M times under a
 `netns` directory (as a daemon with M sandboxes holds them), and times Runtime.start()
 of `busybox true` at each M for two runtimes, interleaved: one told that directory is
@@ -252,6 +253,9 @@ def measure_mounts(runs: int, counts: list[int]) -> dict:
                     open(target, "w").close()
                     linux.mount(f"/run/netns/{ours.ns}", target, None, linux.MS_BIND)
                     made += 1
+                while made > m:         # counts may go down again (0,4000,0: drift shows)
+                    made -= 1
+                    linux.umount2(os.path.join(nsdir, f"sb{made}"), linux.MNT_DETACH)
                 times: dict[str, list[float]] = {"fixed": [], "copying": []}
                 mounts: dict[str, int] = {}
                 for i in range(runs + 2):
