@@ -2,14 +2,16 @@
 
 One directory per container, `<state_dir>/<id>/`:
 
-    spec.json      the ContainerSpec (written by Runtime.start)
+    spec.json      the ContainerSpec (written by Runtime.create, or a start given one)
     cgroups.json   absolute cgroup directories created for it (Runtime)
     hosts, resolv.conf, hostname
                    contents bind-mounted over /etc/* inside the container (Runtime)
     upper/ work/ merged/
                    overlayfs layers when the spec has a rootfs (Runtime makes, shim mounts)
-    stdout.log, stderr.log
-                   the container's output, one file each (shim)
+    container.log, container.log.1, …
+                   the container's output: timestamped records of both streams, rotated
+                   (shim's relay writes, cnm.runtime.logs reads)
+    attach.sock    where clients attach while it runs (0600; shim)
     shim.log       the supervisor's own stderr: tracebacks, warnings (shim)
     shim.pid       "<pid> <start-time> <boot-id>": the supervisor's claim on the directory,
                    made first thing with link() so that it is exclusive and whole (shim;
@@ -40,8 +42,6 @@ HOSTNAME = "hostname"
 UPPER = "upper"
 WORK = "work"
 MERGED = "merged"
-STDOUT = "stdout.log"
-STDERR = "stderr.log"
 SHIM_LOG = "shim.log"
 SHIM_PID = "shim.pid"
 STATE = "state.json"
