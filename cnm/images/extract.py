@@ -28,6 +28,7 @@ from cnm.errors import InvalidParameter
 from cnm.images import entries as E
 from cnm.images.digest import HashingReader, Reader
 from cnm.images.limits import DEFAULT_LIMITS, Limits, decompressed
+from cnm.rmtree import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,9 @@ class _Applier:
             if keep_dir:
                 return
             # The cached fd is always base's parent, outside the tree removed here.
-            shutil.rmtree(base, dir_fd=pfd)
+            errs = remove_tree(base, dir_fd=pfd)   # not shutil.rmtree: see cnm.rmtree
+            if errs:
+                raise OSError(errs[0])
         else:
             os.unlink(base, dir_fd=pfd)
 

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import stat
 import threading
-from collections.abc import Callable
 from typing import BinaryIO
 
 from cnm.images.digest import Reader
+from cnm.rmtree import remove_tree
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -40,20 +38,7 @@ class Tee:
 
 
 def remove(path: str) -> None:
-    """Delete a file or a tree, also one holding read-only directories (a layer's
-    0555 dirs stop a non-root rmtree)."""
-    def writable_retry(func: Callable[[str], object], p: str, _exc: object) -> None:
-        parent = os.path.dirname(p)
-        try:
-            os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, onerror=writable_retry)
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    """Delete a file or a tree, also one holding read-only directories (a layer's 0555
+    dirs stop a non-root removal) or nested deeper than Python's recursion limit (an
+    image's author chooses: shutil.rmtree raised RecursionError). Best effort."""
+    remove_tree(path)

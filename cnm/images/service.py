@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +24,7 @@ from cnm.images.digest import Reader
 from cnm.images.render import ImageView
 from cnm.images.spool import Spool
 from cnm.images.store import ImageRecord, ImageStore
+from cnm.rmtree import remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -334,5 +334,5 @@ def _is_id_prefix(image_id: str, text: str) -> bool:
 
 
 def _rm(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)   # best effort; not shutil.rmtree (see cnm.rmtree)
 

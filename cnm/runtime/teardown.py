@@ -11,7 +11,7 @@ import time
 
 from cnm.runtime import cgroups as cg
 from cnm.runtime import files, linux
-from cnm.runtime.rmtree import remove_tree
+from cnm.rmtree import remove_tree
 from cnm.runtime.state import DirFiles, read_dir, supervisor_alive, supervisor_ident
 
 
@@ -113,7 +113,7 @@ def discard(cdir: str, cgroups: cg.Cgroups, boot_id: str) -> list[str]:
     except (OSError, ValueError) as exc:
         errs.append(f"cgroups list: {exc}")
     errs += unmount_under(cdir)
-    errs += remove_tree(cdir)   # not shutil.rmtree: see cnm.runtime.rmtree
+    errs += remove_tree(cdir)   # not shutil.rmtree: see cnm.rmtree
     return errs
 
 

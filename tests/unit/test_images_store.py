@@ -385,3 +385,16 @@ def test_docker_image_events(store):
                         ("image", "tag", "imp:1")]
     assert seen[7][:2] == ("image", "import")
     assert history[0].actor_id == image_id and history[0].attributes["team"] == "net"
+
+
+def test_an_image_nested_deeper_than_the_recursion_limit_is_removed(svc, store):
+    """An image's author chooses its depth: 1,500 nested directories made `rmi` (and a
+    failed load's clean-up) raise RecursionError in shutil.rmtree; the layer stayed."""
+    deep = "/".join(["d"] * 1500)
+    img = Img([layer(("file", f"{deep}/f", b"bottom\n"), ("symlink", f"{deep}/up", "/etc"))], tags=["deep:1"])
+    assert load(svc, docker_save(img)) == ["Loaded image: deep:1"]
+    assert len(layer_dirs(store)) == 1
+    out = svc.delete("deep:1")
+    assert {"Deleted": img.id} in out
+    assert layer_dirs(store) == [] and leftovers(store) == []
+    assert os.path.isdir("/etc")

@@ -1,4 +1,4 @@
-"""cnm.runtime.rmtree.remove_tree: a container's directory goes whatever its writable
+"""cnm.rmtree.remove_tree: a container's directory goes whatever its writable
 layer holds: nesting deeper than Python's recursion limit (shutil.rmtree raised
 RecursionError at 1,200 levels: the container could never be removed), symlinks out of
 it (never followed), wide directories."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cnm.runtime.rmtree import MAX_DEPTH, remove_tree
+from cnm.rmtree import MAX_DEPTH, remove_tree
 
 
 def nest(base: Path, depth: int) -> None:

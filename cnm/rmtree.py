@@ -1,11 +1,14 @@
-"""Remove a container's directory whatever its writable layer holds.
+"""Remove a directory tree whatever it holds: a container's directory (its writable
+layer is the container's to fill), an image's unpacked layer (the image's author's).
 
 shutil.rmtree (Python 3.11) recurses once per directory level: a container that nests
 1,200 directories in its upper layer (`mkdir d; cd d` in a loop) made the daemon's
 `rm` raise RecursionError, and the container could never be removed. Here the walk is a
 loop with an explicit stack, never follows a symlink (every step is an *at() call on the
 parent's fd, O_NOFOLLOW), and holds at most MAX_DEPTH directory fds: a subtree deeper
-than that is renamed up to the top directory and emptied from there.
+than that is renamed up to the top directory and emptied from there. A directory whose
+mode stops the removal (a layer's 0555 dirs, for a non-root caller) is made 0700 through
+its fd first.
 """
 from __future__ import annotations
 
@@ -26,18 +29,19 @@ class _Frame:
         self.failed: set[str] = set()     # entries that could not be removed
 
 
-def remove_tree(path: str) -> list[str]:
-    """rm -rf `path` (itself included); returns the errors ("path: reason"), [] when it
-    is gone. A symlink or file at `path` is unlinked, not followed."""
+def remove_tree(path: str, dir_fd: int | None = None) -> list[str]:
+    """rm -rf `path` (itself included; relative to `dir_fd` if given); returns the errors
+    ("path: reason"), [] when it is gone. A symlink or file at `path` is unlinked, not
+    followed."""
     try:
-        top = os.open(path, _DIR)
+        top = os.open(path, _DIR, dir_fd=dir_fd)
     except FileNotFoundError:
         return []
     except OSError as exc:
         if exc.errno not in (20, 40):      # ENOTDIR, ELOOP (a symlink): not a directory
             return [f"{path}: {exc.strerror}"]
         try:
-            os.unlink(path)
+            os.unlink(path, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
         except OSError as exc2:
@@ -93,7 +97,7 @@ def remove_tree(path: str) -> list[str]:
         for frame in stack:
             os.close(frame.fd)
     try:
-        os.rmdir(path)
+        os.rmdir(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -101,12 +105,24 @@ def remove_tree(path: str) -> list[str]:
     return errs
 
 
+def _writable(fd: int) -> None:
+    """u+rwx on the directory `fd` is open on (never by name: no symlink to follow)."""
+    os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | 0o700)
+
+
 def _remove(frame: _Frame, name: str, is_dir: bool, path: str, errs: list[str]) -> None:
     try:
-        if is_dir:
-            os.rmdir(name, dir_fd=frame.fd)
-        else:
-            os.unlink(name, dir_fd=frame.fd)
+        for attempt in (0, 1):
+            try:
+                if is_dir:
+                    os.rmdir(name, dir_fd=frame.fd)
+                else:
+                    os.unlink(name, dir_fd=frame.fd)
+                return
+            except PermissionError:
+                if attempt:
+                    raise
+                _writable(frame.fd)   # a 0555 directory, for a non-root caller
     except FileNotFoundError:
         pass
     except OSError as exc:
