@@ -76,6 +76,9 @@ class PlainProgress:
             echo(f"{phase}: {total} step{'s' if total != 1 else ''} ok ({time.monotonic() - self.t0:.1f}s)")
         elif state == "fail":
             echo(f"{phase}: FAILED at {detail}")
+        else:
+            return
+        sys.stdout.flush()        # a pipe or log file sees each phase as it ends, not all at exit
 
 
 class RichProgress:
