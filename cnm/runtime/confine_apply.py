@@ -187,7 +187,10 @@ def _op_bind(root: str, tree: int | None, src: str, dst: str, kind: str, recursi
              propagation: int, optional: bool, nodev: bool = False) -> None:
     if tree is None:
         return  # an optional bind whose source is missing
-    is_dir = stat.S_ISDIR(os.fstat(tree).st_mode) if kind == "auto" else kind == "dir"
+    mode = os.fstat(tree).st_mode
+    is_dir = stat.S_ISDIR(mode) if kind == "auto" else kind == "dir"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        nodev = False   # a host device bound by name (-v /dev/net/tun:...): asked for, as --device
     t = _mountpoint(root, dst, is_dir, optional)
     if t is None:
         return

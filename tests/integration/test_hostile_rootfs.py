@@ -265,6 +265,18 @@ def test_a_device_node_made_in_a_volume_does_not_open(rt, host_ns, tmp_path, whe
         if where == "volume":
             os.unlink(vol / "node")
 
+def test_a_host_device_bound_by_name_still_opens(rt, host_ns, tmp_path):
+    """`-v /dev/net/tun:/dev/net/tun` (OpenVPN's usual line) is a device asked for by name,
+    as with --device: the nodev of volumes does not apply to it."""
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    rt.start(ContainerSpec(id="devbind", argv=["/bin/busybox", "sh", "-c", "echo x > /null-here && echo opened"],
+                           netns=f"/run/netns/{host_ns}", rootfs=[str(root)],
+                           mounts=[parse_bind("/dev/null:/null-here")]))
+    rt.wait("devbind", timeout=30)
+    assert "opened" in _output(rt, "devbind")[0], _output(rt, "devbind")[1]
+
 
 def test_a_process_between_lock_and_exec_is_out_of_the_containers_reach(rt):
     """lock() gives a process the container's capabilities, then it execs (a container's
