@@ -71,16 +71,18 @@ def latencies(ours: OursSide, runs: int) -> dict[str, float | None]:
 
 
 def resources(ours: OursSide) -> dict[str, int]:
+    from cnm.runtime import Runtime
     pid = ours.daemon_pid
-    sups = ours.supervisor_pids()
-    newest = max(sups) if sups else None
+    # Supervisors share the daemon's mount namespace; a container has its own.
+    running = [st for st in Runtime(ours.state_dir).list() if st.status == "running" and st.pid]
+    newest = max(running, key=lambda st: st.started_at or "").pid if running else None
     out = {"daemon fds": len(os.listdir(f"/proc/{pid}/fd")),
            "daemon threads": len(os.listdir(f"/proc/{pid}/task")),
            "mounts in the daemon's namespace": sum(1 for _ in open(f"/proc/{pid}/mountinfo")),
            "network namespaces": len(os.listdir(ours.host.dir / "run" / "netns")),
            "slab kB": meminfo("Slab"), "processes on the machine": sum(1 for e in os.listdir("/proc") if e.isdigit())}
     if newest:
-        out["mounts in the newest supervisor's namespace"] = sum(1 for _ in open(f"/proc/{newest}/mountinfo"))
+        out["mounts in the newest container's namespace"] = sum(1 for _ in open(f"/proc/{newest}/mountinfo"))
     return out
 
 
