@@ -77,6 +77,12 @@ class Container:
     restart_policy: dict = field(default_factory=lambda: {"Name": "no", "MaximumRetryCount": 0})
     restart_count: int = 0
     manually_stopped: bool = False
+    # -i/-t (Config.Tty, OpenStdin, StdinOnce, AttachStdin; HostConfig.ConsoleSize).
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    attach_stdin: bool = False
+    console_size: list[int] | None = None
 
     def to_record(self) -> dict:
         return asdict(self)

@@ -109,12 +109,16 @@ class ContainerCreate:
     workdir: str = ""
     user: str = ""
     restart_policy: dict = field(default_factory=lambda: RestartPolicy().to_docker_json())
+    # Docker's -i/-t: a TTY, a standard input (closed after the first attach's input
+    # ends with StdinOnce), whether create's client attaches stdin, the TTY's first size.
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    attach_stdin: bool = False
+    console_size: list[int] | None = None
 
     @classmethod
     def from_docker_json(cls, body: dict) -> ContainerCreate:
-        if _typed(body, "Tty", bool, False) or _typed(body, "OpenStdin", bool, False):
-            raise InvalidParameter("interactive containers (-i) and TTYs (-t) are not supported by this runtime "
-                                   "yet: run without -i/-t (docker exec -it works)")
         image = _typed(body, "Image", str, "") or ""
         argv = _str_slice(body, "Cmd") or []
         entrypoint = _str_slice(body, "Entrypoint")
@@ -175,7 +179,21 @@ class ContainerCreate:
                    attach_stdout=_typed(body, "AttachStdout", bool, True),
                    attach_stderr=_typed(body, "AttachStderr", bool, True),
                    restart_policy=policy.to_docker_json(),
+                   tty=_typed(body, "Tty", bool, False), open_stdin=_typed(body, "OpenStdin", bool, False),
+                   stdin_once=_typed(body, "StdinOnce", bool, False),
+                   attach_stdin=_typed(body, "AttachStdin", bool, False),
+                   console_size=_console_size(host.get("ConsoleSize")),
                    **confinement(host, rootfs is None and not image))
+
+
+def _console_size(raw: object) -> list[int] | None:
+    """HostConfig.ConsoleSize [rows, columns] (API 1.42); [0, 0] or none: unset."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 2 or not all(isinstance(n, int) and not isinstance(n, bool)
+                                                             and 0 <= n <= 65535 for n in raw):
+        raise InvalidParameter("ConsoleSize must be [height, width], each 0-65535")
+    return list(raw) if raw[0] and raw[1] else None
 
 
 def _strings(host: dict, key: str) -> list[str]:

@@ -266,7 +266,8 @@ class ContainerService:
                        auto_remove=req.auto_remove, labels=dict(req.labels),
                        confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
                        attach_stdout=req.attach_stdout, attach_stderr=req.attach_stderr,
-                       restart_policy=dict(req.restart_policy),
+                       restart_policy=dict(req.restart_policy), tty=req.tty, open_stdin=req.open_stdin,
+                       stdin_once=req.stdin_once, attach_stdin=req.attach_stdin, console_size=req.console_size,
                        requested_ports=[p.to_record() for p in req.ports])
         container_images.configure(ct, req, self.images)
         if net is not None:
@@ -301,7 +302,9 @@ class ContainerService:
         spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
                              netns=netns, rootfs=container_images.lower_dirs(ct, self.images),
                              workdir=ct.workdir or "/", user=ct.user, hosts=hosts, resolv_conf=resolv,
-                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, **ct.confine)
+                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, tty=ct.tty,
+                             open_stdin=ct.open_stdin, stdin_once=ct.stdin_once,
+                             console_size=ct.console_size, **ct.confine)
         undo.push(self._unstarted, ct, ct.started)
         ct.released, ct.started = False, True
         self._save(ct)

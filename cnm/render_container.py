@@ -213,13 +213,13 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
             "Hostname": ct.hostname,
             "Domainname": "",
             "User": getattr(ct, "user", "") or "",
-            "AttachStdin": False,
+            "AttachStdin": getattr(ct, "attach_stdin", False),
             "AttachStdout": ct.attach_stdout,
             "AttachStderr": ct.attach_stderr,
             "ExposedPorts": {_port_key(p): {} for p in ct.requested_ports} or None,
-            "Tty": False,                 # the runtime gives containers no TTY (create refuses -t)
-            "OpenStdin": False,           # nor a standard input (create refuses -i)
-            "StdinOnce": False,
+            "Tty": getattr(ct, "tty", False),
+            "OpenStdin": getattr(ct, "open_stdin", False),
+            "StdinOnce": getattr(ct, "stdin_once", False),
             "Env": [f"{k}={v}" for k, v in ct.env.items()],
             # The merged command as Docker shows it (records from before images: argv)
             "Cmd": list(ct.cmd) if (ct.cmd or ct.entrypoint) else list(ct.argv),

@@ -15,6 +15,7 @@ when stdin was asked for: Docker's CLI half-closes at once when it sends no stdi
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from cnm.api.hijack import MULTIPLEXED, RAW, hijack, wants_upgrade
 from cnm.api.logs import _attach, _flag, _take, _tty, lines_of
 from cnm.api.rawstream import encode_frame
 from cnm.api.streams import DetachScanner, detach_sequence
-from cnm.errors import Conflict, NotFound
+from cnm.errors import NotFound
 from cnm.runtime import wire
 
 START_WAIT = 0.2      # seconds between looks at a created container's state while waiting for its start
@@ -39,8 +40,10 @@ def routes(service: Any) -> list[Route]:
         scanner = DetachScanner(detach_sequence(request.query.get("detachKeys", ""))) if with_stdin else None
         ct = await blocking(request, service.get, request.match_info["ref"])
         state = await blocking(request, _state, service, ct.id)
-        if stream and state is not None and state.status == "exited":
-            raise Conflict("You cannot attach to a stopped container, start it first")
+        # An exited container is attached for its next run (docker start -a attaches,
+        # then starts; Docker's daemon allows it, its `docker attach` command does not).
+        again = stream and state is not None and state.status == "exited"
+        since = time.time_ns() if again else None      # the last run's output is older
         tty = await blocking(request, _tty, service, ct.id)
         streams = ("i" if with_stdin else "") + "oe"
         waiter = wait_api.Waiter(service.events, ct.id, asyncio.get_running_loop())
@@ -56,13 +59,14 @@ def routes(service: Any) -> list[Route]:
                 gone = lambda: request.transport is None or request.transport.is_closing()  # noqa: E731
                 conn = None
             try:
-                if (state is None or state.status == "created") and stream:    # not started yet
-                    started = await _until_started(request, service, ct.id, waiter, gone)
-                    replay = replay or started     # its log holds only this run, from its start
+                if (state is None or state.status == "created" or again) and stream:    # not started yet
+                    before = state.started_at if again and state is not None else None
+                    started = await _until_started(request, service, ct.id, waiter, gone, before)
+                    replay = replay or started     # this run's output from its start (`since`)
                 session = await blocking(request, _attach, service, ct.id, streams)
                 if replay:          # up to where the session starts; all of it if it already ended
                     upto = session.log_position if session is not None else None
-                    lines = await blocking(request, lines_of, service, ct.id, upto=upto,
+                    lines = await blocking(request, lines_of, service, ct.id, upto=upto, since_ns=since,
                                            stdout=want[wire.STDOUT], stderr=want[wire.STDERR])
                     while batch := await blocking(request, _take, lines, 512):
                         for line in batch:
@@ -82,14 +86,16 @@ def routes(service: Any) -> list[Route]:
     return [Route("POST", "/containers/{ref}/attach", attach)]
 
 
-async def _until_started(request: web.Request, service: Any, cid: str, waiter: Any, gone: Any) -> bool:
-    """Wait for a created container's start: True once it left "created" (running, or
-    already exited: a short run may be over before we look), False if it was removed
+async def _until_started(request: web.Request, service: Any, cid: str, waiter: Any, gone: Any,
+                         before: str | None = None) -> bool:
+    """Wait for a created container's start (or an exited one's next: its start time
+    differs from `before`): True once it left "created" (running, or already exited: a
+    short run may be over before we look), False if it was removed
     first or the client left. (The runtime may not know a created container at all:
     the service makes its runtime directory at the start.)"""
     while not gone():
         st = await blocking(request, _state, service, cid)
-        if st is not None and st.status != "created":
+        if st is not None and st.status != "created" and (before is None or st.started_at != before):
             return True
         try:
             ev = await asyncio.wait_for(waiter.queue.get(), START_WAIT)

@@ -29,6 +29,7 @@ from cnm.api.common import (
     parse_body,
     waiting,
 )
+from cnm.api.execs import size_query
 from cnm.api.filters import parse_filters
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
@@ -58,6 +59,9 @@ class ContainerRuntime(Protocol):
     def exit_fd(self, cid: str) -> int | None:
         """A pidfd readable once the container's supervisor exits; None if it is not
         running. The caller closes it."""
+
+    def resize(self, cid: str, rows: int, cols: int) -> None:
+        """Resize the container's TTY; Conflict if it is not running."""
 
     # Optional: exit_fd(cid) -> int | None, a pidfd readable once the container has
     # exited (None if it is not running). Without it, `wait` polls the state.
@@ -177,6 +181,14 @@ def update_policy(body: dict) -> RestartPolicy | None:
     if isinstance(raw, dict) and not raw.get("Name"):
         return None
     return RestartPolicy.from_docker_json(raw) if raw is not None else None
+
+
+def _resize(service: ContainerServiceLike, cid: str, height: int, width: int) -> None:
+    """The container's TTY resized (nothing without a TTY); Conflict if not running."""
+    try:
+        service.runtime.resize(cid, height, width)
+    except NotFound:        # created, never started: the runtime has no directory yet
+        raise Conflict(f"container {cid[:12]} is not running") from None
 
 
 # -- synchronous pieces, run in the executor -----------------------------------------
@@ -389,6 +401,12 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         await waiting(request, service.restart, request.match_info["ref"], stop_timeout(request))
         return web.Response(status=204)
 
+    async def resize(request: web.Request) -> web.Response:
+        height, width = size_query(request)
+        ct = await blocking(request, service.get, request.match_info["ref"])
+        await blocking(request, _resize, service, ct.id, height, width)
+        return web.Response(status=200)
+
     async def update(request: web.Request) -> web.Response:
         policy = update_policy(await json_body(request))
         if policy is not None:
@@ -461,6 +479,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         Route("POST", "/containers/{ref}/restart", restart),
         Route("POST", "/containers/{ref}/rename", rename),
         Route("POST", "/containers/{ref}/update", update),
+        Route("POST", "/containers/{ref}/resize", resize),
         Route("POST", "/containers/{ref}/kill", kill),
         Route("POST", "/containers/{ref}/wait", wait),
         Route("DELETE", "/containers/{ref}", remove),

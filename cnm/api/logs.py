@@ -53,6 +53,13 @@ def _time(request: web.Request, name: str) -> int | None:
 
 
 def _tty(service: Any, cid: str) -> bool:
+    """Whether the container has a TTY (raw output): its record says so from its create
+    on (the runtime knows only once it started)."""
+    try:
+        if getattr(service.get(cid), "tty", False):
+            return True
+    except CNMError:
+        pass
     spec = getattr(service.runtime, "spec", None)
     try:
         return bool(spec and getattr(spec(cid), "tty", False))
