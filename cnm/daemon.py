@@ -10,11 +10,12 @@ import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cnm.errors import CNMError, Conflict, InvalidParameter
 
 if TYPE_CHECKING:
+    from cnm.execs import ExecConfig
     from cnm.execs import Target as ExecTarget
     from cnm.store import Store
     from cnm.store.etcd import EtcdStore
@@ -161,9 +162,18 @@ class Daemon:
             st = self.runtime.state(ct.id)
         except CNMError:
             st = None
-        if st is None or st.status != "running" or not st.pid:
-            return Target(ct.id, ct.name, None)
-        return Target(ct.id, ct.name, st.pid, self.runtime.exec_env(ct.id), self.runtime.lock_plan_path(ct.id))
+        running = st is not None and st.status == "running" and st.pid
+        return Target(ct.id, ct.name, st.pid if running and st is not None else None)
+
+    async def exec_spawn(self, cid: str, cfg: ExecConfig, env: dict[str, str]) -> Any:
+        """The runtime's exec of `cfg` in container `cid` (its blocking part in the
+        thread pool): the process's session (cnm.runtime.session)."""
+        from cnm.runtime.spec import ExecSpec
+        spec = ExecSpec(argv=list(cfg.argv), env=env, user=cfg.user, workdir=cfg.workdir, tty=cfg.tty,
+                        stdin=cfg.attach_stdin, stdout=cfg.attach_stdout, stderr=cfg.attach_stderr,
+                        console_size=list(cfg.console_size) if cfg.console_size else None,
+                        privileged=cfg.privileged)
+        return await asyncio.get_running_loop().run_in_executor(None, self.runtime.exec, cid, spec)
 
     def stats_target(self, ref: str) -> tuple[str, str, int | None, dict[str, str]]:
         """A container's id, name, init pid (None if not running) and cgroup dirs (only a
@@ -253,7 +263,7 @@ async def _serve(daemon: Daemon) -> None:
                                     debug=daemon.config.log_level.lower() == "debug")
     from cnm.api import execs as exec_routes
     from cnm.execs import ExecService
-    execs = ExecService(publish=daemon.exec_event)
+    execs = ExecService(daemon.exec_spawn, publish=daemon.exec_event)
     extra = [*core_routes(daemon.core),
              *exec_routes.routes(execs, daemon.exec_target),
              *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]

@@ -1,35 +1,38 @@
-"""Exec instances (Docker's `docker exec`): a command run in a running container's
-namespaces, created, started once, inspected, resized.
+"""Exec instances (Docker's `docker exec`): a command run in a running container,
+created, started once, inspected, resized.
 
     ex = execs.create(target, ExecConfig(argv=["sh"], tty=True, attach_stdin=True))
-    proc = await execs.start(ex.id, target)  # an ExecProcess: its stdin, output, exit
+    run = await execs.start(ex.id, target)   # an ExecRun: its output queues, stdin, exit
     execs.inspect(ex.id)                     # Docker's /exec/{id}/json
 
-The process is started by a `spawn` function (by default `spawn_nsenter`: cnm/nsexec.py
-joins the container's namespaces, root and working directory and forks the command as a
-session leader inside its PID namespace; a child of the daemon). Records of finished instances are kept a while (Docker keeps them
-until the container goes) so a client can read the exit code after the stream ended.
+The process is made by the container runtime's exec (cnm.runtime: an exec supervisor
+forked from the template; the process joins the container's namespaces and cgroups and
+is confined as the container is: capabilities, seccomp, no_new_privs). Its I/O and exit
+code come over the supervisor's session (cnm.runtime.session), read by one task per run:
+output goes to the attached client's queues (dropped when detached: the process never
+waits on nobody), the EXIT frame gives the exit code. Records of finished instances are
+kept a while (Docker keeps them until the container goes) so a client can read the exit
+code after the stream ended.
 """
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
-import stat
-import struct
-import sys
-import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnm.errors import Conflict, InvalidParameter, NotFound
 from cnm.ids import new_id
+from cnm.runtime import wire
 
 log = logging.getLogger(__name__)
 
 KEPT = 256          # finished exec records kept (oldest dropped first)
+QUEUED = 64         # output chunks held for a slow client before the process is held back
+LOST = 126          # the exit code when the process could not run, or its supervisor died
+NOT_FOUND = 127
+SIZE_WAIT = 0.3     # seconds a TTY exec without a size waits for the client's first resize
 
 
 @dataclass
@@ -78,133 +81,84 @@ class ExecConfig:
                    console_size=(size[0], size[1]) if size else None)
 
 
-class ExecProcess:
-    """A started exec's process. With a TTY, `master` is the pty's master fd (stdin and
-    output both); without, the three pipes."""
+class ExecRun:
+    """A started exec's process, as its supervisor's session shows it: output chunks
+    on `outputs[STDOUT]` / `outputs[STDERR]` (b"" at the end) while a client takes
+    them, stdin and resizes the other way, `exit_code` once it ended."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, master: int | None = None) -> None:
-        self.proc = proc
-        self.master = master
+    def __init__(self, session: Any, tty: bool) -> None:
+        self.session = session
+        self.pid: int = session.pid or 0
+        self.tty = tty
+        self.exit_code: int | None = None
+        self.outputs: dict[int, asyncio.Queue[bytes]] | None = None
+        self._send = asyncio.Lock()
+        self.ended = asyncio.Event()
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def take_output(self) -> dict[int, asyncio.Queue[bytes]]:
+        """Queues of the output from now on (one client at a time)."""
+        self.outputs = {wire.STDOUT: asyncio.Queue(QUEUED), wire.STDERR: asyncio.Queue(QUEUED)}
+        if self.ended.is_set():
+            for q in self.outputs.values():
+                q.put_nowait(b"")
+        return self.outputs
 
-    async def wait(self) -> int:
-        return await self.proc.wait()
+    def drop_output(self) -> None:
+        self.outputs = None
 
-    def resize(self, height: int, width: int) -> None:
-        if self.master is not None:
-            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-
-    def close(self) -> None:
-        if self.master is not None:
-            try:
-                os.close(self.master)
-            except OSError:
-                pass
-            self.master = None
-
-
-# spawn(pid, config, env, confine): `confine` is the container's lock-plan file (its
-# capabilities, no_new_privs, seccomp: cnm.runtime.confine), None to run unconfined.
-Spawn = Callable[[int, "ExecConfig", dict[str, str], "str | None"], Awaitable[ExecProcess]]
-
-
-HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nsexec.py")
-
-
-def helper_argv(pid: int, cfg: ExecConfig, confine: str | None = None) -> list[str]:
-    """The exec helper's command line (cnm/nsexec.py, run by this interpreter)."""
-    argv = [sys.executable, "-I", "-S", HELPER, str(pid)]
-    if confine:
-        argv += ["--confine", confine]
-        if cfg.privileged:
-            argv.append("--privileged")
-    if cfg.tty:
-        argv.append("--tty")
-    if cfg.user:
-        argv += ["--user", cfg.user]
-    if cfg.workdir:
-        argv += ["--workdir", cfg.workdir]
-    return argv + ["--", *cfg.argv]
-
-
-TIOCSPTLCK = 0x40045431   # _IOW('T', 0x31, int): lock/unlock a pty
-TIOCGPTPEER = 0x5441      # open the slave of a master without a path lookup (Linux 4.13)
-
-
-def _open_container_ptmx(pid: int) -> int | None:
-    """The container's /dev/ptmx, opened by the daemon without trusting the container's
-    names: /dev is the container's to change, and a plain open of /proc/PID/root/dev/ptmx
-    follows a symlink planted there ("/dev/ptmx -> /dev/watchdog", an absolute target)
-    out into the host's root, opening a host device or FIFO read-write as root. So the
-    path is resolved inside the container's root (openat2 RESOLVE_IN_ROOT), and only a
-    pty multiplexer (character device 5:2) is opened for real."""
-    from cnm.runtime import linux  # ctypes: only on a TTY exec
-    try:
-        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        found = linux.openat2(root, "dev/ptmx", os.O_PATH, linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
-    except OSError:
-        return None
-    finally:
-        os.close(root)
-    try:
-        st = os.fstat(found)
-        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (5, 2):
-            return None
-        return os.open(linux.fd_path(found), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)  # that very node
-    except OSError:
-        return None
-    finally:
-        os.close(found)
-
-
-def container_pty(pid: int) -> tuple[int, int]:
-    """(master, slave) of a new pty of the container's own devpts instance, as runc
-    makes them: opened through /proc/PID/root, so that inside the container the slave is
-    /dev/pts/N of its /dev (a pty of the host's devpts has no name there: `tty` says "not
-    a tty", ttyname() fails). Falls back to a host pty where the container has none."""
-    master = _open_container_ptmx(pid)
-    if master is None:
-        return os.openpty()
-    try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        os.close(master)
-        return os.openpty()
-    return master, slave
-
-
-async def spawn_nsenter(pid: int, cfg: ExecConfig, env: dict[str, str], confine: str | None = None) -> ExecProcess:
-    """Run `cfg.argv` in the namespaces, root and working directory of `pid` (the
-    container's init) through cnm/nsexec.py; with a TTY, on a fresh pty that becomes the
-    command's controlling terminal."""
-    argv = helper_argv(pid, cfg, confine)
-    if cfg.tty:
-        master, slave = container_pty(pid)
-        if cfg.console_size:
-            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", *cfg.console_size, 0, 0))
+    async def read_all(self) -> int:
+        """Read the session to its end (the run's one reader); the exit code."""
+        loop = asyncio.get_running_loop()
+        sock = self.session.sock
+        sock.setblocking(False)
+        frames = self.session.buffered()
         try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave,
-                                                        env=env, close_fds=True, start_new_session=True)
-        except BaseException:
-            os.close(master)
-            raise
+            while True:
+                for kind, _, payload in frames:
+                    if kind == wire.EXIT:
+                        self.exit_code = int(payload or b"-1")
+                        return self.exit_code
+                    outputs = self.outputs
+                    if outputs is not None and kind in outputs and payload:
+                        await outputs[kind].put(payload)
+                try:
+                    data = await loop.sock_recv(sock, 65536)
+                except (ConnectionError, OSError):
+                    data = b""
+                if not data:
+                    self.exit_code = LOST
+                    return self.exit_code
+                frames = self.session.feed(data)
         finally:
-            os.close(slave)
-        os.set_blocking(master, False)
-        return ExecProcess(proc, master)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, start_new_session=True,
-        stdin=asyncio.subprocess.PIPE if cfg.attach_stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE if cfg.attach_stdout else asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE if cfg.attach_stderr else asyncio.subprocess.DEVNULL)
-    return ExecProcess(proc)
+            self.ended.set()
+            if self.outputs is not None:
+                for q in self.outputs.values():
+                    await q.put(b"")
+            self.session.close()
+
+    async def _frame(self, kind: int, payload: bytes = b"") -> None:
+        if self.ended.is_set():
+            return
+        async with self._send:
+            try:
+                await asyncio.get_running_loop().sock_sendall(self.session.sock, wire.in_frame(kind, payload))
+            except (ConnectionError, OSError):
+                pass            # the process ended meanwhile
+
+    async def send_stdin(self, data: bytes) -> None:
+        for i in range(0, len(data), wire.MAX_PAYLOAD):
+            await self._frame(wire.STDIN, data[i:i + wire.MAX_PAYLOAD])
+
+    async def close_stdin(self) -> None:
+        await self._frame(wire.CLOSE)
+
+    async def resize(self, height: int, width: int) -> None:
+        await self._frame(wire.RESIZE, b"%d %d" % (height, width))
+
+
+# spawn(container id, config, env additions) -> the runtime's exec Session (awaitable:
+# the daemon runs the runtime's blocking call in its thread pool).
+Spawn = Callable[[str, "ExecConfig", dict[str, str]], Awaitable[Any]]
 
 
 @dataclass
@@ -216,8 +170,9 @@ class ExecInstance:
     started: bool = False
     exit_code: int | None = None
     pid: int = 0
-    process: ExecProcess | None = None
+    run: ExecRun | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)     # set once the exit code is known
+    sized: asyncio.Event = field(default_factory=asyncio.Event)    # a resize came before the process
 
     def inspect(self) -> dict:
         """Docker's ExecInspect."""
@@ -239,8 +194,10 @@ class Target:
     id: str
     name: str
     pid: int | None                  # its init's pid; None when it is not running
-    env: dict[str, str] = field(default_factory=dict)
-    confine: str | None = None       # its lock-plan file: an exec'd process is confined as the container
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
 
 
 class ExecService:
@@ -248,14 +205,14 @@ class ExecService:
     container up, which may block, and passes a `Target`). `publish(action,
     container_id, attrs)` sends an event: exec_create, exec_start, exec_die."""
 
-    def __init__(self, publish: Callable[[str, str, dict[str, str]], None] = lambda *a: None,
-                 spawn: Spawn = spawn_nsenter) -> None:
+    def __init__(self, spawn: Spawn, publish: Callable[[str, str, dict[str, str]], None] = lambda *a: None) -> None:
         self._publish = publish
         self._spawn = spawn
         self._execs: dict[str, ExecInstance] = {}
+        self._tasks: set[asyncio.Task] = set()
 
     def create(self, target: Target, cfg: ExecConfig) -> ExecInstance:
-        if target.pid is None:
+        if not target.running:
             raise Conflict(f"container {target.name} is not running")
         ex = ExecInstance(id=new_id(), container_id=target.id, config=cfg)
         self._execs[ex.id] = ex
@@ -277,41 +234,74 @@ class ExecService:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
         return ex
 
-    async def start(self, exec_id: str, target: Target) -> ExecProcess:
-        """Start it (once): Conflict if it runs or ran, or if its container stopped."""
+    async def start(self, exec_id: str, target: Target, attached: bool) -> ExecRun:
+        """Start it (once): Conflict if it runs or ran, or if its container stopped;
+        the runtime's error (InvalidParameter for a command not found, …) if the
+        process could not be made. `attached`: a client takes the output from the
+        start (else it is dropped)."""
         ex = self.check_startable(exec_id)
-        if target.pid is None:
+        if not target.running:
             raise Conflict(f"container {target.name} is not running")
-        full_env = dict(target.env)
+        env = {}
         for item in ex.config.env:
             k, _, v = item.partition("=")
-            full_env[k] = v
+            env[k] = v
         ex.started = ex.running = True
+        size = ex.config.console_size
         try:
-            proc = await self._spawn(target.pid, ex.config, full_env, target.confine)
-        except BaseException:
+            session = await self._spawn(target.id, ex.config, env)
+        except BaseException as exc:
             ex.running = False
-            ex.exit_code = 126
+            # Docker's codes for a process that could not start: 127 not found, else 126.
+            ex.exit_code = NOT_FOUND if "not found" in str(getattr(exc, "message", exc)) else LOST
             ex.done.set()
             raise
-        ex.process, ex.pid = proc, proc.pid
+        run = ExecRun(session, ex.config.tty)
+        if attached:
+            run.take_output()
+        ex.run, ex.pid = run, run.pid
+        if ex.config.console_size != size and ex.config.console_size is not None:
+            await run.resize(*ex.config.console_size)       # a resize came while it was being made
         self._publish("exec_start: " + " ".join(ex.config.argv), ex.container_id, {"execID": ex.id})
-        asyncio.get_running_loop().create_task(self._reap(ex, proc))
-        return proc
+        task = asyncio.get_running_loop().create_task(self._reap(ex, run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run
 
-    async def _reap(self, ex: ExecInstance, proc: ExecProcess) -> None:
-        code = await proc.wait()
-        ex.exit_code = code if code >= 0 else 128 - code     # killed by a signal: 128+N, as a shell says
+    async def _reap(self, ex: ExecInstance, run: ExecRun) -> None:
+        try:
+            code = await run.read_all()
+        except Exception:
+            log.exception("reading exec %s", ex.id[:12])
+            code = LOST
+        ex.exit_code = code
         ex.running = False
         ex.done.set()
-        proc.close()
-        self._publish("exec_die", ex.container_id, {"execID": ex.id, "exitCode": str(ex.exit_code)})
+        self._publish("exec_die", ex.container_id, {"execID": ex.id, "exitCode": str(code)})
 
-    def resize(self, exec_id: str, height: int, width: int) -> None:
+    async def resize(self, exec_id: str, height: int, width: int) -> None:
+        """Resize its TTY. Before its process runs, the size becomes its first one
+        (Docker's CLI before API 1.42 sends no ConsoleSize: it resizes right after the
+        start's answer, which `wait_for_size` waits for)."""
         ex = self.get(exec_id)
-        if ex.process is None or not ex.running:
+        if not ex.config.tty:
+            raise InvalidParameter(f"exec {exec_id} has no TTY to resize")
+        if ex.run is None and not ex.done.is_set():
+            ex.config.console_size = (height, width)
+            ex.sized.set()
+            return
+        if ex.run is None or not ex.running:
             raise Conflict(f"exec {exec_id} is not running")
-        ex.process.resize(height, width)
+        await ex.run.resize(height, width)
+
+    async def wait_for_size(self, ex: ExecInstance, timeout: float = SIZE_WAIT) -> None:
+        """A TTY exec without a size: wait a moment for the client's first resize, so
+        the process starts with the client's terminal size (not 0x0)."""
+        if ex.config.tty and ex.config.console_size is None:
+            try:
+                await asyncio.wait_for(ex.sized.wait(), timeout)
+            except TimeoutError:
+                pass
 
     def _trim(self) -> None:
         done = [i for i, e in self._execs.items() if e.started and not e.running]

@@ -3,17 +3,17 @@
 `POST /exec/{id}/resize`, `GET /exec/{id}/json`."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from cnm.api.common import Route, blocking, json_body, json_response
-from cnm.api.hijack import MULTIPLEXED, RAW, hijack, wants_upgrade
-from cnm.api.rawstream import STDERR, STDOUT
-from cnm.api.streams import FdStream, bridge
+from cnm.api.hijack import MULTIPLEXED, RAW, Hijacked, hijack, wants_upgrade
+from cnm.api.rawstream import STDERR, STDOUT, encode_frame
+from cnm.api.streams import bridge
 from cnm.errors import CNMError, InvalidParameter
-from cnm.execs import ExecConfig, ExecInstance, ExecProcess, ExecService, Target
+from cnm.execs import ExecConfig, ExecInstance, ExecRun, ExecService, Target
 from cnm.strictnum import parse_int
 
 
@@ -28,49 +28,41 @@ def size_query(request: web.Request) -> tuple[int, int]:
     return height, width
 
 
-async def _stream(request: web.Request, ex: ExecInstance, proc: ExecProcess) -> web.StreamResponse:
+def _reader(queue: asyncio.Queue[bytes]) -> Callable[[], Awaitable[bytes]]:
+    return queue.get
+
+
+async def _stream(conn: Hijacked, ex: ExecInstance, run: ExecRun) -> web.StreamResponse:
     """The hijacked connection carries the process's I/O until its output ends and it
     exited (Docker's CLI reads the exit code with an inspect right after the stream)."""
     cfg = ex.config
-    conn = await hijack(request, RAW if cfg.tty else MULTIPLEXED)
+    queues = run.outputs if run.outputs is not None else run.take_output()
     detached = False
     try:
-        if proc.master is not None:       # a TTY: one stream each way
-            pty = FdStream(proc.master)
-            detached = await bridge(conn, [(pty.read, None)], pty.write if cfg.attach_stdin else None, None,
-                         cfg.detach_keys or None)
+        outputs: list[tuple[Callable[[], Awaitable[bytes]], int | None]]
+        if cfg.tty:
+            outputs = [(_reader(queues[STDOUT]), None)]
         else:
-            p = proc.proc
-            outputs = []
-            if p.stdout is not None:
-                outputs.append((lambda: p.stdout.read(32768), STDOUT))   # type: ignore[union-attr]
-            if p.stderr is not None:
-                outputs.append((lambda: p.stderr.read(32768), STDERR))   # type: ignore[union-attr]
-            stdin = p.stdin
+            outputs = [(_reader(queues[s]), s) for s, wanted in ((STDOUT, cfg.attach_stdout),
+                                                                 (STDERR, cfg.attach_stderr)) if wanted]
+            if not outputs:            # nothing to show: the stream lasts as long as the process
+                outputs = [(_until(run), STDOUT)]
+        def close_stdin() -> None:
+            asyncio.ensure_future(run.close_stdin())
 
-            async def write(data: bytes) -> None:
-                assert stdin is not None
-                stdin.write(data)
-                await stdin.drain()
-
-            def close() -> None:
-                if stdin is not None and not stdin.is_closing():
-                    stdin.close()
-
-            if not outputs:               # nothing to show: the stream lasts as long as the process
-                outputs.append((_until_exit(proc), STDOUT))
-            detached = await bridge(conn, outputs, write if stdin is not None else None, close,
-                                    cfg.detach_keys or None)
+        detached = await bridge(conn, outputs, run.send_stdin if cfg.attach_stdin else None,
+                                close_stdin if cfg.attach_stdin else None, cfg.detach_keys or None)
         if not detached and not conn.gone():
             await ex.done.wait()
     finally:
-        await conn.close()        # the pty stays open for a detached process; its reaper closes it
+        run.drop_output()         # a detached (or gone) client: the process runs on, its output dropped
+        await conn.close()
     return conn.response
 
 
-def _until_exit(proc: ExecProcess) -> Callable[[], Any]:
+def _until(run: ExecRun) -> Callable[[], Awaitable[bytes]]:
     async def read() -> bytes:
-        await proc.wait()
+        await run.ended.wait()
         return b""
     return read
 
@@ -89,25 +81,32 @@ def routes(execs: ExecService, target: Callable[[str], Target]) -> list[Route]:
         ex = execs.check_startable(request.match_info["id"])
         tgt = await blocking(request, target, ex.container_id)
         size = body.get("ConsoleSize")
-        if isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) for n in size):
+        if isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n >= 0 for n in size):
             ex.config.console_size = (size[0], size[1])
         if body.get("Detach"):
-            await execs.start(ex.id, tgt)
+            await execs.start(ex.id, tgt, attached=False)
             return web.Response(status=200)
         if not wants_upgrade(request):
             raise InvalidParameter("exec start streams over a hijacked connection: send "
                                    "Connection: Upgrade and Upgrade: tcp (or Detach: true)")
+        # As Docker's: the connection is taken over first; a process that cannot be
+        # started is told in the stream (its message on stdout), its code in inspect.
+        conn = await hijack(request, RAW if ex.config.tty else MULTIPLEXED)
+        await execs.wait_for_size(ex)
         try:
-            proc = await execs.start(ex.id, tgt)
-        except CNMError:
-            raise
-        except OSError as exc:          # the spawn itself failed (nsenter missing, …)
-            raise InvalidParameter(f"exec {ex.config.argv[0]}: {exc}") from exc
-        return await _stream(request, ex, proc)
+            run = await execs.start(ex.id, tgt, attached=True)
+        except CNMError as exc:
+            line = exc.message.encode() + b"\r\n"
+            try:
+                await conn.write(line if ex.config.tty else encode_frame(STDOUT, line))
+            finally:
+                await conn.close()
+            return conn.response
+        return await _stream(conn, ex, run)
 
     async def resize(request: web.Request) -> web.Response:
         height, width = size_query(request)
-        execs.resize(request.match_info["id"], height, width)
+        await execs.resize(request.match_info["id"], height, width)
         return web.Response(status=200)
 
     async def inspect(request: web.Request) -> web.Response:
@@ -119,4 +118,3 @@ def routes(execs: ExecService, target: Callable[[str], Target]) -> list[Route]:
         Route("POST", "/exec/{id}/resize", resize),
         Route("GET", "/exec/{id}/json", inspect),
     ]
-

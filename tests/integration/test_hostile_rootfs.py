@@ -205,16 +205,18 @@ def test_a_volume_swapped_for_a_symlink_while_containers_start(rt, host_ns, tmp_
 
 
 def test_a_tty_exec_does_not_open_what_the_container_planted_at_dev_ptmx(rt, host_ns, tmp_path, victim):
-    """`docker exec -t` opens the container's /dev/ptmx from the daemon. The container
-    owns its /dev: a symlink there to an absolute host path must not make the daemon open
-    that host file (here a FIFO: a writer blocked on it shows whether anyone opened it)."""
-    from cnm import execs
+    """`docker exec -t` gets its TTY from the container's /dev/ptmx (the runtime's exec
+    opens it inside the container). The container owns its /dev: a symlink there to an
+    absolute host path must not make anyone open that host file (here a FIFO: a writer
+    blocked on it shows whether anyone opened it)."""
+    from cnm.errors import CNMError
+    from cnm.runtime.spec import ExecSpec
     fifo = victim / "fifo"
     os.mkfifo(fifo)
     root = tmp_path / "rootfs"
     (root / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    st = rt.start(ContainerSpec(id="planter", argv=["/bin/busybox", "sh", "-c",
+    rt.start(ContainerSpec(id="planter", argv=["/bin/busybox", "sh", "-c",
                                                      f"busybox rm /dev/ptmx && busybox ln -s {fifo} /dev/ptmx && "
                                                      "echo ready && busybox sleep 60"],
                                 netns=f"/run/netns/{host_ns}", rootfs=[str(root)]))
@@ -232,9 +234,13 @@ def test_a_tty_exec_does_not_open_what_the_container_planted_at_dev_ptmx(rt, hos
     t = threading.Thread(target=writer, daemon=True)
     t.start()
     try:
-        master, slave = execs.container_pty(st.pid)
-        os.close(master)
-        os.close(slave)
+        try:
+            sess = rt.exec("planter", ExecSpec(argv=["/bin/busybox", "true"], tty=True))
+            while sess.read_frame(10) is not None:
+                pass
+            sess.close()
+        except CNMError:
+            pass            # refusing the planted ptmx is fine; opening the host's file is not
         assert not opened.wait(0.5), "the daemon opened the host's FIFO through the container's symlink"
     finally:
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # release the writer

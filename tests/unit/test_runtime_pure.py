@@ -385,12 +385,6 @@ def test_template_probe_restarts_a_dead_template():
     assert t.pid is None
 
 
-def test_nsexec_finds_the_cgroups_file_the_runtime_writes():
-    from cnm import nsexec
-    from cnm.runtime import files
-    assert nsexec.CGROUPS_FILE == files.CGROUPS
-
-
 def test_mount_points_decode_mountinfo_escapes():
     from cnm.runtime import linux
     assert linux._unescape(b"/tmp/a\\040b\\011c\\134d") == "/tmp/a b\tc\\d"
