@@ -140,3 +140,31 @@ def test_logs_tail_timestamps_since(cli, dpy):
         created.remove()
     finally:
         ct.remove(force=True)
+
+
+def test_logs_follow_and_a_since_until_window(cli, dpy):
+    name = uniq("fol")
+    cli("run", "-d", "--name", name, "busybox", "sh", "-c",
+        "echo early; sleep 1.5; echo late; echo late-err >&2; sleep 0.5; exit 2")
+    began = time.monotonic()
+    r = cli("logs", "-f", name)                           # from the start until the container ends
+    assert (r.stdout, r.stderr) == ("early\nlate\n", "late-err\n") and time.monotonic() - began > 1
+    stamps = [line.split(" ", 1) for line in cli("logs", "-t", name).stdout.splitlines()]
+    early_t, late_t = stamps[0][0], stamps[1][0]
+    # Both bounds include a line at that very time (Docker's json-file: since <= t <= until).
+    assert cli("logs", "--since", late_t, name).stdout == "late\n"
+    assert cli("logs", "--until", early_t, name).stdout == "early\n"
+    assert cli("logs", "--since", early_t, "--until", late_t, name).stdout == "early\nlate\n"
+    chunks = list(dpy.containers.get(name).logs(stream=True, follow=True, stderr=False))
+    assert b"".join(chunks) == b"early\nlate\n"
+    cli("rm", name)
+
+
+def test_restart_in_place_keeps_the_log_and_the_writable_layer(cli):
+    name = uniq("inpl")
+    cli("run", "--name", name, "busybox", "sh", "-c", "cat /mark 2>/dev/null; echo run >> /mark; echo ran")
+    assert cli("start", "-a", name).stdout == "run\nran\n"                 # its file from the first run
+    cli("restart", "-t", "1", name)
+    cli("wait", name)
+    assert cli("logs", name).stdout == "ran\nrun\nran\nrun\nrun\nran\n"    # every run's output, in order
+    cli("rm", name)

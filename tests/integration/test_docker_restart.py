@@ -51,7 +51,7 @@ def inspect(cli: DockerCLI, name: str) -> dict:
 def test_on_failure_restarts_n_times_with_docker_cli(cli, dpy):
     name = uniq("onf")
     began = time.time()
-    cli("run", "-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3")
+    cli("run", "-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3")
     info = until(lambda: (i := inspect(cli, name))["RestartCount"] == 2 and i["State"]["Status"] == "exited"
                  and not dpy.api.containers(all=True, filters={"name": name, "status": "restarting"}) and i,
                  what="two restarts, then exited")
@@ -62,6 +62,7 @@ def test_on_failure_restarts_n_times_with_docker_cli(cli, dpy):
     starts = [e for e in dpy.events(since=began - 1, until=time.time(), decode=True,
                                     filters={"container": name, "event": "start"})]
     assert len(starts) == 3             # the first run and two restarts
+    assert cli("logs", name).stdout == "run\n" * 3          # restarted in place: one log for every run
     cli("rm", name)
 
 
