@@ -104,7 +104,12 @@ class ExecRun:
         return self.outputs
 
     def drop_output(self) -> None:
-        self.outputs = None
+        """Nobody takes the output any more (detached, or the client left): what is
+        queued goes, so a reader blocked on a full queue moves on and drops the rest."""
+        outputs, self.outputs = self.outputs, None
+        for q in (outputs or {}).values():
+            while not q.empty():
+                q.get_nowait()
 
     async def read_all(self) -> int:
         """Read the session to its end (the run's one reader); the exit code."""
@@ -131,10 +136,14 @@ class ExecRun:
                 frames = self.session.feed(data)
         finally:
             self.ended.set()
-            if self.outputs is not None:
-                for q in self.outputs.values():
-                    await q.put(b"")
             self.session.close()
+            for kind in (wire.STDOUT, wire.STDERR):     # the end, for a client still taking output
+                while self.outputs is not None:
+                    try:
+                        self.outputs[kind].put_nowait(b"")
+                        break
+                    except asyncio.QueueFull:
+                        await asyncio.sleep(0.05)
 
     async def _frame(self, kind: int, payload: bytes = b"") -> None:
         if self.ended.is_set():

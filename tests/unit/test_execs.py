@@ -127,3 +127,24 @@ def test_failed_starts_get_dockers_codes_and_stopped_containers_are_refused():
         with pytest.raises(Conflict, match="is not running"):
             execs.create(Target("d" * 64, "dead", None), ExecConfig(argv=["true"]))
     asyncio.run(main())
+
+
+def test_a_client_that_leaves_with_full_queues_does_not_hold_the_process_back():
+    async def main() -> None:
+        sup = Supervisor()
+        execs = service(sup)
+        ex = execs.create(RUNNING, ExecConfig(argv=["yes"]))
+        run = await execs.start(ex.id, RUNNING, attached=True)
+
+        def flood() -> None:
+            for _ in range(100):                 # more than the queue holds, nobody reading
+                sup.send(wire.STDOUT, b"y\n")
+            sup.send(wire.EXIT, b"0")
+
+        await asyncio.get_running_loop().run_in_executor(None, flood)
+        await asyncio.sleep(0.1)
+        assert run.outputs is not None and run.outputs[wire.STDOUT].full() and not ex.done.is_set()
+        run.drop_output()                        # the client went away
+        await asyncio.wait_for(ex.done.wait(), 5)
+        assert ex.exit_code == 0
+    asyncio.run(main())
