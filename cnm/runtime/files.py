@@ -22,7 +22,7 @@ One directory per container, `<state_dir>/<id>/`:
                    container process just before exec, renamed by the shim after)
     confine.marshal
                    what an exec'd process is locked down with: confine.lock_plan(), marshal
-                   (Runtime.start; read by cnm/nsexec.py --confine)
+                   (Runtime.start; read by exec())
     exit.json      {"exit_code", "finished_at"[, "error"]} when it ended (shim, atomic;
                    or Runtime.adopt for a shim that died without writing it)
 

@@ -241,7 +241,7 @@ class Runtime(RuntimeIO):
         joined = list(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit, self.accounting)) \
             if self._cgroup_dirs(cdir) else []
         plan = confine.plan(spec, binds, self.host, cdir, cgroups=self.cgroups.view(joined))
-        # What an exec'd process is confined with (exec() reads it; so does cnm/nsexec.py).
+        # What an exec'd process is confined with (exec() reads it).
         files.write_atomic(os.path.join(cdir, files.LOCK_PLAN), marshal.dumps(confine.lock_plan(plan)))
         return {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
                 "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,

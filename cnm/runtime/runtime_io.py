@@ -152,7 +152,7 @@ class RuntimeIO:
 
     def lock_plan_path(self, cid: str) -> str | None:
         """The file holding what an exec'd process of this container is confined with
-        (cnm/nsexec.py --confine); None for a container started before it existed."""
+        (exec() reads it); None for a container started before it existed."""
         path = os.path.join(self._require(cid), files.LOCK_PLAN)
         return path if os.path.exists(path) else None
 
