@@ -27,7 +27,7 @@ from __future__ import annotations
 import _socket
 import os
 
-from cnm.runtime import confine_apply, files, linux, prexec, relay, shim, wire
+from cnm.runtime import confine_apply, files, linux, prexec, relay, reply, wire
 
 _NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
 
@@ -37,7 +37,7 @@ def serve(sock: int, dirfd: int) -> None:
     try:
         cfg = prexec.read_config(sock)
     except prexec.Fail as exc:
-        shim._report_error(exc.kind, exc.message)
+        reply.error(exc.kind, exc.message)
         return
     pid, start = cfg["target"]
     try:
@@ -45,7 +45,7 @@ def serve(sock: int, dirfd: int) -> None:
     except ProcessLookupError:
         target = -1
     if target < 0 or not linux.is_alive(pid, start):
-        shim._report_error("Conflict", "the container is not running")
+        reply.error("Conflict", "the container is not running")
         return
     linux.setns(target, linux.CLONE_NEWPID)     # for our children: the container's PID namespace
     tty = bool(cfg["tty"])
@@ -67,12 +67,12 @@ def serve(sock: int, dirfd: int) -> None:
         _process(cfg, target, wfd, child_io, ptys[1] if ptys else None)
     for fd in [wfd, *child_io]:
         os.close(fd)
-    failure = shim._read_all(rfd)
+    failure = reply.read_all(rfd)
     os.close(rfd)
     if failure:
         os.waitpid(child, 0)
         kind, _, message = failure.decode(errors="replace").partition("\t")
-        shim._report_error(kind, message)
+        reply.error(kind, message)
         return
     master = -1
     if ptys is not None:
@@ -82,7 +82,7 @@ def serve(sock: int, dirfd: int) -> None:
         mine = [(master, wire.STDOUT)]
         stdin_w = master if cfg["stdin"] else -1
     rel = relay.Relay(mine, stdin_w, master, True, None, None)
-    shim._reply_frame(wire.OK, b"%d %d" % (os.getpid(), child))
+    reply.frame(wire.OK, b"%d %d" % (os.getpid(), child))
     want, stdin = relay.wants(cfg["attach"] + ("i" if cfg["stdin"] else ""), tty)
     rel.add(relay.Client(_socket.socket(fileno=sock), want, stdin), hello=False)
     rel.run(os.pidfd_open(child))

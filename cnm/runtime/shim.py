@@ -59,7 +59,7 @@ import os
 import select
 import time
 
-from cnm.runtime import confine_apply, files, linux, prexec, relay, wire
+from cnm.runtime import confine_apply, exec_shim, files, linux, prexec, relay, reply, wire
 
 FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 OP_START = b"S"
@@ -67,7 +67,6 @@ OP_PROBE = b"P"
 OP_EXEC = b"E"
 ATTACH_SOCK = "attach.sock"
 _child_pid = 0
-_reply = -1     # the Runtime's socket until the start is answered
 _Fail = prexec.Fail
 
 
@@ -79,32 +78,12 @@ def options(tty: bool, open_stdin: bool, stdin_once: bool, log_max_size: int, lo
                                    (attach or "-").encode())
 
 
-def _reply_frame(kind: int, payload: bytes) -> None:
-    try:
-        os.write(_reply, wire.out_frame(kind, payload, time.time_ns()))
-    except OSError:
-        pass  # the caller died; the container still runs and adopt() will find it
-
-
-def _report_error(kind: str, message: str) -> None:
-    _reply_frame(wire.ERROR, f"{kind} {message}".replace("\n", " ").encode(errors="replace"))
-
-
 def _forward(signum: int, _frame: object) -> None:
     if _child_pid:
         try:
             os.kill(_child_pid, signum)
         except ProcessLookupError:
             pass
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        b = os.read(fd, 65536)
-        if not b:
-            return b"".join(chunks)
-        chunks.append(b)
 
 
 def _detach(sock: int, dirfd: int, mnt: int = -1) -> None:
@@ -135,29 +114,27 @@ def serve(msg: bytes, sock: int, dirfd: int, mnt: int = -1) -> None:
     """The supervisor's life, in a process forked (twice) from the template: `msg` is
     the operation byte and its options; `mnt` the template's mount namespace for
     containers (see cnm.runtime.template_main), -1 for none. Never returns."""
-    global _reply
-    _reply = sock
+    reply.fd = sock
     gc.disable()  # nothing here makes cycles; a collection would only dirty shared pages
     op = msg[:1]
     try:
         _detach(sock, dirfd, mnt if op == OP_START else -1)
         if op == OP_PROBE:
-            _reply_frame(wire.OK, b"%d" % os.getpid())
+            reply.frame(wire.OK, b"%d" % os.getpid())
         elif op == OP_EXEC:
-            from cnm.runtime import exec_shim  # imported by the template already: no cycle at import
             exec_shim.serve(sock, dirfd)
         else:
             _supervise(sock, dirfd, mnt, msg[1:].split())
     except BaseException as exc:  # the Runtime must always get an answer
-        import traceback
+        import traceback  # (only when a supervisor fails: not loaded into every one)
         traceback.print_exc()
-        _report_error("InternalError", f"supervisor failed: {exc}")
+        reply.error("InternalError", f"supervisor failed: {exc}")
         os._exit(1)
     os._exit(0)
 
 
 def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
-    global _child_pid, _reply
+    global _child_pid
     tty, open_stdin, stdin_once, log_max, log_files = (int(x) for x in opts[:5])
     attach = opts[5].decode() if opts[5] != b"-" else ""
     # The container's stdio: the child's ends, then ours.
@@ -185,12 +162,12 @@ def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
     _child_pid = pid
     for fd in [wfd, alive, *child_io, *([mnt] if mnt >= 0 else [])]:
         os.close(fd)
-    failure = _read_all(rfd)
+    failure = reply.read_all(rfd)
     os.close(rfd)
     if failure:
         os.waitpid(pid, 0)
         kind, _, message = failure.decode(errors="replace").partition("\t")
-        _report_error(kind, message)
+        reply.error(kind, message)
         return
     master = -1
     if ptys is not None:
@@ -203,13 +180,13 @@ def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
     listener = _listen(dirfd)
     log = relay.LogWriter(dirfd, log_max, log_files)
     rel = relay.Relay(mine, stdin_w, master, bool(stdin_once), log, listener)
-    _reply_frame(wire.OK, b"%d %d" % (os.getpid(), pid))
+    reply.frame(wire.OK, b"%d %d" % (os.getpid(), pid))
     if attach:
         want, stdin = relay.wants(attach, bool(tty))
-        rel.add(relay.Client(_socket.socket(fileno=_reply), want, stdin), hello=False)
+        rel.add(relay.Client(_socket.socket(fileno=reply.fd), want, stdin), hello=False)
     else:
-        os.close(_reply)  # the Runtime sees EOF
-    _reply = -1
+        os.close(reply.fd)  # the Runtime sees EOF
+    reply.fd = -1
     exited = os.pidfd_open(pid)
     rel.run(exited)
     _, status = os.waitpid(pid, 0)  # PEP 475: retried after each forwarded signal

@@ -9,9 +9,9 @@ import os
 import signal
 import time
 
+from cnm.rmtree import remove_tree
 from cnm.runtime import cgroups as cg
 from cnm.runtime import files, linux
-from cnm.rmtree import remove_tree
 from cnm.runtime.state import DirFiles, read_dir, supervisor_alive, supervisor_ident
 
 
