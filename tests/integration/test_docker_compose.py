@@ -3,8 +3,10 @@ against our daemon: three services on two networks with aliases, a published por
 environment and depends_on — up -d, ps, logs, exec, stop, start, down."""
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
+import time
 
 import pytest
 
@@ -68,6 +70,15 @@ def test_compose_up_ps_logs_exec_stop_start_down(compose, daemon):
     # the published port answers on the host (the daemon's namespace)
     out = ns_sh(daemon.ns, "sh", "-c", 'printf "GET /hostname HTTP/1.0\\r\\n\\r\\n" | busybox nc 127.0.0.1 8080').stdout
     assert out.startswith("HTTP/1.")
+    # db's restart policy (unless-stopped): it ends on its own (SIGTERM to its PID 1) and comes back.
+    db_id = compose("ps", "-q", "db").stdout.strip()
+    compose("exec", "-T", "db", "kill", "1")
+    deadline = time.monotonic() + 30
+    while json.loads(daemon.net("container", "inspect", db_id).stdout)[0]["RestartCount"] < 1:
+        assert time.monotonic() < deadline, "db was not restarted by its policy"
+        time.sleep(0.1)
+    info = json.loads(daemon.net("container", "inspect", db_id).stdout)[0]
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     compose("stop", "-t", "5")
     assert all(s.split()[-2:] == ["Exit", "0"] or "Exit 0" in s for s in states(compose).values())
     compose("start")
