@@ -36,6 +36,7 @@ from cnm.container_record import (
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
+from cnm.intents import CONTAINER_REMOVE, Intents
 from cnm.model import Endpoint, Network
 from cnm.ports import PortBinding
 from cnm.restart_policy import RestartPolicy
@@ -76,6 +77,7 @@ class ContainerService:
         self.events = events
         self.images = images            # the image store (None: host filesystem and --rootfs only)
         self.restarts = Restarts(self.start_by_policy)
+        self._intents = Intents(store)
         for kv in store.list(CT_PREFIX):
             self._index.add(Container.from_record(kv.value))
 
@@ -501,43 +503,69 @@ class ContainerService:
                     self.exit_codes.pop(next(iter(self.exit_codes)))
         except NotFound:
             pass
+        # Written ahead: once the runtime's directory is gone the container is "dead";
+        # a crash from here on is finished at the next start (_finish_removals).
+        self._intents.write(CONTAINER_REMOVE, ct.id)
         self.runtime.remove(ct.id, True)
         with self.store.transaction():      # one commit; the veths retired after it
             self._release_network(ct)
             self.store.delete(CT_PREFIX + ct.id)
-        container_images.release(ct, self.images)
+            self._intents.done(CONTAINER_REMOVE, ct.id)
+        container_images.release(ct, self.images)     # a crash before: start-up's sweep drops the mount
         self._index.drop(ct)
         self._event("destroy", ct)
         log.info("removed container %s", ct.name)
 
     # --------------------------------------------------------------- restart
     def _adopt_one(self, ct: Container) -> None:
-        if not ct.started:
+        if not ct.started and ct.released:
             return                        # created, never run: nothing to adopt
         try:
             st: ContainerState | None = self.runtime.state(ct.id)
         except NotFound:
             st = None
         if st is None or st.status != "running" or st.pid is None:
+            # Ended, or its first start was cut short by a crash (its network was
+            # taken, its process never ran: it stays "created").
             self._release_network(ct)
-            if ct.auto_remove:
+            if ct.auto_remove and ct.started:
                 self._remove(ct)
-            elif self.restarts.after_exit(ct, st, fresh=True):     # Docker's restart at daemon start
+            elif ct.started and self.restarts.after_exit(ct, st, fresh=True):   # Docker's restart at daemon start
                 self._save(ct)
             return
+        if not ct.started:                # a crash between the process's start and the record's
+            ct.started = True
+            self._save(ct)
         sb = self.sandbox(ct)
         if sb is not None:
-            sb.restore(st.pid)
+            sb.restore(st.pid, wanted={a.network for a in ct.attachments()})
             ct.sandbox_key = sb.key
             self._settle(ct, sb)
         self._watch(ct)
 
+    def _finish_removals(self) -> None:
+        """Removals a crash interrupted (their intent is left): finished, as asked."""
+        for intent in self._intents.pending(CONTAINER_REMOVE):
+            ct = self._containers.get(intent.id)
+            if ct is None:
+                self._intents.done(CONTAINER_REMOVE, intent.id)
+                continue
+            log.warning("finishing the removal of container %s that a crash interrupted", ct.name)
+            try:
+                self._remove(ct)
+            except CNMError as exc:
+                log.error("container %s: finishing its removal failed (retried at the next start): %s", ct.name, exc)
+
     def adopt(self) -> None:
         """After a daemon restart: running containers keep their sandboxes, endpoints
         and ports (re-learned); ended ones are cleaned up; orphans are released."""
-        with self.lock, self.store.transaction():
+        with self.lock:
             for st in self.runtime.adopt():
                 self._index.set_state(st.id, st)
+            # Before the block below: each removal commits its intent before its runtime
+            # directory goes (inside one open transaction it could not).
+            self._finish_removals()
+        with self.lock, self.store.transaction():
             for ct in list(self._containers.values()):
                 try:
                     self._adopt_one(ct)

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from cnm import labels
+from cnm.controller_recovery import GLOBAL_CACHE, NAME_PREFIX, NET_PREFIX, Recovery
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound, Unavailable
 from cnm.ids import check_name, new_id
+from cnm.intents import NETWORK_CREATE, NETWORK_DELETE, Intents
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, IpamRegistry
 from cnm.model import Endpoint, EndpointState, Network, PoolConfig
 from cnm.requests import IPAMConfigRequest, NetworkCreate
@@ -27,10 +29,10 @@ from cnm.undo import Undo
 
 log = logging.getLogger(__name__)
 
-NET_PREFIX = "network/"
 EP_PREFIX = "endpoint/"
-NAME_PREFIX = "netname/"          # global networks: one key per name, so names are unique cluster-wide
-GLOBAL_CACHE = "globalcache/network/"   # local copy of global networks
+# NET_PREFIX "network/"; NAME_PREFIX "netname/": global networks, one key per name, so names
+# are unique cluster-wide; GLOBAL_CACHE: the local copy of global networks (all from
+# cnm.controller_recovery, which tears networks down).
 PORTMAP = labels.PORTMAP
 
 # Networks that exist exactly once and can never be removed.
@@ -71,7 +73,7 @@ class GlobalNetworks(Protocol):
         Unavailable when the store does not answer."""
 
 
-class Controller:
+class Controller(Recovery):
     def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[str, Store], *,
                  cluster: Callable[[Controller], GlobalNetworks] | None = None,
                  network_listeners: Sequence[NetworkListener] = (),
@@ -89,6 +91,8 @@ class Controller:
         self.network_listeners = list(network_listeners)
         self.endpoint_listeners = list(endpoint_listeners)
         self.cluster: GlobalNetworks | None = cluster(self) if cluster is not None else None
+        self.intents = Intents(self.stores["local"])
+        self._global_loaded = "global" not in self.stores   # global records read from the cluster store
         self._load()
 
     # ----------------------------------------------------------------- state
@@ -110,6 +114,7 @@ class Controller:
                 log.warning("cluster store unreachable at start (%s); using the local copy of global networks", exc)
                 records = [kv.value for kv in local.list(GLOBAL_CACHE)]
             else:
+                self._global_loaded = True
                 # Keep the local copy in step, so a restart with etcd down still knows them.
                 cached = {kv.key[len(GLOBAL_CACHE):] for kv in local.list(GLOBAL_CACHE)}
                 listed = {rec["id"] for rec in records if "id" in rec}
@@ -245,7 +250,12 @@ class Controller:
                 ipam_driver=ipam_driver, ipam_options=dict(req.ipam_options), options=options,
                 labels=dict(req.labels), builtin=builtin,
             )
+            # Written ahead of the first side effect (a pool reserved, a bridge made), and
+            # kept up to date with what was reserved: a crash leaves the next start enough
+            # to undo every step (finish_intents), and proof that the objects are ours.
+            self.intents.write(NETWORK_CREATE, net.id, net.to_record())
             with Undo() as undo:
+                undo.push(self.intents.done, NETWORK_CREATE, net.id)
                 if ipam_driver != "null":
                     local_space, global_space = ipam.default_address_spaces()
                     space = global_space if scope == GLOBAL else local_space
@@ -255,12 +265,15 @@ class Controller:
                         raise InvalidParameter("--ipv6 needs an IPv6 --subnet (no default IPv6 pool is configured)")
                     for cfg in v4 + v6:
                         net.pools.append(self._reserve_pool(ipam, space, cfg, net, undo))
+                        self.intents.write(NETWORK_CREATE, net.id, net.to_record())
                 if scope == GLOBAL and self.cluster is not None:
                     extra = self.cluster.allocate_network(net)
                     undo.push(self.cluster.release_network, net)
                     net.options.update(extra)
+                    self.intents.write(NETWORK_CREATE, net.id, net.to_record())
                 driver.create_network(self.network_spec(net))
                 undo.push(driver.delete_network, net.id)
+                done = self.intents.done_op(NETWORK_CREATE, net.id)
                 if scope == GLOBAL:
                     name_key = NAME_PREFIX + net.name
                     try:
@@ -268,9 +281,9 @@ class Controller:
                                      expect={name_key: 0})
                     except Conflict:
                         raise Conflict(f"network with name {net.name} already exists (in the cluster)") from None
-                    self.stores["local"].put(GLOBAL_CACHE + net.id, net.to_record())
+                    self.stores["local"].atomic([Put(GLOBAL_CACHE + net.id, net.to_record()), done])
                 else:
-                    store.put(NET_PREFIX + net.id, net.to_record())
+                    store.atomic([Put(NET_PREFIX + net.id, net.to_record()), done])
                 self._networks[net.id] = net
                 undo.commit()
             self._notify("create", net)
@@ -318,39 +331,21 @@ class Controller:
                 if remote:
                     raise Forbidden(f"network {net.name} has active endpoints on other hosts "
                                     f"({', '.join(sorted(remote))}): disconnect them first")
-            # Order: the step that may refuse comes first and changes nothing when it does;
-            # the record goes before the pools, so a crash in between leaves no network
-            # whose pool is gone. Global: the cluster store first (etcd may be down).
-            # Local: the kernel first (a driver that cannot delete keeps the network).
-            errors: list[str] = []
-            if net.scope == GLOBAL:
-                name_key = NAME_PREFIX + net.name
-                store = self.store_for(GLOBAL)
-                owner = store.get(name_key)
-                ops = [Delete(NET_PREFIX + net.id)]
-                if owner is not None and owner.value.get("id") == net.id:
-                    ops.append(Delete(name_key))       # never another network's name
-                store.atomic(ops)
-                self.stores["local"].delete(GLOBAL_CACHE + net.id)
-                try:
-                    self.drivers.get(net.driver).delete_network(net.id)
-                except CNMError as exc:
-                    errors.append(str(exc))
-                if self.cluster is not None:
-                    self.cluster.release_network(net)
-            else:
-                self.drivers.get(net.driver).delete_network(net.id)
-                self.store_for(net.scope).delete(NET_PREFIX + net.id)
-            if net.ipam_driver != "null":
-                ipam = self.ipams.get(net.ipam_driver)
-                for pool in net.pools:
-                    try:
-                        ipam.release_pool(pool.pool_id)
-                    except CNMError as exc:  # best effort: the network is gone
-                        errors.append(str(exc))
+            # Written ahead: a crash part-way is finished at the next start (the network
+            # was on its way out), never left as a bridge without a record or pools
+            # without a network. Kept when a step fails, so that start retries it.
+            self.intents.write(NETWORK_DELETE, net.id, net.to_record())
+            try:
+                errors = self._teardown_network(net)
+            except BaseException:
+                self.intents.done(NETWORK_DELETE, net.id)     # refused before any change
+                raise
+            if not errors:
+                self.intents.done(NETWORK_DELETE, net.id)
             del self._networks[net.id]
             if errors:
-                log.warning("network %s removed, with errors: %s", net.name, "; ".join(errors))
+                log.warning("network %s removed, with errors (retried at the next start): %s", net.name,
+                            "; ".join(errors))
             self._notify("delete", net)
             log.info("removed network %s", net.name)
 
@@ -423,10 +418,16 @@ class Controller:
                         raise InvalidParameter(f"network {net.name} has no IPv6 subnet for --ip6 {ip6}")
                 elif ip or ip6:
                     raise InvalidParameter(f"network {net.name} ({net.driver}) takes no --ip/--ip6")
+                # The record before the driver's kernel objects (an overlay veth, a plugin's):
+                # a crash in between leaves an endpoint in no sandbox, which start-up
+                # releases through the driver, never objects nothing names.
+                self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
+                undo.push(self.stores["local"].delete, EP_PREFIX + ep.id)
                 iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, mac), {})
                 undo.push(driver.delete_endpoint, net.id, ep.id)
-                ep.mac = iface.mac
-                self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
+                if iface.mac != ep.mac:
+                    ep.mac = iface.mac
+                    self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
                 self._know_endpoint(ep)
                 undo.commit()
             return ep
@@ -465,8 +466,10 @@ class Controller:
         raise last or Conflict(f"no available {family} addresses in network {net.name}")
 
     def delete_endpoint(self, ep: Endpoint) -> None:
-        """Driver → IPAM → store. Best effort and idempotent: every step runs, failures
-        are collected and reported together."""
+        """Driver → store → IPAM. Best effort and idempotent: every step runs, failures
+        are collected and reported together. The record goes before its addresses: a
+        crash in between leaves addresses nothing holds (start-up gives them back,
+        reconcile_ipam), never a record naming addresses IPAM may hand out again."""
         with self.lock:
             net = self._networks.get(ep.network_id)
             errors: list[str] = []
@@ -475,9 +478,9 @@ class Controller:
                     self.drivers.get(net.driver).delete_endpoint(net.id, ep.id)
                 except CNMError as exc:
                     errors.append(str(exc))
-                errors += self._release_addresses(ep)
             self.stores["local"].delete(EP_PREFIX + ep.id)
             self._forget_endpoint(ep)
+            errors += self._release_addresses(ep)
             if errors:
                 log.warning("endpoint %s removed with errors: %s", ep.name, "; ".join(errors))
 

@@ -17,6 +17,7 @@ from cnm.errors import CNMError, Conflict, InvalidParameter
 if TYPE_CHECKING:
     from cnm.execs import ExecConfig
     from cnm.execs import Target as ExecTarget
+    from cnm.reconcile.sweep import Reconciler, Services
     from cnm.store import Store
     from cnm.store.etcd import EtcdStore
 
@@ -77,7 +78,7 @@ class Daemon:
         from cnm.ports import PortAllocator
         from cnm.runtime import Runtime
         from cnm.sandbox.osl import SandboxOS
-        from cnm.services import ClusterConfig, build_core
+        from cnm.services import ClusterConfig, build_core, start_up
         from cnm.statedirs import ROOT_MODE, RUN_MODE, private_dir, trusted_parent
         from cnm.store.sqlite import SQLiteStore
         from drivers.bridge.nftables import NftablesBridgeFirewall
@@ -143,15 +144,13 @@ class Daemon:
         self.images.events = core.events        # docker events: image load, import, tag, untag, delete
         self.sandboxes, self.exits, self.containers, self.cluster = (core.sandboxes, core.exits, core.containers,
                                                                      core.cluster)
-        # Order matters: namespaces our previous life left behind, then networks (and
-        # their firewall rules), then the containers on them, then whatever a crash
-        # left allocated but unreferenced.
+        # Every id the store knows, before anything is released (the sweep's proof of
+        # ownership); the namespaces our previous life left behind; then start-up in
+        # its order (cnm.services.start_up), ending with what a crash left without an
+        # owner removed.
+        self.reconciler = self._reconciler()
         self._recover_namespaces()
-        self.controller.ensure_builtin_networks()
-        if self.cluster is not None:
-            self.cluster.start()       # global networks and peers before the containers on them
-        self.containers.adopt()
-        self.controller.reconcile_ipam()
+        start_up(core, sweep=lambda: self.reconciler.sweep(self._reconcile_services()))
         self.runtime.prestart()        # the supervisor template, off the first `run`'s path
 
     def exec_target(self, ref: str) -> ExecTarget:
@@ -220,6 +219,26 @@ class Daemon:
             return self.runtime.state(container_id).status == "running"
         except CNMError:
             return False
+
+    def _reconciler(self) -> Reconciler:
+        from cnm.osl import mounts, netns
+        from cnm.osl.netlink import Netlink
+        from cnm.reconcile.sweep import Reconciler
+        from cnm.runtime.spec import ID_PATTERN
+        return Reconciler(self.local_store, run_dir=self.config.run_dir, containers_dir=self.runtime.state_dir,
+                          host=self.netlink, netlink_for=Netlink, is_netns=netns.is_netns,
+                          delete_netns=netns.delete_netns, unmount_in=mounts.unmount_in,
+                          is_container_id=lambda name: bool(ID_PATTERN.match(name)),
+                          extra_known=[n.id for n in self.controller.list_networks()])
+
+    def _reconcile_services(self) -> Services:
+        from cnm.services import reconcile_services
+
+        def supervisors() -> list[int]:
+            return [st.shim_pid for st in self.runtime.list() if st.status == "running" and st.shim_pid]
+
+        return reconcile_services(self.core, drivers=self.drivers, ipams=self.ipams, ports=self.ports,
+                                  runtime=self.runtime, supervisors=supervisors)
 
     def _recover_namespaces(self) -> None:
         from cnm.osl.netns import recover_from

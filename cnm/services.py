@@ -8,7 +8,7 @@ runtime; unit tests pass fakes (tests/unit/fakehost.py) and get the very same wi
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,7 @@ from cnm.container_images import ImageMounts
 from cnm.containers import ContainerRuntime, ContainerService
 from cnm.controller import Controller
 from cnm.driverapi import DriverRegistry
+from cnm.errors import CNMError
 from cnm.events import EventBus
 from cnm.exits import ExitWatcher
 from cnm.ipamapi import IpamRegistry
@@ -28,6 +29,7 @@ from cnm.store import Store
 if TYPE_CHECKING:
     from cnm.api.common import Route
     from cnm.cluster.sync import ClusterSync
+    from cnm.reconcile.sweep import Services
     from cnm.store.etcd import EtcdStore
 
 
@@ -98,6 +100,58 @@ def build_core(*, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[
     containers = ContainerService(controller, sandboxes, runtime, stores["local"], exits=exits, events=events,
                                   host_resolv=host_resolv, images=images, **extra)
     return Core(events, discovery, controller, sandboxes, exits, containers, member)
+
+
+def start_up(core: Core, *, sweep: Callable[[], object] | None = None) -> None:
+    """What a (re)started daemon does before it serves, in this order: finish the
+    operations a crash interrupted (their intents), restore the networks (kernel
+    objects, firewall), join the cluster (global networks and peers before the
+    containers on them), adopt the containers (running ones keep their sandboxes,
+    endpoints repaired or released; the rest are released), give back addresses
+    nothing holds, then `sweep` what has no owner (cnm.reconcile)."""
+    core.controller.finish_intents()
+    core.controller.ensure_builtin_networks()
+    if core.cluster is not None:
+        core.cluster.start()
+    core.containers.adopt()
+    core.controller.reconcile_ipam()
+    if sweep is not None:
+        sweep()
+
+
+def reconcile_services(core: Core, *, drivers: DriverRegistry, ipams: IpamRegistry, ports: PortAllocator,
+                       runtime: ContainerRuntime, supervisors: Callable[[], Iterable[int]] = lambda: (),
+                       after: Sequence[Callable[[set[str]], None]] = ()) -> Services:
+    """What the start-up sweep (cnm.reconcile.sweep) asks of these services.
+    `supervisors`: pids of running containers' supervisors (their mount namespaces
+    may be an earlier life's)."""
+    from cnm.reconcile.sweep import Services
+    ctl = core.controller
+
+    def overlay_netns(network_id: str) -> str | None:
+        net = ctl.network(network_id)
+        path_of = getattr(drivers.get(net.driver), "netns_path", None) if net is not None else None
+        try:
+            return path_of(network_id) if path_of is not None else None
+        except CNMError:
+            return None
+
+    def held_pools() -> list[str]:
+        return [p.get("pool_id", "") for it in ctl.intents.pending() for p in it.data.get("pools") or ()]
+
+    steps = list(after)
+    overlay_filter = getattr(drivers.get("overlay"), "reconcile", None) if "overlay" in drivers.names() else None
+    if overlay_filter is not None:
+        steps.append(lambda _containers: overlay_filter())
+    default_ipam = ipams.get("default")
+    return Services(
+        networks=ctl.list_networks, endpoints=ctl.all_endpoints, sandboxes=core.sandboxes.all,
+        containers=lambda: [ct.id for ct in core.containers.list_containers()],
+        overlay_netns=overlay_netns, remove_container=lambda cid: runtime.remove(cid, force=True),
+        supervisors=supervisors, pools=getattr(default_ipam, "local_pools", lambda: []),
+        release_pool=default_ipam.release_pool, held_pools=held_pools,
+        port_owners=lambda: {owner for *_, owner in ports.allocations()},
+        release_ports=ports.release_owner, after=steps)
 
 
 def core_routes(core: Core) -> list[Route]:

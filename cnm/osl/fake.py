@@ -330,6 +330,12 @@ class FakeNamespaces:
     def exists(self, path: str) -> bool:
         return path in self.namespaces
 
+    def entries(self, directory: str) -> list[str]:
+        """Names of the namespaces mounted in `directory` (as os.listdir would list
+        their mount points), sorted."""
+        d = directory.rstrip("/")
+        return sorted(p[len(d) + 1:] for p in self.namespaces if p.rsplit("/", 1)[0] == d)
+
     def bind(self, source: str, path: str) -> None:
         if source not in self.namespaces:
             raise NotFound(f"no network namespace at {source}")

@@ -211,7 +211,8 @@ class FakeRuntime:
     def remove(self, cid: str, force: bool = False) -> None:
         with self._lock:
             proc = self._procs.get(cid)
-        if proc is None:
+        if proc is None:                  # as the real runtime: a directory alone goes too
+            shutil.rmtree(self.root / cid, ignore_errors=True)
             return
         if proc.poll() is None:
             if not force:

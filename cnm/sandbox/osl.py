@@ -40,6 +40,7 @@ class NamespaceOps(Protocol):
 class SandboxNetlink(Protocol):
     """What the sandbox's OS side uses of a netlink handle (cnm.osl.netlink.Netlink)."""
 
+    def link_names(self) -> list[str]: ...
     def set_link_up(self, name: str) -> None: ...
     def rename_link(self, name: str, new_name: str) -> None: ...
     def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None: ...
@@ -155,6 +156,13 @@ class SandboxOS:
             nl.add_route("0.0.0.0/0", gw4, dev=ifname, exist_ok=True)
         if gw6:
             nl.add_route("::/0", gw6, dev=ifname, exist_ok=True)
+
+    def interfaces(self, key: str) -> set[str]:
+        """Names of the links inside the sandbox (empty when its namespace is gone)."""
+        if not self._ns.exists(key):
+            return set()
+        with self._netlink_for(key) as nl:
+            return set(nl.link_names())
 
     def default_routes(self, key: str) -> list[str]:
         """The sandbox's default routes' devices (empty: no way out)."""

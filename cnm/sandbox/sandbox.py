@@ -18,7 +18,7 @@ every call, as cnm.containers.ContainerService does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from cnm import labels
@@ -29,6 +29,7 @@ from cnm.model import Endpoint, Network
 from cnm.model import Sandbox as SandboxRecord
 from cnm.naming import GATEWAY_BRIDGE
 from cnm.ports import PROTOCOL_NUMBERS, PortBinding
+from cnm.reconcile.decide import Fate, endpoint_fate
 from cnm.requests import NetworkCreate
 from cnm.sandbox import rules
 from cnm.sandbox.files import container_resolv_conf, hosts_file
@@ -64,11 +65,13 @@ class EndpointControl(Protocol):
     def revoke_external_connectivity(self, ep: Endpoint) -> None: ...
     def restore_endpoint(self, ep: Endpoint) -> None: ...
     def save_endpoint(self, ep: Endpoint) -> None: ...
+    def recreate_endpoint(self, ep: Endpoint) -> None: ...
 
 
 class SandboxKernel(Protocol):
     """The sandbox's OS side (cnm.sandbox.osl.SandboxOS)."""
 
+    def key_for(self, sandbox_id: str) -> str: ...
     def create(self, sandbox_id: str) -> str: ...
     def adopt(self, sandbox_id: str, pid: int) -> str: ...
     def destroy(self, key: str) -> None: ...
@@ -76,6 +79,7 @@ class SandboxKernel(Protocol):
              address_v6: str | None, default_gateway: bool) -> None: ...
     def unplug(self, key: str, ifname: str) -> None: ...
     def park(self, key: str, ifname: str, new_name: str) -> None: ...
+    def interfaces(self, key: str) -> set[str]: ...
     def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None: ...
 
 
@@ -362,22 +366,78 @@ class Sandbox:
     def save(self) -> None:
         self._env.store.put(SANDBOX_PREFIX + self.id, self.record.to_record())
 
-    def restore(self, pid: int) -> None:
+    def restore(self, pid: int, wanted: Collection[str] | None = None) -> None:
         """After a daemon restart, for a container still running: the namespace bound
-        at its key again, the drivers, ports, names and peers re-learned. One broken
-        endpoint does not cost the others theirs."""
+        at its key again, the drivers, ports, names and peers re-learned. An endpoint
+        whose interface is gone is repaired (plugged in again, same address) while the
+        container still asks for its network (`wanted`: network ids; None = all),
+        released otherwise or when its network is gone (cnm.reconcile.decide); each
+        said once in the log. One broken endpoint does not cost the others theirs."""
         self.record.key = self._env.os.adopt(self.id, pid)
         self._env.ports.restore([PortBinding.from_record(p) for p in self.record.ports], owner=self.id)
+        present = self._env.os.interfaces(self.key)
+        holder = self._route_holder()
+        released: list[str] = []
         for ep in self.endpoints():
+            net = self._ctl.network(ep.network_id)
+            fate, why = endpoint_fate(network_known=net is not None,
+                                      interface_present=not ep.ifname or ep.ifname in present,
+                                      wanted=self._wanted(ep, net, wanted))
             try:
-                net = self._ctl.network(ep.network_id)
-                if net is None:
-                    raise NotFound(f"network {ep.network_id[:12]} is gone")
-                self._ctl.restore_endpoint(ep)
-                self._announce(net, ep)
+                if fate is Fate.KEEP:
+                    assert net is not None
+                    self._ctl.restore_endpoint(ep)
+                    self._announce(net, ep)
+                    continue
+                if fate is Fate.REPAIR:
+                    assert net is not None
+                    try:
+                        self._repair(ep, net, routed=ep.id == holder)
+                        log.warning("sandbox %s: endpoint %s on network %s repaired: %s; %s plugged in again "
+                                    "with its address", self.id[:12], ep.id[:12], net.name, why, ep.ifname)
+                        continue
+                    except CNMError as exc:
+                        why = f"{why} and could not be plugged in again ({exc})"
+                log.warning("sandbox %s: endpoint %s released: %s", self.id[:12], ep.id[:12], why)
+                self._detach(ep)
+                released.append(ep.id)
             except CNMError as exc:
                 log.error("sandbox %s: endpoint %s: %s", self.id[:12], ep.id[:12], exc)
+        # Endpoints a crash deleted after the record last listed them are forgotten;
+        # the rules are applied again (as after a leave): the gateway bridge, default
+        # route and published ports where they belong, even if a crash stopped a move.
+        self.record.endpoint_ids = [ep.id for ep in self.endpoints()]
+        try:
+            with Undo() as undo:
+                finish = self._apply_rules(undo, holder if holder not in released else None)
+                undo.commit()
+            finish()
+        except CNMError as exc:
+            log.warning("sandbox %s: applying its rules after a restart: %s", self.id[:12], exc)
         self.save()
+
+    def _wanted(self, ep: Endpoint, net: Network | None, wanted: Collection[str] | None) -> bool:
+        if wanted is None or net is None:
+            return True
+        if net.name == GATEWAY_BRIDGE:        # the sandbox's own: wanted while the rules need it
+            return rules.needs_gateway_bridge([v for v in self._views() if v.id != ep.id])
+        return net.id in wanted
+
+    def _repair(self, ep: Endpoint, net: Network, routed: bool) -> None:
+        """Make the endpoint's interface again (its driver's objects, the join, the
+        plug), with its addresses, name, routes and published ports."""
+        bindings = list(ep.port_bindings)
+        ifname = ep.ifname or rules.next_ifname(self._views())
+        self._ctl.recreate_endpoint(ep)
+        result = self._ctl.join(ep, self.id, self.key, ifname)
+        try:
+            self._env.os.plug(self.key, result, ifname, ep.address, ep.address_v6, default_gateway=routed)
+        except BaseException:
+            self._ctl.leave(ep)
+            raise
+        if bindings:
+            self._ctl.program_external_connectivity(ep, bindings)
+        self._announce(net, ep)
 
     def release(self) -> None:
         """Every endpoint left and deleted, ports given back, the namespace and the
@@ -423,12 +483,14 @@ class Sandboxes:
         published. All or nothing: on failure, whatever was built is released."""
         if sandbox_id in self._sandboxes:
             raise Conflict(f"sandbox {sandbox_id[:12]} exists already: release it first")
-        key = self.os.create(sandbox_id)
-        sb = Sandbox(SandboxRecord(id=sandbox_id, container_id=container_id, key=key, hostname=hostname,
-                                   name=name, port_requests=[p.to_record() for p in ports]), self)
+        sb = Sandbox(SandboxRecord(id=sandbox_id, container_id=container_id, key=self.os.key_for(sandbox_id),
+                                   hostname=hostname, name=name, port_requests=[p.to_record() for p in ports]), self)
         self._sandboxes[sandbox_id] = sb
         try:
+            # The record before the namespace: a crash in between leaves a record whose
+            # container is not running, which start-up releases (namespace and all).
             sb.save()
+            sb.record.key = self.os.create(sandbox_id)
             for net, req in networks:
                 sb.join(net, req)
             sb.publish(ports)

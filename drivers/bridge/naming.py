@@ -8,10 +8,12 @@ from __future__ import annotations
 import ipaddress
 import secrets
 
+from cnm import marks
+
 HOST_VETH_PREFIX = "veth"
 PEER_TEMP_PREFIX = "tmp"
-ALIAS_NETWORK = "cnm:bridge:"      # IFLA_IFALIAS of a bridge we created: + network id
-ALIAS_ENDPOINT = "cnm:ep:"         # of a host-side veth we created: + endpoint id
+ALIAS_NETWORK = marks.BRIDGE       # IFLA_IFALIAS of a bridge we created: + network id
+ALIAS_ENDPOINT = marks.ENDPOINT    # of a host-side veth we created: + endpoint id
 
 
 def host_ifname(endpoint_id: str) -> str:

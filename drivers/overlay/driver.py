@@ -434,6 +434,12 @@ class OverlayDriver:
                     self._nodes.discard(address)
                     self._refresh_filter()
 
+    def reconcile(self) -> None:
+        """At start-up, once networks are restored: the VXLAN filter as the networks
+        here need it (cleared when a crash left it up with none left)."""
+        with self._lock:
+            self._sync_filter()
+
     def _refresh_filter(self) -> None:
         if self._networks:
             self._sync_filter()

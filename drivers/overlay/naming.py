@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 
+from cnm import marks
+
 NETNS_SUBDIR = "overlay"
-ALIAS_NETWORK = "cnm:overlay:"     # IFLA_IFALIAS of our bridge and VXLAN device: + network id
-ALIAS_ENDPOINT = "cnm:ep:"         # of the bridge end of an endpoint's veth: + endpoint id
+ALIAS_NETWORK = marks.OVERLAY     # IFLA_IFALIAS of our bridge and VXLAN device: + network id
+ALIAS_ENDPOINT = marks.ENDPOINT    # of the bridge end of an endpoint's veth: + endpoint id
 BRIDGE_END_PREFIX = "ovb"          # veth end on the overlay bridge (inside the overlay namespace)
 CONTAINER_END_PREFIX = "ovc"       # veth end the core moves into the sandbox
 

@@ -200,6 +200,12 @@ class DefaultIpam:
         with self._lock:
             return sorted((s.pool_id, str(s.net)) for s in self._space_pools(space))
 
+    def local_pools(self) -> list[tuple[str, str]]:
+        """(pool_id, subnet) of the pools of spaces whose store no other host writes:
+        the only ones a start-up reconcile may judge orphaned."""
+        with self._lock:
+            return sorted((s.pool_id, str(s.net)) for s in self._pools.values() if s.space not in self._shared)
+
     def allocated(self, pool_id: str) -> list[str]:
         """Allocated addresses of a pool (no prefix), in address order."""
         with self._lock:

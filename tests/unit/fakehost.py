@@ -16,6 +16,7 @@ records, processes.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -31,10 +32,12 @@ from cnm.driverapi import DriverRegistry, JoinResult
 from cnm.ipamapi import IpamRegistry
 from cnm.osl.fake import FakeNamespaces, FakeNetlink
 from cnm.ports import PortAllocator
+from cnm.reconcile.sweep import Reconciler, Report
 from cnm.runtime.fake import FakeRuntime
+from cnm.runtime.spec import ID_PATTERN
 from cnm.sandbox.osl import SandboxOS
 from cnm.sandbox.sandbox import Sandboxes
-from cnm.services import Core, build_core, core_routes
+from cnm.services import Core, build_core, core_routes, reconcile_services, start_up
 from cnm.store.memory import MemoryStore
 from drivers import register_builtin
 from drivers.bridge.driver import BridgeDriver
@@ -106,7 +109,22 @@ class FakeHost:
         self.sandboxes = self.core.sandboxes
         self.containers = self.core.containers
         self.events = self.core.events
-        self.controller.ensure_builtin_networks()
+        # As the daemon starts: ids remembered before anything changes, then start-up
+        # in its order (a fresh host only gets its built-in networks).
+        self.reconciler = Reconciler(
+            self.store, run_dir=os.path.dirname(NETNS_DIR), containers_dir=str(self.runtime.root),
+            host=self.world.host, netlink_for=self.world.handle, is_netns=self.world.exists,
+            delete_netns=self.world.delete, unmount_in=lambda pid, path: None,
+            is_container_id=lambda name: bool(ID_PATTERN.match(name)),
+            extra_known=[n.id for n in self.controller.list_networks()], ns_entries=self.world.entries)
+        self.last_sweep: Report | None = None
+        start_up(self.core, sweep=self.sweep)
+
+    def sweep(self) -> Report:
+        """The start-up sweep over this host (cnm.reconcile)."""
+        self.last_sweep = self.reconciler.sweep(reconcile_services(
+            self.core, drivers=self.drivers, ipams=self.ipams, ports=self.ports, runtime=self.runtime))
+        return self.last_sweep
 
     def graveyard(self, driver: str = "bridge") -> Graveyard:
         found = self.drivers.get(driver)
@@ -129,11 +147,14 @@ class FakeHost:
 
     def restarted(self) -> FakeHost:
         """The same machine after a daemon restart: kernel state, store and processes
-        stay; drivers, allocators and services are new, and adopt what is there."""
-        again = FakeHost(root=self.root, world=self.world, store=self.store, firewall=self.firewall,
-                         runtime=self.runtime, images=self.images)
+        stay; drivers, allocators and services are new, and start up as the daemon
+        does (cnm.services.start_up): intents finished, networks restored, containers
+        adopted, what has no owner swept."""
+        # A new firewall: the daemon's is rebuilt from what start-up restores (its first
+        # change renders the whole table again), so nothing stale survives a restart.
+        again = FakeHost(root=self.root, world=self.world, store=self.store, runtime=self.runtime,
+                         images=self.images)
         again._own_root = False
-        again.containers.adopt()
         return again
 
     def make_sandboxes(self) -> Sandboxes:

@@ -47,7 +47,8 @@ class CountingStates:
 def test_requests_that_only_take_away_are_one_commit(host):
     """Requests that make kernel objects commit each record before the object it names
     (start, connect: cnm.reconcile's rule); those that only take away are one commit,
-    the kernel's part after it."""
+    the kernel's part after it. Remove also writes its intent ahead, on its own (its
+    runtime directory goes before the records: a crash in between is finished at start)."""
     network(host, "a", "10.1.0.0/24")
     network(host, "b", "10.2.0.0/24")
     svc = host.containers
@@ -56,7 +57,7 @@ def test_requests_that_only_take_away_are_one_commit(host):
     svc.start("c1")
     svc.connect("b", "c1", EndpointRequest())
     assert commits(host, lambda: svc.disconnect("b", "c1")) == 1
-    assert commits(host, lambda: svc.remove("c1", force=True)) == 1
+    assert commits(host, lambda: svc.remove("c1", force=True)) == 2      # intent, then the rest
     svc.run(ContainerCreate(argv=["true"], name="c2", network_mode="a"))
     host.runtime.wait(svc.get("c2").id, 10)
     assert commits(host, lambda: svc.handle_exit(svc.get("c2").id)) == 1     # the exit watcher's report

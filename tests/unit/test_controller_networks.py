@@ -9,6 +9,7 @@ from cnm.driverapi import DriverRegistry
 from cnm.errors import Conflict, Forbidden, InternalError, InvalidParameter, NotFound
 from cnm.ipamapi import IpamRegistry
 from cnm.requests import IPAMConfigRequest, NetworkCreate
+from cnm.store import Put
 from cnm.store.memory import MemoryStore
 from cnm.store.sqlite import SQLiteStore
 from tests.unit.fakes import FakeDriver
@@ -94,13 +95,13 @@ def test_rollback_on_each_failing_step(step, monkeypatch):
     ctl, fakes, default, store = build()
     before = snapshot(store, default, fakes)
     if step == "store":
-        real_put = store.put
+        real_atomic = store.atomic
 
-        def failing_put(key, value):
-            if key.startswith("network/"):
+        def failing_atomic(ops, expect=None):      # the network's record is committed in one transaction
+            if any(isinstance(op, Put) and op.key.startswith("network/") for op in ops):
                 raise InternalError("disk full")
-            return real_put(key, value)
-        monkeypatch.setattr(store, "put", failing_put)
+            return real_atomic(ops, expect)
+        monkeypatch.setattr(store, "atomic", failing_atomic)
     else:
         fakes["fake"].fail_on.add(step)
     with pytest.raises(InternalError):
