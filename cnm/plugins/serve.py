@@ -14,10 +14,11 @@ from typing import Any, Callable, Mapping
 
 from cnm import labels
 from cnm.driverapi import Driver, EndpointInterface, JoinResult, NetworkSpec
-from cnm.errors import CNMError, InvalidParameter
+from cnm.errors import CNMError, InvalidParameter, NotFound
 from cnm.ipamapi import Ipam, Pool
 from cnm.plugins.sdk import GENERIC, IpamPlugin, NetworkPlugin, ipam_data
 from cnm.plugins.served_state import ServedState, iface_from, iface_record, spec_from
+from cnm.reconcile.decide import ServedFate, served_endpoint_fate
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class DriverPlugin(NetworkPlugin):
         caps = driver.capabilities()
         self.scope, self.connectivity_scope = caps.data_scope, caps.connectivity_scope
         self._ids: dict[str, str] = {}          # Docker's network id -> the driver's (if they differ)
+        self.after_restore: list[Callable[[], None]] = []   # e.g. the firewall rendered from what was restored
 
     def driver_id(self, network_id: str) -> str:
         return self._ids.get(network_id, network_id)
@@ -58,8 +60,23 @@ class DriverPlugin(NetworkPlugin):
         opts = body.get("Options") or {}
         generic = {str(k): str(v) for k, v in (opts.get(GENERIC) or {}).items()}
         spec = self.network_spec(body, generic)
-        self.driver.create_network(spec)
+        self._creating(body["NetworkID"], spec.id)
+        try:
+            self.driver.create_network(spec)
+        except BaseException:
+            self._not_created(body["NetworkID"])
+            raise
         self._record_network(body["NetworkID"], spec, lambda: self.driver.delete_network(spec.id))
+
+    def _creating(self, network_id: str, driver_id: str) -> None:
+        """Before the driver makes anything: a crash before the record leaves the next
+        start the network to delete (the engine never heard of it)."""
+        if self.state is not None:
+            self.state.creating(network_id, driver_id)
+
+    def _not_created(self, network_id: str) -> None:
+        if self.state is not None:
+            _quietly(lambda: self.state.not_created(network_id))   # type: ignore[union-attr]
 
     def _record_network(self, network_id: str, spec: NetworkSpec, undo: Callable[[], None],
                         extra: Mapping[str, Any] | None = None) -> None:
@@ -69,6 +86,7 @@ class DriverPlugin(NetworkPlugin):
             self.state.save_network(network_id, spec, spec.id, extra)
         except BaseException:
             _quietly(undo)
+            self._not_created(network_id)
             raise
 
     def delete_network(self, network_id: str) -> None:
@@ -134,6 +152,7 @@ class DriverPlugin(NetworkPlugin):
         problems: list[str] = []
         if self.state is None:
             return problems
+        problems += self._roll_back_creations()
         for nid, rec in self.state.networks():
             try:
                 spec = spec_from(rec["spec"])
@@ -148,13 +167,53 @@ class DriverPlugin(NetworkPlugin):
                 continue
             for eid, ep in self.state.endpoints(nid):
                 try:
-                    self.driver.restore_endpoint(spec.id, eid, iface_from(ep), dict(ep.get("options") or {}))
-                    self.restored_endpoint(nid, eid, ep)
+                    self._restore_endpoint(nid, spec.id, eid, ep)
                 except Exception as exc:
                     problems.append(f"endpoint {eid[:12]} of network {nid[:12]}: {exc}")
         for line in problems:
             log.warning("restore: %s", line)
+        for step in self.after_restore:
+            step()
         return problems
+
+    def _roll_back_creations(self) -> list[str]:
+        """Networks whose creation a crash interrupted: the engine was never told they
+        exist, so whatever the driver made of them goes."""
+        assert self.state is not None
+        problems = []
+        recorded = {nid for nid, _ in self.state.networks()}
+        for nid, driver_id in self.state.interrupted():
+            if nid not in recorded:
+                try:
+                    self.driver.delete_network(driver_id)
+                except Exception as exc:
+                    problems.append(f"network {nid[:12]}: rolling back its interrupted creation: {exc}")
+                    continue
+                log.warning("network %s: its creation was interrupted by a crash; what the driver made is gone",
+                            nid[:12])
+            self.state.not_created(nid)
+        return problems
+
+    def _restore_endpoint(self, network_id: str, driver_id: str, endpoint_id: str, rec: Mapping[str, Any]) -> None:
+        """Re-learn one endpoint (cnm.reconcile.decide.served_endpoint_fate says how)."""
+        iface, options = iface_from(rec), dict(rec.get("options") or {})
+        try:
+            self.driver.restore_endpoint(driver_id, endpoint_id, iface, options)
+            restored = True
+        except NotFound:
+            restored = False
+        fate = served_endpoint_fate(joined=bool(rec.get("joined")), restored=restored)
+        if fate is ServedFate.KEEP:
+            self.restored_endpoint(network_id, endpoint_id, rec)
+        elif fate is ServedFate.UNPLUG:
+            self.driver.leave(driver_id, endpoint_id)       # a Join a crash interrupted
+        else:
+            if fate is ServedFate.UNJOIN:
+                assert self.state is not None
+                self.state.set_joined(network_id, endpoint_id, False)
+                log.warning("endpoint %s of network %s was joined but its interface is gone: recorded as "
+                            "left (the engine's next Join makes it again)", endpoint_id[:12], network_id[:12])
+            self.driver.create_endpoint(driver_id, endpoint_id, iface, options)
 
     def restore_network(self, network_id: str, spec: NetworkSpec, rec: Mapping[str, Any]) -> None:
         self.driver.restore_network(spec)
@@ -274,6 +333,10 @@ def _bridge(served: Served, state: ServedState, root: str, ipam: bool, firewall:
         from drivers.bridge.nftables import NftablesBridgeFirewall
         fw = NftablesBridgeFirewall(Firewall())
     served.network = DriverPlugin(BridgeDriver(lambda: nl, firewall=fw, peer_in_sandbox=False), state)
+    if fw is not None:
+        # Its table rendered from what was restored, even when nothing was (a crash
+        # after the last network went would leave the old table otherwise).
+        served.network.after_restore.append(fw.firewall.reapply)
     if ipam:
         from ipam.default import DefaultIpam
         store = SQLiteStore(os.path.join(root, "plugin-ipam.db"))

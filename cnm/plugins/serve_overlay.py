@@ -132,8 +132,10 @@ class ClusterOverlayPlugin(DriverPlugin):
         cid, vni = oc.join(self.store, key, [p.pool for p in spec.ipv4 + spec.ipv6], self.advertise, pinned)
         spec = replace(spec, id=cid, options={**spec.options, VXLANID_LIST: str(vni)})
         try:
+            self._creating(nid, cid)
             self.driver.create_network(spec)
         except BaseException:
+            self._not_created(nid)
             _quietly(lambda: oc.leave(self.store, cid, self.advertise))
             raise
         self._ids[nid] = cid

@@ -8,6 +8,8 @@ still know. So `net plugin serve` records each network and endpoint it made (in 
 Keys:
     served/net/<docker network id>              {"spec": …, "driver_id": …, "extra": {…}}
     served/ep/<docker network id>/<endpoint id> {"address", "address_v6", "mac", "options", "joined"}
+    intent/network-create/<docker network id>   {"kind", "id", "data": {"driver_id"}}: written before
+                                                the driver makes anything, gone with the record
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import ipaddress
 from typing import Any, Mapping
 
 from cnm.driverapi import EndpointInterface, IPAMData, NetworkSpec
+from cnm.intents import NETWORK_CREATE, Intents
 from cnm.store import Delete, Put, Store
 
 NET, EP = "served/net/", "served/ep/"
@@ -67,8 +70,23 @@ class ServedState:
 
     def save_network(self, network_id: str, spec: NetworkSpec, driver_id: str | None = None,
                      extra: Mapping[str, Any] | None = None) -> None:
-        self.store.put(f"{NET}{network_id}", {"spec": spec_record(spec), "driver_id": driver_id or spec.id,
-                                             "extra": dict(extra or {})})
+        """The network's record; its creation's intent (if any) goes in the same transaction."""
+        self.store.atomic([Put(f"{NET}{network_id}", {"spec": spec_record(spec), "driver_id": driver_id or spec.id,
+                                                      "extra": dict(extra or {})}),
+                           Intents.done_op(NETWORK_CREATE, network_id)])
+
+    def creating(self, network_id: str, driver_id: str) -> None:
+        """Written before the driver makes the network's objects: a crash before the
+        record is saved leaves the next start what to delete (cnm.intents)."""
+        Intents(self.store).write(NETWORK_CREATE, network_id, {"driver_id": driver_id})
+
+    def not_created(self, network_id: str) -> None:
+        """The creation failed and was undone: its intent goes."""
+        Intents(self.store).done(NETWORK_CREATE, network_id)
+
+    def interrupted(self) -> list[tuple[str, str]]:
+        """(Docker network id, driver id) of creations a crash interrupted."""
+        return [(i.id, str(i.data.get("driver_id") or i.id)) for i in Intents(self.store).pending(NETWORK_CREATE)]
 
     def pools_in_use(self) -> set[str]:
         """The canonical subnet of every pool the recorded networks use."""

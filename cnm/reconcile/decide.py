@@ -48,6 +48,24 @@ def endpoint_fate(*, network_known: bool, interface_present: bool, wanted: bool)
     return Fate.RELEASE, "its interface was gone and its container no longer asks for the network"
 
 
+class ServedFate(enum.Enum):
+    """What a restarted `net plugin serve` does with an endpoint the engine made."""
+
+    KEEP = "keep"          # joined, its interface there: re-learned
+    UNJOIN = "unjoin"      # recorded joined, interface gone: recorded as left, made known again
+    UNPLUG = "unplug"      # not joined, but the driver found its interface: what a Join made is undone
+    REGISTER = "register"  # not joined, nothing in the kernel: made known to the driver again
+
+
+def served_endpoint_fate(*, joined: bool, restored: bool) -> ServedFate:
+    """`restored`: the driver re-learned the endpoint from the kernel (its interface is
+    there). A Docker engine whose Join failed (the plugin died) tries Join again or
+    deletes the endpoint; either needs the endpoint known and not plugged in."""
+    if joined:
+        return ServedFate.KEEP if restored else ServedFate.UNJOIN
+    return ServedFate.UNPLUG if restored else ServedFate.REGISTER
+
+
 # --------------------------------------------------------------------------- the sweep
 
 @dataclass(frozen=True)

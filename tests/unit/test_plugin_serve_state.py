@@ -71,7 +71,7 @@ def test_a_restarted_plugin_knows_the_networks_and_endpoints_docker_made():
     assert ServedState(store).networks() == []
 
 
-def test_restore_reports_what_is_gone_and_serves_the_rest():
+def test_an_interface_gone_is_recorded_as_left_once_and_can_be_joined_again(caplog):
     nl, store = FakeNetlink(), MemoryStore()
     first = _bridge_plugin(nl, store)
     first.on_create_network(body())
@@ -79,21 +79,57 @@ def test_restore_reports_what_is_gone_and_serves_the_rest():
     first.join(NID, EID, "/x", {})
     assert nl.link_exists(naming.host_ifname(EID))
     nl.delete_link(naming.host_ifname(EID))        # the veth vanished while the plugin was down
-    problems = _bridge_plugin(nl, store).restore()
-    assert len(problems) == 1 and EID[:12] in problems[0]
+    again = _bridge_plugin(nl, store)
+    assert again.restore() == []
+    assert ServedState(store).endpoint(NID, EID)["joined"] is False
+    assert "recorded as left" in caplog.text
+    caplog.clear()
+    third = _bridge_plugin(nl, store)
+    assert third.restore() == [] and "recorded as left" not in caplog.text    # said once
+    third.join(NID, EID, "/x", {})                 # the engine joins it again
+    assert nl.link_exists(naming.host_ifname(EID))
+
+
+def test_a_join_a_crash_interrupted_is_undone():
+    nl, store = FakeNetlink(), MemoryStore()
+    first = _bridge_plugin(nl, store)
+    first.on_create_network(body())
+    first.create_endpoint(NID, EID, EndpointInterface("10.77.0.2/24"), {})
+    first.driver.join(NID, EID, "/x", {})          # the veth is made; the plugin dies before recording
+    assert ServedState(store).endpoint(NID, EID)["joined"] is False
+    again = _bridge_plugin(nl, store)
+    assert again.restore() == []
+    assert not nl.link_exists(naming.host_ifname(EID))
+    again.join(NID, EID, "/x", {})                 # the engine's Join works again
+
+
+def test_a_creation_a_crash_interrupted_is_rolled_back():
+    nl, store = FakeNetlink(), MemoryStore()
+    first = _bridge_plugin(nl, store)
+    spec = first.network_spec(body(generic={"com.docker.network.bridge.name": "br-half"}),
+                              {"com.docker.network.bridge.name": "br-half"})
+    first._creating(NID, spec.id)
+    first.driver.create_network(spec)              # the bridge is made; the plugin dies before recording
+    assert nl.link_exists("br-half")
+    again = _bridge_plugin(nl, store)
+    assert again.restore() == []
+    assert not nl.link_exists("br-half") and store.list("intent/") == []
+    again.on_create_network(body(generic={"com.docker.network.bridge.name": "br-half"}))   # the engine retries
 
 
 class FailingStore(MemoryStore):
-    def put(self, key, value, lease=None):
-        raise Unavailable("disk full")
+    def atomic(self, ops, expect=None):
+        if any(getattr(op, "key", "").startswith("served/net/") for op in ops):
+            raise Unavailable("disk full")
+        return super().atomic(ops, expect)
 
 
 def test_a_network_that_cannot_be_recorded_is_undone():
-    nl = FakeNetlink()
-    plugin = DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False), ServedState(FailingStore()))
+    nl, store = FakeNetlink(), FailingStore()
+    plugin = DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False), ServedState(store))
     with pytest.raises(Unavailable):
         plugin.on_create_network(body(generic={"com.docker.network.bridge.name": "br-gone"}))
-    assert not nl.link_exists("br-gone")
+    assert not nl.link_exists("br-gone") and store.list("intent/") == []
 
 
 # -- cluster identity of a served overlay ----------------------------------------------------------
