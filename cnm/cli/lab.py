@@ -178,7 +178,9 @@ def _describe(rec: LabRecord) -> dict[str, Any]:
     etcd = [{"Name": m, "Host": d.get("host"), "ClientURL": d.get("client_url"), "Pid": d.get("pid"),
              "Running": bool(d.get("pid")) and procs.alive(d["pid"], d.get("start")), "Log": d.get("log")}
             for m, d in rec.etcd.items()]
-    return {"Name": rec.name, "Status": rec.status, "Source": rec.source, "Dir": rec.dir,
+    from cnm.lab.realise import interrupted
+    status = "interrupted" if interrupted(rec) else rec.status     # its `up` died part-way: down or up again
+    return {"Name": rec.name, "Status": status, "Source": rec.source, "Dir": rec.dir,
             "Created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(rec.created)),
             "Namespaces": rec.namespaces, "Hosts": hosts, "Etcd": etcd, "ClusterStore": rec.cluster_store,
             "Networks": [{"Name": n, "Host": h} for n, h in rec.networks],
@@ -194,7 +196,7 @@ def ls(cx: Context, o: Opts) -> None:
     for rec in list_labs():
         d = _describe(rec)
         running = sum(1 for h in d["Hosts"] if h["Daemon"]["Running"])
-        rows.append((rec.name, rec.status, f"{running}/{len(d['Hosts'])} up", str(len(rec.etcd)),
+        rows.append((rec.name, d["Status"], f"{running}/{len(d['Hosts'])} up", str(len(rec.etcd)),
                      str(len(rec.containers)), rec.source or ""))
     echo(table(("NAME", "STATUS", "DAEMONS", "ETCD", "CONTAINERS", "SOURCE"), rows))
 

@@ -94,6 +94,13 @@ def zygote_launcher(rec: LabRecord) -> DaemonLauncher:
     return ZygoteLauncher(log=Path(rec.dir) / "zygote.log")
 
 
+def interrupted(rec: LabRecord) -> bool:
+    """A lab whose `net lab up` died while building it (killed, a crash): what it built
+    is removed by the next `up` as by `down`."""
+    b = rec.builder or {}
+    return rec.status == "building" and bool(b.get("pid")) and not procs.alive(b["pid"], b.get("start"))
+
+
 @dataclass
 class Realiser:
     runner: Runner
@@ -112,7 +119,8 @@ class Realiser:
         first; a running one is a Conflict. On failure everything built is torn down
         and LabUpFailed says which step failed, why, and where the log is."""
         self._clear_stale(lab)
-        rec = LabRecord(name=lab.name, dir=str(lab_dir(lab.name)), topology=raw, source=source)
+        rec = LabRecord(name=lab.name, dir=str(lab_dir(lab.name)), topology=raw, source=source,
+                        builder={"pid": os.getpid(), "start": procs.start_time(os.getpid())})
         rec.save()
         steps = plan(lab)
         launcher = self.launcher_factory(rec) if any(s.kind == "daemon" for s in steps) else None
@@ -180,7 +188,7 @@ class Realiser:
             old = None
         if old is not None:
             live = [h for h, d in old.daemons.items() if procs.alive(d["pid"], d.get("start"))]
-            if live and old.status != "failed":
+            if live and old.status != "failed" and not interrupted(old):
                 raise Conflict(f"lab {lab.name} is already up (daemons on {', '.join(live[:5])}"
                                f"{', …' if len(live) > 5 else ''}): net lab down {lab.name} first")
             self.down(old)

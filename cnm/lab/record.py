@@ -59,6 +59,7 @@ class LabRecord:
     topology: Any                                   # the raw lab document (YAML as data)
     source: str | None = None
     status: str = "building"                        # building | up | failed
+    builder: dict = field(default_factory=dict)     # {pid, start} of the `net lab up` building it
     created: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
     hosts: dict[str, dict] = field(default_factory=dict)      # host -> {netns, address, **HostPaths}

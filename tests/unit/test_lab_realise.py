@@ -182,6 +182,20 @@ def test_stale_record_is_removed_and_a_live_one_is_a_conflict(labdir, monkeypatc
     assert real.up(lab, doc).status == "up"            # a crashed lab's record is cleared first
 
 
+def test_a_lab_whose_up_was_killed_is_cleared_by_the_next_up(labdir, monkeypatch):
+    lab, doc, runner, real, _ = make()
+    rec = real.up(lab, doc)
+    rec.status, rec.builder = "building", {"pid": 4242, "start": 7}     # `net lab up` killed part-way
+    rec.save()
+    from cnm.lab import procs
+    from cnm.lab.realise import interrupted
+    monkeypatch.setattr(procs, "alive", lambda pid, start: pid != 4242)  # its daemons live on
+    assert interrupted(LabRecord.load(lab.name))
+    again = real.up(lab, doc)                                             # no "already up"
+    assert again.status == "up" and not interrupted(again)
+    assert again.builder["pid"] != 4242
+
+
 def test_daemon_argv_without_cluster_store(labdir):
     lab, doc, runner, real, _ = make({"cluster_store": {"etcd": 0}, "networks": [], "checks": [],
                                       "containers": [{"name": "c", "host": "h1"}]})
