@@ -26,6 +26,7 @@ import socket
 import threading
 from typing import Any, Callable, TypeVar
 
+from cnm import marks
 from cnm.errors import InvalidParameter, NotFound
 from cnm.osl import rtnl, sysctl
 from cnm.osl.errors import is_gone, translate
@@ -217,14 +218,13 @@ class Netlink:
         _check_ifname(name)
 
         def create(ipr: Any) -> None:
-            spec: dict[str, Any] = dict(ifname=name, kind="bridge", mtu=mtu,
-                                        br_stp_state=0, br_forward_delay=0)
-            if mac:
-                spec["address"] = mac
-            ipr.link("add", **spec)
-            idx = self._index(ipr, name)
-            if alias:
-                ipr.link("set", index=idx, ifalias=alias)
+            def add(made: str) -> None:
+                spec: dict[str, Any] = dict(ifname=made, kind="bridge", mtu=mtu,
+                                            br_stp_state=0, br_forward_delay=0)
+                if mac:
+                    spec["address"] = mac
+                ipr.link("add", **spec)
+            idx = self._create_marked(ipr, name, alias, add)
             if up:
                 ipr.link("set", index=idx, state="up")
         self._do(f"create bridge {name}", create)
@@ -240,6 +240,11 @@ class Netlink:
         _check_ifname(peer_name)
         what = f"create veth pair {name}/{peer_name}"
         bridge = self._raw_index(what, master) if master else None
+        # With a mark: made under its provisional name, then named, marked, enslaved and
+        # set up in one request (cnm.marks.provisional_name: never unmarked and unnamed).
+        made = marks.provisional_name(alias) if alias else name
+        if alias:
+            self._drop_leftover(made)
         fd = None
         try:
             if peer_netns:
@@ -247,29 +252,64 @@ class Netlink:
                     fd = os.open(netns_path(peer_netns), os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as exc:
                     raise translate(exc, what) from exc
-            self._raw(what, rtnl.create_veth(name, peer_name, mtu=mtu, peer_mac=peer_mac, peer_netns_fd=fd,
-                                             master=bridge, up=up))
+            self._raw(what, rtnl.create_veth(made, peer_name, mtu=mtu, peer_mac=peer_mac, peer_netns_fd=fd,
+                                             master=None if alias else bridge, up=False if alias else up))
         finally:
             if fd is not None:
                 os.close(fd)
         if alias:
+            index = self._raw_index(what, made)
             try:
-                self._raw(f"mark {name}", rtnl.set_link(name=name, alias=alias))
+                self._raw(what, rtnl.set_link(index, new_name=name, alias=alias, master=bridge, up=up or None))
             except BaseException:
-                self.delete_link(name)     # unmarked, nobody would ever delete it
+                # By index: the kernel applies a request's attributes in turn, so a
+                # refused master (EXFULL) leaves the link already renamed. The peer goes too.
+                self._delete_index(index, what)
                 raise
+
+    def _create_marked(self, ipr: Any, name: str, alias: str | None, add: Callable[[str], object]) -> int:
+        """Create a link by `add(made_name)` on the worker; with a mark, under its
+        provisional name (cnm.marks.provisional_name), then named and marked in one
+        request: at no instant is a link of ours without both its mark and a name
+        saying whose it is. Returns its index."""
+        if not alias:
+            add(name)
+            return self._index(ipr, name)
+        made = marks.provisional_name(alias)
+        self._drop_leftover(made)
+        add(made)
+        idx = self._index(ipr, made)
+        try:
+            ipr.link("set", index=idx, ifname=name, ifalias=alias)
+        except BaseException:
+            try:
+                ipr.link("del", index=idx)
+            except Exception:  # the original error is the one to report
+                pass
+            raise
+        return idx
+
+    def _drop_leftover(self, provisional: str) -> None:
+        """A link under a provisional name is what a crash left of an interrupted
+        creation of the very link about to be made: it goes first."""
+        found = self._lookup(provisional)
+        if found is not None and not found.alias:
+            self.delete_link(provisional)
 
     def delete_link(self, name: str) -> bool:
         """Delete a link. Idempotent: returns False when it was already gone."""
         found = self._lookup(name)
         if found is None:
             return False
+        return self._delete_index(found.index, f"delete link {name}")
+
+    def _delete_index(self, index: int, what: str) -> bool:
         try:
-            self._rt.do(rtnl.delete_link(found.index))
+            self._rt.do(rtnl.delete_link(index))
         except OSError as exc:
             if is_gone(exc):        # raced with someone else's delete
                 return False
-            raise translate(exc, f"delete link {name}") from exc
+            raise translate(exc, what) from exc
         return True
 
     def set_link_up(self, name: str) -> None:

@@ -86,11 +86,9 @@ class VxlanNetlink(Netlink):
             raise InvalidParameter(f"invalid VXLAN UDP port {port}: want 1..65535")
 
         def create(ipr: Any) -> None:
-            ipr.link("add", ifname=name, kind="vxlan", mtu=mtu, vxlan_id=vni,
-                     vxlan_local=local, vxlan_port=port, vxlan_udp_csum=0,
-                     vxlan_learning=1 if learning else 0, vxlan_proxy=1 if proxy else 0)
-            if alias:
-                ipr.link("set", index=self._index(ipr, name), ifalias=alias)
+            self._create_marked(ipr, name, alias, lambda made: ipr.link(
+                "add", ifname=made, kind="vxlan", mtu=mtu, vxlan_id=vni, vxlan_local=local, vxlan_port=port,
+                vxlan_udp_csum=0, vxlan_learning=1 if learning else 0, vxlan_proxy=1 if proxy else 0))
         self._do(f"create VXLAN device {name} (VNI {vni}, port {port})", create)
 
     def vxlan_info(self, name: str) -> VxlanInfo:

@@ -188,12 +188,25 @@ def _overlay_link(link: LinkFact, owners: Owners) -> Action | None:
                   netns=link.netns, alias=link.alias)
 
 
+def provisional(ids: Iterable[str]) -> dict[str, str]:
+    """Provisional link name -> the mark it was made for, for every mark these ids
+    could carry (cnm.marks.provisional_name)."""
+    return {marks.provisional_name(prefix + id_): prefix + id_ for id_ in ids for prefix in marks.KINDS}
+
+
 def sweep(kernel: KernelFacts, owners: Owners) -> Plan:
     """The kernel objects to remove, in the order to remove them."""
     actions: list[Action] = []
     foreign: list[LinkFact] = []
     dead_ns = {f.path for f in kernel.ns_files if f.path not in owners.namespaces}
+    made_for = provisional(owners.known) if any(link.name.startswith(marks.PROVISIONAL) and not link.alias
+                                                for link in kernel.links) else {}
     for link in kernel.links:
+        if not link.alias and link.name in made_for:
+            # A creation a crash interrupted: the name says for which of our ids.
+            actions.append(Action(DELETE_LINK, link.name, f"left half-made (for {made_for[link.name]})",
+                                  netns=link.netns, alias=None))
+            continue
         if link.netns == "":
             got = _host_link(link, owners)
             if got is False:

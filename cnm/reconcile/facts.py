@@ -39,9 +39,11 @@ def known_ids(store: Store, extra: Iterable[str] = ()) -> frozenset[str]:
     return frozenset(ids)
 
 
-def _marked(links: Iterable, netns: str, keep_unmarked: bool = False) -> list[LinkFact]:
+def _marked(links: Iterable, netns: str) -> list[LinkFact]:
+    """Links with our mark, or a name that may be a provisional one (cnm.marks)."""
     return [LinkFact(netns, link.name, link.alias) for link in links
-            if keep_unmarked or marks.parse(link.alias) is not None]
+            if marks.parse(link.alias) is not None
+            or (not link.alias and link.name.startswith(marks.PROVISIONAL) and len(link.name) == 15)]
 
 
 def entries(directory: str) -> list[str]:

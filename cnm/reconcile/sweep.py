@@ -171,8 +171,9 @@ class Reconciler:
                 alias = nl.link(action.target).alias
             except NotFound:
                 return False
-            # Checked again right before: only a link still carrying the mark decided on.
-            if alias != action.alias or marks.parse(alias) is None:
+            # Checked again right before: only a link still carrying the mark decided on
+            # (or, half-made, still none).
+            if alias != action.alias or (action.alias is not None and marks.parse(alias) is None):
                 return False
             return nl.delete_link(action.target)
         if not action.netns:

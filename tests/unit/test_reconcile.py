@@ -60,6 +60,15 @@ def test_marked_links_are_removed_only_for_ids_the_store_knew():
     assert all(a.alias is not None for a in plan.actions)      # re-checked right before deleting
 
 
+def test_links_a_crash_left_half_made_go_by_their_provisional_name():
+    half = marks.provisional_name(marks.BRIDGE + NET2)          # made, not yet named and marked
+    theirs = marks.provisional_name(marks.BRIDGE + "x" * 64)    # some id we never recorded
+    links = (LinkFact("", half), LinkFact("", theirs), LinkFact("", "cnm0123456789ab"))
+    plan = decide.sweep(KernelFacts(links=links), Owners(known=frozenset({NET2})))
+    assert kinds(plan) == [("delete-link", half)] and plan.actions[0].alias is None
+    assert half.startswith("cnm") and len(half) == 15 and half != theirs
+
+
 def test_retiring_endpoints_are_left_to_their_owner():
     links = (LinkFact("", "veth-r", marks.ENDPOINT + EP2),)
     owners = Owners(known=frozenset({EP2}), leave_alone=frozenset({EP2}))
