@@ -31,7 +31,8 @@ class Killed(BaseException):
 
 MUTATORS: dict[type, tuple[str, ...]] = {
     FakeNetlink: ("create_bridge", "create_veth", "delete_link", "set_link_up", "rename_link", "set_master",
-                  "move_link_to_netns", "add_address", "del_address", "add_route", "del_route", "sysctl_write"),
+                  "move_link_to_netns", "add_address", "del_address", "add_route", "del_route", "sysctl_write",
+                  "park_link", "retire_link", "delete_link_group"),
     FakeNamespaces: ("create", "delete", "bind"),
     MemoryStore: ("atomic",),
     FakeRuntime: ("start", "remove", "stop", "kill"),
@@ -81,7 +82,9 @@ def fuse(at: int | None) -> Iterator[Fuse]:
 
 def problems(host: FakeHost) -> list[str]:
     """Everything inconsistent between the world (kernel, processes) and the store, as
-    one line each."""
+    one line each, once the deferred teardown has run (the daemon's graveyard does in
+    the background what FakeHost.settle does at once)."""
+    host.settle()
     out: list[str] = []
     ctl, world = host.controller, host.world
     nets = {n.id: n for n in ctl.list_networks()}

@@ -74,6 +74,9 @@ OPS = [
        lambda h: h.containers.start("ct")),
     Op("remove a running container", lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True)),
        lambda h: h.containers.remove("ct", force=True)),
+    Op("delete a removed container's veth in the background",
+       lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True), h.containers.remove("ct", force=True)),
+       lambda h: h.settle()),
 ]
 
 
