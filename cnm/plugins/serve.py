@@ -207,6 +207,8 @@ class DriverPlugin(NetworkPlugin):
             self.restored_endpoint(network_id, endpoint_id, rec)
         elif fate is ServedFate.UNPLUG:
             self.driver.leave(driver_id, endpoint_id)       # a Join a crash interrupted
+            log.warning("endpoint %s of network %s: a Join a crash cut short is undone (the engine never "
+                        "heard it succeed)", endpoint_id[:12], network_id[:12])
         else:
             if fate is ServedFate.UNJOIN:
                 assert self.state is not None

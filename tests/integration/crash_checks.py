@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -125,10 +126,12 @@ def interfaces(pid: int) -> dict[str, set[str]]:
 
 
 def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
-             foreign: frozenset[str] = frozenset()) -> list[str]:
+             foreign: frozenset[str] = frozenset(), tally: Counter | None = None) -> list[str]:
     """`foreign`: links another tool made in the namespace, marked as ours would be for
-    ids this daemon never had: they must be left exactly as they are."""
+    ids this daemon never had: they must be left exactly as they are. `tally` counts
+    what was checked (for the test's report)."""
     out: list[str] = []
+    seen: Counter = tally if tally is not None else Counter()
     kv = store(root)
     api = APIClient(f"unix://{sock}")
 
@@ -141,9 +144,11 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     out += [f"container {cid[:12]} is {s}" for cid, s in states.items() if s not in ("running", "exited", "created")]
     out += [f"container record {cid[:12]} is not listed by the API" for cid in cts if cid not in states]
     running = {cid for cid, s in states.items() if s == "running"}
+    seen.update(f"containers {s}" for s in states.values())
 
     # links of ours in the daemon's namespace
     have_bridge = set()
+    veths: set[str] = set()
     present = links(ns)
     out += [f"{name}, not ours, is gone" for name in sorted(foreign - {link["ifname"] for link in present})]
     for link in present:
@@ -153,11 +158,13 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
         if mark is None:
             continue
         kind, id_ = mark
+        seen["marked links"] += 1
         if kind == "network":
             have_bridge.add(id_)
             if id_ not in nets:
                 out.append(f"bridge {link['ifname']} has no network record ({id_[:12]})")
         else:
+            veths.add(id_)
             ep = eps.get(id_)
             if ep is None:
                 out.append(f"veth {link['ifname']} has no endpoint record ({id_[:12]})")
@@ -165,6 +172,7 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
                 out.append(f"veth {link['ifname']}: its endpoint {id_[:12]} is in no sandbox")
     out += [f"network {n['name']} has no bridge" for nid, n in nets.items()
             if n["driver"] == "bridge" and nid not in have_bridge]
+    seen["networks"] += len(nets)
 
     # sandboxes, endpoints, interfaces
     owned: set[str] = set()
@@ -175,11 +183,16 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
             continue
         pid = api.container_inspect(sb["container_id"])["State"]["Pid"]
         inside = interfaces(pid)
+        seen["sandboxes of running containers"] += 1
         for eid in sb["endpoint_ids"]:
             ep = eps.get(eid)
             if ep is None:
                 out.append(f"sandbox {sid[:12]} lists endpoint {eid[:12]}, which has no record")
                 continue
+            seen["endpoints with their interface checked"] += 1
+            net = nets.get(ep["network_id"])
+            if net is not None and net["driver"] == "bridge" and eid not in veths:
+                out.append(f"endpoint {eid[:12]} of bridge network {net['name']} has no host veth")
             want = {a for a in (ep.get("address"), ep.get("address_v6")) if a}
             if ep.get("ifname") not in inside:
                 out.append(f"endpoint {eid[:12]} has no interface {ep.get('ifname')} in container {pid}")
@@ -196,10 +209,13 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     for pid in mount_namespaces(procs).values():
         where = "the daemon's" if pid == daemon_pid else f"supervisor {pid}'s"
         mounted = nsfs_mounts(pid, run_dir / "netns")
+        seen["mount namespaces"] += 1
+        seen["netns mounts"] += len(mounted)
         out += [f"netns {m} mounted in {where} mount namespace, of no sandbox" for m in sorted(mounted - keys)]
         if pid == daemon_pid:
             out += [f"sandbox {k} not mounted in the daemon's mount namespace" for k in sorted(keys - mounted)]
     dirs = {p.name for p in (run_dir / "containers").glob("*") if len(p.name) == 64}
+    seen["container directories"] += len(dirs)
     out += [f"container directory {d[:12]} of no container record" for d in sorted(dirs - set(cts))]
 
     # the nft table: bridges and published ports
@@ -211,6 +227,7 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     want_ports = {(PROTO[int(b["Proto"])], int(b["HostPort"])) for e in eps.values()
                   for b in e.get("port_bindings") or []}
     got_ports = _published(table)
+    seen["published ports"] += len(got_ports)
     out += [f"nft publishes {p}/{port}, no endpoint's" for p, port in sorted(got_ports - want_ports)]
     out += [f"endpoint ports {p}/{port} not in nft" for p, port in sorted(want_ports - got_ports)]
 
@@ -219,6 +236,7 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     held = {p["pool_id"] for n in nets.values() for p in n.get("pools") or []}
     out += [f"IPAM pool {p} of no network" for p in sorted(pools - held)]
     out += [f"network pool {p} not reserved in IPAM" for p in sorted(held - pools)]
+    seen["IPAM pools"] += len(pools)
     allocated: dict[str, set[str]] = {}
     for k in kv:
         if k.startswith("ipam/LocalDefault/addrs/"):
@@ -231,6 +249,7 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
             want |= {a.split("/")[0] for e in eps.values() if e["network_id"] == n["id"]
                      for a in (e.get("address"), e.get("address_v6")) if a and ipaddress.ip_interface(a).ip in subnet}
             got = allocated.get(p["pool_id"], set())
+            seen["IPAM addresses"] += len(got)
             out += [f"address {a} of {p['subnet']} allocated to no one" for a in sorted(got - want)]
             out += [f"address {a} of {p['subnet']} in use but not allocated" for a in sorted(want - got)]
     return out

@@ -13,6 +13,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,10 +207,11 @@ def records(root: Path) -> dict[str, dict]:
         db.close()
 
 
-def problems(ns: str, root: Path) -> list[str]:
+def problems(ns: str, root: Path, tally: Counter | None = None) -> list[str]:
     """The served bridge against its state file: every bridge of ours recorded and every
     recorded network with its bridge; a veth exactly for every joined endpoint; the
-    plugin's nft table holding the recorded bridges; no intent left."""
+    plugin's nft table holding the recorded bridges; no intent left. `tally` counts
+    what was checked."""
     kv = records(root)
     out = [f"intent left: {k}" for k in kv if k.startswith("intent/")]
     nets = {k.split("/")[2]: v for k, v in kv.items() if k.startswith("served/net/")}
@@ -227,6 +229,9 @@ def problems(ns: str, root: Path) -> list[str]:
     out += [f"veth of endpoint {eid[:12]}, which is not joined" for eid in sorted(veths - joined)]
     out += [f"joined endpoint {eid[:12]} has no veth" for eid in sorted(joined - veths)]
     table_bridges = crash_checks._set(crash_checks.nft_table(ns), "bridges")
+    if tally is not None:
+        tally.update({"networks": len(nets), "bridges": len(bridges), "endpoints": len(eps),
+                      "joined endpoints": len(joined), "veths": len(veths), "nft bridge elements": len(table_bridges)})
     out += [f"nft set bridges holds {b}, no recorded network's" for b in sorted(table_bridges - set(bridges.values()))]
     out += [f"nft set bridges lacks {b}" for b in sorted(set(bridges.values()) - table_bridges)]
     return out

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 from cnm.api.client import APIClient
-from tests.integration import crash_checks, crash_plugin, test_lab
+from tests.integration import crash_checks, crash_damage, crash_plugin, test_lab
 from tests.integration.conftest import NET, Daemon, stop
 from tests.integration.crash_workload import Workload
 
@@ -48,13 +50,33 @@ def _plant_foreign(ns: str) -> None:
             crash_checks.sh("ip", "-n", ns, "link", "set", name, "alias", alias)
 
 
-def _check(d: Daemon, context: str) -> None:
+def _check(d: Daemon, context: str, tally: Counter | None = None, more: list[str] | None = None) -> None:
     assert d.proc is not None
-    found = crash_checks.problems(d.ns, d.root, d.run_dir, d.proc.pid, str(d.sock), frozenset(FOREIGN))
+    found = crash_checks.problems(d.ns, d.root, d.run_dir, d.proc.pid, str(d.sock), frozenset(FOREIGN), tally)
+    found += more or []
     if found:
         lines = [ln for ln in d.log.read_text().splitlines() if " pyroute2" not in ln and " cnm.api.access:" not in ln]
         log = "\n".join(lines[-60:])
         raise AssertionError(f"{context}\n  " + "\n  ".join(found) + f"\n--- daemon log (tail) ---\n{log}")
+
+
+# What a restarted daemon says it did (its log), counted for the test's report.
+RECOVERY = {"reconcile: {}": re.compile(r"reconcile: (delete-link|remove-netns|unmount-foreign|remove-container|"
+                                    r"release-pool|released(?= \d+ host port))"),
+            "endpoints repaired": re.compile(r"endpoint \w+ on network .* repaired"),
+            "endpoints released": re.compile(r"endpoint \w+ released"),
+            "orphans released": re.compile(r"releasing orphaned"),
+            "network creations rolled back": re.compile(r"rolled back the creation of network"),
+            "network removals finished": re.compile(r"finished removing network"),
+            "container removals finished": re.compile(r"finishing the removal of container")}
+
+
+def _recovered(log_text: str, into: Counter) -> None:
+    for line in log_text.splitlines():
+        for what, pattern in RECOVERY.items():
+            m = pattern.search(line)
+            if m:
+                into[what.format(*m.groups())] += 1
 
 
 def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
@@ -66,29 +88,50 @@ def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
     with capsys.disabled():
         print(f"\ncrash test: seed {seed}, {KILLS} kills, {CLIENTS} clients (CNM_CRASH_SEED={seed} replays)")
     started = time.monotonic()
+    checked: Counter = Counter()
+    recovered: Counter = Counter()
+    damage: Counter = Counter()
     for kill in range(1, KILLS + 1):
         offset = rng.uniform(0.15, 1.6)
         assert d.proc is not None
         pid = d.proc.pid
         flying = work.run_for(offset, lambda pid=pid: os.kill(pid, signal.SIGKILL))
         d.proc.wait(10)
+        # While it is down, something else may break what it made (deterministic per seed).
+        done = crash_damage.inflict(rng, d.ns, d.root, d.run_dir)
         context = (f"seed {seed}, kill {kill}/{KILLS} at {offset:.2f}s into the workload; "
-                   f"in flight: {flying}")
+                   f"in flight: {flying}" + (f"; while down: {done}" if done else ""))
+        log_from = d.log.stat().st_size
         try:
             d.start(timeout=60)
         except RuntimeError as exc:
             raise AssertionError(f"{context}: the daemon did not come back: {exc}") from None
-        _check(d, context)
+        with open(d.log, errors="replace") as f:
+            f.seek(log_from)
+            said = f.read()
+        _recovered(said, recovered)
+        more = []
+        if done is not None:
+            states = {c["Id"]: c["State"] for c in APIClient(d.host).containers(all=True)}
+            how, problem = crash_damage.outcome(done, d.root, states, said)
+            damage[f"{done.kind} -> {how}"] += 1
+            more += [problem] if problem else []
+        _check(d, context, checked, more)
+        checked["restarts checked"] += 1
     errors = work.server_errors
     assert not errors, f"seed {seed}: the daemon answered 5xx:\n  " + "\n  ".join(errors)
     # The end: everything removable, nothing left, every subnet usable again.
     context = f"seed {seed}, after {KILLS} kills, removing everything"
     api = APIClient(d.host)
-    for ct in api.containers(all=True):
+    left_cts = api.containers(all=True)
+    ended = len(left_cts)
+    for ct in left_cts:
         r = d.net("container", "rm", "-f", ct["Id"], check=False)
         assert r.returncode == 0, f"{context}: rm -f {ct['Names'][0]}: {r.stderr}"
+    removed = 0
     for net in api.networks():
         if net["Name"] not in ("bridge", "host", "none"):
+            removed += 1
             r = d.net("network", "rm", net["Name"], check=False)
             assert r.returncode == 0, f"{context}: network rm {net['Name']}: {r.stderr}"
     _check(d, context)
@@ -106,7 +149,16 @@ def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
         d.net("network", "rm", f"again-{i}")
     with capsys.disabled():
         print(f"crash test: {KILLS} kills in {time.monotonic() - started:.0f}s, "
-              f"{sum(c.done for c in work.members)} operations completed")
+              f"{sum(c.done for c in work.members)} operations completed; no 5xx")
+        print("  checked after the restarts (totals): " + _counts(checked))
+        print("  the daemon's recovery (from its log): " + (_counts(recovered) or "nothing to do"))
+        print("  damage done while it was down: " + (_counts(damage) or "none"))
+        print(f"  at the end: {ended} containers removed with rm -f, {removed} networks removed, nothing left; "
+              f"{len(work.subnets)} subnets created again")
+
+
+def _counts(c: Counter) -> str:
+    return ", ".join(f"{n} {what}" for what, n in sorted(c.items()))
 
 
 # -- net plugin serve ----------------------------------------------------------------------------
@@ -131,6 +183,7 @@ def test_plugin_serve_killed_at_random_points(host_ns, tmp_path, capsys):
         print(f"\nplugin crash test: seed {seed}, {kills} kills (CNM_CRASH_SEED={seed} replays)")
     proc = _serve(host_ns, argv, sock, log)
     engine = crash_plugin.Engine("cnmbridge", plugin_dir, seed)
+    checked: Counter = Counter()
     try:
         for kill in range(1, kills + 1):
             offset = rng.uniform(0.1, 1.2)
@@ -138,7 +191,8 @@ def test_plugin_serve_killed_at_random_points(host_ns, tmp_path, capsys):
             proc.wait(10)
             context = f"seed {seed}, plugin kill {kill}/{kills} at {offset:.2f}s; in flight: {flying}"
             proc = _serve(host_ns, argv, sock, log)
-            found = crash_plugin.problems(host_ns, root)
+            found = crash_plugin.problems(host_ns, root, checked)
+            checked["restarts checked"] += 1
             assert not found, f"{context}\n  " + "\n  ".join(found) + "\n--- plugin log ---\n" + \
                 "\n".join(log.read_text().splitlines()[-40:])
         assert not engine.server_errors, f"seed {seed}: the plugin answered 5xx:\n  " + "\n  ".join(engine.server_errors)
@@ -154,6 +208,16 @@ def test_plugin_serve_killed_at_random_points(host_ns, tmp_path, capsys):
         for subnet in sorted(engine.subnets):       # every subnet usable again
             pool = engine.ipam.request_pool(space, subnet, None, {}, False)
             engine.ipam.release_pool(pool.pool_id)
+        said = {"recorded as left": "joined endpoints without a veth recorded as left",
+                "cut short is undone": "interrupted Joins undone",
+                "creation was interrupted": "interrupted network creations rolled back",
+                "released pool": "pools of no network released"}
+        recovered = Counter(said[m.group(1)] for m in re.finditer("(" + "|".join(said) + ")", log.read_text()))
+        with capsys.disabled():
+            print(f"plugin crash test: {kills} kills; no 5xx; checked after the restarts (totals): {_counts(checked)}")
+            print(f"  the plugin's recovery (from its log): {_counts(recovered) or 'nothing to do'}")
+            print(f"  at the end: the engine removed all it made, no record or marked link left, "
+                  f"{len(engine.subnets)} subnets reserved again")
     finally:
         stop(proc)
 
@@ -197,6 +261,8 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
     path = test_lab.write_lab(tmp_path / "lab.yaml", doc)
     env = {**os.environ, "CNM_LAB_DIR": str(tmp_path)}
     env.pop("NET_HOST", None)
+    rounds_seen: list[str] = []
+    processes = namespaces = 0
     with capsys.disabled():
         print(f"\nlab crash test: seed {seed}, {rounds} kills of `net lab up` (CNM_CRASH_SEED={seed} replays)")
     try:
@@ -211,6 +277,7 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
             except subprocess.TimeoutExpired:
                 finished = False
             seen = _lab_processes(name)
+            namespaces += len(test_lab.lab_namespaces(name))
             up.kill()
             up.wait()
             again = again and not finished      # a lab that is up is "already up"
@@ -231,5 +298,12 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
                 raise AssertionError(f"{context}: {exc}") from None
             alive = [pid for pid, start in seen if test_lab.still_running(pid, start)]
             assert not alive, f"{context}: processes left: {alive}"
+            processes += len(seen)
+            rounds_seen.append(f"{offset:.1f}s{' (had finished)' if finished else ''} then "
+                               f"{'up again + down' if again else 'down'}")
+        with capsys.disabled():
+            print(f"lab crash test: {rounds} kills of `net lab up` ({'; '.join(rounds_seen)}); after each: "
+                  f"no namespace ({namespaces} existed at the kills), no process ({processes} seen, with their "
+                  f"descendants), no mount, no state directory left")
     finally:
         test_lab.lab_cmd(tmp_path, "down", name, check=False, timeout=300)   # whatever a failure left
