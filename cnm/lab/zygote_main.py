@@ -213,12 +213,15 @@ def _fork_daemon(msg: bytes, fds: list[int]) -> None:
 
 def main() -> None:
     ctl_fd = int(sys.argv[1])
+    lab_command = os.getppid()             # it dies (killed mid-up): we fork nothing more
     os.chdir("/")
     gc.disable()                           # no collections while importing: fewer holes to copy later
     _one_malloc_arena()
     preload()
     warm_up()
     gc.freeze()
+    if os.getppid() != lab_command:
+        os._exit(0)                        # the lab command died while we imported
     ctl = _socket.socket(fileno=ctl_fd)
     ctl.send(b"R")
     while True:
@@ -230,6 +233,8 @@ def main() -> None:
             break          # the lab's end closed: we are done (the daemons live on)
         fds = _fds(anc)
         try:
+            if os.getppid() != lab_command:
+                break      # a request its sender died after: a daemon now would outlive `down`
             if fds:
                 _fork_daemon(msg, fds)
         finally:
