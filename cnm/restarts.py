@@ -32,6 +32,18 @@ class Restarts:
         self._cancelled: set[str] = set()
         self._pending: dict[str, threading.Timer] = {}
         self._closed = False
+        self._open = threading.Event()           # cleared by hold(): no restart starts
+        self._open.set()
+
+    def hold(self) -> None:
+        """Until release(): a restart whose back-off has passed waits (it stays
+        "restarting"). The daemon's start-up holds them while it adopts, gives back
+        addresses nothing holds and sweeps what no record owns: a start in between
+        would race those (its new namespace swept, its address given back)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     def user_started(self, cid: str) -> None:
         """A start by a user (not by the policy): the back-off starts over, a stop's
@@ -102,6 +114,7 @@ class Restarts:
             self._closed = True
             for cid in list(self._pending):
                 self._drop(cid)
+        self._open.set()                         # timers waiting on a hold end (closed)
 
     def _drop(self, cid: str) -> bool:
         timer = self._pending.pop(cid, None)
@@ -110,8 +123,9 @@ class Restarts:
         return timer is not None
 
     def _fire(self, cid: str) -> None:
+        self._open.wait()
         with self._lock:
-            if self._pending.get(cid) is not threading.current_thread():
+            if self._closed or self._pending.get(cid) is not threading.current_thread():
                 return            # cancelled, or replaced, meanwhile
             del self._pending[cid]
         try:

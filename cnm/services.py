@@ -108,15 +108,21 @@ def start_up(core: Core, *, sweep: Callable[[], object] | None = None) -> None:
     objects, firewall), join the cluster (global networks and peers before the
     containers on them), adopt the containers (running ones keep their sandboxes,
     endpoints repaired or released; the rest are released), give back addresses
-    nothing holds, then `sweep` what has no owner (cnm.reconcile)."""
-    core.controller.finish_intents()
-    core.controller.ensure_builtin_networks()
-    if core.cluster is not None:
-        core.cluster.start()
-    core.containers.adopt()
-    core.controller.reconcile_ipam()
-    if sweep is not None:
-        sweep()
+    nothing holds, then `sweep` what has no owner (cnm.reconcile). Restarts by
+    restart policy wait until all that is done (they would race it)."""
+    restarts = core.containers.restarts
+    restarts.hold()
+    try:
+        core.controller.finish_intents()
+        core.controller.ensure_builtin_networks()
+        if core.cluster is not None:
+            core.cluster.start()
+        core.containers.adopt()
+        core.controller.reconcile_ipam()
+        if sweep is not None:
+            sweep()
+    finally:
+        restarts.release()
 
 
 def reconcile_services(core: Core, *, drivers: DriverRegistry, ipams: IpamRegistry, ports: PortAllocator,

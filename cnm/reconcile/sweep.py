@@ -113,8 +113,10 @@ class Reconciler:
     # ------------------------------------------------------------------ sweep
     def sweep(self, svc: Services) -> Report:
         report = Report()
-        owners = self.owners(svc)
-        plan: Plan = decide.sweep(self.kernel(svc), owners)
+        # The kernel first, then the owners: an object made meanwhile (its record
+        # written first) is either unseen or owned, never swept as an orphan.
+        kernel = self.kernel(svc)
+        plan: Plan = decide.sweep(kernel, self.owners(svc))
         report.foreign = len(plan.foreign)
         for link in plan.foreign:
             log.debug("left alone: %s%s (%s): its id was never this daemon's", link.name,

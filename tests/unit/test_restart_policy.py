@@ -190,3 +190,28 @@ def test_a_restarted_daemon_starts_what_its_policy_says(host):
         assert not again.containers.is_running(again.containers.get("st"))
     finally:
         again.containers.restarts.close()
+
+
+def test_restarts_at_daemon_start_wait_until_start_up_has_swept(host, monkeypatch):
+    """A restart's back-off may pass while the restarted daemon still adopts, gives back
+    addresses and sweeps: a start then would race those (its new namespace swept as an
+    orphan, seen by the crash test). It waits, "restarting", until start-up is done."""
+    ct = run(host, "al", ["sleep", "30"], {"Name": "always"})
+    host.runtime.kill(ct.id, 9)
+    host.runtime.wait(ct.id, 5)
+    host.containers.restarts.close()
+    seen = []
+    real = FakeHost.sweep
+
+    def slow_sweep(self: FakeHost):
+        time.sleep(FIRST_DELAY * 4)                      # well past the restart's back-off
+        seen.append((self.containers.restarts.pending(ct.id), starts(self, ct.id)))
+        return real(self)
+
+    monkeypatch.setattr(FakeHost, "sweep", slow_sweep)
+    again = host.restarted()
+    try:
+        assert seen == [(True, 0)]
+        until(lambda: again.containers.is_running(again.containers.get("al")))
+    finally:
+        again.containers.restarts.close()
