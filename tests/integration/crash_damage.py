@@ -3,7 +3,8 @@ operator (`ip link del`), the OOM killer or a stray `kill -9` does to a host bet
 crash and the restart. After the restart each one must have been dealt with: a
 container's gone veth repaired (or its endpoint released, when the container no longer
 asks for the network or ended meanwhile), a container whose process or supervisor was
-killed reported as exited (137), never "dead", and its network released.
+killed reported as exited (137), never "dead", and its network released (or started
+again, by its restart policy).
 
 Chosen by the test's seeded generator, so a replay does the same damage."""
 from __future__ import annotations
@@ -83,9 +84,11 @@ def inflict(rng: random.Random, ns: str, root: Path, run_dir: Path) -> Damage | 
     return None
 
 
-def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str) -> tuple[str, str | None]:
+def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str,
+            policy: str = "") -> tuple[str, str | None]:
     """(how it was dealt with, a problem or None), after the restart. `states`: the
-    API's container states by id; `log_text`: what the restarted daemon logged."""
+    API's container states by id; `log_text`: what the restarted daemon logged;
+    `policy`: the damaged container's restart policy ("" or "no": none)."""
     if d.kind == VETH:
         short = d.owner[:12]
         kv = crash_checks.store(root)
@@ -99,7 +102,9 @@ def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str) -> tup
         return "removed", None              # its removal was in flight when the daemon died
     if st == "exited":
         return "exited", None
-    return st, f"{d}: container is {st} after the restart (want exited)"
+    if st == "running" and policy not in ("", "no"):
+        return f"restarted ({policy})", None
+    return st, f"{d}: container is {st} after the restart (want exited{', or running again' if policy else ''})"
 
 
 def _lines_with(text: str, needle: str) -> str:

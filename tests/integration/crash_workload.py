@@ -1,6 +1,6 @@
 """A mixed workload of several clients against one daemon, for the crash test: each
 client works on its own networks (IPv4, dual-stack, internal) and containers (published
-ports, connect/disconnect, create then start, stop, rm -f), chosen by a seeded random
+ports, restart policies, connect/disconnect, create then start, stop, rm -f), chosen by a seeded random
 generator, until told to stop. What each client has in flight is kept, so a kill can be
 described ("killed while client 2 was connecting ct-2-5 to net-2-3").
 
@@ -77,6 +77,8 @@ class Client:
         body: dict = {"Cmd": [BB, "sleep", "3600"], "HostConfig": {"NetworkMode": net}}
         if self.rng.random() < 0.5:
             body["HostConfig"]["PortBindings"] = {"80/tcp": [{"HostPort": ""}], "53/udp": [{"HostPort": ""}]}
+        if self.rng.random() < 0.3:          # restarted at the daemon's start if it ended while it was down
+            body["HostConfig"]["RestartPolicy"] = {"Name": self.rng.choice(["always", "on-failure", "unless-stopped"])}
         what = f"{'run' if start else 'create'} {name} on {net}"
 
         def go() -> None:

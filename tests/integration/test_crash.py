@@ -79,6 +79,22 @@ def _recovered(log_text: str, into: Counter) -> None:
                 into[what.format(*m.groups())] += 1
 
 
+def _settle_restarts(api: APIClient, context: str, timeout: float = 60.0) -> None:
+    """Containers restarted by their policy at the daemon's start (after a back-off):
+    wait until none is "restarting", so the checks see a state, not a transition."""
+    deadline = time.monotonic() + timeout
+    before: dict[str, str] = {}
+    while True:
+        now = {c["Id"]: c["State"] for c in api.containers(all=True)}
+        waiting = [cid[:12] for cid, st in now.items() if st == "restarting"]
+        if not waiting and now == before:      # twice the same: no start between timer and lock
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{context}: still restarting after {timeout:g}s: {waiting}")
+        before = now
+        time.sleep(0.25)
+
+
 def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
     seed = _seed()
     rng = random.Random(seed)
@@ -106,14 +122,19 @@ def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
             d.start(timeout=60)
         except RuntimeError as exc:
             raise AssertionError(f"{context}: the daemon did not come back: {exc}") from None
+        api = APIClient(d.host)
+        _settle_restarts(api, context)
         with open(d.log, errors="replace") as f:
             f.seek(log_from)
             said = f.read()
         _recovered(said, recovered)
         more = []
         if done is not None:
-            states = {c["Id"]: c["State"] for c in APIClient(d.host).containers(all=True)}
-            how, problem = crash_damage.outcome(done, d.root, states, said)
+            states = {c["Id"]: c["State"] for c in api.containers(all=True)}
+            policy = ""
+            if done.owner in states:
+                policy = (api.container_inspect(done.owner)["HostConfig"].get("RestartPolicy") or {}).get("Name", "")
+            how, problem = crash_damage.outcome(done, d.root, states, said, policy)
             damage[f"{done.kind} -> {how}"] += 1
             more += [problem] if problem else []
         _check(d, context, checked, more)
