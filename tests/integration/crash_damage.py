@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +81,18 @@ def inflict(rng: random.Random, ns: str, root: Path, run_dir: Path) -> Damage | 
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     return None
+                if kind == PROCESS:
+                    _recorded_exit(run_dir / "containers" / cid)
                 return Damage(kind, cid, cid)
     return None
+
+
+def _recorded_exit(cdir: Path, timeout: float = 20.0) -> None:
+    """Until the supervisor has recorded the killed process's exit (slow under load):
+    the damage is done before the daemon comes back, not while it adopts."""
+    deadline = time.monotonic() + timeout
+    while not (cdir / "exit.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str,

@@ -1,8 +1,9 @@
 """Safe at any instant: the daemon SIGKILLed at random points of a mixed multi-client
-workload, restarted, and checked against the kernel and its store after every restart
-(tests/integration/crash_checks.py); at the end every container is removed with rm -f,
-every network removed, nothing of ours is left, and every subnet the workload used can
-be created again.
+workload (sometimes again while it starts up; sometimes with damage done while it is
+down, tests/integration/crash_damage.py), restarted, and checked against the kernel and
+its store after every restart (tests/integration/crash_checks.py); at the end every
+container is removed with rm -f, every network removed, nothing of ours is left, and
+every subnet the workload used can be created again.
 
     CNM_CRASH_KILLS   kills (default 12, a CI-sized run; run >= 50 locally)
     CNM_CRASH_SEED    the seed (default: random, printed); with the kill number printed
@@ -79,6 +80,21 @@ def _recovered(log_text: str, into: Counter) -> None:
                 into[what.format(*m.groups())] += 1
 
 
+def _start_then_kill(d: Daemon, at: float, context: str) -> bool:
+    """Start the daemon and SIGKILL it `at` seconds later; whether it was serving by then."""
+    try:
+        d.start(timeout=at)
+        answered = True
+    except RuntimeError as exc:
+        if "did not answer" not in str(exc):
+            raise AssertionError(f"{context}: the daemon failed while starting up: {exc}") from None
+        answered = False
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    return answered
+
+
 def _settle_restarts(api: APIClient, context: str, timeout: float = 60.0) -> None:
     """Containers restarted by their policy at the daemon's start (after a back-off):
     wait until none is "restarting", so the checks see a state, not a transition."""
@@ -118,6 +134,11 @@ def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
         context = (f"seed {seed}, kill {kill}/{KILLS} at {offset:.2f}s into the workload; "
                    f"in flight: {flying}" + (f"; while down: {done}" if done else ""))
         log_from = d.log.stat().st_size
+        if rng.random() < 0.3:          # killed again while it starts up (adopting, sweeping)
+            at = rng.uniform(0.1, 1.5)
+            answered = _start_then_kill(d, at, context)
+            context += f"; killed again {at:.2f}s into its start-up" + (" (it was serving)" if answered else "")
+            checked["kills during start-up" if not answered else "kills just after start-up"] += 1
         try:
             d.start(timeout=60)
         except RuntimeError as exc:
