@@ -527,6 +527,9 @@ class ContainerService:
         if st is None or st.status != "running" or st.pid is None:
             # Ended, or its first start was cut short by a crash (its network was
             # taken, its process never ran: it stays "created").
+            if not ct.started and st is not None and st.status == "exited":
+                ct.started = True         # it ran and ended: a crash cut the record's update
+                self._save(ct)
             self._release_network(ct)
             if ct.auto_remove and ct.started:
                 self._remove(ct)

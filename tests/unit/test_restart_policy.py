@@ -215,3 +215,21 @@ def test_restarts_at_daemon_start_wait_until_start_up_has_swept(host, monkeypatc
         until(lambda: again.containers.is_running(again.containers.get("al")))
     finally:
         again.containers.restarts.close()
+
+
+def test_a_container_whose_start_record_a_crash_lost_is_restarted_by_its_policy(host):
+    """Its process ran (the runtime says it exited) but a crash came before the record
+    said it started: it ran, so the restarted daemon applies its policy (it was left
+    "never started")."""
+    ct = run(host, "lost", ["sleep", "30"], {"Name": "always"})
+    ct.started = False
+    host.containers._save(ct)
+    host.runtime.kill(ct.id, 9)
+    host.runtime.wait(ct.id, 5)
+    host.containers.restarts.close()
+    again = host.restarted()
+    try:
+        until(lambda: again.containers.is_running(again.containers.get("lost")))
+        assert again.containers.get("lost").started
+    finally:
+        again.containers.restarts.close()
