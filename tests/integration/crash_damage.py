@@ -115,6 +115,11 @@ def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str,
         return "exited", None
     if st == "running" and policy not in ("", "no"):
         return f"restarted ({policy})", None
+    if f"restarting container {d.owner[:12]} by its restart policy:" in log_text:
+        # Its policy's start was refused (e.g. ports published, no network left after a
+        # disconnect): a 4xx a user would get too, not the crash's doing. Shown as
+        # "created": the old run's directory goes before a start (no restart in place yet).
+        return f"restart by its policy refused, {st}", None
     return st, f"{d}: container is {st} after the restart (want exited{', or running again' if policy else ''})"
 
 
