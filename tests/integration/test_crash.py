@@ -290,16 +290,29 @@ def _lab_processes(name: str, builder: int | None = None) -> set[tuple[int, int]
     return {(pid, start) for pid in found if (start := procs.start_time(pid)) is not None}
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200].strip()
+        return f"{comm}, state {state}: {argv}"
+    except OSError:
+        return "gone"
+
+
 def _let_templates_finish(seen: set[tuple[int, int]], grace: float = 30.0) -> None:
     """The killed `up`'s daemon template (cnm.lab.zygote_main) exits on its own once its
-    imports are done (it forks nothing after its lab command died): wait for that."""
-    def template(pid: int) -> bool:
+    imports are done (it forks nothing after its lab command died): wait for that. And a
+    process `down` SIGKILLed may still be in the kernel's exit (no memory left, so no
+    command line; not yet a zombie): wait for those too, briefly."""
+    def lingering(pid: int) -> bool:
         try:
-            return b"cnm.lab.zygote_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
+        return b"cnm.lab.zygote_main" in argv or not argv
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(template(p) and test_lab.still_running(p, s) for p, s in seen):
+    while time.monotonic() < deadline and any(lingering(p) and test_lab.still_running(p, s) for p, s in seen):
         time.sleep(0.05)
 
 
@@ -350,6 +363,8 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
             r = test_lab.lab_cmd(tmp_path, "down", name, check=False, timeout=300)
             assert r.returncode == 0 and "warning" not in r.stderr, f"{context}: down: {r.stdout}{r.stderr}"
             _let_templates_finish(seen)
+            left = [f"{pid} ({_cmdline(pid)})" for pid, start in seen if test_lab.still_running(pid, start)]
+            assert not left, f"{context}: processes left: {left}"
             try:
                 test_lab.assert_nothing_left(tmp_path, name, sorted(seen))
             except AssertionError as exc:
