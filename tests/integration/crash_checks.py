@@ -184,6 +184,10 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
         pid = api.container_inspect(sb["container_id"])["State"]["Pid"]
         inside = interfaces(pid)
         seen["sandboxes of running containers"] += 1
+        # A container's own mount namespace holds no sandbox's namespace mount (none would
+        # be unmounted there: each would pin a namespace after its sandbox went).
+        pinned = nsfs_mounts(pid, run_dir / "netns")
+        out += [f"netns {m} mounted in container {sb['container_id'][:12]}'s mount namespace" for m in sorted(pinned)]
         for eid in sb["endpoint_ids"]:
             ep = eps.get(eid)
             if ep is None:
