@@ -114,6 +114,7 @@ async def _relay(session: Any, want: dict[int, bool], tty: bool, write: Any, gon
     session.sock.setblocking(False)
     pump = asyncio.ensure_future(_input(session, read_input, scanner)) if read_input is not None else None
     frames = session.buffered()
+    reader: asyncio.Future[bytes] | None = None
     try:
         while True:
             for kind, _, payload in frames:
@@ -121,23 +122,27 @@ async def _relay(session: Any, want: dict[int, bool], tty: bool, write: Any, gon
                     return
                 if want.get(kind):
                     await write(payload if tty else encode_frame(kind, payload))
-            reader = asyncio.ensure_future(loop.sock_recv(session.sock, 65536))
+            # One read stays pending across wake-ups: cancelling a read whose bytes the
+            # loop has already taken loses them (seen under load: the input ended, the
+            # container answered and exited, and its output never reached the client).
+            if reader is None:
+                reader = asyncio.ensure_future(loop.sock_recv(session.sock, 65536))
             waiting = {reader} | ({pump} if pump is not None and not pump.done() else set())
             done, _ = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             if pump is not None and pump in done and pump.result():
-                reader.cancel()
                 return                 # detached: the container runs on
             if reader not in done:
-                reader.cancel()
                 if gone():
                     return
                 frames = []
                 continue
-            data = reader.result()
+            data, reader = reader.result(), None
             if not data:
                 return
             frames = session.feed(data)
     finally:
+        if reader is not None and not reader.done():
+            reader.cancel()
         if pump is not None and not pump.done():
             pump.cancel()
 
