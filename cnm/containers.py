@@ -21,24 +21,24 @@ from contextlib import suppress
 from dataclasses import asdict
 
 from cnm import container_images
+from cnm.container_adopt import ContainerAdoption
 from cnm.container_deps import ContainerRuntime, EventPublisher, ExitWatch, NetworkLookup
 from cnm.container_images import ImageMounts
 from cnm.container_index import ContainerIndex
+from cnm.container_networks import ContainerNetworking
 from cnm.container_record import (
     CONFINEMENT_FIELDS,
     Attachment,
     Container,
-    check_connectable,
     created_now,
     generated_name,
     start_failure_code,
 )
-from cnm.container_requests import ContainerCreate, EndpointRequest
+from cnm.container_requests import ContainerCreate
 from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
 from cnm.ids import check_name, new_id
 from cnm.intents import CONTAINER_REMOVE, Intents
 from cnm.model import Endpoint, Network
-from cnm.ports import PortBinding
 from cnm.restart_policy import RestartPolicy
 from cnm.restarts import Restarts
 from cnm.runtime.spec import ContainerSpec
@@ -57,7 +57,7 @@ EXIT_CODES_KEPT = 1024      # exit codes of removed --rm containers, for a late 
 _HOST_RESOLV, _HOST_HOSTS = file_reader("/etc/resolv.conf"), file_reader("/etc/hosts")
 
 
-class ContainerService:
+class ContainerService(ContainerNetworking, ContainerAdoption):
     def __init__(self, controller: NetworkLookup, sandboxes: Sandboxes, runtime: ContainerRuntime,
                  store: Store, *, exits: ExitWatch | None = None, events: EventPublisher | None = None,
                  host_resolv: Callable[[], str] = _HOST_RESOLV,
@@ -239,19 +239,6 @@ class ContainerService:
         self._event("rename", ct, oldName="/" + old)
         return ct
 
-    def _mode_network(self, mode: str) -> Network | None:
-        """The network a network mode names (bridge, or a user network's name or ID).
-        Looked up before the lock is taken: it may ask the cluster store."""
-        if mode in ("host", "none") or mode.startswith("container:"):
-            return None
-        return self.ctl.get_network(mode)
-
-    def _known(self, net: Network) -> Network:
-        """`net` if it still exists (it was looked up before the lock was taken)."""
-        if self.ctl.network(net.id) is None:
-            raise NotFound(f"network {net.name} not found")
-        return net
-
     def _new_record(self, req: ContainerCreate, net: Network | None) -> Container:
         """The container's record from the request, checked; nothing made yet."""
         cid = new_id()
@@ -326,80 +313,6 @@ class ContainerService:
         if ct.id in self._containers:
             self._save(ct)
 
-    def _joinable(self, ref: str) -> Container:
-        other = self.get(ref)
-        if not self.is_running(other):
-            raise Conflict(f"cannot join the network of container {other.name}: it is not running")
-        if other.shared_with or other.network_mode == "host":
-            target = self._containers.get(other.shared_with or "", other)
-            raise InvalidParameter(f"container {other.name} shares another container's or the "
-                                   f"host's network; use network mode of {target.name} directly")
-        return other
-
-    def _build_sandbox(self, ct: Container) -> Sandbox:
-        networks = []
-        for a in ct.attachments():
-            net = self.ctl.network(a.network)
-            if net is None:
-                raise NotFound(f"network {a.network[:12]} of container {ct.name} not found")
-            networks.append((net, a.request()))
-        sb = self.sandboxes.build(ct.id, ct.id, ct.name, ct.hostname, networks,
-                                  [PortBinding.from_record(p) for p in ct.requested_ports])
-        ct.sandbox_id, ct.sandbox_key = sb.id, sb.key
-        self._settle(ct, sb)
-        return sb
-
-    @staticmethod
-    def _settle(ct: Container, sb: Sandbox) -> None:
-        """The record shows the ports its sandbox publishes now."""
-        ct.ports = [p.to_record() for p in sb.published_ports()]
-
-    # ------------------------------------------------------- connect / leave
-    def connect(self, net_ref: str, ct_ref: str, epreq: EndpointRequest) -> Endpoint | None:
-        """A running container joins `net` now; a created or stopped one has it added to
-        the networks it will join at its start (Docker's rule; returns None)."""
-        net = self.ctl.get_network(net_ref)
-        with self.lock:                # no transaction: records before kernel objects (see start)
-            self._known(net)
-            ct = self.get(ct_ref)
-            check_connectable(ct, net)
-            if not self.is_running(ct):
-                if any(a.network == net.id for a in ct.attachments()):
-                    raise Conflict(f"endpoint with name {ct.name} already exists in network {net.name}")
-                ct.networks.append(asdict(Attachment.of(net.id, epreq)))
-                self._save(ct)
-                return None
-            if any(ep.network_id == net.id for ep in self.endpoints(ct)):
-                raise Conflict(f"endpoint with name {ct.name} already exists in network {net.name}")
-            sb = self.sandbox(ct)
-            if sb is None:
-                raise Conflict(f"container {ct.name} has no network sandbox: start a new one with --net {net.name}")
-            with Undo() as undo:
-                ep = sb.join(net, epreq)
-                undo.push(sb.leave, ep)
-                ct.networks.append(asdict(Attachment.of(net.id, epreq)))
-                self._settle(ct, sb)
-                self._save(ct)
-                undo.commit()
-            return ep
-
-    def disconnect(self, net_ref: str, ct_ref: str, force: bool = False) -> None:
-        net = self.ctl.get_network(net_ref)
-        with self.lock, self.store.transaction():
-            ct = self.get(ct_ref)
-            sb = self.sandbox(ct)
-            eps = [ep for ep in self.endpoints(ct) if ep.network_id == net.id]
-            if sb is None or not eps:
-                if self.is_running(ct) or not any(a.network == net.id for a in ct.attachments()):
-                    raise NotFound(f"container {ct.name} is not connected to network {net.name}")
-                ct.networks = [a for a in ct.networks if a.get("network") != net.id]   # not running:
-                self._save(ct)                                                        # the config only
-                return
-            sb.leave(eps[0])
-            ct.networks = [a for a in ct.networks if a.get("network") != net.id]
-            self._settle(ct, sb)
-            self._save(ct)
-
     # ---------------------------------------------------------- stop / exit
     def stop(self, ref: str, timeout: float | None = 10) -> bool:
         """SIGTERM, SIGKILL after `timeout` s; its network released. False if it was
@@ -456,19 +369,6 @@ class ContainerService:
             elif first and self.restarts.after_exit(ct, st):
                 self._save(ct)           # its restart count
 
-    def _release_network(self, ct: Container) -> None:
-        """The sandbox released; the record keeps what was asked for. Idempotent."""
-        if ct.released:
-            return
-        sb = self.sandbox(ct)
-        if sb is not None:
-            sb.release()
-        ct.sandbox_id = ct.sandbox_key = None
-        ct.ports = []
-        ct.released = True
-        if ct.id in self._containers:
-            self._save(ct)
-
     def remove(self, ref: str, force: bool = False) -> Container:
         with self.lock:
             ct = self.get(ref)
@@ -517,72 +417,5 @@ class ContainerService:
         log.info("removed container %s", ct.name)
 
     # --------------------------------------------------------------- restart
-    def _adopt_one(self, ct: Container) -> None:
-        if not ct.started and ct.released:
-            return                        # created, never run: nothing to adopt
-        try:
-            st: ContainerState | None = self.runtime.state(ct.id)
-        except NotFound:
-            st = None
-        if st is None or st.status != "running" or st.pid is None:
-            # Ended, or its first start was cut short by a crash (its network was
-            # taken, its process never ran: it stays "created").
-            if not ct.started and st is not None and st.status == "exited":
-                ct.started = True         # it ran and ended: a crash cut the record's update
-                self._save(ct)
-            self._release_network(ct)
-            if ct.auto_remove and ct.started:
-                self._remove(ct)
-            elif ct.started and self.restarts.after_exit(ct, st, fresh=True):   # Docker's restart at daemon start
-                self._save(ct)
-            return
-        if not ct.started:                # a crash between the process's start and the record's
-            ct.started = True
-            self._save(ct)
-        sb = self.sandbox(ct)
-        if sb is not None:
-            sb.restore(st.pid, wanted={a.network for a in ct.attachments()})
-            ct.sandbox_key = sb.key
-            self._settle(ct, sb)
-        self._watch(ct)
 
-    def _finish_removals(self) -> None:
-        """Removals a crash interrupted (their intent is left): finished, as asked."""
-        for intent in self._intents.pending(CONTAINER_REMOVE):
-            ct = self._containers.get(intent.id)
-            if ct is None:
-                self._intents.done(CONTAINER_REMOVE, intent.id)
-                continue
-            log.warning("finishing the removal of container %s that a crash interrupted", ct.name)
-            try:
-                self._remove(ct)
-            except CNMError as exc:
-                log.error("container %s: finishing its removal failed (retried at the next start): %s", ct.name, exc)
 
-    def adopt(self) -> None:
-        """After a daemon restart: running containers keep their sandboxes, endpoints
-        and ports (re-learned); ended ones are cleaned up; orphans are released."""
-        with self.lock:
-            for st in self.runtime.adopt():
-                self._index.set_state(st.id, st)
-            # Before the block below: each removal commits its intent before its runtime
-            # directory goes (inside one open transaction it could not).
-            self._finish_removals()
-        with self.lock, self.store.transaction():
-            for ct in list(self._containers.values()):
-                try:
-                    self._adopt_one(ct)
-                except CNMError as exc:   # one broken container must not keep the daemon down
-                    log.error("re-adopting container %s: %s", ct.name, exc)
-            container_images.reconcile(self.images, set(self._containers))
-            used = {ct.sandbox_id for ct in self._containers.values() if ct.sandbox_id}
-            for sb in self.sandboxes.all():
-                if sb.id not in used:
-                    log.info("releasing orphaned sandbox %s", sb.id[:12])
-                    sb.release()
-            owned = {eid for sb in self.sandboxes.all() for eid in sb.record.endpoint_ids}
-            for ep in self.ctl.all_endpoints():
-                if ep.id not in owned:
-                    log.info("releasing orphaned endpoint %s on network %s", ep.name, ep.network_id[:12])
-                    self.ctl.leave(ep)
-                    self.ctl.delete_endpoint(ep)
