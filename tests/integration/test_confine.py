@@ -24,7 +24,9 @@ from cnm.runtime.confine_opts import parse_bind
 from tests.integration.conftest import sh
 
 BUSYBOX = "/bin/busybox"
-PY = sys.executable
+# The base interpreter, not the venv's: a container in host-filesystem mode gets a private
+# /tmp, so a venv in a checkout under /tmp would not exist inside it.
+PY = os.path.realpath(sys.executable)
 pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
 DOCKER_DEFAULT_MASK = 0xA80425FB  # Docker's 14 capabilities
 

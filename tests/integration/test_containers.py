@@ -159,7 +159,8 @@ def test_published_tcp_and_udp_ports(daemon):
     out = daemon.net("run", "--rm", BB, "timeout", "5", BB, "wget", "-q", "-O", "-", "http://172.17.0.1:18080/hostname").stdout
     assert out.strip() == web[:12]
     # UDP: a busybox nc echo-ish listener answering once.
-    run_d(daemon, "--name", "udp", "-p", "15353:5353/udp", sys.executable, "-c", UDP_ECHO)
+    # The base interpreter: a venv under /tmp is not visible in a container (private /tmp).
+    run_d(daemon, "--name", "udp", "-p", "15353:5353/udp", os.path.realpath(sys.executable), "-c", UDP_ECHO)
     time.sleep(0.3)
     r = ns_sh(daemon.ns, sys.executable, "-c", UDP_ASK, "127.0.0.1", "15353", check=False)
     assert "pong" in r.stdout
