@@ -8,19 +8,19 @@ with one lock; the daemon calls it from worker threads.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from cnm import labels
+from cnm.addresses import IPInterface, address, host_of, interface, network, text, within
 from cnm.controller_recovery import GLOBAL_CACHE, NAME_PREFIX, NET_PREFIX, Recovery
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface, IPAMData, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, Forbidden, InvalidParameter, NotFound, Unavailable
 from cnm.ids import check_name, new_id
 from cnm.intents import NETWORK_CREATE, NETWORK_DELETE, Intents
-from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, IpamRegistry
+from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Ipam, IpamRegistry
 from cnm.model import Endpoint, EndpointState, Network, PoolConfig
 from cnm.requests import IPAMConfigRequest, NetworkCreate
 from cnm.retiring import Retirements, defers_teardown
@@ -42,11 +42,7 @@ DEFAULT_BRIDGE_IFNAME = "cnm0"
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _plain(address_with_prefix: str) -> str:
-    return address_with_prefix.split("/")[0]
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 NetworkListener = Callable[[str, Network], None]               # ("create" | "delete", network)
@@ -214,8 +210,8 @@ class Controller(Recovery):
                     "Name": ep.name,
                     "EndpointID": ep.id,
                     "MacAddress": ep.mac or "",
-                    "IPv4Address": ep.address or "",
-                    "IPv6Address": ep.address_v6 or "",
+                    "IPv4Address": text(ep.address) or "",
+                    "IPv6Address": text(ep.address_v6) or "",
                 }
         return out
 
@@ -290,27 +286,28 @@ class Controller(Recovery):
             log.info("created network %s (%s, %s)", net.name, net.driver, net.id[:12])
             return net
 
-    def _reserve_pool(self, ipam, space: str, cfg: IPAMConfigRequest, net: Network, undo: Undo) -> PoolConfig:
+    def _reserve_pool(self, ipam: Ipam, space: str, cfg: IPAMConfigRequest, net: Network, undo: Undo) -> PoolConfig:
         pool = ipam.request_pool(space, cfg.subnet, cfg.ip_range, net.ipam_options, cfg.v6)
         undo.push(ipam.release_pool, pool.pool_id)
-        v6 = ":" in pool.subnet
-        pc = PoolConfig(subnet=pool.subnet, pool_id=pool.pool_id, ip_range=cfg.ip_range, v6=v6)
+        subnet = network(pool.subnet, f"subnet from IPAM driver {net.ipam_driver}")
+        pc = PoolConfig(subnet=subnet, pool_id=pool.pool_id, v6=subnet.version == 6,
+                        ip_range=network(cfg.ip_range, "--ip-range") if cfg.ip_range else None)
         # Docker gives every pool a gateway (the bridge's address); null/host have none.
         gw = ipam.request_address(pool.pool_id, cfg.gateway, {GATEWAY_REQUEST: GATEWAY_TYPE})
         undo.push(ipam.release_address, pool.pool_id, gw)
-        pc.gateway = _plain(gw)
+        pc.gateway = host_of(gw, f"gateway from IPAM driver {net.ipam_driver}")
         for name, addr in cfg.aux_addresses.items():
             got = ipam.request_address(pool.pool_id, addr, {})
             undo.push(ipam.release_address, pool.pool_id, got)
-            pc.aux_addresses[name] = _plain(got)
+            pc.aux_addresses[name] = host_of(got, f"address from IPAM driver {net.ipam_driver}")
         return pc
 
     @staticmethod
     def network_spec(net: Network) -> NetworkSpec:
         def data(p: PoolConfig) -> IPAMData:
-            plen = p.subnet.split("/")[1]
-            return IPAMData(pool=p.subnet, gateway=f"{p.gateway}/{plen}" if p.gateway else None,
-                            aux_addresses={k: f"{v}/{plen}" for k, v in p.aux_addresses.items()})
+            # The driver protocol's shape: the gateway and aux addresses with the prefix.
+            return IPAMData(pool=str(p.subnet), gateway=text(within(p.gateway, p.subnet)) if p.gateway else None,
+                            aux_addresses={k: str(within(v, p.subnet)) for k, v in p.aux_addresses.items()})
         return NetworkSpec(id=net.id, name=net.name, options=dict(net.options),
                            ipv4=tuple(data(p) for p in net.v4_pools()),
                            ipv6=tuple(data(p) for p in net.v6_pools()),
@@ -406,13 +403,13 @@ class Controller(Recovery):
                     v4, v6 = net.v4_pools(), net.v6_pools()
                     if v4:
                         ep.pool_id, ep.address = self._take_address(ipam, net, v4, ip, "IPv4")
-                        undo.push(ipam.release_address, ep.pool_id, ep.address)
+                        undo.push(ipam.release_address, ep.pool_id, str(ep.address))
                         ep.gateway = next((p.gateway for p in v4 if p.pool_id == ep.pool_id), None)
                     elif ip:
                         raise InvalidParameter(f"network {net.name} has no IPv4 subnet for --ip {ip}")
                     if v6:
                         ep.pool_id_v6, ep.address_v6 = self._take_address(ipam, net, v6, ip6, "IPv6")
-                        undo.push(ipam.release_address, ep.pool_id_v6, ep.address_v6)
+                        undo.push(ipam.release_address, ep.pool_id_v6, str(ep.address_v6))
                         ep.gateway_v6 = next((p.gateway for p in v6 if p.pool_id == ep.pool_id_v6), None)
                     elif ip6:
                         raise InvalidParameter(f"network {net.name} has no IPv6 subnet for --ip6 {ip6}")
@@ -423,7 +420,8 @@ class Controller(Recovery):
                 # releases through the driver, never objects nothing names.
                 self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
                 undo.push(self.stores["local"].delete, EP_PREFIX + ep.id)
-                iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, mac), {})
+                iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6),
+                                                                                mac), {})
                 undo.push(driver.delete_endpoint, net.id, ep.id)
                 if iface.mac != ep.mac:
                     ep.mac = iface.mac
@@ -432,8 +430,8 @@ class Controller(Recovery):
                 undo.commit()
             return ep
 
-    def _take_address(self, ipam, net: Network, pools: list[PoolConfig], requested: str | None,
-                      family: str) -> tuple[str, str]:
+    def _take_address(self, ipam: Ipam, net: Network, pools: list[PoolConfig], requested: str | None,
+                      family: str) -> tuple[str, IPInterface]:
         """As _address; an address still held by a retiring endpoint (its veth being
         deleted in the background) is waited for — its deletion done now — not refused."""
         try:
@@ -444,23 +442,26 @@ class Controller(Recovery):
         return self._address(ipam, net, pools, requested, family)
 
     @staticmethod
-    def _address(ipam, net: Network, pools: list[PoolConfig], requested: str | None, family: str) -> tuple[str, str]:
-        """(pool_id, address-with-prefix): the requested address from the pool that
-        contains it, or the next free one from the first pool that has one."""
+    def _address(ipam: Ipam, net: Network, pools: list[PoolConfig], requested: str | None,
+                 family: str) -> tuple[str, IPInterface]:
+        """(pool_id, address): the requested address from the pool that contains it, or
+        the next free one from the first pool that has one."""
+        def got(p: PoolConfig, answer: str) -> tuple[str, IPInterface]:
+            # IPAM answers "a.b.c.d/len" (Docker's protocol); a bare address takes the subnet's.
+            what = f"address from IPAM driver {net.ipam_driver}"
+            return p.pool_id, interface(answer, what) if "/" in answer else within(host_of(answer, what), p.subnet)
+
         if requested:
-            try:
-                want = ipaddress.ip_address(requested)
-            except ValueError:
-                raise InvalidParameter(f"invalid {family} address {requested!r}") from None
+            want = address(requested, f"{family} address")
             for p in pools:
-                if want in ipaddress.ip_network(p.subnet):
-                    return p.pool_id, ipam.request_address(p.pool_id, str(want), {})
+                if want in p.subnet:
+                    return got(p, ipam.request_address(p.pool_id, str(want), {}))
             raise InvalidParameter(f"address {requested} is not within any subnet of network {net.name} "
-                                   f"({', '.join(p.subnet for p in pools)})")
+                                   f"({', '.join(str(p.subnet) for p in pools)})")
         last: CNMError | None = None
         for p in pools:
             try:
-                return p.pool_id, ipam.request_address(p.pool_id, None, {})
+                return got(p, ipam.request_address(p.pool_id, None, {}))
             except Conflict as exc:   # this pool is full: try the next subnet
                 last = exc
         raise last or Conflict(f"no available {family} addresses in network {net.name}")
@@ -494,7 +495,7 @@ class Controller(Recovery):
         for pool_id, addr in ((ep.pool_id, ep.address), (ep.pool_id_v6, ep.address_v6)):
             if pool_id and addr:
                 try:
-                    ipam.release_address(pool_id, addr)
+                    ipam.release_address(pool_id, str(addr))
                 except CNMError as exc:
                     errors.append(str(exc))
         return errors
@@ -552,8 +553,9 @@ class Controller(Recovery):
                 ep.state = EndpointState.JOINED.value
                 ep.sandbox_id, ep.ifname = sandbox_id, ifname
                 ep.port_bindings = []
-                ep.gateway = result.gateway
-                ep.gateway_v6 = result.gateway_v6
+                ep.gateway = host_of(result.gateway, f"gateway from driver {net.driver}") if result.gateway else None
+                ep.gateway_v6 = (host_of(result.gateway_v6, f"IPv6 gateway from driver {net.driver}")
+                                 if result.gateway_v6 else None)
                 ep.static_default_route = any(r.destination in ("0.0.0.0/0", "::/0") for r in result.static_routes)
                 ep.disable_gateway_service = result.disable_gateway_service
                 self.save_endpoint(ep)
@@ -613,7 +615,7 @@ class Controller(Recovery):
             if net is None:
                 return
             driver = self.drivers.get(net.driver)
-            driver.restore_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, ep.mac),
+            driver.restore_endpoint(net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6), ep.mac),
                                     {PORTMAP: list(ep.port_bindings)} if ep.port_bindings else {})
 
     def reconcile_ipam(self) -> int:
@@ -631,12 +633,12 @@ class Controller(Recovery):
                     continue
                 eps = self.endpoints_of(net.id)
                 for pool in net.pools:
-                    used = {pool.gateway, *pool.aux_addresses.values()}
-                    used |= {_plain(a) for ep in eps for a in (ep.address, ep.address_v6) if a}
+                    used = {a for a in (pool.gateway, *pool.aux_addresses.values()) if a is not None}
+                    used |= {a.ip for ep in eps for a in ep.addresses()}
                     used |= self.retirements.addresses(net.id)
                     try:
                         for addr in allocated(pool.pool_id):
-                            if addr not in used:
+                            if host_of(addr) not in used:
                                 log.warning("releasing leaked address %s in network %s", addr, net.name)
                                 ipam.release_address(pool.pool_id, addr)
                                 released += 1

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from cnm.addresses import text
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface
 from cnm.errors import CNMError, NotFound
 from cnm.intents import NETWORK_CREATE, NETWORK_DELETE, Intent, Intents
@@ -176,7 +177,7 @@ class Recovery:
                     step(net.id, ep.id)
                 except CNMError as exc:
                     log.debug("recreating endpoint %s: %s", ep.id[:12], exc)
-            iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(ep.address, ep.address_v6, ep.mac), {})
+            iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6), ep.mac), {})
             ep.mac = iface.mac or ep.mac
             ep.state = EndpointState.CREATED.value
             ep.port_bindings = []

@@ -1,12 +1,20 @@
 """The three CNM objects — Network, Endpoint, Sandbox — as plain data.
 
 They serialise to the store with `to_record()`/`from_record()`; the Docker-shaped
-JSON of `inspect` is rendered in `cnm.render`, not here.
+JSON of `inspect` is rendered in `cnm.render`, not here. Addresses are typed
+(cnm.addresses: a subnet, an address, an address with its prefix); text given to the
+constructors (a record, a test) is parsed once, there.
 """
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+from cnm.addresses import IPAddress, IPInterface, IPNetwork, address, interface, network, text
+
+T = TypeVar("T")
 
 
 def _from(cls, record: dict):
@@ -29,16 +37,32 @@ def record_of(obj: object, names: tuple[str, ...]) -> dict:
     return {name: _plain(getattr(obj, name)) for name in names}
 
 
+def _parsed(value: Any, parse: Callable[[str], T]) -> T | None:
+    """`value` typed: text parsed, None and typed values as they are."""
+    return parse(value) if isinstance(value, str) else value
+
+
 @dataclass
 class PoolConfig:
     """One IPAM config entry of a network (one subnet)."""
 
-    subnet: str
+    subnet: IPNetwork
     pool_id: str
-    ip_range: str | None = None
-    gateway: str | None = None                 # plain address, no prefix
-    aux_addresses: dict[str, str] = field(default_factory=dict)  # name -> plain address
+    ip_range: IPNetwork | None = None
+    gateway: IPAddress | None = None
+    aux_addresses: dict[str, IPAddress] = field(default_factory=dict)  # name -> address
     v6: bool = False
+
+    def __post_init__(self) -> None:
+        self.subnet = _parsed(self.subnet, network) or self.subnet
+        self.ip_range = _parsed(self.ip_range, network)
+        self.gateway = _parsed(self.gateway, address)
+        self.aux_addresses = {k: _parsed(v, address) or v for k, v in self.aux_addresses.items()}
+
+    def to_record(self) -> dict:
+        return {"subnet": str(self.subnet), "pool_id": self.pool_id, "ip_range": text(self.ip_range),
+                "gateway": text(self.gateway), "aux_addresses": {k: str(v) for k, v in self.aux_addresses.items()},
+                "v6": self.v6}
 
 
 @dataclass
@@ -59,7 +83,9 @@ class Network:
     builtin: bool = False                      # none/host/default bridge: cannot be removed
 
     def to_record(self) -> dict:
-        return asdict(self)
+        rec = asdict(self)
+        rec["pools"] = [p.to_record() for p in self.pools]
+        return rec
 
     @classmethod
     def from_record(cls, record: dict) -> Network:
@@ -84,8 +110,8 @@ class Endpoint:
     id: str
     name: str
     network_id: str
-    address: str | None = None                 # "172.18.0.2/16"
-    address_v6: str | None = None
+    address: IPInterface | None = None         # 172.18.0.2/16
+    address_v6: IPInterface | None = None
     pool_id: str | None = None
     pool_id_v6: str | None = None
     mac: str | None = None
@@ -94,14 +120,27 @@ class Endpoint:
     container_id: str | None = None
     ifname: str | None = None                  # name inside the sandbox (eth0, …)
     aliases: list[str] = field(default_factory=list)
-    gateway: str | None = None                 # from the driver's join (None: it gives none)
-    gateway_v6: str | None = None
+    gateway: IPAddress | None = None           # from the driver's join (None: it gives none)
+    gateway_v6: IPAddress | None = None
     static_default_route: bool = False         # the join gave a static route to 0/0 or ::/0
     disable_gateway_service: bool = False      # the join opted out of the gateway bridge
     port_bindings: list[dict] = field(default_factory=list)   # Docker's wire shape, as programmed
 
+    def __post_init__(self) -> None:
+        self.address = _parsed(self.address, interface)
+        self.address_v6 = _parsed(self.address_v6, interface)
+        self.gateway = _parsed(self.gateway, address)
+        self.gateway_v6 = _parsed(self.gateway_v6, address)
+
+    def addresses(self) -> list[IPInterface]:
+        """Its addresses, IPv4 first."""
+        return [a for a in (self.address, self.address_v6) if a is not None]
+
     def to_record(self) -> dict:
-        return record_of(self, _ENDPOINT_FIELDS)
+        rec = record_of(self, _ENDPOINT_FIELDS)
+        for name in ("address", "address_v6", "gateway", "gateway_v6"):
+            rec[name] = text(rec[name])
+        return rec
 
     @classmethod
     def from_record(cls, record: dict) -> Endpoint:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from cnm.addresses import text
 from cnm.dns import NameTable
 from cnm.dns.resolvconf import embedded_resolv_conf
 from cnm.errors import CNMError
@@ -43,7 +44,7 @@ class ServiceDiscovery:
                 self.table.remove_network(net.id)
             return
         if event == "create":
-            gws = [p.gateway for p in net.pools if p.gateway]
+            gws = [str(p.gateway) for p in net.pools if p.gateway]
             self._listeners[net.id] = gws
             if self.resolver is not None:
                 for gw in gws:
@@ -75,11 +76,11 @@ class ServiceDiscovery:
     def endpoint_joined(self, net: Network, ep: Endpoint) -> None:
         if net.name == GATEWAY_BRIDGE:
             # Identifies the container when it asks through the gateway bridge; answers to no name.
-            self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, [], ep.address,
-                           ep.address_v6, publish=False)
+            self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, [], text(ep.address),
+                           text(ep.address_v6), publish=False)
         elif uses_embedded_dns(net):
             self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, ep.aliases,
-                           ep.address, ep.address_v6)
+                           text(ep.address), text(ep.address_v6))
 
     def remote_endpoint_up(self, net: Network, rec: dict) -> None:
         """A container on another host of a global network (from the cluster store)."""
@@ -96,6 +97,6 @@ class ServiceDiscovery:
     def resolv_conf(self, nets: list[Network], host_text: str, fallback: Callable[[str], str]) -> str:
         # Only gateways whose listener is up: a resolver that does not answer is worse
         # than the host's resolvers.
-        gws = [p.gateway for n in nets if has_local_listener(n) and n.id in self._bound
+        gws = [str(p.gateway) for n in nets if has_local_listener(n) and n.id in self._bound
                for p in n.v4_pools() if p.gateway]
         return embedded_resolv_conf(gws, host_text) if gws else fallback(host_text)

@@ -6,13 +6,13 @@ from cnm.model import Network, PoolConfig
 
 def pool_json(pool: PoolConfig) -> dict:
     """One `IPAM.Config` entry; empty keys are omitted, as Docker does."""
-    out: dict = {"Subnet": pool.subnet}
+    out: dict = {"Subnet": str(pool.subnet)}
     if pool.ip_range:
-        out["IPRange"] = pool.ip_range
+        out["IPRange"] = str(pool.ip_range)
     if pool.gateway:
-        out["Gateway"] = pool.gateway
+        out["Gateway"] = str(pool.gateway)
     if pool.aux_addresses:
-        out["AuxiliaryAddresses"] = dict(pool.aux_addresses)
+        out["AuxiliaryAddresses"] = {k: str(v) for k, v in pool.aux_addresses.items()}
     return out
 
 

@@ -11,6 +11,7 @@ import datetime
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from cnm.addresses import IPInterface, text
 from cnm.model import Endpoint, Network
 from cnm.naming import GATEWAY_BRIDGE
 from cnm.runtime.confine import MASKED_PATHS, READONLY_PATHS
@@ -21,12 +22,12 @@ if TYPE_CHECKING:
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
-def _plain(address: str | None) -> str:
-    return (address or "").split("/")[0]
+def _plain(address: IPInterface | None) -> str:
+    return str(address.ip) if address is not None else ""
 
 
-def _prefix(address: str | None) -> int:
-    return int(address.split("/")[1]) if address and "/" in address else 0
+def _prefix(address: IPInterface | None) -> int:
+    return address.network.prefixlen if address is not None else 0
 
 
 def _status(state: Any) -> str:
@@ -88,10 +89,10 @@ def endpoint_json(ep: Endpoint | None, net: Network | None) -> dict:
         "Aliases": list(ep.aliases) if ep is not None and ep.aliases else None,
         "NetworkID": net.id if net is not None else (ep.network_id if ep is not None else ""),
         "EndpointID": ep.id if ep is not None else "",
-        "Gateway": (ep.gateway or "") if ep is not None else "",
+        "Gateway": (text(ep.gateway) or "") if ep is not None else "",
         "IPAddress": _plain(ep.address) if ep is not None else "",
         "IPPrefixLen": _prefix(ep.address) if ep is not None else 0,
-        "IPv6Gateway": (ep.gateway_v6 or "") if ep is not None else "",
+        "IPv6Gateway": (text(ep.gateway_v6) or "") if ep is not None else "",
         "GlobalIPv6Address": _plain(ep.address_v6) if ep is not None else "",
         "GlobalIPv6PrefixLen": _prefix(ep.address_v6) if ep is not None else 0,
         "MacAddress": (ep.mac or "") if ep is not None else "",
@@ -234,10 +235,10 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
             "SandboxID": ct.sandbox_id or "",
             "SandboxKey": ct.sandbox_key or "",
             "Ports": ports_json(ct.requested_ports, ct.ports),
-            "Gateway": (first.gateway or "") if first else "",
+            "Gateway": (text(first.gateway) or "") if first else "",
             "IPAddress": _plain(first.address) if first else "",
             "IPPrefixLen": _prefix(first.address) if first else 0,
-            "IPv6Gateway": (first.gateway_v6 or "") if first else "",
+            "IPv6Gateway": (text(first.gateway_v6) or "") if first else "",
             "GlobalIPv6Address": _plain(first.address_v6) if first else "",
             "GlobalIPv6PrefixLen": _prefix(first.address_v6) if first else 0,
             "MacAddress": (first.mac or "") if first else "",

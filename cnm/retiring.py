@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from cnm.addresses import IPAddress, host_of
 from cnm.errors import CNMError
 from cnm.model import Endpoint, Network
 from cnm.store import Delete, Put, Store
@@ -64,10 +65,9 @@ class Retirements:
     def __len__(self) -> int:
         return len(self._retiring)
 
-    def addresses(self, network_id: str) -> set[str]:
-        """Addresses still held on `network_id` (plain, no prefix)."""
-        return {a.split("/")[0] for ep in self._retiring.values() if ep.network_id == network_id
-                for a in (ep.address, ep.address_v6) if a}
+    def addresses(self, network_id: str) -> set[IPAddress]:
+        """Addresses still held on `network_id`."""
+        return {a.ip for ep in self._retiring.values() if ep.network_id == network_id for a in ep.addresses()}
 
     def retire(self, ep: Endpoint, net: Network, driver: DeferredTeardown) -> None:
         """The endpoint's record becomes a retiring one (in the caller's transaction);
@@ -88,9 +88,9 @@ class Retirements:
         """Delete now, on the caller's thread, the kernel objects of the retiring
         endpoints of `net` (those holding `address`, when given) and give back what they
         held, rather than wait for the driver's background. True if there was any."""
-        want = address.split("/")[0] if address else None
+        want = host_of(address) if address else None
         chosen = [ep for ep in self._retiring.values() if ep.network_id == net.id
-                  and (want is None or want in {a.split("/")[0] for a in (ep.address, ep.address_v6) if a})]
+                  and (want is None or want in {a.ip for a in ep.addresses()})]
         for ep in chosen:
             try:
                 driver.delete_endpoint(net.id, ep.id)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cnm import labels
+from cnm.addresses import host_of
 from cnm.errors import CNMError, InternalError
 from cnm.ipamapi import Pool
 from cnm.plugins import IPAM_DRIVER
@@ -22,7 +23,7 @@ MAC_OPTION = labels.ENDPOINT_MAC
 
 
 def _plain(address: str) -> str:
-    return address.split("/")[0] if address else ""
+    return str(host_of(address, "address")) if address else ""
 
 
 class RemoteIpam:

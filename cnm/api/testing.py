@@ -8,13 +8,13 @@ Not used by the daemon itself.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from cnm.addresses import IPAddress, IPNetwork, address, network
 from cnm.api.server import Server, start_server
 from cnm.errors import Conflict, Forbidden, InvalidParameter, NotFound
 from cnm.ids import new_id
@@ -39,7 +39,7 @@ class FakeController:
         for name, driver in (("bridge", "bridge"), ("host", "host"), ("none", "null")):
             net = Network(id=new_id(), name=name, driver=driver, created="2024-01-01T00:00:00Z", builtin=True)
             if name == "bridge":
-                net.pools = [PoolConfig(subnet="172.17.0.0/16", pool_id="p0", gateway="172.17.0.1")]
+                net.pools = [PoolConfig(subnet=network("172.17.0.0/16"), pool_id="p0", gateway=address("172.17.0.1"))]
             self.networks[net.id] = net
 
     def _maybe_fail(self, method: str) -> None:
@@ -51,11 +51,13 @@ class FakeController:
         with self._lock:
             if any(n.name == req.name for n in self.networks.values()):
                 raise Conflict(f"network with name {req.name} already exists")
-            pools = [PoolConfig(subnet=c.subnet, pool_id=new_id()[:8], ip_range=c.ip_range,
-                                gateway=c.gateway or _first_host(c.subnet), aux_addresses=dict(c.aux_addresses),
+            pools = [PoolConfig(subnet=network(c.subnet), pool_id=new_id()[:8],
+                                ip_range=network(c.ip_range) if c.ip_range else None,
+                                gateway=address(c.gateway) if c.gateway else _first_host(network(c.subnet)),
+                                aux_addresses={k: address(v) for k, v in c.aux_addresses.items()},
                                 v6=c.v6) for c in req.ipam_configs if c.subnet]
             if not any(not p.v6 for p in pools):
-                subnet = f"172.{self._next_pool}.0.0/16"
+                subnet = network(f"172.{self._next_pool}.0.0/16")
                 self._next_pool += 1
                 pools.insert(0, PoolConfig(subnet=subnet, pool_id=new_id()[:8], gateway=_first_host(subnet)))
             net = Network(id=new_id(), name=req.name, driver=req.driver, created="2024-01-02T03:04:05.123456789Z",
@@ -107,8 +109,8 @@ class FakeController:
             return dict(self.containers.get(network_id, {}))
 
 
-def _first_host(subnet: str) -> str:
-    return str(next(ipaddress.ip_network(subnet).hosts()))
+def _first_host(subnet: IPNetwork) -> IPAddress:
+    return address(str(next(iter(subnet.hosts()))))
 
 
 class ServerThread:
@@ -130,7 +132,7 @@ class ServerThread:
         """The server's event loop (runs in the thread)."""
         return self._loop
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self._thread.start()
         try:
             self._server = asyncio.run_coroutine_threadsafe(start_server(self.app, self.path), self._loop).result(10)
@@ -147,7 +149,7 @@ class ServerThread:
         self._thread.join(10)
         self._loop.close()
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

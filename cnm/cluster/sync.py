@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cnm.addresses import text
 from cnm.cluster import vni as vnis
 from cnm.cluster.lease import NodeLease
 from cnm.cluster.peerset import Effect, NodeDown, NodeUp, PeerDown, PeerSet, PeerUp
@@ -239,7 +240,7 @@ class ClusterSync:
     def publish(self, net: Network, ep: Endpoint) -> None:
         """Announce a local endpoint of a global network (on our lease), and hold the
         network's peers from now on (the first endpoint there subscribes)."""
-        rec = {"network_id": net.id, "endpoint_id": ep.id, "ip": ep.address, "ip6": ep.address_v6,
+        rec = {"network_id": net.id, "endpoint_id": ep.id, "ip": text(ep.address), "ip6": text(ep.address_v6),
                "mac": ep.mac, "vtep": self.advertise, "name": ep.name, "aliases": list(ep.aliases),
                "container_id": ep.container_id}
         key = f"{peers_prefix(net.id)}{ep.id}"

@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cnm.addresses import address_text
+
 SHORT_ID = 12
 A, AAAA, PTR, ANY = "A", "AAAA", "PTR", "ANY"
 
@@ -75,7 +77,7 @@ def _plain_ip(address: str | None) -> str | None:
     """'172.18.0.2/16' or '172.18.0.2' -> canonical '172.18.0.2'; None/'' -> None."""
     if not address:
         return None
-    return str(ipaddress.ip_address(address.split("/")[0].split("%")[0]))
+    return address_text(address.split("%")[0])      # no zone index: answers carry none
 
 
 def reverse_name_to_ip(qname: str) -> str | None:

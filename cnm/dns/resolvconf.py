@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
+from cnm.addresses import address_text
+
 MAX_NAMESERVERS = 3     # glibc reads no more than three
 
 
@@ -40,7 +42,7 @@ def embedded_resolv_conf(gateways: list[str], host_text: str) -> str:
     Docker's `options ndots:0` (short names are tried as typed, first, at our resolver).
     Any listener answers the same for a given container (answers depend on who asks,
     not on where), so the order only matters for failover."""
-    servers = list(dict.fromkeys(str(ipaddress.ip_address(g.split("/")[0])) for g in gateways))
+    servers = list(dict.fromkeys(address_text(g) for g in gateways))
     lines = [f"nameserver {g}" for g in servers[:MAX_NAMESERVERS]]
     for line in host_text.splitlines():
         words = line.split()

@@ -19,6 +19,7 @@ from typing import Any
 from dnslib import DNSHeader
 from dnslib.buffer import Buffer
 
+from cnm.addresses import address_text
 from cnm.dns.fastpath import ReplyCache
 from cnm.dns.handler import Forward, Local, decide, servfail
 from cnm.dns.records import NameTable
@@ -122,7 +123,7 @@ class Resolver:
         network may have several (its IPv4 and IPv6 gateways)."""
         self._loop = self._loop or asyncio.get_running_loop()
         try:
-            address = str(ipaddress.ip_address(address.split("/")[0]))
+            address = address_text(address)
         except ValueError as exc:
             raise InvalidParameter(f"DNS listener address {address!r} is not an IP address") from exc
         if (network_id, address) in self._listeners:

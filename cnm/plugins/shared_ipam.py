@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from urllib.parse import quote, unquote
 
 from cnm import labels
+from cnm.addresses import address_text
 from cnm.errors import CNMError, Conflict, InvalidParameter
 from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, Pool
 from cnm.store import Put, Store
@@ -205,8 +206,8 @@ class SharedPoolIpam:
                     return self.inner.request_address(pool_id, address, options)
                 gw = kv.value.get("gateway")
                 if gw:
-                    if address and address.split("/")[0] != gw.split("/")[0]:
-                        raise Conflict(f"the gateway of this shared pool is {gw.split('/')[0]}, not {address}: "
+                    if address and address_text(address) != address_text(gw):
+                        raise Conflict(f"the gateway of this shared pool is {address_text(gw)}, not {address}: "
                                        "pass the same --gateway on every host")
                     return gw                               # every host's bridge holds the gateway
                 got = self.inner.request_address(pool_id, address, options)
@@ -220,7 +221,7 @@ class SharedPoolIpam:
     def _shared_address(self, pool_id: str, address: str, options: Mapping[str, str]) -> str:
         """An address every host's copy of the network reserves alike (aux): taken once,
         then handed to each host that asks; freed with the pool."""
-        ip = address.split("/")[0]
+        ip = address_text(address)
         with self._lock:
             for _ in range(_ATTEMPTS):
                 kv = self._find(pool_id)
@@ -240,7 +241,8 @@ class SharedPoolIpam:
 
     def release_address(self, pool_id: str, address: str) -> None:
         kv = self._find(pool_id)
-        ip = address.split("/")[0]
-        if kv is not None and ((kv.value.get("gateway") or "").split("/")[0] == ip or ip in (kv.value.get("aux") or {})):
+        ip = address_text(address)
+        gw = kv.value.get("gateway") if kv is not None else None
+        if kv is not None and ((gw and address_text(gw) == ip) or ip in (kv.value.get("aux") or {})):
             return                                          # shared; freed with the pool
         self.inner.release_address(pool_id, address)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from cnm.addresses import IPAddress
+
 _HOSTS_HEADER = ("127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                  "fe00::0\tip6-localnet", "ff00::0\tip6-mcastprefix", "ff02::1\tip6-allnodes",
                  "ff02::2\tip6-allrouters")
@@ -19,15 +21,15 @@ def file_reader(path: str) -> Callable[[], str]:
     return read
 
 
-def hosts_file(hostname: str, addresses: Iterable[str],
+def hosts_file(hostname: str, addresses: Iterable[IPAddress],
                extra: Sequence[tuple[str, str]] = ()) -> str:
-    """Docker's /etc/hosts: the loopback names, then `hostname` on each address
-    (with or without a prefix length), then `extra` (address, name) pairs."""
+    """Docker's /etc/hosts: the loopback names, then `hostname` on each address, then
+    `extra` (address, name) pairs."""
     lines = list(_HOSTS_HEADER)
     for addr in addresses:
-        lines.append(f"{addr.split('/')[0]}\t{hostname}")
-    for addr, name in extra:
-        lines.append(f"{addr}\t{name}")
+        lines.append(f"{addr}\t{hostname}")
+    for other, name in extra:
+        lines.append(f"{other}\t{name}")
     return "\n".join(lines) + "\n"
 
 

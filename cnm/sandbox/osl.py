@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
+from cnm.addresses import IPAddress, IPInterface, text
 from cnm.driverapi import JoinResult
 from cnm.errors import CNMError
 from cnm.osl.namespaces import Namespaces
@@ -121,8 +122,8 @@ class SandboxOS:
         self._drop_handle(key)
         self._ns.delete(key)
 
-    def plug(self, key: str, join: JoinResult, ifname: str, address: str | None,
-             address_v6: str | None, default_gateway: bool) -> None:
+    def plug(self, key: str, join: JoinResult, ifname: str, address: IPInterface | None,
+             address_v6: IPInterface | None, default_gateway: bool) -> None:
         """Move the driver's interface into the sandbox as `ifname`, address it, bring it
         up, add the driver's static routes and (if asked) the default routes."""
         if not join.src_ifname:
@@ -137,7 +138,7 @@ class SandboxOS:
                 nl.sysctl_write(conf_key(6, ifname, "disable_ipv6"), 0)   # off by default here
             for addr in (address, address_v6):
                 if addr:
-                    nl.add_address(ifname, addr)     # IPv6 without DAD: the address is ours by IPAM
+                    nl.add_address(ifname, str(addr))     # IPv6 without DAD: the address is ours by IPAM
             nl.set_link_up(ifname)
             for route in join.static_routes:
                 if route.route_type == 1:
@@ -168,12 +169,12 @@ class SandboxOS:
         """The sandbox's default routes' devices (empty: no way out)."""
         return [r.dev or "" for r in self._nl(key).routes() if r.destination in DEFAULT_DESTINATIONS]
 
-    def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None:
+    def set_default_route(self, key: str, ifname: str, gw4: IPAddress | None, gw6: IPAddress | None) -> None:
         """Replace the sandbox's default routes with ones via `ifname`."""
         nl = self._nl(key)
         for dst in DEFAULT_DESTINATIONS:
             nl.del_route(dst)
-        self._set_default(nl, ifname, gw4, gw6)
+        self._set_default(nl, ifname, text(gw4), text(gw6))
 
     def unplug(self, key: str, ifname: str) -> None:
         """Remove the interface from the sandbox (deleting one veth end deletes both).

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from cnm.addresses import IPAddress
 from cnm.driverapi import JoinResult
 
 # Drivers whose endpoints never need (or give) a way out through the gateway bridge.
@@ -28,8 +29,8 @@ class EndpointView:
     driver: str = "bridge"
     internal: bool = False
     on_gateway_bridge: bool = False       # the sandbox's own endpoint on the gateway bridge
-    gateway: str | None = None
-    gateway_v6: str | None = None
+    gateway: IPAddress | None = None
+    gateway_v6: IPAddress | None = None
     static_default_route: bool = False    # the join gave a static route to 0/0 or ::/0
     disable_gateway_service: bool = False
     holds_ports: bool = False             # published ports are programmed on it

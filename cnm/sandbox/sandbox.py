@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from cnm import labels
+from cnm.addresses import IPAddress, IPInterface
 from cnm.container_requests import EndpointRequest
 from cnm.driverapi import GLOBAL, JoinResult
 from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
@@ -75,12 +76,12 @@ class SandboxKernel(Protocol):
     def create(self, sandbox_id: str) -> str: ...
     def adopt(self, sandbox_id: str, pid: int) -> str: ...
     def destroy(self, key: str) -> None: ...
-    def plug(self, key: str, join: JoinResult, ifname: str, address: str | None,
-             address_v6: str | None, default_gateway: bool) -> None: ...
+    def plug(self, key: str, join: JoinResult, ifname: str, address: IPInterface | None,
+             address_v6: IPInterface | None, default_gateway: bool) -> None: ...
     def unplug(self, key: str, ifname: str) -> None: ...
     def park(self, key: str, ifname: str, new_name: str) -> None: ...
     def interfaces(self, key: str) -> set[str]: ...
-    def set_default_route(self, key: str, ifname: str, gw4: str | None, gw6: str | None) -> None: ...
+    def set_default_route(self, key: str, ifname: str, gw4: IPAddress | None, gw6: IPAddress | None) -> None: ...
 
 
 class HostPorts(Protocol):
@@ -111,7 +112,7 @@ class PeerPublisher(Protocol):
 def docker_binding(b: PortBinding, ep: Endpoint) -> dict:
     """libnetwork's PortBinding shape (Proto as the IP protocol number, as on Docker's
     wire), handed to the driver's ProgramExternalConnectivity."""
-    return {"Proto": PROTOCOL_NUMBERS[b.proto], "IP": (ep.address or "").split("/")[0], "Port": b.container_port,
+    return {"Proto": PROTOCOL_NUMBERS[b.proto], "IP": str(ep.address.ip) if ep.address else "", "Port": b.container_port,
             "HostIP": b.host_ip or "", "HostPort": b.host_port, "HostPortEnd": b.host_port}
 
 
@@ -159,8 +160,7 @@ class Sandbox:
     def hosts(self) -> str:
         """/etc/hosts: the hostname on the first endpoint's addresses."""
         eps = self.endpoints()
-        addrs = [a for a in (eps[0].address, eps[0].address_v6) if a] if eps else []
-        return hosts_file(self.record.hostname, addrs)
+        return hosts_file(self.record.hostname, [a.ip for a in eps[0].addresses()] if eps else [])
 
     def resolv_conf(self) -> str:
         return self._env.resolv_conf(self.networks())

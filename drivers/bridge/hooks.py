@@ -22,7 +22,7 @@ class BridgeNetworkInfo:
     config: BridgeConfig
     subnets_v4: tuple[str, ...] = ()
     subnets_v6: tuple[str, ...] = ()
-    gateway_v4: str | None = None          # plain address on the bridge
+    gateway_v4: str | None = None          # the bridge's address, with the subnet's prefix (172.18.0.1/16)
     gateway_v6: str | None = None
 
 

@@ -37,7 +37,7 @@ def endpoint_alias(endpoint_id: str) -> str:
 def mac_from_ipv4(address: str) -> str:
     """Docker's container MAC: 02:42 then the four bytes of the IPv4 address, so the
     MAC is stable for an address and locally administered. Accepts "a.b.c.d[/len]"."""
-    ip = ipaddress.IPv4Address(address.split("/")[0])
+    ip = ipaddress.IPv4Interface(address).ip
     return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
 
 
@@ -49,4 +49,4 @@ def random_mac() -> str:
 
 def plain_address(cidr: str | None) -> str | None:
     """"172.18.0.1/16" -> "172.18.0.1"; None stays None."""
-    return cidr.split("/")[0] if cidr else None
+    return str(ipaddress.ip_interface(cidr).ip) if cidr else None

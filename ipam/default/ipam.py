@@ -20,18 +20,24 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 from cnm.addresses import subnet_of
 from cnm.errors import Conflict, InvalidParameter, NotFound
-from cnm.ipamapi import (GATEWAY_REQUEST, GATEWAY_TYPE, GLOBAL_DEFAULT, LOCAL_DEFAULT,
-                         SERIAL_OPTION, Pool)
+from cnm.ipamapi import GATEWAY_REQUEST, GATEWAY_TYPE, GLOBAL_DEFAULT, LOCAL_DEFAULT, SERIAL_OPTION, Pool
 from cnm.store import Delete, Put, Store
 from ipam.default.allocator import Allocator
-from ipam.default.pools import (GLOBAL_DEFAULT_POOLS, LOCAL_DEFAULT_POOLS, Network, PoolSpec,
-                                choose_subnet, parse_network, pool_specs)
+from ipam.default.pools import (
+    GLOBAL_DEFAULT_POOLS,
+    LOCAL_DEFAULT_POOLS,
+    Network,
+    PoolSpec,
+    choose_subnet,
+    parse_network,
+    pool_specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -328,9 +334,8 @@ class DefaultIpam:
         return True
 
     def _offset(self, state: _PoolState, address: str) -> int:
-        text = address.split("/", 1)[0].strip()
         try:
-            ip = ipaddress.ip_address(text)
+            ip = ipaddress.ip_interface(address.strip()).ip
         except ValueError:
             raise InvalidParameter(f"invalid IP address {address!r}") from None
         if ip.version != state.net.version or ip not in state.net:

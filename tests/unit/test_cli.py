@@ -58,9 +58,9 @@ def test_create_prints_the_id_and_sends_every_flag(net, ctl):
     assert created.options == {"com.docker.network.driver.mtu": "1400"}
     assert created.labels == {"team": "a", "bare": ""} and created.ipam_options == {"serial": "true"}
     v4, v6 = created.pools
-    assert (v4.subnet, v4.gateway, v4.ip_range, v4.aux_addresses) == \
-        ("10.1.0.0/16", "10.1.0.254", "10.1.2.0/24", {"router": "10.1.0.2"})
-    assert (v6.subnet, v6.gateway) == ("fd00:1::/64", "fd00:1::fe")
+    assert v4.to_record() == {"subnet": "10.1.0.0/16", "gateway": "10.1.0.254", "ip_range": "10.1.2.0/24",
+                              "aux_addresses": {"router": "10.1.0.2"}, "pool_id": v4.pool_id, "v6": False}
+    assert (str(v6.subnet), str(v6.gateway)) == ("fd00:1::/64", "fd00:1::fe")
 
 
 def test_network_group_is_an_alias(net, ctl):
@@ -124,7 +124,7 @@ def test_ls_quiet_filter_and_json(net, ctl):
     assert [o["Name"] for o in objs] == ["ov1", "web"]
     web = by_name(ctl, "web")
     assert objs[1]["Id"] == web.id and objs[1]["Labels"] == {"tier": "front"}
-    assert objs[1]["IPAM"]["Config"] == [{"Subnet": web.pools[0].subnet, "Gateway": web.pools[0].gateway}]
+    assert objs[1]["IPAM"]["Config"] == [{"Subnet": str(web.pools[0].subnet), "Gateway": str(web.pools[0].gateway)}]
     r = net("ls", "-f", "colour=red")
     assert r.exit_code == 2 and r.stderr.startswith("Error: invalid filter 'colour'")
     r = net("ls", "-f", "colour")

@@ -48,7 +48,7 @@ def test_run_detached_prints_the_id_and_sends_every_flag(net, service):
     assert {(p["container_port"], p["proto"], p["host_ip"], p["host_port"]) for p in ct.requested_ports} == \
         {(80, "tcp", None, 8080), (53, "udp", "127.0.0.1", None)}
     ep = service.endpoints(ct)[0]
-    assert (ep.address, ep.aliases, ep.mac) == ("172.17.0.9/16", ["www"], "02:42:ac:11:00:99")
+    assert (str(ep.address), ep.aliases, ep.mac) == ("172.17.0.9/16", ["www"], "02:42:ac:11:00:99")
 
 
 def test_run_options_stop_at_the_command(net, service):

@@ -108,7 +108,7 @@ def test_connect_and_disconnect_keep_the_request_in_the_record(host):
     network(host, "n2", "10.9.0.0/24")
     ct = run(host, "web")
     ep = host.containers.connect("n2", "web", EndpointRequest(ip="10.9.0.7", aliases=["api"]))
-    assert ep.ifname == "eth1" and ep.address == "10.9.0.7/24"
+    assert ep.ifname == "eth1" and str(ep.address) == "10.9.0.7/24"
     n2 = host.controller.get_network("n2")
     assert [a["network"] for a in ct.networks][-1] == n2.id and ct.networks[-1]["aliases"] == ["api"]
     with pytest.raises(Conflict, match="already exists in network n2"):
@@ -134,7 +134,7 @@ def test_exit_releases_the_sandbox_and_a_new_one_can_be_built(host):
     # What was asked for is still there, and builds the same network again (restart).
     sb = host.containers._build_sandbox(ct)
     ep = sb.endpoints()[0]
-    assert (ep.address, ep.aliases) == ("10.9.0.9/24", ["www"])
+    assert (str(ep.address), ep.aliases) == ("10.9.0.9/24", ["www"])
     assert [p.host_port for p in sb.published_ports()] == [8080]
     host.containers._release_network(ct)        # the restart path's other half
 
@@ -175,7 +175,7 @@ def test_a_restarted_daemon_adopts_running_containers_and_cleans_up_the_rest(hos
     sb = again.containers.sandbox(cts["up"])
     assert sb is not None and sb.key == up.sandbox_key and up.sandbox_key in again.world.namespaces
     assert [a[2] for a in again.ports.allocations()] == [8080]     # the new allocator knows the port
-    assert [e.address for e in again.containers.endpoints(cts["up"])] == ["10.9.0.2/24"]
+    assert [str(e.address) for e in again.containers.endpoints(cts["up"])] == ["10.9.0.2/24"]
     assert down.sandbox_key not in again.world.namespaces
     n2 = again.controller.get_network("n2")
     assert [e.container_id for e in again.controller.endpoints_of(n2.id)] == [up.id]

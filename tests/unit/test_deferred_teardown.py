@@ -57,7 +57,7 @@ def test_a_left_endpoint_is_gone_at_once_and_what_it_held_is_given_back_when_its
     assert allocated(host, b) == ["10.2.0.1", "10.2.0.2"]
     assert host.store.get(RETIRING_PREFIX + ep.id) is not None
     other = build(host, b, cid="d" * 64).endpoints()[0]
-    assert other.address == "10.2.0.3/24"
+    assert str(other.address) == "10.2.0.3/24"
     # Deleted: both ends gone, the address free, the record gone.
     host.settle()
     assert not host.world.host.link_exists(host_end) and not host.ns(sb.key).link_exists(parked)
@@ -81,7 +81,7 @@ def test_a_static_address_still_held_is_waited_for_not_refused(host):
     sb.release()
     assert "10.1.0.2" in allocated(host, a)        # held while its veth is being deleted
     new = host.sandboxes.build("e" * 64, "e" * 64, "x", "x", [(a, EndpointRequest(ip="10.1.0.2"))], [])
-    assert new.endpoints()[0].address == "10.1.0.2/24"
+    assert str(new.endpoints()[0].address) == "10.1.0.2/24"
     assert not host.world.host.link_exists(naming.host_ifname(old.id))   # deleted first, then reused
     assert host.store.get(RETIRING_PREFIX + old.id) is None
     host.settle()                                  # the graveyard finds it gone: nothing given back twice

@@ -56,4 +56,4 @@ def test_render_copies_so_callers_cannot_mutate_the_model():
     out = network_json(net)
     out["Labels"]["b"] = "2"
     out["IPAM"]["Config"][0]["AuxiliaryAddresses"]["y"] = "10.0.0.8"
-    assert net.labels == {"a": "1"} and net.pools[0].aux_addresses == {"x": "10.0.0.9"}
+    assert net.labels == {"a": "1"} and net.pools[0].to_record()["aux_addresses"] == {"x": "10.0.0.9"}

@@ -2,6 +2,8 @@
 route, where ports go, interface names; and the hosts/resolv.conf text."""
 from __future__ import annotations
 
+from ipaddress import ip_address
+
 from cnm.driverapi import JoinResult, StaticRoute
 from cnm.sandbox import rules
 from cnm.sandbox.files import container_resolv_conf, hosts_file
@@ -84,7 +86,7 @@ def test_static_default_route_from_a_join():
 
 
 def test_hosts_file():
-    text = hosts_file("web", ["172.18.0.2/16", "fd00::2/64"], [("10.0.0.9", "db")])
+    text = hosts_file("web", [ip_address("172.18.0.2"), ip_address("fd00::2")], [("10.0.0.9", "db")])
     lines = text.splitlines()
     assert lines[0] == "127.0.0.1\tlocalhost"
     assert lines[-3:] == ["172.18.0.2\tweb", "fd00::2\tweb", "10.0.0.9\tdb"]
