@@ -513,7 +513,7 @@ class Controller(Recovery):
         with self.lock:
             net = self._networks.get(ep.network_id)
             driver = self.drivers.get(net.driver) if net is not None else None
-            if net is None or not defers_teardown(driver) or ep.id not in self._endpoints:
+            if net is None or driver is None or not defers_teardown(driver) or ep.id not in self._endpoints:
                 self.leave(ep)
                 self.delete_endpoint(ep)
                 return

@@ -52,8 +52,8 @@ def defers_teardown(driver: object) -> bool:
 class Retirements:
     """The retiring endpoints of one controller. Callers hold `lock` (the controller's)."""
 
-    def __init__(self, store: Store, lock: threading.RLock, release: Callable[[Endpoint], None]) -> None:
-        """`release(ep)`: give back the endpoint's IPAM addresses (best effort)."""
+    def __init__(self, store: Store, lock: threading.RLock, release: Callable[[Endpoint], object]) -> None:
+        """`release(ep)`: give back the endpoint's IPAM addresses (best effort; what it returns is not used)."""
         self._store = store
         self._lock = lock
         self._release = release

@@ -149,7 +149,7 @@ def reconcile_services(core: Core, *, drivers: DriverRegistry, ipams: IpamRegist
     overlay = drivers.get("overlay") if "overlay" in drivers.names() else None
     # Looked up on the class: a stand-in (drivers.unconfigured, no cluster store) answers
     # every attribute with a refusal, which would fail every start-up's sweep.
-    overlay_filter = overlay.reconcile if getattr(type(overlay), "reconcile", None) is not None else None
+    overlay_filter = getattr(overlay, "reconcile", None) if getattr(type(overlay), "reconcile", None) is not None else None
     if overlay_filter is not None:
         steps.append(lambda _containers: overlay_filter())
     default_ipam = ipams.get("default")
