@@ -100,7 +100,7 @@ def serve(cx: Context, o: Opts) -> None:
     overlay: the same on every host (same --subnet, or -o cnm.overlay.name=X) gives
              one VXLAN network across the hosts; peers meet in etcd."""
     from cnm.plugins import sdk  # (CLI start-up: as above)
-    from cnm.plugins.serve import build  # (CLI start-up: as above)
+    from cnm.plugins.roots import build  # (CLI start-up: as above)
     served = build(o.driver, root=o.root, ipam=o.with_ipam, firewall=not o.no_firewall,
                    cluster_store=o.cluster_store, advertise=o.advertise, run_dir=o.run_dir)
     try:
@@ -119,16 +119,8 @@ def serve(cx: Context, o: Opts) -> None:
 def forget_host(cx: Context, o: Opts) -> None:
     """Take a host that is gone for good (its underlay ADDRESS) out of the served
     overlays and shared pools, freeing what only it held. Refused while it is alive."""
-    from cnm.plugins.overlay_cluster import forget_host as forget  # (CLI start-up: as above)
-    from cnm.plugins.shared_ipam import SharedPoolIpam  # (CLI start-up: as above)
-    from cnm.store.etcd import EtcdStore  # (CLI start-up: as above)
-    from ipam.default import DefaultIpam  # (CLI start-up: as above)
-    store = EtcdStore.from_url(o.cluster_store)
-    try:
-        ipam = SharedPoolIpam(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}), store, o.address)
-        lines = forget(store, o.address, ipam)
-    finally:
-        store.close()
+    from cnm.plugins.roots import forget_host as forget  # (CLI start-up: as above)
+    lines = forget(o.cluster_store, o.address)
     for line in lines:
         echo(line)
     if not lines:

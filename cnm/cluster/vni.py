@@ -6,13 +6,31 @@ the same VNI. Docker's overlay starts at 256."""
 from __future__ import annotations
 
 from cnm import labels
-from cnm.errors import Conflict, Unavailable
+from cnm.errors import Conflict, InvalidParameter, Unavailable
 from cnm.store import Put, Store
+from cnm.strictnum import parse_int
 
 FIRST_VNI = 256
 LAST_VNI = (1 << 24) - 1
+VNI_MIN, VNI_MAX = 1, LAST_VNI          # what a VXLAN header carries (0 is reserved here)
 PREFIX = "vni/"
 VNI_OPTION = labels.VXLANID_LIST
+
+
+def parse_vni(value: object, key: str = VNI_OPTION) -> int:
+    """"256" (or Docker's one-element list "256") -> 256."""
+    items = [s.strip() for s in str(value).split(",") if s.strip()]
+    if len(items) != 1:
+        raise InvalidParameter(f"option {key} must hold exactly one VXLAN id, got {value!r}: "
+                               "this driver carries all subnets of a network on one VXLAN segment")
+    try:
+        vni = parse_int(items[0])        # ASCII digits only
+    except ValueError:
+        raise InvalidParameter(f"invalid VXLAN id {items[0]!r} in option {key}: want an integer "
+                               f"{VNI_MIN}..{VNI_MAX}") from None
+    if not VNI_MIN <= vni <= VNI_MAX:
+        raise InvalidParameter(f"invalid VXLAN id {vni} in option {key}: must be {VNI_MIN}..{VNI_MAX}")
+    return vni
 
 
 def first_free(taken: set[int]) -> int:

@@ -17,6 +17,7 @@ host, and CreateEndpoint refuses an address another host's endpoint already hold
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -25,13 +26,14 @@ from typing import Any
 
 from cnm import labels
 from cnm.cluster.sync import ClusterSync
+from cnm.cluster.vni import VNI_OPTION as VXLANID_LIST
+from cnm.cluster.vni import parse_vni
 from cnm.driverapi import GLOBAL, Driver, EndpointInterface, JoinResult, NetworkSpec
 from cnm.errors import CNMError, Conflict, NotFound, Unavailable
 from cnm.model import Endpoint, Network
 from cnm.plugins import overlay_cluster as oc
-from cnm.plugins.serve import DriverPlugin, _quietly
+from cnm.plugins.serve import DriverPlugin, quietly
 from cnm.plugins.served_state import ServedState
-from drivers.overlay.config import VXLANID_LIST, parse_vni
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +138,14 @@ class ClusterOverlayPlugin(DriverPlugin):
             self.driver.create_network(spec)
         except BaseException:
             self._not_created(nid)
-            _quietly(lambda: oc.leave(self.store, cid, self.advertise))
+            quietly(lambda: oc.leave(self.store, cid, self.advertise))
             raise
         self._ids[nid] = cid
 
         def undo() -> None:
             self._ids.pop(nid, None)
-            _quietly(lambda: self.driver.delete_network(cid))
-            _quietly(lambda: oc.leave(self.store, cid, self.advertise))
+            quietly(lambda: self.driver.delete_network(cid))
+            quietly(lambda: oc.leave(self.store, cid, self.advertise))
         self._record_network(nid, spec, undo, extra={"key": key})
 
     def delete_network(self, network_id: str) -> None:
@@ -179,7 +181,7 @@ class ClusterOverlayPlugin(DriverPlugin):
             return super().create_endpoint(network_id, endpoint_id, iface, options)
         except BaseException:
             for addr in claimed:
-                _quietly(lambda a=addr: oc.release_address(self.store, cid, a, endpoint_id))
+                quietly(functools.partial(oc.release_address, self.store, cid, addr, endpoint_id))
             raise
 
     def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
@@ -188,7 +190,7 @@ class ClusterOverlayPlugin(DriverPlugin):
         try:
             self._publish(network_id, endpoint_id)
         except BaseException:
-            _quietly(lambda: super(ClusterOverlayPlugin, self).leave(network_id, endpoint_id))
+            quietly(lambda: super(ClusterOverlayPlugin, self).leave(network_id, endpoint_id))
             raise
         return result
 

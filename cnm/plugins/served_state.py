@@ -14,7 +14,8 @@ Keys:
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from cnm.driverapi import EndpointInterface, IPAMData, NetworkSpec
 from cnm.intents import NETWORK_CREATE, Intents

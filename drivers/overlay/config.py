@@ -19,13 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cnm import labels
+from cnm.cluster.vni import VNI_MAX, VNI_MIN, parse_vni  # noqa: F401  (re-exported)
 from cnm.driverapi import IPAMData, NetworkSpec
 from cnm.errors import InvalidParameter
 from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
-from cnm.strictnum import parse_int
 
 VXLANID_LIST = labels.VXLANID_LIST
-VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 ACCEPTED = (VXLANID_LIST, labels.MTU)
@@ -40,22 +39,6 @@ class OverlayConfig:
     subnets: tuple[str, ...] = ()        # CIDRs, v4 then v6
     ipv6: bool = False
     internal: bool = False
-
-
-def parse_vni(value: object, key: str = VXLANID_LIST) -> int:
-    """"256" (or Docker's one-element list "256") -> 256."""
-    items = [s.strip() for s in str(value).split(",") if s.strip()]
-    if len(items) != 1:
-        raise InvalidParameter(f"option {key} must hold exactly one VXLAN id, got {value!r}: "
-                               "this driver carries all subnets of a network on one VXLAN segment")
-    try:
-        vni = parse_int(items[0])        # ASCII digits only
-    except ValueError:
-        raise InvalidParameter(f"invalid VXLAN id {items[0]!r} in option {key}: want an integer "
-                               f"{VNI_MIN}..{VNI_MAX}") from None
-    if not VNI_MIN <= vni <= VNI_MAX:
-        raise InvalidParameter(f"invalid VXLAN id {vni} in option {key}: must be {VNI_MIN}..{VNI_MAX}")
-    return vni
 
 
 def overlay_mtu(underlay_mtu: int, option: int | None = None) -> int:
