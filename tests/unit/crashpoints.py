@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 from collections.abc import Iterator
 
 from cnm import marks
@@ -140,10 +139,9 @@ def problems(host: FakeHost) -> list[str]:
     out += [f"pool {pid} ({subnet}) of no network" for pid, subnet in default.local_pools() if pid not in held]
     for net in nets.values():
         for pool in net.pools:
-            subnet = ipaddress.ip_network(pool.subnet)
-            want = {pool.gateway, *pool.aux_addresses.values()} - {None}
-            want |= {a.split("/")[0] for ep in eps.values() if ep.network_id == net.id
-                     for a in (ep.address, ep.address_v6) if a and ipaddress.ip_interface(a).ip in subnet}
+            want = {str(a) for a in (pool.gateway, *pool.aux_addresses.values()) if a is not None}
+            want |= {str(a.ip) for ep in eps.values() if ep.network_id == net.id
+                     for a in ep.addresses() if a.ip in pool.subnet}
             got = set(default.allocated(pool.pool_id))
             out += [f"address {a} in {pool.subnet} held by no one" for a in sorted(got - want)]
             out += [f"address {a} in {pool.subnet} in use but not allocated" for a in sorted(want - got)]

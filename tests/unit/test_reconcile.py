@@ -139,7 +139,7 @@ def test_an_interface_gone_is_repaired_once(host, caplog):
     try:
         assert any("repaired" in r.message and "eth0" in r.message for r in caplog.records)
         inside = again.world.handle(sb.key)
-        assert inside.addresses("eth0") == [ep.address]
+        assert inside.addresses("eth0") == [str(ep.address)]
         assert again.default_routes(sb.key)["0.0.0.0/0"] == ("eth0", "10.81.0.1")
         assert again.firewall.published[ep.id][0]["HostPort"] == 8080
         assert problems(again) == []
@@ -187,7 +187,7 @@ def test_a_crashed_create_is_rolled_back_and_a_foreign_bridge_left_alone(host):
         assert not again.world.host.link_exists("br-" + nid[:12])
         assert again.world.host.link_exists("br-theirs")
         assert again.ipams.get("default").local_pools() == [
-            (p.pool_id, p.subnet) for n in again.controller.list_networks() for p in n.pools]
+            (p.pool_id, str(p.subnet)) for n in again.controller.list_networks() for p in n.pools]
         assert again.store.list("intent/") == []
         assert again.last_sweep is not None and again.last_sweep.foreign == 1
         _net(again, "n", "10.84.0.0/24")           # the subnet is usable again
