@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cnm.addresses import text
 from cnm.driverapi import GLOBAL, DriverRegistry, EndpointInterface
@@ -19,14 +19,30 @@ from cnm.ipamapi import IpamRegistry
 from cnm.model import Endpoint, EndpointState, Network
 from cnm.store import Delete, Op, Put, Store
 
-if TYPE_CHECKING:
-    from cnm.controller import GlobalNetworks
-
 log = logging.getLogger("cnm.controller")
 
 NET_PREFIX = "network/"
 NAME_PREFIX = "netname/"
 GLOBAL_CACHE = "globalcache/network/"
+
+
+class GlobalNetworks(Protocol):
+    """What the controller asks of the cluster (cnm.cluster.sync.ClusterSync)."""
+
+    def allocate_network(self, net: Network) -> dict[str, str]:
+        """Cluster-wide resources a new global network needs, as driver options (a VNI)."""
+
+    def release_network(self, net: Network) -> None:
+        """Give them back. Best effort."""
+
+    def find_network(self, ref: str) -> dict | None:
+        """A global network's record by name or ID from the cluster store; None when
+        unknown or the store does not answer. Store I/O: never called under the lock."""
+
+    def remote_endpoints(self, network_id: str) -> list[str]:
+        """Names of endpoints other hosts have on the network, read from the cluster
+        store (a host holds other hosts' endpoints only of networks it is on); raises
+        Unavailable when the store does not answer."""
 
 
 class Recovery:
