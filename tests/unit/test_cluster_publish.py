@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnm.cluster.sync import ClusterSync, _Subscription
+from cnm.cluster.sync import ClusterSync, Subscription
 from cnm.errors import Unavailable
 from cnm.store import KV
 
@@ -89,7 +89,7 @@ def test_a_listing_missing_one_of_ours_puts_that_one_only(sync):
     listing = [KV(key(0), sync.store.data[key(0)], 1), KV(key(2), dict(sync.store.data[key(2)], ip="x"), 1),
                KV(key(9), {"endpoint_id": "e9", "vtep": ME}, 1)]        # e9: ours, long gone
     sync._held.open(NET.id)
-    sync._reconcile(_Subscription(NET, None), listing)
+    sync._reconcile(Subscription(NET, None), listing)
     assert sync._unconfirmed == {key(1), key(2)} and sync._withdraw == {key(9)}
     sync.store.puts.clear()
     sync._flush()
