@@ -18,95 +18,27 @@ every call, as cnm.containers.ContainerService does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from cnm import labels
-from cnm.addresses import IPAddress, IPInterface
 from cnm.container_requests import EndpointRequest
-from cnm.driverapi import GLOBAL, JoinResult
+from cnm.driverapi import GLOBAL
 from cnm.errors import CNMError, Conflict, InvalidParameter, NotFound
 from cnm.model import Endpoint, Network
 from cnm.model import Sandbox as SandboxRecord
 from cnm.naming import GATEWAY_BRIDGE
 from cnm.ports import PROTOCOL_NUMBERS, PortBinding
-from cnm.reconcile.decide import Fate, endpoint_fate
 from cnm.requests import NetworkCreate
 from cnm.sandbox import rules
 from cnm.sandbox.files import container_resolv_conf, hosts_file
+from cnm.sandbox.restore import SandboxRestore
+from cnm.sandbox.seams import EndpointControl, HostPorts, NameRegistry, PeerPublisher, SandboxKernel
 from cnm.store import Store
 from cnm.undo import Undo
 
 log = logging.getLogger(__name__)
 
 SANDBOX_PREFIX = "sandbox/"
-
-
-class EndpointControl(Protocol):
-    """What a sandbox asks of the controller (cnm.controller.Controller)."""
-
-    def network(self, network_id: str) -> Network | None: ...
-    def get_network(self, ref: str) -> Network: ...
-    def create_network(self, req: NetworkCreate) -> Network: ...
-    def get_endpoint(self, endpoint_id: str) -> Endpoint: ...
-    def create_endpoint(self, net: Network, name: str, *, container_id: str | None = None,
-                        ip: str | None = None, ip6: str | None = None, mac: str | None = None,
-                        aliases: list[str] | None = None) -> Endpoint: ...
-    def delete_endpoint(self, ep: Endpoint) -> None: ...
-    def join(self, ep: Endpoint, sandbox_id: str, sandbox_key: str, ifname: str) -> JoinResult: ...
-    def leave(self, ep: Endpoint) -> None: ...
-
-    def remove_endpoint(self, ep: Endpoint) -> None:
-        """Leave and delete; the kernel's part maybe in the background (cnm.retiring)."""
-
-    def defers_teardown(self, ep: Endpoint) -> bool:
-        """Whether the endpoint's interface outlives `remove_endpoint` for a while."""
-
-    def program_external_connectivity(self, ep: Endpoint, bindings: list[dict]) -> None: ...
-    def revoke_external_connectivity(self, ep: Endpoint) -> None: ...
-    def restore_endpoint(self, ep: Endpoint) -> None: ...
-    def save_endpoint(self, ep: Endpoint) -> None: ...
-    def recreate_endpoint(self, ep: Endpoint) -> None: ...
-
-
-class SandboxKernel(Protocol):
-    """The sandbox's OS side (cnm.sandbox.osl.SandboxOS)."""
-
-    def key_for(self, sandbox_id: str) -> str: ...
-    def create(self, sandbox_id: str) -> str: ...
-    def adopt(self, sandbox_id: str, pid: int) -> str: ...
-    def destroy(self, key: str) -> None: ...
-    def plug(self, key: str, join: JoinResult, ifname: str, address: IPInterface | None,
-             address_v6: IPInterface | None, default_gateway: bool) -> None: ...
-    def unplug(self, key: str, ifname: str) -> None: ...
-    def park(self, key: str, ifname: str, new_name: str) -> None: ...
-    def interfaces(self, key: str) -> set[str]: ...
-    def set_default_route(self, key: str, ifname: str, gw4: IPAddress | None, gw6: IPAddress | None) -> None: ...
-
-
-class HostPorts(Protocol):
-    """Host ports (cnm.ports.PortAllocator)."""
-
-    def allocate(self, proto: str, host_ip: str | None = None, port: int | None = None,
-                 port_end: int | None = None, owner: str = "") -> int: ...
-    def release(self, proto: str, host_ip: str | None, port: int) -> None: ...
-    def release_owner(self, owner: str) -> int: ...
-    def restore(self, bindings: Sequence[PortBinding], owner: str = "") -> None: ...
-
-
-class NameRegistry(Protocol):
-    """Names of endpoints for the embedded DNS (cnm.naming.ServiceDiscovery)."""
-
-    def endpoint_joined(self, net: Network, ep: Endpoint) -> None: ...
-    def endpoint_left(self, ep: Endpoint) -> None: ...
-    def resolv_conf(self, nets: list[Network], host_text: str, fallback: Callable[[str], str]) -> str: ...
-
-
-class PeerPublisher(Protocol):
-    """Endpoints of global networks announced to the cluster (cnm.cluster.sync.ClusterSync)."""
-
-    def publish(self, net: Network, ep: Endpoint) -> None: ...
-    def unpublish(self, ep: Endpoint) -> None: ...
 
 
 def docker_binding(b: PortBinding, ep: Endpoint) -> dict:
@@ -116,7 +48,7 @@ def docker_binding(b: PortBinding, ep: Endpoint) -> dict:
             "HostIP": b.host_ip or "", "HostPort": b.host_port, "HostPortEnd": b.host_port}
 
 
-class Sandbox:
+class Sandbox(SandboxRestore):
     def __init__(self, record: SandboxRecord, env: Sandboxes) -> None:
         self.record = record
         self._env = env
@@ -365,79 +297,6 @@ class Sandbox:
     # ------------------------------------------------------------- life cycle
     def save(self) -> None:
         self._env.store.put(SANDBOX_PREFIX + self.id, self.record.to_record())
-
-    def restore(self, pid: int, wanted: Collection[str] | None = None) -> None:
-        """After a daemon restart, for a container still running: the namespace bound
-        at its key again, the drivers, ports, names and peers re-learned. An endpoint
-        whose interface is gone is repaired (plugged in again, same address) while the
-        container still asks for its network (`wanted`: network ids; None = all),
-        released otherwise or when its network is gone (cnm.reconcile.decide); each
-        said once in the log. One broken endpoint does not cost the others theirs."""
-        self.record.key = self._env.os.adopt(self.id, pid)
-        self._env.ports.restore([PortBinding.from_record(p) for p in self.record.ports], owner=self.id)
-        present = self._env.os.interfaces(self.key)
-        holder = self._route_holder()
-        released: list[str] = []
-        for ep in self.endpoints():
-            net = self._ctl.network(ep.network_id)
-            fate, why = endpoint_fate(network_known=net is not None,
-                                      interface_present=not ep.ifname or ep.ifname in present,
-                                      wanted=self._wanted(ep, net, wanted))
-            try:
-                if fate is Fate.KEEP:
-                    assert net is not None
-                    self._ctl.restore_endpoint(ep)
-                    self._announce(net, ep)
-                    continue
-                if fate is Fate.REPAIR:
-                    assert net is not None
-                    try:
-                        self._repair(ep, net, routed=ep.id == holder)
-                        log.warning("sandbox %s: endpoint %s on network %s repaired: %s; %s plugged in again "
-                                    "with its address", self.id[:12], ep.id[:12], net.name, why, ep.ifname)
-                        continue
-                    except CNMError as exc:
-                        why = f"{why} and could not be plugged in again ({exc})"
-                log.warning("sandbox %s: endpoint %s released: %s", self.id[:12], ep.id[:12], why)
-                self._detach(ep)
-                released.append(ep.id)
-            except CNMError as exc:
-                log.error("sandbox %s: endpoint %s: %s", self.id[:12], ep.id[:12], exc)
-        # Endpoints a crash deleted after the record last listed them are forgotten;
-        # the rules are applied again (as after a leave): the gateway bridge, default
-        # route and published ports where they belong, even if a crash stopped a move.
-        self.record.endpoint_ids = [ep.id for ep in self.endpoints()]
-        try:
-            with Undo() as undo:
-                finish = self._apply_rules(undo, holder if holder not in released else None)
-                undo.commit()
-            finish()
-        except CNMError as exc:
-            log.warning("sandbox %s: applying its rules after a restart: %s", self.id[:12], exc)
-        self.save()
-
-    def _wanted(self, ep: Endpoint, net: Network | None, wanted: Collection[str] | None) -> bool:
-        if wanted is None or net is None:
-            return True
-        if net.name == GATEWAY_BRIDGE:        # the sandbox's own: wanted while the rules need it
-            return rules.needs_gateway_bridge([v for v in self._views() if v.id != ep.id])
-        return net.id in wanted
-
-    def _repair(self, ep: Endpoint, net: Network, routed: bool) -> None:
-        """Make the endpoint's interface again (its driver's objects, the join, the
-        plug), with its addresses, name, routes and published ports."""
-        bindings = list(ep.port_bindings)
-        ifname = ep.ifname or rules.next_ifname(self._views())
-        self._ctl.recreate_endpoint(ep)
-        result = self._ctl.join(ep, self.id, self.key, ifname)
-        try:
-            self._env.os.plug(self.key, result, ifname, ep.address, ep.address_v6, default_gateway=routed)
-        except BaseException:
-            self._ctl.leave(ep)
-            raise
-        if bindings:
-            self._ctl.program_external_connectivity(ep, bindings)
-        self._announce(net, ep)
 
     def release(self) -> None:
         """Every endpoint left and deleted, ports given back, the namespace and the
