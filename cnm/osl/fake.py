@@ -290,7 +290,7 @@ class FakeNetlink:
     def close(self) -> None:
         self.closed = True
 
-    def __enter__(self) -> "FakeNetlink":
+    def __enter__(self) -> FakeNetlink:
         return self
 
     def __exit__(self, *exc: object) -> None:
