@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from cnm.driverapi import DriverRegistry
 from drivers import bridge, host, null
-from drivers.bridge.driver import HostNetlink
 from drivers.bridge.hooks import BridgeFirewall
+from drivers.bridge.kernel import HostNetlink
 
 
 def register_builtin(registry: DriverRegistry, *, netlink_factory: Callable[[], HostNetlink] | None = None,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import replace
 
 from cnm import labels
 from cnm.driverapi import LOCAL, Capability, EndpointInterface, IPAMData, JoinResult, NetworkSpec
@@ -21,9 +20,10 @@ from cnm.osl.netlink import Netlink
 from cnm.osl.sysctl import conf_key  # a pure key helper; no kernel access
 from drivers.bridge import config as bconfig
 from drivers.bridge import naming
-from drivers.bridge.config import BridgeConfig
+from drivers.bridge.external import BridgeExternal
 from drivers.bridge.graveyard import Graveyard
-from drivers.bridge.hooks import BridgeFirewall, BridgeNetworkInfo, NoFirewall, PublishedEndpoint
+from drivers.bridge.hooks import BridgeFirewall, BridgeNetworkInfo, NoFirewall
+from drivers.bridge.kernel import BridgeEndpoint, BridgeNetwork, HostNetlink
 
 NAME = "bridge"
 # Linux numbers bridge ports 1..1023 (BR_MAX_PORTS is 1024 and port 0 is reserved).
@@ -31,56 +31,6 @@ MAX_BRIDGE_PORTS = 1023
 MAC_OPTION = labels.ENDPOINT_MAC
 PORTMAP_OPTION = labels.PORTMAP
 IFNAME_OPTION = labels.ENDPOINT_IFNAME
-
-
-class HostNetlink(Protocol):
-    """The part of cnm.osl.netlink.Netlink the driver uses (the unit-test seam)."""
-
-    def link_exists(self, name: str) -> bool: ...
-    def link(self, name: str): ...                     # -> object with .alias, .kind
-    def links(self) -> list: ...
-    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
-                      alias: str | None = None, up: bool = True) -> None: ...
-    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None,
-                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None: ...
-    def delete_link(self, name: str) -> bool: ...
-    def retire_link(self, name: str, *, alias: str, group: int) -> bool: ...
-    def delete_link_group(self, group: int) -> None: ...
-    def sibling(self) -> HostNetlink: ...
-    def set_link_up(self, name: str) -> None: ...
-    def set_master(self, name: str, bridge: str | None) -> None: ...
-    def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
-    def bridge_port_count(self, bridge: str) -> int: ...
-    def sysctl_write(self, key: str, value: str | int) -> None: ...
-
-
-@dataclass
-class _Endpoint:
-    id: str
-    host_ifname: str
-    peer_ifname: str
-    mac: str
-    address: str | None = None
-    address_v6: str | None = None
-    port_bindings: tuple[Mapping[str, object], ...] = ()
-
-
-@dataclass
-class _Network:
-    info: BridgeNetworkInfo
-    endpoints: dict[str, _Endpoint] = field(default_factory=dict)
-    # Deleted endpoints whose veth the graveyard has not deleted yet: they still hold
-    # a port of the bridge.
-    retiring: set[str] = field(default_factory=set)
-
-    @property
-    def bridge(self) -> str:
-        return self.info.bridge_name
-
-    @property
-    def config(self) -> BridgeConfig:
-        return self.info.config
 
 
 def _single(pools: tuple[IPAMData, ...], family: str) -> IPAMData | None:
@@ -101,7 +51,7 @@ def _network_info(spec: NetworkSpec) -> BridgeNetworkInfo:
         gateway_v4=v4.gateway if v4 else None, gateway_v6=v6.gateway if v6 else None)
 
 
-class BridgeDriver:
+class BridgeDriver(BridgeExternal):
     """cnm.driverapi.Driver for Linux bridges. Thread-safe (one lock per driver)."""
 
     name = NAME
@@ -114,7 +64,7 @@ class BridgeDriver:
         self._peer_in_sandbox = peer_in_sandbox
         self._nl: HostNetlink | None = None
         self._firewall: BridgeFirewall = firewall or NoFirewall()
-        self._networks: dict[str, _Network] = {}
+        self._networks: dict[str, BridgeNetwork] = {}
         self._lock = threading.RLock()
         self.graveyard = Graveyard(lambda: self.nl.sibling())
         self._collected = False
@@ -149,7 +99,7 @@ class BridgeDriver:
     def bridge_name(self, network_id: str) -> str:
         return self._network(network_id).bridge
 
-    def _network(self, network_id: str) -> _Network:
+    def _network(self, network_id: str) -> BridgeNetwork:
         try:
             return self._networks[network_id]
         except KeyError:
@@ -190,7 +140,7 @@ class BridgeDriver:
             except BaseException:
                 self._undo(lambda: self.nl.delete_link(info.bridge_name))
                 raise
-            self._networks[spec.id] = _Network(info)
+            self._networks[spec.id] = BridgeNetwork(info)
 
     def _configure_bridge(self, info: BridgeNetworkInfo, enable_ipv6: bool) -> None:
         """Addresses, IPv6 on/off, up, forwarding. Idempotent (used by restore too)."""
@@ -242,7 +192,7 @@ class BridgeDriver:
         self._configure_bridge(info, enable_ipv6)
         self._firewall.network_created(info)
         known = self._networks.get(info.network_id)
-        self._networks[info.network_id] = _Network(info, known.endpoints if known else {})
+        self._networks[info.network_id] = BridgeNetwork(info, known.endpoints if known else {})
 
     def delete_network(self, network_id: str) -> None:
         with self._lock:
@@ -279,12 +229,12 @@ class BridgeDriver:
             mac = (iface.mac or options.get(MAC_OPTION)
                    or (naming.mac_from_ipv4(iface.address) if iface.address else naming.random_mac()))
             self._check_room(net)
-            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, naming.host_ifname(endpoint_id),
+            net.endpoints[endpoint_id] = BridgeEndpoint(endpoint_id, naming.host_ifname(endpoint_id),
                                                    naming.peer_ifname(endpoint_id), mac,
                                                    iface.address, iface.address_v6)
             return replace(iface, mac=mac)
 
-    def _check_room(self, net: _Network) -> None:
+    def _check_room(self, net: BridgeNetwork) -> None:
         # Our own count decides: counting the kernel's ports means a dump of every port
         # of the bridge (~0.1 ms a port, each join near the limit). The kernel has the
         # last word: a bridge full of someone else's ports refuses the veth (EXFULL),
@@ -298,7 +248,7 @@ class BridgeDriver:
                 self._delete_veth(eid)
         self._full(net)
 
-    def _full(self, net: _Network) -> None:
+    def _full(self, net: BridgeNetwork) -> None:
         """Conflict, naming the bridge, if the kernel says it has no port left."""
         ports = self.nl.bridge_port_count(net.bridge)
         if ports >= MAX_BRIDGE_PORTS:
@@ -321,7 +271,7 @@ class BridgeDriver:
             # The bridge may have been re-created by restore_network: attach again.
             self.nl.set_master(host, net.bridge)
             self.nl.set_link_up(host)
-            net.endpoints[endpoint_id] = _Endpoint(endpoint_id, host, naming.peer_ifname(endpoint_id),
+            net.endpoints[endpoint_id] = BridgeEndpoint(endpoint_id, host, naming.peer_ifname(endpoint_id),
                                                    iface.mac or "", iface.address, iface.address_v6)
         if options.get(PORTMAP_OPTION):
             self.program_external_connectivity(network_id, endpoint_id, options)
@@ -389,60 +339,6 @@ class BridgeDriver:
             ours = False
         if ours:
             self.nl.delete_link(host)   # the peer goes with it, wherever it is
-
-    def delete_endpoint_later(self, network_id: str, endpoint_id: str, done: Callable[[], None]) -> None:
-        """Leave and delete the endpoint with its veth taken out of use now (down: no
-        traffic either way) and deleted in the background (cnm's deferred teardown:
-        see drivers.bridge.graveyard). `done()` is called from the graveyard's thread
-        once the veth is gone: only then may the caller hand out again what it
-        held (its addresses and MAC). Until then the veth counts as a bridge port."""
-        host, alias = naming.host_ifname(endpoint_id), naming.endpoint_alias(endpoint_id)
-        with self._lock:
-            net = self._networks.get(network_id)
-            if net is not None:
-                net.endpoints.pop(endpoint_id, None)
-                net.retiring.add(endpoint_id)
-            self.graveyard.retire(self.nl, host, alias)
-
-        def gone() -> None:
-            with self._lock:
-                if net is not None:
-                    net.retiring.discard(endpoint_id)
-            done()
-        self.graveyard.bury(host, alias, gone)
-
-    def collect_retired(self) -> None:
-        """At start-up: delete at once every veth an earlier life of the daemon retired
-        (one request for all of them)."""
-        with self._lock:
-            self.graveyard.collect(self.nl)
-
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: Mapping[str, object]) -> None:
-        with self._lock:
-            net = self._network(network_id)
-            ep = net.endpoints.get(endpoint_id)
-            if ep is None:
-                raise NotFound(f"endpoint {endpoint_id[:12]} is not known to the bridge driver")
-            raw = options.get(PORTMAP_OPTION) or ()
-            if not isinstance(raw, (list, tuple)):
-                raise InvalidParameter(f"{PORTMAP_OPTION} must be a list of port bindings")
-            bindings = tuple(dict(b) for b in raw)
-            if net.config.internal and bindings:
-                raise InvalidParameter("ports cannot be published on an internal network")
-            self._firewall.ports_published(PublishedEndpoint(
-                network_id=network_id, endpoint_id=endpoint_id, bridge_name=net.bridge,
-                address=naming.plain_address(ep.address), address_v6=naming.plain_address(ep.address_v6),
-                host_binding_ipv4=net.config.host_binding_ipv4, port_bindings=bindings))
-            ep.port_bindings = bindings
-
-    def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
-        with self._lock:
-            self._firewall.ports_revoked(network_id, endpoint_id)
-            net = self._networks.get(network_id)
-            ep = net.endpoints.get(endpoint_id) if net else None
-            if ep is not None:
-                ep.port_bindings = ()
 
     def discover_new(self, kind: str, data: Mapping[str, object]) -> None:
         """Single-host driver: nothing to learn."""
