@@ -33,9 +33,6 @@ import json
 import logging
 import marshal
 import os
-import select
-import signal
-import time
 
 from cnm import errors
 from cnm.errors import Conflict, InternalError, InvalidParameter, NotFound, Unavailable
@@ -46,14 +43,13 @@ from cnm.runtime.session import Session
 from cnm.runtime.spec import HOST, ID_PATTERN, ContainerSpec
 from cnm.runtime.state import (
     CREATED,
-    EXITED,
-    RUNNING,
     ContainerState,
     derive,
     read_dir,
     supervisor_alive,
     supervisor_ident,
 )
+from cnm.runtime.stopping import RuntimeStop
 from cnm.runtime.template import Template
 
 log = logging.getLogger(__name__)
@@ -66,7 +62,7 @@ CGROUPFS = ".cgroupfs"
 _RUN_FILES = (files.STATE, files.STATE_NEW, files.EXIT, shim.ATTACH_SOCK, files.SHIM_PID)
 
 
-class Runtime(RuntimeIO):
+class Runtime(RuntimeIO, RuntimeStop):
     """Containers under `state_dir`, one directory each; cgroups under `cgroup_root`
     (default "cnm"; see cnm.runtime.cgroups) for the controllers a limit needs, and with
     `accounting` for memory, CPU time and tasks too (`stats()` reads them; without, it
@@ -343,76 +339,8 @@ class Runtime(RuntimeIO):
             return None
         return fd
 
-    def wait(self, cid: str, timeout: float | None = None) -> int:
-        """Block until the container exits; return its exit code. Unavailable on timeout."""
-        fd = self.exit_fd(cid)
-        if fd is not None:
-            try:
-                poller = select.poll()
-                poller.register(fd, select.POLLIN)
-                deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-                while True:
-                    # poll() takes at most INT_MAX milliseconds (~24 days): wait in slices.
-                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    if poller.poll(None if left is None else min(int(left * 1000), 2 ** 31 - 1)):
-                        break
-                    if left is not None and left * 1000 < 2 ** 31 - 1:
-                        raise Unavailable(f"timed out after {timeout}s waiting for container {cid} to exit")
-            finally:
-                os.close(fd)
-        st = self.state(cid)
-        if st.status != EXITED or st.exit_code is None:
-            raise Conflict(f"container {cid} was never started")
-        return st.exit_code
-
-    def kill(self, cid: str, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to the container's PID 1. Note: PID 1 of a PID namespace ignores
-        signals it has no handler for, except SIGKILL. Conflict if it is not running."""
-        st = self.state(cid)
-        if st.status != RUNNING or not teardown.signal_pid(st.pid, st.pid_start, sig):
-            raise Conflict(f"container {cid} is not running")
-
-    def stop(self, cid: str, timeout: float | None = 10) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout` seconds; return the exit code.
-        Idempotent: stopping a stopped container returns its exit code."""
-        st = self.state(cid)
-        if st.status != RUNNING:
-            return st.exit_code
-        teardown.signal_pid(st.pid, st.pid_start, signal.SIGTERM)
-        try:
-            return self.wait(cid, timeout)
-        except Unavailable:
-            pass
-        teardown.signal_pid(st.pid, st.pid_start, signal.SIGKILL)
-        return self.wait(cid, 10)
-
     # --- remove ---------------------------------------------------------------------
 
-    def remove(self, cid: str, force: bool = False) -> None:
-        """Remove the container's directory (logs, overlay upper layer), cgroups and any
-        mount left under it. Conflict while it runs unless `force` (then SIGKILL first).
-        Idempotent: removing an absent container does nothing."""
-        cdir = self._dir(cid)
-        if not os.path.isdir(cdir):
-            return
-        if os.path.isfile(os.path.join(cdir, files.SPEC)):
-            st = self.state(cid)
-            d = read_dir(cdir)
-            if supervisor_alive(d, self.boot_id):
-                if not force:
-                    raise Conflict(f"cannot remove running container {cid}: stop the container before "
-                                   "removing or force remove")
-                if st.status == RUNNING:
-                    teardown.signal_pid(st.pid, st.pid_start, signal.SIGKILL)
-                elif ident := supervisor_ident(d):  # still starting: the child dies with it (pdeathsig)
-                    teardown.signal_pid(ident[0], ident[1], signal.SIGKILL)
-                try:
-                    self.wait(cid, 10)
-                except (Unavailable, Conflict):
-                    pass
-        errs = teardown.discard(cdir, self.cgroups, self.boot_id)
-        if errs:
-            raise InternalError(f"container {cid} removed incompletely: {'; '.join(errs)}")
 
 
 def own_mount_point(path: str) -> str:
