@@ -277,6 +277,7 @@ def test_publishing_an_endpoint_cancels_its_pending_withdrawal():
     """At a restart a resync may take our still-published peer for a stale one and
     queue its withdrawal; publishing it again must cancel that, or it is deleted."""
     from types import SimpleNamespace
+
     from cnm.cluster.sync import ClusterSync
     sync = ClusterSync(None, MemoryStore("global"), "198.18.0.1")
     sync._withdraw.add(f"peers/{NID}/{EID}")
