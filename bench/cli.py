@@ -20,6 +20,7 @@ cached bytecode).
 
     sudo .venv/bin/python bench/cli.py [--runs 21] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,7 +68,7 @@ class Clients:
             t = time.perf_counter()
             p = subprocess.Popen(self.argv[client] + args, env=self.env[client], stdout=subprocess.PIPE, stderr=err)
             assert p.stdout is not None
-            out = p.stdout.read()                   # until EOF; reaped below, with its rusage
+            out = p.stdout.read()  # until EOF; reaped below, with its rusage
             _, status, usage = os.wait4(p.pid, 0)
             wall = time.perf_counter() - t
             p.stdout.close()
@@ -116,11 +117,14 @@ STEPS = [
     lambda c, n: [("ls -q", _pick(c, ["ls", "-q"], ["network", "ls", "-q"]))],
     lambda c, n: [("ls", _pick(c, ["ls"], ["network", "ls"]))],
     lambda c, n: [("inspect", _pick(c, ["inspect", "benchnet"], ["network", "inspect", "benchnet"]))],
-    lambda c, n: [("create", _pick(c, ["create", n], ["network", "create", n])),
-                  ("rm", _pick(c, ["rm", n], ["network", "rm", n]))],
-    lambda c, n: [("connect", _pick(c, ["connect", "benchnet2", "cc"], ["network", "connect", "benchnet2", "cc"])),
-                  ("disconnect", _pick(c, ["disconnect", "benchnet2", "cc"],
-                                       ["network", "disconnect", "benchnet2", "cc"]))],
+    lambda c, n: [
+        ("create", _pick(c, ["create", n], ["network", "create", n])),
+        ("rm", _pick(c, ["rm", n], ["network", "rm", n])),
+    ],
+    lambda c, n: [
+        ("connect", _pick(c, ["connect", "benchnet2", "cc"], ["network", "connect", "benchnet2", "cc"])),
+        ("disconnect", _pick(c, ["disconnect", "benchnet2", "cc"], ["network", "disconnect", "benchnet2", "cc"])),
+    ],
     lambda c, n: [("ps", ["ps"])],
     lambda c, n: [("ps -q", ["ps", "-q"])],
     lambda c, n: [("container inspect", ["container", "inspect", "cc"])],
@@ -129,8 +133,11 @@ STEPS = [
 
 
 def run_argv(client: str) -> list[str]:
-    return _pick(client, ["run", "-d", "--net", "benchnet", BB, "sleep", "3600"],
-                 ["run", "-d", "--net", "benchnet", "busybox", BB, "sleep", "3600"])
+    return _pick(
+        client,
+        ["run", "-d", "--net", "benchnet", BB, "sleep", "3600"],
+        ["run", "-d", "--net", "benchnet", "busybox", BB, "sleep", "3600"],
+    )
 
 
 def round_trip(sock: str, runs: int) -> dict[str, dict[str, float]]:
@@ -143,12 +150,18 @@ def round_trip(sock: str, runs: int) -> dict[str, dict[str, float]]:
         fig = Figures()
         clients = [c for c in cl.argv if c != "net (pip)"]
         for rnd in range(runs + 1):
-            for client in clients[rnd % len(clients):] + clients[:rnd % len(clients)]:
+            for client in clients[rnd % len(clients) :] + clients[: rnd % len(clients)]:
                 wall, cpu, _ = cl.run(client, ["ls", "-q"] if client == "net" else ["network", "ls", "-q"])
                 if rnd:
                     fig.add("ls -q", client, rnd, wall, cpu)
-        return {c: {"ms": fig.median("ls -q", c) or 0.0, "cpu": fig.median("ls -q", c, cpu=True) or 0.0,
-                    "ratio": fig.ratio("ls -q", "net", c) or 0.0} for c in clients}
+        return {
+            c: {
+                "ms": fig.median("ls -q", c) or 0.0,
+                "cpu": fig.median("ls -q", c, cpu=True) or 0.0,
+                "ratio": fig.ratio("ls -q", "net", c) or 0.0,
+            }
+            for c in clients
+        }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -177,15 +190,16 @@ def bench(runs: int) -> None:
             cl = Clients(str(host.sock), workdir)
             host.net("create", "--subnet", "10.251.0.0/16", "benchnet", quiet=True)
             host.net("create", "--subnet", "10.252.0.0/16", "benchnet2", quiet=True)
-            r = host.net("run", "-d", "--name", "cc", "--net", "benchnet", BB, "sh", "-c", "echo ready; sleep 3600",
-                         quiet=True)
+            r = host.net(
+                "run", "-d", "--name", "cc", "--net", "benchnet", BB, "sh", "-c", "echo ready; sleep 3600", quiet=True
+            )
             if r.returncode != 0:
                 raise SystemExit(f"bench: net run failed: {r.stderr}")
             docker_run = docker_run_works(cl)
             fig = Figures()
             clients = list(cl.argv)
-            for rnd in range(runs + 1):              # round 0 warms caches and is not counted
-                order = clients[rnd % len(clients):] + clients[:rnd % len(clients)]
+            for rnd in range(runs + 1):  # round 0 warms caches and is not counted
+                order = clients[rnd % len(clients) :] + clients[: rnd % len(clients)]
                 # Each step is run by every client back to back (in a rotating order), so a
                 # ratio compares runs made moments apart, against the same daemon state.
                 for step in STEPS:
@@ -210,11 +224,19 @@ def bench(runs: int) -> None:
                     if rnd:
                         fig.add("rm -f", client, rnd, wall, cpu)
             cid = host.net("run", "-d", "--net", "benchnet", BB, "sleep", "3600", quiet=True).stdout.strip()
-            daemon = daemon_side(str(host.sock), {
-                "ls -q": ("GET", "/networks", None), "ls": ("GET", "/networks", None),
-                "inspect": ("GET", "/networks/benchnet", None), "ps": ("GET", "/containers/json", None),
-                "ps -q": ("GET", "/containers/json", None), "container inspect": ("GET", "/containers/cc/json", None),
-                "logs": ("GET", "/containers/cc/logs?stdout=1&stderr=1", None)}, max(runs, 11))
+            daemon = daemon_side(
+                str(host.sock),
+                {
+                    "ls -q": ("GET", "/networks", None),
+                    "ls": ("GET", "/networks", None),
+                    "inspect": ("GET", "/networks/benchnet", None),
+                    "ps": ("GET", "/containers/json", None),
+                    "ps -q": ("GET", "/containers/json", None),
+                    "container inspect": ("GET", "/containers/cc/json", None),
+                    "logs": ("GET", "/containers/cc/logs?stdout=1&stderr=1", None),
+                },
+                max(runs, 11),
+            )
             host.net("container", "rm", "-f", "cc", cid, quiet=True)
             report(fig, cl, daemon, runs, docker_run, load0, os.getloadavg())
     finally:
@@ -228,8 +250,13 @@ def docker_run_works(cl: Clients) -> str | None:
         return None
     client = cl.docker[0]
     try:
-        p = subprocess.run(cl.argv[client] + ["run", "-d", "--net", "benchnet", "busybox", BB, "sleep", "3600"],
-                           env=cl.env[client], capture_output=True, text=True, timeout=10)
+        p = subprocess.run(
+            cl.argv[client] + ["run", "-d", "--net", "benchnet", "busybox", BB, "sleep", "3600"],
+            env=cl.env[client],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except subprocess.TimeoutExpired:
         return None
     if p.returncode != 0:
@@ -242,13 +269,24 @@ def fmt(x: float | None, spec: str = "6.1f") -> str:
     return format(x, spec) if x is not None else "   n/a"
 
 
-def report(fig: Figures, cl: Clients, daemon: dict[str, float], runs: int, docker_run: str | None,
-           load0: tuple[float, ...], load1: tuple[float, ...]) -> None:
+def report(
+    fig: Figures,
+    cl: Clients,
+    daemon: dict[str, float],
+    runs: int,
+    docker_run: str | None,
+    load0: tuple[float, ...],
+    load1: tuple[float, ...],
+) -> None:
     commands = list(dict.fromkeys(c for c, _ in fig.wall))
-    versions = {n: subprocess.run([cl.argv[n][0], "--version"], capture_output=True, text=True).stdout.strip()
-                for n in cl.docker}
-    print(f"`net` against Docker's client on our daemon: {runs} rounds, medians in ms, ratio = net / docker "
-          f"per round (goal <= {GOAL:g}).")
+    versions = {
+        n: subprocess.run([cl.argv[n][0], "--version"], capture_output=True, text=True).stdout.strip()
+        for n in cl.docker
+    }
+    print(
+        f"`net` against Docker's client on our daemon: {runs} rounds, medians in ms, ratio = net / docker "
+        f"per round (goal <= {GOAL:g})."
+    )
     for n, v in versions.items():
         print(f"  {n}: {v}")
     print(f"  load average before {load0[0]:.2f}, after {load1[0]:.2f} (2 cores, shared with other work)")
@@ -276,10 +314,14 @@ def report(fig: Figures, cl: Clients, daemon: dict[str, float], runs: int, docke
         cells = [fmt(fig.median(c, n, cpu=True)) for n in ["net", "net (pip)", *cl.docker]]
         print(f"{c:<18}" + "  ".join(f"{x:>16}" for x in cells))
     if docker_run is None and cl.docker:
-        print("\nrun -d: Docker's client cannot run containers on our daemon yet (docker run needs Docker's "
-              "separate create and start); its rm -f removes a container net made.")
-    print(f"\nworst ratio net / docker over the commands above: {worst:.2f} (goal <= {GOAL:g}: "
-          f"{'met' if worst <= GOAL else 'NOT met'})")
+        print(
+            "\nrun -d: Docker's client cannot run containers on our daemon yet (docker run needs Docker's "
+            "separate create and start); its rm -f removes a container net made."
+        )
+    print(
+        f"\nworst ratio net / docker over the commands above: {worst:.2f} (goal <= {GOAL:g}: "
+        f"{'met' if worst <= GOAL else 'NOT met'})"
+    )
 
 
 def main() -> int:

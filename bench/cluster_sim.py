@@ -24,6 +24,7 @@ size, and each host's cluster state in bytes (bench/simhost.deep_size). Exits
 non-zero when an endpoint never reached a host of its network, or a host ends with a
 wrong set of peers (the suite runs a small configuration as a smoke test).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 TICK = os.sysconf("SC_CLK_TCK")
-TTL = 30            # node lease: renewed every 10 s, as Kubernetes' node leases are
+TTL = 30  # node lease: renewed every 10 s, as Kubernetes' node leases are
 
 
 @dataclass
 class HostSpec:
     name: str
     vtep: str
-    endpoints: list[str]                  # etcd client URLs, rotated so hosts spread over members
-    attach: list[list]                    # [endpoint id, network id, address, mac]
-    spare: list[str] = field(default_factory=list)     # networks it may join later
+    endpoints: list[str]  # etcd client URLs, rotated so hosts spread over members
+    attach: list[list]  # [endpoint id, network id, address, mac]
+    spare: list[str] = field(default_factory=list)  # networks it may join later
 
 
 def pct(values: list[float], p: float) -> float:
@@ -63,8 +64,10 @@ def pct(values: list[float], p: float) -> float:
 
 # -- the plan (pure, seeded) ---------------------------------------------------------------
 
+
 def plan(hosts: int, networks: int, endpoints: int, members: list[str], seed: int) -> tuple[list[str], list[HostSpec]]:
     from bench.simhost import network_id
+
     rng = random.Random(seed)
     names = [f"net{i}" for i in range(networks)]
     weights = [1 / (i + 1) ** 0.5 for i in range(networks)]
@@ -79,13 +82,13 @@ def plan(hosts: int, networks: int, endpoints: int, members: list[str], seed: in
             if pick not in mine:
                 mine.append(pick)
         vtep = f"198.18.{h // 250}.{h % 250 + 1}"
-        eps = members[h % len(members):] + members[:h % len(members)]
+        eps = members[h % len(members) :] + members[: h % len(members)]
         attach = []
         for i in range(per_host):
             net = mine[i % len(mine)]
             n = per_net[net]
             per_net[net] += 1
-            mac = f"02:42:{h >> 8 & 0xff:02x}:{h & 0xff:02x}:{i >> 8 & 0xff:02x}:{i & 0xff:02x}"
+            mac = f"02:42:{h >> 8 & 0xFF:02x}:{h & 0xFF:02x}:{i >> 8 & 0xFF:02x}:{i & 0xFF:02x}"
             attach.append([f"h{h}-{i}", network_id(net), f"10.{names.index(net) % 250}.{n // 250}.{n % 250 + 1}", mac])
         spare = [network_id(n) for n in rng.sample(names, min(3, networks)) if n not in mine]
         specs.append(HostSpec(f"h{h}", vtep, eps, attach, spare))
@@ -95,6 +98,7 @@ def plan(hosts: int, networks: int, endpoints: int, members: list[str], seed: in
 def digest(eids) -> str:
     """A short fingerprint of a set of endpoint ids (what a host holds, or should)."""
     import hashlib
+
     eids = sorted(eids)
     return f"{len(eids)}:{hashlib.sha1(chr(10).join(eids).encode()).hexdigest()[:16]}"
 
@@ -115,19 +119,22 @@ def expected_peers(specs: list[HostSpec], state: dict[str, dict[str, str]]) -> d
 
 # -- the worker: a few hundred hosts in one process --------------------------------------------
 
+
 def worker() -> None:
     from bench.simhost import SimHost
     from cnm.store.etcd import WatchHub
+
     hub = WatchHub("etcd-watch sim")
     hosts: dict[str, SimHost] = {}
     seen: dict[str, list[tuple[str, float, bool]]] = defaultdict(list)
-    published: dict[str, list] = {}                     # churn endpoint -> [network, host, t_add, t_del]
+    published: dict[str, list] = {}  # churn endpoint -> [network, host, t_add, t_del]
     pool = ThreadPoolExecutor(8)
 
     def on_seen_for(name: str):
         def on_seen(eid: str, up: bool) -> None:
             if eid.startswith("c"):
                 seen[eid].append((name, time.monotonic(), up))
+
         return on_seen
 
     def reply(**kw) -> None:
@@ -139,16 +146,19 @@ def worker() -> None:
         if op == "start":
             for raw in cmd["hosts"]:
                 spec = HostSpec(**raw)
-                h = SimHost(spec.name, spec.vtep, spec.endpoints, hub=hub, ttl=TTL, timeout=10.0,
-                            on_seen=on_seen_for(spec.name))
-                h.spec = spec                           # type: ignore[attr-defined]
+                h = SimHost(
+                    spec.name, spec.vtep, spec.endpoints, hub=hub, ttl=TTL, timeout=10.0, on_seen=on_seen_for(spec.name)
+                )
+                h.spec = spec  # type: ignore[attr-defined]
                 hosts[spec.name] = h
             list(pool.map(lambda h: h.start(), hosts.values()))
             reply(ok=True)
         elif op == "load":
+
             def load(h: SimHost) -> None:
-                for eid, nid, ip, mac in h.spec.attach:      # type: ignore[attr-defined]
+                for eid, nid, ip, mac in h.spec.attach:  # type: ignore[attr-defined]
                     h.attach(nid, eid, ip, mac)
+
             list(pool.map(load, hosts.values()))
             reply(ok=True)
         elif op == "counts":
@@ -168,11 +178,22 @@ def worker() -> None:
             reply(times=times)
         elif op == "report":
             import resource
-            reply(seen=seen, published=published, rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  hosts={n: {"bytes": h.state_bytes(), "peers": len(h.sync.held_peers()),
-                             "networks": len(h.sync.subscriptions()), "watches": len(h.store._watches)}
-                         for n, h in hosts.items()},
-                  state={n: {eid: nid for eid, (_, nid) in h.endpoints.items()} for n, h in hosts.items()})
+
+            reply(
+                seen=seen,
+                published=published,
+                rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                hosts={
+                    n: {
+                        "bytes": h.state_bytes(),
+                        "peers": len(h.sync.held_peers()),
+                        "networks": len(h.sync.subscriptions()),
+                        "watches": len(h.store._watches),
+                    }
+                    for n, h in hosts.items()
+                },
+                state={n: {eid: nid for eid, (_, nid) in h.endpoints.items()} for n, h in hosts.items()},
+            )
         elif op == "stop":
             # The whole cluster goes (etcd with it): no host needs a graceful close, and
             # closing 250 of them one by one takes a minute.
@@ -180,22 +201,24 @@ def worker() -> None:
             os._exit(0)
 
 
-def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random.Random, index: int,
-          pool: ThreadPoolExecutor) -> None:
+def churn(
+    hosts: dict, published: dict, seconds: float, rate: float, rng: random.Random, index: int, pool: ThreadPoolExecutor
+) -> None:
     """Add and remove endpoints at `rate` per second on networks each host is on already
     (its memberships, hence who should see what, stay as they are). Operations start on
     schedule on a pool, so a slow etcd write does not lower the rate."""
     import threading
+
     names = sorted(hosts)
     lock = threading.Lock()
     end = time.monotonic() + seconds
     live: list[str] = []
-    busy: set[str] = set()                  # one operation at a time per host, as a daemon's lock does
+    busy: set[str] = set()  # one operation at a time per host, as a daemon's lock does
     futures = []
 
     def add(name: str, eid: str, nid: str, ip: str, mac: str) -> None:
         t0 = hosts[name].attach(nid, eid, ip, mac)
-        written = time.monotonic() - t0         # etcd's write (commit) latency, the first part
+        written = time.monotonic() - t0  # etcd's write (commit) latency, the first part
         with lock:
             published[eid] = [nid, name, t0, None, written]
             live.append(eid)
@@ -232,7 +255,7 @@ def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random
         n += 1
         # Addresses and MACs no other endpoint has (10.240+ is not used by the plan).
         ip = f"10.{240 + index % 10}.{(n // 250) % 250}.{n % 250 + 1}"
-        mac = f"02:43:{index & 0xff:02x}:{n >> 16 & 0xff:02x}:{n >> 8 & 0xff:02x}:{n & 0xff:02x}"
+        mac = f"02:43:{index & 0xFF:02x}:{n >> 16 & 0xFF:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}"
         futures.append(pool.submit(add, name, f"c{name}-{n}", nid, ip, mac))
     for f in futures:
         f.result()
@@ -240,13 +263,21 @@ def churn(hosts: dict, published: dict, seconds: float, rate: float, rng: random
 
 # -- the coordinator ------------------------------------------------------------------------
 
+
 class Workers:
     def __init__(self, count: int, ns_path: str) -> None:
         self.procs = []
         for _ in range(count):
             # The coordinator's thread is inside the namespace: a child starts there too.
-            self.procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"],
-                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), "--worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
+            )
 
     def send(self, cmds: list[dict]) -> list[dict]:
         for p, cmd in zip(self.procs, cmds, strict=True):
@@ -265,12 +296,14 @@ class Workers:
 
     def close(self) -> None:
         from cnm.osl.proc import stop
+
         for p in self.procs:
             stop(p, timeout=10)
 
 
 def etcd_figures(members) -> dict:
     import requests
+
     out = {}
     for m in members:
         with open(f"/proc/{m.pid}/stat") as f:
@@ -278,8 +311,13 @@ def etcd_figures(members) -> dict:
         cpu = (int(fields[11]) + int(fields[12])) / TICK
         rss = next(int(line.split()[1]) * 1024 for line in open(f"/proc/{m.pid}/status") if line.startswith("VmRSS"))
         status = requests.post(m.client_url + "/v3/maintenance/status", json={}, timeout=5).json()
-        out[m.name] = {"cpu": cpu, "rss": rss, "db": int(status.get("dbSize", 0)),
-                       "db_in_use": int(status.get("dbSizeInUse", 0)), "term": int(status.get("raftTerm", 0))}
+        out[m.name] = {
+            "cpu": cpu,
+            "rss": rss,
+            "db": int(status.get("dbSize", 0)),
+            "db_in_use": int(status.get("dbSizeInUse", 0)),
+            "term": int(status.get("raftTerm", 0)),
+        }
     return out
 
 
@@ -304,6 +342,7 @@ def main() -> int:
         return 2
     # A signal must still run the clean-up below (etcd, workers, namespace, data).
     import signal
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(143))
     from bench.cluster_report import report
@@ -320,8 +359,11 @@ def main() -> int:
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        members = make_members([(f"e{i}", f"127.0.0.{i + 1}") for i in range(args.members)], data,
-                               netns={f"e{i}": ns for i in range(args.members)})
+        members = make_members(
+            [(f"e{i}", f"127.0.0.{i + 1}") for i in range(args.members)],
+            data,
+            netns={f"e{i}": ns for i in range(args.members)},
+        )
         for m in members:
             # The labs' 50/500 ms raft timing elects a new leader whenever a member misses
             # half a second of CPU; a thousand hosts on two cores starve it that long.
@@ -336,12 +378,14 @@ def main() -> int:
             create_network(admin, name, 256 + i)
         state0 = {s.name: {eid: nid for eid, nid, _, _ in s.attach} for s in specs}
         want = expected_peers(specs, state0)
-        print(f"cluster: {args.hosts} hosts in {args.workers} processes, {args.networks} overlays, "
-              f"{sum(len(s.attach) for s in specs)} endpoints, {args.members} etcd member(s); "
-              f"{sum(int(v.split(':')[0]) for v in want.values()):,} peers held in all "
-              f"(every host holding every peer: {args.hosts * sum(len(s.attach) for s in specs):,})")
+        print(
+            f"cluster: {args.hosts} hosts in {args.workers} processes, {args.networks} overlays, "
+            f"{sum(len(s.attach) for s in specs)} endpoints, {args.members} etcd member(s); "
+            f"{sum(int(v.split(':')[0]) for v in want.values()):,} peers held in all "
+            f"(every host holding every peer: {args.hosts * sum(len(s.attach) for s in specs):,})"
+        )
         workers = Workers(args.workers, netns_path(ns))
-        shares = [[asdict(s) for s in specs[i::args.workers]] for i in range(args.workers)]
+        shares = [[asdict(s) for s in specs[i :: args.workers]] for i in range(args.workers)]
         t = time.monotonic()
         workers.send([{"op": "start", "hosts": share} for share in shares])
         started = time.monotonic() - t
@@ -352,13 +396,25 @@ def main() -> int:
         print(f"  ({published:.0f} s to publish; waiting for every host to hold its peers)", flush=True)
         converged = wait_held(workers, want, 600)
         loaded = time.monotonic() - t
-        print(f"start {started:.1f} s; publish every endpoint {published:.1f} s; every host holds its "
-              f"networks' peers {loaded:.1f} s after the first publish" + ("" if converged else " (NOT converged)"))
+        print(
+            f"start {started:.1f} s; publish every endpoint {published:.1f} s; every host holds its "
+            f"networks' peers {loaded:.1f} s after the first publish" + ("" if converged else " (NOT converged)")
+        )
         cpu1 = etcd_figures(members)
         t = time.monotonic()
         stop_compacting = compact_every(admin, 10.0)
-        workers.send([{"op": "churn", "seconds": args.churn_seconds, "rate": args.churn_rate / args.workers,
-                       "seed": args.seed + i, "index": i} for i in range(args.workers)])
+        workers.send(
+            [
+                {
+                    "op": "churn",
+                    "seconds": args.churn_seconds,
+                    "rate": args.churn_rate / args.workers,
+                    "seed": args.seed + i,
+                    "index": i,
+                }
+                for i in range(args.workers)
+            ]
+        )
         stop_compacting()
         churned = time.monotonic() - t
         cpu2 = etcd_figures(members)
@@ -367,9 +423,16 @@ def main() -> int:
         reports = workers.all({"op": "report"})
         state = {h: eps for r in reports for h, eps in r["state"].items()}
         final = wait_held(workers, expected_peers(specs, state), 60)
-        code = report(args, specs, reports, joins, {"start": cpu0, "loaded": cpu1, "churned": cpu2},
-                      {"load": loaded, "churn": churned}, converged and final)
-        workers.all({"op": "stop"})         # a clean stop; when aborted, close() just ends them
+        code = report(
+            args,
+            specs,
+            reports,
+            joins,
+            {"start": cpu0, "loaded": cpu1, "churned": cpu2},
+            {"load": loaded, "churn": churned},
+            converged and final,
+        )
+        workers.all({"op": "stop"})  # a clean stop; when aborted, close() just ends them
         return code
     finally:
         if workers is not None:
@@ -398,8 +461,10 @@ def wait_held(workers: Workers, want: dict[str, str], timeout: float) -> bool:
             wrong = [h for h, n in counts.items() if held.get(h) != n]
         if time.monotonic() > deadline:
             h = wrong[0]
-            print(f"  {len(wrong)} host(s) hold the wrong peers, e.g. {h}: holds {held.get(h)}, "
-                  f"should hold {want[h]} (count:fingerprint)")
+            print(
+                f"  {len(wrong)} host(s) hold the wrong peers, e.g. {h}: holds {held.get(h)}, "
+                f"should hold {want[h]} (count:fingerprint)"
+            )
             return False
         time.sleep(2.0)
 
@@ -407,14 +472,16 @@ def wait_held(workers: Workers, want: dict[str, str], timeout: float) -> bool:
 def compact_every(store, period: float):
     """Compact etcd's history every `period` s (what --auto-compaction does in production)."""
     import threading
+
     stop = threading.Event()
 
     def run() -> None:
         while not stop.wait(period):
             try:
                 store.compact(store.revision())
-            except Exception as exc:    # a bench: say so and go on
+            except Exception as exc:  # a bench: say so and go on
                 print(f"  (compaction failed: {exc})")
+
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return lambda: (stop.set(), t.join(5))
@@ -427,8 +494,15 @@ def join_leave(workers: Workers, specs: list[HostSpec], count: int, nworkers: in
     picked = [s for s in rng.sample(specs, min(count, len(specs))) if s.spare]
     for n, spec in enumerate(picked):
         idx = specs.index(spec)
-        cmds[idx % nworkers].append([spec.name, spec.spare[0], f"j{spec.name}", f"10.251.{n // 250}.{n % 250 + 1}",
-                                     f"02:44:00:00:{n >> 8 & 0xff:02x}:{n & 0xff:02x}"])
+        cmds[idx % nworkers].append(
+            [
+                spec.name,
+                spec.spare[0],
+                f"j{spec.name}",
+                f"10.251.{n // 250}.{n % 250 + 1}",
+                f"02:44:00:00:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}",
+            ]
+        )
     out = workers.send([{"op": "join", "joins": c} for c in cmds])
     return [t for r in out for t in r["times"]]
 

@@ -17,6 +17,7 @@ temporary directory and is removed.
 
     python bench/confine.py [--runs N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,17 +69,25 @@ def _before_host() -> None:
 def _before_rootfs(cdir: str, lower: str):
     def work() -> None:
         merged = os.path.join(cdir, files.MERGED)
-        linux.mount("overlay", merged, "overlay", 0,
-                    f"lowerdir={lower},upperdir={cdir}/{files.UPPER},workdir={cdir}/{files.WORK}")
+        linux.mount(
+            "overlay",
+            merged,
+            "overlay",
+            0,
+            f"lowerdir={lower},upperdir={cdir}/{files.UPPER},workdir={cdir}/{files.WORK}",
+        )
         for sub in ("dev", "proc", "sys"):
             os.makedirs(merged + "/" + sub, exist_ok=True)
         linux.mount("/dev", merged + "/dev", None, linux.MS_BIND | linux.MS_REC)
         linux.mount("proc", merged + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        linux.mount("sysfs", merged + "/sys", "sysfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        linux.mount(
+            "sysfs", merged + "/sys", "sysfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+        )
         os.chdir(merged)
         linux.pivot_root(".", ".")
         linux.umount2(".", linux.MNT_DETACH)
         os.chdir("/")
+
     return work
 
 
@@ -115,13 +124,19 @@ def main() -> None:
         def confined(p):
             return lambda: _child_ms(lambda: (confine_apply.enter_root(p), confine_apply.lock(p)))
 
-        print(f"confinement in the container process (median of {args.runs}, ms; before = the mounts the "
-              "runtime made without confinement):")
-        for label, after, before in (("host filesystem", confined(plan_host), lambda: _child_ms(_before_host)),
-                                     ("--rootfs", confined(plan_root), lambda: _child_ms(_before_rootfs(cdir, lower)))):
+        print(
+            f"confinement in the container process (median of {args.runs}, ms; before = the mounts the "
+            "runtime made without confinement):"
+        )
+        for label, after, before in (
+            ("host filesystem", confined(plan_host), lambda: _child_ms(_before_host)),
+            ("--rootfs", confined(plan_root), lambda: _child_ms(_before_rootfs(cdir, lower))),
+        ):
             a, b = _median_pair(after, before, args.runs)
-            print(f"  {label:16} confined {a:6.2f}   before {b:6.2f}   added {a - b:+6.2f}   "
-                  f"({len(plan_host['ops'] if label.startswith('host') else plan_root['ops'])} mount operations)")
+            print(
+                f"  {label:16} confined {a:6.2f}   before {b:6.2f}   added {a - b:+6.2f}   "
+                f"({len(plan_host['ops'] if label.startswith('host') else plan_root['ops'])} mount operations)"
+            )
 
         t = []
         for _ in range(args.runs):
@@ -132,9 +147,11 @@ def main() -> None:
         s = time.perf_counter()
         confine.plan(spec_host, [], host)
         cold = (time.perf_counter() - s) * 1000
-        print(f"daemon side: confine.plan() {statistics.median(t):.3f} ms (seccomp program cached); "
-              f"first plan, compiling Docker's profile: {cold:.1f} ms; program {len(plan_host['seccomp']) // 8} "
-              "instructions")
+        print(
+            f"daemon side: confine.plan() {statistics.median(t):.3f} ms (seccomp program cached); "
+            f"first plan, compiling Docker's profile: {cold:.1f} ms; program {len(plan_host['seccomp']) // 8} "
+            "instructions"
+        )
 
         rt = Runtime(os.path.join(base, "rt"), cgroup_root=f"cnm-bench-{os.getpid()}")
         netns = f"/run/netns/{ns}"
@@ -151,11 +168,14 @@ def main() -> None:
                 rt.wait(cid, 10)
                 rt.remove(cid)
                 return ms
+
             return go
 
         a, b = _median_pair(start(), start(**loose), args.runs)
-        print(f"Runtime.start() to exec (median of {args.runs}, ms): default {a:.1f}, privileged+unconfined {b:.1f} "
-              f"(ratio {a / b:.2f})")
+        print(
+            f"Runtime.start() to exec (median of {args.runs}, ms): default {a:.1f}, privileged+unconfined {b:.1f} "
+            f"(ratio {a / b:.2f})"
+        )
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         shutil.rmtree(base, ignore_errors=True)

@@ -30,6 +30,7 @@ slower moment slows both). Medians throughout; load averages before and after.
 Without Docker (--no-docker, or dockerd cannot start here) the issue's reference figures
 are printed instead, labelled as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,22 @@ from bench.ours_side import OursSide
 from cnm.demo import BB, DemoHost
 
 # The issue's figures for Docker on this machine kind, for a run without Docker.
-DOCKER_REFERENCE = {"run --rm (ms)": 319, "per detached container (ms)": 269, "CLI connect (ms)": 42,
-                    "CLI disconnect (ms)": 60}
-GOALS = {"run --rm (ms)": 0.25, "per detached container (ms)": 0.2, "CLI connect (ms)": 0.5,
-         "CLI disconnect (ms)": 0.5, "API connect (ms)": 0.25, "API disconnect (ms)": 0.25,
-         "removal per container (ms)": 0.25, "per-container PSS (MB)": 0.4}
+DOCKER_REFERENCE = {
+    "run --rm (ms)": 319,
+    "per detached container (ms)": 269,
+    "CLI connect (ms)": 42,
+    "CLI disconnect (ms)": 60,
+}
+GOALS = {
+    "run --rm (ms)": 0.25,
+    "per detached container (ms)": 0.2,
+    "CLI connect (ms)": 0.5,
+    "CLI disconnect (ms)": 0.5,
+    "API connect (ms)": 0.25,
+    "API disconnect (ms)": 0.25,
+    "removal per container (ms)": 0.25,
+    "per-container PSS (MB)": 0.4,
+}
 CLI_GOAL, PSS_GOAL_MB = 1.5, 1.0
 
 
@@ -78,40 +90,60 @@ class Paired:
 
     def ratio(self, name: str) -> float | None:
         a, b = self.ours.get(name, []), self.theirs.get(name, [])
-        pairs = [x / y for x, y in zip(a, b, strict=False) if y]   # a side that failed a round is short
+        pairs = [x / y for x, y in zip(a, b, strict=False) if y]  # a side that failed a round is short
         return statistics.median(pairs) if pairs else None
 
 
 def measure(ours: OursSide, dk: DockerSide | None, runs: int, detached: int, fig: Paired) -> dict:
     """Every figure but --thousands'; returns the extra facts for the report."""
     facts: dict = {}
-    for _ in range(3):                         # warm both: caches, templates, images
+    for _ in range(3):  # warm both: caches, templates, images
         ours.cli("run", "--rm", "--net", "benchnet", BB, "true")
         if dk:
             dk.timed("run", "--rm", "--net", "bnet", dk.image, "true")
     for rnd in range(runs):
-        fig.round(rnd, "run --rm (ms)", lambda: ours.cli("run", "--rm", "--net", "benchnet", BB, "true"),
-                  (lambda: dk.timed("run", "--rm", "--net", "bnet", dk.image, "true")) if dk else None)
+        fig.round(
+            rnd,
+            "run --rm (ms)",
+            lambda: ours.cli("run", "--rm", "--net", "benchnet", BB, "true"),
+            (lambda: dk.timed("run", "--rm", "--net", "bnet", dk.image, "true")) if dk else None,
+        )
     print_row(fig, "run --rm (ms)")
 
     ours.cli("run", "-d", "--name", "cc", "--net", "benchnet", BB, "sleep", "3600")
     if dk:
         dk.docker("run", "-d", "--name", "cc", "--net", "bnet", dk.image, "sleep", "3600")
     for rnd in range(runs):
-        fig.round(rnd, "CLI connect (ms)", lambda: ours.cli("connect", "benchnet2", "cc"),
-                  (lambda: dk.timed("network", "connect", "bnet2", "cc")) if dk else None)
-        fig.round(rnd, "CLI disconnect (ms)", lambda: ours.cli("disconnect", "benchnet2", "cc"),
-                  (lambda: dk.timed("network", "disconnect", "bnet2", "cc")) if dk else None)
+        fig.round(
+            rnd,
+            "CLI connect (ms)",
+            lambda: ours.cli("connect", "benchnet2", "cc"),
+            (lambda: dk.timed("network", "connect", "bnet2", "cc")) if dk else None,
+        )
+        fig.round(
+            rnd,
+            "CLI disconnect (ms)",
+            lambda: ours.cli("disconnect", "benchnet2", "cc"),
+            (lambda: dk.timed("network", "disconnect", "bnet2", "cc")) if dk else None,
+        )
     theirs_api = api_client(dk.sock) if dk else None
     for rnd in range(runs):
-        fig.round(rnd, "API connect (ms)", lambda: ours.api("POST", "/v1.41/networks/benchnet2/connect",
-                                                            {"Container": "cc"}),
-                  (lambda: timed_api(theirs_api, "POST", "/v1.41/networks/bnet2/connect", {"Container": "cc"}))
-                  if dk else None)
-        fig.round(rnd, "API disconnect (ms)", lambda: ours.api("POST", "/v1.41/networks/benchnet2/disconnect",
-                                                               {"Container": "cc"}),
-                  (lambda: timed_api(theirs_api, "POST", "/v1.41/networks/bnet2/disconnect", {"Container": "cc"}))
-                  if dk else None)
+        fig.round(
+            rnd,
+            "API connect (ms)",
+            lambda: ours.api("POST", "/v1.41/networks/benchnet2/connect", {"Container": "cc"}),
+            (lambda: timed_api(theirs_api, "POST", "/v1.41/networks/bnet2/connect", {"Container": "cc"}))
+            if dk
+            else None,
+        )
+        fig.round(
+            rnd,
+            "API disconnect (ms)",
+            lambda: ours.api("POST", "/v1.41/networks/benchnet2/disconnect", {"Container": "cc"}),
+            (lambda: timed_api(theirs_api, "POST", "/v1.41/networks/bnet2/disconnect", {"Container": "cc"}))
+            if dk
+            else None,
+        )
     for name in ("CLI connect (ms)", "CLI disconnect (ms)", "API connect (ms)", "API disconnect (ms)"):
         print_row(fig, name)
     ours.cli("container", "rm", "-f", "cc")
@@ -119,10 +151,15 @@ def measure(ours: OursSide, dk: DockerSide | None, runs: int, detached: int, fig
         dk.docker("rm", "-f", "cc")
 
     from bench.cli import round_trip
+
     facts["round_trip"] = round_trip(ours.sock, runs)
-    print("net ls -q against Docker's clients on our daemon: " + "; ".join(
-        f"{c} {f['ms']:.1f} ms" + ("" if c == "net" else f" (ratio {f['ratio']:.2f})")
-        for c, f in facts["round_trip"].items()))
+    print(
+        "net ls -q against Docker's clients on our daemon: "
+        + "; ".join(
+            f"{c} {f['ms']:.1f} ms" + ("" if c == "net" else f" (ratio {f['ratio']:.2f})")
+            for c, f in facts["round_trip"].items()
+        )
+    )
 
     facts["detached"] = detached_figures(ours, dk, detached, fig)
     return facts
@@ -130,6 +167,7 @@ def measure(ours: OursSide, dk: DockerSide | None, runs: int, detached: int, fig
 
 def api_client(sock: str):
     from cnm.api.transport import UnixSocketTransport
+
     return UnixSocketTransport(sock)
 
 
@@ -149,38 +187,53 @@ def detached_figures(ours: OursSide, dk: DockerSide | None, n: int, fig: Paired)
     ps_rounds(ours, dk, fig, "ps at 0 (ms)")
     t_ours = t_dk = 0.0
     for b in range(0, n, block):
-        for side in (("ours", "dk") if (b // block) % 2 == 0 else ("dk", "ours")):
+        for side in ("ours", "dk") if (b // block) % 2 == 0 else ("dk", "ours"):
             if side == "ours":
-                t_ours += sum(ours.cli("run", "-d", "--net", "benchnet", BB, "sleep", "3600")
-                              for _ in range(min(block, n - b)))
+                t_ours += sum(
+                    ours.cli("run", "-d", "--net", "benchnet", BB, "sleep", "3600") for _ in range(min(block, n - b))
+                )
             elif dk:
-                t_dk += sum(dk.timed("run", "-d", "--net", "bnet", dk.image, "sleep", "3600")
-                            for _ in range(min(block, n - b)))
+                t_dk += sum(
+                    dk.timed("run", "-d", "--net", "bnet", dk.image, "sleep", "3600") for _ in range(min(block, n - b))
+                )
     fig.add("per detached container (ms)", 1000 * t_ours / n, 1000 * t_dk / n if dk else None)
     ps_rounds(ours, dk, fig, f"ps at {n} (ms)")
     mem = {"ours": ours.memory()}
     if dk:
         shims = [s for s in (smaps(p) for p in dk.shim_pids()) if s]
-        mem["shims"] = {"n": len(shims), "pss_each": sum(s["Pss"] for s in shims) / max(1, len(shims)),
-                        "rss_each": statistics.median(s["Rss"] for s in shims) if shims else 0}
-        mem["docker daemons"] = {"dockerd": smaps(dk.dockerd_pid()),
-                                 "containerd": smaps(dk.containerd_pid() or 0)}
+        mem["shims"] = {
+            "n": len(shims),
+            "pss_each": sum(s["Pss"] for s in shims) / max(1, len(shims)),
+            "rss_each": statistics.median(s["Rss"] for s in shims) if shims else 0,
+        }
+        mem["docker daemons"] = {"dockerd": smaps(dk.dockerd_pid()), "containerd": smaps(dk.containerd_pid() or 0)}
     o = mem["ours"]
     fig.add("per-container PSS (MB)", o["per_container_kb"] / 1024, mem["shims"]["pss_each"] / 1024 if dk else None)
     removal_figures(ours, dk, fig)
-    for name in ("per detached container (ms)", "per-container PSS (MB)", "removal per container (ms)",
-                 "ps at 0 (ms)", f"ps at {n} (ms)"):
+    for name in (
+        "per detached container (ms)",
+        "per-container PSS (MB)",
+        "removal per container (ms)",
+        "ps at 0 (ms)",
+        f"ps at {n} (ms)",
+    ):
         print_row(fig, name)
     growth = []
     for theirs in (False, True) if dk else (False,):
         at_n, at_0 = fig.median(f"ps at {n} (ms)", theirs), fig.median("ps at 0 (ms)", theirs)
         growth.append(at_n / at_0 if at_n and at_0 else float("nan"))
     print(f"  `ps` at {n} / at 0: ours x{growth[0]:.2f}" + (f", Docker's x{growth[1]:.2f}" if dk else ""))
-    print(f"  at {n}: ours {o['supervisors']} supervisors, {o['supervisor_pss_kb'] / 1024:.0f} MB PSS together "
-          f"+ the template {o['template_pss_kb'] / 1024:.1f} MB, daemon PSS {o['daemon_pss_kb'] / 1024:.0f} MB"
-          + (f"; Docker {mem['shims']['n']} shims, {mem['shims']['pss_each'] * mem['shims']['n'] / 1024:.0f} MB "
-             f"PSS together, dockerd {mem['docker daemons']['dockerd'].get('Pss', 0) / 1024:.0f} + containerd "
-             f"{mem['docker daemons']['containerd'].get('Pss', 0) / 1024:.0f} MB PSS" if dk else ""))
+    print(
+        f"  at {n}: ours {o['supervisors']} supervisors, {o['supervisor_pss_kb'] / 1024:.0f} MB PSS together "
+        f"+ the template {o['template_pss_kb'] / 1024:.1f} MB, daemon PSS {o['daemon_pss_kb'] / 1024:.0f} MB"
+        + (
+            f"; Docker {mem['shims']['n']} shims, {mem['shims']['pss_each'] * mem['shims']['n'] / 1024:.0f} MB "
+            f"PSS together, dockerd {mem['docker daemons']['dockerd'].get('Pss', 0) / 1024:.0f} + containerd "
+            f"{mem['docker daemons']['containerd'].get('Pss', 0) / 1024:.0f} MB PSS"
+            if dk
+            else ""
+        )
+    )
     return mem
 
 
@@ -197,6 +250,7 @@ def removal_figures(ours: OursSide, dk: DockerSide | None, fig: Paired, block: i
     mine = ours.out("ps", "-aq").split()
     theirs = dk.docker("ps", "-aq").stdout.split() if dk else []
     rounds = (min(len(mine), len(theirs)) if dk else len(mine)) // block
+
     def ours_rm(ids: list[str]) -> Callable[[], float]:
         return lambda: ours.cli("container", "rm", "-f", *ids) / len(ids)
 
@@ -206,7 +260,7 @@ def removal_figures(ours: OursSide, dk: DockerSide | None, fig: Paired, block: i
     for rnd in range(rounds):
         part = slice(rnd * block, (rnd + 1) * block)
         fig.round(rnd, "removal per container (ms)", ours_rm(mine[part]), theirs_rm(theirs[part]))
-    ours.remove_all()                        # the rest, if the sides had different counts
+    ours.remove_all()  # the rest, if the sides had different counts
     if dk:
         dk.remove_all()
 
@@ -220,9 +274,15 @@ def print_row(fig: Paired, name: str) -> None:
 
 
 def report(fig: Paired, facts: dict, docker: bool, why_not: str | None) -> None:
-    print("\nAgainst Docker, " + ("measured in this run (paired rounds; ratio = median of per-round ours / "
-                                  "Docker's)" if docker else f"NOT measured ({why_not}): the issue's reference "
-                                  f"figures (Docker 20.10 on this machine kind)") + ":")
+    print(
+        "\nAgainst Docker, "
+        + (
+            "measured in this run (paired rounds; ratio = median of per-round ours / Docker's)"
+            if docker
+            else f"NOT measured ({why_not}): the issue's reference figures (Docker 20.10 on this machine kind)"
+        )
+        + ":"
+    )
     print(f"  {'figure':<30} {'ours':>9} {'Docker':>9} {'ratio':>6}  goal")
     for name, goal in GOALS.items():
         o = fig.median(name)
@@ -231,17 +291,24 @@ def report(fig: Paired, facts: dict, docker: bool, why_not: str | None) -> None:
         d = fig.median(name, theirs=True) if docker else DOCKER_REFERENCE.get(name)
         r = fig.ratio(name) if docker else (o / d if d else None)
         verdict = "" if r is None else f"<= {goal:g}: {'met' if r <= goal else 'NOT met'}"
-        print(f"  {name:<30} {o:9.2f} {d if d is not None else float('nan'):9.2f} "
-              f"{r if r is not None else float('nan'):6.2f}  {verdict}")
+        print(
+            f"  {name:<30} {o:9.2f} {d if d is not None else float('nan'):9.2f} "
+            f"{r if r is not None else float('nan'):6.2f}  {verdict}"
+        )
     pss = fig.median("per-container PSS (MB)")
     if pss is not None:
-        print(f"  {'per-container PSS <= 1.0 MB':<30} {pss:9.2f} {'':>9} {'':>6}  {'met' if pss <= PSS_GOAL_MB else 'NOT met'}")
+        print(
+            f"  {'per-container PSS <= 1.0 MB':<30} {pss:9.2f} {'':>9} {'':>6}  {'met' if pss <= PSS_GOAL_MB else 'NOT met'}"
+        )
     for client, f in facts.get("round_trip", {}).items():
         if client != "net":
-            print(f"  {'net ls -q vs ' + client:<30} {facts['round_trip']['net']['ms']:9.2f} {f['ms']:9.2f} "
-                  f"{f['ratio']:6.2f}  <= {CLI_GOAL:g}: {'met' if f['ratio'] <= CLI_GOAL else 'NOT met'}")
+            print(
+                f"  {'net ls -q vs ' + client:<30} {facts['round_trip']['net']['ms']:9.2f} {f['ms']:9.2f} "
+                f"{f['ratio']:6.2f}  <= {CLI_GOAL:g}: {'met' if f['ratio'] <= CLI_GOAL else 'NOT met'}"
+            )
     if "thousands" in facts:
         from bench.thousands import report as thousands_report
+
         thousands_report(facts["thousands"], fig)
 
 
@@ -249,18 +316,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="5 rounds, 20 detached containers")
     ap.add_argument("--no-docker", action="store_true", help="do not start dockerd; print the reference figures")
-    ap.add_argument("--thousands", nargs="?", type=int, const=2000, default=0, metavar="N",
-                    help="also start, list and remove N (2000) detached containers over two networks")
+    ap.add_argument(
+        "--thousands",
+        nargs="?",
+        type=int,
+        const=2000,
+        default=0,
+        metavar="N",
+        help="also start, list and remove N (2000) detached containers over two networks",
+    )
     args = ap.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)     # progress shows under `| tee` too
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows under `| tee` too
     if os.geteuid() != 0:
         print("bench: run as root (it creates network namespaces)", file=sys.stderr)
         return 1
     runs = 5 if args.quick else int(os.environ.get("BENCH_RUNS", "15"))
     detached = 20 if args.quick else 100
 
-    def on_term(signum, frame):     # SIGTERM unwinds like Ctrl-C: every `with` cleans up
+    def on_term(signum, frame):  # SIGTERM unwinds like Ctrl-C: every `with` cleans up
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
     t0, load0 = time.perf_counter(), os.getloadavg()
     fig, facts, why_not = Paired(), {}, None
@@ -275,8 +350,10 @@ def main() -> int:
             else:
                 try:
                     dk_cm = DockerSide().__enter__()
-                    print(f"Docker {dk_cm.version} in namespace {dk_cm.ns} (client {dk_cm.client}); ours in "
-                          f"{host.ns}; load average {load0[0]:.1f}")
+                    print(
+                        f"Docker {dk_cm.version} in namespace {dk_cm.ns} (client {dk_cm.client}); ours in "
+                        f"{host.ns}; load average {load0[0]:.1f}"
+                    )
                 except DockerUnusable as exc:
                     why_not = str(exc).splitlines()[0]
                     print(f"bench: Docker not measured: {exc}", file=sys.stderr)
@@ -284,6 +361,7 @@ def main() -> int:
                 facts = measure(ours, dk_cm, runs, detached, fig)
                 if args.thousands:
                     from bench.thousands import thousands
+
                     facts["thousands"] = thousands(ours, args.thousands, runs)
             finally:
                 if dk_cm is not None:
@@ -293,8 +371,10 @@ def main() -> int:
         return 130
     report(fig, facts, why_not is None, why_not)
     load1 = os.getloadavg()
-    print(f"\n(bench/containers.py took {time.perf_counter() - t0:.0f} s; load average {load0[0]:.1f} before, "
-          f"{load1[0]:.1f} after, on {os.cpu_count()} cores shared with other work)")
+    print(
+        f"\n(bench/containers.py took {time.perf_counter() - t0:.0f} s; load average {load0[0]:.1f} before, "
+        f"{load1[0]:.1f} after, on {os.cpu_count()} cores shared with other work)"
+    )
     return 0
 
 

@@ -22,6 +22,7 @@ over the wire, per server: throughput with 32 outstanding (random names), latenc
 same for the 100-address round-robin alias `svc`; last, queries forwarded to an
 upstream (dnsmasq) through our resolver.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,11 +62,30 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def endpoints(n: int) -> list[dict]:
     """n containers on one network; every 10th shares the alias 'svc' (round robin)."""
-    return [dict(network_id=NET, network_name="bench", endpoint_id=f"ep{i}", container_id=f"{i:064x}",
-                 name=f"c{i}", aliases=["svc"] if i % 10 == 0 else [],
-                 ipv4=f"10.89.{2 + i // 250}.{1 + i % 250}", ipv6=None) for i in range(n)] + [
-        dict(network_id=NET, network_name="bench", endpoint_id="client", container_id="f" * 64,
-             name="client", aliases=[], ipv4=CLIENT, ipv6=None)]
+    return [
+        dict(
+            network_id=NET,
+            network_name="bench",
+            endpoint_id=f"ep{i}",
+            container_id=f"{i:064x}",
+            name=f"c{i}",
+            aliases=["svc"] if i % 10 == 0 else [],
+            ipv4=f"10.89.{2 + i // 250}.{1 + i % 250}",
+            ipv6=None,
+        )
+        for i in range(n)
+    ] + [
+        dict(
+            network_id=NET,
+            network_name="bench",
+            endpoint_id="client",
+            container_id="f" * 64,
+            name="client",
+            aliases=[],
+            ipv4=CLIENT,
+            ipv6=None,
+        )
+    ]
 
 
 def hosts_file(eps: list[dict]) -> str:
@@ -84,6 +104,7 @@ def pct(values: list[float], p: float) -> float:
 
 # -- in process ------------------------------------------------------------------------
 
+
 def in_process(n: int, seconds: float) -> None:
     table = NameTable()
     for ep in endpoints(n):
@@ -95,9 +116,11 @@ def in_process(n: int, seconds: float) -> None:
         out = decide(table, p, CLIENT, NET)
         assert isinstance(out, Local)
         cache.put(p, CLIENT, NET, out, table.generation)
-    rows = (("NameTable.lookup", lambda i: table.lookup(CLIENT, NET, names[i], "A")),
-            ("handle() (dnslib parse + lookup + pack)", lambda i: handle(table, packets[i], CLIENT, NET)),
-            ("reply cache hit (the fast path)", lambda i: cache.get(packets[i], CLIENT, NET)))
+    rows = (
+        ("NameTable.lookup", lambda i: table.lookup(CLIENT, NET, names[i], "A")),
+        ("handle() (dnslib parse + lookup + pack)", lambda i: handle(table, packets[i], CLIENT, NET)),
+        ("reply cache hit (the fast path)", lambda i: cache.get(packets[i], CLIENT, NET)),
+    )
     for label, fn in rows:
         count, end = 0, time.perf_counter() + seconds / 3
         t0 = time.perf_counter()
@@ -111,11 +134,12 @@ def in_process(n: int, seconds: float) -> None:
 
 # -- over the wire -----------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     qps: float
     lost: int
-    client_cpu: float      # cores busy, 1.0 = one core
+    client_cpu: float  # cores busy, 1.0 = one core
     server_cpu: float
     lat: list[float]
 
@@ -126,10 +150,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def dnsperf(ns: str, server: str, server_pid: int, datafile: str, seconds: float, verbose: bool,
-            window: int = WINDOW) -> Run:
-    argv = ["ip", "netns", "exec", ns, DNSPERF, "-s", server, "-a", CLIENT, "-d", datafile,
-            "-q", str(window), "-l", str(seconds)] + (["-v"] if verbose else [])
+def dnsperf(
+    ns: str, server: str, server_pid: int, datafile: str, seconds: float, verbose: bool, window: int = WINDOW
+) -> Run:
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        DNSPERF,
+        "-s",
+        server,
+        "-a",
+        CLIENT,
+        "-d",
+        datafile,
+        "-q",
+        str(window),
+        "-l",
+        str(seconds),
+    ] + (["-v"] if verbose else [])
     out_path = datafile + ".out"
     before = cpu_seconds(server_pid)
     t0 = time.monotonic()
@@ -156,17 +196,21 @@ def summary(label: str, runs: list[Run]) -> float:
     lost = sum(r.lost for r in runs)
     cc = statistics.median(r.client_cpu for r in runs)
     sc = statistics.median(r.server_cpu for r in runs)
-    print(f"  {label:<46} {qps:>9,.0f} q/s  (client {cc:4.0%} cpu, server {sc:4.0%} cpu"
-          f"{f', {lost} lost' if lost else ''})")
+    print(
+        f"  {label:<46} {qps:>9,.0f} q/s  (client {cc:4.0%} cpu, server {sc:4.0%} cpu"
+        f"{f', {lost} lost' if lost else ''})"
+    )
     return qps
 
 
 def latency(label: str, runs: list[Run]) -> tuple[float, float]:
     lat = [x for r in runs for x in r.lat]
-    p50, p99 = pct(lat, .5), pct(lat, .99)
+    p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
     qps = statistics.median(r.qps for r in runs)
-    print(f"  {label:<46} p50 {p50 * 1e6:6.0f} µs  p99 {p99 * 1e6:6.0f} µs  "
-          f"({len(lat):,} queries; {qps:,.0f} q/s while logging each)")
+    print(
+        f"  {label:<46} p50 {p50 * 1e6:6.0f} µs  p99 {p99 * 1e6:6.0f} µs  "
+        f"({len(lat):,} queries; {qps:,.0f} q/s while logging each)"
+    )
     return p50, p99
 
 
@@ -181,8 +225,11 @@ def main() -> None:
     in_process(args.names, min(args.seconds, 3.0))
     missing = [p for p in (DNSPERF, DNSMASQ) if not os.path.exists(p)]
     if os.geteuid() != 0 or missing:
-        print("(over-the-wire rows skipped: they need root and " +
-              (f"{', '.join(missing)} (apt-get install dnsperf dnsmasq-base)" if missing else "a namespace") + ")")
+        print(
+            "(over-the-wire rows skipped: they need root and "
+            + (f"{', '.join(missing)} (apt-get install dnsperf dnsmasq-base)" if missing else "a namespace")
+            + ")"
+        )
         return
     ns = f"cnmb-{secrets.token_hex(4)}"
     procs: list[subprocess.Popen] = []
@@ -196,22 +243,60 @@ def main() -> None:
             subprocess.run(["ip", "-n", ns, "addr", "add", f"{addr}/32", "dev", "lo"], check=True)
         eps = endpoints(args.names)
         with open(f"{tmp}/hosts", "w") as f:
-            f.write(hosts_file(eps[:args.names]))
-        common = ["--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root",
-                  "--bind-interfaces", "--port", "53"]
-        dnsmasq = subprocess.Popen(["ip", "netns", "exec", ns, DNSMASQ, *common, f"--addn-hosts={tmp}/hosts",
-                                    f"--listen-address={DNSMASQ_ADDR}", f"--pid-file={tmp}/dnsmasq.pid"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            f.write(hosts_file(eps[: args.names]))
+        common = [
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            "--user=root",
+            "--bind-interfaces",
+            "--port",
+            "53",
+        ]
+        dnsmasq = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                DNSMASQ,
+                *common,
+                f"--addn-hosts={tmp}/hosts",
+                f"--listen-address={DNSMASQ_ADDR}",
+                f"--pid-file={tmp}/dnsmasq.pid",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(dnsmasq)
-        procs.append(subprocess.Popen(["ip", "netns", "exec", ns, DNSMASQ, *common, "--cache-size=0",
-                                       "--address=/upstream.test/198.18.9.9", f"--listen-address={UPSTREAM}",
-                                       f"--pid-file={tmp}/upstream.pid"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    DNSMASQ,
+                    *common,
+                    "--cache-size=0",
+                    "--address=/upstream.test/198.18.9.9",
+                    f"--listen-address={UPSTREAM}",
+                    f"--pid-file={tmp}/upstream.pid",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         with open(f"{tmp}/cfg.json", "w") as f:
             json.dump({"port": 53, "upstreams": [UPSTREAM], "listeners": [[NET, OURS]], "endpoints": eps}, f)
-        resolver = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "cnm.dns.standalone",
-                                     f"{tmp}/cfg.json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    text=True, cwd=root)
+        resolver = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "cnm.dns.standalone", f"{tmp}/cfg.json"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
+        )
         procs.append(resolver)
         if resolver.stdout.readline().strip() != "ready":
             raise SystemExit("resolver did not start")
@@ -223,7 +308,7 @@ def main() -> None:
             f.write("svc A\n")
         with open(f"{tmp}/upstream", "w") as f:
             f.write("upstream.test A\n")
-        time.sleep(0.3)    # let dnsmasq bind
+        time.sleep(0.3)  # let dnsmasq bind
         servers = {"ours": (OURS, resolver.pid), "dnsmasq": (DNSMASQ_ADDR, dnsmasq.pid)}
         # Warm both: our reply cache fills on first sight of each query, dnsmasq reads its file.
         for addr, pid in servers.values():
@@ -238,7 +323,8 @@ def main() -> None:
                         addr, pid = servers[name]
                         secs = args.seconds if not verbose else max(1.0, args.seconds / 2)
                         runs.setdefault((name, data, verbose), []).append(
-                            dnsperf(ns, addr, pid, f"{tmp}/{data}", secs, verbose))
+                            dnsperf(ns, addr, pid, f"{tmp}/{data}", secs, verbose)
+                        )
         print(f"over the wire, dnsperf -q {WINDOW}, {args.rounds} rounds of {args.seconds:g}s, medians:")
         q = {}
         for data, what in (("names", "random names"), ("svc", "100-address alias")):
@@ -251,8 +337,10 @@ def main() -> None:
         print(f"  ours, alias / single names:           {q['ours', 'svc'] / q['ours', 'names']:.2f}x")
         fwd = [dnsperf(ns, OURS, resolver.pid, f"{tmp}/upstream", max(1.0, args.seconds / 2), False, window=8)]
         summary("ours, forwarded to dnsmasq, 8 outstanding", fwd)
-        print(f"  (load average during the run: {os.getloadavg()[0]:.2f}; "
-              f"bench's own children: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} MB max RSS)")
+        print(
+            f"  (load average during the run: {os.getloadavg()[0]:.2f}; "
+            f"bench's own children: {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} MB max RSS)"
+        )
     finally:
         for p in procs:
             stop(p, timeout=5)

@@ -13,6 +13,7 @@ same engines our overlay. Figures, each against the other in this run:
 
 Skips with a reason where dockerd cannot run. Run as root; takes about 1.5 minutes.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ def iperf(server: list[str], client: list[str], target: str) -> float:
     srv = subprocess.Popen([*server, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.4)
-        r = subprocess.run([*client, "iperf3", "-c", target, "-t", "4", "-J"], capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(
+            [*client, "iperf3", "-c", target, "-t", "4", "-J"], capture_output=True, text=True, timeout=60
+        )
         return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
     finally:
         srv.wait(10)
@@ -67,8 +69,13 @@ def convergence(a: DockerEngine, b: DockerEngine, kind: str) -> list[float]:
     samples = []
     for i in range(N):
         ip = f"{prefix}.1.{10 + i}"
-        probe = subprocess.Popen(["nsenter", f"--target={prober}", "--net", sys.executable, "-c", PROBE, ip],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        probe = subprocess.Popen(
+            ["nsenter", f"--target={prober}", "--net", sys.executable, "-c", PROBE, ip],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert probe.stdout.readline().strip() == "ready"
         a.docker("run", "-d", "--name", f"t-{kind}-{i}", "--net", net, "--ip", ip, IMAGE, "sleep", "3600")
         t0 = time.monotonic()
@@ -81,10 +88,30 @@ def convergence(a: DockerEngine, b: DockerEngine, kind: str) -> list[float]:
 
 def serve(ns: str, key: str, base: Path) -> subprocess.Popen:
     plugins = base / key / "plugins"
-    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", NET, "plugin", "serve", "--name", PLUGIN,
-                             "--driver", "overlay", "--ipam", "--cluster-store", f"etcd://{ADDR['a']}:2379",
-                             "--advertise", ADDR[key], "--plugin-dir", str(plugins), "--root", str(base / key / "root")],
-                            stdout=open(base / f"serve-{key}.log", "ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/run/netns/{ns}",
+            NET,
+            "plugin",
+            "serve",
+            "--name",
+            PLUGIN,
+            "--driver",
+            "overlay",
+            "--ipam",
+            "--cluster-store",
+            f"etcd://{ADDR['a']}:2379",
+            "--advertise",
+            ADDR[key],
+            "--plugin-dir",
+            str(plugins),
+            "--root",
+            str(base / key / "root"),
+        ],
+        stdout=open(base / f"serve-{key}.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 20
     while not (plugins / f"{PLUGIN}.sock").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -112,21 +139,44 @@ def main() -> int:
             sh("ip", "netns", "add", ns[k])
             sh("ip", "-n", ns[k], "link", "set", "lo", "up")
             (base / k / "plugins").mkdir(parents=True)
-        sh("ip", "link", "add", f"bo{tag}a", "netns", ns["a"], "type", "veth", "peer", "name", f"bo{tag}b",
-           "netns", ns["b"])
+        sh(
+            "ip",
+            "link",
+            "add",
+            f"bo{tag}a",
+            "netns",
+            ns["a"],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"bo{tag}b",
+            "netns",
+            ns["b"],
+        )
         for k in "ab":
             sh("ip", "-n", ns[k], "addr", "add", f"{ADDR[k]}/24", "dev", f"bo{tag}{k}")
             sh("ip", "-n", ns[k], "link", "set", f"bo{tag}{k}", "up")
-        etcd = EtcdMember(name="e1", data_dir=base / "etcd", client_url=f"http://{ADDR['a']}:2379",
-                          peer_url=f"http://{ADDR['a']}:2380", initial_cluster={"e1": f"http://{ADDR['a']}:2380"},
-                          netns=ns["a"]).start()
+        etcd = EtcdMember(
+            name="e1",
+            data_dir=base / "etcd",
+            client_url=f"http://{ADDR['a']}:2379",
+            peer_url=f"http://{ADDR['a']}:2380",
+            initial_cluster={"e1": f"http://{ADDR['a']}:2380"},
+            netns=ns["a"],
+        ).start()
         for k in "ab":
             engines[k] = DockerEngine(ns[k], base / k / "plugins").start()
             plugins.append(serve(ns[k], k, base))
         a, b = engines["a"], engines["b"]
         a.docker("swarm", "init", "--advertise-addr", ADDR["a"])
-        b.docker("swarm", "join", "--token", a.docker("swarm", "join-token", "-q", "worker").stdout.strip(),
-                 f"{ADDR['a']}:2377")
+        b.docker(
+            "swarm",
+            "join",
+            "--token",
+            a.docker("swarm", "join-token", "-q", "worker").stdout.strip(),
+            f"{ADDR['a']}:2377",
+        )
         a.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.96.0.0/16", "dov")
         for eng in (a, b):
             eng.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.97.0.0/16", "cov")
@@ -135,14 +185,19 @@ def main() -> int:
             b.docker("run", "-d", "--name", f"prober-{kind}", "--net", net, IMAGE, "sleep", "1d")
             # the first cross-host packet on Docker's overlay waits for its gossip: warm both up
             for _ in range(50):
-                if b.docker("exec", f"prober-{kind}", "ping", "-c1", "-W1", f"{prefix}.0.10", check=False).returncode == 0:
+                if (
+                    b.docker("exec", f"prober-{kind}", "ping", "-c1", "-W1", f"{prefix}.0.10", check=False).returncode
+                    == 0
+                ):
                     break
 
-        print(f"Docker {a.docker('version', '-f', '{{.Server.Version}}').stdout.strip()}: swarm overlay vs "
-              f"cnm overlay served to the same engines; {ROUNDS} rounds, 4 s each")
+        print(
+            f"Docker {a.docker('version', '-f', '{{.Server.Version}}').stdout.strip()}: swarm overlay vs "
+            f"cnm overlay served to the same engines; {ROUNDS} rounds, 4 s each"
+        )
         host = {k: ["ip", "netns", "exec", ns[k]] for k in "ab"}
         got: dict[str, list[float]] = {"underlay": [], "docker": [], "cnm": []}
-        for _ in range(ROUNDS):                      # interleaved: drift hits all three alike
+        for _ in range(ROUNDS):  # interleaved: drift hits all three alike
             got["underlay"].append(iperf(host["a"], host["b"], ADDR["a"]))
             for kind, (_, prefix) in NETS.items():
                 srv = ["nsenter", f"--target={pid_of(a, f'srv-{kind}')}", "--net"]
@@ -151,8 +206,10 @@ def main() -> int:
         under = statistics.median(got["underlay"])
         for kind in ("underlay", "docker", "cnm"):
             med = statistics.median(got[kind])
-            print(f"  TCP throughput {kind:9s} median {med:6.2f} Gbit/s  ({', '.join(f'{x:.1f}' for x in got[kind])})"
-                  f"  / underlay {med / under:.2f}")
+            print(
+                f"  TCP throughput {kind:9s} median {med:6.2f} Gbit/s  ({', '.join(f'{x:.1f}' for x in got[kind])})"
+                f"  / underlay {med / under:.2f}"
+            )
         print(f"  cnm / Docker throughput: {statistics.median(got['cnm']) / statistics.median(got['docker']):.2f}")
 
         for kind in ("docker", "cnm"):
@@ -161,14 +218,16 @@ def main() -> int:
                 print(f"  convergence {kind}: no container answered")
                 continue
             p95 = conv[min(len(conv) - 1, int(0.95 * len(conv)))]
-            print(f"  convergence {kind:6s} (docker run -d on a -> first ping answered from b), {len(conv)}/{N} "
-                  f"containers: median {statistics.median(conv):7.1f} ms, p95 {p95:7.1f} ms")
+            print(
+                f"  convergence {kind:6s} (docker run -d on a -> first ping answered from b), {len(conv)}/{N} "
+                f"containers: median {statistics.median(conv):7.1f} ms, p95 {p95:7.1f} ms"
+            )
     finally:
         for eng in engines.values():
             try:
                 eng.remove_all()
                 eng.docker("swarm", "leave", "--force", check=False, timeout=30)
-            except Exception as exc:           # teardown below still runs
+            except Exception as exc:  # teardown below still runs
                 print(f"bench: cleanup: {exc}", file=sys.stderr)
         for p in plugins:
             p.terminate()

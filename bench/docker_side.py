@@ -4,6 +4,7 @@ a private dockerd (Debian's docker.io, 20.10: its own containerd, data and exec 
 user networks of Docker's built-in bridge driver, and the process figures the
 benchmarks read (RSS/PSS, CPU) — found by pid and by this engine's paths, never by name.
 Everything it made is removed on leaving it: errors, Ctrl-C and SIGTERM too."""
+
 from __future__ import annotations
 
 import os
@@ -74,6 +75,7 @@ class DockerSide:
 
     def __enter__(self) -> DockerSide:
         from tests.integration.dockerd import DockerEngine, DockerUnavailable, unavailable_reason
+
         reason = unavailable_reason()
         if reason:
             raise DockerUnusable(reason)
@@ -92,8 +94,10 @@ class DockerSide:
             for name, subnet in (("bnet", "10.88.0.0/16"), ("bnet2", "10.89.0.0/16")):
                 r = self.docker("network", "create", "-d", "bridge", "--subnet", subnet, name, check=False)
                 if r.returncode != 0:
-                    raise DockerUnusable(f"Docker's built-in bridge driver cannot be used here "
-                                         f"(--bridge=none --iptables=false): {r.stderr.strip()}")
+                    raise DockerUnusable(
+                        f"Docker's built-in bridge driver cannot be used here "
+                        f"(--bridge=none --iptables=false): {r.stderr.strip()}"
+                    )
         except BaseException:
             self.__exit__()
             raise
@@ -134,11 +138,13 @@ class DockerSide:
     @property
     def image(self) -> str:
         from tests.integration.dockerd import IMAGE
+
         return IMAGE
 
     @property
     def client(self) -> str:
         from tests.integration.dockerd import DOCKER
+
         return DOCKER
 
     # -- processes --------------------------------------------------------------------
@@ -160,13 +166,16 @@ class DockerSide:
         """containerd-shim-runc-v2 of this engine (one per container; they daemonize, so
         found by the containerd address in their command line, not by ancestry)."""
         marker = f"-address {self.engine.exec_root}/"
-        return [int(e) for e in os.listdir("/proc") if e.isdigit()
-                and "containerd-shim" in (c := cmdline(int(e))) and marker in c]
+        return [
+            int(e)
+            for e in os.listdir("/proc")
+            if e.isdigit() and "containerd-shim" in (c := cmdline(int(e))) and marker in c
+        ]
 
     def remove_all(self) -> float:
         """`docker rm -f` of every container, 50 a call; seconds taken."""
         t = time.perf_counter()
         ids = self.docker("ps", "-aq").stdout.split()
         for chunk in range(0, len(ids), 50):
-            self.docker("rm", "-f", *ids[chunk:chunk + 50], timeout=300)
+            self.docker("rm", "-f", *ids[chunk : chunk + 50], timeout=300)
         return time.perf_counter() - t

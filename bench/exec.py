@@ -7,6 +7,7 @@ Other helpers share the machine: quote the load average with the figures.
 
     sudo .venv/bin/python bench/exec.py [--runs 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,10 +51,10 @@ def main() -> None:
     with DemoHost() as host:
         host.net("run", "-d", "--name", "bx", BB, "sleep", "3600")
         client = APIClient(f"unix://{host.sock}")
-        for _ in range(3):                        # warm: the template, caches
+        for _ in range(3):  # warm: the template, caches
             api_exec(client, "bx")
         api, cli = [], []
-        for _ in range(args.runs):               # interleaved: a slower moment slows both
+        for _ in range(args.runs):  # interleaved: a slower moment slows both
             t = time.perf_counter()
             assert api_exec(client, "bx") == 0
             api.append((time.perf_counter() - t) * 1000)

@@ -8,6 +8,7 @@ Each measurement runs in a fresh child process (its peak RSS is its own), ours a
 alternating (A B A B …); medians are printed, with the ratio ours/tar taken pair by pair.
 No root needed (run as root, whiteouts and ownership are applied as in the daemon).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,14 @@ def layer_tar(files: int, total_mb: int, seed: int) -> bytes:
             ti = tarfile.TarInfo(f"d{i % 50}/f{seed}-{i}")
             ti.size, ti.mode = size, 0o644
             off = (i * 131) % 4096
-            tf.addfile(ti, io.BytesIO(rnd[off:off + size]))
+            tf.addfile(ti, io.BytesIO(rnd[off : off + size]))
     return buf.getvalue()
 
 
 def child_ours(archive: str, store: str) -> None:
     from cnm.images.service import ImageService
     from cnm.images.store import ImageStore
+
     t = time.perf_counter()
     with open(archive, "rb") as f:
         ImageService(ImageStore(store)).load(f)
@@ -87,8 +89,10 @@ def main() -> int:
         else:
             child_tar(a.child[1:-1], a.child[-1])
         return 0
-    print(f"bench/images.py: {a.runs} runs each, {a.files} files per layer, load average "
-          f"{os.getloadavg()[0]:.1f} at start (other helpers share the machine)")
+    print(
+        f"bench/images.py: {a.runs} runs each, {a.files} files per layer, load average "
+        f"{os.getloadavg()[0]:.1f} at start (other helpers share the machine)"
+    )
     work = tempfile.mkdtemp(prefix="cnm-bench-images-")
     try:
         for mb in (int(x) for x in a.mb.split(",")):
@@ -114,10 +118,12 @@ def main() -> int:
                 shutil.rmtree(store, ignore_errors=True)
                 shutil.rmtree(dest, ignore_errors=True)
             size = (len(base) + len(top)) / (1 << 20)
-            print(f"layers {size:6.1f} MiB, {a.files + a.files // 10} files: load median {statistics.median(ours):.2f} s "
-                  f"(min {min(ours):.2f}, max {max(ours):.2f}); GNU tar -x {statistics.median(tars):.2f} s; "
-                  f"ratio ours/tar {statistics.median(ratios):.2f}; peak RSS of the loader "
-                  f"{statistics.median(rss) / 1024:.0f} MiB")
+            print(
+                f"layers {size:6.1f} MiB, {a.files + a.files // 10} files: load median {statistics.median(ours):.2f} s "
+                f"(min {min(ours):.2f}, max {max(ours):.2f}); GNU tar -x {statistics.median(tars):.2f} s; "
+                f"ratio ours/tar {statistics.median(ratios):.2f}; peak RSS of the loader "
+                f"{statistics.median(rss) / 1024:.0f} MiB"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

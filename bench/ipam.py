@@ -3,6 +3,7 @@
 A plain script: prints each figure next to its goal; no asserts. Runs in well under 60 s.
     .venv/bin/python bench/ipam.py
 """
+
 from __future__ import annotations
 
 import gc
@@ -45,8 +46,9 @@ def rate_allocator() -> None:
         t2 = time.perf_counter()
         rate = n / (t1 - t0)
         mode = "serial" if serial else "first-free"
-        line(f"allocator /16 {mode}: allocate {n} addresses", f"{rate:,.0f}/s",
-             f">= {RATE_GOAL:,}/s", rate >= RATE_GOAL)
+        line(
+            f"allocator /16 {mode}: allocate {n} addresses", f"{rate:,.0f}/s", f">= {RATE_GOAL:,}/s", rate >= RATE_GOAL
+        )
         line(f"allocator /16 {mode}: release {n} addresses", f"{n / (t2 - t1):,.0f}/s")
 
 
@@ -87,14 +89,13 @@ def memory() -> None:
             for _ in range(k):
                 a.allocate()
             return a
+
         return build
 
     mb, _ = measure(slash8(0))
-    line("memory: /8 pool, nothing allocated", f"{mb:.3f} MB", f"< {SLASH8_GOAL_MB} MB",
-         mb < SLASH8_GOAL_MB)
+    line("memory: /8 pool, nothing allocated", f"{mb:.3f} MB", f"< {SLASH8_GOAL_MB} MB", mb < SLASH8_GOAL_MB)
     mb, _ = measure(slash8(10_000))
-    line("memory: /8 pool, 10,000 addresses allocated", f"{mb:.3f} MB", f"< {SLASH8_GOAL_MB} MB",
-         mb < SLASH8_GOAL_MB)
+    line("memory: /8 pool, 10,000 addresses allocated", f"{mb:.3f} MB", f"< {SLASH8_GOAL_MB} MB", mb < SLASH8_GOAL_MB)
 
     net64 = ipaddress.ip_network("fd00::/64")
 
@@ -113,11 +114,9 @@ def memory() -> None:
         return a
 
     mb, _ = measure(v6_sequential)
-    line("memory: IPv6 /64, 100,000 addresses (first-free)", f"{mb:.3f} MB", f"< {V6_GOAL_MB} MB",
-         mb < V6_GOAL_MB)
+    line("memory: IPv6 /64, 100,000 addresses (first-free)", f"{mb:.3f} MB", f"< {V6_GOAL_MB} MB", mb < V6_GOAL_MB)
     mb, _ = measure(v6_scattered)
-    line("memory: IPv6 /64, 100,000 addresses (scattered)", f"{mb:.3f} MB", f"< {V6_GOAL_MB} MB",
-         mb < V6_GOAL_MB)
+    line("memory: IPv6 /64, 100,000 addresses (scattered)", f"{mb:.3f} MB", f"< {V6_GOAL_MB} MB", mb < V6_GOAL_MB)
 
     def ipam_v6():
         ipam = DefaultIpam({LOCAL_DEFAULT: _NullStore()})
@@ -127,8 +126,12 @@ def memory() -> None:
         return ipam
 
     mb, _ = measure(ipam_v6)
-    line("memory: DefaultIpam IPv6 /64, 100,000 addresses (no store)", f"{mb:.3f} MB",
-         f"< {V6_GOAL_MB} MB", mb < V6_GOAL_MB)
+    line(
+        "memory: DefaultIpam IPv6 /64, 100,000 addresses (no store)",
+        f"{mb:.3f} MB",
+        f"< {V6_GOAL_MB} MB",
+        mb < V6_GOAL_MB,
+    )
 
 
 class _NullStore(MemoryStore):
@@ -162,8 +165,7 @@ def pool_choice() -> None:
     taken = [ipaddress.IPv4Network((0x0A000000 + i * 256, 24)) for i in range(65535)]
     t0 = time.perf_counter()
     got = choose_subnet(glob, taken)
-    line(f"pool choice, global /24s, 65,535 of 65,536 taken -> {got}",
-         f"{(time.perf_counter() - t0) * 1e3:,.1f} ms")
+    line(f"pool choice, global /24s, 65,535 of 65,536 taken -> {got}", f"{(time.perf_counter() - t0) * 1e3:,.1f} ms")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ Goal (issue 14): 100 hosts up in <= 120 s, checks pass, down in <= 60 s, <= 4 GB
 all, a daemon <= 25 MB PSS. Other helpers share this machine's two cores: the load
 average before and after each run is printed with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,22 @@ def lab_doc(name: str, hosts: int, overlays: int, per_host: int, heartbeat: int 
     for i in range(1, overlays + 1):
         checks.append({"from": f"g{i}", "ping": f"g{i}", "sample": sample})
     checks.append({"from": "g1", "tcp": "g1:80", "sample": min(10, sample)})
-    if overlays > 1:       # isolation: another overlay's containers reach nothing of ov1's
+    if overlays > 1:  # isolation: another overlay's containers reach nothing of ov1's
         checks.append({"from": "g2", "ping": "g1", "expect": "fail", "sample": min(5, sample)})
         checks.append({"from": "g2", "tcp": "g1:80", "expect": "fail", "sample": min(5, sample)})
     checks.append({"from": "g1", "mtu": 1450, "sample": min(5, sample)})
     store: dict = {"etcd": min(3, hosts)}
     if heartbeat:
         store["heartbeat"] = heartbeat
-    return {"name": name, "hosts": {"count": hosts, "prefix": "h"}, "underlay": {"subnet": "198.18.0.0/24"},
-            "cluster_store": store, "networks": nets, "containers": groups, "checks": checks}
+    return {
+        "name": name,
+        "hosts": {"count": hosts, "prefix": "h"},
+        "underlay": {"subnet": "198.18.0.0/24"},
+        "cluster_store": store,
+        "networks": nets,
+        "containers": groups,
+        "checks": checks,
+    }
 
 
 def run(argv: list[str], env: dict, timeout: float) -> tuple[float, subprocess.CompletedProcess]:
@@ -96,7 +104,7 @@ def etcd_term(rec: dict) -> int:
             text = Path(m["log"]).read_text(errors="replace")
         except (OSError, KeyError):
             continue
-        best = max([best, *(int(t) for t in re.findall(r'elected leader \S+ at term (\d+)', text))])
+        best = max([best, *(int(t) for t in re.findall(r"elected leader \S+ at term (\d+)", text))])
     return best
 
 
@@ -120,8 +128,12 @@ def one(hosts: int, args: argparse.Namespace, base: Path) -> dict:
     if not res["check_ok"]:
         print(c.stdout, c.stderr, file=sys.stderr)
     rec = json.loads((base / "labs" / name / "lab.json").read_text())
-    usage = lab_usage(rec["dir"], list(rec["namespaces"]), {d["pid"] for d in rec["daemons"].values()},
-                      {d["pid"] for d in rec["etcd"].values() if d.get("pid")})
+    usage = lab_usage(
+        rec["dir"],
+        list(rec["namespaces"]),
+        {d["pid"] for d in rec["daemons"].values()},
+        {d["pid"] for d in rec["etcd"].values() if d.get("pid")},
+    )
     res["pss_mb"] = {k: usage.pss_kb.get(k, 0) / 1024 for k in KINDS}
     res["count"] = {k: usage.count(k) for k in KINDS}
     res["total_mb"] = usage.total_kb / 1024
@@ -133,8 +145,12 @@ def one(hosts: int, args: argparse.Namespace, base: Path) -> dict:
     if args.keep:
         print(f"kept: CNM_LAB_DIR={base / 'labs'} net lab down {name}")
         return res
-    started = {pid: Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[19]
-               for pids in usage.pids.values() for pid in pids if Path(f"/proc/{pid}").exists()}
+    started = {
+        pid: Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[19]
+        for pids in usage.pids.values()
+        for pid in pids
+        if Path(f"/proc/{pid}").exists()
+    }
     res["down"], d = run([NET, "lab", "down", name], env, 600)
     if d.returncode != 0 or "warning" in d.stderr:
         print(d.stdout, d.stderr, file=sys.stderr)
@@ -164,21 +180,31 @@ def _same(pid: int, start: str) -> bool:
 
 
 def report(rows: list[dict]) -> None:
-    print(f"\n{'hosts':>5} {'ctrs':>4} {'up s':>6} {'check s':>7} {'down s':>6}  {'daemons MB (each)':>18} "
-          f"{'superv MB':>9} {'templ MB':>8} {'etcd MB':>7} {'ctr MB':>6} {'total MB':>8} {'MemAvail drop':>13} "
-          f"{'term':>4} {'load':>11}")
+    print(
+        f"\n{'hosts':>5} {'ctrs':>4} {'up s':>6} {'check s':>7} {'down s':>6}  {'daemons MB (each)':>18} "
+        f"{'superv MB':>9} {'templ MB':>8} {'etcd MB':>7} {'ctr MB':>6} {'total MB':>8} {'MemAvail drop':>13} "
+        f"{'term':>4} {'load':>11}"
+    )
     for r in rows:
         p = r["pss_mb"]
-        print(f"{r['hosts']:>5} {r['containers']:>4} {r['up']:>6.1f} {r['check']:>7.1f} {r.get('down', 0):>6.1f}  "
-              f"{p['daemon']:>9.0f} ({r['daemon_mb']:>5.1f}) {p['supervisor']:>9.0f} {p['template']:>8.0f} "
-              f"{p['etcd']:>7.0f} {p['container']:>6.0f} {r['total_mb']:>8.0f} {r['mem_drop_mb']:>13.0f} "
-              f"{r['etcd_term']:>4} {r['load_before']:>4.1f}-{r['load_up']:>4.1f}")
-        print("      phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
-              + f"; checks: {r['probes']}" + ("" if r["check_ok"] else " (FAILED)")
-              + ("" if r.get("clean", True) else "; NOT CLEAN after down"))
+        print(
+            f"{r['hosts']:>5} {r['containers']:>4} {r['up']:>6.1f} {r['check']:>7.1f} {r.get('down', 0):>6.1f}  "
+            f"{p['daemon']:>9.0f} ({r['daemon_mb']:>5.1f}) {p['supervisor']:>9.0f} {p['template']:>8.0f} "
+            f"{p['etcd']:>7.0f} {p['container']:>6.0f} {r['total_mb']:>8.0f} {r['mem_drop_mb']:>13.0f} "
+            f"{r['etcd_term']:>4} {r['load_before']:>4.1f}-{r['load_up']:>4.1f}"
+        )
+        print(
+            "      phases: "
+            + ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items())
+            + f"; checks: {r['probes']}"
+            + ("" if r["check_ok"] else " (FAILED)")
+            + ("" if r.get("clean", True) else "; NOT CLEAN after down")
+        )
         if r.get("cpu_s"):
-            print("      CPU s so far (up + check), live processes by kind: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s"].items() if v))
+            print(
+                "      CPU s so far (up + check), live processes by kind: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_s"].items() if v)
+            )
 
 
 def main() -> int:
@@ -208,7 +234,7 @@ def main() -> int:
                     med[key] = statistics.median(r.get(key, 0) for r in runs)
                 med["pss_mb"] = {k: statistics.median(r["pss_mb"][k] for r in runs) for k in KINDS}
                 med["phases"] = {k: statistics.median(r["phases"].get(k, 0) for r in runs) for k in runs[0]["phases"]}
-                med["load_before"] = min(r["load_before"] for r in runs)     # the range over all runs
+                med["load_before"] = min(r["load_before"] for r in runs)  # the range over all runs
                 med["load_up"] = max(r["load_up"] for r in runs)
                 med["check_ok"] = all(r["check_ok"] for r in runs)
                 med["cpu_s"] = {k: statistics.median(r["cpu_s"][k] for r in runs) for k in KINDS}
@@ -222,13 +248,25 @@ def main() -> int:
             subprocess.run(["rm", "-rf", str(base)])
     big = [r for r in rows if r["hosts"] >= 100]
     for r in big:
-        verdicts = [f"up {r['up']:.0f}s (<= {GOALS['up']:.0f})", f"down {r.get('down', 0):.0f}s (<= {GOALS['down']:.0f})",
-                    f"total {r['total_mb']:.0f} MB (<= {GOALS['total_mb']:.0f})",
-                    f"daemon {r['daemon_mb']:.1f} MB (<= {GOALS['daemon_mb']:.0f})"]
-        met = (r["up"] <= GOALS["up"] and r.get("down", 0) <= GOALS["down"] and r["total_mb"] <= GOALS["total_mb"]
-               and r["daemon_mb"] <= GOALS["daemon_mb"] and r["check_ok"])
-        print(f"\ngoal at {r['hosts']} hosts: " + ", ".join(verdicts) + f", checks {'pass' if r['check_ok'] else 'FAIL'}"
-              + (" — met" if met else " — NOT met"))
+        verdicts = [
+            f"up {r['up']:.0f}s (<= {GOALS['up']:.0f})",
+            f"down {r.get('down', 0):.0f}s (<= {GOALS['down']:.0f})",
+            f"total {r['total_mb']:.0f} MB (<= {GOALS['total_mb']:.0f})",
+            f"daemon {r['daemon_mb']:.1f} MB (<= {GOALS['daemon_mb']:.0f})",
+        ]
+        met = (
+            r["up"] <= GOALS["up"]
+            and r.get("down", 0) <= GOALS["down"]
+            and r["total_mb"] <= GOALS["total_mb"]
+            and r["daemon_mb"] <= GOALS["daemon_mb"]
+            and r["check_ok"]
+        )
+        print(
+            f"\ngoal at {r['hosts']} hosts: "
+            + ", ".join(verdicts)
+            + f", checks {'pass' if r['check_ok'] else 'FAIL'}"
+            + (" — met" if met else " — NOT met")
+        )
     return 0 if ok else 1
 
 

@@ -2,6 +2,7 @@
 (cnm.demo.DemoHost) driven by the `net` CLI and by a raw HTTP client, and the process
 figures of it and its containers' supervisors (found through the runtime's own state,
 never by name: other helpers' daemons run here too)."""
+
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ from cnm.demo import DemoHost
 class OursSide:
     def __init__(self, host: DemoHost) -> None:
         from cnm.api.transport import UnixSocketTransport
+
         self.host = host
         self.sock = str(host.sock)
         self._api = UnixSocketTransport(self.sock)
@@ -47,7 +49,7 @@ class OursSide:
 
     @property
     def daemon_pid(self) -> int:
-        return self.host.proc.pid        # `ip netns exec` execs the daemon in place
+        return self.host.proc.pid  # `ip netns exec` execs the daemon in place
 
     @property
     def state_dir(self) -> str:
@@ -55,6 +57,7 @@ class OursSide:
 
     def supervisor_pids(self) -> list[int]:
         from cnm.runtime import Runtime
+
         return [st.shim_pid for st in Runtime(self.state_dir).list() if st.status == "running" and st.shim_pid]
 
     def template_pids(self) -> list[int]:
@@ -77,17 +80,21 @@ class OursSide:
         sups = [s for s in (smaps(p) for p in self.supervisor_pids()) if s]
         tmpl = sum(smaps(p).get("Pss", 0) for p in self.template_pids())
         sup_pss = sum(s["Pss"] for s in sups)
-        return {"supervisors": len(sups), "supervisor_pss_kb": sup_pss, "template_pss_kb": tmpl,
-                "pss_each_kb": statistics.median(s["Pss"] for s in sups) if sups else 0,
-                "private_dirty_each_kb": statistics.median(s.get("Private_Dirty", 0) for s in sups) if sups else 0,
-                "per_container_kb": (sup_pss + tmpl) / max(1, len(sups)),
-                "daemon_pss_kb": smaps(self.daemon_pid).get("Pss", 0),
-                "daemon_rss_kb": smaps(self.daemon_pid).get("Rss", 0)}
+        return {
+            "supervisors": len(sups),
+            "supervisor_pss_kb": sup_pss,
+            "template_pss_kb": tmpl,
+            "pss_each_kb": statistics.median(s["Pss"] for s in sups) if sups else 0,
+            "private_dirty_each_kb": statistics.median(s.get("Private_Dirty", 0) for s in sups) if sups else 0,
+            "per_container_kb": (sup_pss + tmpl) / max(1, len(sups)),
+            "daemon_pss_kb": smaps(self.daemon_pid).get("Pss", 0),
+            "daemon_rss_kb": smaps(self.daemon_pid).get("Rss", 0),
+        }
 
     def remove_all(self) -> float:
         """`net container rm -f` of every container, 50 a call; seconds taken."""
         t = time.perf_counter()
         ids = self.out("ps", "-aq").split()
         for chunk in range(0, len(ids), 50):
-            self.cli("container", "rm", "-f", *ids[chunk:chunk + 50])
+            self.cli("container", "rm", "-f", *ids[chunk : chunk + 50])
         return time.perf_counter() - t

@@ -8,6 +8,7 @@
 
 Goals: convergence median under 100 ms; overlay at least 90 % of the underlay's throughput.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,14 @@ class Lab:
         return self.net("lab", "exec", self.name, host, "--", "net", *args, check=check)
 
     def popen_on(self, host: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([NET, "lab", "exec", self.name, host, "--", "net", *args], env=self.env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [NET, "lab", "exec", self.name, host, "--", "net", *args],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def netns(self, host: str) -> str:
         return f"lab-{self.name}-{host}"
@@ -95,8 +102,14 @@ class Lab:
 
 def lab_yaml(name: str, hosts: int, containers: bool = True) -> str:
     hs = [f"h{i}" for i in range(1, hosts + 1)]
-    out = [f"name: {name}", f"hosts: [{', '.join(hs)}]", "cluster_store:", "  etcd: 1",
-           "networks:", "  - {name: ov, driver: overlay, subnet: 10.60.0.0/16}"]
+    out = [
+        f"name: {name}",
+        f"hosts: [{', '.join(hs)}]",
+        "cluster_store:",
+        "  etcd: 1",
+        "networks:",
+        "  - {name: ov, driver: overlay, subnet: 10.60.0.0/16}",
+    ]
     if containers:
         out.append("containers:")
         out += [f"  - {{name: c{i}, host: {h}, network: ov}}" for i, h in enumerate(hs, 1)]
@@ -123,12 +136,16 @@ def convergence(lab: Lab, n: int) -> list[float]:
 
 def iperf(lab: Lab) -> tuple[float, float]:
     def run_client(ns_cmd: list[str], target: str) -> float:
-        r = subprocess.run([*ns_cmd, "iperf3", "-c", target, "-t", "4", "-J"], capture_output=True, text=True,
-                           timeout=60)
+        r = subprocess.run(
+            [*ns_cmd, "iperf3", "-c", target, "-t", "4", "-J"], capture_output=True, text=True, timeout=60
+        )
         return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
 
-    srv = subprocess.Popen(["ip", "netns", "exec", lab.netns("h1"), "iperf3", "-s", "-1"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = subprocess.Popen(
+        ["ip", "netns", "exec", lab.netns("h1"), "iperf3", "-s", "-1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     under = run_client(["ip", "netns", "exec", lab.netns("h2")], "198.18.0.1")
     srv.wait(10)
@@ -154,13 +171,17 @@ def main() -> int:
             conv.sort()
             p95 = conv[min(len(conv) - 1, int(0.95 * len(conv)))]
             med = statistics.median(conv)
-            print(f"convergence (net run -d on h1 -> first ping answered from h2), {len(conv)} containers: "
-                  f"median {med:.1f} ms, p95 {p95:.1f} ms   goal median < 100 ms: {'met' if med < 100 else 'NOT met'}")
+            print(
+                f"convergence (net run -d on h1 -> first ping answered from h2), {len(conv)} containers: "
+                f"median {med:.1f} ms, p95 {p95:.1f} ms   goal median < 100 ms: {'met' if med < 100 else 'NOT met'}"
+            )
         if shutil.which("iperf3"):
             under, over = iperf(lab)
             ratio = over / under
-            print(f"TCP throughput: underlay {under:.2f} Gbit/s, overlay {over:.2f} Gbit/s, ratio {ratio:.2f}   "
-                  f"goal >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'}")
+            print(
+                f"TCP throughput: underlay {under:.2f} Gbit/s, overlay {over:.2f} Gbit/s, ratio {ratio:.2f}   "
+                f"goal >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'}"
+            )
         else:
             print("TCP throughput: iperf3 is not installed; skipped")
     finally:

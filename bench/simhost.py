@@ -7,6 +7,7 @@ A host can be told when it sees an endpoint (`on_seen(endpoint_id, added)`), whi
 how the simulation measures convergence, and can say how much memory its cluster state
 holds (`state_bytes`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -120,24 +121,39 @@ def network_id(name: str) -> str:
 def create_network(store: EtcdStore, name: str, vni: int) -> str:
     """Write a global network's records as the controller does (network/, netname/, vni/)."""
     nid = network_id(name)
-    rec = {"id": nid, "name": name, "driver": "overlay", "scope": "global",
-           "options": {"com.docker.network.driver.overlay.vxlanid_list": str(vni)}}
-    store.atomic([Put(f"{NETWORKS}{nid}", rec), Put(f"netname/{name}", {"id": nid}),
-                  Put(f"vni/{vni}", {"network": nid})])
+    rec = {
+        "id": nid,
+        "name": name,
+        "driver": "overlay",
+        "scope": "global",
+        "options": {"com.docker.network.driver.overlay.vxlanid_list": str(vni)},
+    }
+    store.atomic(
+        [Put(f"{NETWORKS}{nid}", rec), Put(f"netname/{name}", {"id": nid}), Put(f"vni/{vni}", {"network": nid})]
+    )
     return nid
 
 
 class SimHost:
-    def __init__(self, name: str, vtep: str, endpoints: list[str], *, prefix: str = "/cnm/",
-                 hub: WatchHub | None = None, ttl: int = 10, timeout: float = 5.0,
-                 on_seen: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        vtep: str,
+        endpoints: list[str],
+        *,
+        prefix: str = "/cnm/",
+        hub: WatchHub | None = None,
+        ttl: int = 10,
+        timeout: float = 5.0,
+        on_seen: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.name = name
         self.vtep = vtep
         self.store = EtcdStore(endpoints, prefix=prefix, watch_hub=hub, timeout=timeout)
         self.driver = SimOverlay(vtep, on_seen)
         self.ctl = SimController(self.driver)
         self.sync = ClusterSync(self.ctl, self.store, vtep, ttl=ttl)
-        self.endpoints: dict[str, tuple[SimEndpoint, str]] = {}     # endpoint id -> (endpoint, network id)
+        self.endpoints: dict[str, tuple[SimEndpoint, str]] = {}  # endpoint id -> (endpoint, network id)
 
     def start(self) -> None:
         self.sync.start()
@@ -154,13 +170,13 @@ class SimHost:
         net = self.ctl.networks.get(network_id) or SimNetwork(network_id, network_id[:12])
         self.endpoints[endpoint_id] = (ep, network_id)
         t0 = time.monotonic()
-        self.sync.publish(net, ep)          # type: ignore[arg-type]
+        self.sync.publish(net, ep)  # type: ignore[arg-type]
         return t0
 
     def detach(self, endpoint_id: str) -> float:
         ep, _ = self.endpoints.pop(endpoint_id)
         t0 = time.monotonic()
-        self.sync.unpublish(ep)             # type: ignore[arg-type]
+        self.sync.unpublish(ep)  # type: ignore[arg-type]
         return t0
 
     def networks_on(self) -> set[str]:
@@ -169,8 +185,14 @@ class SimHost:
     def state_bytes(self) -> int:
         """Bytes of the cluster state this host holds: peers (ClusterSync's and the
         driver's tables), nodes, its own published records, known networks."""
-        roots = (self.sync._held, self.sync._published, self.sync._subs, self.driver.table,
-                 self.driver.nodes, self.ctl.networks)
+        roots = (
+            self.sync._held,
+            self.sync._published,
+            self.sync._subs,
+            self.driver.table,
+            self.driver.nodes,
+            self.ctl.networks,
+        )
         return deep_size(roots)
 
 

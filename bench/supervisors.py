@@ -35,6 +35,7 @@ before). Also the mounts each container's namespace holds.
 --quick: N = 1 and 20, 10 runs per latency (for iterating). BENCH_RUNS overrides the
 runs per latency (default 30). --docker-500 also measures Docker at 500 (about 3 min).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,8 @@ from cnm.runtime import ContainerSpec, Runtime
 from cnm.runtime.runtime import remove_all
 
 BB = "/bin/busybox"
-GOAL_PSS_MB = 1.0           # per container, issue 10
-GOAL_PSS_RATIO = 0.4        # of a containerd-shim's
+GOAL_PSS_MB = 1.0  # per container, issue 10
+GOAL_PSS_RATIO = 0.4  # of a containerd-shim's
 GOAL_STARTUP_MS = 3.0
 
 
@@ -122,7 +123,7 @@ class Ours:
             dt = time.perf_counter() - t
             self.rt.wait(f"t{i}", 10)
             self.rt.remove(f"t{i}")
-            if i >= 3:          # the first ones warm caches (and start the template)
+            if i >= 3:  # the first ones warm caches (and start the template)
                 out.append(dt)
         return out
 
@@ -166,12 +167,15 @@ class Ours:
         tpid = self.template_pid()
         tmpl = smaps(tpid) if tpid else {}
         total_pss = sum(s["Pss"] for s in sups) + tmpl.get("Pss", 0)
-        return {"n": len(sups),
-                "pss_each": statistics.median(s["Pss"] for s in sups),
-                "rss_each": statistics.median(s["Rss"] for s in sups),
-                "private_dirty_each": statistics.median(s.get("Private_Dirty", 0) for s in sups),
-                "template_pss": tmpl.get("Pss", 0), "template_rss": tmpl.get("Rss", 0),
-                "per_container": total_pss / max(1, len(sups))}
+        return {
+            "n": len(sups),
+            "pss_each": statistics.median(s["Pss"] for s in sups),
+            "rss_each": statistics.median(s["Rss"] for s in sups),
+            "private_dirty_each": statistics.median(s.get("Private_Dirty", 0) for s in sups),
+            "template_pss": tmpl.get("Pss", 0),
+            "template_rss": tmpl.get("Rss", 0),
+            "per_container": total_pss / max(1, len(sups)),
+        }
 
 
 def startup_ms(runs: int) -> float | None:
@@ -205,32 +209,42 @@ def measure_ours(runs: int, sizes: tuple[int, ...]) -> dict:
     with Ours() as ours:
         starts = ours.start_latency(runs)
         res["start_ms"] = median_ms(starts)
-        print(f"Runtime.start() of busybox true: median {median_ms(starts):.1f} ms (p90 {p90_ms(starts):.1f} ms, "
-              f"{runs} runs)")
+        print(
+            f"Runtime.start() of busybox true: median {median_ms(starts):.1f} ms (p90 {p90_ms(starts):.1f} ms, "
+            f"{runs} runs)"
+        )
         probes = ours.probe_latency(runs)
         res["probe_ms"] = median_ms(probes) if probes else None
         if probes:
-            print(f"supervisor start-up alone (Template.probe: make a supervisor, get its answer): "
-                  f"median {median_ms(probes):.2f} ms (p90 {p90_ms(probes):.2f} ms)")
+            print(
+                f"supervisor start-up alone (Template.probe: make a supervisor, get its answer): "
+                f"median {median_ms(probes):.2f} ms (p90 {p90_ms(probes):.2f} ms)"
+            )
         else:
             print("supervisor start-up alone: no template in this runtime (a fresh interpreter per container)")
         for n in sizes:
             dt = ours.grow_to(n)
             m = res["mem"][n] = ours.memory()
-            print(f"N={n}: {m['n']} supervisors; each PSS {m['pss_each']:.0f} kB, RSS {m['rss_each']:.0f} kB, "
-                  f"private dirty {m['private_dirty_each']:.0f} kB (medians); template PSS "
-                  f"{m['template_pss']:.0f} kB (RSS {m['template_rss']:.0f} kB); (supervisors + template) / N = "
-                  f"{m['per_container']:.0f} kB a container  [started in {dt:.1f} s]")
+            print(
+                f"N={n}: {m['n']} supervisors; each PSS {m['pss_each']:.0f} kB, RSS {m['rss_each']:.0f} kB, "
+                f"private dirty {m['private_dirty_each']:.0f} kB (medians); template PSS "
+                f"{m['template_pss']:.0f} kB (RSS {m['template_rss']:.0f} kB); (supervisors + template) / N = "
+                f"{m['per_container']:.0f} kB a container  [started in {dt:.1f} s]"
+            )
             # Start-up with N running: does making a supervisor or a start grow with N?
             at_n = [ours.probe_latency(runs) or [], ours.start_latency(runs)]
             m["probe_ms"], m["start_ms"] = (median_ms(x) if x else None for x in at_n)
-            print(f"    with {n} running: supervisor start-up median "
-                  f"{m['probe_ms'] if m['probe_ms'] is None else round(m['probe_ms'], 2)} ms, Runtime.start() "
-                  f"median {m['start_ms']:.1f} ms; load {os.getloadavg()[0]:.1f}")
+            print(
+                f"    with {n} running: supervisor start-up median "
+                f"{m['probe_ms'] if m['probe_ms'] is None else round(m['probe_ms'], 2)} ms, Runtime.start() "
+                f"median {m['start_ms']:.1f} ms; load {os.getloadavg()[0]:.1f}"
+            )
     fresh, fmem = fresh_interpreter_latency(runs)
     res["fresh_ms"] = median_ms(fresh)
-    print(f"a fresh `python -I -S` importing the supervisor (the design before the template): median "
-          f"{median_ms(fresh):.1f} ms to exit; idle RSS {fmem.get('Rss', 0)} kB, PSS {fmem.get('Pss', 0)} kB")
+    print(
+        f"a fresh `python -I -S` importing the supervisor (the design before the template): median "
+        f"{median_ms(fresh):.1f} ms to exit; idle RSS {fmem.get('Rss', 0)} kB, PSS {fmem.get('Pss', 0)} kB"
+    )
     return res
 
 
@@ -238,13 +252,13 @@ def measure_mounts(runs: int, counts: list[int]) -> dict:
     """Runtime.start() of `busybox true` at each count of sandbox mounts, with and without
     the namespace directory left out of containers' mounts; medians in ms."""
     from cnm.runtime import linux
-    linux.unshare(linux.CLONE_NEWNS)                    # our mounts vanish with us
+
+    linux.unshare(linux.CLONE_NEWNS)  # our mounts vanish with us
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
     res: dict = {}
     with Ours() as ours:
         nsdir = os.path.join(ours.dir, "netns")
-        fixed = Runtime(os.path.join(ours.dir, "fixed"), cgroup_root=f"cnmbench-{ours.ns}-f",
-                        namespace_dirs=(nsdir,))
+        fixed = Runtime(os.path.join(ours.dir, "fixed"), cgroup_root=f"cnmbench-{ours.ns}-f", namespace_dirs=(nsdir,))
         made = 0
         try:
             for m in counts:
@@ -253,7 +267,7 @@ def measure_mounts(runs: int, counts: list[int]) -> dict:
                     open(target, "w").close()
                     linux.mount(f"/run/netns/{ours.ns}", target, None, linux.MS_BIND)
                     made += 1
-                while made > m:         # counts may go down again (0,4000,0: drift shows)
+                while made > m:  # counts may go down again (0,4000,0: drift shows)
                     made -= 1
                     linux.umount2(os.path.join(nsdir, f"sb{made}"), linux.MNT_DETACH)
                 times: dict[str, list[float]] = {"fixed": [], "copying": []}
@@ -271,10 +285,12 @@ def measure_mounts(runs: int, counts: list[int]) -> dict:
                         if i >= 2:
                             times[name].append(dt)
                 res[m] = {k: median_ms(v) for k, v in times.items()}
-                print(f"M={m} sandbox mounts: Runtime.start() median {res[m]['fixed']:.1f} ms without them in "
-                      f"containers' namespaces ({mounts['fixed']} mounts each), {res[m]['copying']:.1f} ms copying "
-                      f"them ({mounts['copying']} mounts each); {runs} runs each, interleaved; load "
-                      f"{os.getloadavg()[0]:.1f}")
+                print(
+                    f"M={m} sandbox mounts: Runtime.start() median {res[m]['fixed']:.1f} ms without them in "
+                    f"containers' namespaces ({mounts['fixed']} mounts each), {res[m]['copying']:.1f} ms copying "
+                    f"them ({mounts['copying']} mounts each); {runs} runs each, interleaved; load "
+                    f"{os.getloadavg()[0]:.1f}"
+                )
         finally:
             remove_all(os.path.join(ours.dir, "fixed"))
             fixed.close()
@@ -283,6 +299,7 @@ def measure_mounts(runs: int, counts: list[int]) -> dict:
 
 def measure_docker(sizes: tuple[int, ...]) -> dict:
     from bench.docker_side import DockerSide, DockerUnusable
+
     res: dict = {}
     try:
         with DockerSide() as dk:
@@ -296,16 +313,21 @@ def measure_docker(sizes: tuple[int, ...]) -> dict:
                     have += 1
                 dt = time.perf_counter() - t
                 shims = [s for s in (smaps(p) for p in dk.shim_pids()) if s]
-                res[n] = {"n": len(shims), "pss_each": statistics.median(s["Pss"] for s in shims),
-                          "rss_each": statistics.median(s["Rss"] for s in shims),
-                          "per_container": sum(s["Pss"] for s in shims) / max(1, len(shims))}
+                res[n] = {
+                    "n": len(shims),
+                    "pss_each": statistics.median(s["Pss"] for s in shims),
+                    "rss_each": statistics.median(s["Rss"] for s in shims),
+                    "per_container": sum(s["Pss"] for s in shims) / max(1, len(shims)),
+                }
                 r = res[n]
-                print(f"N={n}: {r['n']} containerd-shim-runc-v2; each PSS {r['pss_each']:.0f} kB, RSS "
-                      f"{r['rss_each']:.0f} kB (medians); total / N = {r['per_container']:.0f} kB  "
-                      f"[started in {dt:.1f} s]")
+                print(
+                    f"N={n}: {r['n']} containerd-shim-runc-v2; each PSS {r['pss_each']:.0f} kB, RSS "
+                    f"{r['rss_each']:.0f} kB (medians); total / N = {r['per_container']:.0f} kB  "
+                    f"[started in {dt:.1f} s]"
+                )
             ids = dk.docker("ps", "-aq").stdout.split()
             for chunk in range(0, len(ids), 50):
-                dk.docker("rm", "-f", *ids[chunk:chunk + 50], timeout=300)
+                dk.docker("rm", "-f", *ids[chunk : chunk + 50], timeout=300)
     except DockerUnusable as exc:
         print(f"\nDocker not measured: {exc}")
         return {}
@@ -329,6 +351,7 @@ def main() -> int:
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, on_term)
     t0 = time.perf_counter()
     if args.mounts:
@@ -347,22 +370,30 @@ def main() -> int:
     print("\nSummary (kB; ratio = ours / Docker's, same run):")
     for n in sizes:
         o = ours["mem"][n]
-        line = (f"  N={n:<4} ours: {o['pss_each']:6.0f} PSS per supervisor, {o['per_container']:6.0f} with the "
-                f"template's share")
+        line = (
+            f"  N={n:<4} ours: {o['pss_each']:6.0f} PSS per supervisor, {o['per_container']:6.0f} with the "
+            f"template's share"
+        )
         d = docker.get(n)
         if d:
             ratio = o["per_container"] / d["per_container"]
-            line += (f"   containerd-shim: {d['per_container']:6.0f}   ratio {ratio:4.2f} (goal <= {GOAL_PSS_RATIO:g}: "
-                     f"{'met' if ratio <= GOAL_PSS_RATIO else 'NOT met'})")
+            line += (
+                f"   containerd-shim: {d['per_container']:6.0f}   ratio {ratio:4.2f} (goal <= {GOAL_PSS_RATIO:g}: "
+                f"{'met' if ratio <= GOAL_PSS_RATIO else 'NOT met'})"
+            )
         ok = mb(o["per_container"]) <= GOAL_PSS_MB
         print(line + f"   goal <= {GOAL_PSS_MB:g} MB: {'met' if ok else 'NOT met'}")
     if ours.get("probe_ms") is not None:
-        print(f"  supervisor start-up {ours['probe_ms']:.2f} ms (goal <= {GOAL_STARTUP_MS:g}: "
-              f"{'met' if ours['probe_ms'] <= GOAL_STARTUP_MS else 'NOT met'}); a fresh interpreter "
-              f"{ours['fresh_ms']:.1f} ms; whole Runtime.start() {ours['start_ms']:.1f} ms")
+        print(
+            f"  supervisor start-up {ours['probe_ms']:.2f} ms (goal <= {GOAL_STARTUP_MS:g}: "
+            f"{'met' if ours['probe_ms'] <= GOAL_STARTUP_MS else 'NOT met'}); a fresh interpreter "
+            f"{ours['fresh_ms']:.1f} ms; whole Runtime.start() {ours['start_ms']:.1f} ms"
+        )
     else:
-        print(f"  supervisor start-up: a fresh interpreter, {ours['fresh_ms']:.1f} ms; whole Runtime.start() "
-              f"{ours['start_ms']:.1f} ms")
+        print(
+            f"  supervisor start-up: a fresh interpreter, {ours['fresh_ms']:.1f} ms; whole Runtime.start() "
+            f"{ours['start_ms']:.1f} ms"
+        )
     print(f"(bench/supervisors.py took {time.perf_counter() - t0:.0f} s; other helpers share this machine)")
     return 0
 

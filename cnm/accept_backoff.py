@@ -9,6 +9,7 @@ the next success; and say so at most once per interval, with the count since the
 line. No I/O here: the caller sleeps (a timer on its loop, or an event wait on its
 thread) for as long as `failed()` says.
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,7 +47,7 @@ class AcceptBackoff:
     """The pause after each failed accept, and its (rate-limited) log line."""
 
     def __init__(self, what: str, retry_max: float, log: RateLimitedLog) -> None:
-        self.what = what            # who is accepting: "API", "plugin /run/docker/plugins/x.sock"
+        self.what = what  # who is accepting: "API", "plugin /run/docker/plugins/x.sock"
         self.retry_max = retry_max
         self.log = log
         self.retry = FIRST_RETRY
@@ -54,8 +55,13 @@ class AcceptBackoff:
     def failed(self, exc: OSError) -> float:
         """Seconds to stop accepting for, after `exc`."""
         kind = "out of a system resource" if exc.errno in RESOURCE_ERRNOS else "failed"
-        self.log("%s: accepting a connection %s: %s; retrying with back-off up to %gs",
-                 self.what, kind, exc.strerror or exc, self.retry_max)
+        self.log(
+            "%s: accepting a connection %s: %s; retrying with back-off up to %gs",
+            self.what,
+            kind,
+            exc.strerror or exc,
+            self.retry_max,
+        )
         pause = self.retry
         self.retry = min(self.retry * 2, self.retry_max)
         return pause

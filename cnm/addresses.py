@@ -10,6 +10,7 @@ these types; text is parsed where it enters (store records, IPAM and driver answ
 and written where it leaves (records, the driver and IPAM protocols, API JSON), with
 the functions below. No code strips prefixes off strings by hand.
 """
+
 from __future__ import annotations
 
 from ipaddress import (
@@ -86,6 +87,6 @@ def text(value: IPAddress | IPInterface | IPNetwork | None) -> str | None:
 
 
 def address_text(value: str) -> str:
-    """"a.b.c.d" or "a.b.c.d/len" as its canonical address text: for protocols that
+    """ "a.b.c.d" or "a.b.c.d/len" as its canonical address text: for protocols that
     allow either (ValueError when it is neither)."""
     return str(ip_interface(value).ip)

@@ -3,6 +3,7 @@
 A mixin of cnm.containers.ContainerService (kept apart: the service is long enough), on
 its records, runtime, sandboxes and lock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,8 @@ class ContainerAdoption:
     _index: ContainerIndex
     _intents: Intents
 
-    if TYPE_CHECKING:      # the service's own (and ContainerNetworking's)
+    if TYPE_CHECKING:  # the service's own (and ContainerNetworking's)
+
         def sandbox(self, ct: Container) -> Sandbox | None: ...
         def _watch(self, ct: Container) -> None: ...
         def _save(self, ct: Container) -> None: ...
@@ -48,7 +50,7 @@ class ContainerAdoption:
 
     def _adopt_one(self, ct: Container) -> None:
         if not ct.started and ct.released:
-            return                        # created, never run: nothing to adopt
+            return  # created, never run: nothing to adopt
         try:
             st: ContainerState | None = self.runtime.state(ct.id)
         except NotFound:
@@ -57,15 +59,15 @@ class ContainerAdoption:
             # Ended, or its first start was cut short by a crash (its network was
             # taken, its process never ran: it stays "created").
             if not ct.started and st is not None and st.status == "exited":
-                ct.started = True         # it ran and ended: a crash cut the record's update
+                ct.started = True  # it ran and ended: a crash cut the record's update
                 self._save(ct)
             self._release_network(ct)
             if ct.auto_remove and ct.started:
                 self._remove(ct)
-            elif ct.started and self.restarts.after_exit(ct, st, fresh=True):   # Docker's restart at daemon start
+            elif ct.started and self.restarts.after_exit(ct, st, fresh=True):  # Docker's restart at daemon start
                 self._save(ct)
             return
-        if not ct.started:                # a crash between the process's start and the record's
+        if not ct.started:  # a crash between the process's start and the record's
             ct.started = True
             self._save(ct)
         sb = self.sandbox(ct)
@@ -101,7 +103,7 @@ class ContainerAdoption:
             for ct in list(self._containers.values()):
                 try:
                     self._adopt_one(ct)
-                except CNMError as exc:   # one broken container must not keep the daemon down
+                except CNMError as exc:  # one broken container must not keep the daemon down
                     log.error("re-adopting container %s: %s", ct.name, exc)
             container_images.reconcile(self.images, set(self._containers))
             used = {ct.sandbox_id for ct in self._containers.values() if ct.sandbox_id}

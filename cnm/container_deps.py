@@ -1,6 +1,7 @@
 """What the container service is built from, as Protocols: the runtime, the event
 stream, the exit watcher and the controller's part it uses (passed in by the daemon's
 composition root; fakes in unit tests)."""
+
 from __future__ import annotations
 
 import threading

@@ -7,6 +7,7 @@ The container service calls these at create (record + the store's mount, which k
 the layers while the container exists, even past an `rmi -f`), at start (the lower
 directories) and at removal (the mount goes, and with it any layer nothing else uses).
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,11 +55,21 @@ def configure(ct: Container, req: ContainerCreate, images: ImageMounts | None) -
         ct.workdir, ct.user = req.workdir, req.user
         return
     if images is None:
-        raise InvalidParameter("this daemon has no image store: run on the host's filesystem (an absolute "
-                               "command path) or with --rootfs DIR")
+        raise InvalidParameter(
+            "this daemon has no image store: run on the host's filesystem (an absolute "
+            "command path) or with --rootfs DIR"
+        )
     image_id = images.resolve(req.image)
-    rc = merge(images.config(image_id), cmd=req.argv or None, entrypoint=req.entrypoint, env=req.env,
-               workdir=req.workdir, user=req.user, labels=req.labels, image_name=req.image)
+    rc = merge(
+        images.config(image_id),
+        cmd=req.argv or None,
+        entrypoint=req.entrypoint,
+        env=req.env,
+        workdir=req.workdir,
+        user=req.user,
+        labels=req.labels,
+        image_name=req.image,
+    )
     ct.image, ct.image_id = req.image, image_id
     ct.entrypoint, ct.cmd, ct.argv = rc.entrypoint, rc.cmd, rc.argv
     ct.env, ct.workdir, ct.user, ct.labels = rc.env, rc.workdir, rc.user, rc.labels

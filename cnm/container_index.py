@@ -8,6 +8,7 @@ service's own changes and by the exit watcher (a process that ends is noticed wi
 milliseconds); a query may see a container as running for those milliseconds after
 its exit, as Docker's do. The service's lock guards it.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -30,8 +31,8 @@ class ContainerIndex:
         self._lock = lock
         self.by_id: dict[str, Container] = {}
         self._by_name: dict[str, str] = {}
-        self._ids: list[str] = []                   # sorted: prefix lookups by bisection
-        self._states: dict[str, ContainerState | None] = {}   # None: the runtime has none (created)
+        self._ids: list[str] = []  # sorted: prefix lookups by bisection
+        self._states: dict[str, ContainerState | None] = {}  # None: the runtime has none (created)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -75,7 +76,7 @@ class ContainerIndex:
             return self.by_id[ref]
         prefix = ref.lower()
         i = bisect.bisect_left(self._ids, prefix)
-        found = [cid for cid in self._ids[i:i + 2] if cid.startswith(prefix)]
+        found = [cid for cid in self._ids[i : i + 2] if cid.startswith(prefix)]
         if len(found) == 1:
             return self.by_id[found[0]]
         if found:

@@ -3,6 +3,7 @@
 A mixin of cnm.containers.ContainerService (kept apart: the service is long enough), on
 its controller, sandboxes, records and lock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,8 @@ class ContainerNetworking:
     lock: threading.RLock
     _containers: dict[str, Container]
 
-    if TYPE_CHECKING:      # the service's own
+    if TYPE_CHECKING:  # the service's own
+
         def get(self, ref: str) -> Container: ...
         def is_running(self, ct: Container) -> bool: ...
         def sandbox(self, ct: Container) -> Sandbox | None: ...
@@ -60,8 +62,10 @@ class ContainerNetworking:
             raise Conflict(f"cannot join the network of container {other.name}: it is not running")
         if other.shared_with or other.network_mode == "host":
             target = self._containers.get(other.shared_with or "", other)
-            raise InvalidParameter(f"container {other.name} shares another container's or the "
-                                   f"host's network; use network mode of {target.name} directly")
+            raise InvalidParameter(
+                f"container {other.name} shares another container's or the "
+                f"host's network; use network mode of {target.name} directly"
+            )
         return other
 
     def _build_sandbox(self, ct: Container) -> Sandbox:
@@ -71,8 +75,9 @@ class ContainerNetworking:
             if net is None:
                 raise NotFound(f"network {a.network[:12]} of container {ct.name} not found")
             networks.append((net, a.request()))
-        sb = self.sandboxes.build(ct.id, ct.id, ct.name, ct.hostname, networks,
-                                  [PortBinding.from_record(p) for p in ct.requested_ports])
+        sb = self.sandboxes.build(
+            ct.id, ct.id, ct.name, ct.hostname, networks, [PortBinding.from_record(p) for p in ct.requested_ports]
+        )
         ct.sandbox_id, ct.sandbox_key = sb.id, sb.key
         self._settle(ct, sb)
         return sb
@@ -86,7 +91,7 @@ class ContainerNetworking:
         """A running container joins `net` now; a created or stopped one has it added to
         the networks it will join at its start (Docker's rule; returns None)."""
         net = self.ctl.get_network(net_ref)
-        with self.lock:                # no transaction: records before kernel objects (see start)
+        with self.lock:  # no transaction: records before kernel objects (see start)
             self._known(net)
             ct = self.get(ct_ref)
             check_connectable(ct, net)
@@ -119,8 +124,8 @@ class ContainerNetworking:
             if sb is None or not eps:
                 if self.is_running(ct) or not any(a.network == net.id for a in ct.attachments()):
                     raise NotFound(f"container {ct.name} is not connected to network {net.name}")
-                ct.networks = [a for a in ct.networks if a.get("network") != net.id]   # not running:
-                self._save(ct)                                                        # the config only
+                ct.networks = [a for a in ct.networks if a.get("network") != net.id]  # not running:
+                self._save(ct)  # the config only
                 return
             sb.leave(eps[0])
             ct.networks = [a for a in ct.networks if a.get("network") != net.id]

@@ -1,5 +1,6 @@
 """A container's record: what the daemon keeps about it (the runtime holds its process
 state, the sandbox its network). Pure data."""
+
 from __future__ import annotations
 
 import datetime
@@ -15,7 +16,7 @@ from cnm.model import Network
 class Attachment:
     """A network the container asks to be on, with its endpoint settings."""
 
-    network: str                          # the network's ID
+    network: str  # the network's ID
     ip: str | None = None
     ip6: str | None = None
     mac: str | None = None
@@ -50,20 +51,20 @@ class Container:
     pids_limit: int | None = None
     auto_remove: bool = False
     labels: dict[str, str] = field(default_factory=dict)
-    attach_stdout: bool = True            # Config.AttachStdout/Stderr as created (docker run -d: False)
+    attach_stdout: bool = True  # Config.AttachStdout/Stderr as created (docker run -d: False)
     attach_stderr: bool = True
     # Asked for:
-    network_mode: str = "bridge"          # as the user gave it: bridge, host, none, container:X, NET
-    networks: list[dict] = field(default_factory=list)          # Attachment records, in order
-    requested_ports: list[dict] = field(default_factory=list)   # PortBinding records
+    network_mode: str = "bridge"  # as the user gave it: bridge, host, none, container:X, NET
+    networks: list[dict] = field(default_factory=list)  # Attachment records, in order
+    requested_ports: list[dict] = field(default_factory=list)  # PortBinding records
     # Given (Docker's NetworkSettings), while the container runs:
-    shared_with: str | None = None        # container:X -> X's id
+    shared_with: str | None = None  # container:X -> X's id
     sandbox_id: str | None = None
     sandbox_key: str | None = None
-    ports: list[dict] = field(default_factory=list)             # published PortBinding records
-    released: bool = False                # network resources given back after exit
-    confine: dict = field(default_factory=dict)   # cap_add, privileged, mounts, ... (ContainerSpec's names)
-    started: bool = False                 # has been started at least once (else Docker's "created")
+    ports: list[dict] = field(default_factory=list)  # published PortBinding records
+    released: bool = False  # network resources given back after exit
+    confine: dict = field(default_factory=dict)  # cap_add, privileged, mounts, ... (ContainerSpec's names)
+    started: bool = False  # has been started at least once (else Docker's "created")
     # Its image ("" = the host's filesystem or --rootfs): the name as given, the ID, and
     # the config merged from the image and the request (argv = entrypoint + cmd).
     image: str = ""
@@ -97,8 +98,17 @@ class Container:
 
 
 # The request's confinement fields, kept in the record under the runtime's ContainerSpec names.
-CONFINEMENT_FIELDS = ("cap_add", "cap_drop", "privileged", "security_opt", "mounts", "read_only", "devices",
-                      "masked_paths", "readonly_paths")
+CONFINEMENT_FIELDS = (
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "security_opt",
+    "mounts",
+    "read_only",
+    "devices",
+    "masked_paths",
+    "readonly_paths",
+)
 
 
 _ADJ = ["brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quirky", "sharp", "vivid"]
@@ -130,7 +140,9 @@ def check_connectable(ct: Container, net: Network) -> None:
     if ct.network_mode == "host" or net.driver == "host":
         raise Forbidden("container cannot be disconnected from host network or connected to host network")
     if ct.shared_with:
-        raise Forbidden(f"container {ct.name} shares the network namespace of another container "
-                        "and cannot be connected to any other network")
+        raise Forbidden(
+            f"container {ct.name} shares the network namespace of another container "
+            "and cannot be connected to any other network"
+        )
     if ct.network_mode == "none" or net.driver == "null":
         raise Forbidden(f"container {ct.name} is in network mode none and cannot be connected to other networks")

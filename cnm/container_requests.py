@@ -1,5 +1,6 @@
 """The container requests the API accepts (Docker-shaped bodies), parsed and checked at
 the edge. Pure: no I/O."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -38,8 +39,9 @@ def check_ip(value: str | None, version: int, flag: str) -> str | None:
     if ip.version != version:
         raise InvalidParameter(f"{flag} {value} is not an IPv{version} address")
     if getattr(ip, "scope_id", None) is not None:
-        raise InvalidParameter(f"invalid {flag} address {value!r}: drop the zone index (%…); "
-                               "the network decides the interface")
+        raise InvalidParameter(
+            f"invalid {flag} address {value!r}: drop the zone index (%…); the network decides the interface"
+        )
     if ip.is_multicast or ip.is_loopback or ip.is_unspecified:
         raise InvalidParameter(f"invalid {flag} address {value}: a container's address must be unicast")
     return str(ip)
@@ -69,16 +71,19 @@ class EndpointRequest:
         for a in aliases:
             if not isinstance(a, str) or not a or len(a) > 255 or any(c.isspace() for c in a):
                 raise InvalidParameter(f"invalid network alias {a!r}")
-        return cls(ip=check_ip(_typed(ipam, "IPv4Address", str), 4, "--ip"),
-                   ip6=check_ip(_typed(ipam, "IPv6Address", str), 6, "--ip6"),
-                   mac=check_mac(_typed(body, "MacAddress", str)), aliases=list(aliases))
+        return cls(
+            ip=check_ip(_typed(ipam, "IPv4Address", str), 4, "--ip"),
+            ip6=check_ip(_typed(ipam, "IPv6Address", str), 6, "--ip6"),
+            mac=check_mac(_typed(body, "MacAddress", str)),
+            aliases=list(aliases),
+        )
 
 
 @dataclass
 class ContainerCreate:
     """`net run`: what to run and how to network it."""
 
-    argv: list[str]                   # Cmd (may be empty with an image: the image's CMD runs)
+    argv: list[str]  # Cmd (may be empty with an image: the image's CMD runs)
     name: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     hostname: str | None = None
@@ -123,8 +128,10 @@ class ContainerCreate:
         argv = _str_slice(body, "Cmd") or []
         entrypoint = _str_slice(body, "Entrypoint")
         if not image and not entrypoint and (not argv or not argv[0]):
-            raise InvalidParameter("no command given: net run [OPTIONS] IMAGE [CMD…], or /PATH/TO/CMD [ARG…] "
-                                   "to run on the host's filesystem")
+            raise InvalidParameter(
+                "no command given: net run [OPTIONS] IMAGE [CMD…], or /PATH/TO/CMD [ARG…] "
+                "to run on the host's filesystem"
+            )
         if any("\0" in a for a in [*argv, *(entrypoint or []), image]):
             raise InvalidParameter("invalid command: an argument contains a NUL byte")
         workdir = _typed(body, "WorkingDir", str, "") or ""
@@ -157,8 +164,10 @@ class ContainerCreate:
         endpoint = EndpointRequest.from_docker_json(next(iter(eps.values()))) if eps else EndpointRequest()
         if mode in ("host", "none") or mode.startswith("container:"):
             if endpoint.ip or endpoint.ip6 or endpoint.mac or endpoint.aliases:
-                raise InvalidParameter(f"--ip, --ip6, --mac-address and --network-alias need a bridge or user "
-                                       f"network, not network mode {mode}")
+                raise InvalidParameter(
+                    f"--ip, --ip6, --mac-address and --network-alias need a bridge or user "
+                    f"network, not network mode {mode}"
+                )
         ports = _port_bindings(_typed(host, "PortBindings", dict, {}))
         if ports and (mode in ("host", "none") or mode.startswith("container:")):
             raise InvalidParameter(f"published ports need a bridge or user network, not network mode {mode}")
@@ -171,27 +180,45 @@ class ContainerCreate:
             raise InvalidParameter(f"invalid rootfs {rootfs!r}: give an absolute path to a directory")
         if image and rootfs:
             raise InvalidParameter("an image and --rootfs cannot be combined: give one root filesystem")
-        return cls(argv=list(argv), image=image, entrypoint=entrypoint, workdir=workdir, user=user,
-                   name=(name[1:] if name.startswith("/") else name) if name else None, env=env,
-                   hostname=hostname, network_mode=mode, endpoint=endpoint, ports=ports,
-                   rootfs=rootfs, memory=mem, cpus=cpus, pids_limit=pids,
-                   auto_remove=_typed(host, "AutoRemove", bool, False), labels=_labels(body),
-                   attach_stdout=_typed(body, "AttachStdout", bool, True),
-                   attach_stderr=_typed(body, "AttachStderr", bool, True),
-                   restart_policy=policy.to_docker_json(),
-                   tty=_typed(body, "Tty", bool, False), open_stdin=_typed(body, "OpenStdin", bool, False),
-                   stdin_once=_typed(body, "StdinOnce", bool, False),
-                   attach_stdin=_typed(body, "AttachStdin", bool, False),
-                   console_size=_console_size(host.get("ConsoleSize")),
-                   **confinement(host, rootfs is None and not image))
+        return cls(
+            argv=list(argv),
+            image=image,
+            entrypoint=entrypoint,
+            workdir=workdir,
+            user=user,
+            name=(name[1:] if name.startswith("/") else name) if name else None,
+            env=env,
+            hostname=hostname,
+            network_mode=mode,
+            endpoint=endpoint,
+            ports=ports,
+            rootfs=rootfs,
+            memory=mem,
+            cpus=cpus,
+            pids_limit=pids,
+            auto_remove=_typed(host, "AutoRemove", bool, False),
+            labels=_labels(body),
+            attach_stdout=_typed(body, "AttachStdout", bool, True),
+            attach_stderr=_typed(body, "AttachStderr", bool, True),
+            restart_policy=policy.to_docker_json(),
+            tty=_typed(body, "Tty", bool, False),
+            open_stdin=_typed(body, "OpenStdin", bool, False),
+            stdin_once=_typed(body, "StdinOnce", bool, False),
+            attach_stdin=_typed(body, "AttachStdin", bool, False),
+            console_size=_console_size(host.get("ConsoleSize")),
+            **confinement(host, rootfs is None and not image),
+        )
 
 
 def _console_size(raw: object) -> list[int] | None:
     """HostConfig.ConsoleSize [rows, columns] (API 1.42); [0, 0] or none: unset."""
     if raw is None:
         return None
-    if not isinstance(raw, list) or len(raw) != 2 or not all(isinstance(n, int) and not isinstance(n, bool)
-                                                             and 0 <= n <= 65535 for n in raw):
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65535 for n in raw)
+    ):
         raise InvalidParameter("ConsoleSize must be [height, width], each 0-65535")
     return list(raw) if raw[0] and raw[1] else None
 
@@ -229,10 +256,17 @@ def confinement(host: dict, host_mode: bool) -> dict:
     mounts += co.parse_tmpfs(_typed(host, "Tmpfs", dict, None))
     mounts = co.check_mounts(mounts, host_mode)
     devices = [co.parse_device(d) for d in _typed(host, "Devices", list, [])]
-    return {"cap_add": cap_add, "cap_drop": cap_drop, "privileged": _typed(host, "Privileged", bool, False),
-            "security_opt": security_opt, "mounts": mounts, "read_only": _typed(host, "ReadonlyRootfs", bool, False),
-            "devices": devices, "masked_paths": co.check_paths(host.get("MaskedPaths"), "MaskedPaths"),
-            "readonly_paths": co.check_paths(host.get("ReadonlyPaths"), "ReadonlyPaths")}
+    return {
+        "cap_add": cap_add,
+        "cap_drop": cap_drop,
+        "privileged": _typed(host, "Privileged", bool, False),
+        "security_opt": security_opt,
+        "mounts": mounts,
+        "read_only": _typed(host, "ReadonlyRootfs", bool, False),
+        "devices": devices,
+        "masked_paths": co.check_paths(host.get("MaskedPaths"), "MaskedPaths"),
+        "readonly_paths": co.check_paths(host.get("ReadonlyPaths"), "ReadonlyPaths"),
+    }
 
 
 def _labels(body: dict) -> dict[str, str]:
@@ -266,17 +300,23 @@ def _port_bindings(raw: dict) -> list[PortBinding]:
                 except ValueError as exc:
                     raise InvalidParameter(f"invalid host port {hp!r} for {key}: {exc} (ports are 1-65535)") from None
             host_ip = _typed(b, "HostIp", str, "")
-            out.append(PortBinding(proto=proto, container_port=int(port),
-                                   host_ip=normalize_ip(host_ip or None, key),
-                                   host_port=lo, host_port_end=hi))
+            out.append(
+                PortBinding(
+                    proto=proto,
+                    container_port=int(port),
+                    host_ip=normalize_ip(host_ip or None, key),
+                    host_port=lo,
+                    host_port_end=hi,
+                )
+            )
     return out
 
 
 # Docker's bounds on resources (daemon/daemon_unix.go): at least 6 MiB of memory, CPUs
 # from 0.01 to the host's count, a CFS period of 1 ms..1 s and a quota of at least 1 ms.
 MIN_MEMORY = 6 * 1024 * 1024
-MAX_INT64 = 2 ** 63 - 1
-PID_MAX_LIMIT = 4 * 1024 * 1024      # the kernel's pids.max ceiling (PID_MAX_LIMIT)
+MAX_INT64 = 2**63 - 1
+PID_MAX_LIMIT = 4 * 1024 * 1024  # the kernel's pids.max ceiling (PID_MAX_LIMIT)
 
 
 def resources(host: dict, cpu_count: int | None = None) -> tuple[int | None, float | None, int | None]:
@@ -296,7 +336,7 @@ def resources(host: dict, cpu_count: int | None = None) -> tuple[int | None, flo
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     if nano and quota:
         raise InvalidParameter("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
-    if nano < 0 or nano > ncpu * 10 ** 9 or 0 < nano < 10 ** 7:
+    if nano < 0 or nano > ncpu * 10**9 or 0 < nano < 10**7:
         raise InvalidParameter(f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available")
     if period and not 1000 <= period <= 1_000_000:
         raise InvalidParameter("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
@@ -306,12 +346,15 @@ def resources(host: dict, cpu_count: int | None = None) -> tuple[int | None, flo
     if quota > 0:
         cpus = quota / (period or 100_000)
         if cpus > ncpu:
-            raise InvalidParameter(f"CPU quota {quota} per period {period or 100_000} is {cpus:g} CPUs: "
-                                   f"there are only {ncpu} CPUs available")
+            raise InvalidParameter(
+                f"CPU quota {quota} per period {period or 100_000} is {cpus:g} CPUs: "
+                f"there are only {ncpu} CPUs available"
+            )
     pids = _typed(host, "PidsLimit", int, 0)
     if pids > PID_MAX_LIMIT:
-        raise InvalidParameter(f"invalid PidsLimit {pids}: the kernel allows at most {PID_MAX_LIMIT} tasks "
-                               "(0 or -1: no limit)")
+        raise InvalidParameter(
+            f"invalid PidsLimit {pids}: the kernel allows at most {PID_MAX_LIMIT} tasks (0 or -1: no limit)"
+        )
     return (mem or None), cpus, (pids if pids > 0 else None)
 
 
@@ -323,8 +366,8 @@ def check_hostname(name: str | None) -> str | None:
     most 64 characters (the kernel's limit for sethostname)."""
     if name is None:
         return None
-    if (len(name) > 64 or not set(name) <= _HOSTNAME_CHARS or name[0] in "-." or name[-1] in "-."
-            or ".." in name):
-        raise InvalidParameter(f"invalid hostname {name[:70]!r}: use letters, digits, '-' and '.' "
-                               "(RFC 1123), at most 64 characters")
+    if len(name) > 64 or not set(name) <= _HOSTNAME_CHARS or name[0] in "-." or name[-1] in "-." or ".." in name:
+        raise InvalidParameter(
+            f"invalid hostname {name[:70]!r}: use letters, digits, '-' and '.' (RFC 1123), at most 64 characters"
+        )
     return name

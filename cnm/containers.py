@@ -12,6 +12,7 @@ endpoint settings, ports) apart from what it was *given* (the sandbox, whose id,
 and published ports it shows, as Docker's NetworkSettings do): a sandbox can be
 released and built again from the request.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,31 +52,40 @@ from cnm.undo import Undo
 log = logging.getLogger(__name__)
 
 CT_PREFIX = "container/"
-EXIT_CODES_KEPT = 1024      # exit codes of removed --rm containers, for a late `wait`
+EXIT_CODES_KEPT = 1024  # exit codes of removed --rm containers, for a late `wait`
 
 
 _HOST_RESOLV, _HOST_HOSTS = file_reader("/etc/resolv.conf"), file_reader("/etc/hosts")
 
 
 class ContainerService(ContainerNetworking, ContainerAdoption):
-    def __init__(self, controller: NetworkLookup, sandboxes: Sandboxes, runtime: ContainerRuntime,
-                 store: Store, *, exits: ExitWatch | None = None, events: EventPublisher | None = None,
-                 host_resolv: Callable[[], str] = _HOST_RESOLV,
-                 host_hosts: Callable[[], str] = _HOST_HOSTS, images: ImageMounts | None = None) -> None:
+    def __init__(
+        self,
+        controller: NetworkLookup,
+        sandboxes: Sandboxes,
+        runtime: ContainerRuntime,
+        store: Store,
+        *,
+        exits: ExitWatch | None = None,
+        events: EventPublisher | None = None,
+        host_resolv: Callable[[], str] = _HOST_RESOLV,
+        host_hosts: Callable[[], str] = _HOST_HOSTS,
+        images: ImageMounts | None = None,
+    ) -> None:
         self.ctl = controller
         self.sandboxes = sandboxes
         self.runtime = runtime
         self.store = store
-        self.lock = controller.lock          # one lock for networks and containers: no lock ordering bugs
-        self._index = ContainerIndex(runtime, self.lock)   # by id, name, id prefix; last known states
+        self.lock = controller.lock  # one lock for networks and containers: no lock ordering bugs
+        self._index = ContainerIndex(runtime, self.lock)  # by id, name, id prefix; last known states
         self._containers = self._index.by_id
         # Exit codes of auto-removed containers, for a `wait` that arrives after removal.
         self.exit_codes: dict[str, int] = {}
         self._host_resolv = host_resolv
         self._host_hosts = host_hosts
-        self._exits = exits             # None: exits are noticed only at stop and remove
+        self._exits = exits  # None: exits are noticed only at stop and remove
         self.events = events
-        self.images = images            # the image store (None: host filesystem and --rootfs only)
+        self.images = images  # the image store (None: host filesystem and --rootfs only)
         self.restarts = Restarts(self.start_by_policy)
         self._intents = Intents(store)
         for kv in store.list(CT_PREFIX):
@@ -141,8 +151,8 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         net = self._mode_network(req.network_mode)
         with self.lock:
             ct = self._new_record(req, net)
-            ct.released = True            # nothing allocated yet
-            with container_images.mounted(ct, self.images):   # its layers stay while it exists
+            ct.released = True  # nothing allocated yet
+            with container_images.mounted(ct, self.images):  # its layers stay while it exists
                 self._save(ct)
             self._index.add(ct)
             self._index.set_state(ct.id, None)
@@ -163,7 +173,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
             if not by_policy:
                 self.restarts.user_started(ct.id)
                 ct.restart_count, ct.manually_stopped = 0, False
-            again = ct.started      # before _prepare, which sets it
+            again = ct.started  # before _prepare, which sets it
             try:
                 with Undo() as undo:
                     spec = self._prepare(ct, undo)
@@ -186,7 +196,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         with self.lock:
             ct = self._containers.get(cid)
             if ct is None or self.restarts.cancelled(cid) or self.is_running(ct):
-                return          # removed, stopped or started by a user meanwhile
+                return  # removed, stopped or started by a user meanwhile
             self.start(cid, by_policy=True)
 
     def run(self, req: ContainerCreate) -> Container:
@@ -212,7 +222,9 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         with self.lock:
             ct = self.get(ref)
             if ct.auto_remove and not policy.is_none:
-                raise InvalidParameter("Restart policy cannot be updated because AutoRemove is enabled for the container")
+                raise InvalidParameter(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container"
+                )
             ct.restart_policy = policy.to_docker_json()
             self._save(ct)
         self._event("update", ct)
@@ -227,8 +239,9 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
             if name == ct.name:
                 raise Conflict(f"renaming a container with the same name as its current name: {name}")
             if name in self._index.names():
-                raise Conflict(f'the container name "/{name}" is already in use; remove that container '
-                               f"or choose another name")
+                raise Conflict(
+                    f'the container name "/{name}" is already in use; remove that container or choose another name'
+                )
             old, ct.name = ct.name, name
             self._index.renamed(ct, old)
             with self.store.transaction():
@@ -245,19 +258,36 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         name = req.name or generated_name(cid, self._index.names())
         check_name(name, "container")
         if name in self._index.names():
-            raise Conflict(f'the container name "/{name}" is already in use; remove that container '
-                           f"or choose another name")
+            raise Conflict(
+                f'the container name "/{name}" is already in use; remove that container or choose another name'
+            )
         if req.rootfs and not os.path.isdir(req.rootfs):
             raise InvalidParameter(f"--rootfs {req.rootfs}: no such directory")
-        ct = Container(id=cid, name=name, created=created_now(), argv=list(req.argv), env=dict(req.env),
-                       hostname=req.hostname or cid[:12], network_mode=req.network_mode,
-                       rootfs=req.rootfs, memory=req.memory, cpus=req.cpus, pids_limit=req.pids_limit,
-                       auto_remove=req.auto_remove, labels=dict(req.labels),
-                       confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
-                       attach_stdout=req.attach_stdout, attach_stderr=req.attach_stderr,
-                       restart_policy=dict(req.restart_policy), tty=req.tty, open_stdin=req.open_stdin,
-                       stdin_once=req.stdin_once, attach_stdin=req.attach_stdin, console_size=req.console_size,
-                       requested_ports=[p.to_record() for p in req.ports])
+        ct = Container(
+            id=cid,
+            name=name,
+            created=created_now(),
+            argv=list(req.argv),
+            env=dict(req.env),
+            hostname=req.hostname or cid[:12],
+            network_mode=req.network_mode,
+            rootfs=req.rootfs,
+            memory=req.memory,
+            cpus=req.cpus,
+            pids_limit=req.pids_limit,
+            auto_remove=req.auto_remove,
+            labels=dict(req.labels),
+            confine={k: getattr(req, k) for k in CONFINEMENT_FIELDS},
+            attach_stdout=req.attach_stdout,
+            attach_stderr=req.attach_stderr,
+            restart_policy=dict(req.restart_policy),
+            tty=req.tty,
+            open_stdin=req.open_stdin,
+            stdin_once=req.stdin_once,
+            attach_stdin=req.attach_stdin,
+            console_size=req.console_size,
+            requested_ports=[p.to_record() for p in req.ports],
+        )
         container_images.configure(ct, req, self.images)
         if net is not None:
             self._known(net)
@@ -267,8 +297,10 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
             ct.network_mode = "host" if net.driver == "host" else "none"
         ep = req.endpoint
         if req.ports or ep.ip or ep.ip6 or ep.mac or ep.aliases:
-            raise InvalidParameter(f"published ports, --ip, --ip6, --mac-address and --network-alias need "
-                                   f"a bridge or user network, not network mode {ct.network_mode}")
+            raise InvalidParameter(
+                f"published ports, --ip, --ip6, --mac-address and --network-alias need "
+                f"a bridge or user network, not network mode {ct.network_mode}"
+            )
         return ct
 
     def _prepare(self, ct: Container, undo: Undo) -> ContainerSpec:
@@ -288,12 +320,27 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
             sb = self._build_sandbox(ct)
             undo.push(self._release_network, ct)
             netns, hosts, resolv = sb.key, sb.hosts(), sb.resolv_conf()
-        spec = ContainerSpec(id=ct.id, argv=ct.argv, name=ct.name, env=ct.env, hostname=ct.hostname,
-                             netns=netns, rootfs=container_images.lower_dirs(ct, self.images),
-                             workdir=ct.workdir or "/", user=ct.user, hosts=hosts, resolv_conf=resolv,
-                             memory=ct.memory, cpus=ct.cpus, pids_limit=ct.pids_limit, tty=ct.tty,
-                             open_stdin=ct.open_stdin, stdin_once=ct.stdin_once,
-                             console_size=ct.console_size, **ct.confine)
+        spec = ContainerSpec(
+            id=ct.id,
+            argv=ct.argv,
+            name=ct.name,
+            env=ct.env,
+            hostname=ct.hostname,
+            netns=netns,
+            rootfs=container_images.lower_dirs(ct, self.images),
+            workdir=ct.workdir or "/",
+            user=ct.user,
+            hosts=hosts,
+            resolv_conf=resolv,
+            memory=ct.memory,
+            cpus=ct.cpus,
+            pids_limit=ct.pids_limit,
+            tty=ct.tty,
+            open_stdin=ct.open_stdin,
+            stdin_once=ct.stdin_once,
+            console_size=ct.console_size,
+            **ct.confine,
+        )
         undo.push(self._unstarted, ct, ct.started)
         ct.released, ct.started = False, True
         self._save(ct)
@@ -302,7 +349,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
     def _run(self, ct: Container, spec: ContainerSpec, again: bool, undo: Undo) -> ContainerState:
         """Its process: again in place if it ran before (log, writable layer kept), else new."""
         if again:
-            with suppress(NotFound):    # unless its runtime directory is gone (removed by hand)
+            with suppress(NotFound):  # unless its runtime directory is gone (removed by hand)
                 return self.runtime.start(ct.id, spec)
         st = self.runtime.start(spec)
         undo.push(self.runtime.remove, ct.id, True)
@@ -318,9 +365,9 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         """SIGTERM, SIGKILL after `timeout` s; its network released. False if it was
         not running (Docker answers 304)."""
         ct = self.get(ref)
-        pending = self.restarts.cancel(ct.id)       # no restart after this stop
+        pending = self.restarts.cancel(ct.id)  # no restart after this stop
         if not self.is_running(ct):
-            if pending:                            # "restarting": the restart is called off
+            if pending:  # "restarting": the restart is called off
                 self._stopped_by_user(ct)
                 self._event("stop", ct)
             return pending
@@ -355,35 +402,36 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         releases them at stop), and remove it if it was started with --rm."""
         with self.lock:
             ct = self._containers.get(cid)
-            if ct is None or self.is_running(ct):      # is_running reads the exit status now
+            if ct is None or self.is_running(ct):  # is_running reads the exit status now
                 return
-            first = not ct.released      # first notice of this exit
+            first = not ct.released  # first notice of this exit
             st = self.state_of(ct.id)
             if first:
                 code = st.exit_code if st is not None else None
                 self._event("die", ct, exitCode=str(code if code is not None else -1))
-            with self.store.transaction():             # the kernel's part after the commit
+            with self.store.transaction():  # the kernel's part after the commit
                 self._release_network(ct)
             if ct.auto_remove:
                 self._remove(ct)
             elif first and self.restarts.after_exit(ct, st):
-                self._save(ct)           # its restart count
+                self._save(ct)  # its restart count
 
     def remove(self, ref: str, force: bool = False) -> Container:
         with self.lock:
             ct = self.get(ref)
             if self.restarts.pending(ct.id) and not force:
-                raise Conflict(f"you cannot remove a restarting container {ct.name}: stop it first "
-                               "or use --force")
+                raise Conflict(f"you cannot remove a restarting container {ct.name}: stop it first or use --force")
             if self.is_running(ct):
                 if not force:
-                    raise Conflict(f"you cannot remove a running container {ct.name}: stop it first "
-                                   "or use --force")
-                dependants = [c.name for c in self._containers.values() if c.shared_with == ct.id
-                              and self.is_running(c)]
+                    raise Conflict(f"you cannot remove a running container {ct.name}: stop it first or use --force")
+                dependants = [
+                    c.name for c in self._containers.values() if c.shared_with == ct.id and self.is_running(c)
+                ]
                 if dependants:
-                    raise Conflict(f"container {ct.name} shares its network with running container(s) "
-                                   f"{', '.join(dependants)}: stop them first")
+                    raise Conflict(
+                        f"container {ct.name} shares its network with running container(s) "
+                        f"{', '.join(dependants)}: stop them first"
+                    )
             self._remove(ct)
             return ct
 
@@ -391,7 +439,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         self.restarts.forget(ct.id)
         try:
             st = self.runtime.state(ct.id)
-            if st.status == "running":       # rm -f: Docker's kill and die come first
+            if st.status == "running":  # rm -f: Docker's kill and die come first
                 self._event("kill", ct, signal="9")
                 self.runtime.kill(ct.id, 9)
                 code = self.runtime.wait(ct.id, 10)
@@ -399,7 +447,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
                 st = self.runtime.state(ct.id)
             if st.exit_code is not None:
                 self.exit_codes[ct.id] = st.exit_code
-                while len(self.exit_codes) > EXIT_CODES_KEPT:   # oldest first (dicts keep order)
+                while len(self.exit_codes) > EXIT_CODES_KEPT:  # oldest first (dicts keep order)
                     self.exit_codes.pop(next(iter(self.exit_codes)))
         except NotFound:
             pass
@@ -407,15 +455,13 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         # a crash from here on is finished at the next start (_finish_removals).
         self._intents.write(CONTAINER_REMOVE, ct.id)
         self.runtime.remove(ct.id, True)
-        with self.store.transaction():      # one commit; the veths retired after it
+        with self.store.transaction():  # one commit; the veths retired after it
             self._release_network(ct)
             self.store.delete(CT_PREFIX + ct.id)
             self._intents.done(CONTAINER_REMOVE, ct.id)
-        container_images.release(ct, self.images)     # a crash before: start-up's sweep drops the mount
+        container_images.release(ct, self.images)  # a crash before: start-up's sweep drops the mount
         self._index.drop(ct)
         self._event("destroy", ct)
         log.info("removed container %s", ct.name)
 
     # --------------------------------------------------------------- restart
-
-

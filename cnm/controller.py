@@ -5,6 +5,7 @@ changes IPAM, a driver or the store pushes its undo onto an `Undo` stack, which 
 reverse if a later step fails. The controller is synchronous and serialises mutations
 with one lock; the daemon calls it from worker threads.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -44,31 +45,37 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
-NetworkListener = Callable[[str, Network], None]               # ("create" | "delete", network)
+NetworkListener = Callable[[str, Network], None]  # ("create" | "delete", network)
 # ("connect" | "disconnect", network, endpoint): an endpoint joined or left a sandbox
 EndpointListener = Callable[[str, Network, Endpoint], None]
 
 
 class Controller(Recovery, Endpoints):
-    def __init__(self, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[str, Store], *,
-                 cluster: Callable[[Controller], GlobalNetworks] | None = None,
-                 network_listeners: Sequence[NetworkListener] = (),
-                 endpoint_listeners: Sequence[EndpointListener] = ()) -> None:
+    def __init__(
+        self,
+        drivers: DriverRegistry,
+        ipams: IpamRegistry,
+        stores: Mapping[str, Store],
+        *,
+        cluster: Callable[[Controller], GlobalNetworks] | None = None,
+        network_listeners: Sequence[NetworkListener] = (),
+        endpoint_listeners: Sequence[EndpointListener] = (),
+    ) -> None:
         """`cluster` (with a cluster store) makes this host's cluster member from the
         controller it serves: the two need each other, so the controller hands itself
         over rather than being wired to it later."""
         self.drivers = drivers
         self.ipams = ipams
-        self.stores = dict(stores)             # scope ("local"/"global") -> store
+        self.stores = dict(stores)  # scope ("local"/"global") -> store
         self.lock = threading.RLock()
         self._networks: dict[str, Network] = {}
         self._endpoints: dict[str, Endpoint] = {}
-        self._by_network: dict[str, dict[str, Endpoint]] = {}   # network id -> its endpoints, by id
+        self._by_network: dict[str, dict[str, Endpoint]] = {}  # network id -> its endpoints, by id
         self.network_listeners = list(network_listeners)
         self.endpoint_listeners = list(endpoint_listeners)
         self.cluster: GlobalNetworks | None = cluster(self) if cluster is not None else None
         self.intents = Intents(self.stores["local"])
-        self._global_loaded = "global" not in self.stores   # global records read from the cluster store
+        self._global_loaded = "global" not in self.stores  # global records read from the cluster store
         self._load()
 
     # ----------------------------------------------------------------- state
@@ -92,7 +99,7 @@ class Controller(Recovery, Endpoints):
             else:
                 self._global_loaded = True
                 # Keep the local copy in step, so a restart with etcd down still knows them.
-                cached = {kv.key[len(GLOBAL_CACHE):] for kv in local.list(GLOBAL_CACHE)}
+                cached = {kv.key[len(GLOBAL_CACHE) :] for kv in local.list(GLOBAL_CACHE)}
                 listed = {rec["id"] for rec in records if "id" in rec}
                 ops: list[Op] = [Put(GLOBAL_CACHE + rec["id"], rec) for rec in records if "id" in rec]
                 ops += [Delete(GLOBAL_CACHE + nid) for nid in cached - listed]
@@ -108,7 +115,8 @@ class Controller(Recovery, Endpoints):
         except KeyError:
             raise InvalidParameter(
                 f"{scope}-scope networks need a cluster store: start the daemon with "
-                f"--cluster-store etcd://HOST:PORT --advertise IP") from None
+                f"--cluster-store etcd://HOST:PORT --advertise IP"
+            ) from None
 
     def _notify(self, event: str, net: Network) -> None:
         for listener in self.network_listeners:
@@ -141,7 +149,7 @@ class Controller(Recovery, Endpoints):
         record = self.cluster.find_network(ref) if self.cluster is not None else None
         if record is not None:
             net = self.adopt_remote_network(record)
-            if net is None:          # the watch delivered it meanwhile
+            if net is None:  # the watch delivered it meanwhile
                 with self.lock:
                     net = self._find_network(ref)
             if net is not None:
@@ -203,7 +211,7 @@ class Controller(Recovery, Endpoints):
                 raise Conflict(f"network with name {req.name} already exists")
             driver = self.drivers.get(req.driver)
             if req.driver in SINGLETON_DRIVERS and not builtin:
-                raise Forbidden(f"only one instance of \"{SINGLETON_DRIVERS[req.driver]}\" network is allowed")
+                raise Forbidden(f'only one instance of "{SINGLETON_DRIVERS[req.driver]}" network is allowed')
             if req.name in BUILTIN and not builtin:
                 raise Conflict(f"network with name {req.name} already exists")
             options = driver.validate_options(dict(req.options), req.internal)
@@ -221,10 +229,19 @@ class Controller(Recovery, Endpoints):
             ipam = self.ipams.get(ipam_driver)
 
             net = Network(
-                id=network_id or new_id(), name=req.name, driver=req.driver, scope=scope, created=_now(),
-                internal=req.internal, attachable=req.attachable, enable_ipv6=req.enable_ipv6,
-                ipam_driver=ipam_driver, ipam_options=dict(req.ipam_options), options=options,
-                labels=dict(req.labels), builtin=builtin,
+                id=network_id or new_id(),
+                name=req.name,
+                driver=req.driver,
+                scope=scope,
+                created=_now(),
+                internal=req.internal,
+                attachable=req.attachable,
+                enable_ipv6=req.enable_ipv6,
+                ipam_driver=ipam_driver,
+                ipam_options=dict(req.ipam_options),
+                options=options,
+                labels=dict(req.labels),
+                builtin=builtin,
             )
             # Written ahead of the first side effect (a pool reserved, a bridge made), and
             # kept up to date with what was reserved: a crash leaves the next start enough
@@ -253,8 +270,10 @@ class Controller(Recovery, Endpoints):
                 if scope == GLOBAL:
                     name_key = NAME_PREFIX + net.name
                     try:
-                        store.atomic([Put(NET_PREFIX + net.id, net.to_record()), Put(name_key, {"id": net.id})],
-                                     expect={name_key: 0})
+                        store.atomic(
+                            [Put(NET_PREFIX + net.id, net.to_record()), Put(name_key, {"id": net.id})],
+                            expect={name_key: 0},
+                        )
                     except Conflict:
                         raise Conflict(f"network with name {net.name} already exists (in the cluster)") from None
                     self.stores["local"].atomic([Put(GLOBAL_CACHE + net.id, net.to_record()), done])
@@ -270,8 +289,12 @@ class Controller(Recovery, Endpoints):
         pool = ipam.request_pool(space, cfg.subnet, cfg.ip_range, net.ipam_options, cfg.v6)
         undo.push(ipam.release_pool, pool.pool_id)
         subnet = network(pool.subnet, f"subnet from IPAM driver {net.ipam_driver}")
-        pc = PoolConfig(subnet=subnet, pool_id=pool.pool_id, v6=subnet.version == 6,
-                        ip_range=network(cfg.ip_range, "--ip-range") if cfg.ip_range else None)
+        pc = PoolConfig(
+            subnet=subnet,
+            pool_id=pool.pool_id,
+            v6=subnet.version == 6,
+            ip_range=network(cfg.ip_range, "--ip-range") if cfg.ip_range else None,
+        )
         # Docker gives every pool a gateway (the bridge's address); null/host have none.
         gw = ipam.request_address(pool.pool_id, cfg.gateway, {GATEWAY_REQUEST: GATEWAY_TYPE})
         undo.push(ipam.release_address, pool.pool_id, gw)
@@ -286,12 +309,21 @@ class Controller(Recovery, Endpoints):
     def network_spec(net: Network) -> NetworkSpec:
         def data(p: PoolConfig) -> IPAMData:
             # The driver protocol's shape: the gateway and aux addresses with the prefix.
-            return IPAMData(pool=str(p.subnet), gateway=text(within(p.gateway, p.subnet)) if p.gateway else None,
-                            aux_addresses={k: str(within(v, p.subnet)) for k, v in p.aux_addresses.items()})
-        return NetworkSpec(id=net.id, name=net.name, options=dict(net.options),
-                           ipv4=tuple(data(p) for p in net.v4_pools()),
-                           ipv6=tuple(data(p) for p in net.v6_pools()),
-                           internal=net.internal, enable_ipv6=net.enable_ipv6)
+            return IPAMData(
+                pool=str(p.subnet),
+                gateway=text(within(p.gateway, p.subnet)) if p.gateway else None,
+                aux_addresses={k: str(within(v, p.subnet)) for k, v in p.aux_addresses.items()},
+            )
+
+        return NetworkSpec(
+            id=net.id,
+            name=net.name,
+            options=dict(net.options),
+            ipv4=tuple(data(p) for p in net.v4_pools()),
+            ipv6=tuple(data(p) for p in net.v6_pools()),
+            internal=net.internal,
+            enable_ipv6=net.enable_ipv6,
+        )
 
     # ------------------------------------------------------------- deletion
     def delete_network(self, ref: str, *, force_builtin: bool = False) -> None:
@@ -306,8 +338,10 @@ class Controller(Recovery, Endpoints):
             if net.scope == GLOBAL and self.cluster is not None:
                 remote = self.cluster.remote_endpoints(net.id)
                 if remote:
-                    raise Forbidden(f"network {net.name} has active endpoints on other hosts "
-                                    f"({', '.join(sorted(remote))}): disconnect them first")
+                    raise Forbidden(
+                        f"network {net.name} has active endpoints on other hosts "
+                        f"({', '.join(sorted(remote))}): disconnect them first"
+                    )
             # Written ahead: a crash part-way is finished at the next start (the network
             # was on its way out), never left as a bridge without a record or pools
             # without a network. Kept when a step fails, so that start retries it.
@@ -315,14 +349,15 @@ class Controller(Recovery, Endpoints):
             try:
                 errors = self._teardown_network(net)
             except BaseException:
-                self.intents.done(NETWORK_DELETE, net.id)     # refused before any change
+                self.intents.done(NETWORK_DELETE, net.id)  # refused before any change
                 raise
             if not errors:
                 self.intents.done(NETWORK_DELETE, net.id)
             del self._networks[net.id]
             if errors:
-                log.warning("network %s removed, with errors (retried at the next start): %s", net.name,
-                            "; ".join(errors))
+                log.warning(
+                    "network %s removed, with errors (retried at the next start): %s", net.name, "; ".join(errors)
+                )
             self._notify("delete", net)
             log.info("removed network %s", net.name)
 
@@ -353,16 +388,22 @@ class Controller(Recovery, Endpoints):
                     log.error("could not restore network %s: %s", net.name, exc)
             # What a previous life deleted but did not finish deleting, before anything
             # can be handed its addresses again.
-            finished = self.retirements.finish(self._networks, lambda n: self.drivers.get(n.driver),
-                                               [self.drivers.get(name) for name in self.drivers.names()])
+            finished = self.retirements.finish(
+                self._networks,
+                lambda n: self.drivers.get(n.driver),
+                [self.drivers.get(name) for name in self.drivers.names()],
+            )
             if finished:
                 log.info("finished deleting %d endpoint(s) a previous run had retired", finished)
             present = {n.name for n in self._networks.values() if n.builtin}
             for name, driver in BUILTIN.items():
                 if name in present:
                     continue
-                options = {labels.BRIDGE_NAME: DEFAULT_BRIDGE_IFNAME, labels.DEFAULT_BRIDGE: "true"} \
-                    if driver == "bridge" else {}
+                options = (
+                    {labels.BRIDGE_NAME: DEFAULT_BRIDGE_IFNAME, labels.DEFAULT_BRIDGE: "true"}
+                    if driver == "bridge"
+                    else {}
+                )
                 self.create_network(NetworkCreate(name=name, driver=driver, options=options), builtin=True)
 
     # ------------------------------------------------ networks made elsewhere
@@ -399,8 +440,7 @@ class Controller(Recovery, Endpoints):
             if net is None or net.scope != GLOBAL:
                 return
             if self.endpoints_of(network_id):
-                log.warning("global network %s was removed elsewhere but has local endpoints; keeping it",
-                            net.name)
+                log.warning("global network %s was removed elsewhere but has local endpoints; keeping it", net.name)
                 return
             try:
                 self.drivers.get(net.driver).delete_network(net.id)

@@ -6,6 +6,7 @@ holds given back at start-up.
 A mixin of cnm.controller.Controller (kept apart: the controller is long enough), on
 its registries, stores, lock and tables; every method takes the lock itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,22 +39,32 @@ class Endpoints:
     _networks: dict[str, Network]
     _endpoints: dict[str, Endpoint]
 
-    if TYPE_CHECKING:      # the controller's own
+    if TYPE_CHECKING:  # the controller's own
+
         def endpoints_of(self, network_id: str) -> list[Endpoint]: ...
         def _know_endpoint(self, ep: Endpoint) -> None: ...
         def _forget_endpoint(self, ep: Endpoint) -> None: ...
         def _notify_endpoint(self, event: str, net: Network, ep: Endpoint) -> None: ...
 
-    def create_endpoint(self, net: Network, name: str, *, container_id: str | None = None,
-                        ip: str | None = None, ip6: str | None = None, mac: str | None = None,
-                        aliases: list[str] | None = None) -> Endpoint:
+    def create_endpoint(
+        self,
+        net: Network,
+        name: str,
+        *,
+        container_id: str | None = None,
+        ip: str | None = None,
+        ip6: str | None = None,
+        mac: str | None = None,
+        aliases: list[str] | None = None,
+    ) -> Endpoint:
         """IPAM addresses → driver endpoint → store. Rolls back completely on failure."""
         with self.lock:
             if any(ep.name == name for ep in self.endpoints_of(net.id)):
                 raise Conflict(f"endpoint with name {name} already exists in network {net.name}")
             driver = self.drivers.get(net.driver)
-            ep = Endpoint(id=new_id(), name=name, network_id=net.id, container_id=container_id,
-                          aliases=list(aliases or []))
+            ep = Endpoint(
+                id=new_id(), name=name, network_id=net.id, container_id=container_id, aliases=list(aliases or [])
+            )
             with Undo() as undo:
                 if net.ipam_driver != "null":
                     ipam = self.ipams.get(net.ipam_driver)
@@ -77,8 +88,9 @@ class Endpoints:
                 # releases through the driver, never objects nothing names.
                 self.stores["local"].put(EP_PREFIX + ep.id, ep.to_record())
                 undo.push(self.stores["local"].delete, EP_PREFIX + ep.id)
-                iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6),
-                                                                                mac), {})
+                iface = driver.create_endpoint(
+                    net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6), mac), {}
+                )
                 undo.push(driver.delete_endpoint, net.id, ep.id)
                 if iface.mac != ep.mac:
                     ep.mac = iface.mac
@@ -87,8 +99,9 @@ class Endpoints:
                 undo.commit()
             return ep
 
-    def _take_address(self, ipam: Ipam, net: Network, pools: list[PoolConfig], requested: str | None,
-                      family: str) -> tuple[str, IPInterface]:
+    def _take_address(
+        self, ipam: Ipam, net: Network, pools: list[PoolConfig], requested: str | None, family: str
+    ) -> tuple[str, IPInterface]:
         """As _address; an address still held by a retiring endpoint (its veth being
         deleted in the background) is waited for — its deletion done now — not refused."""
         try:
@@ -99,10 +112,12 @@ class Endpoints:
         return self._address(ipam, net, pools, requested, family)
 
     @staticmethod
-    def _address(ipam: Ipam, net: Network, pools: list[PoolConfig], requested: str | None,
-                 family: str) -> tuple[str, IPInterface]:
+    def _address(
+        ipam: Ipam, net: Network, pools: list[PoolConfig], requested: str | None, family: str
+    ) -> tuple[str, IPInterface]:
         """(pool_id, address): the requested address from the pool that contains it, or
         the next free one from the first pool that has one."""
+
         def got(p: PoolConfig, answer: str) -> tuple[str, IPInterface]:
             # IPAM answers "a.b.c.d/len" (Docker's protocol); a bare address takes the subnet's.
             what = f"address from IPAM driver {net.ipam_driver}"
@@ -113,13 +128,15 @@ class Endpoints:
             for p in pools:
                 if want in p.subnet:
                     return got(p, ipam.request_address(p.pool_id, str(want), {}))
-            raise InvalidParameter(f"address {requested} is not within any subnet of network {net.name} "
-                                   f"({', '.join(str(p.subnet) for p in pools)})")
+            raise InvalidParameter(
+                f"address {requested} is not within any subnet of network {net.name} "
+                f"({', '.join(str(p.subnet) for p in pools)})"
+            )
         last: CNMError | None = None
         for p in pools:
             try:
                 return got(p, ipam.request_address(p.pool_id, None, {}))
-            except Conflict as exc:   # this pool is full: try the next subnet
+            except Conflict as exc:  # this pool is full: try the next subnet
                 last = exc
         raise last or Conflict(f"no available {family} addresses in network {net.name}")
 
@@ -211,8 +228,9 @@ class Endpoints:
                 ep.sandbox_id, ep.ifname = sandbox_id, ifname
                 ep.port_bindings = []
                 ep.gateway = host_of(result.gateway, f"gateway from driver {net.driver}") if result.gateway else None
-                ep.gateway_v6 = (host_of(result.gateway_v6, f"IPv6 gateway from driver {net.driver}")
-                                 if result.gateway_v6 else None)
+                ep.gateway_v6 = (
+                    host_of(result.gateway_v6, f"IPv6 gateway from driver {net.driver}") if result.gateway_v6 else None
+                )
                 ep.static_default_route = any(r.destination in ("0.0.0.0/0", "::/0") for r in result.static_routes)
                 ep.disable_gateway_service = result.disable_gateway_service
                 self.save_endpoint(ep)
@@ -246,8 +264,10 @@ class Endpoints:
             if net is None:
                 return
             driver = self.drivers.get(net.driver)
-            for step in (lambda: driver.revoke_external_connectivity(net.id, ep.id),
-                         lambda: driver.leave(net.id, ep.id)):
+            for step in (
+                lambda: driver.revoke_external_connectivity(net.id, ep.id),
+                lambda: driver.leave(net.id, ep.id),
+            ):
                 try:
                     step()
                 except CNMError as exc:
@@ -272,8 +292,12 @@ class Endpoints:
             if net is None:
                 return
             driver = self.drivers.get(net.driver)
-            driver.restore_endpoint(net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6), ep.mac),
-                                    {PORTMAP: list(ep.port_bindings)} if ep.port_bindings else {})
+            driver.restore_endpoint(
+                net.id,
+                ep.id,
+                EndpointInterface(text(ep.address), text(ep.address_v6), ep.mac),
+                {PORTMAP: list(ep.port_bindings)} if ep.port_bindings else {},
+            )
 
     def reconcile_ipam(self) -> int:
         """Release addresses IPAM holds that nothing references (a crash between
@@ -299,6 +323,6 @@ class Endpoints:
                                 log.warning("releasing leaked address %s in network %s", addr, net.name)
                                 ipam.release_address(pool.pool_id, addr)
                                 released += 1
-                    except CNMError as exc:   # a missing or corrupt pool must not stop start-up
+                    except CNMError as exc:  # a missing or corrupt pool must not stop start-up
                         log.error("network %s: cannot reconcile pool %s: %s", net.name, pool.pool_id, exc)
             return released

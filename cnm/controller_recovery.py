@@ -5,6 +5,7 @@ intents, cnm.intents), and making an endpoint's kernel objects again for a repai
 A mixin of cnm.controller.Controller (kept apart: the controller is long enough), using
 its stores, registries, lock and network table.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,8 @@ class Recovery:
     _networks: dict[str, Network]
     _global_loaded: bool
 
-    if TYPE_CHECKING:      # the controller's own
+    if TYPE_CHECKING:  # the controller's own
+
         def store_for(self, scope: str) -> Store: ...
         def _notify(self, event: str, net: Network) -> None: ...
         def save_endpoint(self, ep: Endpoint) -> None: ...
@@ -75,7 +77,7 @@ class Recovery:
             owner = store.get(name_key)
             ops: list[Op] = [Delete(NET_PREFIX + net.id)]
             if owner is not None and owner.value.get("id") == net.id:
-                ops.append(Delete(name_key))       # never another network's name
+                ops.append(Delete(name_key))  # never another network's name
             store.atomic(ops)
             self.stores["local"].delete(GLOBAL_CACHE + net.id)
             try:
@@ -123,8 +125,9 @@ class Recovery:
                     self.intents.done(intent.kind, intent.id)
                     continue
                 if net.scope == GLOBAL and not self._global_loaded:
-                    log.warning("network %s: an interrupted %s waits for the cluster store to answer",
-                                net.name, intent.kind)
+                    log.warning(
+                        "network %s: an interrupted %s waits for the cluster store to answer", net.name, intent.kind
+                    )
                     continue
                 if intent.kind == NETWORK_CREATE:
                     finished += self._finish_create(intent, net)
@@ -133,10 +136,14 @@ class Recovery:
         return finished
 
     def _finish_create(self, intent: Intent, net: Network) -> int:
-        if net.id in self._networks:          # it committed; only the intent was left
+        if net.id in self._networks:  # it committed; only the intent was left
             if net.scope == GLOBAL:
-                self.stores["local"].atomic([Put(GLOBAL_CACHE + net.id, self._networks[net.id].to_record()),
-                                             self.intents.done_op(intent.kind, intent.id)])
+                self.stores["local"].atomic(
+                    [
+                        Put(GLOBAL_CACHE + net.id, self._networks[net.id].to_record()),
+                        self.intents.done_op(intent.kind, intent.id),
+                    ]
+                )
             else:
                 self.intents.done(intent.kind, intent.id)
             return 0
@@ -149,12 +156,20 @@ class Recovery:
             self.cluster.release_network(net)
         errors += self._release_pools(net)
         if errors:
-            log.error("network %s: rolling back its interrupted creation failed (retried at the next "
-                      "start): %s", net.name, "; ".join(errors))
+            log.error(
+                "network %s: rolling back its interrupted creation failed (retried at the next start): %s",
+                net.name,
+                "; ".join(errors),
+            )
             return 0
         self.intents.done(intent.kind, intent.id)
-        log.warning("rolled back the creation of network %s (%s) that a crash interrupted: its kernel "
-                    "objects and %d pool(s) released", net.name, net.id[:12], len(net.pools))
+        log.warning(
+            "rolled back the creation of network %s (%s) that a crash interrupted: its kernel "
+            "objects and %d pool(s) released",
+            net.name,
+            net.id[:12],
+            len(net.pools),
+        )
         return 1
 
     def _finish_delete(self, intent: Intent, net: Network) -> int:
@@ -163,17 +178,23 @@ class Recovery:
             net = known
         try:
             errors = self._teardown_network(net)
-        except CNMError as exc:               # refused before any change, as a delete can be
+        except CNMError as exc:  # refused before any change, as a delete can be
             self.intents.done(intent.kind, intent.id)
-            log.error("network %s: its removal, interrupted by a crash, cannot be finished (%s); the network "
-                      "stays", net.name, exc)
+            log.error(
+                "network %s: its removal, interrupted by a crash, cannot be finished (%s); the network stays",
+                net.name,
+                exc,
+            )
             return 0
         if known is not None:
             del self._networks[net.id]
             self._notify("delete", net)
         if errors:
-            log.error("network %s: finishing its interrupted removal failed (retried at the next start): %s",
-                      net.name, "; ".join(errors))
+            log.error(
+                "network %s: finishing its interrupted removal failed (retried at the next start): %s",
+                net.name,
+                "; ".join(errors),
+            )
             return 0
         self.intents.done(intent.kind, intent.id)
         log.warning("finished removing network %s (%s) that a crash interrupted", net.name, net.id[:12])
@@ -193,9 +214,10 @@ class Recovery:
                     step(net.id, ep.id)
                 except CNMError as exc:
                     log.debug("recreating endpoint %s: %s", ep.id[:12], exc)
-            iface = driver.create_endpoint(net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6), ep.mac), {})
+            iface = driver.create_endpoint(
+                net.id, ep.id, EndpointInterface(text(ep.address), text(ep.address_v6), ep.mac), {}
+            )
             ep.mac = iface.mac or ep.mac
             ep.state = EndpointState.CREATED.value
             ep.port_bindings = []
             self.save_endpoint(ep)
-

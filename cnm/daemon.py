@@ -1,6 +1,7 @@
 """The daemon's composition root: the one place that wires stores, IPAMs, drivers, the
 firewall, the runtime, the controller and the API together, then serves until
 SIGTERM/SIGINT."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,8 @@ class DaemonConfig:
     socket: str = "/run/cnm/cnm.sock"
     log_level: str = "info"
     default_address_pools: list[str] = field(default_factory=list)
-    cluster_store: str | None = None       # etcd://h:p[,h:p…]
-    advertise: str | None = None           # this host's underlay address
+    cluster_store: str | None = None  # etcd://h:p[,h:p…]
+    advertise: str | None = None  # this host's underlay address
     plugin_dirs: list[str] = field(default_factory=list)
 
     @property
@@ -48,6 +49,7 @@ def _host_resolv() -> str:
 def _lock_root(root: str) -> int:
     """One daemon per --root: two writers on one state file would corrupt allocations."""
     from cnm.statedirs import open_private
+
     fd = open_private(os.path.join(root, "daemon.lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -108,42 +110,65 @@ class Daemon:
             if not config.advertise:
                 raise InvalidParameter("--cluster-store needs --advertise IP (this host's underlay address)")
             from cnm.store.etcd import EtcdStore
+
             self.cluster_store = EtcdStore.from_url(config.cluster_store)
             stores["global"] = self.cluster_store
         plugins = discovery(config.plugin_dirs)
         self.ipams = IpamRegistry(fallback=ipam.remote.resolver(plugins))
-        ipam.register(self.ipams, stores={"LocalDefault": self.local_store,
-                                          "GlobalDefault": self.cluster_store or self.local_store},
-                      local_pools=config.default_address_pools or None, excluded=excluded)
+        ipam.register(
+            self.ipams,
+            stores={"LocalDefault": self.local_store, "GlobalDefault": self.cluster_store or self.local_store},
+            local_pools=config.default_address_pools or None,
+            excluded=excluded,
+        )
         self.firewall = Firewall()
         self.drivers = DriverRegistry(fallback=drivers.remote.resolver(plugins))
-        drivers.register_builtin(self.drivers, netlink_factory=lambda: self.netlink,
-                                 firewall=NftablesBridgeFirewall(self.firewall))
+        drivers.register_builtin(
+            self.drivers, netlink_factory=lambda: self.netlink, firewall=NftablesBridgeFirewall(self.firewall)
+        )
         if config.cluster_store:
             import drivers.overlay
-            drivers.overlay.register(self.drivers, advertise_addr=config.advertise or "",
-                                     run_dir=config.run_dir)
+
+            drivers.overlay.register(self.drivers, advertise_addr=config.advertise or "", run_dir=config.run_dir)
         else:
-            self.drivers.register(Unconfigured("overlay", "overlay networks need a cluster store: start the "
-                                               "daemon with --cluster-store etcd://HOST:PORT --advertise IP"))
+            self.drivers.register(
+                Unconfigured(
+                    "overlay",
+                    "overlay networks need a cluster store: start the "
+                    "daemon with --cluster-store etcd://HOST:PORT --advertise IP",
+                )
+            )
         # A container on the host's filesystem must not reach the daemon's state or socket.
-        self.runtime = Runtime(os.path.join(config.run_dir, "containers"),
-                               hide=(config.root, config.run_dir, config.socket),
-                               namespace_dirs=(os.path.join(config.run_dir, "netns"),
-                                               os.path.join(config.run_dir, "overlay")))
+        self.runtime = Runtime(
+            os.path.join(config.run_dir, "containers"),
+            hide=(config.root, config.run_dir, config.socket),
+            namespace_dirs=(os.path.join(config.run_dir, "netns"), os.path.join(config.run_dir, "overlay")),
+        )
         self.ports = PortAllocator(sysctl.local_port_range)
         # rmi asks whether a container runs: from the runtime's files, never under the
         # container service's lock (a create holds it while it mounts an image).
         self.images = ImageService(ImageStore(os.path.join(config.root, "images")), running=self._runs)
         cluster = ClusterConfig(self.cluster_store, config.advertise or "") if self.cluster_store else None
-        core = build_core(drivers=self.drivers, ipams=self.ipams, stores=stores, runtime=self.runtime,
-                          ports=self.ports, sandbox_os=SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
-                          host_resolv=_host_resolv, cluster=cluster, images=self.images.store)
+        core = build_core(
+            drivers=self.drivers,
+            ipams=self.ipams,
+            stores=stores,
+            runtime=self.runtime,
+            ports=self.ports,
+            sandbox_os=SandboxOS(self.netlink, os.path.join(config.run_dir, "netns")),
+            host_resolv=_host_resolv,
+            cluster=cluster,
+            images=self.images.store,
+        )
         self.core = core
         self.events, self.discovery, self.controller = core.events, core.discovery, core.controller
-        self.images.events = core.events        # docker events: image load, import, tag, untag, delete
-        self.sandboxes, self.exits, self.containers, self.cluster = (core.sandboxes, core.exits, core.containers,
-                                                                     core.cluster)
+        self.images.events = core.events  # docker events: image load, import, tag, untag, delete
+        self.sandboxes, self.exits, self.containers, self.cluster = (
+            core.sandboxes,
+            core.exits,
+            core.containers,
+            core.cluster,
+        )
         # Every id the store knows, before anything is released (the sweep's proof of
         # ownership); the namespaces our previous life left behind; then start-up in
         # its order (cnm.services.start_up), ending with what a crash left without an
@@ -151,11 +176,12 @@ class Daemon:
         self.reconciler = self._reconciler()
         self._recover_namespaces()
         start_up(core, sweep=lambda: self.reconciler.sweep(self._reconcile_services()))
-        self.runtime.prestart()        # the supervisor template, off the first `run`'s path
+        self.runtime.prestart()  # the supervisor template, off the first `run`'s path
 
     def exec_target(self, ref: str) -> ExecTarget:
         """The container an exec runs in (its init's pid if it is running, its env)."""
         from cnm.execs import Target
+
         ct = self.containers.get(ref)
         try:
             st = self.runtime.state(ct.id)
@@ -168,10 +194,19 @@ class Daemon:
         """The runtime's exec of `cfg` in container `cid` (its blocking part in the
         thread pool): the process's session (cnm.runtime.session)."""
         from cnm.runtime.spec import ExecSpec
-        spec = ExecSpec(argv=list(cfg.argv), env=env, user=cfg.user, workdir=cfg.workdir, tty=cfg.tty,
-                        stdin=cfg.attach_stdin, stdout=cfg.attach_stdout, stderr=cfg.attach_stderr,
-                        console_size=list(cfg.console_size) if cfg.console_size else None,
-                        privileged=cfg.privileged)
+
+        spec = ExecSpec(
+            argv=list(cfg.argv),
+            env=env,
+            user=cfg.user,
+            workdir=cfg.workdir,
+            tty=cfg.tty,
+            stdin=cfg.attach_stdin,
+            stdout=cfg.attach_stdout,
+            stderr=cfg.attach_stderr,
+            console_size=list(cfg.console_size) if cfg.console_size else None,
+            privileged=cfg.privileged,
+        )
         return await asyncio.get_running_loop().run_in_executor(None, self.runtime.exec, cid, spec)
 
     def stats_target(self, ref: str) -> tuple[str, str, int | None, dict[str, str]]:
@@ -189,8 +224,9 @@ class Daemon:
             ct = self.containers.get(cid)
         except CNMError:
             return
-        self.events.publish("container", action, cid, {**ct.labels, "image": getattr(ct, "image", None) or "",
-                                                       "name": ct.name, **attrs})
+        self.events.publish(
+            "container", action, cid, {**ct.labels, "image": getattr(ct, "image", None) or "", "name": ct.name, **attrs}
+        )
 
     def daemon_id(self) -> str:
         """This daemon's ID (`docker info`'s ID), made once and kept under --root."""
@@ -200,6 +236,7 @@ class Daemon:
                 return f.read().strip()
         except FileNotFoundError:
             from cnm.ids import new_id
+
             value = new_id()
             with open(path, "w") as f:
                 f.write(value + "\n")
@@ -210,9 +247,13 @@ class Daemon:
         states = [self.containers.looks_running(ct) for ct in self.containers.list_containers()]
         running = sum(states)
         images = getattr(self, "images", None)
-        return {"Containers": len(states), "ContainersRunning": running, "ContainersPaused": 0,
-                "ContainersStopped": len(states) - running,
-                "Images": len(images.list()) if images is not None and hasattr(images, "list") else 0}
+        return {
+            "Containers": len(states),
+            "ContainersRunning": running,
+            "ContainersPaused": 0,
+            "ContainersStopped": len(states) - running,
+            "Images": len(images.list()) if images is not None and hasattr(images, "list") else 0,
+        }
 
     def _runs(self, container_id: str) -> bool:
         try:
@@ -225,11 +266,19 @@ class Daemon:
         from cnm.osl.netlink import Netlink
         from cnm.reconcile.sweep import Reconciler
         from cnm.runtime.spec import ID_PATTERN
-        return Reconciler(self.local_store, run_dir=self.config.run_dir, containers_dir=self.runtime.state_dir,
-                          host=self.netlink, netlink_for=Netlink, is_netns=netns.is_netns,
-                          delete_netns=netns.delete_netns, unmount_in=mounts.unmount_in,
-                          is_container_id=lambda name: bool(ID_PATTERN.match(name)),
-                          extra_known=[n.id for n in self.controller.list_networks()])
+
+        return Reconciler(
+            self.local_store,
+            run_dir=self.config.run_dir,
+            containers_dir=self.runtime.state_dir,
+            host=self.netlink,
+            netlink_for=Netlink,
+            is_netns=netns.is_netns,
+            delete_netns=netns.delete_netns,
+            unmount_in=mounts.unmount_in,
+            is_container_id=lambda name: bool(ID_PATTERN.match(name)),
+            extra_known=[n.id for n in self.controller.list_networks()],
+        )
 
     def _reconcile_services(self) -> Services:
         from cnm.services import reconcile_services
@@ -237,18 +286,25 @@ class Daemon:
         def supervisors() -> list[int]:
             return [st.shim_pid for st in self.runtime.list() if st.status == "running" and st.shim_pid]
 
-        return reconcile_services(self.core, drivers=self.drivers, ipams=self.ipams, ports=self.ports,
-                                  runtime=self.runtime, supervisors=supervisors)
+        return reconcile_services(
+            self.core,
+            drivers=self.drivers,
+            ipams=self.ipams,
+            ports=self.ports,
+            runtime=self.runtime,
+            supervisors=supervisors,
+        )
 
     def _recover_namespaces(self) -> None:
         from cnm.osl.netns import recover_from
+
         for st in self.runtime.adopt():
             if st.status == "running" and st.shim_pid:
                 for sub in ("netns", "overlay"):
                     recover_from(st.shim_pid, os.path.join(self.config.run_dir, sub))
 
     def close(self) -> None:
-        self.containers.restarts.close()     # no restart-policy start once shutting down
+        self.containers.restarts.close()  # no restart-policy start once shutting down
         # Wait for an operation still in flight (a worker thread holds the lock) rather
         # than closing its store and netlink handle under it.
         self.controller.lock.acquire()
@@ -258,7 +314,7 @@ class Daemon:
             self.cluster_store.close()
         self.local_store.close()
         self.netlink.close()
-        self.runtime.close()           # the template only: containers keep running
+        self.runtime.close()  # the template only: containers keep running
         os.close(self._lock_fd)
 
 
@@ -277,17 +333,26 @@ async def _serve(daemon: Daemon) -> None:
     resolver = Resolver(daemon.discovery.table, host_upstreams, loop=loop)
     await daemon.discovery.start(resolver)
     from cnm.api import system as system_routes
-    info = system_routes.InfoSource(daemon_id=daemon.daemon_id(), root_dir=daemon.config.root, counts=daemon.counts,
-                                    network_drivers=daemon.drivers.names,
-                                    debug=daemon.config.log_level.lower() == "debug")
+
+    info = system_routes.InfoSource(
+        daemon_id=daemon.daemon_id(),
+        root_dir=daemon.config.root,
+        counts=daemon.counts,
+        network_drivers=daemon.drivers.names,
+        debug=daemon.config.log_level.lower() == "debug",
+    )
     from cnm.api import execs as exec_routes
     from cnm.execs import ExecService
+
     execs = ExecService(daemon.exec_spawn, publish=daemon.exec_event)
-    extra = [*core_routes(daemon.core),
-             *exec_routes.routes(execs, daemon.exec_target),
-             *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners)]
+    extra = [
+        *core_routes(daemon.core),
+        *exec_routes.routes(execs, daemon.exec_target),
+        *system_routes.info_routes(info, listeners=lambda: daemon.events.listeners),
+    ]
     extra += image_routes.routes(daemon.images)
     from cnm.api import diskusage, stats, system, top
+
     extra += stats.routes(daemon.stats_target, system.mem_total(open("/proc/meminfo").read()))
     extra += diskusage.routes(daemon.images, daemon.containers)
     extra += top.routes(lambda ref: (lambda t: (t.pid, t.name))(daemon.exec_target(ref)))
@@ -308,6 +373,7 @@ def _raise_open_files_limit() -> None:
     holds a descriptor per API connection and per running container (its exit pidfd),
     and 1024 is soon reached. Containers inherit it, as Docker's do."""
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         try:
@@ -318,12 +384,15 @@ def _raise_open_files_limit() -> None:
 
 def run_daemon(config: DaemonConfig) -> int:
     from cnm.statedirs import DAEMON_UMASK
+
     # Everything the daemon creates is private unless made otherwise on purpose (the
     # socket 0660, files containers see 0644; containers themselves get umask 022).
     os.umask(DAEMON_UMASK)
     _raise_open_files_limit()
-    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         daemon = Daemon(config)
     except CNMError as exc:

@@ -5,6 +5,7 @@ namespace standing in for a host, runs a daemon inside it with temporary state
 directories, drives it with the `net` CLI exactly as a user would, and removes
 everything afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,24 @@ class DemoHost:
         subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
         log = open(self.dir / "daemon.log", "wb")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, NET, "daemon", "--root", str(self.dir / "root"),
-             "--run-dir", str(self.dir / "run"), "--socket", str(self.sock)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                NET,
+                "daemon",
+                "--root",
+                str(self.dir / "root"),
+                "--run-dir",
+                str(self.dir / "run"),
+                "--socket",
+                str(self.sock),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         for _ in range(200):
             if self.sock.exists() and self.net("ls", "-q", quiet=True).returncode == 0:
                 return self
@@ -56,7 +72,7 @@ class DemoHost:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        remove_all(str(self.dir / "run" / "containers"))   # containers outlive their daemon
+        remove_all(str(self.dir / "run" / "containers"))  # containers outlive their daemon
         subprocess.run(["ip", "netns", "del", self.ns], check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -78,8 +94,7 @@ class DemoHost:
     def http(self, url: str) -> None:
         print(f"\n[host {self.ns}]$ GET {url}", flush=True)
         code = f"import urllib.request as u; print(u.urlopen({url!r}, timeout=5).read().decode().strip())"
-        r = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code],
-                           capture_output=True, text=True)
+        r = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", code], capture_output=True, text=True)
         sys.stdout.write(r.stdout + r.stderr)
         if r.returncode != 0:
             raise SystemExit(f"demo: {url} did not answer")
@@ -91,7 +106,7 @@ class DemoHost:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-BUSYBOX_TAR = ROOT / "build" / "images" / "busybox.tar"   # scripts/setup.sh builds it
+BUSYBOX_TAR = ROOT / "build" / "images" / "busybox.tar"  # scripts/setup.sh builds it
 
 
 def lab_tour() -> None:
@@ -142,9 +157,20 @@ def single_host_tour() -> None:
     with DemoHost() as host:
         print(f"== A daemon runs in the throwaway namespace {host.ns}")
         host.net("ls")
-        host.net("create", "--subnet", "10.77.0.0/24", "--ip-range", "10.77.0.128/25",
-                 "--gateway", "10.77.0.1", "-o", "com.docker.network.driver.mtu=1400",
-                 "--label", "demo=yes", "frontend")
+        host.net(
+            "create",
+            "--subnet",
+            "10.77.0.0/24",
+            "--ip-range",
+            "10.77.0.128/25",
+            "--gateway",
+            "10.77.0.1",
+            "-o",
+            "com.docker.network.driver.mtu=1400",
+            "--label",
+            "demo=yes",
+            "frontend",
+        )
         host.net("create", "backend")
         host.net("ls")
 
@@ -153,8 +179,23 @@ def single_host_tour() -> None:
         host.net("images")
 
         print("\n== Containers on two bridge networks: two on the image, db on the host's filesystem")
-        host.net("run", "-d", "--name", "web", "--net", "frontend", "-p", "8080:8080",
-                 "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+        host.net(
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--net",
+            "frontend",
+            "-p",
+            "8080:8080",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "8080",
+            "-h",
+            "/etc",
+        )
         host.net("run", "-d", "--name", "client", "--net", "frontend", "busybox", "sleep", "600")
         host.net("run", "-d", "--name", "db", "--net", "backend", BB, "sleep", "600")
         host.net("ps")
@@ -177,7 +218,7 @@ def single_host_tour() -> None:
         host.net("run", "-p", "8080:80", BB, "true", expect_fail=True)
         host.net("rm", "host", expect_fail=True)
         host.net("rm", "frontend", expect_fail=True)
-        host.net("rmi", "busybox", expect_fail=True)      # containers use it
+        host.net("rmi", "busybox", expect_fail=True)  # containers use it
 
         print("\n== Clean up")
         host.net("container", "rm", "-f", "web", "client", "db")

@@ -11,6 +11,7 @@
 HTTP status and CLI exit codes are mapped here, once; the daemon and the client
 translate through `http_status()` and `from_http()`.
 """
+
 from __future__ import annotations
 
 

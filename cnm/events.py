@@ -6,6 +6,7 @@ thread; subscribers are called in the publishing thread and must not block (the 
 hands each event to its event loop). The last `keep` events are kept, so a client
 asking with `since` gets what it missed, as Docker keeps its last 256.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,13 +18,13 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-KEEP = 256      # Docker's eventsLimit
+KEEP = 256  # Docker's eventsLimit
 
 
 @dataclass(frozen=True)
 class Event:
-    type: str                    # container, network, image, daemon
-    action: str                  # create, start, die, destroy, connect, …
+    type: str  # container, network, image, daemon
+    action: str  # create, start, die, destroy, connect, …
     actor_id: str
     attributes: dict[str, str] = field(default_factory=dict)
     time_nano: int = 0
@@ -37,9 +38,16 @@ class Event:
             out = {"status": self.action, "id": self.actor_id}
             if self.type == "container" and self.attributes.get("image"):
                 out["from"] = self.attributes["image"]
-        out.update({"Type": self.type, "Action": self.action,
-                    "Actor": {"ID": self.actor_id, "Attributes": dict(self.attributes)},
-                    "scope": self.scope, "time": self.time_nano // 1_000_000_000, "timeNano": self.time_nano})
+        out.update(
+            {
+                "Type": self.type,
+                "Action": self.action,
+                "Actor": {"ID": self.actor_id, "Attributes": dict(self.attributes)},
+                "scope": self.scope,
+                "time": self.time_nano // 1_000_000_000,
+                "timeNano": self.time_nano,
+            }
+        )
         return out
 
 
@@ -65,12 +73,13 @@ class EventBus:
         for sub in subscribers:
             try:
                 sub(ev)
-            except Exception:   # one broken subscriber must not lose the event for others
+            except Exception:  # one broken subscriber must not lose the event for others
                 log.exception("event subscriber failed on %s %s", type_, action)
         return ev
 
-    def subscribe(self, callback: Subscriber, since: int | None = None,
-                  until: int | None = None) -> tuple[list[Event], Callable[[], None]]:
+    def subscribe(
+        self, callback: Subscriber, since: int | None = None, until: int | None = None
+    ) -> tuple[list[Event], Callable[[], None]]:
         """Registers `callback` for new events; returns the kept events with
         since <= time <= until (none when neither is given, as Docker) and the function
         that unsubscribes. Both happen under one lock: no event is missed or doubled
@@ -78,8 +87,11 @@ class EventBus:
         with self._lock:
             history = []
             if since is not None or until is not None:
-                history = [ev for ev in self._recent if (since is None or ev.time_nano >= since)
-                           and (until is None or ev.time_nano <= until)]
+                history = [
+                    ev
+                    for ev in self._recent
+                    if (since is None or ev.time_nano >= since) and (until is None or ev.time_nano <= until)
+                ]
             self._subscribers.append(callback)
 
         def unsubscribe() -> None:

@@ -14,6 +14,7 @@ waits on nobody), the EXIT frame gives the exit code. Records of finished instan
 kept a while (Docker keeps them until the container goes) so a client can read the exit
 code after the stream ended.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,11 +29,11 @@ from cnm.runtime import wire
 
 log = logging.getLogger(__name__)
 
-KEPT = 256          # finished exec records kept (oldest dropped first)
-QUEUED = 64         # output chunks held for a slow client before the process is held back
-LOST = 126          # the exit code when the process could not run, or its supervisor died
+KEPT = 256  # finished exec records kept (oldest dropped first)
+QUEUED = 64  # output chunks held for a slow client before the process is held back
+LOST = 126  # the exit code when the process could not run, or its supervisor died
 NOT_FOUND = 127
-SIZE_WAIT = 0.3     # seconds a TTY exec without a size waits for the client's first resize
+SIZE_WAIT = 0.3  # seconds a TTY exec without a size waits for the client's first resize
 
 
 @dataclass
@@ -49,7 +50,7 @@ class ExecConfig:
     workdir: str = ""
     privileged: bool = False
     detach_keys: str = ""
-    console_size: tuple[int, int] | None = None     # (height, width)
+    console_size: tuple[int, int] | None = None  # (height, width)
 
     @classmethod
     def from_docker_json(cls, body: dict) -> ExecConfig:
@@ -73,12 +74,19 @@ class ExecConfig:
         size = typed("ConsoleSize", list, None)
         if size is not None and (len(size) != 2 or not all(isinstance(n, int) and n >= 0 for n in size)):
             raise InvalidParameter("ConsoleSize must be [height, width]")
-        return cls(argv=list(argv), env=list(env), tty=typed("Tty", bool, False),
-                   attach_stdin=typed("AttachStdin", bool, False), attach_stdout=typed("AttachStdout", bool, True),
-                   attach_stderr=typed("AttachStderr", bool, True), user=typed("User", str, ""),
-                   workdir=typed("WorkingDir", str, ""), privileged=typed("Privileged", bool, False),
-                   detach_keys=typed("DetachKeys", str, ""),
-                   console_size=(size[0], size[1]) if size else None)
+        return cls(
+            argv=list(argv),
+            env=list(env),
+            tty=typed("Tty", bool, False),
+            attach_stdin=typed("AttachStdin", bool, False),
+            attach_stdout=typed("AttachStdout", bool, True),
+            attach_stderr=typed("AttachStderr", bool, True),
+            user=typed("User", str, ""),
+            workdir=typed("WorkingDir", str, ""),
+            privileged=typed("Privileged", bool, False),
+            detach_keys=typed("DetachKeys", str, ""),
+            console_size=(size[0], size[1]) if size else None,
+        )
 
 
 class ExecRun:
@@ -137,7 +145,7 @@ class ExecRun:
         finally:
             self.ended.set()
             self.session.close()
-            for kind in (wire.STDOUT, wire.STDERR):     # the end, for a client still taking output
+            for kind in (wire.STDOUT, wire.STDERR):  # the end, for a client still taking output
                 while self.outputs is not None:
                     try:
                         self.outputs[kind].put_nowait(b"")
@@ -152,11 +160,11 @@ class ExecRun:
             try:
                 await asyncio.get_running_loop().sock_sendall(self.session.sock, wire.in_frame(kind, payload))
             except (ConnectionError, OSError):
-                pass            # the process ended meanwhile
+                pass  # the process ended meanwhile
 
     async def send_stdin(self, data: bytes) -> None:
         for i in range(0, len(data), wire.MAX_PAYLOAD):
-            await self._frame(wire.STDIN, data[i:i + wire.MAX_PAYLOAD])
+            await self._frame(wire.STDIN, data[i : i + wire.MAX_PAYLOAD])
 
     async def close_stdin(self) -> None:
         await self._frame(wire.CLOSE)
@@ -180,19 +188,30 @@ class ExecInstance:
     exit_code: int | None = None
     pid: int = 0
     run: ExecRun | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)     # set once the exit code is known
-    sized: asyncio.Event = field(default_factory=asyncio.Event)    # a resize came before the process
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the exit code is known
+    sized: asyncio.Event = field(default_factory=asyncio.Event)  # a resize came before the process
 
     def inspect(self) -> dict:
         """Docker's ExecInspect."""
         cfg = self.config
         return {
-            "ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "ProcessConfig": {
-                "tty": cfg.tty, "entrypoint": cfg.argv[0], "arguments": list(cfg.argv[1:]),
-                "privileged": cfg.privileged, "user": cfg.user},
-            "OpenStdin": cfg.attach_stdin, "OpenStderr": cfg.attach_stderr, "OpenStdout": cfg.attach_stdout,
-            "CanRemove": self.started and not self.running, "ContainerID": self.container_id,
-            "DetachKeys": cfg.detach_keys, "Pid": self.pid,
+            "ID": self.id,
+            "Running": self.running,
+            "ExitCode": self.exit_code,
+            "ProcessConfig": {
+                "tty": cfg.tty,
+                "entrypoint": cfg.argv[0],
+                "arguments": list(cfg.argv[1:]),
+                "privileged": cfg.privileged,
+                "user": cfg.user,
+            },
+            "OpenStdin": cfg.attach_stdin,
+            "OpenStderr": cfg.attach_stderr,
+            "OpenStdout": cfg.attach_stdout,
+            "CanRemove": self.started and not self.running,
+            "ContainerID": self.container_id,
+            "DetachKeys": cfg.detach_keys,
+            "Pid": self.pid,
         }
 
 
@@ -202,7 +221,7 @@ class Target:
 
     id: str
     name: str
-    pid: int | None                  # its init's pid; None when it is not running
+    pid: int | None  # its init's pid; None when it is not running
 
     @property
     def running(self) -> bool:
@@ -270,7 +289,7 @@ class ExecService:
             run.take_output()
         ex.run, ex.pid = run, run.pid
         if ex.config.console_size != size and ex.config.console_size is not None:
-            await run.resize(*ex.config.console_size)       # a resize came while it was being made
+            await run.resize(*ex.config.console_size)  # a resize came while it was being made
         self._publish("exec_start: " + " ".join(ex.config.argv), ex.container_id, {"execID": ex.id})
         task = asyncio.get_running_loop().create_task(self._reap(ex, run))
         self._tasks.add(task)

@@ -1,6 +1,7 @@
 """Noticing container exits without polling: each running container's supervisor pidfd
 becomes a reader on the daemon's event loop, and its exit a call of the watcher's
 `on_exit(cid)` in a worker thread (it takes the service's lock and does I/O)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,7 @@ from cnm.errors import CNMError
 
 log = logging.getLogger(__name__)
 
-ExitFd = Callable[[str], int | None]     # cid -> a pidfd readable at exit, None if not running
+ExitFd = Callable[[str], int | None]  # cid -> a pidfd readable at exit, None if not running
 
 
 class ExitWatcher:
@@ -67,5 +68,6 @@ class ExitWatcher:
                 on_exit(cid)
             except Exception:
                 log.exception("cleaning up after container %s", cid[:12])
+
         assert self._loop is not None
         self._loop.run_in_executor(None, handle)

@@ -1,4 +1,5 @@
 """Object IDs: 64 hex digits like Docker's, and name rules."""
+
 from __future__ import annotations
 
 import re
@@ -25,5 +26,6 @@ def check_name(name: str, what: str = "network") -> str:
     if not _NAME.fullmatch(name) or (what == "container" and len(name) < 2):
         raise InvalidParameter(
             f"invalid {what} name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            + (", at least two characters" if what == "container" else ""))
+            + (", at least two characters" if what == "container" else "")
+        )
     return name

@@ -12,6 +12,7 @@ forward — so nothing half-made stays, and nothing is touched that we never rec
 One store write (~20 µs on the local SQLite store) per intent and per update; the
 removal rides along with the operation's commit.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -13,9 +13,10 @@ The same text as json's, byte for byte (tests/unit/test_jsonlite.py checks it ag
 json on generated documents); malformed input raises json's JSONDecodeError (a
 ValueError). Where `_json` is missing (another Python), the json package is used.
 """
+
 from __future__ import annotations
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from typing import Any
 
@@ -27,8 +28,9 @@ try:
     from _json import encode_basestring_ascii as _str_ascii
     from _json import make_encoder as _make_encoder
     from _json import make_scanner as _make_scanner
+
     _ACCELERATED = True
-except ImportError:                                   # pragma: no cover (CPython has _json)
+except ImportError:  # pragma: no cover (CPython has _json)
     _ACCELERATED = False
 
 
@@ -65,16 +67,21 @@ if _ACCELERATED:
 
 def _decode_error(message: str, doc: str, pos: int) -> ValueError:
     from json import JSONDecodeError  # only on bad input
+
     return JSONDecodeError(message, doc, pos)
 
 
 def loads(data: str | bytes | bytearray) -> Any:
     """json.loads, for UTF-8 bytes or text."""
-    if not _ACCELERATED:                                # pragma: no cover
+    if not _ACCELERATED:  # pragma: no cover
         import json  # (start-up: the json package only where the C accelerator is missing)
+
         return json.loads(data)
-    text = data.decode("utf-8-sig" if data[:3] == b"\xef\xbb\xbf" else "utf-8") \
-        if isinstance(data, (bytes, bytearray)) else data
+    text = (
+        data.decode("utf-8-sig" if data[:3] == b"\xef\xbb\xbf" else "utf-8")
+        if isinstance(data, (bytes, bytearray))
+        else data
+    )
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         obj, end = _scan(text, start)
@@ -140,8 +147,9 @@ def _indented(obj: Any, indent: str, level: int, out: list[str]) -> None:
 
 def dumps(obj: Any, indent: int | None = None, ascii: bool = True) -> str:
     """json.dumps(obj, indent=indent, ensure_ascii=ascii) (ascii=False: strings only)."""
-    if not _ACCELERATED:                                # pragma: no cover
+    if not _ACCELERATED:  # pragma: no cover
         import json  # (start-up: the json package only where the C accelerator is missing)
+
         return json.dumps(obj, indent=indent, ensure_ascii=ascii)
     if not ascii:
         if not isinstance(obj, str):

@@ -1,4 +1,5 @@
 """Docker's option labels, in one place."""
+
 from __future__ import annotations
 
 BRIDGE_NAME = "com.docker.network.bridge.name"
@@ -10,8 +11,8 @@ MTU = "com.docker.network.driver.mtu"
 INTERNAL = "com.docker.network.internal"
 IPAM_SERIAL = "com.docker.network.ipam.serial"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
-GENERIC = "com.docker.network.generic"              # the -o options, as Docker hands them to drivers
+GENERIC = "com.docker.network.generic"  # the -o options, as Docker hands them to drivers
 ENDPOINT_MAC = "com.docker.network.endpoint.macaddress"
-ENDPOINT_IFNAME = "com.docker.network.endpoint.ifname"       # the interface's name in the sandbox (Docker 28)
-PORTMAP = "com.docker.network.portmap"              # port bindings handed to ProgramExternalConnectivity
+ENDPOINT_IFNAME = "com.docker.network.endpoint.ifname"  # the interface's name in the sandbox (Docker 28)
+PORTMAP = "com.docker.network.portmap"  # port bindings handed to ProgramExternalConnectivity
 VXLANID_LIST = "com.docker.network.overlay.vxlanid_list"

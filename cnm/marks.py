@@ -2,16 +2,17 @@
 the network or endpoint a link was made for. Drivers set them (drivers.bridge.naming,
 drivers.overlay.naming use these prefixes); start-up reads them back to find what a
 crash left (cnm.reconcile). Pure."""
+
 from __future__ import annotations
 
 import hashlib
 
-BRIDGE = "cnm:bridge:"       # a bridge network's Linux bridge: + network id
-OVERLAY = "cnm:overlay:"     # an overlay network's bridge and VXLAN device: + network id
-ENDPOINT = "cnm:ep:"         # an endpoint's veth (the end the driver keeps): + endpoint id
+BRIDGE = "cnm:bridge:"  # a bridge network's Linux bridge: + network id
+OVERLAY = "cnm:overlay:"  # an overlay network's bridge and VXLAN device: + network id
+ENDPOINT = "cnm:ep:"  # an endpoint's veth (the end the driver keeps): + endpoint id
 
 KINDS = {BRIDGE: "network", OVERLAY: "network", ENDPOINT: "endpoint"}
-PROVISIONAL = "cnm"          # + 12 hex digits: a marked link while it is being made
+PROVISIONAL = "cnm"  # + 12 hex digits: a marked link while it is being made
 
 
 def provisional_name(alias: str) -> str:
@@ -28,5 +29,5 @@ def parse(alias: str | None) -> tuple[str, str] | None:
         return None
     for prefix, kind in KINDS.items():
         if alias.startswith(prefix) and len(alias) > len(prefix):
-            return kind, alias[len(prefix):]
+            return kind, alias[len(prefix) :]
     return None

@@ -5,6 +5,7 @@ JSON of `inspect` is rendered in `cnm.render`, not here. Addresses are typed
 (cnm.addresses: a subnet, an address, an address with its prefix); text given to the
 constructors (a record, a test) is parsed once, there.
 """
+
 from __future__ import annotations
 
 import enum
@@ -60,9 +61,14 @@ class PoolConfig:
         self.aux_addresses = {k: _parsed(v, address) or v for k, v in self.aux_addresses.items()}
 
     def to_record(self) -> dict:
-        return {"subnet": str(self.subnet), "pool_id": self.pool_id, "ip_range": text(self.ip_range),
-                "gateway": text(self.gateway), "aux_addresses": {k: str(v) for k, v in self.aux_addresses.items()},
-                "v6": self.v6}
+        return {
+            "subnet": str(self.subnet),
+            "pool_id": self.pool_id,
+            "ip_range": text(self.ip_range),
+            "gateway": text(self.gateway),
+            "aux_addresses": {k: str(v) for k, v in self.aux_addresses.items()},
+            "v6": self.v6,
+        }
 
 
 @dataclass
@@ -71,7 +77,7 @@ class Network:
     name: str
     driver: str
     scope: str = "local"
-    created: str = ""                          # RFC 3339
+    created: str = ""  # RFC 3339
     internal: bool = False
     attachable: bool = False
     enable_ipv6: bool = False
@@ -80,7 +86,7 @@ class Network:
     pools: list[PoolConfig] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    builtin: bool = False                      # none/host/default bridge: cannot be removed
+    builtin: bool = False  # none/host/default bridge: cannot be removed
 
     def to_record(self) -> dict:
         rec = asdict(self)
@@ -101,8 +107,8 @@ class Network:
 
 
 class EndpointState(enum.StrEnum):
-    CREATED = "created"      # addresses and driver objects exist, not in a sandbox
-    JOINED = "joined"        # inside a sandbox
+    CREATED = "created"  # addresses and driver objects exist, not in a sandbox
+    JOINED = "joined"  # inside a sandbox
 
 
 @dataclass
@@ -110,7 +116,7 @@ class Endpoint:
     id: str
     name: str
     network_id: str
-    address: IPInterface | None = None         # 172.18.0.2/16
+    address: IPInterface | None = None  # 172.18.0.2/16
     address_v6: IPInterface | None = None
     pool_id: str | None = None
     pool_id_v6: str | None = None
@@ -118,13 +124,13 @@ class Endpoint:
     state: str = EndpointState.CREATED.value
     sandbox_id: str | None = None
     container_id: str | None = None
-    ifname: str | None = None                  # name inside the sandbox (eth0, …)
+    ifname: str | None = None  # name inside the sandbox (eth0, …)
     aliases: list[str] = field(default_factory=list)
-    gateway: IPAddress | None = None           # from the driver's join (None: it gives none)
+    gateway: IPAddress | None = None  # from the driver's join (None: it gives none)
     gateway_v6: IPAddress | None = None
-    static_default_route: bool = False         # the join gave a static route to 0/0 or ::/0
-    disable_gateway_service: bool = False      # the join opted out of the gateway bridge
-    port_bindings: list[dict] = field(default_factory=list)   # Docker's wire shape, as programmed
+    static_default_route: bool = False  # the join gave a static route to 0/0 or ::/0
+    disable_gateway_service: bool = False  # the join opted out of the gateway bridge
+    port_bindings: list[dict] = field(default_factory=list)  # Docker's wire shape, as programmed
 
     def __post_init__(self) -> None:
         self.address = _parsed(self.address, interface)
@@ -153,12 +159,12 @@ class Sandbox:
 
     id: str
     container_id: str
-    key: str                                   # path of the bind-mounted netns
+    key: str  # path of the bind-mounted netns
     endpoint_ids: list[str] = field(default_factory=list)  # attach order (eth0, eth1, … as joined)
     hostname: str = ""
-    name: str = ""                             # the container's name; its endpoints carry it
-    port_requests: list[dict] = field(default_factory=list)   # PortBinding records, as asked
-    ports: list[dict] = field(default_factory=list)           # PortBinding records, host ports allocated
+    name: str = ""  # the container's name; its endpoints carry it
+    port_requests: list[dict] = field(default_factory=list)  # PortBinding records, as asked
+    ports: list[dict] = field(default_factory=list)  # PortBinding records, host ports allocated
 
     def to_record(self) -> dict:
         return record_of(self, _SANDBOX_FIELDS)

@@ -1,6 +1,7 @@
 """Service discovery glue: keeps the embedded resolver's name table and listeners in
 step with networks and endpoints. One object, called by the controller (networks) and
 the container service (endpoints); the resolver itself is cnm.dns."""
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,9 @@ def has_local_listener(net: Network) -> bool:
 class ServiceDiscovery:
     def __init__(self, table: NameTable | None = None) -> None:
         self.table = table or NameTable()
-        self.resolver = None                      # cnm.dns.server.Resolver, set once the loop runs
+        self.resolver = None  # cnm.dns.server.Resolver, set once the loop runs
         self._listeners: dict[str, list[str]] = {}  # network id -> gateway addresses
-        self._bound: set[str] = set()               # networks whose listener is up
+        self._bound: set[str] = set()  # networks whose listener is up
 
     # ---- networks (called from worker threads, or before the loop starts) ----
     def network_event(self, event: str, net: Network) -> None:
@@ -52,8 +53,7 @@ class ServiceDiscovery:
                         self.resolver.add_listener_threadsafe(net.id, gw)
                         self._bound.add(net.id)
                     except CNMError as exc:
-                        log.error("no DNS on network %s (%s): its containers keep the host's "
-                                  "resolvers", net.name, exc)
+                        log.error("no DNS on network %s (%s): its containers keep the host's resolvers", net.name, exc)
         elif event == "delete":
             self._listeners.pop(net.id, None)
             self._bound.discard(net.id)
@@ -76,17 +76,35 @@ class ServiceDiscovery:
     def endpoint_joined(self, net: Network, ep: Endpoint) -> None:
         if net.name == GATEWAY_BRIDGE:
             # Identifies the container when it asks through the gateway bridge; answers to no name.
-            self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, [], text(ep.address),
-                           text(ep.address_v6), publish=False)
+            self.table.add(
+                net.id,
+                net.name,
+                ep.id,
+                ep.container_id,
+                ep.name,
+                [],
+                text(ep.address),
+                text(ep.address_v6),
+                publish=False,
+            )
         elif uses_embedded_dns(net):
-            self.table.add(net.id, net.name, ep.id, ep.container_id, ep.name, ep.aliases,
-                           text(ep.address), text(ep.address_v6))
+            self.table.add(
+                net.id, net.name, ep.id, ep.container_id, ep.name, ep.aliases, text(ep.address), text(ep.address_v6)
+            )
 
     def remote_endpoint_up(self, net: Network, rec: dict) -> None:
         """A container on another host of a global network (from the cluster store)."""
         if uses_embedded_dns(net) and rec.get("name"):
-            self.table.add(net.id, net.name, rec["endpoint_id"], rec.get("container_id"), rec["name"],
-                           rec.get("aliases") or [], rec.get("ip"), rec.get("ip6"))
+            self.table.add(
+                net.id,
+                net.name,
+                rec["endpoint_id"],
+                rec.get("container_id"),
+                rec["name"],
+                rec.get("aliases") or [],
+                rec.get("ip"),
+                rec.get("ip6"),
+            )
 
     def remote_endpoint_down(self, endpoint_id: str) -> None:
         self.table.remove(endpoint_id)
@@ -97,6 +115,11 @@ class ServiceDiscovery:
     def resolv_conf(self, nets: list[Network], host_text: str, fallback: Callable[[str], str]) -> str:
         # Only gateways whose listener is up: a resolver that does not answer is worse
         # than the host's resolvers.
-        gws = [str(p.gateway) for n in nets if has_local_listener(n) and n.id in self._bound
-               for p in n.v4_pools() if p.gateway]
+        gws = [
+            str(p.gateway)
+            for n in nets
+            if has_local_listener(n) and n.id in self._bound
+            for p in n.v4_pools()
+            if p.gateway
+        ]
         return embedded_resolv_conf(gws, host_text) if gws else fallback(host_text)

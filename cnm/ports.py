@@ -7,6 +7,7 @@ The parser and the allocator's bookkeeping are pure; the only side effect is
 `port_in_use`, which tries to bind a socket (injectable, so tests can fake it).
 A port is checked against processes only when it is handed out, not on restore.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,8 +33,9 @@ def proto_name(value: object) -> str:
     text = str(value).strip().lower()
     name = _PROTOCOL_NAMES.get(int(text), text) if text.isascii() and text.isdigit() and len(text) <= 3 else text
     if name not in PROTOCOLS:
-        raise InvalidParameter(f"invalid protocol {value!r}"
-                               + (f" ({name})" if name != text else "") + ": use tcp or udp")
+        raise InvalidParameter(
+            f"invalid protocol {value!r}" + (f" ({name})" if name != text else "") + ": use tcp or udp"
+        )
     return name
 
 
@@ -70,6 +72,7 @@ class PortBinding:
 
 # -- parsing (the grammar is cnm.portspec's, shared with the CLI) ---------------------------
 
+
 def normalize_ip(text: str | None, spec: str = "") -> str | None:
     """None for all addresses (None, '', 0.0.0.0); otherwise the canonical address."""
     return portspec.normalize_ip(text, spec)
@@ -86,6 +89,7 @@ def parse_port_specs(specs: Iterable[str]) -> list[PortBinding]:
 
 
 # -- the side effect ------------------------------------------------------------------
+
 
 def port_in_use(proto: str, host_ip: str, port: int) -> bool:
     """True if a process in the current network namespace holds (host_ip, port).
@@ -105,18 +109,19 @@ def port_in_use(proto: str, host_ip: str, port: int) -> bool:
             if exc.errno == errno.EADDRNOTAVAIL:
                 raise InvalidParameter(f"host IP {host_ip} is not an address of this host") from exc
             if exc.errno == errno.EACCES:
-                return False        # privileged port and no privilege: cannot tell; DNAT does not bind
+                return False  # privileged port and no privilege: cannot tell; DNAT does not bind
             raise InternalError(f"cannot check host port {port}/{proto} on {host_ip}: {exc.strerror}") from exc
     return False
 
 
 # -- the allocator ------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Alloc:
     proto: str
     family: int
-    host_ip: str | None      # None = all addresses of the family
+    host_ip: str | None  # None = all addresses of the family
     port: int
     owner: str
 
@@ -135,8 +140,11 @@ class PortAllocator:
     A wildcard binding (no host IP) conflicts with every binding of the same
     family, protocol and port, and vice versa. IPv4 and IPv6 are separate."""
 
-    def __init__(self, ephemeral_range: Callable[[], tuple[int, int]],  # e.g. cnm.osl.sysctl.local_port_range
-                 in_use: Callable[[str, str, int], bool] = port_in_use) -> None:
+    def __init__(
+        self,
+        ephemeral_range: Callable[[], tuple[int, int]],  # e.g. cnm.osl.sysctl.local_port_range
+        in_use: Callable[[str, str, int], bool] = port_in_use,
+    ) -> None:
         self._range = ephemeral_range
         self._in_use = in_use
         self._allocs: dict[tuple[str, int, str | None, int], _Alloc] = {}
@@ -145,21 +153,29 @@ class PortAllocator:
 
     def _conflict(self, proto: str, family: int, host_ip: str | None, port: int) -> _Alloc | None:
         for a in self._allocs.values():
-            if (a.proto, a.family, a.port) == (proto, family, port) and \
-                    (a.host_ip is None or host_ip is None or a.host_ip == host_ip):
+            if (a.proto, a.family, a.port) == (proto, family, port) and (
+                a.host_ip is None or host_ip is None or a.host_ip == host_ip
+            ):
                 return a
         return None
 
     def _free(self, proto: str, family: int, host_ip: str | None, port: int) -> bool:
-        return (self._conflict(proto, family, host_ip, port) is None
-                and not self._in_use(proto, host_ip or _WILDCARD[family], port))
+        return self._conflict(proto, family, host_ip, port) is None and not self._in_use(
+            proto, host_ip or _WILDCARD[family], port
+        )
 
     def _take(self, proto: str, family: int, host_ip: str | None, port: int, owner: str) -> int:
         self._allocs[(proto, family, host_ip, port)] = _Alloc(proto, family, host_ip, port, owner)
         return port
 
-    def allocate(self, proto: str, host_ip: str | None = None, port: int | None = None,
-                 port_end: int | None = None, owner: str = "") -> int:
+    def allocate(
+        self,
+        proto: str,
+        host_ip: str | None = None,
+        port: int | None = None,
+        port_end: int | None = None,
+        owner: str = "",
+    ) -> int:
         """Reserve a host port and return it. port None = the next free ephemeral
         port; port..port_end = the first free port of that range. Raises Conflict if
         the port is ours already or bound by a process, Unavailable if no ephemeral
@@ -178,14 +194,13 @@ class PortAllocator:
                 for p in range(port, port_end + 1):
                     if self._free(proto, family, host_ip, p):
                         return self._take(proto, family, host_ip, p, owner)
-                raise Conflict(f"no free host port in {port}-{port_end}/{proto} on {where}; "
-                               "choose another range")
+                raise Conflict(f"no free host port in {port}-{port_end}/{proto} on {where}; choose another range")
             if self._conflict(proto, family, host_ip, port) is not None:
-                raise Conflict(f"host port {port}/{proto} is already allocated on {where}; "
-                               "choose another host port")
+                raise Conflict(f"host port {port}/{proto} is already allocated on {where}; choose another host port")
             if self._in_use(proto, where, port):
-                raise Conflict(f"host port {port}/{proto} is in use by another process on {where}; "
-                               "choose another host port")
+                raise Conflict(
+                    f"host port {port}/{proto} is in use by another process on {where}; choose another host port"
+                )
             return self._take(proto, family, host_ip, port, owner)
 
     def _ephemeral(self, proto: str, family: int, host_ip: str | None) -> int:
@@ -229,6 +244,4 @@ class PortAllocator:
     def allocations(self) -> list[tuple[str, str, int, str]]:
         """(proto, host ip, port, owner), sorted. For inspect and tests."""
         with self._lock:
-            return sorted((a.proto, a.host_ip or _WILDCARD[a.family], a.port, a.owner)
-                          for a in self._allocs.values())
-
+            return sorted((a.proto, a.host_ip or _WILDCARD[a.family], a.port, a.owner) for a in self._allocs.values())

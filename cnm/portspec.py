@@ -9,6 +9,7 @@ Each tuple is (proto, container_port, host_ip, host_port, host_port_end): host_i
 means all addresses, host_port None an ephemeral port, host_port..host_port_end any free
 port of that range.
 """
+
 from __future__ import annotations
 
 from cnm.errors import InvalidParameter
@@ -26,7 +27,7 @@ def _port_digits(text: str) -> bool:
 
 
 def port_range(spec: str, text: str, what: str) -> tuple[int, int]:
-    """"80" or "8000-8010" as (low, high), each within 1-65535."""
+    """ "80" or "8000-8010" as (low, high), each within 1-65535."""
     lo_text, dash, hi_text = text.partition("-")
     # ASCII digits only (isdecimal() also takes "٨٠"), at most 5 of them.
     if not _port_digits(lo_text) or (dash and not _port_digits(hi_text)):
@@ -46,6 +47,7 @@ def normalize_ip(text: str | None, spec: str = "") -> str | None:
     if text in (None, "", "0.0.0.0"):
         return None
     import ipaddress  # only when an address is given (a few ms otherwise saved)
+
     try:
         ip = ipaddress.ip_address(text)
     except ValueError as exc:
@@ -58,15 +60,15 @@ def normalize_ip(text: str | None, spec: str = "") -> str | None:
 def _fields(spec: str, text: str) -> tuple[str | None, str | None, str]:
     """(host IP, host port, container port) of "[IP:][HOSTPORT:]PORT"; the IP may be
     an IPv6 address in brackets."""
-    if text.startswith("[") and ":" in text[:text.find("]") + 1]:
+    if text.startswith("[") and ":" in text[: text.find("]") + 1]:
         close = text.find("]")
-        ip_text, rest = text[:close + 1], text[close + 1:]
+        ip_text, rest = text[: close + 1], text[close + 1 :]
         parts = rest[1:].split(":") if rest.startswith(":") else []
         if len(parts) == 1 and parts[0]:
             return ip_text, None, parts[0]
         if len(parts) == 2 and parts[1]:
             return ip_text, parts[0], parts[1]
-    parts = text.split(":")          # (a bracket that is not an IPv6 host address is a plain field)
+    parts = text.split(":")  # (a bracket that is not an IPv6 host address is a plain field)
     if not parts[-1] or len(parts) > 3:
         raise bad(spec, "too many ':' separators")
     if len(parts) == 3:
@@ -94,7 +96,7 @@ def parse(spec: str) -> list[Binding]:
         raise bad(spec, "put an IPv6 host address in brackets, like [::1]:8080:80")
     ip_text, hport, cport = _fields(spec, text)
     if ip_text is not None and hport is None:
-        hport, ip_text = ip_text, None          # "8080:80": the first field is the host port
+        hport, ip_text = ip_text, None  # "8080:80": the first field is the host port
     if ip_text is not None and ip_text.startswith("["):
         ip_text = ip_text[1:-1]
         if ":" not in ip_text:

@@ -1,4 +1,5 @@
 """Docker-shaped JSON for API answers (`GET /networks/{id}` and friends). Pure."""
+
 from __future__ import annotations
 
 from cnm.model import Network, PoolConfig

@@ -5,6 +5,7 @@ the endpoints and their networks.
 `state` is the runtime's ContainerState (status, pid, exit_code, started_at,
 finished_at, error) or None when the runtime no longer knows the container.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -39,7 +40,7 @@ def state_json(state: Any) -> dict:
     running = status == "running"
     return {
         "Status": status,
-        "Running": running or status == "restarting",    # Docker counts a restarting container as running
+        "Running": running or status == "restarting",  # Docker counts a restarting container as running
         "Paused": False,
         "Restarting": status == "restarting",
         "OOMKilled": False,
@@ -117,7 +118,7 @@ def networks_json(ct: Container, endpoints: list[Endpoint], networks: dict[str, 
     for ep in endpoints:
         net = networks.get(ep.network_id)
         if net is not None and net.name == GATEWAY_BRIDGE:
-            continue        # plumbing for overlay egress, hidden as Docker hides docker_gwbridge
+            continue  # plumbing for overlay egress, hidden as Docker hides docker_gwbridge
         out[net.name if net is not None else ep.network_id[:12]] = endpoint_json(ep, net)
     if not out:
         # Not running: the networks it will join (with their aliases), as configured.
@@ -145,29 +146,55 @@ def confinement_json(c: dict) -> dict:
     binds = []
     for m in mounts:
         if m["type"] == "bind" and m.get("create"):
-            opts = [o for o in ("ro" if m["read_only"] else "",
-                                m["propagation"] if m["propagation"] != "rprivate" else "") if o]
+            opts = [
+                o
+                for o in ("ro" if m["read_only"] else "", m["propagation"] if m["propagation"] != "rprivate" else "")
+                if o
+            ]
             binds.append(":".join([m["source"], m["target"]] + ([",".join(opts)] if opts else [])))
-    api_mounts = [{"Type": "bind", "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
-                  for m in mounts if m["type"] == "bind" and not m.get("create")]
-    tmpfs = {m["target"]: ",".join((["ro"] if m["read_only"] else []) + list(m["options"]))
-             for m in mounts if m["type"] == "tmpfs"}
+    api_mounts = [
+        {"Type": "bind", "Source": m["source"], "Target": m["target"], "ReadOnly": m["read_only"]}
+        for m in mounts
+        if m["type"] == "bind" and not m.get("create")
+    ]
+    tmpfs = {
+        m["target"]: ",".join((["ro"] if m["read_only"] else []) + list(m["options"]))
+        for m in mounts
+        if m["type"] == "tmpfs"
+    }
     privileged = bool(c.get("privileged"))
     masked, ro = c.get("masked_paths"), c.get("readonly_paths")
-    return {"CapAdd": c.get("cap_add") or None, "CapDrop": c.get("cap_drop") or None, "Privileged": privileged,
-            "SecurityOpt": c.get("security_opt") or None, "Binds": binds or None, "Mounts": api_mounts or None,
-            "Tmpfs": tmpfs or None, "ReadonlyRootfs": bool(c.get("read_only")),
-            "Devices": [{"PathOnHost": d["host"], "PathInContainer": d["container"], "CgroupPermissions": "rwm"}
-                        for d in c.get("devices") or []],
-            "MaskedPaths": [] if privileged else list(MASKED_PATHS if masked is None else masked),
-            "ReadonlyPaths": [] if privileged else list(READONLY_PATHS if ro is None else ro)}
+    return {
+        "CapAdd": c.get("cap_add") or None,
+        "CapDrop": c.get("cap_drop") or None,
+        "Privileged": privileged,
+        "SecurityOpt": c.get("security_opt") or None,
+        "Binds": binds or None,
+        "Mounts": api_mounts or None,
+        "Tmpfs": tmpfs or None,
+        "ReadonlyRootfs": bool(c.get("read_only")),
+        "Devices": [
+            {"PathOnHost": d["host"], "PathInContainer": d["container"], "CgroupPermissions": "rwm"}
+            for d in c.get("devices") or []
+        ],
+        "MaskedPaths": [] if privileged else list(MASKED_PATHS if masked is None else masked),
+        "ReadonlyPaths": [] if privileged else list(READONLY_PATHS if ro is None else ro),
+    }
 
 
 def mount_points_json(mounts: list[dict]) -> list[dict]:
     """inspect's top-level Mounts: what the container sees mounted."""
-    return [{"Type": m["type"], "Source": m.get("source", ""), "Destination": m["target"],
-             "Mode": "ro" if m["read_only"] else "", "RW": not m["read_only"],
-             "Propagation": m.get("propagation", "")} for m in mounts]
+    return [
+        {
+            "Type": m["type"],
+            "Source": m.get("source", ""),
+            "Destination": m["target"],
+            "Mode": "ro" if m["read_only"] else "",
+            "RW": not m["read_only"],
+            "Propagation": m.get("propagation", ""),
+        }
+        for m in mounts
+    ]
 
 
 def container_json(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network]) -> dict:
@@ -249,6 +276,7 @@ def container_json(ct: Container, state: Any, endpoints: list[Endpoint], network
 
 # -- ps ---------------------------------------------------------------------------------
 
+
 def parse_time(text: str | None) -> float | None:
     """Unix seconds of an RFC 3339 timestamp; None for missing or Docker's zero time."""
     if not text or text.startswith("0001-"):
@@ -286,12 +314,12 @@ def human_duration(seconds: float) -> str:
 
 
 def status_text(state: Any, now: float) -> str:
-    """"Up 5 seconds", "Exited (3) 2 seconds ago", "Created" or "Dead"."""
+    """ "Up 5 seconds", "Exited (3) 2 seconds ago", "Created" or "Dead"."""
     status = _status(state)
     if status == "running":
         started = parse_time(state.started_at)
         return "Up " + human_duration(max(0.0, now - started)) if started is not None else "Up"
-    if status == "restarting":           # Docker: "Restarting (1) 2 seconds ago"
+    if status == "restarting":  # Docker: "Restarting (1) 2 seconds ago"
         finished = parse_time(state.finished_at)
         ago = f" {human_duration(max(0.0, now - finished))} ago" if finished is not None else ""
         return f"Restarting ({state.exit_code or 0}){ago}"
@@ -310,8 +338,14 @@ def ports_summary(requested: Iterable[dict], allocated: Iterable[dict]) -> list[
         if rec.get("host_port") is None:
             continue
         seen.add(_port_key(rec))
-        out.append({"IP": rec.get("host_ip") or "0.0.0.0", "PrivatePort": rec["container_port"],
-                    "PublicPort": rec["host_port"], "Type": rec["proto"]})
+        out.append(
+            {
+                "IP": rec.get("host_ip") or "0.0.0.0",
+                "PrivatePort": rec["container_port"],
+                "PublicPort": rec["host_port"],
+                "Type": rec["proto"],
+            }
+        )
     for rec in requested:
         if _port_key(rec) not in seen:
             seen.add(_port_key(rec))
@@ -319,8 +353,14 @@ def ports_summary(requested: Iterable[dict], allocated: Iterable[dict]) -> list[
     return out
 
 
-def container_summary(ct: Container, state: Any, endpoints: list[Endpoint], networks: dict[str, Network],
-                      now: float | None = None, nets: dict | None = None) -> dict:
+def container_summary(
+    ct: Container,
+    state: Any,
+    endpoints: list[Endpoint],
+    networks: dict[str, Network],
+    now: float | None = None,
+    nets: dict | None = None,
+) -> dict:
     """One entry of Docker's `GET /containers/json`; `nets`: networks_json's answer
     for these, when the caller has it already."""
     now = datetime.datetime.now(datetime.UTC).timestamp() if now is None else now

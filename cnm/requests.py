@@ -5,6 +5,7 @@ strictly (wrong JSON types are refused, unknown keys ignored like Docker's decod
 checks the address syntax with `ipaddress`, so that bad input is refused before any
 IPAM, driver or kernel work starts. Pure: no I/O.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -15,8 +16,10 @@ from cnm.errors import InvalidParameter, Unavailable
 from cnm.ids import check_name
 
 # Docker's answer to a swarm-scoped request on a node outside a swarm (we have no swarm).
-NOT_A_SWARM_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
-                       'to connect this node to swarm and try again.')
+NOT_A_SWARM_MANAGER = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
+    "to connect this node to swarm and try again."
+)
 SCOPES = ("local", "global", "swarm")
 
 # Bounds on one request's work. Docker has none; a real network has a subnet or two per
@@ -48,8 +51,15 @@ class IPAMConfigRequest:
     def validate(self) -> IPAMConfigRequest:
         """Check syntax and containment; returns a canonical copy."""
         if self.subnet is None:
-            given = [what for what, v in (("ip-range", self.ip_range), ("gateway", self.gateway),
-                                          ("aux-address", self.aux_addresses)) if v]
+            given = [
+                what
+                for what, v in (
+                    ("ip-range", self.ip_range),
+                    ("gateway", self.gateway),
+                    ("aux-address", self.aux_addresses),
+                )
+                if v
+            ]
             if given:
                 raise InvalidParameter(f"{given[0]} given without a subnet: add a subnet to this IPAM config")
             return IPAMConfigRequest()
@@ -90,7 +100,7 @@ class NetworkCreate:
     ipam_driver: str = "default"
     ipam_options: dict[str, str] = field(default_factory=dict)
     check_duplicate: bool = True
-    scope: str | None = None             # as asked (--scope); None = the driver's
+    scope: str | None = None  # as asked (--scope); None = the driver's
 
     @property
     def subnets(self) -> list[IPAMConfigRequest]:
@@ -104,8 +114,9 @@ class NetworkCreate:
         if not self.driver:
             raise InvalidParameter("network driver must not be empty")
         if len(self.ipam_configs) > MAX_IPAM_CONFIGS:
-            raise InvalidParameter(f"{len(self.ipam_configs)} IPAM configs given: a network takes at most "
-                                   f"{MAX_IPAM_CONFIGS}")
+            raise InvalidParameter(
+                f"{len(self.ipam_configs)} IPAM configs given: a network takes at most {MAX_IPAM_CONFIGS}"
+            )
         self.ipam_configs = [c.validate() for c in self.ipam_configs]
         pair = first_overlap([ipaddress.ip_network(c.subnet) for c in self.ipam_configs if c.subnet])
         if pair is not None:
@@ -123,9 +134,8 @@ class NetworkCreate:
         scope = _swarm_free_scope(body)
         ipam = _typed(body, "IPAM", dict, default={}) or {}
         configs_raw = _typed(ipam, "Config", list, default=[], where="IPAM.") or []
-        if len(configs_raw) > MAX_IPAM_CONFIGS:     # before parsing them: bounded work
-            raise InvalidParameter(f"{len(configs_raw)} IPAM configs given: a network takes at most "
-                                   f"{MAX_IPAM_CONFIGS}")
+        if len(configs_raw) > MAX_IPAM_CONFIGS:  # before parsing them: bounded work
+            raise InvalidParameter(f"{len(configs_raw)} IPAM configs given: a network takes at most {MAX_IPAM_CONFIGS}")
         configs = [_ipam_config(c, i) for i, c in enumerate(configs_raw)]
         req = cls(
             name=name,
@@ -154,12 +164,15 @@ def _swarm_free_scope(body: dict) -> str | None:
     if scope == "swarm" or _typed(body, "Ingress", bool, default=False):
         raise Unavailable(NOT_A_SWARM_MANAGER)
     if _typed(body, "ConfigOnly", bool, default=False):
-        raise InvalidParameter("config-only networks (--config-only) are not supported: give the "
-                               "subnet and options to the network itself")
+        raise InvalidParameter(
+            "config-only networks (--config-only) are not supported: give the subnet and options to the network itself"
+        )
     config_from = _typed(body, "ConfigFrom", dict, default={}) or {}
     if _typed(config_from, "Network", str, default="", where="ConfigFrom."):
-        raise InvalidParameter("--config-from is not supported (no config-only networks): give the "
-                               "subnet and options to the network itself")
+        raise InvalidParameter(
+            "--config-from is not supported (no config-only networks): give the "
+            "subnet and options to the network itself"
+        )
     return scope
 
 
@@ -181,11 +194,18 @@ def first_overlap(nets: list[IPNetwork]) -> tuple[IPNetwork, IPNetwork] | None:
 
 # Ranges no network of containers can use: the kernel refuses them on an interface or
 # gives them another meaning. (IPv4 and IPv6 link-local stay allowed, as in Docker.)
-_RESERVED = [(ipaddress.ip_network(n), what) for n, what in (
-    ("0.0.0.0/8", "'this network' (0.0.0.0/8)"), ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
-    ("224.0.0.0/4", "multicast (224.0.0.0/4)"), ("255.255.255.255/32", "the broadcast address"),
-    ("::/128", "the unspecified address (::)"), ("::1/128", "loopback (::1)"),
-    ("ff00::/8", "multicast (ff00::/8)"))]
+_RESERVED = [
+    (ipaddress.ip_network(n), what)
+    for n, what in (
+        ("0.0.0.0/8", "'this network' (0.0.0.0/8)"),
+        ("127.0.0.0/8", "loopback (127.0.0.0/8)"),
+        ("224.0.0.0/4", "multicast (224.0.0.0/4)"),
+        ("255.255.255.255/32", "the broadcast address"),
+        ("::/128", "the unspecified address (::)"),
+        ("::1/128", "loopback (::1)"),
+        ("ff00::/8", "multicast (ff00::/8)"),
+    )
+]
 
 
 def _no_zone(text: str, what: str) -> None:
@@ -195,8 +215,10 @@ def _no_zone(text: str, what: str) -> None:
         addr, _, rest = text.partition("%")
         plen = text.partition("/")[2]
         hint = f"{addr}/{plen}" if plen else addr
-        raise InvalidParameter(f"invalid {what} {text!r}: a zone index (%{rest.partition('/')[0]}) names one "
-                               f"link and has no place here; give {hint}")
+        raise InvalidParameter(
+            f"invalid {what} {text!r}: a zone index (%{rest.partition('/')[0]}) names one "
+            f"link and has no place here; give {hint}"
+        )
 
 
 def parse_subnet(text: str) -> IPNetwork:
@@ -212,8 +234,9 @@ def parse_subnet(text: str) -> IPNetwork:
     if ipaddress.ip_interface(text).ip != net.network_address:
         raise InvalidParameter(f"invalid subnet {text}: it should be {net}")
     if net.prefixlen == 0:
-        raise InvalidParameter(f"invalid subnet {net}: it spans every IPv{net.version} address; "
-                               "give a subnet of the network's own")
+        raise InvalidParameter(
+            f"invalid subnet {net}: it spans every IPv{net.version} address; give a subnet of the network's own"
+        )
     for reserved, what in _RESERVED:
         if reserved.version == net.version and net.overlaps(reserved):
             raise InvalidParameter(f"invalid subnet {net}: it overlaps {what}, which containers cannot use")
@@ -245,8 +268,15 @@ _MISSING = object()
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _typed(obj: dict, key: str, typ: type, default: Any = _MISSING, where: str = "") -> Any:
@@ -280,8 +310,9 @@ def _ipam_config(raw: Any, index: int) -> IPAMConfigRequest:
 
     aux = _str_map(raw, "AuxiliaryAddresses", where=where)
     if len(aux) > MAX_AUX_ADDRESSES:
-        raise InvalidParameter(f"{len(aux)} auxiliary addresses in IPAM.Config[{index}]: at most "
-                               f"{MAX_AUX_ADDRESSES} per subnet")
+        raise InvalidParameter(
+            f"{len(aux)} auxiliary addresses in IPAM.Config[{index}]: at most {MAX_AUX_ADDRESSES} per subnet"
+        )
     return IPAMConfigRequest(
         subnet=opt_str("Subnet"),
         ip_range=opt_str("IPRange"),

@@ -9,6 +9,7 @@ is started again (`decide`).
 The back-off is moby's restart manager's: 100 ms before the first restart, doubled
 before each next one up to a minute, and back to 100 ms once a run lasted 10 s.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -17,15 +18,15 @@ from dataclasses import dataclass
 from cnm.errors import InvalidParameter
 
 NO, ALWAYS, UNLESS_STOPPED, ON_FAILURE = "no", "always", "unless-stopped", "on-failure"
-FIRST_DELAY = 0.1        # seconds before the first restart (moby: defaultTimeout)
-MAX_DELAY = 60.0         # the back-off's ceiling (moby: maxRestartTimeout)
-RESET_AFTER = 10.0       # a run this long resets the back-off
+FIRST_DELAY = 0.1  # seconds before the first restart (moby: defaultTimeout)
+MAX_DELAY = 60.0  # the back-off's ceiling (moby: maxRestartTimeout)
+RESET_AFTER = 10.0  # a run this long resets the back-off
 
 
 @dataclass(frozen=True)
 class RestartPolicy:
     name: str = NO
-    max_retries: int = 0        # on-failure only; 0 = no limit
+    max_retries: int = 0  # on-failure only; 0 = no limit
 
     @classmethod
     def from_docker_json(cls, raw: object) -> RestartPolicy:
@@ -34,7 +35,7 @@ class RestartPolicy:
         if raw is None:
             return cls()
         if not isinstance(raw, dict):
-            raise InvalidParameter("field RestartPolicy must be an object: {\"Name\": …, \"MaximumRetryCount\": …}")
+            raise InvalidParameter('field RestartPolicy must be an object: {"Name": …, "MaximumRetryCount": …}')
         name = raw.get("Name") or ""
         count = raw.get("MaximumRetryCount") or 0
         if not isinstance(name, str):
@@ -42,15 +43,19 @@ class RestartPolicy:
         if not isinstance(count, int) or isinstance(count, bool):
             raise InvalidParameter("field RestartPolicy.MaximumRetryCount must be an integer")
         if name in (NO, ALWAYS, UNLESS_STOPPED) and count != 0:
-            raise InvalidParameter("invalid restart policy: maximum retry count can only be used with "
-                                   "'on-failure'" + (" and cannot be negative" if count < 0 else ""))
+            raise InvalidParameter(
+                "invalid restart policy: maximum retry count can only be used with "
+                "'on-failure'" + (" and cannot be negative" if count < 0 else "")
+            )
         if name == ON_FAILURE and count < 0:
             raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
-        if name == "":           # older clients send an empty name for "no" (any count: Docker's leniency)
+        if name == "":  # older clients send an empty name for "no" (any count: Docker's leniency)
             return cls()
         if name not in (NO, ALWAYS, UNLESS_STOPPED, ON_FAILURE):
-            raise InvalidParameter(f"invalid restart policy: unknown policy '{name}'; use one of "
-                                   f"'{NO}', '{ALWAYS}', '{ON_FAILURE}', or '{UNLESS_STOPPED}'")
+            raise InvalidParameter(
+                f"invalid restart policy: unknown policy '{name}'; use one of "
+                f"'{NO}', '{ALWAYS}', '{ON_FAILURE}', or '{UNLESS_STOPPED}'"
+            )
         if count > 2**31 - 1:
             raise InvalidParameter("invalid restart policy: maximum retry count is too large")
         return cls(name, count)
@@ -72,11 +77,12 @@ class RestartPolicy:
 @dataclass(frozen=True)
 class Decision:
     restart: bool
-    delay: float        # seconds to wait before the start; the back-off to keep for the next exit
+    delay: float  # seconds to wait before the start; the back-off to keep for the next exit
 
 
-def decide(policy: RestartPolicy, exit_code: int, stopped_by_user: bool, ran_for: float | None,
-           count: int, delay: float) -> Decision:
+def decide(
+    policy: RestartPolicy, exit_code: int, stopped_by_user: bool, ran_for: float | None, count: int, delay: float
+) -> Decision:
     """Whether an exited container starts again, and after how long. `count`: restarts
     the policy made since the last start by a user; `delay`: the back-off after the
     last restart (0 before the first); `ran_for`: the run's length in seconds (None:
@@ -114,8 +120,8 @@ def _parse_time(text: str | None) -> datetime.datetime | None:
         return None
     text = text.strip().replace("Z", "+00:00")
     head, dot, rest = text.partition(".")
-    if dot:                      # nanoseconds: fromisoformat takes at most 6 digits
+    if dot:  # nanoseconds: fromisoformat takes at most 6 digits
         digits = "".join(ch for ch in rest if ch.isdigit())
-        rest = digits[:6] + rest[len(digits):]
+        rest = digits[:6] + rest[len(digits) :]
         text = head + "." + rest
     return datetime.datetime.fromisoformat(text)

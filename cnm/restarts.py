@@ -12,6 +12,7 @@ HasBeenManuallyStopped, which `unless-stopped` reads after a daemon restart).
     restarts.cancel(cid)                        # docker stop: no restart after this exit
     restarts.after_exit(ct, state)              # True if a restart is scheduled
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,11 +29,11 @@ class Restarts:
     def __init__(self, start: Callable[[str], None]) -> None:
         self._start = start
         self._lock = threading.Lock()
-        self._delay: dict[str, float] = {}       # the back-off after the last restart
+        self._delay: dict[str, float] = {}  # the back-off after the last restart
         self._cancelled: set[str] = set()
         self._pending: dict[str, threading.Timer] = {}
         self._closed = False
-        self._open = threading.Event()           # cleared by hold(): no restart starts
+        self._open = threading.Event()  # cleared by hold(): no restart starts
         self._open.set()
 
     def hold(self) -> None:
@@ -104,8 +105,14 @@ class Restarts:
             self._pending[cid] = timer
             timer.start()
         ct.restart_count += 1
-        log.info("container %s exited (%s): restart %d in %.1f s (policy %s)", ct.name, code,
-                 ct.restart_count, d.delay, policy.name)
+        log.info(
+            "container %s exited (%s): restart %d in %.1f s (policy %s)",
+            ct.name,
+            code,
+            ct.restart_count,
+            d.delay,
+            policy.name,
+        )
         return True
 
     def close(self) -> None:
@@ -114,7 +121,7 @@ class Restarts:
             self._closed = True
             for cid in list(self._pending):
                 self._drop(cid)
-        self._open.set()                         # timers waiting on a hold end (closed)
+        self._open.set()  # timers waiting on a hold end (closed)
 
     def _drop(self, cid: str) -> bool:
         timer = self._pending.pop(cid, None)
@@ -126,9 +133,9 @@ class Restarts:
         self._open.wait()
         with self._lock:
             if self._closed or self._pending.get(cid) is not threading.current_thread():
-                return            # cancelled, or replaced, meanwhile
+                return  # cancelled, or replaced, meanwhile
             del self._pending[cid]
         try:
             self._start(cid)
-        except Exception as exc:     # the container stays exited (Docker logs it, too)
+        except Exception as exc:  # the container stays exited (Docker logs it, too)
             log.error("restarting container %s by its restart policy: %s", cid[:12], exc)

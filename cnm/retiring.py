@@ -12,6 +12,7 @@ The driver is called after the request's store transaction has committed, so a c
 can leave the record without the kernel change (the next start deletes the objects by
 name: `finish`), never the kernel change without the record.
 """
+
 from __future__ import annotations
 
 import logging
@@ -89,8 +90,11 @@ class Retirements:
         endpoints of `net` (those holding `address`, when given) and give back what they
         held, rather than wait for the driver's background. True if there was any."""
         want = host_of(address) if address else None
-        chosen = [ep for ep in self._retiring.values() if ep.network_id == net.id
-                  and (want is None or want in {a.ip for a in ep.addresses()})]
+        chosen = [
+            ep
+            for ep in self._retiring.values()
+            if ep.network_id == net.id and (want is None or want in {a.ip for a in ep.addresses()})
+        ]
         for ep in chosen:
             try:
                 driver.delete_endpoint(net.id, ep.id)  # type: ignore[attr-defined]
@@ -100,8 +104,9 @@ class Retirements:
             self._gone(ep.id)
         return bool(chosen)
 
-    def finish(self, networks: Mapping[str, Network], driver_of: Callable[[Network], object],
-               drivers: list[object]) -> int:
+    def finish(
+        self, networks: Mapping[str, Network], driver_of: Callable[[Network], object], drivers: list[object]
+    ) -> int:
         """At start-up, once the networks are restored: delete now what an earlier life
         of the daemon retired and did not get to delete, and give back what it held.
         One that cannot be deleted keeps it. Returns how many were finished."""

@@ -10,6 +10,7 @@ than that is renamed up to the top directory and emptied from there. A directory
 mode stops the removal (a layer's 0555 dirs, for a non-root caller) is made 0700 through
 its fd first.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,9 @@ class _Frame:
 
     def __init__(self, fd: int, name: str | None) -> None:
         self.fd = fd
-        self.name = name                  # its name in the frame below (None: the top)
-        self.names: list[str] = []        # entries still to look at
-        self.failed: set[str] = set()     # entries that could not be removed
+        self.name = name  # its name in the frame below (None: the top)
+        self.names: list[str] = []  # entries still to look at
+        self.failed: set[str] = set()  # entries that could not be removed
 
 
 def remove_tree(path: str, dir_fd: int | None = None) -> list[str]:
@@ -38,7 +39,7 @@ def remove_tree(path: str, dir_fd: int | None = None) -> list[str]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        if exc.errno not in (20, 40):      # ENOTDIR, ELOOP (a symlink): not a directory
+        if exc.errno not in (20, 40):  # ENOTDIR, ELOOP (a symlink): not a directory
             return [f"{path}: {exc.strerror}"]
         try:
             os.unlink(path, dir_fd=dir_fd)
@@ -59,7 +60,7 @@ def remove_tree(path: str, dir_fd: int | None = None) -> list[str]:
                 except OSError as exc:
                     errs.append(f"{path}: {exc.strerror}")
                     frame.names = []
-                if not frame.names:       # empty (or only what cannot go): leave it
+                if not frame.names:  # empty (or only what cannot go): leave it
                     stack.pop()
                     if stack:
                         _remove(stack[-1], frame.name or "", True, path, errs)
@@ -78,7 +79,7 @@ def remove_tree(path: str, dir_fd: int | None = None) -> list[str]:
                 _remove(frame, name, False, path, errs)
                 continue
             if len(stack) >= MAX_DEPTH:
-                moved += 1                # too deep: carry it up to the top, empty it from there
+                moved += 1  # too deep: carry it up to the top, empty it from there
                 new = f".cnm-rm-{moved}"
                 try:
                     os.rename(name, new, src_dir_fd=frame.fd, dst_dir_fd=top)
@@ -122,7 +123,7 @@ def _remove(frame: _Frame, name: str, is_dir: bool, path: str, errs: list[str]) 
             except PermissionError:
                 if attempt:
                     raise
-                _writable(frame.fd)   # a 0555 directory, for a non-root caller
+                _writable(frame.fd)  # a 0555 directory, for a non-root caller
     except FileNotFoundError:
         pass
     except OSError as exc:

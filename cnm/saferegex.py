@@ -7,6 +7,7 @@ through the GIL, slowing the event loop. So user patterns go through RE2 here (G
 binding), which also gives Docker's syntax. Errors are quiet (RE2 logs each bad pattern
 to stderr otherwise: a client could fill the daemon's log).
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,9 +19,10 @@ MAX_PATTERN = 1024
 @functools.lru_cache(maxsize=256)
 def _compiled(pattern: str) -> Any:
     import re2  # only when a filter asks for it
+
     options = re2.Options()
     options.log_errors = False
-    options.max_mem = 8 << 20           # bounded memory per pattern too
+    options.max_mem = 8 << 20  # bounded memory per pattern too
     return re2.compile(pattern, options)
 
 

@@ -6,6 +6,7 @@ made. The daemon (cnm.daemon) passes real leaves — netlink, SQLite/etcd stores
 runtime; unit tests pass fakes (tests/unit/fakehost.py) and get the very same wiring.
 `core_routes` are the API routes served from these services alone.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,27 +50,41 @@ class Core:
     sandboxes: Sandboxes
     exits: ExitWatcher
     containers: ContainerService
-    cluster: ClusterSync | None     # with a cluster store
+    cluster: ClusterSync | None  # with a cluster store
 
 
-def docker_network_events(events: EventBus) -> tuple[Callable[[str, Network], None],
-                                                      Callable[[str, Network, Endpoint], None]]:
+def docker_network_events(
+    events: EventBus,
+) -> tuple[Callable[[str, Network], None], Callable[[str, Network, Endpoint], None]]:
     """Docker's network events from the controller's: create/destroy, connect/disconnect."""
+
     def network(event: str, net: Network) -> None:
-        events.publish("network", "destroy" if event == "delete" else event, net.id,
-                       {"name": net.name, "type": net.driver})
+        events.publish(
+            "network", "destroy" if event == "delete" else event, net.id, {"name": net.name, "type": net.driver}
+        )
 
     def endpoint(event: str, net: Network, ep: Endpoint) -> None:
         if ep.container_id:
-            events.publish("network", event, net.id, {"container": ep.container_id, "name": net.name,
-                                                      "type": net.driver})
+            events.publish(
+                "network", event, net.id, {"container": ep.container_id, "name": net.name, "type": net.driver}
+            )
+
     return network, endpoint
 
 
-def build_core(*, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[str, Store],
-               runtime: ContainerRuntime, ports: PortAllocator, sandbox_os: SandboxKernel,
-               host_resolv: Callable[[], str], host_hosts: Callable[[], str] | None = None,
-               cluster: ClusterConfig | None = None, images: ImageMounts | None = None) -> Core:
+def build_core(
+    *,
+    drivers: DriverRegistry,
+    ipams: IpamRegistry,
+    stores: Mapping[str, Store],
+    runtime: ContainerRuntime,
+    ports: PortAllocator,
+    sandbox_os: SandboxKernel,
+    host_resolv: Callable[[], str],
+    host_hosts: Callable[[], str] | None = None,
+    cluster: ClusterConfig | None = None,
+    images: ImageMounts | None = None,
+) -> Core:
     """The core services over `stores` ("local", and "global" with a cluster). Nothing
     is started: the caller restores networks, starts the cluster member, adopts
     containers and starts the exit watcher on its event loop."""
@@ -82,23 +97,38 @@ def build_core(*, drivers: DriverRegistry, ipams: IpamRegistry, stores: Mapping[
         # The cluster member and the controller need each other: the controller hands
         # itself over while it is made (cnm.controller.GlobalNetworks).
         from cnm.cluster.sync import ClusterSync  # only with a cluster store
+
         assert cluster is not None
         members.append(ClusterSync(controller, cluster.store, cluster.advertise, discovery=discovery))
         return members[0]
 
-    controller = Controller(drivers, ipams, stores,
-                            cluster=join_cluster if cluster is not None else None,
-                            network_listeners=[discovery.network_event, on_network],
-                            endpoint_listeners=[on_endpoint])
+    controller = Controller(
+        drivers,
+        ipams,
+        stores,
+        cluster=join_cluster if cluster is not None else None,
+        network_listeners=[discovery.network_event, on_network],
+        endpoint_listeners=[on_endpoint],
+    )
     for net in controller.list_networks():
         discovery.network_event("create", net)
     member = members[0] if members else None
-    sandboxes = Sandboxes(controller, sandbox_os, ports, stores["local"], host_resolv=host_resolv,
-                          names=discovery, peers=member)
+    sandboxes = Sandboxes(
+        controller, sandbox_os, ports, stores["local"], host_resolv=host_resolv, names=discovery, peers=member
+    )
     exits = ExitWatcher(runtime.exit_fd)
     extra = {"host_hosts": host_hosts} if host_hosts is not None else {}
-    containers = ContainerService(controller, sandboxes, runtime, stores["local"], exits=exits, events=events,
-                                  host_resolv=host_resolv, images=images, **extra)
+    containers = ContainerService(
+        controller,
+        sandboxes,
+        runtime,
+        stores["local"],
+        exits=exits,
+        events=events,
+        host_resolv=host_resolv,
+        images=images,
+        **extra,
+    )
     return Core(events, discovery, controller, sandboxes, exits, containers, member)
 
 
@@ -125,13 +155,21 @@ def start_up(core: Core, *, sweep: Callable[[], object] | None = None) -> None:
         restarts.release()
 
 
-def reconcile_services(core: Core, *, drivers: DriverRegistry, ipams: IpamRegistry, ports: PortAllocator,
-                       runtime: ContainerRuntime, supervisors: Callable[[], Iterable[int]] = lambda: (),
-                       after: Sequence[Callable[[set[str]], None]] = ()) -> Services:
+def reconcile_services(
+    core: Core,
+    *,
+    drivers: DriverRegistry,
+    ipams: IpamRegistry,
+    ports: PortAllocator,
+    runtime: ContainerRuntime,
+    supervisors: Callable[[], Iterable[int]] = lambda: (),
+    after: Sequence[Callable[[set[str]], None]] = (),
+) -> Services:
     """What the start-up sweep (cnm.reconcile.sweep) asks of these services.
     `supervisors`: pids of running containers' supervisors (their mount namespaces
     may be an earlier life's)."""
     from cnm.reconcile.sweep import Services
+
     ctl = core.controller
 
     def overlay_netns(network_id: str) -> str | None:
@@ -149,18 +187,27 @@ def reconcile_services(core: Core, *, drivers: DriverRegistry, ipams: IpamRegist
     overlay = drivers.get("overlay") if "overlay" in drivers.names() else None
     # Looked up on the class: a stand-in (drivers.unconfigured, no cluster store) answers
     # every attribute with a refusal, which would fail every start-up's sweep.
-    overlay_filter = getattr(overlay, "reconcile", None) if getattr(type(overlay), "reconcile", None) is not None else None
+    overlay_filter = (
+        getattr(overlay, "reconcile", None) if getattr(type(overlay), "reconcile", None) is not None else None
+    )
     if overlay_filter is not None:
         steps.append(lambda _containers: overlay_filter())
     default_ipam = ipams.get("default")
     return Services(
-        networks=ctl.list_networks, endpoints=ctl.all_endpoints, sandboxes=core.sandboxes.all,
+        networks=ctl.list_networks,
+        endpoints=ctl.all_endpoints,
+        sandboxes=core.sandboxes.all,
         containers=lambda: [ct.id for ct in core.containers.list_containers()],
-        overlay_netns=overlay_netns, remove_container=lambda cid: runtime.remove(cid, force=True),
-        supervisors=supervisors, pools=getattr(default_ipam, "local_pools", lambda: []),
-        release_pool=default_ipam.release_pool, held_pools=held_pools,
+        overlay_netns=overlay_netns,
+        remove_container=lambda cid: runtime.remove(cid, force=True),
+        supervisors=supervisors,
+        pools=getattr(default_ipam, "local_pools", lambda: []),
+        release_pool=default_ipam.release_pool,
+        held_pools=held_pools,
         port_owners=lambda: {owner for *_, owner in ports.allocations()},
-        release_ports=ports.release_owner, after=steps)
+        release_ports=ports.release_owner,
+        after=steps,
+    )
 
 
 def core_routes(core: Core) -> list[Route]:
@@ -169,5 +216,10 @@ def core_routes(core: Core) -> list[Route]:
     from cnm.api import containers as container_routes
     from cnm.api import events as event_routes
     from cnm.api import logs as log_routes
-    return [*container_routes.routes(core.containers), *log_routes.routes(core.containers),
-            *attach_routes.routes(core.containers), *event_routes.routes(core.events)]
+
+    return [
+        *container_routes.routes(core.containers),
+        *log_routes.routes(core.containers),
+        *attach_routes.routes(core.containers),
+        *event_routes.routes(core.events),
+    ]

@@ -22,6 +22,7 @@ are checked to be real directories (never a symlink) owned by the daemon.
 
 Refusals are `Forbidden` with one line saying which path is wrong and what to do.
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,10 +33,10 @@ from cnm.errors import Forbidden, InvalidParameter
 
 # The daemon's umask: everything it creates is private unless it says otherwise.
 DAEMON_UMASK = 0o077
-ROOT_MODE = 0o700          # --root: nobody else may even look (Docker: 0710 / 0700)
-RUN_MODE = 0o710           # --run-dir: the API socket's group may pass through to the socket
-PARENT_MODE = 0o755        # missing parents made on the way (like `mkdir -p`)
-MAX_SYMLINKS = 40          # the kernel's own limit (ELOOP)
+ROOT_MODE = 0o700  # --root: nobody else may even look (Docker: 0710 / 0700)
+RUN_MODE = 0o710  # --run-dir: the API socket's group may pass through to the socket
+PARENT_MODE = 0o755  # missing parents made on the way (like `mkdir -p`)
+MAX_SYMLINKS = 40  # the kernel's own limit (ELOOP)
 
 
 def trusted_uids() -> frozenset[int]:
@@ -45,6 +46,7 @@ def trusted_uids() -> frozenset[int]:
 def _who(uid: int) -> str:
     try:
         import pwd  # only on a refusal: the message is clearer with a name
+
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except (ImportError, KeyError):
         return f"uid {uid}"
@@ -54,21 +56,29 @@ def _check_traversed(path: str, st: os.stat_result, what: str) -> None:
     """A directory or symlink the daemon passes through on its way to `what`."""
     if st.st_uid not in trusted_uids():
         kind = "symlink" if stat.S_ISLNK(st.st_mode) else "directory"
-        raise Forbidden(f"{what}: {kind} {path} on the way belongs to {_who(st.st_uid)}, who could redirect it: "
-                        f"use a path whose directories only root can change")
+        raise Forbidden(
+            f"{what}: {kind} {path} on the way belongs to {_who(st.st_uid)}, who could redirect it: "
+            f"use a path whose directories only root can change"
+        )
     if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise Forbidden(f"{what}: directory {path} on the way is writable by group or others "
-                        f"(mode {stat.S_IMODE(st.st_mode):04o}): use a path whose directories only root can change")
+        raise Forbidden(
+            f"{what}: directory {path} on the way is writable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}): use a path whose directories only root can change"
+        )
 
 
 def _check_own(path: str, st: os.stat_result, what: str) -> None:
     """The daemon's own directory: its user's, and nobody else may write to it."""
     if st.st_uid != os.geteuid():
-        raise Forbidden(f"{what} {path} belongs to {_who(st.st_uid)}, not to the daemon's {_who(os.geteuid())}: "
-                        f"refusing to start (chown it after checking its contents, or choose another directory)")
+        raise Forbidden(
+            f"{what} {path} belongs to {_who(st.st_uid)}, not to the daemon's {_who(os.geteuid())}: "
+            f"refusing to start (chown it after checking its contents, or choose another directory)"
+        )
     if st.st_mode & 0o022:
-        raise Forbidden(f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
-                        f"refusing to start (chmod go-w it after checking nothing was planted in it)")
+        raise Forbidden(
+            f"{what} {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "
+            f"refusing to start (chmod go-w it after checking nothing was planted in it)"
+        )
 
 
 def _mkdir(path: str, mode: int) -> None:
@@ -158,8 +168,9 @@ def _open_nofollow(path: str, flags: int, mode: int, kind: str) -> int:
         # ELOOP: the last component is a symlink; ENOTDIR: it is not a directory (or,
         # with O_DIRECTORY, a symlink to one).
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
-            raise Forbidden(f"{path} is a symlink where the daemon keeps {kind} of its own: "
-                            f"remove it after checking who made it") from None
+            raise Forbidden(
+                f"{path} is a symlink where the daemon keeps {kind} of its own: remove it after checking who made it"
+            ) from None
         raise
 
 
@@ -172,8 +183,9 @@ def private_subdir(path: str, mode: int = 0o700) -> str:
     try:
         st = os.fstat(fd)
         if st.st_uid != os.geteuid():
-            raise Forbidden(f"{path} belongs to {_who(st.st_uid)}, not to the daemon: "
-                            f"remove it after checking its contents")
+            raise Forbidden(
+                f"{path} belongs to {_who(st.st_uid)}, not to the daemon: remove it after checking its contents"
+            )
         if stat.S_IMODE(st.st_mode) != mode:
             os.fchmod(fd, mode)
     finally:

@@ -10,9 +10,10 @@ would otherwise surface as a 500), and decimals without exponents.
 Pure and light (no re): the CLI's execution path imports it. Errors are ValueError with
 a short reason; callers add which field or flag it was.
 """
+
 from __future__ import annotations
 
-MAX_DIGITS = 24          # any bound we check is far below 10**24
+MAX_DIGITS = 24  # any bound we check is far below 10**24
 
 
 def is_ascii_digits(text: str) -> bool:
@@ -54,7 +55,9 @@ def _check_range(x: float, lo: float | None, hi: float | None) -> None:
     if (lo is not None and x < lo) or (hi is not None and x > hi):
         if lo is not None and hi is not None:
             raise ValueError(f"{x:g} is not between {lo:g} and {hi:g}")
-        raise ValueError(f"{x:g} is not {'at least ' + format(lo, 'g') if lo is not None else 'at most ' + format(hi, 'g')}")
+        raise ValueError(
+            f"{x:g} is not {'at least ' + format(lo, 'g') if lo is not None else 'at most ' + format(hi, 'g')}"
+        )
 
 
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

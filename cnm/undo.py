@@ -1,6 +1,7 @@
 """An undo stack for multi-step operations: push the inverse of each step as it
 succeeds; if the block exits with an exception before `commit()`, the inverses run in
 reverse order (each best-effort, failures logged, the original error re-raised)."""
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,8 @@ class Undo:
     def __enter__(self) -> Undo:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is not None and not self._committed:
             self.rollback()

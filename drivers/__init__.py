@@ -1,5 +1,6 @@
 """Built-in network drivers. The core never imports these; the composition root
 (daemon start-up) calls `register_builtin` once."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,8 +11,12 @@ from drivers.bridge.hooks import BridgeFirewall
 from drivers.bridge.kernel import HostNetlink
 
 
-def register_builtin(registry: DriverRegistry, *, netlink_factory: Callable[[], HostNetlink] | None = None,
-                     firewall: BridgeFirewall | None = None) -> None:
+def register_builtin(
+    registry: DriverRegistry,
+    *,
+    netlink_factory: Callable[[], HostNetlink] | None = None,
+    firewall: BridgeFirewall | None = None,
+) -> None:
     """Register null, host and bridge in `registry` (a cnm.driverapi.DriverRegistry).
 
     netlink_factory: builds the OS-layer handle the bridge driver uses for the

@@ -4,6 +4,7 @@ No kernel objects. Join returns `JoinResult(src_ifname="")`: by convention an em
 src_ifname means "nothing to move into the sandbox" and the core must skip the
 move/rename/address/route steps for this endpoint.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -16,8 +17,7 @@ NAME = "null"
 
 def refuse_options(driver: str, options: Mapping[str, str]) -> dict[str, str]:
     if options:
-        raise InvalidParameter(f"the {driver} driver takes no options; got "
-                               f"{', '.join(sorted(options))}")
+        raise InvalidParameter(f"the {driver} driver takes no options; got {', '.join(sorted(options))}")
     return {}
 
 
@@ -39,12 +39,14 @@ class NullDriver:
     def restore_network(self, spec: NetworkSpec) -> None:
         pass
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: Mapping[str, str]) -> EndpointInterface:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, str]
+    ) -> EndpointInterface:
         return iface
 
-    def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                         options: Mapping[str, object]) -> None:
+    def restore_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, object]
+    ) -> None:
         """Nothing in the kernel to re-learn."""
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
@@ -53,15 +55,13 @@ class NullDriver:
     def endpoint_info(self, network_id: str, endpoint_id: str) -> dict:
         return {}
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: Mapping[str, str]) -> JoinResult:
-        return JoinResult(src_ifname="")     # "" = nothing to move; the sandbox keeps lo only
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: Mapping[str, str]) -> JoinResult:
+        return JoinResult(src_ifname="")  # "" = nothing to move; the sandbox keeps lo only
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         pass
 
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: Mapping[str, object]) -> None:
+    def program_external_connectivity(self, network_id: str, endpoint_id: str, options: Mapping[str, object]) -> None:
         pass
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:

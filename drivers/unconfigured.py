@@ -1,5 +1,6 @@
 """A stand-in for a driver this daemon cannot run as configured (overlay without a
 cluster store): every use answers with what to configure, instead of "not found"."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,4 +23,5 @@ class Unconfigured:
     def __getattr__(self, verb: str):
         def refuse(*_args, **_kwargs):
             raise InvalidParameter(self.message)
+
         return refuse

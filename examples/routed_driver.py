@@ -8,6 +8,7 @@ it, so all its traffic is routed by the host: no bridge, no L2 between container
     python examples/routed_driver.py [--name routed] [--plugin-dir /run/docker/plugins]
     net create -d routed --subnet 10.10.0.0/24 r1        # or docker network create -d routed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ GATEWAY = "169.254.1.1"
 
 class RoutedDriver(NetworkPlugin):
     def __init__(self) -> None:
-        self.nl = Netlink()                      # the plugin's own network namespace
+        self.nl = Netlink()  # the plugin's own network namespace
         self.nl.sysctl_write("net.ipv4.ip_forward", 1)
 
     @staticmethod
@@ -37,16 +38,19 @@ class RoutedDriver(NetworkPlugin):
             if iface.address:
                 self.nl.add_route(iface.address.split("/")[0] + "/32", dev=host)
         except BaseException:
-            self.nl.delete_link(host)            # leave nothing behind
+            self.nl.delete_link(host)  # leave nothing behind
             raise
-        return None                              # we fill no interface field
+        return None  # we fill no interface field
 
     def delete_endpoint(self, network_id, endpoint_id):
-        self.nl.delete_link(self.names(endpoint_id)[0])   # routes and peer go with it
+        self.nl.delete_link(self.names(endpoint_id)[0])  # routes and peer go with it
 
     def join(self, network_id, endpoint_id, sandbox_key, options):
-        return JoinResult(src_ifname=self.names(endpoint_id)[1], gateway=GATEWAY,
-                          static_routes=(StaticRoute(f"{GATEWAY}/32", route_type=1),))
+        return JoinResult(
+            src_ifname=self.names(endpoint_id)[1],
+            gateway=GATEWAY,
+            static_routes=(StaticRoute(f"{GATEWAY}/32", route_type=1),),
+        )
 
 
 if __name__ == "__main__":
@@ -54,5 +58,9 @@ if __name__ == "__main__":
     args.add_argument("--name", default="routed")
     args.add_argument("--plugin-dir", default="/run/docker/plugins")
     opts = args.parse_args()
-    serve(RoutedDriver(), name=opts.name, plugin_dir=opts.plugin_dir,
-          ready=lambda path: print(f"serving on {path}", flush=True))
+    serve(
+        RoutedDriver(),
+        name=opts.name,
+        plugin_dir=opts.plugin_dir,
+        ready=lambda path: print(f"serving on {path}", flush=True),
+    )

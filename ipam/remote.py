@@ -4,6 +4,7 @@ Errors travel in the field `Error` (network drivers use `Err`). Addresses go to 
 plugin as plain IPs (Docker sends net.IP strings) and come back as CIDRs. Lazy like
 the remote driver: nothing is contacted before the first call.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -45,54 +46,68 @@ class RemoteIpam:
             if self._caps is None:
                 try:
                     f = Fields(self.name, "GetCapabilities", self._call("GetCapabilities"))
-                    self._caps = {"RequiresMACAddress": f.bool("RequiresMACAddress"),
-                                  "RequiresRequestReplay": f.bool("RequiresRequestReplay")}
+                    self._caps = {
+                        "RequiresMACAddress": f.bool("RequiresMACAddress"),
+                        "RequiresRequestReplay": f.bool("RequiresRequestReplay"),
+                    }
                 except CNMError:
                     self._caps = {"RequiresMACAddress": False, "RequiresRequestReplay": False}
             return dict(self._caps)
 
     def default_address_spaces(self) -> tuple[str, str]:
         f = Fields(self.name, "GetDefaultAddressSpaces", self._call("GetDefaultAddressSpaces"))
-        return (f.str("LocalDefaultAddressSpace", required=True),
-                f.str("GlobalDefaultAddressSpace", required=True))
+        return (f.str("LocalDefaultAddressSpace", required=True), f.str("GlobalDefaultAddressSpace", required=True))
 
-    def request_pool(self, address_space: str, pool: str | None, sub_pool: str | None,
-                     options: Mapping[str, str], v6: bool) -> Pool:
-        doc = self._call("RequestPool", {"AddressSpace": address_space, "Pool": pool or "",
-                                         "SubPool": sub_pool or "", "Options": dict(options or {}),
-                                         "V6": bool(v6)})
+    def request_pool(
+        self, address_space: str, pool: str | None, sub_pool: str | None, options: Mapping[str, str], v6: bool
+    ) -> Pool:
+        doc = self._call(
+            "RequestPool",
+            {
+                "AddressSpace": address_space,
+                "Pool": pool or "",
+                "SubPool": sub_pool or "",
+                "Options": dict(options or {}),
+                "V6": bool(v6),
+            },
+        )
         f = Fields(self.name, "RequestPool", doc)
         pool_id = f.str("PoolID", required=True)
         subnet = f.str("Pool", required=True)
         try:
             net = ipaddress.ip_network(subnet, strict=False)
         except ValueError:
-            raise InternalError(f"network plugin {self.name}: RequestPool answer field Pool must be a "
-                                f"CIDR, got {subnet!r}") from None
+            raise InternalError(
+                f"network plugin {self.name}: RequestPool answer field Pool must be a CIDR, got {subnet!r}"
+            ) from None
         if (net.version == 6) != bool(v6):
-            raise InternalError(f"network plugin {self.name}: RequestPool answered {subnet} for an "
-                                f"IPv{6 if v6 else 4} request")
+            raise InternalError(
+                f"network plugin {self.name}: RequestPool answered {subnet} for an IPv{6 if v6 else 4} request"
+            )
         return Pool(pool_id, subnet, f.str_map("Data"))
 
     def release_pool(self, pool_id: str) -> None:
         self._call("ReleasePool", {"PoolID": pool_id})
 
-    def request_address(self, pool_id: str, address: str | None,
-                        options: Mapping[str, str]) -> str:
-        doc = self._call("RequestAddress", {"PoolID": pool_id, "Address": _plain(address or ""),
-                                            "Options": dict(options or {})})
+    def request_address(self, pool_id: str, address: str | None, options: Mapping[str, str]) -> str:
+        doc = self._call(
+            "RequestAddress", {"PoolID": pool_id, "Address": _plain(address or ""), "Options": dict(options or {})}
+        )
         return Fields(self.name, "RequestAddress", doc).cidr("Address", required=True)
 
     def release_address(self, pool_id: str, address: str) -> None:
         self._call("ReleaseAddress", {"PoolID": pool_id, "Address": _plain(address)})
 
 
-def resolver(discovery: Discovery, *, timeout: float = DEFAULT_TIMEOUT,
-             activate_retry: float = 2.0) -> Callable[[str], RemoteIpam | None]:
+def resolver(
+    discovery: Discovery, *, timeout: float = DEFAULT_TIMEOUT, activate_retry: float = 2.0
+) -> Callable[[str], RemoteIpam | None]:
     """For IpamRegistry(fallback=...): a RemoteIpam for a plugin found by name, or None."""
+
     def resolve(name: str) -> RemoteIpam | None:
         spec = discovery.find(name) if is_valid_name(name) else None
         if spec is None:
             return None
         return RemoteIpam(name, PluginClient(spec, timeout=timeout, activate_retry=activate_retry))
+
     return resolve

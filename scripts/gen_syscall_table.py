@@ -8,6 +8,7 @@ Linux 5.1 new syscalls take the same number on every architecture).
 
     scripts/gen_syscall_table.py [INCLUDE_DIR]      (default /usr/include/x86_64-linux-gnu)
 """
+
 from __future__ import annotations
 
 import re
@@ -17,26 +18,26 @@ from pathlib import Path
 
 # name: (number, arches) for syscalls newer than Linux 6.1's headers.
 LATER = {
-    "cachestat": (451, "both"),          # 6.5
-    "fchmodat2": (452, "both"),          # 6.6
+    "cachestat": (451, "both"),  # 6.5
+    "fchmodat2": (452, "both"),  # 6.6
     "map_shadow_stack": (453, "x86_64"),  # 6.6, 64-bit only
-    "futex_wake": (454, "both"),         # 6.7
+    "futex_wake": (454, "both"),  # 6.7
     "futex_wait": (455, "both"),
     "futex_requeue": (456, "both"),
-    "statmount": (457, "both"),          # 6.8
+    "statmount": (457, "both"),  # 6.8
     "listmount": (458, "both"),
     "lsm_get_self_attr": (459, "both"),
     "lsm_set_self_attr": (460, "both"),
     "lsm_list_modules": (461, "both"),
-    "mseal": (462, "both"),              # 6.10
-    "setxattrat": (463, "both"),         # 6.13
+    "mseal": (462, "both"),  # 6.10
+    "setxattrat": (463, "both"),  # 6.13
     "getxattrat": (464, "both"),
     "listxattrat": (465, "both"),
     "removexattrat": (466, "both"),
-    "open_tree_attr": (467, "both"),     # 6.15
-    "file_getattr": (468, "both"),       # 6.17
+    "open_tree_attr": (467, "both"),  # 6.15
+    "file_getattr": (468, "both"),  # 6.17
     "file_setattr": (469, "both"),
-    "uretprobe": (335, "x86_64"),        # 6.11, x86_64 only
+    "uretprobe": (335, "x86_64"),  # 6.11, x86_64 only
 }
 
 _DEFINE = re.compile(r"^#define __NR_(\w+)\s+(\d+)\s*$", re.M)

@@ -12,6 +12,7 @@ stdin (Docker's detach keys, ctrl-p ctrl-q by default, end the attach instead); 
 client's half-close ends its input (and, with StdinOnce, the container's stdin) only
 when stdin was asked for: Docker's CLI half-closes at once when it sends no stdin.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,7 @@ from cnm.api.streams import DetachScanner, detach_sequence
 from cnm.errors import NotFound
 from cnm.runtime import wire
 
-START_WAIT = 0.2      # seconds between looks at a created container's state while waiting for its start
+START_WAIT = 0.2  # seconds between looks at a created container's state while waiting for its start
 
 
 def routes(service: Any) -> list[Route]:
@@ -43,7 +44,7 @@ def routes(service: Any) -> list[Route]:
         # An exited container is attached for its next run (docker start -a attaches,
         # then starts; Docker's daemon allows it, its `docker attach` command does not).
         again = stream and state is not None and state.status == "exited"
-        since = time.time_ns() if again else None      # the last run's output is older
+        since = time.time_ns() if again else None  # the last run's output is older
         tty = await blocking(request, _tty, service, ct.id)
         streams = ("i" if with_stdin else "") + "oe"
         waiter = wait_api.Waiter(service.events, ct.id, asyncio.get_running_loop())
@@ -52,28 +53,43 @@ def routes(service: Any) -> list[Route]:
             if wants_upgrade(request):
                 conn: Any = await hijack(request, RAW if tty else MULTIPLEXED)
                 write, close, gone = conn.write, conn.close, conn.gone
-            else:                    # a plain HTTP client: the frames as a streamed body
+            else:  # a plain HTTP client: the frames as a streamed body
                 resp = web.StreamResponse(headers={"Content-Type": RAW if tty else MULTIPLEXED})
                 await resp.prepare(request)
                 write, close = resp.write, resp.write_eof
                 gone = lambda: request.transport is None or request.transport.is_closing()  # noqa: E731
                 conn = None
             try:
-                if (state is None or state.status == "created" or again) and stream:    # not started yet
+                if (state is None or state.status == "created" or again) and stream:  # not started yet
                     before = state.started_at if again and state is not None else None
                     started = await _until_started(request, service, ct.id, waiter, gone, before)
-                    replay = replay or started     # this run's output from its start (`since`)
+                    replay = replay or started  # this run's output from its start (`since`)
                 session = await blocking(request, _attach, service, ct.id, streams)
-                if replay:          # up to where the session starts; all of it if it already ended
+                if replay:  # up to where the session starts; all of it if it already ended
                     upto = session.log_position if session is not None else None
-                    lines = await blocking(request, lines_of, service, ct.id, upto=upto, since_ns=since,
-                                           stdout=want[wire.STDOUT], stderr=want[wire.STDERR])
+                    lines = await blocking(
+                        request,
+                        lines_of,
+                        service,
+                        ct.id,
+                        upto=upto,
+                        since_ns=since,
+                        stdout=want[wire.STDOUT],
+                        stderr=want[wire.STDERR],
+                    )
                     while batch := await blocking(request, _take, lines, 512):
                         for line in batch:
                             await write(line.data if tty else encode_frame(line.stream, line.data))
                 if session is not None and stream:
-                    await _relay(session, want, tty, write, gone,
-                                 conn.read if (conn is not None and with_stdin) else None, scanner)
+                    await _relay(
+                        session,
+                        want,
+                        tty,
+                        write,
+                        gone,
+                        conn.read if (conn is not None and with_stdin) else None,
+                        scanner,
+                    )
             except (ConnectionResetError, BrokenPipeError):
                 pass
             await close()
@@ -86,8 +102,9 @@ def routes(service: Any) -> list[Route]:
     return [Route("POST", "/containers/{ref}/attach", attach)]
 
 
-async def _until_started(request: web.Request, service: Any, cid: str, waiter: Any, gone: Any,
-                         before: str | None = None) -> bool:
+async def _until_started(
+    request: web.Request, service: Any, cid: str, waiter: Any, gone: Any, before: str | None = None
+) -> bool:
     """Wait for a created container's start (or an exited one's next: its start time
     differs from `before`): True once it left "created" (running, or already exited: a
     short run may be over before we look), False if it was removed
@@ -106,8 +123,15 @@ async def _until_started(request: web.Request, service: Any, cid: str, waiter: A
     return False
 
 
-async def _relay(session: Any, want: dict[int, bool], tty: bool, write: Any, gone: Any, read_input: Any,
-                 scanner: DetachScanner | None) -> None:
+async def _relay(
+    session: Any,
+    want: dict[int, bool],
+    tty: bool,
+    write: Any,
+    gone: Any,
+    read_input: Any,
+    scanner: DetachScanner | None,
+) -> None:
     """The supervisor's frames to the client until EXIT; the client's input to the
     container's stdin meanwhile (until it detaches or half-closes)."""
     loop = asyncio.get_running_loop()
@@ -130,7 +154,7 @@ async def _relay(session: Any, want: dict[int, bool], tty: bool, write: Any, gon
             waiting = {reader} | ({pump} if pump is not None and not pump.done() else set())
             done, _ = await asyncio.wait(waiting, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             if pump is not None and pump in done and pump.result():
-                return                 # detached: the container runs on
+                return  # detached: the container runs on
             if reader not in done:
                 if gone():
                     return
@@ -159,7 +183,7 @@ async def _input(session: Any, read_input: Any, scanner: DetachScanner | None) -
                 return True
         else:
             await loop.sock_sendall(session.sock, wire.in_frame(wire.STDIN, data))
-    await loop.sock_sendall(session.sock, wire.in_frame(wire.CLOSE))    # the client's input ended
+    await loop.sock_sendall(session.sock, wire.in_frame(wire.CLOSE))  # the client's input ended
     return False
 
 

@@ -6,13 +6,14 @@
 Non-2xx answers raise the error category the daemon answered with
 (`cnm.errors.from_http`); an unreachable daemon raises `cnm.errors.Unavailable`.
 """
+
 from __future__ import annotations
 
 from cnm import jsonlite as json  # the json package's text, without its import cost
 from cnm.api.transport import UnixSocketTransport
 from cnm.errors import InvalidParameter, Unavailable, from_http
 
-TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
+TYPE_CHECKING = False  # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, BinaryIO
@@ -44,7 +45,7 @@ def urlencode(query: dict[str, str] | list[tuple[str, str]]) -> str:
 def socket_path(host: str) -> str:
     """The socket path of a `unix:///path` host (a bare absolute path is accepted too)."""
     if host.startswith("unix://"):
-        path = host[len("unix://"):]
+        path = host[len("unix://") :]
     elif host.startswith("/"):
         path = host
     else:
@@ -80,8 +81,14 @@ class APIClient:
 
     # -- generic ------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: dict | None = None, stream: bool = False,
-                query: dict[str, str] | list[tuple[str, str]] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        stream: bool = False,
+        query: dict[str, str] | list[tuple[str, str]] | None = None,
+    ) -> Any:
         """One API call. Returns the decoded body (JSON as Python, text as str, empty
         as None), or with `stream=True` the open response (read it, then close it).
         Raises the daemon's error category on a non-2xx answer."""
@@ -104,8 +111,13 @@ class APIClient:
         except ValueError as exc:
             raise from_http(502, f"the daemon sent malformed JSON for {method} {path}: {exc}") from exc
 
-    def hijack(self, method: str, path: str, body: dict | None = None,
-               query: dict[str, str] | list[tuple[str, str]] | None = None) -> tuple[Any, bytes]:
+    def hijack(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        query: dict[str, str] | list[tuple[str, str]] | None = None,
+    ) -> tuple[Any, bytes]:
         """A call that takes the connection over (attach, exec start): (the socket, now a
         raw duplex stream and the caller's to close; bytes already read from it). Raises
         the daemon's error category when it refuses."""
@@ -117,13 +129,18 @@ class APIClient:
         status, data, sock = hijack(method, path, body)
         if sock is None:
             if status < 300:
-                raise from_http(502, f"the daemon answered {status} to {method} {path} instead of "
-                                     "switching protocols")
+                raise from_http(502, f"the daemon answered {status} to {method} {path} instead of switching protocols")
             raise from_http(status, _error_message(status, data))
         return sock, data
 
-    def upload(self, method: str, path: str, source: BinaryIO, query: dict[str, str] | list[tuple[str, str]] | None = None,
-               content_type: str = "application/x-tar") -> StreamResponse:
+    def upload(
+        self,
+        method: str,
+        path: str,
+        source: BinaryIO,
+        query: dict[str, str] | list[tuple[str, str]] | None = None,
+        content_type: str = "application/x-tar",
+    ) -> StreamResponse:
         """Send a file's bytes as the body (streamed); returns the open response, or
         raises the daemon's error category."""
         if query:
@@ -198,8 +215,9 @@ class APIClient:
         """Block until the container exits; its exit code."""
         return int(self.request("POST", f"/containers/{quote(ref)}/wait")["StatusCode"])
 
-    def container_logs(self, ref: str, follow: bool = False, stdout: bool = True,
-                       stderr: bool = True) -> Iterator[tuple[int, bytes]]:
+    def container_logs(
+        self, ref: str, follow: bool = False, stdout: bool = True, stderr: bool = True
+    ) -> Iterator[tuple[int, bytes]]:
         """(stream, bytes) pairs, stream 1 = stdout, 2 = stderr; with `follow`, until
         the container has exited and its output is drained. Close the iterator (or
         exhaust it) to release the connection."""

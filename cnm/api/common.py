@@ -1,4 +1,5 @@
 """Helpers shared by the route modules: blocking calls, JSON in and out, route defs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,7 @@ async def blocking(request: web.Request, fn: Callable[..., T], *args: Any, **kwa
 
 
 WAITS = web.AppKey("cnm_waits", asyncio.Semaphore)
-MAX_WAITING = 256   # calls that wait on containers at once; more queue, holding no thread
+MAX_WAITING = 256  # calls that wait on containers at once; more queue, holding no thread
 
 
 async def waiting(request: web.Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -56,7 +57,7 @@ async def waiting(request: web.Request, fn: Callable[..., T], *args: Any, **kwar
     done: asyncio.Future[T] = loop.create_future()
 
     def settle(value: Any, exc: BaseException | None) -> None:
-        gate.release()   # when the thread is done, not when the request is
+        gate.release()  # when the thread is done, not when the request is
         if done.cancelled():
             return
         if exc is None:

@@ -10,6 +10,7 @@ prefix); `before`/`since` a container created before/after the one named;
 container here has a healthcheck); `volume` and `is-task=true` match nothing (no
 volumes, no swarm tasks).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -21,8 +22,25 @@ from cnm.api.timestamps import rfc3339_to_nanos
 from cnm.errors import InvalidParameter
 from cnm.strictnum import is_ascii_digits, parse_int
 
-LIST_FILTERS = frozenset({"ancestor", "before", "expose", "exited", "health", "id", "isolation", "is-task",
-                          "label", "name", "network", "publish", "since", "status", "volume"})
+LIST_FILTERS = frozenset(
+    {
+        "ancestor",
+        "before",
+        "expose",
+        "exited",
+        "health",
+        "id",
+        "isolation",
+        "is-task",
+        "label",
+        "name",
+        "network",
+        "publish",
+        "since",
+        "status",
+        "volume",
+    }
+)
 PRUNE_FILTERS = frozenset({"until", "label", "label!"})
 STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 HEALTH = ("starting", "healthy", "unhealthy", "none")
@@ -34,16 +52,16 @@ class Row:
 
     id: str
     name: str
-    created: str                            # RFC 3339
-    status: str                             # Docker's State: running, exited, created, dead, …
+    created: str  # RFC 3339
+    status: str  # Docker's State: running, exited, created, dead, …
     exit_code: int | None = None
-    started: bool = False                   # has run at least once
+    started: bool = False  # has run at least once
     labels: dict[str, str] = field(default_factory=dict)
-    image: str = ""                         # as the user named it
+    image: str = ""  # as the user named it
     image_id: str = ""
-    networks: dict[str, str] = field(default_factory=dict)   # name -> network id
-    published: list[tuple[int, str]] = field(default_factory=list)   # (host port, proto)
-    exposed: list[tuple[int, str]] = field(default_factory=list)     # (container port, proto)
+    networks: dict[str, str] = field(default_factory=dict)  # name -> network id
+    published: list[tuple[int, str]] = field(default_factory=list)  # (host port, proto)
+    exposed: list[tuple[int, str]] = field(default_factory=list)  # (container port, proto)
 
 
 @dataclass
@@ -59,7 +77,7 @@ class ListQuery:
         for value in filters.get("status", []):
             if value not in STATES:
                 raise InvalidParameter(f"invalid filter 'status={value}': use one of {', '.join(STATES)}")
-            all_ = True                     # asking for a state lists stopped containers too
+            all_ = True  # asking for a state lists stopped containers too
         for value in filters.get("health", []):
             if value not in HEALTH:
                 raise InvalidParameter(f"invalid filter 'health={value}': use one of {', '.join(HEALTH)}")
@@ -72,7 +90,7 @@ class ListQuery:
         exited = []
         for value in filters.get("exited", []):
             try:
-                exited.append(parse_int(value, lo=-(2 ** 31), hi=2 ** 31))
+                exited.append(parse_int(value, lo=-(2**31), hi=2**31))
             except ValueError:
                 raise InvalidParameter(f"invalid filter 'exited={value}': an exit code is a number") from None
         for key in ("publish", "expose"):
@@ -82,7 +100,7 @@ class ListQuery:
 
 
 def _port(text: str) -> bool:
-    return 0 < len(text) <= 5 and is_ascii_digits(text)     # (isdigit() takes "²")
+    return 0 < len(text) <= 5 and is_ascii_digits(text)  # (isdigit() takes "²")
 
 
 def _port_range(value: str, key: str) -> tuple[int, int, str | None]:

@@ -6,6 +6,7 @@
 The life cycle is Docker's: create (a record; nothing runs, no network is taken),
 start (304 if it runs), stop (304 if it does not), restart, rename, kill, remove.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,7 @@ from cnm.restart_policy import RestartPolicy
 from cnm.runtime.state import ContainerState
 from cnm.strictnum import is_ascii_digits, parse_int
 
-LOG_POLL = 0.02          # seconds between looks at a followed log / an exit without pidfd
+LOG_POLL = 0.02  # seconds between looks at a followed log / an exit without pidfd
 READ_CHUNK = 64 * 1024
 
 
@@ -71,10 +72,11 @@ class ContainerServiceLike(Protocol):
     """The part of `cnm.containers.ContainerService` these routes use. Synchronous and
     thread-safe: routes call it from a thread pool."""
 
-    ctl: Any          # get_network(ref) -> Network
+    ctl: Any  # get_network(ref) -> Network
 
     @property
     def runtime(self) -> ContainerRuntime: ...
+
     # Optional: exit codes of containers removed after they exited (auto-remove), kept
     # by the service when it removes them, so that a wait racing with the removal still
     # answers. Read with getattr: a service without it makes such a wait a 404.
@@ -127,6 +129,7 @@ class ContainerServiceLike(Protocol):
 
 # -- query helpers ---------------------------------------------------------------------
 
+
 def _flag(request: web.Request, name: str, default: bool = False) -> bool:
     value = request.query.get(name)
     if value is None:
@@ -134,7 +137,7 @@ def _flag(request: web.Request, name: str, default: bool = False) -> bool:
     return value.strip().lower() not in ("", "0", "false", "no")
 
 
-MAX_STOP_TIMEOUT = 2 ** 31 - 1
+MAX_STOP_TIMEOUT = 2**31 - 1
 
 
 def stop_timeout(request: web.Request) -> float | None:
@@ -175,8 +178,10 @@ def update_policy(body: dict) -> RestartPolicy | None:
     does not change a container's cgroup limits after its start."""
     changed = sorted(k for k, v in body.items() if k != "RestartPolicy" and v not in (None, 0, "", [], {}, False))
     if changed:
-        raise InvalidParameter(f"updating {', '.join(changed)} is not supported by this daemon: only the restart "
-                               "policy (docker update --restart) can be changed")
+        raise InvalidParameter(
+            f"updating {', '.join(changed)} is not supported by this daemon: only the restart "
+            "policy (docker update --restart) can be changed"
+        )
     raw = body.get("RestartPolicy")
     if isinstance(raw, dict) and not raw.get("Name"):
         return None
@@ -187,11 +192,12 @@ def _resize(service: ContainerServiceLike, cid: str, height: int, width: int) ->
     """The container's TTY resized (nothing without a TTY); Conflict if not running."""
     try:
         service.runtime.resize(cid, height, width)
-    except NotFound:        # created, never started: the runtime has no directory yet
+    except NotFound:  # created, never started: the runtime has no directory yet
         raise Conflict(f"container {cid[:12]} is not running") from None
 
 
 # -- synchronous pieces, run in the executor -----------------------------------------
+
 
 def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
     """The process state as the service last knew it (no file read: a listing of
@@ -240,15 +246,19 @@ def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], 
 def _row(ct: Any, state: Any, nets: dict[str, dict]) -> cf.Row:
     """What the ps and prune filters look at; `nets` as networks_json renders them."""
     return cf.Row(
-        id=ct.id, name=ct.name, created=ct.created,
+        id=ct.id,
+        name=ct.name,
+        created=ct.created,
         status=state.status if state is not None else "dead",
         exit_code=state.exit_code if state is not None else None,
         started=bool(state is not None and state.started_at),
         labels=dict(getattr(ct, "labels", {}) or {}),
-        image=getattr(ct, "image", None) or "", image_id=getattr(ct, "image_id", None) or "",
+        image=getattr(ct, "image", None) or "",
+        image_id=getattr(ct, "image_id", None) or "",
         networks={name: ep["NetworkID"] for name, ep in nets.items()},
         published=[(p["host_port"], p["proto"]) for p in ct.ports if p.get("host_port") is not None],
-        exposed=[(p["container_port"], p["proto"]) for p in ct.requested_ports])
+        exposed=[(p["container_port"], p["proto"]) for p in ct.requested_ports],
+    )
 
 
 def _row_of(service: ContainerServiceLike, ct: Any) -> cf.Row:
@@ -301,7 +311,7 @@ def _prune(service: ContainerServiceLike, chosen: Any) -> list[str]:
             try:
                 service.remove(ct.id)
             except (Conflict, NotFound):
-                continue          # started or removed meanwhile
+                continue  # started or removed meanwhile
             removed.append(ct.id)
     return removed
 
@@ -313,11 +323,12 @@ def _inspect(service: ContainerServiceLike, ref: str) -> dict:
 
 # -- waiting for an exit ---------------------------------------------------------------
 
+
 def _exit_fd(service: ContainerServiceLike, cid: str) -> int | None:
     try:
         return service.runtime.exit_fd(cid)
     except NotFound:
-        return None      # removed meanwhile: the next state read tells
+        return None  # removed meanwhile: the next state read tells
 
 
 async def _readable(fd: int) -> None:
@@ -360,6 +371,7 @@ async def wait_exit(request: web.Request, service: ContainerServiceLike, cid: st
 
 # -- routes -------------------------------------------------------------------------------
 
+
 def routes(service: ContainerServiceLike) -> list[Route]:
     """The container routes; pass them to `make_app(..., extra_routes=...)`."""
 
@@ -376,8 +388,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         return json_response({"Id": ct.id, "Warnings": []}, status=201)
 
     async def list_(request: web.Request) -> web.Response:
-        query = cf.ListQuery.parse(parse_filters(request.query.get("filters"), cf.LIST_FILTERS),
-                                   _flag(request, "all"))
+        query = cf.ListQuery.parse(parse_filters(request.query.get("filters"), cf.LIST_FILTERS), _flag(request, "all"))
         return json_bytes_response(await blocking(request, _listing, service, query))
 
     async def prune(request: web.Request) -> web.Response:
@@ -412,7 +423,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         if policy is not None:
             await blocking(request, service.update_restart_policy, request.match_info["ref"], policy)
         else:
-            await blocking(request, service.get, request.match_info["ref"])      # 404 for a wrong name
+            await blocking(request, service.get, request.match_info["ref"])  # 404 for a wrong name
         return json_response({"Warnings": []})
 
     async def rename(request: web.Request) -> web.Response:
@@ -435,9 +446,9 @@ def routes(service: ContainerServiceLike) -> list[Route]:
 
     async def wait(request: web.Request) -> web.StreamResponse:
         condition = wait_api.parse_condition(request.query.get("condition"), wait_api.api_version(request))
-        ct = await blocking(request, service.get, request.match_info["ref"])    # 404 before any header
+        ct = await blocking(request, service.get, request.match_info["ref"])  # 404 before any header
         bus = getattr(service, "events", None)
-        if bus is None:      # a service without an event bus (unit-test doubles): poll for the exit
+        if bus is None:  # a service without an event bus (unit-test doubles): poll for the exit
             code = await wait_exit(request, service, ct.id)
             return json_response({"StatusCode": code, "Error": None})
 

@@ -1,5 +1,6 @@
 """`GET /system/df` (`docker system df`): images with their sizes and users, containers,
 and the (empty) volumes and build cache this daemon has none of."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,10 +28,16 @@ def routes(images: Any, containers: Any) -> list[Route]:
             for v in views:
                 for path, size in zip(v.diff_dirs, v.layer_sizes, strict=False):
                     layers[path] = size
-            cts = [{**s, "SizeRw": 0, "SizeRootFs": 0}
-                   for s in summaries(containers, cf.ListQuery(filters={}, all=True))]
-            return {"LayersSize": sum(layers.values()), "Images": image_list, "Containers": cts,
-                    "Volumes": [], "BuildCache": []}
+            cts = [
+                {**s, "SizeRw": 0, "SizeRootFs": 0} for s in summaries(containers, cf.ListQuery(filters={}, all=True))
+            ]
+            return {
+                "LayersSize": sum(layers.values()),
+                "Images": image_list,
+                "Containers": cts,
+                "Volumes": [],
+                "BuildCache": [],
+            }
 
         return json_response(await blocking(request, load))
 

@@ -1,6 +1,7 @@
 """`GET /events`: the daemon's events as Docker streams them — one JSON object per
 line, headers sent at once; `since` replays the kept events from then; `until` in the
 past answers the kept events and ends, in the future streams until then."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,10 +38,10 @@ def routes(bus: EventBus) -> list[Route]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
-        def deliver(ev: Event) -> None:      # any thread
+        def deliver(ev: Event) -> None:  # any thread
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, ev)
-            except RuntimeError:             # the loop is closing: the stream is over anyway
+            except RuntimeError:  # the loop is closing: the stream is over anyway
                 pass
 
         history, unsubscribe = bus.subscribe(deliver, since, until)
@@ -71,7 +72,7 @@ def routes(bus: EventBus) -> list[Route]:
                     await resp.write(_line(ev))
             await resp.write_eof()
         except ConnectionResetError:
-            pass                             # the client went away
+            pass  # the client went away
         finally:
             unsubscribe()
         return resp

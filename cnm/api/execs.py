@@ -1,6 +1,7 @@
 """Exec routes of Docker's Engine API: `POST /containers/{id}/exec`, `POST
 /exec/{id}/start` (the connection hijacked for the process's I/O, or detached),
 `POST /exec/{id}/resize`, `GET /exec/{id}/json`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -43,19 +44,28 @@ async def _stream(conn: Hijacked, ex: ExecInstance, run: ExecRun) -> web.StreamR
         if cfg.tty:
             outputs = [(_reader(queues[STDOUT]), None)]
         else:
-            outputs = [(_reader(queues[s]), s) for s, wanted in ((STDOUT, cfg.attach_stdout),
-                                                                 (STDERR, cfg.attach_stderr)) if wanted]
-            if not outputs:            # nothing to show: the stream lasts as long as the process
+            outputs = [
+                (_reader(queues[s]), s)
+                for s, wanted in ((STDOUT, cfg.attach_stdout), (STDERR, cfg.attach_stderr))
+                if wanted
+            ]
+            if not outputs:  # nothing to show: the stream lasts as long as the process
                 outputs = [(_until(run), STDOUT)]
+
         def close_stdin() -> None:
             asyncio.ensure_future(run.close_stdin())
 
-        detached = await bridge(conn, outputs, run.send_stdin if cfg.attach_stdin else None,
-                                close_stdin if cfg.attach_stdin else None, cfg.detach_keys or None)
+        detached = await bridge(
+            conn,
+            outputs,
+            run.send_stdin if cfg.attach_stdin else None,
+            close_stdin if cfg.attach_stdin else None,
+            cfg.detach_keys or None,
+        )
         if not detached and not conn.gone():
             await ex.done.wait()
     finally:
-        run.drop_output()         # a detached (or gone) client: the process runs on, its output dropped
+        run.drop_output()  # a detached (or gone) client: the process runs on, its output dropped
         await conn.close()
     return conn.response
 
@@ -64,6 +74,7 @@ def _until(run: ExecRun) -> Callable[[], Awaitable[bytes]]:
     async def read() -> bytes:
         await run.ended.wait()
         return b""
+
     return read
 
 
@@ -87,8 +98,10 @@ def routes(execs: ExecService, target: Callable[[str], Target]) -> list[Route]:
             await execs.start(ex.id, tgt, attached=False)
             return web.Response(status=200)
         if not wants_upgrade(request):
-            raise InvalidParameter("exec start streams over a hijacked connection: send "
-                                   "Connection: Upgrade and Upgrade: tcp (or Detach: true)")
+            raise InvalidParameter(
+                "exec start streams over a hijacked connection: send "
+                "Connection: Upgrade and Upgrade: tcp (or Detach: true)"
+            )
         # As Docker's: the connection is taken over first; a process that cannot be
         # started is told in the stream (its message on stdout), its code in inspect.
         conn = await hijack(request, RAW if ex.config.tty else MULTIPLEXED)

@@ -4,6 +4,7 @@ Docker's rules (its `filters.Args`): values of one key are OR'ed, keys are AND'e
 except `label` (and `label!`), whose values must ALL match. A key with no values
 matches everything.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -44,6 +45,7 @@ def parse_filters(raw: str | None, accepted: frozenset[str] = NETWORK_FILTERS) -
 
 # -- Docker's matchers ---------------------------------------------------------------
 
+
 def exact(filters: Filters, key: str, source: str) -> bool:
     values = filters.get(key)
     return not values or source in values
@@ -62,7 +64,7 @@ def regex(filters: Filters, key: str, source: str) -> bool:
     values = filters.get(key)
     if not values or source in values:
         return True
-    return any(saferegex.search(v, source) for v in values)     # RE2: linear time, Go's syntax
+    return any(saferegex.search(v, source) for v in values)  # RE2: linear time, Go's syntax
 
 
 def labels_match(filters: Filters, key: str, labels: dict[str, str]) -> bool:
@@ -99,10 +101,11 @@ def boolean(filters: Filters, key: str) -> bool | None:
         return True
     if values[0] in ("0", "false"):
         return False
-    raise InvalidParameter(f"invalid value for filter '{key}', must be \"true\" (or \"1\"), or \"false\" (or \"0\")")
+    raise InvalidParameter(f'invalid value for filter \'{key}\', must be "true" (or "1"), or "false" (or "0")')
 
 
 # -- networks --------------------------------------------------------------------------
+
 
 def network_matches(net: Network, filters: Filters, in_use: bool = False) -> bool:
     """Docker's network list filters. `name` and `id` are regular expressions (a
@@ -116,10 +119,14 @@ def network_matches(net: Network, filters: Filters, in_use: bool = False) -> boo
     if dangling is not None and dangling != (not net.builtin and not in_use):
         return False
     types = filters.get("type")
-    return (exact(filters, "driver", net.driver) and exact(filters, "scope", net.scope)
-            and regex(filters, "name", net.name) and regex(filters, "id", net.id)
-            and labels_match(filters, "label", net.labels)
-            and (not types or ("builtin" if net.builtin else "custom") in types))
+    return (
+        exact(filters, "driver", net.driver)
+        and exact(filters, "scope", net.scope)
+        and regex(filters, "name", net.name)
+        and regex(filters, "id", net.id)
+        and labels_match(filters, "label", net.labels)
+        and (not types or ("builtin" if net.builtin else "custom") in types)
+    )
 
 
 def until_nanos(filters: Filters, now: datetime.datetime) -> int | None:
@@ -137,7 +144,7 @@ def until_nanos(filters: Filters, now: datetime.datetime) -> int | None:
 
 NAMED_EVENT_TYPES = ("config", "container", "daemon", "network", "node", "plugin", "secret", "service", "volume")
 EVENT_FILTERS = frozenset(NAMED_EVENT_TYPES + ("event", "image", "label", "scope", "type"))
-_PREFIX_ACTIONS = ("exec_create", "exec_start", "health_status")   # actions with a ": detail" tail
+_PREFIX_ACTIONS = ("exec_create", "exec_start", "health_status")  # actions with a ": detail" tail
 
 
 def _strip_tag(image: str) -> str:
@@ -145,8 +152,9 @@ def _strip_tag(image: str) -> str:
     return name if name and "/" not in tag else image
 
 
-def event_matches(type_: str, action: str, actor_id: str, attributes: dict[str, str], scope: str,
-                  filters: Filters) -> bool:
+def event_matches(
+    type_: str, action: str, actor_id: str, attributes: dict[str, str], scope: str, filters: Filters
+) -> bool:
     """Docker's event filters: `type`, `event` (the action), `scope` exact; `container`,
     `network` (and the other named types) a name or an ID prefix of the event's actor —
     so `container=web` keeps only web's own events; `image` the container's image, with

@@ -12,6 +12,7 @@ output. aiohttp's protocol would let asyncio close the whole connection on that 
 after the upgrade the connection's input is taken over by a protocol of our own that
 keeps it open and hands the EOF to `read()`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,15 @@ from typing import Any
 
 from aiohttp import web
 
-RAW = "application/vnd.docker.raw-stream"                  # a TTY: output as it is
+RAW = "application/vnd.docker.raw-stream"  # a TTY: output as it is
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"  # 8-byte frame headers (API >= 1.42)
 
 
 def wants_upgrade(request: web.Request) -> bool:
-    return ("upgrade" in request.headers.get("Connection", "").lower()
-            and request.headers.get("Upgrade", "").lower() == "tcp")
+    return (
+        "upgrade" in request.headers.get("Connection", "").lower()
+        and request.headers.get("Upgrade", "").lower() == "tcp"
+    )
 
 
 class _Input(asyncio.Protocol):
@@ -55,7 +58,7 @@ class _Input(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._end()
-        return True        # keep the connection open: the output goes on
+        return True  # keep the connection open: the output goes on
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end()
@@ -74,8 +77,9 @@ class _Input(asyncio.Protocol):
 
 
 class Hijacked:
-    def __init__(self, request: web.Request, response: web.StreamResponse, queue: asyncio.Queue[bytes],
-                 takeover: _Input) -> None:
+    def __init__(
+        self, request: web.Request, response: web.StreamResponse, queue: asyncio.Queue[bytes], takeover: _Input
+    ) -> None:
         self.request = request
         self.response = response
         self._queue = queue
@@ -122,9 +126,10 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
     `wants_upgrade(request)` first (Docker's clients always ask). A client must not send
     before it has read the 101 (Docker's do not): aiohttp's C parser upgrades only
     websockets, so bytes that came with the request would be parsed as a next one."""
-    resp = web.StreamResponse(status=101, reason="UPGRADED",
-                              headers={"Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"})
-    resp.force_close()                       # never reused for another request
+    resp = web.StreamResponse(
+        status=101, reason="UPGRADED", headers={"Content-Type": content_type, "Connection": "Upgrade", "Upgrade": "tcp"}
+    )
+    resp.force_close()  # never reused for another request
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     protocol: Any = request.protocol
     transport = request.transport
@@ -132,10 +137,10 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
     # protocol) keeps getting the connection's loss: the guard counts open connections.
     takeover = _Input(queue, transport.get_protocol() if transport is not None else protocol)
     await resp.prepare(request)
-    protocol.set_parser(takeover)            # the bytes aiohttp buffered behind the request
+    protocol.set_parser(takeover)  # the bytes aiohttp buffered behind the request
     transport = request.transport
     if transport is None or transport.is_closing():
         takeover.feed_eof()
     else:
-        transport.set_protocol(takeover)     # then every byte, and the client's half-close
+        transport.set_protocol(takeover)  # then every byte, and the client's half-close
     return Hijacked(request, resp, queue, takeover)

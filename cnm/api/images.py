@@ -11,6 +11,7 @@ answer that had to start (a load still working after STREAM_AFTER seconds stream
 progress so clients do not time out) reports a late error in-stream, in Docker's
 `{"errorDetail": {"message"}, "error"}` shape, as dockerd does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,11 +31,13 @@ from cnm.images.service import ImageService
 
 log = logging.getLogger("cnm.api.images")
 
-STREAM_AFTER = 5.0          # seconds before a slow load or import starts streaming progress
+STREAM_AFTER = 5.0  # seconds before a slow load or import starts streaming progress
 WRITE_BUFFER = 1 << 20
 PRUNE_FILTERS = frozenset({"dangling", "label", "label!", "until"})
-NO_REGISTRY = "no registry is reachable from this daemon; load the image from a file: docker load -i FILE " \
+NO_REGISTRY = (
+    "no registry is reachable from this daemon; load the image from a file: docker load -i FILE "
     "(or net image load FILE)"
+)
 
 
 def _version(request: web.Request) -> render.Version:
@@ -85,8 +88,9 @@ class ResponseWriter:
             asyncio.run_coroutine_threadsafe(self.response.write(data), self.loop).result()
 
 
-async def _json_stream(request: web.Request, work: Callable[[Callable[[str], None]], list[dict]],
-                       progress_messages: bool) -> web.StreamResponse:
+async def _json_stream(
+    request: web.Request, work: Callable[[Callable[[str], None]], list[dict]], progress_messages: bool
+) -> web.StreamResponse:
     """Run `work(progress)` in the API's thread pool; answer its messages as Docker's
     JSON stream. A failure before STREAM_AFTER is a plain error answer."""
     loop = asyncio.get_running_loop()
@@ -98,7 +102,7 @@ async def _json_stream(request: web.Request, work: Callable[[Callable[[str], Non
     fut = loop.run_in_executor(request.app[EXECUTOR], work, progress)
     done, _ = await asyncio.wait({fut}, timeout=STREAM_AFTER)
     if done:
-        messages = fut.result()     # a CNMError here becomes the error answer
+        messages = fut.result()  # a CNMError here becomes the error answer
         body = b"".join(_message(m) for m in messages)
         return web.Response(body=body, content_type="application/json")
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -138,7 +142,7 @@ def routes(images: ImageService) -> list[Route]:
             for v in views:
                 if not render.image_matches(v, filters, created):
                     continue
-                if filters.get("reference"):   # moby lists only the names that matched
+                if filters.get("reference"):  # moby lists only the names that matched
                     v.refs = [r for r in v.refs if any(render.reference_matches(p, r) for p in filters["reference"])]
                 out.append(render.summary_json(v, version, sizes.get(v.id, -1)))
             return out
@@ -162,8 +166,7 @@ def routes(images: ImageService) -> list[Route]:
         name = request.match_info["name"]
         if not name.strip():
             raise InvalidParameter("image name cannot be blank")
-        records = await blocking(request, images.delete, name, _flag(request, "force"),
-                                 not _flag(request, "noprune"))
+        records = await blocking(request, images.delete, name, _flag(request, "force"), not _flag(request, "noprune"))
         return json_response(records)
 
     async def prune(request: web.Request) -> web.Response:
@@ -204,15 +207,19 @@ def routes(images: ImageService) -> list[Route]:
             raise Unavailable(f"cannot pull {name}: {NO_REGISTRY}")
         source = q.get("fromSrc", "")
         if source != "-":
-            raise InvalidParameter("importing from a URL is not supported: send the tarball in the request "
-                                   "body (fromSrc=-), e.g. `docker import - < rootfs.tar`"
-                                   if source else "give fromImage (pull) or fromSrc=- (import)")
+            raise InvalidParameter(
+                "importing from a URL is not supported: send the tarball in the request "
+                "body (fromSrc=-), e.g. `docker import - < rootfs.tar`"
+                if source
+                else "give fromImage (pull) or fromSrc=- (import)"
+            )
         reader = BodyReader(request, asyncio.get_running_loop())
         changes = q.getall("changes", [])
 
         def work(_progress: Callable[[str], None]) -> list[dict]:
-            image_id = images.import_image(reader, q.get("repo", ""), q.get("tag", ""), q.get("message", ""),
-                                           list(changes))
+            image_id = images.import_image(
+                reader, q.get("repo", ""), q.get("tag", ""), q.get("message", ""), list(changes)
+            )
             return [{"status": image_id}]
 
         return await _json_stream(request, work, progress_messages=False)
@@ -260,4 +267,3 @@ def routes(images: ImageService) -> list[Route]:
         Route("POST", name + "/push", no_registry),
         Route("DELETE", name, delete),
     ]
-

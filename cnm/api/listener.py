@@ -20,6 +20,7 @@ Three things aiohttp and asyncio leave open, closed here:
 Everything is on the event loop (no threads); `Limits` carries the knobs, small in
 tests, Docker-like generous in the daemon.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,21 +35,21 @@ from cnm.accept_backoff import AcceptBackoff, RateLimitedLog
 
 log = logging.getLogger("cnm.api")
 
-ACCEPT_BATCH = 32            # accepts per readiness event: fair to the rest of the loop
+ACCEPT_BATCH = 32  # accepts per readiness event: fair to the rest of the loop
 
 
 @dataclass(frozen=True)
 class Limits:
     """How much one client may hold of the API. Defaults suit a daemon; tests shrink them."""
 
-    header_timeout: float = 10.0        # accept (or first byte after idle) -> complete headers
-    body_timeout: float = 60.0          # headers -> complete body, where a body is read
-    keepalive_timeout: float = 120.0    # an idle keep-alive connection is closed after this
-    max_connections: int = 512          # open connections at once; more wait in the backlog
-    max_body: int = 1 << 20             # bytes of a JSON request body (413 above)
+    header_timeout: float = 10.0  # accept (or first byte after idle) -> complete headers
+    body_timeout: float = 60.0  # headers -> complete body, where a body is read
+    keepalive_timeout: float = 120.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 512  # open connections at once; more wait in the backlog
+    max_body: int = 1 << 20  # bytes of a JSON request body (413 above)
     backlog: int = 128
-    accept_retry_max: float = 1.0       # longest pause after a resource error on accept
-    error_log_interval: float = 60.0    # at most one log line per kind of trouble per interval
+    accept_retry_max: float = 1.0  # longest pause after a resource error on accept
+    error_log_interval: float = 60.0  # at most one log line per kind of trouble per interval
 
 
 LIMITS = web.AppKey("cnm_limits", Limits)
@@ -67,6 +68,7 @@ class RateLimitFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         import time  # (the monotonic clock, not the loop's: records come from any thread)
+
         now = time.monotonic()
         if now < self.next_at:
             self.dropped += 1
@@ -74,7 +76,7 @@ class RateLimitFilter(logging.Filter):
         if self.dropped:
             record.msg = f"{record.msg} ({self.dropped} more like it since the last report)"
             self.dropped = 0
-        record.exc_info, record.exc_text = None, None     # one line: no traceback
+        record.exc_info, record.exc_text = None, None  # one line: no traceback
         self.next_at = now + self.interval
         return True
 
@@ -147,8 +149,10 @@ class ConnectionGuard(asyncio.Protocol):
 
     def _expired(self) -> None:
         self.timer = None
-        self.listener.slow_clients("API: closed a connection whose request headers did not arrive within %gs",
-                                   self.listener.limits.header_timeout)
+        self.listener.slow_clients(
+            "API: closed a connection whose request headers did not arrive within %gs",
+            self.listener.limits.header_timeout,
+        )
         if self.transport is not None:
             self.transport.abort()
 
@@ -164,13 +168,18 @@ class Listener:
     protocol (aiohttp's), wrapped in a ConnectionGuard. `close()` stops accepting;
     open connections are aiohttp's to close (its runner does, on cleanup)."""
 
-    def __init__(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol], limits: Limits,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        limits: Limits,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.sock = sock
         self.factory = factory
         self.limits = limits
         self.loop = loop
-        self.open = 0                   # accepted and not yet closed (including being set up)
+        self.open = 0  # accepted and not yet closed (including being set up)
         self.reading = False
         self.closed = False
         self.retry_handle: asyncio.TimerHandle | None = None
@@ -202,8 +211,9 @@ class Listener:
         for _ in range(ACCEPT_BATCH):
             if self.open >= self.limits.max_connections:
                 self._pause()
-                self.at_limit("API: %d connections open, the limit: new ones wait until one closes",
-                              self.limits.max_connections)
+                self.at_limit(
+                    "API: %d connections open, the limit: new ones wait until one closes", self.limits.max_connections
+                )
                 return
             try:
                 conn, _addr = self.sock.accept()
@@ -231,7 +241,7 @@ class Listener:
     async def _serve(self, conn: socket.socket) -> None:
         try:
             await self.loop.connect_accepted_socket(lambda: ConnectionGuard(self.factory(), self), conn)
-        except Exception as exc:    # e.g. out of memory making the transport
+        except Exception as exc:  # e.g. out of memory making the transport
             conn.close()
             self.connection_closed()
             self.resource_error("API: could not set up an accepted connection: %s", exc)

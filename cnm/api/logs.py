@@ -7,6 +7,7 @@ supervisor first: its HELLO says where the log stood, the files are read up to t
 and what the supervisor sends afterwards follows, so no line is lost or repeated; the
 stream ends with the container (EXIT), at `until`, or when the client goes away.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,8 +24,8 @@ from cnm.errors import CNMError, InvalidParameter, NotFound
 from cnm.runtime import wire
 from cnm.runtime.logs import format_line, rfc3339_nano
 
-BATCH = 512              # log lines read per trip to the thread pool
-WAKE = 1.0               # seconds between looks for a client gone away while following
+BATCH = 512  # log lines read per trip to the thread pool
+WAKE = 1.0  # seconds between looks for a client gone away while following
 
 
 def _flag(request: web.Request, name: str, default: bool = False) -> bool:
@@ -71,7 +72,7 @@ def _attach(service: Any, cid: str, streams: str = "oe") -> Any:
     try:
         return service.runtime.attach(cid, streams)
     except CNMError:
-        return None          # not running: nothing to follow
+        return None  # not running: nothing to follow
 
 
 def lines_of(service: Any, cid: str, **kw: Any) -> Iterator:
@@ -115,9 +116,18 @@ async def handle(request: web.Request, service: Any) -> web.StreamResponse:
     tty = await blocking(request, _tty, service, ct.id)
     session = await blocking(request, _attach, service, ct.id) if follow else None
     try:
-        lines = await blocking(request, lines_of, service, ct.id, tail=tail, since_ns=since, until_ns=until,
-                               stdout=want[wire.STDOUT], stderr=want[wire.STDERR],
-                               upto=session.log_position if session is not None else None)
+        lines = await blocking(
+            request,
+            lines_of,
+            service,
+            ct.id,
+            tail=tail,
+            since_ns=since,
+            until_ns=until,
+            stdout=want[wire.STDOUT],
+            stderr=want[wire.STDERR],
+            upto=session.log_position if session is not None else None,
+        )
         resp = web.StreamResponse(headers={"Content-Type": MEDIA_TYPE})
         await resp.prepare(request)
         stamper = _Stamper()
@@ -138,11 +148,18 @@ async def handle(request: web.Request, service: Any) -> web.StreamResponse:
             session.close()
 
 
-async def _follow(request: web.Request, resp: web.StreamResponse, session: Any, want: dict[int, bool],
-                  until: int | None, tty: bool, stamper: _Stamper | None) -> None:
+async def _follow(
+    request: web.Request,
+    resp: web.StreamResponse,
+    session: Any,
+    want: dict[int, bool],
+    until: int | None,
+    tty: bool,
+    stamper: _Stamper | None,
+) -> None:
     loop = asyncio.get_running_loop()
     session.sock.setblocking(False)
-    frames = session.buffered()         # what came in with the HELLO
+    frames = session.buffered()  # what came in with the HELLO
     while True:
         for kind, t, payload in frames:
             if kind == wire.EXIT:
@@ -158,7 +175,7 @@ async def _follow(request: web.Request, resp: web.StreamResponse, session: Any, 
             data = await asyncio.wait_for(loop.sock_recv(session.sock, 65536), WAKE)
         except TimeoutError:
             if request.transport is None or request.transport.is_closing():
-                return      # the client went away (aiohttp does not cancel the handler)
+                return  # the client went away (aiohttp does not cancel the handler)
             frames = []
             continue
         except OSError:

@@ -1,4 +1,5 @@
 """Network routes of Docker's Engine API, on top of the controller."""
+
 from __future__ import annotations
 
 import datetime
@@ -60,9 +61,12 @@ def routes(controller: NetworkController) -> list[Route]:
 
         def load() -> list[dict]:
             nets = controller.list_networks()
-            if "dangling" in filters:     # only then is each network's use looked up
-                return [network_json(n) for n in nets
-                        if network_matches(n, filters, in_use=bool(controller.network_containers(n.id)))]
+            if "dangling" in filters:  # only then is each network's use looked up
+                return [
+                    network_json(n)
+                    for n in nets
+                    if network_matches(n, filters, in_use=bool(controller.network_containers(n.id)))
+                ]
             return [network_json(n) for n in nets if network_matches(n, filters)]
 
         return json_response(await blocking(request, load))

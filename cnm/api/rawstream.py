@@ -4,26 +4,29 @@ Each frame is an 8-byte header — stream (1 stdout, 2 stderr), three zero bytes
 payload size as a big-endian uint32 — then the payload. Used by the daemon to send
 `GET /containers/{id}/logs` and by the client to read it.
 """
+
 from __future__ import annotations
 
 import struct
 
-TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
+TYPE_CHECKING = False  # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 MEDIA_TYPE = "application/vnd.docker.raw-stream"
 STDIN, STDOUT, STDERR = 0, 1, 2
 HEADER = struct.Struct(">BxxxI")
-MAX_FRAME = 1 << 20          # what one frame carries at most; bigger data is split
+MAX_FRAME = 1 << 20  # what one frame carries at most; bigger data is split
 
 
 def encode_frame(stream: int, data: bytes) -> bytes:
     """One or more frames carrying `data` on `stream` (b"" for empty data)."""
     if stream not in (STDIN, STDOUT, STDERR):
         raise ValueError(f"invalid stream {stream}")
-    return b"".join(HEADER.pack(stream, len(data[i:i + MAX_FRAME])) + data[i:i + MAX_FRAME]
-                    for i in range(0, len(data), MAX_FRAME))
+    return b"".join(
+        HEADER.pack(stream, len(data[i : i + MAX_FRAME])) + data[i : i + MAX_FRAME]
+        for i in range(0, len(data), MAX_FRAME)
+    )
 
 
 def _read_exactly(read: Callable[[int], bytes], n: int) -> bytes:

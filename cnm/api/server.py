@@ -6,6 +6,7 @@ a `routes(controller) -> list[Route]`. To add a resource (containers, …): writ
 (or pass extra `Route`s to `make_app(..., extra_routes=...)`). Every route is served
 both as `/path` and as `/v1.NN/path`, like Docker's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,7 @@ from cnm.statedirs import chmod_socket
 log = logging.getLogger("cnm.api")
 
 ROUTE_MODULES = (system, networks)
-VERSION_PREFIX = "/{" + VERSION_KEY + r":v[0-9][0-9.]*}"     # Docker's /v{version:[0-9.]+}
+VERSION_PREFIX = "/{" + VERSION_KEY + r":v[0-9][0-9.]*}"  # Docker's /v{version:[0-9.]+}
 SOCKET_MODE = 0o660
 DEFAULT_LIMITS = Limits()
 
@@ -60,12 +61,15 @@ async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status < 400:
             raise
         limits = request.app[LIMITS]
-        message = {404: "page not found", 405: "method not allowed",
-                   408: f"request body not received within {limits.body_timeout:g}s",
-                   413: f"request body too large: at most {limits.max_body} bytes"}.get(exc.status, exc.reason)
+        message = {
+            404: "page not found",
+            405: "method not allowed",
+            408: f"request body not received within {limits.body_timeout:g}s",
+            413: f"request body too large: at most {limits.max_body} bytes",
+        }.get(exc.status, exc.reason)
         response = error_response(exc.status, message)
         if exc.status in (408, 413):
-            response.force_close()     # the rest of the body is not worth waiting for
+            response.force_close()  # the rest of the body is not worth waiting for
         return response
     except asyncio.CancelledError:
         raise
@@ -74,8 +78,9 @@ async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
         return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: int = 4,
-             limits: Limits = DEFAULT_LIMITS) -> web.Application:
+def make_app(
+    controller: Any, *, extra_routes: Iterable[Route] = (), workers: int = 4, limits: Limits = DEFAULT_LIMITS
+) -> web.Application:
     """The API app. Controller calls run in a pool of `workers` threads, shut down with
     the app. `limits` bound what one client may hold (see cnm.api.listener)."""
     app = web.Application(middlewares=[error_middleware, version_middleware], client_max_size=limits.max_body)
@@ -83,7 +88,7 @@ def make_app(controller: Any, *, extra_routes: Iterable[Route] = (), workers: in
     app.on_response_prepare.append(add_headers(server_headers()))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnm-api")
     app[EXECUTOR] = executor
-    app[WAITS] = asyncio.Semaphore(MAX_WAITING)   # stop/restart wait on threads of their own
+    app[WAITS] = asyncio.Semaphore(MAX_WAITING)  # stop/restart wait on threads of their own
     all_routes = [r for mod in ROUTE_MODULES for r in mod.routes(controller)] + list(extra_routes)
     for route in all_routes:
         app.router.add_route(route.method, route.path, route.handler)
@@ -115,7 +120,7 @@ def prepare_socket_path(path: Path) -> None:
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         return
-    if not stat.S_ISSOCK(st.st_mode):     # a symlink included: never followed
+    if not stat.S_ISSOCK(st.st_mode):  # a symlink included: never followed
         raise Conflict(f"{path} exists and is not a socket: remove it or choose another --socket")
     if _someone_listens(path):
         raise Conflict(f"another daemon is listening on {path}: stop it or choose another --socket")
@@ -156,10 +161,15 @@ async def start_server(app: web.Application, socket_path: str | os.PathLike) -> 
     path = Path(socket_path)
     limits = app.get(LIMITS) or Limits()
     prepare_socket_path(path)
-    runner = web.AppRunner(app, access_log=logging.getLogger("cnm.api.access"),
-                           access_log_format='%r %s %b %Tfs', handle_signals=False,
-                           keepalive_timeout=limits.keepalive_timeout, lingering_time=1.0,
-                           logger=http_logger(limits))
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("cnm.api.access"),
+        access_log_format="%r %s %b %Tfs",
+        handle_signals=False,
+        keepalive_timeout=limits.keepalive_timeout,
+        lingering_time=1.0,
+        logger=http_logger(limits),
+    )
     await runner.setup()
     try:
         site = GuardedUnixSite(runner, _listening_socket(path, limits.backlog), limits)

@@ -10,6 +10,7 @@ counters come from its network namespace (/proc/PID/net/dev: the sandbox's inter
 CLI computes CPU % from the pair); `one-shot=true` answers at once, without the pair;
 streaming sends a sample a second.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,17 +29,29 @@ from cnm.errors import NotFound
 
 INTERVAL = 1.0
 NS = 1_000_000_000
-_NET_FIELDS = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped", None, None, None, None,
-               "tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
+_NET_FIELDS = (
+    "rx_bytes",
+    "rx_packets",
+    "rx_errors",
+    "rx_dropped",
+    None,
+    None,
+    None,
+    None,
+    "tx_bytes",
+    "tx_packets",
+    "tx_errors",
+    "tx_dropped",
+)
 
 
 @dataclass
 class Sample:
     read: str = "0001-01-01T00:00:00Z"
-    cpu_total: int = 0            # ns
+    cpu_total: int = 0  # ns
     cpu_user: int = 0
     cpu_kernel: int = 0
-    system_cpu: int = 0           # ns, the host's
+    system_cpu: int = 0  # ns, the host's
     online_cpus: int = 0
     memory: int = 0
     memory_limit: int = 0
@@ -94,8 +107,12 @@ def sample(pid: int | None, cgroup_dirs: dict[str, str], host_memory: int) -> Sa
     """One sample of a running container (init `pid`); zeros when it is not running."""
     now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
     ticks = os.sysconf("SC_CLK_TCK")
-    s = Sample(read=now, system_cpu=system_cpu_ns(_read("/proc/stat"), ticks),
-               online_cpus=os.cpu_count() or 1, memory_limit=host_memory)
+    s = Sample(
+        read=now,
+        system_cpu=system_cpu_ns(_read("/proc/stat"), ticks),
+        online_cpus=os.cpu_count() or 1,
+        memory_limit=host_memory,
+    )
     if pid is None:
         return s
     members = namespace_members(pid)
@@ -121,8 +138,14 @@ def sample(pid: int | None, cgroup_dirs: dict[str, str], host_memory: int) -> Sa
     cpu = cgroup_dirs.get("cpu")
     if cpu:
         v1 = _int(f"{cpu}/cpuacct.usage")
-        v2 = {k: int(v) for k, v in (line.split() for line in _read(f"{cpu}/cpu.stat").splitlines()
-                                     if len(line.split()) == 2 and line.split()[1].isdigit())}
+        v2 = {
+            k: int(v)
+            for k, v in (
+                line.split()
+                for line in _read(f"{cpu}/cpu.stat").splitlines()
+                if len(line.split()) == 2 and line.split()[1].isdigit()
+            )
+        }
         if v1 is not None:
             s.cpu_total = v1
         elif "usage_usec" in v2:
@@ -137,24 +160,37 @@ def sample(pid: int | None, cgroup_dirs: dict[str, str], host_memory: int) -> Sa
 
 
 def _cpu(s: Sample) -> dict:
-    return {"cpu_usage": {"total_usage": s.cpu_total, "usage_in_kernelmode": s.cpu_kernel,
-                          "usage_in_usermode": s.cpu_user},
-            "system_cpu_usage": s.system_cpu, "online_cpus": s.online_cpus,
-            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+    return {
+        "cpu_usage": {"total_usage": s.cpu_total, "usage_in_kernelmode": s.cpu_kernel, "usage_in_usermode": s.cpu_user},
+        "system_cpu_usage": s.system_cpu,
+        "online_cpus": s.online_cpus,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    }
 
 
 def stats_json(cid: str, name: str, now: Sample, before: Sample | None) -> dict:
     """Docker's StatsJSON from two samples (`before` None: an empty precpu, as one-shot)."""
     prev = before or Sample()
     return {
-        "read": now.read, "preread": prev.read, "id": cid, "name": "/" + name,
+        "read": now.read,
+        "preread": prev.read,
+        "id": cid,
+        "name": "/" + name,
         "pids_stats": {"current": now.pids, **({"limit": now.pids_limit} if now.pids_limit else {})},
-        "blkio_stats": {"io_service_bytes_recursive": None, "io_serviced_recursive": None,
-                        "io_queue_recursive": None, "io_service_time_recursive": None,
-                        "io_wait_time_recursive": None, "io_merged_recursive": None,
-                        "io_time_recursive": None, "sectors_recursive": None},
-        "num_procs": 0, "storage_stats": {},
-        "cpu_stats": _cpu(now), "precpu_stats": _cpu(prev),
+        "blkio_stats": {
+            "io_service_bytes_recursive": None,
+            "io_serviced_recursive": None,
+            "io_queue_recursive": None,
+            "io_service_time_recursive": None,
+            "io_wait_time_recursive": None,
+            "io_merged_recursive": None,
+            "io_time_recursive": None,
+            "sectors_recursive": None,
+        },
+        "num_procs": 0,
+        "storage_stats": {},
+        "cpu_stats": _cpu(now),
+        "precpu_stats": _cpu(prev),
         "memory_stats": {"usage": now.memory, "limit": now.memory_limit, "stats": {}} if now.pids else {},
         "networks": now.networks,
     }
@@ -183,7 +219,7 @@ def routes(target: Callable[[str], tuple[str, str, int | None, dict[str, str]]],
             while True:
                 await resp.write(json.dumps(stats_json(cid, name, current, before)).encode() + b"\n")
                 if pid is None:
-                    break                        # not running: one sample of zeros, as Docker
+                    break  # not running: one sample of zeros, as Docker
                 await asyncio.sleep(INTERVAL)
                 if request.transport is None or request.transport.is_closing():
                     break
@@ -198,4 +234,3 @@ def routes(target: Callable[[str], tuple[str, str, int | None, dict[str, str]]],
         return resp
 
     return [Route("GET", "/containers/{ref}/stats", stats)]
-

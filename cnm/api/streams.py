@@ -1,6 +1,7 @@
 """Moving a process's I/O over a hijacked connection (attach, exec): output as Docker's
 multiplexed frames (or raw with a TTY), stdin from the client with Docker's detach keys
 (ctrl-p ctrl-q by default), a pty master read and written without blocking the loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -115,8 +116,7 @@ async def pump_output(conn: Hijacked, read: Read, stream: int | None) -> None:
         await conn.write(data if stream is None else encode_frame(stream, data))
 
 
-async def pump_input(conn: Hijacked, write: Callable[[bytes], Awaitable[None]],
-                     scanner: DetachScanner | None) -> bool:
+async def pump_input(conn: Hijacked, write: Callable[[bytes], Awaitable[None]], scanner: DetachScanner | None) -> bool:
     """Copy the client's bytes to `write` until the client half-closes (False) or types
     the detach sequence (True)."""
     while data := await conn.read():
@@ -131,9 +131,13 @@ async def pump_input(conn: Hijacked, write: Callable[[bytes], Awaitable[None]],
     return False
 
 
-async def bridge(conn: Hijacked, outputs: Sequence[tuple[Read, int | None]],
-                 stdin: Callable[[bytes], Awaitable[None]] | None, close_stdin: Callable[[], None] | None,
-                 detach_keys: str | None) -> bool:
+async def bridge(
+    conn: Hijacked,
+    outputs: Sequence[tuple[Read, int | None]],
+    stdin: Callable[[bytes], Awaitable[None]] | None,
+    close_stdin: Callable[[], None] | None,
+    detach_keys: str | None,
+) -> bool:
     """Run the pumps until every output ended (then the client is told EOF) or the
     client detached or went away. Returns True if it detached. On the client's
     half-close, `close_stdin()` (the process sees EOF)."""
@@ -149,7 +153,7 @@ async def bridge(conn: Hijacked, outputs: Sequence[tuple[Read, int | None]],
                 try:
                     detached = in_task.result()
                 except (ConnectionResetError, BrokenPipeError, OSError):
-                    detached = False          # the process's stdin is gone: outputs may go on
+                    detached = False  # the process's stdin is gone: outputs may go on
                 if detached:
                     break
                 if close_stdin is not None:
@@ -157,7 +161,7 @@ async def bridge(conn: Hijacked, outputs: Sequence[tuple[Read, int | None]],
                 in_task = None
             for t in done:
                 if t in out_tasks and t.exception() is not None and isinstance(t.exception(), ConnectionResetError):
-                    return False              # the client went away
+                    return False  # the client went away
         return detached
     finally:
         for t in out_tasks + ([in_task] if in_task else []):

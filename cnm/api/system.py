@@ -6,6 +6,7 @@ runs to its end.
 `info()`); the daemon supplies what only it knows (container counts, images, its
 root and ID) through `InfoSource`; host facts come from /proc and /etc.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -22,8 +23,15 @@ from cnm.api.common import Route, blocking, json_response
 from cnm.api.version import API_VERSION, MIN_API_VERSION, package_version
 
 # Go's names for machine architectures: Docker's clients compare Arch with these.
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-          "s390x": "s390x", "riscv64": "riscv64"}
+GOARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 def _arch() -> str:
@@ -33,9 +41,18 @@ def _arch() -> str:
 
 def version_info() -> dict:
     pkg_version = package_version()
-    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": _arch(),
-               "KernelVersion": platform.release(), "Experimental": "false", "GitCommit": "",
-               "GoVersion": "", "BuildTime": "", "PythonVersion": platform.python_version()}
+    details = {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": _arch(),
+        "KernelVersion": platform.release(),
+        "Experimental": "false",
+        "GitCommit": "",
+        "GoVersion": "",
+        "BuildTime": "",
+        "PythonVersion": platform.python_version(),
+    }
     return {
         "Platform": {"Name": "cnm"},
         "Version": pkg_version,
@@ -53,6 +70,7 @@ def version_info() -> dict:
 
 
 # -- /info -------------------------------------------------------------------------------
+
 
 @dataclass
 class InfoSource:
@@ -118,8 +136,7 @@ def info_json(source: InfoSource, counts: dict[str, int], now: datetime.datetime
         "Images": counts.get("Images", 0),
         "Driver": "overlayfs",
         "DriverStatus": [],
-        "Plugins": {"Volume": [], "Network": sorted(source.network_drivers()), "Authorization": None,
-                    "Log": []},
+        "Plugins": {"Volume": [], "Network": sorted(source.network_drivers()), "Authorization": None, "Log": []},
         "MemoryLimit": True,
         "SwapLimit": False,
         "CpuCfsPeriod": True,
@@ -145,9 +162,13 @@ def info_json(source: InfoSource, counts: dict[str, int], now: datetime.datetime
         "OSType": "linux",
         "Architecture": platform.machine(),
         "IndexServerAddress": "",
-        "RegistryConfig": {"AllowNondistributableArtifactsCIDRs": None,
-                           "AllowNondistributableArtifactsHostnames": None,
-                           "InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []},
+        "RegistryConfig": {
+            "AllowNondistributableArtifactsCIDRs": None,
+            "AllowNondistributableArtifactsHostnames": None,
+            "InsecureRegistryCIDRs": [],
+            "IndexConfigs": {},
+            "Mirrors": [],
+        },
         "NCPU": os.cpu_count() or 1,
         "MemTotal": mem_total(_read("/proc/meminfo")),
         "GenericResources": None,
@@ -161,9 +182,15 @@ def info_json(source: InfoSource, counts: dict[str, int], now: datetime.datetime
         "ServerVersion": pkg,
         "Runtimes": {"cnm": {"path": "cnm-supervisor"}},
         "DefaultRuntime": "cnm",
-        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
-                  "Error": "", "RemoteManagers": None},
-        "LiveRestoreEnabled": True,      # containers outlive the daemon, by design
+        "Swarm": {
+            "NodeID": "",
+            "NodeAddr": "",
+            "LocalNodeState": "inactive",
+            "ControlAvailable": False,
+            "Error": "",
+            "RemoteManagers": None,
+        },
+        "LiveRestoreEnabled": True,  # containers outlive the daemon, by design
         "Isolation": "",
         "InitBinary": "",
         "ContainerdCommit": {"ID": "", "Expected": ""},
@@ -179,9 +206,14 @@ def routes(controller: Any) -> list[Route]:
 
     async def ping(request: web.Request) -> web.Response:
         # The headers Docker's CLI reads to pick its API version and features.
-        headers = {"Api-Version": API_VERSION, "Docker-Experimental": "false", "Ostype": "linux",
-                   "Swarm": "inactive", "Cache-Control": "no-cache, no-store, must-revalidate",
-                   "Pragma": "no-cache"}
+        headers = {
+            "Api-Version": API_VERSION,
+            "Docker-Experimental": "false",
+            "Ostype": "linux",
+            "Swarm": "inactive",
+            "Cache-Control": "no-cache, no-store, must-revalidate",
+            "Pragma": "no-cache",
+        }
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Type": "text/plain; charset=utf-8"})
         return web.Response(text="OK", headers=headers)

@@ -5,6 +5,7 @@
 
 Not used by the daemon itself.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,19 +52,36 @@ class FakeController:
         with self._lock:
             if any(n.name == req.name for n in self.networks.values()):
                 raise Conflict(f"network with name {req.name} already exists")
-            pools = [PoolConfig(subnet=network(c.subnet), pool_id=new_id()[:8],
-                                ip_range=network(c.ip_range) if c.ip_range else None,
-                                gateway=address(c.gateway) if c.gateway else _first_host(network(c.subnet)),
-                                aux_addresses={k: address(v) for k, v in c.aux_addresses.items()},
-                                v6=c.v6) for c in req.ipam_configs if c.subnet]
+            pools = [
+                PoolConfig(
+                    subnet=network(c.subnet),
+                    pool_id=new_id()[:8],
+                    ip_range=network(c.ip_range) if c.ip_range else None,
+                    gateway=address(c.gateway) if c.gateway else _first_host(network(c.subnet)),
+                    aux_addresses={k: address(v) for k, v in c.aux_addresses.items()},
+                    v6=c.v6,
+                )
+                for c in req.ipam_configs
+                if c.subnet
+            ]
             if not any(not p.v6 for p in pools):
                 subnet = network(f"172.{self._next_pool}.0.0/16")
                 self._next_pool += 1
                 pools.insert(0, PoolConfig(subnet=subnet, pool_id=new_id()[:8], gateway=_first_host(subnet)))
-            net = Network(id=new_id(), name=req.name, driver=req.driver, created="2024-01-02T03:04:05.123456789Z",
-                          internal=req.internal, attachable=req.attachable, enable_ipv6=req.enable_ipv6,
-                          ipam_driver=req.ipam_driver, ipam_options=dict(req.ipam_options), pools=pools,
-                          options=dict(req.options), labels=dict(req.labels))
+            net = Network(
+                id=new_id(),
+                name=req.name,
+                driver=req.driver,
+                created="2024-01-02T03:04:05.123456789Z",
+                internal=req.internal,
+                attachable=req.attachable,
+                enable_ipv6=req.enable_ipv6,
+                ipam_driver=req.ipam_driver,
+                ipam_options=dict(req.ipam_options),
+                pools=pools,
+                options=dict(req.options),
+                labels=dict(req.labels),
+            )
             self.networks[net.id] = net
             return net
 
@@ -80,7 +98,9 @@ class FakeController:
                     return net
             found = [n for n in self.networks.values() if n.id.startswith(ref)] if ref else []
             if len(found) > 1:
-                raise InvalidParameter(f"network id prefix {ref} is ambiguous ({len(found)} matches): give more of the id")
+                raise InvalidParameter(
+                    f"network id prefix {ref} is ambiguous ({len(found)} matches): give more of the id"
+                )
             if not found:
                 raise NotFound(f"network {ref} not found")
             return found[0]
@@ -98,8 +118,7 @@ class FakeController:
     def prune_networks(self, select=lambda net: True) -> list[str]:
         self._maybe_fail("prune_networks")
         with self._lock:
-            gone = [n for n in self.networks.values()
-                    if not n.builtin and not self.containers.get(n.id) and select(n)]
+            gone = [n for n in self.networks.values() if not n.builtin and not self.containers.get(n.id) and select(n)]
             for net in gone:
                 del self.networks[net.id]
             return [n.name for n in gone]

@@ -8,6 +8,7 @@ filter (prune). Pure.
 
 Both return nanoseconds since the epoch.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -16,12 +17,20 @@ import re
 from cnm.errors import InvalidParameter
 from cnm.strictnum import is_ascii_digits
 
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-          "m": 60_000_000_000, "h": 3_600_000_000_000}
+_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 MAX_DURATION_TEXT = 100
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
-MAX_DURATION = 2 ** 63 - 1
+MAX_DURATION = 2**63 - 1
 
 
 def parse_timestamp(value: str, what: str = "timestamp") -> int:
@@ -54,7 +63,7 @@ def parse_duration(value: str) -> int | None:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if total > MAX_DURATION:
-        return None              # Go's ParseDuration overflows past ~292 years too
+        return None  # Go's ParseDuration overflows past ~292 years too
     return sign * int(total)
 
 
@@ -73,8 +82,10 @@ def get_timestamp(value: str, now: datetime.datetime) -> int:
         try:
             parsed = datetime.datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidParameter(f"invalid time {value!r}: use a duration (10m, 2h), an RFC 3339 time "
-                                   "(2024-05-01T10:00:00Z) or a Unix timestamp") from None
+            raise InvalidParameter(
+                f"invalid time {value!r}: use a duration (10m, 2h), an RFC 3339 time "
+                "(2024-05-01T10:00:00Z) or a Unix timestamp"
+            ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=now.tzinfo or datetime.UTC)
         return _nanos(parsed)

@@ -1,6 +1,7 @@
 """`GET /containers/{id}/top?ps_args=…` (`docker top`): the host's `ps` with the given
 arguments (default `-ef`), the rows of the container's processes only — those in its
 PID namespace, its init, what it started and what `docker exec` runs in it."""
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,7 @@ def namespace_members(init_pid: int, proc: str = "/proc") -> list[int]:
                 if os.readlink(f"{proc}/{name}/ns/pid") == want:
                     out.append(int(name))
             except OSError:
-                continue        # gone meanwhile
+                continue  # gone meanwhile
     return out
 
 

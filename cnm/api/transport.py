@@ -5,6 +5,7 @@ A transport sends one request and answers with plain values; it raises
 `cnm.errors.Unavailable` (or `Forbidden`) when the daemon cannot be reached, never a
 bare OSError.
 """
+
 from __future__ import annotations
 
 import _socket  # socket.py's own imports (enum, selectors) cost the CLI ~9 ms; the C module does all we need
@@ -16,7 +17,7 @@ from cnm.errors import Forbidden, Unavailable
 Headers = dict[str, str]
 Answer = tuple[int, Headers, bytes]
 
-TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
+TYPE_CHECKING = False  # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import BinaryIO, Protocol
@@ -76,21 +77,21 @@ class _SocketReader:
 
     def _fill(self) -> bool:
         if self._pos:
-            del self._buf[:self._pos]
+            del self._buf[: self._pos]
             self._pos = 0
         data = self._sock.recv(self.CHUNK)
         self._buf += data
         return bool(data)
 
     def _take(self, n: int) -> bytes:
-        out = bytes(self._buf[self._pos:self._pos + n])
+        out = bytes(self._buf[self._pos : self._pos + n])
         self._pos += len(out)
         return out
 
     def readline(self, limit: int = -1) -> bytes:
         """Up to and including the next newline; at most `limit` bytes when limit >= 0;
         what is left (maybe b"") at the end of the stream."""
-        seen = 0                                 # bytes after _pos already searched
+        seen = 0  # bytes after _pos already searched
         while True:
             end = self._buf.find(b"\n", self._pos + seen)
             available = len(self._buf) - self._pos
@@ -112,7 +113,7 @@ class _SocketReader:
         return self._take(n)
 
     def take_rest(self) -> bytes:
-        out = bytes(self._buf[self._pos:])
+        out = bytes(self._buf[self._pos :])
         self._buf.clear()
         self._pos = 0
         return out
@@ -202,7 +203,7 @@ class _RawResponse:
             data = self._file.read(min(amt, self._chunk_left))
             self._chunk_left -= len(data)
             if self._chunk_left == 0:
-                self._file.readline(3)          # the CRLF after each chunk
+                self._file.readline(3)  # the CRLF after each chunk
             if not data:
                 self._eof = True
             return data
@@ -272,8 +273,12 @@ class UnixSocketTransport:
     def _send(self, method: str, path: str, body: dict | None, upgrade: bool = False) -> _RawResponse:
         data, headers = _encode(body)
         connection = ["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"]
-        head = [f"{method} {path} HTTP/1.1", "Host: localhost", *connection,
-                f"Content-Length: {len(data) if data else 0}"]
+        head = [
+            f"{method} {path} HTTP/1.1",
+            "Host: localhost",
+            *connection,
+            f"Content-Length: {len(data) if data else 0}",
+        ]
         head += [f"{k}: {v}" for k, v in headers.items()]
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b"")
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -284,8 +289,10 @@ class UnixSocketTransport:
             return _RawResponse(sock)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
-            raise Unavailable(f"cannot reach the cnm daemon at {self.url} — is it running? "
-                              f"start it with: net daemon --socket {self.path}") from exc
+            raise Unavailable(
+                f"cannot reach the cnm daemon at {self.url} — is it running? "
+                f"start it with: net daemon --socket {self.path}"
+            ) from exc
         except PermissionError as exc:
             sock.close()
             raise Forbidden(f"permission denied on {self.url}: run as root or get write access to the socket") from exc
@@ -325,16 +332,23 @@ class UnixSocketTransport:
         return 101, early, resp.detach()
 
     def upload(self, method: str, path: str, source: BinaryIO, content_type: str) -> StreamResponse:
-        head = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close",
-                "Transfer-Encoding: chunked", f"Content-Type: {content_type}"]
+        head = [
+            f"{method} {path} HTTP/1.1",
+            "Host: localhost",
+            "Connection: close",
+            "Transfer-Encoding: chunked",
+            f"Content-Type: {content_type}",
+        ]
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
-            raise Unavailable(f"cannot reach the cnm daemon at {self.url} — is it running? "
-                              f"start it with: net daemon --socket {self.path}") from exc
+            raise Unavailable(
+                f"cannot reach the cnm daemon at {self.url} — is it running? "
+                f"start it with: net daemon --socket {self.path}"
+            ) from exc
         except OSError as exc:
             sock.close()
             raise Unavailable(f"cannot talk to the cnm daemon at {self.url}: {exc}") from exc

@@ -6,6 +6,7 @@ one below the minimum too, both as 400; every answer carries the `Api-Version`,
 `Ostype` and `Server` headers, which Docker's CLI reads (from `/_ping`) to pick the
 version it speaks.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -17,11 +18,11 @@ from cnm.errors import InvalidParameter
 
 API_VERSION = "1.43"
 MIN_API_VERSION = "1.24"
-VERSION_KEY = "api_version"          # the route's match_info key (see cnm.api.server)
+VERSION_KEY = "api_version"  # the route's match_info key (see cnm.api.server)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
-    """"1.43" -> (1, 43). Docker compares versions numerically part by part; a part
+    """ "1.43" -> (1, 43). Docker compares versions numerically part by part; a part
     that is not a number counts as 0, as in Docker's versions.compare."""
     # ASCII digits only, and not more than fit a 64-bit int (Go's Atoi fails beyond
     # that, giving 0); Python's int() would take "٤٣" and fail on 5,000 digits.
@@ -42,11 +43,12 @@ def check_version(requested: str | None) -> str:
     if not requested:
         return API_VERSION
     if compare(requested, MIN_API_VERSION) < 0:
-        raise InvalidParameter(f"client version {requested} is too old. Minimum supported API version is "
-                               f"{MIN_API_VERSION}, please upgrade your client to a newer version")
+        raise InvalidParameter(
+            f"client version {requested} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version"
+        )
     if compare(requested, API_VERSION) > 0:
-        raise InvalidParameter(f"client version {requested} is too new. Maximum supported API version is "
-                               f"{API_VERSION}")
+        raise InvalidParameter(f"client version {requested} is too new. Maximum supported API version is {API_VERSION}")
     return requested
 
 

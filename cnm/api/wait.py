@@ -10,6 +10,7 @@ Waiting is driven by the daemon's event bus (the container's `die` and `destroy`
 events), not by polling: the waiter subscribes first, then looks at the state, so an
 exit between the two is never missed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,7 @@ from cnm.errors import InvalidParameter
 from cnm.events import Event, EventBus
 
 CONDITIONS = ("not-running", "next-exit", "removed")
-CHECK = 1.0        # seconds between looks at whether the client is still there
+CHECK = 1.0  # seconds between looks at whether the client is still there
 
 
 def parse_condition(value: str | None, api_version: str) -> str:
@@ -44,11 +45,11 @@ class Waiter:
         self.cid = cid
         self.queue: asyncio.Queue[Event] = asyncio.Queue()
 
-        def deliver(ev: Event) -> None:      # any thread
+        def deliver(ev: Event) -> None:  # any thread
             if ev.type == "container" and ev.actor_id == cid and ev.action in ("die", "destroy"):
                 try:
                     loop.call_soon_threadsafe(self.queue.put_nowait, ev)
-                except RuntimeError:         # the loop is closing
+                except RuntimeError:  # the loop is closing
                     pass
 
         _, self.close = bus.subscribe(deliver)
@@ -77,8 +78,9 @@ def api_version(request: web.Request) -> str:
     return version[1:] if version.startswith("v") else API_VERSION
 
 
-async def answer(request: web.Request, bus: EventBus, cid: str, condition: str,
-                 current: Callable[[], Any]) -> web.StreamResponse:
+async def answer(
+    request: web.Request, bus: EventBus, cid: str, condition: str, current: Callable[[], Any]
+) -> web.StreamResponse:
     """Subscribe, read the state with `current()` (an awaitable giving (exists, running,
     exit code)), send the headers, then wait and send `{"StatusCode", "Error"}`."""
     waiter = Waiter(bus, cid, asyncio.get_running_loop())
@@ -86,12 +88,13 @@ async def answer(request: web.Request, bus: EventBus, cid: str, condition: str,
         exists, running, code = await current()
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         if compare(api_version(request), "1.30") >= 0:
-            await resp.prepare(request)          # headers now: the CLI starts the container after them
+            await resp.prepare(request)  # headers now: the CLI starts the container after them
         if not exists or (condition == "not-running" and not running):
-            pass                                 # answered at once
+            pass  # answered at once
         else:
-            code = await waiter.until(condition, code,
-                                      lambda: request.transport is None or request.transport.is_closing())
+            code = await waiter.until(
+                condition, code, lambda: request.transport is None or request.transport.is_closing()
+            )
         body = json.dumps({"StatusCode": code, "Error": None}).encode()
         if not resp.prepared:
             resp.content_length = len(body)

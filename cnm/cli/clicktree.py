@@ -4,6 +4,7 @@ cnm.cli.entry runs them — so a click command here has no callback of its own.
 
 Imported only for help and completion: it loads click and every command module.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -36,15 +37,30 @@ class _Converter(click.ParamType):
 
 def _param(p: Param) -> click.Parameter:
     if p.kind == "arg":
-        return click.Argument([p.dest], nargs=p.nargs, required=p.required, metavar=p.metavar,
-                              type=_Converter(p.value) if p.value else None)
+        return click.Argument(
+            [p.dest],
+            nargs=p.nargs,
+            required=p.required,
+            metavar=p.metavar,
+            type=_Converter(p.value) if p.value else None,
+        )
     if p.kind == "flag":
         return click.Option([*p.names, p.dest], is_flag=True, help=p.help, hidden=p.hidden)
     kind: Any = click.Choice(p.choices) if p.choices else _Converter(p.value) if p.value else None
     shown = p.default not in (None, [], "")
-    return click.Option([*p.names, p.dest], type=kind, multiple=p.multiple, required=p.required,
-                        default=p.default if shown else None, show_default=shown, metavar=p.metavar,
-                        envvar=p.envvar, show_envvar=False, help=p.help, hidden=p.hidden)
+    return click.Option(
+        [*p.names, p.dest],
+        type=kind,
+        multiple=p.multiple,
+        required=p.required,
+        default=p.default if shown else None,
+        show_default=shown,
+        metavar=p.metavar,
+        envvar=p.envvar,
+        show_envvar=False,
+        help=p.help,
+        hidden=p.hidden,
+    )
 
 
 def _settings(params: tuple[Param, ...]) -> dict[str, Any]:
@@ -54,14 +70,23 @@ def _settings(params: tuple[Param, ...]) -> dict[str, Any]:
 
 
 def command(name: str, cmd: Command) -> click.Command:
-    return click.Command(name, params=[_param(p) for p in cmd.params], help=cmd.help, hidden=cmd.hidden,
-                         context_settings=_settings(cmd.params))
+    return click.Command(
+        name,
+        params=[_param(p) for p in cmd.params],
+        help=cmd.help,
+        hidden=cmd.hidden,
+        context_settings=_settings(cmd.params),
+    )
 
 
 def tree() -> click.Group:
     """The whole `net` command tree (every command module is imported)."""
-    top = click.Group("net", params=[_param(p) for p in TOP.params if p.kind != "arg"], help=GROUPS[""],
-                      context_settings=_settings(TOP.params))
+    top = click.Group(
+        "net",
+        params=[_param(p) for p in TOP.params if p.kind != "arg"],
+        help=GROUPS[""],
+        context_settings=_settings(TOP.params),
+    )
     groups: dict[str, click.Group] = {"": top}
     for path in sorted(GROUPS, key=lambda g: g.count(" ")):
         if path:

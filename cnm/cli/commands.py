@@ -5,6 +5,7 @@ To add a command: declare it in its area's module (see cnm/cli/spec.py), then ad
 path(s) here, aliases included ("network list" runs the same command as "network
 ls"). A new group (`net image …`) also gets a line in GROUPS.
 """
+
 from __future__ import annotations
 
 from cnm.cli.spec import DEFAULT_HOST, Command, arg, option
@@ -13,8 +14,10 @@ GROUPS: dict[str, str] = {
     "": "Manage cnm networks and containers, and run the cnm daemon.",
     "network": "Manage networks (the same commands as at the top level).",
     "container": "Manage containers.",
-    "lab": ("Multi-host labs: each host a network namespace with its own daemon, joined by an "
-            "underlay switch (state under /var/lib/cnm-lab, or $CNM_LAB_DIR)."),
+    "lab": (
+        "Multi-host labs: each host a network namespace with its own daemon, joined by an "
+        "underlay switch (state under /var/lib/cnm-lab, or $CNM_LAB_DIR)."
+    ),
     "plugin": "Docker network and IPAM plugins: list, check, serve.",
     "image": "Manage images: load, import, list, inspect, tag, remove, save.",
 }
@@ -106,15 +109,23 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _top(cx: object, o: object) -> None:            # never run: `net` alone shows help
+def _top(cx: object, o: object) -> None:  # never run: `net` alone shows help
     return None
 
 
 # The flags before the command (`net -H unix:///x.sock ls`); `rest` is the command and its own.
-TOP = Command("net", (option("-H", "--host", envvar="NET_HOST", default=DEFAULT_HOST,
-                             help="Daemon socket to talk to (env NET_HOST)."),
-                      arg("rest", nargs=-1, required=False, metavar="COMMAND [ARG]...")),
-              _top, help=GROUPS[""], interspersed=False)
+TOP = Command(
+    "net",
+    (
+        option(
+            "-H", "--host", envvar="NET_HOST", default=DEFAULT_HOST, help="Daemon socket to talk to (env NET_HOST)."
+        ),
+        arg("rest", nargs=-1, required=False, metavar="COMMAND [ARG]..."),
+    ),
+    _top,
+    help=GROUPS[""],
+    interspersed=False,
+)
 
 
 def load(path: str) -> Command:

@@ -16,11 +16,12 @@ does (the daemon checks everything again: cnm.container_requests):
 
 Light: json is imported only to read a seccomp profile.
 """
+
 from __future__ import annotations
 
 from cnm.errors import InvalidParameter
 
-TYPE_CHECKING = False          # typing stays out of the CLI's start; type checkers see True
+TYPE_CHECKING = False  # typing stays out of the CLI's start; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
@@ -33,6 +34,7 @@ def _bind(spec: str) -> str:
     src, sep, rest = spec.partition(":")
     if src.startswith((".", "~")):
         import os.path  # (only for a relative source: os costs every `net run` ~1.5 ms)
+
         src = os.path.abspath(os.path.expanduser(src))
     return src + sep + rest
 
@@ -49,6 +51,7 @@ def _bool(value: str, key: str, spec: str) -> bool:
 def mount(spec: str) -> dict:
     """One --mount value (Docker's comma-separated key=value list) as a Mounts entry."""
     from cnm.cli.values import byte_size  # (CLI start-up: only with a tmpfs size)
+
     out: dict[str, Any] = {}
     bind: dict[str, Any] = {}
     tmpfs: dict[str, Any] = {}
@@ -60,6 +63,7 @@ def mount(spec: str) -> dict:
         elif key in ("source", "src"):
             if value.startswith("."):
                 import os.path  # (only for a relative source)
+
                 value = os.path.abspath(value)
             out["Source"] = value
         elif key in ("target", "destination", "dst"):
@@ -106,6 +110,7 @@ def security_opts(opts: Iterable[str]) -> list[str]:
         key, sep, value = opt.partition("=") if "=" in opt else opt.partition(":")
         if key == "seccomp" and value not in ("unconfined", "builtin", "default", "") and not value.startswith("{"):
             import json  # only here: ~8 ms the CLI pays for this flag alone
+
             try:
                 with open(value) as f:
                     profile = json.load(f)
@@ -124,19 +129,36 @@ def device(spec: str) -> dict:
     paths = [p for p in parts if p.startswith("/")]
     if not paths or len(parts) > 3:
         raise InvalidParameter(f"invalid --device {spec!r}: use /dev/HOST[:/dev/CONTAINER][:rwm]")
-    return {"PathOnHost": paths[0], "PathInContainer": paths[1] if len(paths) > 1 else paths[0],
-            "CgroupPermissions": perms}
+    return {
+        "PathOnHost": paths[0],
+        "PathInContainer": paths[1] if len(paths) > 1 else paths[0],
+        "CgroupPermissions": perms,
+    }
 
 
-def host_config(*, cap_add: Iterable[str] = (), cap_drop: Iterable[str] = (), privileged: bool = False,
-                volumes: Iterable[str] = (), mounts: Iterable[str] = (), tmpfs: Iterable[str] = (),
-                read_only: bool = False, security_opt: Iterable[str] = (), devices: Iterable[str] = ()) -> dict:
+def host_config(
+    *,
+    cap_add: Iterable[str] = (),
+    cap_drop: Iterable[str] = (),
+    privileged: bool = False,
+    volumes: Iterable[str] = (),
+    mounts: Iterable[str] = (),
+    tmpfs: Iterable[str] = (),
+    read_only: bool = False,
+    security_opt: Iterable[str] = (),
+    devices: Iterable[str] = (),
+) -> dict:
     """The HostConfig fields these flags set (only those given)."""
     host: dict[str, Any] = {}
-    for key, value in (("CapAdd", list(cap_add)), ("CapDrop", list(cap_drop)),
-                       ("Binds", [_bind(v) for v in volumes]), ("Mounts", [mount(m) for m in mounts]),
-                       ("Tmpfs", tmpfs_map(tmpfs)), ("SecurityOpt", security_opts(security_opt)),
-                       ("Devices", [device(d) for d in devices])):
+    for key, value in (
+        ("CapAdd", list(cap_add)),
+        ("CapDrop", list(cap_drop)),
+        ("Binds", [_bind(v) for v in volumes]),
+        ("Mounts", [mount(m) for m in mounts]),
+        ("Tmpfs", tmpfs_map(tmpfs)),
+        ("SecurityOpt", security_opts(security_opt)),
+        ("Devices", [device(d) for d in devices]),
+    ):
         if value:
             host[key] = value
     if privileged:

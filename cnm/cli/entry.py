@@ -8,6 +8,7 @@ without a command) and shell completion — from a tree built from the same decl
 (cnm.cli.clicktree). A domain error (CNMError) prints one line and exits with its
 category's code; a usage error prints one line and exits 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,13 +19,13 @@ from cnm.cli.parse import HelpRequested, UsageError, parse
 from cnm.cli.spec import Command, Context
 from cnm.errors import CNMError
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
 INTERRUPTED = 130
-COMPLETE_VAR = "_NET_COMPLETE"           # click's shell completion asks through this variable
+COMPLETE_VAR = "_NET_COMPLETE"  # click's shell completion asks through this variable
 
 
 class Environment:
@@ -36,6 +37,7 @@ class Environment:
         if os is not None:
             return os.environ.get(key, default)
         import posix  # (CLI start-up: posix rather than os, see Environment)
+
         value = posix.environ.get(key.encode(sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()))
         if value is None:
             return default
@@ -62,11 +64,16 @@ def _usage(exc: UsageError, path: str) -> int:
 def _click(argv: Sequence[str]) -> int:
     """Help and completion, by click (imported only now)."""
     from cnm.cli.clicktree import run_click  # (CLI start-up: click only for help and completion)
+
     return run_click(list(argv))
 
 
-def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] | None = None,
-        ran: list[Command] | None = None) -> int:
+def run(
+    argv: Sequence[str],
+    transport: Any = None,
+    environ: Mapping[str, str] | None = None,
+    ran: list[Command] | None = None,
+) -> int:
     """Run one command line (without the program name); its exit code. `transport`
     replaces the unix socket (tests); `ran` gets the command that ran, if one did."""
     env: Any = Environment() if environ is None else environ
@@ -81,9 +88,9 @@ def run(argv: Sequence[str], transport: Any = None, environ: Mapping[str, str] |
     path, rest = resolve(top.rest)
     if path not in COMMANDS:
         if rest and not rest[0].startswith("-"):
-            where = f" for \"net {path}\"" if path else ""
+            where = f' for "net {path}"' if path else ""
             return _usage(UsageError(f"unknown command {rest[0]!r}{where}"), path)
-        return _click(argv)                  # `net`, `net lab`: the group's help
+        return _click(argv)  # `net`, `net lab`: the group's help
     cmd = load(path)
     try:
         opts = parse(cmd, rest, env)
@@ -114,6 +121,7 @@ def main() -> None:
     except BrokenPipeError:
         # The reader went away (`net ps | head -1`): stop quietly, as Docker's client does.
         import os
+
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 141
@@ -123,6 +131,7 @@ def main() -> None:
         # handlers still run; the output is flushed above.
         import atexit
         import posix  # (CLI start-up: posix rather than os, see Environment)
+
         atexit._run_exitfuncs()
         posix._exit(code)
     sys.exit(code)

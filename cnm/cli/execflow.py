@@ -6,6 +6,7 @@ the client's side.
 Exit codes, as Docker's CLI: the exec'd command's own; 126 when it could not be run,
 127 when it was not found; for attach, the container's exit code (0 after a detach).
 """
+
 from __future__ import annotations
 
 import time
@@ -14,21 +15,36 @@ from cnm.cli.interactive import pump, terminal_size
 from cnm.cli.output import error_line
 from cnm.errors import CNMError, Conflict
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from typing import Any
 
 NOT_RUNNABLE, NOT_FOUND = 126, 127
 DETACHED = 0
-DETACH_GRACE = 2.0       # seconds an exit may take to show after the stream ended (else: a detach)
+DETACH_GRACE = 2.0  # seconds an exit may take to show after the stream ended (else: a detach)
 
 
-def exec_body(argv: list[str], *, interactive: bool, tty: bool, env: list[str], user: str | None,
-              workdir: str | None, privileged: bool, detach: bool) -> dict:
+def exec_body(
+    argv: list[str],
+    *,
+    interactive: bool,
+    tty: bool,
+    env: list[str],
+    user: str | None,
+    workdir: str | None,
+    privileged: bool,
+    detach: bool,
+) -> dict:
     """`POST /containers/{id}/exec`'s body for `net exec`'s flags."""
-    body: dict[str, Any] = {"Cmd": list(argv), "AttachStdin": interactive and not detach,
-                            "AttachStdout": not detach, "AttachStderr": not detach, "Tty": tty,
-                            "Env": list(env), "Privileged": privileged}
+    body: dict[str, Any] = {
+        "Cmd": list(argv),
+        "AttachStdin": interactive and not detach,
+        "AttachStdout": not detach,
+        "AttachStderr": not detach,
+        "Tty": tty,
+        "Env": list(env),
+        "Privileged": privileged,
+    }
     if user:
         body["User"] = user
     if workdir:
@@ -51,20 +67,19 @@ def run_exec(client: Any, ref: str, body: dict, detach: bool) -> int:
     tty, interactive = bool(body.get("Tty")), bool(body.get("AttachStdin"))
     try:
         exec_id = client.exec_create(ref, body)
-    except CNMError as exc:          # no such container, not running, bad flags
+    except CNMError as exc:  # no such container, not running, bad flags
         error_line(exc)
         return 1
     try:
         stream = client.exec_start(exec_id, tty, detach=detach)
-    except CNMError as exc:          # the command could not be started
+    except CNMError as exc:  # the command could not be started
         error_line(exc)
         return start_failure_code(exc.message)
     if stream is None:
         return 0
     sock, early = stream
     try:
-        pump(sock, early, tty=tty, stdin=interactive,
-             resize=lambda rows, cols: client.exec_resize(exec_id, rows, cols))
+        pump(sock, early, tty=tty, stdin=interactive, resize=lambda rows, cols: client.exec_resize(exec_id, rows, cols))
     finally:
         sock.close()
     try:
@@ -89,12 +104,12 @@ def run_attach(client: Any, ref: str, no_stdin: bool, detach_keys: str) -> int:
         pump(sock, early, tty=tty, stdin=stdin, resize=lambda rows, cols: client.container_resize(ref, rows, cols))
     finally:
         sock.close()
-    if not stdin:                    # no detach keys without input: the stream ended with the container
+    if not stdin:  # no detach keys without input: the stream ended with the container
         return int(client.container_wait(ref))
     deadline = time.monotonic() + DETACH_GRACE
     while (client.container_inspect(ref).get("State") or {}).get("Running"):
         if time.monotonic() > deadline:
-            return DETACHED          # the detach keys ended the stream; the container runs on
+            return DETACHED  # the detach keys ended the stream; the container runs on
         time.sleep(0.05)
     return int(client.container_wait(ref))
 
@@ -103,8 +118,9 @@ def raise_conflict(ref: str) -> None:
     raise Conflict(f"You cannot attach to a stopped container {ref}, start it first")
 
 
-def run_attached_stream(client: Any, cid: str, stream: tuple[Any, bytes], *, tty: bool, stdin: bool,
-                        remove: bool) -> int:
+def run_attached_stream(
+    client: Any, cid: str, stream: tuple[Any, bytes], *, tty: bool, stdin: bool, remove: bool
+) -> int:
     """`net run -i/-t`: the attach taken before the start, carried until the container
     ends; its exit code (removed after with --rm)."""
     sock, early = stream

@@ -1,6 +1,7 @@
 """Image commands, as Docker's: load, import, ls (images), inspect, history, tag, rm
 (rmi), prune, save, pull. Declared with cnm.cli.spec; they talk to the daemon's image
 API (cnm/api/images.py), streaming tarballs in and out."""
+
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,7 @@ from cnm.cli.spec import arg, command, flag, option
 from cnm.cli.values import key_value
 from cnm.errors import CNMError, InvalidParameter, Unavailable
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 # -- formatting (Docker's go-units) --------------------------------------------------------
+
 
 def human_size(size: float) -> str:
     """go-units HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
@@ -60,6 +62,7 @@ def human_duration(seconds: float) -> str:
 
 def ago(created: int) -> str:
     import time  # (CLI start-up: only ages need the clock)
+
     return f"{human_duration(time.time() - created)} ago" if created > 0 else "N/A"
 
 
@@ -72,7 +75,7 @@ def split_repo_tag(ref: str) -> tuple[str, str]:
     slash = ref.rfind("/")
     colon = ref.rfind(":")
     if colon > slash:
-        return ref[:colon], ref[colon + 1:]
+        return ref[:colon], ref[colon + 1 :]
     return ref, ""
 
 
@@ -81,6 +84,7 @@ def print_stream(resp: StreamResponse, quiet: bool = False) -> list[dict]:
     an `error` raised as the daemon's category. Returns every message."""
     from cnm import jsonlite as json  # (CLI start-up: only the commands that parse JSON)
     from cnm.errors import from_http  # (CLI start-up: only a failed stream needs it)
+
     messages = []
     try:
         for line in iter(resp.readline, b""):
@@ -114,9 +118,12 @@ def _open_input(path: str | None, what: str) -> BinaryIO:
 
 # -- commands ------------------------------------------------------------------------------
 
-@command("load",
-         option("-i", "--input", help="Read from a tar archive file (plain or gzip), instead of STDIN."),
-         flag("-q", "--quiet", help="Suppress the load output."))
+
+@command(
+    "load",
+    option("-i", "--input", help="Read from a tar archive file (plain or gzip), instead of STDIN."),
+    flag("-q", "--quiet", help="Suppress the load output."),
+)
 def load(cx: Context, o: Opts) -> None:
     """Load images from a tar archive (docker save output or an OCI layout)."""
     src = _open_input(o.input, "load")
@@ -129,13 +136,20 @@ def load(cx: Context, o: Opts) -> None:
             src.close()
 
 
-@command("import",
-         option("-c", "--change", dest="changes", multiple=True,
-                help="Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME).",
-                metavar="INSTRUCTION"),
-         option("-m", "--message", default="", help="Set the commit message of the imported image."),
-         arg("file", metavar="FILE|-"),
-         arg("reference", required=False, metavar="REPOSITORY[:TAG]"))
+@command(
+    "import",
+    option(
+        "-c",
+        "--change",
+        dest="changes",
+        multiple=True,
+        help="Apply a Dockerfile instruction (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME).",
+        metavar="INSTRUCTION",
+    ),
+    option("-m", "--message", default="", help="Set the commit message of the imported image."),
+    arg("file", metavar="FILE|-"),
+    arg("reference", required=False, metavar="REPOSITORY[:TAG]"),
+)
 def import_(cx: Context, o: Opts) -> None:
     """Import a rootfs tarball (plain or compressed) as a one-layer image; prints its ID."""
     src = _open_input(o.file, "import")
@@ -155,19 +169,33 @@ def import_(cx: Context, o: Opts) -> None:
             echo(msg["status"])
 
 
-@command("ls",
-         flag("-a", "--all", help="Show all images (there are no intermediate images here: the same list)."),
-         flag("-q", "--quiet", help="Only show image IDs."),
-         flag("--no-trunc", help="Don't truncate output."),
-         flag("--digests", help="Show digests (none: images come from files, not registries)."),
-         option("-f", "--filter", dest="filters", multiple=True, value=key_value,
-                help="Filter: dangling=, label=, reference=, before=, since=, until= (repeatable)."),
-         option("--format", dest="fmt", choices=("table", "json"), default="table",
-                help="table, or json (the API's image summaries)."),
-         arg("reference", required=False, metavar="REPOSITORY[:TAG]"))
+@command(
+    "ls",
+    flag("-a", "--all", help="Show all images (there are no intermediate images here: the same list)."),
+    flag("-q", "--quiet", help="Only show image IDs."),
+    flag("--no-trunc", help="Don't truncate output."),
+    flag("--digests", help="Show digests (none: images come from files, not registries)."),
+    option(
+        "-f",
+        "--filter",
+        dest="filters",
+        multiple=True,
+        value=key_value,
+        help="Filter: dangling=, label=, reference=, before=, since=, until= (repeatable).",
+    ),
+    option(
+        "--format",
+        dest="fmt",
+        choices=("table", "json"),
+        default="table",
+        help="table, or json (the API's image summaries).",
+    ),
+    arg("reference", required=False, metavar="REPOSITORY[:TAG]"),
+)
 def ls(cx: Context, o: Opts) -> None:
     """List images."""
     from cnm import jsonlite as json  # (CLI start-up: only the commands that parse JSON)
+
     filters: dict[str, list[str]] = {}
     for key, value in o.filters:
         filters.setdefault(key, []).append(value)
@@ -190,8 +218,9 @@ def ls(cx: Context, o: Opts) -> None:
             row = [repo, version]
             if o.digests:
                 row.append("<none>")
-            rows.append((*row, short_id(img["Id"], o.no_trunc), ago(img.get("Created", 0)),
-                         human_size(img.get("Size", 0))))
+            rows.append(
+                (*row, short_id(img["Id"], o.no_trunc), ago(img.get("Created", 0)), human_size(img.get("Size", 0)))
+            )
     headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if o.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
     echo(table(headers, rows))
 
@@ -200,6 +229,7 @@ def ls(cx: Context, o: Opts) -> None:
 def inspect(cx: Context, o: Opts) -> int:
     """Display detailed information on images (a JSON array; missing ones are errors)."""
     from cnm.api.client import quote  # (CLI start-up: only the commands that build a query)
+
     found: list[dict] = []
     errors: list[CNMError] = []
     for ref in o.refs:
@@ -218,23 +248,32 @@ def _path(ref: str, quote: Any) -> str:
     return "/".join(quote(part) for part in ref.split("/"))
 
 
-@command("history",
-         flag("--no-trunc", help="Don't truncate output."),
-         flag("-q", "--quiet", help="Only show image IDs."),
-         option("-H", "--human", choices=("true", "false"), default="true",
-                help="Print sizes and dates in human readable format."),
-         option("--format", dest="fmt", choices=("table", "json"), default="table", help="table, or json."),
-         arg("ref", metavar="IMAGE"))
+@command(
+    "history",
+    flag("--no-trunc", help="Don't truncate output."),
+    flag("-q", "--quiet", help="Only show image IDs."),
+    option(
+        "-H",
+        "--human",
+        choices=("true", "false"),
+        default="true",
+        help="Print sizes and dates in human readable format.",
+    ),
+    option("--format", dest="fmt", choices=("table", "json"), default="table", help="table, or json."),
+    arg("ref", metavar="IMAGE"),
+)
 def history(cx: Context, o: Opts) -> None:
     """Show the history of an image (newest layer first)."""
     from cnm.api.client import quote  # (CLI start-up: only the commands that build a query)
+
     rows: list[dict[str, Any]] = cx.client.request("GET", f"/images/{_path(o.ref, quote)}/history")
     if o.fmt == "json":
         echo(dumps(rows))
         return
     if o.quiet:
-        sys.stdout.write("".join(short_id(r["Id"], o.no_trunc) + "\n" if r["Id"] != "<missing>" else "<missing>\n"
-                                 for r in rows))
+        sys.stdout.write(
+            "".join(short_id(r["Id"], o.no_trunc) + "\n" if r["Id"] != "<missing>" else "<missing>\n" for r in rows)
+        )
         return
     human = o.human == "true"
     out = []
@@ -253,23 +292,29 @@ def history(cx: Context, o: Opts) -> None:
 def tag(cx: Context, o: Opts) -> None:
     """Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE."""
     from cnm.api.client import quote  # (CLI start-up: only the commands that build a query)
+
     repo, version = split_repo_tag(o.target)
     cx.client.request("POST", f"/images/{_path(o.source, quote)}/tag", query={"repo": repo, "tag": version})
 
 
-@command("rm",
-         flag("-f", "--force", help="Force removal of the image."),
-         flag("--no-prune", help="Do not delete untagged parents (there are none here)."),
-         arg("refs", nargs=-1, metavar="IMAGE..."))
+@command(
+    "rm",
+    flag("-f", "--force", help="Force removal of the image."),
+    flag("--no-prune", help="Do not delete untagged parents (there are none here)."),
+    arg("refs", nargs=-1, metavar="IMAGE..."),
+)
 def rm(cx: Context, o: Opts) -> int:
     """Remove one or more images (goes on past failures; exits non-zero if any failed)."""
     from cnm.api.client import quote  # (CLI start-up: only the commands that build a query)
+
     code = 0
     for ref in o.refs:
         try:
-            records = cx.client.request("DELETE", f"/images/{_path(ref, quote)}",
-                                        query={"force": "1" if o.force else "0",
-                                               "noprune": "1" if o.no_prune else "0"})
+            records = cx.client.request(
+                "DELETE",
+                f"/images/{_path(ref, quote)}",
+                query={"force": "1" if o.force else "0", "noprune": "1" if o.no_prune else "0"},
+            )
         except CNMError as exc:
             error_line(exc)
             code = code or exc.exit_code
@@ -281,17 +326,20 @@ def rm(cx: Context, o: Opts) -> int:
     return code
 
 
-@command("prune",
-         flag("-a", "--all", help="Remove all unused images, not just dangling ones."),
-         flag("-f", "--force", help="Do not prompt for confirmation."),
-         option("--filter", dest="filters", multiple=True, value=key_value,
-                help="Filter: until=, label=, label!= (repeatable)."))
+@command(
+    "prune",
+    flag("-a", "--all", help="Remove all unused images, not just dangling ones."),
+    flag("-f", "--force", help="Do not prompt for confirmation."),
+    option(
+        "--filter", dest="filters", multiple=True, value=key_value, help="Filter: until=, label=, label!= (repeatable)."
+    ),
+)
 def prune(cx: Context, o: Opts) -> None:
     """Remove unused images."""
     from cnm import jsonlite as json  # (CLI start-up: only the commands that parse JSON)
+
     if not o.force:
-        what = ("all images without at least one container associated to them" if o.all
-                else "all dangling images")
+        what = "all images without at least one container associated to them" if o.all else "all dangling images"
         sys.stdout.write(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
@@ -311,12 +359,15 @@ def prune(cx: Context, o: Opts) -> None:
     echo(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed', 0))}")
 
 
-@command("save",
-         option("-o", "--output", help="Write to a file, instead of STDOUT."),
-         arg("refs", nargs=-1, metavar="IMAGE..."))
+@command(
+    "save",
+    option("-o", "--output", help="Write to a file, instead of STDOUT."),
+    arg("refs", nargs=-1, metavar="IMAGE..."),
+)
 def save(cx: Context, o: Opts) -> None:
     """Save images to a tar archive (Docker 25+'s format: OCI layout + manifest.json)."""
     import os  # (CLI start-up: os costs every call ~1.5 ms; only save writes a file)
+
     if not o.refs:
         raise InvalidParameter("save needs at least one image")
     if not o.output and sys.stdout.isatty():
@@ -329,7 +380,7 @@ def save(cx: Context, o: Opts) -> None:
             while True:
                 try:
                     chunk = resp.read(1 << 20)
-                except Exception as exc:   # the transport's framing errors: the daemon cut it short
+                except Exception as exc:  # the transport's framing errors: the daemon cut it short
                     raise Unavailable(f"the daemon stopped sending the archive half-way: {exc}") from None
                 if not chunk:
                     break
@@ -338,7 +389,7 @@ def save(cx: Context, o: Opts) -> None:
             if tmp:
                 out.close()
         if tmp:
-            os.replace(tmp, o.output)   # never a half-written archive under the asked name
+            os.replace(tmp, o.output)  # never a half-written archive under the asked name
     finally:
         resp.close()
         if tmp and os.path.exists(tmp):
@@ -349,6 +400,7 @@ def save(cx: Context, o: Opts) -> None:
 def pull(cx: Context, o: Opts) -> None:
     """Pull an image from a registry (none is reachable: this says so, and how to load one)."""
     repo, version = split_repo_tag(o.ref)
-    resp = cx.client.request("POST", "/images/create", query={"fromImage": repo, "tag": version or "latest"},
-                             stream=True)
+    resp = cx.client.request(
+        "POST", "/images/create", query={"fromImage": repo, "tag": version or "latest"}, stream=True
+    )
     print_stream(resp, quiet=o.quiet)

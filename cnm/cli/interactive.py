@@ -9,6 +9,7 @@ size sent along (at the start and on SIGWINCH).
 Our stdin's end is a half-close of the connection (the daemon closes the process's
 stdin); the stream ends when the daemon closes its side.
 """
+
 from __future__ import annotations
 
 import _socket
@@ -17,7 +18,7 @@ import select
 
 from cnm.errors import CNMError
 
-TYPE_CHECKING = False          # typing stays out of the CLI's start; type checkers see True
+TYPE_CHECKING = False  # typing stays out of the CLI's start; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -40,8 +41,8 @@ class Demux:
             if len(self._buf) < HEADER + size:
                 break
             stream = self._buf[0]
-            out.append((2 if stream == 2 else 1, bytes(self._buf[HEADER:HEADER + size])))
-            del self._buf[:HEADER + size]
+            out.append((2 if stream == 2 else 1, bytes(self._buf[HEADER : HEADER + size])))
+            del self._buf[: HEADER + size]
         return out
 
 
@@ -63,16 +64,19 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def pump(sock: _socket.socket, early: bytes, *, tty: bool, stdin: bool,
-         resize: Callable[[int, int], None] | None = None) -> None:
+def pump(
+    sock: _socket.socket, early: bytes, *, tty: bool, stdin: bool, resize: Callable[[int, int], None] | None = None
+) -> None:
     """Copy until the daemon closes the connection. `early`: bytes that came with the
     101 answer. `resize(rows, cols)` is called at once and on SIGWINCH with a TTY."""
     import signal  # (CLI start-up: only with a terminal)
+
     sock.setblocking(True)
     raw_mode = None
     if tty and stdin and os.isatty(0):
         import termios  # (CLI start-up: only with a terminal)
         import tty as ttymod  # (CLI start-up: only with a terminal)
+
         raw_mode = termios.tcgetattr(0)
         ttymod.setraw(0)
     woke: list[int] = []
@@ -106,7 +110,7 @@ def pump(sock: _socket.socket, early: bytes, *, tty: bool, stdin: bool,
                     data = os.read(0, CHUNK)
                     if data:
                         sock.sendall(data)
-                    else:                      # our stdin ended: the process's ends too
+                    else:  # our stdin ended: the process's ends too
                         poller.unregister(0)
                         _half_close(sock)
                 elif woke and fd == woke[0]:
@@ -119,6 +123,7 @@ def pump(sock: _socket.socket, early: bytes, *, tty: bool, stdin: bool,
     finally:
         if raw_mode is not None:
             import termios  # (CLI start-up: only with a terminal)
+
             termios.tcsetattr(0, termios.TCSADRAIN, raw_mode)
         if old_handler is not None:
             signal.signal(signal.SIGWINCH, old_handler)
@@ -140,14 +145,14 @@ def _poke(fd: int) -> None:
     try:
         os.write(fd, b"x")
     except OSError:
-        pass                       # the pipe is full: a resize is pending anyway
+        pass  # the pipe is full: a resize is pending anyway
 
 
 def _resize(resize: Callable[[int, int], None], size: tuple[int, int]) -> None:
     try:
         resize(*size)
     except CNMError:
-        pass                       # the process ended meanwhile: nothing to size
+        pass  # the process ended meanwhile: nothing to size
 
 
 def _half_close(sock: _socket.socket) -> None:

@@ -9,6 +9,7 @@ This script starts `python -I -S` instead, finds cnm where this installation kee
 and adds site-packages only when a command imports something from there
 (cnm.cli.lazysite). `python -m cnm.cli …` runs the same CLI with the interpreter's usual
 start-up, when you need PYTHON* variables (a debugger, warnings)."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Network commands: create, ls, inspect, rm, prune, connect, disconnect (top level and
 under `network`). Declared with cnm.cli.spec; Docker's flags and output."""
+
 from __future__ import annotations
 
 import sys
@@ -9,37 +10,40 @@ from cnm.cli.spec import arg, command, flag, option
 from cnm.cli.values import cidr, ip, key_value, label, name_ip
 from cnm.errors import CNMError
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from typing import Any
 
     from cnm.cli.spec import Context, Opts
 
-PRUNE_WARNING = ("WARNING! This will remove all custom networks not used by at least one container.\n"
-                 "Are you sure you want to continue? [y/N] ")
+PRUNE_WARNING = (
+    "WARNING! This will remove all custom networks not used by at least one container.\n"
+    "Are you sure you want to continue? [y/N] "
+)
 
 
-@command("create",
-         option("-d", "--driver", default="bridge", help="Driver to manage the network."),
-         option("--subnet", dest="subnets", multiple=True, value=cidr, help="Subnet in CIDR format (repeatable)."),
-         option("--ip-range", dest="ip_ranges", multiple=True, value=cidr,
-                help="Allocate container IPs from a sub-range."),
-         option("--gateway", dest="gateways", multiple=True, value=ip, help="Gateway for the subnet that contains it."),
-         option("--aux-address", dest="aux", multiple=True, value=name_ip, help="Reserve an address (NAME=IP)."),
-         flag("--ipv6", help="Enable IPv6."),
-         flag("--internal", help="Restrict external access to the network."),
-         flag("--attachable",
-              help="Mark the network attachable (recorded; bridge networks always accept containers)."),
-         option("-o", "--opt", dest="opts", multiple=True, value=key_value, help="Driver option KEY=VALUE."),
-         option("--label", dest="labels", multiple=True, value=label, help="Label KEY=VALUE."),
-         option("--ipam-driver", default="default", help="IPAM driver."),
-         option("--ipam-opt", dest="ipam_opts", multiple=True, value=key_value, help="IPAM option KEY=VALUE."),
-         arg("name"))
+@command(
+    "create",
+    option("-d", "--driver", default="bridge", help="Driver to manage the network."),
+    option("--subnet", dest="subnets", multiple=True, value=cidr, help="Subnet in CIDR format (repeatable)."),
+    option("--ip-range", dest="ip_ranges", multiple=True, value=cidr, help="Allocate container IPs from a sub-range."),
+    option("--gateway", dest="gateways", multiple=True, value=ip, help="Gateway for the subnet that contains it."),
+    option("--aux-address", dest="aux", multiple=True, value=name_ip, help="Reserve an address (NAME=IP)."),
+    flag("--ipv6", help="Enable IPv6."),
+    flag("--internal", help="Restrict external access to the network."),
+    flag("--attachable", help="Mark the network attachable (recorded; bridge networks always accept containers)."),
+    option("-o", "--opt", dest="opts", multiple=True, value=key_value, help="Driver option KEY=VALUE."),
+    option("--label", dest="labels", multiple=True, value=label, help="Label KEY=VALUE."),
+    option("--ipam-driver", default="default", help="IPAM driver."),
+    option("--ipam-opt", dest="ipam_opts", multiple=True, value=key_value, help="IPAM option KEY=VALUE."),
+    arg("name"),
+)
 def create(cx: Context, o: Opts) -> None:
     """Create a network; prints its ID."""
     configs: list[dict] = []
     if o.subnets or o.ip_ranges or o.gateways or o.aux:
         from cnm.cli.ipamflags import ipam_configs  # (ipaddress: ~4 ms, only with IPAM flags)
+
         configs = ipam_configs(o.subnets, o.ip_ranges, o.gateways, o.aux)
     body: dict[str, Any] = {
         "Name": o.name,
@@ -68,13 +72,26 @@ def _short(net_id: str, no_trunc: bool) -> str:
     return net_id if no_trunc else net_id[:12]
 
 
-@command("ls",
-         flag("-q", "--quiet", help="Only display network IDs."),
-         option("-f", "--filter", dest="filters", multiple=True, value=key_value,
-                help="Filter: driver=, name=, scope=, id=, label=, type=custom|builtin (repeatable)."),
-         option("--format", dest="fmt", choices=("table", "json"), default="table",
-                help="table, or json (an array of the full network objects)."),
-         flag("--no-trunc", help="Do not truncate the output."))
+@command(
+    "ls",
+    flag("-q", "--quiet", help="Only display network IDs."),
+    option(
+        "-f",
+        "--filter",
+        dest="filters",
+        multiple=True,
+        value=key_value,
+        help="Filter: driver=, name=, scope=, id=, label=, type=custom|builtin (repeatable).",
+    ),
+    option(
+        "--format",
+        dest="fmt",
+        choices=("table", "json"),
+        default="table",
+        help="table, or json (an array of the full network objects).",
+    ),
+    flag("--no-trunc", help="Do not truncate the output."),
+)
 def ls(cx: Context, o: Opts) -> None:
     """List networks."""
     nets = sorted(cx.client.networks(filters(o.filters) or None), key=lambda n: n["Name"])
@@ -141,23 +158,28 @@ def prune(cx: Context, o: Opts) -> None:
             echo(name)
 
 
-@command("connect",
-         option("--ip", value=ip, help="IPv4 address on the network."),
-         option("--ip6", value=ip, help="IPv6 address on the network."),
-         option("--alias", dest="aliases", multiple=True, metavar="ALIAS", help="Network-scoped alias (repeatable)."),
-         option("--mac-address", dest="mac", help="MAC address on the network."),
-         arg("network", metavar="NETWORK"),
-         arg("ref", metavar="CONTAINER"))
+@command(
+    "connect",
+    option("--ip", value=ip, help="IPv4 address on the network."),
+    option("--ip6", value=ip, help="IPv6 address on the network."),
+    option("--alias", dest="aliases", multiple=True, metavar="ALIAS", help="Network-scoped alias (repeatable)."),
+    option("--mac-address", dest="mac", help="MAC address on the network."),
+    arg("network", metavar="NETWORK"),
+    arg("ref", metavar="CONTAINER"),
+)
 def connect(cx: Context, o: Opts) -> None:
     """Connect a running container to a network."""
     from cnm.cli.runflow import endpoint_config  # (CLI start-up: only connect needs it)
+
     cx.client.network_connect(o.network, o.ref, endpoint_config(o.ip, o.ip6, o.aliases, o.mac))
 
 
-@command("disconnect",
-         flag("-f", "--force", help="Force the container to disconnect."),
-         arg("network", metavar="NETWORK"),
-         arg("ref", metavar="CONTAINER"))
+@command(
+    "disconnect",
+    flag("-f", "--force", help="Force the container to disconnect."),
+    arg("network", metavar="NETWORK"),
+    arg("ref", metavar="CONTAINER"),
+)
 def disconnect(cx: Context, o: Opts) -> None:
     """Disconnect a container from a network."""
     cx.client.network_disconnect(o.network, o.ref, o.force)

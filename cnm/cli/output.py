@@ -1,12 +1,13 @@
 """Printing for the CLI: lines, one-line errors, aligned tables, JSON. Plain text on the
 standard streams: no click, no rich (a table is a few padded strings)."""
+
 from __future__ import annotations
 
 import sys
 
 from cnm.errors import CNMError
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
@@ -37,10 +38,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], gap: int = 3) -
 def json_str(text: str) -> str:
     """A string as a JSON string, non-ASCII kept (Docker's COMMAND column)."""
     from cnm.jsonlite import dumps  # (CLI start-up: only JSON output needs it)
+
     return dumps(text, ascii=False)
 
 
 def dumps(obj: Any) -> str:
     """JSON as Docker's CLI prints it (indent 4)."""
     from cnm.jsonlite import dumps  # (CLI start-up: only JSON output needs it)
+
     return dumps(obj, indent=4)

@@ -10,12 +10,13 @@ right after the fixed arguments — `net exec C -- CMD` — is dropped). `-h`/`-
 anywhere among the options asks for help (the caller hands it to click). Bad input
 raises UsageError with a one-line message.
 """
+
 from __future__ import annotations
 
 from cnm.cli.spec import Opts
 from cnm.errors import InvalidParameter
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
@@ -83,7 +84,7 @@ def parse(cmd: Command, argv: Sequence[str], environ: Mapping[str, str] | None =
         i += 1
         if only_args or tok == "-" or tok[:1] != "-":
             if tok == "--" and only_args and not by_dashdash and len(positionals) == fixed:
-                by_dashdash = True       # `net exec C -- CMD`: the -- only separates
+                by_dashdash = True  # `net exec C -- CMD`: the -- only separates
                 continue
             positionals.append(tok)
             only_args = only_args or not cmd.interspersed
@@ -109,7 +110,7 @@ def parse(cmd: Command, argv: Sequence[str], environ: Mapping[str, str] | None =
             put(p, _convert(p, text))
             continue
         j = 1
-        while j < len(tok):                      # -dq, -p80:80, -e=A=1, -t 5
+        while j < len(tok):  # -dq, -p80:80, -e=A=1, -t 5
             letter = tok[j]
             j += 1
             found = shorts.get("-" + letter)
@@ -119,12 +120,12 @@ def parse(cmd: Command, argv: Sequence[str], environ: Mapping[str, str] | None =
                 raise UsageError(f"unknown shorthand flag: {letter!r} in {tok}")
             p = found
             if p.kind == "flag":
-                if tok[j:j + 1] == "=":
-                    put(p, _flag_value(p, tok[j + 1:]))
+                if tok[j : j + 1] == "=":
+                    put(p, _flag_value(p, tok[j + 1 :]))
                     break
                 put(p, True)
                 continue
-            text = tok[j + 1:] if tok[j:j + 1] == "=" else tok[j:]
+            text = tok[j + 1 :] if tok[j : j + 1] == "=" else tok[j:]
             if not text and j >= len(tok):
                 if i >= n:
                     raise UsageError(f"flag needs an argument: {letter!r} in {tok}")
@@ -134,8 +135,9 @@ def parse(cmd: Command, argv: Sequence[str], environ: Mapping[str, str] | None =
     return Opts(_complete(cmd, given, positionals, environ))
 
 
-def _complete(cmd: Command, given: dict[str, Any], positionals: list[str],
-              environ: Mapping[str, str] | None) -> dict[str, Any]:
+def _complete(
+    cmd: Command, given: dict[str, Any], positionals: list[str], environ: Mapping[str, str] | None
+) -> dict[str, Any]:
     """Arguments placed, defaults and environment filled in, requirements checked."""
     values: dict[str, Any] = {}
     rest = positionals

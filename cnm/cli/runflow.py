@@ -1,5 +1,6 @@
 """`net run`'s flow: the request body from its flags, streaming the output, waiting and
 removing."""
+
 from __future__ import annotations
 
 import sys
@@ -7,18 +8,19 @@ import sys
 from cnm.cli.output import error_line
 from cnm.errors import CNMError
 
-TYPE_CHECKING = False          # typing stays out of the CLI's start (~4 ms); type checkers see True
+TYPE_CHECKING = False  # typing stays out of the CLI's start (~4 ms); type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-DAEMON_ERROR = 125          # docker run: the daemon could not run the container
+DAEMON_ERROR = 125  # docker run: the daemon could not run the container
 INTERRUPTED = 130
 
 
 def port_bindings(specs: Iterable[str]) -> dict[str, list[dict]]:
     """`-p` values as Docker's HostConfig.PortBindings. Raises InvalidParameter."""
     from cnm.portspec import parse  # (CLI start-up: only with -p)
+
     out: dict[str, list[dict]] = {}
     for spec in specs:
         for proto, container_port, host_ip, host_port, host_port_end in parse(spec):
@@ -38,6 +40,7 @@ def env_list(items: Iterable[str]) -> list[str]:
             out.append(item)
             continue
         import os  # (not at the top: os costs every CLI call ~1.5 ms; only a bare -e K needs it)
+
         if item in os.environ:
             out.append(f"{item}={os.environ[item]}")
     return out
@@ -56,12 +59,29 @@ def endpoint_config(ip: str | None, ip6: str | None, aliases: Iterable[str], mac
     return config
 
 
-def create_body(cmd: list[str], *, image: str = "", entrypoint: str | None = None, workdir: str | None = None,
-                user: str | None = None, name: str | None = None, network: str | None = None, ip: str | None = None,
-                ip6: str | None = None, mac: str | None = None, hostname: str | None = None,
-                aliases: Iterable[str] = (), publish: Iterable[str] = (), env: Iterable[str] = (),
-                rootfs: str | None = None, memory: int | None = None, cpus: float | None = None,
-                pids_limit: int | None = None, auto_remove: bool = False, confinement: dict | None = None) -> dict:
+def create_body(
+    cmd: list[str],
+    *,
+    image: str = "",
+    entrypoint: str | None = None,
+    workdir: str | None = None,
+    user: str | None = None,
+    name: str | None = None,
+    network: str | None = None,
+    ip: str | None = None,
+    ip6: str | None = None,
+    mac: str | None = None,
+    hostname: str | None = None,
+    aliases: Iterable[str] = (),
+    publish: Iterable[str] = (),
+    env: Iterable[str] = (),
+    rootfs: str | None = None,
+    memory: int | None = None,
+    cpus: float | None = None,
+    pids_limit: int | None = None,
+    auto_remove: bool = False,
+    confinement: dict | None = None,
+) -> dict:
     """The `POST /containers/create` body for `net run`'s flags (`confinement`: HostConfig
     fields from cnm.cli.confineflags)."""
     host: dict[str, Any] = {"NetworkMode": network or "default", "AutoRemove": auto_remove, **(confinement or {})}
@@ -75,8 +95,12 @@ def create_body(cmd: list[str], *, image: str = "", entrypoint: str | None = Non
     if pids_limit:
         host["PidsLimit"] = pids_limit
     # With an image and no command, Cmd is null: the image's CMD runs (Docker's rule).
-    body: dict[str, Any] = {"Image": image, "Cmd": list(cmd) if cmd or not image else None,
-                            "Env": env_list(env), "HostConfig": host}
+    body: dict[str, Any] = {
+        "Image": image,
+        "Cmd": list(cmd) if cmd or not image else None,
+        "Env": env_list(env),
+        "HostConfig": host,
+    }
     if entrypoint is not None:
         body["Entrypoint"] = [entrypoint]
     if workdir:
@@ -89,6 +113,7 @@ def create_body(cmd: list[str], *, image: str = "", entrypoint: str | None = Non
         body["Hostname"] = hostname
     if rootfs:
         import os.path  # (CLI start-up: os costs ~1.5 ms; only --rootfs needs it)
+
         body["Rootfs"] = os.path.abspath(rootfs)
     endpoint = endpoint_config(ip, ip6, aliases, mac)
     if endpoint:
@@ -132,5 +157,3 @@ def attached(client: Any, cid: str, remove: bool) -> int:
         except CNMError as exc:
             error_line(exc)
     return code
-
-

@@ -43,9 +43,10 @@ your own `str -> value` function raising ValueError with a short message); choic
 given with `choices=`; `default=`, `multiple=True`, `required=True`, `metavar=` and
 `envvar=` mean what they mean in click. Bad input then fails with one line and exit 2.
 """
+
 from __future__ import annotations
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     Handler = Callable[["Context", "Opts"], "int | None"]
 
 DEFAULT_HOST = "unix:///run/cnm/cnm.sock"
-ANY = ("*",)          # heavy=ANY: the command runs a whole subsystem (the daemon, a lab)
+ANY = ("*",)  # heavy=ANY: the command runs a whole subsystem (the daemon, a lab)
 
 
 class Param:
@@ -81,10 +82,23 @@ class Param:
         "value",
     )
 
-    def __init__(self, kind: str, names: Sequence[str], dest: str, *, value: Callable[[str], Any] | None = None,
-                 choices: Sequence[str] | None = None, default: Any = None, multiple: bool = False,
-                 required: bool = False, metavar: str | None = None, envvar: str | None = None,
-                 help: str = "", nargs: int = 1, hidden: bool = False) -> None:
+    def __init__(
+        self,
+        kind: str,
+        names: Sequence[str],
+        dest: str,
+        *,
+        value: Callable[[str], Any] | None = None,
+        choices: Sequence[str] | None = None,
+        default: Any = None,
+        multiple: bool = False,
+        required: bool = False,
+        metavar: str | None = None,
+        envvar: str | None = None,
+        help: str = "",
+        nargs: int = 1,
+        hidden: bool = False,
+    ) -> None:
         self.kind = kind
         self.names = tuple(names)
         self.dest = dest
@@ -127,20 +141,48 @@ def flag(*names: str, dest: str | None = None, help: str = "", hidden: bool = Fa
     return Param("flag", names, dest or _dest(names), default=False, help=help, hidden=hidden)
 
 
-def option(*names: str, dest: str | None = None, value: Callable[[str], Any] | None = None,
-           choices: Sequence[str] | None = None, default: Any = None, multiple: bool = False,
-           required: bool = False, metavar: str | None = None, envvar: str | None = None,
-           help: str = "", hidden: bool = False) -> Param:
+def option(
+    *names: str,
+    dest: str | None = None,
+    value: Callable[[str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    default: Any = None,
+    multiple: bool = False,
+    required: bool = False,
+    metavar: str | None = None,
+    envvar: str | None = None,
+    help: str = "",
+    hidden: bool = False,
+) -> Param:
     """A flag that takes a value: `--name VALUE`, `--name=VALUE`, `-n VALUE`, `-nVALUE`."""
     _check_names(names)
     if multiple and default is None:
         default = []
-    return Param("option", names, dest or _dest(names), value=value, choices=choices, default=default,
-                 multiple=multiple, required=required, metavar=metavar, envvar=envvar, help=help, hidden=hidden)
+    return Param(
+        "option",
+        names,
+        dest or _dest(names),
+        value=value,
+        choices=choices,
+        default=default,
+        multiple=multiple,
+        required=required,
+        metavar=metavar,
+        envvar=envvar,
+        help=help,
+        hidden=hidden,
+    )
 
 
-def arg(dest: str, *, nargs: int = 1, required: bool = True, value: Callable[[str], Any] | None = None,
-        metavar: str | None = None, default: Any = None) -> Param:
+def arg(
+    dest: str,
+    *,
+    nargs: int = 1,
+    required: bool = True,
+    value: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+    default: Any = None,
+) -> Param:
     """A positional argument; nargs=-1 takes all that are left (a list)."""
     if nargs not in (1, -1):
         raise ValueError("nargs is 1 or -1")
@@ -158,8 +200,17 @@ class Command:
     daemon needs aiohttp); ANY ("*") allows all of them but click, for commands that
     run whole subsystems (the daemon, a lab)."""
 
-    def __init__(self, name: str, params: Sequence[Param], handler: Handler, *, help: str = "",
-                 interspersed: bool = True, heavy: Sequence[str] = (), hidden: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        params: Sequence[Param],
+        handler: Handler,
+        *,
+        help: str = "",
+        interspersed: bool = True,
+        heavy: Sequence[str] = (),
+        hidden: bool = False,
+    ) -> None:
         self.name = name
         self.params = tuple(params)
         self.handler = handler
@@ -182,13 +233,23 @@ class Command:
         return f"<Command {self.name}>"
 
 
-def command(name: str, *params: Param, interspersed: bool = True, heavy: Sequence[str] = (),
-            hidden: bool = False) -> Callable[[Handler], Command]:
+def command(
+    name: str, *params: Param, interspersed: bool = True, heavy: Sequence[str] = (), hidden: bool = False
+) -> Callable[[Handler], Command]:
     """Declare a command: `@command("ls", flag(...), option(...), arg(...))` on its handler,
     whose docstring is the help."""
+
     def wrap(handler: Handler) -> Command:
-        return Command(name, params, handler, help=_dedent(handler.__doc__ or ""), interspersed=interspersed,
-                       heavy=heavy, hidden=hidden)
+        return Command(
+            name,
+            params,
+            handler,
+            help=_dedent(handler.__doc__ or ""),
+            interspersed=interspersed,
+            heavy=heavy,
+            hidden=hidden,
+        )
+
     return wrap
 
 
@@ -207,7 +268,7 @@ class Opts:
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
 
-    def __getattr__(self, name: str) -> Any:          # only for names that were not set
+    def __getattr__(self, name: str) -> Any:  # only for names that were not set
         raise AttributeError(f"no flag or argument named {name!r} in this command")
 
     def __repr__(self) -> str:
@@ -228,5 +289,6 @@ class Context:
     def client(self) -> APIClient:
         if self._client is None:
             from cnm.api.client import APIClient  # (CLI start-up: the client only when a command talks to the daemon)
+
             self._client = APIClient(self.host, transport=self.transport)
         return self._client

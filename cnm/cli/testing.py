@@ -7,6 +7,7 @@ HEAVY is what no command's execution path may import unless the command declares
 among them: under the launcher (`python -IS`) it is loaded only when something outside
 the standard library and cnm is imported.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,10 +22,39 @@ import cnm
 from cnm.cli import entry
 from cnm.cli.commands import COMMANDS, load, resolve
 
-HEAVY = frozenset({"site", "click", "rich", "typing", "asyncio", "aiohttp", "pyroute2", "yaml", "netaddr", "etcd3gw",
-                   "dnslib", "scapy", "http", "email", "ssl", "urllib", "dataclasses", "inspect", "logging",
-                   "concurrent", "sqlite3", "subprocess", "threading", "importlib.metadata", "cnm.daemon",
-                   "cnm.runtime", "cnm.controller", "pygments", "markdown_it"})
+HEAVY = frozenset(
+    {
+        "site",
+        "click",
+        "rich",
+        "typing",
+        "asyncio",
+        "aiohttp",
+        "pyroute2",
+        "yaml",
+        "netaddr",
+        "etcd3gw",
+        "dnslib",
+        "scapy",
+        "http",
+        "email",
+        "ssl",
+        "urllib",
+        "dataclasses",
+        "inspect",
+        "logging",
+        "concurrent",
+        "sqlite3",
+        "subprocess",
+        "threading",
+        "importlib.metadata",
+        "cnm.daemon",
+        "cnm.runtime",
+        "cnm.controller",
+        "pygments",
+        "markdown_it",
+    }
+)
 
 
 class Result:
@@ -48,8 +78,9 @@ def _stream(data: bytes = b"") -> io.TextIOWrapper:
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", write_through=True)
 
 
-def invoke(argv: Sequence[str], *, transport: Any = None, input: str = "",
-           env: Mapping[str, str] | None = None) -> Result:
+def invoke(
+    argv: Sequence[str], *, transport: Any = None, input: str = "", env: Mapping[str, str] | None = None
+) -> Result:
     """Run `net ARGV` in this process with captured stdin/stdout/stderr."""
     saved = sys.stdin, sys.stdout, sys.stderr
     out, err = _stream(), _stream()
@@ -63,27 +94,33 @@ def invoke(argv: Sequence[str], *, transport: Any = None, input: str = "",
         err.flush()
     finally:
         sys.stdin, sys.stdout, sys.stderr = saved
-    return Result(code, out.buffer.getvalue().decode(errors="replace"),    # type: ignore[attr-defined]
-                  err.buffer.getvalue().decode(errors="replace"))          # type: ignore[attr-defined]
+    return Result(
+        code,
+        out.buffer.getvalue().decode(errors="replace"),  # type: ignore[attr-defined]
+        err.buffer.getvalue().decode(errors="replace"),  # type: ignore[attr-defined]
+    )
 
 
 # What the launcher (cnm.cli.launcher) runs, under `python -IS`, plus a note of every module
 # imported when the process ends.
-_AUDITED = ("import sys, atexit\n"
-            "_path = sys.argv.pop(1)\n"
-            "sys.path.append(sys.argv.pop(1))\n"
-            "def _note():\n"
-            "    with open(_path, 'w') as f:\n"
-            "        f.write('\\n'.join(sorted(sys.modules)))\n"
-            "atexit.register(_note)\n"
-            "from cnm.cli import lazysite\n"
-            "lazysite.install()\n"
-            "from cnm.cli.entry import main\n"
-            "main()\n")
+_AUDITED = (
+    "import sys, atexit\n"
+    "_path = sys.argv.pop(1)\n"
+    "sys.path.append(sys.argv.pop(1))\n"
+    "def _note():\n"
+    "    with open(_path, 'w') as f:\n"
+    "        f.write('\\n'.join(sorted(sys.modules)))\n"
+    "atexit.register(_note)\n"
+    "from cnm.cli import lazysite\n"
+    "lazysite.install()\n"
+    "from cnm.cli.entry import main\n"
+    "main()\n"
+)
 
 
-def run_net(argv: Sequence[str], *, input: str = "", env: Mapping[str, str] | None = None,
-            timeout: float = 60) -> Result:
+def run_net(
+    argv: Sequence[str], *, input: str = "", env: Mapping[str, str] | None = None, timeout: float = 60
+) -> Result:
     """Run `net ARGV` as a process, started as the launcher starts it (`python -IS`,
     site-packages on demand); `Result.modules` names every module it imported."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(cnm.__file__)))
@@ -91,8 +128,14 @@ def run_net(argv: Sequence[str], *, input: str = "", env: Mapping[str, str] | No
     os.close(fd)
     environ = dict(os.environ if env is None else env)
     try:
-        r = subprocess.run([sys.executable, "-IS", "-c", _AUDITED, note, root, *argv], input=input.encode(),
-                           capture_output=True, env=environ, timeout=timeout, check=False)
+        r = subprocess.run(
+            [sys.executable, "-IS", "-c", _AUDITED, note, root, *argv],
+            input=input.encode(),
+            capture_output=True,
+            env=environ,
+            timeout=timeout,
+            check=False,
+        )
         with open(note) as f:
             modules = frozenset(f.read().split())
     finally:
@@ -119,7 +162,7 @@ def heavy_imports(modules: frozenset[str], allowed: frozenset[str] = frozenset()
     for name in modules:
         parts = name.split(".")
         for i in range(len(parts)):
-            prefix = ".".join(parts[:i + 1])
+            prefix = ".".join(parts[: i + 1])
             if prefix in HEAVY and prefix not in allowed and prefix.split(".")[0] not in allowed:
                 bad.add(prefix)
                 break

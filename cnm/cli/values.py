@@ -6,9 +6,10 @@ The parser turns that message into one line ("Error: invalid value for '--subnet
 shows each converter's `metavar`. ipaddress is imported inside the converters: it
 costs a few milliseconds, and most commands never need it.
 """
+
 from __future__ import annotations
 
-TYPE_CHECKING = False          # typing stays off the CLI's execution path; type checkers see True
+TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
 
 def metavar(name: str) -> Callable[[F], F]:
     """Name a converter's values in help ("CIDR", "IP", …)."""
+
     def mark(fn: F) -> F:
-        fn.metavar = name          # type: ignore[attr-defined]
+        fn.metavar = name  # type: ignore[attr-defined]
         return fn
+
     return mark
 
 
@@ -28,6 +31,7 @@ def metavar(name: str) -> Callable[[F], F]:
 def cidr(text: str) -> str:
     """A network in CIDR notation with zero host bits; returned in canonical form."""
     import ipaddress  # (CLI start-up: ipaddress ~4 ms, only for a flag that takes an address)
+
     if "%" in text:
         raise ValueError(f"{text!r}: a zone index (%…) names one link and has no place in a subnet")
     try:
@@ -45,6 +49,7 @@ def cidr(text: str) -> str:
 def ip(text: str) -> str:
     """A plain IPv4 or IPv6 address; returned in canonical form."""
     import ipaddress  # (CLI start-up: ipaddress ~4 ms, only for a flag that takes an address)
+
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -80,6 +85,7 @@ def name_ip(text: str) -> tuple[str, str]:
 def address_pool(text: str) -> str:
     """Docker's `base=CIDR,size=N`; returned canonical, as "base=CIDR,size=N"."""
     import ipaddress  # (CLI start-up: ipaddress ~4 ms, only for a flag that takes an address)
+
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, sep, val = part.partition("=")
@@ -104,23 +110,30 @@ def byte_size(text: str) -> int:
     """Docker's memory sizes: 67108864, 64m, 1g, 512k (b, k, m, g, t; case-insensitive,
     an optional trailing "b" as in "64mb"). ASCII digits only; no "nan", "inf", "1e400"."""
     from cnm.strictnum import parse_bytes  # (CLI start-up: only for a flag that takes a size)
+
     return parse_bytes(text)
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
     """An integer in ASCII digits (int() also takes "١٢", "1_0" and " 12 "), within
     [lo, hi] where given."""
+
     @metavar("INTEGER")
     def convert(text: str) -> int:
         from cnm.strictnum import parse_int  # (CLI start-up: only for a flag that takes a number)
+
         return parse_int(text, lo, hi)
+
     return convert
 
 
 def float_range(lo: float | None = None, hi: float | None = None) -> Callable[[str], float]:
     """A decimal like 1.5 (no exponent, NaN or infinity), within [lo, hi] where given."""
+
     @metavar("FLOAT")
     def convert(text: str) -> float:
         from cnm.strictnum import parse_decimal  # (CLI start-up: only for a flag that takes a number)
+
         return parse_decimal(text, lo, hi)
+
     return convert

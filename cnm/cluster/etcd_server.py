@@ -7,6 +7,7 @@ heartbeats and elections, a small backend quota, no auto-compaction (so a watche
 never loses history behind its back), and a short watch progress interval so idle
 watch streams carry a heartbeat.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,20 @@ DEFAULT_TOKEN = "cnm-etcd"
 # cluster_store.heartbeat/election), or heartbeats that wait for a core cost elections.
 HEARTBEAT_MS, ELECTION_MS = 50, 500
 TUNING: tuple[str, ...] = (
-    "--quota-backend-bytes", str(256 * 1024 * 1024),
-    "--auto-compaction-retention", "0",
-    "--max-txn-ops", "1024",
-    "--snapshot-count", "10000",
-    "--experimental-watch-progress-notify-interval", "5s",
-    "--logger", "zap",
-    "--log-outputs", "stderr",
+    "--quota-backend-bytes",
+    str(256 * 1024 * 1024),
+    "--auto-compaction-retention",
+    "0",
+    "--max-txn-ops",
+    "1024",
+    "--snapshot-count",
+    "10000",
+    "--experimental-watch-progress-notify-interval",
+    "5s",
+    "--logger",
+    "zap",
+    "--log-outputs",
+    "stderr",
 )
 
 
@@ -71,7 +79,7 @@ class EtcdMember:
     peer_url: str
     initial_cluster: Mapping[str, str]
     netns: str | None = None
-    log_path: str | Path | None = None        # default: <data_dir>.log
+    log_path: str | Path | None = None  # default: <data_dir>.log
     token: str = DEFAULT_TOKEN
     extra_args: Sequence[str] = ()
     heartbeat_ms: int = HEARTBEAT_MS
@@ -91,19 +99,33 @@ class EtcdMember:
     def argv(self) -> list[str]:
         """The command line, `ip netns exec` included when netns is set."""
         cluster = ",".join(f"{n}={u}" for n, u in self.initial_cluster.items())
-        argv = [etcd_binary(),
-                "--name", self.name,
-                "--data-dir", str(self.data_dir),
-                "--listen-client-urls", self.client_url,
-                "--advertise-client-urls", self.client_url,
-                "--listen-peer-urls", self.peer_url,
-                "--initial-advertise-peer-urls", self.peer_url,
-                "--initial-cluster", cluster,
-                "--initial-cluster-state", "new",
-                "--initial-cluster-token", self.token,
-                "--heartbeat-interval", str(self.heartbeat_ms),
-                "--election-timeout", str(self.election_ms),
-                *TUNING, *self.extra_args]
+        argv = [
+            etcd_binary(),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.client_url,
+            "--advertise-client-urls",
+            self.client_url,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            cluster,
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            self.token,
+            "--heartbeat-interval",
+            str(self.heartbeat_ms),
+            "--election-timeout",
+            str(self.election_ms),
+            *TUNING,
+            *self.extra_args,
+        ]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         return argv
@@ -131,8 +153,9 @@ class EtcdMember:
         fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "ab") as log:
             # Own session: a Ctrl-C in the test runner or lab shell does not reach etcd.
-            self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def start(self, timeout: float = 15.0) -> EtcdMember:
         """Start and return once /health says true (a single member, or a member
@@ -143,12 +166,14 @@ class EtcdMember:
 
     def health(self, timeout: float = 1.0) -> bool:
         """True when this member answers /health with health=true."""
+
         def probe() -> bool:
             try:
                 with urllib.request.urlopen(self.client_url.rstrip("/") + "/health", timeout=timeout) as resp:
                     return json.loads(resp.read() or b"{}").get("health") == "true"
             except (OSError, ValueError, urllib.error.URLError):
                 return False
+
         if self.netns is None:
             return probe()
         return run_in_netns(netns_path(self.netns), probe)
@@ -162,8 +187,9 @@ class EtcdMember:
             if self.health(timeout=min(1.0, max(0.1, deadline - time.monotonic()))):
                 return
             time.sleep(0.05)
-        raise Unavailable(f"etcd member {self.name} not healthy at {self.client_url} "
-                          f"after {timeout:g}s: {self.log_tail()}")
+        raise Unavailable(
+            f"etcd member {self.name} not healthy at {self.client_url} after {timeout:g}s: {self.log_tail()}"
+        )
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`. Returns the exit code. Idempotent."""
@@ -185,22 +211,37 @@ class EtcdMember:
         return "\n".join(tail) if tail else "(empty log)"
 
 
-def make_members(names_hosts: Sequence[tuple[str, str]], base_dir: str | Path, *,
-                 client_port: int = 2379, peer_port: int = 2380,
-                 netns: Mapping[str, str | None] | None = None,
-                 token: str = DEFAULT_TOKEN, heartbeat_ms: int = HEARTBEAT_MS,
-                 election_ms: int = ELECTION_MS) -> list[EtcdMember]:
+def make_members(
+    names_hosts: Sequence[tuple[str, str]],
+    base_dir: str | Path,
+    *,
+    client_port: int = 2379,
+    peer_port: int = 2380,
+    netns: Mapping[str, str | None] | None = None,
+    token: str = DEFAULT_TOKEN,
+    heartbeat_ms: int = HEARTBEAT_MS,
+    election_ms: int = ELECTION_MS,
+) -> list[EtcdMember]:
     """Members for (name, host address) pairs: client on host:client_port, peers on
     host:peer_port, data under base_dir/<name>, log at base_dir/<name>.log. Several
     members on one address need distinct ports: give them distinct hosts, or build
     EtcdMember objects yourself."""
     base = Path(base_dir)
     cluster = {name: f"http://{host}:{peer_port}" for name, host in names_hosts}
-    return [EtcdMember(name=name, data_dir=base / name, client_url=f"http://{host}:{client_port}",
-                       peer_url=cluster[name], initial_cluster=cluster,
-                       netns=(netns or {}).get(name), token=token, heartbeat_ms=heartbeat_ms,
-                       election_ms=election_ms)
-            for name, host in names_hosts]
+    return [
+        EtcdMember(
+            name=name,
+            data_dir=base / name,
+            client_url=f"http://{host}:{client_port}",
+            peer_url=cluster[name],
+            initial_cluster=cluster,
+            netns=(netns or {}).get(name),
+            token=token,
+            heartbeat_ms=heartbeat_ms,
+            election_ms=election_ms,
+        )
+        for name, host in names_hosts
+    ]
 
 
 def start_cluster(members: Sequence[EtcdMember], timeout: float = 20.0) -> list[EtcdMember]:

@@ -18,6 +18,7 @@ Semantics:
   * `close()` stops renewing and revokes the lease, so the node's keys vanish now
     rather than after `ttl`. Idempotent.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,7 @@ from cnm.errors import CNMError, Unavailable
 
 log = logging.getLogger(__name__)
 
-OUTAGE_RETRY = 0.5   # seconds between renewal attempts while etcd does not answer
+OUTAGE_RETRY = 0.5  # seconds between renewal attempts while etcd does not answer
 
 
 class LeaseStore(Protocol):
@@ -48,8 +49,7 @@ class LeaseStore(Protocol):
 
 
 class NodeLease:
-    def __init__(self, store: LeaseStore, ttl: int = 10,
-                 on_new_lease: Callable[[int], None] | None = None) -> None:
+    def __init__(self, store: LeaseStore, ttl: int = 10, on_new_lease: Callable[[int], None] | None = None) -> None:
         if ttl < 2:
             raise ValueError("lease ttl must be at least 2 seconds")
         self.store = store
@@ -118,7 +118,7 @@ class NodeLease:
             log.warning("node lease %s expired; granting a new one", self._hex())
             self._set(None)
         new = self.store.lease_grant(self.ttl)
-        if self._stopped.is_set():          # closed while granting: do not leak it
+        if self._stopped.is_set():  # closed while granting: do not leak it
             self.store.lease_revoke(new)
             return
         self._set(new)

@@ -15,6 +15,7 @@ A record repeated unchanged (a watch replaying after a resync) changes nothing. 
 records are the store's JSON values; the strings every record of a network repeats
 (network id, VTEP) are interned, so holding 50,000 peers costs one copy of each.
 """
+
 from __future__ import annotations
 
 import sys
@@ -59,8 +60,8 @@ class PeerSet:
 
     def __init__(self, own_vtep: str) -> None:
         self.own_vtep = own_vtep
-        self._peers: dict[str, dict[str, dict]] = {}     # network -> endpoint id -> record
-        self._hosts: dict[str, int] = {}                  # vtep -> peers held on it
+        self._peers: dict[str, dict[str, dict]] = {}  # network -> endpoint id -> record
+        self._hosts: dict[str, int] = {}  # vtep -> peers held on it
 
     # --- queries ---------------------------------------------------------------------
 
@@ -159,4 +160,3 @@ class PeerSet:
             return []
         del self._hosts[vtep]
         return [NodeDown(vtep)]
-

@@ -5,6 +5,7 @@ its effects on the drivers (neighbour and FDB entries, VTEPs) and the DNS.
 A mixin of cnm.cluster.sync.ClusterSync (kept apart: the member is long enough); the
 locking rules are ClusterSync's (its module docstring).
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,9 @@ def peers_prefix(network_id: str) -> str:
 @dataclass(eq=False)
 class Subscription:
     """This host's interest in one network's peers, while it has endpoints there."""
-    network: Any                      # the Network (or the served plugin's view of one)
-    driver: Any                       # its driver, found once, when the subscription began
+
+    network: Any  # the Network (or the served plugin's view of one)
+    driver: Any  # its driver, found once, when the subscription began
     active: bool = True
     cancel: Callable[[], None] | None = None
 
@@ -81,13 +83,14 @@ class PeerSubscriptions:
     lease: NodeLease | None
     store: EtcdStore
 
-    if TYPE_CHECKING:      # ClusterSync's own
+    if TYPE_CHECKING:  # ClusterSync's own
+
         def _ours_on(self, network_id: str) -> bool: ...
 
     def _subscribe(self, net: Any) -> None:
         if net.id in self._subs:
             return
-        target, driver = self._resolve(net)         # before _apply: it may take the controller's lock
+        target, driver = self._resolve(net)  # before _apply: it may take the controller's lock
         with self._apply:
             if net.id in self._subs or self._stop.is_set() or not self._ours_on(net.id):
                 return
@@ -103,9 +106,13 @@ class PeerSubscriptions:
                     start = rev + 1
                 except CNMError as exc:
                     log.info("cluster: peers of %s not listed yet (%s); the watch will", net.id[:12], exc)
-            sub.cancel = self.store.watch(peers_prefix(net.id), functools.partial(self._on_peer, sub),
-                                          resync=functools.partial(self._resync_peers, sub),
-                                          start_revision=start, resync_first=start is None)
+            sub.cancel = self.store.watch(
+                peers_prefix(net.id),
+                functools.partial(self._on_peer, sub),
+                resync=functools.partial(self._resync_peers, sub),
+                start_revision=start,
+                resync_first=start is None,
+            )
 
     def _unsubscribe(self, network_id: str) -> None:
         with self._apply:
@@ -117,7 +124,7 @@ class PeerSubscriptions:
             sub.active = False
             self._run_effects(sub, self._held.drop(network_id))
         if sub.cancel is not None:
-            sub.cancel()                            # not under _apply: it waits for a callback that takes it
+            sub.cancel()  # not under _apply: it waits for a callback that takes it
 
     def _resolve(self, net: Any) -> tuple[Any, Any]:
         try:
@@ -140,7 +147,7 @@ class PeerSubscriptions:
     def _on_peer(self, sub: Subscription, ev: WatchEvent) -> None:
         with self._apply:
             if not sub.active:
-                return                              # a late event of a watch being cancelled
+                return  # a late event of a watch being cancelled
             if ev.kind == "put" and ev.value:
                 effects = self._held.put(sub.network.id, ev.value)
             elif ev.kind == "delete":
@@ -163,11 +170,11 @@ class PeerSubscriptions:
             ours = {key: rec for key, rec, _ in self._published.values()}
             for key, value in listed.items():
                 if value.get("vtep") == self.advertise and key not in ours:
-                    self._withdraw.add(key)         # an endpoint of ours that no longer exists
+                    self._withdraw.add(key)  # an endpoint of ours that no longer exists
             prefix = peers_prefix(sub.network.id)
             for key, rec in ours.items():
                 if key.startswith(prefix) and listed.get(key) != rec:
-                    self._unconfirmed.add(key)      # ours, missing there (gone with an old lease?)
+                    self._unconfirmed.add(key)  # ours, missing there (gone with an old lease?)
             if self._withdraw or self._unconfirmed:
                 self._wake.set()
 
@@ -191,7 +198,7 @@ class PeerSubscriptions:
             self.discovery.remote_endpoint_up(sub.network, rec)
 
     def _peer_down(self, sub: Subscription, rec: dict) -> None:
-        eid = str(rec["endpoint_id"])           # PeerSet holds only records that have one
+        eid = str(rec["endpoint_id"])  # PeerSet holds only records that have one
         if sub.driver is not None:
             try:
                 sub.driver.discover_delete("peer", {"network_id": sub.network.id, "endpoint_id": eid})

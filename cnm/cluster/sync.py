@@ -31,6 +31,7 @@ subscription began, never the controller: a caller holding the controller's lock
 container being connected) can subscribe while a watch event is applied. Network events
 take `_networks_lock` and call the controller without holding `_apply`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,31 +63,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NETWORKS, NODES = "network/", "nodes/"
-RETRY_SECONDS = 2.0         # the publisher's look, when nothing woke it
-MAX_BACKOFF = 30.0          # between publish attempts while etcd does not answer
+RETRY_SECONDS = 2.0  # the publisher's look, when nothing woke it
+MAX_BACKOFF = 30.0  # between publish attempts while etcd does not answer
 
 
 class ClusterSync(PeerSubscriptions):
-    def __init__(self, controller: ClusterHost, store: EtcdStore, advertise: str, *, ttl: int = 10,
-                 discovery: RemoteNames | None = None) -> None:
+    def __init__(
+        self,
+        controller: ClusterHost,
+        store: EtcdStore,
+        advertise: str,
+        *,
+        ttl: int = 10,
+        discovery: RemoteNames | None = None,
+    ) -> None:
         self.ctl = controller
         self.store = store
         self.advertise = advertise
         self.ttl = ttl
-        self.discovery = discovery                  # cnm.naming.ServiceDiscovery, for remote names
+        self.discovery = discovery  # cnm.naming.ServiceDiscovery, for remote names
         self.lease: NodeLease | None = None
-        self._lock = threading.RLock()              # _published, _unconfirmed, _withdraw
-        self._published: dict[str, tuple[str, dict, Any]] = {}   # our endpoint id -> (key, record, network)
-        self._key_owner: dict[str, str] = {}                      # key -> our endpoint id
+        self._lock = threading.RLock()  # _published, _unconfirmed, _withdraw
+        self._published: dict[str, tuple[str, dict, Any]] = {}  # our endpoint id -> (key, record, network)
+        self._key_owner: dict[str, str] = {}  # key -> our endpoint id
         # Our keys etcd may not have: a put failed, the lease they were on was lost, or a
         # listing missed them. Only these are put again (a whole-host republish on every
         # hiccup is a storm when a thousand hosts hiccup at once).
         self._unconfirmed: set[str] = {f"{NODES}{advertise}"}
-        self._withdraw: set[str] = set()                          # keys to delete once etcd answers
+        self._withdraw: set[str] = set()  # keys to delete once etcd answers
         self._apply = threading.RLock()
         self._held = PeerSet(advertise)
         self._subs: dict[str, Subscription] = {}
-        self._node_drivers: list[Any] = []          # drivers told of nodes (never shrinks)
+        self._node_drivers: list[Any] = []  # drivers told of nodes (never shrinks)
         self._networks_lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -98,20 +106,21 @@ class ClusterSync(PeerSubscriptions):
     def start(self) -> None:
         self.lease = NodeLease(self.store, self.ttl, on_new_lease=self._on_new_lease)
         start = self._load_networks()
-        self._cancel_networks = self.store.watch(NETWORKS, self._on_network, resync=self.resync_networks,
-                                                 start_revision=start, resync_first=start is None)
+        self._cancel_networks = self.store.watch(
+            NETWORKS, self._on_network, resync=self.resync_networks, start_revision=start, resync_first=start is None
+        )
         self._wake.set()
         self._thread = threading.Thread(target=self._run, name="cluster-sync", daemon=True)
         self._thread.start()
         self._started = True
         with self._lock:
             nets = {net.id: net for _, _, net in self._published.values()}
-        for net in nets.values():                   # published before start()
+        for net in nets.values():  # published before start()
             self._subscribe(net)
 
     def close(self) -> None:
         self._stop.set()
-        self._wake.set()                            # the publisher sleeps on it: wake it to see _stop
+        self._wake.set()  # the publisher sleeps on it: wake it to see _stop
         cancels = [self._cancel_networks] if self._cancel_networks else []
         with self._apply:
             for sub in self._subs.values():
@@ -203,21 +212,32 @@ class ClusterSync(PeerSubscriptions):
         (a host without endpoints there holds none of them). Raises Unavailable when
         etcd does not answer."""
         kvs = self.store.list(peers_prefix(network_id))
-        return [kv.value.get("name") or kv.key.rsplit("/", 1)[-1][:12] for kv in kvs
-                if kv.value.get("vtep") != self.advertise]
+        return [
+            kv.value.get("name") or kv.key.rsplit("/", 1)[-1][:12]
+            for kv in kvs
+            if kv.value.get("vtep") != self.advertise
+        ]
 
     # ------------------------------------------------------- our endpoints
     def publish(self, net: Network, ep: Endpoint) -> None:
         """Announce a local endpoint of a global network (on our lease), and hold the
         network's peers from now on (the first endpoint there subscribes)."""
-        rec = {"network_id": net.id, "endpoint_id": ep.id, "ip": text(ep.address), "ip6": text(ep.address_v6),
-               "mac": ep.mac, "vtep": self.advertise, "name": ep.name, "aliases": list(ep.aliases),
-               "container_id": ep.container_id}
+        rec = {
+            "network_id": net.id,
+            "endpoint_id": ep.id,
+            "ip": text(ep.address),
+            "ip6": text(ep.address_v6),
+            "mac": ep.mac,
+            "vtep": self.advertise,
+            "name": ep.name,
+            "aliases": list(ep.aliases),
+            "container_id": ep.container_id,
+        }
         key = f"{peers_prefix(net.id)}{ep.id}"
         with self._lock:
             self._published[ep.id] = (key, rec, net)
             self._key_owner[key] = ep.id
-            self._withdraw.discard(key)     # a resync may have taken it for a stale one of ours
+            self._withdraw.discard(key)  # a resync may have taken it for a stale one of ours
             self._unconfirmed.add(key)
         try:
             self._put(key, rec)
@@ -260,7 +280,7 @@ class ClusterSync(PeerSubscriptions):
             rec = {"address": self.advertise} if key == node else self._record(key)
             if rec is None:
                 with self._lock:
-                    self._unconfirmed.discard(key)      # withdrawn meanwhile
+                    self._unconfirmed.discard(key)  # withdrawn meanwhile
                 continue
             self._put(key, rec)
             self._confirm(key, rec)
@@ -323,7 +343,7 @@ class ClusterSync(PeerSubscriptions):
             self._apply_networks(self.store.list(NETWORKS))
 
     def _apply_networks(self, kvs: list[KV]) -> None:
-        nets = {kv.key[len(NETWORKS):]: kv.value for kv in kvs}
+        nets = {kv.key[len(NETWORKS) :]: kv.value for kv in kvs}
         for rec in nets.values():
             self.ctl.adopt_remote_network(rec)
         for net in self.ctl.list_networks():
@@ -332,7 +352,7 @@ class ClusterSync(PeerSubscriptions):
 
     def _on_network(self, ev: WatchEvent) -> None:
         with self._networks_lock:
-            nid = ev.key[len(NETWORKS):]
+            nid = ev.key[len(NETWORKS) :]
             if ev.kind == "put" and ev.value:
                 self.ctl.adopt_remote_network(ev.value)
             elif ev.kind == "delete":

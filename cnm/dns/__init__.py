@@ -18,6 +18,7 @@ Modules: records (pure name table), handler (one query -> decision, pure), serve
 (sockets, forwarding), resolvconf (file texts), standalone (run it outside the daemon,
 for tests and benchmarks).
 """
+
 from __future__ import annotations
 
 from cnm.dns.records import Answer, NameTable

@@ -20,6 +20,7 @@ What an answer depends on, and how the cache follows it:
 Single-threaded: the resolver uses it on its event loop only. Bounded: past
 MAX_REPLIES stored replies, the cache starts again empty.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -14,6 +14,7 @@ Rules:
 Replies over UDP are cut to the client's size (512, or its EDNS size up to 1232) with
 TC set, so the client retries over TCP, where the full answer fits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,10 +25,10 @@ from dnslib.buffer import Buffer
 from cnm.dns.records import NameTable, reverse_name_to_ip
 
 TTL = 600
-CLASS_IN, CLASS_ANY = 1, 255   # dnslib names ANY '*', so spell the numbers
-MAX_QUERY = 4096          # a DNS query is a few dozen bytes; anything this big is abuse
+CLASS_IN, CLASS_ANY = 1, 255  # dnslib names ANY '*', so spell the numbers
+MAX_QUERY = 4096  # a DNS query is a few dozen bytes; anything this big is abuse
 UDP_DEFAULT = 512
-UDP_CEILING = 1232        # the DNS flag day 2020 size: no IP fragmentation in practice
+UDP_CEILING = 1232  # the DNS flag day 2020 size: no IP fragmentation in practice
 TCP_MAX = 65535
 
 _RDATA = {"A": (QTYPE.A, A), "AAAA": (QTYPE.AAAA, AAAA), "PTR": (QTYPE.PTR, PTR)}
@@ -38,6 +39,7 @@ class Local:
     """Our own answer to a well-formed query: `reply`, plus what a cache of replies
     needs to reuse it for the same query bytes (cnm.dns.fastpath): the normalised
     name and type asked."""
+
     reply: bytes
     qname: str
     qtype: str
@@ -46,6 +48,7 @@ class Local:
 @dataclass(frozen=True)
 class Forward:
     """Not ours: relay `query` (the client's bytes, unchanged) upstream."""
+
     query: bytes
     qid: int
     qname: str
@@ -83,15 +86,23 @@ def udp_limit(query: DNSRecord) -> int:
     return UDP_DEFAULT
 
 
-def handle(table: NameTable, data: bytes, client_ip: str, listener_network_id: str | None,
-           *, tcp: bool = False) -> bytes | Forward | None:
+def handle(
+    table: NameTable, data: bytes, client_ip: str, listener_network_id: str | None, *, tcp: bool = False
+) -> bytes | Forward | None:
     """Decide what to do with one query (see the module docstring)."""
     out = decide(table, data, client_ip, listener_network_id, tcp=tcp)
     return out.reply if isinstance(out, Local) else out
 
 
-def decide(table: NameTable, data: bytes, client_ip: str, listener_network_id: str | None,
-           *, tcp: bool = False, turn: int | None = None) -> bytes | Local | Forward | None:
+def decide(
+    table: NameTable,
+    data: bytes,
+    client_ip: str,
+    listener_network_id: str | None,
+    *,
+    tcp: bool = False,
+    turn: int | None = None,
+) -> bytes | Local | Forward | None:
     """handle(), telling our own answers (Local) apart from error replies (bytes);
     `turn` builds the answer for that round-robin position (NameTable.lookup)."""
     if len(data) < 12:
@@ -100,7 +111,7 @@ def decide(table: NameTable, data: bytes, client_ip: str, listener_network_id: s
         return error_reply(data, RCODE.FORMERR)
     try:
         query = DNSRecord.parse(data)
-    except Exception:       # dnslib raises DNSError, but a hostile packet may find others
+    except Exception:  # dnslib raises DNSError, but a hostile packet may find others
         return error_reply(data, RCODE.FORMERR)
     if query.header.qr:
         return None

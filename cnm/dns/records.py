@@ -19,6 +19,7 @@ listener's network, only that network's records answer it (the addresses reachab
 through the interface the query came in on, as Docker prefers the querying endpoint's
 network); otherwise the records of all the client's networks that have it.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -65,8 +66,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Answer:
-    rtype: str          # "A", "AAAA" or "PTR"
-    value: str          # an address, or a name without trailing dot
+    rtype: str  # "A", "AAAA" or "PTR"
+    value: str  # an address, or a name without trailing dot
 
 
 def normalize(name: str) -> str:
@@ -77,7 +78,7 @@ def _plain_ip(address: str | None) -> str | None:
     """'172.18.0.2/16' or '172.18.0.2' -> canonical '172.18.0.2'; None/'' -> None."""
     if not address:
         return None
-    return address_text(address.split("%")[0])      # no zone index: answers carry none
+    return address_text(address.split("%")[0])  # no zone index: answers carry none
 
 
 def reverse_name_to_ip(qname: str) -> str | None:
@@ -92,7 +93,7 @@ def reverse_name_to_ip(qname: str) -> str | None:
         if labels[-2:] == ["ip6", "arpa"] and len(labels) == 34:
             nibbles = labels[:32][::-1]
             if all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
-                groups = ["".join(nibbles[i:i + 4]) for i in range(0, 32, 4)]
+                groups = ["".join(nibbles[i : i + 4]) for i in range(0, 32, 4)]
                 return str(ipaddress.IPv6Address(":".join(groups)))
     except ValueError:
         return None
@@ -107,10 +108,10 @@ class NameTable:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
-        self._by_name: dict[str, dict[str, list[str]]] = {}    # network -> name -> [endpoint]
-        self._by_addr: dict[str, list[str]] = {}               # address -> [endpoint]
-        self._by_owner: dict[str, list[str]] = {}              # container -> [endpoint]
-        self._name_refs: dict[str, int] = {}                   # name -> endpoints using it
+        self._by_name: dict[str, dict[str, list[str]]] = {}  # network -> name -> [endpoint]
+        self._by_addr: dict[str, list[str]] = {}  # address -> [endpoint]
+        self._by_owner: dict[str, list[str]] = {}  # container -> [endpoint]
+        self._name_refs: dict[str, int] = {}  # name -> endpoints using it
         self._rr: dict[tuple[str, str], itertools.count] = {}  # (name, type) -> rotation
         # Bumped by every change, so a cache of built replies (cnm.dns.fastpath) knows
         # when to drop them; read without the lock (an int read is atomic).
@@ -118,17 +119,36 @@ class NameTable:
 
     # -- changes ---------------------------------------------------------------------
 
-    def add(self, network_id: str, network_name: str, endpoint_id: str, container_id: str | None,
-            name: str, aliases: list[str] | tuple[str, ...] | None, ipv4: str | None,
-            ipv6: str | None, *, publish: bool = True) -> None:
+    def add(
+        self,
+        network_id: str,
+        network_name: str,
+        endpoint_id: str,
+        container_id: str | None,
+        name: str,
+        aliases: list[str] | tuple[str, ...] | None,
+        ipv4: str | None,
+        ipv6: str | None,
+        *,
+        publish: bool = True,
+    ) -> None:
         """Register (or replace, so idempotent) one endpoint. Addresses may carry a prefix
         length ('172.18.0.2/16'). Raises ValueError for an unparsable address.
 
         publish=False: the endpoint only identifies its container as a client (queries
         from its address see the container's networks) and answers to no name — for an
         overlay container's endpoint on the local gateway bridge, say."""
-        entry = Entry(network_id, network_name, endpoint_id, container_id, name,
-                      tuple(aliases or ()), _plain_ip(ipv4), _plain_ip(ipv6), publish)
+        entry = Entry(
+            network_id,
+            network_name,
+            endpoint_id,
+            container_id,
+            name,
+            tuple(aliases or ()),
+            _plain_ip(ipv4),
+            _plain_ip(ipv6),
+            publish,
+        )
         with self._lock:
             self._remove_locked(endpoint_id)
             self.generation += 1
@@ -207,16 +227,18 @@ class NameTable:
             ordered.insert(0, listener)
         return ordered
 
-    def lookup(self, client_ip: str, listener_network_id: str | None, qname: str,
-               qtype: str, *, turn: int | None = None) -> list[Answer] | None:
+    def lookup(
+        self, client_ip: str, listener_network_id: str | None, qname: str, qtype: str, *, turn: int | None = None
+    ) -> list[Answer] | None:
         """Records of `qname` for this client: None when the name is not ours (forward
         it), [] when it is ours but has no record of `qtype` (NODATA). A/AAAA answers
         rotate by one position per query of the same name and type (round robin);
         `turn` asks for a given position instead, without moving the rotation."""
         return self._lookup(client_ip, listener_network_id, qname, qtype, turn)[0]
 
-    def rotation(self, client_ip: str, listener_network_id: str | None, qname: str,
-                 qtype: str) -> tuple[int, Callable[[], int] | None]:
+    def rotation(
+        self, client_ip: str, listener_network_id: str | None, qname: str, qtype: str
+    ) -> tuple[int, Callable[[], int] | None]:
         """How the answer to this query rotates: (1, None) when it is always the same,
         (n, next_turn) when it cycles through n orders and next_turn() moves the shared
         rotation on (what lookup() without `turn` does); (0, None) when it rotates in
@@ -231,8 +253,9 @@ class NameTable:
             counter = self._rr.setdefault(key, itertools.count())
         return n, counter.__next__
 
-    def _lookup(self, client_ip: str, listener_network_id: str | None, qname: str, qtype: str,
-                turn: int | None) -> tuple[list[Answer] | None, list[tuple[tuple[str, str], int]]]:
+    def _lookup(
+        self, client_ip: str, listener_network_id: str | None, qname: str, qtype: str, turn: int | None
+    ) -> tuple[list[Answer] | None, list[tuple[tuple[str, str], int]]]:
         name = normalize(qname)
         qtype = qtype.upper()
         spins: list[tuple[tuple[str, str], int]] = []
@@ -243,7 +266,7 @@ class NameTable:
                 if eids:
                     found.extend(self._entries[e] for e in eids)
                     if net == listener_network_id:
-                        break   # the listener's network wins outright
+                        break  # the listener's network wins outright
             if not found:
                 return None, spins
             out: list[Answer] = []

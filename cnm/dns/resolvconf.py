@@ -1,5 +1,6 @@
 """resolv.conf texts around the embedded resolver: the upstreams it forwards to (read
 from the daemon host's file) and the file a container on a user-defined network gets."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from cnm.addresses import address_text
 
-MAX_NAMESERVERS = 3     # glibc reads no more than three
+MAX_NAMESERVERS = 3  # glibc reads no more than three
 
 
 def upstreams_from_resolv_conf(text: str) -> list[str]:

@@ -6,6 +6,7 @@ reply cache, the rest through the handler, inline); everything else runs on the
 daemon's asyncio loop: TCP, and forwarding. Only forwarded queries become tasks, and
 their number is capped, as are TCP connections, so a flood costs bounded memory.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,11 +31,11 @@ log = logging.getLogger("cnm.dns")
 
 DNS_PORT = 53
 UPSTREAM_TIMEOUT = 2.0
-MAX_INFLIGHT = 256          # forwarded queries waiting on upstreams, all listeners together
+MAX_INFLIGHT = 256  # forwarded queries waiting on upstreams, all listeners together
 MAX_TCP_CONNECTIONS = 64
-TCP_IDLE = 10.0             # seconds a TCP client may sit silent (RFC 7766 suggests ~10 s)
+TCP_IDLE = 10.0  # seconds a TCP client may sit silent (RFC 7766 suggests ~10 s)
 TCP_QUERIES_PER_CONNECTION = 100
-IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)   # Linux value; the stdlib lacks the name
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux value; the stdlib lacks the name
 
 
 def parse_upstream(text: str) -> tuple[str, int]:
@@ -87,8 +88,7 @@ def _bound_socket(address: str, kind: socket.SocketKind, port: int) -> socket.so
     except OSError as exc:
         sock.close()
         proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-        raise Unavailable(f"cannot listen for DNS on {address} {proto} port {port}: "
-                          f"{exc.strerror or exc}") from exc
+        raise Unavailable(f"cannot listen for DNS on {address} {proto} port {port}: {exc.strerror or exc}") from exc
 
 
 class Resolver:
@@ -98,9 +98,15 @@ class Resolver:
     applies without a restart. Async methods run on the loop; the *_threadsafe twins are
     for the daemon's worker threads."""
 
-    def __init__(self, table: NameTable, upstreams: Callable[[], list[str]],
-                 loop: asyncio.AbstractEventLoop | None = None, *, port: int = DNS_PORT,
-                 upstream_timeout: float = UPSTREAM_TIMEOUT) -> None:
+    def __init__(
+        self,
+        table: NameTable,
+        upstreams: Callable[[], list[str]],
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        port: int = DNS_PORT,
+        upstream_timeout: float = UPSTREAM_TIMEOUT,
+    ) -> None:
         self.table = table
         self._upstreams = upstreams
         self._loop = loop
@@ -109,7 +115,7 @@ class Resolver:
         self._listeners: dict[tuple[str, str], _Listener] = {}
         self._tasks: set[asyncio.Task] = set()
         self._tcp_connections = 0
-        self.cache = ReplyCache(table)          # the UDP thread's only
+        self.cache = ReplyCache(table)  # the UDP thread's only
         self._udp = UdpPoller()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -138,7 +144,8 @@ class Resolver:
         conns: set[asyncio.StreamWriter] = set()
         try:
             tcp = await asyncio.start_server(
-                lambda r, w: self._serve_tcp(network_id, conns, r, w), sock=tcp_sock, backlog=64)
+                lambda r, w: self._serve_tcp(network_id, conns, r, w), sock=tcp_sock, backlog=64
+            )
         except Exception as exc:
             udp.close()
             tcp_sock.close()
@@ -152,7 +159,7 @@ class Resolver:
         gone = [k for k in self._listeners if k[0] == network_id]
         for key in gone:
             listener = self._listeners.pop(key)
-            self._udp.remove(listener.udp)         # no drain of it runs once this returns
+            self._udp.remove(listener.udp)  # no drain of it runs once this returns
             listener.close()
             await listener.tcp.wait_closed()
         return len(gone)
@@ -200,7 +207,7 @@ class Resolver:
                     self.cache.put(data, client_ip, network_id, out, generation)
                 return out.reply
             return out
-        except Exception:   # a bug must cost one query, never the listener
+        except Exception:  # a bug must cost one query, never the listener
             log.exception("dns: query from %s failed", client_ip)
             return servfail(data)
 
@@ -225,8 +232,13 @@ class Resolver:
         reply = await self.forward(fwd, tcp=False)
         udp.sendto(reply, addr)
 
-    async def _serve_tcp(self, network_id: str, conns: set[asyncio.StreamWriter],
-                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_tcp(
+        self,
+        network_id: str,
+        conns: set[asyncio.StreamWriter],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         if self._tcp_connections >= MAX_TCP_CONNECTIONS:
             writer.close()
             return
@@ -244,7 +256,7 @@ class Resolver:
                 if isinstance(decision, Forward):
                     decision = await self.forward(decision, tcp=True)
                 if decision is None:
-                    break   # no header to answer to: the stream cannot be trusted any more
+                    break  # no header to answer to: the stream cannot be trusted any more
                 writer.write(len(decision).to_bytes(2, "big") + decision)
                 await writer.drain()
         except Exception:

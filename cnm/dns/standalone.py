@@ -12,6 +12,7 @@ Prints `ready` once every listener is bound. Then reads JSON lines on stdin —
 {"op": "upstreams", "upstreams": [...]} — answering `ok` or `error: …` per line; exits
 at end of input or on SIGTERM.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,9 +25,17 @@ from cnm.dns.server import Resolver
 
 
 def add_endpoint(table: NameTable, spec: dict) -> None:
-    table.add(spec["network_id"], spec.get("network_name") or "", spec["endpoint_id"], spec.get("container_id"),
-              spec.get("name") or "", spec.get("aliases") or [], spec.get("ipv4"), spec.get("ipv6"),
-              publish=bool(spec.get("publish", True)))
+    table.add(
+        spec["network_id"],
+        spec.get("network_name") or "",
+        spec["endpoint_id"],
+        spec.get("container_id"),
+        spec.get("name") or "",
+        spec.get("aliases") or [],
+        spec.get("ipv4"),
+        spec.get("ipv6"),
+        publish=bool(spec.get("publish", True)),
+    )
 
 
 async def serve(config: dict) -> None:
@@ -35,8 +44,13 @@ async def serve(config: dict) -> None:
     upstreams = list(config.get("upstreams", []))
     for ep in config.get("endpoints", []):
         add_endpoint(table, ep)
-    resolver = Resolver(table, lambda: upstreams, loop, port=int(config.get("port", 53)),
-                        upstream_timeout=float(config.get("upstream_timeout", 2.0)))
+    resolver = Resolver(
+        table,
+        lambda: upstreams,
+        loop,
+        port=int(config.get("port", 53)),
+        upstream_timeout=float(config.get("upstream_timeout", 2.0)),
+    )
     for network_id, address in config.get("listeners", []):
         await resolver.add_listener(network_id, address)
     print("ready", flush=True)

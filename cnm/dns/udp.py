@@ -12,6 +12,7 @@ Thread safety: the reply cache is touched by this thread only; the name table lo
 itself; sockets are added and removed under `_lock`, which a drain holds, so a socket
 is never closed under a drain.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,7 +27,7 @@ from cnm.dns.handler import MAX_QUERY
 
 log = logging.getLogger("cnm.dns")
 
-UDP_BATCH = 256             # queries answered per socket and wake-up before the next socket's turn
+UDP_BATCH = 256  # queries answered per socket and wake-up before the next socket's turn
 # One byte more than the handler accepts, so an oversized query is seen as such (FORMERR)
 # rather than cut to size; a bigger buffer would cost an allocation per query.
 _UDP_READ = MAX_QUERY + 1
@@ -65,7 +66,7 @@ class UdpSocket:
                     continue
             try:
                 send(reply, addr)
-            except OSError as exc:      # send buffer full, or the client is gone: it retries
+            except OSError as exc:  # send buffer full, or the client is gone: it retries
                 log.debug("dns: reply to %s dropped: %s", addr[0], exc)
 
     def sendto(self, reply: bytes, addr: tuple) -> None:
@@ -104,7 +105,7 @@ class UdpPoller:
 
     def remove(self, udp: UdpSocket) -> None:
         """Stop answering on `udp` (closing it is the caller's). Idempotent."""
-        with self._lock:                  # waits for a drain of it to end
+        with self._lock:  # waits for a drain of it to end
             fd = udp.sock.fileno()
             if self._socks.get(fd) is udp:
                 del self._socks[fd]
@@ -130,8 +131,7 @@ class UdpPoller:
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake_r, select.EPOLLIN)
-        self._thread = threading.Thread(target=self._run, args=(self._epoll, self._wake_r),
-                                        name=self.name, daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(self._epoll, self._wake_r), name=self.name, daemon=True)
         self._thread.start()
 
     def _run(self, epoll: select.epoll, wake: int) -> None:
@@ -149,5 +149,5 @@ class UdpPoller:
                         continue
                     try:
                         udp.drain()
-                    except Exception:    # a bug must cost one batch, never the resolver
+                    except Exception:  # a bug must cost one batch, never the resolver
                         log.exception("dns: answering on %s failed", udp.network_id[:12])

@@ -6,6 +6,7 @@
 
 The kernel is reached only through cnm.osl.nft (and cnm.osl.sysctl), in the manager.
 """
+
 from __future__ import annotations
 
 from cnm.firewall.manager import Firewall

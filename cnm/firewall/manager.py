@@ -2,6 +2,7 @@
 and applies it as one nft transaction. If the apply fails, the previous state stays,
 so memory and kernel agree (nft transactions are all-or-nothing).
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,8 +33,9 @@ def _default_delete() -> None:
 class Firewall:
     """The daemon's one firewall. Thread-safe; every method is one atomic apply."""
 
-    def __init__(self, apply: ApplyFn | None = None, sysctl: SysctlFn | None = None,
-                 delete: DeleteFn | None = None) -> None:
+    def __init__(
+        self, apply: ApplyFn | None = None, sysctl: SysctlFn | None = None, delete: DeleteFn | None = None
+    ) -> None:
         self._apply = apply or _default_apply
         self._sysctl = sysctl or _default_sysctl
         self._delete = delete or _default_delete
@@ -95,8 +97,7 @@ class Firewall:
     def restore(self, networks: Iterable[NetworkRules], ports: Mapping[str, Sequence[PortMapping]]) -> None:
         """After a daemon restart: load the stored inputs and apply once."""
         with self._lock:
-            self._commit(FirewallState({n.id: n for n in networks},
-                                       {ep: tuple(m) for ep, m in ports.items() if m}))
+            self._commit(FirewallState({n.id: n for n in networks}, {ep: tuple(m) for ep, m in ports.items() if m}))
 
     def reapply(self) -> None:
         """Re-render and re-apply the current state, e.g. after `nft flush ruleset`."""

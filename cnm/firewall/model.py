@@ -4,6 +4,7 @@ A `FirewallState` is everything the nftables tables are rendered from. Keep its 
 (the networks' rules and the endpoints' port mappings) in the store so a reload can
 rebuild the tables after someone flushed the ruleset.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -59,10 +60,10 @@ class NetworkRules:
     bridge: str
     subnets_v4: tuple[str, ...] = ()
     subnets_v6: tuple[str, ...] = ()
-    icc: bool = True                       # com.docker.network.bridge.enable_icc
-    masquerade: bool = True                # com.docker.network.bridge.enable_ip_masquerade
-    internal: bool = False                 # --internal
-    host_binding_ipv4: str | None = None   # com.docker.network.bridge.host_binding_ipv4
+    icc: bool = True  # com.docker.network.bridge.enable_icc
+    masquerade: bool = True  # com.docker.network.bridge.enable_ip_masquerade
+    internal: bool = False  # --internal
+    host_binding_ipv4: str | None = None  # com.docker.network.bridge.host_binding_ipv4
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -114,8 +115,10 @@ class PortMapping:
         object.__setattr__(self, "container_ip", str(cip))
         hip = None if self.host_ip in _WILDCARDS or self.host_ip is None else _addr(self.host_ip, "host IP")
         if hip is not None and hip.version != cip.version:
-            raise InvalidParameter(f"host IP {self.host_ip} and container IP {self.container_ip} "
-                                   "are of different families; publish each family separately")
+            raise InvalidParameter(
+                f"host IP {self.host_ip} and container IP {self.container_ip} "
+                "are of different families; publish each family separately"
+            )
         object.__setattr__(self, "host_ip", None if hip is None else str(hip))
 
     @property
@@ -135,7 +138,7 @@ class FirewallState:
     """Everything our tables are rendered from. Treat as immutable: the manager builds
     a new state per change, so a failed apply leaves the previous one intact."""
 
-    networks: Mapping[str, NetworkRules] = field(default_factory=dict)     # by network id
+    networks: Mapping[str, NetworkRules] = field(default_factory=dict)  # by network id
     ports: Mapping[str, tuple[PortMapping, ...]] = field(default_factory=dict)  # by endpoint id
 
     def network_by_bridge(self, bridge: str) -> NetworkRules | None:
@@ -168,6 +171,7 @@ def validate(state: FirewallState) -> None:
             key = dnat_key(pm, state.network_by_bridge(pm.bridge))
             if key in keys:
                 ip = key[1] or ("0.0.0.0" if key[0] == 4 else "::")
-                raise Conflict(f"host port {pm.host_port}/{pm.proto} on {ip} is already published "
-                               f"(endpoint {keys[key][:12]})")
+                raise Conflict(
+                    f"host port {pm.host_port}/{pm.proto} on {ip} is already published (endpoint {keys[key][:12]})"
+                )
             keys[key] = ep

@@ -29,6 +29,7 @@ nat
 Limits: [::1]:port from the host is not published (IPv6 has no route_localnet);
 ports of internal networks are never rendered (they could not be reached anyway).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -89,69 +90,111 @@ def _sets(state: FirewallState) -> list[str]:
         _set("bridges", "ifname", (_q(b) for b in bridges)),
         _set("bridge_self", "ifname . ifname", (f"{_q(b)} . {_q(b)}" for b in bridges)),
         # Hairpin masquerade cannot use iifname: postrouting has no input device.
-        _set("subnet_bridge_v4", "ipv4_addr . ifname",
-             (f"{s} . {_q(n.bridge)}" for n in nets for s in n.subnets_v4), interval=True),
-        _set("subnet_bridge_v6", "ipv6_addr . ifname",
-             (f"{s} . {_q(n.bridge)}" for n in nets for s in n.subnets_v6), interval=True),
+        _set(
+            "subnet_bridge_v4",
+            "ipv4_addr . ifname",
+            (f"{s} . {_q(n.bridge)}" for n in nets for s in n.subnets_v4),
+            interval=True,
+        ),
+        _set(
+            "subnet_bridge_v6",
+            "ipv6_addr . ifname",
+            (f"{s} . {_q(n.bridge)}" for n in nets for s in n.subnets_v6),
+            interval=True,
+        ),
         _set("internal_bridges", "ifname", (_q(n.bridge) for n in nets if n.internal)),
         _set("noicc_bridges", "ifname", (_q(n.bridge) for n in nets if not n.icc)),
         _set("masq_v4", "ipv4_addr", (s for n in masq for s in n.subnets_v4), interval=True),
         _set("masq_v6", "ipv6_addr", (s for n in masq for s in n.subnets_v6), interval=True),
-        _set("dnat_v4_addr", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
-             dnat["dnat_v4_addr"], is_map=True),
-        _set("dnat_v4_any", "inet_proto . inet_service : ipv4_addr . inet_service",
-             dnat["dnat_v4_any"], is_map=True),
-        _set("dnat_v6_addr", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
-             dnat["dnat_v6_addr"], is_map=True),
-        _set("dnat_v6_any", "inet_proto . inet_service : ipv6_addr . inet_service",
-             dnat["dnat_v6_any"], is_map=True),
+        _set(
+            "dnat_v4_addr",
+            "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+            dnat["dnat_v4_addr"],
+            is_map=True,
+        ),
+        _set("dnat_v4_any", "inet_proto . inet_service : ipv4_addr . inet_service", dnat["dnat_v4_any"], is_map=True),
+        _set(
+            "dnat_v6_addr",
+            "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+            dnat["dnat_v6_addr"],
+            is_map=True,
+        ),
+        _set("dnat_v6_any", "inet_proto . inet_service : ipv6_addr . inet_service", dnat["dnat_v6_any"], is_map=True),
     ]
 
 
 _CHAINS = [
-    _chain("forward", "type filter hook forward priority filter; policy accept;", [
-        "ct state established,related accept",
-        "iifname . oifname @bridge_self jump same_bridge",
-        'iifname @internal_bridges drop comment "internal: no way out"',
-        'oifname @internal_bridges drop comment "internal: nothing in"',
-        'ct status dnat oifname @bridges accept comment "published ports"',
-        'oifname @bridges drop comment "isolation; unpublished ports"',
-    ]),
-    _chain("input", "type filter hook input priority filter; policy accept;", [
-        # An internal network reaches the host only on its own subnet's addresses (the
-        # gateway: DNS lives there); the host's other addresses are "outside".
-        "iifname != @internal_bridges accept",
-        "ct state established,related accept",
-        "ip daddr . iifname @subnet_bridge_v4 accept",
-        "ip6 daddr . iifname @subnet_bridge_v6 accept",
-        'meta l4proto ipv6-icmp accept comment "neighbour discovery"',
-        'drop comment "internal: no way out, not even to the host"',
-    ]),
-    _chain("same_bridge", None, [
-        'ct status dnat accept comment "hairpin to a published port"',
-        'iifname @noicc_bridges drop comment "icc off"',
-        "accept",
-    ]),
-    _chain("published", None, [
-        "meta nfproto ipv4 meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @dnat_v4_addr",
-        "meta nfproto ipv4 meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @dnat_v4_any",
-        "meta nfproto ipv6 meta l4proto { tcp, udp } dnat ip6 to ip6 daddr . meta l4proto . th dport map @dnat_v6_addr",
-        "meta nfproto ipv6 meta l4proto { tcp, udp } dnat ip6 to meta l4proto . th dport map @dnat_v6_any",
-    ]),
-    _chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", [
-        "fib daddr type local jump published",
-    ]),
+    _chain(
+        "forward",
+        "type filter hook forward priority filter; policy accept;",
+        [
+            "ct state established,related accept",
+            "iifname . oifname @bridge_self jump same_bridge",
+            'iifname @internal_bridges drop comment "internal: no way out"',
+            'oifname @internal_bridges drop comment "internal: nothing in"',
+            'ct status dnat oifname @bridges accept comment "published ports"',
+            'oifname @bridges drop comment "isolation; unpublished ports"',
+        ],
+    ),
+    _chain(
+        "input",
+        "type filter hook input priority filter; policy accept;",
+        [
+            # An internal network reaches the host only on its own subnet's addresses (the
+            # gateway: DNS lives there); the host's other addresses are "outside".
+            "iifname != @internal_bridges accept",
+            "ct state established,related accept",
+            "ip daddr . iifname @subnet_bridge_v4 accept",
+            "ip6 daddr . iifname @subnet_bridge_v6 accept",
+            'meta l4proto ipv6-icmp accept comment "neighbour discovery"',
+            'drop comment "internal: no way out, not even to the host"',
+        ],
+    ),
+    _chain(
+        "same_bridge",
+        None,
+        [
+            'ct status dnat accept comment "hairpin to a published port"',
+            'iifname @noicc_bridges drop comment "icc off"',
+            "accept",
+        ],
+    ),
+    _chain(
+        "published",
+        None,
+        [
+            "meta nfproto ipv4 meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @dnat_v4_addr",
+            "meta nfproto ipv4 meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @dnat_v4_any",
+            "meta nfproto ipv6 meta l4proto { tcp, udp } dnat ip6 to ip6 daddr . meta l4proto . th dport map @dnat_v6_addr",
+            "meta nfproto ipv6 meta l4proto { tcp, udp } dnat ip6 to meta l4proto . th dport map @dnat_v6_any",
+        ],
+    ),
+    _chain(
+        "prerouting",
+        "type nat hook prerouting priority dstnat; policy accept;",
+        [
+            "fib daddr type local jump published",
+        ],
+    ),
     # `dstnat` is not a valid priority keyword for the output hook in nft 1.0.6.
-    _chain("output", "type nat hook output priority -100; policy accept;", [
-        "fib daddr type local jump published",
-    ]),
-    _chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", [
-        'ct status dnat ip saddr . oifname @subnet_bridge_v4 masquerade comment "hairpin"',
-        'ct status dnat ip6 saddr . oifname @subnet_bridge_v6 masquerade comment "hairpin"',
-        'ct status dnat oifname @bridges ip saddr 127.0.0.0/8 masquerade comment "host to 127.0.0.1:port"',
-        "ip saddr @masq_v4 oifname != @bridges masquerade",
-        "ip6 saddr @masq_v6 oifname != @bridges masquerade",
-    ]),
+    _chain(
+        "output",
+        "type nat hook output priority -100; policy accept;",
+        [
+            "fib daddr type local jump published",
+        ],
+    ),
+    _chain(
+        "postrouting",
+        "type nat hook postrouting priority srcnat; policy accept;",
+        [
+            'ct status dnat ip saddr . oifname @subnet_bridge_v4 masquerade comment "hairpin"',
+            'ct status dnat ip6 saddr . oifname @subnet_bridge_v6 masquerade comment "hairpin"',
+            'ct status dnat oifname @bridges ip saddr 127.0.0.0/8 masquerade comment "host to 127.0.0.1:port"',
+            "ip saddr @masq_v4 oifname != @bridges masquerade",
+            "ip6 saddr @masq_v6 oifname != @bridges masquerade",
+        ],
+    ),
 ]
 
 

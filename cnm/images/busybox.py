@@ -9,6 +9,7 @@ Reproducible: fixed owners, modes and times (the busybox binary's mtime), sorted
 entries, so the same busybox gives the same image ID on every machine. Idempotent:
 an OUT newer than the binary is left alone (`--force` rebuilds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ from cnm.images import formats as F
 from cnm.images import reference
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PASSWD = ("root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
-          "nobody:x:65534:65534:nobody:/home:/bin/false\n")
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
+    "nobody:x:65534:65534:nobody:/home:/bin/false\n"
+)
 GROUP = "root:x:0:\ndaemon:x:1:\ntty:x:5:\nnogroup:x:65534:\n"
 
 
@@ -42,6 +45,7 @@ def applets(busybox: str) -> list[str]:
 def layer_tar(busybox: str, mtime: int) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+
         def add(name: str, kind: bytes, mode: int, data: bytes | None = None, link: str = "") -> None:
             ti = tarfile.TarInfo(name)
             ti.type, ti.mode, ti.mtime, ti.uname, ti.gname = kind, mode, mtime, "root", "root"
@@ -49,8 +53,21 @@ def layer_tar(busybox: str, mtime: int) -> bytes:
             ti.size = len(data) if data is not None else 0
             tf.addfile(ti, io.BytesIO(data) if data is not None else None)
 
-        for d in ("bin", "dev", "etc", "home", "proc", "root", "sys", "usr", "usr/sbin", "usr/bin", "var",
-                  "var/spool", "var/www"):
+        for d in (
+            "bin",
+            "dev",
+            "etc",
+            "home",
+            "proc",
+            "root",
+            "sys",
+            "usr",
+            "usr/sbin",
+            "usr/bin",
+            "var",
+            "var/spool",
+            "var/www",
+        ):
             add(d + "/", tarfile.DIRTYPE, 0o700 if d == "root" else 0o755)
         add("tmp/", tarfile.DIRTYPE, 0o1777)
         with open(busybox, "rb") as f:
@@ -72,33 +89,62 @@ def build(busybox: str = "/bin/busybox", tag: str = "busybox:latest") -> bytes:
     mtime = int(os.stat(busybox).st_mtime)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
     layer = layer_tar(busybox, mtime)
-    config = json.dumps({
-        "architecture": F.host_arch(), "os": "linux", "created": created,
-        "config": {"Env": [f"PATH={PATH}"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
-        "history": [{"created": created, "created_by": f"cnm.images.busybox: {version_of(busybox)} from {busybox}"},
-                    {"created": created, "created_by": 'CMD ["sh"]', "empty_layer": True}],
-    }, separators=(",", ":"), sort_keys=True).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": F.OCI_MANIFEST,
-        "config": {"mediaType": F.OCI_CONFIG, "digest": _sha(config), "size": len(config)},
-        "layers": [{"mediaType": F.OCI_LAYER, "digest": _sha(layer), "size": len(layer)}],
-    }, separators=(",", ":")).encode()
+    config = json.dumps(
+        {
+            "architecture": F.host_arch(),
+            "os": "linux",
+            "created": created,
+            "config": {"Env": [f"PATH={PATH}"], "Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
+            "history": [
+                {"created": created, "created_by": f"cnm.images.busybox: {version_of(busybox)} from {busybox}"},
+                {"created": created, "created_by": 'CMD ["sh"]', "empty_layer": True},
+            ],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": F.OCI_MANIFEST,
+            "config": {"mediaType": F.OCI_CONFIG, "digest": _sha(config), "size": len(config)},
+            "layers": [{"mediaType": F.OCI_LAYER, "digest": _sha(layer), "size": len(layer)}],
+        },
+        separators=(",", ":"),
+    ).encode()
     ref = reference.parse_tagged(tag)
-    index = json.dumps({"schemaVersion": 2, "mediaType": F.OCI_INDEX, "manifests": [
-        {"mediaType": F.OCI_MANIFEST, "digest": _sha(manifest), "size": len(manifest),
-         "annotations": {F.NAME_ANNOTATION: str(ref), F.REF_ANNOTATION: ref.tag or ""}}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": F.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": F.OCI_MANIFEST,
+                    "digest": _sha(manifest),
+                    "size": len(manifest),
+                    "annotations": {F.NAME_ANNOTATION: str(ref), F.REF_ANNOTATION: ref.tag or ""},
+                }
+            ],
+        }
+    ).encode()
 
     def blob(data: bytes) -> str:
         return f"blobs/sha256/{_sha(data)[7:]}"
 
-    manifest_json = json.dumps([{"Config": blob(config), "RepoTags": [ref.familiar()],
-                                 "Layers": [blob(layer)]}]).encode()
+    manifest_json = json.dumps(
+        [{"Config": blob(config), "RepoTags": [ref.familiar()], "Layers": [blob(layer)]}]
+    ).encode()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:
-        for path, data in ((blob(config), config), (blob(layer), layer), (blob(manifest), manifest),
-                           ("index.json", index), ("manifest.json", manifest_json),
-                           ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')):
+        for path, data in (
+            (blob(config), config),
+            (blob(layer), layer),
+            (blob(manifest), manifest),
+            ("index.json", index),
+            ("manifest.json", manifest_json),
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+        ):
             ti = tarfile.TarInfo(path)
             ti.size, ti.mtime, ti.mode = len(data), mtime, 0o644
             tf.addfile(ti, io.BytesIO(data))
@@ -115,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(args.busybox):
         print(f"{args.busybox} not found: install Debian's busybox-static", file=sys.stderr)
         return 1
-    if not args.force and os.path.exists(args.out) and os.path.getmtime(args.out) >= os.path.getmtime(args.busybox) \
-            and os.path.getmtime(args.out) >= os.path.getmtime(__file__):
+    if (
+        not args.force
+        and os.path.exists(args.out)
+        and os.path.getmtime(args.out) >= os.path.getmtime(args.busybox)
+        and os.path.getmtime(args.out) >= os.path.getmtime(__file__)
+    ):
         return 0
     data = build(args.busybox, args.tag)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

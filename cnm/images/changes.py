@@ -6,6 +6,7 @@ STOPSIGNAL, USER, VOLUME, WORKDIR. Exec form (`CMD ["sh", "-c", "x"]`) and shell
 (`CMD echo hi` = `["/bin/sh", "-c", "echo hi"]`). Not done: `$VAR` substitution and
 HEALTHCHECK (refused with one line).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,7 +66,7 @@ def _pairs(rest: str, kw: str) -> list[tuple[str, str]]:
     if "=" not in words[0]:
         if kw == "LABEL":
             raise InvalidParameter(f"LABEL {rest!r}: use KEY=VALUE")
-        key, _, value = rest.partition(" ")   # legacy `ENV KEY some value`
+        key, _, value = rest.partition(" ")  # legacy `ENV KEY some value`
         return [(key, value.strip())]
     pairs = []
     for w in words:
@@ -143,6 +144,15 @@ def _onbuild(cfg: dict, rest: str) -> None:
     cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [rest]
 
 
-_APPLY = {"CMD": _cmd, "ENTRYPOINT": _entrypoint, "ENV": _env, "EXPOSE": _expose, "LABEL": _label,
-          "ONBUILD": _onbuild, "STOPSIGNAL": _stopsignal, "USER": _user, "VOLUME": _volume,
-          "WORKDIR": _workdir}
+_APPLY = {
+    "CMD": _cmd,
+    "ENTRYPOINT": _entrypoint,
+    "ENV": _env,
+    "EXPOSE": _expose,
+    "LABEL": _label,
+    "ONBUILD": _onbuild,
+    "STOPSIGNAL": _stopsignal,
+    "USER": _user,
+    "VOLUME": _volume,
+    "WORKDIR": _workdir,
+}

@@ -4,6 +4,7 @@ The config's bytes are the image: its sha256 is the image ID, so they are stored
 given and never re-serialized. `ImageConfig` validates what the store relies on (the
 layer diff IDs, the OS) and exposes what a container takes from its image.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -113,7 +114,7 @@ def unix_time(rfc3339: str | None) -> int:
     if "." in rest:
         head, _, frac = rest.partition(".")
         digits = "".join(ch for ch in frac if ch.isdigit())
-        tz = frac[len(digits):]
+        tz = frac[len(digits) :]
         rest = f"{head}.{digits[:6] or '0'}{tz}"
     try:
         when = datetime.datetime.fromisoformat(f"{date}T{rest}" if rest else date)

@@ -6,6 +6,7 @@
   Two images share a stored layer exactly when they share its chain ID;
 - an *image ID* is the sha256 of the image's config JSON, byte for byte.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -13,6 +13,7 @@ translates Docker's AUFS-style whiteouts into what overlayfs understands:
 Hard-link targets get the same path checks; symlink targets may point anywhere,
 because extraction never follows a symlink (see cnm.images.extract).
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -28,7 +29,7 @@ AUFS_META_PREFIX = ".wh..wh."
 DIR, FILE, SYMLINK, HARDLINK, FIFO = "dir", "file", "symlink", "hardlink", "fifo"
 WHITEOUT, OPAQUE, DEVICE, SKIP = "whiteout", "opaque", "device", "skip"
 
-MAX_PATH = 4096      # PATH_MAX
+MAX_PATH = 4096  # PATH_MAX
 MAX_COMPONENT = 255  # NAME_MAX
 
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.GNUTYPE_SPARSE)
@@ -72,12 +73,12 @@ def classify(member: tarfile.TarInfo) -> Entry:
             return Entry(OPAQUE, parent)
         if base.startswith(AUFS_META_PREFIX):
             return Entry(SKIP, path)
-        hidden = base[len(WHITEOUT_PREFIX):]
+        hidden = base[len(WHITEOUT_PREFIX) :]
         if hidden in ("", ".", ".."):
             raise InvalidParameter(f"invalid whiteout {member.name!r} in layer")
         return Entry(WHITEOUT, posixpath.join(parent, hidden))
     if path == "":
-        return Entry(SKIP, "")          # the layer root: its mode is the container's /
+        return Entry(SKIP, "")  # the layer root: its mode is the container's /
     t = member.type
     if t == tarfile.DIRTYPE:
         return Entry(DIR, path)

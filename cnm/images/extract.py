@@ -12,6 +12,7 @@ are not created; only `user.*` and `security.capability` xattrs are applied (a l
 must not set `trusted.overlay.*` and steer overlayfs). Whiteouts become 0/0 character
 devices and opaque directories get `trusted.overlay.opaque=y`, overlayfs's own forms.
 """
+
 from __future__ import annotations
 
 import errno
@@ -42,10 +43,10 @@ _DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error)
 
 @dataclass
 class Extracted:
-    diff_id: str            # sha256 of the uncompressed tar
-    blob_digest: str        # sha256 of the bytes as given (compressed or not)
+    diff_id: str  # sha256 of the uncompressed tar
+    blob_digest: str  # sha256 of the bytes as given (compressed or not)
     compression: str | None
-    size: int               # bytes of regular file content (hard links counted once)
+    size: int  # bytes of regular file content (hard links counted once)
     devices_skipped: list[str] = field(default_factory=list)
 
 
@@ -56,8 +57,9 @@ def extract_layer(blob: Reader, dest: str, limits: Limits = DEFAULT_LIMITS) -> E
     try:
         inner, compression = decompressed(raw)
         # A plain tar's diff ID is its blob digest: hash it once (sha256 is most of the CPU)
-        tar_stream = HashingReader(inner, limit=limits.max_layer, what="an uncompressed layer",
-                                   hashing=compression is not None)
+        tar_stream = HashingReader(
+            inner, limit=limits.max_layer, what="an uncompressed layer", hashing=compression is not None
+        )
         applier = _Applier(dest, limits)
         try:
             applier.run(tar_stream)
@@ -80,9 +82,9 @@ class _Applier:
         self.limits = limits
         self.size = 0
         self.devices: list[str] = []
-        self.dirs: list[tuple[str, tarfile.TarInfo]] = []   # metadata applied last
+        self.dirs: list[tuple[str, tarfile.TarInfo]] = []  # metadata applied last
         self.as_root = os.geteuid() == 0
-        self._cached: tuple[str, int] | None = None        # (parent path, fd)
+        self._cached: tuple[str, int] | None = None  # (parent path, fd)
 
     def close(self) -> None:
         self._drop_cache()
@@ -142,7 +144,8 @@ class _Applier:
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise InvalidParameter(
-                            f"invalid layer: a parent of {path!r} is a symlink or a file, not a directory") from exc
+                            f"invalid layer: a parent of {path!r} is a symlink or a file, not a directory"
+                        ) from exc
                     raise
                 os.close(fd)
                 fd = nfd
@@ -161,7 +164,7 @@ class _Applier:
             if keep_dir:
                 return
             # The cached fd is always base's parent, outside the tree removed here.
-            errs = remove_tree(base, dir_fd=pfd)   # not shutil.rmtree: see cnm.rmtree
+            errs = remove_tree(base, dir_fd=pfd)  # not shutil.rmtree: see cnm.rmtree
             if errs:
                 raise OSError(errs[0])
         else:
@@ -231,7 +234,7 @@ class _Applier:
         for key, value in member.pax_headers.items():
             if not key.startswith(_PAX_XATTR):
                 continue
-            name = key[len(_PAX_XATTR):]
+            name = key[len(_PAX_XATTR) :]
             if not name.startswith(_ALLOWED_XATTR_PREFIXES):
                 continue
             raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
@@ -259,11 +262,15 @@ class _Applier:
                 raise FileNotFoundError
             os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError as exc:
-            raise InvalidParameter(f"invalid layer: hard link {entry.path!r} points at {entry.target!r}, "
-                                   "which is not earlier in the same layer") from exc
+            raise InvalidParameter(
+                f"invalid layer: hard link {entry.path!r} points at {entry.target!r}, "
+                "which is not earlier in the same layer"
+            ) from exc
         except (PermissionError, IsADirectoryError) as exc:
-            raise InvalidParameter(f"invalid layer: hard link {entry.path!r} points at {entry.target!r}, "
-                                   "which cannot be linked (a directory?)") from exc
+            raise InvalidParameter(
+                f"invalid layer: hard link {entry.path!r} points at {entry.target!r}, "
+                "which cannot be linked (a directory?)"
+            ) from exc
         finally:
             if tfd >= 0:
                 os.close(tfd)

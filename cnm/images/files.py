@@ -1,4 +1,5 @@
 """Small file helpers of the image store: atomic writes, a tee, tree removal."""
+
 from __future__ import annotations
 
 import json

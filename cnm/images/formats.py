@@ -12,6 +12,7 @@ host's platform for multi-platform indexes.
   come from the `io.containerd.image.name` or `org.opencontainers.image.ref.name`
   annotations. With both present, manifest.json wins (as in Docker's classic store).
 """
+
 from __future__ import annotations
 
 import platform as _platform
@@ -35,8 +36,15 @@ NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 _MAX_DEPTH = 4
 
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-         "s390x": "s390x", "riscv64": "riscv64"}
+_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "i686": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 def host_arch() -> str:
@@ -46,8 +54,8 @@ def host_arch() -> str:
 
 @dataclass
 class LayerSource:
-    name: str                       # path in the archive
-    digest: str | None = None       # expected blob digest (OCI descriptors)
+    name: str  # path in the archive
+    digest: str | None = None  # expected blob digest (OCI descriptors)
     media_type: str | None = None
 
 
@@ -57,7 +65,7 @@ class ImageToLoad:
     config_digest: str | None
     layers: list[LayerSource]
     repo_tags: list[str] = field(default_factory=list)
-    manifest: bytes | None = None   # the OCI manifest bytes, kept as the image's manifest
+    manifest: bytes | None = None  # the OCI manifest bytes, kept as the image's manifest
 
 
 def plan(spool: Spool) -> list[ImageToLoad]:
@@ -66,10 +74,13 @@ def plan(spool: Spool) -> list[ImageToLoad]:
     if spool.has("index.json"):
         return _oci_layout(spool)
     if spool.has("repositories"):
-        raise InvalidParameter("this is a pre-1.10 docker-save archive (no manifest.json): not supported; "
-                               "save it again with a newer Docker")
-    raise InvalidParameter("invalid image archive: no manifest.json or index.json "
-                           "(expected `docker save` output or an OCI image layout)")
+        raise InvalidParameter(
+            "this is a pre-1.10 docker-save archive (no manifest.json): not supported; "
+            "save it again with a newer Docker"
+        )
+    raise InvalidParameter(
+        "invalid image archive: no manifest.json or index.json (expected `docker save` output or an OCI image layout)"
+    )
 
 
 def _strings(value: Any, what: str) -> list[str]:
@@ -125,8 +136,9 @@ def _names(desc: dict) -> list[str]:
 def _is_attestation(desc: dict) -> bool:
     notes = desc.get("annotations") or {}
     plat = desc.get("platform") or {}
-    return (isinstance(notes, dict) and notes.get("vnd.docker.reference.type") == "attestation-manifest") or \
-        (isinstance(plat, dict) and plat.get("os") == "unknown")
+    return (isinstance(notes, dict) and notes.get("vnd.docker.reference.type") == "attestation-manifest") or (
+        isinstance(plat, dict) and plat.get("os") == "unknown"
+    )
 
 
 def _platform_ok(desc: dict) -> bool:
@@ -157,8 +169,12 @@ def _walk_index(spool: Spool, index: Any, names: list[str], out: list[ImageToLoa
     if nested:  # a multi-platform image: take the host's platform only
         chosen = [d for d in descs if _platform_ok(d)][:1]
         if descs and not chosen:
-            plats = sorted({f"{(d.get('platform') or {}).get('os')}/{(d.get('platform') or {}).get('architecture')}"
-                            for d in descs})
+            plats = sorted(
+                {
+                    f"{(d.get('platform') or {}).get('os')}/{(d.get('platform') or {}).get('architecture')}"
+                    for d in descs
+                }
+            )
             raise InvalidParameter(f"no linux/{host_arch()} image in the archive's index (it has {', '.join(plats)})")
         descs = chosen
     elif any(_platform_ok(d) and isinstance(d.get("platform"), dict) for d in descs):

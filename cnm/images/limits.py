@@ -1,4 +1,5 @@
 """Bounds on untrusted image input, and the decompression every layer reader shares."""
+
 from __future__ import annotations
 
 import bz2
@@ -19,12 +20,12 @@ class Limits:
     """What one load or import may bring. The defaults fit any real image; tests shrink
     them. JSON documents are parsed in memory, so they get the tightest bound."""
 
-    max_archive: int = 64 * GiB        # bytes read from a docker-save / import stream
-    max_layer: int = 64 * GiB          # uncompressed bytes of one layer (gzip bombs)
-    max_members: int = 2_000_000       # tar members in one layer
-    max_archive_members: int = 100_000 # members of the outer docker-save tarball
-    max_json: int = 16 * MiB           # manifest.json, index.json, a config, a manifest
-    max_layers: int = 125              # per image: Docker's overlay2 limit too
+    max_archive: int = 64 * GiB  # bytes read from a docker-save / import stream
+    max_layer: int = 64 * GiB  # uncompressed bytes of one layer (gzip bombs)
+    max_members: int = 2_000_000  # tar members in one layer
+    max_archive_members: int = 100_000  # members of the outer docker-save tarball
+    max_json: int = 16 * MiB  # manifest.json, index.json, a config, a manifest
+    max_layers: int = 125  # per image: Docker's overlay2 limit too
 
 
 DEFAULT_LIMITS = Limits()

@@ -5,6 +5,7 @@ Pure functions after distribution/reference's grammar (normalize.go, regexp.go):
 `busybox:latest`. The store keeps references normalized, so `busybox`,
 `library/busybox` and `docker.io/library/busybox:latest` all name the same thing.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,7 +28,8 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _REFERENCE = re.compile(
     rf"^(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
+)
 _TAG_ONLY = re.compile(rf"^{_TAG}$")
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
 _SHA256_ID = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -53,8 +55,8 @@ class Reference:
         """The repository as users write it: `busybox`, `me/app`, `reg:5000/x`."""
         if self.domain != DEFAULT_DOMAIN:
             return self.name
-        if self.path.startswith(OFFICIAL_PREFIX) and "/" not in self.path[len(OFFICIAL_PREFIX):]:
-            return self.path[len(OFFICIAL_PREFIX):]
+        if self.path.startswith(OFFICIAL_PREFIX) and "/" not in self.path[len(OFFICIAL_PREFIX) :]:
+            return self.path[len(OFFICIAL_PREFIX) :]
         return self.path
 
     def with_default_tag(self) -> Reference:
@@ -87,7 +89,9 @@ def parse(text: str) -> Reference:
         raise InvalidParameter(f"invalid reference format: {text!r} is not an image name (NAME[:TAG][@DIGEST])")
     name = m.group("name")
     if len(name) > MAX_NAME:
-        raise InvalidParameter(f"invalid reference format: repository name must not be longer than {MAX_NAME} characters")
+        raise InvalidParameter(
+            f"invalid reference format: repository name must not be longer than {MAX_NAME} characters"
+        )
     dom, _, path = name.partition("/")
     return Reference(dom, path, m.group("tag"), m.group("digest"))
 

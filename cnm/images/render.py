@@ -5,6 +5,7 @@ Fields that moby adds or drops by API version follow the requested version: belo
 1.43 an untagged image lists as `<none>:<none>`, below 1.44 `VirtualSize` is sent, below
 1.45 `Container`/`ContainerConfig`, below 1.50 `Config` has every container.Config key.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,8 @@ class ImageView:
     id: str
     config: ImageConfig
     refs: list[R.Reference]
-    layer_sizes: list[int]          # bottom first
-    diff_dirs: list[str]            # bottom first
+    layer_sizes: list[int]  # bottom first
+    diff_dirs: list[str]  # bottom first
     containers: int = 0
     last_tag_time: str | None = None
     extra: dict = field(default_factory=dict)
@@ -50,7 +51,7 @@ class ImageView:
 
 
 def parse_version(text: str | None, default: Version) -> Version:
-    """"v1.41" or "1.41" -> (1, 41); `default` when absent."""
+    """ "v1.41" or "1.41" -> (1, 41); `default` when absent."""
     if not text:
         return default
     m = re.match(r"^v?(\d+)\.(\d+)$", text)
@@ -58,9 +59,23 @@ def parse_version(text: str | None, default: Version) -> Version:
 
 
 _LEGACY_CONFIG: dict = {
-    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
-    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
-    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": None,
+    "Cmd": None,
+    "Image": "",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "OnBuild": None,
+    "Labels": None,
 }
 
 
@@ -143,9 +158,16 @@ def history_json(view: ImageView) -> list[dict]:
                 raise InvalidParameter("too many non-empty layers in History section")
             size = view.layer_sizes[layer]
             layer += 1
-        rows.append({"Id": "<missing>", "Created": unix_time(entry.get("created")),
-                     "CreatedBy": entry.get("created_by") or "", "Tags": None, "Size": size,
-                     "Comment": entry.get("comment") or ""})
+        rows.append(
+            {
+                "Id": "<missing>",
+                "Created": unix_time(entry.get("created")),
+                "CreatedBy": entry.get("created_by") or "",
+                "Tags": None,
+                "Size": size,
+                "Comment": entry.get("comment") or "",
+            }
+        )
     rows.reverse()
     if rows:
         rows[0]["Id"] = view.id
@@ -154,6 +176,7 @@ def history_json(view: ImageView) -> list[dict]:
 
 
 # -- filters of GET /images/json and POST /images/prune ----------------------------
+
 
 def go_path_match(pattern: str, name: str) -> bool:
     """Go's path.Match: `*` and `?` never cross a `/`; `[...]` classes."""
@@ -168,7 +191,7 @@ def go_path_match(pattern: str, name: str) -> bool:
             j = pattern.find("]", i + 2)
             if j < 0:
                 raise InvalidParameter(f"invalid reference filter {pattern!r}: syntax error in pattern")
-            body = pattern[i + 1:j]
+            body = pattern[i + 1 : j]
             out.append("[" + ("^" + body[1:] if body.startswith("^") else body).replace("\\", "\\\\") + "]")
             i = j
         elif ch == "\\" and i + 1 < len(pattern):

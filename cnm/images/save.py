@@ -3,6 +3,7 @@ reads: an OCI image layout (oci-layout, index.json, blobs/sha256/…) plus docke
 manifest.json and repositories. Streamed: layer blobs are copied in chunks, straight
 from the store, exactly as they were loaded (so diff IDs and image IDs survive).
 """
+
 from __future__ import annotations
 
 import io
@@ -44,8 +45,9 @@ def select(store: ImageStore, names: list[str]) -> list[Export]:
                         picked.append((image.id, r))
         if not picked:
             image_id = store.resolve(name)
-            by_ref = ref is not None and not image_id.split(":", 1)[1].startswith(name) \
-                and not image_id.startswith(name)
+            by_ref = (
+                ref is not None and not image_id.split(":", 1)[1].startswith(name) and not image_id.startswith(name)
+            )
             picked.append((image_id, ref.with_default_tag() if by_ref and ref is not None else None))
         for image_id, tag in picked:
             export = by_id.setdefault(image_id, Export(image_id, []))
@@ -85,25 +87,41 @@ def write(store: ImageStore, exports: list[Export], out: BinaryIO) -> None:
                     with open(store.blob_path(info.chain_id), "rb") as f:
                         _add(tf, "blobs/sha256/" + D.hex_of(info.blob), f, info.blob_size)
                     written.add(info.blob)
-                layers.append({"mediaType": _MEDIA.get(info.compression, F.OCI_LAYER),
-                               "digest": info.blob, "size": info.blob_size})
-            manifest = json.dumps({"schemaVersion": 2, "mediaType": F.OCI_MANIFEST,
-                                   "config": {"mediaType": F.OCI_CONFIG, "digest": export.image_id,
-                                              "size": len(cfg.raw)},
-                                   "layers": layers}, separators=(",", ":")).encode()
+                layers.append(
+                    {
+                        "mediaType": _MEDIA.get(info.compression, F.OCI_LAYER),
+                        "digest": info.blob,
+                        "size": info.blob_size,
+                    }
+                )
+            manifest = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": F.OCI_MANIFEST,
+                    "config": {"mediaType": F.OCI_CONFIG, "digest": export.image_id, "size": len(cfg.raw)},
+                    "layers": layers,
+                },
+                separators=(",", ":"),
+            ).encode()
             mdigest = blob_bytes(manifest)
             desc = {"mediaType": F.OCI_MANIFEST, "digest": mdigest, "size": len(manifest)}
             for tag in export.tags:
-                index.append({**desc, "annotations": {F.NAME_ANNOTATION: str(tag),
-                                                      F.REF_ANNOTATION: tag.tag or ""}})
+                index.append({**desc, "annotations": {F.NAME_ANNOTATION: str(tag), F.REF_ANNOTATION: tag.tag or ""}})
                 repositories.setdefault(tag.familiar_name, {})[tag.tag or ""] = D.hex_of(export.image_id)
             if not export.tags:
                 index.append(desc)
-            manifest_json.append({"Config": "blobs/sha256/" + D.hex_of(export.image_id),
-                                  "RepoTags": [t.familiar() for t in export.tags] or None,
-                                  "Layers": ["blobs/sha256/" + D.hex_of(layer["digest"]) for layer in layers]})
-    for name, doc in (("index.json", {"schemaVersion": 2, "mediaType": F.OCI_INDEX, "manifests": index}),
-                      ("manifest.json", manifest_json), ("oci-layout", {"imageLayoutVersion": "1.0.0"})):
+            manifest_json.append(
+                {
+                    "Config": "blobs/sha256/" + D.hex_of(export.image_id),
+                    "RepoTags": [t.familiar() for t in export.tags] or None,
+                    "Layers": ["blobs/sha256/" + D.hex_of(layer["digest"]) for layer in layers],
+                }
+            )
+    for name, doc in (
+        ("index.json", {"schemaVersion": 2, "mediaType": F.OCI_INDEX, "manifests": index}),
+        ("manifest.json", manifest_json),
+        ("oci-layout", {"imageLayoutVersion": "1.0.0"}),
+    ):
         data = json.dumps(doc, separators=(",", ":")).encode()
         _add(tf, name, io.BytesIO(data), len(data))
     if repositories:

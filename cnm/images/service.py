@@ -6,6 +6,7 @@ Every operation validates what it can before it writes anything, and a load or i
 that fails leaves nothing behind: its spooled files and extracted layers are collected
 when its lease ends.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,9 @@ class ImageService:
     (rmi refuses, even forced, for a running one); the daemon gives it. `events` gets
     Docker's image events: load, import, tag, untag, delete."""
 
-    def __init__(self, store: ImageStore, running: Callable[[str], bool] | None = None,
-                 events: EventPublisher | None = None) -> None:
+    def __init__(
+        self, store: ImageStore, running: Callable[[str], bool] | None = None, events: EventPublisher | None = None
+    ) -> None:
         self.store = store
         self.running = running or (lambda _cid: False)
         self.events = events
@@ -107,15 +109,18 @@ class ImageService:
                     chain = []
                     for i, (src, diff) in enumerate(zip(sources, cfg.diff_ids, strict=True)):
                         progress(f"Loading layer {i + 1}/{len(sources)} {diff[7:19]}")
-                        info = store.register_layer(lease, parent, diff, blob_path=spool.path(src.name, "layer"),
-                                                    blob_digest=src.digest)
+                        info = store.register_layer(
+                            lease, parent, diff, blob_path=spool.path(src.name, "layer"), blob_digest=src.digest
+                        )
                         parent = info.chain_id
                         chain.append(info.chain_id)
                     staged.append((cfg, chain, tags))
                 for cfg, chain, tags in staged:
                     for ref, old in store.commit(cfg, chain, tags):
-                        lines.append(f"The image {ref.familiar()} already exists, renaming the old one "
-                                     f"with ID {old} to empty string")
+                        lines.append(
+                            f"The image {ref.familiar()} already exists, renaming the old one "
+                            f"with ID {old} to empty string"
+                        )
                     for ref in tags:
                         self._event("tag", cfg.id, ref.familiar())
                     self._event("load", cfg.id)
@@ -137,11 +142,13 @@ class ImageService:
         if plan.config_digest and cfg.id != plan.config_digest:
             raise InvalidParameter(f"invalid image archive: config {plan.config_digest} does not match its content")
         if len(plan.layers) != len(cfg.diff_ids):
-            raise InvalidParameter(f"invalid manifest, layers length mismatch: expected {len(plan.layers)}, "
-                                   f"got {len(cfg.diff_ids)}")
+            raise InvalidParameter(
+                f"invalid manifest, layers length mismatch: expected {len(plan.layers)}, got {len(cfg.diff_ids)}"
+            )
         if len(cfg.diff_ids) > self.store.limits.max_layers:
-            raise InvalidParameter(f"the image has {len(cfg.diff_ids)} layers: at most "
-                                   f"{self.store.limits.max_layers} are supported")
+            raise InvalidParameter(
+                f"the image has {len(cfg.diff_ids)} layers: at most {self.store.limits.max_layers} are supported"
+            )
         for src in plan.layers:
             spool.path(src.name, "layer")
         tags = []
@@ -154,8 +161,15 @@ class ImageService:
 
     # -- import -------------------------------------------------------------------
 
-    def import_image(self, stream: Reader, repo: str = "", tag: str = "", message: str = "",
-                     changes: list[str] | None = None, source: str = "-") -> str:
+    def import_image(
+        self,
+        stream: Reader,
+        repo: str = "",
+        tag: str = "",
+        message: str = "",
+        changes: list[str] | None = None,
+        source: str = "-",
+    ) -> str:
         """`docker import`: the tar in `stream` (maybe compressed) becomes a one-layer
         image, named `repo[:tag]` when given. Returns the image ID."""
         ref = repo_tag(repo, tag)
@@ -164,9 +178,15 @@ class ImageService:
         with self.store.leased() as lease:
             info = self.store.register_layer(lease, None, None, stream=stream)
             created = C.now_rfc3339()
-            doc = {"architecture": F.host_arch(), "os": "linux", "created": created, "comment": message,
-                   "config": cfg_obj, "rootfs": {"type": "layers", "diff_ids": [info.diff_id]},
-                   "history": [{"created": created, "comment": message}]}
+            doc = {
+                "architecture": F.host_arch(),
+                "os": "linux",
+                "created": created,
+                "comment": message,
+                "config": cfg_obj,
+                "rootfs": {"type": "layers", "diff_ids": [info.diff_id]},
+                "history": [{"created": created, "comment": message}],
+            }
             cfg = C.parse(json.dumps(doc, separators=(",", ":")).encode())
             self.store.commit(cfg, [info.chain_id], [ref] if ref else [])
         if ref:
@@ -184,10 +204,15 @@ class ImageService:
         with store.lock:
             rec = store.get(image_id)
             infos = [store.layer(c) for c in rec.chain]
-            return ImageView(rec.id, store.config(rec.id), store.refs_of(rec.id),
-                             [i.size if i else 0 for i in infos], [store.diff_dir(c) for c in rec.chain],
-                             containers=sum(1 for img in store.mounts().values() if img == rec.id),
-                             last_tag_time=rec.last_tag_time)
+            return ImageView(
+                rec.id,
+                store.config(rec.id),
+                store.refs_of(rec.id),
+                [i.size if i else 0 for i in infos],
+                [store.diff_dir(c) for c in rec.chain],
+                containers=sum(1 for img in store.mounts().values() if img == rec.id),
+                last_tag_time=rec.last_tag_time,
+            )
 
     def inspect(self, text: str) -> ImageView:
         return self.view(self.store.resolve(text))
@@ -248,8 +273,10 @@ class ImageService:
                 ref = R.parse(text).with_default_tag()
                 users = self.users(image_id)
                 if not force and len(refs) == 1 and users:
-                    raise Conflict(f'conflict: unable to remove repository reference "{text}" (must force) - '
-                                   f"container {users[0].id[:12]} is using its referenced image {short(image_id)}")
+                    raise Conflict(
+                        f'conflict: unable to remove repository reference "{text}" (must force) - '
+                        f"container {users[0].id[:12]} is using its referenced image {short(image_id)}"
+                    )
                 self.store.untag(ref)
                 records.append({"Untagged": ref.familiar()})
                 if len(refs) > 1:
@@ -262,7 +289,7 @@ class ImageService:
                 records.append({"Untagged": refs[0].familiar()})
             conflict = self._conflict(image_id, soft=not force, refs=len(self.store.refs_of(image_id)))
             if conflict:
-                if by_name:     # the name is gone; the image stays for its users (Docker's quiet case)
+                if by_name:  # the name is gone; the image stays for its users (Docker's quiet case)
                     return image_id, records
                 raise Conflict(conflict)
             records += [{"Untagged": r.familiar()} for r in self.store.refs_of(image_id)]
@@ -292,8 +319,11 @@ class ImageService:
         reclaimed = 0
         with self.store.lock:
             used = set(self.store.mounts().values())
-            sizes = {c: i.size + i.blob_size for c, i in ((c, self.store.layer(c)) for c in self.store.layer_refs())
-                     if i is not None}
+            sizes = {
+                c: i.size + i.blob_size
+                for c, i in ((c, self.store.layer(c)) for c in self.store.layer_refs())
+                if i is not None
+            }
             for rec in sorted(self.store.images(), key=lambda r: r.id):
                 if rec.id in used or keep(rec.id):
                     continue
@@ -334,5 +364,4 @@ def _is_id_prefix(image_id: str, text: str) -> bool:
 
 
 def _rm(path: str) -> None:
-    remove_tree(path)   # best effort; not shutil.rmtree (see cnm.rmtree)
-
+    remove_tree(path)  # best effort; not shutil.rmtree (see cnm.rmtree)

@@ -7,6 +7,7 @@ member's own name, so a hostile name can never place a file anywhere. Symlinks a
 links (old `docker save` links identical layer.tar files) are kept as a map and resolved
 on lookup, inside the archive only.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ class Spool:
         except (tarfile.TarError, EOFError) as exc:
             raise InvalidParameter(f"the image archive is truncated or corrupt: {exc}") from exc
         except OSError as exc:
-            if exc.errno is None:   # gzip/bz2/xz format errors carry no errno
+            if exc.errno is None:  # gzip/bz2/xz format errors carry no errno
                 raise InvalidParameter(f"the image archive is corrupt: {exc}") from exc
             raise
         self.read_bytes = counted.count
@@ -114,7 +115,9 @@ class Spool:
         path = self.path(name, what)
         size = os.path.getsize(path)
         if size > self.limits.max_json:
-            raise InvalidParameter(f"invalid image archive: {what} {name!r} is larger than {self.limits.max_json} bytes")
+            raise InvalidParameter(
+                f"invalid image archive: {what} {name!r} is larger than {self.limits.max_json} bytes"
+            )
         with open(path, "rb") as f:
             raw = f.read()
         try:

@@ -23,6 +23,7 @@ collects layers nothing uses. Thread safety: one lock around the metadata; extra
 runs outside it, so two loads proceed at once (the first to finish a shared layer keeps
 it, the other discards its copy).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,10 +58,10 @@ class LayerInfo:
     diff_id: str
     parent: str | None
     size: int
-    blob: str                   # digest of layers/<hex>/blob
+    blob: str  # digest of layers/<hex>/blob
     blob_size: int
-    compression: str | None     # of the blob: None (plain tar), gzip, bzip2, xz
-    link: str                   # name under l/
+    compression: str | None  # of the blob: None (plain tar), gzip, bzip2, xz
+    link: str  # name under l/
 
 
 @dataclass
@@ -82,8 +83,9 @@ class ImageStore:
     def __init__(self, root: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self.root = os.path.abspath(root)
         if any(c in self.root for c in ",:\\"):
-            raise InvalidParameter(f"the image store path {self.root} cannot hold ',', ':' or '\\' "
-                                   "(overlayfs options are split on them)")
+            raise InvalidParameter(
+                f"the image store path {self.root} cannot hold ',', ':' or '\\' (overlayfs options are split on them)"
+            )
         self.limits = limits
         self.lock = threading.RLock()
         for sub in ("configs", "layers", "l", "mounts", "tmp", "empty"):
@@ -184,9 +186,15 @@ class ImageStore:
         with self.lock:
             return self._layers.get(chain)
 
-    def register_layer(self, lease: Lease, parent: str | None, diff_id: str | None,
-                       blob_path: str | None = None, stream: Reader | None = None,
-                       blob_digest: str | None = None) -> LayerInfo:
+    def register_layer(
+        self,
+        lease: Lease,
+        parent: str | None,
+        diff_id: str | None,
+        blob_path: str | None = None,
+        stream: Reader | None = None,
+        blob_digest: str | None = None,
+    ) -> LayerInfo:
         """The layer `diff_id` on top of `parent`: found, or extracted from the blob at
         `blob_path` (hard-linked into the store) or read once from `stream` (teed into
         the store). `diff_id` None (an import) takes whatever the content hashes to;
@@ -212,21 +220,37 @@ class ImageStore:
                 with open(blob, "xb") as copy:
                     ex = extract_layer(Tee(stream, copy), os.path.join(work, "diff"), self.limits)
             if blob_digest is not None and ex.blob_digest != blob_digest:
-                raise InvalidParameter(f"layer blob does not match its descriptor: expected {blob_digest}, "
-                                       f"the blob hashes to {ex.blob_digest}")
+                raise InvalidParameter(
+                    f"layer blob does not match its descriptor: expected {blob_digest}, "
+                    f"the blob hashes to {ex.blob_digest}"
+                )
             if diff_id is not None and ex.diff_id != diff_id:
-                raise InvalidParameter(f"layer content does not match the image config: expected diff ID "
-                                       f"{diff_id}, the layer hashes to {ex.diff_id}")
+                raise InvalidParameter(
+                    f"layer content does not match the image config: expected diff ID "
+                    f"{diff_id}, the layer hashes to {ex.diff_id}"
+                )
             if ex.devices_skipped:
-                log.warning("layer %s: %d device node(s) not created (e.g. %s)", ex.diff_id[:19],
-                            len(ex.devices_skipped), ex.devices_skipped[0])
+                log.warning(
+                    "layer %s: %d device node(s) not created (e.g. %s)",
+                    ex.diff_id[:19],
+                    len(ex.devices_skipped),
+                    ex.devices_skipped[0],
+                )
             chain = ex.diff_id if parent is None else D.of_bytes(f"{parent} {ex.diff_id}".encode())
             with self.lock:
-                if chain in self._layers:     # a concurrent load finished it first
+                if chain in self._layers:  # a concurrent load finished it first
                     lease.chains.add(chain)
                     return self._layers[chain]
-                info = LayerInfo(chain, ex.diff_id, parent, ex.size, ex.blob_digest, os.path.getsize(blob),
-                                 ex.compression, self._new_link(chain))
+                info = LayerInfo(
+                    chain,
+                    ex.diff_id,
+                    parent,
+                    ex.size,
+                    ex.blob_digest,
+                    os.path.getsize(blob),
+                    ex.compression,
+                    self._new_link(chain),
+                )
                 write_atomic(os.path.join(work, "layer.json"), json_bytes(asdict(info)))
                 os.rename(work, self.layer_dir(chain))
                 self._layers[chain] = info
@@ -394,8 +418,7 @@ class ImageStore:
         with self.lock:
             chain = self.get(image_id).chain
             if self._mounts.get(container_id) != chain:
-                write_atomic(self._p("mounts", f"{container_id}.json"),
-                              json_bytes({"image": image_id, "chain": chain}))
+                write_atomic(self._p("mounts", f"{container_id}.json"), json_bytes({"image": image_id, "chain": chain}))
                 self._mounts[container_id] = list(chain)
                 self._mount_images[container_id] = image_id
             return self.lower_dirs(chain)

@@ -9,6 +9,7 @@ A target container's address is taken from the network named in the check, else 
 network it shares with the source (an overlay, or a bridge network on the same host),
 else its first network.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ PASS_TRIES = 3
 @dataclass(frozen=True)
 class CheckResult:
     check: Check
-    ok: bool              # the outcome matched the expectation
+    ok: bool  # the outcome matched the expectation
     detail: str
 
 
@@ -79,8 +80,9 @@ def parse_mtu(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def run_checks(lab: Lab, sockets: dict[str, str], host_addresses: dict[str, str], runner: Runner,
-               workers: int | None = None) -> list[CheckResult]:
+def run_checks(
+    lab: Lab, sockets: dict[str, str], host_addresses: dict[str, str], runner: Runner, workers: int | None = None
+) -> list[CheckResult]:
     """Run every check of the lab, side by side on `workers` threads (default
     cnm.lab.parallel.default_workers); results in the checks' order. Never raises for
     a failing probe."""
@@ -120,16 +122,25 @@ def _networks_of(name: str, lab: Lab, sockets: dict[str, str], runner: Runner, c
     return cache[name]
 
 
-def _run_one(lab: Lab, check: Check, sockets: dict[str, str], host_addresses: dict[str, str],
-             runner: Runner, cache: dict[str, dict]) -> CheckResult:
+def _run_one(
+    lab: Lab,
+    check: Check,
+    sockets: dict[str, str],
+    host_addresses: dict[str, str],
+    runner: Runner,
+    cache: dict[str, dict],
+) -> CheckResult:
     sock = sockets[lab.container(check.source).host]
     if check.kind == "mtu":
         r = runner.run(probe_argv(sock, check, None), check=False, timeout=20)
         got = parse_mtu(r.stdout) if r.ok else None
         ok = got == check.mtu
         return CheckResult(check, ok == check.expect_pass, f"mtu {got}" if got else r.last_line())
-    target_nets = _networks_of(check.target, lab, sockets, runner, cache) if check.target in \
-        {c.name for c in lab.containers} else {}
+    target_nets = (
+        _networks_of(check.target, lab, sockets, runner, cache)
+        if check.target in {c.name for c in lab.containers}
+        else {}
+    )
     address = pick_address(lab, check, target_nets, host_addresses)
     tries = PASS_TRIES if check.expect_pass else 1
     reached = False
@@ -158,7 +169,7 @@ def report_lines(results: list[CheckResult], verbose: bool = False) -> list[str]
             continue
         bad = [r for r in rs if not r.ok]
         rows.append(("FAIL" if bad else "PASS", label, f"{len(rs) - len(bad)}/{len(rs)} passed"))
-        for r in (rs if verbose else bad):
+        for r in rs if verbose else bad:
             rows.append(("  " + ("ok" if r.ok else "FAIL"), r.check.label, r.detail))
     width = max((len(label) for _, label, _ in rows), default=0)
     out = [f"{verdict:<6}{label.ljust(width)}  {detail}" for verdict, label, detail in rows]

@@ -14,6 +14,7 @@ as `from` and as target:
 Random draws are seeded with the lab's name and the entry's index: the same file
 gives the same probes on every run.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -26,8 +27,14 @@ FIELDS = ("from", "ping", "tcp", "mtu", "iface", "network", "expect", "sample")
 MAX_SAMPLE = 100_000
 
 
-def checks(ctx: Ctx, data: dict, lab: str, lab_hosts: list[str], containers: tuple[Container, ...],
-           networks: tuple[Network, ...]) -> tuple[Check, ...]:
+def checks(
+    ctx: Ctx,
+    data: dict,
+    lab: str,
+    lab_hosts: list[str],
+    containers: tuple[Container, ...],
+    networks: tuple[Network, ...],
+) -> tuple[Check, ...]:
     by_name = {c.name: c for c in containers}
     groups: dict[str, list[Container]] = {}
     for c in containers:
@@ -74,12 +81,22 @@ def checks(ctx: Ctx, data: dict, lab: str, lab_hosts: list[str], containers: tup
                 try:
                     ipaddress.IPv4Address(target)
                 except ValueError:
-                    raise ctx.err(f"{where}.{kind}", f"unknown target {target!r}: a container, a group, "
-                                                     "a host or an IPv4 address") from None
+                    raise ctx.err(
+                        f"{where}.{kind}", f"unknown target {target!r}: a container, a group, a host or an IPv4 address"
+                    ) from None
             if network is not None and target not in by_name and target not in groups:
                 raise ctx.err(f"{where}.network", "'network' picks one of a target container's addresses")
-        template = Check(kind=kind, source=source, target=target, port=port, mtu=mtu,
-                         iface=str(raw.get("iface", "eth0")), network=network, expect_pass=expect == "pass", spec=i)
+        template = Check(
+            kind=kind,
+            source=source,
+            target=target,
+            port=port,
+            mtu=mtu,
+            iface=str(raw.get("iface", "eth0")),
+            network=network,
+            expect_pass=expect == "pass",
+            spec=i,
+        )
         pairs = _pairs(source, target, by_name, groups, sample, random.Random(f"{lab}/{i}"))
         if not pairs:
             raise ctx.err(where, f"group {target!r} has no member other than the source to aim at")
@@ -88,8 +105,14 @@ def checks(ctx: Ctx, data: dict, lab: str, lab_hosts: list[str], containers: tup
     return tuple(out)
 
 
-def _pairs(source: str, target: str | None, by_name: dict[str, Container], groups: dict[str, list[Container]],
-           sample: int | None, rng: random.Random) -> list[tuple[str, str | None]]:
+def _pairs(
+    source: str,
+    target: str | None,
+    by_name: dict[str, Container],
+    groups: dict[str, list[Container]],
+    sample: int | None,
+    rng: random.Random,
+) -> list[tuple[str, str | None]]:
     """(source container, target) of every probe an entry stands for."""
     sources = [c.name for c in groups[source]] if source in groups else [source]
     if target in groups:
@@ -111,7 +134,7 @@ def _pairs(source: str, target: str | None, by_name: dict[str, Container], group
     if sample and len(sources) > 1:
         sources = rng.sample(sources, min(sample, len(sources)))
     elif sample and len(sources) == 1:
-        sources = sources * sample          # the same probe, repeated
+        sources = sources * sample  # the same probe, repeated
     return [(s, target) for s in sources]
 
 
@@ -127,8 +150,18 @@ def _spec_label(t: Check, n: int, grouped: bool, sample: int | None) -> str:
 
 
 def _concrete(t: Check, source: str, target: str | None, label: str) -> Check:
-    return Check(kind=t.kind, source=source, target=target, port=t.port, mtu=t.mtu, iface=t.iface, network=t.network,
-                 expect_pass=t.expect_pass, spec=t.spec, spec_label=label)
+    return Check(
+        kind=t.kind,
+        source=source,
+        target=target,
+        port=t.port,
+        mtu=t.mtu,
+        iface=t.iface,
+        network=t.network,
+        expect_pass=t.expect_pass,
+        spec=t.spec,
+        spec_label=label,
+    )
 
 
 __all__ = ["checks", "FIELDS"]

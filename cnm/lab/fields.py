@@ -1,5 +1,6 @@
 """Field readers for lab files (pure): every error is one line naming the file and the
 field, e.g. `labs/x.yaml: containers[2].networks[0]: unknown network 'fronted'`."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -13,11 +14,11 @@ UNDERLAY_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 DEFAULT_UNDERLAY = "198.18.0.0/24"
 
 LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
-HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")     # switch port "p-<host>" fits IFNAMSIZ
+HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")  # switch port "p-<host>" fits IFNAMSIZ
 OBJ_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")  # Docker's container/network names
 RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$")
 PORT = re.compile(r"^(?:(?:\d{1,3}\.){3}\d{1,3}:)?(?:\d{1,5}:)?\d{1,5}(?:/(?:tcp|udp|sctp))?$")
-RESERVED_HOSTS = ("sw",)    # lab-<lab>-sw is the switch namespace
+RESERVED_HOSTS = ("sw",)  # lab-<lab>-sw is the switch namespace
 
 
 class Ctx:
@@ -86,17 +87,29 @@ class Ctx:
 
 
 def kind_of(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def rate_bits(rate: str) -> int:
     """tc rate text -> bits per second ("10mbit" -> 10_000_000; "1mbps" is bytes)."""
     m = RATE.match(rate)
     if not m:
-        raise InvalidParameter(f"invalid rate {rate!r}: use a number and bit, kbit, mbit, gbit (or bps, kbps, mbps, gbps)")
+        raise InvalidParameter(
+            f"invalid rate {rate!r}: use a number and bit, kbit, mbit, gbit (or bps, kbps, mbps, gbps)"
+        )
     value, unit = float(m.group(1)), m.group(2)
-    scale = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9,
-             "bps": 8, "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9}[unit]
+    scale = {
+        "bit": 1,
+        "kbit": 10**3,
+        "mbit": 10**6,
+        "gbit": 10**9,
+        "bps": 8,
+        "kbps": 8 * 10**3,
+        "mbps": 8 * 10**6,
+        "gbps": 8 * 10**9,
+    }[unit]
     return int(value * scale)
 
 
@@ -107,8 +120,10 @@ def parse_link(ctx: Ctx, raw: dict, where: str, base: Link) -> Link:
         rate = None if raw["rate"] in (None, 0) else str(raw["rate"])
         if rate is not None:
             if not RATE.match(rate):
-                raise ctx.err(f"{where}.rate", f"invalid rate {rate!r}: use a number and bit, kbit, mbit, gbit "
-                                               "(or bps, kbps, mbps, gbps)")
+                raise ctx.err(
+                    f"{where}.rate",
+                    f"invalid rate {rate!r}: use a number and bit, kbit, mbit, gbit (or bps, kbps, mbps, gbps)",
+                )
             if rate_bits(rate) < 8000:
                 raise ctx.err(f"{where}.rate", f"rate {rate!r} is too low (at least 8kbit)")
     loss = base.loss
@@ -121,8 +136,6 @@ def parse_link(ctx: Ctx, raw: dict, where: str, base: Link) -> Link:
 
 
 LINK_FIELDS = ("mtu", "rate", "loss", "delay")
-
-
 
 
 def scalar(ctx: Ctx, v: Any, where: str) -> str:

@@ -9,6 +9,7 @@ What this kernel family offers, and what we build from it:
          sch_netem; elsewhere a clear error, never a silent no-op.
 When delay and rate are both asked for, netem carries both (its own `rate`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from cnm.lab.fields import rate_bits
 from cnm.lab.model import UNDERLAY_IFACE, Link, switch_port
 from cnm.lab.runner import Result
 
-NFT_TABLE = "lab_impair"         # in each lab host's namespace; a netdev table we own
+NFT_TABLE = "lab_impair"  # in each lab host's namespace; a netdev table we own
 NETEM_MISSING = "delay needs the kernel's netem (CONFIG_NET_SCH_NETEM), which this kernel lacks"
 _NETEM_ERRORS = ("specified qdisc kind is unknown", "unknown qdisc", "qdisc 'netem'", "no such file")
 
@@ -28,8 +29,8 @@ _NETEM_ERRORS = ("specified qdisc kind is unknown", "unknown qdisc", "qdisc 'net
 @dataclass(frozen=True)
 class Impairment:
     rate: str | None = None
-    loss: float | None = None     # percent, each direction
-    delay: float | None = None    # ms, each direction
+    loss: float | None = None  # percent, each direction
+    delay: float | None = None  # ms, each direction
 
     @classmethod
     def of_link(cls, link: Link) -> Impairment:
@@ -41,9 +42,11 @@ class Impairment:
 
     def merged(self, rate: str | None, loss: float | None, delay: float | None) -> Impairment:
         """This impairment with the given fields changed (None = keep; 0 = remove)."""
-        return Impairment(rate=self.rate if rate is None else (rate if rate not in ("0", "") else None),
-                          loss=self.loss if loss is None else (loss or None),
-                          delay=self.delay if delay is None else (delay or None))
+        return Impairment(
+            rate=self.rate if rate is None else (rate if rate not in ("0", "") else None),
+            loss=self.loss if loss is None else (loss or None),
+            delay=self.delay if delay is None else (delay or None),
+        )
 
     def to_json(self) -> dict:
         return {"rate": self.rate, "loss": self.loss, "delay": self.delay}
@@ -54,15 +57,20 @@ class Impairment:
         return cls(rate=d.get("rate"), loss=d.get("loss"), delay=d.get("delay"))
 
     def describe(self) -> str:
-        parts = [f"rate {self.rate}" if self.rate else "", f"loss {self.loss:g}%" if self.loss else "",
-                 f"delay {self.delay:g}ms" if self.delay else ""]
+        parts = [
+            f"rate {self.rate}" if self.rate else "",
+            f"loss {self.loss:g}%" if self.loss else "",
+            f"delay {self.delay:g}ms" if self.delay else "",
+        ]
         return ", ".join(p for p in parts if p) or "none"
 
 
 def validate(rate: str | None, loss: float | None, delay: float | None) -> None:
     """Reject bad values before anything is changed."""
     if rate not in (None, "0") and not _RATE.match(rate):
-        raise InvalidParameter(f"invalid rate {rate!r}: use a number and bit, kbit, mbit, gbit (or bps, kbps, mbps, gbps)")
+        raise InvalidParameter(
+            f"invalid rate {rate!r}: use a number and bit, kbit, mbit, gbit (or bps, kbps, mbps, gbps)"
+        )
     if rate not in (None, "0") and rate_bits(rate) < 8000:
         raise InvalidParameter(f"rate {rate!r} is too low (at least 8kbit)")
     if loss is not None and not 0 <= loss <= 100:
@@ -79,7 +87,7 @@ class Command:
     argv: tuple[str, ...]
     input: str | None = None
     tolerate: bool = False
-    netem: bool = False           # a failure here may mean the kernel lacks netem
+    netem: bool = False  # a failure here may mean the kernel lacks netem
 
 
 def tbf_burst(rate: str, mtu: int) -> int:
@@ -95,8 +103,21 @@ def qdisc_argv(dev: str, imp: Impairment, mtu: int) -> tuple[tuple[str, ...], bo
             argv += ("rate", imp.rate)
         return argv, True
     if imp.rate:
-        return ("tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", imp.rate,
-                "burst", str(tbf_burst(imp.rate, mtu)), "latency", "50ms"), False
+        return (
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "tbf",
+            "rate",
+            imp.rate,
+            "burst",
+            str(tbf_burst(imp.rate, mtu)),
+            "latency",
+            "50ms",
+        ), False
     return ("tc", "qdisc", "del", "dev", dev, "root"), False
 
 
@@ -109,10 +130,12 @@ def nft_script(dev: str, loss: float | None) -> str:
         threshold = round(loss * 100)
         lines.append(f"table netdev {NFT_TABLE} {{")
         for hook in ("ingress", "egress"):
-            lines += [f"\tchain {hook} {{",
-                      f'\t\ttype filter hook {hook} device "{dev}" priority 0; policy accept;',
-                      f"\t\tnumgen random mod 10000 < {threshold} counter drop",
-                      "\t}"]
+            lines += [
+                f"\tchain {hook} {{",
+                f'\t\ttype filter hook {hook} device "{dev}" priority 0; policy accept;',
+                f"\t\tnumgen random mod 10000 < {threshold} counter drop",
+                "\t}",
+            ]
         lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -137,8 +160,15 @@ def netem_missing(stderr: str) -> bool:
 
 
 class _Runner(Protocol):
-    def run(self, argv: list[str], netns: str | None = None, *, check: bool = True,
-            input: str | None = None, timeout: float = 60) -> Result: ...
+    def run(
+        self,
+        argv: list[str],
+        netns: str | None = None,
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,
+    ) -> Result: ...
 
 
 def apply(runner: _Runner, cmds: list[Command]) -> None:

@@ -1,5 +1,6 @@
 """A lab as data: frozen dataclasses the schema fills in (cnm.lab.schema) and the
 realiser, checks and graph read. Pure: nothing here touches the system."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -13,7 +14,7 @@ DEFAULT_COMMAND = ("busybox", "sleep", "1d")
 DEFAULT_HEARTBEAT_MS = 100
 DEFAULT_ELECTION_MS = 1000
 
-UNDERLAY_IFACE = "ul0"       # the host-side underlay link (containers use ethN)
+UNDERLAY_IFACE = "ul0"  # the host-side underlay link (containers use ethN)
 SWITCH_BRIDGE = "br0"
 
 
@@ -22,15 +23,15 @@ class Link:
     """One host's underlay link: MTU and impairments (None = not impaired)."""
 
     mtu: int = DEFAULT_MTU
-    rate: str | None = None       # tc rate, e.g. "10mbit"
-    loss: float | None = None     # percent, each direction
-    delay: float | None = None    # milliseconds
+    rate: str | None = None  # tc rate, e.g. "10mbit"
+    loss: float | None = None  # percent, each direction
+    delay: float | None = None  # milliseconds
 
 
 @dataclass(frozen=True)
 class Host:
     name: str
-    address: str                  # underlay IPv4 address
+    address: str  # underlay IPv4 address
     link: Link
 
 
@@ -64,7 +65,7 @@ class Network:
     subnet: str | None
     options: tuple[tuple[str, str], ...]
     internal: bool
-    hosts: tuple[str, ...]        # bridge: the hosts it is created on; overlay: all hosts
+    hosts: tuple[str, ...]  # bridge: the hosts it is created on; overlay: all hosts
 
     @property
     def is_overlay(self) -> bool:
@@ -76,13 +77,13 @@ class Container:
     name: str
     host: str
     networks: tuple[str, ...]
-    command: tuple[str, ...]      # with an image, () = the image's CMD
+    command: tuple[str, ...]  # with an image, () = the image's CMD
     ip: str | None
     ports: tuple[str, ...]
-    image: str = ""               # "" = the host's filesystem
-    cap_add: tuple[str, ...] = ()       # capabilities beyond Docker's default set
+    image: str = ""  # "" = the host's filesystem
+    cap_add: tuple[str, ...] = ()  # capabilities beyond Docker's default set
     privileged: bool = False
-    group: str | None = None            # the `group:` entry that generated it, if any
+    group: str | None = None  # the `group:` entry that generated it, if any
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,13 @@ class Check:
     `spec` is the index of the lab file's `checks` entry it comes from (a group entry
     expands to many probes); `spec_label` describes that entry."""
 
-    kind: str                     # ping | tcp | mtu
-    source: str                   # container name
-    target: str | None            # container, host name or IPv4 address (ping, tcp)
-    port: int | None = None       # tcp
-    mtu: int | None = None        # mtu
-    iface: str = "eth0"           # mtu
-    network: str | None = None    # which of the target container's addresses
+    kind: str  # ping | tcp | mtu
+    source: str  # container name
+    target: str | None  # container, host name or IPv4 address (ping, tcp)
+    port: int | None = None  # tcp
+    mtu: int | None = None  # mtu
+    iface: str = "eth0"  # mtu
+    network: str | None = None  # which of the target container's addresses
     expect_pass: bool = True
     spec: int = 0
     spec_label: str = ""

@@ -1,5 +1,6 @@
 """The `net` CLI command lines a lab runs against its daemons (pure, but for finding a
 command on PATH)."""
+
 from __future__ import annotations
 
 import shutil
@@ -17,8 +18,9 @@ def net_argv(socket: str, *args: str) -> list[str]:
     return [NET, "-H", f"unix://{socket}", *args]
 
 
-def network_create_argv(socket: str, name: str, driver: str, subnet: str | None,
-                        internal: bool, options: Sequence[tuple[str, str]]) -> list[str]:
+def network_create_argv(
+    socket: str, name: str, driver: str, subnet: str | None, internal: bool, options: Sequence[tuple[str, str]]
+) -> list[str]:
     argv = net_argv(socket, "network", "create", "-d", driver)
     if subnet:
         argv += ["--subnet", subnet]
@@ -29,9 +31,17 @@ def network_create_argv(socket: str, name: str, driver: str, subnet: str | None,
     return argv + [name]
 
 
-def container_run_argv(socket: str, name: str, network: str, ip: str | None,
-                       ports: Sequence[str], command: Sequence[str], cap_add: Sequence[str] = (),
-                       privileged: bool = False, image: str = "") -> list[str]:
+def container_run_argv(
+    socket: str,
+    name: str,
+    network: str,
+    ip: str | None,
+    ports: Sequence[str],
+    command: Sequence[str],
+    cap_add: Sequence[str] = (),
+    privileged: bool = False,
+    image: str = "",
+) -> list[str]:
     """`net run` of a lab container: on its image, or on the host's filesystem (the
     command's first word found on PATH: `net run` takes an absolute path there)."""
     argv = net_argv(socket, "run", "-d", "--name", name, "--hostname", name, "--net", network)
@@ -53,6 +63,7 @@ def host_command(word: str) -> str:
         return word
     path = shutil.which(word)
     if path is None:
-        raise InvalidParameter(f"command {word!r} is not on this machine's PATH: give its absolute path, "
-                               "or an image: for the container")
+        raise InvalidParameter(
+            f"command {word!r} is not on this machine's PATH: give its absolute path, or an image: for the container"
+        )
     return path

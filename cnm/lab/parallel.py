@@ -4,6 +4,7 @@ containers), chains side by side; the first failure stops the rest from starting
 Threads, not processes: each step mostly waits on a subprocess or a daemon, and the
 machine has few cores (labs default to 2 × CPUs + 2 workers: enough to keep the cores
 busy while some steps wait, few enough not to thrash them)."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,13 @@ class StepFailed(Exception, Generic[T]):
         self.error = error
 
 
-def run_chains(steps: Sequence[T], fn: Callable[[T], None], chain_of: Callable[[T], Hashable],
-               workers: int, on_done: Callable[[T], None] | None = None) -> None:
+def run_chains(
+    steps: Sequence[T],
+    fn: Callable[[T], None],
+    chain_of: Callable[[T], Hashable],
+    workers: int,
+    on_done: Callable[[T], None] | None = None,
+) -> None:
     """fn(step) for every step; raises StepFailed for the first failure (in time)
     after the steps already running have finished. `on_done` is called (under a
     lock) after each step that succeeded."""

@@ -5,6 +5,7 @@ matches the recorded one (the pid may have been reused); stray processes are fou
 by their network namespace being one of the lab's; mounts by lying under the lab's
 own directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # comm may hold spaces and parentheses: the fields after it follow the last ')'
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def start_time(pid: int) -> int | None:
@@ -81,10 +82,10 @@ def pids_in_netns(inodes: set[int]) -> list[int]:
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
-            link = os.readlink(f"/proc/{entry}/ns/net")          # "net:[4026532…]"
+            link = os.readlink(f"/proc/{entry}/ns/net")  # "net:[4026532…]"
         except OSError:
             continue
-        if int(link[link.index("[") + 1:-1]) in inodes:
+        if int(link[link.index("[") + 1 : -1]) in inodes:
             out.append(int(entry))
     return out
 
@@ -124,8 +125,12 @@ def nsfs_inodes_under(directory: str | Path) -> set[int]:
     return out
 
 
-def terminate_all(targets: dict[str, tuple[int, int | None]], timeout: float = 10.0,
-                  kill_after: float = 5.0, sig: int = signal.SIGTERM) -> dict[str, str]:
+def terminate_all(
+    targets: dict[str, tuple[int, int | None]],
+    timeout: float = 10.0,
+    kill_after: float = 5.0,
+    sig: int = signal.SIGTERM,
+) -> dict[str, str]:
     """terminate() for many processes at once: `sig` (SIGTERM) to all, one shared
     wait, then SIGKILL to those left. Returns key -> "gone" | "stopped" | "killed"."""
     outcome: dict[str, str] = {}

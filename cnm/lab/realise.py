@@ -12,6 +12,7 @@ record before the next phase starts, and what a step is about to make is in the
 record before it exists, so a crash or a failure half-way leaves a record `down`
 can follow (and `down` also removes whatever it finds in the lab's namespaces).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,10 +36,16 @@ from cnm.lab.runner import Runner
 from cnm.lab.topology import Lab, Step, namespace, plan
 
 NETNS_DIR = Path("/run/netns")
-DAEMON_START_TIMEOUT = 60.0    # from the fork to a socket that answers, on a loaded machine
+DAEMON_START_TIMEOUT = 60.0  # from the fork to a socket that answers, on a loaded machine
 
-PHASES = (("underlay", ("switch", "host")), ("impairments", ("impair",)), ("etcd", ("etcd",)),
-          ("daemons", ("daemon",)), ("networks", ("network",)), ("containers", ("container",)))
+PHASES = (
+    ("underlay", ("switch", "host")),
+    ("impairments", ("impair",)),
+    ("etcd", ("etcd",)),
+    ("daemons", ("daemon",)),
+    ("networks", ("network",)),
+    ("containers", ("container",)),
+)
 
 
 class LabUpFailed(CNMError):
@@ -54,8 +61,9 @@ class Progress(Protocol):
 
 
 class EtcdStarter(Protocol):
-    def __call__(self, members: Sequence[tuple[str, str, str]], base: Path,
-                 timing: tuple[int, int]) -> tuple[str, list[dict]]:
+    def __call__(
+        self, members: Sequence[tuple[str, str, str]], base: Path, timing: tuple[int, int]
+    ) -> tuple[str, list[dict]]:
         """Start one etcd member per (name, underlay address, netns), with timing =
         (heartbeat ms, election timeout ms), and wait until the cluster is healthy.
         Returns (the daemons' --cluster-store value, [{name, pid, client_url, log,
@@ -77,20 +85,30 @@ class DaemonLauncher(Protocol):
         """Done starting daemons (they keep running). Idempotent."""
 
 
-def start_etcd(members: Sequence[tuple[str, str, str]], base: Path,
-               timing: tuple[int, int] = (100, 1000)) -> tuple[str, list[dict]]:
+def start_etcd(
+    members: Sequence[tuple[str, str, str]], base: Path, timing: tuple[int, int] = (100, 1000)
+) -> tuple[str, list[dict]]:
     """The real EtcdStarter (cnm.cluster.etcd_server)."""
     from cnm.cluster.etcd_server import cluster_store_url, make_members, start_cluster
-    ms = make_members([(n, a) for n, a, _ in members], base, netns={n: ns for n, _, ns in members},
-                      heartbeat_ms=timing[0], election_ms=timing[1])
+
+    ms = make_members(
+        [(n, a) for n, a, _ in members],
+        base,
+        netns={n: ns for n, _, ns in members},
+        heartbeat_ms=timing[0],
+        election_ms=timing[1],
+    )
     start_cluster(ms, timeout=max(20.0, timing[1] / 1000 * 10))
-    return cluster_store_url(ms), [{"name": m.name, "pid": m.pid, "client_url": m.client_url,
-                                    "log": str(m.log_path), "data_dir": str(m.data_dir)} for m in ms]
+    return cluster_store_url(ms), [
+        {"name": m.name, "pid": m.pid, "client_url": m.client_url, "log": str(m.log_path), "data_dir": str(m.data_dir)}
+        for m in ms
+    ]
 
 
 def zygote_launcher(rec: LabRecord) -> DaemonLauncher:
     """The real DaemonLauncher: a daemon template process (cnm.lab.zygote)."""
     from cnm.lab.zygote import ZygoteLauncher
+
     return ZygoteLauncher(log=Path(rec.dir) / "zygote.log")
 
 
@@ -119,14 +137,19 @@ class Realiser:
         first; a running one is a Conflict. On failure everything built is torn down
         and LabUpFailed says which step failed, why, and where the log is."""
         self._clear_stale(lab)
-        rec = LabRecord(name=lab.name, dir=str(lab_dir(lab.name)), topology=raw, source=source,
-                        builder={"pid": os.getpid(), "start": procs.start_time(os.getpid())})
+        rec = LabRecord(
+            name=lab.name,
+            dir=str(lab_dir(lab.name)),
+            topology=raw,
+            source=source,
+            builder={"pid": os.getpid(), "start": procs.start_time(os.getpid())},
+        )
         rec.save()
         steps = plan(lab)
         launcher = self.launcher_factory(rec) if any(s.kind == "daemon" for s in steps) else None
         try:
             if launcher is not None:
-                launcher.open()              # the template imports while the underlay is built
+                launcher.open()  # the template imports while the underlay is built
             for phase, kinds in PHASES:
                 todo = [s for s in steps if s.kind in kinds]
                 if todo:
@@ -138,8 +161,7 @@ class Realiser:
         rec.save()
         return rec
 
-    def _phase(self, lab: Lab, rec: LabRecord, phase: str, steps: list[Step],
-               launcher: DaemonLauncher | None) -> None:
+    def _phase(self, lab: Lab, rec: LabRecord, phase: str, steps: list[Step], launcher: DaemonLauncher | None) -> None:
         total, done = len(steps), [0]
         self._report(phase, 0, total, "start")
 
@@ -151,9 +173,13 @@ class Realiser:
             if phase == "underlay":
                 self._underlay(lab, rec, steps, finished)
             else:
-                do = {"impairments": self._impair, "etcd": self._etcd, "networks": self._network,
-                      "containers": self._container,
-                      "daemons": lambda lab_, rec_, s: self._daemon(lab_, rec_, s, launcher)}[phase]
+                do = {
+                    "impairments": self._impair,
+                    "etcd": self._etcd,
+                    "networks": self._network,
+                    "containers": self._container,
+                    "daemons": lambda lab_, rec_, s: self._daemon(lab_, rec_, s, launcher),
+                }[phase]
                 run_chains(steps, lambda s: do(lab, rec, s), lambda s: s.host or s.name, self.workers, finished)
         except StepFailed as failed:
             self._fail(lab, rec, phase, failed.step, failed.error)
@@ -173,8 +199,9 @@ class Realiser:
         logs = self._keep_logs(rec, step)
         self.down(rec)
         where = f" (log: {', '.join(logs)})" if logs else ""
-        raise LabUpFailed(f"lab {lab.name}: step '{step.label}' failed: {reason}{where}; "
-                          "everything built was torn down") from exc
+        raise LabUpFailed(
+            f"lab {lab.name}: step '{step.label}' failed: {reason}{where}; everything built was torn down"
+        ) from exc
 
     def _report(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
         if self.progress:
@@ -189,13 +216,16 @@ class Realiser:
         if old is not None:
             live = [h for h, d in old.daemons.items() if procs.alive(d["pid"], d.get("start"))]
             if live and old.status != "failed" and not interrupted(old):
-                raise Conflict(f"lab {lab.name} is already up (daemons on {', '.join(live[:5])}"
-                               f"{', …' if len(live) > 5 else ''}): net lab down {lab.name} first")
+                raise Conflict(
+                    f"lab {lab.name} is already up (daemons on {', '.join(live[:5])}"
+                    f"{', …' if len(live) > 5 else ''}): net lab down {lab.name} first"
+                )
             self.down(old)
         for ns in [lab.switch_namespace, *(lab.namespace(h.name) for h in lab.hosts)]:
             if (NETNS_DIR / ns).exists():
-                raise Conflict(f"network namespace {ns} exists but no lab record owns it: "
-                               f"remove it with ip netns del {ns}")
+                raise Conflict(
+                    f"network namespace {ns} exists but no lab record owns it: remove it with ip netns del {ns}"
+                )
 
     def _keep_logs(self, rec: LabRecord, step: Step) -> list[str]:
         """Copy the logs that explain a failed step out of the lab directory, which
@@ -223,8 +253,12 @@ class Realiser:
         hosts = [lab.host(s.name) for s in steps if s.kind == "host"]
         for h in hosts:
             paths = HostPaths.for_host(Path(rec.dir), h.name)
-            rec.hosts[h.name] = {"netns": lab.namespace(h.name), "address": h.address, "mtu": h.link.mtu,
-                                 **paths.__dict__}
+            rec.hosts[h.name] = {
+                "netns": lab.namespace(h.name),
+                "address": h.address,
+                "mtu": h.link.mtu,
+                **paths.__dict__,
+            }
         # recorded before they exist: down tolerates absence
         rec.namespaces += [sw, *(lab.namespace(h.name) for h in hosts)]
         rec.save()
@@ -237,7 +271,10 @@ class Realiser:
         finished(switch)
 
         def link(s: Step) -> None:
-            self.runner.run(["ip", "-n", lab.namespace(s.name), "-batch", "-"], input=ul.host_script(lab, lab.host(s.name)))
+            self.runner.run(
+                ["ip", "-n", lab.namespace(s.name), "-batch", "-"], input=ul.host_script(lab, lab.host(s.name))
+            )
+
         run_chains([s for s in steps if s.kind == "host"], link, lambda s: s.name, self.workers, finished)
         try:
             self.runner.run(["ip", "-n", sw, "-batch", "-"], input=ul.ports_script(hosts))
@@ -265,14 +302,24 @@ class Realiser:
         members = [(f"etcd-{h}", lab.host(h).address, lab.namespace(h)) for h in lab.cluster.hosts]
         timing = (lab.cluster.heartbeat_ms, lab.cluster.election_ms)
         for (name, _, _), h in zip(members, lab.cluster.hosts, strict=True):
-            rec.etcd[name] = {"host": h, "pid": None, "start": None, "log": str(base / f"{name}.log"),
-                              "timing": list(timing)}
+            rec.etcd[name] = {
+                "host": h,
+                "pid": None,
+                "start": None,
+                "log": str(base / f"{name}.log"),
+                "timing": list(timing),
+            }
         rec.save()
         url, started = self.etcd_starter(members, base, timing)
         for m in started:
             entry = rec.etcd[m["name"]]
-            entry.update(pid=m["pid"], start=procs.start_time(m["pid"]) if m["pid"] else None,
-                         client_url=m["client_url"], log=m["log"], data_dir=m["data_dir"])
+            entry.update(
+                pid=m["pid"],
+                start=procs.start_time(m["pid"]) if m["pid"] else None,
+                client_url=m["client_url"],
+                log=m["log"],
+                data_dir=m["data_dir"],
+            )
         rec.cluster_store = url
         rec.save()
 
@@ -327,8 +374,9 @@ class Realiser:
         sock = rec.hosts[c.host]["socket"]
         with self._lock:
             rec.containers.append([c.name, c.host])
-        self.runner.run(container_run_argv(sock, c.name, c.networks[0], c.ip, c.ports, c.command, c.cap_add,
-                                           c.privileged, c.image))
+        self.runner.run(
+            container_run_argv(sock, c.name, c.networks[0], c.ip, c.ports, c.command, c.cap_add, c.privileged, c.image)
+        )
         for net in c.networks[1:]:
             self.runner.run(net_argv(sock, "network", "connect", net, c.name))
 
@@ -341,7 +389,7 @@ class Realiser:
             return "not running"
         if sig == signal.SIGKILL:
             os.kill(d["pid"], signal.SIGKILL)
-            procs.terminate(d["pid"], d.get("start"), timeout=5)   # reaps it
+            procs.terminate(d["pid"], d.get("start"), timeout=5)  # reaps it
             return "killed"
         return procs.terminate(d["pid"], d.get("start"), timeout=15)
 
@@ -361,11 +409,16 @@ class Realiser:
 
     def _members(self, rec: LabRecord) -> dict:
         from cnm.cluster.etcd_server import make_members
+
         names = [(name, rec.hosts[e["host"]]["address"]) for name, e in sorted(rec.etcd.items())]
         netns = {name: rec.hosts[e["host"]]["netns"] for name, e in rec.etcd.items()}
         timing = next((e["timing"] for e in rec.etcd.values() if e.get("timing")), (100, 1000))
-        return {m.name: m for m in make_members(names, Path(rec.dir) / "etcd", netns=netns,
-                                                heartbeat_ms=int(timing[0]), election_ms=int(timing[1]))}
+        return {
+            m.name: m
+            for m in make_members(
+                names, Path(rec.dir) / "etcd", netns=netns, heartbeat_ms=int(timing[0]), election_ms=int(timing[1])
+            )
+        }
 
     def stop_etcd(self, rec: LabRecord, host: str, sig: int = signal.SIGTERM) -> str:
         name = f"etcd-{host}"
@@ -401,5 +454,14 @@ class Realiser:
         return teardown.down(self.runner, rec, say)
 
 
-__all__ = ["Realiser", "LabUpFailed", "start_etcd", "net_argv", "network_create_argv", "container_run_argv",
-           "host_command", "NET", "PHASES"]
+__all__ = [
+    "Realiser",
+    "LabUpFailed",
+    "start_etcd",
+    "net_argv",
+    "network_create_argv",
+    "container_run_argv",
+    "host_command",
+    "NET",
+    "PHASES",
+]

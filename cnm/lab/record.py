@@ -10,6 +10,7 @@ base overridable with CNM_LAB_DIR):
     <host>/daemon.log          its log
     etcd/<member>/, .log       etcd members' data and logs
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,8 @@ from cnm.errors import InvalidParameter, NotFound
 
 DEFAULT_BASE = "/var/lib/cnm-lab"
 RECORD = "lab.json"
-LAB_DIR_MODE = 0o710      # root's group may reach the daemons' sockets inside
-SOCKET_MAX = 107          # sun_path holds 108 bytes with the NUL
+LAB_DIR_MODE = 0o710  # root's group may reach the daemons' sockets inside
+SOCKET_MAX = 107  # sun_path holds 108 bytes with the NUL
 
 
 def base_dir() -> Path:
@@ -47,8 +48,9 @@ class HostPaths:
         d = lab_directory / host
         paths = cls(root=str(d / "root"), run=str(d / "run"), socket=str(d / "cnm.sock"), log=str(d / "daemon.log"))
         if len(paths.socket) > SOCKET_MAX:
-            raise InvalidParameter(f"socket path {paths.socket} is longer than {SOCKET_MAX} bytes: "
-                                   "set CNM_LAB_DIR to a shorter directory")
+            raise InvalidParameter(
+                f"socket path {paths.socket} is longer than {SOCKET_MAX} bytes: set CNM_LAB_DIR to a shorter directory"
+            )
         return paths
 
 
@@ -56,19 +58,19 @@ class HostPaths:
 class LabRecord:
     name: str
     dir: str
-    topology: Any                                   # the raw lab document (YAML as data)
+    topology: Any  # the raw lab document (YAML as data)
     source: str | None = None
-    status: str = "building"                        # building | up | failed
-    builder: dict = field(default_factory=dict)     # {pid, start} of the `net lab up` building it
+    status: str = "building"  # building | up | failed
+    builder: dict = field(default_factory=dict)  # {pid, start} of the `net lab up` building it
     created: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
-    hosts: dict[str, dict] = field(default_factory=dict)      # host -> {netns, address, **HostPaths}
-    daemons: dict[str, dict] = field(default_factory=dict)    # host -> {pid, start}
-    etcd: dict[str, dict] = field(default_factory=dict)       # member -> {host, pid, start, client_url, log}
-    cluster_store: str | None = None                # the daemons' --cluster-store value
-    networks: list[list[str]] = field(default_factory=list)   # [name, host]
-    containers: list[list[str]] = field(default_factory=list) # [name, host]
-    impair: dict[str, dict] = field(default_factory=dict)     # host -> Impairment.to_json()
+    hosts: dict[str, dict] = field(default_factory=dict)  # host -> {netns, address, **HostPaths}
+    daemons: dict[str, dict] = field(default_factory=dict)  # host -> {pid, start}
+    etcd: dict[str, dict] = field(default_factory=dict)  # member -> {host, pid, start, client_url, log}
+    cluster_store: str | None = None  # the daemons' --cluster-store value
+    networks: list[list[str]] = field(default_factory=list)  # [name, host]
+    containers: list[list[str]] = field(default_factory=list)  # [name, host]
+    impair: dict[str, dict] = field(default_factory=dict)  # host -> Impairment.to_json()
     failed_step: str | None = None
     error: str | None = None
 
@@ -81,6 +83,7 @@ class LabRecord:
         directory must be root's alone (the record holds containers' environments, and
         the daemons run as root below it): Forbidden, one line, otherwise."""
         from cnm.statedirs import private_dir
+
         private_dir(self.dir, LAB_DIR_MODE, "lab directory")
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

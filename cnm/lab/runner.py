@@ -4,6 +4,7 @@
 a script, for unit tests and dry runs. A command in a namespace is run as
 `ip netns exec NS argv…` (`ip` execs it, so a spawned pid is the command's own).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,13 +56,20 @@ class CommandFailed(InternalError):
 
 
 class Runner(Protocol):
-    def run(self, argv: list[str], netns: str | None = None, *, check: bool = True,
-            input: str | None = None, timeout: float = 60, env: Mapping[str, str] | None = None) -> Result:
+    def run(
+        self,
+        argv: list[str],
+        netns: str | None = None,
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
         """Run argv (in `netns` when given) to completion; CommandFailed when check
         and it exits non-zero."""
 
-    def spawn(self, argv: list[str], netns: str | None, log: Path,
-              env: Mapping[str, str] | None = None) -> int:
+    def spawn(self, argv: list[str], netns: str | None, log: Path, env: Mapping[str, str] | None = None) -> int:
         """Start a long-running process in its own session, output appended to `log`;
         return its pid without waiting."""
 
@@ -73,12 +81,26 @@ def in_netns(argv: list[str], netns: str | None) -> list[str]:
 class SubprocessRunner:
     """Runs commands for real."""
 
-    def run(self, argv: list[str], netns: str | None = None, *, check: bool = True,
-            input: str | None = None, timeout: float = 60, env: Mapping[str, str] | None = None) -> Result:
+    def run(
+        self,
+        argv: list[str],
+        netns: str | None = None,
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
         full = in_netns(argv, netns)
         try:
-            p = subprocess.run(full, capture_output=True, text=True, input=input, timeout=timeout,
-                               env={**os.environ, **env} if env else None)
+            p = subprocess.run(
+                full,
+                capture_output=True,
+                text=True,
+                input=input,
+                timeout=timeout,
+                env={**os.environ, **env} if env else None,
+            )
             res = Result(tuple(full), p.returncode, p.stdout, p.stderr)
         except subprocess.TimeoutExpired:
             res = Result(tuple(full), 124, "", f"timed out after {timeout:g}s")
@@ -88,14 +110,18 @@ class SubprocessRunner:
             raise CommandFailed(res, netns)
         return res
 
-    def spawn(self, argv: list[str], netns: str | None, log: Path,
-              env: Mapping[str, str] | None = None) -> int:
+    def spawn(self, argv: list[str], netns: str | None, log: Path, env: Mapping[str, str] | None = None) -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with open(fd, "ab") as out:
-            p = subprocess.Popen(in_netns(argv, netns), stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 env={**os.environ, **env} if env else None)
+            p = subprocess.Popen(
+                in_netns(argv, netns),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **env} if env else None,
+            )
         return p.pid
 
 
@@ -105,11 +131,19 @@ class RecordingRunner:
 
     respond: Callable[[tuple[str, ...], str | None], Result | None] | None = None
     calls: list[tuple[str | None, tuple[str, ...]]] = field(default_factory=list)
-    inputs: list[str | None] = field(default_factory=list)      # what each call read on stdin
-    next_pid: int = 1 << 30      # above any pid_max: a fake pid never names a real process
+    inputs: list[str | None] = field(default_factory=list)  # what each call read on stdin
+    next_pid: int = 1 << 30  # above any pid_max: a fake pid never names a real process
 
-    def run(self, argv: list[str], netns: str | None = None, *, check: bool = True,
-            input: str | None = None, timeout: float = 60, env: Mapping[str, str] | None = None) -> Result:
+    def run(
+        self,
+        argv: list[str],
+        netns: str | None = None,
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
         self.calls.append((netns, tuple(argv)))
         self.inputs.append(input)
         res = (self.respond(tuple(argv), netns) if self.respond else None) or Result(tuple(argv), 0)
@@ -117,8 +151,7 @@ class RecordingRunner:
             raise CommandFailed(res, netns)
         return res
 
-    def spawn(self, argv: list[str], netns: str | None, log: Path,
-              env: Mapping[str, str] | None = None) -> int:
+    def spawn(self, argv: list[str], netns: str | None, log: Path, env: Mapping[str, str] | None = None) -> int:
         self.calls.append((netns, tuple(argv)))
         self.next_pid += 1
         return self.next_pid

@@ -2,6 +2,7 @@
 networks, containers. Hosts and containers may be generated (`hosts: {count: 100,
 prefix: h}`; a `group:` entry in `containers`) instead of listed one by one; checks
 are in cnm.lab.checkspec."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -46,6 +47,7 @@ OBJ_HINT = "use letters, digits, '_', '.', '-'"
 
 # --- hosts and the underlay ----------------------------------------------------------------
 
+
 def host_names(ctx: Ctx, value: Any) -> list[str]:
     """`hosts:` as a list of names, or generated: {count: N, prefix: h, start: 1} ->
     h1 … hN."""
@@ -55,8 +57,10 @@ def host_names(ctx: Ctx, value: Any) -> list[str]:
         prefix = gen.get("prefix", "h")
         start = ctx.integer(gen.get("start", 1), "hosts.start", 0, 10**6)
         if not isinstance(prefix, str) or not HOST_NAME.match(f"{prefix}{start + count - 1}"):
-            raise ctx.err("hosts.prefix", f"{prefix!r} with {count} hosts gives names like "
-                                          f"'{prefix}{start + count - 1}': {HOST_HINT}")
+            raise ctx.err(
+                "hosts.prefix",
+                f"{prefix!r} with {count} hosts gives names like '{prefix}{start + count - 1}': {HOST_HINT}",
+            )
         names = [f"{prefix}{i}" for i in range(start, start + count)]
         where = "hosts"
     else:
@@ -84,8 +88,7 @@ def hosts_and_underlay(ctx: Ctx, data: dict) -> tuple[tuple[Host, ...], Underlay
         raise ctx.err("underlay.links", f"expected a mapping, got {kind_of(links)}")
     for key in links:
         if key not in known:
-            raise ctx.err("underlay.links", f"unknown field {str(key)!r} (a host name: "
-                                            f"{_some(names)})")
+            raise ctx.err("underlay.links", f"unknown field {str(key)!r} (a host name: {_some(names)})")
     given: dict[str, ipaddress.IPv4Address] = {}
     for n in names:
         raw = ctx.mapping(links.get(n) or {}, f"underlay.links.{n}", ("address", *LINK_FIELDS))
@@ -114,6 +117,7 @@ def _some(names: list[str], n: int = 6) -> str:
 
 # --- the cluster store -----------------------------------------------------------------------
 
+
 def cluster(ctx: Ctx, data: dict, hosts: list[str]) -> ClusterStore:
     raw = ctx.mapping(data.get("cluster_store") or {}, "cluster_store", ("etcd", "hosts", "heartbeat", "election"))
     count = ctx.integer(raw.get("etcd", 0), "cluster_store.etcd", 0, 7)
@@ -128,11 +132,14 @@ def cluster(ctx: Ctx, data: dict, hosts: list[str]) -> ClusterStore:
             raise ctx.err("cluster_store.hosts", f"lists {len(on)} hosts for {count} etcd members")
     else:
         if count > len(hosts):
-            raise ctx.err("cluster_store.etcd", f"{count} members need {count} hosts (one per host); the lab has {len(hosts)}")
+            raise ctx.err(
+                "cluster_store.etcd", f"{count} members need {count} hosts (one per host); the lab has {len(hosts)}"
+            )
         on = hosts[:count]
     heartbeat = ctx.integer(raw.get("heartbeat", DEFAULT_HEARTBEAT_MS), "cluster_store.heartbeat", 10, 5000)
-    election = ctx.integer(raw.get("election", max(DEFAULT_ELECTION_MS, 10 * heartbeat)),
-                           "cluster_store.election", 50, 50000)
+    election = ctx.integer(
+        raw.get("election", max(DEFAULT_ELECTION_MS, 10 * heartbeat)), "cluster_store.election", 50, 50000
+    )
     if election < 5 * heartbeat:
         # etcd refuses less than 5 heartbeats per election timeout (and warns below 10)
         raise ctx.err("cluster_store.election", f"{election} ms is less than 5 heartbeats ({heartbeat} ms each)")
@@ -140,6 +147,7 @@ def cluster(ctx: Ctx, data: dict, hosts: list[str]) -> ClusterStore:
 
 
 # --- networks -----------------------------------------------------------------------------------
+
 
 def networks(ctx: Ctx, data: dict, hosts: list[str], store: ClusterStore) -> tuple[Network, ...]:
     out = []
@@ -156,7 +164,9 @@ def networks(ctx: Ctx, data: dict, hosts: list[str], store: ClusterStore) -> tup
         subnet = str(ctx.subnet(raw["subnet"], f"{where}.subnet")) if "subnet" in raw else None
         if subnet and ipaddress.ip_network(subnet).overlaps(UNDERLAY_RANGE):
             raise ctx.err(f"{where}.subnet", f"{subnet} overlaps the underlay range {UNDERLAY_RANGE}")
-        opts = ctx.mapping(raw.get("options") or {}, f"{where}.options", tuple(str(k) for k in (raw.get("options") or {})))
+        opts = ctx.mapping(
+            raw.get("options") or {}, f"{where}.options", tuple(str(k) for k in (raw.get("options") or {}))
+        )
         options = tuple((str(k), scalar(ctx, v, f"{where}.options.{k}")) for k, v in opts.items())
         internal = ctx.boolean(raw.get("internal", False), f"{where}.internal")
         if driver == "overlay":
@@ -176,7 +186,7 @@ def networks(ctx: Ctx, data: dict, hosts: list[str], store: ClusterStore) -> tup
     ctx.unique([n.name for n in out], "networks", "network")
     overlays = [n for n in out if n.is_overlay and n.subnet]
     for a_i, a in enumerate(overlays):
-        for b in overlays[a_i + 1:]:
+        for b in overlays[a_i + 1 :]:
             if ipaddress.ip_network(a.subnet).overlaps(ipaddress.ip_network(b.subnet)):  # type: ignore[arg-type]
                 raise ctx.err("networks", f"overlay subnets of {a.name} and {b.name} overlap")
     return tuple(out)
@@ -185,8 +195,18 @@ def networks(ctx: Ctx, data: dict, hosts: list[str], store: ClusterStore) -> tup
 # --- containers ---------------------------------------------------------------------------------
 
 SINGLE_FIELDS = ("name", "host", "network", "networks", "command", "ip", "ports", "cap_add", "privileged", "image")
-GROUP_FIELDS = ("group", "per_host", "hosts", "network", "networks", "command", "ports", "cap_add", "privileged",
-                "image")
+GROUP_FIELDS = (
+    "group",
+    "per_host",
+    "hosts",
+    "network",
+    "networks",
+    "command",
+    "ports",
+    "cap_add",
+    "privileged",
+    "image",
+)
 
 
 def group_member_names(group: str, hosts: list[str], per_host: int) -> Iterator[tuple[str, str]]:
@@ -235,7 +255,9 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
             raise ctx.err(f"{where}.host", f"unknown host {host!r} (known: {_some(hosts)})")
         if "network" in raw and "networks" in raw:
             raise ctx.err(where, "give 'network' or 'networks', not both")
-        nets_of = [raw["network"]] if "network" in raw else ctx.seq(raw.get("networks", ["bridge"]), f"{where}.networks")
+        nets_of = (
+            [raw["network"]] if "network" in raw else ctx.seq(raw.get("networks", ["bridge"]), f"{where}.networks")
+        )
         if not nets_of:
             raise ctx.err(f"{where}.networks", "a container needs at least one network")
         for j, n in enumerate(nets_of):
@@ -246,7 +268,9 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
                 known = ", ".join(sorted(["bridge", *by_name]))
                 raise ctx.err(f, f"unknown network {n!r} (known: {known})")
             if host not in by_name[n].hosts:
-                raise ctx.err(f, f"network {n!r} is not created on host {host} (its hosts: {_some(list(by_name[n].hosts))})")
+                raise ctx.err(
+                    f, f"network {n!r} is not created on host {host} (its hosts: {_some(list(by_name[n].hosts))})"
+                )
         ctx.unique([str(n) for n in nets_of], f"{where}.networks", "network")
         image = _image(ctx, raw.get("image"), f"{where}.image")
         command = _command(ctx, raw.get("command"), f"{where}.command", default=() if image else DEFAULT_COMMAND)
@@ -255,7 +279,9 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
             addr = ctx.ipv4(raw["ip"], f"{where}.ip")
             first = by_name.get(nets_of[0])
             if first is None or first.subnet is None:
-                raise ctx.err(f"{where}.ip", f"a fixed ip needs the first network ({nets_of[0]}) to have a subnet in this file")
+                raise ctx.err(
+                    f"{where}.ip", f"a fixed ip needs the first network ({nets_of[0]}) to have a subnet in this file"
+                )
             if addr not in ipaddress.ip_network(first.subnet):
                 raise ctx.err(f"{where}.ip", f"{addr} is not in {nets_of[0]}'s subnet {first.subnet}")
             ip = str(addr)
@@ -263,15 +289,29 @@ def containers(ctx: Ctx, data: dict, hosts: list[str], nets: tuple[Network, ...]
         for j, p in enumerate(ports):
             if not PORT.match(p):
                 raise ctx.err(f"{where}.ports[{j}]", f"invalid port mapping {p!r} (use [IP:][HOSTPORT:]PORT[/tcp|udp])")
-        cap_add = tuple(scalar(ctx, c, f"{where}.cap_add[{j}]")
-                        for j, c in enumerate(ctx.seq(raw.get("cap_add") or [], f"{where}.cap_add")))
+        cap_add = tuple(
+            scalar(ctx, c, f"{where}.cap_add[{j}]")
+            for j, c in enumerate(ctx.seq(raw.get("cap_add") or [], f"{where}.cap_add"))
+        )
         try:
             normalize(list(cap_add), frozenset(NAMES), "cap_add")
         except InvalidParameter as exc:
             raise ctx.err(f"{where}.cap_add", exc.message.removeprefix("cap_add: ")) from None
         privileged = ctx.boolean(raw["privileged"], f"{where}.privileged") if "privileged" in raw else False
-        out.append(Container(name=name, host=host, networks=tuple(nets_of), command=command, ip=ip, ports=ports,
-                             image=image, cap_add=cap_add, privileged=privileged, group=group))
+        out.append(
+            Container(
+                name=name,
+                host=host,
+                networks=tuple(nets_of),
+                command=command,
+                ip=ip,
+                ports=ports,
+                image=image,
+                cap_add=cap_add,
+                privileged=privileged,
+                group=group,
+            )
+        )
         wheres.append(where)
     seen: dict[str, int] = {}
     for c, where in zip(out, wheres, strict=True):
@@ -310,8 +350,10 @@ def images(ctx: Ctx, data: dict, source: str) -> tuple[str, ...]:
     for i, raw in enumerate(ctx.seq(data.get("images") or [], "images")):
         path = (base / str(raw)).resolve()
         if not path.is_file():
-            raise ctx.err(f"images[{i}]", f"{path} is not a file (a docker-save tarball; "
-                                          "build/images/busybox.tar comes from scripts/setup.sh)")
+            raise ctx.err(
+                f"images[{i}]",
+                f"{path} is not a file (a docker-save tarball; build/images/busybox.tar comes from scripts/setup.sh)",
+            )
         out.append(str(path))
     return tuple(out)
 

@@ -12,6 +12,7 @@ with the lab, and members stopped together on SIGTERM each wait seconds to hand
 their leadership over); then the namespaces and the directory go, each kind of
 object in one sweep.
 """
+
 from __future__ import annotations
 
 import shutil

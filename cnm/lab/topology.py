@@ -49,6 +49,7 @@ Schema (see README, "Labs (`net lab`)"):
       - {from: c1, tcp: "c2:80", expect: fail, network: ov}
       - {from: c1, mtu: 1450}           # MTU of the container's eth0 (or `iface:`)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,13 +89,23 @@ def parse(data: Any, source: str = "<lab>") -> Lab:
     networks = schema.networks(ctx, data, host_names, store)
     containers = schema.containers(ctx, data, host_names, networks)
     checks = checkspec.checks(ctx, data, name, host_names, containers, networks)
-    return Lab(name=name, hosts=hosts, underlay=underlay, cluster=store, networks=networks,
-               containers=containers, checks=checks, source=source, images=schema.images(ctx, data, source))
+    return Lab(
+        name=name,
+        hosts=hosts,
+        underlay=underlay,
+        cluster=store,
+        networks=networks,
+        containers=containers,
+        checks=checks,
+        source=source,
+        images=schema.images(ctx, data, source),
+    )
 
 
 def load_text(text: str, source: str = "<lab>") -> tuple[Lab, Any]:
     """YAML text -> (Lab, the raw document, kept in the lab's record)."""
     import yaml  # lazy: the CLI starts without it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -114,6 +125,7 @@ def load(path: str | Path) -> tuple[Lab, Any]:
 
 
 # --- the plan ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Step:
@@ -138,8 +150,7 @@ def plan(lab: Lab) -> list[Step]:
     once, on the first host; a bridge network on each of its hosts), then containers."""
     steps = [Step("switch", "underlay")]
     steps += [Step("host", h.name, h.name) for h in lab.hosts]
-    steps += [Step("impair", h.name, h.name) for h in lab.hosts
-              if h.link.rate or h.link.loss or h.link.delay]
+    steps += [Step("impair", h.name, h.name) for h in lab.hosts if h.link.rate or h.link.loss or h.link.delay]
     if lab.cluster.members:
         steps.append(Step("etcd", f"{lab.cluster.members} member(s)", None))
     steps += [Step("daemon", h.name, h.name) for h in lab.hosts]
@@ -152,6 +163,24 @@ def plan(lab: Lab) -> list[Step]:
     return steps
 
 
-__all__ = ["Lab", "Host", "Link", "Underlay", "ClusterStore", "Network", "Container", "Check", "Step",
-           "parse", "load", "load_text", "plan", "namespace", "switch_port", "rate_bits",
-           "UNDERLAY_IFACE", "SWITCH_BRIDGE", "DEFAULT_COMMAND"]
+__all__ = [
+    "Lab",
+    "Host",
+    "Link",
+    "Underlay",
+    "ClusterStore",
+    "Network",
+    "Container",
+    "Check",
+    "Step",
+    "parse",
+    "load",
+    "load_text",
+    "plan",
+    "namespace",
+    "switch_port",
+    "rate_bits",
+    "UNDERLAY_IFACE",
+    "SWITCH_BRIDGE",
+    "DEFAULT_COMMAND",
+]

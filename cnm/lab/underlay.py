@@ -9,6 +9,7 @@ Each host's veth pair is made from inside the host's namespace with its peer bor
 the switch's (`peer name p-<h> netns lab-<lab>-sw`): the machine's root namespace
 never sees either end.
 """
+
 from __future__ import annotations
 
 from cnm.lab.model import SWITCH_BRIDGE, UNDERLAY_IFACE, Host, Lab, switch_port
@@ -28,11 +29,13 @@ def switch_script() -> str:
 def host_script(lab: Lab, host: Host) -> str:
     """Inside a host's namespace: lo up, the veth pair to the switch, the address."""
     mtu = host.link.mtu
-    return (f"link set lo up\n"
-            f"link add {UNDERLAY_IFACE} mtu {mtu} type veth peer name {switch_port(host.name)} mtu {mtu} "
-            f"netns {lab.switch_namespace}\n"
-            f"address add {host.address}/{lab.underlay.prefixlen} dev {UNDERLAY_IFACE}\n"
-            f"link set {UNDERLAY_IFACE} up\n")
+    return (
+        f"link set lo up\n"
+        f"link add {UNDERLAY_IFACE} mtu {mtu} type veth peer name {switch_port(host.name)} mtu {mtu} "
+        f"netns {lab.switch_namespace}\n"
+        f"address add {host.address}/{lab.underlay.prefixlen} dev {UNDERLAY_IFACE}\n"
+        f"link set {UNDERLAY_IFACE} up\n"
+    )
 
 
 def ports_script(hosts: list[Host]) -> str:

@@ -6,6 +6,7 @@ A lab's processes are those in its hosts' network namespaces (daemons, etcd memb
 container supervisors and their templates, `net lab exec` shells), those in the
 sandbox and overlay namespaces the daemons mounted (containers), and their children.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,8 @@ KINDS = ("daemon", "supervisor", "template", "etcd", "container", "other")
 
 @dataclass
 class Usage:
-    pids: dict[str, list[int]] = field(default_factory=dict)     # kind -> pids
-    pss_kb: dict[str, int] = field(default_factory=dict)         # kind -> total PSS (kB)
+    pids: dict[str, list[int]] = field(default_factory=dict)  # kind -> pids
+    pss_kb: dict[str, int] = field(default_factory=dict)  # kind -> total PSS (kB)
 
     @property
     def total_kb(self) -> int:
@@ -53,8 +54,8 @@ def _stat(pid: int) -> tuple[int, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    comm = text[text.index("(") + 1:text.rindex(")")]
-    return int(text[text.rindex(")") + 2:].split()[1]), comm
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    return int(text[text.rindex(")") + 2 :].split()[1]), comm
 
 
 def kind_of(pid: int, comm: str, daemons: set[int], etcd: set[int], inner: bool) -> str:
@@ -81,7 +82,7 @@ def lab_usage(rec_dir: str, host_netns: list[str], daemons: set[int], etcd: set[
             table[int(entry)] = st
     chosen = set(in_hosts) | inner
     grew = True
-    while grew:                       # children (a container's own processes, exec'd tools)
+    while grew:  # children (a container's own processes, exec'd tools)
         grew = False
         for pid, (ppid, _) in table.items():
             if ppid in chosen and pid not in chosen:

@@ -6,6 +6,7 @@ child, spoken to over an unnamed SOCK_SEQPACKET socketpair (nothing on the files
 and exits when that socket closes. The daemons it forked live on without it: they are
 not its children, and the memory they share with each other stays shared.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from cnm.errors import Unavailable
 
 _PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOOT = f"import sys; sys.path.insert(0, {_PROJECT!r}); from cnm.lab.zygote_main import main; main()"
-READY_TIMEOUT = 60.0        # imports on a loaded machine
+READY_TIMEOUT = 60.0  # imports on a loaded machine
 SPAWN_TIMEOUT = 30.0
 # Spare room in the template's command line, which its daemons rewrite to show as
 # `net daemon --root … --socket …` in ps (cnm.lab.zygote_main._set_cmdline).
@@ -48,10 +49,15 @@ class DaemonZygote:
         try:
             # -I: no user site or PYTHON* variables; the environment is passed on to the
             # daemons as it is (PATH for nft, ip, busybox).
-            self._proc = subprocess.Popen([self.python, "-I", "-c", BOOT, str(theirs.fileno()),
-                                           " " * CMDLINE_ROOM],
-                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True, cwd="/")
+            self._proc = subprocess.Popen(
+                [self.python, "-I", "-c", BOOT, str(theirs.fileno()), " " * CMDLINE_ROOM],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd="/",
+            )
         except OSError as exc:
             mine.close()
             raise Unavailable(f"cannot start the daemon template process: {exc.strerror or exc}") from exc
@@ -137,6 +143,7 @@ class ZygoteLauncher:
                 self.zygote.start()
             except BaseException as exc:
                 self._error = exc
+
         self._starter = threading.Thread(target=start, name="lab-zygote", daemon=True)
         self._starter.start()
 

@@ -23,6 +23,7 @@ with it and outlives it. The daemon enters the namespace the way `ip netns exec`
 does (setns, a private mount namespace with /sys mounted for that network
 namespace), writes "pid N" on the reply socket and runs cnm.daemon.run_daemon.
 """
+
 from __future__ import annotations
 
 import _socket
@@ -38,21 +39,74 @@ import sys
 # copy. CNM_ZYGOTE_REPORT=DIR makes each daemon write what it imported after the
 # fork to DIR/<pid>.modules when it exits (how this list was made).
 PRELOAD = (
-    "cnm.daemon", "drivers", "drivers.remote", "drivers.overlay", "drivers.overlay.filter",
-    "drivers.bridge.nftables", "drivers.unconfigured", "drivers.host", "drivers.null",
-    "ipam", "ipam.remote", "ipam.default.host_conflicts",
-    "cnm.driverapi", "cnm.firewall", "cnm.images.service", "cnm.images.store", "cnm.ipamapi",
-    "cnm.osl.sysctl", "cnm.osl.netlink", "cnm.osl.vxlan", "cnm.osl.netns", "cnm.plugins.discovery", "cnm.ports",
-    "cnm.runtime", "cnm.runtime.seccomp_profile", "cnm.sandbox.osl", "cnm.services", "cnm.statedirs",
-    "cnm.store.sqlite", "cnm.store.etcd", "cnm.store.etcd_watch",
-    "cnm.cluster.sync", "cnm.cluster.lease", "cnm.cluster.peerset", "cnm.cluster.vni",
-    "cnm.api.server", "cnm.api.images", "cnm.api.system", "cnm.api.execs", "cnm.api.diskusage", "cnm.api.stats",
-    "cnm.api.top", "cnm.api.attach", "cnm.api.container_filters", "cnm.api.containers", "cnm.api.events",
-    "cnm.api.wait", "cnm.execs", "cnm.render_container", "cnm.dns.resolvconf", "cnm.dns.server",
-    "cnm.runtime.runtime", "cnm.runtime.template", "cnm.runtime.shim", "cnm.runtime.confine",
-    "cnm.runtime.confine_apply", "cnm.runtime.confine_opts", "cnm.runtime.cgroups", "cnm.runtime.caps",
-    "cnm.runtime.overlay", "cnm.runtime.users", "cnm.runtime.seccomp_bpf", "cnm.runtime.seccomp_default",
-    "cnm.runtime.seccomp_syscalls", "glob", "pyroute2", "logging.handlers", "ctypes.util",
+    "cnm.daemon",
+    "drivers",
+    "drivers.remote",
+    "drivers.overlay",
+    "drivers.overlay.filter",
+    "drivers.bridge.nftables",
+    "drivers.unconfigured",
+    "drivers.host",
+    "drivers.null",
+    "ipam",
+    "ipam.remote",
+    "ipam.default.host_conflicts",
+    "cnm.driverapi",
+    "cnm.firewall",
+    "cnm.images.service",
+    "cnm.images.store",
+    "cnm.ipamapi",
+    "cnm.osl.sysctl",
+    "cnm.osl.netlink",
+    "cnm.osl.vxlan",
+    "cnm.osl.netns",
+    "cnm.plugins.discovery",
+    "cnm.ports",
+    "cnm.runtime",
+    "cnm.runtime.seccomp_profile",
+    "cnm.sandbox.osl",
+    "cnm.services",
+    "cnm.statedirs",
+    "cnm.store.sqlite",
+    "cnm.store.etcd",
+    "cnm.store.etcd_watch",
+    "cnm.cluster.sync",
+    "cnm.cluster.lease",
+    "cnm.cluster.peerset",
+    "cnm.cluster.vni",
+    "cnm.api.server",
+    "cnm.api.images",
+    "cnm.api.system",
+    "cnm.api.execs",
+    "cnm.api.diskusage",
+    "cnm.api.stats",
+    "cnm.api.top",
+    "cnm.api.attach",
+    "cnm.api.container_filters",
+    "cnm.api.containers",
+    "cnm.api.events",
+    "cnm.api.wait",
+    "cnm.execs",
+    "cnm.render_container",
+    "cnm.dns.resolvconf",
+    "cnm.dns.server",
+    "cnm.runtime.runtime",
+    "cnm.runtime.template",
+    "cnm.runtime.shim",
+    "cnm.runtime.confine",
+    "cnm.runtime.confine_apply",
+    "cnm.runtime.confine_opts",
+    "cnm.runtime.cgroups",
+    "cnm.runtime.caps",
+    "cnm.runtime.overlay",
+    "cnm.runtime.users",
+    "cnm.runtime.seccomp_bpf",
+    "cnm.runtime.seccomp_default",
+    "cnm.runtime.seccomp_syscalls",
+    "glob",
+    "pyroute2",
+    "logging.handlers",
+    "ctypes.util",
 )
 M_ARENA_MAX = -8
 TRIM_SECONDS = 10.0
@@ -67,10 +121,11 @@ def preload(names: tuple[str, ...] = PRELOAD) -> list[str]:
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception:          # an optional dependency: the daemon meets it as it would anyway
+        except Exception:  # an optional dependency: the daemon meets it as it would anyway
             failed.append(name)
     from cnm.osl import nft
-    nft.preload()                  # libnftables, relocated once for every daemon
+
+    nft.preload()  # libnftables, relocated once for every daemon
     return failed
 
 
@@ -79,9 +134,10 @@ def warm_up() -> None:
     seccomp program of a container (compiled per daemon otherwise, ~150 kB each)."""
     try:
         from cnm.runtime import confine
+
         host = confine.HostFacts.probe()
         confine.seccomp_program("default", False, confine.capability_set([], [], False, host), host)
-    except Exception:          # the daemon compiles it itself, as it would have
+    except Exception:  # the daemon compiles it itself, as it would have
         pass
 
 
@@ -91,6 +147,7 @@ def _one_malloc_arena() -> None:
     with libnftables in the process (bench/lab_scale.py, 20 hosts). Inherited by the
     forked daemons; the GIL serialises their threads' allocations anyway."""
     import ctypes
+
     try:
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
     except (OSError, AttributeError):
@@ -106,15 +163,17 @@ def _trim_heap_every(seconds: float) -> None:
     import ctypes
     import threading
     import time
+
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        return                               # not glibc
+        return  # not glibc
 
     def loop() -> None:
         while True:
             time.sleep(seconds)
             trim(0)
+
     threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
 
 
@@ -123,7 +182,7 @@ def _fds(ancdata: list) -> list[int]:
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(data) - len(data) % 4
-            out += [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True) for i in range(0, usable, 4)]
+            out += [int.from_bytes(data[i : i + 4], sys.byteorder, signed=True) for i in range(0, usable, 4)]
     return out
 
 
@@ -131,13 +190,14 @@ def _enter(netns_fd: int) -> None:
     """Into the host: its network namespace, and a mount namespace of our own with
     /sys showing that network namespace (what `ip netns exec` does)."""
     from cnm.runtime import linux
+
     linux.setns(netns_fd, linux.CLONE_NEWNET)
     linux.unshare(linux.CLONE_NEWNS)
-    linux.mount(None, "/", None, _MS_SLAVE | _MS_REC)     # nothing we mount leaks back
+    linux.mount(None, "/", None, _MS_SLAVE | _MS_REC)  # nothing we mount leaks back
     try:
         linux.umount2("/sys", _MNT_DETACH)
     except Exception:
-        pass                                              # no /sys mounted: mount one anyway
+        pass  # no /sys mounted: mount one anyway
     linux.mount("sysfs", "/sys", "sysfs", 0)
 
 
@@ -147,19 +207,21 @@ def _set_cmdline(text: str) -> None:
     which containers often lack). The template's own command line carries padding
     (cnm.lab.zygote.CMDLINE_ROOM) so that a long one fits; longer text is cut."""
     import ctypes
+
     with open("/proc/self/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    arg_start, arg_end = int(fields[45]), int(fields[46])     # fields 48 and 49 of proc(5)
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # fields 48 and 49 of proc(5)
     room = arg_end - arg_start
     if room <= 1:
         return
-    raw = text.encode()[:room - 1]
+    raw = text.encode()[: room - 1]
     ctypes.memmove(arg_start, raw.replace(b" ", b"\0") + b"\0" * (room - len(raw)), room)
 
 
 def _daemon(config: dict, reply: int, netns_fd: int, log_fd: int) -> int:
     from cnm.daemon import DaemonConfig, run_daemon
     from cnm.runtime import linux
+
     _enter(netns_fd)
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
@@ -208,20 +270,20 @@ def _fork_daemon(msg: bytes, fds: list[int]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
-    os.waitpid(pid, 0)   # the intermediate exits at once; the daemon is on its own
+    os.waitpid(pid, 0)  # the intermediate exits at once; the daemon is on its own
 
 
 def main() -> None:
     ctl_fd = int(sys.argv[1])
-    lab_command = os.getppid()             # it dies (killed mid-up): we fork nothing more
+    lab_command = os.getppid()  # it dies (killed mid-up): we fork nothing more
     os.chdir("/")
-    gc.disable()                           # no collections while importing: fewer holes to copy later
+    gc.disable()  # no collections while importing: fewer holes to copy later
     _one_malloc_arena()
     preload()
     warm_up()
     gc.freeze()
     if os.getppid() != lab_command:
-        os._exit(0)                        # the lab command died while we imported
+        os._exit(0)  # the lab command died while we imported
     ctl = _socket.socket(fileno=ctl_fd)
     ctl.send(b"R")
     while True:
@@ -230,11 +292,11 @@ def main() -> None:
         except ConnectionError:
             break
         if not msg:
-            break          # the lab's end closed: we are done (the daemons live on)
+            break  # the lab's end closed: we are done (the daemons live on)
         fds = _fds(anc)
         try:
             if os.getppid() != lab_command:
-                break      # a request its sender died after: a daemon now would outlive `down`
+                break  # a request its sender died after: a daemon now would outlive `down`
             if fds:
                 _fork_daemon(msg, fds)
         finally:

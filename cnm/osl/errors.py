@@ -4,6 +4,7 @@ The kernel answers netlink requests and syscalls with an errno. Callers of the O
 layer see only cnm.errors types; the message keeps what we tried and what the kernel
 said, so a user can act on it.
 """
+
 from __future__ import annotations
 
 import errno as _errno
@@ -15,11 +16,11 @@ _BY_ERRNO: dict[int, type[CNMError]] = {
     _errno.EEXIST: Conflict,
     _errno.ENOTEMPTY: Conflict,
     _errno.EBUSY: Conflict,
-    _errno.EXFULL: Conflict,             # e.g. a bridge with no free port number
+    _errno.EXFULL: Conflict,  # e.g. a bridge with no free port number
     _errno.ENODEV: NotFound,
     _errno.ENOENT: NotFound,
-    _errno.ESRCH: NotFound,              # netlink's answer for a missing route
-    _errno.EADDRNOTAVAIL: NotFound,      # deleting an address that is not there
+    _errno.ESRCH: NotFound,  # netlink's answer for a missing route
+    _errno.EADDRNOTAVAIL: NotFound,  # deleting an address that is not there
     _errno.EPERM: Forbidden,
     _errno.EACCES: Forbidden,
 }
@@ -53,4 +54,8 @@ def translate(exc: BaseException, what: str) -> CNMError:
 def is_gone(exc: BaseException) -> bool:
     """True when the error means "the object does not exist" (teardown = success)."""
     return isinstance(exc, NotFound) or errno_of(exc) in (
-        _errno.ENODEV, _errno.ENOENT, _errno.ESRCH, _errno.EADDRNOTAVAIL)
+        _errno.ENODEV,
+        _errno.ENOENT,
+        _errno.ESRCH,
+        _errno.EADDRNOTAVAIL,
+    )

@@ -6,6 +6,7 @@ rely on (a veth's peer dies with it, a bridge's ports are released when it goes,
 moving a link into another namespace makes it disappear here), and no root needed.
 Tests assert on its state (`links`, `addresses`, `sysctls`), not on call sequences.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -28,23 +29,23 @@ class FakeLink:
     alias: str | None = None
     group: int = 0
     peer: str | None = None
-    peer_ns: FakeNetlink | None = None   # a veth peer in another namespace (None: this one)
+    peer_ns: FakeNetlink | None = None  # a veth peer in another namespace (None: this one)
     addresses: list[str] = field(default_factory=list)
 
 
 class FakeNetlink:
     def __init__(self, netns: str | None = None, namespaces: FakeNamespaces | None = None) -> None:
         self.netns = netns
-        self._world = namespaces       # where links moved to another namespace arrive
+        self._world = namespaces  # where links moved to another namespace arrive
         self._links: dict[str, FakeLink] = {}
         self._next = itertools.count(2)
         self._links["lo"] = FakeLink("lo", 1, mtu=65536)
         self.sysctls: dict[str, str] = {}
         self._routes: list[Route] = []
-        self.moved: dict[str, tuple[str, str]] = {}   # old name -> (netns, new name)
-        self.moved_links: dict[str, object] = {}         # old name -> the link as it left
+        self.moved: dict[str, tuple[str, str]] = {}  # old name -> (netns, new name)
+        self.moved_links: dict[str, object] = {}  # old name -> the link as it left
         self.closed = False
-        self.fail_next: dict[str, Exception] = {}     # method name -> error to raise once
+        self.fail_next: dict[str, Exception] = {}  # method name -> error to raise once
 
     def _maybe_fail(self, method: str) -> None:
         exc = self.fail_next.pop(method, None)
@@ -68,8 +69,16 @@ class FakeNetlink:
 
     @staticmethod
     def _public(link: FakeLink) -> Link:
-        return Link(name=link.name, index=link.index, kind=link.kind, mtu=link.mtu, mac=link.mac,
-                    up=link.up, master=link.master, alias=link.alias)
+        return Link(
+            name=link.name,
+            index=link.index,
+            kind=link.kind,
+            mtu=link.mtu,
+            mac=link.mac,
+            up=link.up,
+            master=link.master,
+            alias=link.alias,
+        )
 
     # links
     def link_exists(self, name: str) -> bool:
@@ -97,20 +106,30 @@ class FakeNetlink:
         for i in range(count):
             self._new(f"p{idx}x{i}", kind="veth", master=idx)
 
-    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
-                      alias: str | None = None, up: bool = True) -> None:
+    def create_bridge(
+        self, name: str, mtu: int = 1500, *, mac: str | None = None, alias: str | None = None, up: bool = True
+    ) -> None:
         self._maybe_fail("create_bridge")
         self._new(name, kind="bridge", mtu=mtu, mac=mac, alias=alias, up=up)
 
-    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None,
-                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None:
+    def create_veth(
+        self,
+        name: str,
+        peer_name: str,
+        mtu: int = 1500,
+        *,
+        peer_mac: str | None = None,
+        alias: str | None = None,
+        peer_netns: str | None = None,
+        master: str | None = None,
+        up: bool = False,
+    ) -> None:
         self._maybe_fail("create_veth")
         if peer_name in self._links:
             raise Conflict(f"cannot create {peer_name}: File exists")
         bridge = self._get(master).index if master else None
         if bridge is not None and sum(1 for link in self._links.values() if link.master == bridge) >= 1023:
-            raise Conflict(f"cannot create veth pair {name}/{peer_name}: Exchange full")   # the kernel's EXFULL
+            raise Conflict(f"cannot create veth pair {name}/{peer_name}: Exchange full")  # the kernel's EXFULL
         self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name, master=bridge, up=up)
         self._new(peer_name, kind="veth", mtu=mtu, mac=peer_mac, peer=name)
         if peer_netns:
@@ -120,7 +139,7 @@ class FakeNetlink:
         if name not in self._links:
             return False
         self._get(name).up = False
-        self._routes = [r for r in self._routes if r.dev != name]   # the kernel drops them when it goes down
+        self._routes = [r for r in self._routes if r.dev != name]  # the kernel drops them when it goes down
         self.rename_link(name, new_name)
         return True
 
@@ -145,7 +164,7 @@ class FakeNetlink:
         link = self._links.pop(name, None)
         if link is None:
             return False
-        if link.peer:      # a veth's peer dies with it, wherever it is
+        if link.peer:  # a veth's peer dies with it, wherever it is
             owner = link.peer_ns or self
             peer = owner._links.pop(link.peer, None)
             if peer is not None and owner is not self:
@@ -201,7 +220,7 @@ class FakeNetlink:
         self._routes = [r for r in self._routes if r.dev != name]
         self.moved[name] = (target.netns or "", new_name)
         link.name, link.index, link.up, link.master = new_name, next(target._next), False, None
-        link.addresses = []     # the kernel flushes addresses on a namespace move
+        link.addresses = []  # the kernel flushes addresses on a namespace move
         if link.peer:
             owner = link.peer_ns or self
             peer = owner._links.get(link.peer)
@@ -231,8 +250,7 @@ class FakeNetlink:
         return True
 
     def addresses(self, name: str, family: int | None = None) -> list[str]:
-        return [a for a in self._get(name).addresses
-                if family is None or ipaddress.ip_interface(a).version == family]
+        return [a for a in self._get(name).addresses if family is None or ipaddress.ip_interface(a).version == family]
 
     def link_with_address(self, address: str) -> Link | None:
         for link in self._links.values():
@@ -241,8 +259,16 @@ class FakeNetlink:
         return None
 
     # routes
-    def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
-                  *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None:
+    def add_route(
+        self,
+        destination: str,
+        gateway: str | None = None,
+        dev: str | None = None,
+        *,
+        scope: int | None = None,
+        table: int = 254,
+        exist_ok: bool = False,
+    ) -> None:
         if destination == "default":
             destination = "::/0" if gateway and ":" in gateway else "0.0.0.0/0"
         net = ipaddress.ip_network(destination, strict=False)
@@ -258,8 +284,9 @@ class FakeNetlink:
     def add_default_route(self, gateway: str, dev: str | None = None) -> None:
         self.add_route("default", gateway, dev)
 
-    def del_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
-                  *, table: int = 254) -> bool:
+    def del_route(
+        self, destination: str, gateway: str | None = None, dev: str | None = None, *, table: int = 254
+    ) -> bool:
         if destination == "default":
             destination = "::/0" if gateway and ":" in gateway else "0.0.0.0/0"
         dst = str(ipaddress.ip_network(destination, strict=False))
@@ -268,8 +295,7 @@ class FakeNetlink:
         return len(self._routes) < before
 
     def routes(self, family: int | None = None, table: int = 254) -> list[Route]:
-        return [replace(r) for r in self._routes
-                if r.table == table and (family is None or r.family == family)]
+        return [replace(r) for r in self._routes if r.table == table and (family is None or r.family == family)]
 
     def route_cidrs(self, family: int | None = 4) -> list[str]:
         return sorted({r.destination for r in self.routes(family) if not r.destination.endswith("/0")})
@@ -319,7 +345,7 @@ class FakeNamespaces:
         if path in self.namespaces:
             raise Conflict(f"a network namespace is already mounted at {path}")
         self.namespaces[path] = FakeNetlink(path, self)
-        self.namespaces[path].set_link_up("lo")     # as Namespaces.create does
+        self.namespaces[path].set_link_up("lo")  # as Namespaces.create does
 
     def delete(self, path: str) -> None:
         ns = self.namespaces.pop(path, None)
@@ -334,7 +360,7 @@ class FakeNamespaces:
         """Names of the namespaces mounted in `directory` (as os.listdir would list
         their mount points), sorted."""
         d = directory.rstrip("/")
-        return sorted(p[len(d) + 1:] for p in self.namespaces if p.rsplit("/", 1)[0] == d)
+        return sorted(p[len(d) + 1 :] for p in self.namespaces if p.rsplit("/", 1)[0] == d)
 
     def bind(self, source: str, path: str) -> None:
         if source not in self.namespaces:

@@ -7,6 +7,7 @@ namespaces of the processes it starts (container supervisors), which keep that
 mount namespace alive after the daemon dies. A restarted daemon (a new mount
 namespace) must clean what the old one left, there.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Bind-mounted network namespaces as one object, with netlink handles inside them: the
 seam the sandbox's OS side takes (cnm.sandbox.osl; cnm.osl.fake.FakeNamespaces in unit
 tests). Above both cnm.osl.netns (namespaces) and cnm.osl.netlink (handles)."""
+
 from __future__ import annotations
 
 import threading
@@ -19,7 +20,7 @@ class Namespaces:
     def __init__(self, *, ipv6_off_by_default: bool = False) -> None:
         self._fresh: dict[str, Rtnl] = {}
         self._lock = threading.Lock()
-        self._ipv6_off = ipv6_off_by_default    # see cnm.osl.netns.create_netns
+        self._ipv6_off = ipv6_off_by_default  # see cnm.osl.netns.create_netns
 
     def create(self, path: str) -> None:
         sock = create_netns(path, lo_up=True, ipv6_off_by_default=self._ipv6_off)
@@ -40,7 +41,7 @@ class Namespaces:
         with self._lock:
             sock = self._fresh.pop(path, None)
         if sock is not None:
-            sock.close()       # it holds the namespace alive
+            sock.close()  # it holds the namespace alive
         delete_netns(path)
 
     def exists(self, path: str) -> bool:

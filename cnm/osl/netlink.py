@@ -18,6 +18,7 @@ on a sandbox starts its pyroute2 thread only when a call needs one.
 Values in and out are plain: interface names, "a.b.c.d/len" strings, ints. Kernel
 errors come out as cnm.errors (see osl.errors); deletes are idempotent.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,6 +79,7 @@ class Netlink(NetlinkRoutes):
     @staticmethod
     def _open() -> Any:
         from pyroute2 import IPRoute  # heavy import: only where the kernel is touched
+
         try:
             return IPRoute()
         except OSError as exc:
@@ -94,6 +96,7 @@ class Netlink(NetlinkRoutes):
                 return fn(self._ipr, *args)
             except Exception as exc:
                 raise translate(exc, what) from exc
+
         return worker.call(run)
 
     def _raw(self, what: str, msg: rtnl.Message) -> None:
@@ -119,7 +122,7 @@ class Netlink(NetlinkRoutes):
         """Another handle on the same namespace with sockets of its own, for a thread
         that must not queue behind this handle's requests (or they behind its)."""
         if self.netns is None:
-            return self.run(Netlink)     # made on our worker: a new thread starts in its namespace
+            return self.run(Netlink)  # made on our worker: a new thread starts in its namespace
         return Netlink(self.netns)
 
     def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -184,14 +187,23 @@ class Netlink(NetlinkRoutes):
         found = self._lookup(name)
         if found is None:
             raise NotFound(f"no network interface named {name}")
-        return Link(name=found.name, index=found.index, kind=found.kind, mtu=found.mtu, mac=found.mac,
-                    up=found.up, master=found.master, alias=found.alias)
+        return Link(
+            name=found.name,
+            index=found.index,
+            kind=found.kind,
+            mtu=found.mtu,
+            mac=found.mac,
+            up=found.up,
+            master=found.master,
+            alias=found.alias,
+        )
 
     def links(self) -> list[Link]:
         return self._do("list links", lambda ipr: [self._link_from(m) for m in ipr.get_links()])
 
-    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
-                      alias: str | None = None, up: bool = True) -> None:
+    def create_bridge(
+        self, name: str, mtu: int = 1500, *, mac: str | None = None, alias: str | None = None, up: bool = True
+    ) -> None:
         """A Linux bridge with STP off and forward delay 0 (ports forward at once).
         `mac` set explicitly keeps the bridge's MAC from following its ports (the
         kernel otherwise adopts the lowest port MAC). Conflict if the name is taken."""
@@ -199,19 +211,29 @@ class Netlink(NetlinkRoutes):
 
         def create(ipr: Any) -> None:
             def add(made: str) -> None:
-                spec: dict[str, Any] = dict(ifname=made, kind="bridge", mtu=mtu,
-                                            br_stp_state=0, br_forward_delay=0)
+                spec: dict[str, Any] = dict(ifname=made, kind="bridge", mtu=mtu, br_stp_state=0, br_forward_delay=0)
                 if mac:
                     spec["address"] = mac
                 ipr.link("add", **spec)
+
             idx = self._create_marked(ipr, name, alias, add)
             if up:
                 ipr.link("set", index=idx, state="up")
+
         self._do(f"create bridge {name}", create)
 
-    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None,
-                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None:
+    def create_veth(
+        self,
+        name: str,
+        peer_name: str,
+        mtu: int = 1500,
+        *,
+        peer_mac: str | None = None,
+        alias: str | None = None,
+        peer_netns: str | None = None,
+        master: str | None = None,
+        up: bool = False,
+    ) -> None:
         """A veth pair. Conflict if either name is taken. With `peer_netns` the peer is
         born inside that namespace: ~10x faster than creating it here and moving it (a
         move waits for the kernel to unregister the device). `master`: the bridge the
@@ -232,8 +254,18 @@ class Netlink(NetlinkRoutes):
                     fd = os.open(netns_path(peer_netns), os.O_RDONLY | os.O_CLOEXEC)
                 except OSError as exc:
                     raise translate(exc, what) from exc
-            self._raw(what, rtnl.create_veth(made, peer_name, mtu=mtu, peer_mac=peer_mac, peer_netns_fd=fd,
-                                             master=None if alias else bridge, up=False if alias else up))
+            self._raw(
+                what,
+                rtnl.create_veth(
+                    made,
+                    peer_name,
+                    mtu=mtu,
+                    peer_mac=peer_mac,
+                    peer_netns_fd=fd,
+                    master=None if alias else bridge,
+                    up=False if alias else up,
+                ),
+            )
         finally:
             if fd is not None:
                 os.close(fd)
@@ -287,7 +319,7 @@ class Netlink(NetlinkRoutes):
         try:
             self._rt.do(rtnl.delete_link(index))
         except OSError as exc:
-            if is_gone(exc):        # raced with someone else's delete
+            if is_gone(exc):  # raced with someone else's delete
                 return False
             raise translate(exc, what) from exc
         return True
@@ -335,16 +367,17 @@ class Netlink(NetlinkRoutes):
         try:
             self._rt.do(rtnl.delete_link(group=group))
         except OSError as exc:
-            if not is_gone(exc):      # ENODEV: the group is empty
+            if not is_gone(exc):  # ENODEV: the group is empty
                 raise translate(exc, f"delete link group {group}") from exc
 
     def bridge_ports(self, bridge: str) -> list[str]:
         """Names of the links enslaved to `bridge`."""
+
         def ports(ipr: Any) -> list[str]:
             idx = self._index(ipr, bridge)
             # Filtered by the kernel: a full dump grows with every container on the host.
-            return [_attr(m, "IFLA_IFNAME") for m in ipr.link("dump", master=idx)
-                    if _attr(m, "IFLA_MASTER") == idx]
+            return [_attr(m, "IFLA_IFNAME") for m in ipr.link("dump", master=idx) if _attr(m, "IFLA_MASTER") == idx]
+
         return self._do(f"list ports of {bridge}", ports)
 
     def bridge_port_count(self, bridge: str) -> int:
@@ -373,6 +406,7 @@ class Netlink(NetlinkRoutes):
                 ipr.link("set", index=idx, **spec)
             finally:
                 os.close(fd)
+
         self._do(f"move {name} into {path}", move)
 
     # -- addresses ------------------------------------------------------------------

@@ -11,6 +11,7 @@ enters it and is thrown away afterwards (`run_in_netns`) or lives as long as a h
 does (`NetnsThread`, used by `Netlink`). The calling thread never sees another
 namespace, even when the work raises.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 MS_BIND = 0x1000
 MNT_DETACH = 0x2
-RUN_NETNS = "/run/netns"      # where `ip netns` keeps named namespaces
+RUN_NETNS = "/run/netns"  # where `ip netns` keeps named namespaces
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -92,8 +93,7 @@ class NetnsThread:
     A daemon thread, so a forgotten close() cannot hang interpreter exit.
     """
 
-    def __init__(self, path: str | None = None, *, name: str = "cnm-netns",
-                 timeout: float = 60.0) -> None:
+    def __init__(self, path: str | None = None, *, name: str = "cnm-netns", timeout: float = 60.0) -> None:
         self.path = path
         self.timeout = timeout
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -129,7 +129,7 @@ class NetnsThread:
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if threading.current_thread() is self._thread:
-            return fn(*args, **kwargs)         # re-entrant call from inside fn
+            return fn(*args, **kwargs)  # re-entrant call from inside fn
         if self._closed:
             raise InternalError(f"network namespace handle for {self.path or 'current namespace'} is closed")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -137,8 +137,9 @@ class NetnsThread:
         try:
             return fut.result(self.timeout)
         except concurrent.futures.TimeoutError:
-            raise Unavailable(f"kernel operation in {self.path or 'current namespace'} "
-                              f"did not finish in {self.timeout:.0f}s") from None
+            raise Unavailable(
+                f"kernel operation in {self.path or 'current namespace'} did not finish in {self.timeout:.0f}s"
+            ) from None
 
     def close(self) -> None:
         """Stop the thread after queued calls finish. Idempotent."""
@@ -165,7 +166,7 @@ def _ipv6_default_off() -> None:
         with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
             f.write("1")
     except FileNotFoundError:
-        pass                     # a kernel without IPv6: nothing to turn off
+        pass  # a kernel without IPv6: nothing to turn off
 
 
 def _unshare_and_bind(path: str) -> None:
@@ -173,8 +174,10 @@ def _unshare_and_bind(path: str) -> None:
     # the bind mount keeps it alive after the thread ends.
     _check(_libc.unshare(CLONE_NEWNET), "create a network namespace")
     src = f"/proc/self/task/{threading.get_native_id()}/ns/net"
-    _check(_libc.mount(src.encode(), path.encode(), b"none", MS_BIND, None),
-           f"bind-mount the new network namespace at {path}")
+    _check(
+        _libc.mount(src.encode(), path.encode(), b"none", MS_BIND, None),
+        f"bind-mount the new network namespace at {path}",
+    )
 
 
 def create_netns(path: str, *, lo_up: bool = False, ipv6_off_by_default: bool = False) -> Rtnl | None:
@@ -208,7 +211,7 @@ def create_netns(path: str, *, lo_up: bool = False, ipv6_off_by_default: bool = 
                 _ipv6_default_off()
             if lo_up:
                 sock.append(Rtnl.open())
-                sock[0].do(rtnl.set_link(1, up=True))      # lo is always ifindex 1
+                sock[0].do(rtnl.set_link(1, up=True))  # lo is always ifindex 1
         except BaseException as exc:
             worker_error.append(exc)
 
@@ -243,8 +246,7 @@ def bind_existing(source: str, path: str) -> None:
     except OSError as exc:
         raise translate(exc, f"create the mount point {path}") from exc
     try:
-        _check(_libc.mount(source.encode(), path.encode(), b"none", MS_BIND, None),
-               f"bind-mount {source} at {path}")
+        _check(_libc.mount(source.encode(), path.encode(), b"none", MS_BIND, None), f"bind-mount {source} at {path}")
     except BaseException:
         try:
             os.unlink(path)
@@ -260,7 +262,7 @@ def delete_netns(path: str) -> None:
     for _ in range(8):  # a path can be mounted more than once; peel every layer
         if _libc.umount2(path.encode(), MNT_DETACH) != 0:
             code = ctypes.get_errno()
-            if code in (errno.EINVAL, errno.ENOENT):   # not a mount point / no path
+            if code in (errno.EINVAL, errno.ENOENT):  # not a mount point / no path
                 break
             raise translate(OSError(code, os.strerror(code)), f"unmount network namespace {path}")
     try:

@@ -9,6 +9,7 @@ where rules change often: the overlay's VXLAN filter is rewritten on every new V
 (a 100-host lab: ~10,000 times). The binary remains the fallback (no libnftables,
 a thread inside another namespace, `netns=`) and reads rulesets back.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -57,7 +58,7 @@ class _Libnftables:
         self._lock = threading.Lock()
         self._lib: Any = None
         self._ctx: int | None = None
-        self._owner: tuple[int, int] | None = None      # (pid, netns inode) the context serves
+        self._owner: tuple[int, int] | None = None  # (pid, netns inode) the context serves
         self._missing = False
 
     def _load(self) -> Any:
@@ -83,7 +84,7 @@ class _Libnftables:
         except OSError:
             return None
         if here[1] != main:
-            return None              # a thread inside a sandbox or overlay namespace
+            return None  # a thread inside a sandbox or overlay namespace
         with self._lock:
             if self._owner != here:
                 try:
@@ -99,12 +100,11 @@ class _Libnftables:
                 self._lib.nft_ctx_buffer_output(self._ctx)
                 self._lib.nft_ctx_buffer_error(self._ctx)
                 self._owner = here
-            self._lib.nft_ctx_get_error_buffer(self._ctx)       # reading empties it
+            self._lib.nft_ctx_get_error_buffer(self._ctx)  # reading empties it
             code = self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode())
             error = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode(errors="replace").strip()
             self._lib.nft_ctx_get_output_buffer(self._ctx)
             return (1 if code else 0), error
-
 
     def load(self) -> None:
         """Load the library now (a process that forks daemons: they share it)."""

@@ -4,6 +4,7 @@ routes added (the default route too), removed and listed.
 A mixin of cnm.osl.netlink.Netlink (kept apart: the handle is long enough), on its
 request helpers.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -48,7 +49,8 @@ def _route_spec(net: Any, gateway: str | None, table: int) -> dict[str, Any]:
 class NetlinkRoutes:
     _rt: Rtnl
 
-    if TYPE_CHECKING:      # Netlink's own
+    if TYPE_CHECKING:  # Netlink's own
+
         def _do(self, what: str, fn: Callable[..., T], *args: Any) -> T: ...
         def _index(self, ipr: Any, name: str) -> int: ...
         @staticmethod
@@ -83,18 +85,20 @@ class NetlinkRoutes:
                     return False
                 raise
             return True
+
         return self._do(f"delete address {cidr} from {name}", delete)
 
     def addresses(self, name: str, family: int | None = None) -> list[str]:
         """The link's addresses as "addr/len", IPv4 first. `family` 4 or 6 filters."""
+
         def get(ipr: Any) -> list[str]:
             idx = self._index(ipr, name)
             out = []
             for m in ipr.get_addr(index=idx):
                 addr = _attr(m, "IFA_LOCAL") or _attr(m, "IFA_ADDRESS")
                 out.append((m["family"], f"{addr}/{m['prefixlen']}"))
-            return [a for fam, a in sorted(out, key=lambda x: x[0])
-                    if family is None or fam == _af(family)]
+            return [a for fam, a in sorted(out, key=lambda x: x[0]) if family is None or fam == _af(family)]
+
         return self._do(f"list addresses of {name}", get)
 
     def link_with_address(self, address: str) -> Link | None:
@@ -108,10 +112,19 @@ class NetlinkRoutes:
                     found = ipr.get_links(m["index"])
                     return self._link_from(found[0]) if found else None
             return None
+
         return self._do(f"find the link holding {ip}", get)
 
-    def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
-                  *, scope: int | None = None, table: int = MAIN_TABLE, exist_ok: bool = False) -> None:
+    def add_route(
+        self,
+        destination: str,
+        gateway: str | None = None,
+        dev: str | None = None,
+        *,
+        scope: int | None = None,
+        table: int = MAIN_TABLE,
+        exist_ok: bool = False,
+    ) -> None:
         """Add a route. `destination` is a CIDR or "default" (family from gateway)."""
         if destination == "default":
             if gateway is None:
@@ -121,8 +134,15 @@ class NetlinkRoutes:
         what = f"add route {destination}"
         oif = self._raw_index(what, dev) if dev else None
         try:
-            self._rt.do(rtnl.add_route(str(net), gateway=gateway, oif=oif, table=table,
-                                       scope=scope if scope is not None else rtnl.RT_SCOPE_UNIVERSE))
+            self._rt.do(
+                rtnl.add_route(
+                    str(net),
+                    gateway=gateway,
+                    oif=oif,
+                    table=table,
+                    scope=scope if scope is not None else rtnl.RT_SCOPE_UNIVERSE,
+                )
+            )
         except OSError as exc:
             if exist_ok and exc.errno == 17:
                 return
@@ -131,8 +151,9 @@ class NetlinkRoutes:
     def add_default_route(self, gateway: str, dev: str | None = None) -> None:
         self.add_route("default", gateway, dev)
 
-    def del_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
-                  *, table: int = MAIN_TABLE) -> bool:
+    def del_route(
+        self, destination: str, gateway: str | None = None, dev: str | None = None, *, table: int = MAIN_TABLE
+    ) -> bool:
         """Delete a route. Idempotent: False when it was not there."""
         if destination == "default":
             destination = "::/0" if gateway and _family(gateway) == 6 else "0.0.0.0/0"
@@ -152,28 +173,35 @@ class NetlinkRoutes:
                     return False
                 raise
             return True
+
         return self._do(f"delete route {destination}", delete)
 
     def routes(self, family: int | None = None, table: int = MAIN_TABLE) -> list[Route]:
         """Routes of one table (main by default), IPv4 and/or IPv6."""
+
         def get(ipr: Any) -> list[Route]:
             names = {m["index"]: _attr(m, "IFLA_IFNAME") for m in ipr.get_links()}
             out: list[Route] = []
-            for fam in ((family,) if family else (4, 6)):
+            for fam in (family,) if family else (4, 6):
                 for m in ipr.get_routes(family=_af(fam), table=table):
                     if (_attr(m, "RTA_TABLE") or m["table"]) != table:
                         continue
                     dst = _attr(m, "RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
-                    out.append(Route(
-                        destination=str(ipaddress.ip_network(f"{dst}/{m['dst_len']}", strict=False)),
-                        gateway=_attr(m, "RTA_GATEWAY"),
-                        dev=names.get(_attr(m, "RTA_OIF")),
-                        family=fam, scope=m["scope"], table=table))
+                    out.append(
+                        Route(
+                            destination=str(ipaddress.ip_network(f"{dst}/{m['dst_len']}", strict=False)),
+                            gateway=_attr(m, "RTA_GATEWAY"),
+                            dev=names.get(_attr(m, "RTA_OIF")),
+                            family=fam,
+                            scope=m["scope"],
+                            table=table,
+                        )
+                    )
             return out
+
         return self._do("list routes", get)
 
     def route_cidrs(self, family: int | None = 4) -> list[str]:
         """Destinations of the main table's routes, default routes left out: what
         IPAM must not hand out a pool over (a VPN or LAN route on the host)."""
-        return sorted({r.destination for r in self.routes(family)
-                       if not r.destination.endswith("/0")})
+        return sorted({r.destination for r in self.routes(family) if not r.destination.endswith("/0")})

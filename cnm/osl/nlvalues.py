@@ -1,5 +1,6 @@
 """Plain values of the netlink layer (cnm.osl.netlink) and the checks on what goes in:
 links, routes, interface names, addresses with their prefix length."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -7,27 +8,27 @@ from dataclasses import dataclass
 
 from cnm.errors import InvalidParameter
 
-IFNAMSIZ = 15          # usable characters in a Linux interface name
+IFNAMSIZ = 15  # usable characters in a Linux interface name
 
 
 @dataclass(frozen=True)
 class Link:
     name: str
     index: int
-    kind: str | None          # "bridge", "veth", None for lo/physical
+    kind: str | None  # "bridge", "veth", None for lo/physical
     mtu: int
     mac: str | None
-    up: bool                  # administratively up (IFF_UP)
-    master: int | None        # ifindex of the bridge this link is a port of
-    alias: str | None         # IFLA_IFALIAS: our ownership mark
+    up: bool  # administratively up (IFF_UP)
+    master: int | None  # ifindex of the bridge this link is a port of
+    alias: str | None  # IFLA_IFALIAS: our ownership mark
 
 
 @dataclass(frozen=True)
 class Route:
-    destination: str          # CIDR; default routes are "0.0.0.0/0" / "::/0"
+    destination: str  # CIDR; default routes are "0.0.0.0/0" / "::/0"
     gateway: str | None
     dev: str | None
-    family: int               # 4 or 6
+    family: int  # 4 or 6
     scope: int
     table: int
 
@@ -42,7 +43,12 @@ def _interface(cidr: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
 
 
 def _check_ifname(name: str) -> None:
-    if not name or len(name) > IFNAMSIZ or "/" in name or ":" in name \
-            or any(c.isspace() for c in name) or name in (".", ".."):
-        raise InvalidParameter(f"invalid interface name {name!r}: 1-{IFNAMSIZ} characters, "
-                               "no '/', ':' or whitespace")
+    if (
+        not name
+        or len(name) > IFNAMSIZ
+        or "/" in name
+        or ":" in name
+        or any(c.isspace() for c in name)
+        or name in (".", "..")
+    ):
+        raise InvalidParameter(f"invalid interface name {name!r}: 1-{IFNAMSIZ} characters, no '/', ':' or whitespace")

@@ -3,6 +3,7 @@
 Only for tools with no netlink equivalent (nft, nsenter'd helpers). Nothing on the
 hot path of link/address/route work goes through here.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -13,9 +14,15 @@ from collections.abc import Mapping, Sequence
 from cnm.errors import InternalError, InvalidParameter, Unavailable
 
 
-def run(argv: Sequence[str], *, input: str | None = None, timeout: float = 30.0,
-        check: bool = True, netns: str | None = None,
-        env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str],
+    *,
+    input: str | None = None,
+    timeout: float = 30.0,
+    check: bool = True,
+    netns: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run `argv`, capture text stdout/stderr, return the CompletedProcess.
 
     netns: a namespace PATH to run the command in (via nsenter --net=PATH).
@@ -27,8 +34,14 @@ def run(argv: Sequence[str], *, input: str | None = None, timeout: float = 30.0,
     if netns is not None:
         args = ["nsenter", f"--net={netns}", "--", *args]
     try:
-        cp = subprocess.run(args, input=input, capture_output=True, text=True,
-                            timeout=timeout, env=dict(env) if env is not None else None)
+        cp = subprocess.run(
+            args,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+        )
     except FileNotFoundError as exc:
         raise Unavailable(f"{args[0]} is not installed (needed to run {argv[0]})") from exc
     except subprocess.TimeoutExpired as exc:

@@ -14,6 +14,7 @@ one there, so the caller's thread never changes namespace. Requests are sent one
 the kernel goes on with the next message of a batch after a failure, and a message
 meant for a link we just created must never reach someone else's.
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
-NLM_F_ACK_TLVS = 0x200                 # in an error's header: extended-ack attributes follow
+NLM_F_ACK_TLVS = 0x200  # in an error's header: extended-ack attributes follow
 NLMSGERR_ATTR_MSG = 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
@@ -41,20 +42,20 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
-RTPROT_STATIC, RTN_UNICAST = 4, 1      # "proto static", as pyroute2 added them before
+RTPROT_STATIC, RTN_UNICAST = 4, 1  # "proto static", as pyroute2 added them before
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 IFF_UP = 0x1
 MAIN_TABLE = 254
-NDA_DST, NDA_LLADDR = 1, 2                # linux/neighbour.h
+NDA_DST, NDA_LLADDR = 1, 2  # linux/neighbour.h
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF = 0x02
 AF_BRIDGE = 7
 
-_HDR = struct.Struct("=IHHII")        # nlmsghdr: len, type, flags, seq, pid
-_IFINFO = struct.Struct("=BxHiII")     # ifinfomsg: family, type, index, flags, change
-_IFADDR = struct.Struct("=BBBBI")      # ifaddrmsg: family, prefixlen, flags, scope, index
-_RTMSG = struct.Struct("=BBBBBBBBI")   # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_NDMSG = struct.Struct("=BxxxiHBB")     # ndmsg: family, ifindex, state, flags, type
+_HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
 _RTA = struct.Struct("=HH")
 
 
@@ -89,14 +90,23 @@ class Message:
 
 # -- messages (pure) ------------------------------------------------------------------
 
+
 def ifinfo(index: int = 0, *, up: bool | None = None) -> bytes:
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
     return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def create_veth(name: str, peer: str, *, mtu: int = 1500, peer_mac: str | None = None,
-                peer_netns_fd: int | None = None, master: int | None = None, up: bool = False) -> Message:
+def create_veth(
+    name: str,
+    peer: str,
+    *,
+    mtu: int = 1500,
+    peer_mac: str | None = None,
+    peer_netns_fd: int | None = None,
+    master: int | None = None,
+    up: bool = False,
+) -> Message:
     """A veth pair `name`/`peer`; the peer born inside the namespace of `peer_netns_fd`
     (no move: a move waits for the kernel to unregister the device), the host end
     enslaved to the bridge with ifindex `master` and up, all in the one request."""
@@ -112,8 +122,16 @@ def create_veth(name: str, peer: str, *, mtu: int = 1500, peer_mac: str | None =
     return Message(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
 
-def set_link(index: int = 0, *, name: str | None = None, up: bool | None = None, new_name: str | None = None,
-             alias: str | None = None, master: int | None = None, group: int | None = None) -> Message:
+def set_link(
+    index: int = 0,
+    *,
+    name: str | None = None,
+    up: bool | None = None,
+    new_name: str | None = None,
+    alias: str | None = None,
+    master: int | None = None,
+    group: int | None = None,
+) -> Message:
     """Change an existing link, found by `index` (or by `name` when index is 0)."""
     body = ifinfo(index, up=up)
     if name is not None and not index:
@@ -148,12 +166,13 @@ def get_link(name: str) -> Message:
 
 def dump_links(master: int) -> Message:
     """Every link enslaved to `master` (the kernel filters), without their statistics."""
-    return Message(RTM_GETLINK, NLM_F_DUMP,
-                   ifinfo() + _u32(IFLA_MASTER, master) + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS))
+    return Message(
+        RTM_GETLINK, NLM_F_DUMP, ifinfo() + _u32(IFLA_MASTER, master) + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    )
 
 
 def add_address(index: int, cidr: str) -> Message:
-    """"a.b.c.d/len" (with its broadcast address below /31) or an IPv6 address,
+    """ "a.b.c.d/len" (with its broadcast address below /31) or an IPv6 address,
     the latter without duplicate address detection: the address is ours by IPAM, and
     DAD would keep it unusable ("tentative") for a second."""
     iface = ipaddress.ip_interface(cidr)
@@ -169,8 +188,15 @@ def add_address(index: int, cidr: str) -> Message:
     return Message(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body)
 
 
-def add_route(destination: str, *, gateway: str | None = None, oif: int | None = None,
-              scope: int | None = None, table: int = MAIN_TABLE, replace: bool = False) -> Message:
+def add_route(
+    destination: str,
+    *,
+    gateway: str | None = None,
+    oif: int | None = None,
+    scope: int | None = None,
+    table: int = MAIN_TABLE,
+    replace: bool = False,
+) -> Message:
     """A unicast route; `destination` a CIDR ("0.0.0.0/0" for the default route)."""
     net = ipaddress.ip_network(destination, strict=False)
     family = socket.AF_INET if net.version == 4 else socket.AF_INET6
@@ -192,6 +218,7 @@ def add_route(destination: str, *, gateway: str | None = None, oif: int | None =
 # An overlay programs one FDB entry (MAC -> remote VTEP) and one neighbour entry
 # (IP -> MAC, what the VXLAN device's ARP proxy answers with) per remote endpoint:
 # ~200 per host in a 100-host lab, each new endpoint on ~99 hosts at once.
+
 
 def _ndmsg(family: int, index: int, state: int, flags: int = 0) -> bytes:
     return _NDMSG.pack(family, index, state, flags, 0)
@@ -233,6 +260,7 @@ def delete_fdb(index: int, mac: str, dst: str | None = None) -> Message:
 
 # -- answers (pure) ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LinkInfo:
     index: int
@@ -252,7 +280,7 @@ def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
         n, kind = _RTA.unpack_from(data, offset)
         if n < _RTA.size:
             break
-        out[kind & 0x3fff] = data[offset + _RTA.size:offset + n]
+        out[kind & 0x3FFF] = data[offset + _RTA.size : offset + n]
         offset += (n + 3) & ~3
     return out
 
@@ -266,13 +294,17 @@ def parse_link(msg: bytes) -> LinkInfo:
     _, _, index, flags, _ = _IFINFO.unpack_from(msg, _HDR.size)
     a = _attrs(msg, _HDR.size + _IFINFO.size)
     info = _attrs(a[IFLA_LINKINFO], 0) if IFLA_LINKINFO in a else {}
-    return LinkInfo(index=index, name=_cstr(a.get(IFLA_IFNAME, b"")), up=bool(flags & IFF_UP),
-                    master=struct.unpack("=I", a[IFLA_MASTER])[0] if IFLA_MASTER in a else None,
-                    alias=_cstr(a[IFLA_IFALIAS]) if IFLA_IFALIAS in a else None,
-                    group=struct.unpack("=I", a[IFLA_GROUP])[0] if IFLA_GROUP in a else 0,
-                    kind=_cstr(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None,
-                    mtu=struct.unpack("=I", a[IFLA_MTU])[0] if IFLA_MTU in a else 0,
-                    mac=":".join(f"{b:02x}" for b in a[IFLA_ADDRESS]) if IFLA_ADDRESS in a else None)
+    return LinkInfo(
+        index=index,
+        name=_cstr(a.get(IFLA_IFNAME, b"")),
+        up=bool(flags & IFF_UP),
+        master=struct.unpack("=I", a[IFLA_MASTER])[0] if IFLA_MASTER in a else None,
+        alias=_cstr(a[IFLA_IFALIAS]) if IFLA_IFALIAS in a else None,
+        group=struct.unpack("=I", a[IFLA_GROUP])[0] if IFLA_GROUP in a else 0,
+        kind=_cstr(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None,
+        mtu=struct.unpack("=I", a[IFLA_MTU])[0] if IFLA_MTU in a else 0,
+        mac=":".join(f"{b:02x}" for b in a[IFLA_ADDRESS]) if IFLA_ADDRESS in a else None,
+    )
 
 
 def parse_error(msg: bytes) -> tuple[int, str]:
@@ -294,6 +326,7 @@ class RtnlError(OSError):
 
 # -- the socket ------------------------------------------------------------------------------
 
+
 class Rtnl:
     """A NETLINK_ROUTE socket in one network namespace. Thread-safe; close it."""
 
@@ -305,7 +338,7 @@ class Rtnl:
             try:
                 sock.setsockopt(SOL_NETLINK, opt, 1)
             except OSError:
-                pass          # an older kernel: plain errors, still correct
+                pass  # an older kernel: plain errors, still correct
 
     @classmethod
     def open(cls) -> Rtnl:
@@ -342,10 +375,10 @@ class Rtnl:
                     n, kind, _, mseq, _ = _HDR.unpack_from(data, offset)
                     if n < _HDR.size:
                         break
-                    part = data[offset:offset + n]
+                    part = data[offset : offset + n]
                     offset += (n + 3) & ~3
                     if mseq != seq:
-                        continue          # an answer to an earlier, abandoned request
+                        continue  # an answer to an earlier, abandoned request
                     out.append(part)
                     if kind in (NLMSG_ERROR, NLMSG_DONE) or not flags & (NLM_F_ACK | NLM_F_DUMP):
                         return out

@@ -4,6 +4,7 @@
 another namespace call these through `Netlink.sysctl_read/sysctl_write` (which run
 them on the handle's thread inside that namespace), or `netns.run_in_netns`.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ PROC_SYS = "/proc/sys"
 
 
 def sysctl_path(key: str) -> str:
-    """"net.ipv4.ip_forward" -> /proc/sys/net/ipv4/ip_forward. Interface names may
+    """ "net.ipv4.ip_forward" -> /proc/sys/net/ipv4/ip_forward. Interface names may
     hold dots (eth0.100), so a key may use '/' as separator instead, like sysctl(8):
     "net/ipv6/conf/eth0.100/disable_ipv6"."""
     rel = key if "/" in key else key.replace(".", "/")

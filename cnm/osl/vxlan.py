@@ -16,6 +16,7 @@ Kernel facts this relies on:
 - `proxy on`: the device answers ARP requests itself from its neighbour table, so a
   broadcast ARP never has to leave the host (there is no flood destination).
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,7 +31,7 @@ from cnm.osl.errors import is_gone, translate
 from cnm.osl.netlink import Netlink, _check_ifname
 from cnm.osl.rtnl import Rtnl
 
-DEFAULT_PORT = 4789            # IANA VXLAN port
+DEFAULT_PORT = 4789  # IANA VXLAN port
 VNI_MIN, VNI_MAX = 1, (1 << 24) - 1
 
 
@@ -71,11 +72,20 @@ class VxlanNetlink(Netlink):
 
     def __init__(self, netns: str | None = None, *, rt: Rtnl | None = None) -> None:
         super().__init__(netns, rt=rt)
-        self._indexes: dict[str, int] = {}      # VXLAN device name -> ifindex
+        self._indexes: dict[str, int] = {}  # VXLAN device name -> ifindex
 
-    def create_vxlan(self, name: str, vni: int, *, local: str, port: int = DEFAULT_PORT,
-                     mtu: int = 1450, learning: bool = False, proxy: bool = True,
-                     alias: str | None = None) -> None:
+    def create_vxlan(
+        self,
+        name: str,
+        vni: int,
+        *,
+        local: str,
+        port: int = DEFAULT_PORT,
+        mtu: int = 1450,
+        learning: bool = False,
+        proxy: bool = True,
+        alias: str | None = None,
+    ) -> None:
         """A VXLAN device, down, with no multicast group and no default destination
         (frames for MACs without an FDB entry are dropped). Conflict if the name is
         taken or another device already uses this VNI on this port and address."""
@@ -86,14 +96,30 @@ class VxlanNetlink(Netlink):
             raise InvalidParameter(f"invalid VXLAN UDP port {port}: want 1..65535")
 
         def create(ipr: Any) -> None:
-            self._create_marked(ipr, name, alias, lambda made: ipr.link(
-                "add", ifname=made, kind="vxlan", mtu=mtu, vxlan_id=vni, vxlan_local=local, vxlan_port=port,
-                vxlan_udp_csum=0, vxlan_learning=1 if learning else 0, vxlan_proxy=1 if proxy else 0))
+            self._create_marked(
+                ipr,
+                name,
+                alias,
+                lambda made: ipr.link(
+                    "add",
+                    ifname=made,
+                    kind="vxlan",
+                    mtu=mtu,
+                    vxlan_id=vni,
+                    vxlan_local=local,
+                    vxlan_port=port,
+                    vxlan_udp_csum=0,
+                    vxlan_learning=1 if learning else 0,
+                    vxlan_proxy=1 if proxy else 0,
+                ),
+            )
+
         self._do(f"create VXLAN device {name} (VNI {vni}, port {port})", create)
 
     def vxlan_info(self, name: str) -> VxlanInfo:
         """The device's VXLAN parameters. NotFound if absent; InvalidParameter if it
         is not a VXLAN device."""
+
         def get(ipr: Any) -> VxlanInfo:
             msg = ipr.get_links(self._index(ipr, name))[0]
             info = msg.get_attr("IFLA_LINKINFO")
@@ -101,11 +127,14 @@ class VxlanNetlink(Netlink):
                 raise InvalidParameter(f"{name} is not a VXLAN device")
             data = info.get_attr("IFLA_INFO_DATA")
             return VxlanInfo(
-                name=name, vni=data.get_attr("IFLA_VXLAN_ID"),
+                name=name,
+                vni=data.get_attr("IFLA_VXLAN_ID"),
                 port=data.get_attr("IFLA_VXLAN_PORT") or DEFAULT_PORT,
                 local=data.get_attr("IFLA_VXLAN_LOCAL"),
                 learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")),
-                proxy=bool(data.get_attr("IFLA_VXLAN_PROXY")))
+                proxy=bool(data.get_attr("IFLA_VXLAN_PROXY")),
+            )
+
         return self._do(f"read VXLAN device {name}", get)
 
     # -- FDB and neighbour entries: raw requests from the calling thread ----------------
@@ -150,16 +179,18 @@ class VxlanNetlink(Netlink):
         """Permanent `self` entry on the VXLAN device: frames for `mac` go to VTEP `dst`.
         Idempotent (replaces an entry for the same MAC)."""
         mac, dst = _mac(mac), _ipv4(dst, "VTEP address")
-        self._entry(f"add FDB entry {mac} -> {dst} on {dev}", dev,
-                    lambda index: rtnl.fdb(index, mac, dst), delete=False)
+        self._entry(
+            f"add FDB entry {mac} -> {dst} on {dev}", dev, lambda index: rtnl.fdb(index, mac, dst), delete=False
+        )
 
     def fdb_delete(self, dev: str, mac: str, dst: str | None = None) -> bool:
         """Remove the device's entry for `mac` (only the one to `dst`, if given).
         Idempotent: False when the device or entry is gone."""
         mac = _mac(mac)
         vtep = _ipv4(dst, "VTEP address") if dst else None
-        return self._entry(f"delete FDB entry {mac} on {dev}", dev,
-                           lambda index: rtnl.delete_fdb(index, mac, vtep), delete=True)
+        return self._entry(
+            f"delete FDB entry {mac} on {dev}", dev, lambda index: rtnl.delete_fdb(index, mac, vtep), delete=True
+        )
 
     # -- neighbours: IP -> MAC -------------------------------------------------------------
 
@@ -167,11 +198,13 @@ class VxlanNetlink(Netlink):
         """Permanent neighbour entry on `dev` (what the VXLAN proxy answers ARP with).
         Idempotent."""
         addr, mac = str(ipaddress.ip_address(ip)), _mac(mac)
-        self._entry(f"add neighbour {addr} -> {mac} on {dev}", dev,
-                    lambda index: rtnl.neighbour(index, addr, mac), delete=False)
+        self._entry(
+            f"add neighbour {addr} -> {mac} on {dev}", dev, lambda index: rtnl.neighbour(index, addr, mac), delete=False
+        )
 
     def neigh_delete(self, dev: str, ip: str) -> bool:
         """Idempotent: False when the device or entry is gone."""
         addr = str(ipaddress.ip_address(ip))
-        return self._entry(f"delete neighbour {addr} on {dev}", dev,
-                           lambda index: rtnl.delete_neighbour(index, addr), delete=True)
+        return self._entry(
+            f"delete neighbour {addr} on {dev}", dev, lambda index: rtnl.delete_neighbour(index, addr), delete=True
+        )

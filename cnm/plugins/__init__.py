@@ -9,6 +9,7 @@
 
 Only the standard library is used here (the CLI imports these modules).
 """
+
 from __future__ import annotations
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1.2+json"

@@ -10,6 +10,7 @@ the daemon). Only activation retries, and only connection errors, for at most
     any other error status, Err on a 200              InternalError
     body not JSON, a field of the wrong type          InternalError naming the field
 """
+
 from __future__ import annotations
 
 import builtins
@@ -30,8 +31,13 @@ from cnm.plugins.discovery import PluginSpec
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ACTIVATE_RETRY = 2.0
-_BY_STATUS: dict[int, type[CNMError]] = {400: InvalidParameter, 403: Forbidden, 404: NotFound,
-                                         409: Conflict, 503: Unavailable}
+_BY_STATUS: dict[int, type[CNMError]] = {
+    400: InvalidParameter,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    503: Unavailable,
+}
 _CONNECT_ERRORS = (ConnectionRefusedError, FileNotFoundError)
 
 
@@ -70,7 +76,7 @@ class HTTPTransport:
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         addr = self.spec.address
         if addr.startswith("unix://"):
-            return _UnixConnection(addr[len("unix://"):], timeout)
+            return _UnixConnection(addr[len("unix://") :], timeout)
         scheme, _, hostport = addr.partition("://")
         hostport = hostport.rstrip("/")
         tls = self.spec.tls
@@ -86,8 +92,7 @@ class HTTPTransport:
     def __call__(self, path: str, body: bytes, timeout: float) -> Response:
         conn = self._connection(timeout)
         try:
-            conn.request("POST", path, body=body, headers={
-                "Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE})
+            conn.request("POST", path, body=body, headers={"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE})
             resp = conn.getresponse()
             return Response(resp.status, resp.read())
         finally:
@@ -101,9 +106,14 @@ def _fail(plugin: str, message: str) -> InternalError:
 class PluginClient:
     """Talks to one plugin. Thread-safe; activation is lazy and cached."""
 
-    def __init__(self, spec: PluginSpec, *, timeout: float = DEFAULT_TIMEOUT,
-                 activate_retry: float = DEFAULT_ACTIVATE_RETRY,
-                 transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        spec: PluginSpec,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        activate_retry: float = DEFAULT_ACTIVATE_RETRY,
+        transport: Transport | None = None,
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.timeout = timeout
@@ -123,17 +133,26 @@ class PluginClient:
         except TimeoutError as exc:
             raise Unavailable(f"network plugin {self.name}: {method} timed out after {limit:g}s") from exc
         except FileNotFoundError as exc:
-            raise Unavailable(f"network plugin {self.name}: socket {self.spec.address} does not exist "
-                              "(is the plugin running?)") from exc
+            raise Unavailable(
+                f"network plugin {self.name}: socket {self.spec.address} does not exist (is the plugin running?)"
+            ) from exc
         except ConnectionRefusedError as exc:
-            raise Unavailable(f"network plugin {self.name}: nothing listens on {self.spec.address} "
-                              "(is the plugin running?)") from exc
+            raise Unavailable(
+                f"network plugin {self.name}: nothing listens on {self.spec.address} (is the plugin running?)"
+            ) from exc
         except (http.client.HTTPException, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise Unavailable(f"network plugin {self.name}: connection lost during {method}: {reason}") from exc
 
-    def call(self, method: str, body: Any = None, *, err_field: str = "Err",
-             missing_ok: bool = False, timeout: float | None = None) -> dict:
+    def call(
+        self,
+        method: str,
+        body: Any = None,
+        *,
+        err_field: str = "Err",
+        missing_ok: bool = False,
+        timeout: float | None = None,
+    ) -> dict:
         """POST /method and return the JSON object answered. `missing_ok`: a 404 is
         "not implemented" and answers {} (ProgramExternalConnectivity and friends)."""
         resp = self.raw(method, body, timeout=timeout)
@@ -157,9 +176,8 @@ class PluginClient:
             return json.loads(resp.body)
         except ValueError:
             if resp.status != 200:
-                return None                     # the error message is the raw body
-            raise _fail(self.name, f"{method} answered a body that is not JSON: "
-                        f"{resp.body[:80]!r}") from None
+                return None  # the error message is the raw body
+            raise _fail(self.name, f"{method} answered a body that is not JSON: {resp.body[:80]!r}") from None
 
     @staticmethod
     def _message(resp: Response, doc: Any, method: str) -> str:
@@ -197,8 +215,10 @@ class PluginClient:
 
     def require(self, kind: str) -> None:
         if kind not in self.activate():
-            raise InvalidParameter(f"plugin {self.name} does not implement {kind} "
-                                   f"(it implements {', '.join(self._implements or ()) or 'nothing'})")
+            raise InvalidParameter(
+                f"plugin {self.name} does not implement {kind} "
+                f"(it implements {', '.join(self._implements or ()) or 'nothing'})"
+            )
 
 
 class Fields:
@@ -215,8 +235,11 @@ class Fields:
                 raise _fail(self.plugin, f"{self.method} answer lacks field {self.prefix}{key}")
             return None
         if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
-            raise _fail(self.plugin, f"{self.method} answer field {self.prefix}{key} must be {what}, "
-                        f"got {type(value).__name__} {value!r:.60}")
+            raise _fail(
+                self.plugin,
+                f"{self.method} answer field {self.prefix}{key} must be {what}, "
+                f"got {type(value).__name__} {value!r:.60}",
+            )
         return value
 
     def str(self, key: builtins.str, required: builtins.bool = False) -> builtins.str:
@@ -240,8 +263,10 @@ class Fields:
         value = self._get(key, (dict,), "an object", False) or {}
         for k, v in value.items():
             if not isinstance(v, str):
-                raise _fail(self.plugin, f"{self.method} answer field {self.prefix}{key}.{k} must be a "
-                            f"string, got {type(v).__name__}")
+                raise _fail(
+                    self.plugin,
+                    f"{self.method} answer field {self.prefix}{key}.{k} must be a string, got {type(v).__name__}",
+                )
         return dict(value)
 
     def cidr(self, key: builtins.str, required: builtins.bool = False) -> builtins.str:
@@ -252,8 +277,11 @@ class Fields:
                 if "/" not in value:
                     raise ValueError
             except ValueError:
-                raise _fail(self.plugin, f"{self.method} answer field {self.prefix}{key} must be an "
-                            f"address with prefix length (CIDR), got {value!r}") from None
+                raise _fail(
+                    self.plugin,
+                    f"{self.method} answer field {self.prefix}{key} must be an "
+                    f"address with prefix length (CIDR), got {value!r}",
+                ) from None
         return value
 
     def ip(self, key: builtins.str, required: builtins.bool = False) -> builtins.str:
@@ -262,6 +290,7 @@ class Fields:
             try:
                 ipaddress.ip_address(value)
             except ValueError:
-                raise _fail(self.plugin, f"{self.method} answer field {self.prefix}{key} must be an "
-                            f"IP address, got {value!r}") from None
+                raise _fail(
+                    self.plugin, f"{self.method} answer field {self.prefix}{key} must be an IP address, got {value!r}"
+                ) from None
         return value

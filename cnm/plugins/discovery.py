@@ -9,6 +9,7 @@ the same plugins, and lets a lab give each daemon its own folders (`--plugin-dir
 
 Discovery only looks at files: it never connects, so it cannot stall anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ class PluginSpec:
 
     name: str
     address: str
-    source: str                        # the file it was found from
+    source: str  # the file it was found from
     tls: TLSConfig | None = field(default=None)
 
 
@@ -63,7 +64,7 @@ def parse_spec_url(text: str, source: str) -> str:
     url = text.strip()
     if not url.startswith(("unix://", "tcp://", "http://", "https://")):
         raise InvalidParameter(f"plugin spec {source}: {url!r} is not a unix://, tcp:// or http:// URL")
-    if url.startswith("unix://") and not url[len("unix://"):].startswith("/"):
+    if url.startswith("unix://") and not url[len("unix://") :].startswith("/"):
         raise InvalidParameter(f"plugin spec {source}: a unix socket path must be absolute")
     return url
 
@@ -78,8 +79,12 @@ def parse_json_spec(text: str, source: str) -> tuple[str, TLSConfig | None]:
     tls = doc.get("TLSConfig")
     config = None
     if isinstance(tls, dict):
-        config = TLSConfig(bool(tls.get("InsecureSkipVerify", False)), str(tls.get("CAFile") or ""),
-                           str(tls.get("CertFile") or ""), str(tls.get("KeyFile") or ""))
+        config = TLSConfig(
+            bool(tls.get("InsecureSkipVerify", False)),
+            str(tls.get("CAFile") or ""),
+            str(tls.get("CertFile") or ""),
+            str(tls.get("KeyFile") or ""),
+        )
     return parse_spec_url(doc["Addr"], source), config
 
 

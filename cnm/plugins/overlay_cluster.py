@@ -17,6 +17,7 @@ are freed when the last member leaves; member keys carry no lease, because the D
 network outlives a plugin restart (a host that dies for good keeps its membership, as
 a swarm node does until it is removed).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,10 @@ def identity(options: Mapping[str, str], subnets: Iterable[str]) -> str:
         return f"name:{name}"
     nets = sorted(subnets)
     if not nets:
-        raise InvalidParameter("a served overlay network needs --subnet (or -o cnm.overlay.name=NAME): "
-                               "it is how the hosts of the cluster know it is one network")
+        raise InvalidParameter(
+            "a served overlay network needs --subnet (or -o cnm.overlay.name=NAME): "
+            "it is how the hosts of the cluster know it is one network"
+        )
     return "subnet:" + ",".join(nets)
 
 
@@ -68,9 +71,11 @@ def join(store: Store, key: str, subnets: Iterable[str], member: str, vni: int |
         if kv is not None:
             rec = kv.value
             if sorted(rec.get("subnets") or []) != nets:
-                raise Conflict(f"overlay {key.split(':', 1)[1]} exists in the cluster with subnets "
-                               f"{', '.join(rec.get('subnets') or []) or 'none'}; create it here with the same "
-                               "--subnet (or another cnm.overlay.name)")
+                raise Conflict(
+                    f"overlay {key.split(':', 1)[1]} exists in the cluster with subnets "
+                    f"{', '.join(rec.get('subnets') or []) or 'none'}; create it here with the same "
+                    "--subnet (or another cnm.overlay.name)"
+                )
             if vni is not None and int(rec["vni"]) != vni:
                 raise Conflict(f"overlay {key.split(':', 1)[1]} uses VXLAN id {rec['vni']} in the cluster, not {vni}")
             try:
@@ -80,8 +85,7 @@ def join(store: Store, key: str, subnets: Iterable[str], member: str, vni: int |
                 continue
         taken, created = (vnis.allocate(store, cid), True) if vni is None else _pin(store, cid, vni)
         try:
-            store.atomic([Put(rkey, {"key": key, "vni": taken, "subnets": nets}), Put(mkey, {})],
-                         expect={rkey: 0})
+            store.atomic([Put(rkey, {"key": key, "vni": taken, "subnets": nets}), Put(mkey, {})], expect={rkey: 0})
             return cid, taken
         except Conflict:
             # Another host created the record first: join theirs. Our VNI key goes,
@@ -99,7 +103,7 @@ def _pin(store: Store, cid: str, vni: int) -> tuple[int, bool]:
     except Conflict:
         held = store.get(f"{vnis.PREFIX}{vni}")
         if held is not None and held.value.get("network") == cid:
-            return vni, False          # this overlay's already: another of its hosts pinned it first
+            return vni, False  # this overlay's already: another of its hosts pinned it first
         raise Conflict(f"VXLAN id {vni} is already used by another network of the cluster") from None
     return vni, True
 
@@ -118,20 +122,20 @@ def leave(store: Store, cid: str, member: str) -> bool:
             store.atomic([Delete(rkey), Delete(f"{vnis.PREFIX}{kv.value['vni']}")], expect={rkey: kv.revision})
             return True
         except Conflict:
-            continue                          # someone joined meanwhile: look again
+            continue  # someone joined meanwhile: look again
     return False
 
 
 def members(store: Store, cid: str) -> list[str]:
     prefix = f"{MEMBERS}{cid}/"
-    return [kv.key[len(prefix):] for kv in store.list(prefix)]
+    return [kv.key[len(prefix) :] for kv in store.list(prefix)]
 
 
 def memberships(store: Store, member: str) -> list[str]:
     """Cluster ids of the overlays `member` belongs to."""
     out = []
     for kv in store.list(MEMBERS):
-        cid, _, who = kv.key[len(MEMBERS):].partition("/")
+        cid, _, who = kv.key[len(MEMBERS) :].partition("/")
         if who == member:
             out.append(cid)
     return out
@@ -143,8 +147,10 @@ def forget_host(store: Store, member: str, ipam=None) -> list[str]:
     only it held. Refused while the host is alive (its node key is on a live lease).
     Returns one line per thing done."""
     if store.get(f"nodes/{member}") is not None:
-        raise Conflict(f"host {member} is alive (its node key is on a live lease): stop its plugin "
-                       "first, or wait for its lease to expire")
+        raise Conflict(
+            f"host {member} is alive (its node key is on a live lease): stop its plugin "
+            "first, or wait for its lease to expire"
+        )
     done = []
     for cid in memberships(store, member):
         rec = store.get(_record_key(cid))
@@ -175,11 +181,13 @@ def claim_address(store: Store, cid: str, address: str, member: str, endpoint_id
     except Conflict:
         held = store.get(key)
         if held is not None and held.value.get("endpoint") == endpoint_id:
-            return                                  # ours already (a retried call)
+            return  # ours already (a retried call)
         host = held.value.get("host", "?") if held else "?"
-        raise Conflict(f"address {address.split('/')[0]} is already used on host {host} in this overlay: "
-                       "create the network with the plugin's IPAM (--ipam-driver) so that addresses "
-                       "are unique across hosts") from None
+        raise Conflict(
+            f"address {address.split('/')[0]} is already used on host {host} in this overlay: "
+            "create the network with the plugin's IPAM (--ipam-driver) so that addresses "
+            "are unique across hosts"
+        ) from None
 
 
 def release_address(store: Store, cid: str, address: str, endpoint_id: str) -> None:
@@ -198,6 +206,6 @@ def claims_of(store: Store, member: str) -> list[tuple[str, str, str]]:
     out = []
     for kv in store.list(ADDRS):
         if kv.value.get("host") == member:
-            cid, _, addr = kv.key[len(ADDRS):].partition("/")
+            cid, _, addr = kv.key[len(ADDRS) :].partition("/")
             out.append((cid, addr, kv.value.get("endpoint", "")))
     return out

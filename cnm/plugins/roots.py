@@ -1,6 +1,7 @@
 """Composition roots of `net plugin serve` and `net plugin forget-host`: the real
 drivers and default IPAM, put together. The one module of cnm/plugins that imports
 drivers/ and ipam/ (the CLI imports it only for these two commands)."""
+
 from __future__ import annotations
 
 import logging
@@ -36,7 +37,7 @@ class Served:
     network: DriverPlugin | None
     ipam: IpamPlugin | None
     closers: list[Callable[[], None]] = field(default_factory=list)
-    shared_ipam: Any = None            # the cluster's SharedPoolIpam (overlay --ipam): reconciled at start
+    shared_ipam: Any = None  # the cluster's SharedPoolIpam (overlay --ipam): reconciled at start
 
     def start(self) -> list[str]:
         """Join the cluster (overlay), then rebuild what the engine made before a
@@ -63,9 +64,16 @@ class Served:
                 pass
 
 
-def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
-          cluster_store: str | None = None, advertise: str | None = None,
-          run_dir: str | None = None) -> Served:
+def build(
+    driver: str,
+    *,
+    root: str,
+    ipam: bool = False,
+    firewall: bool = True,
+    cluster_store: str | None = None,
+    advertise: str | None = None,
+    run_dir: str | None = None,
+) -> Served:
     """The real driver in the current network namespace, its record of networks and
     endpoints in <root>/plugin-state.db, and (with `ipam`) the default IPAM: in
     <root>/plugin-ipam.db for bridge, in the cluster store (pools shared by subnet
@@ -73,8 +81,10 @@ def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
     if driver not in ("bridge", "overlay"):
         raise InvalidParameter(f"unknown driver {driver!r}: serve bridge or overlay")
     if driver == "overlay" and (not cluster_store or not advertise):
-        raise InvalidParameter("serving the overlay driver needs --cluster-store etcd://HOST:PORT "
-                               "and --advertise ADDR (this host's underlay address)")
+        raise InvalidParameter(
+            "serving the overlay driver needs --cluster-store etcd://HOST:PORT "
+            "and --advertise ADDR (this host's underlay address)"
+        )
     # `net plugin serve` is a root daemon too: private files, and a --root (and
     # --run-dir) no other user can change (Forbidden, one line, otherwise).
     os.umask(DAEMON_UMASK)
@@ -87,8 +97,7 @@ def build(driver: str, *, root: str, ipam: bool = False, firewall: bool = True,
         served.closers.append(state_db.close)
         state = ServedState(state_db)
         if driver == "overlay":
-            _overlay(served, state, cluster_store or "", advertise or "", ipam,
-                     run_dir or os.path.join(root, "run"))
+            _overlay(served, state, cluster_store or "", advertise or "", ipam, run_dir or os.path.join(root, "run"))
         else:
             _bridge(served, state, root, ipam, firewall)
     except BaseException:
@@ -114,12 +123,12 @@ def _bridge(served: Served, state: ServedState, root: str, ipam: bool, firewall:
         served.ipam = IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}))
 
 
-def _overlay(served: Served, state: ServedState, cluster_store: str, advertise: str, ipam: bool,
-             run_dir: str) -> None:
+def _overlay(served: Served, state: ServedState, cluster_store: str, advertise: str, ipam: bool, run_dir: str) -> None:
     store = EtcdStore.from_url(cluster_store)
     served.closers.append(store.close)
-    driver = OverlayDriver(VxlanNetlink, run_dir=run_dir, advertise_addr=advertise, underlay_mtu=None,
-                           firewall=NftVxlanFilter())
+    driver = OverlayDriver(
+        VxlanNetlink, run_dir=run_dir, advertise_addr=advertise, underlay_mtu=None, firewall=NftVxlanFilter()
+    )
     served.closers.append(driver.close)
     plugin = ClusterOverlayPlugin(driver, store, advertise, state)
     served.closers.append(plugin.close)
@@ -128,7 +137,6 @@ def _overlay(served: Served, state: ServedState, cluster_store: str, advertise: 
         inner = DefaultIpam({"LocalDefault": store, "GlobalDefault": store})
         served.shared_ipam = SharedPoolIpam(inner, store, advertise)
         served.ipam = IpamAdapter(served.shared_ipam)
-
 
 
 def forget_host(cluster_store: str, address: str) -> list[str]:

@@ -14,6 +14,7 @@ the status (InvalidParameter 400, NotFound 404, Conflict 409, Forbidden 403, any
 else 500); the message goes back as {"Err": ...} ({"Error": ...} for IPAM). Every
 method has a do-nothing default. Standard library only.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,17 @@ from cnm.plugins.discovery import DEFAULT_DIRS, check_name
 from cnm.plugins.server import QuietHandler, UnixHTTPServer
 from cnm.statedirs import trusted_parent
 
-__all__ = ["NetworkPlugin", "IpamPlugin", "EndpointInterface", "IPAMData", "JoinResult", "Pool",
-           "StaticRoute", "make_server", "serve"]
+__all__ = [
+    "NetworkPlugin",
+    "IpamPlugin",
+    "EndpointInterface",
+    "IPAMData",
+    "JoinResult",
+    "Pool",
+    "StaticRoute",
+    "make_server",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 GENERIC = labels.GENERIC
@@ -44,39 +54,51 @@ _IFACE = (("Address", "address"), ("AddressIPv6", "address_v6"), ("MacAddress", 
 def ipam_data(raw: Any) -> list[IPAMData]:
     out = []
     for d in raw or []:
-        out.append(IPAMData(pool=d.get("Pool", ""), gateway=d.get("Gateway") or None,
-                            aux_addresses=dict(d.get("AuxAddresses") or {}),
-                            address_space=d.get("AddressSpace", "")))
+        out.append(
+            IPAMData(
+                pool=d.get("Pool", ""),
+                gateway=d.get("Gateway") or None,
+                aux_addresses=dict(d.get("AuxAddresses") or {}),
+                address_space=d.get("AddressSpace", ""),
+            )
+        )
     return out
 
 
 class NetworkPlugin:
     """Override what your driver needs. Calls may arrive concurrently (one thread each)."""
 
-    scope = "local"                 # "global": networks are known to every host of a cluster
-    connectivity_scope = ""         # "" = same as scope
+    scope = "local"  # "global": networks are known to every host of a cluster
+    connectivity_scope = ""  # "" = same as scope
 
-    def create_network(self, network_id: str, options: dict[str, str],
-                       ipv4: list[IPAMData], ipv6: list[IPAMData]) -> None:
+    def create_network(
+        self, network_id: str, options: dict[str, str], ipv4: list[IPAMData], ipv6: list[IPAMData]
+    ) -> None:
         """`options` are the -o options. The full request is on_create_network's `body`."""
 
     def on_create_network(self, body: Mapping[str, Any]) -> None:
         """Raw hook: the whole CreateNetwork request (Options also carries
         com.docker.network.enable_ipv6 and com.docker.network.internal)."""
         opts = body.get("Options") or {}
-        self.create_network(body["NetworkID"], dict(opts.get(GENERIC) or {}),
-                            ipam_data(body.get("IPv4Data")), ipam_data(body.get("IPv6Data")))
+        self.create_network(
+            body["NetworkID"],
+            dict(opts.get(GENERIC) or {}),
+            ipam_data(body.get("IPv4Data")),
+            ipam_data(body.get("IPv6Data")),
+        )
 
     def delete_network(self, network_id: str) -> None: ...
 
-    def allocate_network(self, network_id: str, options: dict[str, str],
-                         ipv4: list[IPAMData], ipv6: list[IPAMData]) -> dict[str, str]:
+    def allocate_network(
+        self, network_id: str, options: dict[str, str], ipv4: list[IPAMData], ipv6: list[IPAMData]
+    ) -> dict[str, str]:
         return {}
 
     def free_network(self, network_id: str) -> None: ...
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: dict[str, Any]) -> EndpointInterface | None:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: dict[str, Any]
+    ) -> EndpointInterface | None:
         """Return the interface with the fields you filled (only empty ones may be filled)."""
         return None
 
@@ -85,15 +107,13 @@ class NetworkPlugin:
     def endpoint_info(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
         return {}
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: dict[str, Any]) -> JoinResult:
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: dict[str, Any]) -> JoinResult:
         """Name the host interface the core moves into the sandbox."""
         raise NotFound(f"{type(self).__name__} does not implement join")
 
     def leave(self, network_id: str, endpoint_id: str) -> None: ...
 
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: dict[str, Any]) -> None: ...
+    def program_external_connectivity(self, network_id: str, endpoint_id: str, options: dict[str, Any]) -> None: ...
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None: ...
 
@@ -111,8 +131,9 @@ class IpamPlugin:
     def default_address_spaces(self) -> tuple[str, str]:
         return LOCAL_DEFAULT, GLOBAL_DEFAULT
 
-    def request_pool(self, address_space: str, pool: str | None, sub_pool: str | None,
-                     options: Mapping[str, str], v6: bool) -> Pool:
+    def request_pool(
+        self, address_space: str, pool: str | None, sub_pool: str | None, options: Mapping[str, str], v6: bool
+    ) -> Pool:
         raise InvalidParameter(f"{type(self).__name__} does not hand out pools")
 
     def release_pool(self, pool_id: str) -> None: ...
@@ -125,14 +146,17 @@ class IpamPlugin:
 
 # -- wire mapping (pure) ------------------------------------------------------------------
 
+
 def join_answer(result: JoinResult) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if result.src_ifname:
         out["InterfaceName"] = {"SrcName": result.src_ifname, "DstPrefix": result.dst_prefix or "eth"}
     out["Gateway"] = result.gateway or ""
     out["GatewayIPv6"] = result.gateway_v6 or ""
-    out["StaticRoutes"] = [{"Destination": r.destination, "RouteType": r.route_type,
-                            "NextHop": r.next_hop or ""} for r in result.static_routes]
+    out["StaticRoutes"] = [
+        {"Destination": r.destination, "RouteType": r.route_type, "NextHop": r.next_hop or ""}
+        for r in result.static_routes
+    ]
     out["DisableGatewayService"] = bool(result.disable_gateway_service)
     return out
 
@@ -145,8 +169,9 @@ def interface_answer(asked: EndpointInterface, got: EndpointInterface | None) ->
     for wire, attr in _IFACE:
         before, after = getattr(asked, attr), getattr(got, attr)
         if before and after and after != before:
-            raise InternalError(f"driver changed Interface.{wire} from {before} to {after}; "
-                                "only empty fields may be filled")
+            raise InternalError(
+                f"driver changed Interface.{wire} from {before} to {after}; only empty fields may be filled"
+            )
         if after and not before:
             iface[wire] = after
     return {"Interface": iface} if iface else {}
@@ -154,17 +179,20 @@ def interface_answer(asked: EndpointInterface, got: EndpointInterface | None) ->
 
 def _done(step: Callable[[dict], object]) -> Callable[[dict], dict]:
     """A route that runs `step` and answers `{}` (the protocol's "done, nothing to say")."""
+
     def route(body: dict) -> dict:
         step(body)
         return {}
+
     return route
 
 
 def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
     def create_endpoint(b: dict) -> dict:
         raw = b.get("Interface") or {}
-        asked = EndpointInterface(raw.get("Address") or None, raw.get("AddressIPv6") or None,
-                                  raw.get("MacAddress") or None)
+        asked = EndpointInterface(
+            raw.get("Address") or None, raw.get("AddressIPv6") or None, raw.get("MacAddress") or None
+        )
         got = p.create_endpoint(b["NetworkID"], b["EndpointID"], asked, dict(b.get("Options") or {}))
         return interface_answer(asked, got)
 
@@ -172,8 +200,11 @@ def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
         return {"Scope": p.scope, "ConnectivityScope": p.connectivity_scope or p.scope}
 
     def allocate(b: dict) -> dict:
-        return {"Options": p.allocate_network(b["NetworkID"], dict(b.get("Options") or {}),
-                                              ipam_data(b.get("IPv4Data")), ipam_data(b.get("IPv6Data")))}
+        return {
+            "Options": p.allocate_network(
+                b["NetworkID"], dict(b.get("Options") or {}), ipam_data(b.get("IPv4Data")), ipam_data(b.get("IPv6Data"))
+            )
+        }
 
     return {
         "GetCapabilities": caps,
@@ -184,17 +215,20 @@ def network_routes(p: NetworkPlugin) -> dict[str, Callable[[dict], dict]]:
         "CreateEndpoint": create_endpoint,
         "DeleteEndpoint": _done(lambda b: p.delete_endpoint(b["NetworkID"], b["EndpointID"])),
         "EndpointOperInfo": lambda b: {"Value": p.endpoint_info(b["NetworkID"], b["EndpointID"]) or {}},
-        "Join": lambda b: join_answer(p.join(b["NetworkID"], b["EndpointID"], b.get("SandboxKey", ""),
-                                             dict(b.get("Options") or {}))),
+        "Join": lambda b: join_answer(
+            p.join(b["NetworkID"], b["EndpointID"], b.get("SandboxKey", ""), dict(b.get("Options") or {}))
+        ),
         "Leave": _done(lambda b: p.leave(b["NetworkID"], b["EndpointID"])),
-        "ProgramExternalConnectivity": _done(lambda b: p.program_external_connectivity(
-            b["NetworkID"], b["EndpointID"], dict(b.get("Options") or {}))),
-        "RevokeExternalConnectivity": _done(lambda b: p.revoke_external_connectivity(
-            b["NetworkID"], b["EndpointID"])),
-        "DiscoverNew": _done(lambda b: p.discover_new(int(b.get("DiscoveryType", 0)),
-                                                      dict(b.get("DiscoveryData") or {}))),
-        "DiscoverDelete": _done(lambda b: p.discover_delete(int(b.get("DiscoveryType", 0)),
-                                                            dict(b.get("DiscoveryData") or {}))),
+        "ProgramExternalConnectivity": _done(
+            lambda b: p.program_external_connectivity(b["NetworkID"], b["EndpointID"], dict(b.get("Options") or {}))
+        ),
+        "RevokeExternalConnectivity": _done(lambda b: p.revoke_external_connectivity(b["NetworkID"], b["EndpointID"])),
+        "DiscoverNew": _done(
+            lambda b: p.discover_new(int(b.get("DiscoveryType", 0)), dict(b.get("DiscoveryData") or {}))
+        ),
+        "DiscoverDelete": _done(
+            lambda b: p.discover_delete(int(b.get("DiscoveryType", 0)), dict(b.get("DiscoveryData") or {}))
+        ),
     }
 
 
@@ -202,8 +236,13 @@ def ipam_routes(p: Any) -> dict[str, Callable[[dict], dict]]:
     def request_pool(b: dict) -> dict:
         if not b.get("Pool") and b.get("SubPool"):
             raise InvalidParameter("SubPool needs a Pool")
-        got = p.request_pool(b.get("AddressSpace", ""), b.get("Pool") or None, b.get("SubPool") or None,
-                             dict(b.get("Options") or {}), bool(b.get("V6")))
+        got = p.request_pool(
+            b.get("AddressSpace", ""),
+            b.get("Pool") or None,
+            b.get("SubPool") or None,
+            dict(b.get("Options") or {}),
+            bool(b.get("V6")),
+        )
         return {"PoolID": got.pool_id, "Pool": got.subnet, "Data": dict(got.data)}
 
     def spaces(b: dict) -> dict:
@@ -211,24 +250,47 @@ def ipam_routes(p: Any) -> dict[str, Callable[[dict], dict]]:
         return {"LocalDefaultAddressSpace": local, "GlobalDefaultAddressSpace": glob}
 
     return {
-        "GetCapabilities": lambda b: {"RequiresMACAddress": bool(getattr(p, "requires_mac_address", False)),
-                                      "RequiresRequestReplay": bool(getattr(p, "requires_request_replay", False))},
+        "GetCapabilities": lambda b: {
+            "RequiresMACAddress": bool(getattr(p, "requires_mac_address", False)),
+            "RequiresRequestReplay": bool(getattr(p, "requires_request_replay", False)),
+        },
         "GetDefaultAddressSpaces": spaces,
         "RequestPool": request_pool,
         "ReleasePool": _done(lambda b: p.release_pool(b["PoolID"])),
-        "RequestAddress": lambda b: {"Address": p.request_address(b["PoolID"], b.get("Address") or None,
-                                                                  dict(b.get("Options") or {})), "Data": {}},
+        "RequestAddress": lambda b: {
+            "Address": p.request_address(b["PoolID"], b.get("Address") or None, dict(b.get("Options") or {})),
+            "Data": {},
+        },
         "ReleaseAddress": _done(lambda b: p.release_address(b["PoolID"], b["Address"])),
     }
 
 
-_NEEDS = {"NetworkID": ("DeleteNetwork", "CreateNetwork", "AllocateNetwork", "FreeNetwork", "CreateEndpoint",
-                        "DeleteEndpoint", "EndpointOperInfo", "Join", "Leave",
-                        "ProgramExternalConnectivity", "RevokeExternalConnectivity"),
-          "EndpointID": ("CreateEndpoint", "DeleteEndpoint", "EndpointOperInfo", "Join", "Leave",
-                         "ProgramExternalConnectivity", "RevokeExternalConnectivity"),
-          "PoolID": ("ReleasePool", "RequestAddress", "ReleaseAddress"),
-          "Address": ("ReleaseAddress",)}
+_NEEDS = {
+    "NetworkID": (
+        "DeleteNetwork",
+        "CreateNetwork",
+        "AllocateNetwork",
+        "FreeNetwork",
+        "CreateEndpoint",
+        "DeleteEndpoint",
+        "EndpointOperInfo",
+        "Join",
+        "Leave",
+        "ProgramExternalConnectivity",
+        "RevokeExternalConnectivity",
+    ),
+    "EndpointID": (
+        "CreateEndpoint",
+        "DeleteEndpoint",
+        "EndpointOperInfo",
+        "Join",
+        "Leave",
+        "ProgramExternalConnectivity",
+        "RevokeExternalConnectivity",
+    ),
+    "PoolID": ("ReleasePool", "RequestAddress", "ReleaseAddress"),
+    "Address": ("ReleaseAddress",),
+}
 
 
 def missing_field(path: str, doc: Mapping[str, Any]) -> str | None:
@@ -284,13 +346,14 @@ class Dispatcher:
             return 200, fn(doc)
         except CNMError as exc:
             return exc.status, error_body(err, exc.message)
-        except Exception as exc:     # a plugin bug: answer it, keep serving
+        except Exception as exc:  # a plugin bug: answer it, keep serving
             log.exception("plugin call %s failed", path)
             return 500, error_body(err, f"{type(exc).__name__}: {exc}")
 
 
-def make_server(network: NetworkPlugin | None = None, ipam: Any = None, *, name: str,
-                plugin_dir: str = DEFAULT_DIRS[0]) -> UnixHTTPServer:
+def make_server(
+    network: NetworkPlugin | None = None, ipam: Any = None, *, name: str, plugin_dir: str = DEFAULT_DIRS[0]
+) -> UnixHTTPServer:
     """A server on <plugin_dir>/<name>.sock (not yet serving: call .start() or
     .serve_forever(); .close() removes the socket)."""
     check_name(name)
@@ -306,8 +369,14 @@ def make_server(network: NetworkPlugin | None = None, ipam: Any = None, *, name:
     return UnixHTTPServer(os.path.join(plugin_dir, f"{name}.sock"), Handler)
 
 
-def serve(network: NetworkPlugin | None = None, ipam: Any = None, *, name: str,
-          plugin_dir: str = DEFAULT_DIRS[0], ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    network: NetworkPlugin | None = None,
+    ipam: Any = None,
+    *,
+    name: str,
+    plugin_dir: str = DEFAULT_DIRS[0],
+    ready: Callable[[str], None] | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then remove the socket."""
     if isinstance(network, IpamPlugin) and ipam is None:
         network, ipam = None, network

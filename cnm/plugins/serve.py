@@ -6,6 +6,7 @@ Docker engine can use them (`docker network create -d NAME`).
 
 The real drivers and IPAM are put together for `net plugin serve` in cnm.plugins.roots.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,8 @@ class DriverPlugin(NetworkPlugin):
         self.state = state
         caps = driver.capabilities()
         self.scope, self.connectivity_scope = caps.data_scope, caps.connectivity_scope
-        self._ids: dict[str, str] = {}          # Docker's network id -> the driver's (if they differ)
-        self.after_restore: list[Callable[[], None]] = []   # e.g. the firewall rendered from what was restored
+        self._ids: dict[str, str] = {}  # Docker's network id -> the driver's (if they differ)
+        self.after_restore: list[Callable[[], None]] = []  # e.g. the firewall rendered from what was restored
 
     def driver_id(self, network_id: str) -> str:
         return self._ids.get(network_id, network_id)
@@ -52,9 +53,15 @@ class DriverPlugin(NetworkPlugin):
         internal = _flag(opts.get(INTERNAL, False))
         options = self.driver.validate_options(generic, internal)
         nid = body["NetworkID"]
-        return NetworkSpec(id=nid, name=nid[:12], options=options, ipv4=tuple(ipam_data(body.get("IPv4Data"))),
-                           ipv6=tuple(ipam_data(body.get("IPv6Data"))), internal=internal,
-                           enable_ipv6=_flag(opts.get(ENABLE_IPV6, False)))
+        return NetworkSpec(
+            id=nid,
+            name=nid[:12],
+            options=options,
+            ipv4=tuple(ipam_data(body.get("IPv4Data"))),
+            ipv6=tuple(ipam_data(body.get("IPv6Data"))),
+            internal=internal,
+            enable_ipv6=_flag(opts.get(ENABLE_IPV6, False)),
+        )
 
     def on_create_network(self, body: Mapping[str, Any]) -> None:
         opts = body.get("Options") or {}
@@ -76,10 +83,11 @@ class DriverPlugin(NetworkPlugin):
 
     def _not_created(self, network_id: str) -> None:
         if self.state is not None:
-            quietly(lambda: self.state.not_created(network_id))   # type: ignore[union-attr]
+            quietly(lambda: self.state.not_created(network_id))  # type: ignore[union-attr]
 
-    def _record_network(self, network_id: str, spec: NetworkSpec, undo: Callable[[], None],
-                        extra: Mapping[str, Any] | None = None) -> None:
+    def _record_network(
+        self, network_id: str, spec: NetworkSpec, undo: Callable[[], None], extra: Mapping[str, Any] | None = None
+    ) -> None:
         if self.state is None:
             return
         try:
@@ -95,13 +103,16 @@ class DriverPlugin(NetworkPlugin):
         if self.state is not None:
             self.state.drop_network(network_id)
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: dict[str, Any]) -> EndpointInterface | None:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: dict[str, Any]
+    ) -> EndpointInterface | None:
         got = self.driver.create_endpoint(self.driver_id(network_id), endpoint_id, iface, options)
         if self.state is not None:
-            merged = EndpointInterface(iface.address or (got.address if got else None),
-                                       iface.address_v6 or (got.address_v6 if got else None),
-                                       iface.mac or (got.mac if got else None))
+            merged = EndpointInterface(
+                iface.address or (got.address if got else None),
+                iface.address_v6 or (got.address_v6 if got else None),
+                iface.mac or (got.mac if got else None),
+            )
             try:
                 self.state.save_endpoint(network_id, endpoint_id, iface_record(merged, options))
             except BaseException:
@@ -117,8 +128,7 @@ class DriverPlugin(NetworkPlugin):
     def endpoint_info(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
         return self.driver.endpoint_info(self.driver_id(network_id), endpoint_id)
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: dict[str, Any]) -> JoinResult:
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: dict[str, Any]) -> JoinResult:
         result = self.driver.join(self.driver_id(network_id), endpoint_id, sandbox_key, options)
         if self.state is not None:
             self.state.set_joined(network_id, endpoint_id, True)
@@ -129,8 +139,7 @@ class DriverPlugin(NetworkPlugin):
         if self.state is not None:
             self.state.set_joined(network_id, endpoint_id, False)
 
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: dict[str, Any]) -> None:
+    def program_external_connectivity(self, network_id: str, endpoint_id: str, options: dict[str, Any]) -> None:
         self.driver.program_external_connectivity(self.driver_id(network_id), endpoint_id, options)
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
@@ -162,7 +171,7 @@ class DriverPlugin(NetworkPlugin):
             self._ids[nid] = rec.get("driver_id") or spec.id
             try:
                 self.restore_network(nid, spec, rec)
-            except Exception as exc:      # one bad record must not stop the others being served
+            except Exception as exc:  # one bad record must not stop the others being served
                 problems.append(f"network {nid[:12]}: {exc}")
                 continue
             for eid, ep in self.state.endpoints(nid):
@@ -189,8 +198,9 @@ class DriverPlugin(NetworkPlugin):
                 except Exception as exc:
                     problems.append(f"network {nid[:12]}: rolling back its interrupted creation: {exc}")
                     continue
-                log.warning("network %s: its creation was interrupted by a crash; what the driver made is gone",
-                            nid[:12])
+                log.warning(
+                    "network %s: its creation was interrupted by a crash; what the driver made is gone", nid[:12]
+                )
             self.state.not_created(nid)
         return problems
 
@@ -206,15 +216,22 @@ class DriverPlugin(NetworkPlugin):
         if fate is ServedFate.KEEP:
             self.restored_endpoint(network_id, endpoint_id, rec)
         elif fate is ServedFate.UNPLUG:
-            self.driver.leave(driver_id, endpoint_id)       # a Join a crash interrupted
-            log.warning("endpoint %s of network %s: a Join a crash cut short is undone (the engine never "
-                        "heard it succeed)", endpoint_id[:12], network_id[:12])
+            self.driver.leave(driver_id, endpoint_id)  # a Join a crash interrupted
+            log.warning(
+                "endpoint %s of network %s: a Join a crash cut short is undone (the engine never heard it succeed)",
+                endpoint_id[:12],
+                network_id[:12],
+            )
         else:
             if fate is ServedFate.UNJOIN:
                 assert self.state is not None
                 self.state.set_joined(network_id, endpoint_id, False)
-                log.warning("endpoint %s of network %s was joined but its interface is gone: recorded as "
-                            "left (the engine's next Join makes it again)", endpoint_id[:12], network_id[:12])
+                log.warning(
+                    "endpoint %s of network %s was joined but its interface is gone: recorded as "
+                    "left (the engine's next Join makes it again)",
+                    endpoint_id[:12],
+                    network_id[:12],
+                )
             self.driver.create_endpoint(driver_id, endpoint_id, iface, options)
 
     def restore_network(self, network_id: str, spec: NetworkSpec, rec: Mapping[str, Any]) -> None:
@@ -228,7 +245,7 @@ def quietly(step: Callable[[], object]) -> None:
     """Run a rollback step; a failure is logged, not raised (the original error matters more)."""
     try:
         step()
-    except Exception as exc:   # the original error matters more
+    except Exception as exc:  # the original error matters more
         log.warning("rollback step failed: %s", exc)
 
 
@@ -242,8 +259,9 @@ class IpamAdapter(IpamPlugin):
     def default_address_spaces(self) -> tuple[str, str]:
         return self.ipam.default_address_spaces()
 
-    def request_pool(self, address_space: str, pool: str | None, sub_pool: str | None,
-                     options: Mapping[str, str], v6: bool) -> Pool:
+    def request_pool(
+        self, address_space: str, pool: str | None, sub_pool: str | None, options: Mapping[str, str], v6: bool
+    ) -> Pool:
         return self.ipam.request_pool(address_space, pool, sub_pool, options, v6)
 
     def release_pool(self, pool_id: str) -> None:

@@ -15,6 +15,7 @@ on every host gives one overlay. Use the served IPAM (`--ipam`) for addresses th
 are unique across hosts; Docker's default IPAM would hand out the same ones on each
 host, and CreateEndpoint refuses an address another host's endpoint already holds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -64,7 +65,7 @@ class _ControllerView:
         return Network(id=ref, name=ref[:12], driver="overlay", scope=GLOBAL)
 
     def adopt_remote_network(self, record: dict) -> Network | None:
-        return None                         # networks come from the Docker engine only
+        return None  # networks come from the Docker engine only
 
     def forget_remote_network(self, network_id: str) -> None:
         pass
@@ -73,8 +74,7 @@ class _ControllerView:
 class ClusterOverlayPlugin(DriverPlugin):
     """cnm's OverlayDriver for Docker engines; `store` is the etcd cluster store."""
 
-    def __init__(self, driver, store, advertise: str, state: ServedState | None = None, *,
-                 ttl: int = 10) -> None:
+    def __init__(self, driver, store, advertise: str, state: ServedState | None = None, *, ttl: int = 10) -> None:
         super().__init__(driver, state)
         self.scope, self.connectivity_scope = "local", "global"
         self.store = store
@@ -129,8 +129,10 @@ class ClusterOverlayPlugin(DriverPlugin):
         cid = oc.cluster_id(key)
         for other, driver_id in self._ids.items():
             if driver_id == cid and other != nid:
-                raise Conflict(f"this host already has overlay {key.split(':', 1)[1]} as Docker network "
-                               f"{other[:12]}: one network per overlay on each host")
+                raise Conflict(
+                    f"this host already has overlay {key.split(':', 1)[1]} as Docker network "
+                    f"{other[:12]}: one network per overlay on each host"
+                )
         cid, vni = oc.join(self.store, key, [p.pool for p in spec.ipv4 + spec.ipv6], self.advertise, pinned)
         spec = replace(spec, id=cid, options={**spec.options, VXLANID_LIST: str(vni)})
         try:
@@ -146,6 +148,7 @@ class ClusterOverlayPlugin(DriverPlugin):
             self._ids.pop(nid, None)
             quietly(lambda: self.driver.delete_network(cid))
             quietly(lambda: oc.leave(self.store, cid, self.advertise))
+
         self._record_network(nid, spec, undo, extra={"key": key})
 
     def delete_network(self, network_id: str) -> None:
@@ -162,13 +165,18 @@ class ClusterOverlayPlugin(DriverPlugin):
             try:
                 oc.leave(self.store, cid, self.advertise)
             except CNMError as exc:
-                log.warning("overlay %s removed here, but leaving it in the cluster failed (%s); "
-                            "retried when the plugin starts", cid[:12], exc)
+                log.warning(
+                    "overlay %s removed here, but leaving it in the cluster failed (%s); "
+                    "retried when the plugin starts",
+                    cid[:12],
+                    exc,
+                )
 
     # -- endpoints --------------------------------------------------------------------------
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: dict[str, Any]) -> EndpointInterface | None:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: dict[str, Any]
+    ) -> EndpointInterface | None:
         """Claim the endpoint's addresses in etcd first: with Docker's default IPAM two
         engines hand out the same address, and the second is refused here."""
         cid = self.driver_id(network_id)
@@ -184,8 +192,7 @@ class ClusterOverlayPlugin(DriverPlugin):
                 quietly(functools.partial(oc.release_address, self.store, cid, addr, endpoint_id))
             raise
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: dict[str, Any]) -> JoinResult:
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: dict[str, Any]) -> JoinResult:
         result = super().join(network_id, endpoint_id, sandbox_key, options)
         try:
             self._publish(network_id, endpoint_id)
@@ -207,7 +214,7 @@ class ClusterOverlayPlugin(DriverPlugin):
             if addr:
                 try:
                     oc.release_address(self.store, cid, addr, endpoint_id)
-                except CNMError as exc:     # dropped at the next start (start())
+                except CNMError as exc:  # dropped at the next start (start())
                     log.warning("address %s stays claimed in the cluster for now: %s", addr, exc)
 
     def discover_new(self, discovery_type: int, data: dict[str, Any]) -> None:
@@ -224,8 +231,15 @@ class ClusterOverlayPlugin(DriverPlugin):
         address = (rec or {}).get("address")
         if not address or not mac:
             raise NotFound(f"endpoint {endpoint_id[:12]} has no address or MAC to announce")
-        ep = Endpoint(id=endpoint_id, name=endpoint_id[:12], network_id=cid, address=address,
-                      address_v6=(rec or {}).get("address_v6"), mac=mac, container_id="")
+        ep = Endpoint(
+            id=endpoint_id,
+            name=endpoint_id[:12],
+            network_id=cid,
+            address=address,
+            address_v6=(rec or {}).get("address_v6"),
+            mac=mac,
+            container_id="",
+        )
         self.sync.publish(Network(id=cid, name=cid[:12], driver="overlay", scope=GLOBAL), ep)
 
     # -- after a restart ----------------------------------------------------------------------
@@ -245,4 +259,3 @@ class ClusterOverlayPlugin(DriverPlugin):
     def restored_endpoint(self, network_id: str, endpoint_id: str, rec: Mapping[str, Any]) -> None:
         if rec.get("joined"):
             self._publish(network_id, endpoint_id, rec)
-

@@ -11,6 +11,7 @@ Keys:
     intent/network-create/<docker network id>   {"kind", "id", "data": {"driver_id"}}: written before
                                                 the driver makes anything, gone with the record
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -26,32 +27,52 @@ NET, EP = "served/net/", "served/ep/"
 
 # -- records (pure) --------------------------------------------------------------------------
 
+
 def _pool_record(p: IPAMData) -> dict:
     return {"pool": p.pool, "gateway": p.gateway, "aux": dict(p.aux_addresses), "space": p.address_space}
 
 
 def _pool_from(rec: Mapping[str, Any]) -> IPAMData:
-    return IPAMData(pool=rec["pool"], gateway=rec.get("gateway"), aux_addresses=dict(rec.get("aux") or {}),
-                    address_space=rec.get("space", ""))
+    return IPAMData(
+        pool=rec["pool"],
+        gateway=rec.get("gateway"),
+        aux_addresses=dict(rec.get("aux") or {}),
+        address_space=rec.get("space", ""),
+    )
 
 
 def spec_record(spec: NetworkSpec) -> dict:
-    return {"id": spec.id, "name": spec.name, "options": dict(spec.options),
-            "ipv4": [_pool_record(p) for p in spec.ipv4], "ipv6": [_pool_record(p) for p in spec.ipv6],
-            "internal": spec.internal, "enable_ipv6": spec.enable_ipv6}
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "options": dict(spec.options),
+        "ipv4": [_pool_record(p) for p in spec.ipv4],
+        "ipv6": [_pool_record(p) for p in spec.ipv6],
+        "internal": spec.internal,
+        "enable_ipv6": spec.enable_ipv6,
+    }
 
 
 def spec_from(rec: Mapping[str, Any]) -> NetworkSpec:
-    return NetworkSpec(id=rec["id"], name=rec.get("name", ""), options=dict(rec.get("options") or {}),
-                       ipv4=tuple(_pool_from(p) for p in rec.get("ipv4") or ()),
-                       ipv6=tuple(_pool_from(p) for p in rec.get("ipv6") or ()),
-                       internal=bool(rec.get("internal")), enable_ipv6=bool(rec.get("enable_ipv6")))
+    return NetworkSpec(
+        id=rec["id"],
+        name=rec.get("name", ""),
+        options=dict(rec.get("options") or {}),
+        ipv4=tuple(_pool_from(p) for p in rec.get("ipv4") or ()),
+        ipv6=tuple(_pool_from(p) for p in rec.get("ipv6") or ()),
+        internal=bool(rec.get("internal")),
+        enable_ipv6=bool(rec.get("enable_ipv6")),
+    )
 
 
 def iface_record(iface: EndpointInterface, options: Mapping[str, Any]) -> dict:
-    return {"address": iface.address, "address_v6": iface.address_v6, "mac": iface.mac,
-            "options": {str(k): v for k, v in options.items() if isinstance(v, (str, int, float, bool))},
-            "joined": False}
+    return {
+        "address": iface.address,
+        "address_v6": iface.address_v6,
+        "mac": iface.mac,
+        "options": {str(k): v for k, v in options.items() if isinstance(v, (str, int, float, bool))},
+        "joined": False,
+    }
 
 
 def iface_from(rec: Mapping[str, Any]) -> EndpointInterface:
@@ -60,6 +81,7 @@ def iface_from(rec: Mapping[str, Any]) -> EndpointInterface:
 
 # -- the store ---------------------------------------------------------------------------------
 
+
 class ServedState:
     """Networks and endpoints a served driver holds, by Docker's ids."""
 
@@ -67,14 +89,21 @@ class ServedState:
         self.store = store
 
     def networks(self) -> list[tuple[str, dict]]:
-        return [(kv.key[len(NET):], kv.value) for kv in self.store.list(NET)]
+        return [(kv.key[len(NET) :], kv.value) for kv in self.store.list(NET)]
 
-    def save_network(self, network_id: str, spec: NetworkSpec, driver_id: str | None = None,
-                     extra: Mapping[str, Any] | None = None) -> None:
+    def save_network(
+        self, network_id: str, spec: NetworkSpec, driver_id: str | None = None, extra: Mapping[str, Any] | None = None
+    ) -> None:
         """The network's record; its creation's intent (if any) goes in the same transaction."""
-        self.store.atomic([Put(f"{NET}{network_id}", {"spec": spec_record(spec), "driver_id": driver_id or spec.id,
-                                                      "extra": dict(extra or {})}),
-                           Intents.done_op(NETWORK_CREATE, network_id)])
+        self.store.atomic(
+            [
+                Put(
+                    f"{NET}{network_id}",
+                    {"spec": spec_record(spec), "driver_id": driver_id or spec.id, "extra": dict(extra or {})},
+                ),
+                Intents.done_op(NETWORK_CREATE, network_id),
+            ]
+        )
 
     def creating(self, network_id: str, driver_id: str) -> None:
         """Written before the driver makes the network's objects: a crash before the
@@ -108,7 +137,7 @@ class ServedState:
 
     def endpoints(self, network_id: str) -> list[tuple[str, dict]]:
         prefix = f"{EP}{network_id}/"
-        return [(kv.key[len(prefix):], kv.value) for kv in self.store.list(prefix)]
+        return [(kv.key[len(prefix) :], kv.value) for kv in self.store.list(prefix)]
 
     def endpoint(self, network_id: str, endpoint_id: str) -> dict | None:
         kv = self.store.get(f"{EP}{network_id}/{endpoint_id}")

@@ -13,6 +13,7 @@ that asks for the SAME subnet share its pool and its gateway address:
 A different but overlapping subnet is refused, as before. The pool and its addresses
 are freed when the last host releases it.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -61,7 +62,7 @@ class SharedPoolIpam:
         self.store = store
         self.member = member
         self._lock = threading.Lock()
-        self._keys: dict[str, str] = {}     # pool id -> its record's key (derived; a cache)
+        self._keys: dict[str, str] = {}  # pool id -> its record's key (derived; a cache)
 
     def default_address_spaces(self) -> tuple[str, str]:
         return self.inner.default_address_spaces()
@@ -85,11 +86,14 @@ class SharedPoolIpam:
                 return kv
         return None
 
-    def request_pool(self, address_space: str, pool: str | None, sub_pool: str | None,
-                     options: Mapping[str, str], v6: bool) -> Pool:
+    def request_pool(
+        self, address_space: str, pool: str | None, sub_pool: str | None, options: Mapping[str, str], v6: bool
+    ) -> Pool:
         if not pool:
-            raise InvalidParameter("this IPAM is shared by the hosts of a cluster: pass --subnet, the same "
-                                   "on every host (a pool picked here would differ from host to host)")
+            raise InvalidParameter(
+                "this IPAM is shared by the hosts of a cluster: pass --subnet, the same "
+                "on every host (a pool picked here would differ from host to host)"
+            )
         pool, sub_pool = _canonical(pool, "subnet"), _canonical(sub_pool, "ip-range") if sub_pool else None
         with self._lock:
             for attempt in range(_ATTEMPTS):
@@ -104,14 +108,18 @@ class SharedPoolIpam:
                     if self.store.get(self._member_key(pid)) is not None:
                         # One share per host: a second network here on the same pool would
                         # free it under the first when either is removed.
-                        raise Conflict(f"this host already has a network on subnet {pool}; one network "
-                                       "per subnet on each host")
+                        raise Conflict(
+                            f"this host already has a network on subnet {pool}; one network per subnet on each host"
+                        )
                     if kv.value.get("sub_pool") != sub_pool:
-                        raise Conflict(f"subnet {pool} is used in the cluster with ip-range "
-                                       f"{kv.value.get('sub_pool') or 'none'}; pass the same --ip-range")
+                        raise Conflict(
+                            f"subnet {pool} is used in the cluster with ip-range "
+                            f"{kv.value.get('sub_pool') or 'none'}; pass the same --ip-range"
+                        )
                     try:
-                        self.store.atomic([Put(self._member_key(pid), {}), Put(rkey, kv.value)],
-                                          expect={rkey: kv.revision})
+                        self.store.atomic(
+                            [Put(self._member_key(pid), {}), Put(rkey, kv.value)], expect={rkey: kv.revision}
+                        )
                         self._keys[pid] = rkey
                         return Pool(pid, pool, {})
                     except Conflict:
@@ -126,8 +134,13 @@ class SharedPoolIpam:
                         continue
                     raise
                 try:
-                    self.store.atomic([Put(rkey, {"pool_id": got.pool_id, "gateway": None, "sub_pool": sub_pool}),
-                                       Put(self._member_key(got.pool_id), {})], expect={rkey: 0})
+                    self.store.atomic(
+                        [
+                            Put(rkey, {"pool_id": got.pool_id, "gateway": None, "sub_pool": sub_pool}),
+                            Put(self._member_key(got.pool_id), {}),
+                        ],
+                        expect={rkey: 0},
+                    )
                     self._keys[got.pool_id] = rkey
                     return got
                 except Conflict:
@@ -150,17 +163,16 @@ class SharedPoolIpam:
             for _ in range(_ATTEMPTS):
                 kv = self._find(pool_id)
                 if kv is None:
-                    self.inner.release_pool(pool_id)        # not a shared pool (or already freed)
+                    self.inner.release_pool(pool_id)  # not a shared pool (or already freed)
                     return
                 if self.store.list(f"{MEMBERS}{_esc(pool_id)}/"):
-                    return                                  # other hosts still use it
+                    return  # other hosts still use it
                 if not kv.value.get("releasing"):
                     # Marked first (a join changes the revision, so none slips in), then
                     # freed, then the record goes: a crash in between leaves a marked
                     # record that the next request for the subnet finishes.
                     try:
-                        self.store.atomic([Put(kv.key, {**kv.value, "releasing": True})],
-                                          expect={kv.key: kv.revision})
+                        self.store.atomic([Put(kv.key, {**kv.value, "releasing": True})], expect={kv.key: kv.revision})
                     except Conflict:
                         continue
                     kv = self.store.get(kv.key) or kv
@@ -178,7 +190,7 @@ class SharedPoolIpam:
         mine, out = set(self.pools_of_member()), []
         for kv in self.store.list(POOLS):
             pid = kv.value.get("pool_id")
-            escaped = kv.key[len(POOLS):].partition("/")[2]
+            escaped = kv.key[len(POOLS) :].partition("/")[2]
             if pid in mine and unquote(escaped) not in in_use:
                 self.give_back(pid)
                 out.append(pid)
@@ -188,7 +200,7 @@ class SharedPoolIpam:
         """The pool ids this member (host) holds a share of."""
         out = []
         for kv in self.store.list(MEMBERS):
-            escaped, _, who = kv.key[len(MEMBERS):].rpartition("/")
+            escaped, _, who = kv.key[len(MEMBERS) :].rpartition("/")
             if who == self.member:
                 out.append(unquote(escaped))
         return out
@@ -197,7 +209,7 @@ class SharedPoolIpam:
         options = options or {}
         if options.get(GATEWAY_REQUEST) != GATEWAY_TYPE:
             if address and not options.get(MAC_OPTION):
-                return self._shared_address(pool_id, address, options)      # --aux-address
+                return self._shared_address(pool_id, address, options)  # --aux-address
             return self.inner.request_address(pool_id, address, options)
         with self._lock:
             for _ in range(_ATTEMPTS):
@@ -207,9 +219,11 @@ class SharedPoolIpam:
                 gw = kv.value.get("gateway")
                 if gw:
                     if address and address_text(address) != address_text(gw):
-                        raise Conflict(f"the gateway of this shared pool is {address_text(gw)}, not {address}: "
-                                       "pass the same --gateway on every host")
-                    return gw                               # every host's bridge holds the gateway
+                        raise Conflict(
+                            f"the gateway of this shared pool is {address_text(gw)}, not {address}: "
+                            "pass the same --gateway on every host"
+                        )
+                    return gw  # every host's bridge holds the gateway
                 got = self.inner.request_address(pool_id, address, options)
                 try:
                     self.store.atomic([Put(kv.key, {**kv.value, "gateway": got})], expect={kv.key: kv.revision})
@@ -232,8 +246,9 @@ class SharedPoolIpam:
                     return held[ip]
                 got = self.inner.request_address(pool_id, address, options)
                 try:
-                    self.store.atomic([Put(kv.key, {**kv.value, "aux": {**held, ip: got}})],
-                                      expect={kv.key: kv.revision})
+                    self.store.atomic(
+                        [Put(kv.key, {**kv.value, "aux": {**held, ip: got}})], expect={kv.key: kv.revision}
+                    )
                     return got
                 except Conflict:
                     self.inner.release_address(pool_id, got)
@@ -244,5 +259,5 @@ class SharedPoolIpam:
         ip = address_text(address)
         gw = kv.value.get("gateway") if kv is not None else None
         if kv is not None and ((gw and address_text(gw) == ip) or ip in (kv.value.get("aux") or {})):
-            return                                          # shared; freed with the pool
+            return  # shared; freed with the pool
         self.inner.release_address(pool_id, address)

@@ -9,6 +9,7 @@ well-behaved NetworkDriver + IpamDriver unless a test scripts a fault for a meth
     fake.script("NetworkDriver.DeleteNetwork", drop=True)      # close without answering
     fake.script("IpamDriver.RequestPool", raw=b"<html>")       # not JSON
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ from cnm.plugins.server import QuietHandler, UnixHTTPServer
 @dataclass
 class Script:
     status: int = 200
-    body: Any = None                 # dict -> JSON; None -> the default answer
-    raw: bytes | None = None         # sent as is
+    body: Any = None  # dict -> JSON; None -> the default answer
+    raw: bytes | None = None  # sent as is
     delay: float = 0.0
     drop: bool = False
     once: bool = False
@@ -91,7 +92,7 @@ class FakePlugin:
             time.sleep(script.delay)
         if script.drop:
             h.close_connection = True
-            return                            # no answer: the client sees the connection drop
+            return  # no answer: the client sees the connection drop
         if script.raw is not None:
             data = script.raw
         else:
@@ -100,7 +101,7 @@ class FakePlugin:
         try:
             h.send_json_bytes(script.status, data)
         except OSError:
-            pass                              # the client gave up (timeout tests)
+            pass  # the client gave up (timeout tests)
 
     def _default(self, method: str, body: dict) -> dict:
         answers: dict[str, Callable[[], dict]] = {
@@ -108,15 +109,25 @@ class FakePlugin:
             "NetworkDriver.GetCapabilities": lambda: {"Scope": "local", "ConnectivityScope": "local"},
             "NetworkDriver.EndpointOperInfo": lambda: {"Value": {"fake": True}},
             "NetworkDriver.Join": lambda: {
-                "InterfaceName": {"SrcName": "fake0", "DstPrefix": "eth"}, "Gateway": "10.99.0.1",
-                "GatewayIPv6": "", "DisableGatewayService": False,
-                "StaticRoutes": [{"Destination": "169.254.1.1/32", "RouteType": 1, "NextHop": ""},
-                                 {"Destination": "10.200.0.0/16", "RouteType": 0, "NextHop": "10.99.0.254"}]},
+                "InterfaceName": {"SrcName": "fake0", "DstPrefix": "eth"},
+                "Gateway": "10.99.0.1",
+                "GatewayIPv6": "",
+                "DisableGatewayService": False,
+                "StaticRoutes": [
+                    {"Destination": "169.254.1.1/32", "RouteType": 1, "NextHop": ""},
+                    {"Destination": "10.200.0.0/16", "RouteType": 0, "NextHop": "10.99.0.254"},
+                ],
+            },
             "IpamDriver.GetCapabilities": lambda: {"RequiresMACAddress": False, "RequiresRequestReplay": False},
-            "IpamDriver.GetDefaultAddressSpaces": lambda: {"LocalDefaultAddressSpace": "FakeLocal",
-                                                           "GlobalDefaultAddressSpace": "FakeGlobal"},
-            "IpamDriver.RequestPool": lambda: {"PoolID": "fake/" + (body.get("Pool") or "10.99.0.0/24"),
-                                               "Pool": body.get("Pool") or "10.99.0.0/24", "Data": {}},
+            "IpamDriver.GetDefaultAddressSpaces": lambda: {
+                "LocalDefaultAddressSpace": "FakeLocal",
+                "GlobalDefaultAddressSpace": "FakeGlobal",
+            },
+            "IpamDriver.RequestPool": lambda: {
+                "PoolID": "fake/" + (body.get("Pool") or "10.99.0.0/24"),
+                "Pool": body.get("Pool") or "10.99.0.0/24",
+                "Data": {},
+            },
             "IpamDriver.RequestAddress": lambda: {"Address": self._address(body), "Data": {}},
         }
         answer = answers.get(method)

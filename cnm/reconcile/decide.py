@@ -17,6 +17,7 @@ data only (no I/O: unit-tested without root):
 - `orphan_pools`: address pools of our own (local) IPAM spaces no network or
   intent holds.
 """
+
 from __future__ import annotations
 
 import enum
@@ -51,9 +52,9 @@ def endpoint_fate(*, network_known: bool, interface_present: bool, wanted: bool)
 class ServedFate(enum.Enum):
     """What a restarted `net plugin serve` does with an endpoint the engine made."""
 
-    KEEP = "keep"          # joined, its interface there: re-learned
-    UNJOIN = "unjoin"      # recorded joined, interface gone: recorded as left, made known again
-    UNPLUG = "unplug"      # not joined, but the driver found its interface: what a Join made is undone
+    KEEP = "keep"  # joined, its interface there: re-learned
+    UNJOIN = "unjoin"  # recorded joined, interface gone: recorded as left, made known again
+    UNPLUG = "unplug"  # not joined, but the driver found its interface: what a Join made is undone
     REGISTER = "register"  # not joined, nothing in the kernel: made known to the driver again
 
 
@@ -67,6 +68,7 @@ def served_endpoint_fate(*, joined: bool, restored: bool) -> ServedFate:
 
 
 # --------------------------------------------------------------------------- the sweep
+
 
 @dataclass(frozen=True)
 class LinkFact:
@@ -82,7 +84,7 @@ class NsFile:
     """A file under the run directory's namespace directories (netns/, overlay/)."""
 
     path: str
-    mounted: bool          # a namespace is mounted there, in the daemon's mount namespace
+    mounted: bool  # a namespace is mounted there, in the daemon's mount namespace
 
 
 @dataclass(frozen=True)
@@ -100,29 +102,29 @@ class KernelFacts:
     links: tuple[LinkFact, ...] = ()
     ns_files: tuple[NsFile, ...] = ()
     foreign_mounts: tuple[ForeignMount, ...] = ()
-    container_dirs: tuple[str, ...] = ()      # container ids with a directory under run/containers
+    container_dirs: tuple[str, ...] = ()  # container ids with a directory under run/containers
 
 
 @dataclass(frozen=True)
 class Owners:
     """What lives, once start-up restored it, and what the store knew at start."""
 
-    networks: frozenset[str] = frozenset()              # network ids
-    endpoints: frozenset[str] = frozenset()             # ids of endpoints joined to a live sandbox
-    namespaces: Mapping[str, str] = field(default_factory=dict)   # live netns path -> its owner's id
-    containers: frozenset[str] = frozenset()            # container ids with a record
-    known: frozenset[str] = frozenset()                 # every network/endpoint id the store named
-    leave_alone: frozenset[str] = frozenset()           # ids another part of start-up owns (retiring)
+    networks: frozenset[str] = frozenset()  # network ids
+    endpoints: frozenset[str] = frozenset()  # ids of endpoints joined to a live sandbox
+    namespaces: Mapping[str, str] = field(default_factory=dict)  # live netns path -> its owner's id
+    containers: frozenset[str] = frozenset()  # container ids with a record
+    known: frozenset[str] = frozenset()  # every network/endpoint id the store named
+    leave_alone: frozenset[str] = frozenset()  # ids another part of start-up owns (retiring)
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str              # delete-link, remove-netns, unmount-foreign, remove-container, release-pool
-    target: str            # link name, path, container id, pool id
+    kind: str  # delete-link, remove-netns, unmount-foreign, remove-container, release-pool
+    target: str  # link name, path, container id, pool id
     why: str
-    netns: str = ""        # delete-link: where ("" = the daemon's namespace)
-    alias: str | None = None   # delete-link: the mark it must still carry when deleted
-    holder: int = 0        # unmount-foreign: a pid in that mount namespace
+    netns: str = ""  # delete-link: where ("" = the daemon's namespace)
+    alias: str | None = None  # delete-link: the mark it must still carry when deleted
+    holder: int = 0  # unmount-foreign: a pid in that mount namespace
 
     def describe(self) -> str:
         where = f" in {self.netns}" if self.netns else ""
@@ -133,7 +135,7 @@ class Action:
 @dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...]
-    foreign: tuple[LinkFact, ...]       # marked links naming ids we never recorded: left alone
+    foreign: tuple[LinkFact, ...]  # marked links naming ids we never recorded: left alone
 
 
 DELETE_LINK = "delete-link"
@@ -160,13 +162,15 @@ def _host_link(link: LinkFact, owners: Owners) -> Action | None | bool:
         overlay = link.alias is not None and link.alias.startswith(marks.OVERLAY)
         if id_ in owners.networks and not overlay:
             return None
-        why = "a device of an overlay network left in the host namespace" if overlay and id_ in owners.networks \
+        why = (
+            "a device of an overlay network left in the host namespace"
+            if overlay and id_ in owners.networks
             else f"network {id_[:12]} no longer exists"
+        )
         return Action(DELETE_LINK, link.name, why, alias=link.alias)
     if id_ in owners.endpoints:
         return None
-    return Action(DELETE_LINK, link.name, f"endpoint {id_[:12]} is not joined to any live sandbox",
-                  alias=link.alias)
+    return Action(DELETE_LINK, link.name, f"endpoint {id_[:12]} is not joined to any live sandbox", alias=link.alias)
 
 
 def _overlay_link(link: LinkFact, owners: Owners) -> Action | None:
@@ -180,12 +184,22 @@ def _overlay_link(link: LinkFact, owners: Owners) -> Action | None:
     if kind == "network":
         if owners.namespaces.get(link.netns) == id_:
             return None
-        return Action(DELETE_LINK, link.name, f"a device of network {id_[:12]} in another network's namespace",
-                      netns=link.netns, alias=link.alias)
+        return Action(
+            DELETE_LINK,
+            link.name,
+            f"a device of network {id_[:12]} in another network's namespace",
+            netns=link.netns,
+            alias=link.alias,
+        )
     if id_ in owners.endpoints:
         return None
-    return Action(DELETE_LINK, link.name, f"endpoint {id_[:12]} is not joined to any live sandbox",
-                  netns=link.netns, alias=link.alias)
+    return Action(
+        DELETE_LINK,
+        link.name,
+        f"endpoint {id_[:12]} is not joined to any live sandbox",
+        netns=link.netns,
+        alias=link.alias,
+    )
 
 
 def provisional(ids: Iterable[str]) -> dict[str, str]:
@@ -199,13 +213,19 @@ def sweep(kernel: KernelFacts, owners: Owners) -> Plan:
     actions: list[Action] = []
     foreign: list[LinkFact] = []
     dead_ns = {f.path for f in kernel.ns_files if f.path not in owners.namespaces}
-    made_for = provisional(owners.known) if any(link.name.startswith(marks.PROVISIONAL) and not link.alias
-                                                for link in kernel.links) else {}
+    made_for = (
+        provisional(owners.known)
+        if any(link.name.startswith(marks.PROVISIONAL) and not link.alias for link in kernel.links)
+        else {}
+    )
     for link in kernel.links:
         if not link.alias and link.name in made_for:
             # A creation a crash interrupted: the name says for which of our ids.
-            actions.append(Action(DELETE_LINK, link.name, f"left half-made (for {made_for[link.name]})",
-                                  netns=link.netns, alias=None))
+            actions.append(
+                Action(
+                    DELETE_LINK, link.name, f"left half-made (for {made_for[link.name]})", netns=link.netns, alias=None
+                )
+            )
             continue
         if link.netns == "":
             got = _host_link(link, owners)
@@ -217,8 +237,9 @@ def sweep(kernel: KernelFacts, owners: Owners) -> Plan:
             # Going with its namespace; an overlay's VXLAN device first, so its socket
             # closes now even if the namespace lingers (held by another mount).
             if marks.parse(link.alias) is not None:
-                actions.append(Action(DELETE_LINK, link.name, "its namespace has no owner", netns=link.netns,
-                                      alias=link.alias))
+                actions.append(
+                    Action(DELETE_LINK, link.name, "its namespace has no owner", netns=link.netns, alias=link.alias)
+                )
         else:
             got_ov = _overlay_link(link, owners)
             if got_ov is not None:
@@ -229,8 +250,14 @@ def sweep(kernel: KernelFacts, owners: Owners) -> Plan:
             actions.append(Action(REMOVE_NETNS, f.path, f"{what} no sandbox or network owns"))
     for m in sorted(kernel.foreign_mounts, key=lambda m: (m.holder, m.path)):
         if m.path not in owners.namespaces:
-            actions.append(Action(UNMOUNT_FOREIGN, m.path, "a namespace no sandbox or network owns, mounted in "
-                                  "an earlier life's mount namespace", holder=m.holder))
+            actions.append(
+                Action(
+                    UNMOUNT_FOREIGN,
+                    m.path,
+                    "a namespace no sandbox or network owns, mounted in an earlier life's mount namespace",
+                    holder=m.holder,
+                )
+            )
     for cid in sorted(kernel.container_dirs):
         if cid not in owners.containers:
             actions.append(Action(REMOVE_CONTAINER, cid, "a container directory with no container record"))
@@ -241,8 +268,11 @@ def orphan_pools(pools: Iterable[tuple[str, str]], held: Iterable[str]) -> list[
     """Pools (pool id, subnet) of our own IPAM spaces that nothing holds: a crash after
     the pool was reserved and before the network (or its intent) recorded it."""
     held_ids = set(held)
-    return [Action(RELEASE_POOL, pool_id, f"subnet {subnet} is reserved but no network holds it")
-            for pool_id, subnet in sorted(pools) if pool_id not in held_ids]
+    return [
+        Action(RELEASE_POOL, pool_id, f"subnet {subnet} is reserved but no network holds it")
+        for pool_id, subnet in sorted(pools)
+        if pool_id not in held_ids
+    ]
 
 
 def under(path: str, directory: str) -> bool:

@@ -1,5 +1,6 @@
 """The snapshot the start-up decisions are made over: what the store knew at start, and
 what the kernel holds (read through the OS layer)."""
+
 from __future__ import annotations
 
 import os
@@ -15,11 +16,11 @@ from cnm.store import Store
 # store: their last key component is the id.
 ID_PREFIXES = ("network/", "endpoint/", "sandbox/", "container/", "globalcache/network/", "retiring/")
 INTENT_PREFIX = "intent/"
-NETNS_SUBDIRS = ("netns", "overlay")     # sandboxes (cnm.sandbox.osl), overlay networks (drivers.overlay)
+NETNS_SUBDIRS = ("netns", "overlay")  # sandboxes (cnm.sandbox.osl), overlay networks (drivers.overlay)
 
 
 class LinkLister(Protocol):
-    def links(self) -> list: ...            # cnm.osl.netlink.Link: .name, .alias
+    def links(self) -> list: ...  # cnm.osl.netlink.Link: .name, .alias
     def close(self) -> None: ...
     def __enter__(self) -> LinkLister: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -31,7 +32,7 @@ def known_ids(store: Store, extra: Iterable[str] = ()) -> frozenset[str]:
     start-up changes anything, so ids of records it then releases still count as ours."""
     ids = set(extra)
     for prefix in ID_PREFIXES:
-        ids |= {kv.key[len(prefix):].rsplit("/", 1)[-1] for kv in store.list(prefix)}
+        ids |= {kv.key[len(prefix) :].rsplit("/", 1)[-1] for kv in store.list(prefix)}
     for kv in store.list(INTENT_PREFIX):
         if isinstance(kv.value, dict) and isinstance(kv.value.get("id"), str):
             ids.add(kv.value["id"])
@@ -41,9 +42,12 @@ def known_ids(store: Store, extra: Iterable[str] = ()) -> frozenset[str]:
 
 def _marked(links: Iterable, netns: str) -> list[LinkFact]:
     """Links with our mark, or a name that may be a provisional one (cnm.marks)."""
-    return [LinkFact(netns, link.name, link.alias) for link in links
-            if marks.parse(link.alias) is not None
-            or (not link.alias and link.name.startswith(marks.PROVISIONAL) and len(link.name) == 15)]
+    return [
+        LinkFact(netns, link.name, link.alias)
+        for link in links
+        if marks.parse(link.alias) is not None
+        or (not link.alias and link.name.startswith(marks.PROVISIONAL) and len(link.name) == 15)
+    ]
 
 
 def entries(directory: str) -> list[str]:
@@ -54,10 +58,17 @@ def entries(directory: str) -> list[str]:
         return []
 
 
-def read_kernel(*, host: LinkLister, netlink_for: Callable[[str], LinkLister], is_netns: Callable[[str], bool],
-                run_dir: str, containers_dir: str, supervisors: Iterable[int],
-                is_container_id: Callable[[str], bool],
-                ns_entries: Callable[[str], list[str]] = entries) -> KernelFacts:
+def read_kernel(
+    *,
+    host: LinkLister,
+    netlink_for: Callable[[str], LinkLister],
+    is_netns: Callable[[str], bool],
+    run_dir: str,
+    containers_dir: str,
+    supervisors: Iterable[int],
+    is_container_id: Callable[[str], bool],
+    ns_entries: Callable[[str], list[str]] = entries,
+) -> KernelFacts:
     """Links of ours in the daemon's namespace and in every overlay namespace; the
     files under run/netns and run/overlay; namespaces mounted there in the mount
     namespaces of our supervisors (an earlier life's); container directories."""
@@ -86,5 +97,4 @@ def read_kernel(*, host: LinkLister, netlink_for: Callable[[str], LinkLister], i
                 if fstype == "nsfs" and under(point, os.path.join(run_dir, sub)):
                     foreign.append(ForeignMount(pid, point))
     dirs = tuple(n for n in entries(containers_dir) if is_container_id(n))
-    return KernelFacts(links=tuple(links), ns_files=tuple(ns_files), foreign_mounts=tuple(foreign),
-                       container_dirs=dirs)
+    return KernelFacts(links=tuple(links), ns_files=tuple(ns_files), foreign_mounts=tuple(foreign), container_dirs=dirs)

@@ -7,6 +7,7 @@ The daemon builds a `Reconciler` before start-up changes anything (it remembers 
 id the store knew), lets the services finish their part (intents, restore, adopt:
 endpoints repaired or released), then calls `sweep()`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,11 +24,11 @@ from cnm.store import Store
 
 log = logging.getLogger("cnm.reconcile")
 
-RETIRING_PREFIX = "retiring/"     # cnm.retiring (deferred endpoint teardown): finished by its owner
+RETIRING_PREFIX = "retiring/"  # cnm.retiring (deferred endpoint teardown): finished by its owner
 
 
 class Handle(LinkLister, Protocol):
-    def link(self, name: str): ...            # -> object with .alias
+    def link(self, name: str): ...  # -> object with .alias
     def delete_link(self, name: str) -> bool: ...
     def __enter__(self) -> Handle: ...
 
@@ -37,14 +38,14 @@ class Services:
     """What the sweep asks of the daemon's parts (plain callables: the composition root
     wires them; unit tests pass fakes)."""
 
-    networks: Callable[[], Iterable]                       # live cnm.model.Network
-    endpoints: Callable[[], Iterable]                      # live cnm.model.Endpoint
-    sandboxes: Callable[[], Iterable]                      # live cnm.sandbox.Sandbox (.id, .key)
-    containers: Callable[[], Iterable[str]]                # container ids with a record
-    overlay_netns: Callable[[str], str | None]             # network id -> its namespace path, if it has one
-    remove_container: Callable[[str], None]                # the runtime's forced remove
+    networks: Callable[[], Iterable]  # live cnm.model.Network
+    endpoints: Callable[[], Iterable]  # live cnm.model.Endpoint
+    sandboxes: Callable[[], Iterable]  # live cnm.sandbox.Sandbox (.id, .key)
+    containers: Callable[[], Iterable[str]]  # container ids with a record
+    overlay_netns: Callable[[str], str | None]  # network id -> its namespace path, if it has one
+    remove_container: Callable[[str], None]  # the runtime's forced remove
     supervisors: Callable[[], Iterable[int]] = lambda: ()  # pids of running container supervisors
-    pools: Callable[[], Iterable[tuple[str, str]]] = lambda: ()    # (pool id, subnet) of our own IPAM spaces
+    pools: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # (pool id, subnet) of our own IPAM spaces
     release_pool: Callable[[str], None] = lambda pool_id: None
     held_pools: Callable[[], Iterable[str]] = lambda: ()  # pool ids of unfinished intents
     port_owners: Callable[[], Iterable[str]] = lambda: ()  # owners of allocated host ports
@@ -64,17 +65,26 @@ class Report:
             counts[a.kind] = counts.get(a.kind, 0) + 1
         done = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to remove"
         extra = f"; {len(self.failed)} failed" if self.failed else ""
-        alone = f"; left alone {self.foreign} link(s) marked for ids this daemon never recorded" \
-            if self.foreign else ""
+        alone = f"; left alone {self.foreign} link(s) marked for ids this daemon never recorded" if self.foreign else ""
         return f"start-up reconcile: {done}{extra}{alone}"
 
 
 class Reconciler:
-    def __init__(self, store: Store, *, run_dir: str, containers_dir: str, host: Handle,
-                 netlink_for: Callable[[str], Handle], is_netns: Callable[[str], bool],
-                 delete_netns: Callable[[str], None], unmount_in: Callable[[int, str], None],
-                 is_container_id: Callable[[str], bool], extra_known: Iterable[str] = (),
-                 ns_entries: Callable[[str], list[str]] = entries) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        run_dir: str,
+        containers_dir: str,
+        host: Handle,
+        netlink_for: Callable[[str], Handle],
+        is_netns: Callable[[str], bool],
+        delete_netns: Callable[[str], None],
+        unmount_in: Callable[[int, str], None],
+        is_container_id: Callable[[str], bool],
+        extra_known: Iterable[str] = (),
+        ns_entries: Callable[[str], list[str]] = entries,
+    ) -> None:
         """Remembers the ids the store names now: build it before start-up changes anything."""
         self.store = store
         self.run_dir = run_dir
@@ -98,17 +108,27 @@ class Reconciler:
             path = svc.overlay_netns(net.id)
             if path:
                 namespaces[path] = net.id
-        retiring = {kv.key[len(RETIRING_PREFIX):] for kv in self.store.list(RETIRING_PREFIX)}
-        return Owners(networks=frozenset(n.id for n in networks),
-                      endpoints=frozenset(ep.id for ep in svc.endpoints() if ep.sandbox_id in live_sb),
-                      namespaces=namespaces, containers=frozenset(svc.containers()),
-                      known=self.known, leave_alone=frozenset(retiring))
+        retiring = {kv.key[len(RETIRING_PREFIX) :] for kv in self.store.list(RETIRING_PREFIX)}
+        return Owners(
+            networks=frozenset(n.id for n in networks),
+            endpoints=frozenset(ep.id for ep in svc.endpoints() if ep.sandbox_id in live_sb),
+            namespaces=namespaces,
+            containers=frozenset(svc.containers()),
+            known=self.known,
+            leave_alone=frozenset(retiring),
+        )
 
     def kernel(self, svc: Services) -> KernelFacts:
-        return read_kernel(host=self.host, netlink_for=self.netlink_for, is_netns=self.is_netns,
-                           run_dir=self.run_dir, containers_dir=self.containers_dir,
-                           supervisors=svc.supervisors(), is_container_id=self.is_container_id,
-                           ns_entries=self.ns_entries)
+        return read_kernel(
+            host=self.host,
+            netlink_for=self.netlink_for,
+            is_netns=self.is_netns,
+            run_dir=self.run_dir,
+            containers_dir=self.containers_dir,
+            supervisors=svc.supervisors(),
+            is_container_id=self.is_container_id,
+            ns_entries=self.ns_entries,
+        )
 
     # ------------------------------------------------------------------ sweep
     def sweep(self, svc: Services) -> Report:
@@ -119,8 +139,12 @@ class Reconciler:
         plan: Plan = decide.sweep(kernel, self.owners(svc))
         report.foreign = len(plan.foreign)
         for link in plan.foreign:
-            log.debug("left alone: %s%s (%s): its id was never this daemon's", link.name,
-                      f" in {link.netns}" if link.netns else "", link.alias)
+            log.debug(
+                "left alone: %s%s (%s): its id was never this daemon's",
+                link.name,
+                f" in {link.netns}" if link.netns else "",
+                link.alias,
+            )
         actions = list(plan.actions)
         held = {p.pool_id for n in svc.networks() for p in getattr(n, "pools", ())} | set(svc.held_pools())
         actions += decide.orphan_pools(svc.pools(), held)
@@ -153,7 +177,7 @@ class Reconciler:
         if action.kind == decide.DELETE_LINK:
             return self._delete_link(action)
         if action.kind == decide.REMOVE_NETNS:
-            self.delete_netns(action.target)       # unmount and unlink; idempotent
+            self.delete_netns(action.target)  # unmount and unlink; idempotent
             return True
         if action.kind == decide.UNMOUNT_FOREIGN:
             self.unmount_in(action.holder, action.target)
@@ -169,6 +193,7 @@ class Reconciler:
     def _delete_link(self, action: Action) -> bool:
         def delete(nl: Handle) -> bool:
             from cnm.errors import NotFound
+
             try:
                 alias = nl.link(action.target).alias
             except NotFound:
@@ -178,6 +203,7 @@ class Reconciler:
             if alias != action.alias or (action.alias is not None and marks.parse(alias) is None):
                 return False
             return nl.delete_link(action.target)
+
         if not action.netns:
             return delete(self.host)
         if not self.is_netns(action.netns):

@@ -20,6 +20,7 @@
 Names are loaded lazily: the template imports this package and must not pay for
 dataclasses, json or subprocess (whatever it imports, every supervisor shares).
 """
+
 from __future__ import annotations
 
 _LAZY = {
@@ -38,4 +39,5 @@ def __getattr__(name: str):
     if mod is None:
         raise AttributeError(f"module 'cnm.runtime' has no attribute {name!r}")
     import importlib  # (start-up: the package's names load only when asked for)
+
     return getattr(importlib.import_module(mod), name)

@@ -20,6 +20,7 @@ median start without, 25 ms with, interleaved; joins in a tight loop cost 0.05 m
 which hides it). Without cgroups, stats come from /proc (cnm.runtime.stats).
 Asking for a limit whose controller is missing raises InvalidParameter.
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from cnm.errors import InternalError, InvalidParameter
 from cnm.runtime import linux
 
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")    # cpuacct: v1 only (v2's cpu counts time)
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")  # cpuacct: v1 only (v2's cpu counts time)
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 # What `stats` reads, with accounting. Not v1's cpu: CPU time is cpuacct's (v2: cpu.stat
 # exists in every cgroup); the cpu controller is joined only for a CPU limit.
@@ -77,14 +78,14 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
         if len(parts) != 3:
             continue
         _, ctrls, path = parts
-        for c in (ctrls.split(",") if ctrls else [""]):
+        for c in ctrls.split(",") if ctrls else [""]:
             out[c] = path
     return out
 
 
 def _relative(own: str, mount_root: str) -> str:
     if mount_root != "/" and (own == mount_root or own.startswith(mount_root + "/")):
-        own = own[len(mount_root):] or "/"
+        own = own[len(mount_root) :] or "/"
     return own or "/"
 
 
@@ -127,8 +128,9 @@ def container_dirs(layout: Layout, root: str, cid: str, controllers: list[str] |
     return out
 
 
-def limit_writes(layout: Layout, memory: int | None, cpus: float | None,
-                 pids: int | None) -> list[tuple[str, str, str]]:
+def limit_writes(
+    layout: Layout, memory: int | None, cpus: float | None, pids: int | None
+) -> list[tuple[str, str, str]]:
     """(controller, file, value) to write for the requested limits (pure).
     Raises InvalidParameter when a limit's controller is missing."""
     want = {"memory": memory, "cpu": cpus, "pids": pids}
@@ -139,8 +141,7 @@ def limit_writes(layout: Layout, memory: int | None, cpus: float | None,
             continue
         h = layout.controllers.get(c)
         if h is None:
-            raise InvalidParameter(
-                f"cannot set {what[c]}: the {c} cgroup controller is not available on this host")
+            raise InvalidParameter(f"cannot set {what[c]}: the {c} cgroup controller is not available on this host")
         if c == "memory":
             out.append((c, "memory.limit_in_bytes" if h.version == 1 else "memory.max", str(int(value))))
         elif c == "cpu":
@@ -186,8 +187,11 @@ def container_view(layout: Layout, joined: list[str], proc_cgroup: str) -> list[
     /sys/fs/cgroup itself when it is the only one (Docker's layout on a v2 host)."""
     v1 = {c for c in joined if c in layout.controllers and layout.controllers[c].version == 1}
     v2 = any(c in layout.controllers and layout.controllers[c].version == 2 for c in joined)
-    out = [(name, fstype, opts or "") for name, fstype, opts in plan_mounts(proc_cgroup)
-           if (fstype == "cgroup" and set(name.split(",")) & v1) or (fstype == "cgroup2" and v2)]
+    out = [
+        (name, fstype, opts or "")
+        for name, fstype, opts in plan_mounts(proc_cgroup)
+        if (fstype == "cgroup" and set(name.split(",")) & v1) or (fstype == "cgroup2" and v2)
+    ]
     if len(out) == 1 and out[0][1] == "cgroup2":
         return [("", "cgroup2", "")]
     return out
@@ -257,12 +261,18 @@ class Cgroups:
         if not joined:
             return []
         if self._proc_cgroup is None:
-            with open("/proc/self/cgroup") as f:   # the daemon's membership: read once
+            with open("/proc/self/cgroup") as f:  # the daemon's membership: read once
                 self._proc_cgroup = f.read()
         return container_view(self.layout, joined, self._proc_cgroup)
 
-    def dirs(self, cid: str, memory: int | None = None, cpus: float | None = None,
-             pids: int | None = None, accounting: bool = False) -> dict[str, str]:
+    def dirs(
+        self,
+        cid: str,
+        memory: int | None = None,
+        cpus: float | None = None,
+        pids: int | None = None,
+        accounting: bool = False,
+    ) -> dict[str, str]:
         """controller -> directory the container will get: for these limits, or with
         `accounting` in every controller the machine has."""
         wanted = [c for c, v in (("memory", memory), ("cpu", cpus), ("pids", pids)) if v is not None]
@@ -270,8 +280,14 @@ class Cgroups:
             wanted = list(dict.fromkeys(wanted + list(ACCOUNTING)))
         return container_dirs(self.layout, self.root, cid, wanted)
 
-    def create(self, cid: str, memory: int | None = None, cpus: float | None = None,
-               pids: int | None = None, accounting: bool = False) -> list[str]:
+    def create(
+        self,
+        cid: str,
+        memory: int | None = None,
+        cpus: float | None = None,
+        pids: int | None = None,
+        accounting: bool = False,
+    ) -> list[str]:
         """Make the container's cgroup directories and write its limits; return the
         directories (in creation order). Nothing is left behind on failure."""
         writes = limit_writes(self.layout, memory, cpus, pids)  # validate before touching

@@ -31,6 +31,7 @@ What a default container gets (Docker's defaults, and where we differ, why):
   directories, socket) hidden; `-v` binds, --tmpfs and `-v /:/` (a writable root) say
   otherwise.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,21 +51,48 @@ from cnm.runtime.seccomp_bpf import compile_filter
 from cnm.runtime.seccomp_default import DEFAULT
 from cnm.runtime.seccomp_profile import kernel_version
 
-MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
-                "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware")
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+)
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_LINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
-             ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
+DEV_LINKS = (
+    ("/proc/self/fd", "/dev/fd"),
+    ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+)
 HOST_PRIVATE_DIRS = (("/tmp", "mode=1777"), ("/var/tmp", "mode=1777"), ("/run", "mode=755"))
 
 _NOSUID_NODEV_NOEXEC = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-_PROPAGATION = {"rprivate": linux.MS_PRIVATE | linux.MS_REC, "private": linux.MS_PRIVATE,
-                "rslave": linux.MS_SLAVE | linux.MS_REC, "slave": linux.MS_SLAVE}
-_TMPFS_FLAG_WORDS = {"nosuid": linux.MS_NOSUID, "nodev": linux.MS_NODEV, "noexec": linux.MS_NOEXEC,
-                     "sync": 16, "dirsync": 128, "noatime": 1024, "nodiratime": 2048,
-                     "relatime": 1 << 21, "strictatime": linux.MS_STRICTATIME}
+_PROPAGATION = {
+    "rprivate": linux.MS_PRIVATE | linux.MS_REC,
+    "private": linux.MS_PRIVATE,
+    "rslave": linux.MS_SLAVE | linux.MS_REC,
+    "slave": linux.MS_SLAVE,
+}
+_TMPFS_FLAG_WORDS = {
+    "nosuid": linux.MS_NOSUID,
+    "nodev": linux.MS_NODEV,
+    "noexec": linux.MS_NOEXEC,
+    "sync": 16,
+    "dirsync": 128,
+    "noatime": 1024,
+    "nodiratime": 2048,
+    "relatime": 1 << 21,
+    "strictatime": linux.MS_STRICTATIME,
+}
 _CLEARS = {"suid": "nosuid", "dev": "nodev", "exec": "noexec"}
 
 
@@ -72,11 +100,11 @@ _CLEARS = {"suid": "nosuid", "dev": "nodev", "exec": "noexec"}
 class HostFacts:
     """What the plan needs to know about this machine and daemon."""
 
-    available: frozenset[str]        # capabilities this process can grant
-    last_cap: int                    # /proc/sys/kernel/cap_last_cap
-    machine: str                     # uname -m
+    available: frozenset[str]  # capabilities this process can grant
+    last_cap: int  # /proc/sys/kernel/cap_last_cap
+    machine: str  # uname -m
     kernel: tuple[int, int]
-    hide: tuple[str, ...] = ()       # daemon paths a host-filesystem container must not see
+    hide: tuple[str, ...] = ()  # daemon paths a host-filesystem container must not see
     extra_masked: tuple[str, ...] = ()  # Docker also masks per-CPU thermal_throttle dirs
 
     @classmethod
@@ -85,9 +113,14 @@ class HostFacts:
             last = int(f.read())
         u = os.uname()
         thermal = tuple(sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/thermal_throttle")))
-        return cls(available=capslib.available(), last_cap=last, machine=u.machine,
-                   kernel=kernel_version(u.release), hide=tuple(os.path.abspath(p) for p in hide if p),
-                   extra_masked=thermal)
+        return cls(
+            available=capslib.available(),
+            last_cap=last,
+            machine=u.machine,
+            kernel=kernel_version(u.release),
+            hide=tuple(os.path.abspath(p) for p in hide if p),
+            extra_masked=thermal,
+        )
 
 
 def host_devices(top: str = "/dev") -> list[tuple[str, int, int, int, int]]:
@@ -109,6 +142,7 @@ def host_devices(top: str = "/dev") -> list[tuple[str, int, int, int, int]]:
 
 # --- capabilities, no_new_privs, seccomp ------------------------------------------------
 
+
 def capability_set(cap_add: list[str], cap_drop: list[str], privileged: bool, host: HostFacts) -> frozenset[str]:
     return capslib.effective_set(list(cap_add), list(cap_drop), privileged, host.available)
 
@@ -123,19 +157,23 @@ def _program(profile: str, capset: frozenset[str], machine: str, kernel: tuple[i
     return compile_filter(res), res.flags
 
 
-def seccomp_program(setting: str, privileged: bool, capset: frozenset[str],
-                    host: HostFacts) -> tuple[bytes, int] | None:
+def seccomp_program(
+    setting: str, privileged: bool, capset: frozenset[str], host: HostFacts
+) -> tuple[bytes, int] | None:
     """(BPF program, seccomp flags) or None for no filter. Docker: a privileged container
     gets no filter unless a profile is given explicitly."""
     if setting == "unconfined" or (privileged and setting == "default"):
         return None
     if host.machine != "x86_64":
-        raise InvalidParameter(f"seccomp filters are compiled for x86_64 only, not {host.machine}: "
-                               "run with --security-opt seccomp=unconfined")
+        raise InvalidParameter(
+            f"seccomp filters are compiled for x86_64 only, not {host.machine}: "
+            "run with --security-opt seccomp=unconfined"
+        )
     return _program(setting, capset, host.machine, host.kernel)
 
 
 # --- the filesystem view -----------------------------------------------------------------
+
 
 def _tmpfs_mount(words: list[str], defaults: tuple[str, ...] = TMPFS_DEFAULTS) -> tuple[int, str]:
     """(MS_* flags, data) of a tmpfs from Docker-style words; the user's words win over
@@ -156,8 +194,13 @@ def _tmpfs_mount(words: list[str], defaults: tuple[str, ...] = TMPFS_DEFAULTS) -
     return flags, ",".join(data)
 
 
-def _dev_ops(privileged: bool, devices: list[dict], kcore: bool, console: str | None,
-             host_devs: list[tuple[str, int, int, int, int]]) -> list[tuple]:
+def _dev_ops(
+    privileged: bool,
+    devices: list[dict],
+    kcore: bool,
+    console: str | None,
+    host_devs: list[tuple[str, int, int, int, int]],
+) -> list[tuple]:
     dev_flags = linux.MS_NOSUID | linux.MS_STRICTATIME | (0 if privileged else linux.MS_NODEV)
     ops: list[tuple] = [("mount", "tmpfs", "/dev", "tmpfs", dev_flags, "mode=755,size=65536k", False)]
     if privileged:
@@ -168,11 +211,20 @@ def _dev_ops(privileged: bool, devices: list[dict], kcore: bool, console: str | 
         ops.append(("bind", d["host"], d["container"], "auto", False, False, 0, False))
     if console:
         ops.append(("bind", console, "/dev/console", "file", False, False, 0, False))
-    ops += [("mount", "devpts", "/dev/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-             "newinstance,ptmxmode=0666,mode=0620,gid=5", False),
-            ("symlink", "pts/ptmx", "/dev/ptmx"),
-            ("mount", "shm", "/dev/shm", "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k", False),
-            ("mount", "mqueue", "/dev/mqueue", "mqueue", _NOSUID_NODEV_NOEXEC, "", False)]
+    ops += [
+        (
+            "mount",
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            linux.MS_NOSUID | linux.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            False,
+        ),
+        ("symlink", "pts/ptmx", "/dev/ptmx"),
+        ("mount", "shm", "/dev/shm", "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=1777,size=65536k", False),
+        ("mount", "mqueue", "/dev/mqueue", "mqueue", _NOSUID_NODEV_NOEXEC, "", False),
+    ]
     ops += [("symlink", src, dst) for src, dst in DEV_LINKS]
     if kcore:
         ops.append(("symlink", "/proc/kcore", "/dev/core"))
@@ -190,8 +242,17 @@ def _cgroup_ops(view: Sequence[tuple[str, str, str]], privileged: bool) -> list[
     if any(name for name, _, _ in view):
         ops.append(("mount", "tmpfs", "/sys/fs/cgroup", "tmpfs", _NOSUID_NODEV_NOEXEC, "mode=755,size=64k", False))
     for name, fstype, options in view:
-        ops.append(("mount", "cgroup", "/sys/fs/cgroup" + (f"/{name}" if name else ""), fstype,
-                    _NOSUID_NODEV_NOEXEC, options, False))
+        ops.append(
+            (
+                "mount",
+                "cgroup",
+                "/sys/fs/cgroup" + (f"/{name}" if name else ""),
+                fstype,
+                _NOSUID_NODEV_NOEXEC,
+                options,
+                False,
+            )
+        )
         if "," in name:
             ops += [("symlink", name, f"/sys/fs/cgroup/{c}") for c in name.split(",")]  # cpu -> cpu,cpuacct
     if not privileged:
@@ -209,24 +270,47 @@ def _user_ops(mounts: list[dict], privileged: bool) -> list[tuple]:
         if m["type"] == "bind":
             if m["target"] == "/":
                 continue  # "-v /:/" in host mode: handled by not making the root read-only
-            ops.append(("bind", m["source"], m["target"], "auto", m.get("recursive", True), m["read_only"],
-                        _PROPAGATION[m.get("propagation", "rprivate")], False, nodev))
+            ops.append(
+                (
+                    "bind",
+                    m["source"],
+                    m["target"],
+                    "auto",
+                    m.get("recursive", True),
+                    m["read_only"],
+                    _PROPAGATION[m.get("propagation", "rprivate")],
+                    False,
+                    nodev,
+                )
+            )
         else:
             flags, data = _tmpfs_mount(list(m["options"]))
             if m["read_only"]:
                 flags |= linux.MS_RDONLY
             if nodev:
-                flags |= linux.MS_NODEV   # even with the "dev" word: see above
+                flags |= linux.MS_NODEV  # even with the "dev" word: see above
             ops.append(("mount", "tmpfs", m["target"], "tmpfs", flags, data, False))
     return ops
 
 
-def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bool, read_only: bool, mounts: list[dict],
-                   devices: list[dict], etc_binds: list[tuple[str, str]], masked: list[str] | None,
-                   readonly: list[str] | None, systempaths_unconfined: bool, host: HostFacts,
-                   workdir: str = "/", kcore: bool = True, console: str | None = None,
-                   host_devs: Sequence[tuple[str, int, int, int, int]] = (),
-                   cgroups: Sequence[tuple[str, str, str]] = ()) -> list[tuple]:
+def filesystem_ops(
+    *,
+    overlay: tuple[list[str], str, str] | None,
+    privileged: bool,
+    read_only: bool,
+    mounts: list[dict],
+    devices: list[dict],
+    etc_binds: list[tuple[str, str]],
+    masked: list[str] | None,
+    readonly: list[str] | None,
+    systempaths_unconfined: bool,
+    host: HostFacts,
+    workdir: str = "/",
+    kcore: bool = True,
+    console: str | None = None,
+    host_devs: Sequence[tuple[str, int, int, int, int]] = (),
+    cgroups: Sequence[tuple[str, str, str]] = (),
+) -> list[tuple]:
     """The mount operations, in order, for one container (paths inside the container)."""
     host_mode = overlay is None
     mounts = check_mounts(list(mounts), host_mode)
@@ -243,7 +327,7 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
         except ValueError as exc:
             raise InvalidParameter(str(exc)) from None
         if cwd != "/":
-            ops.append(("chdir", cwd))   # many layers: lowerdir= relative to their directory
+            ops.append(("chdir", cwd))  # many layers: lowerdir= relative to their directory
         ops.append(("mount", "overlay", "/", "overlay", 0 if privileged else linux.MS_NODEV, options, False))
     ops.append(("mount", "proc", "/proc", "proc", _NOSUID_NODEV_NOEXEC, "", False))
     ops += _dev_ops(privileged, devices, kcore, console, list(host_devs))
@@ -256,8 +340,11 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
         ops.append(("setattr", "/sys", linux.MOUNT_ATTR_RDONLY, False))
     if host_mode:
         user_targets = {m["target"] for m in mounts}
-        ops += [("mount", "tmpfs", d, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, opt, True)
-                for d, opt in HOST_PRIVATE_DIRS if d not in user_targets]
+        ops += [
+            ("mount", "tmpfs", d, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, opt, True)
+            for d, opt in HOST_PRIVATE_DIRS
+            if d not in user_targets
+        ]
         ops += [("mask", p) for p in host.hide]
     # /etc/hosts, resolv.conf, hostname: in the host mode only where the file can be
     # (it exists, or lies in one of the private tmpfs: /etc/resolv.conf -> /run/...).
@@ -273,8 +360,14 @@ def filesystem_ops(*, overlay: tuple[list[str], str, str] | None, privileged: bo
     return ops
 
 
-def plan(spec, binds: list[tuple[str, str]], host: HostFacts, cdir: str | None = None,
-         console: str | None = None, cgroups: Sequence[tuple[str, str, str]] = ()) -> dict:
+def plan(
+    spec,
+    binds: list[tuple[str, str]],
+    host: HostFacts,
+    cdir: str | None = None,
+    console: str | None = None,
+    cgroups: Sequence[tuple[str, str, str]] = (),
+) -> dict:
     """Everything confine_apply needs, marshal-able: {"root", "ops", "caps", "last_cap",
     "nnp", "seccomp", "seccomp_flags"}. `binds` are the /etc files (source, target);
     `cdir` the container's directory holding the overlay's upper/work/merged dirs (for
@@ -289,14 +382,32 @@ def plan(spec, binds: list[tuple[str, str]], host: HostFacts, cdir: str | None =
             raise ValueError("a rootfs container's plan needs its directory")
         root = os.path.join(cdir, files.MERGED)
         overlay = (spec.rootfs, os.path.join(cdir, files.UPPER), os.path.join(cdir, files.WORK))
-    ops = filesystem_ops(overlay=overlay, privileged=spec.privileged, read_only=spec.read_only,
-                         mounts=spec.mounts, devices=spec.devices, etc_binds=binds,
-                         masked=spec.masked_paths, readonly=spec.readonly_paths,
-                         systempaths_unconfined=sec.systempaths_unconfined, host=host, workdir=spec.workdir,
-                         kcore=os.path.exists("/proc/kcore"), console=console,
-                         host_devs=host_devices() if spec.privileged else [], cgroups=cgroups)
-    return {"root": root, "ops": ops, "caps": capslib.mask(capset), "last_cap": host.last_cap, "nnp": nnp,
-            "seccomp": prog[0] if prog else None, "seccomp_flags": prog[1] if prog else 0}
+    ops = filesystem_ops(
+        overlay=overlay,
+        privileged=spec.privileged,
+        read_only=spec.read_only,
+        mounts=spec.mounts,
+        devices=spec.devices,
+        etc_binds=binds,
+        masked=spec.masked_paths,
+        readonly=spec.readonly_paths,
+        systempaths_unconfined=sec.systempaths_unconfined,
+        host=host,
+        workdir=spec.workdir,
+        kcore=os.path.exists("/proc/kcore"),
+        console=console,
+        host_devs=host_devices() if spec.privileged else [],
+        cgroups=cgroups,
+    )
+    return {
+        "root": root,
+        "ops": ops,
+        "caps": capslib.mask(capset),
+        "last_cap": host.last_cap,
+        "nnp": nnp,
+        "seccomp": prog[0] if prog else None,
+        "seccomp_flags": prog[1] if prog else 0,
+    }
 
 
 def check(spec, host: HostFacts) -> None:
@@ -308,12 +419,15 @@ def check(spec, host: HostFacts) -> None:
     seccomp_program(sec.seccomp, spec.privileged, capset, host)
     for d in spec.devices:
         if not os.path.exists(d["host"]):
-            raise InvalidParameter(f"error gathering device information while adding custom device "
-                                   f"{d['host']!r}: no such file or directory")
+            raise InvalidParameter(
+                f"error gathering device information while adding custom device "
+                f"{d['host']!r}: no such file or directory"
+            )
     for m in spec.mounts:
         if m["type"] == "bind" and not m.get("create") and not os.path.exists(m["source"]):
-            raise InvalidParameter(f"invalid mount config for type \"bind\": bind source path does not exist: "
-                                   f"{m['source']}")
+            raise InvalidParameter(
+                f'invalid mount config for type "bind": bind source path does not exist: {m["source"]}'
+            )
 
 
 def make_bind_sources(spec) -> None:

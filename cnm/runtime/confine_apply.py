@@ -14,6 +14,7 @@ costs start-up time. The plan holds all decisions; this module only carries them
 Errors: Refused(kind, message) for what the user can fix (kind is a cnm.errors class
 name), OSError for the rest.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,7 +73,7 @@ def _resolve_at(rfd: int, path: str, create: str | None) -> int:
         i = 0
         while i < len(parts):
             try:
-                os.close(linux.openat2(rfd, "/".join(parts[:i + 1]), _PATH, _RESOLVE))
+                os.close(linux.openat2(rfd, "/".join(parts[: i + 1]), _PATH, _RESOLVE))
             except FileNotFoundError:
                 break
             i += 1
@@ -82,8 +83,11 @@ def _resolve_at(rfd: int, path: str, create: str | None) -> int:
         name = parts[i]
         try:
             if i == len(parts) - 1 and create == "file":
-                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                                 dir_fd=parent))
+                os.close(
+                    os.open(
+                        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent
+                    )
+                )
             else:
                 os.mkdir(name, 0o755, dir_fd=parent)
         except FileExistsError:
@@ -94,7 +98,7 @@ def _resolve_at(rfd: int, path: str, create: str | None) -> int:
                 # A dangling symlink: make what it points at, resolved again from the root.
                 target = os.readlink(name, dir_fd=parent)
                 head = [] if target.startswith("/") else parts[:i]
-                path = "/".join(head + [target] + parts[i + 1:])
+                path = "/".join(head + [target] + parts[i + 1 :])
         finally:
             os.close(parent)
     raise OSError(11, f"cannot resolve {path}: it keeps changing")
@@ -122,13 +126,18 @@ def _mountpoint(root: str, dst: str, is_dir: bool, optional: bool) -> int | None
         if optional:
             return None
         if exc.errno == 30:  # EROFS
-            raise Refused("InvalidParameter", f"{dst} does not exist and cannot be created: the host's "
-                                              "filesystem is read-only in the host-filesystem mode") from exc
+            raise Refused(
+                "InvalidParameter",
+                f"{dst} does not exist and cannot be created: the host's "
+                "filesystem is read-only in the host-filesystem mode",
+            ) from exc
         raise
     if root != "/" and _is_root(fd, root):
         os.close(fd)  # "dev -> /", "proc -> .": a mount there would hide the container's whole tree
-        raise Refused("InvalidParameter", f"cannot mount on {dst}: in the container's filesystem it is a "
-                                          "symlink to its root directory")
+        raise Refused(
+            "InvalidParameter",
+            f"cannot mount on {dst}: in the container's filesystem it is a symlink to its root directory",
+        )
     return fd
 
 
@@ -162,8 +171,9 @@ def enter_root(plan: dict) -> None:
     os.chdir("/")
 
 
-def _op_mount(root: str, _c: int | None, src: str, dst: str, fstype: str, flags: int, data: str,
-              optional: bool) -> None:
+def _op_mount(
+    root: str, _c: int | None, src: str, dst: str, fstype: str, flags: int, data: str, optional: bool
+) -> None:
     t = None if dst == "/" else _mountpoint(root, dst, True, optional)
     if t is None and dst != "/":
         return
@@ -183,14 +193,24 @@ def _op_mount(root: str, _c: int | None, src: str, dst: str, fstype: str, flags:
             os.close(t)
 
 
-def _op_bind(root: str, tree: int | None, src: str, dst: str, kind: str, recursive: bool, read_only: bool,
-             propagation: int, optional: bool, nodev: bool = False) -> None:
+def _op_bind(
+    root: str,
+    tree: int | None,
+    src: str,
+    dst: str,
+    kind: str,
+    recursive: bool,
+    read_only: bool,
+    propagation: int,
+    optional: bool,
+    nodev: bool = False,
+) -> None:
     if tree is None:
         return  # an optional bind whose source is missing
     mode = os.fstat(tree).st_mode
     is_dir = stat.S_ISDIR(mode) if kind == "auto" else kind == "dir"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        nodev = False   # a host device bound by name (-v /dev/net/tun:...): asked for, as --device
+        nodev = False  # a host device bound by name (-v /dev/net/tun:...): asked for, as --device
     t = _mountpoint(root, dst, is_dir, optional)
     if t is None:
         return
@@ -261,7 +281,7 @@ def _op_ro(root: str, _c: int | None, dst: str) -> None:
     except FileNotFoundError:
         return
     try:
-        tree = linux.clone_tree_fd(t, True)   # a recursive bind of dst onto itself, made read-only
+        tree = linux.clone_tree_fd(t, True)  # a recursive bind of dst onto itself, made read-only
         try:
             linux.attach_tree_at(tree, t)
             linux.mount_setattr_fd(tree, linux.MOUNT_ATTR_RDONLY, 0, True)
@@ -290,8 +310,18 @@ def _op_remount_ro(root: str, _c: int | None, dst: str) -> None:
         os.close(t)
 
 
-_OPS: dict[str, Callable[..., None]] = {"chdir": _op_chdir, "mount": _op_mount, "bind": _op_bind, "dir": _op_dir, "mknod": _op_mknod, "symlink": _op_symlink, "mask": _op_mask,
-        "ro": _op_ro, "setattr": _op_setattr, "remount_ro": _op_remount_ro}
+_OPS: dict[str, Callable[..., None]] = {
+    "chdir": _op_chdir,
+    "mount": _op_mount,
+    "bind": _op_bind,
+    "dir": _op_dir,
+    "mknod": _op_mknod,
+    "symlink": _op_symlink,
+    "mask": _op_mask,
+    "ro": _op_ro,
+    "setattr": _op_setattr,
+    "remount_ro": _op_remount_ro,
+}
 
 
 def lock(plan: dict) -> None:

@@ -13,6 +13,7 @@ A mount is normalized to a dict (kept as such in the container's spec):
     {"type": "bind", "source", "target", "read_only", "propagation", "recursive", "create"}
     {"type": "tmpfs", "target", "read_only", "options": [...]}
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,38 @@ from cnm.errors import InvalidParameter
 PROPAGATIONS = ("rprivate", "private", "rslave", "slave")
 _REFUSED_PROPAGATIONS = ("shared", "rshared")
 # tmpfs mount words: flags (the kernel's MS_* words) and data options with a value.
-TMPFS_FLAGS = frozenset({"ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
-                         "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime",
-                         "sync", "async", "dirsync"})
-_TMPFS_DATA = {"size": re.compile(r"^\d+[kmgKMG%]?$"), "nr_blocks": re.compile(r"^\d+[kmgKMG%]?$"),
-               "nr_inodes": re.compile(r"^\d+[kmgKMG%]?$"), "mode": re.compile(r"^[0-7]{1,4}$"),
-               "uid": re.compile(r"^\d{1,10}$"), "gid": re.compile(r"^\d{1,10}$"),
-               "huge": re.compile(r"^(never|always|within_size|advise)$")}
+TMPFS_FLAGS = frozenset(
+    {
+        "ro",
+        "rw",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "atime",
+        "noatime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nostrictatime",
+        "diratime",
+        "nodiratime",
+        "sync",
+        "async",
+        "dirsync",
+    }
+)
+_TMPFS_DATA = {
+    "size": re.compile(r"^\d+[kmgKMG%]?$"),
+    "nr_blocks": re.compile(r"^\d+[kmgKMG%]?$"),
+    "nr_inodes": re.compile(r"^\d+[kmgKMG%]?$"),
+    "mode": re.compile(r"^[0-7]{1,4}$"),
+    "uid": re.compile(r"^\d{1,10}$"),
+    "gid": re.compile(r"^\d{1,10}$"),
+    "huge": re.compile(r"^(never|always|within_size|advise)$"),
+}
 # Docker's default flags for a user tmpfs (the user's words override them).
 TMPFS_DEFAULTS = ("noexec", "nosuid", "nodev")
 _HOST_ROOT_RW = "/"
@@ -40,7 +66,7 @@ _HOST_ROOT_RW = "/"
 
 @dataclass(frozen=True)
 class SecurityOpts:
-    seccomp: str = "default"            # "default", "unconfined" or a profile's JSON text
+    seccomp: str = "default"  # "default", "unconfined" or a profile's JSON text
     no_new_privileges: bool | None = None  # None: the runtime's default
     systempaths_unconfined: bool = False
 
@@ -73,11 +99,14 @@ def parse_security_opts(opts: list[str] | None) -> SecurityOpts:
                 seccomp = "unconfined" if value == "unconfined" else "default"
             elif value.lstrip().startswith("{"):
                 from cnm.runtime import seccomp_profile  # the daemon validates the profile here, once
+
                 seccomp_profile.parse(value)
                 seccomp = value
             else:
-                raise InvalidParameter(f"invalid --security-opt seccomp={value[:60]!r}: give unconfined, builtin or "
-                                       "the profile's JSON (the CLI reads a file name for you)")
+                raise InvalidParameter(
+                    f"invalid --security-opt seccomp={value[:60]!r}: give unconfined, builtin or "
+                    "the profile's JSON (the CLI reads a file name for you)"
+                )
         elif key == "no-new-privileges":
             if value.lower() not in ("true", "false", "1", "0"):
                 raise InvalidParameter(f"invalid --security-opt {opt!r}: no-new-privileges takes true or false")
@@ -88,21 +117,38 @@ def parse_security_opts(opts: list[str] | None) -> SecurityOpts:
             sysp = True
         elif key == "apparmor":
             if value != "unconfined":
-                raise InvalidParameter(f"invalid --security-opt {opt!r}: AppArmor is not used by this runtime; "
-                                       "only apparmor=unconfined is accepted")
+                raise InvalidParameter(
+                    f"invalid --security-opt {opt!r}: AppArmor is not used by this runtime; "
+                    "only apparmor=unconfined is accepted"
+                )
         elif key == "label":
             if value != "disable":
-                raise InvalidParameter(f"invalid --security-opt {opt!r}: SELinux labels are not used by this runtime; "
-                                       "only label=disable is accepted")
+                raise InvalidParameter(
+                    f"invalid --security-opt {opt!r}: SELinux labels are not used by this runtime; "
+                    "only label=disable is accepted"
+                )
         else:
             raise InvalidParameter(f"invalid --security-opt {opt!r}: unknown option {key!r}")
     return SecurityOpts(seccomp=seccomp, no_new_privileges=nnp, systempaths_unconfined=sysp)
 
 
-def bind(source: str, target: str, read_only: bool = False, propagation: str = "rprivate",
-         recursive: bool = True, create: bool = True) -> dict:
-    return {"type": "bind", "source": source, "target": target, "read_only": read_only,
-            "propagation": propagation, "recursive": recursive, "create": create}
+def bind(
+    source: str,
+    target: str,
+    read_only: bool = False,
+    propagation: str = "rprivate",
+    recursive: bool = True,
+    create: bool = True,
+) -> dict:
+    return {
+        "type": "bind",
+        "source": source,
+        "target": target,
+        "read_only": read_only,
+        "propagation": propagation,
+        "recursive": recursive,
+        "create": create,
+    }
 
 
 def parse_bind(raw: Any) -> dict:
@@ -115,22 +161,35 @@ def parse_bind(raw: Any) -> dict:
         raise InvalidParameter(f"invalid volume specification {raw!r}: use /host/path:/container/path[:ro|rw]")
     src, dst = parts[0], parts[1]
     if not src.startswith("/"):
-        raise InvalidParameter(f"invalid volume specification {raw!r}: named volumes are not supported; "
-                               "give an absolute host path")
+        raise InvalidParameter(
+            f"invalid volume specification {raw!r}: named volumes are not supported; give an absolute host path"
+        )
     read_only, propagation = False, "rprivate"
     seen: set[str] = set()
-    for word in (parts[2].split(",") if len(parts) == 3 else []):
-        kind = ("rw" if word in ("ro", "rw") else "prop" if word in PROPAGATIONS + _REFUSED_PROPAGATIONS
-                else "label" if word in ("z", "Z") else "copy" if word in ("nocopy",) else None)
+    for word in parts[2].split(",") if len(parts) == 3 else []:
+        kind = (
+            "rw"
+            if word in ("ro", "rw")
+            else "prop"
+            if word in PROPAGATIONS + _REFUSED_PROPAGATIONS
+            else "label"
+            if word in ("z", "Z")
+            else "copy"
+            if word in ("nocopy",)
+            else None
+        )
         if kind is None:
-            raise InvalidParameter(f"invalid mode {word!r} in volume specification {raw!r}: "
-                                   "use ro, rw, rprivate, private, rslave or slave")
+            raise InvalidParameter(
+                f"invalid mode {word!r} in volume specification {raw!r}: use ro, rw, rprivate, private, rslave or slave"
+            )
         if kind in seen:
             raise InvalidParameter(f"invalid volume specification {raw!r}: more than one {kind} mode")
         seen.add(kind)
         if word in _REFUSED_PROPAGATIONS:
-            raise InvalidParameter(f"invalid volume specification {raw!r}: {word} propagation would let the "
-                                   "container's mounts reach the host; not supported")
+            raise InvalidParameter(
+                f"invalid volume specification {raw!r}: {word} propagation would let the "
+                "container's mounts reach the host; not supported"
+            )
         if kind == "rw":
             read_only = word == "ro"
         elif kind == "prop":
@@ -148,14 +207,20 @@ def _tmpfs_options(opts: Any, where: str) -> list[str]:
             if w not in TMPFS_FLAGS:
                 raise InvalidParameter(f"invalid tmpfs option {w!r} for {where}")
         elif key not in _TMPFS_DATA or not _TMPFS_DATA[key].match(value):
-            raise InvalidParameter(f"invalid tmpfs option {w!r} for {where}: "
-                                   f"known are {', '.join(sorted(_TMPFS_DATA))}=VALUE and mount flags")
+            raise InvalidParameter(
+                f"invalid tmpfs option {w!r} for {where}: "
+                f"known are {', '.join(sorted(_TMPFS_DATA))}=VALUE and mount flags"
+            )
     return words
 
 
 def tmpfs(target: str, options: list[str]) -> dict:
-    return {"type": "tmpfs", "target": target, "read_only": "ro" in options,
-            "options": [w for w in options if w not in ("ro", "rw")]}
+    return {
+        "type": "tmpfs",
+        "target": target,
+        "read_only": "ro" in options,
+        "options": [w for w in options if w not in ("ro", "rw")],
+    }
 
 
 def parse_tmpfs(mapping: Any) -> list[dict]:
@@ -163,7 +228,7 @@ def parse_tmpfs(mapping: Any) -> list[dict]:
     if mapping is None:
         return []
     if not isinstance(mapping, dict):
-        raise InvalidParameter("Tmpfs must be an object: {\"/path\": \"options\"}")
+        raise InvalidParameter('Tmpfs must be an object: {"/path": "options"}')
     return [tmpfs(_clean_abs(t, "tmpfs target"), _tmpfs_options(o, t)) for t, o in mapping.items()]
 
 
@@ -182,10 +247,17 @@ def parse_mount(raw: Any) -> dict:
             raise InvalidParameter(f"invalid mount {target}: BindOptions must be an object")
         prop = opts.get("Propagation") or "rprivate"
         if prop not in PROPAGATIONS:
-            raise InvalidParameter(f"invalid mount {target}: propagation {prop!r} is not supported "
-                                   f"(use {', '.join(PROPAGATIONS)})")
-        return bind(_clean_abs(raw.get("Source"), "bind source"), target, ro, prop,
-                    recursive=not opts.get("NonRecursive"), create=bool(opts.get("CreateMountpoint")))
+            raise InvalidParameter(
+                f"invalid mount {target}: propagation {prop!r} is not supported (use {', '.join(PROPAGATIONS)})"
+            )
+        return bind(
+            _clean_abs(raw.get("Source"), "bind source"),
+            target,
+            ro,
+            prop,
+            recursive=not opts.get("NonRecursive"),
+            create=bool(opts.get("CreateMountpoint")),
+        )
     if kind == "tmpfs":
         if raw.get("Source"):
             raise InvalidParameter(f"invalid mount {target}: a tmpfs mount has no Source")
@@ -204,7 +276,7 @@ def parse_mount(raw: Any) -> dict:
             words.append(f"mode={mode:o}")
         for pair in t.get("Options") or []:
             if not isinstance(pair, list) or not 1 <= len(pair) <= 2 or pair[0] not in ("exec", "noexec"):
-                raise InvalidParameter(f"invalid mount {target}: TmpfsOptions.Options takes [\"exec\"] or [\"noexec\"]")
+                raise InvalidParameter(f'invalid mount {target}: TmpfsOptions.Options takes ["exec"] or ["noexec"]')
             words.append(pair[0])
         return tmpfs(target, words + (["ro"] if ro else []))
     if kind == "volume":
@@ -232,8 +304,9 @@ def parse_device(raw: Any) -> dict:
     if not isinstance(perms, str) or not set(perms) <= set("rwm") or not perms:
         raise InvalidParameter(f"invalid device permissions {perms!r}: a combination of r, w and m")
     if not {"r", "w"} <= set(perms):
-        raise InvalidParameter(f"device permissions {perms!r} need a device cgroup, which this runtime does "
-                               "not use: give rwm")
+        raise InvalidParameter(
+            f"device permissions {perms!r} need a device cgroup, which this runtime does not use: give rwm"
+        )
     return {"host": _clean_abs(host, "device path"), "container": _clean_abs(ctr, "device path in the container")}
 
 
@@ -248,8 +321,10 @@ def check_mounts(mounts: list[dict], host_mode: bool) -> list[dict]:
             raise InvalidParameter(f"duplicate mount point: {t}")
         seen.add(t)
         if t == "/" and not (host_mode and m["type"] == "bind" and m["source"] == _HOST_ROOT_RW):
-            raise InvalidParameter("invalid mount config: the destination cannot be / (in the host-filesystem "
-                                   "mode, -v /:/ makes the host's root writable)")
+            raise InvalidParameter(
+                "invalid mount config: the destination cannot be / (in the host-filesystem "
+                "mode, -v /:/ makes the host's root writable)"
+            )
     return sorted(mounts, key=lambda m: len([p for p in m["target"].split("/") if p]))
 
 

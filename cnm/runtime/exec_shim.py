@@ -22,6 +22,7 @@ at the end; input, CLOSE and RESIZE the other way). Output nobody takes is dropp
 (Docker does the same for a detached exec). The process is a member of the container's
 PID namespace: it dies with the container.
 """
+
 from __future__ import annotations
 
 import _socket
@@ -47,7 +48,7 @@ def serve(sock: int, dirfd: int) -> None:
     if target < 0 or not linux.is_alive(pid, start):
         reply.error("Conflict", "the container is not running")
         return
-    linux.setns(target, linux.CLONE_NEWPID)     # for our children: the container's PID namespace
+    linux.setns(target, linux.CLONE_NEWPID)  # for our children: the container's PID namespace
     tty = bool(cfg["tty"])
     ptys = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM) if tty else None
     child_io: list[int] = []
@@ -93,7 +94,7 @@ def serve(sock: int, dirfd: int) -> None:
 def _process(cfg: dict, target: int, wfd: int, stdio: list[int], ptys: _socket.socket | None) -> None:
     """The exec'd process, between fork and exec. Never returns."""
     try:
-        for d in cfg["cgroups"]:      # the host's paths: before the container's mount namespace
+        for d in cfg["cgroups"]:  # the host's paths: before the container's mount namespace
             fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY)
             try:
                 os.write(fd, b"0")
@@ -106,8 +107,9 @@ def _process(cfg: dict, target: int, wfd: int, stdio: list[int], ptys: _socket.s
         try:
             os.chdir(cfg["workdir"] or "/")
         except OSError as exc:
-            raise prexec.Fail("InvalidParameter", f"cannot change to the working directory {cfg['workdir']}: "
-                                                  f"{exc.strerror}") from exc
+            raise prexec.Fail(
+                "InvalidParameter", f"cannot change to the working directory {cfg['workdir']}: {exc.strerror}"
+            ) from exc
         who = prexec.resolve_user(cfg.get("user") or "", env)
         if ptys is not None:
             prexec.take_tty(prexec.open_tty(ptys, cfg.get("console_size")))

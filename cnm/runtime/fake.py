@@ -10,6 +10,7 @@ log in the runtime's own format (cnm.runtime.logs reads it) and to attached sess
 sends them); the exit fd becomes readable once the output is all logged, as the real
 supervisor's does.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -50,7 +51,7 @@ class FakeRuntime:
         self._logs: dict[str, LogWriter] = {}
         self._attached: dict[str, list[tuple[socket.socket, str]]] = {}
         self._readers: dict[str, list[threading.Thread]] = {}
-        self._done: dict[str, tuple[int, int]] = {}   # a pipe closed once the output is logged
+        self._done: dict[str, tuple[int, int]] = {}  # a pipe closed once the output is logged
         self._watchers: dict[str, threading.Thread] = {}
 
     def start(self, cid: str | ContainerSpec, spec: ContainerSpec | None = None) -> ContainerState:
@@ -67,7 +68,7 @@ class FakeRuntime:
                     raise Conflict(f"container {cid} is already running")
                 spec = spec or self.specs[cid]
             for t in [*self._readers.get(cid, []), *filter(None, [self._watchers.get(cid)])]:
-                t.join(5)       # the last run is wholly over: output logged, exit pipe closed
+                t.join(5)  # the last run is wholly over: output logged, exit pipe closed
             new = False
         spec.validate()
         with self._lock:
@@ -76,8 +77,14 @@ class FakeRuntime:
         cdir = self.root / spec.id
         cdir.mkdir(parents=True, exist_ok=not new)
         try:
-            proc = subprocess.Popen(spec.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, env={**os.environ, **spec.env}, start_new_session=True)
+            proc = subprocess.Popen(
+                spec.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **spec.env},
+                start_new_session=True,
+            )
         except OSError as exc:
             if new:
                 shutil.rmtree(cdir, ignore_errors=True)
@@ -93,8 +100,10 @@ class FakeRuntime:
                 os.close(self._done[spec.id][0])
             self._attached[spec.id] = []
             done = self._done[spec.id] = os.pipe()
-            self._readers[spec.id] = [threading.Thread(target=self._pump, args=(spec.id, pipe, kind), daemon=True)
-                                      for pipe, kind in ((proc.stdout, wire.STDOUT), (proc.stderr, wire.STDERR))]
+            self._readers[spec.id] = [
+                threading.Thread(target=self._pump, args=(spec.id, pipe, kind), daemon=True)
+                for pipe, kind in ((proc.stdout, wire.STDOUT), (proc.stderr, wire.STDERR))
+            ]
         for t in self._readers[spec.id]:
             t.start()
         watcher = threading.Thread(target=self._watch, args=(spec.id, proc, done[1]), daemon=True)
@@ -145,8 +154,7 @@ class FakeRuntime:
             return ContainerState(cid, RUNNING, proc.pid, None, None, self._started[cid])
         with self._lock:
             finished = self._finished.setdefault(cid, _now())
-        return ContainerState(cid, EXITED, proc.pid, None, rc if rc >= 0 else 128 - rc,
-                              self._started[cid], finished)
+        return ContainerState(cid, EXITED, proc.pid, None, rc if rc >= 0 else 128 - rc, self._started[cid], finished)
 
     def list(self) -> list[ContainerState]:
         with self._lock:
@@ -192,7 +200,7 @@ class FakeRuntime:
 
     def wait(self, cid: str, timeout: float | None = None) -> int:
         self._proc(cid).wait(timeout)
-        for t in self._readers.get(cid, []):    # its output is all logged, as the runtime's is
+        for t in self._readers.get(cid, []):  # its output is all logged, as the runtime's is
             t.join(timeout)
         code = self.state(cid).exit_code
         return code if code is not None else -1
@@ -211,7 +219,7 @@ class FakeRuntime:
     def remove(self, cid: str, force: bool = False) -> None:
         with self._lock:
             proc = self._procs.get(cid)
-        if proc is None:                  # as the real runtime: a directory alone goes too
+        if proc is None:  # as the real runtime: a directory alone goes too
             shutil.rmtree(self.root / cid, ignore_errors=True)
             return
         if proc.poll() is None:
@@ -220,7 +228,7 @@ class FakeRuntime:
             proc.kill()
             proc.wait()
         for t in [*self._readers.get(cid, []), *filter(None, [self._watchers.get(cid)])]:
-            t.join(5)           # its watcher closes the exit pipe: wait for it before taking it away
+            t.join(5)  # its watcher closes the exit pipe: wait for it before taking it away
         with self._lock:
             self._procs.pop(cid, None)
             log = self._logs.pop(cid, None)

@@ -29,6 +29,7 @@ One directory per container, `<state_dir>/<id>/`:
 The shim imports this module, so it must stay cheap: no json (json pulls in `re`, ~9 ms
 of start-up), no dataclasses. `dump_flat` writes the flat JSON objects above by hand.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,7 @@ SHIM_PID = "shim.pid"
 STATE = "state.json"
 STATE_NEW = "state.json.new"
 EXIT = "exit.json"
-LOCK_PLAN = "confine.marshal"   # the container's capabilities/NNP/seccomp, for exec (marshal)
+LOCK_PLAN = "confine.marshal"  # the container's capabilities/NNP/seccomp, for exec (marshal)
 
 # The supervisor's process name (comm): a recorded pid is trusted only if /proc shows it.
 SHIM_COMM = "cnm-shim"

@@ -7,6 +7,7 @@ every millisecond of shim start-up is a millisecond of `start()` latency.
 Everything raises OSError with the errno and the call that failed; callers translate
 to cnm.errors where the error means something to a user.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -38,11 +39,11 @@ _PR_SET_PDEATHSIG = 1
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 # Nor seccomp() (glibc 2.36), mount_setattr() or close_range() before 2.34.
 _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
-_SYS_MOUNT_SETATTR = 442    # the same on every architecture (added in 5.12)
-_SYS_OPEN_TREE = 428        # likewise (5.2)
+_SYS_MOUNT_SETATTR = 442  # the same on every architecture (added in 5.12)
+_SYS_OPEN_TREE = 428  # likewise (5.2)
 _SYS_MOVE_MOUNT = 429
-_SYS_CLOSE_RANGE = 436      # likewise (5.9)
-_SYS_OPENAT2 = 437          # likewise (5.6)
+_SYS_CLOSE_RANGE = 436  # likewise (5.9)
+_SYS_OPENAT2 = 437  # likewise (5.6)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
@@ -75,7 +76,10 @@ def setns(fd: int, nstype: int) -> None:
 
 
 def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), f"mount {fstype or ''} {target}".replace("  ", " "))
+    _check(
+        _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)),
+        f"mount {fstype or ''} {target}".replace("  ", " "),
+    )
 
 
 def umount2(target: str, flags: int = 0) -> None:
@@ -130,8 +134,12 @@ _CLOSE_RANGE_CLOEXEC = 4
 
 
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 class _CapHeader(ctypes.Structure):
@@ -165,8 +173,13 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     RESOLVE_IN_ROOT the kernel resolves "/", ".." and every symlink as if `dirfd` were
     the root, with no window between checking and using a path). Close-on-exec."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
-    fd = _libc.syscall(ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dirfd), _b(path), ctypes.byref(how),
-                       ctypes.c_size_t(ctypes.sizeof(how)))
+    fd = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_int(dirfd),
+        _b(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"openat2 {path}: {os.strerror(err)}")
@@ -184,9 +197,17 @@ def mount_setattr_fd(fd: int, attr_set: int, attr_clr: int = 0, recursive: bool 
     """mount_setattr() on the mount `fd` is the root of (an O_PATH fd, or a tree from
     clone_tree())."""
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(fd), b"",
-                         ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)), ctypes.byref(attr),
-                         ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(_SYS_MOUNT_SETATTR),
+            ctypes.c_int(fd),
+            b"",
+            ctypes.c_uint(AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        ),
+        "mount_setattr",
+    )
 
 
 def clone_tree_fd(fd: int, recursive: bool) -> int:
@@ -202,17 +223,34 @@ def clone_tree_fd(fd: int, recursive: bool) -> int:
 def attach_tree_at(tree: int, target_fd: int) -> None:
     """Mount a tree from clone_tree() on the directory or file `target_fd` is open on
     (move_mount with both ends as fds: no path is looked up)."""
-    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(tree), b"", ctypes.c_int(target_fd), b"",
-                         ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH)), "move_mount")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(_SYS_MOVE_MOUNT),
+            ctypes.c_int(tree),
+            b"",
+            ctypes.c_int(target_fd),
+            b"",
+            ctypes.c_uint(_MOVE_MOUNT_F_EMPTY_PATH | _MOVE_MOUNT_T_EMPTY_PATH),
+        ),
+        "move_mount",
+    )
 
 
 def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True) -> None:
     """Set mount attributes (MOUNT_ATTR_*) on the mount at `path`, and on every mount
     below it with `recursive` — one syscall for a whole tree, unlike MS_REMOUNT."""
     attr = _MountAttr(attr_set, attr_clr, 0, 0)
-    _check(_libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(path),
-                         ctypes.c_uint(AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
-                         ctypes.c_size_t(ctypes.sizeof(attr))), f"mount_setattr {path}")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(_SYS_MOUNT_SETATTR),
+            ctypes.c_int(AT_FDCWD),
+            _b(path),
+            ctypes.c_uint(AT_RECURSIVE if recursive else 0),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        ),
+        f"mount_setattr {path}",
+    )
 
 
 def clone_tree(path: str, recursive: bool) -> int:
@@ -229,8 +267,17 @@ def clone_tree(path: str, recursive: bool) -> int:
 
 def attach_tree(fd: int, target: str) -> None:
     """Mount a tree from clone_tree() at `target` (move_mount(MOVE_MOUNT_F_EMPTY_PATH))."""
-    _check(_libc.syscall(ctypes.c_long(_SYS_MOVE_MOUNT), ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD), _b(target),
-                         ctypes.c_uint(0x4)), f"move_mount {target}")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(_SYS_MOVE_MOUNT),
+            ctypes.c_int(fd),
+            b"",
+            ctypes.c_int(AT_FDCWD),
+            _b(target),
+            ctypes.c_uint(0x4),
+        ),
+        f"move_mount {target}",
+    )
 
 
 def drop_bounding(caps: int) -> None:
@@ -247,8 +294,10 @@ def clear_ambient() -> None:
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets (64-bit masks)."""
     hdr = _CapHeader(_CAPABILITY_VERSION_3, 0)
-    data = _CapDataPair(_CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
-                          _CapData(effective >> 32, permitted >> 32, inheritable >> 32))
+    data = _CapDataPair(
+        _CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
+        _CapData(effective >> 32, permitted >> 32, inheritable >> 32),
+    )
     _check(_libc.capset(ctypes.byref(hdr), data), "capset")
 
 
@@ -271,17 +320,29 @@ def seccomp_load(program: bytes, flags: int = 0) -> None:
         raise OSError(38, f"seccomp: unknown syscall number on {os.uname().machine}")
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
-    _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags),
-                         ctypes.byref(prog)), "seccomp(SECCOMP_SET_MODE_FILTER)")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(nr), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(prog)
+        ),
+        "seccomp(SECCOMP_SET_MODE_FILTER)",
+    )
 
 
 def cloexec_from(first: int) -> None:
     """Mark every descriptor >= first close-on-exec (close_range(2), one syscall)."""
-    _check(_libc.syscall(ctypes.c_long(_SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
-                         ctypes.c_uint(_CLOSE_RANGE_CLOEXEC)), "close_range")
+    _check(
+        _libc.syscall(
+            ctypes.c_long(_SYS_CLOSE_RANGE),
+            ctypes.c_uint(first),
+            ctypes.c_uint(0xFFFFFFFF),
+            ctypes.c_uint(_CLOSE_RANGE_CLOEXEC),
+        ),
+        "close_range",
+    )
 
 
 # --- process identity (from /proc) -------------------------------------------------
+
 
 def mount_points() -> list[str]:
     """The mount points of our mount namespace, in /proc/self/mountinfo's order (parents
@@ -306,8 +367,8 @@ def _unescape(raw: bytes) -> str:
         return os.fsdecode(raw)
     out, i = bytearray(), 0
     while i < len(raw):
-        if raw[i:i + 1] == b"\\" and raw[i + 1:i + 4].isdigit():
-            out.append(int(raw[i + 1:i + 4], 8))
+        if raw[i : i + 1] == b"\\" and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8))
             i += 4
         else:
             out.append(raw[i])
@@ -334,8 +395,8 @@ def proc_stat(pid: int) -> tuple[str, int, str] | None:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'.
     end = raw.rindex(b")")
-    rest = raw[end + 2:].split()
-    return rest[0].decode(), int(rest[19]), raw[raw.index(b"(") + 1:end].decode(errors="replace")
+    rest = raw[end + 2 :].split()
+    return rest[0].decode(), int(rest[19]), raw[raw.index(b"(") + 1 : end].decode(errors="replace")
 
 
 def is_alive(pid: int, start: int | None, comm: str | None = None) -> bool:

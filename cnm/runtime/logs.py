@@ -19,6 +19,7 @@ Docker's semantics: `tail` counts lines of both streams, before the stream filte
 moby's json-file reader does); `since`/`until` compare the line's time; a line's
 timestamp prints as RFC 3339 with nanoseconds (`--timestamps`).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ _READ = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    stream: int          # wire.STDOUT or wire.STDERR
+    stream: int  # wire.STDOUT or wire.STDERR
     time_ns: int
     data: bytes
 
@@ -45,13 +46,13 @@ class LogRecord:
 class LogLine:
     stream: int
     time_ns: int
-    data: bytes          # ends with b"\n", except a last line still open
+    data: bytes  # ends with b"\n", except a last line still open
 
 
 def files(cdir: str) -> list[str]:
     """The log files, oldest first."""
-    names = [n for n in os.listdir(cdir) if n == NAME or (n.startswith(NAME + ".") and n[len(NAME) + 1:].isdigit())]
-    return [os.path.join(cdir, n) for n in sorted(names, key=lambda n: -int(n[len(NAME) + 1:] or 0))]
+    names = [n for n in os.listdir(cdir) if n == NAME or (n.startswith(NAME + ".") and n[len(NAME) + 1 :].isdigit())]
+    return [os.path.join(cdir, n) for n in sorted(names, key=lambda n: -int(n[len(NAME) + 1 :] or 0))]
 
 
 def _records_forward(path: str, stop_at: int | None = None) -> Iterator[LogRecord]:
@@ -74,7 +75,7 @@ def _records_forward(path: str, stop_at: int | None = None) -> Iterator[LogRecor
                 end = off + _HEAD + length + _TAIL
                 if end > len(buf):
                     break
-                yield LogRecord(kind, t, buf[off + _HEAD:off + _HEAD + length])
+                yield LogRecord(kind, t, buf[off + _HEAD : off + _HEAD + length])
                 off = end
             pos += off
             buf = buf[off:]
@@ -167,9 +168,9 @@ def _backward(cdir: str, upto: tuple[int, int] | None) -> Iterator[LogRecord]:
     if upto is not None:
         at = next((i for i, p in enumerate(paths) if _inode(p) == upto[0]), None)
         if at is None:
-            return          # that file is gone (rotated away): nothing before the point is left
+            return  # that file is gone (rotated away): nothing before the point is left
         yield from _records_backward(paths[at], upto[1])
-        paths = paths[at + 1:]
+        paths = paths[at + 1 :]
     for path in paths:
         yield from _records_backward(path)
 
@@ -190,9 +191,16 @@ def _last_lines(cdir: str, n: int, since_ns: int | None, upto: tuple[int, int] |
     return out
 
 
-def read_lines(cdir: str, *, tail: int | None = None, since_ns: int | None = None, until_ns: int | None = None,
-               stdout: bool = True, stderr: bool = True,
-               upto: tuple[int, int] | None = None) -> Iterator[LogLine]:
+def read_lines(
+    cdir: str,
+    *,
+    tail: int | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    stdout: bool = True,
+    stderr: bool = True,
+    upto: tuple[int, int] | None = None,
+) -> Iterator[LogLine]:
     """The log's lines, oldest first: the last `tail` (None: all), not older than
     `since_ns`, not newer than `until_ns`, of the chosen streams. `upto` = (inode,
     offset) from a HELLO: only what was written before it (a follower takes the rest

@@ -6,12 +6,13 @@ are absolute paths under the daemon's root, which can be long (a lab's host root
 with many layers they are given relative to their common directory and the mount runs
 there (Docker's overlay2 does the same with its short `l/` links).
 """
+
 from __future__ import annotations
 
 import os
 
 MOUNT_OPTIONS_MAX = 4096 - 1
-_RELATIVE_AFTER = 1024      # bytes of lowerdir= before relative paths are worth a chdir
+_RELATIVE_AFTER = 1024  # bytes of lowerdir= before relative paths are worth a chdir
 
 
 def overlay_lowerdir(lowers: list[str]) -> tuple[str, str]:
@@ -30,6 +31,7 @@ def overlay_options(lowers: list[str], upper: str, work: str) -> tuple[str, str]
     cwd, lowerdir = overlay_lowerdir(lowers)
     data = f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
     if len(data) > MOUNT_OPTIONS_MAX:
-        raise ValueError(f"too many layers for one overlay mount: the options take {len(data)} bytes "
-                         f"(at most {MOUNT_OPTIONS_MAX})")
+        raise ValueError(
+            f"too many layers for one overlay mount: the options take {len(data)} bytes (at most {MOUNT_OPTIONS_MAX})"
+        )
     return cwd, data

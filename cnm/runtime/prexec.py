@@ -6,6 +6,7 @@ Imported by the template (through cnm.runtime.shim), so cheap imports only. Ever
 failure a user should see is raised as `Fail(kind, message)` with `kind` a
 cnm.errors class name; the supervisor passes it to the Runtime.
 """
+
 from __future__ import annotations
 
 import _socket
@@ -53,6 +54,7 @@ def read_config(sock: int) -> dict:
 
 # --- the TTY -----------------------------------------------------------------------
 
+
 def open_tty(to_supervisor: _socket.socket, size: list | tuple | None) -> int:
     """A pty from this process's /dev/ptmx (the container's own devpts once its root is
     in place, as runc does); the master goes to the supervisor over `to_supervisor`,
@@ -66,8 +68,9 @@ def open_tty(to_supervisor: _socket.socket, size: list | tuple | None) -> int:
         slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
         if size:
             fcntl.ioctl(master, termios.TIOCSWINSZ, relay.WINSIZE.pack(int(size[0]), int(size[1]), 0, 0))
-        to_supervisor.sendmsg([b"T"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                        master.to_bytes(4, sys.byteorder, signed=True))])
+        to_supervisor.sendmsg(
+            [b"T"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder, signed=True))]
+        )
     except OSError as exc:
         raise Fail("InternalError", f"cannot allocate a TTY: {exc.strerror or exc}") from exc
     finally:
@@ -94,6 +97,7 @@ def receive_fd(sock: _socket.socket) -> int:
 
 
 # --- the user and the exec ---------------------------------------------------------
+
 
 def resolve_user(spec: str, env: dict[str, str]) -> tuple[int, int, list[int], str] | None:
     """Docker's User (`spec`, "" = root) from the container's own passwd and group (we

@@ -11,6 +11,7 @@ bytes behind is dropped (it can attach again; the log has everything). Input is
 written to the process without blocking too; while STDIN_BACKLOG bytes wait, no client
 input is read (the clients' sockets fill and hold their writers back).
 """
+
 from __future__ import annotations
 
 import _socket
@@ -26,11 +27,11 @@ from cnm.runtime import wire
 CHUNK = 32 * 1024
 BACKLOG = 4 << 20
 STDIN_BACKLOG = 256 * 1024
-DRAIN_SECONDS = 2.0        # after the process exited, how long its output may still come
+DRAIN_SECONDS = 2.0  # after the process exited, how long its output may still come
 _IN = select.POLLIN
 _OUT = select.POLLOUT
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
-WINSIZE = struct.Struct("HHHH")           # struct winsize: rows, columns, (pixels)
+WINSIZE = struct.Struct("HHHH")  # struct winsize: rows, columns, (pixels)
 
 
 class Client:
@@ -39,18 +40,17 @@ class Client:
     def __init__(self, sock: _socket.socket, want: bytes = b"", stdin: bool = False) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.want = want               # kinds it receives, as bytes of wire kinds
-        self.stdin = stdin             # may it write the process's stdin
+        self.want = want  # kinds it receives, as bytes of wire kinds
+        self.stdin = stdin  # may it write the process's stdin
         self.inbuf = bytearray()
-        self.pending = bytearray()     # output not yet taken by its socket
-        self.reading = True            # its input is still open
+        self.pending = bytearray()  # output not yet taken by its socket
+        self.reading = True  # its input is still open
 
 
 def wants(letters: str, tty: bool) -> tuple[bytes, bool]:
     """(output kinds, stdin allowed) from ATTACH letters ("i", "o", "e"). On a TTY there
     is one output stream, STDOUT."""
-    kinds = bytes([wire.STDOUT] if "o" in letters else []) + \
-        bytes([wire.STDERR] if "e" in letters and not tty else [])
+    kinds = bytes([wire.STDOUT] if "o" in letters else []) + bytes([wire.STDERR] if "e" in letters and not tty else [])
     return kinds, "i" in letters
 
 
@@ -66,8 +66,9 @@ class LogWriter:
         self._open()
 
     def _open(self) -> None:
-        self.fd = os.open(self.NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                          dir_fd=self.dirfd)
+        self.fd = os.open(
+            self.NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self.dirfd
+        )
         st = os.fstat(self.fd)
         self.inode, self.size = st.st_ino, st.st_size
 
@@ -75,7 +76,7 @@ class LogWriter:
         try:
             self.size += os.writev(self.fd, (header, data, wire.TRAILER.pack(len(data))))
         except OSError:
-            return      # a full disk must not stop the container: the clients still get it
+            return  # a full disk must not stop the container: the clients still get it
         if self.size >= self.max_size:
             self.rotate()
 
@@ -101,8 +102,15 @@ class Relay:
     STDOUT); `stdin`: the fd to write its input to, or -1; `master`: the TTY's master
     for resizes, or -1."""
 
-    def __init__(self, outputs: list[tuple[int, int]], stdin: int, master: int, stdin_once: bool,
-                 log: LogWriter | None, listener: _socket.socket | None) -> None:
+    def __init__(
+        self,
+        outputs: list[tuple[int, int]],
+        stdin: int,
+        master: int,
+        stdin_once: bool,
+        log: LogWriter | None,
+        listener: _socket.socket | None,
+    ) -> None:
         self.poll = select.poll()
         self.outputs = dict(outputs)
         self.stdin = stdin
@@ -190,7 +198,7 @@ class Relay:
         except OSError:
             self.drop(client)
             return
-        if not data:               # half-closed: its input ended, its output goes on
+        if not data:  # half-closed: its input ended, its output goes on
             client.reading = False
             self.poll.modify(client.fd, _OUT if client.pending else 0)
             if client.stdin:
@@ -205,8 +213,8 @@ class Relay:
                 return
             if len(client.inbuf) < size + length:
                 break
-            payload = bytes(client.inbuf[size:size + length])
-            del client.inbuf[:size + length]
+            payload = bytes(client.inbuf[size : size + length])
+            del client.inbuf[: size + length]
             self._command(client, kind, payload)
             if client.fd not in self.clients:
                 return
@@ -230,7 +238,7 @@ class Relay:
                     fcntl.ioctl(self.master, termios.TIOCSWINSZ, WINSIZE.pack(rows, cols, 0, 0))
                 except (ValueError, OSError, struct.error):
                     pass
-            self.send_control(client, wire.OK, b"")     # done: the next input sees the new size
+            self.send_control(client, wire.OK, b"")  # done: the next input sees the new size
 
     # --- the process's stdin -------------------------------------------------------
 
@@ -249,7 +257,7 @@ class Relay:
                 del self.stdin_pending[:n]
             except BlockingIOError:
                 pass
-            except OSError:           # the process closed its stdin: input goes nowhere
+            except OSError:  # the process closed its stdin: input goes nowhere
                 self.stdin_pending.clear()
                 self._close_stdin()
                 return
@@ -263,7 +271,7 @@ class Relay:
     def _watch_stdin(self, on: bool) -> None:
         if self.stdin < 0:
             return
-        if self.stdin == self.master:      # a TTY: one fd, polled for output already
+        if self.stdin == self.master:  # a TTY: one fd, polled for output already
             if self.master in self.outputs:
                 self.poll.modify(self.master, _IN | _OUT if on else _IN)
         elif on:
@@ -288,7 +296,7 @@ class Relay:
             data = os.read(fd, CHUNK)
         except BlockingIOError:
             return True
-        except OSError:          # EIO: nobody holds the TTY's other side any more
+        except OSError:  # EIO: nobody holds the TTY's other side any more
             data = b""
         if not data:
             self.poll.unregister(fd)
@@ -341,7 +349,7 @@ class Relay:
 
     def _accept(self) -> None:
         try:
-            fd, _ = self.listener._accept()      # type: ignore[union-attr]
+            fd, _ = self.listener._accept()  # type: ignore[union-attr]
         except OSError:
             return
         self.add(Client(_socket.socket(fileno=fd)), hello=False)

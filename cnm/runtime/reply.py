@@ -1,6 +1,7 @@
 """The supervisor's answer to the request that made it (a start, an exec): one socket,
 its frames (cnm.runtime.wire), written once. Shared by the supervisor (cnm.runtime.shim)
 and the exec supervisor (cnm.runtime.exec_shim)."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import time
 
 from cnm.runtime import wire
 
-fd = -1         # the Runtime's socket until the request is answered
+fd = -1  # the Runtime's socket until the request is answered
 
 
 def frame(kind: int, payload: bytes) -> None:

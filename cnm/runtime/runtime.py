@@ -26,6 +26,7 @@ Exit notification: `exit_fd(id)` returns a pidfd of the container's shim. It bec
 readable when the shim exits, which is after it wrote exit.json; an asyncio daemon does
 `loop.add_reader(fd, on_exit)`, then calls `state(id)` and closes the fd. No polling.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -73,13 +74,20 @@ class Runtime(RuntimeIO, RuntimeStop):
     namespace files (sandboxes', overlays'); containers' mount namespaces are made
     without them (see cnm.runtime.template_main), and each is made a mount point here."""
 
-    def __init__(self, state_dir: str, cgroup_root: str | None = None, python: str | None = None,
-                 hide: tuple[str, ...] = (), accounting: bool = False,
-                 namespace_dirs: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        cgroup_root: str | None = None,
+        python: str | None = None,
+        hide: tuple[str, ...] = (),
+        accounting: bool = False,
+        namespace_dirs: tuple[str, ...] = (),
+    ) -> None:
         from cnm.statedirs import private_subdir
+
         self.state_dir = os.path.abspath(state_dir)
         os.makedirs(os.path.dirname(self.state_dir), exist_ok=True)
-        private_subdir(self.state_dir, 0o700)   # specs and logs hold containers' secrets
+        private_subdir(self.state_dir, 0o700)  # specs and logs hold containers' secrets
         self.cgroups = cg.Cgroups(cgroup_root or "cnm", mount_dir=os.path.join(self.state_dir, CGROUPFS))
         self.accounting = accounting
         # The template warms up in a directory made (and removed) around its start here.
@@ -128,7 +136,7 @@ class Runtime(RuntimeIO, RuntimeStop):
         """The container's directory, spec, writable layer and cgroups; no process yet
         (status "created"). Conflict for an id in use; on failure nothing is left."""
         self._check(spec)
-        if self.accounting or _limited(spec):      # detection may mount: only when needed
+        if self.accounting or _limited(spec):  # detection may mount: only when needed
             cg.limit_writes(self.cgroups.layout, spec.memory, spec.cpus, spec.pids_limit)  # fail before mkdir
         confine.check(spec, self.host)
         cdir = self._dir(spec.id)
@@ -141,7 +149,7 @@ class Runtime(RuntimeIO, RuntimeStop):
             if spec.rootfs is not None:
                 for sub in (files.UPPER, files.WORK, files.MERGED):
                     os.mkdir(os.path.join(cdir, sub), 0o700)
-                os.chmod(os.path.join(cdir, files.UPPER), 0o755)   # the container's "/": mode 0755 as usual
+                os.chmod(os.path.join(cdir, files.UPPER), 0o755)  # the container's "/": mode 0755 as usual
             if self.accounting or _limited(spec):
                 # Record the paths before making them: a crash in between still leaves
                 # a list for remove() to clean.
@@ -164,8 +172,9 @@ class Runtime(RuntimeIO, RuntimeStop):
             return self.run(cid)
         return self._start(cid, spec, "")[0]
 
-    def start_attached(self, cid: str, streams: str, spec: ContainerSpec | None = None) \
-            -> tuple[ContainerState, Session]:
+    def start_attached(
+        self, cid: str, streams: str, spec: ContainerSpec | None = None
+    ) -> tuple[ContainerState, Session]:
         """`start`, with the returned session attached to `streams` ("i", "o", "e")
         from before the process runs: none of its output is missed (`docker run`
         attaches, then starts)."""
@@ -199,19 +208,29 @@ class Runtime(RuntimeIO, RuntimeStop):
             raise Conflict(f"container {cid} is already running")
         if d.fenced:
             raise Conflict(f"container {cid}: its last start never finished (timed out): remove it")
-        teardown.remove_files(cdir, _RUN_FILES)       # a fresh run in the same directory
+        teardown.remove_files(cdir, _RUN_FILES)  # a fresh run in the same directory
         if new_spec:
             files.write_atomic(os.path.join(cdir, files.SPEC), spec.to_json())
         cfg = self._config(spec, cdir)
-        msg = shim.OP_START + b" " + shim.options(spec.tty, spec.open_stdin, spec.stdin_once, spec.log_max_size,
-                                                  spec.log_max_files, attach.strip("-") or "")
+        msg = (
+            shim.OP_START
+            + b" "
+            + shim.options(
+                spec.tty,
+                spec.open_stdin,
+                spec.stdin_once,
+                spec.log_max_size,
+                spec.log_max_files,
+                attach.strip("-") or "",
+            )
+        )
         try:
             sess = self._spawn(cdir, msg, cfg)
         except Unavailable:
-            teardown.fence_and_kill(cdir, self.boot_id)   # a late supervisor must find it taken
+            teardown.fence_and_kill(cdir, self.boot_id)  # a late supervisor must find it taken
             raise
         except Conflict:
-            raise                                     # another start's supervisor holds it
+            raise  # another start's supervisor holds it
         except BaseException:
             self._reset_if_dead(cdir)
             raise
@@ -223,9 +242,11 @@ class Runtime(RuntimeIO, RuntimeStop):
     def _config(self, spec: ContainerSpec, cdir: str) -> dict:
         """What the container process needs (it reads it before exec; see shim)."""
         binds = []
-        for name, target, content in ((files.HOSTS, "/etc/hosts", spec.hosts),
-                                      (files.RESOLV_CONF, "/etc/resolv.conf", spec.resolv_conf),
-                                      (files.HOSTNAME, "/etc/hostname", spec.hostname_file())):
+        for name, target, content in (
+            (files.HOSTS, "/etc/hosts", spec.hosts),
+            (files.RESOLV_CONF, "/etc/resolv.conf", spec.resolv_conf),
+            (files.HOSTNAME, "/etc/hostname", spec.hostname_file()),
+        ):
             if content is not None:
                 path = os.path.join(cdir, name)
                 # 0644 whatever the daemon's umask: any user inside the container reads
@@ -234,15 +255,26 @@ class Runtime(RuntimeIO, RuntimeStop):
                 binds.append((path, target))
         confine.make_bind_sources(spec)
         # Its /sys/fs/cgroup: the hierarchies in which it has a cgroup of its own.
-        joined = list(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit, self.accounting)) \
-            if self._cgroup_dirs(cdir) else []
+        joined = (
+            list(self.cgroups.dirs(spec.id, spec.memory, spec.cpus, spec.pids_limit, self.accounting))
+            if self._cgroup_dirs(cdir)
+            else []
+        )
         plan = confine.plan(spec, binds, self.host, cdir, cgroups=self.cgroups.view(joined))
         # What an exec'd process is confined with (exec() reads it).
         files.write_atomic(os.path.join(cdir, files.LOCK_PLAN), marshal.dumps(confine.lock_plan(plan)))
-        return {"dir": cdir, "argv": list(spec.argv), "env": spec.full_env(), "hostname": spec.hostname,
-                "workdir": spec.workdir, "netns": None if spec.netns == HOST else spec.netns,
-                "cgroups": self._cgroup_dirs(cdir), "confine": plan, "user": spec.user,
-                "console_size": spec.console_size}
+        return {
+            "dir": cdir,
+            "argv": list(spec.argv),
+            "env": spec.full_env(),
+            "hostname": spec.hostname,
+            "workdir": spec.workdir,
+            "netns": None if spec.netns == HOST else spec.netns,
+            "cgroups": self._cgroup_dirs(cdir),
+            "confine": plan,
+            "user": spec.user,
+            "console_size": spec.console_size,
+        }
 
     def _spawn(self, cdir: str, msg: bytes, cfg: dict) -> Session:
         """Have the template fork a supervisor for `msg` and `cfg`; its session once it
@@ -256,14 +288,21 @@ class Runtime(RuntimeIO, RuntimeStop):
                 if sess is not None:
                     return sess
                 if os.path.lexists(os.path.join(cdir, files.SHIM_PID)):
-                    raise InternalError(f"the supervisor of {os.path.basename(cdir)} exited without starting it: "
-                                        f"{teardown.last_line(cdir)}")
-                log.warning("container %s: the template process went away with the start request%s",
-                            os.path.basename(cdir), "; asking a new one" if attempt == 1 else " again")
+                    raise InternalError(
+                        f"the supervisor of {os.path.basename(cdir)} exited without starting it: "
+                        f"{teardown.last_line(cdir)}"
+                    )
+                log.warning(
+                    "container %s: the template process went away with the start request%s",
+                    os.path.basename(cdir),
+                    "; asking a new one" if attempt == 1 else " again",
+                )
         finally:
             os.close(dirfd)
-        raise Unavailable(f"container {os.path.basename(cdir)} was not started: the supervisor template process "
-                          "went away twice while starting it (see the daemon's log); try again")
+        raise Unavailable(
+            f"container {os.path.basename(cdir)} was not started: the supervisor template process "
+            "went away twice while starting it (see the daemon's log); try again"
+        )
 
     def _reset_if_dead(self, cdir: str) -> None:
         """After a start that failed with an answer: its supervisor is gone or going;
@@ -342,7 +381,6 @@ class Runtime(RuntimeIO, RuntimeStop):
     # --- remove ---------------------------------------------------------------------
 
 
-
 def own_mount_point(path: str) -> str:
     """Make `path` (a directory, made 0700 if missing) a mount point of its own, shared
     as `ip netns` makes /run/netns, unless it is one already; its real path. Then the
@@ -359,8 +397,11 @@ def own_mount_point(path: str) -> str:
         if path in mounts:
             return path
         if any(m.startswith(path + "/") for m in mounts):
-            log.warning("%s has mounts under it but is no mount point: containers started before they are "
-                        "unmounted may copy mounts made there", path)
+            log.warning(
+                "%s has mounts under it but is no mount point: containers started before they are "
+                "unmounted may copy mounts made there",
+                path,
+            )
             return path
         linux.mount(path, path, None, linux.MS_BIND)
         linux.mount(None, path, None, linux.MS_SHARED)

@@ -1,6 +1,7 @@
 """The part of Runtime that talks to running containers: attach, resize, exec, logs,
 resource usage (see cnm.runtime.runtime for the whole API). A mixin: it uses the
 Runtime's paths, state and template."""
+
 from __future__ import annotations
 
 import builtins
@@ -25,8 +26,20 @@ START_TIMEOUT = 10.0
 
 def nsenter_argv(pid: int, argv: list[str]) -> list[str]:
     """util-linux nsenter entering every namespace of `pid` plus its root and cwd."""
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup",
-            "--root", "--wd", "--", *argv]
+    return [
+        "nsenter",
+        f"--target={pid}",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--pid",
+        "--cgroup",
+        "--root",
+        "--wd",
+        "--",
+        *argv,
+    ]
 
 
 class RuntimeIO:
@@ -61,7 +74,7 @@ class RuntimeIO:
         with session.connect(self._require(cid), "") as s:
             s.resize(rows, cols)
             while (frame := s.read_frame(5)) is not None and frame[0] != wire.OK:
-                pass        # applied once the supervisor says so: input after this sees the size
+                pass  # applied once the supervisor says so: input after this sees the size
 
     def exec(self, cid: str, ex: ExecSpec) -> Session:
         """Run `ex` in the running container: its namespaces, root, cgroups and
@@ -81,14 +94,24 @@ class RuntimeIO:
         env = spec.full_env()
         env.update(ex.env)
         lock = self._lock_plan(cdir)
-        cfg = {"target": [st.pid, st.pid_start], "cgroups": self._cgroup_dirs(cdir), "argv": list(ex.argv),
-               "env": env, "user": ex.user or spec.user, "workdir": ex.workdir or spec.workdir, "tty": ex.tty,
-               "stdin": ex.stdin, "attach": ex.streams(), "console_size": ex.console_size, "confine": lock,
-               "privileged": ex.privileged}
+        cfg = {
+            "target": [st.pid, st.pid_start],
+            "cgroups": self._cgroup_dirs(cdir),
+            "argv": list(ex.argv),
+            "env": env,
+            "user": ex.user or spec.user,
+            "workdir": ex.workdir or spec.workdir,
+            "tty": ex.tty,
+            "stdin": ex.stdin,
+            "attach": ex.streams(),
+            "console_size": ex.console_size,
+            "confine": lock,
+            "privileged": ex.privileged,
+        }
         dirfd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             sess = session.request(self.template, shim.OP_EXEC, dirfd, cfg, START_TIMEOUT)
-            if sess is None:        # the template died with it: nothing started; once more
+            if sess is None:  # the template died with it: nothing started; once more
                 sess = session.request(self.template, shim.OP_EXEC, dirfd, cfg, START_TIMEOUT)
         finally:
             os.close(dirfd)
@@ -103,7 +126,7 @@ class RuntimeIO:
             with open(os.path.join(cdir, files.LOCK_PLAN), "rb") as f:
                 plan = marshal.load(f)
         except FileNotFoundError:
-            return None      # started before plans were kept: unconfined, as before
+            return None  # started before plans were kept: unconfined, as before
         return plan if isinstance(plan, dict) else None
 
     def logs(self, cid: str, **kw: object) -> Iterator[LogLine]:
@@ -159,5 +182,3 @@ class RuntimeIO:
     def exec_env(self, cid: str) -> dict[str, str]:
         """The environment the container's process got (PATH, HOSTNAME defaulted)."""
         return self.spec(cid).full_env()
-
-

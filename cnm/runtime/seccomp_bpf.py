@@ -24,6 +24,7 @@ The program (x86_64 machine; SCMP_ARCH_X86_64 and SCMP_ARCH_X86 are compiled):
 Arguments are 64-bit on x86_64 (compared as two 32-bit words, little-endian) and
 32-bit on i386 (only the low word is compared, as libseccomp does).
 """
+
 from __future__ import annotations
 
 import struct
@@ -33,13 +34,13 @@ from cnm.runtime import seccomp_syscalls
 from cnm.runtime.seccomp_profile import AUDIT_ARCH, ENOSYS, RET_ERRNO, RET_KILL_PROCESS, Arg, Resolved
 
 # classic BPF opcodes (include/uapi/linux/filter.h)
-LD_ABS = 0x20   # BPF_LD | BPF_W | BPF_ABS
-AND_K = 0x54    # BPF_ALU | BPF_AND | BPF_K
-JA = 0x05       # BPF_JMP | BPF_JA
-JEQ = 0x15      # BPF_JMP | BPF_JEQ | BPF_K
+LD_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K
+JA = 0x05  # BPF_JMP | BPF_JA
+JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 JGT = 0x25
 JGE = 0x35
-RET = 0x06      # BPF_RET | BPF_K
+RET = 0x06  # BPF_RET | BPF_K
 MAX_INSNS = 4096
 
 # struct seccomp_data: int nr; __u32 arch; __u64 instruction_pointer; __u64 args[6]

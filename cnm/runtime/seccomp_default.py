@@ -7,6 +7,7 @@ filter is compiled (e.g. the *32 and *_time64 variants exist only on 32-bit ABIs
 Everything not allowed fails with EPERM; clone3 without CAP_SYS_ADMIN fails with
 ENOSYS so that C libraries fall back to clone, whose namespace flags are checked.
 """
+
 from __future__ import annotations
 
 from cnm.runtime.seccomp_profile import Arg, Condition, Profile, Rule
@@ -79,10 +80,13 @@ _IPC = """
 # Syscalls allowed only with a capability in the container's bounding set.
 _BY_CAPABILITY = (
     ("CAP_DAC_READ_SEARCH", "open_by_handle_at"),
-    ("CAP_SYS_ADMIN", """bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie
+    (
+        "CAP_SYS_ADMIN",
+        """bpf clone clone3 fanotify_init fsconfig fsmount fsopen fspick lookup_dcookie
                          lsm_get_self_attr lsm_list_modules lsm_set_self_attr mount mount_setattr
                          move_mount open_tree perf_event_open quotactl quotactl_fd setdomainname
-                         sethostname setns syslog umount umount2 unshare"""),
+                         sethostname setns syslog umount umount2 unshare""",
+    ),
     ("CAP_SYS_BOOT", "reboot"),
     ("CAP_SYS_CHROOT", "chroot"),
     ("CAP_SYS_MODULE", "delete_module init_module finit_module"),
@@ -133,31 +137,48 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _build() -> Profile:
-    rules = [Rule(names=_names(_FILES + _POLL + _PROCESSES + _SIGNALS + _TIME + _MEMORY + _NETWORK + _IPC),
-                  action=ALLOW),
-             Rule(names=("process_vm_readv", "process_vm_writev", "ptrace"), action=ALLOW,
-                  includes=Condition(min_kernel=(4, 8)),
-                  comment="ptrace is safe from 4.8 on: seccomp is re-checked after a tracer changes a syscall")]
+    rules = [
+        Rule(names=_names(_FILES + _POLL + _PROCESSES + _SIGNALS + _TIME + _MEMORY + _NETWORK + _IPC), action=ALLOW),
+        Rule(
+            names=("process_vm_readv", "process_vm_writev", "ptrace"),
+            action=ALLOW,
+            includes=Condition(min_kernel=(4, 8)),
+            comment="ptrace is safe from 4.8 on: seccomp is re-checked after a tracer changes a syscall",
+        ),
+    ]
     # socket(2): every address family except AF_ALG (kernel crypto) and AF_VSOCK.
-    rules += [Rule(names=("socket",), action=ALLOW, args=(Arg(0, AF_ALG, "SCMP_CMP_LT"),)),
-              Rule(names=("socket",), action=ALLOW, args=(Arg(0, AF_ALG + 1, "SCMP_CMP_EQ"),)),
-              Rule(names=("socket",), action=ALLOW, args=(Arg(0, AF_VSOCK, "SCMP_CMP_GT"),))]
+    rules += [
+        Rule(names=("socket",), action=ALLOW, args=(Arg(0, AF_ALG, "SCMP_CMP_LT"),)),
+        Rule(names=("socket",), action=ALLOW, args=(Arg(0, AF_ALG + 1, "SCMP_CMP_EQ"),)),
+        Rule(names=("socket",), action=ALLOW, args=(Arg(0, AF_VSOCK, "SCMP_CMP_GT"),)),
+    ]
     rules += [Rule(names=("personality",), action=ALLOW, args=(Arg(0, p, "SCMP_CMP_EQ"),)) for p in PERSONALITIES]
     rules += [Rule(names=_names(n), action=ALLOW, includes=Condition(arches=a)) for a, n in _BY_ARCH]
     for cap, n in _BY_CAPABILITY:
         rules.append(Rule(names=_names(n), action=ALLOW, includes=Condition(caps=(cap,))))
         if cap == "CAP_SYS_ADMIN":
             rules += [
-                Rule(names=("clone",), action=ALLOW,
-                     args=(Arg(0, CLONE_NAMESPACES, "SCMP_CMP_MASKED_EQ", 0),),
-                     excludes=Condition(caps=("CAP_SYS_ADMIN",), arches=("s390", "s390x"))),
-                Rule(names=("clone",), action=ALLOW,
-                     args=(Arg(1, CLONE_NAMESPACES, "SCMP_CMP_MASKED_EQ", 0),),
-                     includes=Condition(arches=("s390", "s390x")), excludes=Condition(caps=("CAP_SYS_ADMIN",)),
-                     comment="s390 parameter ordering for clone is different"),
-                Rule(names=("clone3",), action="SCMP_ACT_ERRNO", errno_ret=38,
-                     excludes=Condition(caps=("CAP_SYS_ADMIN",)),
-                     comment="ENOSYS, so that C libraries fall back to clone"),
+                Rule(
+                    names=("clone",),
+                    action=ALLOW,
+                    args=(Arg(0, CLONE_NAMESPACES, "SCMP_CMP_MASKED_EQ", 0),),
+                    excludes=Condition(caps=("CAP_SYS_ADMIN",), arches=("s390", "s390x")),
+                ),
+                Rule(
+                    names=("clone",),
+                    action=ALLOW,
+                    args=(Arg(1, CLONE_NAMESPACES, "SCMP_CMP_MASKED_EQ", 0),),
+                    includes=Condition(arches=("s390", "s390x")),
+                    excludes=Condition(caps=("CAP_SYS_ADMIN",)),
+                    comment="s390 parameter ordering for clone is different",
+                ),
+                Rule(
+                    names=("clone3",),
+                    action="SCMP_ACT_ERRNO",
+                    errno_ret=38,
+                    excludes=Condition(caps=("CAP_SYS_ADMIN",)),
+                    comment="ENOSYS, so that C libraries fall back to clone",
+                ),
             ]
     return Profile(default_action="SCMP_ACT_ERRNO", default_errno_ret=1, arch_map=ARCH_MAP, syscalls=tuple(rules))
 

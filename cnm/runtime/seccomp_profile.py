@@ -13,6 +13,7 @@ names: "amd64", "x86", "arm64", ...), minKernel about the running kernel ("4.8")
 Not supported (refused with a 400, not ignored): SCMP_ACT_NOTIFY and the listener
 fields, which need a seccomp agent.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,26 +34,51 @@ EPERM = 1
 ENOSYS = 38
 
 ACTIONS = {
-    "SCMP_ACT_KILL": RET_KILL_THREAD, "SCMP_ACT_KILL_THREAD": RET_KILL_THREAD,
-    "SCMP_ACT_KILL_PROCESS": RET_KILL_PROCESS, "SCMP_ACT_TRAP": RET_TRAP,
-    "SCMP_ACT_ERRNO": RET_ERRNO, "SCMP_ACT_TRACE": RET_TRACE, "SCMP_ACT_LOG": RET_LOG,
+    "SCMP_ACT_KILL": RET_KILL_THREAD,
+    "SCMP_ACT_KILL_THREAD": RET_KILL_THREAD,
+    "SCMP_ACT_KILL_PROCESS": RET_KILL_PROCESS,
+    "SCMP_ACT_TRAP": RET_TRAP,
+    "SCMP_ACT_ERRNO": RET_ERRNO,
+    "SCMP_ACT_TRACE": RET_TRACE,
+    "SCMP_ACT_LOG": RET_LOG,
     "SCMP_ACT_ALLOW": RET_ALLOW,
 }
 # Actions after which a syscall runs: a syscall newer than the profile is left alone
 # under them (see Resolved.enosys_above).
 ALLOW_LIKE = frozenset({"SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"})
-OPS = frozenset({"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-                 "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"})
+OPS = frozenset(
+    {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"}
+)
 FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2, "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4}
 # SCMP_ARCH_* names this project compiles for, and the kernel's AUDIT_ARCH_* value.
 AUDIT_ARCH = {"SCMP_ARCH_X86_64": 0xC000003E, "SCMP_ARCH_X86": 0x40000003}
-KNOWN_ARCHES = frozenset({
-    "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
-    "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
-    "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
-    "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC",
-    "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64", "SCMP_ARCH_LOONGARCH64", "SCMP_ARCH_M68K",
-    "SCMP_ARCH_SH", "SCMP_ARCH_SHEB"})
+KNOWN_ARCHES = frozenset(
+    {
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X86_64",
+        "SCMP_ARCH_X32",
+        "SCMP_ARCH_ARM",
+        "SCMP_ARCH_AARCH64",
+        "SCMP_ARCH_MIPS",
+        "SCMP_ARCH_MIPS64",
+        "SCMP_ARCH_MIPS64N32",
+        "SCMP_ARCH_MIPSEL",
+        "SCMP_ARCH_MIPSEL64",
+        "SCMP_ARCH_MIPSEL64N32",
+        "SCMP_ARCH_PPC",
+        "SCMP_ARCH_PPC64",
+        "SCMP_ARCH_PPC64LE",
+        "SCMP_ARCH_S390",
+        "SCMP_ARCH_S390X",
+        "SCMP_ARCH_PARISC",
+        "SCMP_ARCH_PARISC64",
+        "SCMP_ARCH_RISCV64",
+        "SCMP_ARCH_LOONGARCH64",
+        "SCMP_ARCH_M68K",
+        "SCMP_ARCH_SH",
+        "SCMP_ARCH_SHEB",
+    }
+)
 _U64 = (1 << 64) - 1
 
 
@@ -122,6 +148,7 @@ def ret_value(action: str, errno_ret: int | None) -> int:
 
 # --- parsing ----------------------------------------------------------------------
 
+
 def _err(msg: str) -> InvalidParameter:
     return InvalidParameter(f"invalid seccomp profile: {msg}")
 
@@ -161,8 +188,11 @@ def _condition(raw: Any, where: str) -> Condition | None:
         if len(parts) != 2 or not all(p.isdigit() and p.isascii() for p in parts) or parts == ["0", "0"]:
             raise _err(f'{where}.minKernel: invalid kernel version {mk!r}, expected "<kernel>.<major>"')
         min_kernel = (int(parts[0]), int(parts[1]))
-    return Condition(caps=_strings(raw.get("caps"), f"{where}.caps"),
-                     arches=_strings(raw.get("arches"), f"{where}.arches"), min_kernel=min_kernel)
+    return Condition(
+        caps=_strings(raw.get("caps"), f"{where}.caps"),
+        arches=_strings(raw.get("arches"), f"{where}.arches"),
+        min_kernel=min_kernel,
+    )
 
 
 def _only(raw: dict, allowed: tuple[str, ...], where: str) -> None:
@@ -196,12 +226,24 @@ def _rule(raw: Any, i: int) -> Rule:
         _only(a, ("index", "value", "valueTwo", "op"), aw)
         if a.get("op") not in OPS:
             raise _err(f"{aw}.op: unknown operator {a.get('op')!r}")
-        args.append(Arg(index=_int(a.get("index", 0), f"{aw}.index", 0, 5), value=_int(a.get("value", 0), f"{aw}.value"),
-                        value_two=_int(a.get("valueTwo", 0), f"{aw}.valueTwo"), op=a["op"]))
+        args.append(
+            Arg(
+                index=_int(a.get("index", 0), f"{aw}.index", 0, 5),
+                value=_int(a.get("value", 0), f"{aw}.value"),
+                value_two=_int(a.get("valueTwo", 0), f"{aw}.valueTwo"),
+                op=a["op"],
+            )
+        )
     comment = raw.get("comment") or ""
-    return Rule(names=names, action=_action(raw.get("action"), f"{where}.action"), errno_ret=errno_ret,
-                args=tuple(args), includes=_condition(raw.get("includes"), f"{where}.includes"),
-                excludes=_condition(raw.get("excludes"), f"{where}.excludes"), comment=str(comment))
+    return Rule(
+        names=names,
+        action=_action(raw.get("action"), f"{where}.action"),
+        errno_ret=errno_ret,
+        args=tuple(args),
+        includes=_condition(raw.get("includes"), f"{where}.includes"),
+        excludes=_condition(raw.get("excludes"), f"{where}.excludes"),
+        comment=str(comment),
+    )
 
 
 def parse(text: str | bytes | dict) -> Profile:
@@ -216,8 +258,20 @@ def parse(text: str | bytes | dict) -> Profile:
             raise _err(f"not JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise _err("a profile is a JSON object")
-    _only(raw, ("defaultAction", "defaultErrnoRet", "architectures", "archMap", "flags", "syscalls",
-                "listenerPath", "listenerMetadata"), "profile")
+    _only(
+        raw,
+        (
+            "defaultAction",
+            "defaultErrnoRet",
+            "architectures",
+            "archMap",
+            "flags",
+            "syscalls",
+            "listenerPath",
+            "listenerMetadata",
+        ),
+        "profile",
+    )
     if raw.get("listenerPath") or raw.get("listenerMetadata"):
         raise _err("listenerPath: seccomp agents (SCMP_ACT_NOTIFY) are not supported")
     arches = _strings(raw.get("architectures"), "architectures")
@@ -242,14 +296,19 @@ def parse(text: str | bytes | dict) -> Profile:
     default = raw.get("defaultAction") or ""
     if not default and not syscalls:
         raise _err("no defaultAction and no syscalls: say seccomp=unconfined to run without a filter")
-    return Profile(default_action=_action(default, "defaultAction"),
-                   default_errno_ret=None if dre is None else _int(dre, "defaultErrnoRet", 0, 4095),
-                   architectures=arches, arch_map=tuple(arch_map), flags=flags,
-                   syscalls=tuple(_rule(r, i) for i, r in enumerate(syscalls)))
+    return Profile(
+        default_action=_action(default, "defaultAction"),
+        default_errno_ret=None if dre is None else _int(dre, "defaultErrnoRet", 0, 4095),
+        architectures=arches,
+        arch_map=tuple(arch_map),
+        flags=flags,
+        syscalls=tuple(_rule(r, i) for i, r in enumerate(syscalls)),
+    )
 
 
 def to_json(p: Profile) -> dict:
     """Docker's JSON form of a profile (parse(to_json(p)) == p)."""
+
     def cond(c: Condition | None) -> dict | None:
         if c is None:
             return None
@@ -290,6 +349,7 @@ def to_json(p: Profile) -> dict:
 
 # --- resolving for one container ----------------------------------------------------
 
+
 def _holds(c: Condition, caps: frozenset[str], arch: str, kernel: tuple[int, int], want_all: bool) -> bool:
     """includes (want_all): every listed condition holds; excludes: any one does."""
     tests = []
@@ -302,8 +362,13 @@ def _holds(c: Condition, caps: frozenset[str], arch: str, kernel: tuple[int, int
     return all(tests) if want_all else any(tests)
 
 
-def resolve(p: Profile, caps: frozenset[str], arch: str = "amd64", seccomp_arch: str = "SCMP_ARCH_X86_64",
-            kernel: tuple[int, int] = (6, 1)) -> Resolved:
+def resolve(
+    p: Profile,
+    caps: frozenset[str],
+    arch: str = "amd64",
+    seccomp_arch: str = "SCMP_ARCH_X86_64",
+    kernel: tuple[int, int] = (6, 1),
+) -> Resolved:
     """The rules that apply to a container with bounding set `caps` on a machine of Go
     architecture `arch` (libseccomp's `seccomp_arch`) running `kernel` (major, minor)."""
     arches: tuple[str, ...] = p.architectures
@@ -321,8 +386,13 @@ def resolve(p: Profile, caps: frozenset[str], arch: str = "amd64", seccomp_arch:
     flags = 0
     for f in p.flags:
         flags |= FLAGS[f]
-    return Resolved(default=ret_value(p.default_action, p.default_errno_ret), arches=arches or (seccomp_arch,),
-                    rules=tuple(rules), flags=flags, enosys_above=p.default_action not in ALLOW_LIKE)
+    return Resolved(
+        default=ret_value(p.default_action, p.default_errno_ret),
+        arches=arches or (seccomp_arch,),
+        rules=tuple(rules),
+        flags=flags,
+        enosys_above=p.default_action not in ALLOW_LIKE,
+    )
 
 
 def kernel_version(release: str) -> tuple[int, int]:

@@ -21,6 +21,7 @@ HELLO or OK), then the socket, feeding what arrives to the session's decoder:
 An output frame's first 8 bytes are Docker's multiplexed-stream header: forward
 `wire.OUT_HEADER.pack(kind, len(payload), 0)[:8] + payload` (or `raw[:8] + payload`).
 """
+
 from __future__ import annotations
 
 import marshal
@@ -37,13 +38,19 @@ ATTACH_SOCK = "attach.sock"
 
 
 class Session:
-    def __init__(self, sock: socket.socket, supervisor_pid: int | None = None, pid: int | None = None,
-                 log_position: tuple[int, int] | None = None, decoder: wire.OutDecoder | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        supervisor_pid: int | None = None,
+        pid: int | None = None,
+        log_position: tuple[int, int] | None = None,
+        decoder: wire.OutDecoder | None = None,
+    ) -> None:
         self.sock = sock
         self.supervisor_pid = supervisor_pid
-        self.pid = pid                          # the started or exec'd process (host pid)
-        self.log_position = log_position        # (log file inode, offset) when the session began
-        self.exit_code: int | None = None       # set when the EXIT frame arrives
+        self.pid = pid  # the started or exec'd process (host pid)
+        self.log_position = log_position  # (log file inode, offset) when the session began
+        self.exit_code: int | None = None  # set when the EXIT frame arrives
         self.decoder = decoder or wire.OutDecoder()
         self._frames: list[tuple[int, int, bytes]] = []
 

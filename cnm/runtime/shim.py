@@ -50,6 +50,7 @@ The container gets PR_SET_PDEATHSIG=SIGKILL: if the shim is killed, the containe
 with it rather than running unsupervised (adopt() then records exit code 137); it
 checks, after asking, that the shim did not die before it asked.
 """
+
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # no stubs; `signal` would import enum
@@ -70,12 +71,10 @@ _child_pid = 0
 _Fail = prexec.Fail
 
 
-def options(tty: bool, open_stdin: bool, stdin_once: bool, log_max_size: int, log_max_files: int,
-            attach: str) -> bytes:
+def options(tty: bool, open_stdin: bool, stdin_once: bool, log_max_size: int, log_max_files: int, attach: str) -> bytes:
     """A start request's options, sent with the operation byte (the supervisor needs
     them before the configuration, which only the container process reads)."""
-    return b"%d %d %d %d %d %s" % (tty, open_stdin, stdin_once, log_max_size, log_max_files,
-                                   (attach or "-").encode())
+    return b"%d %d %d %d %d %s" % (tty, open_stdin, stdin_once, log_max_size, log_max_files, (attach or "-").encode())
 
 
 def _forward(signum: int, _frame: object) -> None:
@@ -98,8 +97,11 @@ def _detach(sock: int, dirfd: int, mnt: int = -1) -> None:
         lo = fd + 1
     os.closerange(lo, 1 << 20)
     null = os.open("/dev/null", os.O_RDWR)
-    log = null if dirfd < 0 else os.open(files.SHIM_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW,
-                                          0o600, dir_fd=dirfd)
+    log = (
+        null
+        if dirfd < 0
+        else os.open(files.SHIM_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600, dir_fd=dirfd)
+    )
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(log, 2)
@@ -127,6 +129,7 @@ def serve(msg: bytes, sock: int, dirfd: int, mnt: int = -1) -> None:
             _supervise(sock, dirfd, mnt, msg[1:].split())
     except BaseException as exc:  # the Runtime must always get an answer
         import traceback  # (only when a supervisor fails: not loaded into every one)
+
         traceback.print_exc()
         reply.error("InternalError", f"supervisor failed: {exc}")
         os._exit(1)
@@ -195,8 +198,9 @@ def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
         os.unlink(ATTACH_SOCK, dir_fd=dirfd)
     except FileNotFoundError:
         pass
-    files.write_atomic(files.EXIT, files.dump_flat({
-        "exit_code": code, "finished_at": files.rfc3339(time.time())}), dir_fd=dirfd)
+    files.write_atomic(
+        files.EXIT, files.dump_flat({"exit_code": code, "finished_at": files.rfc3339(time.time())}), dir_fd=dirfd
+    )
     rel.finish(code)
 
 
@@ -217,6 +221,7 @@ def _listen(dirfd: int) -> _socket.socket:
 
 # --- in the container process, between fork and exec ------------------------------
 
+
 def _stat(path: str) -> list[bytes]:
     """Fields 3.. of a /proc/PID/stat (after comm): [state, ppid, …]; index 19 = start time."""
     fd = os.open(path, os.O_RDONLY)
@@ -224,7 +229,7 @@ def _stat(path: str) -> list[bytes]:
         raw = os.read(fd, 4096)
     finally:
         os.close(fd)
-    return raw[raw.rindex(b")") + 2:].split()
+    return raw[raw.rindex(b")") + 2 :].split()
 
 
 def _claim(dirfd: int, cdir: str) -> dict[str, int]:
@@ -236,12 +241,17 @@ def _claim(dirfd: int, cdir: str) -> dict[str, int]:
     shim_start = int(_stat(f"/proc/{shim_pid}/stat")[19])
     if not files.claim(files.SHIM_PID, f"{shim_pid} {shim_start} {linux.boot_id()}\n", dir_fd=dirfd):
         raise _Fail("Conflict", f"container {cdir.rsplit('/', 1)[-1]} already has a supervisor")
-    return {"shim_pid": shim_pid, "shim_start": shim_start, "pid": int(os.readlink("/proc/self")),
-            "pid_start": int(me[19])}
+    return {
+        "shim_pid": shim_pid,
+        "shim_start": shim_start,
+        "pid": int(os.readlink("/proc/self")),
+        "pid_start": int(me[19]),
+    }
 
 
-def _container(sock: int, dirfd: int, wfd: int, alive: int, mnt: int, stdio: list[int],
-               ptys: _socket.socket | None) -> None:
+def _container(
+    sock: int, dirfd: int, wfd: int, alive: int, mnt: int, stdio: list[int], ptys: _socket.socket | None
+) -> None:
     """The container process. `stdio`: [stdin pipe,] stdout pipe, stderr pipe (no stdin
     pipe: /dev/null); `ptys`: where to send a TTY's master instead. Never returns."""
     try:
@@ -250,7 +260,7 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int, mnt: int, stdio: lis
         ids = _claim(dirfd, cfg["dir"])
         _prepare(cfg, alive, mnt)
         env = dict(cfg["env"])
-        who = prexec.resolve_user(cfg.get("user") or "", env)   # in the container's root: its passwd
+        who = prexec.resolve_user(cfg.get("user") or "", env)  # in the container's root: its passwd
         if ptys is not None:
             prexec.take_tty(prexec.open_tty(ptys, cfg.get("console_size")))
         else:
@@ -259,10 +269,11 @@ def _container(sock: int, dirfd: int, wfd: int, alive: int, mnt: int, stdio: lis
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
         # The supervisor renames this into place once exec succeeded (EOF on wfd).
-        files.write_atomic(files.STATE_NEW, files.dump_flat(
-            {**ids, "started_at": files.rfc3339(time.time())}), dir_fd=dirfd)
+        files.write_atomic(
+            files.STATE_NEW, files.dump_flat({**ids, "started_at": files.rfc3339(time.time())}), dir_fd=dirfd
+        )
         confine_apply.lock(cfg["confine"])  # capabilities, no_new_privs, seccomp: as root, last
-        prexec.become(who)                  # as runc: lock() needs CAP_SETPCAP
+        prexec.become(who)  # as runc: lock() needs CAP_SETPCAP
         prexec.execute(cfg["argv"], env)
     except confine_apply.Refused as exc:
         prexec.report_failure(wfd, _Fail(exc.kind, exc.message))
@@ -320,5 +331,6 @@ def _prepare(cfg: dict, alive: int, mnt: int) -> None:
     try:
         os.chdir(cfg["workdir"])
     except OSError as exc:
-        raise _Fail("InvalidParameter", f"cannot change to the working directory {cfg['workdir']}: {exc.strerror}") from exc
-
+        raise _Fail(
+            "InvalidParameter", f"cannot change to the working directory {cfg['workdir']}: {exc.strerror}"
+        ) from exc

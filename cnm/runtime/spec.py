@@ -1,5 +1,6 @@
 """ContainerSpec: everything the runtime needs to start one container; ExecSpec: one
 process run in a running container. Pure data."""
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,12 @@ class ContainerSpec:
         """Raise InvalidParameter for anything the kernel would reject later; return self."""
         if not ID_PATTERN.match(self.id or ""):
             raise InvalidParameter(f"invalid container id {self.id!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-], at most 128")
-        if not isinstance(self.argv, list) or not self.argv or not self.argv[0] \
-                or any(not isinstance(a, str) or "\0" in a for a in self.argv):
+        if (
+            not isinstance(self.argv, list)
+            or not self.argv
+            or not self.argv[0]
+            or any(not isinstance(a, str) or "\0" in a for a in self.argv)
+        ):
             raise InvalidParameter("no command given: argv must be a non-empty list of strings")
         for k, v in self.env.items():
             if not k or "=" in k or "\0" in k or "\0" in str(v):
@@ -101,9 +106,11 @@ class ContainerSpec:
         if self.hostname and not _HOSTNAME.match(self.hostname):
             raise InvalidParameter(f"invalid hostname {self.hostname!r}: letters, digits, '.', '-'; at most 63")
         if not self.workdir.startswith("/"):
-            raise InvalidParameter(f"the working directory {self.workdir!r} is invalid: it needs to be an absolute path")
+            raise InvalidParameter(
+                f"the working directory {self.workdir!r} is invalid: it needs to be an absolute path"
+            )
         if self.netns != HOST and not os.path.isabs(self.netns):
-            raise InvalidParameter(f"invalid netns {self.netns!r}: \"host\" or the absolute path of a namespace file")
+            raise InvalidParameter(f'invalid netns {self.netns!r}: "host" or the absolute path of a namespace file')
         if self.rootfs is not None:
             if not isinstance(self.rootfs, list) or not self.rootfs:
                 raise InvalidParameter("invalid rootfs: a non-empty list of lower directories")
@@ -138,8 +145,9 @@ class ContainerSpec:
         if not isinstance(self.privileged, bool) or not isinstance(self.read_only, bool):
             raise InvalidParameter("privileged and read_only are booleans")
         confine_opts.parse_security_opts(self.security_opt)
-        if not isinstance(self.mounts, list) or not all(isinstance(m, dict) and m.get("type") in ("bind", "tmpfs")
-                                                        for m in self.mounts):
+        if not isinstance(self.mounts, list) or not all(
+            isinstance(m, dict) and m.get("type") in ("bind", "tmpfs") for m in self.mounts
+        ):
             raise InvalidParameter("mounts: a list of normalized bind or tmpfs mounts")
         confine_opts.check_mounts(self.mounts, host_mode=self.rootfs is None)
         for m in self.mounts:
@@ -179,7 +187,7 @@ class ContainerSpec:
             raise InvalidParameter(f"invalid container spec: {exc}") from exc
         spec.argv = list(spec.argv)
         spec.env = dict(spec.env)
-        if isinstance(spec.rootfs, str):   # a spec.json written when rootfs was one directory
+        if isinstance(spec.rootfs, str):  # a spec.json written when rootfs was one directory
             spec.rootfs = [spec.rootfs]
         return spec
 
@@ -202,11 +210,17 @@ def check_io(tty: object, stdin: object, console_size: object, user: object) -> 
     if not isinstance(tty, bool) or not isinstance(stdin, bool):
         raise InvalidParameter("tty and stdin must be true or false")
     if console_size is not None and not (
-            isinstance(console_size, (list, tuple)) and len(console_size) == 2
-            and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65535 for n in console_size)):
+        isinstance(console_size, (list, tuple))
+        and len(console_size) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65535 for n in console_size)
+    ):
         raise InvalidParameter(f"invalid console size {console_size!r}: [rows, columns], each 0-65535")
-    if not isinstance(user, str) or any(c in user for c in "\0\n") or user.count(":") > 1 \
-            or (user and not all(user.split(":"))):
+    if (
+        not isinstance(user, str)
+        or any(c in user for c in "\0\n")
+        or user.count(":") > 1
+        or (user and not all(user.split(":")))
+    ):
         raise InvalidParameter(f"invalid user {user!r}: name, uid, name:group or uid:gid")
 
 
@@ -231,14 +245,20 @@ class ExecSpec:
     privileged: bool = False
 
     def validate(self) -> ExecSpec:
-        if not isinstance(self.argv, list) or not self.argv or not self.argv[0] \
-                or any(not isinstance(a, str) or "\0" in a for a in self.argv):
+        if (
+            not isinstance(self.argv, list)
+            or not self.argv
+            or not self.argv[0]
+            or any(not isinstance(a, str) or "\0" in a for a in self.argv)
+        ):
             raise InvalidParameter("no command given to exec: argv must be a non-empty list of strings")
         for k, v in self.env.items():
             if not k or "=" in k or "\0" in k or "\0" in str(v):
                 raise InvalidParameter(f"invalid environment variable {k!r}: names must be non-empty without '='")
         if self.workdir and not self.workdir.startswith("/"):
-            raise InvalidParameter(f"the working directory {self.workdir!r} is invalid: it needs to be an absolute path")
+            raise InvalidParameter(
+                f"the working directory {self.workdir!r} is invalid: it needs to be an absolute path"
+            )
         check_io(self.tty, self.stdin, self.console_size, self.user)
         return self
 

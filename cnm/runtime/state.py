@@ -3,6 +3,7 @@
 `derive()` is pure: it takes the parsed files and whether the shim is alive, so every
 case (running, exited, shim lost, start never finished) is unit-tested without root.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ class ContainerState:
 @dataclass(frozen=True)
 class DirFiles:
     """What a container's directory says, parsed; None for a missing file."""
+
     shim: tuple[int, int, str | None] | None  # (pid, start time, boot id) from shim.pid
     started: dict | None  # state.json
     exited: dict | None  # exit.json
@@ -44,6 +46,7 @@ class DirFiles:
 def read_dir(cdir: str) -> DirFiles:
     """Parse the state files of one container directory (missing or torn files = None;
     the shim renames files into place, so a torn file is only ever a crash leftover)."""
+
     def load(name: str) -> dict | None:
         try:
             with open(os.path.join(cdir, name)) as f:
@@ -79,13 +82,31 @@ def derive(cid: str, d: DirFiles, shim_alive: bool) -> ContainerState:
     pid_start = started.get("pid_start")
     shim_pid = started.get("shim_pid") or (d.shim[0] if d.shim else None)
     if d.exited is not None:
-        return ContainerState(cid, EXITED, pid, shim_pid, d.exited.get("exit_code"), started.get("started_at"),
-                              d.exited.get("finished_at"), d.exited.get("error"), pid_start)
+        return ContainerState(
+            cid,
+            EXITED,
+            pid,
+            shim_pid,
+            d.exited.get("exit_code"),
+            started.get("started_at"),
+            d.exited.get("finished_at"),
+            d.exited.get("error"),
+            pid_start,
+        )
     if d.started is not None:
         if shim_alive:
             return ContainerState(cid, RUNNING, pid, shim_pid, None, started.get("started_at"), pid_start=pid_start)
-        return ContainerState(cid, EXITED, pid, shim_pid, files.LOST_EXIT_CODE, started.get("started_at"),
-                              None, "supervisor died without recording the exit status", pid_start)
+        return ContainerState(
+            cid,
+            EXITED,
+            pid,
+            shim_pid,
+            files.LOST_EXIT_CODE,
+            started.get("started_at"),
+            None,
+            "supervisor died without recording the exit status",
+            pid_start,
+        )
     if d.fenced:
         return ContainerState(cid, CREATED, error="its last start never finished (timed out): remove it")
     return ContainerState(cid, CREATED, None, shim_pid)

@@ -8,32 +8,33 @@ the sum over its live processes of their own and their reaped children's time (e
 process that ended in a container was reaped inside it, so nothing is lost or counted
 twice), memory as their RSS, tasks as their threads. Parsing is pure (`parse_*`).
 """
+
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass, field
 
-_UNLIMITED_V1 = 1 << 62      # memory.limit_in_bytes when no limit is set (PAGE_COUNTER_MAX, page-rounded)
+_UNLIMITED_V1 = 1 << 62  # memory.limit_in_bytes when no limit is set (PAGE_COUNTER_MAX, page-rounded)
 
 
 @dataclass
 class Stats:
-    read_ns: int                                  # when these were read (ns since the epoch)
-    memory_usage: int | None = None               # bytes, page cache included (as Docker reports)
-    memory_limit: int | None = None               # bytes: the limit, or the host's memory if none
-    memory_max_usage: int | None = None           # v1's max_usage_in_bytes, v2's memory.peak
-    memory_failcnt: int | None = None             # v1 failcnt; v2: memory.events "max"
+    read_ns: int  # when these were read (ns since the epoch)
+    memory_usage: int | None = None  # bytes, page cache included (as Docker reports)
+    memory_limit: int | None = None  # bytes: the limit, or the host's memory if none
+    memory_max_usage: int | None = None  # v1's max_usage_in_bytes, v2's memory.peak
+    memory_failcnt: int | None = None  # v1 failcnt; v2: memory.events "max"
     memory_stat: dict[str, int] = field(default_factory=dict)
     cpu_total_ns: int | None = None
     cpu_user_ns: int | None = None
     cpu_system_ns: int | None = None
-    percpu_ns: list[int] = field(default_factory=list)    # v1 only
-    throttling: tuple[int, int, int] | None = None        # periods, throttled periods, throttled ns
-    system_cpu_ns: int = 0                        # the host's busy+idle time, /proc/stat (Docker's system_cpu_usage)
+    percpu_ns: list[int] = field(default_factory=list)  # v1 only
+    throttling: tuple[int, int, int] | None = None  # periods, throttled periods, throttled ns
+    system_cpu_ns: int = 0  # the host's busy+idle time, /proc/stat (Docker's system_cpu_usage)
     online_cpus: int = 1
     pids_current: int | None = None
-    pids_limit: int | None = None                 # None: no limit
+    pids_limit: int | None = None  # None: no limit
 
 
 def _read(path: str) -> str | None:
@@ -92,7 +93,7 @@ def read(dirs: dict[str, tuple[int, str]]) -> Stats:
                 limit = None
         else:
             st.memory_usage = _int(_read(f"{d}/memory.current"))
-            limit = _int(_read(f"{d}/memory.max"))          # "max": None
+            limit = _int(_read(f"{d}/memory.max"))  # "max": None
             st.memory_max_usage = _int(_read(f"{d}/memory.peak"))
             st.memory_failcnt = parse_flat_keyed(_read(f"{d}/memory.events")).get("max")
         st.memory_limit = min(x for x in (limit, total) if x is not None) if (limit or total) else None
@@ -109,7 +110,8 @@ def read(dirs: dict[str, tuple[int, str]]) -> Stats:
         else:
             cpu = parse_flat_keyed(_read(f"{d}/cpu.stat"))
             st.cpu_total_ns, st.cpu_user_ns, st.cpu_system_ns = (
-                cpu[k] * 1000 if k in cpu else None for k in ("usage_usec", "user_usec", "system_usec"))
+                cpu[k] * 1000 if k in cpu else None for k in ("usage_usec", "user_usec", "system_usec")
+            )
     if "cpu" in dirs:
         version, d = dirs["cpu"]
         cpu = parse_flat_keyed(_read(f"{d}/cpu.stat"))
@@ -132,7 +134,7 @@ def pids(directory: str) -> list[int]:
 
 def parse_proc_stat(text: str) -> tuple[int, int, int, int, int, int]:
     """(utime, stime, cutime, cstime, threads, rss pages) from a /proc/PID/stat line."""
-    f = text[text.rindex(")") + 2:].split()
+    f = text[text.rindex(")") + 2 :].split()
     return int(f[11]), int(f[12]), int(f[13]), int(f[14]), int(f[17]), int(f[21])
 
 

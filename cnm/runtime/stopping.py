@@ -3,6 +3,7 @@ SIGKILL after the timeout), removed with its directory, mounts and cgroups.
 
 A mixin of cnm.runtime.runtime.Runtime (kept apart: the runtime is long enough).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,8 @@ class RuntimeStop:
     boot_id: str
     cgroups: cg.Cgroups
 
-    if TYPE_CHECKING:      # Runtime's own
+    if TYPE_CHECKING:  # Runtime's own
+
         def _dir(self, cid: str) -> str: ...
         def exit_fd(self, cid: str) -> int | None: ...
         def state(self, cid: str) -> ContainerState: ...
@@ -44,9 +46,9 @@ class RuntimeStop:
                 while True:
                     # poll() takes at most INT_MAX milliseconds (~24 days): wait in slices.
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    if poller.poll(None if left is None else min(int(left * 1000), 2 ** 31 - 1)):
+                    if poller.poll(None if left is None else min(int(left * 1000), 2**31 - 1)):
                         break
-                    if left is not None and left * 1000 < 2 ** 31 - 1:
+                    if left is not None and left * 1000 < 2**31 - 1:
                         raise Unavailable(f"timed out after {timeout}s waiting for container {cid} to exit")
             finally:
                 os.close(fd)
@@ -88,8 +90,9 @@ class RuntimeStop:
             d = read_dir(cdir)
             if supervisor_alive(d, self.boot_id):
                 if not force:
-                    raise Conflict(f"cannot remove running container {cid}: stop the container before "
-                                   "removing or force remove")
+                    raise Conflict(
+                        f"cannot remove running container {cid}: stop the container before removing or force remove"
+                    )
                 if st.status == RUNNING:
                     teardown.signal_pid(st.pid, st.pid_start, signal.SIGKILL)
                 elif ident := supervisor_ident(d):  # still starting: the child dies with it (pdeathsig)

@@ -2,6 +2,7 @@
 settling a lost supervisor, removing a container's directory with its cgroups and
 mounts. Best-effort where it tears down: every failure is collected, none stops the
 rest."""
+
 from __future__ import annotations
 
 import json
@@ -72,9 +73,16 @@ def settle_lost(cdir: str, d: DirFiles) -> None:
     and record 137."""
     started = d.started or {}
     signal_pid(started.get("pid"), started.get("pid_start"), signal.SIGKILL)
-    files.write_atomic(os.path.join(cdir, files.EXIT), files.dump_flat({
-        "exit_code": files.LOST_EXIT_CODE, "finished_at": files.rfc3339(time.time()),
-        "error": "supervisor died without recording the exit status"}))
+    files.write_atomic(
+        os.path.join(cdir, files.EXIT),
+        files.dump_flat(
+            {
+                "exit_code": files.LOST_EXIT_CODE,
+                "finished_at": files.rfc3339(time.time()),
+                "error": "supervisor died without recording the exit status",
+            }
+        ),
+    )
 
 
 def fence_and_kill(cdir: str, boot_id: str) -> None:
@@ -113,7 +121,7 @@ def discard(cdir: str, cgroups: cg.Cgroups, boot_id: str) -> list[str]:
     except (OSError, ValueError) as exc:
         errs.append(f"cgroups list: {exc}")
     errs += unmount_under(cdir)
-    errs += remove_tree(cdir)   # not shutil.rmtree: see cnm.rmtree
+    errs += remove_tree(cdir)  # not shutil.rmtree: see cnm.rmtree
     return errs
 
 
@@ -129,8 +137,11 @@ def unmount_under(cdir: str) -> list[str]:
     # directory's name is in it at all (as mountinfo escapes it).
     if _mangled(cdir).encode() not in text:
         return []
-    points = [p for _, p, _, _ in cg.parse_mountinfo(text.decode(errors="surrogateescape"))
-              if p == cdir or p.startswith(cdir + "/")]
+    points = [
+        p
+        for _, p, _, _ in cg.parse_mountinfo(text.decode(errors="surrogateescape"))
+        if p == cdir or p.startswith(cdir + "/")
+    ]
     errs = []
     for p in sorted(points, key=len, reverse=True):
         try:

@@ -17,6 +17,7 @@ The template may die at any time (killed, crashed). A request that finds it dead
 by the caller as EOF on its socket without an answer (see Runtime._spawn, which asks
 again if no supervisor claimed the directory).
 """
+
 from __future__ import annotations
 
 import os
@@ -43,15 +44,16 @@ class Template:
     to warm up in (see template_main._warm_up), removed once it is ready; None: no
     warm-up (supervisors then cost ~150 kB more private memory each)."""
 
-    def __init__(self, python: str | None = None, scratch: str | None = None,
-                 namespace_dirs: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, python: str | None = None, scratch: str | None = None, namespace_dirs: tuple[str, ...] = ()
+    ) -> None:
         self.python = python or sys.executable
         self.scratch = scratch
-        self.namespace_dirs = namespace_dirs    # see template_main: left out of containers' mounts
+        self.namespace_dirs = namespace_dirs  # see template_main: left out of containers' mounts
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._ctl: socket.socket | None = None
-        self.starts = 0     # how many template processes this object has started
+        self.starts = 0  # how many template processes this object has started
 
     @property
     def pid(self) -> int | None:
@@ -90,7 +92,12 @@ class Template:
             self._proc = subprocess.Popen(
                 [self.python, "-I", "-S", "-c", BOOT, str(theirs.fileno()), warm or "-", *self.namespace_dirs],
                 pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True, cwd="/", env={})
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+                env={},
+            )
         except OSError as exc:
             mine.close()
             raise Unavailable(f"cannot start the container template process: {exc.strerror or exc}") from exc
@@ -98,7 +105,7 @@ class Template:
             theirs.close()
         self._ctl = mine
         self.starts += 1
-        poller = select.poll()          # not select(): the daemon's fds pass 1,023 with many containers
+        poller = select.poll()  # not select(): the daemon's fds pass 1,023 with many containers
         poller.register(mine, select.POLLIN)
         if not poller.poll(int(READY_TIMEOUT * 1000)) or mine.recv(1) != b"R":
             self._stop()
@@ -125,8 +132,9 @@ class Template:
                         return mine
                     except (BrokenPipeError, ConnectionError):
                         if attempt == 2:
-                            raise Unavailable("the container template process keeps dying (see the daemon's "
-                                              "log)") from None
+                            raise Unavailable(
+                                "the container template process keeps dying (see the daemon's log)"
+                            ) from None
                         self._stop()
         except BaseException:
             mine.close()

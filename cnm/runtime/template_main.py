@@ -43,6 +43,7 @@ If it cannot fork, it answers ERROR "Unavailable …" on the request's socket it
 dies with requests queued, their sockets close unanswered: the Runtime sees EOF without
 a claim on the directory, starts a new template and asks again.
 """
+
 from __future__ import annotations
 
 import _socket
@@ -62,7 +63,7 @@ def _fds(ancdata: list) -> list[int]:
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             usable = len(data) - len(data) % 4
-            out += [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True) for i in range(0, usable, 4)]
+            out += [int.from_bytes(data[i : i + 4], sys.byteorder, signed=True) for i in range(0, usable, 4)]
     return out
 
 
@@ -70,8 +71,12 @@ def _fork_supervisor(msg: bytes, fds: list[int], mnt: int) -> None:
     try:
         pid = os.fork()
     except OSError as exc:
-        os.write(fds[0], wire.out_frame(wire.ERROR, f"Unavailable cannot fork a supervisor: {exc.strerror}".encode(),
-                                        time.time_ns()))
+        os.write(
+            fds[0],
+            wire.out_frame(
+                wire.ERROR, f"Unavailable cannot fork a supervisor: {exc.strerror}".encode(), time.time_ns()
+            ),
+        )
         return
     if pid == 0:
         try:
@@ -106,11 +111,15 @@ def _warm_up(scratch: str, rounds: int = 24) -> None:
             rel.add(relay.Client(mine, want, stdin), hello=True)
             os.write(out_w, b"warm\n")
             os.write(err_w, b"up\n")
-            theirs.sendall(wire.in_frame(wire.ATTACH, b"ioe") + wire.in_frame(wire.STDIN, b"x") +
-                           wire.in_frame(wire.RESIZE, b"24 80") + wire.in_frame(wire.CLOSE))
+            theirs.sendall(
+                wire.in_frame(wire.ATTACH, b"ioe")
+                + wire.in_frame(wire.STDIN, b"x")
+                + wire.in_frame(wire.RESIZE, b"24 80")
+                + wire.in_frame(wire.CLOSE)
+            )
             os.close(out_w)
             os.close(err_w)
-            os.write(ended_w, b"!")         # "the process exited"
+            os.write(ended_w, b"!")  # "the process exited"
             rel.run(ended_r)
             rel.finish(0)
             theirs.close()
@@ -143,7 +152,7 @@ def _clean_namespace(drop: list[str]) -> int:
             prefixes = tuple(d.rstrip("/") + "/" for d in drop)
             # Shortest first: detaching a mount takes the ones under it along.
             for path in sorted({p for p in linux.mount_points() if p in drop or p.startswith(prefixes)}, key=len):
-                for _ in range(64):         # stacked mounts: until none is left there
+                for _ in range(64):  # stacked mounts: until none is left there
                     try:
                         linux.umount2(path, linux.MNT_DETACH)
                     except OSError:
@@ -152,7 +161,7 @@ def _clean_namespace(drop: list[str]) -> int:
         except OSError:
             return -1
         finally:
-            linux.setns(home, linux.CLONE_NEWNS)    # back: supervisors live in the daemon's
+            linux.setns(home, linux.CLONE_NEWNS)  # back: supervisors live in the daemon's
     finally:
         os.close(home)
 

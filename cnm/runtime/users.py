@@ -5,6 +5,7 @@ and home "/"; a name missing is an error; supplementary groups are those listing
 user as a member. Called inside the container's root (after pivot_root), by the
 supervisor before exec and by nsexec; cheap to import (os only).
 """
+
 from __future__ import annotations
 
 
@@ -29,11 +30,14 @@ def resolve(user: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
         raise UnknownUser(f"unable to find user {name}: no matching entries in passwd file")
     uid = int(name) if name.isdigit() else int(match[0][2])
     gid = int(match[0][3]) if match and match[0][3].isdigit() else 0
-    home = (match[0][5] if match and len(match[0]) > 5 and match[0][5] else "/")
+    home = match[0][5] if match and len(match[0]) > 5 and match[0][5] else "/"
     groups = _entries(group) if group_spec or match else []
     if group_spec:
-        gmatch = [e for e in groups if e[2] == group_spec] if group_spec.isdigit() else \
-            [e for e in groups if e[0] == group_spec]
+        gmatch = (
+            [e for e in groups if e[2] == group_spec]
+            if group_spec.isdigit()
+            else [e for e in groups if e[0] == group_spec]
+        )
         if not gmatch and not group_spec.isdigit():
             raise UnknownUser(f"unable to find group {group_spec}: no matching entries in group file")
         gid = int(group_spec) if group_spec.isdigit() else int(gmatch[0][2])

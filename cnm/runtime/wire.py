@@ -35,6 +35,7 @@ backwards (`--tail`) as easily as forwards. A record is written with one write(2
 O_APPEND file: a reader sees whole records, or a last one still being written (shorter
 than its header says: wait or stop there).
 """
+
 from __future__ import annotations
 
 import struct
@@ -43,10 +44,10 @@ STDIN, STDOUT, STDERR = 0, 1, 2
 HELLO, OK, ERROR, EXIT = 0x10, 0x11, 0x12, 0x13
 ATTACH, CLOSE, RESIZE, CONFIG = 0x20, 0x21, 0x22, 0x23
 
-OUT_HEADER = struct.Struct(">BxxxIQ")      # supervisor -> client, and a log record's head
-IN_HEADER = struct.Struct(">BxxxI")        # client -> supervisor
-TRAILER = struct.Struct(">I")              # a log record's tail
-MAX_PAYLOAD = 1 << 20                      # a client frame bigger than this is a protocol error
+OUT_HEADER = struct.Struct(">BxxxIQ")  # supervisor -> client, and a log record's head
+IN_HEADER = struct.Struct(">BxxxI")  # client -> supervisor
+TRAILER = struct.Struct(">I")  # a log record's tail
+MAX_PAYLOAD = 1 << 20  # a client frame bigger than this is a protocol error
 
 
 def out_frame(kind: int, payload: bytes, time_ns: int) -> bytes:
@@ -71,8 +72,8 @@ class OutDecoder:
             kind, length, t = OUT_HEADER.unpack_from(self._buf)
             if len(self._buf) < size + length:
                 break
-            out.append((kind, t, bytes(self._buf[size:size + length])))
-            del self._buf[:size + length]
+            out.append((kind, t, bytes(self._buf[size : size + length])))
+            del self._buf[: size + length]
         return out
 
     @property

@@ -4,6 +4,7 @@ Drivers answer `join` with a JoinResult; `SandboxOS.plug` applies it (move the
 interface in, name it, address it, route it). Only OS-layer calls: which interface
 gets which name or the default route is decided by cnm.sandbox.rules.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,10 +49,19 @@ class SandboxNetlink(Protocol):
     def delete_link(self, name: str) -> bool: ...
     def park_link(self, name: str, new_name: str) -> bool: ...
     def add_address(self, name: str, cidr: str, *, exist_ok: bool = False) -> None: ...
-    def add_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
-                  *, scope: int | None = None, table: int = 254, exist_ok: bool = False) -> None: ...
-    def del_route(self, destination: str, gateway: str | None = None, dev: str | None = None,
-                  *, table: int = 254) -> bool: ...
+    def add_route(
+        self,
+        destination: str,
+        gateway: str | None = None,
+        dev: str | None = None,
+        *,
+        scope: int | None = None,
+        table: int = 254,
+        exist_ok: bool = False,
+    ) -> None: ...
+    def del_route(
+        self, destination: str, gateway: str | None = None, dev: str | None = None, *, table: int = 254
+    ) -> bool: ...
     def routes(self, family: int | None = None, table: int = 254) -> list[Route]: ...
     def sysctl_write(self, key: str, value: str | int) -> None: ...
     def close(self) -> None: ...
@@ -66,9 +76,13 @@ class SandboxOS:
     (as libnetwork keeps one per namespace): opening one costs more than the requests
     a join makes. Callers serialise calls (the controller's lock)."""
 
-    def __init__(self, host: SandboxNetlink, netns_dir: str,
-                 netlink_for: Callable[[str], SandboxNetlink] | None = None,
-                 namespaces: NamespaceOps | None = None) -> None:
+    def __init__(
+        self,
+        host: SandboxNetlink,
+        netns_dir: str,
+        netlink_for: Callable[[str], SandboxNetlink] | None = None,
+        namespaces: NamespaceOps | None = None,
+    ) -> None:
         self.host = host
         self.netns_dir = netns_dir
         # A container's interface has IPv6 only when it has an IPv6 address (Docker
@@ -93,7 +107,7 @@ class SandboxOS:
     def _drop_handle(self, key: str) -> None:
         nl = self._handles.pop(key, None)
         if nl is not None:
-            nl.close()             # a socket inside holds the namespace alive
+            nl.close()  # a socket inside holds the namespace alive
 
     def create(self, sandbox_id: str) -> str:
         """A new namespace with `lo` up; returns its path (the SandboxKey)."""
@@ -122,8 +136,15 @@ class SandboxOS:
         self._drop_handle(key)
         self._ns.delete(key)
 
-    def plug(self, key: str, join: JoinResult, ifname: str, address: IPInterface | None,
-             address_v6: IPInterface | None, default_gateway: bool) -> None:
+    def plug(
+        self,
+        key: str,
+        join: JoinResult,
+        ifname: str,
+        address: IPInterface | None,
+        address_v6: IPInterface | None,
+        default_gateway: bool,
+    ) -> None:
         """Move the driver's interface into the sandbox as `ifname`, address it, bring it
         up, add the driver's static routes and (if asked) the default routes."""
         if not join.src_ifname:
@@ -135,10 +156,10 @@ class SandboxOS:
             if join.in_sandbox and join.src_ifname != ifname:
                 nl.rename_link(join.src_ifname, ifname)
             if address_v6:
-                nl.sysctl_write(conf_key(6, ifname, "disable_ipv6"), 0)   # off by default here
+                nl.sysctl_write(conf_key(6, ifname, "disable_ipv6"), 0)  # off by default here
             for addr in (address, address_v6):
                 if addr:
-                    nl.add_address(ifname, str(addr))     # IPv6 without DAD: the address is ours by IPAM
+                    nl.add_address(ifname, str(addr))  # IPv6 without DAD: the address is ours by IPAM
             nl.set_link_up(ifname)
             for route in join.static_routes:
                 if route.route_type == 1:

@@ -4,6 +4,7 @@ endpoint whose interface is gone repaired or released (cnm.reconcile.decide).
 
 A mixin of cnm.sandbox.sandbox.Sandbox (kept apart: the sandbox is long enough).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 
 class SandboxRestore:
     _ctl: EndpointControl
-    _env: Any                  # the Sandboxes that made it (typed there: it imports this module)
+    _env: Any  # the Sandboxes that made it (typed there: it imports this module)
     record: SandboxRecord
 
-    if TYPE_CHECKING:      # Sandbox's own
+    if TYPE_CHECKING:  # Sandbox's own
+
         @property
         def id(self) -> str: ...
         @property
@@ -55,9 +57,11 @@ class SandboxRestore:
         released: list[str] = []
         for ep in self.endpoints():
             net = self._ctl.network(ep.network_id)
-            fate, why = endpoint_fate(network_known=net is not None,
-                                      interface_present=not ep.ifname or ep.ifname in present,
-                                      wanted=self._wanted(ep, net, wanted))
+            fate, why = endpoint_fate(
+                network_known=net is not None,
+                interface_present=not ep.ifname or ep.ifname in present,
+                wanted=self._wanted(ep, net, wanted),
+            )
             try:
                 if fate is Fate.KEEP:
                     assert net is not None
@@ -68,8 +72,14 @@ class SandboxRestore:
                     assert net is not None
                     try:
                         self._repair(ep, net, routed=ep.id == holder)
-                        log.warning("sandbox %s: endpoint %s on network %s repaired: %s; %s plugged in again "
-                                    "with its address", self.id[:12], ep.id[:12], net.name, why, ep.ifname)
+                        log.warning(
+                            "sandbox %s: endpoint %s on network %s repaired: %s; %s plugged in again with its address",
+                            self.id[:12],
+                            ep.id[:12],
+                            net.name,
+                            why,
+                            ep.ifname,
+                        )
                         continue
                     except CNMError as exc:
                         why = f"{why} and could not be plugged in again ({exc})"
@@ -94,7 +104,7 @@ class SandboxRestore:
     def _wanted(self, ep: Endpoint, net: Network | None, wanted: Collection[str] | None) -> bool:
         if wanted is None or net is None:
             return True
-        if net.name == GATEWAY_BRIDGE:        # the sandbox's own: wanted while the rules need it
+        if net.name == GATEWAY_BRIDGE:  # the sandbox's own: wanted while the rules need it
             return rules.needs_gateway_bridge([v for v in self._views() if v.id != ep.id])
         return net.id in wanted
 

@@ -6,6 +6,7 @@ asks: does the sandbox need an endpoint on the gateway bridge (libnetwork's
 route, where published ports belong, and what the next interface is called. No I/O:
 unit-tested without root.
 """
+
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -28,12 +29,12 @@ class EndpointView:
     ifname: str | None = None
     driver: str = "bridge"
     internal: bool = False
-    on_gateway_bridge: bool = False       # the sandbox's own endpoint on the gateway bridge
+    on_gateway_bridge: bool = False  # the sandbox's own endpoint on the gateway bridge
     gateway: IPAddress | None = None
     gateway_v6: IPAddress | None = None
-    static_default_route: bool = False    # the join gave a static route to 0/0 or ::/0
+    static_default_route: bool = False  # the join gave a static route to 0/0 or ::/0
     disable_gateway_service: bool = False
-    holds_ports: bool = False             # published ports are programmed on it
+    holds_ports: bool = False  # published ports are programmed on it
 
     def gives_a_way_out(self) -> bool:
         return bool(self.gateway or self.gateway_v6 or self.static_default_route)
@@ -49,8 +50,7 @@ def needs_gateway_bridge(endpoints: Sequence[EndpointView]) -> bool:
     gives a way out. The gateway-bridge endpoint itself does not count."""
     need = False
     for ep in endpoints:
-        if (ep.on_gateway_bridge or ep.driver in NO_GATEWAY_DRIVERS or ep.internal
-                or ep.disable_gateway_service):
+        if ep.on_gateway_bridge or ep.driver in NO_GATEWAY_DRIVERS or ep.internal or ep.disable_gateway_service:
             continue
         if ep.gives_a_way_out():
             return False
@@ -83,20 +83,19 @@ def port_endpoint(endpoints: Sequence[EndpointView]) -> EndpointView | None:
     bridge's, for an overlay or a plugin that gives none); else the first endpoint
     not on the gateway bridge (an internal network's, whose driver then refuses)."""
     return gateway_endpoint(endpoints) or next(
-        (ep for ep in endpoints if not ep.on_gateway_bridge and ep.driver not in NO_GATEWAY_DRIVERS), None)
+        (ep for ep in endpoints if not ep.on_gateway_bridge and ep.driver not in NO_GATEWAY_DRIVERS), None
+    )
 
 
 def ports_holder(endpoints: Sequence[EndpointView]) -> EndpointView | None:
     return next((ep for ep in endpoints if ep.holds_ports), None)
 
 
-def next_ifname(endpoints: Sequence[EndpointView], prefix: str = IFNAME_PREFIX,
-                taken: Collection[str] = ()) -> str:
+def next_ifname(endpoints: Sequence[EndpointView], prefix: str = IFNAME_PREFIX, taken: Collection[str] = ()) -> str:
     """The lowest free `prefix<N>` (eth0, eth1, …; a gap left by a disconnect is reused),
     none of `taken` (names of interfaces on their way out)."""
     names = [ep.ifname for ep in endpoints if ep.ifname] + list(taken)
-    used = {int(name[len(prefix):]) for name in names
-            if name.startswith(prefix) and name[len(prefix):].isdigit()}
+    used = {int(name[len(prefix) :]) for name in names if name.startswith(prefix) and name[len(prefix) :].isdigit()}
     i = 0
     while i in used:
         i += 1

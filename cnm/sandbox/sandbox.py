@@ -15,6 +15,7 @@ operations that can be repeated for the same container (stop, start again).
 Not thread-safe on their own: callers hold the one lock (the controller's) around
 every call, as cnm.containers.ContainerService does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,14 @@ SANDBOX_PREFIX = "sandbox/"
 def docker_binding(b: PortBinding, ep: Endpoint) -> dict:
     """libnetwork's PortBinding shape (Proto as the IP protocol number, as on Docker's
     wire), handed to the driver's ProgramExternalConnectivity."""
-    return {"Proto": PROTOCOL_NUMBERS[b.proto], "IP": str(ep.address.ip) if ep.address else "", "Port": b.container_port,
-            "HostIP": b.host_ip or "", "HostPort": b.host_port, "HostPortEnd": b.host_port}
+    return {
+        "Proto": PROTOCOL_NUMBERS[b.proto],
+        "IP": str(ep.address.ip) if ep.address else "",
+        "Port": b.container_port,
+        "HostIP": b.host_ip or "",
+        "HostPort": b.host_port,
+        "HostPortEnd": b.host_port,
+    }
 
 
 class Sandbox(SandboxRestore):
@@ -101,12 +108,20 @@ class Sandbox(SandboxRestore):
         views = []
         for ep in self.endpoints():
             net = self._ctl.network(ep.network_id)
-            views.append(rules.EndpointView(
-                id=ep.id, ifname=ep.ifname, driver=net.driver if net else "",
-                internal=net.internal if net else False,
-                on_gateway_bridge=net is not None and net.name == GATEWAY_BRIDGE,
-                gateway=ep.gateway, gateway_v6=ep.gateway_v6, static_default_route=ep.static_default_route,
-                disable_gateway_service=ep.disable_gateway_service, holds_ports=bool(ep.port_bindings)))
+            views.append(
+                rules.EndpointView(
+                    id=ep.id,
+                    ifname=ep.ifname,
+                    driver=net.driver if net else "",
+                    internal=net.internal if net else False,
+                    on_gateway_bridge=net is not None and net.name == GATEWAY_BRIDGE,
+                    gateway=ep.gateway,
+                    gateway_v6=ep.gateway_v6,
+                    static_default_route=ep.static_default_route,
+                    disable_gateway_service=ep.disable_gateway_service,
+                    holds_ports=bool(ep.port_bindings),
+                )
+            )
         return views
 
     # ------------------------------------------------------------ join / leave
@@ -149,8 +164,15 @@ class Sandbox(SandboxRestore):
         Returns it and, if its plug installed the default route, its id."""
         views = self._views()
         ifname = rules.next_ifname(views, taken=self._parking)
-        ep = self._ctl.create_endpoint(net, self.record.name, container_id=self.container_id, ip=req.ip,
-                                       ip6=req.ip6, mac=req.mac, aliases=req.aliases)
+        ep = self._ctl.create_endpoint(
+            net,
+            self.record.name,
+            container_id=self.container_id,
+            ip=req.ip,
+            ip6=req.ip6,
+            mac=req.mac,
+            aliases=req.aliases,
+        )
         undo.push(self._ctl.delete_endpoint, ep)
         result = self._ctl.join(ep, self.id, self.key, ifname)
         undo.push(self._ctl.leave, ep)
@@ -179,11 +201,14 @@ class Sandbox(SandboxRestore):
         dropped = [v.id for v in views if v not in keep]
 
         def finish() -> None:
-            if route_to is not None and route_to.id != routed and route_to.ifname \
-                    and (route_to.gateway or route_to.gateway_v6):
+            if (
+                route_to is not None
+                and route_to.id != routed
+                and route_to.ifname
+                and (route_to.gateway or route_to.gateway_v6)
+            ):
                 try:
-                    self._env.os.set_default_route(self.key, route_to.ifname, route_to.gateway,
-                                                   route_to.gateway_v6)
+                    self._env.os.set_default_route(self.key, route_to.ifname, route_to.gateway, route_to.gateway_v6)
                 except CNMError as exc:
                     log.warning("sandbox %s: default route via %s: %s", self.id[:12], route_to.ifname, exc)
             for eid in dropped:
@@ -193,6 +218,7 @@ class Sandbox(SandboxRestore):
                     log.warning("sandbox %s: leaving the gateway bridge: %s", self.id[:12], exc)
             if dropped:
                 self.save()
+
         return finish
 
     def _place_ports(self, views: list[rules.EndpointView], keep: list[rules.EndpointView], undo: Undo) -> None:
@@ -241,6 +267,7 @@ class Sandbox(SandboxRestore):
         def park() -> None:
             self._parking.discard(ifname)
             self._env.os.park(self.key, ifname, new_name)
+
         self._env.store.after_commit(park)
 
     # --------------------------------------------------- names and cluster peers
@@ -315,9 +342,17 @@ class Sandbox(SandboxRestore):
 class Sandboxes:
     """The host's sandboxes: built, found, restored after a restart, released."""
 
-    def __init__(self, ctl: EndpointControl, os: SandboxKernel, ports: HostPorts, store: Store, *,
-                 host_resolv: Callable[[], str], names: NameRegistry | None = None,
-                 peers: PeerPublisher | None = None) -> None:
+    def __init__(
+        self,
+        ctl: EndpointControl,
+        os: SandboxKernel,
+        ports: HostPorts,
+        store: Store,
+        *,
+        host_resolv: Callable[[], str],
+        names: NameRegistry | None = None,
+        peers: PeerPublisher | None = None,
+    ) -> None:
         self.ctl = ctl
         self.os = os
         self.ports = ports
@@ -336,14 +371,30 @@ class Sandboxes:
     def all(self) -> list[Sandbox]:
         return list(self._sandboxes.values())
 
-    def build(self, sandbox_id: str, container_id: str, name: str, hostname: str,
-              networks: Sequence[tuple[Network, EndpointRequest]], ports: Sequence[PortBinding] = ()) -> Sandbox:
+    def build(
+        self,
+        sandbox_id: str,
+        container_id: str,
+        name: str,
+        hostname: str,
+        networks: Sequence[tuple[Network, EndpointRequest]],
+        ports: Sequence[PortBinding] = (),
+    ) -> Sandbox:
         """A namespace with an endpoint on each network, in order, and the ports
         published. All or nothing: on failure, whatever was built is released."""
         if sandbox_id in self._sandboxes:
             raise Conflict(f"sandbox {sandbox_id[:12]} exists already: release it first")
-        sb = Sandbox(SandboxRecord(id=sandbox_id, container_id=container_id, key=self.os.key_for(sandbox_id),
-                                   hostname=hostname, name=name, port_requests=[p.to_record() for p in ports]), self)
+        sb = Sandbox(
+            SandboxRecord(
+                id=sandbox_id,
+                container_id=container_id,
+                key=self.os.key_for(sandbox_id),
+                hostname=hostname,
+                name=name,
+                port_requests=[p.to_record() for p in ports],
+            ),
+            self,
+        )
         self._sandboxes[sandbox_id] = sb
         try:
             # The record before the namespace: a crash in between leaves a record whose
@@ -376,7 +427,14 @@ class Sandboxes:
         try:
             return self.ctl.get_network(GATEWAY_BRIDGE)
         except NotFound:
-            return self.ctl.create_network(NetworkCreate(
-                name=GATEWAY_BRIDGE, driver="bridge",
-                options={labels.BRIDGE_NAME: GATEWAY_BRIDGE, labels.ENABLE_ICC: "false",
-                         labels.ENABLE_IP_MASQUERADE: "true"}))
+            return self.ctl.create_network(
+                NetworkCreate(
+                    name=GATEWAY_BRIDGE,
+                    driver="bridge",
+                    options={
+                        labels.BRIDGE_NAME: GATEWAY_BRIDGE,
+                        labels.ENABLE_ICC: "false",
+                        labels.ENABLE_IP_MASQUERADE: "true",
+                    },
+                )
+            )

@@ -5,6 +5,7 @@ both implement `Store`. Keys are '/'-separated strings, values are JSON-able dic
 Each key carries a revision (an int that grows on every write), which makes
 compare-and-swap possible; revision 0 means "must not exist".
 """
+
 from __future__ import annotations
 
 import logging

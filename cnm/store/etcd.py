@@ -18,6 +18,7 @@ Semantics, on top of the `Store` contract:
     after a disconnect (no event lost, none repeated) and call `resync` when they
     cannot (history compacted, or the store went back in time). Stores may share a hub.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,19 +40,27 @@ from cnm.errors import CNMError, Conflict, InternalError, InvalidParameter, NotF
 from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
 from cnm.store.etcd_watch import Watch, WatchCursor, WatchHub, prefix_end
 
-__all__ = ["EtcdStore", "MemberStatus", "WatchCursor", "WatchHub", "last_op_per_key", "parse_cluster_store",
-           "prefix_end"]
+__all__ = [
+    "EtcdStore",
+    "MemberStatus",
+    "WatchCursor",
+    "WatchHub",
+    "last_op_per_key",
+    "parse_cluster_store",
+    "prefix_end",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2379
-API_PATH = "/v3/"            # etcd >= 3.4 (Debian 12 ships 3.4.23)
-_RETRY_PAUSE = 0.1           # between rounds over all endpoints (leader elections)
+API_PATH = "/v3/"  # etcd >= 3.4 (Debian 12 ships 3.4.23)
+_RETRY_PAUSE = 0.1  # between rounds over all endpoints (leader elections)
 _GRPC_UNAVAILABLE = 14
 _GRPC_NOT_FOUND = 5
 
 
 # --- pure helpers ---------------------------------------------------------------------
+
 
 def parse_cluster_store(url: str) -> list[str]:
     """'etcd://HOST[:PORT][,HOST[:PORT]…]' -> ['http://HOST:PORT', …] (port 2379 by
@@ -128,6 +137,7 @@ class MemberStatus:
 
 # --- transport -------------------------------------------------------------------------
 
+
 class _Retry(Exception):
     """This member cannot serve the request now; try another one. `down` = it could
     not even be connected to (as opposed to busy: no leader yet, slow answer)."""
@@ -186,8 +196,10 @@ class _Gateway:
             resp = client.session.post(client.get_url(path), json=body, timeout=(connect, read))
         except requests.exceptions.ReadTimeout as exc:
             if not idempotent:
-                raise Unavailable(f"cluster store {self.name}: no answer from {client.base_url} in "
-                                  f"{read:.1f}s; the write may or may not have been applied") from exc
+                raise Unavailable(
+                    f"cluster store {self.name}: no answer from {client.base_url} in "
+                    f"{read:.1f}s; the write may or may not have been applied"
+                ) from exc
             raise _Retry(f"no answer in {read:.1f}s") from exc
         except requests.exceptions.ConnectionError as exc:
             raise _Retry(_short(exc), down=True) from exc
@@ -202,7 +214,7 @@ class _Gateway:
         message = data.get("message") or data.get("error") or resp.text.strip()[:200]
         code = data.get("code")
         if resp.status_code in (503, 504, 408) or code in (_GRPC_UNAVAILABLE, 4):
-            raise _Retry(message)                # no leader, leader changed, timed out
+            raise _Retry(message)  # no leader, leader changed, timed out
         if code == _GRPC_NOT_FOUND or resp.status_code == 404:
             raise NotFound(f"cluster store {self.name}: {message}")
         if resp.status_code == 400:
@@ -216,8 +228,12 @@ class _Gateway:
 
 def _client_for(endpoint: str) -> Etcd3Client:
     parts = urlsplit(endpoint)
-    client = Etcd3Client(host=parts.hostname or "localhost", port=parts.port or DEFAULT_PORT,
-                         protocol=parts.scheme or "http", api_path=API_PATH)
+    client = Etcd3Client(
+        host=parts.hostname or "localhost",
+        port=parts.port or DEFAULT_PORT,
+        protocol=parts.scheme or "http",
+        api_path=API_PATH,
+    )
     # etcd is reached directly: no proxy from the environment, and no ~/.netrc or CA
     # bundle lookups on every request (requests does them per call when trusting the env).
     client.session.trust_env = False
@@ -226,8 +242,14 @@ def _client_for(endpoint: str) -> Etcd3Client:
 
 def _short(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "No route to host", "Network is unreachable",
-                   "timed out", "Connection reset", "Name or service not known"):
+    for marker in (
+        "Connection refused",
+        "No route to host",
+        "Network is unreachable",
+        "timed out",
+        "Connection reset",
+        "Name or service not known",
+    ):
         if marker in text:
             return marker.lower()
     return type(exc).__name__
@@ -235,11 +257,18 @@ def _short(exc: BaseException) -> str:
 
 # --- the store ---------------------------------------------------------------------------
 
+
 class EtcdStore:
     """`Store` on etcd. Thread-safe; watches and leases run on their own threads."""
 
-    def __init__(self, endpoints: Sequence[str], prefix: str = "/cnm/", scope: str = "global",
-                 timeout: float = 3.0, watch_hub: WatchHub | None = None) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        prefix: str = "/cnm/",
+        scope: str = "global",
+        timeout: float = 3.0,
+        watch_hub: WatchHub | None = None,
+    ) -> None:
         if not endpoints:
             raise InvalidParameter("cluster store needs at least one etcd endpoint")
         self.scope = scope
@@ -263,7 +292,7 @@ class EtcdStore:
 
     def _kv(self, raw: Mapping[str, Any]) -> KV:
         full = _unb64(raw.get("key")).decode()
-        return KV(full[len(self.prefix):], _loads(_unb64(raw.get("value")), full), int(raw.get("mod_revision", 0)))
+        return KV(full[len(self.prefix) :], _loads(_unb64(raw.get("value")), full), int(raw.get("mod_revision", 0)))
 
     # --- reads ---
 
@@ -307,8 +336,7 @@ class EtcdStore:
         out = self._gw.post("kv/deleterange", {"key": _b64(full), "range_end": _b64(prefix_end(full))})
         return int(out.get("deleted", 0))
 
-    def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None,
-               lease: int | None = None) -> int:
+    def atomic(self, ops: Sequence[Op], expect: Mapping[str, int] | None = None, lease: int | None = None) -> int:
         """One etcd txn: all `ops` if every key in `expect` is at its revision (0 = must
         not exist), else Conflict and nothing changes. Puts attach to `lease` if given.
         Several ops on one key: the last wins, as if applied in order."""
@@ -344,7 +372,7 @@ class EtcdStore:
         now: dict[str, int] = {}
         for resp in out.get("responses") or []:
             for kv in (resp.get("response_range") or {}).get("kvs") or []:
-                now[_unb64(kv.get("key")).decode()[len(self.prefix):]] = int(kv.get("mod_revision", 0))
+                now[_unb64(kv.get("key")).decode()[len(self.prefix) :]] = int(kv.get("mod_revision", 0))
         changed = [k for k, r in expect.items() if now.get(k, 0) != r] or list(expect)
         parts = [f"{k} (expected revision {expect[k]}, found {now.get(k, 0)})" for k in changed]
         return "store key " + ", ".join(parts) + " changed concurrently; reload and retry"
@@ -354,8 +382,9 @@ class EtcdStore:
             return self._gw.post(path, body, idempotent=idempotent)
         except NotFound as exc:
             if lease:
-                raise NotFound(f"etcd lease {lease:x} expired or is unknown; grant a new one "
-                               f"and publish again") from exc
+                raise NotFound(
+                    f"etcd lease {lease:x} expired or is unknown; grant a new one and publish again"
+                ) from exc
             raise
 
     def status(self) -> builtins.list[MemberStatus]:
@@ -369,8 +398,11 @@ class EtcdStore:
                 out.append(MemberStatus(endpoint, False, False, 0, str(exc)))
                 continue
             header = st.get("header") or {}
-            out.append(MemberStatus(endpoint, True, st.get("leader") == header.get("member_id"),
-                                    int(header.get("revision", 0)), None))
+            out.append(
+                MemberStatus(
+                    endpoint, True, st.get("leader") == header.get("member_id"), int(header.get("revision", 0)), None
+                )
+            )
         return out
 
     def compact(self, revision: int) -> None:
@@ -403,9 +435,14 @@ class EtcdStore:
 
     # --- watch ---
 
-    def watch(self, prefix: str, callback: Callable[[WatchEvent], None],
-              resync: Callable[[], None] | None = None,
-              start_revision: int | None = None, resync_first: bool = False) -> Callable[[], None]:
+    def watch(
+        self,
+        prefix: str,
+        callback: Callable[[WatchEvent], None],
+        resync: Callable[[], None] | None = None,
+        start_revision: int | None = None,
+        resync_first: bool = False,
+    ) -> Callable[[], None]:
         """Deliver every change under `prefix` to `callback`, in revision order, from
         `start_revision` (default: the revision current when this is called, +1).
         Survives disconnects: it reconnects by itself and resumes where it stopped.

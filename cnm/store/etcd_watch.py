@@ -21,6 +21,7 @@ Semantics (what EtcdStore.watch promises):
     will run — so never call it while holding a lock that watch's callback takes.
 The hub's threads start with its first watch and end with its last.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,7 +42,7 @@ from cnm.store import WatchEvent
 
 log = logging.getLogger("cnm.store.etcd")
 
-WATCH_IDLE_TIMEOUT = 30.0    # reconnect a watch stream silent for this long
+WATCH_IDLE_TIMEOUT = 30.0  # reconnect a watch stream silent for this long
 # A member behind our cursor is usually a follower catching up; only one that stays
 # behind this long (every member: the store was restored from a backup) means a resync.
 BEHIND_GRACE = 10.0
@@ -118,9 +119,16 @@ class Watch:
     """One prefix watched for one store: its stream state (loop thread only) and
     its callbacks (delivery thread only)."""
 
-    def __init__(self, endpoints: list[str], store_prefix: str, full_prefix: str, timeout: float,
-                 callback: Callable[[WatchEvent], None], resync: Callable[[], None] | None,
-                 cursor: WatchCursor | None) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        store_prefix: str,
+        full_prefix: str,
+        timeout: float,
+        callback: Callable[[WatchEvent], None],
+        resync: Callable[[], None] | None,
+        cursor: WatchCursor | None,
+    ) -> None:
         self.endpoints = endpoints
         self.store_prefix = store_prefix
         self.full_prefix = full_prefix
@@ -135,7 +143,7 @@ class Watch:
         self._idx = 0
         self._behind_since: float | None = None
         self._resp: aiohttp.ClientResponse | None = None
-        self._future: Any = None            # the concurrent future of run()
+        self._future: Any = None  # the concurrent future of run()
 
     # --- loop thread -----------------------------------------------------------------
 
@@ -147,16 +155,20 @@ class Watch:
                     if self.cursor is None:
                         await self._resync(hub)
                     if await self._stream(hub):
-                        backoff = 0.1              # got at least one answer
+                        backoff = 0.1  # got at least one answer
                 except CNMError as exc:
                     log.info("watch %s: %s", self.full_prefix, exc)
                 except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
                     if not self.stopped.is_set():
-                        log.info("watch %s on %s: %s; reconnecting", self.full_prefix,
-                                 self.endpoints[self._idx], type(exc).__name__)
+                        log.info(
+                            "watch %s on %s: %s; reconnecting",
+                            self.full_prefix,
+                            self.endpoints[self._idx],
+                            type(exc).__name__,
+                        )
                 except asyncio.CancelledError:
                     raise
-                except Exception:                 # a bug: keep the watch alive, say so loudly
+                except Exception:  # a bug: keep the watch alive, say so loudly
                     log.exception("watch %s failed; reconnecting", self.full_prefix)
                 if self.stopped.is_set():
                     return
@@ -167,7 +179,7 @@ class Watch:
             self.finished.set()
 
     async def _resync(self, hub: WatchHub) -> None:
-        rev = await hub.revision(self)            # raises Unavailable while etcd is down
+        rev = await hub.revision(self)  # raises Unavailable while etcd is down
         log.warning("watch %s: %s; resyncing at revision %d", self.full_prefix, self.why, rev)
         self.cursor = WatchCursor.starting_at(rev + 1)
         # Queued before any event of the new stream: the owner relists first.
@@ -188,15 +200,19 @@ class Watch:
     async def _stream(self, hub: WatchHub) -> bool:
         """Read one watch stream until it ends. True if the stream was established."""
         assert self.cursor is not None
-        create = {"key": _b64(self.full_prefix), "range_end": _b64(prefix_end(self.full_prefix)),
-                  "start_revision": str(self.cursor.start_revision), "progress_notify": True}
+        create = {
+            "key": _b64(self.full_prefix),
+            "range_end": _b64(prefix_end(self.full_prefix)),
+            "start_revision": str(self.cursor.start_revision),
+            "progress_notify": True,
+        }
         url = self.endpoints[self._idx].rstrip("/") + API_PATH + "watch"
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(1.0, self.timeout),
-                                        sock_read=WATCH_IDLE_TIMEOUT)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(1.0, self.timeout), sock_read=WATCH_IDLE_TIMEOUT)
         # hasleader: a member cut off from the leader ends the stream instead of going
         # silent, so the watch moves to a member that still gets the cluster's news.
-        async with hub.session().post(url, json={"create_request": create}, timeout=timeout,
-                                      headers={"Grpc-Metadata-hasleader": "true"}) as resp:
+        async with hub.session().post(
+            url, json={"create_request": create}, timeout=timeout, headers={"Grpc-Metadata-hasleader": "true"}
+        ) as resp:
             if resp.status != 200:
                 raise Unavailable(f"watch refused by {self.endpoints[self._idx]}: HTTP {resp.status}")
             self._resp = resp
@@ -234,8 +250,13 @@ class Watch:
                 if self._behind_since is None:
                     self._behind_since = now
                 if now - self._behind_since < BEHIND_GRACE:
-                    log.info("watch %s: %s is at revision %d, behind ours (%d); trying again",
-                             self.full_prefix, self.endpoints[self._idx], header_rev, self.cursor.rev)
+                    log.info(
+                        "watch %s: %s is at revision %d, behind ours (%d); trying again",
+                        self.full_prefix,
+                        self.endpoints[self._idx],
+                        header_rev,
+                        self.cursor.rev,
+                    )
                     return False
                 self.why = f"store revision went back from {self.cursor.rev} to {header_rev}"
                 self.cursor, self._behind_since = None, None
@@ -271,8 +292,13 @@ class Watch:
                 self.resync()
             except Exception as exc:
                 level = logging.INFO if isinstance(exc, CNMError) else logging.ERROR
-                log.log(level, "watch %s: resync failed (%s); retrying", self.full_prefix, exc,
-                        exc_info=not isinstance(exc, CNMError))
+                log.log(
+                    level,
+                    "watch %s: resync failed (%s); retrying",
+                    self.full_prefix,
+                    exc,
+                    exc_info=not isinstance(exc, CNMError),
+                )
                 hub.call_soon(self.resync_failed)
 
 
@@ -309,7 +335,7 @@ class WatchHub:
             watch._future.cancel()
             if threads is None or here is not threads[0]:
                 watch.finished.wait(timeout)
-        with watch.callback_lock:         # an in-flight callback of this watch is over
+        with watch.callback_lock:  # an in-flight callback of this watch is over
             pass
         with self._lock:
             self._watches.discard(watch)
@@ -336,8 +362,7 @@ class WatchHub:
         loop = asyncio.new_event_loop()
         q: queue.SimpleQueue[tuple[Watch, str, WatchEvent | None] | None] = queue.SimpleQueue()
         io = threading.Thread(target=self._run_loop, args=(loop,), name=f"{self.name} io", daemon=True)
-        deliver = threading.Thread(target=self._deliver_loop, args=(q,), name=f"{self.name} callbacks",
-                                   daemon=True)
+        deliver = threading.Thread(target=self._deliver_loop, args=(q,), name=f"{self.name} callbacks", daemon=True)
         self._loop, self._queue, self._threads = loop, q, (io, deliver)
         io.start()
         deliver.start()
@@ -354,6 +379,7 @@ class WatchHub:
             if session is not None:
                 await session.close()
             loop.stop()
+
         asyncio.run_coroutine_threadsafe(shut(), loop)
         return loop, io, deliver
 
@@ -412,8 +438,9 @@ class WatchHub:
         for i in range(len(watch.endpoints)):
             endpoint = watch.endpoints[(watch._idx + i) % len(watch.endpoints)]
             try:
-                async with self.session().post(endpoint.rstrip("/") + API_PATH + "kv/range", json=body,
-                                               timeout=timeout) as resp:
+                async with self.session().post(
+                    endpoint.rstrip("/") + API_PATH + "kv/range", json=body, timeout=timeout
+                ) as resp:
                     data = await resp.json(content_type=None)
                     if resp.status == 200:
                         return int(data["header"]["revision"])

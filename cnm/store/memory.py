@@ -1,4 +1,5 @@
 """An in-memory `Store` for unit tests and for objects that need no persistence."""
+
 from __future__ import annotations
 
 import threading
@@ -17,7 +18,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._depth = 0
         self._after: list[Callable[[], None]] = []
-        self.commits = 0               # transactions (or lone writes) made durable: tests count them
+        self.commits = 0  # transactions (or lone writes) made durable: tests count them
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

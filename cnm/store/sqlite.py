@@ -7,6 +7,7 @@ write() to the log, no fsync (those happen at checkpoints): one per API request,
 One connection, guarded by a lock: SQLite serialises writers anyway, and the
 daemon's writes are small.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open state database {path}: {exc}") from exc
         self._lock = threading.RLock()
-        self._depth = 0                               # open transaction blocks (the lock's owner's)
+        self._depth = 0  # open transaction blocks (the lock's owner's)
         self._after: list[Callable[[], None]] = []
 
     @contextmanager
@@ -125,8 +126,11 @@ class SQLiteStore:
             db = self._db
             # Inside a transaction block: a savepoint, so that this call is still all
             # or nothing; the block's COMMIT makes it durable.
-            begin, commit, rollback = (("SAVEPOINT atomic", "RELEASE atomic", ("ROLLBACK TO atomic", "RELEASE atomic"))
-                                       if self._depth else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",)))
+            begin, commit, rollback = (
+                ("SAVEPOINT atomic", "RELEASE atomic", ("ROLLBACK TO atomic", "RELEASE atomic"))
+                if self._depth
+                else ("BEGIN IMMEDIATE", "COMMIT", ("ROLLBACK",))
+            )
             db.execute(begin)
             try:
                 for key, rev in (expect or {}).items():

@@ -2,6 +2,7 @@
 
 Pure: no kernel, no I/O. Docker's labels (cnm.labels) with Docker's defaults.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -15,7 +16,7 @@ from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported
 
 DEFAULT_MTU = 1500
 IFNAMSIZ = 15
-DEFAULT_BRIDGE_NAME = "docker0"   # the default network's bridge, as in Docker
+DEFAULT_BRIDGE_NAME = "docker0"  # the default network's bridge, as in Docker
 BRIDGE_PREFIX = "br-"
 
 ACCEPTED = (
@@ -58,11 +59,11 @@ def check_ifname(name: str, key: str = labels.BRIDGE_NAME) -> str:
     if not name:
         raise InvalidParameter(f"option {key} must not be empty")
     if len(name) > IFNAMSIZ:
-        raise InvalidParameter(f"invalid interface name {name!r} for option {key}: "
-                               f"at most {IFNAMSIZ} characters")
+        raise InvalidParameter(f"invalid interface name {name!r} for option {key}: at most {IFNAMSIZ} characters")
     if name in (".", "..") or "/" in name or ":" in name or any(c.isspace() for c in name):
-        raise InvalidParameter(f"invalid interface name {name!r} for option {key}: "
-                               "no '/', ':' or whitespace, and not '.' or '..'")
+        raise InvalidParameter(
+            f"invalid interface name {name!r} for option {key}: no '/', ':' or whitespace, and not '.' or '..'"
+        )
     # The firewall quotes it into nft scripts and allows less than the kernel: refuse
     # such a name here, before the bridge exists, not after (the refusal changes nothing).
     return firewall_model.check_ifname(name)
@@ -82,8 +83,7 @@ def default_bridge_name(network_id: str) -> str:
 def _check_known(options: Mapping[str, str]) -> None:
     for key in options:
         if key not in ACCEPTED:
-            raise InvalidParameter(f"unknown option {key!r} for the bridge driver; accepted: "
-                                   f"{', '.join(ACCEPTED)}")
+            raise InvalidParameter(f"unknown option {key!r} for the bridge driver; accepted: {', '.join(ACCEPTED)}")
 
 
 def normalize(options: Mapping[str, str]) -> dict[str, str]:
@@ -117,8 +117,7 @@ def parse(options: Mapping[str, str], network_id: str = "", *, internal: bool = 
         elif network_id:
             name = default_bridge_name(network_id)
         else:
-            raise InvalidParameter("a network id is needed to name the bridge "
-                                   f"(or give {labels.BRIDGE_NAME})")
+            raise InvalidParameter(f"a network id is needed to name the bridge (or give {labels.BRIDGE_NAME})")
     return BridgeConfig(
         bridge_name=name,
         mtu=int(opts.get(labels.MTU, DEFAULT_MTU)),

@@ -6,6 +6,7 @@ lazily from `netlink_factory` and kept. Kernel objects carry an alias naming the
 network/endpoint they belong to, so the driver refuses to adopt or delete an
 interface it did not create, and finds its own again after a restart.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,10 @@ IFNAME_OPTION = labels.ENDPOINT_IFNAME
 
 def _single(pools: tuple[IPAMData, ...], family: str) -> IPAMData | None:
     if len(pools) > 1:
-        raise InvalidParameter(f"the bridge driver supports one {family} subnet per network, "
-                               f"got {len(pools)}; create one network per subnet")
+        raise InvalidParameter(
+            f"the bridge driver supports one {family} subnet per network, "
+            f"got {len(pools)}; create one network per subnet"
+        )
     return pools[0] if pools else None
 
 
@@ -46,9 +49,14 @@ def _network_info(spec: NetworkSpec) -> BridgeNetworkInfo:
     v4 = _single(spec.ipv4, "IPv4")
     v6 = _single(spec.ipv6, "IPv6") if spec.enable_ipv6 or spec.ipv6 else None
     return BridgeNetworkInfo(
-        network_id=spec.id, bridge_name=cfg.bridge_name, config=cfg,
-        subnets_v4=(v4.pool,) if v4 else (), subnets_v6=(v6.pool,) if v6 else (),
-        gateway_v4=v4.gateway if v4 else None, gateway_v6=v6.gateway if v6 else None)
+        network_id=spec.id,
+        bridge_name=cfg.bridge_name,
+        config=cfg,
+        subnets_v4=(v4.pool,) if v4 else (),
+        subnets_v6=(v6.pool,) if v6 else (),
+        gateway_v4=v4.gateway if v4 else None,
+        gateway_v6=v6.gateway if v6 else None,
+    )
 
 
 class BridgeDriver(BridgeExternal):
@@ -56,8 +64,13 @@ class BridgeDriver(BridgeExternal):
 
     name = NAME
 
-    def __init__(self, netlink_factory: Callable[[], HostNetlink], *,
-                 firewall: BridgeFirewall | None = None, peer_in_sandbox: bool = True) -> None:
+    def __init__(
+        self,
+        netlink_factory: Callable[[], HostNetlink],
+        *,
+        firewall: BridgeFirewall | None = None,
+        peer_in_sandbox: bool = True,
+    ) -> None:
         """peer_in_sandbox=False leaves the container end in the host namespace for the
         caller to move (Docker's protocol: the engine moves InterfaceName.SrcName)."""
         self._factory = netlink_factory
@@ -86,8 +99,9 @@ class BridgeDriver(BridgeExternal):
     # -- networks -------------------------------------------------------------------
 
     def capabilities(self) -> Capability:
-        return Capability(data_scope=LOCAL, connectivity_scope=LOCAL, names_interfaces=self._peer_in_sandbox,
-                          deferred_teardown=True)
+        return Capability(
+            data_scope=LOCAL, connectivity_scope=LOCAL, names_interfaces=self._peer_in_sandbox, deferred_teardown=True
+        )
 
     def validate_options(self, options: Mapping[str, str], internal: bool) -> dict[str, str]:
         return bconfig.normalize(options)
@@ -108,14 +122,16 @@ class BridgeDriver(BridgeExternal):
     def _check_name_free(self, info: BridgeNetworkInfo) -> None:
         for other in self._networks.values():
             if other.bridge == info.bridge_name and other.info.network_id != info.network_id:
-                raise Conflict(f"bridge {info.bridge_name} is already used by network "
-                               f"{other.info.network_id[:12]}; choose another "
-                               f"{labels.BRIDGE_NAME}")
+                raise Conflict(
+                    f"bridge {info.bridge_name} is already used by network "
+                    f"{other.info.network_id[:12]}; choose another "
+                    f"{labels.BRIDGE_NAME}"
+                )
 
     def _owner_of(self, ifname: str) -> str | None:
         """Our network id from the link's alias; None if not ours; NotFound if absent."""
         alias = self.nl.link(ifname).alias or ""
-        return alias[len(naming.ALIAS_NETWORK):] if alias.startswith(naming.ALIAS_NETWORK) else None
+        return alias[len(naming.ALIAS_NETWORK) :] if alias.startswith(naming.ALIAS_NETWORK) else None
 
     def create_network(self, spec: NetworkSpec) -> None:
         info = _network_info(spec)
@@ -125,15 +141,21 @@ class BridgeDriver(BridgeExternal):
             self._check_name_free(info)
             if self.nl.link_exists(info.bridge_name):
                 owner = self._owner_of(info.bridge_name)
-                if owner == spec.id:        # ours, left by a crash before we recorded it
+                if owner == spec.id:  # ours, left by a crash before we recorded it
                     self._adopt(info, spec.enable_ipv6)
                     return
                 raise Conflict(
                     f"a network interface named {info.bridge_name} already exists"
                     + (f" (bridge of network {owner[:12]})" if owner else " and was not created by cnm")
-                    + f"; choose another {labels.BRIDGE_NAME}")
-            self.nl.create_bridge(info.bridge_name, info.config.mtu, mac=naming.random_mac(),
-                                  alias=naming.network_alias(spec.id), up=False)
+                    + f"; choose another {labels.BRIDGE_NAME}"
+                )
+            self.nl.create_bridge(
+                info.bridge_name,
+                info.config.mtu,
+                mac=naming.random_mac(),
+                alias=naming.network_alias(spec.id),
+                up=False,
+            )
             try:
                 self._configure_bridge(info, spec.enable_ipv6)
                 self._firewall.network_created(info)
@@ -154,7 +176,7 @@ class BridgeDriver(BridgeExternal):
                 # keep it unusable ("tentative") for the first second.
                 self.nl.sysctl_write(conf_key(6, br, "accept_dad"), 0)
         except NotFound:
-            pass                                 # kernel without IPv6
+            pass  # kernel without IPv6
         for gw in (info.gateway_v4, info.gateway_v6):
             if gw:
                 self.nl.add_address(br, gw, exist_ok=True)
@@ -170,7 +192,7 @@ class BridgeDriver(BridgeExternal):
         try:
             step()
         except CNMError:
-            pass   # best effort: the original error is the one to report
+            pass  # best effort: the original error is the one to report
 
     def restore_network(self, spec: NetworkSpec) -> None:
         info = _network_info(spec)
@@ -181,7 +203,8 @@ class BridgeDriver(BridgeExternal):
                 if owner != spec.id:
                     raise Conflict(
                         f"cannot restore network {spec.name}: interface {info.bridge_name} "
-                        + (f"belongs to network {owner[:12]}" if owner else "was not created by cnm"))
+                        + (f"belongs to network {owner[:12]}" if owner else "was not created by cnm")
+                    )
                 self._adopt(info, spec.enable_ipv6)
                 return
             self._networks.pop(spec.id, None)
@@ -218,20 +241,29 @@ class BridgeDriver(BridgeExternal):
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: Mapping[str, str]) -> EndpointInterface:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, str]
+    ) -> EndpointInterface:
         """Records the endpoint and checks the bridge has room; the veth pair itself is
         made at join, with its container end born inside the sandbox (no move)."""
         with self._lock:
             net = self._network(network_id)
             if endpoint_id in net.endpoints:
                 raise Conflict(f"endpoint {endpoint_id[:12]} already exists in network {network_id[:12]}")
-            mac = (iface.mac or options.get(MAC_OPTION)
-                   or (naming.mac_from_ipv4(iface.address) if iface.address else naming.random_mac()))
+            mac = (
+                iface.mac
+                or options.get(MAC_OPTION)
+                or (naming.mac_from_ipv4(iface.address) if iface.address else naming.random_mac())
+            )
             self._check_room(net)
-            net.endpoints[endpoint_id] = BridgeEndpoint(endpoint_id, naming.host_ifname(endpoint_id),
-                                                   naming.peer_ifname(endpoint_id), mac,
-                                                   iface.address, iface.address_v6)
+            net.endpoints[endpoint_id] = BridgeEndpoint(
+                endpoint_id,
+                naming.host_ifname(endpoint_id),
+                naming.peer_ifname(endpoint_id),
+                mac,
+                iface.address,
+                iface.address_v6,
+            )
             return replace(iface, mac=mac)
 
     def _check_room(self, net: BridgeNetwork) -> None:
@@ -252,11 +284,11 @@ class BridgeDriver(BridgeExternal):
         """Conflict, naming the bridge, if the kernel says it has no port left."""
         ports = self.nl.bridge_port_count(net.bridge)
         if ports >= MAX_BRIDGE_PORTS:
-            raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; "
-                           "create another network")
+            raise Conflict(f"bridge {net.bridge} has {ports} ports, the Linux maximum; create another network")
 
-    def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                         options: Mapping[str, object]) -> None:
+    def restore_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, object]
+    ) -> None:
         """After a restart: re-learn an endpoint whose veth survived (found by its mark)
         and re-publish its ports. Idempotent."""
         with self._lock:
@@ -271,8 +303,9 @@ class BridgeDriver(BridgeExternal):
             # The bridge may have been re-created by restore_network: attach again.
             self.nl.set_master(host, net.bridge)
             self.nl.set_link_up(host)
-            net.endpoints[endpoint_id] = BridgeEndpoint(endpoint_id, host, naming.peer_ifname(endpoint_id),
-                                                   iface.mac or "", iface.address, iface.address_v6)
+            net.endpoints[endpoint_id] = BridgeEndpoint(
+                endpoint_id, host, naming.peer_ifname(endpoint_id), iface.mac or "", iface.address, iface.address_v6
+            )
         if options.get(PORTMAP_OPTION):
             self.program_external_connectivity(network_id, endpoint_id, options)
 
@@ -294,8 +327,7 @@ class BridgeDriver(BridgeExternal):
                 info[PORTMAP_OPTION] = [dict(b) for b in ep.port_bindings]
             return info
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: Mapping[str, str]) -> JoinResult:
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: Mapping[str, str]) -> JoinResult:
         """Makes the veth pair: host end on the bridge and up, container end created
         inside the sandbox — already with the name the core asks for in
         com.docker.network.endpoint.ifname, else a temporary one the core renames
@@ -313,17 +345,27 @@ class BridgeDriver(BridgeExternal):
             in_sandbox = self._peer_in_sandbox
             peer = (options.get(IFNAME_OPTION) if in_sandbox else None) or ep.peer_ifname
             try:
-                self.nl.create_veth(ep.host_ifname, peer, net.config.mtu, peer_mac=ep.mac,
-                                    alias=naming.endpoint_alias(endpoint_id),
-                                    peer_netns=sandbox_key if in_sandbox else None, master=net.bridge, up=True)
+                self.nl.create_veth(
+                    ep.host_ifname,
+                    peer,
+                    net.config.mtu,
+                    peer_mac=ep.mac,
+                    alias=naming.endpoint_alias(endpoint_id),
+                    peer_netns=sandbox_key if in_sandbox else None,
+                    master=net.bridge,
+                    up=True,
+                )
             except Conflict:
-                self._full(net)       # EXFULL names no bridge: say which, and why
+                self._full(net)  # EXFULL names no bridge: say which, and why
                 raise
             internal = net.config.internal
             return JoinResult(
-                src_ifname=peer, dst_prefix="eth", in_sandbox=in_sandbox,
+                src_ifname=peer,
+                dst_prefix="eth",
+                in_sandbox=in_sandbox,
                 gateway=None if internal else naming.plain_address(net.info.gateway_v4),
-                gateway_v6=None if internal else naming.plain_address(net.info.gateway_v6))
+                gateway_v6=None if internal else naming.plain_address(net.info.gateway_v6),
+            )
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Deletes the veth pair (the sandbox end goes with it). Idempotent."""
@@ -338,7 +380,7 @@ class BridgeDriver(BridgeExternal):
         except NotFound:
             ours = False
         if ours:
-            self.nl.delete_link(host)   # the peer goes with it, wherever it is
+            self.nl.delete_link(host)  # the peer goes with it, wherever it is
 
     def discover_new(self, kind: str, data: Mapping[str, object]) -> None:
         """Single-host driver: nothing to learn."""
@@ -347,13 +389,14 @@ class BridgeDriver(BridgeExternal):
         """Single-host driver: nothing to forget."""
 
 
-def register(registry, *, netlink_factory: Callable[[], HostNetlink] | None = None,
-             firewall: BridgeFirewall | None = None) -> BridgeDriver:
+def register(
+    registry, *, netlink_factory: Callable[[], HostNetlink] | None = None, firewall: BridgeFirewall | None = None
+) -> BridgeDriver:
     """Register a BridgeDriver working in the daemon's own namespace (by default)."""
     if netlink_factory is None:
         netlink_factory = Netlink
     driver = BridgeDriver(netlink_factory, firewall=firewall)
-    delay = os.environ.get("CNM_GRAVEYARD_DELAY")      # tests of a crash with deletions pending
+    delay = os.environ.get("CNM_GRAVEYARD_DELAY")  # tests of a crash with deletions pending
     if delay:
         driver.graveyard.delay = float(delay)
     registry.register(driver)

@@ -5,6 +5,7 @@ later in a batch (drivers.bridge.graveyard).
 A mixin of drivers.bridge.driver.BridgeDriver (kept apart: the driver is long
 enough); every method takes the driver's lock.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,7 +28,8 @@ class BridgeExternal:
     _networks: dict[str, BridgeNetwork]
     graveyard: Graveyard
 
-    if TYPE_CHECKING:      # BridgeDriver's own
+    if TYPE_CHECKING:  # BridgeDriver's own
+
         @property
         def nl(self) -> HostNetlink: ...
         def _network(self, network_id: str) -> BridgeNetwork: ...
@@ -51,6 +53,7 @@ class BridgeExternal:
                 if net is not None:
                     net.retiring.discard(endpoint_id)
             done()
+
         self.graveyard.bury(host, alias, gone)
 
     def collect_retired(self) -> None:
@@ -59,8 +62,7 @@ class BridgeExternal:
         with self._lock:
             self.graveyard.collect(self.nl)
 
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: Mapping[str, object]) -> None:
+    def program_external_connectivity(self, network_id: str, endpoint_id: str, options: Mapping[str, object]) -> None:
         with self._lock:
             net = self._network(network_id)
             ep = net.endpoints.get(endpoint_id)
@@ -72,10 +74,17 @@ class BridgeExternal:
             bindings = tuple(dict(b) for b in raw)
             if net.config.internal and bindings:
                 raise InvalidParameter("ports cannot be published on an internal network")
-            self._firewall.ports_published(PublishedEndpoint(
-                network_id=network_id, endpoint_id=endpoint_id, bridge_name=net.bridge,
-                address=naming.plain_address(ep.address), address_v6=naming.plain_address(ep.address_v6),
-                host_binding_ipv4=net.config.host_binding_ipv4, port_bindings=bindings))
+            self._firewall.ports_published(
+                PublishedEndpoint(
+                    network_id=network_id,
+                    endpoint_id=endpoint_id,
+                    bridge_name=net.bridge,
+                    address=naming.plain_address(ep.address),
+                    address_v6=naming.plain_address(ep.address_v6),
+                    host_binding_ipv4=net.config.host_binding_ipv4,
+                    port_bindings=bindings,
+                )
+            )
             ep.port_bindings = bindings
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:

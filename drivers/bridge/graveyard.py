@@ -11,6 +11,7 @@ veth held (its addresses and MAC, its bridge port) is given back only then.
 The group survives a crash of the daemon: the next start deletes it before anything
 else (`collect`), so a veth that was retired is never found again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,7 +34,7 @@ class GraveyardNetlink(Protocol):
 
     def retire_link(self, name: str, *, alias: str, group: int) -> bool: ...
     def delete_link_group(self, group: int) -> None: ...
-    def link(self, name: str): ...        # -> object with .alias; NotFound when gone
+    def link(self, name: str): ...  # -> object with .alias; NotFound when gone
     def delete_link(self, name: str) -> bool: ...
 
 
@@ -43,8 +44,14 @@ Done = Callable[[], None]
 class Graveyard:
     """Retired links, deleted by a background thread in batches. Thread-safe."""
 
-    def __init__(self, netlink: Callable[[], GraveyardNetlink], group: int = GRAVEYARD_GROUP, *,
-                 background: bool = True, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        netlink: Callable[[], GraveyardNetlink],
+        group: int = GRAVEYARD_GROUP,
+        *,
+        background: bool = True,
+        delay: float = 0.0,
+    ) -> None:
         """`netlink` gives the handle the deleting thread uses: one of its own, so that
         requests on the daemon's handle do not queue behind a 20 ms delete.
         `background=False`: no thread; nothing is deleted until `flush()`, on the
@@ -163,5 +170,5 @@ class Graveyard:
                 continue
             try:
                 done()
-            except Exception:            # an owner's bookkeeping must not stop the others'
+            except Exception:  # an owner's bookkeeping must not stop the others'
                 log.exception("after deleting %s", name)

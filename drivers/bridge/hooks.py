@@ -6,6 +6,7 @@ from that (masquerade, ICC, isolation, internal, port DNAT). The composition roo
 (daemon start-up) passes a real one; tests and firewall-less setups use NoFirewall.
 A hook that raises makes the driver roll back the operation it was part of.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ class BridgeNetworkInfo:
     config: BridgeConfig
     subnets_v4: tuple[str, ...] = ()
     subnets_v6: tuple[str, ...] = ()
-    gateway_v4: str | None = None          # the bridge's address, with the subnet's prefix (172.18.0.1/16)
+    gateway_v4: str | None = None  # the bridge's address, with the subnet's prefix (172.18.0.1/16)
     gateway_v6: str | None = None
 
 
@@ -31,10 +32,10 @@ class PublishedEndpoint:
     network_id: str
     endpoint_id: str
     bridge_name: str
-    address: str | None                    # plain container IPv4 address
+    address: str | None  # plain container IPv4 address
     address_v6: str | None
-    host_binding_ipv4: str                 # default host address for bindings without one
-    port_bindings: tuple[Mapping[str, Any], ...]   # Docker's wire shape = field(default_factory=tuple)
+    host_binding_ipv4: str  # default host address for bindings without one
+    port_bindings: tuple[Mapping[str, Any], ...]  # Docker's wire shape = field(default_factory=tuple)
 
 
 class BridgeFirewall(Protocol):

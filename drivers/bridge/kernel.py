@@ -1,5 +1,6 @@
 """What the bridge driver needs of netlink (HostNetlink: cnm.osl.netlink.Netlink; a
 fake in unit tests) and its record of what it built: a network's bridge and endpoints."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,13 +15,23 @@ class HostNetlink(Protocol):
     """The part of cnm.osl.netlink.Netlink the driver uses (the unit-test seam)."""
 
     def link_exists(self, name: str) -> bool: ...
-    def link(self, name: str): ...                     # -> object with .alias, .kind
+    def link(self, name: str): ...  # -> object with .alias, .kind
     def links(self) -> list: ...
-    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
-                      alias: str | None = None, up: bool = True) -> None: ...
-    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None,
-                    peer_netns: str | None = None, master: str | None = None, up: bool = False) -> None: ...
+    def create_bridge(
+        self, name: str, mtu: int = 1500, *, mac: str | None = None, alias: str | None = None, up: bool = True
+    ) -> None: ...
+    def create_veth(
+        self,
+        name: str,
+        peer_name: str,
+        mtu: int = 1500,
+        *,
+        peer_mac: str | None = None,
+        alias: str | None = None,
+        peer_netns: str | None = None,
+        master: str | None = None,
+        up: bool = False,
+    ) -> None: ...
     def delete_link(self, name: str) -> bool: ...
     def retire_link(self, name: str, *, alias: str, group: int) -> bool: ...
     def delete_link_group(self, group: int) -> None: ...

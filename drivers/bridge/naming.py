@@ -3,6 +3,7 @@
 Every name is derived from an id, so after a daemon restart the driver finds its
 objects again without any state of its own; the alias marks them as ours.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -12,8 +13,8 @@ from cnm import marks
 
 HOST_VETH_PREFIX = "veth"
 PEER_TEMP_PREFIX = "tmp"
-ALIAS_NETWORK = marks.BRIDGE       # IFLA_IFALIAS of a bridge we created: + network id
-ALIAS_ENDPOINT = marks.ENDPOINT    # of a host-side veth we created: + endpoint id
+ALIAS_NETWORK = marks.BRIDGE  # IFLA_IFALIAS of a bridge we created: + network id
+ALIAS_ENDPOINT = marks.ENDPOINT  # of a host-side veth we created: + endpoint id
 
 
 def host_ifname(endpoint_id: str) -> str:
@@ -48,5 +49,5 @@ def random_mac() -> str:
 
 
 def plain_address(cidr: str | None) -> str | None:
-    """"172.18.0.1/16" -> "172.18.0.1"; None stays None."""
+    """ "172.18.0.1/16" -> "172.18.0.1"; None stays None."""
     return str(ipaddress.ip_interface(cidr).ip) if cidr else None

@@ -1,5 +1,6 @@
 """The bridge driver's firewall hook backed by cnm.firewall (nftables): turns the
 driver's plain data (BridgeNetworkInfo, PublishedEndpoint) into firewall inputs."""
+
 from __future__ import annotations
 
 from cnm.firewall import Firewall, NetworkRules, PortMapping
@@ -9,10 +10,16 @@ from drivers.bridge.hooks import BridgeNetworkInfo, PublishedEndpoint
 
 def network_rules(info: BridgeNetworkInfo) -> NetworkRules:
     cfg = info.config
-    return NetworkRules(id=info.network_id, bridge=info.bridge_name,
-                        subnets_v4=tuple(info.subnets_v4), subnets_v6=tuple(info.subnets_v6),
-                        icc=cfg.enable_icc, masquerade=cfg.enable_ip_masquerade, internal=cfg.internal,
-                        host_binding_ipv4=cfg.host_binding_ipv4)
+    return NetworkRules(
+        id=info.network_id,
+        bridge=info.bridge_name,
+        subnets_v4=tuple(info.subnets_v4),
+        subnets_v6=tuple(info.subnets_v6),
+        icc=cfg.enable_icc,
+        masquerade=cfg.enable_ip_masquerade,
+        internal=cfg.internal,
+        host_binding_ipv4=cfg.host_binding_ipv4,
+    )
 
 
 def port_mappings(ep: PublishedEndpoint) -> list[PortMapping]:
@@ -25,9 +32,16 @@ def port_mappings(ep: PublishedEndpoint) -> list[PortMapping]:
         container_ip = ep.address_v6 if v6_host else ep.address
         if not container_ip:
             continue
-        out.append(PortMapping(proto=proto_name(b["Proto"]), host_ip=host_ip, host_port=int(b["HostPort"]),
-                               container_ip=container_ip, container_port=int(b["Port"]),
-                               bridge=ep.bridge_name))
+        out.append(
+            PortMapping(
+                proto=proto_name(b["Proto"]),
+                host_ip=host_ip,
+                host_port=int(b["HostPort"]),
+                container_ip=container_ip,
+                container_port=int(b["Port"]),
+                bridge=ep.bridge_name,
+            )
+        )
     return out
 
 

@@ -12,6 +12,7 @@ The VXLAN UDP port is not a per-network option: every host of the cluster must u
 the same one, so it is the driver's (OverlayDriver(vxlan_port=...), default 4789),
 like Docker's daemon-wide --data-path-port.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -25,7 +26,7 @@ from cnm.errors import InvalidParameter
 from cnm.optparse import MAX_MTU, MIN_MTU, parse_mtu  # noqa: F401  (re-exported)
 
 VXLANID_LIST = labels.VXLANID_LIST
-VXLAN_OVERHEAD = 50          # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 ACCEPTED = (VXLANID_LIST, labels.MTU)
 
@@ -35,8 +36,8 @@ class OverlayConfig:
     network_id: str
     vni: int
     mtu: int
-    gateways: tuple[str, ...] = ()       # "addr/len" of each subnet's gateway, v4 then v6
-    subnets: tuple[str, ...] = ()        # CIDRs, v4 then v6
+    gateways: tuple[str, ...] = ()  # "addr/len" of each subnet's gateway, v4 then v6
+    subnets: tuple[str, ...] = ()  # CIDRs, v4 then v6
     ipv6: bool = False
     internal: bool = False
 
@@ -47,8 +48,9 @@ def overlay_mtu(underlay_mtu: int, option: int | None = None) -> int:
         return option
     mtu = underlay_mtu - VXLAN_OVERHEAD
     if mtu < MIN_MTU:
-        raise InvalidParameter(f"underlay MTU {underlay_mtu} is too small for VXLAN "
-                               f"(needs at least {MIN_MTU + VXLAN_OVERHEAD})")
+        raise InvalidParameter(
+            f"underlay MTU {underlay_mtu} is too small for VXLAN (needs at least {MIN_MTU + VXLAN_OVERHEAD})"
+        )
     return mtu
 
 
@@ -62,8 +64,7 @@ def normalize(options: Mapping[str, str]) -> dict[str, str]:
         elif key == labels.MTU:
             out[key] = str(parse_mtu(value))
         else:
-            raise InvalidParameter(f"unknown option {key!r} for the overlay driver; accepted: "
-                                   f"{', '.join(ACCEPTED)}")
+            raise InvalidParameter(f"unknown option {key!r} for the overlay driver; accepted: {', '.join(ACCEPTED)}")
     return out
 
 
@@ -86,12 +87,19 @@ def parse(spec: NetworkSpec, underlay_mtu: int) -> OverlayConfig:
     """NetworkSpec -> OverlayConfig. The VNI is required here."""
     opts = normalize(spec.options)
     if VXLANID_LIST not in opts:
-        raise InvalidParameter(f"overlay network {spec.name or spec.id[:12]} has no VXLAN id: "
-                               f"the core must set option {VXLANID_LIST}")
+        raise InvalidParameter(
+            f"overlay network {spec.name or spec.id[:12]} has no VXLAN id: the core must set option {VXLANID_LIST}"
+        )
     mtu = overlay_mtu(underlay_mtu, int(opts[labels.MTU]) if labels.MTU in opts else None)
     v6 = spec.ipv6 if (spec.enable_ipv6 or spec.ipv6) else ()
     pools = [(p, "IPv4") for p in spec.ipv4] + [(p, "IPv6") for p in v6]
     gateways = tuple(g for g in (_gateway(p, fam) for p, fam in pools) if g)
-    return OverlayConfig(network_id=spec.id, vni=parse_vni(opts[VXLANID_LIST]), mtu=mtu,
-                         gateways=gateways, subnets=tuple(p.pool for p, _ in pools),
-                         ipv6=bool(v6), internal=spec.internal)
+    return OverlayConfig(
+        network_id=spec.id,
+        vni=parse_vni(opts[VXLANID_LIST]),
+        mtu=mtu,
+        gateways=gateways,
+        subnets=tuple(p.pool for p, _ in pools),
+        ipv6=bool(v6),
+        internal=spec.internal,
+    )

@@ -19,6 +19,7 @@ events; the driver keeps them in memory (the store is the truth; the core replay
 events after a restart). Peers of a network that does not exist here yet are kept
 and programmed when it is created.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,10 +60,17 @@ class OverlayDriver(OverlayPeers):
 
     name = NAME
 
-    def __init__(self, netlink_factory: Callable[[str | None], OverlayNetlink], *,
-                 run_dir: str, advertise_addr: str, underlay_mtu: Callable[[], int] | int | None,
-                 firewall: VxlanFilter, vxlan_port: int = DEFAULT_VXLAN_PORT,
-                 namespaces: Namespaces | None = None) -> None:
+    def __init__(
+        self,
+        netlink_factory: Callable[[str | None], OverlayNetlink],
+        *,
+        run_dir: str,
+        advertise_addr: str,
+        underlay_mtu: Callable[[], int] | int | None,
+        firewall: VxlanFilter,
+        vxlan_port: int = DEFAULT_VXLAN_PORT,
+        namespaces: Namespaces | None = None,
+    ) -> None:
         """netlink_factory(None) opens a handle in the host (underlay) namespace,
         netlink_factory(path) one inside the namespace at `path`. `underlay_mtu`: an
         int, a callable read at each network creation, or None = the MTU of the host
@@ -150,8 +158,7 @@ class OverlayDriver(OverlayPeers):
     def _check_vni_free(self, cfg: OverlayConfig) -> None:
         for other in self._networks.values():
             if other.config.vni == cfg.vni and other.id != cfg.network_id:
-                raise Conflict(f"VXLAN id {cfg.vni} is already used by overlay network "
-                               f"{other.id[:12]} on this host")
+                raise Conflict(f"VXLAN id {cfg.vni} is already used by overlay network {other.id[:12]} on this host")
 
     def create_network(self, spec: NetworkSpec) -> None:
         """Build the namespace, bridge and VXLAN device, program known peers. A
@@ -210,7 +217,7 @@ class OverlayDriver(OverlayPeers):
                 nl.sysctl_write("net.ipv6.conf.all.disable_ipv6", 1)
                 nl.sysctl_write("net.ipv6.conf.default.disable_ipv6", 1)
             except NotFound:
-                pass                                   # kernel without IPv6
+                pass  # kernel without IPv6
         alias = naming.network_alias(net.id)
         if nl.link_exists(net.bridge):
             if nl.link(net.bridge).alias != alias:
@@ -225,8 +232,16 @@ class OverlayDriver(OverlayPeers):
             self._delete_host_vxlan(net.vxlan, net.id)
             # Created in the host namespace so its UDP socket lives there (on the
             # underlay), then moved next to the bridge.
-            self.host.create_vxlan(net.vxlan, cfg.vni, local=self.advertise_addr, port=self.vxlan_port,
-                                   mtu=cfg.mtu, learning=False, proxy=True, alias=alias)
+            self.host.create_vxlan(
+                net.vxlan,
+                cfg.vni,
+                local=self.advertise_addr,
+                port=self.vxlan_port,
+                mtu=cfg.mtu,
+                learning=False,
+                proxy=True,
+                alias=alias,
+            )
             try:
                 self.host.move_link_to_netns(net.vxlan, net.path)
             except BaseException:
@@ -269,8 +284,11 @@ class OverlayDriver(OverlayPeers):
         errors: list[str] = []
         with self._lock:
             net = self._networks.pop(network_id, None)
-            targets = [(net.path, net.vxlan, net.nl)] if net else [
-                (path, naming.vxlan_name(vni, network_id), None) for path, vni in self._find_netns(network_id)]
+            targets = (
+                [(net.path, net.vxlan, net.nl)]
+                if net
+                else [(path, naming.vxlan_name(vni, network_id), None) for path, vni in self._find_netns(network_id)]
+            )
             for path, vx, nl in targets:
                 try:
                     if nl is None and self._ns.exists(path):
@@ -312,21 +330,24 @@ class OverlayDriver(OverlayPeers):
         if self._networks or extra:
             self._filter.apply(self.filter_state())
         else:
-            self._filter.clear()      # also a table left by an earlier run
+            self._filter.clear()  # also a table left by an earlier run
 
     # -- endpoints --------------------------------------------------------------------------
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: Mapping[str, str]) -> EndpointInterface:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, str]
+    ) -> EndpointInterface:
         with self._lock:
             net = self._network(network_id)
             if endpoint_id in net.endpoints:
                 raise Conflict(f"endpoint {endpoint_id[:12]} already exists in network {network_id[:12]}")
-            mac = (iface.mac or options.get(MAC_OPTION)
-                   or (mac_from_ipv4(iface.address) if iface.address else random_mac()))
+            mac = (
+                iface.mac
+                or options.get(MAC_OPTION)
+                or (mac_from_ipv4(iface.address) if iface.address else random_mac())
+            )
             br_end, c_end = naming.bridge_end(endpoint_id), naming.container_end(endpoint_id)
-            self.host.create_veth(br_end, c_end, net.config.mtu, peer_mac=mac,
-                                  alias=naming.endpoint_alias(endpoint_id))
+            self.host.create_veth(br_end, c_end, net.config.mtu, peer_mac=mac, alias=naming.endpoint_alias(endpoint_id))
             try:
                 self.host.move_link_to_netns(br_end, net.path)
                 net.nl.set_master(br_end, net.bridge)
@@ -344,23 +365,25 @@ class OverlayDriver(OverlayPeers):
         except NotFound:
             return False
 
-    def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                         options: Mapping[str, object]) -> None:
+    def restore_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, object]
+    ) -> None:
         """Re-learn an endpoint whose veth survived (found by its mark). Idempotent."""
         with self._lock:
             net = self._network(network_id)
             if not self._owns_bridge_end(net, endpoint_id):
-                raise NotFound(f"veth {naming.bridge_end(endpoint_id)} of endpoint {endpoint_id[:12]} "
-                               f"is gone from overlay namespace {net.path}")
-            net.endpoints[endpoint_id] = LocalEndpoint(endpoint_id, iface.mac or "", iface.address,
-                                                   iface.address_v6)
+                raise NotFound(
+                    f"veth {naming.bridge_end(endpoint_id)} of endpoint {endpoint_id[:12]} "
+                    f"is gone from overlay namespace {net.path}"
+                )
+            net.endpoints[endpoint_id] = LocalEndpoint(endpoint_id, iface.mac or "", iface.address, iface.address_v6)
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         """Delete the veth (both ends go; wherever the container end is). Idempotent."""
         with self._lock:
             net = self._networks.get(network_id)
             if net is None:
-                return          # the namespace went with the network, and the veths in it
+                return  # the namespace went with the network, and the veths in it
             if self._owns_bridge_end(net, endpoint_id):
                 net.nl.delete_link(naming.bridge_end(endpoint_id))
             else:
@@ -380,8 +403,7 @@ class OverlayDriver(OverlayPeers):
                 return {}
             return {MAC_OPTION: ep.mac, "vtep": self.advertise_addr, "vni": net.config.vni}
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: Mapping[str, str]) -> JoinResult:
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: Mapping[str, str]) -> JoinResult:
         """The core moves the container end into the sandbox as eth<N> and addresses
         it. No gateway: traffic leaving the host goes through the gateway-bridge
         endpoint the core adds (capability gateway_bridge)."""
@@ -389,15 +411,16 @@ class OverlayDriver(OverlayPeers):
             self._network(network_id)
             c_end = naming.container_end(endpoint_id)
             if not self.host.link_exists(c_end):
-                raise NotFound(f"veth {c_end} of endpoint {endpoint_id[:12]} is missing from the host "
-                               "(already joined, or deleted); remove and recreate the endpoint")
+                raise NotFound(
+                    f"veth {c_end} of endpoint {endpoint_id[:12]} is missing from the host "
+                    "(already joined, or deleted); remove and recreate the endpoint"
+                )
             return JoinResult(src_ifname=c_end, dst_prefix="eth", gateway=None, gateway_v6=None)
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Nothing to undo on the host."""
 
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: Mapping[str, object]) -> None:
+    def program_external_connectivity(self, network_id: str, endpoint_id: str, options: Mapping[str, object]) -> None:
         """Nothing: published ports belong to the gateway-bridge endpoint."""
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
@@ -412,14 +435,16 @@ class OverlayDriver(OverlayPeers):
             self._sync_filter()
 
 
-
-
-
-
-def register(registry: DriverRegistry, *, advertise_addr: str, run_dir: str,
-             netlink_factory: Callable[[str | None], OverlayNetlink] | None = None,
-             underlay_mtu: Callable[[], int] | int | None = None,
-             firewall: VxlanFilter | None = None, vxlan_port: int = DEFAULT_VXLAN_PORT) -> OverlayDriver:
+def register(
+    registry: DriverRegistry,
+    *,
+    advertise_addr: str,
+    run_dir: str,
+    netlink_factory: Callable[[str | None], OverlayNetlink] | None = None,
+    underlay_mtu: Callable[[], int] | int | None = None,
+    firewall: VxlanFilter | None = None,
+    vxlan_port: int = DEFAULT_VXLAN_PORT,
+) -> OverlayDriver:
     """Register an OverlayDriver working in the daemon's own namespace (by default):
     VxlanNetlink handles, the nftables VXLAN filter, the underlay MTU read from the
     interface holding advertise_addr."""
@@ -427,7 +452,13 @@ def register(registry: DriverRegistry, *, advertise_addr: str, run_dir: str,
         netlink_factory = VxlanNetlink
     if firewall is None:
         firewall = NftVxlanFilter()
-    driver = OverlayDriver(netlink_factory, run_dir=run_dir, advertise_addr=advertise_addr,
-                           underlay_mtu=underlay_mtu, firewall=firewall, vxlan_port=vxlan_port)
+    driver = OverlayDriver(
+        netlink_factory,
+        run_dir=run_dir,
+        advertise_addr=advertise_addr,
+        underlay_mtu=underlay_mtu,
+        firewall=firewall,
+        vxlan_port=vxlan_port,
+    )
     registry.register(driver)
     return driver

@@ -13,6 +13,7 @@ transaction in our own table, `inet cnm-overlay` (never the bridge firewall's
 `inet cnm`, never anybody else's). Our accept does not override another table's
 drop: nftables runs every base chain, and any drop is final.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ _HEADER = "# Rendered by drivers.overlay from the known VTEPs; the daemon replac
 @dataclass(frozen=True)
 class FilterState:
     port: int = 4789
-    vteps: frozenset[str] = field(default_factory=frozenset)    # IPv4 addresses
+    vteps: frozenset[str] = field(default_factory=frozenset)  # IPv4 addresses
 
 
 def render(state: FilterState) -> str:

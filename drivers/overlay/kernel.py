@@ -1,10 +1,11 @@
 """What the overlay driver builds on this host and the kernel seams it builds through.
 
-    OverlayNetlink   the netlink calls the driver makes (cnm.osl.vxlan.VxlanNetlink;
-                     a fake in unit tests)
-    Namespaces       bind-mounted network namespaces (OslNamespaces: cnm.osl.netns)
-    LocalNetwork     one overlay network's namespace, bridge, VXLAN device, endpoints
+OverlayNetlink   the netlink calls the driver makes (cnm.osl.vxlan.VxlanNetlink;
+                 a fake in unit tests)
+Namespaces       bind-mounted network namespaces (OslNamespaces: cnm.osl.netns)
+LocalNetwork     one overlay network's namespace, bridge, VXLAN device, endpoints
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,16 +23,27 @@ class OverlayNetlink(Protocol):
     """What the driver uses of cnm.osl.vxlan.VxlanNetlink (the unit-test seam)."""
 
     def link_exists(self, name: str) -> bool: ...
-    def link(self, name: str): ...                     # -> object with .alias, .mtu
-    def link_with_address(self, address: str): ...     # -> object with .mtu, or None
-    def create_bridge(self, name: str, mtu: int = 1500, *, mac: str | None = None,
-                      alias: str | None = None, up: bool = True) -> None: ...
-    def create_veth(self, name: str, peer_name: str, mtu: int = 1500, *,
-                    peer_mac: str | None = None, alias: str | None = None) -> None: ...
-    def create_vxlan(self, name: str, vni: int, *, local: str, port: int = DEFAULT_VXLAN_PORT,
-                     mtu: int = 1450, learning: bool = False, proxy: bool = True,
-                     alias: str | None = None) -> None: ...
-    def vxlan_info(self, name: str): ...               # -> object with .vni, .port, .local
+    def link(self, name: str): ...  # -> object with .alias, .mtu
+    def link_with_address(self, address: str): ...  # -> object with .mtu, or None
+    def create_bridge(
+        self, name: str, mtu: int = 1500, *, mac: str | None = None, alias: str | None = None, up: bool = True
+    ) -> None: ...
+    def create_veth(
+        self, name: str, peer_name: str, mtu: int = 1500, *, peer_mac: str | None = None, alias: str | None = None
+    ) -> None: ...
+    def create_vxlan(
+        self,
+        name: str,
+        vni: int,
+        *,
+        local: str,
+        port: int = DEFAULT_VXLAN_PORT,
+        mtu: int = 1450,
+        learning: bool = False,
+        proxy: bool = True,
+        alias: str | None = None,
+    ) -> None: ...
+    def vxlan_info(self, name: str): ...  # -> object with .vni, .port, .local
     def move_link_to_netns(self, name: str, netns: str, new_name: str | None = None) -> None: ...
     def delete_link(self, name: str) -> bool: ...
     def set_link_up(self, name: str) -> None: ...
@@ -84,7 +96,7 @@ class LocalNetwork:
 
     config: OverlayConfig
     path: str
-    nl: OverlayNetlink                      # handle inside the overlay namespace
+    nl: OverlayNetlink  # handle inside the overlay namespace
     endpoints: dict[str, LocalEndpoint] = field(default_factory=dict)
 
     @property
@@ -105,5 +117,7 @@ def underlay_mtu_of(nl: OverlayNetlink, address: str) -> int:
     link = nl.link_with_address(address)
     if link is not None:
         return link.mtu
-    raise NotFound(f"no interface on this host has the overlay advertise address {address}; "
-                   "configure it or pass another --advertise-addr")
+    raise NotFound(
+        f"no interface on this host has the overlay advertise address {address}; "
+        "configure it or pass another --advertise-addr"
+    )

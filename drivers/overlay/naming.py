@@ -4,6 +4,7 @@ Every name derives from the network's VNI and id or the endpoint's id, so after 
 restart the driver finds its objects again without state of its own; aliases mark
 them as ours (Docker's names: namespace "<vni>-<nid>", device "vx-<vni hex>-<nid5>").
 """
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,10 @@ import os
 from cnm import marks
 
 NETNS_SUBDIR = "overlay"
-ALIAS_NETWORK = marks.OVERLAY     # IFLA_IFALIAS of our bridge and VXLAN device: + network id
-ALIAS_ENDPOINT = marks.ENDPOINT    # of the bridge end of an endpoint's veth: + endpoint id
-BRIDGE_END_PREFIX = "ovb"          # veth end on the overlay bridge (inside the overlay namespace)
-CONTAINER_END_PREFIX = "ovc"       # veth end the core moves into the sandbox
+ALIAS_NETWORK = marks.OVERLAY  # IFLA_IFALIAS of our bridge and VXLAN device: + network id
+ALIAS_ENDPOINT = marks.ENDPOINT  # of the bridge end of an endpoint's veth: + endpoint id
+BRIDGE_END_PREFIX = "ovb"  # veth end on the overlay bridge (inside the overlay namespace)
+CONTAINER_END_PREFIX = "ovc"  # veth end the core moves into the sandbox
 
 
 def netns_dir(run_dir: str) -> str:
@@ -31,7 +32,7 @@ def netns_path(run_dir: str, vni: int, network_id: str) -> str:
 
 
 def network_of_netns(name: str) -> tuple[int, str] | None:
-    """"256-0123456789ab" -> (256, "0123456789ab"); None for names that are not ours."""
+    """ "256-0123456789ab" -> (256, "0123456789ab"); None for names that are not ours."""
     vni, sep, nid = name.partition("-")
     if not sep or not vni.isdigit() or len(nid) != 12:
         return None

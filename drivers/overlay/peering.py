@@ -5,6 +5,7 @@ the VXLAN source filter.
 A mixin of drivers.overlay.driver.OverlayDriver (kept apart: the driver is long
 enough); every method runs under the driver's lock.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,7 @@ from drivers.overlay.kernel import (
 )
 from drivers.overlay.peers import Peer, PeerTable, parse_node, parse_peer, parse_peer_key
 
-PEER, NODE = "peer", "node"       # discovery kinds (Docker's DiscoveryType, by name)
+PEER, NODE = "peer", "node"  # discovery kinds (Docker's DiscoveryType, by name)
 
 
 class OverlayPeers:
@@ -26,7 +27,8 @@ class OverlayPeers:
     _peers: PeerTable
     advertise_addr: str
 
-    if TYPE_CHECKING:      # OverlayDriver's own
+    if TYPE_CHECKING:  # OverlayDriver's own
+
         def _sync_filter(self, extra: bool = False) -> None: ...
 
     def discover_new(self, kind: str, data: Mapping[str, object]) -> None:
@@ -77,7 +79,7 @@ class OverlayPeers:
         ARP proxy never answers for a MAC the device cannot reach yet)."""
         net = self._networks.get(network_id)
         if net is None:
-            return                                  # programmed when the network is created
+            return  # programmed when the network is created
         for mac in sorted(macs):
             vtep = self._peers.fdb_for(network_id, mac)
             if vtep:

@@ -10,6 +10,7 @@ endpoint id and the driver asks it which entry SHOULD exist for a given IP or MA
 the most recently added peer claiming it wins, and an entry goes only when no peer
 claims it any more.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,10 +24,10 @@ from cnm.errors import InvalidParameter
 class Peer:
     network_id: str
     endpoint_id: str
-    ip: str          # plain address, no prefix
-    mac: str         # lower-case, colon-separated
-    vtep: str        # the remote host's underlay IPv4 address
-    ip6: str | None = None   # its IPv6 address on a dual-stack network (a second neighbour entry)
+    ip: str  # plain address, no prefix
+    mac: str  # lower-case, colon-separated
+    vtep: str  # the remote host's underlay IPv4 address
+    ip6: str | None = None  # its IPv6 address on a dual-stack network (a second neighbour entry)
 
     @property
     def ips(self) -> set[str]:
@@ -68,11 +69,17 @@ def parse_peer(data: Mapping[str, object]) -> Peer:
         try:
             ip6 = str(ipaddress.IPv6Interface(raw6.strip()).ip)
         except ValueError:
-            raise InvalidParameter(f"invalid peer IPv6 address {raw6!r}: want an IPv6 address, prefix optional") from None
-    return Peer(network_id=_text(data, "network_id", "peer"),
-                endpoint_id=_text(data, "endpoint_id", "peer"),
-                ip=ip, mac=parse_mac(_text(data, "mac", "peer")),
-                vtep=parse_ipv4(_text(data, "vtep", "peer"), "peer VTEP address"), ip6=ip6)
+            raise InvalidParameter(
+                f"invalid peer IPv6 address {raw6!r}: want an IPv6 address, prefix optional"
+            ) from None
+    return Peer(
+        network_id=_text(data, "network_id", "peer"),
+        endpoint_id=_text(data, "endpoint_id", "peer"),
+        ip=ip,
+        mac=parse_mac(_text(data, "mac", "peer")),
+        vtep=parse_ipv4(_text(data, "vtep", "peer"), "peer VTEP address"),
+        ip6=ip6,
+    )
 
 
 def parse_peer_key(data: Mapping[str, object]) -> tuple[str, str]:
@@ -92,8 +99,8 @@ class PeerTable:
     is a tuple of claimants, newest last. Not thread-safe (the driver locks)."""
 
     def __init__(self) -> None:
-        self._peers: dict[str, dict[str, Peer]] = {}             # network -> endpoint -> peer, add order
-        self._by_ip: dict[str, dict[str, tuple[str, ...]]] = {}   # network -> ip -> endpoints claiming it
+        self._peers: dict[str, dict[str, Peer]] = {}  # network -> endpoint -> peer, add order
+        self._by_ip: dict[str, dict[str, tuple[str, ...]]] = {}  # network -> ip -> endpoints claiming it
         self._by_mac: dict[str, dict[str, tuple[str, ...]]] = {}  # network -> mac -> endpoints claiming it
 
     def add(self, peer: Peer) -> Peer | None:
@@ -126,7 +133,7 @@ class PeerTable:
 
     def _winner(self, network_id: str, index: dict[str, dict[str, tuple[str, ...]]], key: str) -> Peer | None:
         claims = index.get(network_id, {}).get(key)
-        return self._peers[network_id][claims[-1]] if claims else None    # the newest claimant
+        return self._peers[network_id][claims[-1]] if claims else None  # the newest claimant
 
     def neighbour_for(self, network_id: str, ip: str) -> str | None:
         """The MAC the neighbour entry for `ip` should carry; None = no entry."""
@@ -142,7 +149,7 @@ class PeerTable:
         """All entries the network needs: ({ip: mac}, {mac: vtep})."""
         neigh: dict[str, str] = {}
         fdb: dict[str, str] = {}
-        for p in self.peers(network_id):       # later peers overwrite earlier ones
+        for p in self.peers(network_id):  # later peers overwrite earlier ones
             for ip in p.ips:
                 neigh[ip] = p.mac
             fdb[p.mac] = p.vtep

@@ -5,6 +5,7 @@
 The core never imports this package: the composition root plugs `resolver(discovery)`
 into `DriverRegistry(fallback=...)`, so `net create -d NAME` finds plugins lazily.
 """
+
 from __future__ import annotations
 
 from drivers.remote.driver import RemoteDriver, needs_gateway_bridge, resolver

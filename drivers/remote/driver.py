@@ -6,6 +6,7 @@ plugin: constructing the driver, restore_network and restore_endpoint make no ca
 dead plugin never stalls daemon start-up; it fails the operations that use it, each
 with an error naming the plugin.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 GENERIC = labels.GENERIC
 ENABLE_IPV6 = labels.ENABLE_IPV6
 INTERNAL = labels.INTERNAL
-NODE_DISCOVERY = 1                      # Docker's DiscoveryType for "a node joined/left"
+NODE_DISCOVERY = 1  # Docker's DiscoveryType for "a node joined/left"
 _DISCOVERY_TYPES = {"node": NODE_DISCOVERY, "NodeDiscovery": NODE_DISCOVERY}
 _IFACE_FIELDS = (("Address", "address"), ("AddressIPv6", "address_v6"), ("MacAddress", "mac"))
 
@@ -71,8 +72,10 @@ class RemoteDriver:
                 conn = f.str("ConnectivityScope") or scope
                 for key, value in (("Scope", scope), ("ConnectivityScope", conn)):
                     if value not in (LOCAL, GLOBAL):
-                        raise InternalError(f"network plugin {self.name}: GetCapabilities field {key} "
-                                            f"must be \"local\" or \"global\", got {value!r}")
+                        raise InternalError(
+                            f"network plugin {self.name}: GetCapabilities field {key} "
+                            f'must be "local" or "global", got {value!r}'
+                        )
                 self._caps = Capability(data_scope=scope, connectivity_scope=conn)
             return self._caps
 
@@ -81,13 +84,15 @@ class RemoteDriver:
         return dict(options)
 
     def create_network(self, spec: NetworkSpec) -> None:
-        self._call("CreateNetwork", {
-            "NetworkID": spec.id,
-            "Options": {GENERIC: dict(spec.options), ENABLE_IPV6: spec.enable_ipv6,
-                        INTERNAL: spec.internal},
-            "IPv4Data": [ipam_data(d) for d in spec.ipv4],
-            "IPv6Data": [ipam_data(d) for d in spec.ipv6],
-        })
+        self._call(
+            "CreateNetwork",
+            {
+                "NetworkID": spec.id,
+                "Options": {GENERIC: dict(spec.options), ENABLE_IPV6: spec.enable_ipv6, INTERNAL: spec.internal},
+                "IPv4Data": [ipam_data(d) for d in spec.ipv4],
+                "IPv6Data": [ipam_data(d) for d in spec.ipv6],
+            },
+        )
 
     def delete_network(self, network_id: str) -> None:
         self._call("DeleteNetwork", {"NetworkID": network_id})
@@ -99,10 +104,16 @@ class RemoteDriver:
     def allocate_network(self, spec: NetworkSpec, options: Mapping[str, str] | None = None) -> dict[str, str]:
         """Global scope, on the host that creates the network (Docker: swarm managers).
         A plugin without it (404) answers no options."""
-        doc = self._call("AllocateNetwork", {
-            "NetworkID": spec.id, "Options": dict(options or spec.options),
-            "IPv4Data": [ipam_data(d) for d in spec.ipv4],
-            "IPv6Data": [ipam_data(d) for d in spec.ipv6]}, missing_ok=True)
+        doc = self._call(
+            "AllocateNetwork",
+            {
+                "NetworkID": spec.id,
+                "Options": dict(options or spec.options),
+                "IPv4Data": [ipam_data(d) for d in spec.ipv4],
+                "IPv6Data": [ipam_data(d) for d in spec.ipv6],
+            },
+            missing_ok=True,
+        )
         return Fields(self.name, "AllocateNetwork", doc).str_map("Options")
 
     def free_network(self, network_id: str) -> None:
@@ -110,15 +121,24 @@ class RemoteDriver:
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def create_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                        options: Mapping[str, str]) -> EndpointInterface:
+    def create_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, str]
+    ) -> EndpointInterface:
         """CreateEndpoint. The plugin may fill only fields we left empty; setting one we
         set is an error (as in Docker), and the endpoint is deleted again."""
-        doc = self._call("CreateEndpoint", {
-            "NetworkID": network_id, "EndpointID": endpoint_id,
-            "Interface": {"Address": iface.address or "", "AddressIPv6": iface.address_v6 or "",
-                          "MacAddress": iface.mac or ""},
-            "Options": dict(options)})
+        doc = self._call(
+            "CreateEndpoint",
+            {
+                "NetworkID": network_id,
+                "EndpointID": endpoint_id,
+                "Interface": {
+                    "Address": iface.address or "",
+                    "AddressIPv6": iface.address_v6 or "",
+                    "MacAddress": iface.mac or "",
+                },
+                "Options": dict(options),
+            },
+        )
         try:
             return self._merge_interface(iface, doc)
         except CNMError:
@@ -140,15 +160,17 @@ class RemoteDriver:
             if getattr(iface, attr):
                 raise InternalError(
                     f"network plugin {self.name}: CreateEndpoint set Interface.{wire} to {value}, but it "
-                    f"was already set to {getattr(iface, attr)} (a driver may only fill empty fields)")
+                    f"was already set to {getattr(iface, attr)} (a driver may only fill empty fields)"
+                )
             changes[attr] = value
         return replace(iface, **changes)
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         self._call("DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
 
-    def restore_endpoint(self, network_id: str, endpoint_id: str, iface: EndpointInterface,
-                         options: Mapping[str, object]) -> None:
+    def restore_endpoint(
+        self, network_id: str, endpoint_id: str, iface: EndpointInterface, options: Mapping[str, object]
+    ) -> None:
         """No call: the protocol has no "restore", the plugin kept the endpoint."""
 
     def endpoint_info(self, network_id: str, endpoint_id: str) -> dict:
@@ -159,24 +181,26 @@ class RemoteDriver:
 
     # -- join / leave -------------------------------------------------------------------------
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: Mapping[str, str]) -> JoinResult:
-        doc = self._call("Join", {"NetworkID": network_id, "EndpointID": endpoint_id,
-                                  "SandboxKey": sandbox_key, "Options": dict(options)})
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: Mapping[str, str]) -> JoinResult:
+        doc = self._call(
+            "Join",
+            {"NetworkID": network_id, "EndpointID": endpoint_id, "SandboxKey": sandbox_key, "Options": dict(options)},
+        )
         return parse_join(self.name, doc)
 
     def leave(self, network_id: str, endpoint_id: str) -> None:
         self._call("Leave", {"NetworkID": network_id, "EndpointID": endpoint_id})
 
-    def program_external_connectivity(self, network_id: str, endpoint_id: str,
-                                      options: Mapping[str, object]) -> None:
+    def program_external_connectivity(self, network_id: str, endpoint_id: str, options: Mapping[str, object]) -> None:
         """A 404 means the plugin does not implement it: not an error."""
-        self._call("ProgramExternalConnectivity", {"NetworkID": network_id, "EndpointID": endpoint_id,
-                                                   "Options": dict(options)}, missing_ok=True)
+        self._call(
+            "ProgramExternalConnectivity",
+            {"NetworkID": network_id, "EndpointID": endpoint_id, "Options": dict(options)},
+            missing_ok=True,
+        )
 
     def revoke_external_connectivity(self, network_id: str, endpoint_id: str) -> None:
-        self._call("RevokeExternalConnectivity", {"NetworkID": network_id, "EndpointID": endpoint_id},
-                   missing_ok=True)
+        self._call("RevokeExternalConnectivity", {"NetworkID": network_id, "EndpointID": endpoint_id}, missing_ok=True)
 
     def discover_new(self, kind: str, data: Mapping[str, object]) -> None:
         """Only node discovery is forwarded (DiscoveryType 1), as in Docker."""
@@ -191,10 +215,11 @@ class RemoteDriver:
 def _mac(plugin: str, value: str) -> str:
     if value:
         parts = value.split(":")
-        if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p)
-                                      for p in parts):
-            raise InternalError(f"network plugin {plugin}: CreateEndpoint answer field "
-                                f"Interface.MacAddress must be a MAC address, got {value!r}")
+        if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+            raise InternalError(
+                f"network plugin {plugin}: CreateEndpoint answer field "
+                f"Interface.MacAddress must be a MAC address, got {value!r}"
+            )
     return value.lower()
 
 
@@ -207,32 +232,41 @@ def parse_join(plugin: str, doc: Mapping[str, Any]) -> JoinResult:
     routes = []
     for i, raw in enumerate(f.list("StaticRoutes")):
         if not isinstance(raw, dict):
-            raise InternalError(f"network plugin {plugin}: Join answer field StaticRoutes[{i}] "
-                                "must be an object")
+            raise InternalError(f"network plugin {plugin}: Join answer field StaticRoutes[{i}] must be an object")
         r = Fields(plugin, "Join", raw, f"StaticRoutes[{i}].")
         dest = r.str("Destination", required=True)
         try:
             dest = str(ipaddress.ip_network(dest, strict=False))
         except ValueError:
-            raise InternalError(f"network plugin {plugin}: Join answer field StaticRoutes[{i}].Destination "
-                                f"must be a CIDR, got {dest!r}") from None
+            raise InternalError(
+                f"network plugin {plugin}: Join answer field StaticRoutes[{i}].Destination must be a CIDR, got {dest!r}"
+            ) from None
         kind = r.int("RouteType")
         if kind not in (0, 1):
-            raise InternalError(f"network plugin {plugin}: Join answer field StaticRoutes[{i}].RouteType "
-                                f"must be 0 (next hop) or 1 (connected), got {kind}")
+            raise InternalError(
+                f"network plugin {plugin}: Join answer field StaticRoutes[{i}].RouteType "
+                f"must be 0 (next hop) or 1 (connected), got {kind}"
+            )
         hop = r.ip("NextHop")
         if kind == 0 and not hop:
-            raise InternalError(f"network plugin {plugin}: Join answer StaticRoutes[{i}] has RouteType 0 "
-                                "(next hop) but no NextHop")
+            raise InternalError(
+                f"network plugin {plugin}: Join answer StaticRoutes[{i}] has RouteType 0 (next hop) but no NextHop"
+            )
         routes.append(StaticRoute(dest, kind, hop if kind == 0 else None))
-    return JoinResult(src_ifname=src, dst_prefix=prefix, gateway=f.ip("Gateway") or None,
-                      gateway_v6=f.ip("GatewayIPv6") or None, static_routes=tuple(routes),
-                      disable_gateway_service=f.bool("DisableGatewayService"))
+    return JoinResult(
+        src_ifname=src,
+        dst_prefix=prefix,
+        gateway=f.ip("Gateway") or None,
+        gateway_v6=f.ip("GatewayIPv6") or None,
+        static_routes=tuple(routes),
+        disable_gateway_service=f.bool("DisableGatewayService"),
+    )
 
 
 class _Resolver:
-    def __init__(self, discovery: Discovery, make: Callable[[str, PluginClient], Any],
-                 timeout: float, activate_retry: float) -> None:
+    def __init__(
+        self, discovery: Discovery, make: Callable[[str, PluginClient], Any], timeout: float, activate_retry: float
+    ) -> None:
         self.discovery, self.make = discovery, make
         self.timeout, self.activate_retry = timeout, activate_retry
 
@@ -243,8 +277,9 @@ class _Resolver:
         return self.make(name, PluginClient(spec, timeout=self.timeout, activate_retry=self.activate_retry))
 
 
-def resolver(discovery: Discovery, *, timeout: float = DEFAULT_TIMEOUT,
-             activate_retry: float = 2.0) -> Callable[[str], RemoteDriver | None]:
+def resolver(
+    discovery: Discovery, *, timeout: float = DEFAULT_TIMEOUT, activate_retry: float = 2.0
+) -> Callable[[str], RemoteDriver | None]:
     """For DriverRegistry(fallback=...): a RemoteDriver for a plugin found by name, or
     None. Looks at files only; the plugin is contacted on the driver's first call."""
     return _Resolver(discovery, RemoteDriver, timeout, activate_retry)

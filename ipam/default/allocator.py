@@ -15,6 +15,7 @@ State:
   address handed out and wraps at the end of the range, so a freed address is reused
   only after the rest of the range was used.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -29,9 +30,17 @@ class Allocator:
     addresses). Offsets outside [first, last] (network, broadcast) are never handed out.
     """
 
-    def __init__(self, first: int, last: int, lo: int | None = None, hi: int | None = None,
-                 *, serial: bool = False, cursor: int | None = None,
-                 taken: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        first: int,
+        last: int,
+        lo: int | None = None,
+        hi: int | None = None,
+        *,
+        serial: bool = False,
+        cursor: int | None = None,
+        taken: Iterable[int] = (),
+    ) -> None:
         lo = first if lo is None else lo
         hi = last if hi is None else hi
         if not (first <= lo and hi <= last):
@@ -39,7 +48,7 @@ class Allocator:
         self.first, self.last, self.lo, self.hi = first, last, lo, hi
         self.serial = serial
         self._taken: set[int] = set()
-        self._in_range = 0          # how many taken offsets lie in [lo, hi]
+        self._in_range = 0  # how many taken offsets lie in [lo, hi]
         self._next = lo
         self._freed: list[int] = []
         self._cursor = lo if cursor is None or not (lo <= cursor <= hi) else cursor
@@ -113,7 +122,7 @@ class Allocator:
         if len(self._taken) >= self.last - self.first + 1:
             return None
         off = self.first
-        while off in self._taken:   # at most len(_taken) steps
+        while off in self._taken:  # at most len(_taken) steps
             off += 1
         self.take(off)
         return off

@@ -2,6 +2,7 @@
 nameservers (Docker skips both, so a container network never hides the VPN or the
 DNS server). Pure: the OS layer reads the routes and the file, and passes them in.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -16,7 +17,7 @@ def nameservers_from_resolv_conf(text: str) -> list[str]:
         words = line.split("#", 1)[0].split(";", 1)[0].split()
         if len(words) < 2 or words[0] != "nameserver":
             continue
-        addr = words[1].split("%", 1)[0]   # drop an IPv6 zone id (fe80::1%eth0)
+        addr = words[1].split("%", 1)[0]  # drop an IPv6 zone id (fe80::1%eth0)
         try:
             ip = ipaddress.ip_address(addr)
         except ValueError:

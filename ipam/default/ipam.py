@@ -15,6 +15,7 @@ Reserved addresses: the network address is never handed out, nor the IPv4 broadc
 except where RFC 3021 (IPv4 /31) and RFC 6164 (IPv6 /127) make every address a host
 address; a /32 or /128 pool holds its one address.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -41,7 +42,7 @@ from ipam.default.pools import (
 
 log = logging.getLogger(__name__)
 
-_RETRIES = 64   # store collisions tolerated per request (other hosts racing us)
+_RETRIES = 64  # store collisions tolerated per request (other hosts racing us)
 
 
 def usable_bounds(net: Network) -> tuple[int, int]:
@@ -79,11 +80,16 @@ class _PoolState:
         return f"{self.net}" + (f" (ip-range {self.sub})" if self.sub else "")
 
     def record(self) -> dict:
-        return {"pool": str(self.net), "sub_pool": str(self.sub) if self.sub else None,
-                "v6": self.net.version == 6, "serial": self.serial, "cursor": self.alloc.cursor}
+        return {
+            "pool": str(self.net),
+            "sub_pool": str(self.sub) if self.sub else None,
+            "v6": self.net.version == 6,
+            "serial": self.serial,
+            "cursor": self.alloc.cursor,
+        }
 
     def ip(self, off: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        return self.net.network_address + off   # keeps the IP version, even for ::1
+        return self.net.network_address + off  # keeps the IP version, even for ::1
 
 
 class DefaultIpam:
@@ -91,10 +97,13 @@ class DefaultIpam:
 
     name = "default"
 
-    def __init__(self, stores: Mapping[str, Store],
-                 local_pools: Sequence[str | tuple[str, int]] | None = None,
-                 global_pools: Sequence[str | tuple[str, int]] | None = None,
-                 excluded: Callable[[], Iterable[str]] = lambda: []) -> None:
+    def __init__(
+        self,
+        stores: Mapping[str, Store],
+        local_pools: Sequence[str | tuple[str, int]] | None = None,
+        global_pools: Sequence[str | tuple[str, int]] | None = None,
+        excluded: Callable[[], Iterable[str]] = lambda: [],
+    ) -> None:
         self._stores = dict(stores)
         self._predefined: dict[str, list[PoolSpec]] = {
             LOCAL_DEFAULT: pool_specs(LOCAL_DEFAULT_POOLS if local_pools is None else local_pools),
@@ -103,13 +112,13 @@ class DefaultIpam:
         self._excluded = excluded
         self._lock = threading.RLock()
         self._pools: dict[str, _PoolState] = {}
-        self._foreign: dict[str, list[Network]] = {}   # pools the store says another writer holds
+        self._foreign: dict[str, list[Network]] = {}  # pools the store says another writer holds
         # Spaces whose store other hosts write too (etcd): their state is re-read from
         # the store before each decision instead of trusted from memory.
         self._shared = {space for space, st in self._stores.items() if getattr(st, "scope", "local") == "global"}
         for space in self._stores:
             if space in self._shared:
-                continue   # read lazily: the cluster store may be down while the daemon starts
+                continue  # read lazily: the cluster store may be down while the daemon starts
             self._load(space)
 
     # -- Ipam protocol ---------------------------------------------------------------
@@ -118,8 +127,9 @@ class DefaultIpam:
         """(LocalDefault, GlobalDefault)."""
         return LOCAL_DEFAULT, GLOBAL_DEFAULT
 
-    def request_pool(self, address_space: str, pool: str | None, sub_pool: str | None,
-                     options: Mapping[str, str], v6: bool) -> Pool:
+    def request_pool(
+        self, address_space: str, pool: str | None, sub_pool: str | None, options: Mapping[str, str], v6: bool
+    ) -> Pool:
         """Reserve `pool` (or the first free predefined one); see cnm.ipamapi.Ipam."""
         options = options or {}
         serial = _parse_bool(options, SERIAL_OPTION)
@@ -133,17 +143,22 @@ class DefaultIpam:
                 return self._request_predefined(address_space, version, serial)
             net = parse_network(pool, "subnet")
             if net.version != version:
-                raise InvalidParameter(f"subnet {net} is not an IPv{version} subnet"
-                                       + (" (use --ipv6 for an IPv6 subnet)" if net.version == 6 else ""))
+                raise InvalidParameter(
+                    f"subnet {net} is not an IPv{version} subnet"
+                    + (" (use --ipv6 for an IPv6 subnet)" if net.version == 6 else "")
+                )
             sub = self._check_sub_pool(net, sub_pool)
             for other in self._space_pools(address_space):
                 if other.net.overlaps(net):
-                    raise Conflict(f"subnet {net} overlaps with the subnet {other.net} of another "
-                                   f"network; choose another --subnet")
+                    raise Conflict(
+                        f"subnet {net} overlaps with the subnet {other.net} of another network; choose another --subnet"
+                    )
             state = self._new_state(address_space, net, sub, serial)
             if not self._persist_pool(state):
-                raise Conflict(f"subnet {net} is already reserved in the {address_space} store "
-                               f"(by another host?); choose another --subnet")
+                raise Conflict(
+                    f"subnet {net} is already reserved in the {address_space} store "
+                    f"(by another host?); choose another --subnet"
+                )
             return Pool(state.pool_id, str(net), {})
 
     def release_pool(self, pool_id: str) -> None:
@@ -156,11 +171,10 @@ class DefaultIpam:
             store = self._store(state.space)
             ops: list = [Delete(kv.key) for kv in store.list(self._addr_prefix(state))]
             ops.append(Delete(self._pool_key(state.space, pool_id)))
-            store.atomic(ops)   # one transaction: no orphan address keys after a crash
+            store.atomic(ops)  # one transaction: no orphan address keys after a crash
             del self._pools[pool_id]
 
-    def request_address(self, pool_id: str, address: str | None,
-                        options: Mapping[str, str]) -> str:
+    def request_address(self, pool_id: str, address: str | None, options: Mapping[str, str]) -> str:
         """Reserve `address` or the next free one; returns "a.b.c.d/prefix"."""
         options = options or {}
         with self._lock:
@@ -170,8 +184,9 @@ class DefaultIpam:
                 off = self._offset(state, address)
                 if not state.alloc.in_bounds(off):
                     kind = "network" if off == 0 else "broadcast"
-                    raise InvalidParameter(f"address {state.ip(off)} is the {kind} address of "
-                                           f"subnet {state.net} and cannot be assigned")
+                    raise InvalidParameter(
+                        f"address {state.ip(off)} is the {kind} address of subnet {state.net} and cannot be assigned"
+                    )
                 if not state.alloc.take(off) or not self._persist_address(state, off):
                     raise Conflict(f"address {state.ip(off)} is already in use in subnet {state.net}")
                 return f"{state.ip(off)}/{state.net.prefixlen}"
@@ -179,12 +194,16 @@ class DefaultIpam:
             for _ in range(_RETRIES):
                 free = state.alloc.allocate_lowest() if gateway else state.alloc.allocate()
                 if free is None:
-                    raise Conflict(f"no available IPv{state.net.version} addresses in pool "
-                                   f"{state.where}; release some or use a larger subnet")
+                    raise Conflict(
+                        f"no available IPv{state.net.version} addresses in pool "
+                        f"{state.where}; release some or use a larger subnet"
+                    )
                 if self._persist_address(state, free):
                     return f"{state.ip(free)}/{state.net.prefixlen}"
-            raise Conflict(f"could not reserve an address in pool {state.where}: the store "
-                           f"reported {_RETRIES} collisions in a row; retry")
+            raise Conflict(
+                f"could not reserve an address in pool {state.where}: the store "
+                f"reported {_RETRIES} collisions in a row; retry"
+            )
 
     def release_address(self, pool_id: str, address: str) -> None:
         """Free one address. Idempotent (unknown pool or free address: nothing to do)."""
@@ -224,8 +243,9 @@ class DefaultIpam:
         try:
             return self._stores[space]
         except KeyError:
-            raise InvalidParameter(f"unknown address space {space!r}; known: "
-                                   f"{', '.join(sorted(self._stores))}") from None
+            raise InvalidParameter(
+                f"unknown address space {space!r}; known: {', '.join(sorted(self._stores))}"
+            ) from None
 
     def _space_pools(self, space: str) -> list[_PoolState]:
         return [s for s in self._pools.values() if s.space == space]
@@ -250,8 +270,9 @@ class DefaultIpam:
         return sub
 
     @staticmethod
-    def _new_state(space: str, net: Network, sub: Network | None, serial: bool,
-                   cursor: int | None = None) -> _PoolState:
+    def _new_state(
+        space: str, net: Network, sub: Network | None, serial: bool, cursor: int | None = None
+    ) -> _PoolState:
         pool_id = f"{space}/{net}" + (f"/{sub}" if sub else "")
         first, last = usable_bounds(net)
         lo, hi = first, last
@@ -259,17 +280,16 @@ class DefaultIpam:
             base = int(net.network_address)
             lo = max(first, int(sub.network_address) - base)
             hi = min(last, int(sub.broadcast_address) - base)
-        return _PoolState(pool_id, space, net, sub, serial,
-                          Allocator(first, last, lo, hi, serial=serial, cursor=cursor))
+        return _PoolState(
+            pool_id, space, net, sub, serial, Allocator(first, last, lo, hi, serial=serial, cursor=cursor)
+        )
 
     def _request_predefined(self, space: str, version: int, serial: bool) -> Pool:
         specs = [s for s in self._predefined.get(space, []) if s.version == version]
         if not specs:
             if version == 6:
-                raise InvalidParameter("IPv6 needs an explicit --subnet (there are no IPv6 "
-                                       "default address pools)")
-            raise InvalidParameter(f"address space {space} has no default IPv4 pools; "
-                                   f"pass --subnet")
+                raise InvalidParameter("IPv6 needs an explicit --subnet (there are no IPv6 default address pools)")
+            raise InvalidParameter(f"address space {space} has no default IPv4 pools; pass --subnet")
         excluded = []
         for text in self._excluded():
             try:
@@ -277,20 +297,21 @@ class DefaultIpam:
             except ValueError:
                 log.warning("ignoring invalid excluded CIDR %r", text)
         for _ in range(_RETRIES):
-            blocked = ([s.net for s in self._space_pools(space)] + excluded
-                       + self._foreign.get(space, []))
+            blocked = [s.net for s in self._space_pools(space)] + excluded + self._foreign.get(space, [])
             net = choose_subnet(specs, blocked, version)
             if net is None:
                 raise Conflict(
                     f"could not find an available, non-overlapping IPv{version} address pool "
                     f"among the defaults to assign to the network; pass --subnet, remove unused "
-                    f"networks, or configure more pools with --default-address-pool")
+                    f"networks, or configure more pools with --default-address-pool"
+                )
             state = self._new_state(space, net, None, serial)
             if self._persist_pool(state):
                 return Pool(state.pool_id, str(net), {})
             self._foreign.setdefault(space, []).append(net)
-        raise Conflict(f"could not reserve a default pool in {space}: the store reported "
-                       f"{_RETRIES} collisions in a row; retry")
+        raise Conflict(
+            f"could not reserve a default pool in {space}: the store reported {_RETRIES} collisions in a row; retry"
+        )
 
     # -- internals: persistence ------------------------------------------------------
 
@@ -365,7 +386,7 @@ class DefaultIpam:
         self._pools[state.pool_id] = state
         prefix = self._addr_prefix(state)
         for akv in store.list(prefix):
-            self._take_recorded(state, akv.key, akv.key[len(prefix):])
+            self._take_recorded(state, akv.key, akv.key[len(prefix) :])
 
     def _state_of(self, space: str, kv) -> _PoolState | None:
         try:
@@ -394,7 +415,7 @@ class DefaultIpam:
             by_esc[_esc(state.pool_id)] = state
         prefix = f"ipam/{space}/addrs/"
         for kv in store.list(prefix):
-            esc, _, addr = kv.key[len(prefix):].partition("/")
+            esc, _, addr = kv.key[len(prefix) :].partition("/")
             state = by_esc.get(esc)
             if state is None:
                 log.warning("ignoring IPAM address %s of an unknown pool", kv.key)

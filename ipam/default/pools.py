@@ -5,6 +5,7 @@ Candidates are never materialised: 10.0.0.0/8 split into /24s is 65,536 subnets,
 the search walks each base arithmetically and jumps over blocked ranges with a
 binary search, costing O(log n) per blocked range met instead of one step per subnet.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -41,7 +42,8 @@ class PoolSpec:
 
 # Docker's defaults (libnetwork ipamutils): 31 local pools, 65,536 global ones.
 LOCAL_DEFAULT_POOLS: tuple[tuple[str, int], ...] = tuple(
-    [(f"172.{n}.0.0/16", 16) for n in range(17, 32)] + [("192.168.0.0/16", 20)])
+    [(f"172.{n}.0.0/16", 16) for n in range(17, 32)] + [("192.168.0.0/16", 20)]
+)
 GLOBAL_DEFAULT_POOLS: tuple[tuple[str, int], ...] = (("10.0.0.0/8", 24),)
 
 
@@ -53,10 +55,10 @@ def parse_network(text: str, what: str = "subnet") -> Network:
         try:
             fixed = ipaddress.ip_network(text.strip(), strict=False)
         except ValueError:
-            raise InvalidParameter(f"invalid {what} {text!r}: expected a CIDR such as "
-                                   f"172.20.0.0/16 or fd00::/64") from exc
-        raise InvalidParameter(f"invalid {what} {text}: host bits set; "
-                               f"did you mean {fixed}?") from exc
+            raise InvalidParameter(
+                f"invalid {what} {text!r}: expected a CIDR such as 172.20.0.0/16 or fd00::/64"
+            ) from exc
+        raise InvalidParameter(f"invalid {what} {text}: host bits set; did you mean {fixed}?") from exc
 
 
 def parse_default_address_pool(text: str) -> tuple[str, int]:
@@ -69,28 +71,33 @@ def parse_default_address_pool(text: str) -> tuple[str, int]:
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep or not value.strip():
-            raise InvalidParameter(f"invalid default address pool {text!r}: field {part!r} "
-                                   f"must be key=value (expected base=CIDR,size=N)")
+            raise InvalidParameter(
+                f"invalid default address pool {text!r}: field {part!r} must be key=value (expected base=CIDR,size=N)"
+            )
         if key not in ("base", "size"):
-            raise InvalidParameter(f"invalid default address pool {text!r}: unknown field "
-                                   f"{key!r} (expected base=CIDR,size=N)")
+            raise InvalidParameter(
+                f"invalid default address pool {text!r}: unknown field {key!r} (expected base=CIDR,size=N)"
+            )
         if key in fields:
             raise InvalidParameter(f"invalid default address pool {text!r}: {key} given twice")
         fields[key] = value.strip()
     missing = [k for k in ("base", "size") if k not in fields]
     if missing:
-        raise InvalidParameter(f"invalid default address pool {text!r}: missing "
-                               f"{' and '.join(missing)} (expected base=CIDR,size=N)")
+        raise InvalidParameter(
+            f"invalid default address pool {text!r}: missing {' and '.join(missing)} (expected base=CIDR,size=N)"
+        )
     base = parse_network(fields["base"], "default address pool base")
     try:
         size = int(fields["size"])
     except ValueError:
-        raise InvalidParameter(f"invalid default address pool {text!r}: size "
-                               f"{fields['size']!r} is not a number") from None
+        raise InvalidParameter(
+            f"invalid default address pool {text!r}: size {fields['size']!r} is not a number"
+        ) from None
     if not base.prefixlen <= size <= base.max_prefixlen:
         raise InvalidParameter(
             f"invalid default address pool {text!r}: size {size} must be between the base's "
-            f"prefix length {base.prefixlen} and {base.max_prefixlen}")
+            f"prefix length {base.prefixlen} and {base.max_prefixlen}"
+        )
     return str(base), size
 
 
@@ -101,15 +108,16 @@ def pool_specs(items: Iterable[str | tuple[str, int]]) -> list[PoolSpec]:
         base, size = parse_default_address_pool(item) if isinstance(item, str) else item
         net = parse_network(base, "default address pool base")
         if not net.prefixlen <= size <= net.max_prefixlen:
-            raise InvalidParameter(f"invalid default address pool {base}: size {size} must be "
-                                   f"between {net.prefixlen} and {net.max_prefixlen}")
+            raise InvalidParameter(
+                f"invalid default address pool {base}: size {size} must be "
+                f"between {net.prefixlen} and {net.max_prefixlen}"
+            )
         specs.append(PoolSpec(net, size))
     return specs
 
 
 def _merged(blocked: Iterable[Network], version: int) -> tuple[list[int], list[int]]:
-    spans = sorted((int(n.network_address), int(n.broadcast_address))
-                   for n in blocked if n.version == version)
+    spans = sorted((int(n.network_address), int(n.broadcast_address)) for n in blocked if n.version == version)
     starts: list[int] = []
     ends: list[int] = []
     for lo, hi in spans:
@@ -121,8 +129,7 @@ def _merged(blocked: Iterable[Network], version: int) -> tuple[list[int], list[i
     return starts, ends
 
 
-def choose_subnet(specs: Sequence[PoolSpec], blocked: Iterable[Network],
-                  version: int = 4) -> Network | None:
+def choose_subnet(specs: Sequence[PoolSpec], blocked: Iterable[Network], version: int = 4) -> Network | None:
     """The first candidate subnet of `specs` (in order) of that IP version that
     overlaps nothing in `blocked`; None if every one does."""
     starts, ends = _merged(blocked, version)
@@ -135,9 +142,9 @@ def choose_subnet(specs: Sequence[PoolSpec], blocked: Iterable[Network],
         cand = base
         while cand + step - 1 <= top:
             last = cand + step - 1
-            i = bisect.bisect_right(starts, last) - 1   # the only range that can overlap
+            i = bisect.bisect_right(starts, last) - 1  # the only range that can overlap
             if i >= 0 and ends[i] >= cand:
                 cand = base + ((ends[i] - base) // step + 1) * step
                 continue
-            return type(spec.base)((cand, spec.size))   # not ip_network: small ints would read as IPv4
+            return type(spec.base)((cand, spec.size))  # not ip_network: small ints would read as IPv4
     return None

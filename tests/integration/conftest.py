@@ -1,6 +1,7 @@
 """Integration fixtures: every test gets its own throwaway network namespace (a fake
 "host"), temporary state directories, and — when asked — a daemon running inside that
 namespace. Nothing here touches the machine's root network namespace."""
+
 from __future__ import annotations
 
 import os
@@ -70,9 +71,23 @@ class Daemon:
 
     def start(self, timeout: float = 20) -> Daemon:
         logf = open(self.log, "ab")
-        argv = ["ip", "netns", "exec", self.ns, NET, "daemon", "--root", str(self.root),
-                "--run-dir", str(self.run_dir), "--socket", str(self.sock),
-                "--log-level", "debug", *self.args]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            NET,
+            "daemon",
+            "--root",
+            str(self.root),
+            "--run-dir",
+            str(self.run_dir),
+            "--socket",
+            str(self.sock),
+            "--log-level",
+            "debug",
+            *self.args,
+        ]
         self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,6 +103,7 @@ class Daemon:
         daemon by design, so a test must remove them itself)."""
         self.stop()
         from cnm.runtime.runtime import remove_all
+
         remove_all(str(self.run_dir / "containers"))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
@@ -96,11 +112,12 @@ class Daemon:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def net(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess:
+    def net(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """Run the `net` CLI against this daemon (from the test's own namespace: the
         socket is a file, so the CLI need not enter the host namespace)."""
-        r = subprocess.run([NET, "-H", self.host, *args], capture_output=True, text=True,
-                           timeout=timeout, input=input)
+        r = subprocess.run([NET, "-H", self.host, *args], capture_output=True, text=True, timeout=timeout, input=input)
         if check and r.returncode != 0:
             raise AssertionError(f"net {' '.join(args)} failed ({r.returncode}): {r.stderr}{r.stdout}")
         return r
@@ -113,8 +130,14 @@ def make_daemon(host_ns, tmp_path):
 
     def make(*args: str, ns: str | None = None, start: bool = True) -> Daemon:
         base = tmp_path / f"d{len(started)}"
-        d = Daemon(ns=ns or host_ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
-                   log=base / "daemon.log", args=args)
+        d = Daemon(
+            ns=ns or host_ns,
+            root=base / "root",
+            run_dir=base / "run",
+            sock=base / "run" / "cnm.sock",
+            log=base / "daemon.log",
+            args=args,
+        )
         base.mkdir(parents=True, exist_ok=True)
         started.append(d)
         return d.start() if start else d

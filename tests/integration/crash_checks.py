@@ -3,6 +3,7 @@ outside against the kernel and the store: links, addresses, namespace mounts und
 run dir (in the daemon's mount namespace and its supervisors'), the nft table, IPAM
 allocations against endpoints, containers' states. `problems()` returns one line per
 thing found wrong (empty = consistent)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -90,8 +91,12 @@ def mount_namespaces(pids: list[int]) -> dict[int, int]:
 
 
 def nft_table(ns: str) -> list[dict]:
-    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "cnm"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "cnm"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return json.loads(out.stdout)["nftables"] if out.returncode == 0 else []
 
 
@@ -116,17 +121,30 @@ def _set(table: list[dict], name: str) -> set[str]:
 
 def interfaces(pid: int) -> dict[str, set[str]]:
     """ifname -> addresses ("a/len") inside the network namespace of `pid`."""
-    out = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-j", "addr", "show"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "ip", "-j", "addr", "show"], capture_output=True, text=True, timeout=30
+    )
     if out.returncode != 0:
         return {}
-    return {i["ifname"]: {f"{a['local']}/{a['prefixlen']}" for a in i.get("addr_info", [])
-                          if a.get("scope") != "link" and a.get("local") not in ("127.0.0.1", "::1")}
-            for i in json.loads(out.stdout or "[]")}
+    return {
+        i["ifname"]: {
+            f"{a['local']}/{a['prefixlen']}"
+            for a in i.get("addr_info", [])
+            if a.get("scope") != "link" and a.get("local") not in ("127.0.0.1", "::1")
+        }
+        for i in json.loads(out.stdout or "[]")
+    }
 
 
-def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
-             foreign: frozenset[str] = frozenset(), tally: Counter | None = None) -> list[str]:
+def problems(
+    ns: str,
+    root: Path,
+    run_dir: Path,
+    daemon_pid: int,
+    sock: str,
+    foreign: frozenset[str] = frozenset(),
+    tally: Counter | None = None,
+) -> list[str]:
     """`foreign`: links another tool made in the namespace, marked as ours would be for
     ids this daemon never had: they must be left exactly as they are. `tally` counts
     what was checked (for the test's report)."""
@@ -136,7 +154,7 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     api = APIClient(f"unix://{sock}")
 
     def rec(prefix: str) -> dict[str, dict]:
-        return {k[len(prefix):]: v for k, v in kv.items() if k.startswith(prefix) and "/" not in k[len(prefix):]}
+        return {k[len(prefix) :]: v for k, v in kv.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]}
 
     nets, eps, sbs, cts = rec("network/"), rec("endpoint/"), rec("sandbox/"), rec("container/")
     out += [f"intent left in the store: {k}" for k in kv if k.startswith("intent/")]
@@ -170,8 +188,11 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
                 out.append(f"veth {link['ifname']} has no endpoint record ({id_[:12]})")
             elif ep.get("sandbox_id") not in sbs:
                 out.append(f"veth {link['ifname']}: its endpoint {id_[:12]} is in no sandbox")
-    out += [f"network {n['name']} has no bridge" for nid, n in nets.items()
-            if n["driver"] == "bridge" and nid not in have_bridge]
+    out += [
+        f"network {n['name']} has no bridge"
+        for nid, n in nets.items()
+        if n["driver"] == "bridge" and nid not in have_bridge
+    ]
     seen["networks"] += len(nets)
 
     # sandboxes, endpoints, interfaces
@@ -201,8 +222,9 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
             if ep.get("ifname") not in inside:
                 out.append(f"endpoint {eid[:12]} has no interface {ep.get('ifname')} in container {pid}")
             elif not want <= inside[ep["ifname"]]:
-                out.append(f"endpoint {eid[:12]}: {ep['ifname']} has {sorted(inside[ep['ifname']])}, "
-                           f"not {sorted(want)}")
+                out.append(
+                    f"endpoint {eid[:12]}: {ep['ifname']} has {sorted(inside[ep['ifname']])}, not {sorted(want)}"
+                )
     out += [f"endpoint {eid[:12]} ({e['name']}) is in no sandbox" for eid, e in eps.items() if eid not in owned]
 
     # namespace mounts under the run dir, in every mount namespace of ours
@@ -228,8 +250,9 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     got_bridges = _set(table, "bridges")
     out += [f"nft set bridges lacks {b}" for b in sorted(bridges - got_bridges)]
     out += [f"nft set bridges holds {b}, no network's" for b in sorted(got_bridges - bridges)]
-    want_ports = {(PROTO[int(b["Proto"])], int(b["HostPort"])) for e in eps.values()
-                  for b in e.get("port_bindings") or []}
+    want_ports = {
+        (PROTO[int(b["Proto"])], int(b["HostPort"])) for e in eps.values() for b in e.get("port_bindings") or []
+    }
     got_ports = _published(table)
     seen["published ports"] += len(got_ports)
     out += [f"nft publishes {p}/{port}, no endpoint's" for p, port in sorted(got_ports - want_ports)]
@@ -244,14 +267,19 @@ def problems(ns: str, root: Path, run_dir: Path, daemon_pid: int, sock: str,
     allocated: dict[str, set[str]] = {}
     for k in kv:
         if k.startswith("ipam/LocalDefault/addrs/"):
-            esc, addr = k[len("ipam/LocalDefault/addrs/"):].rsplit("/", 1)
+            esc, addr = k[len("ipam/LocalDefault/addrs/") :].rsplit("/", 1)
             allocated.setdefault(unquote(esc), set()).add(addr)
     for n in nets.values():
         for p in n.get("pools") or []:
             subnet = ipaddress.ip_network(p["subnet"])
             want = {a for a in [p.get("gateway"), *(p.get("aux_addresses") or {}).values()] if a}
-            want |= {a.split("/")[0] for e in eps.values() if e["network_id"] == n["id"]
-                     for a in (e.get("address"), e.get("address_v6")) if a and ipaddress.ip_interface(a).ip in subnet}
+            want |= {
+                a.split("/")[0]
+                for e in eps.values()
+                if e["network_id"] == n["id"]
+                for a in (e.get("address"), e.get("address_v6"))
+                if a and ipaddress.ip_interface(a).ip in subnet
+            }
             got = allocated.get(p["pool_id"], set())
             seen["IPAM addresses"] += len(got)
             out += [f"address {a} of {p['subnet']} allocated to no one" for a in sorted(got - want)]

@@ -7,6 +7,7 @@ killed reported as exited (137), never "dead", and its network released (or star
 again, by its restart policy).
 
 Chosen by the test's seeded generator, so a replay does the same damage."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,8 @@ VETH, PROCESS, SUPERVISOR = "veth deleted", "container process killed", "supervi
 @dataclass(frozen=True)
 class Damage:
     kind: str
-    target: str          # the link's name, or the container's id
-    owner: str           # the endpoint's id (veth), or the container's id
+    target: str  # the link's name, or the container's id
+    owner: str  # the endpoint's id (veth), or the container's id
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.target if self.kind == VETH else self.target[:12]}"
@@ -60,7 +61,7 @@ def inflict(rng: random.Random, ns: str, root: Path, run_dir: Path) -> Damage | 
     if roll < 0.3:
         kv = crash_checks.store(root)
         present = {link["ifname"] for link in crash_checks.links(ns)}
-        eps = sorted(k[len("endpoint/"):] for k in kv if k.startswith("endpoint/") and k.count("/") == 1)
+        eps = sorted(k[len("endpoint/") :] for k in kv if k.startswith("endpoint/") and k.count("/") == 1)
         gone = [(naming.host_ifname(e), e) for e in eps if naming.host_ifname(e) in present]
         if gone:
             name, eid = rng.choice(gone)
@@ -95,8 +96,7 @@ def _recorded_exit(cdir: Path, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str,
-            policy: str = "") -> tuple[str, str | None]:
+def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str, policy: str = "") -> tuple[str, str | None]:
     """(how it was dealt with, a problem or None), after the restart. `states`: the
     API's container states by id; `log_text`: what the restarted daemon logged;
     `policy`: the damaged container's restart policy ("" or "no": none)."""
@@ -110,7 +110,7 @@ def outcome(d: Damage, root: Path, states: dict[str, str], log_text: str,
         return "kept", f"{d}: endpoint {short} kept, neither repaired nor released"
     st = states.get(d.owner)
     if st is None:
-        return "removed", None              # its removal was in flight when the daemon died
+        return "removed", None  # its removal was in flight when the daemon died
     if st == "exited":
         return "exited", None
     if st == "running" and policy not in ("", "no"):

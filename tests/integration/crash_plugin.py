@@ -6,6 +6,7 @@ file after each restart.
 The engine keeps a ledger of everything it asked for; an operation cut short by the kill
 stays "uncertain" and is retried or undone once the plugin is back (a careful engine's
 behaviour), so at the end the engine can remove all it made and nothing may be left."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ class Net:
     subnet: str
     pool_id: str = ""
     gateway: str = ""
-    endpoints: dict[str, str] = field(default_factory=dict)      # endpoint id -> address
+    endpoints: dict[str, str] = field(default_factory=dict)  # endpoint id -> address
     joined: set[str] = field(default_factory=set)
 
 
@@ -81,7 +82,7 @@ class Engine:
         with self.lock:
             if any(n.subnet == net.subnet for n in self.nets.values()):
                 return
-            self.nets[net.nid] = net       # in the ledger before anything is asked
+            self.nets[net.nid] = net  # in the ledger before anything is asked
         self.subnets.add(net.subnet)
 
         def go() -> None:
@@ -89,6 +90,7 @@ class Engine:
             net.pool_id = self.ipam.request_pool(space, net.subnet, None, {}, False).pool_id
             net.gateway = self.ipam.request_address(net.pool_id, None, GW)
             self.drv.create_network(NetworkSpec(net.nid, net.nid[:12], {}, ipv4=(IPAMData(net.subnet, net.gateway),)))
+
         self._step(t, f"create network {net.nid[:12]} {net.subnet}", go)
 
     def delete_network(self, t: int, net: Net) -> None:
@@ -104,6 +106,7 @@ class Engine:
                 self.ipam.release_pool(net.pool_id)
             with self.lock:
                 self.nets.pop(net.nid, None)
+
         self._step(t, f"delete network {net.nid[:12]}", go)
 
     def create_endpoint(self, t: int, net: Net) -> None:
@@ -113,12 +116,14 @@ class Engine:
             addr = self.ipam.request_address(net.pool_id, None, {})
             net.endpoints[eid] = addr
             self.drv.create_endpoint(net.nid, eid, EndpointInterface(addr), {})
+
         self._step(t, f"create endpoint {eid[:12]} on {net.nid[:12]}", go)
 
     def join(self, t: int, net: Net, eid: str) -> None:
         def go() -> None:
-            net.joined.add(eid)          # uncertain until it answers: left again if it fails
+            net.joined.add(eid)  # uncertain until it answers: left again if it fails
             self.drv.join(net.nid, eid, "/var/run/docker/netns/none", {})
+
         if not self._step(t, f"join {eid[:12]}", go):
             self.leave(t, net, eid)
 
@@ -126,6 +131,7 @@ class Engine:
         def go() -> None:
             self.drv.leave(net.nid, eid)
             net.joined.discard(eid)
+
         self._step(t, f"leave {eid[:12]}", go)
 
     def delete_endpoint(self, t: int, net: Net, eid: str, quiet: bool = False) -> None:
@@ -136,6 +142,7 @@ class Engine:
             self.drv.delete_endpoint(net.nid, eid)
             self.ipam.release_address(net.pool_id, net.endpoints[eid])
             net.endpoints.pop(eid, None)
+
         if quiet:
             go()
         else:
@@ -165,6 +172,7 @@ class Engine:
             rng = random.Random(self.seed * 1000 + round_ * 10 + t)
             while not stop.is_set():
                 self.one(t, rng)
+
         threads = [threading.Thread(target=loop, args=(t,), daemon=True) for t in range(self.threads)]
         for th in threads:
             th.start()
@@ -230,8 +238,16 @@ def problems(ns: str, root: Path, tally: Counter | None = None) -> list[str]:
     out += [f"joined endpoint {eid[:12]} has no veth" for eid in sorted(joined - veths)]
     table_bridges = crash_checks._set(crash_checks.nft_table(ns), "bridges")
     if tally is not None:
-        tally.update({"networks": len(nets), "bridges": len(bridges), "endpoints": len(eps),
-                      "joined endpoints": len(joined), "veths": len(veths), "nft bridge elements": len(table_bridges)})
+        tally.update(
+            {
+                "networks": len(nets),
+                "bridges": len(bridges),
+                "endpoints": len(eps),
+                "joined endpoints": len(joined),
+                "veths": len(veths),
+                "nft bridge elements": len(table_bridges),
+            }
+        )
     out += [f"nft set bridges holds {b}, no recorded network's" for b in sorted(table_bridges - set(bridges.values()))]
     out += [f"nft set bridges lacks {b}" for b in sorted(set(bridges.values()) - table_bridges)]
     return out

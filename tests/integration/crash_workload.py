@@ -6,6 +6,7 @@ described ("killed while client 2 was connecting ct-2-5 to net-2-3").
 
 Failures are expected while the daemon is killed (connection reset, refused, 4xx for a
 name that a crash left taken); a 5xx answer from a live daemon is a bug and is kept."""
+
 from __future__ import annotations
 
 import random
@@ -24,7 +25,7 @@ class Client:
     index: int
     seed: int
     sock: str
-    subnets: set[str] = field(default_factory=set)         # every subnet this client used
+    subnets: set[str] = field(default_factory=set)  # every subnet this client used
     in_flight: str = ""
     done: int = 0
     server_errors: list[str] = field(default_factory=list)
@@ -58,9 +59,18 @@ class Client:
         internal = self.rng.random() < 0.2
         name = self._name("net")
         self.subnets |= {c["Subnet"] for c in configs}
-        self._do(f"create network {name} {v4}{' +v6' if ipv6 else ''}{' internal' if internal else ''}",
-                 lambda: self.api.network_create({"Name": name, "Driver": "bridge", "EnableIPv6": ipv6,
-                                                  "Internal": internal, "IPAM": {"Config": configs}}))
+        self._do(
+            f"create network {name} {v4}{' +v6' if ipv6 else ''}{' internal' if internal else ''}",
+            lambda: self.api.network_create(
+                {
+                    "Name": name,
+                    "Driver": "bridge",
+                    "EnableIPv6": ipv6,
+                    "Internal": internal,
+                    "IPAM": {"Config": configs},
+                }
+            ),
+        )
 
     def remove_network(self) -> None:
         nets = self._mine("net")
@@ -77,7 +87,7 @@ class Client:
         body: dict = {"Cmd": [BB, "sleep", "3600"], "HostConfig": {"NetworkMode": net}}
         if self.rng.random() < 0.5:
             body["HostConfig"]["PortBindings"] = {"80/tcp": [{"HostPort": ""}], "53/udp": [{"HostPort": ""}]}
-        if self.rng.random() < 0.3:          # restarted at the daemon's start if it ended while it was down
+        if self.rng.random() < 0.3:  # restarted at the daemon's start if it ended while it was down
             body["HostConfig"]["RestartPolicy"] = {"Name": self.rng.choice(["always", "on-failure", "unless-stopped"])}
         what = f"{'run' if start else 'create'} {name} on {net}"
 
@@ -86,6 +96,7 @@ class Client:
             if start:
                 self.in_flight = f"start {name} on {net}"
                 self.api.request("POST", f"/containers/{cid}/start")
+
         self._do(what, go)
 
     def start(self) -> None:
@@ -113,8 +124,10 @@ class Client:
         nets = self._mine("net")
         if cts and nets:
             c, n = self.rng.choice(cts), self.rng.choice(nets)
-            self._do(f"connect {c['Names'][0]} to {n['Name']}",
-                     lambda: self.api.network_connect(n["Id"], c["Id"], {"Aliases": ["x"]}))
+            self._do(
+                f"connect {c['Names'][0]} to {n['Name']}",
+                lambda: self.api.network_connect(n["Id"], c["Id"], {"Aliases": ["x"]}),
+            )
 
     def disconnect(self) -> None:
         cts = [c for c in self._mine("ct") if c["State"] == "running"]
@@ -125,18 +138,26 @@ class Client:
                 n = self.rng.choice(nets)
                 self._do(f"disconnect {c['Names'][0]} from {n}", lambda: self.api.network_disconnect(n, c["Id"]))
 
-    OPS = (("create_network", 3), ("remove_network", 1), ("run", 4), ("start", 2), ("stop", 1),
-           ("remove_container", 2), ("connect", 2), ("disconnect", 2))
+    OPS = (
+        ("create_network", 3),
+        ("remove_network", 1),
+        ("run", 4),
+        ("start", 2),
+        ("stop", 1),
+        ("remove_container", 2),
+        ("connect", 2),
+        ("disconnect", 2),
+    )
 
     def _do(self, what: str, fn) -> None:
         self.in_flight = what
         try:
             fn()
             self.done += 1
-        except InternalError as exc:        # a 500 from a daemon that is alive is a bug
+        except InternalError as exc:  # a 500 from a daemon that is alive is a bug
             self.server_errors.append(f"client {self.index}: {what}: {exc}")
         except CNMError:
-            pass                             # refused (4xx) or the daemon is gone
+            pass  # refused (4xx) or the daemon is gone
         finally:
             self.in_flight = ""
 
@@ -148,7 +169,7 @@ class Client:
             try:
                 getattr(self, op)()
             except (CNMError, OSError):
-                time.sleep(0.05)             # listing failed: the daemon is down
+                time.sleep(0.05)  # listing failed: the daemon is down
 
 
 @dataclass

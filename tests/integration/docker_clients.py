@@ -9,6 +9,7 @@ test dependency) and docker-compose (Debian's 1.29).
 Each client gets its own empty DOCKER_CONFIG folder (no contexts, credentials or
 plugins of the machine's user reach it) and talks only to the daemon's socket.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,10 @@ import pytest
 
 from tests.integration.conftest import ROOT, Daemon, sh
 
-DOCKER_20 = "/usr/bin/docker"           # Debian's docker.io (API 1.41)
-DOCKER_NEW = "/usr/local/bin/docker"    # a newer CLI (28: API 1.50, negotiates down)
-COMPOSE = "/usr/bin/docker-compose"     # Debian's docker-compose 1.29 (docker-py 5 inside)
-BUSYBOX_TAR = ROOT / "build" / "images" / "busybox.tar"   # busybox:latest, built by scripts/setup.sh
+DOCKER_20 = "/usr/bin/docker"  # Debian's docker.io (API 1.41)
+DOCKER_NEW = "/usr/local/bin/docker"  # a newer CLI (28: API 1.50, negotiates down)
+COMPOSE = "/usr/bin/docker-compose"  # Debian's docker-compose 1.29 (docker-py 5 inside)
+BUSYBOX_TAR = ROOT / "build" / "images" / "busybox.tar"  # busybox:latest, built by scripts/setup.sh
 
 
 def available_clis() -> list[str]:
@@ -64,10 +65,22 @@ class DockerCLI:
         env.update(extra)
         return env
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        r = subprocess.run([self.path, *args], capture_output=True, text=True, timeout=timeout, input=input,
-                           env=self.environ(**(env or {})))
+    def __call__(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 60,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            [self.path, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=self.environ(**(env or {})),
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"{self.path} {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
         return r
@@ -118,8 +131,7 @@ def module_daemon(prefix: str) -> Iterator[Daemon]:
     sh("ip", "netns", "add", ns)
     sh("ip", "-n", ns, "link", "set", "lo", "up")
     base = short_tmp(prefix + "-")
-    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
-               log=base / "daemon.log")
+    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock", log=base / "daemon.log")
     try:
         d.start()
         # Docker's clients name an image: the set-up's busybox:latest (scripts/setup.sh).

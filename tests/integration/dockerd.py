@@ -28,6 +28,7 @@ left of the containerd, shims and container processes it started (found by pid a
 by TMP in their command line and by its cgroup, never by name), unmounts anything under
 TMP, removes its cgroups and deletes TMP. Nothing here touches the root network namespace.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,14 +46,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DOCKERD = "/usr/sbin/dockerd"
-DOCKER = "/usr/bin/docker"          # not /usr/local/bin/docker: the client must match the 20.10 engine
-BUSYBOX = "/bin/busybox"            # busybox-static: the whole image is this one binary
+DOCKER = "/usr/bin/docker"  # not /usr/local/bin/docker: the client must match the 20.10 engine
+BUSYBOX = "/bin/busybox"  # busybox-static: the whole image is this one binary
 IMAGE = "cnm-busybox"
 APPLETS = ("sh", "ping", "ip", "sleep", "cat", "hostname", "nslookup", "ifconfig", "true", "wget")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # The mount namespace's set-up; the paths come in as "$@" so no quoting is needed.
-_LAUNCH = r'''
+_LAUNCH = r"""
 set -e
 plugins=$1 etc=$2 empty=$3 netns=$4; shift 4
 mount --make-rprivate /
@@ -60,7 +61,7 @@ mount --bind "$plugins" /run/docker/plugins
 if [ -d /etc/docker ]; then mount --bind "$etc" /etc/docker; fi
 if [ -d /run/containerd ]; then mount --bind "$empty" /run/containerd; fi
 exec nsenter --net="$netns" "$@"
-'''
+"""
 
 
 class DockerUnavailable(RuntimeError):
@@ -105,6 +106,7 @@ def image_tar() -> bytes:
 
 # -- processes and mounts (by pid, by path: never by name) ------------------------------
 
+
 def _proc_table() -> dict[int, tuple[int, str, str]]:
     """pid -> (ppid, start time, command line) for every process visible now."""
     table = {}
@@ -118,7 +120,7 @@ def _proc_table() -> dict[int, tuple[int, str, str]]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()      # after "pid (comm) "
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
         table[int(entry)] = (int(fields[1]), fields[19], cmd)
     return table
 
@@ -149,9 +151,16 @@ class DockerEngine:
     """One dockerd (and its containerd) in network namespace `netns` (a name under
     /run/netns, or a path), discovering plugins in `plugin_dir` (default TMP/plugins)."""
 
-    def __init__(self, netns: str, plugin_dir: str | os.PathLike | None = None, *,
-                 name: str | None = None, base: str | os.PathLike | None = None,
-                 log_level: str = "info", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        netns: str,
+        plugin_dir: str | os.PathLike | None = None,
+        *,
+        name: str | None = None,
+        base: str | os.PathLike | None = None,
+        log_level: str = "info",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.netns = netns
         self.netns_path = netns if netns.startswith("/") else f"/run/netns/{netns}"
         self.name = name or f"cnmdk-{secrets.token_hex(3)}"
@@ -166,7 +175,7 @@ class DockerEngine:
         self.log_level = log_level
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen | None = None
-        self._started: set[tuple[int, str]] = set()   # (pid, start time) of dockerd's tree
+        self._started: set[tuple[int, str]] = set()  # (pid, start time) of dockerd's tree
         self._torn_down = False
 
     @property
@@ -179,14 +188,36 @@ class DockerEngine:
     # -- start ------------------------------------------------------------------------
 
     def argv(self) -> list[str]:
-        return [DOCKERD, "--data-root", str(self.base / "data"), "--exec-root", str(self.exec_root),
-                "--pidfile", str(self.pidfile), "-H", self.host,
-                "--config-file", str(self.base / "etc" / "daemon.json"),
-                "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-forward=false",
-                "--ip-masq=false", "--storage-driver", "vfs", "--userland-proxy=false",
-                "--cgroup-parent", self.cgroup_parent, "--log-level", self.log_level,
-                "--containerd-namespace", self.name,
-                "--containerd-plugins-namespace", f"{self.name}-plugins", *self.extra_args]
+        return [
+            DOCKERD,
+            "--data-root",
+            str(self.base / "data"),
+            "--exec-root",
+            str(self.exec_root),
+            "--pidfile",
+            str(self.pidfile),
+            "-H",
+            self.host,
+            "--config-file",
+            str(self.base / "etc" / "daemon.json"),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--ip-forward=false",
+            "--ip-masq=false",
+            "--storage-driver",
+            "vfs",
+            "--userland-proxy=false",
+            "--cgroup-parent",
+            self.cgroup_parent,
+            "--log-level",
+            self.log_level,
+            "--containerd-namespace",
+            self.name,
+            "--containerd-plugins-namespace",
+            f"{self.name}-plugins",
+            *self.extra_args,
+        ]
 
     def start(self, timeout: float = 30, image: bool = True) -> DockerEngine:
         """Start dockerd, wait until it answers (else DockerUnavailable with its log's
@@ -199,14 +230,30 @@ class DockerEngine:
         for d in (self.plugin_dir, self.base / "etc", self.base / "empty", self.base / "cli"):
             d.mkdir(parents=True, exist_ok=True)
         (self.base / "etc" / "daemon.json").write_text("{}\n")
-        os.makedirs("/run/docker/plugins", exist_ok=True)   # a mount point only
+        os.makedirs("/run/docker/plugins", exist_ok=True)  # a mount point only
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", _LAUNCH, "sh",
-                 str(self.plugin_dir), str(self.base / "etc"), str(self.base / "empty"),
-                 self.netns_path, *self.argv()],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                start_new_session=True, env=self._env())
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    _LAUNCH,
+                    "sh",
+                    str(self.plugin_dir),
+                    str(self.base / "etc"),
+                    str(self.base / "empty"),
+                    self.netns_path,
+                    *self.argv(),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self._env(),
+            )
         try:
             self._wait(timeout)
             if image:
@@ -230,8 +277,7 @@ class DockerEngine:
         while True:
             self._remember_tree()
             if self.proc.poll() is not None:
-                raise DockerUnavailable(f"dockerd exited with status {self.proc.returncode}:\n"
-                                        f"{self.log_tail()}")
+                raise DockerUnavailable(f"dockerd exited with status {self.proc.returncode}:\n{self.log_tail()}")
             if self.sock.exists():
                 r = self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=5)
                 if r.returncode == 0 and r.stdout.strip():
@@ -242,8 +288,13 @@ class DockerEngine:
             time.sleep(0.1)
 
     def import_image(self, name: str = IMAGE) -> None:
-        r = subprocess.run([DOCKER, "-H", self.host, "import", "-", name], input=image_tar(),
-                           capture_output=True, timeout=60, env=self._env())
+        r = subprocess.run(
+            [DOCKER, "-H", self.host, "import", "-", name],
+            input=image_tar(),
+            capture_output=True,
+            timeout=60,
+            env=self._env(),
+        )
         if r.returncode != 0:
             raise RuntimeError(f"docker import failed: {r.stderr.decode(errors='replace')}")
 
@@ -251,15 +302,22 @@ class DockerEngine:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env["DOCKER_CONFIG"] = str(self.base / "cli")        # not root's ~/.docker
+        env["DOCKER_CONFIG"] = str(self.base / "cli")  # not root's ~/.docker
         return env
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 60,
-               input: str | None = None) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         """/usr/bin/docker -H <this engine> ARGS (text output). With check, a failure
         raises AssertionError carrying the command, its status and its output."""
-        r = subprocess.run([DOCKER, "-H", self.host, *args], capture_output=True, text=True,
-                           timeout=timeout, input=input, env=self._env())
+        r = subprocess.run(
+            [DOCKER, "-H", self.host, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=self._env(),
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}): {r.stderr}{r.stdout}")
         return r
@@ -401,8 +459,9 @@ class DockerEngine:
 
 
 @contextmanager
-def docker_engine(netns: str, plugin_dir: str | os.PathLike | None = None, *,
-                  timeout: float = 30, image: bool = True, **kw) -> Iterator[DockerEngine]:
+def docker_engine(
+    netns: str, plugin_dir: str | os.PathLike | None = None, *, timeout: float = 30, image: bool = True, **kw
+) -> Iterator[DockerEngine]:
     """A started engine for the `with` block; torn down after it, whatever happens."""
     engine = DockerEngine(netns, plugin_dir, **kw)
     engine.start(timeout=timeout, image=image)
@@ -414,10 +473,12 @@ def docker_engine(netns: str, plugin_dir: str | os.PathLike | None = None, *,
 
 # -- for pytest fixtures ----------------------------------------------------------------
 
+
 def skip(reason: str) -> None:
     """pytest.skip saying why, also as a warning (pytest's warnings summary shows it
     without -rs); with CNM_REQUIRE_DOCKER=1 (a CI that installs docker.io) pytest.fail."""
     import pytest
+
     if os.environ.get("CNM_REQUIRE_DOCKER") == "1":
         pytest.fail(f"Docker engine required (CNM_REQUIRE_DOCKER=1): {reason}")
     warnings.warn(f"Docker engine tests skipped: {reason}", UserWarning, stacklevel=2)
@@ -431,8 +492,9 @@ def skip_unless_available() -> None:
         skip(reason)
 
 
-def start_or_skip(netns: str, plugin_dir: str | os.PathLike | None = None, *,
-                  timeout: float = 30, **kw) -> DockerEngine:
+def start_or_skip(
+    netns: str, plugin_dir: str | os.PathLike | None = None, *, timeout: float = 30, **kw
+) -> DockerEngine:
     """A started engine, or a skip carrying dockerd's own reason (its log's tail).
     The caller tears it down."""
     skip_unless_available()
@@ -441,4 +503,4 @@ def start_or_skip(netns: str, plugin_dir: str | os.PathLike | None = None, *,
         return engine.start(timeout=timeout)
     except DockerUnavailable as exc:
         skip(f"dockerd cannot start here: {exc}")
-        raise       # not reached
+        raise  # not reached

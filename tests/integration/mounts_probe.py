@@ -2,6 +2,7 @@
 (`unshare --mount --propagation slave`): a Runtime whose namespace directory holds K
 bind mounts of one network namespace, as a daemon with K sandboxes holds them; prints,
 as JSON, what the mount namespaces of its containers and supervisors hold."""
+
 from __future__ import annotations
 
 import json
@@ -42,15 +43,17 @@ def main() -> None:
         for k in (0, 40, 80):
             grow(k)
             if k == 80:
-                fixed.template.kill()       # a new template drops what exists when it starts
+                fixed.template.kill()  # a new template drops what exists when it starts
             run: dict = {"k": k, "ours": mounts("self", nsdir)}
             for name, rt in (("fixed", fixed), ("copying", copying)):
                 st = rt.start(ContainerSpec(id=f"c{k}", argv=[BUSYBOX, "sleep", "30"], netns=netns))
-                run[name] = {"container": mounts(st.pid, nsdir),
-                             "container_netns_ino": os.stat(f"/proc/{st.pid}/ns/net").st_ino,
-                             "supervisor_in_our_mount_ns":
-                                 os.stat(f"/proc/{st.shim_pid}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino,
-                             "supervisor": mounts(st.shim_pid, nsdir)}
+                run[name] = {
+                    "container": mounts(st.pid, nsdir),
+                    "container_netns_ino": os.stat(f"/proc/{st.pid}/ns/net").st_ino,
+                    "supervisor_in_our_mount_ns": os.stat(f"/proc/{st.shim_pid}/ns/mnt").st_ino
+                    == os.stat("/proc/self/ns/mnt").st_ino,
+                    "supervisor": mounts(st.shim_pid, nsdir),
+                }
             out["runs"].append(run)
         # Exec still reaches the container (it joins the container's namespaces).
         sess = fixed.exec("c80", ExecSpec([BUSYBOX, "echo", "hi"]))

@@ -3,6 +3,7 @@ default route (only the link route to the host end). Docker's rule, and ours: su
 container also gets an endpoint on the gateway bridge, for its way out.
 
     python tests/integration/nogw_plugin.py NAME PLUGIN_DIR"""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,9 @@ from routed_driver import GATEWAY, JoinResult, RoutedDriver, StaticRoute, serve
 
 class NoGatewayDriver(RoutedDriver):
     def join(self, network_id, endpoint_id, sandbox_key, options):
-        return JoinResult(src_ifname=self.names(endpoint_id)[1],
-                          static_routes=(StaticRoute(f"{GATEWAY}/32", route_type=1),))
+        return JoinResult(
+            src_ifname=self.names(endpoint_id)[1], static_routes=(StaticRoute(f"{GATEWAY}/32", route_type=1),)
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The runtime's test harness, shared by the runtime's integration tests: a Runtime on
 a temporary state directory with its own cgroup sub-tree; afterwards the `rt` fixture
 checks that no process, mount or cgroup of ours is left."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,11 @@ class Harness:
 
     def cgroup_tops(self) -> list[str]:
         layout = self.rt.cgroups.layout
-        return sorted({os.path.dirname(d) for d in
-                       self.rt.cgroups.dirs("x", 1, 1.0, 1).values()}) if layout.controllers else []
+        return (
+            sorted({os.path.dirname(d) for d in self.rt.cgroups.dirs("x", 1, 1.0, 1).values()})
+            if layout.controllers
+            else []
+        )
 
 
 @pytest.fixture

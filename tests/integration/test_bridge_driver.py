@@ -1,5 +1,6 @@
 """BridgeDriver against a real kernel, through a Netlink bound to the test's namespace.
 Nothing may appear in the root namespace."""
+
 from __future__ import annotations
 
 import socket
@@ -19,10 +20,16 @@ NID = "0123456789ab" + "c" * 52
 BR = "br-0123456789ab"
 
 
-def spec(nid: str = NID, options: dict | None = None, internal: bool = False,
-         subnet: str = "172.30.0.0/24", gateway: str = "172.30.0.1/24") -> NetworkSpec:
-    return NetworkSpec(id=nid, name="t", options=options or {},
-                       ipv4=(IPAMData(pool=subnet, gateway=gateway),), internal=internal)
+def spec(
+    nid: str = NID,
+    options: dict | None = None,
+    internal: bool = False,
+    subnet: str = "172.30.0.0/24",
+    gateway: str = "172.30.0.1/24",
+) -> NetworkSpec:
+    return NetworkSpec(
+        id=nid, name="t", options=options or {}, ipv4=(IPAMData(pool=subnet, gateway=gateway),), internal=internal
+    )
 
 
 def ns_cat(ns: str, path: str) -> str:
@@ -50,9 +57,9 @@ def test_create_and_delete_network(host_ns, driver):
 
     driver.delete_network(NID)
     assert BR not in link_names(host_ns)
-    driver.delete_network(NID)                                   # idempotent
+    driver.delete_network(NID)  # idempotent
 
-    assert sh("ip", "-o", "link", "show").stdout == root_links   # root namespace untouched
+    assert sh("ip", "-o", "link", "show").stdout == root_links  # root namespace untouched
     assert open("/proc/sys/net/ipv4/ip_forward").read() == root_forward
 
 
@@ -75,7 +82,7 @@ def test_restarted_driver_restores_and_deletes_by_mark(host_ns, driver):
         fresh.restore_network(spec())
         assert "inet 172.30.0.1/24" in sh("ip", "-n", host_ns, "-o", "addr", "show", "dev", BR).stdout
         amnesiac = BridgeDriver(lambda: Netlink(host_ns))
-        amnesiac.delete_network(NID)                     # no memory: finds it by its alias
+        amnesiac.delete_network(NID)  # no memory: finds it by its alias
         amnesiac.close()
         assert BR not in link_names(host_ns)
     finally:
@@ -126,7 +133,7 @@ def test_endpoints_join_and_talk(host_ns, driver, tmp_path):
 
         driver.delete_endpoint(NID, "a" * 64)
         assert naming.host_ifname("a" * 64) not in link_names(host_ns)
-        driver.delete_endpoint(NID, "a" * 64)                      # idempotent
+        driver.delete_endpoint(NID, "a" * 64)  # idempotent
     finally:
         for path in sandboxes:
             netns.delete_netns(path)
@@ -140,8 +147,9 @@ def test_a_bridge_full_of_someone_elses_ports_is_refused_naming_it(host_ns, driv
     nl = Netlink(host_ns)
     try:
         from cnm.osl import rtnl
+
         br = nl.link_index(BR)
-        for i in range(1023):                       # someone else's ports, by the raw socket
+        for i in range(1023):  # someone else's ports, by the raw socket
             nl._rt.do(rtnl.create_veth(f"f{i}", f"g{i}", master=br))
         assert nl.bridge_port_count(BR) == 1023
         eid = "e" * 64

@@ -1,6 +1,7 @@
 """The issue's bad inputs through the `net` CLI against a real daemon: each exits
 non-zero with one line on stderr, and neither the kernel (links, addresses, routes)
 nor the daemon's state (networks, containers) changes."""
+
 from __future__ import annotations
 
 from tests.integration.conftest import link_names, sh
@@ -33,11 +34,13 @@ BAD = [
 
 
 def state(d):
-    return (sorted(link_names(d.ns)), sh("ip", "-n", d.ns, "-o", "addr").stdout,
-            sh("ip", "-n", d.ns, "route", "show", "table", "all").stdout,
-            d.net("ls", "--format", "json").stdout, d.net("ps", "-a", "-q").stdout)
-
-
+    return (
+        sorted(link_names(d.ns)),
+        sh("ip", "-n", d.ns, "-o", "addr").stdout,
+        sh("ip", "-n", d.ns, "route", "show", "table", "all").stdout,
+        d.net("ls", "--format", "json").stdout,
+        d.net("ps", "-a", "-q").stdout,
+    )
 
 
 def test_bad_input_through_the_cli_is_one_line_and_changes_nothing(daemon):

@@ -6,6 +6,7 @@ Hosts are bench/simhost.SimHost: the real ClusterSync and EtcdStore, a controlle
 only knows networks, the overlay driver's peer table without the kernel. etcd runs in
 the test's throwaway namespace (on its loopback), the test thread inside it (`inside`).
 """
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,9 @@ class Cluster:
 
     def host(self, name: str, ttl: int = 10, endpoints: list[str] | None = None) -> SimHost:
         log = self.seen.setdefault(name, [])
-        h = SimHost(name, VTEP[name], endpoints or self.endpoints, ttl=ttl,
-                    on_seen=lambda eid, up: log.append((eid, up)))
+        h = SimHost(
+            name, VTEP[name], endpoints or self.endpoints, ttl=ttl, on_seen=lambda eid, up: log.append((eid, up))
+        )
         h.start()
         self.hosts.append(h)
         return h
@@ -58,7 +60,7 @@ def held(h: SimHost) -> set[str]:
 
 
 def watched(h: SimHost) -> set[str]:
-    return {w.full_prefix[len(h.store.prefix):] for w in h.store._watches}
+    return {w.full_prefix[len(h.store.prefix) :] for w in h.store._watches}
 
 
 @pytest.fixture
@@ -95,10 +97,10 @@ def test_hosts_hold_and_hear_of_their_networks_only(cluster):
     h4 = cluster.host("h4")
     calls: list[str] = []
     real_list, real_snapshot = h4.store.list, h4.store.snapshot
-    h4.store.list = lambda p: calls.append(p) or real_list(p)                # type: ignore[method-assign]
-    h4.store.snapshot = lambda p: calls.append(p) or real_snapshot(p)        # type: ignore[method-assign]
+    h4.store.list = lambda p: calls.append(p) or real_list(p)  # type: ignore[method-assign]
+    h4.store.snapshot = lambda p: calls.append(p) or real_snapshot(p)  # type: ignore[method-assign]
     attach(h4, a, "e4a", 5)
-    assert held(h4) == {"e1a", "e2a"} and calls == [f"peers/{a}/"]          # one listing, of a only
+    assert held(h4) == {"e1a", "e2a"} and calls == [f"peers/{a}/"]  # one listing, of a only
     # ...and the change reaches the hosts of that network, and no other.
     assert wait_for(lambda: "e4a" in held(h1) and "e4a" in held(h2), 15)
     time.sleep(0.3)
@@ -114,18 +116,18 @@ def test_leaving_a_network_drops_its_peers_and_its_news(cluster):
     attach(h2, a, "e2a", 3)
     attach(h2, a, "e2a2", 4)
     assert wait_for(lambda: held(h1) == {"e2a", "e2a2"} and held(h2) == {"e1a"}, 15)
-    h2.detach("e2a")                    # not its last endpoint on a: still subscribed
+    h2.detach("e2a")  # not its last endpoint on a: still subscribed
     assert wait_for(lambda: held(h1) == {"e2a2"}, 15) and h2.sync.subscriptions() == [a]
-    h1.detach("e1a")                    # its last endpoint on a
+    h1.detach("e1a")  # its last endpoint on a
     assert h1.sync.subscriptions() == [b] and held(h1) == set()
     assert watched(h1) == {"network/", f"peers/{b}/"} and h1.driver.nodes == set()
     assert h1.driver.table.peers(a) == []
-    assert wait_for(lambda: held(h2) == set(), 15)      # h2 heard that e1a left
+    assert wait_for(lambda: held(h2) == set(), 15)  # h2 heard that e1a left
     before = len(cluster.seen["h1"])
     attach(h2, a, "e2a3", 5)
     time.sleep(0.3)
-    assert len(cluster.seen["h1"]) == before            # news of a no longer reaches h1
-    attach(h1, a, "e1a-again", 6)                       # and back: the listing brings a's peers
+    assert len(cluster.seen["h1"]) == before  # news of a no longer reaches h1
+    attach(h1, a, "e1a-again", 6)  # and back: the listing brings a's peers
     assert held(h1) == {"e2a2", "e2a3"}
 
 
@@ -138,11 +140,11 @@ def test_a_host_that_stops_renewing_leaves_every_network_it_was_on(cluster):
     attach(h3, b, "e3b", 4)
     assert wait_for(lambda: held(h1) == {"e2a"} and held(h3) == {"e2b"}, 15)
     t0 = time.monotonic()
-    h2.close()                          # stops renewing; its keys go when the lease expires
+    h2.close()  # stops renewing; its keys go when the lease expires
     assert time.monotonic() - t0 < 1.0  # no thread left asleep to finish its nap
     t0 = time.monotonic()
     assert wait_for(lambda: held(h1) == set() and held(h3) == set(), 15)
-    assert time.monotonic() - t0 > 1.0                  # by the lease, not by a withdrawal
+    assert time.monotonic() - t0 > 1.0  # by the lease, not by a withdrawal
     assert h1.driver.nodes == set() and h3.driver.nodes == set()
     assert cluster.seen["h1"][-1] == ("e2a", False)
 
@@ -154,12 +156,12 @@ def test_a_restarted_host_republishes_and_its_removed_endpoints_expire(cluster):
     attach(h2, a, "kept", 2)
     attach(h2, a, "removed-while-down", 3)
     assert wait_for(lambda: held(h1) == {"kept", "removed-while-down"}, 15)
-    h2.close()                          # the daemon stops; one container goes while it is down
+    h2.close()  # the daemon stops; one container goes while it is down
     again = cluster.host("h2", ttl=2)
-    attach(again, a, "kept", 2)         # what the restarted daemon finds running
+    attach(again, a, "kept", 2)  # what the restarted daemon finds running
     assert held(again) == {"e1a"}
-    assert wait_for(lambda: held(h1) == {"kept"}, 15)   # the other went with the old lease
-    time.sleep(2.5)                     # and "kept", republished on the new lease, stays
+    assert wait_for(lambda: held(h1) == {"kept"}, 15)  # the other went with the old lease
+    time.sleep(2.5)  # and "kept", republished on the new lease, stays
     assert held(h1) == {"kept"}
 
 
@@ -168,8 +170,9 @@ def test_a_watch_that_lost_history_resyncs_its_network_only(host_ns, tmp_path):
     network a (and c, which h1 is not on) and compact the history; when it is back, each
     of h1's watches cannot resume (compacted) and relists its own prefix — never another
     network's, never all peers — and h1 ends exactly right."""
-    members = make_members([(f"e{i}", f"127.0.0.{i + 1}") for i in range(3)], tmp_path,
-                           netns={f"e{i}": host_ns for i in range(3)})
+    members = make_members(
+        [(f"e{i}", f"127.0.0.{i + 1}") for i in range(3)], tmp_path, netns={f"e{i}": host_ns for i in range(3)}
+    )
     start_cluster(members)
     try:
         with inside(host_ns):
@@ -188,11 +191,11 @@ def test_a_watch_that_lost_history_resyncs_its_network_only(host_ns, tmp_path):
                 assert wait_for(lambda: held(h1) == {"gone", "changed", "e3b"}, 15)
                 listed: list[str] = []
                 real_list = h1.store.list
-                h1.store.list = lambda p: listed.append(p) or real_list(p)     # type: ignore[method-assign]
+                h1.store.list = lambda p: listed.append(p) or real_list(p)  # type: ignore[method-assign]
 
                 members[0].stop()
                 h2.detach("gone")
-                attach(h2, a, "changed", 40)           # same endpoint, new address
+                attach(h2, a, "changed", 40)  # same endpoint, new address
                 attach(h2, a, "new", 6)
                 attach(h2, other, "e2c", 8)
                 c.admin.compact(c.admin.revision())
@@ -201,12 +204,13 @@ def test_a_watch_that_lost_history_resyncs_its_network_only(host_ns, tmp_path):
                 def right() -> bool:
                     ips = {r["endpoint_id"]: r["ip"] for r in h1.sync.held_peers(a)}
                     return ips == {"changed": "10.0.40.2", "new": "10.0.6.2"}
+
                 assert wait_for(right, 30), h1.sync.held_peers(a)
                 assert wait_for(lambda: len(listed) == 3, 15)
                 assert sorted(listed) == sorted(["network/", f"peers/{a}/", f"peers/{b}/"])
                 assert {r["endpoint_id"] for r in h1.sync.held_peers(b)} == {"e3b"}
                 assert h1.driver.table.neighbour_for(a, "10.0.40.2") is not None
-                assert h1.driver.table.neighbour_for(a, "10.0.3.2") is None     # "gone"'s entry went
+                assert h1.driver.table.neighbour_for(a, "10.0.3.2") is None  # "gone"'s entry went
             finally:
                 c.close()
     finally:

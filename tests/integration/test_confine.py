@@ -6,6 +6,7 @@ daemon's socket out of reach; --privileged, --cap-add, -v, --tmpfs, --read-only 
 Each test starts containers with the Runtime in its own state directory and throwaway
 network namespace; probes run with the venv's Python (visible in the host-filesystem
 mode) or busybox."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busyb
 DOCKER_DEFAULT_MASK = 0xA80425FB  # Docker's 14 capabilities
 
 # Runs inside a container: reports what it is allowed, as JSON on stdout.
-PROBE = r'''
+PROBE = r"""
 import ctypes, errno, json, os, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 def sys_(nr, *a):
@@ -70,7 +71,7 @@ for p in sys.argv[1:]:
     s = socket.socket(socket.AF_UNIX)
     out["connect:" + p] = attempt(lambda: s.connect(p))
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture
@@ -114,8 +115,25 @@ def test_default_container_is_confined_like_dockers(rt, host_ns):
     assert got["NoNewPrivs"] == "1" and got["Seccomp"] == "2"
     assert (got["unshare"], got["mount"], got["keyctl"]) == ("EPERM", "EPERM", "EPERM")
     kcore = ["core"] if os.path.exists("/proc/kcore") else []  # /dev/core -> /proc/kcore where there is one
-    assert got["dev"] == sorted(kcore + ["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
-                                         "stdin", "stdout", "tty", "urandom", "zero"])
+    assert got["dev"] == sorted(
+        kcore
+        + [
+            "fd",
+            "full",
+            "mqueue",
+            "null",
+            "ptmx",
+            "pts",
+            "random",
+            "shm",
+            "stderr",
+            "stdin",
+            "stdout",
+            "tty",
+            "urandom",
+            "zero",
+        ]
+    )
     assert got["sys_net"] == ["cnmpeer0", "eth0", "lo"]  # this namespace's, not the host's
     assert got["sys_write"] == "EROFS" and got["proc_sys_write"] == "EROFS"
     assert got["kcore"] in (0, -1) and got["keys"] == ""
@@ -154,8 +172,9 @@ def test_volumes_say_otherwise(rt, outside):
     # missing cannot be created on the read-only host.
     target = f"{outside}/rw"
     mounts[0]["target"] = target
-    code, _, err = run(rt, "v", [BUSYBOX, "sh", "-c", f"echo yes > {target}/f; echo no > {outside}/ro/f"],
-                       mounts=mounts)
+    code, _, err = run(
+        rt, "v", [BUSYBOX, "sh", "-c", f"echo yes > {target}/f; echo no > {outside}/ro/f"], mounts=mounts
+    )
     assert (outside / "rw" / "f").read_text() == "yes\n"
     assert not (outside / "ro" / "f").exists() and "Read-only file system" in err and code != 0
     with pytest.raises(InvalidParameter, match="cannot be created"):
@@ -188,10 +207,13 @@ def test_security_opts(rt, host_ns):
     netns = f"/run/netns/{host_ns}"
     got = probe(rt, "u", netns=netns, security_opt=["seccomp=unconfined", "no-new-privileges=false"])
     assert (got["Seccomp"], got["NoNewPrivs"], got["unshare"]) == ("0", "0", "EPERM")  # no CAP_SYS_ADMIN
-    profile = {"defaultAction": "SCMP_ACT_ALLOW",
-               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}]}
-    code, _, err = run(rt, "c", [BUSYBOX, "mkdir", "/tmp/x"], netns=netns,
-                       security_opt=["seccomp=" + json.dumps(profile)])
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}],
+    }
+    code, _, err = run(
+        rt, "c", [BUSYBOX, "mkdir", "/tmp/x"], netns=netns, security_opt=["seccomp=" + json.dumps(profile)]
+    )
     assert code != 0 and "Disk quota exceeded" in err  # EDQUOT = 122, from the profile
     got = probe(rt, "s", netns=netns, security_opt=["systempaths=unconfined"])
     assert got["proc_sys_write"] != "EROFS"
@@ -203,17 +225,33 @@ def test_rootfs_container_gets_a_private_dev(rt, host_ns, tmp_path):
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     (root / "bin" / "sh").symlink_to("busybox")
     before = set(os.listdir("/dev"))
-    script = ("touch /dev/created-inside; ls /dev; mknod /dev/hostdisk b 8 0 && "
-              "(busybox dd if=/dev/hostdisk of=/dev/null count=1 2>&1 || echo no-device-access); "
-              "busybox mount -t tmpfs none /mnt 2>&1 || echo no-mount; echo x > /f 2>&1 || echo read-only-root")
-    code, out, err = run(rt, "r", ["sh", "-c", script], netns=f"/run/netns/{host_ns}", rootfs=[str(root)],
-                         env={"PATH": "/bin"}, read_only=False)
+    script = (
+        "touch /dev/created-inside; ls /dev; mknod /dev/hostdisk b 8 0 && "
+        "(busybox dd if=/dev/hostdisk of=/dev/null count=1 2>&1 || echo no-device-access); "
+        "busybox mount -t tmpfs none /mnt 2>&1 || echo no-mount; echo x > /f 2>&1 || echo read-only-root"
+    )
+    code, out, err = run(
+        rt,
+        "r",
+        ["sh", "-c", script],
+        netns=f"/run/netns/{host_ns}",
+        rootfs=[str(root)],
+        env={"PATH": "/bin"},
+        read_only=False,
+    )
     assert code == 0, err
     assert set(os.listdir("/dev")) == before  # nothing appeared on the host
     assert "null" in out and "pts" in out and "sda" not in out
     assert "no-device-access" in out and "no-mount" in out and "read-only-root" not in out
-    code, out, _ = run(rt, "ro", ["sh", "-c", "echo x > /f 2>&1 || echo read-only-root"],
-                       netns=f"/run/netns/{host_ns}", rootfs=[str(root)], env={"PATH": "/bin"}, read_only=True)
+    code, out, _ = run(
+        rt,
+        "ro",
+        ["sh", "-c", "echo x > /f 2>&1 || echo read-only-root"],
+        netns=f"/run/netns/{host_ns}",
+        rootfs=[str(root)],
+        env={"PATH": "/bin"},
+        read_only=True,
+    )
     assert "read-only-root" in out
 
 
@@ -226,6 +264,7 @@ def test_unknown_capability_is_refused_before_anything(rt):
 def test_exec_style_lock_in_a_forked_child(rt):
     """lock() alone (what exec uses) confines a process: fork, lock, read status."""
     from cnm.runtime import confine, confine_apply
+
     spec = ContainerSpec(id="x", argv=["true"])
     p = confine.lock_plan(confine.plan(spec, [], rt.host))
     r, w = os.pipe()
@@ -253,9 +292,18 @@ def test_through_the_daemon_a_container_cannot_reach_it(daemon):
     """The issue's escape: from inside a container, `net -H unix://… run --net host …`.
     Its socket, root and run directories are out of sight; the host's files read-only."""
     paths = " ".join(str(p) for p in (daemon.sock, daemon.root, daemon.run_dir))
-    r = daemon.net("run", "--rm", "--net", "none", "--", BUSYBOX, "sh", "-c",
-                   f"for p in {paths}; do ls $p >/dev/null 2>&1 && echo seen $p || echo hidden $p; done; "
-                   "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; touch /usr/cnm-probe || echo read-only")
+    r = daemon.net(
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--",
+        BUSYBOX,
+        "sh",
+        "-c",
+        f"for p in {paths}; do ls $p >/dev/null 2>&1 && echo seen $p || echo hidden $p; done; "
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; touch /usr/cnm-probe || echo read-only",
+    )
     out = r.stdout
     for p in (daemon.sock, daemon.root, daemon.run_dir):
         assert f"hidden {p}" in out, out
@@ -268,14 +316,25 @@ def test_docker_py_drives_confinement(daemon):
     inspect shows them; a bad capability is a 400 naming it."""
     docker = pytest.importorskip("docker", reason="docker-py is a test dependency: pip install -e '.[test]'")
     from tests.integration.docker_clients import BUSYBOX_TAR, docker_py
-    daemon.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))     # docker-py names an image
+
+    daemon.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))  # docker-py names an image
     client = docker_py(daemon.host)
     try:
-        ct = client.containers.create("busybox", [BUSYBOX, "sh", "-c", "grep -E '^(CapEff|NoNewPrivs|Seccomp):' "
-                                      "/proc/self/status; echo x > /tmp/scratch/f && echo tmpfs-ok"],
-                                      name="dpy-confine", cap_add=["NET_ADMIN"], cap_drop=["MKNOD"],
-                                      security_opt=["no-new-privileges=false"], tmpfs={"/tmp/scratch": "size=1m"},
-                                      network_mode="none")
+        ct = client.containers.create(
+            "busybox",
+            [
+                BUSYBOX,
+                "sh",
+                "-c",
+                "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; echo x > /tmp/scratch/f && echo tmpfs-ok",
+            ],
+            name="dpy-confine",
+            cap_add=["NET_ADMIN"],
+            cap_drop=["MKNOD"],
+            security_opt=["no-new-privileges=false"],
+            tmpfs={"/tmp/scratch": "size=1m"},
+            network_mode="none",
+        )
         ct.reload()
         if ct.status == "created":
             ct.start()
@@ -301,12 +360,14 @@ def test_exec_runs_confined_as_the_container(daemon):
     seccomp filter (with Privileged: every capability, the filter kept)."""
     pytest.importorskip("docker", reason="docker-py is a test dependency: pip install -e '.[test]'")
     from tests.integration.docker_clients import BUSYBOX_TAR, docker_py
-    daemon.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))     # docker-py names an image
+
+    daemon.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))  # docker-py names an image
     client = docker_py(daemon.host)
     status = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"
     try:
-        ct = client.containers.create("busybox", [BUSYBOX, "sleep", "60"], name="exec-confine",
-                                      cap_add=["NET_ADMIN"], network_mode="none")
+        ct = client.containers.create(
+            "busybox", [BUSYBOX, "sleep", "60"], name="exec-confine", cap_add=["NET_ADMIN"], network_mode="none"
+        )
         ct.reload()
         if ct.status == "created":
             ct.start()
@@ -331,17 +392,58 @@ def test_cli_flags_through_the_daemon(daemon, outside, tmp_path):
     r = daemon.net("run", "--rm", "--net", "none", *lo_mtu, check=False)
     assert r.returncode != 0 and "Operation not permitted" in r.stderr
     daemon.net("run", "--rm", "--net", "none", "--cap-add", "NET_ADMIN", *lo_mtu)
-    r = daemon.net("run", "--rm", "--net", "none", "-v", f"{outside}:/mnt/data", "--tmpfs", "/mnt/scratch:size=1m",
-                   "--", BUSYBOX, "sh", "-c", "echo hi > /mnt/data/f && grep -c ' /mnt/scratch ' /proc/self/mounts",
-                   check=False)
+    r = daemon.net(
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "-v",
+        f"{outside}:/mnt/data",
+        "--tmpfs",
+        "/mnt/scratch:size=1m",
+        "--",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "echo hi > /mnt/data/f && grep -c ' /mnt/scratch ' /proc/self/mounts",
+        check=False,
+    )
     # /mnt/data does not exist on the (read-only) host: refused with the reason
     assert r.returncode == 125 and "/mnt/data does not exist and cannot be created" in r.stderr
-    r = daemon.net("run", "--rm", "--net", "none", "-v", f"{outside}:{outside}", "--", BUSYBOX, "sh", "-c",
-                   f"echo hi > {outside}/f")
+    r = daemon.net(
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "-v",
+        f"{outside}:{outside}",
+        "--",
+        BUSYBOX,
+        "sh",
+        "-c",
+        f"echo hi > {outside}/f",
+    )
     assert (outside / "f").read_text() == "hi\n"
     profile = tmp_path / "deny-mkdir.json"
-    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}]}))
-    r = daemon.net("run", "--rm", "--net", "none", "--security-opt", f"seccomp={profile}", "--",
-                   BUSYBOX, "mkdir", "/tmp/x", check=False)
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}],
+            }
+        )
+    )
+    r = daemon.net(
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--security-opt",
+        f"seccomp={profile}",
+        "--",
+        BUSYBOX,
+        "mkdir",
+        "/tmp/x",
+        check=False,
+    )
     assert r.returncode != 0 and "Disk quota exceeded" in r.stderr

@@ -3,6 +3,7 @@
 read-only unless privileged; /proc/self/cgroup says "/"; nothing of the host's or other
 containers' cgroups. A container without limits has no cgroup of its own here and sees
 an empty /sys/fs/cgroup."""
+
 from __future__ import annotations
 
 import os
@@ -58,17 +59,19 @@ def test_a_container_sees_its_own_cgroup_read_only(rt, host_ns, tmp_path, mode):
     # a sibling with limits too: the first must not see it
     rt.start(ContainerSpec(id="sibling", argv=[BUSYBOX, "sleep", "30"], memory=32 * MiB))
     d = where(rt)
-    script = (f"cat {d}/{mem_file(rt)}; echo ---; cat /proc/self/cgroup; echo ---; ls {d}; echo ---; "
-              f"ls /sys/fs/cgroup; echo ---; echo 1 > {d}/{mem_file(rt)} 2>&1 || echo refused; "
-              f"mkdir {d}/escape 2>&1 || echo no-mkdir")
+    script = (
+        f"cat {d}/{mem_file(rt)}; echo ---; cat /proc/self/cgroup; echo ---; ls {d}; echo ---; "
+        f"ls /sys/fs/cgroup; echo ---; echo 1 > {d}/{mem_file(rt)} 2>&1 || echo refused; "
+        f"mkdir {d}/escape 2>&1 || echo no-mkdir"
+    )
     code, out, err = run(rt, "own", script, **kw)
     assert code == 0, err
     limit, proc_cgroup, listing, top, tail = out.split("---\n")
-    assert int(limit) == 64 * MiB                       # its own limit, at the hierarchy's root
+    assert int(limit) == 64 * MiB  # its own limit, at the hierarchy's root
     memory_lines = [ln for ln in proc_cgroup.splitlines() if ":memory:" in ln or ln.startswith("0::")]
     assert memory_lines and all(ln.endswith(":/") for ln in memory_lines), proc_cgroup
     assert "sibling" not in listing and "cnm" not in listing and "cgroup.procs" in listing
-    assert "refused" in tail and "no-mkdir" in tail      # read-only
+    assert "refused" in tail and "no-mkdir" in tail  # read-only
     expected = {name or "" for name, _, _ in rt.cgroups.view(["memory", "pids"])}
     assert set(top.split()) == ({n for n in expected if n} or set(top.split()))
     assert "cpuset" not in top.split() and "devices" not in top.split()  # no limit there: not shown
@@ -76,8 +79,9 @@ def test_a_container_sees_its_own_cgroup_read_only(rt, host_ns, tmp_path, mode):
 
 
 def test_without_limits_nothing_is_shown(rt, host_ns):
-    code, out, err = run(rt, "free", "ls -A /sys/fs/cgroup; echo ---; cat /proc/self/cgroup",
-                         netns=f"/run/netns/{host_ns}")
+    code, out, err = run(
+        rt, "free", "ls -A /sys/fs/cgroup; echo ---; cat /proc/self/cgroup", netns=f"/run/netns/{host_ns}"
+    )
     assert code == 0, err
     listing, proc_cgroup = out.split("---\n")
     assert listing.strip() == ""
@@ -87,7 +91,13 @@ def test_without_limits_nothing_is_shown(rt, host_ns):
 
 def test_privileged_containers_may_write_their_cgroup(rt, host_ns):
     d = where(rt)
-    code, out, err = run(rt, "priv", f"echo {48 * MiB} > {d}/{mem_file(rt)} && cat {d}/{mem_file(rt)}",
-                         netns=f"/run/netns/{host_ns}", memory=64 * MiB, privileged=True)
+    code, out, err = run(
+        rt,
+        "priv",
+        f"echo {48 * MiB} > {d}/{mem_file(rt)} && cat {d}/{mem_file(rt)}",
+        netns=f"/run/netns/{host_ns}",
+        memory=64 * MiB,
+        privileged=True,
+    )
     assert code == 0, err
     assert int(out) == 48 * MiB

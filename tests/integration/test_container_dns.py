@@ -1,5 +1,6 @@
 """Service discovery through the daemon: containers resolve each other by name and
 alias on user-defined networks (embedded resolver on the network's gateway)."""
+
 from __future__ import annotations
 
 from tests.integration.test_containers import BB, ct_inspect, ip_of, sleeper
@@ -37,7 +38,7 @@ def test_round_robin_alias(daemon):
     firsts = set()
     for _ in range(4):
         out = daemon.net("run", "--rm", "--net", "rr", BB, "nslookup", "svc").stdout
-        answer = out.split("Name:", 1)[-1]           # busybox prints the server's address first
+        answer = out.split("Name:", 1)[-1]  # busybox prints the server's address first
         addrs = [ln.split()[-1] for ln in answer.splitlines() if ln.startswith("Address")]
         assert len(addrs) == 3
         firsts.add(addrs[0])

@@ -1,5 +1,6 @@
 """Containers on one host, end to end: the daemon runs in a throwaway namespace, the
 `net` CLI starts real namespaced containers, and real packets are checked."""
+
 from __future__ import annotations
 
 import json
@@ -49,29 +50,52 @@ def test_mode_host_sees_host_namespace(daemon):
 
 
 def test_bridge_mode_address_route_gateway(daemon):
-    out = daemon.net("run", "--rm", BB, "sh", "-c",
-                     "ip -o -4 addr show eth0; ip route; ping -c1 -W2 172.17.0.1 >/dev/null && echo GW-OK").stdout
+    out = daemon.net(
+        "run",
+        "--rm",
+        BB,
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; ip route; ping -c1 -W2 172.17.0.1 >/dev/null && echo GW-OK",
+    ).stdout
     assert "172.17.0." in out and "/16" in out
     assert "default via 172.17.0.1 dev eth0" in out
     assert "GW-OK" in out
 
 
 def test_run_exit_code_streams_and_isolated_namespaces(daemon):
-    r = daemon.net("run", "--rm", "--hostname", "box1", BB, "sh", "-c",
-                   "echo out; echo err >&2; hostname; echo $$; exit 7", check=False)
+    r = daemon.net(
+        "run",
+        "--rm",
+        "--hostname",
+        "box1",
+        BB,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; hostname; echo $$; exit 7",
+        check=False,
+    )
     assert r.returncode == 7
     assert r.stdout.split() == ["out", "box1", "1"]
     assert r.stderr.strip() == "err"
-    assert daemon.net("ps", "-a", "-q").stdout.strip() == ""   # --rm removed it
+    assert daemon.net("ps", "-a", "-q").stdout.strip() == ""  # --rm removed it
 
 
 def test_container_mode_shares_network(daemon):
     x = run_d(daemon, "--name", "cx", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
     xip = ip_of(daemon, "cx")
-    out = daemon.net("run", "--rm", "--net", "container:cx", BB, "sh", "-c",
-                     "ip -o -4 addr show eth0; wget -q -O - http://127.0.0.1:8080/hostname").stdout
+    out = daemon.net(
+        "run",
+        "--rm",
+        "--net",
+        "container:cx",
+        BB,
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0; wget -q -O - http://127.0.0.1:8080/hostname",
+    ).stdout
     assert xip in out
-    assert x[:12] in out        # x's /etc/hostname served by x's httpd over x's loopback
+    assert x[:12] in out  # x's /etc/hostname served by x's httpd over x's loopback
 
 
 def test_same_network_ping_and_isolation_between_networks(daemon):
@@ -105,7 +129,7 @@ def test_icc_off_blocks_same_network(daemon):
     sleeper(daemon, "--name", "cq", "--net", "noicc")
     assert not ping(daemon, "cp", ip_of(daemon, "cq"))
     gw = ct_inspect(daemon, "cp")["NetworkSettings"]["Networks"]["noicc"]["Gateway"]
-    assert ping(daemon, "cp", gw)      # the host is still reachable
+    assert ping(daemon, "cp", gw)  # the host is still reachable
 
 
 def test_internal_network_has_no_route_out(daemon):
@@ -144,7 +168,9 @@ def _http_get(ns, host, port):
 
 
 def test_published_tcp_and_udp_ports(daemon):
-    web = run_d(daemon, "--name", "web", "-p", "18080:8080", "-p", "8080", BB, "httpd", "-f", "-p", "8080", "-h", "/etc")
+    web = run_d(
+        daemon, "--name", "web", "-p", "18080:8080", "-p", "8080", BB, "httpd", "-f", "-p", "8080", "-h", "/etc"
+    )
     ports = ct_inspect(daemon, "web")["NetworkSettings"]["Ports"]["8080/tcp"]
     host_ports = sorted(int(p["HostPort"]) for p in ports)
     assert 18080 in host_ports
@@ -156,7 +182,9 @@ def test_published_tcp_and_udp_ports(daemon):
     assert _http_get(daemon.ns, "127.0.0.1", 18080).stdout.strip() == web[:12]
     assert _http_get(daemon.ns, "172.17.0.1", ephemeral).stdout.strip() == web[:12]
     # From another container via the host address (hairpin).
-    out = daemon.net("run", "--rm", BB, "timeout", "5", BB, "wget", "-q", "-O", "-", "http://172.17.0.1:18080/hostname").stdout
+    out = daemon.net(
+        "run", "--rm", BB, "timeout", "5", BB, "wget", "-q", "-O", "-", "http://172.17.0.1:18080/hostname"
+    ).stdout
     assert out.strip() == web[:12]
     # UDP: a busybox nc echo-ish listener answering once.
     # The base interpreter: a venv under /tmp is not visible in a container (private /tmp).
@@ -193,8 +221,12 @@ def test_bad_input_one_line_nothing_created(daemon):
         time.sleep(0.1)
 
     def snapshot():
-        return (sorted(link_names(daemon.ns)), daemon.net("ps", "-a", "-q").stdout,
-                sorted(os.listdir(daemon.run_dir / "netns")) if (daemon.run_dir / "netns").exists() else [])
+        return (
+            sorted(link_names(daemon.ns)),
+            daemon.net("ps", "-a", "-q").stdout,
+            sorted(os.listdir(daemon.run_dir / "netns")) if (daemon.run_dir / "netns").exists() else [],
+        )
+
     before = snapshot()
     cases = [
         (["run", "--net", "nosuch", BB, "true"], "not found"),
@@ -229,7 +261,10 @@ def test_port_bound_by_process_is_refused(daemon):
 
 def _kernel_state(d):
     veths = sh("ip", "-n", d.ns, "-o", "link", "show", "type", "veth").stdout.count("\n")
-    bridges = sorted(ln.split(":")[1].strip() for ln in sh("ip", "-n", d.ns, "-o", "link", "show", "type", "bridge").stdout.splitlines())
+    bridges = sorted(
+        ln.split(":")[1].strip()
+        for ln in sh("ip", "-n", d.ns, "-o", "link", "show", "type", "bridge").stdout.splitlines()
+    )
     netns_files = sorted(os.listdir(d.run_dir / "netns")) if (d.run_dir / "netns").exists() else []
     return veths, bridges, netns_files
 
@@ -258,6 +293,7 @@ def test_cleanup_leaves_nothing(daemon):
 def templates_of(pid: int) -> list[int]:
     """The supervisor template processes whose parent is `pid` (a daemon)."""
     from cnm.runtime import files, linux
+
     out = []
     for p in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -333,16 +369,34 @@ def test_ipv6_network_addresses_routes_and_fixed_ip6(daemon):
 def test_rootfs_overlay_and_cgroup_limits(daemon, tmp_path):
     root = tmp_path / "rootfs"
     (root / "bin").mkdir(parents=True)
-    os.link(BB, root / "bin" / "busybox") if os.stat(BB).st_dev == os.stat(tmp_path).st_dev \
-        else __import__("shutil").copy(BB, root / "bin" / "busybox")
+    os.link(BB, root / "bin" / "busybox") if os.stat(BB).st_dev == os.stat(tmp_path).st_dev else __import__(
+        "shutil"
+    ).copy(BB, root / "bin" / "busybox")
     os.symlink("busybox", root / "bin" / "sh")
-    out = daemon.net("run", "--rm", "--rootfs", str(root), "/bin/sh", "-c",
-                     "/bin/busybox ls /; echo written > /new-file; /bin/busybox cat /new-file").stdout
+    out = daemon.net(
+        "run",
+        "--rm",
+        "--rootfs",
+        str(root),
+        "/bin/sh",
+        "-c",
+        "/bin/busybox ls /; echo written > /new-file; /bin/busybox cat /new-file",
+    ).stdout
     assert "bin" in out.split() and "written" in out
-    assert not (root / "new-file").exists()            # the lower layer is read-only
+    assert not (root / "new-file").exists()  # the lower layer is read-only
     # In its own cgroups, with its limits: /proc/self/cgroup says "/" (its cgroup namespace),
     # /sys/fs/cgroup shows those cgroups (v1: a directory per hierarchy; v2: one tree).
-    out = daemon.net("run", "--rm", "--memory", "64m", "--pids-limit", "10", BB, "sh", "-c",
-                     "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max "
-                     "/sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; true").stdout
+    out = daemon.net(
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "10",
+        BB,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max "
+        "/sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; true",
+    ).stdout
     assert out.split() == [str(64 * 1024 * 1024), "10"]

@@ -12,6 +12,7 @@ every subnet the workload used can be created again.
 
 Timing varies with the machine, so a replay kills at the same offsets and with the same
 operation choices, not necessarily at the same instruction."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,11 @@ def _seed() -> int:
 # Links another tool (a `net plugin serve`, another daemon) made in the daemon's namespace,
 # marked for ids this daemon never had, and one named like a half-made link of ours: the
 # daemon must never touch them.
-FOREIGN = {"br-foreign": ("bridge", "cnm:bridge:" + "f" * 64), "vethforeign": ("veth", "cnm:ep:" + "e" * 64),
-           "cnm0123456789ab": ("bridge", None)}
+FOREIGN = {
+    "br-foreign": ("bridge", "cnm:bridge:" + "f" * 64),
+    "vethforeign": ("veth", "cnm:ep:" + "e" * 64),
+    "cnm0123456789ab": ("bridge", None),
+}
 
 
 def _plant_foreign(ns: str) -> None:
@@ -62,14 +66,18 @@ def _check(d: Daemon, context: str, tally: Counter | None = None, more: list[str
 
 
 # What a restarted daemon says it did (its log), counted for the test's report.
-RECOVERY = {"reconcile: {}": re.compile(r"reconcile: (delete-link|remove-netns|unmount-foreign|remove-container|"
-                                    r"release-pool|released(?= \d+ host port))"),
-            "endpoints repaired": re.compile(r"endpoint \w+ on network .* repaired"),
-            "endpoints released": re.compile(r"endpoint \w+ released"),
-            "orphans released": re.compile(r"releasing orphaned"),
-            "network creations rolled back": re.compile(r"rolled back the creation of network"),
-            "network removals finished": re.compile(r"finished removing network"),
-            "container removals finished": re.compile(r"finishing the removal of container")}
+RECOVERY = {
+    "reconcile: {}": re.compile(
+        r"reconcile: (delete-link|remove-netns|unmount-foreign|remove-container|"
+        r"release-pool|released(?= \d+ host port))"
+    ),
+    "endpoints repaired": re.compile(r"endpoint \w+ on network .* repaired"),
+    "endpoints released": re.compile(r"endpoint \w+ released"),
+    "orphans released": re.compile(r"releasing orphaned"),
+    "network creations rolled back": re.compile(r"rolled back the creation of network"),
+    "network removals finished": re.compile(r"finished removing network"),
+    "container removals finished": re.compile(r"finishing the removal of container"),
+}
 
 
 def _recovered(log_text: str, into: Counter) -> None:
@@ -103,7 +111,7 @@ def _settle_restarts(api: APIClient, context: str, timeout: float = 60.0) -> Non
     while True:
         now = {c["Id"]: c["State"] for c in api.containers(all=True)}
         waiting = [cid[:12] for cid, st in now.items() if st == "restarting"]
-        if not waiting and now == before:      # twice the same: no start between timer and lock
+        if not waiting and now == before:  # twice the same: no start between timer and lock
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"{context}: still restarting after {timeout:g}s: {waiting}")
@@ -131,10 +139,11 @@ def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
         d.proc.wait(10)
         # While it is down, something else may break what it made (deterministic per seed).
         done = crash_damage.inflict(rng, d.ns, d.root, d.run_dir)
-        context = (f"seed {seed}, kill {kill}/{KILLS} at {offset:.2f}s into the workload; "
-                   f"in flight: {flying}" + (f"; while down: {done}" if done else ""))
+        context = f"seed {seed}, kill {kill}/{KILLS} at {offset:.2f}s into the workload; in flight: {flying}" + (
+            f"; while down: {done}" if done else ""
+        )
         log_from = d.log.stat().st_size
-        if rng.random() < 0.3:          # killed again while it starts up (adopting, sweeping)
+        if rng.random() < 0.3:  # killed again while it starts up (adopting, sweeping)
             at = rng.uniform(0.1, 1.5)
             answered = _start_then_kill(d, at, context)
             context += f"; killed again {at:.2f}s into its start-up" + (" (it was serving)" if answered else "")
@@ -177,26 +186,33 @@ def test_daemon_killed_at_random_points(make_daemon, host_ns, capsys):
             r = d.net("network", "rm", net["Name"], check=False)
             assert r.returncode == 0, f"{context}: network rm {net['Name']}: {r.stderr}"
     _check(d, context)
-    left = [link["ifname"] for link in crash_checks.links(d.ns)
-            if link["ifname"] not in ("lo", "cnm0", *FOREIGN, "vethforeignp")]
+    left = [
+        link["ifname"]
+        for link in crash_checks.links(d.ns)
+        if link["ifname"] not in ("lo", "cnm0", *FOREIGN, "vethforeignp")
+    ]
     assert not left, f"{context}: links left: {left}"
     assert not list((d.run_dir / "netns").glob("*")), f"{context}: namespaces left"
     assert not [p for p in (d.run_dir / "containers").glob("*") if len(p.name) == 64], f"{context}: containers left"
     shims = [p for p in crash_checks.pids_in(d.ns) if crash_checks.comm(p) == "cnm-shim"]
     assert not shims, f"{context}: supervisors left: {shims}"
-    for i, subnet in enumerate(sorted(work.subnets)):      # one at a time: an IPv6 one takes a default IPv4 pool
+    for i, subnet in enumerate(sorted(work.subnets)):  # one at a time: an IPv6 one takes a default IPv4 pool
         v6 = ":" in subnet
         r = d.net("network", "create", *(["--ipv6"] if v6 else []), "--subnet", subnet, f"again-{i}", check=False)
         assert r.returncode == 0, f"{context}: subnet {subnet} cannot be used again: {r.stderr}"
         d.net("network", "rm", f"again-{i}")
     with capsys.disabled():
-        print(f"crash test: {KILLS} kills in {time.monotonic() - started:.0f}s, "
-              f"{sum(c.done for c in work.members)} operations completed; no 5xx")
+        print(
+            f"crash test: {KILLS} kills in {time.monotonic() - started:.0f}s, "
+            f"{sum(c.done for c in work.members)} operations completed; no 5xx"
+        )
         print("  checked after the restarts (totals): " + _counts(checked))
         print("  the daemon's recovery (from its log): " + (_counts(recovered) or "nothing to do"))
         print("  damage done while it was down: " + (_counts(damage) or "none"))
-        print(f"  at the end: {ended} containers removed with rm -f, {removed} networks removed, nothing left; "
-              f"{len(work.subnets)} subnets created again")
+        print(
+            f"  at the end: {ended} containers removed with rm -f, {removed} networks removed, nothing left; "
+            f"{len(work.subnets)} subnets created again"
+        )
 
 
 def _counts(c: Counter) -> str:
@@ -205,10 +221,12 @@ def _counts(c: Counter) -> str:
 
 # -- net plugin serve ----------------------------------------------------------------------------
 
+
 def _serve(host_ns: str, argv: list[str], sock: Path, log: Path) -> subprocess.Popen:
     from tests.integration.test_plugins import start_in_ns
+
     if sock.exists():
-        sock.unlink()                 # a killed plugin's: wait for the new one's
+        sock.unlink()  # a killed plugin's: wait for the new one's
     return start_in_ns(host_ns, argv, sock, log, timeout=60)
 
 
@@ -218,8 +236,20 @@ def test_plugin_serve_killed_at_random_points(host_ns, tmp_path, capsys):
     plugin_dir, root, log = tmp_path / "plugins", tmp_path / "root", tmp_path / "serve.log"
     plugin_dir.mkdir()
     sock = plugin_dir / "cnmbridge.sock"
-    argv = [NET, "plugin", "serve", "--name", "cnmbridge", "--driver", "bridge", "--ipam", "--root", str(root),
-            "--plugin-dir", str(plugin_dir)]
+    argv = [
+        NET,
+        "plugin",
+        "serve",
+        "--name",
+        "cnmbridge",
+        "--driver",
+        "bridge",
+        "--ipam",
+        "--root",
+        str(root),
+        "--plugin-dir",
+        str(plugin_dir),
+    ]
     kills = max(KILLS * 2 // 3, 1)
     with capsys.disabled():
         print(f"\nplugin crash test: seed {seed}, {kills} kills (CNM_CRASH_SEED={seed} replays)")
@@ -235,9 +265,15 @@ def test_plugin_serve_killed_at_random_points(host_ns, tmp_path, capsys):
             proc = _serve(host_ns, argv, sock, log)
             found = crash_plugin.problems(host_ns, root, checked)
             checked["restarts checked"] += 1
-            assert not found, f"{context}\n  " + "\n  ".join(found) + "\n--- plugin log ---\n" + \
-                "\n".join(log.read_text().splitlines()[-40:])
-        assert not engine.server_errors, f"seed {seed}: the plugin answered 5xx:\n  " + "\n  ".join(engine.server_errors)
+            assert not found, (
+                f"{context}\n  "
+                + "\n  ".join(found)
+                + "\n--- plugin log ---\n"
+                + "\n".join(log.read_text().splitlines()[-40:])
+            )
+        assert not engine.server_errors, f"seed {seed}: the plugin answered 5xx:\n  " + "\n  ".join(
+            engine.server_errors
+        )
         context = f"seed {seed}, after {kills} plugin kills, the engine removing everything"
         left = engine.remove_everything()
         assert not left, f"{context}: " + "; ".join(left)
@@ -247,30 +283,36 @@ def test_plugin_serve_killed_at_random_points(host_ns, tmp_path, capsys):
         marked = [link["ifname"] for link in crash_checks.links(host_ns) if link.get("ifalias")]
         assert not marked, f"{context}: links left: {marked}"
         space, _ = engine.ipam.default_address_spaces()
-        for subnet in sorted(engine.subnets):       # every subnet usable again
+        for subnet in sorted(engine.subnets):  # every subnet usable again
             pool = engine.ipam.request_pool(space, subnet, None, {}, False)
             engine.ipam.release_pool(pool.pool_id)
-        said = {"recorded as left": "joined endpoints without a veth recorded as left",
-                "cut short is undone": "interrupted Joins undone",
-                "creation was interrupted": "interrupted network creations rolled back",
-                "released pool": "pools of no network released"}
+        said = {
+            "recorded as left": "joined endpoints without a veth recorded as left",
+            "cut short is undone": "interrupted Joins undone",
+            "creation was interrupted": "interrupted network creations rolled back",
+            "released pool": "pools of no network released",
+        }
         recovered = Counter(said[m.group(1)] for m in re.finditer("(" + "|".join(said) + ")", log.read_text()))
         with capsys.disabled():
             print(f"plugin crash test: {kills} kills; no 5xx; checked after the restarts (totals): {_counts(checked)}")
             print(f"  the plugin's recovery (from its log): {_counts(recovered) or 'nothing to do'}")
-            print(f"  at the end: the engine removed all it made, no record or marked link left, "
-                  f"{len(engine.subnets)} subnets reserved again")
+            print(
+                f"  at the end: the engine removed all it made, no record or marked link left, "
+                f"{len(engine.subnets)} subnets reserved again"
+            )
     finally:
         stop(proc)
 
 
 # -- net lab up, killed half-way -------------------------------------------------------------------
 
+
 def _lab_processes(name: str, builder: int | None = None) -> set[tuple[int, int]]:
     """(pid, start time) of every process in one of the lab's network namespaces, and
     their descendants (containers live in their sandboxes' namespaces); with `builder`
     (a `net lab up`), its descendants too (the daemon template it started)."""
     from cnm.lab import procs
+
     inodes = {procs.netns_inode(f"/run/netns/{ns}") for ns in test_lab.lab_namespaces(name)} - {None}
     found = set(procs.pids_in_netns(inodes)) if inodes else set()
     found |= {builder} if builder else set()
@@ -279,7 +321,7 @@ def _lab_processes(name: str, builder: int | None = None) -> set[tuple[int, int]
         if entry.isdigit():
             try:
                 text = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(text[text.rindex(")") + 2:].split()[1])
+                parents[int(entry)] = int(text[text.rindex(")") + 2 :].split()[1])
             except (OSError, ValueError):
                 pass
     grew = True
@@ -293,7 +335,7 @@ def _lab_processes(name: str, builder: int | None = None) -> set[tuple[int, int]
 def _cmdline(pid: int) -> str:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        comm, state = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2]
+        comm, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200].strip()
         return f"{comm}, state {state}: {argv}"
     except OSError:
@@ -305,12 +347,14 @@ def _let_templates_finish(seen: set[tuple[int, int]], grace: float = 30.0) -> No
     imports are done (it forks nothing after its lab command died): wait for that. And a
     process `down` SIGKILLed may still be in the kernel's exit (no memory left, so no
     command line; not yet a zombie): wait for those too, briefly."""
+
     def lingering(pid: int) -> bool:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
         return b"cnm.lab.zygote_main" in argv or not argv
+
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(lingering(p) and test_lab.still_running(p, s) for p, s in seen):
         time.sleep(0.05)
@@ -321,13 +365,21 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
     rng = random.Random(seed)
     rounds = max(KILLS // 4, 2)
     name = "u" + format(seed % 16**5, "05x")
-    doc = {"name": name, "hosts": ["h1", "h2"], "underlay": {"subnet": "198.18.7.0/24"},
-           "networks": [{"name": "n1", "subnet": "10.95.0.0/24"},
-                        {"name": "n2", "subnet": "10.96.0.0/24", "internal": True, "hosts": ["h1"]}],
-           "containers": [{"name": "c1", "host": "h1", "network": "n1", "ports": ["8080:80"]},
-                          {"name": "c2", "host": "h1", "network": "n2"},
-                          {"name": "c3", "host": "h2", "network": "n1"}],
-           "checks": [{"from": "c1", "ping": "c3"}]}
+    doc = {
+        "name": name,
+        "hosts": ["h1", "h2"],
+        "underlay": {"subnet": "198.18.7.0/24"},
+        "networks": [
+            {"name": "n1", "subnet": "10.95.0.0/24"},
+            {"name": "n2", "subnet": "10.96.0.0/24", "internal": True, "hosts": ["h1"]},
+        ],
+        "containers": [
+            {"name": "c1", "host": "h1", "network": "n1", "ports": ["8080:80"]},
+            {"name": "c2", "host": "h1", "network": "n2"},
+            {"name": "c3", "host": "h2", "network": "n1"},
+        ],
+        "checks": [{"from": "c1", "ping": "c3"}],
+    }
     path = test_lab.write_lab(tmp_path / "lab.yaml", doc)
     env = {**os.environ, "CNM_LAB_DIR": str(tmp_path)}
     env.pop("NET_HOST", None)
@@ -337,10 +389,15 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
         print(f"\nlab crash test: seed {seed}, {rounds} kills of `net lab up` (CNM_CRASH_SEED={seed} replays)")
     try:
         for kill in range(1, rounds + 1):
-            offset = rng.uniform(0.05, 1.0)       # an up of this lab takes ~0.6 s here idle, 2-4 s loaded
-            again = kill % 2 == 0        # then `up` again (it must clear what the killed one left), else `down`
-            up = subprocess.Popen([NET, "lab", "up", str(path)], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+            offset = rng.uniform(0.05, 1.0)  # an up of this lab takes ~0.6 s here idle, 2-4 s loaded
+            again = kill % 2 == 0  # then `up` again (it must clear what the killed one left), else `down`
+            up = subprocess.Popen(
+                [NET, "lab", "up", str(path)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 up.wait(offset)
                 finished = True
@@ -350,10 +407,12 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
             namespaces += len(test_lab.lab_namespaces(name))
             up.kill()
             up.wait()
-            again = again and not finished      # a lab that is up is "already up"
-            context = (f"seed {seed}, lab up {kill}/{rounds} killed at {offset:.2f}s"
-                       + (f" (it had finished: {up.returncode})" if finished else "")
-                       + (", then up again" if again else ", then down"))
+            again = again and not finished  # a lab that is up is "already up"
+            context = (
+                f"seed {seed}, lab up {kill}/{rounds} killed at {offset:.2f}s"
+                + (f" (it had finished: {up.returncode})" if finished else "")
+                + (", then up again" if again else ", then down")
+            )
             if finished:
                 assert up.returncode == 0, f"{context}: up failed on its own"
             if again:
@@ -372,11 +431,14 @@ def test_lab_up_killed_half_way(tmp_path, capsys):
             alive = [pid for pid, start in seen if test_lab.still_running(pid, start)]
             assert not alive, f"{context}: processes left: {alive}"
             processes += len(seen)
-            rounds_seen.append(f"{offset:.1f}s{' (had finished)' if finished else ''} then "
-                               f"{'up again + down' if again else 'down'}")
+            rounds_seen.append(
+                f"{offset:.1f}s{' (had finished)' if finished else ''} then {'up again + down' if again else 'down'}"
+            )
         with capsys.disabled():
-            print(f"lab crash test: {rounds} kills of `net lab up` ({'; '.join(rounds_seen)}); after each: "
-                  f"no namespace ({namespaces} existed at the kills), no process ({processes} seen, with their "
-                  f"descendants), no mount, no state directory left")
+            print(
+                f"lab crash test: {rounds} kills of `net lab up` ({'; '.join(rounds_seen)}); after each: "
+                f"no namespace ({namespaces} existed at the kills), no process ({processes} seen, with their "
+                f"descendants), no mount, no state directory left"
+            )
     finally:
-        test_lab.lab_cmd(tmp_path, "down", name, check=False, timeout=300)   # whatever a failure left
+        test_lab.lab_cmd(tmp_path, "down", name, check=False, timeout=300)  # whatever a failure left

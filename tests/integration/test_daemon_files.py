@@ -1,6 +1,7 @@
 """The daemon's files: private after a run with a secret in its environment (checked by
 mode and by reading as another user), the API socket usable by root's group only, and
 a refusal to start on directories another user could change."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import pytest
 from tests.integration.conftest import NET, Daemon
 
 BB = "/bin/busybox"
-OTHER = 4242                     # a uid (and gid) nobody on the machine uses
+OTHER = 4242  # a uid (and gid) nobody on the machine uses
 SECRET = "hunter2-" + os.urandom(6).hex()
 
 
@@ -35,8 +36,13 @@ def make(host_ns, open_base):
 
     def build(root: Path | None = None, run: Path | None = None) -> Daemon:
         run = run or open_base / "run"
-        d = Daemon(ns=host_ns, root=root or open_base / "root", run_dir=run, sock=run / "cnm.sock",
-                   log=open_base / f"daemon{len(made)}.log")
+        d = Daemon(
+            ns=host_ns,
+            root=root or open_base / "root",
+            run_dir=run,
+            sock=run / "cnm.sock",
+            log=open_base / f"daemon{len(made)}.log",
+        )
         made.append(d)
         return d
 
@@ -47,8 +53,12 @@ def make(host_ns, open_base):
 
 
 def as_user(uid: int, gid: int, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def reachable(path: Path, top: Path, bit_r: int, bit_x: int) -> bool:
@@ -63,8 +73,7 @@ def test_state_is_private_after_a_run_with_a_secret(make):
     d = make().start()
     d.net("run", "-d", "--name", "keeper", "-e", f"DBPASSWORD={SECRET}", BB, "sleep", "300")
     d.net("run", "--rm", "-e", f"TOKEN={SECRET}", BB, "true")
-    paths = [Path(dp) / n for top in (d.root, d.run_dir) for dp, dirs, files in os.walk(top)
-             for n in dirs + files]
+    paths = [Path(dp) / n for top in (d.root, d.run_dir) for dp, dirs, files in os.walk(top) for n in dirs + files]
     holding = [p for p in paths if stat.S_ISREG(os.lstat(p).st_mode) and SECRET.encode() in p.read_bytes()]
     assert holding, "the secret should be somewhere in the state (store, spec): else this test proves nothing"
     assert stat.S_IMODE(os.stat(d.root).st_mode) == 0o700
@@ -107,7 +116,7 @@ def test_refuses_a_run_dir_owned_by_another_user_with_a_planted_symlink(make, op
     run.mkdir(mode=0o755)
     elsewhere = open_base / "elsewhere"
     elsewhere.mkdir(mode=0o755)
-    (run / "containers").symlink_to(elsewhere)       # planted: the daemon must not follow it
+    (run / "containers").symlink_to(elsewhere)  # planted: the daemon must not follow it
     os.lchown(run / "containers", OTHER, OTHER)
     os.chown(run, OTHER, OTHER)
     refused(make(), f"--run-dir {run} belongs to uid {OTHER}")
@@ -149,6 +158,13 @@ def test_a_rootfs_container_sees_usual_modes(make, open_base):
     shutil.copy(BB, rootfs / "bin" / "busybox")
     os.symlink("busybox", rootfs / "bin" / "sh")
     d = make().start()
-    out = d.net("run", "--rm", "--rootfs", str(rootfs), "/bin/sh", "-c",
-                "umask; /bin/busybox stat -c %a / /etc/hosts; /bin/busybox touch /f; /bin/busybox stat -c %a /f").stdout
+    out = d.net(
+        "run",
+        "--rm",
+        "--rootfs",
+        str(rootfs),
+        "/bin/sh",
+        "-c",
+        "umask; /bin/busybox stat -c %a / /etc/hosts; /bin/busybox touch /f; /bin/busybox stat -c %a /f",
+    ).stdout
     assert out.split() == ["0022", "755", "644", "644"]

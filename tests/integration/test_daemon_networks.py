@@ -1,5 +1,6 @@
 """The daemon in a throwaway namespace, driven by the `net` CLI: round trips, kernel
 state, bad input, restarts."""
+
 from __future__ import annotations
 
 import json
@@ -30,15 +31,34 @@ def test_builtin_networks_and_default_bridge(daemon):
 
 
 def test_create_inspect_rm_roundtrip(daemon):
-    nid = daemon.net("create", "--subnet", "10.77.0.0/24", "--ip-range", "10.77.0.128/25",
-                     "--gateway", "10.77.0.1", "--aux-address", "r=10.77.0.2",
-                     "-o", "com.docker.network.driver.mtu=1400", "--label", "team=a", "front").stdout.strip()
+    nid = daemon.net(
+        "create",
+        "--subnet",
+        "10.77.0.0/24",
+        "--ip-range",
+        "10.77.0.128/25",
+        "--gateway",
+        "10.77.0.1",
+        "--aux-address",
+        "r=10.77.0.2",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "--label",
+        "team=a",
+        "front",
+    ).stdout.strip()
     assert len(nid) == 64
     net = inspect(daemon, "front")
     assert net["Id"] == nid and net["Name"] == "front" and net["Driver"] == "bridge"
     assert net["Scope"] == "local" and net["Labels"] == {"team": "a"}
-    assert net["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "IPRange": "10.77.0.128/25",
-                                      "Gateway": "10.77.0.1", "AuxiliaryAddresses": {"r": "10.77.0.2"}}]
+    assert net["IPAM"]["Config"] == [
+        {
+            "Subnet": "10.77.0.0/24",
+            "IPRange": "10.77.0.128/25",
+            "Gateway": "10.77.0.1",
+            "AuxiliaryAddresses": {"r": "10.77.0.2"},
+        }
+    ]
     assert inspect(daemon, nid[:10])["Id"] == nid
     bridge = f"br-{nid[:12]}"
     link = sh("ip", "-n", daemon.ns, "-d", "link", "show", bridge).stdout
@@ -84,8 +104,7 @@ BAD_INPUT = [
 
 
 def kernel_and_state(d):
-    return (sorted(link_names(d.ns)), d.net("ls", "--format", "json").stdout,
-            sh("ip", "-n", d.ns, "-o", "addr").stdout)
+    return (sorted(link_names(d.ns)), d.net("ls", "--format", "json").stdout, sh("ip", "-n", d.ns, "-o", "addr").stdout)
 
 
 def test_bad_input_one_line_nonzero_no_change(daemon):
@@ -104,6 +123,7 @@ def test_no_daemon_message(tmp_path):
     import subprocess
 
     from tests.integration.conftest import NET
+
     r = subprocess.run([NET, "-H", f"unix://{tmp_path}/none.sock", "ls"], capture_output=True, text=True)
     assert r.returncode != 0
     assert "net daemon" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -152,10 +172,16 @@ def test_docker_cli_shows_our_error_message(daemon):
     exactly; with a charset it printed the raw JSON body."""
     import shutil
     import subprocess
+
     docker = shutil.which("docker")
     if docker is None:
         pytest.skip("no docker CLI on PATH (setup installs docker.io)")
-    r = subprocess.run([docker, "-H", daemon.host, "network", "create", "--subnet", "10.0.0.0/33", "x"],
-                       capture_output=True, text=True, timeout=60, env={**os.environ, "DOCKER_CONFIG": str(daemon.root)})
+    r = subprocess.run(
+        [docker, "-H", daemon.host, "network", "create", "--subnet", "10.0.0.0/33", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DOCKER_CONFIG": str(daemon.root)},
+    )
     assert r.returncode != 0
     assert r.stderr.strip() == "Error response from daemon: invalid subnet 10.0.0.0/33", r.stderr

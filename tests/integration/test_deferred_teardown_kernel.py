@@ -4,6 +4,7 @@ interface's name, while the veth is deleted in the background and its address st
 held until then; a daemon killed with deletions pending leaves nothing its next start
 does not clean. CNM_GRAVEYARD_DELAY holds the deletions back, so that they are surely
 pending when the test looks (or kills the daemon)."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,11 @@ BB = "/bin/busybox"
 def links(ns: str, *selector: str) -> list[tuple[str, str]]:
     """(name, state flags) of the links `ip link show SELECTOR` lists in `ns`."""
     out = sh("ip", "-n", ns, "-o", "link", "show", *selector).stdout
-    return [(line.split(":")[1].strip().split("@")[0], line.split("<")[1].split(">")[0])
-            for line in out.splitlines() if line.strip()]
+    return [
+        (line.split(":")[1].strip().split("@")[0], line.split("<")[1].split(">")[0])
+        for line in out.splitlines()
+        if line.strip()
+    ]
 
 
 def retired(ns: str) -> list[str]:

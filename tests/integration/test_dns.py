@@ -9,6 +9,7 @@ Topology (all inside namespaces this test creates):
   up: dnsmasq  10.89.9.2, answers upstream.test -> 198.18.9.9
 Lookups are made with busybox nslookup from the container namespaces.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,18 +29,52 @@ DNSMASQ = "/usr/sbin/dnsmasq"
 NA, NB, NC = "a" * 64, "b" * 64, "c" * 64
 C1, C2, C3 = "1" * 64, "2" * 64, "3" * 64
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(BUSYBOX) and os.path.exists(DNSMASQ)),
-                                reason="needs /bin/busybox (busybox-static) and /usr/sbin/dnsmasq (dnsmasq-base)")
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(BUSYBOX) and os.path.exists(DNSMASQ)),
+    reason="needs /bin/busybox (busybox-static) and /usr/sbin/dnsmasq (dnsmasq-base)",
+)
 
 ENDPOINTS = [
-    dict(network_id=NA, network_name="neta", endpoint_id="e1a", container_id=C1, name="web",
-         aliases=["frontend", "svc"], ipv4="10.89.0.2/24", ipv6="fd89::2/64"),
-    dict(network_id=NA, network_name="neta", endpoint_id="e2a", container_id=C2, name="client",
-         aliases=["svc"], ipv4="10.89.0.3/24", ipv6=None),
-    dict(network_id=NB, network_name="netb", endpoint_id="e2b", container_id=C2, name="client",
-         aliases=[], ipv4="10.89.1.3/24", ipv6=None),
-    dict(network_id=NB, network_name="netb", endpoint_id="e3b", container_id=C3, name="db",
-         aliases=[], ipv4="10.89.1.4/24", ipv6=None),
+    dict(
+        network_id=NA,
+        network_name="neta",
+        endpoint_id="e1a",
+        container_id=C1,
+        name="web",
+        aliases=["frontend", "svc"],
+        ipv4="10.89.0.2/24",
+        ipv6="fd89::2/64",
+    ),
+    dict(
+        network_id=NA,
+        network_name="neta",
+        endpoint_id="e2a",
+        container_id=C2,
+        name="client",
+        aliases=["svc"],
+        ipv4="10.89.0.3/24",
+        ipv6=None,
+    ),
+    dict(
+        network_id=NB,
+        network_name="netb",
+        endpoint_id="e2b",
+        container_id=C2,
+        name="client",
+        aliases=[],
+        ipv4="10.89.1.3/24",
+        ipv6=None,
+    ),
+    dict(
+        network_id=NB,
+        network_name="netb",
+        endpoint_id="e3b",
+        container_id=C3,
+        name="db",
+        aliases=[],
+        ipv4="10.89.1.4/24",
+        ipv6=None,
+    ),
 ]
 
 # Sends raw payloads (hex, one per argv) over UDP, then one over TCP, to SERVER:53 and
@@ -92,10 +127,12 @@ class Lab:
             sh("ip", "-n", h, "link", "set", br, "up")
         sh("ip", "-n", h, "addr", "add", "fd89::1/64", "dev", "br-a", "nodad")
         self.c = {k: self.ns(k) for k in ("c1", "c2", "c3")}
-        for ns_key, ifname, br, cidr in (("c1", "eth0", "br-a", "10.89.0.2/24"),
-                                         ("c2", "eth0", "br-a", "10.89.0.3/24"),
-                                         ("c2", "eth1", "br-b", "10.89.1.3/24"),
-                                         ("c3", "eth0", "br-b", "10.89.1.4/24")):
+        for ns_key, ifname, br, cidr in (
+            ("c1", "eth0", "br-a", "10.89.0.2/24"),
+            ("c2", "eth0", "br-a", "10.89.0.3/24"),
+            ("c2", "eth1", "br-b", "10.89.1.3/24"),
+            ("c3", "eth0", "br-b", "10.89.1.4/24"),
+        ):
             peer = f"v{ns_key}{ifname[-1]}"
             sh("ip", "-n", h, "link", "add", peer, "type", "veth", "peer", "name", ifname, "netns", self.c[ns_key])
             sh("ip", "-n", h, "link", "set", peer, "master", br, "up")
@@ -111,11 +148,28 @@ class Lab:
 
     def start_dnsmasq(self) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.up, DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts",
-             "--conf-file=/dev/null", "--user=root", "--address=/upstream.test/198.18.9.9",
-             "--listen-address=10.89.9.2", "--bind-interfaces", "--port", "53",
-             f"--pid-file={self.tmp / 'dnsmasq.pid'}"],
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "dnsmasq.log", "wb"), start_new_session=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.up,
+                DNSMASQ,
+                "--no-daemon",
+                "--no-resolv",
+                "--no-hosts",
+                "--conf-file=/dev/null",
+                "--user=root",
+                "--address=/upstream.test/198.18.9.9",
+                "--listen-address=10.89.9.2",
+                "--bind-interfaces",
+                "--port",
+                "53",
+                f"--pid-file={self.tmp / 'dnsmasq.pid'}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / "dnsmasq.log", "wb"),
+            start_new_session=True,
+        )
         self.procs.append(proc)
         deadline = time.monotonic() + 10
         while "10.89.9.2:53" not in ns_sh(self.up, "ss", "-lnu").stdout.replace("%", ""):
@@ -125,14 +179,27 @@ class Lab:
 
     def start_resolver(self, upstreams: list[str]) -> None:
         cfg = self.tmp / "resolver.json"
-        cfg.write_text(json.dumps({"port": 53, "upstreams": upstreams, "upstream_timeout": 1.0,
-                                   # 10.89.2.1 is nowhere yet: IP_FREEBIND must bind it anyway.
-                                   "listeners": [[NA, "10.89.0.1"], [NA, "fd89::1"], [NB, "10.89.1.1"],
-                                                 [NC, "10.89.2.1"]],
-                                   "endpoints": ENDPOINTS}))
-        proc = subprocess.Popen(["ip", "netns", "exec", self.host, sys.executable, "-m", "cnm.dns.standalone", str(cfg)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.tmp / "resolver.log", "wb"),
-                                text=True, cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+        cfg.write_text(
+            json.dumps(
+                {
+                    "port": 53,
+                    "upstreams": upstreams,
+                    "upstream_timeout": 1.0,
+                    # 10.89.2.1 is nowhere yet: IP_FREEBIND must bind it anyway.
+                    "listeners": [[NA, "10.89.0.1"], [NA, "fd89::1"], [NB, "10.89.1.1"], [NC, "10.89.2.1"]],
+                    "endpoints": ENDPOINTS,
+                }
+            )
+        )
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.host, sys.executable, "-m", "cnm.dns.standalone", str(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self.tmp / "resolver.log", "wb"),
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+            start_new_session=True,
+        )
         self.procs.append(proc)
         self.resolver = proc
         line = proc.stdout.readline()
@@ -218,6 +285,7 @@ def test_forwarded_to_upstream(lab):
 
 def test_upstream_over_tcp(lab):
     from dnslib import DNSRecord
+
     (reply,) = lab.probe("c1", "tcp", [DNSRecord.question("upstream.test").pack()])
     assert [str(rr.rdata) for rr in DNSRecord.parse(reply).rr] == ["198.18.9.9"]
     (reply,) = lab.probe("c1", "tcp", [DNSRecord.question("web").pack()])
@@ -226,18 +294,35 @@ def test_upstream_over_tcp(lab):
 
 def test_no_upstream_answers_servfail(lab):
     from dnslib import RCODE, DNSRecord
-    lab.command(op="upstreams", upstreams=["10.89.9.77"])     # nobody there
+
+    lab.command(op="upstreams", upstreams=["10.89.9.77"])  # nobody there
     t0 = time.monotonic()
-    r = ns_sh(lab.c["c1"], sys.executable, "-c", PROBE.replace("settimeout(0.7)", "settimeout(3)"),
-              "10.89.0.1", "udp", DNSRecord.question("upstream.test").pack().hex())
+    r = ns_sh(
+        lab.c["c1"],
+        sys.executable,
+        "-c",
+        PROBE.replace("settimeout(0.7)", "settimeout(3)"),
+        "10.89.0.1",
+        "udp",
+        DNSRecord.question("upstream.test").pack().hex(),
+    )
     reply = bytes.fromhex(json.loads(r.stdout)[0])
     assert DNSRecord.parse(reply).header.rcode == RCODE.SERVFAIL
     assert time.monotonic() - t0 < 3
 
 
 def test_add_and_remove_take_effect_at_once(lab):
-    lab.command(op="add", network_id=NA, network_name="neta", endpoint_id="e4a", container_id="4" * 64,
-                name="late", aliases=[], ipv4="10.89.0.44/24", ipv6=None)
+    lab.command(
+        op="add",
+        network_id=NA,
+        network_name="neta",
+        endpoint_id="e4a",
+        container_id="4" * 64,
+        name="late",
+        aliases=[],
+        ipv4="10.89.0.44/24",
+        ipv6=None,
+    )
     assert answers(lab.nslookup("c2", "late")) == ["10.89.0.44"]
     lab.command(op="remove", endpoint_id="e1a")
     assert answers(lab.nslookup("c2", "web")) == []
@@ -255,8 +340,10 @@ def test_repeated_queries_come_from_the_reply_cache_and_follow_changes(lab):
         rec.header.id = qid
         return bytes(rec.pack())
 
-    replies = [DNSRecord.parse(r) for r in lab.probe("c1", "udp", [q("svc", i) for i in range(1, 5)] +
-                                                      [q("web", 7), q("web", 8)])]
+    replies = [
+        DNSRecord.parse(r)
+        for r in lab.probe("c1", "udp", [q("svc", i) for i in range(1, 5)] + [q("web", 7), q("web", 8)])
+    ]
     assert [r.header.id for r in replies] == [1, 2, 3, 4, 7, 8]
     firsts = [str(r.rr[0].rdata) for r in replies[:4]]
     assert firsts[0] != firsts[1] and firsts[:2] == firsts[2:], firsts
@@ -265,7 +352,7 @@ def test_repeated_queries_come_from_the_reply_cache_and_follow_changes(lab):
     lab.command(op="remove", endpoint_id="e1a")
     (svc, web) = [DNSRecord.parse(r) for r in lab.probe("c1", "udp", [q("svc", 9), q("web", 10)])]
     assert [str(rr.rdata) for rr in svc.rr] == ["10.89.0.3"]
-    assert web.rr == [] and web.header.aa == 0          # not ours any more: the upstream's answer
+    assert web.rr == [] and web.header.aa == 0  # not ours any more: the upstream's answer
 
 
 def test_malformed_packets_do_not_hurt(lab):
@@ -275,7 +362,7 @@ def test_malformed_packets_do_not_hurt(lab):
     good = bytes(DNS(id=0x1001, rd=1, qd=DNSQR(qname="web")))
     truncated_header = good[:7]
     bad_label = bytearray(good)
-    bad_label[12] = 0x3F                                        # label claims 63 bytes
+    bad_label[12] = 0x3F  # label claims 63 bytes
     loop = bytes(DNS(id=0x1003, qdcount=1, qd=[]))[:12] + b"\xc0\x0c\x00\x01\x00\x01"
     garbage = bytes(DNS(id=0x1004, qdcount=1, qd=[]))[:12] + os.urandom(4096 - 12)
     no_question = bytes(DNS(id=0x1005, qdcount=0, qd=[]))[:12]
@@ -288,9 +375,13 @@ def test_malformed_packets_do_not_hurt(lab):
     # Same over TCP, then garbage framing (length prefix promising more than is sent).
     tcp = lab.probe("c1", "tcp", [bytes(bad_label), loop])
     assert all(DNSRecord.parse(r).header.rcode == RCODE.FORMERR for r in tcp)
-    ns_sh(lab.c["c1"], sys.executable, "-c",
-          "import socket; s=socket.create_connection(('10.89.0.1',53),timeout=2); "
-          "s.sendall(b'\\xff\\xff' + b'x' * 100); s.close()")
+    ns_sh(
+        lab.c["c1"],
+        sys.executable,
+        "-c",
+        "import socket; s=socket.create_connection(('10.89.0.1',53),timeout=2); "
+        "s.sendall(b'\\xff\\xff' + b'x' * 100); s.close()",
+    )
     assert lab.alive()
     assert answers(lab.nslookup("c1", "web")) == ["10.89.0.2"]
     assert answers(lab.nslookup("c1", "upstream.test", qtype="a")) == ["198.18.9.9"]

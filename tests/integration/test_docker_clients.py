@@ -4,6 +4,7 @@ test names its objects uniquely and removes them.
 
 Covers what does not need the container lifecycle: version negotiation, info, error
 shapes, events, network filters and prune, ps filters, container prune."""
+
 from __future__ import annotations
 
 import json
@@ -53,6 +54,7 @@ run_ct = run_container
 
 # -- versions, info, errors ---------------------------------------------------------------
 
+
 def test_cli_negotiates_the_api_version(cli):
     server = cli("version", "--format", "{{.Server.APIVersion}} {{.Server.MinAPIVersion}}").stdout.split()
     assert server == ["1.43", "1.24"]
@@ -65,9 +67,10 @@ def test_versions_out_of_range_are_refused_as_docker_does(cli, daemon):
     r = cli("network", "ls", check=False, env={"DOCKER_API_VERSION": "1.99"})
     assert r.returncode != 0
     assert error_line(r).endswith("client version 1.99 is too new. Maximum supported API version is 1.43")
-    r = cli("version", check=False, env={"DOCKER_API_VERSION": "1.12"})   # (network ls: the CLI refuses it)
+    r = cli("version", check=False, env={"DOCKER_API_VERSION": "1.12"})  # (network ls: the CLI refuses it)
     assert "client version 1.12 is too old. Minimum supported API version is 1.24" in error_line(r)
     from cnm.api.transport import UnixSocketTransport
+
     status, headers, _ = UnixSocketTransport(str(daemon.sock)).request("GET", "/v1.41/networks")
     assert status == 200 and headers["api-version"] == "1.43" and headers["ostype"] == "linux"
 
@@ -78,8 +81,8 @@ def test_info(cli, daemon, dpy):
     assert info["DockerRootDir"] == str(daemon.root) and info["Swarm"]["LocalNodeState"] == "inactive"
     assert info["NCPU"] >= 1 and info["MemTotal"] > 0 and info["OSType"] == "linux"
     assert {"bridge", "overlay", "null", "host"} <= set(info["Plugins"]["Network"])
-    assert info["ID"] == dpy.info()["ID"] != ""          # stable across calls and clients
-    r = cli("info")                                      # the human form prints with no error
+    assert info["ID"] == dpy.info()["ID"] != ""  # stable across calls and clients
+    r = cli("info")  # the human form prints with no error
     assert "Server Version" in r.stdout and "ERROR" not in r.stdout + r.stderr
 
 
@@ -87,12 +90,16 @@ def test_errors_are_one_line_messages(cli):
     r = cli("network", "rm", "bridge", check=False)
     assert r.returncode == 1
     assert error_line(r) == "Error response from daemon: bridge is a pre-defined network and cannot be removed"
-    r = cli("network", "inspect", "nosuchnet", check=False)    # 20.10 words a 404 itself, newer ones don't
-    assert r.returncode == 1 and error_line(r) in ("Error: No such network: nosuchnet",
-                                                   "Error response from daemon: network nosuchnet not found")
+    r = cli("network", "inspect", "nosuchnet", check=False)  # 20.10 words a 404 itself, newer ones don't
+    assert r.returncode == 1 and error_line(r) in (
+        "Error: No such network: nosuchnet",
+        "Error response from daemon: network nosuchnet not found",
+    )
     r = cli("network", "create", "--scope", "swarm", uniq("sw"), check=False)
-    assert error_line(r) == ('Error response from daemon: This node is not a swarm manager. Use "docker '
-                             'swarm init" or "docker swarm join" to connect this node to swarm and try again.')
+    assert error_line(r) == (
+        'Error response from daemon: This node is not a swarm manager. Use "docker '
+        'swarm init" or "docker swarm join" to connect this node to swarm and try again.'
+    )
     for flags in (["--config-only"], ["--config-from", "base"]):
         r = cli("network", "create", *flags, uniq("cfg"), check=False)
         assert r.returncode == 1 and "not supported" in error_line(r)
@@ -100,6 +107,7 @@ def test_errors_are_one_line_messages(cli):
 
 
 # -- networks: ls filters, prune filters ----------------------------------------------------
+
 
 def test_network_prune_keeps_what_the_filters_exclude(cli):
     tag = secrets.token_hex(3)
@@ -112,7 +120,7 @@ def test_network_prune_keeps_what_the_filters_exclude(cli):
     # Once, `prune --filter label=nomatch` deleted every unused network.
     out = cli("network", "prune", "-f", "--filter", "label=nomatch").stdout
     assert mine() == sorted([keep, other, bare]) and "Deleted" not in out
-    cli("network", "prune", "-f", "--filter", "until=1h")            # all younger than that
+    cli("network", "prune", "-f", "--filter", "until=1h")  # all younger than that
     assert mine() == sorted([keep, other, bare])
     out = cli("network", "prune", "-f", "--filter", f"label=t={tag}", "--filter", "label!=keep").stdout
     assert bare in out and mine() == sorted([keep, other])
@@ -142,19 +150,33 @@ def test_network_ls_dangling_and_docker_py_prune(dpy, cli):
 
 # -- events -----------------------------------------------------------------------------------
 
+
 def test_events_since_until_and_filters(dpy, cli):
     start = time.time()
     name = uniq("evnet")
     n = dpy.networks.create(name)
     n.remove()
-    time.sleep(1.1)                       # the CLI's `--until 0s` is whole seconds
+    time.sleep(1.1)  # the CLI's `--until 0s` is whole seconds
     until = time.time()
     events = list(dpy.events(since=start - 1, until=until, decode=True, filters={"network": name}))
-    assert [(e["Type"], e["Action"], e["Actor"]["Attributes"]["name"]) for e in events] == \
-        [("network", "create", name), ("network", "destroy", name)]
+    assert [(e["Type"], e["Action"], e["Actor"]["Attributes"]["name"]) for e in events] == [
+        ("network", "create", name),
+        ("network", "destroy", name),
+    ]
     assert events[0]["Actor"]["ID"] == n.id and events[0]["scope"] == "local"
-    lines = cli.lines("events", "--since", "1m", "--until", "0s", "--filter", f"network={name}",
-                      "--filter", "event=destroy", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}")
+    lines = cli.lines(
+        "events",
+        "--since",
+        "1m",
+        "--until",
+        "0s",
+        "--filter",
+        f"network={name}",
+        "--filter",
+        "event=destroy",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    )
     assert lines == [f"network destroy {name}"]
     r = cli("events", "--since", "1m", "--until", "0s", "--filter", "bogus=1", check=False)
     assert r.returncode != 0 and "invalid filter 'bogus'" in error_line(r)
@@ -166,9 +188,18 @@ def test_events_stream_live(cli, dpy):
     removed until its events come through — then the stream is live — and only then the
     network under test (both names in one `network` filter: Docker ORs a key's values)."""
     name, probe = uniq("live"), uniq("probe")
-    proc = cli.popen("events", "--filter", "type=network", "--filter", f"network={name}",
-                     "--filter", f"network={probe}", "--format", "{{.Action}} {{.Actor.Attributes.name}}",
-                     stdout=subprocess.PIPE)
+    proc = cli.popen(
+        "events",
+        "--filter",
+        "type=network",
+        "--filter",
+        f"network={name}",
+        "--filter",
+        f"network={probe}",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+        stdout=subprocess.PIPE,
+    )
     out = b""
 
     def read_until(done, timeout: float) -> bool:
@@ -205,26 +236,33 @@ def test_container_and_connect_events(dpy):
     ct.remove()
     net.remove()
     until = time.time() + 0.01
-    got = [(e["Type"], e["Action"]) for e in dpy.events(since=start - 1, until=until, decode=True,
-                                                          filters={"label": "app=ev"})]
+    got = [
+        (e["Type"], e["Action"])
+        for e in dpy.events(since=start - 1, until=until, decode=True, filters={"label": "app=ev"})
+    ]
     assert ("container", "create") in got and ("container", "start") in got and ("container", "destroy") in got
-    die = [e for e in dpy.events(since=start - 1, until=until, decode=True,
-                                 filters={"container": name, "event": "die"})]
+    die = [
+        e for e in dpy.events(since=start - 1, until=until, decode=True, filters={"container": name, "event": "die"})
+    ]
     assert [e["Actor"]["Attributes"]["exitCode"] for e in die] == ["7"]
-    assert die[0]["id"] == ct.id and die[0]["status"] == "die"       # the legacy fields too
-    conn = [e["Action"] for e in dpy.events(since=start - 1, until=until, decode=True,
-                                            filters={"network": netname, "type": "network"})]
+    assert die[0]["id"] == ct.id and die[0]["status"] == "die"  # the legacy fields too
+    conn = [
+        e["Action"]
+        for e in dpy.events(since=start - 1, until=until, decode=True, filters={"network": netname, "type": "network"})
+    ]
     assert conn[:1] == ["create"] and "connect" in conn and "disconnect" in conn and conn[-1] == "destroy"
 
 
 # -- containers: ps filters, prune ------------------------------------------------------------
 
+
 def test_ps_filters_and_container_prune(dpy, cli):
     tag = secrets.token_hex(3)
     netname = f"psnet-{tag}"
     dpy.networks.create(netname)
-    up = run_ct(dpy, f"up-{tag}", ["sleep", "60"], network=netname, labels={"t": tag, "role": "web"},
-                ports={"80/tcp": None})
+    up = run_ct(
+        dpy, f"up-{tag}", ["sleep", "60"], network=netname, labels={"t": tag, "role": "web"}, ports={"80/tcp": None}
+    )
     three = run_ct(dpy, f"three-{tag}", ["sh", "-c", "exit 3"], labels={"t": tag})
     zero = run_ct(dpy, f"zero-{tag}", ["true"], labels={"t": tag, "keep": "1"})
     try:
@@ -260,25 +298,27 @@ def test_ps_filters_and_container_prune(dpy, cli):
 
 # -- wait --------------------------------------------------------------------------------------
 
+
 def test_wait_conditions_and_headers_at_once(dpy, daemon, cli):
     import threading
 
     from cnm.api.transport import UnixSocketTransport
+
     name = uniq("wait")
     ct = run_ct(dpy, name, ["sh", "-c", "sleep 2; exit 4"])
     raw = UnixSocketTransport(str(daemon.sock))
     began = time.monotonic()
     resp = raw.stream("POST", f"/v1.43/containers/{name}/wait?condition=not-running")
-    assert resp.status == 200 and time.monotonic() - began < 1.5     # headers before the exit
+    assert resp.status == 200 and time.monotonic() - began < 1.5  # headers before the exit
     assert json.loads(resp.read()) == {"StatusCode": 4, "Error": None}
     resp.close()
-    assert ct.wait(condition="not-running", timeout=10)["StatusCode"] == 4       # at once now
+    assert ct.wait(condition="not-running", timeout=10)["StatusCode"] == 4  # at once now
     assert cli("wait", name).stdout.strip() == "4"
     removed: list = []
     waiter = threading.Thread(target=lambda: removed.append(ct.wait(condition="removed", timeout=20)))
     waiter.start()
     time.sleep(0.5)
-    assert not removed                     # still there: still waiting
+    assert not removed  # still there: still waiting
     ct.remove()
     waiter.join(10)
     assert removed == [{"StatusCode": 4, "Error": None}]
@@ -289,6 +329,7 @@ def test_wait_conditions_and_headers_at_once(dpy, daemon, cli):
 
 
 # -- system df, system prune ----------------------------------------------------------------
+
 
 def test_system_df_and_system_prune(cli, dpy):
     tag = secrets.token_hex(3)

@@ -1,6 +1,7 @@
 """Debian's docker-compose 1.29 (docker-py inside) runs examples/compose/docker-compose.yml
 against our daemon: three services on two networks with aliases, a published port,
 environment and depends_on — up -d, ps, logs, exec, stop, start, down."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ def compose(daemon):
 
     def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         env = {"PATH": "/usr/bin:/bin", "DOCKER_HOST": daemon.host, "COMPOSE_INTERACTIVE_NO_CLI": "1"}
-        r = subprocess.run([binary, "-f", str(COMPOSE_FILE), "-p", project, "--no-ansi", *args],
-                           capture_output=True, text=True, timeout=timeout, env=env)
+        r = subprocess.run(
+            [binary, "-f", str(COMPOSE_FILE), "-p", project, "--no-ansi", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"docker-compose {' '.join(args)} failed ({r.returncode}):\n{r.stderr}{r.stdout}")
         return r
@@ -58,15 +64,16 @@ def test_compose_up_ps_logs_exec_stop_start_down(compose, daemon):
     assert set(ps) == {"db", "api", "web"} and all(" Up" in s for s in ps.values())
     assert "0.0.0.0:8080->80/tcp" in ps["web"]
     logs = compose("logs").stdout
-    assert "db up as primary" in logs and "api orders up" in logs and "web up" in logs   # environment
+    assert "db up as primary" in logs and "api orders up" in logs and "web up" in logs  # environment
     # web reaches api by its alias on front; api reaches db by its alias on back
-    out = compose("exec", "-T", "web", "sh", "-c",
-                  'printf "GET /hostname HTTP/1.0\\r\\n\\r\\n" | busybox nc backend 8000').stdout
+    out = compose(
+        "exec", "-T", "web", "sh", "-c", 'printf "GET /hostname HTTP/1.0\\r\\n\\r\\n" | busybox nc backend 8000'
+    ).stdout
     api_id = compose("ps", "-q", "api").stdout.strip()
     assert out.startswith("HTTP/1.") and api_id[:12] in out
     assert compose("exec", "-T", "api", "busybox", "nslookup", "database").returncode == 0
     r = compose("exec", "-T", "web", "busybox", "nslookup", "database", check=False)
-    assert r.returncode != 0                       # no network in common with db
+    assert r.returncode != 0  # no network in common with db
     # the published port answers on the host (the daemon's namespace)
     out = ns_sh(daemon.ns, "sh", "-c", 'printf "GET /hostname HTTP/1.0\\r\\n\\r\\n" | busybox nc 127.0.0.1 8080').stdout
     assert out.startswith("HTTP/1.")

@@ -4,6 +4,7 @@ clean removal, and our errors surfacing as Docker's. dockerd, its containerd, th
 and the containers all run inside one throwaway network namespace (tests/integration/
 dockerd.py); the module skips, saying why, where dockerd is missing or cannot start.
 Set CNM_REQUIRE_DOCKER=1 to make "cannot start" a failure instead (CI with docker.io)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -65,9 +66,25 @@ def engine(dk_ns, dk_tmp):
 
 def serve(dk_ns, dk_tmp):
     sock = dk_tmp / "plugins" / f"{PLUGIN}.sock"
-    return start_in_ns(dk_ns, [NET, "plugin", "serve", "--name", PLUGIN, "--driver", "bridge", "--ipam",
-                               "--plugin-dir", str(dk_tmp / "plugins"), "--root", str(dk_tmp / "proot")],
-                       sock, dk_tmp / "serve.log")
+    return start_in_ns(
+        dk_ns,
+        [
+            NET,
+            "plugin",
+            "serve",
+            "--name",
+            PLUGIN,
+            "--driver",
+            "bridge",
+            "--ipam",
+            "--plugin-dir",
+            str(dk_tmp / "plugins"),
+            "--root",
+            str(dk_tmp / "proot"),
+        ],
+        sock,
+        dk_tmp / "serve.log",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +105,9 @@ def dk(engine, plugin, dk_ns):
 
 
 def create(dk: DockerEngine, name: str, subnet: str, *opts: str, check: bool = True):
-    return dk.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", subnet,
-                     *opts, name, check=check)
+    return dk.docker(
+        "network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", subnet, *opts, name, check=check
+    )
 
 
 def net_inspect(dk: DockerEngine, name: str) -> dict:
@@ -134,7 +152,7 @@ def test_docker_uses_our_driver_and_ipam(dk, dk_ns):
     ports = sh("ip", "-n", dk_ns, "-o", "link", "show", "master", bridge).stdout.splitlines()
     assert len(ports) == 2, ports
 
-    for src, dst in (("c1", ip2), ("c2", ip1), ("c1", "c2"), ("c2", "c1")):     # by IP, by name
+    for src, dst in (("c1", ip2), ("c2", ip1), ("c1", "c2"), ("c2", "c1")):  # by IP, by name
         r = dk.docker("exec", src, "ping", "-c", "1", "-W", "2", dst, check=False)
         assert r.returncode == 0, f"{src} -> {dst}: {r.stdout}{r.stderr}"
     r = dk.docker("run", "--rm", "--net", "n1", IMAGE, "ping", "-c", "1", "-W", "2", "c1", check=False)
@@ -143,14 +161,14 @@ def test_docker_uses_our_driver_and_ipam(dk, dk_ns):
 
 def test_network_rm_leaves_nothing_and_frees_the_pool(dk, dk_ns):
     nid = create(dk, "n2", "10.77.1.0/24", "-o", "com.docker.network.bridge.name=cnmbr-n2").stdout.strip()
-    assert "cnmbr-n2" in link_names(dk_ns)            # our driver honoured the option Docker passed
+    assert "cnmbr-n2" in link_names(dk_ns)  # our driver honoured the option Docker passed
     run(dk, "c1", "n2")
     first_ip = container_ip(dk, "c1", "n2")
     dk.docker("rm", "-f", "c1")
-    assert host_links(dk_ns) == {"cnmbr-n2"}           # the container's veth is gone, the bridge stays
+    assert host_links(dk_ns) == {"cnmbr-n2"}  # the container's veth is gone, the bridge stays
     dk.docker("network", "rm", "n2")
     assert host_links(dk_ns) == set()
-    assert "cnmbr-n2" not in ns_sh(dk_ns, "nft", "list", "ruleset").stdout     # no firewall leftovers
+    assert "cnmbr-n2" not in ns_sh(dk_ns, "nft", "list", "ruleset").stdout  # no firewall leftovers
     assert nid[:12] not in ns_sh(dk_ns, "nft", "list", "ruleset").stdout
 
     # the pool and its addresses went back to our IPAM: the same subnet again, same first address
@@ -176,7 +194,7 @@ def test_driver_error_is_a_clear_docker_error(dk, dk_ns):
 
 def test_ipam_error_is_a_clear_docker_error(dk, dk_ns):
     create(dk, "n3", "10.77.3.0/24")
-    r = create(dk, "n4", "10.77.3.128/25", check=False)     # overlaps n3's pool in our IPAM
+    r = create(dk, "n4", "10.77.3.128/25", check=False)  # overlaps n3's pool in our IPAM
     assert r.returncode != 0
     assert "10.77.3.128/25" in r.stderr and "overlap" in r.stderr.lower(), r.stderr
     assert "n4" not in dk.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
@@ -208,14 +226,38 @@ def test_published_ports_reach_the_container(dk, dk_ns):
     """`docker run -p`: Docker sends the bindings with Proto as a number (6, 17);
     our driver publishes them (nftables DNAT), and withdraws them with the container."""
     create(dk, "pub", "10.77.5.0/24")
-    dk.docker("run", "-d", "--name", "web", "--net", "pub", "-p", "8080:80", "-p", "5353:53/udp", IMAGE,
-              "sh", "-c", "echo hello-from-web > /index.html; exec httpd -f -p 80 -h /")
+    dk.docker(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--net",
+        "pub",
+        "-p",
+        "8080:80",
+        "-p",
+        "5353:53/udp",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hello-from-web > /index.html; exec httpd -f -p 80 -h /",
+    )
     rules = sh("ip", "netns", "exec", dk_ns, "nft", "list", "table", "inet", "cnm").stdout
     assert "8080" in rules and "5353" in rules
-    for target in ("10.77.5.1:8080", "127.0.0.1:8080"):          # via the bridge, and from the host itself
+    for target in ("10.77.5.1:8080", "127.0.0.1:8080"):  # via the bridge, and from the host itself
         for _ in range(20):
-            r = sh("nsenter", f"--net=/run/netns/{dk_ns}", "timeout", "3", "busybox", "wget", "-q", "-O-",
-                   f"http://{target}/", check=False)
+            r = sh(
+                "nsenter",
+                f"--net=/run/netns/{dk_ns}",
+                "timeout",
+                "3",
+                "busybox",
+                "wget",
+                "-q",
+                "-O-",
+                f"http://{target}/",
+                check=False,
+            )
             if r.returncode == 0:
                 break
             time.sleep(0.1)
@@ -229,8 +271,21 @@ def test_dockerd_restart_keeps_the_network_and_restarts_containers_on_it(dk, dk_
     """A service restart of dockerd: it stops its containers (Leave, DeleteEndpoint to
     the plugin), starts again, and brings back `--restart always` containers (Join)."""
     nid = create(dk, "rs", "10.77.6.0/24").stdout.strip()
-    dk.docker("run", "-d", "--name", "keep", "--restart", "always", "--stop-timeout", "1", "--net", "rs",
-              IMAGE, "sleep", "1000")
+    dk.docker(
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "--restart",
+        "always",
+        "--stop-timeout",
+        "1",
+        "--net",
+        "rs",
+        IMAGE,
+        "sleep",
+        "1000",
+    )
     dk.restart()
     deadline = time.monotonic() + 20
     while dk.docker("inspect", "-f", "{{.State.Running}}", "keep").stdout.strip() != "true":
@@ -254,7 +309,7 @@ def test_a_restarted_plugin_still_serves_what_docker_made(dk, dk_ns, dk_tmp, plu
     plugin[0] = serve(dk_ns, dk_tmp)
     r = dk.docker("run", "--rm", "--net", "kept", IMAGE, "ping", "-c", "1", "-W", "2", "old", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    dk.docker("rm", "-f", "old")                       # DeleteEndpoint on a restored endpoint
+    dk.docker("rm", "-f", "old")  # DeleteEndpoint on a restored endpoint
     ports = sh("ip", "-n", dk_ns, "-o", "link", "show", "master", f"br-{nid[:12]}").stdout.splitlines()
     assert ports == []
     dk.docker("network", "rm", "kept")

@@ -1,6 +1,7 @@
 """`docker exec` and docker-py's exec_run against our daemon: output and exit codes,
 stdin with its end, a TTY (with its size and job control), detached execs, users and
 working directories, the errors Docker gives. One daemon for the module."""
+
 from __future__ import annotations
 
 import shutil
@@ -50,12 +51,13 @@ def cli(request, daemon):
 def test_docker_py_exec_run(dpy, box):
     code, (out, err) = box.exec_run(["sh", "-c", "echo out; echo err >&2; exit 3"], demux=True)
     assert (code, out, err) == (3, b"out\n", b"err\n")
-    code, out = box.exec_run("sh -c 'echo $FOO in $(pwd) as $(id -u)'", environment={"FOO": "bar"},
-                             workdir="/tmp", user="nobody")
+    code, out = box.exec_run(
+        "sh -c 'echo $FOO in $(pwd) as $(id -u)'", environment={"FOO": "bar"}, workdir="/tmp", user="nobody"
+    )
     assert (code, out) == (0, b"bar in /tmp as 65534\n")
     code, out = box.exec_run(["sh", "-c", "tty; echo $$"], tty=True)
     lines = out.decode().split()
-    assert code == 0 and lines[0].startswith("/dev/pts/") and lines[1] != "1"    # its own session, not init
+    assert code == 0 and lines[0].startswith("/dev/pts/") and lines[1] != "1"  # its own session, not init
     code, out = box.exec_run(["nosuchcmd"])
     assert code == 127 and b"executable file not found" in out
 
@@ -70,8 +72,9 @@ def test_exec_runs_inside_the_containers_cgroups(dpy):
         lines = [ln for ln in out.decode().splitlines() if ":pids:" in ln or ":memory:" in ln]
         assert code == 0 and len(lines) == 2 and all(ln.endswith(":/") for ln in lines), out
         # sleep (1) + the exec's waiter (1) + sh (1): at most 3 more before the limit of 6
-        code, out = ct.exec_run(["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 30 </dev/null >/dev/null 2>&1 & "
-                                 "done 2>&1; echo end"])
+        code, out = ct.exec_run(
+            ["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 30 </dev/null >/dev/null 2>&1 & done 2>&1; echo end"]
+        )
         assert b"can't fork" in out or b"Resource temporarily unavailable" in out, out
     finally:
         ct.remove(force=True)
@@ -85,12 +88,14 @@ def test_docker_py_exec_detached_and_inspect(dpy, box):
     info = api.exec_inspect(ex["Id"])
     assert info["Running"] is True and info["Pid"] > 0 and info["ContainerID"] == box.id
     import time
+
     deadline = time.monotonic() + 10
     while api.exec_inspect(ex["Id"])["Running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     info = api.exec_inspect(ex["Id"])
     assert info["ExitCode"] == 9 and info["ProcessConfig"]["entrypoint"] == "sh"
     import docker
+
     with pytest.raises(docker.errors.APIError, match="has already run"):
         api.exec_start(ex["Id"])
     with pytest.raises(docker.errors.NotFound, match="No such exec instance"):
@@ -108,10 +113,18 @@ def test_cli_exec_tty(cli, box):
     if not shutil.which("script"):
         pytest.skip("util-linux script is not installed: no terminal to give docker exec -t")
     # `script` gives the CLI a terminal of 40x100; the CLI passes its size on (resize).
-    cmd = (f"stty rows 40 cols 100; {cli.path} exec -it {box.name} sh -c "
-           "'stty size; tty >/dev/null && echo isatty; read line; echo got:$line; exit 6'")
-    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], input="abc\n", capture_output=True, text=True,
-                       timeout=30, env=cli.environ())
+    cmd = (
+        f"stty rows 40 cols 100; {cli.path} exec -it {box.name} sh -c "
+        "'stty size; tty >/dev/null && echo isatty; read line; echo got:$line; exit 6'"
+    )
+    r = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"],
+        input="abc\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=cli.environ(),
+    )
     assert r.returncode == 6, r.stdout + r.stderr
     assert "40 100" in r.stdout and "isatty" in r.stdout and "got:abc" in r.stdout
 
@@ -127,19 +140,20 @@ def test_cli_exec_errors(cli, dpy):
 
 
 def test_top(cli, dpy, box):
-    ex = dpy.api.exec_create(box.id, ["sleep", "77"])     # (one per CLI: each ends in 77 s)
+    ex = dpy.api.exec_create(box.id, ["sleep", "77"])  # (one per CLI: each ends in 77 s)
     dpy.api.exec_start(ex["Id"], detach=True)
     import time
+
     deadline = time.monotonic() + 10
-    while True:         # the exec helper forks the command a few ms after the start answers
+    while True:  # the exec helper forks the command a few ms after the start answers
         top = box.top()
         commands = [row[-1] for row in top["Processes"]]
         if "sleep 77" in commands or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert top["Titles"][:2] == ["UID", "PID"] and top["Titles"][-1] == "CMD"
-    assert "sleep 600" in commands and "sleep 77" in commands       # the init and an exec'd process
-    assert all(not c.startswith(("nsenter", "python")) for c in commands)   # nothing of the host's
+    assert "sleep 600" in commands and "sleep 77" in commands  # the init and an exec'd process
+    assert all(not c.startswith(("nsenter", "python")) for c in commands)  # nothing of the host's
     lines = cli.lines("top", box.name, "-o", "pid,args")
     assert lines[0].split() == ["PID", "COMMAND"] and any(line.endswith("sleep 77") for line in lines)
     r = cli("top", box.name, "-o", "comm", check=False)
@@ -150,7 +164,7 @@ def test_stats(cli, dpy, box):
     s = box.stats(stream=False)
     assert s["id"] == box.id and s["name"] == "/" + box.name
     assert s["pids_stats"]["current"] >= 1 and s["memory_stats"]["usage"] > 0
-    assert s["cpu_stats"]["system_cpu_usage"] > s["precpu_stats"]["system_cpu_usage"] > 0   # a pair, 1 s apart
+    assert s["cpu_stats"]["system_cpu_usage"] > s["precpu_stats"]["system_cpu_usage"] > 0  # a pair, 1 s apart
     assert "eth0" in s["networks"] and s["networks"]["eth0"]["rx_packets"] >= 0
     one = box.stats(stream=False, one_shot=True)
     assert one["precpu_stats"]["system_cpu_usage"] == 0

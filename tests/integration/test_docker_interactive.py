@@ -2,6 +2,7 @@
 the hijacked attach, its end closing the container's stdin), `-t` (a TTY: raw stream,
 our terminal's size, resize), `-it`, `docker attach` with detach keys, `docker start
 -ai`, `docker logs` of a TTY; docker CLI 20.10 and 28, docker-py. One daemon."""
+
 from __future__ import annotations
 
 import fcntl
@@ -39,14 +40,21 @@ def cli(request, daemon):
     c.close()
 
 
-def in_terminal(cli: DockerCLI, shell: str, input: str = "", rows: int = 40, cols: int = 100,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+def in_terminal(
+    cli: DockerCLI, shell: str, input: str = "", rows: int = 40, cols: int = 100, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """`shell` (a command line using the CLI) run by util-linux `script`, which gives it
     a terminal of rows x cols; `input` typed into it."""
     if not shutil.which("script"):
         pytest.skip("util-linux script is not installed: no terminal for docker -t")
-    return subprocess.run(["script", "-qec", f"stty rows {rows} cols {cols}; {shell}", "/dev/null"], input=input,
-                          capture_output=True, text=True, timeout=timeout, env=cli.environ())
+    return subprocess.run(
+        ["script", "-qec", f"stty rows {rows} cols {cols}; {shell}", "/dev/null"],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli.environ(),
+    )
 
 
 def until(cond, timeout: float = 30.0, what: str = "condition"):
@@ -60,7 +68,7 @@ def until(cond, timeout: float = 30.0, what: str = "condition"):
 def test_run_i_pipes_stdin_and_its_end(cli):
     r = cli("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo end; exit 3", input="hello\nworld\n", check=False)
     assert (r.returncode, r.stdout) == (3, "hello\nworld\nend\n")
-    r = cli("run", "--rm", "busybox", "cat", input="not sent\n", check=False)      # no -i: no stdin
+    r = cli("run", "--rm", "busybox", "cat", input="not sent\n", check=False)  # no -i: no stdin
     assert (r.returncode, r.stdout) == (0, "")
 
 
@@ -70,14 +78,17 @@ def test_run_it_gives_a_terminal_of_our_size(cli):
     # TTY has it from the start. 20.10 (API 1.41) resizes right after the start, as it
     # does with Docker: the size comes a moment later (the first `stty size` may be 0 0).
     wait = "" if cli.path == DOCKER_NEW else "sleep 1; "
-    r = in_terminal(cli, f"{cli.path} run -it --name {name} busybox sh -c "
-                         f"'{wait}stty size; tty; read line; echo got:$line; exit 6'", input="abc\n")
+    r = in_terminal(
+        cli,
+        f"{cli.path} run -it --name {name} busybox sh -c '{wait}stty size; tty; read line; echo got:$line; exit 6'",
+        input="abc\n",
+    )
     assert r.returncode == 6, r.stdout + r.stderr
     assert "40 100" in r.stdout and "/dev/pts/" in r.stdout and "got:abc" in r.stdout
     info = cli.json("inspect", name)[0]
     assert info["Config"]["Tty"] and info["Config"]["OpenStdin"] and info["Config"]["StdinOnce"]
     logs = cli("logs", name).stdout
-    assert "got:abc" in logs and "\x01\x00" not in logs        # a TTY's output: raw, no frames
+    assert "got:abc" in logs and "\x01\x00" not in logs  # a TTY's output: raw, no frames
     cli("rm", name)
 
 
@@ -128,7 +139,7 @@ def test_attach_sends_input_and_detaches_with_the_keys(cli):
     cli("run", "-dit", "--name", name, "busybox", "sh", "-c", "while read l; do echo got:$l; done")
     for keys, flags, word in ((b"\x10\x11", [], b"one"), (b"\x18", ["--detach-keys", "ctrl-x"], b"two")):
         term = Terminal([cli.path, "attach", *flags, name], cli.environ())
-        time.sleep(0.5)                   # (the CLI sets its terminal raw before it attaches)
+        time.sleep(0.5)  # (the CLI sets its terminal raw before it attaches)
         term.type(word + b"\n")
         term.expect(b"got:" + word)
         term.type(keys)
@@ -141,13 +152,22 @@ def test_attach_sends_input_and_detaches_with_the_keys(cli):
 
 def test_resize_and_bad_input(cli, dpy, daemon):
     name = uniq("rsz")
-    cli("run", "-dt", "--name", name, "busybox", "sh", "-c",
-        "trap 'stty size' WINCH; echo ready; while true; do sleep 0.1; done")
+    cli(
+        "run",
+        "-dt",
+        "--name",
+        name,
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'stty size' WINCH; echo ready; while true; do sleep 0.1; done",
+    )
     ct = dpy.containers.get(name)
-    until(lambda: "ready" in cli("logs", name).stdout, what="the trap set")      # (a SIGWINCH before it is lost)
+    until(lambda: "ready" in cli("logs", name).stdout, what="the trap set")  # (a SIGWINCH before it is lost)
     ct.resize(height=21, width=77)
     until(lambda: "21 77" in cli("logs", name).stdout, what="the new size seen by the container")
     import docker.errors
+
     with pytest.raises(docker.errors.APIError) as err:
         dpy.api.resize(ct.id, height="x", width=3)
     assert err.value.status_code == 400
@@ -175,7 +195,7 @@ def test_start_ai_attaches_again(cli):
     cli("create", "-i", "--name", name, "busybox", "sh", "-c", "read a; echo got:$a; exit 2")
     r = cli("start", "-ai", name, input="first\n", check=False)
     assert (r.returncode, r.stdout) == (2, "got:first\n")
-    r = cli("start", "-ai", name, input="second\n", check=False)          # again, in place
+    r = cli("start", "-ai", name, input="second\n", check=False)  # again, in place
     assert (r.returncode, r.stdout) == (2, "got:second\n")
     assert cli("logs", name).stdout == "got:first\ngot:second\n"
     cli("rm", name)

@@ -4,6 +4,7 @@ overlay --ipam`, with etcd as the cluster store: containers on different engines
 each other, addresses are unique across hosts, a plugin restart keeps serving, and
 removing the networks on both hosts frees everything in etcd. Skips, saying why,
 where dockerd is missing or cannot start (tests/integration/dockerd.py)."""
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,30 @@ class Host:
         as on a real host: `ip netns exec` would give it a private mount namespace, and
         the overlay namespaces it bind-mounts would die with it at a restart."""
         self.plugin = start_in_ns(
-            self.ns, [NET, "plugin", "serve", "--name", PLUGIN, "--driver", "overlay", "--ipam",
-                      "--cluster-store", f"etcd://{UNDERLAY['a']}:2379", "--advertise", self.addr,
-                      "--plugin-dir", str(self.plugins), "--root", str(self.base / "root")],
-            self.plugins / f"{PLUGIN}.sock", self.base / "serve.log", timeout=20, host_mounts=True)
+            self.ns,
+            [
+                NET,
+                "plugin",
+                "serve",
+                "--name",
+                PLUGIN,
+                "--driver",
+                "overlay",
+                "--ipam",
+                "--cluster-store",
+                f"etcd://{UNDERLAY['a']}:2379",
+                "--advertise",
+                self.addr,
+                "--plugin-dir",
+                str(self.plugins),
+                "--root",
+                str(self.base / "root"),
+            ],
+            self.plugins / f"{PLUGIN}.sock",
+            self.base / "serve.log",
+            timeout=20,
+            host_mounts=True,
+        )
 
     def stop_plugin(self) -> None:
         if self.plugin is not None:
@@ -73,14 +94,18 @@ def hosts():
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             made.append(Host(key, ns, base / key))
         a, b = made
-        sh("ip", "link", "add", f"ul{tag}a", "netns", a.ns, "type", "veth", "peer", "name", f"ul{tag}b",
-           "netns", b.ns)
+        sh("ip", "link", "add", f"ul{tag}a", "netns", a.ns, "type", "veth", "peer", "name", f"ul{tag}b", "netns", b.ns)
         for h, dev in ((a, f"ul{tag}a"), (b, f"ul{tag}b")):
             sh("ip", "-n", h.ns, "addr", "add", f"{h.addr}/24", "dev", dev)
             sh("ip", "-n", h.ns, "link", "set", dev, "up")
-        etcd = EtcdMember(name="e1", data_dir=base / "etcd", client_url=ETCD,
-                          peer_url=f"http://{UNDERLAY['a']}:2380", initial_cluster={"e1": f"http://{UNDERLAY['a']}:2380"},
-                          netns=a.ns).start()
+        etcd = EtcdMember(
+            name="e1",
+            data_dir=base / "etcd",
+            client_url=ETCD,
+            peer_url=f"http://{UNDERLAY['a']}:2380",
+            initial_cluster={"e1": f"http://{UNDERLAY['a']}:2380"},
+            netns=a.ns,
+        ).start()
         for h in made:
             h.engine = start_or_skip(h.ns, h.plugins, base=h.base / "dk")
             h.serve()
@@ -95,9 +120,12 @@ def hosts():
             h.stop_plugin()
             if h.engine is not None:
                 h.engine.teardown()
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                  if line.split()[4].startswith(str(base))]
-        for m in sorted(mounts, reverse=True):          # overlay namespaces left by a failure
+        mounts = [
+            line.split()[4]
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4].startswith(str(base))
+        ]
+        for m in sorted(mounts, reverse=True):  # overlay namespaces left by a failure
             sh("umount", m, check=False)
         if etcd is not None:
             etcd.stop()
@@ -117,6 +145,7 @@ def etcd_keys(host: Host, prefix: str) -> list[str]:
             return [kv.key for kv in store.list(prefix)]
         finally:
             store.close()
+
     return run_in_netns(netns_path(host.ns), ask)
 
 
@@ -126,7 +155,7 @@ def ip_of(h: Host, container: str, network: str) -> str:
 
 
 def pings(h: Host, container: str, target: str, tries: int = 20) -> bool:
-    for _ in range(tries):       # the peer reaches the other host through etcd: allow a moment
+    for _ in range(tries):  # the peer reaches the other host through etcd: allow a moment
         if h.docker("exec", container, "ping", "-c1", "-W1", target, check=False).returncode == 0:
             return True
         time.sleep(0.2)
@@ -136,12 +165,23 @@ def pings(h: Host, container: str, target: str, tries: int = 20) -> bool:
 def test_one_overlay_across_two_docker_engines(hosts):
     a, b = hosts
     for h in hosts:
-        h.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.90.0.0/24",
-                 "--aux-address", "router=10.90.0.250", "web")          # aux: the same on every host
+        h.docker(
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--subnet",
+            "10.90.0.0/24",
+            "--aux-address",
+            "router=10.90.0.250",
+            "web",
+        )  # aux: the same on every host
     a.docker("run", "-d", "--name", "wa", "--net", "web", IMAGE, "sleep", "1000")
     b.docker("run", "-d", "--name", "wb", "--net", "web", IMAGE, "sleep", "1000")
     ipa, ipb = ip_of(a, "wa", "web"), ip_of(b, "wb", "web")
-    assert ipa != ipb and ipa.startswith("10.90.0.") and ipb.startswith("10.90.0.")   # one IPAM for both
+    assert ipa != ipb and ipa.startswith("10.90.0.") and ipb.startswith("10.90.0.")  # one IPAM for both
     assert pings(a, "wa", ipb) and pings(b, "wb", ipa)
     # VXLAN overhead taken off the underlay's 1500
     assert "mtu 1450" in b.docker("exec", "wb", "ip", "link", "show", "eth0").stdout
@@ -153,8 +193,20 @@ def test_one_overlay_across_two_docker_engines(hosts):
 def test_dual_stack_overlay_carries_ipv6_between_hosts(hosts):
     a, b = hosts
     for h in hosts:
-        h.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.94.0.0/24",
-                 "--ipv6", "--subnet", "fd00:94::/64", "dual")
+        h.docker(
+            "network",
+            "create",
+            "-d",
+            PLUGIN,
+            "--ipam-driver",
+            PLUGIN,
+            "--subnet",
+            "10.94.0.0/24",
+            "--ipv6",
+            "--subnet",
+            "fd00:94::/64",
+            "dual",
+        )
     a.docker("run", "-d", "--name", "da", "--net", "dual", IMAGE, "sleep", "1000")
     b.docker("run", "-d", "--name", "db", "--net", "dual", IMAGE, "sleep", "1000")
     v6 = a.docker("inspect", "-f", "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}", "da").stdout.strip()
@@ -169,14 +221,14 @@ def test_dual_stack_overlay_carries_ipv6_between_hosts(hosts):
 def test_a_restarted_plugin_keeps_serving_its_networks(hosts):
     a, b = hosts
     a.stop_plugin()
-    a.serve()                                   # Docker replays nothing: the plugin restores
+    a.serve()  # Docker replays nothing: the plugin restores
     a.docker("run", "-d", "--name", "wa2", "--net", "web", IMAGE, "sleep", "1000")
     b.docker("run", "-d", "--name", "wb2", "--net", "web", IMAGE, "sleep", "1000")
     assert pings(a, "wa2", ip_of(b, "wb2", "web"))
     assert pings(b, "wb2", ip_of(a, "wa2", "web"))
     assert pings(b, "wb", ip_of(a, "wa", "web"))
     # every joined endpoint is still announced: the restart withdrew none of a's
-    time.sleep(2.5)                              # past the sync loop's retry period
+    time.sleep(2.5)  # past the sync loop's retry period
     assert len(etcd_keys(a, "peers/")) == 4
     assert pings(b, "wb", ip_of(a, "wa", "web"))
 
@@ -199,8 +251,18 @@ def test_docker_default_ipam_clash_is_refused_clearly(hosts):
 
 def test_net_plugin_check_passes_the_served_overlay(hosts):
     a, b = hosts
-    r = sh("nsenter", f"--net=/run/netns/{b.ns}", NET, "plugin", "check", PLUGIN, "--plugin-dir", str(b.plugins),
-           check=False, timeout=60)
+    r = sh(
+        "nsenter",
+        f"--net=/run/netns/{b.ns}",
+        NET,
+        "plugin",
+        "check",
+        PLUGIN,
+        "--plugin-dir",
+        str(b.plugins),
+        check=False,
+        timeout=60,
+    )
     assert r.returncode == 0 and "PASS" in r.stdout, r.stdout + r.stderr
     assert "NetworkDriver" in r.stdout and "IpamDriver" in r.stdout
 
@@ -209,11 +271,23 @@ def test_forget_host_refuses_a_live_host(hosts):
     a, b = hosts
 
     def forget(addr):
-        return sh("ip", "netns", "exec", a.ns, NET, "plugin", "forget-host", addr,
-                  "--cluster-store", f"etcd://{UNDERLAY['a']}:2379", check=False)
+        return sh(
+            "ip",
+            "netns",
+            "exec",
+            a.ns,
+            NET,
+            "plugin",
+            "forget-host",
+            addr,
+            "--cluster-store",
+            f"etcd://{UNDERLAY['a']}:2379",
+            check=False,
+        )
+
     r = forget(b.addr)
     assert r.returncode != 0 and f"host {b.addr} is alive" in r.stderr, r.stdout + r.stderr
-    assert len(etcd_keys(a, "plugin-overlay-members/")) == 2      # nothing changed
+    assert len(etcd_keys(a, "plugin-overlay-members/")) == 2  # nothing changed
     r = forget("198.18.71.9")
     assert r.returncode == 0 and "holds nothing" in r.stdout
 
@@ -222,8 +296,15 @@ def test_removing_the_network_everywhere_frees_the_cluster(hosts):
     a, b = hosts
     for h in hosts:
         h.engine.remove_all()
-    for prefix in ("plugin-overlay/", "plugin-overlay-members/", "plugin-overlay-addrs/", "vni/", "plugin-pool/",
-                   "ipam/", "peers/"):
+    for prefix in (
+        "plugin-overlay/",
+        "plugin-overlay-members/",
+        "plugin-overlay-addrs/",
+        "vni/",
+        "plugin-pool/",
+        "ipam/",
+        "peers/",
+    ):
         assert etcd_keys(a, prefix) == [], prefix
     for h in hosts:
         overlay_ns = list((h.base / "root" / "run").rglob("*")) if (h.base / "root" / "run").exists() else []

@@ -6,6 +6,7 @@ thread moves into that namespace for the test (`inside`) and back afterwards: th
 store's connections, watch and lease threads are then created there too. Nothing
 listens or changes in the machine's root namespace.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,6 +105,7 @@ class Recorder:
 
 # --- the Store contract --------------------------------------------------------------------
 
+
 def test_store_contract(etcd1, stores):
     s = stores([etcd1.client_url])
     other = stores([etcd1.client_url], prefix="/other/")
@@ -116,26 +118,25 @@ def test_store_contract(etcd1, stores):
     r2 = s.put("networks/b", {"name": "b"})
     r3 = s.put("networks/a", {"name": "a2"})
     assert r1 < r2 < r3 and s.get("networks/a").revision == r3
-    s.put("networksX", {})                       # a sibling, not under "networks/"
+    s.put("networksX", {})  # a sibling, not under "networks/"
     assert [k.key for k in s.list("networks/")] == ["networks/a", "networks/b"]
     assert [k.key for k in s.list("")] == ["networks/a", "networks/b", "networksX"]  # own prefix only
 
     # atomic: all or nothing; 0 = must not exist
-    rev = s.atomic([Put("vni/4096", {"net": "a"}), Delete("networks/b")],
-                   expect={"vni/4096": 0, "networks/a": r3})
+    rev = s.atomic([Put("vni/4096", {"net": "a"}), Delete("networks/b")], expect={"vni/4096": 0, "networks/a": r3})
     assert rev > r3 and s.get("networks/b") is None and s.get("vni/4096").revision == rev
     before = {k.key: k for k in s.list("")}
     with pytest.raises(Conflict, match="vni/4096"):
         s.atomic([Put("vni/4096", {"net": "b"}), Put("networks/c", {})], expect={"vni/4096": 0})
     with pytest.raises(Conflict):
-        s.atomic([Delete("networks/a")], expect={"networks/a": r1})      # stale revision
-    assert {k.key: k for k in s.list("")} == before                     # nothing changed
+        s.atomic([Delete("networks/a")], expect={"networks/a": r1})  # stale revision
+    assert {k.key: k for k in s.list("")} == before  # nothing changed
     assert s.revision() == rev
 
     assert s.delete("networks/a") is True and s.delete("networks/a") is False
     put_all(s, [(f"ep/{i}", {"i": i}) for i in range(5)])
     assert s.delete_prefix("ep/") == 5 and s.list("ep/") == [] and s.delete_prefix("ep/") == 0
-    assert other.get("networks/x").value == {"foreign": True}            # other prefix untouched
+    assert other.get("networks/x").value == {"foreign": True}  # other prefix untouched
 
 
 def test_watch_in_order_survives_restart_and_compaction(etcd1, stores):
@@ -146,8 +147,12 @@ def test_watch_in_order_survives_restart_and_compaction(etcd1, stores):
     s.put("elsewhere", {"v": 0})
     s.atomic([Put("peers/b", {"v": 2}), Put("peers/c", {"v": 3})])
     s.delete("peers/a")
-    expected = [("put", "peers/a", {"v": 1}), ("put", "peers/b", {"v": 2}),
-                ("put", "peers/c", {"v": 3}), ("delete", "peers/a", None)]
+    expected = [
+        ("put", "peers/a", {"v": 1}),
+        ("put", "peers/b", {"v": 2}),
+        ("put", "peers/c", {"v": 3}),
+        ("delete", "peers/a", None),
+    ]
     assert wait_for(lambda: len(rec.seen()) >= 4) and rec.seen() == expected
 
     # etcd goes away and comes back; the writes right after the restart land while the
@@ -183,6 +188,7 @@ def test_watch_in_order_survives_restart_and_compaction(etcd1, stores):
 
 # --- leases --------------------------------------------------------------------------------
 
+
 def test_leased_keys_expire_unless_kept_alive(etcd1, stores):
     s = stores([etcd1.client_url])
     dead = s.lease_grant(2)
@@ -191,9 +197,9 @@ def test_leased_keys_expire_unless_kept_alive(etcd1, stores):
     s.atomic([Put("nodes/alive", {"h": 2}), Put("nodes/alive-ep", {})], lease=kept.id)
     assert s.get("nodes/dead") is not None
     assert wait_for(lambda: s.get("nodes/dead") is None, 5), "unrenewed lease did not expire"
-    time.sleep(1.0)                       # > ttl since the grant: renewals are what keep it
+    time.sleep(1.0)  # > ttl since the grant: renewals are what keep it
     assert s.get("nodes/alive") is not None and kept.healthy
-    kept.close()                          # revoke: gone now, not after the ttl
+    kept.close()  # revoke: gone now, not after the ttl
     assert s.list("nodes/") == []
 
 
@@ -229,6 +235,7 @@ def test_node_lease_across_outages(host_ns, tmp_path, stores):
 
 # --- faults --------------------------------------------------------------------------------
 
+
 def test_unreachable_store_fails_fast_with_a_clear_message(etcd1, stores, host_ns):
     # A silent member: an address on a link whose peer never answers ARP.
     ns_sh(host_ns, "ip", "link", "add", "cnmq0", "type", "veth", "peer", "name", "cnmq1")
@@ -238,12 +245,17 @@ def test_unreachable_store_fails_fast_with_a_clear_message(etcd1, stores, host_n
 
     s = stores([silent, etcd1.client_url], timeout=2.0)
     t0 = time.monotonic()
-    s.put("k", {"v": 1})                    # fails over past the silent member
+    s.put("k", {"v": 1})  # fails over past the silent member
     assert time.monotonic() - t0 < 2.0 and s.get("k").value == {"v": 1}
 
     etcd1.stop()
-    for call in (lambda: s.get("k"), lambda: s.put("k", {}), lambda: s.atomic([Put("k", {})], {"k": 0}),
-                 lambda: s.list(""), lambda: s.lease_grant(5)):
+    for call in (
+        lambda: s.get("k"),
+        lambda: s.put("k", {}),
+        lambda: s.atomic([Put("k", {})], {"k": 0}),
+        lambda: s.list(""),
+        lambda: s.lease_grant(5),
+    ):
         t0 = time.monotonic()
         with pytest.raises(Unavailable) as info:
             call()
@@ -252,13 +264,14 @@ def test_unreachable_store_fails_fast_with_a_clear_message(etcd1, stores, host_n
     assert msg.startswith("cluster store etcd://198.18.9.2:2379,127.0.0.1:2379 unreachable")
     assert "global (overlay) operations need it" in msg and "\n" not in msg
 
-    etcd1.start()                           # and it resumes by itself
+    etcd1.start()  # and it resumes by itself
     assert s.get("k").value == {"v": 1}
 
 
 def test_three_members_leader_killed(host_ns, tmp_path, stores):
-    members = make_members([(f"e{i}", f"127.0.0.{i + 1}") for i in range(3)], tmp_path,
-                           netns={f"e{i}": host_ns for i in range(3)})
+    members = make_members(
+        [(f"e{i}", f"127.0.0.{i + 1}") for i in range(3)], tmp_path, netns={f"e{i}": host_ns for i in range(3)}
+    )
     start_cluster(members)
     try:
         with inside(host_ns):
@@ -273,7 +286,7 @@ def test_three_members_leader_killed(host_ns, tmp_path, stores):
             s.put("a", {"v": 1})
             assert wait_for(lambda: len(rec.seen()) == 1)
 
-            order[0].kill()                 # an election, and a dead first endpoint
+            order[0].kill()  # an election, and a dead first endpoint
             t0 = time.monotonic()
             r = s.put("b", {"v": 2})
             first_write = time.monotonic() - t0
@@ -282,7 +295,7 @@ def test_three_members_leader_killed(host_ns, tmp_path, stores):
             assert first_write < 3.0
             after = s.status()
             assert not after[0].reachable and sum(st.leader for st in after) == 1
-            assert wait_for(lambda: len(rec.seen()) == 3, 8), rec.seen()   # the watch failed over too
+            assert wait_for(lambda: len(rec.seen()) == 3, 8), rec.seen()  # the watch failed over too
             assert rec.seen()[1:] == [("put", "b", {"v": 2}), ("put", "c", {"v": 3})]
             print(f"first write after killing the leader: {first_write * 1000:.0f} ms")
     finally:
@@ -295,6 +308,7 @@ def test_watch_resyncs_when_the_store_was_reset(host_ns, tmp_path, stores, monke
     went back. A member merely behind is waited for; one that stays behind means a reset,
     and the owner relists."""
     import cnm.store.etcd_watch as etcd_watch
+
     monkeypatch.setattr(etcd_watch, "BEHIND_GRACE", 1.0)
     m = single(host_ns, tmp_path).start()
     try:

@@ -13,6 +13,7 @@ fails because of the firewall, not routing. Every container runs a tiny server o
 TCP+UDP port 80 that answers "<name> <peer ip>", so the tests see who answered and
 which source address it saw.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -79,7 +80,7 @@ except OSError as exc:
 class Topo:
     def __init__(self, host: str) -> None:
         self.host = host
-        self.ns: dict[str, str] = {}            # short name -> netns name
+        self.ns: dict[str, str] = {}  # short name -> netns name
         self.ip: dict[str, str] = {}
         self.procs: list[subprocess.Popen] = []
 
@@ -117,9 +118,11 @@ class Topo:
             self.serve(short)
 
     def serve(self, short: str, port: int = 80, family: int = 4) -> None:
-        p = subprocess.Popen(["ip", "netns", "exec", self.ns[short], sys.executable, "-c", SERVER, short, str(port),
-                              str(family)],
-                             stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[short], sys.executable, "-c", SERVER, short, str(port), str(family)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.procs.append(p)
         assert p.stdout.readline().strip() == "ready"
 
@@ -147,6 +150,7 @@ class Topo:
 def host_sysctl(host: str):
     def write(key: str, value: str) -> None:
         ns_sh(host, "sh", "-c", 'echo "$1" > "$2"', "_", value, sysctl_path(key))
+
     return write
 
 
@@ -161,8 +165,12 @@ def topo6(host_ns):
         sh("ip", "-n", h, "link", "add", "vc6", "type", "veth", "peer", "name", "eth0", "netns", c6)
         ns_sh(h, "ip", "link", "add", "br-6", "type", "bridge")
         ns_sh(h, "ip", "link", "set", "vc6", "master", "br-6")
-        for ns, dev, addr in [(h, "vout", "fd00:99::1/64"), (out, "eth0", "fd00:99::2/64"),
-                              (h, "br-6", "fd00:6::1/64"), (c6, "eth0", "fd00:6::2/64")]:
+        for ns, dev, addr in [
+            (h, "vout", "fd00:99::1/64"),
+            (out, "eth0", "fd00:99::2/64"),
+            (h, "br-6", "fd00:6::1/64"),
+            (c6, "eth0", "fd00:6::2/64"),
+        ]:
             ns_sh(ns, "ip", "addr", "add", addr, "dev", dev, "nodad")
             ns_sh(ns, "ip", "link", "set", dev, "up")
         ns_sh(h, "ip", "link", "set", "vc6", "up")
@@ -191,8 +199,9 @@ def topo(host_ns):
 @pytest.fixture
 def firewall(topo):
     h = topo.host
-    fw = Firewall(apply=lambda script: nft.apply(script, h), sysctl=host_sysctl(h),
-                  delete=lambda: nft.delete_tables(TABLES, h))
+    fw = Firewall(
+        apply=lambda script: nft.apply(script, h), sysctl=host_sysctl(h), delete=lambda: nft.delete_tables(TABLES, h)
+    )
     for br, (pfx, kw, _) in NETS.items():
         fw.set_network(NetworkRules(id=f"net-{br}", bridge=br, subnets_v4=(f"{pfx}.0/24",), **kw))
     return fw
@@ -244,8 +253,13 @@ def test_networks_isolation_icc_internal_masquerade(topo, firewall):
 
 def test_published_ports(topo, firewall):
     t = topo
-    firewall.add_ports("ep-a1", [PortMapping("tcp", None, 8080, t.ip["a1"], 80, "br-a"),
-                                 PortMapping("udp", None, 5353, t.ip["a1"], 80, "br-a")])
+    firewall.add_ports(
+        "ep-a1",
+        [
+            PortMapping("tcp", None, 8080, t.ip["a1"], 80, "br-a"),
+            PortMapping("udp", None, 5353, t.ip["a1"], 80, "br-a"),
+        ],
+    )
     firewall.add_ports("ep-n1", [PortMapping("tcp", HOST_IP, 9090, t.ip["n1"], 80, "br-n")])
 
     # from another host: source address preserved
@@ -291,16 +305,22 @@ def test_published_ports(topo, firewall):
 
 def test_ipv6_masquerade_and_published_port(topo6):
     t, h = topo6, topo6.host
-    fw = Firewall(apply=lambda script: nft.apply(script, h), sysctl=host_sysctl(h),
-                  delete=lambda: nft.delete_tables(TABLES, h))
+    fw = Firewall(
+        apply=lambda script: nft.apply(script, h), sysctl=host_sysctl(h), delete=lambda: nft.delete_tables(TABLES, h)
+    )
     fw.set_network(NetworkRules(id="net-6", bridge="br-6", subnets_v6=("fd00:6::/64",)))
-    fw.add_ports("ep-c6", [PortMapping("tcp", None, 8080, "fd00:6::2", 80, "br-6"),
-                           PortMapping("udp", "fd00:99::1", 5353, "fd00:6::2", 80, "br-6")])
+    fw.add_ports(
+        "ep-c6",
+        [
+            PortMapping("tcp", None, 8080, "fd00:6::2", 80, "br-6"),
+            PortMapping("udp", "fd00:99::1", 5353, "fd00:6::2", 80, "br-6"),
+        ],
+    )
     try:
         assert t.talk("c6", "tcp", "fd00:99::2") == "out fd00:99::1"
         assert t.talk("out", "tcp", "fd00:99::1", 8080) == "c6 fd00:99::2"
         assert t.talk("out", "udp", "fd00:99::1", 5353) == "c6 fd00:99::2"
-        assert t.talk("out", "tcp", "fd00:6::2", 80) is None       # unpublished
+        assert t.talk("out", "tcp", "fd00:6::2", 80) is None  # unpublished
     finally:
         fw.teardown()
     assert t.talk("out", "tcp", "fd00:6::2", 80) == "c6 fd00:99::2"
@@ -315,7 +335,7 @@ def test_golden_scripts_are_valid_nft_and_foreign_tables_survive(host_ns):
     assert goldens, f"no golden files under {GOLDEN}"
     for path in goldens:
         nft.apply(path.read_text(), host_ns)
-        nft.apply(path.read_text(), host_ns)     # idempotent
+        nft.apply(path.read_text(), host_ns)  # idempotent
         assert nft.list_tables(host_ns).count(("inet", "cnm")) == 1, path.name
     nft.delete_tables(TABLES, host_ns)
     nft.delete_tables(TABLES, host_ns)

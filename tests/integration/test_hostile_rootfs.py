@@ -7,6 +7,7 @@ directory on the host, by absolute and by relative ("../../..") symlinks, some d
 Afterwards the victim and its parent are exactly as before (names, types, modes,
 contents), the host's mount table has nothing new, and inside the container the
 symlinks led to its own files (created in its writable layer)."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ def victim():
 def _output(rt: Runtime, cid: str) -> tuple[str, str]:
     """(stdout, stderr) so far, from the container's log."""
     lines = list(rt.logs(cid))
-    return (b"".join(ln.data for ln in lines if ln.stream == 1).decode(),
-            b"".join(ln.data for ln in lines if ln.stream == 2).decode())
+    return (
+        b"".join(ln.data for ln in lines if ln.stream == 1).decode(),
+        b"".join(ln.data for ln in lines if ln.stream == 2).decode(),
+    )
 
 
 def snapshot(d: Path) -> dict:
@@ -61,7 +64,13 @@ def snapshot(d: Path) -> dict:
         for n in dirnames + filenames:
             p = os.path.join(dirpath, n)
             st = os.lstat(p)
-            content = Path(p).read_bytes() if stat.S_ISREG(st.st_mode) else os.readlink(p) if stat.S_ISLNK(st.st_mode) else None
+            content = (
+                Path(p).read_bytes()
+                if stat.S_ISREG(st.st_mode)
+                else os.readlink(p)
+                if stat.S_ISLNK(st.st_mode)
+                else None
+            )
             out[p] = (st.st_mode, st.st_uid, content)
     return out
 
@@ -90,15 +99,15 @@ def hostile_rootfs(base: Path, victim: Path) -> Path:
     (root / "bin" / "sh").symlink_to("busybox")
     (root / "etc").mkdir()
     links = {
-        "dev": f"{victim}/dev",                   # dangling, absolute
-        "proc": up(victim) + "/proc",            # dangling, relative escape
-        "sys": f"{victim}/existing",              # an existing host directory
-        "tmp": f"{victim}/tmp/deeper",            # dangling, two levels
-        "etc/hosts": f"{victim}/etc/hosts",       # an existing host file
+        "dev": f"{victim}/dev",  # dangling, absolute
+        "proc": up(victim) + "/proc",  # dangling, relative escape
+        "sys": f"{victim}/existing",  # an existing host directory
+        "tmp": f"{victim}/tmp/deeper",  # dangling, two levels
+        "etc/hosts": f"{victim}/etc/hosts",  # an existing host file
         "etc/resolv.conf": "../" + up(victim) + "/etc/resolv.conf",
         "etc/hostname": f"{victim}/etc/hostname",  # dangling file
-        "vol": f"{victim}/data",                  # a volume's target goes through it
-        "work": up(victim, 3) + "/work",         # the working directory
+        "vol": f"{victim}/data",  # a volume's target goes through it
+        "work": up(victim, 3) + "/work",  # the working directory
     }
     for name, target in links.items():
         (root / name).symlink_to(target)
@@ -113,12 +122,24 @@ def test_symlinks_in_a_rootfs_stay_inside_it(rt, host_ns, tmp_path, victim):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     before, mounts_before, parent_before = snapshot(victim), host_mounts(victim), sorted(os.listdir(victim.parent))
-    script = ("cat /etc/hosts /etc/resolv.conf /etc/hostname; cat /vol/v/in-volume; ls /proc/self/ns >/dev/null && "
-              "echo proc-ok; ls /dev/null && echo dev-ok; echo written > /tmp/vol/f && echo tmp-ok; pwd")
-    rt.start(ContainerSpec(id="hostile", argv=["sh", "-c", script], netns=f"/run/netns/{host_ns}",
-                           rootfs=[str(root)], env={"PATH": "/bin"}, hostname="inside", workdir="/work/sub",
-                           hosts="127.0.0.1 ours\n", resolv_conf="nameserver 192.0.2.53\n",
-                           mounts=[parse_bind(f"{src}:/vol/v:ro"), parse_bind(f"{scratch}:/tmp/vol")]))
+    script = (
+        "cat /etc/hosts /etc/resolv.conf /etc/hostname; cat /vol/v/in-volume; ls /proc/self/ns >/dev/null && "
+        "echo proc-ok; ls /dev/null && echo dev-ok; echo written > /tmp/vol/f && echo tmp-ok; pwd"
+    )
+    rt.start(
+        ContainerSpec(
+            id="hostile",
+            argv=["sh", "-c", script],
+            netns=f"/run/netns/{host_ns}",
+            rootfs=[str(root)],
+            env={"PATH": "/bin"},
+            hostname="inside",
+            workdir="/work/sub",
+            hosts="127.0.0.1 ours\n",
+            resolv_conf="nameserver 192.0.2.53\n",
+            mounts=[parse_bind(f"{src}:/vol/v:ro"), parse_bind(f"{scratch}:/tmp/vol")],
+        )
+    )
     code = rt.wait("hostile", timeout=30)
     out, err = _output(rt, "hostile")
     assert code == 0, err
@@ -147,9 +168,13 @@ def test_a_system_directory_linked_to_the_root_is_refused(rt, host_ns, tmp_path,
     (root / link).symlink_to("/" if link != "sys" else ".")
     mounts_before = host_mounts(victim)
     from cnm.errors import InvalidParameter
+
     with pytest.raises(InvalidParameter, match=f"cannot mount on /{link}: .* symlink to its root"):
-        rt.start(ContainerSpec(id="rootlink", argv=["/bin/busybox", "true"], netns=f"/run/netns/{host_ns}",
-                               rootfs=[str(root)]))
+        rt.start(
+            ContainerSpec(
+                id="rootlink", argv=["/bin/busybox", "true"], netns=f"/run/netns/{host_ns}", rootfs=[str(root)]
+            )
+        )
     assert host_mounts(victim) == mounts_before
     assert rt.list() == [] or all(st.status != "running" for st in rt.list())
 
@@ -190,9 +215,15 @@ def test_a_volume_swapped_for_a_symlink_while_containers_start(rt, host_ns, tmp_
         for i in range(60):
             cid = f"race{i}"
             try:
-                rt.start(ContainerSpec(id=cid, argv=["/bin/busybox", "true"], netns=f"/run/netns/{host_ns}",
-                                       rootfs=[str(root)], mounts=[parse_bind(f"{shared}:/shared"),
-                                                                   parse_bind(f"{src}:/shared/d/x/y")]))
+                rt.start(
+                    ContainerSpec(
+                        id=cid,
+                        argv=["/bin/busybox", "true"],
+                        netns=f"/run/netns/{host_ns}",
+                        rootfs=[str(root)],
+                        mounts=[parse_bind(f"{shared}:/shared"), parse_bind(f"{src}:/shared/d/x/y")],
+                    )
+                )
                 rt.wait(cid, timeout=30)
             except Exception:
                 pass  # losing the race may fail the start; it must never escape
@@ -211,15 +242,25 @@ def test_a_tty_exec_does_not_open_what_the_container_planted_at_dev_ptmx(rt, hos
     blocked on it shows whether anyone opened it)."""
     from cnm.errors import CNMError
     from cnm.runtime.spec import ExecSpec
+
     fifo = victim / "fifo"
     os.mkfifo(fifo)
     root = tmp_path / "rootfs"
     (root / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    rt.start(ContainerSpec(id="planter", argv=["/bin/busybox", "sh", "-c",
-                                                     f"busybox rm /dev/ptmx && busybox ln -s {fifo} /dev/ptmx && "
-                                                     "echo ready && busybox sleep 60"],
-                                netns=f"/run/netns/{host_ns}", rootfs=[str(root)]))
+    rt.start(
+        ContainerSpec(
+            id="planter",
+            argv=[
+                "/bin/busybox",
+                "sh",
+                "-c",
+                f"busybox rm /dev/ptmx && busybox ln -s {fifo} /dev/ptmx && echo ready && busybox sleep 60",
+            ],
+            netns=f"/run/netns/{host_ns}",
+            rootfs=[str(root)],
+        )
+    )
     deadline = time.monotonic() + 20
     while "ready" not in _output(rt, "planter")[0] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -240,7 +281,7 @@ def test_a_tty_exec_does_not_open_what_the_container_planted_at_dev_ptmx(rt, hos
                 pass
             sess.close()
         except CNMError:
-            pass            # refusing the planted ptmx is fine; opening the host's file is not
+            pass  # refusing the planted ptmx is fine; opening the host's file is not
         assert not opened.wait(0.5), "the daemon opened the host's FIFO through the container's symlink"
     finally:
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # release the writer
@@ -254,6 +295,7 @@ def test_a_device_node_made_in_a_volume_does_not_open(rt, host_ns, tmp_path, whe
     devices) must still not open, or `mknod /data/sda b 8 0` reads the host's disk.
     Here the node is /dev/null's (1:3), harmless if the check ever failed."""
     from cnm.runtime.confine_opts import parse_tmpfs
+
     vol = tmp_path / "vol"
     vol.mkdir()
     root = tmp_path / "rootfs"
@@ -263,13 +305,22 @@ def test_a_device_node_made_in_a_volume_does_not_open(rt, host_ns, tmp_path, whe
     script = "busybox mknod /data/node c 1 3 && (echo x > /data/node && echo opened || echo refused)"
     for privileged, want in ((False, "refused"), (True, "opened")):
         cid = f"mk{int(privileged)}"
-        rt.start(ContainerSpec(id=cid, argv=["/bin/busybox", "sh", "-c", script], netns=f"/run/netns/{host_ns}",
-                               rootfs=[str(root)], mounts=mounts, privileged=privileged))
+        rt.start(
+            ContainerSpec(
+                id=cid,
+                argv=["/bin/busybox", "sh", "-c", script],
+                netns=f"/run/netns/{host_ns}",
+                rootfs=[str(root)],
+                mounts=mounts,
+                privileged=privileged,
+            )
+        )
         rt.wait(cid, timeout=30)
         out, err = _output(rt, cid)
         assert want in out, (privileged, out, err)
         if where == "volume":
             os.unlink(vol / "node")
+
 
 def test_a_host_device_bound_by_name_still_opens(rt, host_ns, tmp_path):
     """`-v /dev/net/tun:/dev/net/tun` (OpenVPN's usual line) is a device asked for by name,
@@ -277,9 +328,15 @@ def test_a_host_device_bound_by_name_still_opens(rt, host_ns, tmp_path):
     root = tmp_path / "rootfs"
     (root / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    rt.start(ContainerSpec(id="devbind", argv=["/bin/busybox", "sh", "-c", "echo x > /null-here && echo opened"],
-                           netns=f"/run/netns/{host_ns}", rootfs=[str(root)],
-                           mounts=[parse_bind("/dev/null:/null-here")]))
+    rt.start(
+        ContainerSpec(
+            id="devbind",
+            argv=["/bin/busybox", "sh", "-c", "echo x > /null-here && echo opened"],
+            netns=f"/run/netns/{host_ns}",
+            rootfs=[str(root)],
+            mounts=[parse_bind("/dev/null:/null-here")],
+        )
+    )
     rt.wait("devbind", timeout=30)
     assert "opened" in _output(rt, "devbind")[0], _output(rt, "devbind")[1]
 
@@ -291,6 +348,7 @@ def test_a_process_between_lock_and_exec_is_out_of_the_containers_reach(rt):
     host's binary) or fds. Two forked children, both lock()ed as a default container:
     the second tries the first's /proc entries."""
     from cnm.runtime import confine, confine_apply
+
     plan = confine.lock_plan(confine.plan(ContainerSpec(id="x", argv=["true"]), [], rt.host))
     hold_r, hold_w = os.pipe()
     first = os.fork()
@@ -298,7 +356,7 @@ def test_a_process_between_lock_and_exec_is_out_of_the_containers_reach(rt):
         try:
             os.close(hold_w)
             confine_apply.lock(plan)
-            os.read(hold_r, 1)   # "before execve", for as long as the test needs
+            os.read(hold_r, 1)  # "before execve", for as long as the test needs
         finally:
             os._exit(0)
     os.close(hold_r)
@@ -336,10 +394,15 @@ def test_a_container_that_nests_deep_can_still_be_removed(rt, host_ns, tmp_path,
     (root / "bin").mkdir(parents=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     before = snapshot(victim)
-    script = (f"cd /; i=0; while [ $i -lt 1200 ]; do busybox mkdir d && cd d || exit 1; i=$((i+1)); done; "
-              f"busybox ln -s {victim} out && busybox ln -s {victim}/etc/hosts hosts && echo deep")
-    rt.start(ContainerSpec(id="deep", argv=["/bin/busybox", "sh", "-c", script], netns=f"/run/netns/{host_ns}",
-                           rootfs=[str(root)]))
+    script = (
+        f"cd /; i=0; while [ $i -lt 1200 ]; do busybox mkdir d && cd d || exit 1; i=$((i+1)); done; "
+        f"busybox ln -s {victim} out && busybox ln -s {victim}/etc/hosts hosts && echo deep"
+    )
+    rt.start(
+        ContainerSpec(
+            id="deep", argv=["/bin/busybox", "sh", "-c", script], netns=f"/run/netns/{host_ns}", rootfs=[str(root)]
+        )
+    )
     assert rt.wait("deep", timeout=60) == 0
     assert "deep" in _output(rt, "deep")[0]
     rt.remove("deep")

@@ -1,5 +1,6 @@
 """Docker's own clients drive our image API: the docker CLI (Debian's 20.10 and, where
 installed, a newer one) and docker-py, against one daemon in a throwaway namespace."""
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,7 @@ def dmn(tmp_path_factory):
     ns = f"cnmt-{secrets.token_hex(4)}"
     sh("ip", "netns", "add", ns)
     base = tmp_path_factory.mktemp("images")
-    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
-               log=base / "daemon.log")
+    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock", log=base / "daemon.log")
     try:
         yield d.start()
     finally:
@@ -41,7 +41,9 @@ def dmn(tmp_path_factory):
         sh("ip", "netns", "del", ns, check=False)
 
 
-def docker(d: Daemon, cli: str, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def docker(
+    d: Daemon, cli: str, *args: str, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ["PATH"], "HOME": str(d.root.parent), "DOCKER_CONFIG": str(d.root.parent / "dockercfg")}
     r = subprocess.run([cli, "-H", d.host, *args], capture_output=True, input=input, timeout=120, env=env)
     if check and r.returncode != 0:
@@ -79,7 +81,7 @@ def test_docker_cli_load_inspect_history_tag_rmi(dmn, cli):
     assert out(docker(dmn, cli, "rmi", "localhost:5000/team/bb:v1")).strip() == "Untagged: localhost:5000/team/bb:v1"
     missing = docker(dmn, cli, "rmi", "nosuchimage", check=False)
     assert missing.returncode != 0 and "No such image: nosuchimage" in err(missing)  # 20.10 rewrites 404s
-    assert "{" not in err(missing)                    # one line, not raw JSON
+    assert "{" not in err(missing)  # one line, not raw JSON
 
 
 @pytest.mark.parametrize("cli", CLIS)
@@ -94,8 +96,22 @@ def test_docker_cli_pull_says_no_registry(dmn, cli):
 @pytest.mark.parametrize("cli", CLIS)
 def test_docker_cli_import_with_changes(dmn, cli):
     rootfs = layer(("dir", "app"), ("file", "app/run", b"#!/bin/sh\necho hi\n", 0o755))
-    r = docker(dmn, cli, "import", "-c", 'CMD ["/app/run"]', "-c", "ENV MODE=test", "-c", "WORKDIR /app",
-               "-m", "a test import", "-", "imported:v1", input=rootfs)
+    r = docker(
+        dmn,
+        cli,
+        "import",
+        "-c",
+        'CMD ["/app/run"]',
+        "-c",
+        "ENV MODE=test",
+        "-c",
+        "WORKDIR /app",
+        "-m",
+        "a test import",
+        "-",
+        "imported:v1",
+        input=rootfs,
+    )
     image_id = out(r).strip()
     assert image_id.startswith("sha256:")
     cfg = json.loads(out(docker(dmn, cli, "image", "inspect", "imported:v1")))[0]
@@ -116,7 +132,7 @@ def test_docker_cli_save_and_load_round_trip(dmn, cli, tmp_path):
     with tarfile.open(saved) as tf:
         names = set(tf.getnames())
     assert {"index.json", "manifest.json", "oci-layout"} <= names
-    docker(dmn, cli, "tag", "busybox", "keep:1")   # keeps the layer; the reload must not re-extract
+    docker(dmn, cli, "tag", "busybox", "keep:1")  # keeps the layer; the reload must not re-extract
     docker(dmn, cli, "rmi", "busybox")
     assert out(docker(dmn, cli, "load", "-i", str(saved))).strip() == "Loaded image: busybox:latest"
     assert json.loads(out(docker(dmn, cli, "image", "inspect", "busybox")))[0]["Id"] == image_id
@@ -129,10 +145,10 @@ def test_shared_layers_through_the_cli(dmn):
     a, b = Img([BASE, TOP], tags=["shared-a:1"]), Img([BASE, OTHER_TOP], tags=["shared-b:1"])
     docker(dmn, cli, "load", input=docker_save(a))
     docker(dmn, cli, "load", input=oci_layout(b))
-    assert layers_on_disk(dmn) == before + 3            # BASE stored once
+    assert layers_on_disk(dmn) == before + 3  # BASE stored once
     out_a = out(docker(dmn, cli, "rmi", "shared-a:1"))
     assert "Deleted: " + a.id in out_a
-    assert layers_on_disk(dmn) == before + 2            # BASE stays for shared-b
+    assert layers_on_disk(dmn) == before + 2  # BASE stays for shared-b
     docker(dmn, cli, "rmi", "shared-b:1")
     assert layers_on_disk(dmn) == before
 
@@ -204,7 +220,7 @@ def test_busybox_builder_is_reproducible(tmp_path):
 def test_net_image_commands(dmn, tmp_path):
     r = dmn.net("image", "load", "-i", str(busybox_tar()))
     assert r.stdout.strip() == "Loaded image: busybox:latest"
-    assert dmn.net("load", input="", check=False).returncode == 2            # stdin empty: one line
+    assert dmn.net("load", input="", check=False).returncode == 2  # stdin empty: one line
     image_id = json.loads(dmn.net("image", "inspect", "busybox").stdout)[0]["Id"]
     dmn.net("tag", "busybox", "me/bb:1")
     rows = dmn.net("images", "me/bb").stdout.splitlines()
@@ -221,7 +237,7 @@ def test_net_image_commands(dmn, tmp_path):
     assert dmn.net("load", "-q", "-i", str(saved)).stdout.strip() == "Loaded image: busybox:latest"
     rootfs = tmp_path / "rootfs.tar"
     rootfs.write_bytes(layer(("file", "hello", b"hi")))
-    new_id = dmn.net("import", "-c", "CMD [\"/hello\"]", "-m", "from net", str(rootfs), "imp:1").stdout.strip()
+    new_id = dmn.net("import", "-c", 'CMD ["/hello"]', "-m", "from net", str(rootfs), "imp:1").stdout.strip()
     cfg = json.loads(dmn.net("image", "inspect", "imp:1").stdout)[0]
     assert cfg["Id"] == new_id and cfg["Config"]["Cmd"] == ["/hello"] and cfg["Comment"] == "from net"
     r = dmn.net("pull", "alpine", check=False)
@@ -233,6 +249,7 @@ def test_net_image_commands(dmn, tmp_path):
 
 def test_docker_events_show_image_actions(dmn):
     import time
+
     cli = CLIS[0]
     since = str(int(time.time()) - 1)
     docker(dmn, cli, "load", "-i", str(busybox_tar()))
@@ -240,7 +257,18 @@ def test_docker_events_show_image_actions(dmn):
     docker(dmn, cli, "rmi", "evented:1")
     until = str(int(time.time()) + 1)
     time.sleep(1.1)
-    r = docker(dmn, cli, "events", "--since", since, "--until", until, "--filter", "type=image",
-               "--format", "{{.Action}} {{.Actor.Attributes.name}}")
+    r = docker(
+        dmn,
+        cli,
+        "events",
+        "--since",
+        since,
+        "--until",
+        until,
+        "--filter",
+        "type=image",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    )
     lines = out(r).splitlines()
     assert "load" in " ".join(lines) and "tag evented:1" in lines and any(ln.startswith("untag") for ln in lines)

@@ -2,6 +2,7 @@
 upper layer per container, whiteouts and opaque directories honoured, the image's Env,
 Cmd, Entrypoint, WorkingDir and User, `rmi` refused while a container runs — through
 `net`, Docker's CLI and docker-py, against a daemon in a throwaway namespace."""
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,7 @@ def dmn(tmp_path_factory):
     sh("ip", "netns", "add", ns)
     sh("ip", "-n", ns, "link", "set", "lo", "up")
     base = tmp_path_factory.mktemp("imgct")
-    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock",
-               log=base / "daemon.log")
+    d = Daemon(ns=ns, root=base / "root", run_dir=base / "run", sock=base / "run" / "cnm.sock", log=base / "daemon.log")
     try:
         d.start()
         d.net("image", "load", "-q", "-i", str(BUSYBOX_TAR))
@@ -47,29 +47,43 @@ def dmn(tmp_path_factory):
 
 def _load(d: Daemon, data: bytes) -> None:
     from tests.integration.conftest import NET
+
     r = subprocess.run([NET, "-H", d.host, "image", "load", "-q"], input=data, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
 
 def test_whiteouts_and_opaque_dirs_in_a_container(dmn):
-    lower = layer(("dir", "etc"), ("file", "etc/motd", b"from the lower layer\n"),
-                  ("dir", "data"), ("file", "data/old", b"old\n"), ("file", "data/keep-not", b"x\n"))
+    lower = layer(
+        ("dir", "etc"),
+        ("file", "etc/motd", b"from the lower layer\n"),
+        ("dir", "data"),
+        ("file", "data/old", b"old\n"),
+        ("file", "data/keep-not", b"x\n"),
+    )
     upper = layer(("whiteout", "etc/motd"), ("opaque", "data"), ("file", "data/new", b"new\n"))
     img = Img([busybox_layer(), lower, upper], tags=["wh:1"], cfg={"Env": ["PATH=/bin"], "Cmd": ["sh"]})
     _load(dmn, docker_save(img))
-    out = dmn.net("run", "--rm", "wh:1", "sh", "-c",
-                  "test -e /etc/motd && echo motd-present; ls /data | tr '\\n' ' '; cat /data/new").stdout
+    out = dmn.net(
+        "run",
+        "--rm",
+        "wh:1",
+        "sh",
+        "-c",
+        "test -e /etc/motd && echo motd-present; ls /data | tr '\\n' ' '; cat /data/new",
+    ).stdout
     # no motd (whited out), only data/new (the opaque dir hides data/old and data/keep-not)
     assert out == "new new\n"
 
 
 def test_writes_go_to_the_container_s_own_layer(dmn):
-    cid = dmn.net("run", "-d", "busybox", "sh", "-c", "echo mine > /etc/written; rm /etc/group; sleep 60").stdout.strip()
+    cid = dmn.net(
+        "run", "-d", "busybox", "sh", "-c", "echo mine > /etc/written; rm /etc/group; sleep 60"
+    ).stdout.strip()
     try:
         seen = dmn.net("exec", cid, "--", "sh", "-c", "sleep 0.3; cat /etc/written; test -e /etc/group || echo gone")
         assert seen.stdout.split() == ["mine", "gone"]
         other = dmn.net("run", "--rm", "busybox", "sh", "-c", "test -e /etc/written || echo clean; cat /etc/group")
-        assert other.stdout.startswith("clean\nroot:x:0:")     # the image itself never changed
+        assert other.stdout.startswith("clean\nroot:x:0:")  # the image itself never changed
         layers = dmn.root / "images" / "layers"
         assert not any((d / "diff" / "etc" / "written").exists() for d in layers.iterdir())
     finally:
@@ -77,8 +91,13 @@ def test_writes_go_to_the_container_s_own_layer(dmn):
 
 
 def test_the_image_s_config_runs(dmn):
-    cfg = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo \"$GREETING from $(pwd) as $(id -un)\""],
-           "Env": ["PATH=/bin", "GREETING=hello"], "WorkingDir": "/srv/app", "User": "nobody"}
+    cfg = {
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ['echo "$GREETING from $(pwd) as $(id -un)"'],
+        "Env": ["PATH=/bin", "GREETING=hello"],
+        "WorkingDir": "/srv/app",
+        "User": "nobody",
+    }
     img = Img([busybox_layer()], tags=["cfg:1"], cfg=cfg)
     _load(dmn, docker_save(img))
     assert dmn.net("run", "--rm", "cfg:1").stdout == "hello from /srv/app as nobody\n"
@@ -92,9 +111,10 @@ def test_the_image_s_config_runs(dmn):
 def test_a_missing_image_says_how_to_load_one(dmn):
     r = dmn.net("run", "--rm", "nosuch:1", "true", check=False)
     assert r.returncode == 125
-    assert r.stderr.strip() == ("Error: No such image: nosuch:1 (load it first: net image load -i FILE, "
-                                "or net image import FILE NAME)")
-    assert dmn.net("run", "--rm", "/bin/busybox", "echo", "host").stdout == "host\n"   # host filesystem
+    assert r.stderr.strip() == (
+        "Error: No such image: nosuch:1 (load it first: net image load -i FILE, or net image import FILE NAME)"
+    )
+    assert dmn.net("run", "--rm", "/bin/busybox", "echo", "host").stdout == "host\n"  # host filesystem
 
 
 @pytest.mark.parametrize("cli", CLIS)
@@ -107,8 +127,10 @@ def test_docker_cli_runs_on_the_image_and_rmi_refuses(dmn, cli):
             assert r.returncode == 0, r.stderr
         return r
 
-    assert docker("run", "--rm", "busybox", "sh", "-c", "cat /etc/passwd | head -1").stdout == \
-        "root:x:0:0:root:/root:/bin/sh\n"
+    assert (
+        docker("run", "--rm", "busybox", "sh", "-c", "cat /etc/passwd | head -1").stdout
+        == "root:x:0:0:root:/root:/bin/sh\n"
+    )
     name = f"bg-{secrets.token_hex(3)}"
     docker("run", "-d", "--name", name, "busybox", "sleep", "60")
     try:
@@ -136,8 +158,11 @@ def test_docker_py_runs_on_the_image(dmn):
 
 
 def test_layers_stay_for_a_stopped_container_after_rmi_f(dmn):
-    img = Img([busybox_layer(), layer(("file", "marker", b"kept\n"))], tags=["kept:1"],
-              cfg={"Env": ["PATH=/bin"], "Cmd": ["cat", "/marker"]})
+    img = Img(
+        [busybox_layer(), layer(("file", "marker", b"kept\n"))],
+        tags=["kept:1"],
+        cfg={"Env": ["PATH=/bin"], "Cmd": ["cat", "/marker"]},
+    )
     _load(dmn, docker_save(img))
     cid = dmn.net("run", "-d", "kept:1").stdout.strip()
     dmn.net("container", "inspect", cid)

@@ -1,6 +1,7 @@
 """`net lab` end to end: a two-host bridge lab (no cluster store) built, checked,
 entered, drawn, captured, impaired and removed; a half-failed `up` and an `up` after a
 crash. Every lab has a unique name and its state under the test's own CNM_LAB_DIR."""
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ def still_running(pid: int, start: int) -> bool:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0] not in ("Z", "X") and int(fields[19]) == start
 
 
@@ -89,7 +90,7 @@ def test_check_passes_including_expected_failures(lab):
 def test_exec_runs_in_the_host_against_its_daemon(lab):
     r = lab_cmd(lab["dir"], "exec", lab["name"], "h1", "--", "net", "ps")
     names = {line.split()[1] for line in r.stdout.splitlines()[1:]}
-    assert names == {"web", "client1", "db"}                 # h1's containers only
+    assert names == {"web", "client1", "db"}  # h1's containers only
     r = lab_cmd(lab["dir"], "exec", lab["name"], "h2", "--", "ip", "-4", "-o", "addr", "show", "ul0")
     assert "198.18.1.2/24" in r.stdout
     assert lab_cmd(lab["dir"], "exec", lab["name"], "h1", "--", "sh", "-c", "exit 7", check=False).returncode == 7
@@ -99,8 +100,15 @@ def test_inspect_json_and_ls(lab):
     d = json.loads(lab_cmd(lab["dir"], "inspect", lab["name"], "--format", "json").stdout)
     assert d["Name"] == lab["name"] and d["Status"] == "up"
     assert [(h["Name"], h["Address"], h["Daemon"]["Running"]) for h in d["Hosts"]] == [
-        ("h1", "198.18.1.1", True), ("h2", "198.18.1.2", True)]
-    assert {c["Name"]: c["Host"] for c in d["Containers"]} == {"web": "h1", "client1": "h1", "db": "h1", "client2": "h2"}
+        ("h1", "198.18.1.1", True),
+        ("h2", "198.18.1.2", True),
+    ]
+    assert {c["Name"]: c["Host"] for c in d["Containers"]} == {
+        "web": "h1",
+        "client1": "h1",
+        "db": "h1",
+        "client2": "h2",
+    }
     assert d["Etcd"] == [] and d["ClusterStore"] is None
     assert lab["name"] in lab_cmd(lab["dir"], "ls").stdout
 
@@ -116,10 +124,15 @@ def test_graph_dot_and_png(lab, tmp_path):
 def test_capture_on_the_underlay_is_readable_by_tshark(lab, tmp_path):
     pcap = tmp_path / "ul.pcap"
     env = {**os.environ, "CNM_LAB_DIR": str(lab["dir"])}
-    cap = subprocess.Popen([NET, "lab", "capture", lab["name"], "h1:ul0", "-w", str(pcap), "-c", "2", "-t", "10",
-                            "-f", "icmp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cap = subprocess.Popen(
+        [NET, "lab", "capture", lab["name"], "h1:ul0", "-w", str(pcap), "-c", "2", "-t", "10", "-f", "icmp"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        time.sleep(1.0)    # dumpcap needs a moment to open the interface
+        time.sleep(1.0)  # dumpcap needs a moment to open the interface
         lab_cmd(lab["dir"], "exec", lab["name"], "h2", "--", "busybox", "ping", "-c3", "-i0.3", "198.18.1.1")
         out, err = cap.communicate(timeout=30)
     finally:
@@ -136,7 +149,7 @@ def test_impair_rate_loss_delay_and_clear(lab):
     r = lab_cmd(lab["dir"], "impair", name, "h1", "--rate", "10mbit", "--loss", "5")
     assert "rate 10mbit, loss 5%" in r.stdout
     assert "tbf" in sh("tc", "-n", h1, "qdisc", "show", "dev", "ul0").stdout
-    assert "rate 10Mbit" in sh("tc", "-n", sw, "qdisc", "show", "dev", "p-h1").stdout      # the other direction
+    assert "rate 10Mbit" in sh("tc", "-n", sw, "qdisc", "show", "dev", "p-h1").stdout  # the other direction
     nft = sh("ip", "netns", "exec", h1, "nft", "list", "table", "netdev", "lab_impair").stdout
     assert nft.count("numgen random mod 10000 < 500") == 2
     d = lab_cmd(lab["dir"], "impair", name, "h1", "--delay", "10", check=False)
@@ -145,8 +158,10 @@ def test_impair_rate_loss_delay_and_clear(lab):
         assert "netem" in sh("tc", "-n", h1, "qdisc", "show", "dev", "ul0").stdout
     else:
         print(f"delay: expected failure on this kernel: {d.stderr.strip()}")
-        assert d.stderr.strip() == "Error: delay needs the kernel's netem (CONFIG_NET_SCH_NETEM), which this kernel lacks"
-        assert "tbf" in sh("tc", "-n", h1, "qdisc", "show", "dev", "ul0").stdout       # unchanged
+        assert (
+            d.stderr.strip() == "Error: delay needs the kernel's netem (CONFIG_NET_SCH_NETEM), which this kernel lacks"
+        )
+        assert "tbf" in sh("tc", "-n", h1, "qdisc", "show", "dev", "ul0").stdout  # unchanged
     lab_cmd(lab["dir"], "impair", name, "h1", "--clear")
     assert "tbf" not in sh("tc", "-n", h1, "qdisc", "show", "dev", "ul0").stdout
     assert "lab_impair" not in sh("ip", "netns", "exec", h1, "nft", "list", "tables").stdout
@@ -156,32 +171,41 @@ def test_impair_rate_loss_delay_and_clear(lab):
 def test_down_leaves_nothing(lab):
     pids = recorded_pids(lab["dir"], lab["name"])
     assert len(pids) == 2 and all(still_running(p, s) for p, s in pids)
-    r = lab_cmd(lab["dir"], "down", str(lab["file"]))        # by FILE; by NAME works the same
+    r = lab_cmd(lab["dir"], "down", str(lab["file"]))  # by FILE; by NAME works the same
     assert f"lab {lab['name']} removed" in r.stdout and "warning" not in r.stderr
     assert_nothing_left(lab["dir"], lab["name"], pids)
-    assert "nothing to remove" in lab_cmd(lab["dir"], "down", lab["name"]).stdout     # idempotent
+    assert "nothing to remove" in lab_cmd(lab["dir"], "down", lab["name"]).stdout  # idempotent
 
 
 def one_host_lab(name: str, **extra) -> dict:
-    doc = {"name": name, "hosts": ["h1"], "underlay": {"subnet": "198.18.9.0/24"},
-           "networks": [{"name": "n1", "subnet": "10.91.0.0/24"}],
-           "containers": [{"name": "c1", "host": "h1", "network": "n1"}],
-           "checks": [{"from": "c1", "ping": "h1"}]}
+    doc = {
+        "name": name,
+        "hosts": ["h1"],
+        "underlay": {"subnet": "198.18.9.0/24"},
+        "networks": [{"name": "n1", "subnet": "10.91.0.0/24"}],
+        "containers": [{"name": "c1", "host": "h1", "network": "n1"}],
+        "checks": [{"from": "c1", "ping": "h1"}],
+    }
     doc.update(extra)
     return doc
 
 
 def test_up_failing_half_way_tears_down(tmp_path):
     name = "f" + secrets.token_hex(3)
-    doc = one_host_lab(name, networks=[{"name": "n1", "subnet": "10.91.0.0/24"},
-                                       {"name": "n2", "options": {"com.docker.network.driver.mtu": "lots"}}])
+    doc = one_host_lab(
+        name,
+        networks=[
+            {"name": "n1", "subnet": "10.91.0.0/24"},
+            {"name": "n2", "options": {"com.docker.network.driver.mtu": "lots"}},
+        ],
+    )
     r = lab_cmd(tmp_path, "up", str(write_lab(tmp_path / "bad.yaml", doc)), check=False)
     assert r.returncode != 0
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1
     assert f"lab {name}: step 'network n2 on h1' failed:" in err and "torn down" in err
     log = re.search(r"\(log: (\S+)\)", err)
-    assert log and Path(log.group(1)).is_file()           # the daemon's log survives the teardown
+    assert log and Path(log.group(1)).is_file()  # the daemon's log survives the teardown
     Path(log.group(1)).unlink()
     assert_nothing_left(tmp_path, name, [])
     # a validation error stops before anything is built
@@ -197,7 +221,7 @@ def test_up_after_a_crash_of_the_previous_lab(tmp_path):
     lab_cmd(tmp_path, "up", str(path))
     old = recorded_pids(tmp_path, name)
     for pid, _ in old:
-        os.kill(pid, signal.SIGKILL)                       # the crash: namespaces and containers stay
+        os.kill(pid, signal.SIGKILL)  # the crash: namespaces and containers stay
     assert lab_namespaces(name)
     try:
         lab_cmd(tmp_path, "up", str(path))
@@ -216,11 +240,20 @@ def test_lab_containers_get_cap_add_and_privileged(tmp_path):
     """A lab file's cap_add and privileged reach the containers: c1 sets its lo MTU at
     start (NET_ADMIN) and keeps running only if it could; c2 is privileged."""
     name = "k" + secrets.token_hex(3)
-    doc = one_host_lab(name, containers=[
-        {"name": "c1", "host": "h1", "network": "n1", "cap_add": ["NET_ADMIN"],
-         "command": ["busybox", "sh", "-c", "busybox ip link set lo mtu 1400 && exec busybox sleep 1d"]},
-        {"name": "c2", "host": "h1", "network": "n1", "privileged": True}],
-        checks=[{"from": "c1", "mtu": 1400, "iface": "lo"}, {"from": "c2", "ping": "c1"}])
+    doc = one_host_lab(
+        name,
+        containers=[
+            {
+                "name": "c1",
+                "host": "h1",
+                "network": "n1",
+                "cap_add": ["NET_ADMIN"],
+                "command": ["busybox", "sh", "-c", "busybox ip link set lo mtu 1400 && exec busybox sleep 1d"],
+            },
+            {"name": "c2", "host": "h1", "network": "n1", "privileged": True},
+        ],
+        checks=[{"from": "c1", "mtu": 1400, "iface": "lo"}, {"from": "c2", "ping": "c1"}],
+    )
     path = write_lab(tmp_path / "lab.yaml", doc)
     lab_cmd(tmp_path, "up", str(path))
     try:

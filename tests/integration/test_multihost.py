@@ -1,5 +1,6 @@
 """Multi-host, end to end: a 3-host lab (3 etcd members, two overlays) built with
 `net lab`, then the wire, isolation and every fault of the multi-host issue."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import pytest
 from tests.integration.conftest import NET, ROOT, sh
 
 BB = "/bin/busybox"
-LAB = "mh" + secrets.token_hex(2)   # unique: two suites may run at once on one machine
+LAB = "mh" + secrets.token_hex(2)  # unique: two suites may run at once on one machine
 LAB_YAML = (ROOT / "labs" / "three-hosts.yaml").read_text().replace("name: three-hosts", f"name: {LAB}")
 
 
@@ -73,13 +74,18 @@ def test_checks_pass_every_pair_mtu_and_isolation(lab):
 
 def test_vxlan_on_the_wire_carries_the_vni(lab, tmp_path):
     from scapy.all import IP, UDP, VXLAN, rdpcap
-    vni = int(json.loads(on(lab, "h1", "inspect", "red").stdout)[0]["Options"]
-              ["com.docker.network.overlay.vxlanid_list"])
+
+    vni = int(
+        json.loads(on(lab, "h1", "inspect", "red").stdout)[0]["Options"]["com.docker.network.overlay.vxlanid_list"]
+    )
     red1, red2 = ct_ip(lab, "h1", "red1", "red"), ct_ip(lab, "h2", "red2", "red")
     pcap = tmp_path / "ul.pcap"
-    cap = subprocess.Popen([NET, "lab", "capture", LAB, "h1:ul0", "-w", str(pcap), "-c", "4", "-t", "10",
-                            "-f", "udp port 4789"], env=lab.env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cap = subprocess.Popen(
+        [NET, "lab", "capture", LAB, "h1:ul0", "-w", str(pcap), "-c", "4", "-t", "10", "-f", "udp port 4789"],
+        env=lab.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(1.0)
     on(lab, "h2", "exec", "red2", "--", BB, "ping", "-c", "3", red1)
     cap.wait(30)
@@ -94,25 +100,35 @@ def test_vxlan_on_the_wire_carries_the_vni(lab, tmp_path):
 
 def test_injected_vxlan_from_a_stranger_is_dropped(lab):
     from scapy.all import ICMP, IP, VXLAN, Ether, raw
-    vni = int(json.loads(on(lab, "h1", "inspect", "red").stdout)[0]["Options"]
-              ["com.docker.network.overlay.vxlanid_list"])
+
+    vni = int(
+        json.loads(on(lab, "h1", "inspect", "red").stdout)[0]["Options"]["com.docker.network.overlay.vxlanid_list"]
+    )
     info = json.loads(on(lab, "h1", "container", "inspect", "red1").stdout)[0]["NetworkSettings"]["Networks"]["red"]
     sw = f"lab-{LAB}-sw"
     sh("ip", "-n", sw, "addr", "add", "198.18.0.99/24", "dev", "br0")
     try:
+
         def rx():
             out = on(lab, "h1", "exec", "red1", "--", "cat", "/proc/net/dev").stdout
             line = next(ln for ln in out.splitlines() if ln.strip().startswith("eth0:"))
-            return int(line.split(":", 1)[1].split()[1])     # received packets
-        frame = raw(VXLAN(vni=vni, flags=0x08) / Ether(dst=info["MacAddress"], src="02:42:de:ad:be:ef") /
-                    IP(src="10.31.0.250", dst=info["IPAddress"]) / ICMP())
+            return int(line.split(":", 1)[1].split()[1])  # received packets
+
+        frame = raw(
+            VXLAN(vni=vni, flags=0x08)
+            / Ether(dst=info["MacAddress"], src="02:42:de:ad:be:ef")
+            / IP(src="10.31.0.250", dst=info["IPAddress"])
+            / ICMP()
+        )
         before = rx()
-        code = ("import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                "s.bind(('198.18.0.99', 0))\n"
-                "for _ in range(20): s.sendto(bytes.fromhex(sys.argv[1]), ('198.18.0.1', 4789))\n")
+        code = (
+            "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind(('198.18.0.99', 0))\n"
+            "for _ in range(20): s.sendto(bytes.fromhex(sys.argv[1]), ('198.18.0.1', 4789))\n"
+        )
         sh("ip", "netns", "exec", sw, "python3", "-c", code, frame.hex())
         time.sleep(0.5)
-        assert rx() - before < 20          # none of the 20 injected frames arrived
+        assert rx() - before < 20  # none of the 20 injected frames arrived
         drops = sh("ip", "netns", "exec", f"lab-{LAB}-h1", "nft", "list", "table", "inet", "cnm-overlay").stdout
         assert "drop" in drops and "packets 0 " not in drops.split("drop")[0][-60:]
     finally:
@@ -137,8 +153,7 @@ def test_daemon_sigkill_and_restart_resyncs(lab):
     # And its own new containers are known to the others.
     on(lab, "h2", "run", "-d", "--name", "after-restart", "--net", "red", BB, "sleep", "600")
     assert ping(lab, "h1", "red1", ct_ip(lab, "h2", "after-restart", "red"))
-    assert len({ct_ip(lab, "h1", "while-h2-down", "red"), ct_ip(lab, "h2", "after-restart", "red"),
-                red1, red2}) == 4
+    assert len({ct_ip(lab, "h1", "while-h2-down", "red"), ct_ip(lab, "h2", "after-restart", "red"), red1, red2}) == 4
 
 
 def test_dual_stack_overlay_carries_ipv6_between_hosts(lab):
@@ -149,7 +164,7 @@ def test_dual_stack_overlay_carries_ipv6_between_hosts(lab):
     v6 = info["NetworkSettings"]["Networks"]["dual"]["GlobalIPv6Address"]
     assert v6.startswith("fd00:35::")
     ok = False
-    for _ in range(10):        # the peer reaches h1 through etcd; DAD may hold the address a moment
+    for _ in range(10):  # the peer reaches h1 through etcd; DAD may hold the address a moment
         if on(lab, "h1", "exec", "d1", "--", BB, "ping", "-6", "-c1", "-W1", v6, check=False).returncode == 0:
             ok = True
             break

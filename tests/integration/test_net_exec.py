@@ -3,6 +3,7 @@ the daemon and confined as the container is (capabilities, no_new_privs, seccomp
 cgroups), stdin and exit codes pass through, -t gives a terminal of the container's own
 with our size; attach carries a running container's output and exit code. One daemon
 for the module (in its own network namespace)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -52,7 +53,7 @@ def test_confined_as_the_container(daemon, box):
     assert status_field(mine, "Seccomp") == status_field(init, "Seccomp") == "2"
     cg_mine = daemon.net("exec", box, "--", "cat", "/proc/self/cgroup").stdout
     cg_init = daemon.net("exec", box, "--", "cat", "/proc/1/cgroup").stdout
-    assert cg_mine == cg_init                                  # in the container's cgroups (its memory limit)
+    assert cg_mine == cg_init  # in the container's cgroups (its memory limit)
     priv = daemon.net("exec", "--privileged", box, "--", "cat", "/proc/self/status").stdout
     assert int(status_field(priv, "CapEff"), 16) > int(status_field(init, "CapEff"), 16)
 
@@ -60,15 +61,15 @@ def test_confined_as_the_container(daemon, box):
 def test_stdin_env_user_workdir(daemon, box):
     r = daemon.net("exec", "-i", box, "--", "sh", "-c", "cat; echo end", input="hello\n")
     assert r.stdout == "hello\nend\n"
-    r = daemon.net("exec", "-e", "A=1", "-u", "nobody", "-w", "/tmp", box, "--", "sh", "-c", 'echo $A $(id -u) $PWD')
+    r = daemon.net("exec", "-e", "A=1", "-u", "nobody", "-w", "/tmp", box, "--", "sh", "-c", "echo $A $(id -u) $PWD")
     assert r.stdout == "1 65534 /tmp\n"
-    r = daemon.net("exec", box, "--", "cat", input="ignored\n")            # no -i: stdin is empty
+    r = daemon.net("exec", box, "--", "cat", input="ignored\n")  # no -i: stdin is empty
     assert r.stdout == ""
 
 
 def test_bad_exec_exit_codes(daemon, box):
     r = daemon.net("exec", box, "--", "nosuchcmd", check=False)
-    assert r.returncode == 127 and "executable file not found" in r.stdout + r.stderr   # (Docker: in the stream)
+    assert r.returncode == 127 and "executable file not found" in r.stdout + r.stderr  # (Docker: in the stream)
     r = daemon.net("exec", "nosuchbox", "--", "true", check=False)
     assert r.returncode != 0 and "nosuchbox" in r.stderr
     r = daemon.net("exec", box, check=False)
@@ -105,8 +106,9 @@ def run_in_pty(argv: list[str], rows: int, cols: int, timeout: float = 30) -> tu
 
 
 def test_tty_of_the_containers_own_with_our_size(daemon, box):
-    code, out = run_in_pty([NET, "-H", daemon.host, "exec", "-it", box, "--", "sh", "-c", "tty; stty size; exit 3"],
-                           33, 101)
+    code, out = run_in_pty(
+        [NET, "-H", daemon.host, "exec", "-it", box, "--", "sh", "-c", "tty; stty size; exit 3"], 33, 101
+    )
     text = out.decode(errors="replace").replace("\r", "")
     assert code == 3 and "/dev/pts/" in text and "33 101" in text, text
 

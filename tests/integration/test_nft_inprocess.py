@@ -1,6 +1,7 @@
 """nft.apply through libnftables in-process: same transaction semantics as the `nft`
 binary, the error text users see, and never the wrong namespace: a thread inside
 another namespace falls back to the binary, which runs where that thread is."""
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,9 @@ def test_in_process_apply_is_atomic_says_why_and_stays_in_its_namespace(host_ns)
         out = json.loads(r.stdout)
         assert out["in_process"] is True
         assert "nft refused the firewall ruleset" in out["error"] and "syntax error" in out["error"]
-        assert sorted(map(tuple, out["tables"])) == [("inet", "cnm-t1")]         # t2, t3 never made
+        assert sorted(map(tuple, out["tables"])) == [("inet", "cnm-t1")]  # t2, t3 never made
         listed = json.loads(ns_sh(host_ns, "nft", "-j", "list", "set", "inet", "cnm-t1", "s").stdout)
-        assert "elem" not in json.dumps(listed)                                   # the replacement won
-        assert "cnm-other" in ns_sh(other, "nft", "list", "tables").stdout        # where the thread was
+        assert "elem" not in json.dumps(listed)  # the replacement won
+        assert "cnm-other" in ns_sh(other, "nft", "list", "tables").stdout  # where the thread was
     finally:
         sh("ip", "netns", "del", other, check=False)

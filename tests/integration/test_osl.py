@@ -1,6 +1,7 @@
 """The OS layer against a real kernel, inside throwaway namespaces only.
 
 Checks go through `ip` (an independent reader), not through the code under test."""
+
 from __future__ import annotations
 
 import os
@@ -70,7 +71,7 @@ def test_bridge_lifecycle(host_ns, nl):
     assert nl.del_address("br-test", "172.30.0.1/16") is False
     assert nl.delete_link("br-test") is True
     assert "br-test" not in link_names(host_ns)
-    assert nl.delete_link("br-test") is False        # already gone: success
+    assert nl.delete_link("br-test") is False  # already gone: success
     with pytest.raises(NotFound):
         nl.set_link_up("br-test")
 
@@ -101,7 +102,7 @@ def test_veth_into_created_namespace(host_ns, nl, tmp_path):
             sb.set_link_up("eth0")
             sb.add_address("eth0", "172.30.0.2/16")
             sb.add_default_route("172.30.0.1")
-            assert sb.route_cidrs() == ["172.30.0.0/16"]       # the default route left out
+            assert sb.route_cidrs() == ["172.30.0.0/16"]  # the default route left out
             assert {r.destination for r in sb.routes(4)} == {"0.0.0.0/0", "172.30.0.0/16"}
         inside = in_ns(path, "ip", "-o", "link", "show", "eth0")
         assert "mtu 1400" in inside and "02:42:ac:1e:00:02" in inside
@@ -113,7 +114,7 @@ def test_veth_into_created_namespace(host_ns, nl, tmp_path):
     # The namespace dies with its last reference (no handle of ours may keep it), and
     # its veth end with it; the kernel tears namespaces down asynchronously.
     assert wait_for(lambda: "vethA" not in link_names(host_ns))
-    netns.delete_netns(path)                                  # idempotent
+    netns.delete_netns(path)  # idempotent
 
 
 def test_calling_thread_never_changes_namespace(host_ns, sandbox):
@@ -233,7 +234,7 @@ def test_bind_existing_keeps_a_namespace_alive(sandbox, tmp_path):
         assert os.stat(second).st_ino == os.stat(sandbox).st_ino
         with pytest.raises(Conflict):
             netns.bind_existing(sandbox, second)
-        netns.delete_netns(sandbox)                  # the other handle keeps it alive
+        netns.delete_netns(sandbox)  # the other handle keeps it alive
         with Netlink(second) as nl:
             assert nl.link_names() == ["lo"]
     finally:

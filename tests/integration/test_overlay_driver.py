@@ -10,6 +10,7 @@ Each host runs its own OverlayDriver (VxlanNetlink bound to that host, run_dir i
 tmp_path, NftVxlanFilter in that host). The test plays the core: it moves the
 container end into a container namespace, addresses it, and feeds discovery events.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,22 +40,22 @@ VTEP = {"A": "198.18.0.1", "B": "198.18.0.2", "C": "198.18.0.3"}
 
 
 def spec(nid: str = NID1, vni: int = 256, subnet: str = SUBNET, gateway: str = GATEWAY) -> NetworkSpec:
-    return NetworkSpec(id=nid, name=f"ov{vni}", options={VXLANID_LIST: str(vni)},
-                       ipv4=(IPAMData(pool=subnet, gateway=gateway),))
+    return NetworkSpec(
+        id=nid, name=f"ov{vni}", options={VXLANID_LIST: str(vni)}, ipv4=(IPAMData(pool=subnet, gateway=gateway),)
+    )
 
 
 def in_path(path: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return sh("nsenter", f"--net={path}", "--", *argv, check=check)
 
 
-BB = "/bin/busybox"       # the machine has no iputils ping
+BB = "/bin/busybox"  # the machine has no iputils ping
 
 
 def ping(ns: str, address: str, count: int = 1) -> bool:
     """True if any of `count` echo requests is answered (busybox waits -W seconds for
     the first reply after sending them all)."""
-    r = sh("ip", "netns", "exec", ns, BB, "ping", "-c", str(count), "-i", "0.2", "-W", "2",
-           address, check=False)
+    r = sh("ip", "netns", "exec", ns, BB, "ping", "-c", str(count), "-i", "0.2", "-W", "2", address, check=False)
     return r.returncode == 0
 
 
@@ -82,7 +83,7 @@ def drop_counter(ns: str) -> int:
 
 @dataclass
 class Host:
-    name: str                 # `ip netns` name of the host namespace
+    name: str  # `ip netns` name of the host namespace
     vtep: str
     driver: OverlayDriver
     run_dir: Path
@@ -129,12 +130,17 @@ def cluster(host_ns, tmp_path):
         for key, ns in (("A", host_ns), ("B", hb)):
             path = f"/run/netns/{ns}"
             run_dir = tmp_path / key
-            drv = OverlayDriver(lambda p, path=path: VxlanNetlink(p or path), run_dir=str(run_dir),
-                                advertise_addr=VTEP[key], underlay_mtu=1500, firewall=NftVxlanFilter(ns))
+            drv = OverlayDriver(
+                lambda p, path=path: VxlanNetlink(p or path),
+                run_dir=str(run_dir),
+                advertise_addr=VTEP[key],
+                underlay_mtu=1500,
+                firewall=NftVxlanFilter(ns),
+            )
             hosts[key] = Host(ns, VTEP[key], drv, run_dir)
         hosts["A"].driver.discover_new("node", {"address": VTEP["B"]})
         hosts["B"].driver.discover_new("node", {"address": VTEP["A"]})
-        hosts["C"] = Host(hc, VTEP["C"], None, tmp_path / "C")   # type: ignore[arg-type]
+        hosts["C"] = Host(hc, VTEP["C"], None, tmp_path / "C")  # type: ignore[arg-type]
         yield hosts
     finally:
         for key in ("A", "B"):
@@ -144,13 +150,13 @@ def cluster(host_ns, tmp_path):
             for nid in host.driver.network_ids():
                 try:
                     host.driver.delete_network(nid)
-                except Exception as exc:            # report, but finish the cleanup
+                except Exception as exc:  # report, but finish the cleanup
                     print(f"cleanup: delete_network {nid[:12]} on {key}: {exc}")
             host.driver.close()
             for c in host.containers:
                 sh("ip", "netns", "del", c, check=False)
             ovdir = host.run_dir / naming.NETNS_SUBDIR
-            for leftover in (ovdir.iterdir() if ovdir.exists() else ()):
+            for leftover in ovdir.iterdir() if ovdir.exists() else ():
                 netns.delete_netns(str(leftover))
         for ns in made:
             sh("ip", "netns", "del", ns, check=False)
@@ -173,7 +179,7 @@ def pair(cluster):
 def test_ping_across_hosts_kernel_state_and_peer_removal(pair):
     a, b = pair["a"], pair["b"]
     root_links = sh("ip", "-o", "link", "show").stdout
-    assert pair["mac_a"] == "02:42:0a:c8:00:02"                      # from the IP
+    assert pair["mac_a"] == "02:42:0a:c8:00:02"  # from the IP
     assert ping(pair["ca"], "10.200.0.3", 2)
     assert ping(pair["cb"], "10.200.0.2")
 
@@ -199,15 +205,15 @@ def test_ping_across_hosts_kernel_state_and_peer_removal(pair):
     assert f"{pair['mac_b']} dst" not in in_path(path, "bridge", "fdb", "show", "dev", vx).stdout
     assert "10.200.0.3" not in in_path(path, "ip", "neigh", "show", "dev", vx).stdout
     assert no_ping(pair["ca"], "10.200.0.3")
-    a.peer(NID1, pair["eb"], "10.200.0.3", pair["mac_b"], b.vtep, delete=True)   # idempotent
+    a.peer(NID1, pair["eb"], "10.200.0.3", pair["mac_b"], b.vtep, delete=True)  # idempotent
 
     a.driver.delete_network(NID1)
     assert not netns.is_netns(path)
     assert vx not in sh("ip", "-n", a.name, "-o", "link").stdout
-    assert ":4789" not in sh("ip", "netns", "exec", a.name, "ss", "-uan").stdout    # socket closed
-    assert nft.list_tables(a.name) == []                                     # filter gone with the last network
-    a.driver.delete_network(NID1)                                            # idempotent
-    assert sh("ip", "-o", "link", "show").stdout == root_links                # root namespace untouched
+    assert ":4789" not in sh("ip", "netns", "exec", a.name, "ss", "-uan").stdout  # socket closed
+    assert nft.list_tables(a.name) == []  # filter gone with the last network
+    a.driver.delete_network(NID1)  # idempotent
+    assert sh("ip", "-o", "link", "show").stdout == root_links  # root namespace untouched
     assert TABLE_NAME not in sh("nft", "list", "tables").stdout
 
 
@@ -225,13 +231,14 @@ def send_from(host_ns: str, src: str, dst: str, payload: bytes, count: int = 3) 
             s.bind((src, 0))
             for _ in range(count):
                 s.sendto(payload, (dst, 4789))
+
     netns.run_in_netns(f"/run/netns/{host_ns}", send)
 
 
 def test_filter_drops_vxlan_from_unknown_vtep_until_it_becomes_a_node(pair):
     a, c = pair["a"], pair["c"]
     path, vx = a.driver.netns_path(NID1), a.driver.vxlan_name(NID1)
-    assert nft.list_tables(a.name) == [(TABLE_FAMILY, TABLE_NAME)]   # our table, nobody else's
+    assert nft.list_tables(a.name) == [(TABLE_FAMILY, TABLE_NAME)]  # our table, nobody else's
     pkt = vxlan_packet(256, pair["mac_a"], "02:42:de:ad:be:ef")
 
     rx0, drops0 = rx_packets(path, vx), drop_counter(a.name)
@@ -254,7 +261,7 @@ def test_filter_drops_vxlan_from_unknown_vtep_until_it_becomes_a_node(pair):
     send_from(c.name, c.vtep, a.vtep, pkt)
     time.sleep(0.3)
     assert rx_packets(path, vx) == rx1
-    assert ping(pair["ca"], "10.200.0.3")                            # known node still gets through
+    assert ping(pair["ca"], "10.200.0.3")  # known node still gets through
 
 
 def test_networks_with_different_vnis_are_isolated(pair):
@@ -271,7 +278,7 @@ def test_networks_with_different_vnis_are_isolated(pair):
     assert no_ping(cb2, "10.200.0.2")
     assert rx_packets(a.driver.netns_path(NID2), a.driver.vxlan_name(NID2)) - rx_net2 >= 1
     assert rx_packets(a.driver.netns_path(NID1), a.driver.vxlan_name(NID1)) == rx_net1
-    assert ping(pair["cb"], "10.200.0.2")                            # network 1 unaffected
+    assert ping(pair["cb"], "10.200.0.2")  # network 1 unaffected
 
     # restore is idempotent: same devices, peers still programmed, still pinging.
     before = in_path(b.driver.netns_path(NID1), "ip", "-o", "link").stdout
@@ -284,8 +291,11 @@ def test_capture_shows_vni_and_inner_addresses(pair, tmp_path):
     b = pair["b"]
     pcap, log = tmp_path / "vxlan.pcap", tmp_path / "tshark.log"
     with open(log, "w") as logf:
-        proc = subprocess.Popen(["ip", "netns", "exec", b.name, "tshark", "-i", "u0", "-c", "4", "-w", str(pcap),
-                                 "-f", "udp port 4789"], stdout=logf, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", b.name, "tshark", "-i", "u0", "-c", "4", "-w", str(pcap), "-f", "udp port 4789"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 15
         while "Capturing on" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
@@ -302,7 +312,7 @@ def test_capture_shows_vni_and_inner_addresses(pair, tmp_path):
     rows = [line.split("\t") for line in fields.strip().splitlines()]
     assert len(rows) == 4, fields
     assert {r[0] for r in rows} == {"256"}
-    pairs = {(r[1], r[2]) for r in rows}      # outer,inner source / outer,inner destination
+    pairs = {(r[1], r[2]) for r in rows}  # outer,inner source / outer,inner destination
     assert ("198.18.0.1,10.200.0.2", "198.18.0.2,10.200.0.3") in pairs
     assert ("198.18.0.2,10.200.0.3", "198.18.0.1,10.200.0.2") in pairs
 
@@ -315,8 +325,8 @@ def test_golden_filter_scripts_are_valid_nftables(host_ns):
     assert files, f"no overlay golden files in {GOLDEN}"
     for path in files:
         nft.apply(path.read_text(), host_ns)
-        nft.apply(path.read_text(), host_ns)          # replaces itself: re-applying works
+        nft.apply(path.read_text(), host_ns)  # replaces itself: re-applying works
         assert nft.list_tables(host_ns) == [(TABLE_FAMILY, TABLE_NAME)]
     NftVxlanFilter(host_ns).clear()
-    NftVxlanFilter(host_ns).clear()                   # idempotent
+    NftVxlanFilter(host_ns).clear()  # idempotent
     assert nft.list_tables(host_ns) == []

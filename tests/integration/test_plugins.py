@@ -1,6 +1,7 @@
 """Remote plugins for real, inside throwaway namespaces: the SDK example driver and the
 served bridge driver, driven through RemoteDriver/RemoteIpam as the core drives them,
 with interfaces moved into sandboxes that ping."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,21 @@ from tests.integration.conftest import NET, ROOT, link_names, ns_sh, sh, stop
 NID = "1" * 64
 
 
-def start_in_ns(ns: str, argv: list[str], sock: Path, log: Path, timeout: float = 15, *,
-                host_mounts: bool = False) -> subprocess.Popen:
+def start_in_ns(
+    ns: str, argv: list[str], sock: Path, log: Path, timeout: float = 15, *, host_mounts: bool = False
+) -> subprocess.Popen:
     """Start argv in netns `ns` and wait for its socket. host_mounts: keep the machine's
     mount namespace (nsenter) rather than `ip netns exec`'s private one, as a service
     would run; mounts it makes (overlay namespaces) then outlive it."""
     enter = ["nsenter", f"--net=/run/netns/{ns}"] if host_mounts else ["ip", "netns", "exec", ns]
-    proc = subprocess.Popen([*enter, *argv], stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [*enter, *argv],
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     deadline = time.monotonic() + timeout
     while not sock.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -51,12 +58,15 @@ def plugin_dir(tmp_path):
 
 @pytest.fixture
 def routed(host_ns, plugin_dir, tmp_path):
-    proc = start_in_ns(host_ns, [sys.executable, "examples/routed_driver.py", "--name", "routed",
-                                 "--plugin-dir", str(plugin_dir)], plugin_dir / "routed.sock",
-                       tmp_path / "routed.log")
+    proc = start_in_ns(
+        host_ns,
+        [sys.executable, "examples/routed_driver.py", "--name", "routed", "--plugin-dir", str(plugin_dir)],
+        plugin_dir / "routed.sock",
+        tmp_path / "routed.log",
+    )
     yield proc
     stop(proc)
-    assert not (plugin_dir / "routed.sock").exists()      # the SDK removes its socket
+    assert not (plugin_dir / "routed.sock").exists()  # the SDK removes its socket
 
 
 def nsping(key: str, addr: str) -> subprocess.CompletedProcess:
@@ -82,9 +92,9 @@ def test_example_routed_driver_pings(host_ns, plugin_dir, routed, tmp_path):
             boxes.plug(key, result, f"{result.dst_prefix}0", addr, None, default_gateway=True)
         routes = sh("nsenter", f"--net={keys[0]}", "ip", "-4", "route").stdout
         assert "default via 169.254.1.1 dev eth0" in routes and "169.254.1.1 dev eth0 proto static scope link" in routes
-        assert nsping(keys[0], "169.254.1.1").returncode == 0           # container -> host end
+        assert nsping(keys[0], "169.254.1.1").returncode == 0  # container -> host end
         assert ns_sh(host_ns, "busybox", "ping", "-c", "1", "-W", "2", "10.10.0.3", check=False).returncode == 0
-        assert nsping(keys[0], "10.10.0.3").returncode == 0             # routed between containers
+        assert nsping(keys[0], "10.10.0.3").returncode == 0  # routed between containers
         for i, key in enumerate(keys):
             eid = f"{i + 2}" * 64
             boxes.unplug(key, "eth0")
@@ -102,15 +112,31 @@ def test_net_plugin_check_passes_the_example(host_ns, plugin_dir, routed):
     r = sh(NET, "plugin", "check", "routed", "--plugin-dir", str(plugin_dir), "--timeout", "5", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PASS: 0 error(s)" in r.stdout
-    assert not any(n.startswith("rt") for n in link_names(host_ns))     # the check cleaned up
+    assert not any(n.startswith("rt") for n in link_names(host_ns))  # the check cleaned up
     ls = sh(NET, "plugin", "ls", "--plugin-dir", str(plugin_dir)).stdout
     assert "routed" in ls and "NetworkDriver" in ls and " ok " in ls
 
 
 def test_served_bridge_and_ipam(host_ns, plugin_dir, tmp_path):
-    proc = start_in_ns(host_ns, [NET, "plugin", "serve", "--name", "cnmbridge", "--driver", "bridge",
-                                 "--ipam", "--root", str(tmp_path / "root"), "--plugin-dir", str(plugin_dir)],
-                       plugin_dir / "cnmbridge.sock", tmp_path / "serve.log")
+    proc = start_in_ns(
+        host_ns,
+        [
+            NET,
+            "plugin",
+            "serve",
+            "--name",
+            "cnmbridge",
+            "--driver",
+            "bridge",
+            "--ipam",
+            "--root",
+            str(tmp_path / "root"),
+            "--plugin-dir",
+            str(plugin_dir),
+        ],
+        plugin_dir / "cnmbridge.sock",
+        tmp_path / "serve.log",
+    )
     host = Netlink(host_ns)
     boxes = SandboxOS(host, str(tmp_path / "netns"))
     os.makedirs(boxes.netns_dir, exist_ok=True)
@@ -125,8 +151,9 @@ def test_served_bridge_and_ipam(host_ns, plugin_dir, tmp_path):
         pool = ipam.request_pool(space, "10.20.0.0/24", None, {}, False)
         gw = ipam.request_address(pool.pool_id, None, {"RequestAddressType": "com.docker.network.gateway"})
         addr = ipam.request_address(pool.pool_id, None, {})
-        drv.create_network(NetworkSpec(NID, "b1", {"com.docker.network.bridge.name": "br-served"},
-                                       ipv4=(IPAMData(pool.subnet, gw),)))
+        drv.create_network(
+            NetworkSpec(NID, "b1", {"com.docker.network.bridge.name": "br-served"}, ipv4=(IPAMData(pool.subnet, gw),))
+        )
         assert "br-served" in link_names(host_ns)
         eid = "9" * 64
         iface = drv.create_endpoint(NID, eid, EndpointInterface(addr), {})
@@ -171,8 +198,12 @@ def test_a_join_without_gateway_gets_the_gateway_bridge(make_daemon, plugin_dir,
     """A plugin whose Join names no gateway and no default route: the container also
     gets an endpoint on the gateway bridge, with the default route (as overlay does)."""
     d = make_daemon("--plugin-dir", str(plugin_dir))
-    proc = start_in_ns(d.ns, [sys.executable, "tests/integration/nogw_plugin.py", "nogw", str(plugin_dir)],
-                       plugin_dir / "nogw.sock", tmp_path / "nogw.log")
+    proc = start_in_ns(
+        d.ns,
+        [sys.executable, "tests/integration/nogw_plugin.py", "nogw", str(plugin_dir)],
+        plugin_dir / "nogw.sock",
+        tmp_path / "nogw.log",
+    )
     try:
         d.net("create", "-d", "nogw", "--subnet", "10.31.0.0/24", "ng")
         d.net("run", "-d", "--network", "ng", "--name", "cc", "/bin/busybox", "sleep", "1000")

@@ -3,6 +3,7 @@
 Every test gets its own state directory, its own cgroup sub-tree and (via host_ns) its
 own throwaway network namespace; the `rt` fixture checks afterwards that no process,
 mount or cgroup of ours is left."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ from tests.integration import runtime_harness as harness
 from tests.integration.conftest import sh
 from tests.integration.runtime_harness import BUSYBOX, mounts_under, procs_mentioning
 
-rt, netns, rootfs = harness.rt, harness.netns, harness.rootfs     # fixtures
+rt, netns, rootfs = harness.rt, harness.netns, harness.rootfs  # fixtures
 pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
 
 
@@ -32,6 +33,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 
 
 # --- the basics ---------------------------------------------------------------------
+
 
 def test_logs_exit_code_and_timestamps(rt, netns):
     st = rt.start("c1", [BUSYBOX, "sh", "-c", "echo hi; echo err >&2; exit 3"], netns=netns)
@@ -57,11 +59,18 @@ def test_pid_namespace(rt, netns):
 
 
 def test_hostname_and_etc_files_inside_only(rt, netns):
-    before = {p: (Path(p).read_bytes(), os.stat(p).st_mtime_ns) for p in ("/etc/hosts", "/etc/hostname")
-              if os.path.exists(p)}
+    before = {
+        p: (Path(p).read_bytes(), os.stat(p).st_mtime_ns) for p in ("/etc/hosts", "/etc/hostname") if os.path.exists(p)
+    }
     host_name = os.uname().nodename
-    rt.start("h", [BUSYBOX, "sh", "-c", "hostname; cat /etc/hosts /etc/resolv.conf /etc/hostname"],
-             netns=netns, hostname="box-1", hosts="10.9.8.7 magic\n", resolv_conf="nameserver 10.9.8.1\n")
+    rt.start(
+        "h",
+        [BUSYBOX, "sh", "-c", "hostname; cat /etc/hosts /etc/resolv.conf /etc/hostname"],
+        netns=netns,
+        hostname="box-1",
+        hosts="10.9.8.7 magic\n",
+        resolv_conf="nameserver 10.9.8.1\n",
+    )
     assert rt.rt.wait("h", 10) == 0
     assert rt.out("h")[0] == "box-1\n10.9.8.7 magic\nnameserver 10.9.8.1\nbox-1\n"
     assert os.uname().nodename == host_name
@@ -104,8 +113,14 @@ def test_container_does_not_pin_other_namespaces(rt, netns):
 
 def test_rootfs_overlay(rt, netns, rootfs):
     lower_before = _tree(rootfs)
-    rt.start("r", ["sh", "-c", "echo data > /created.txt; ls /; cat /etc/hosts"], netns=netns,
-             rootfs=[str(rootfs)], hosts="10.1.1.1 inside\n", env={"PATH": "/bin"})
+    rt.start(
+        "r",
+        ["sh", "-c", "echo data > /created.txt; ls /; cat /etc/hosts"],
+        netns=netns,
+        rootfs=[str(rootfs)],
+        hosts="10.1.1.1 inside\n",
+        env={"PATH": "/bin"},
+    )
     assert rt.rt.wait("r", 10) == 0
     out, err = rt.out("r")
     listing = set(out.split())
@@ -120,11 +135,14 @@ def test_rootfs_overlay(rt, netns, rootfs):
 
 # --- supervision --------------------------------------------------------------------
 
+
 def test_supervisor_outlives_its_starter(rt, netns):
-    code = (f"import sys; from cnm.runtime import Runtime, ContainerSpec; "
-            f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
-            f"st = rt.start(ContainerSpec(id='s', argv=['sleep', '1000'], netns={netns!r})); "
-            f"print(st.shim_pid, st.pid)")
+    code = (
+        f"import sys; from cnm.runtime import Runtime, ContainerSpec; "
+        f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
+        f"st = rt.start(ContainerSpec(id='s', argv=['sleep', '1000'], netns={netns!r})); "
+        f"print(st.shim_pid, st.pid)"
+    )
     starter = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert starter.returncode == 0, starter.stderr
     d = json.loads((rt.state_dir / "s" / files.STATE).read_text())
@@ -165,7 +183,9 @@ def test_stop_with_a_handler_exits_cleanly(rt, netns):
 
 
 def test_sigterm_to_the_shim_is_forwarded(rt, netns):
-    st = rt.start("f", [BUSYBOX, "sh", "-c", "trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done"], netns=netns)
+    st = rt.start(
+        "f", [BUSYBOX, "sh", "-c", "trap 'exit 9' TERM; echo ready; while :; do sleep 0.1; done"], netns=netns
+    )
     _wait_ready(rt, "f")
     os.kill(st.shim_pid, signal.SIGTERM)
     assert rt.rt.wait("f", 5) == 9
@@ -200,6 +220,7 @@ def test_a_starter_holding_more_than_1024_fds(rt, netns):
     """A daemon with hundreds of containers holds an fd or two per container: past
     1,023, select() refuses them (found at 495 containers); start and remove still work."""
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 1200:
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1200: cannot hold 1,100 fds here")
@@ -237,6 +258,7 @@ def test_duplicate_id_conflicts(rt, netns):
 
 # --- cgroups ------------------------------------------------------------------------
 
+
 def test_cgroup_limits(rt, netns):
     layout = rt.rt.cgroups.layout
     missing = {"memory", "cpu", "pids"} - set(layout.controllers)
@@ -261,13 +283,13 @@ def test_cgroup_limits(rt, netns):
 def test_pids_limit_is_enforced(rt, netns):
     if "pids" not in rt.rt.cgroups.layout.controllers:
         pytest.skip("no pids cgroup controller on this host")
-    rt.start("pl", [BUSYBOX, "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 2 & done; wait"],
-             netns=netns, pids_limit=3)
+    rt.start("pl", [BUSYBOX, "sh", "-c", "for i in 1 2 3 4 5 6; do sleep 2 & done; wait"], netns=netns, pids_limit=3)
     rt.rt.wait("pl", 10)
     assert "can't fork" in rt.out("pl")[1] or "Resource temporarily unavailable" in rt.out("pl")[1]
 
 
 # --- failures leave nothing behind --------------------------------------------------
+
 
 def _assert_nothing_left(rt, cid: str) -> None:
     assert not (rt.state_dir / cid).exists()
@@ -303,11 +325,15 @@ def test_missing_rootfs_or_netns(rt, netns, tmp_path):
 
 # --- exec ---------------------------------------------------------------------------
 
+
 def test_exec_argv_enters_the_container(rt, netns, rootfs):
     rt.start("x", ["sleep", "1000"], netns=netns, hostname="exec-box")
-    argv = rt.rt.exec_argv("x", [BUSYBOX, "sh", "-c", "hostname; cat /proc/1/cmdline; echo; readlink /proc/self/ns/net"])
-    r = subprocess.run(argv, env=rt.rt.exec_env("x"), capture_output=True, text=True, timeout=10,
-                       stdin=subprocess.DEVNULL)
+    argv = rt.rt.exec_argv(
+        "x", [BUSYBOX, "sh", "-c", "hostname; cat /proc/1/cmdline; echo; readlink /proc/self/ns/net"]
+    )
+    r = subprocess.run(
+        argv, env=rt.rt.exec_env("x"), capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "exec-box"
@@ -316,13 +342,24 @@ def test_exec_argv_enters_the_container(rt, netns, rootfs):
 
 
 def test_exec_into_rootfs_container(rt, netns, rootfs):
-    rt.start("xr", ["sh", "-c", "echo inside > /marker; exec sleep 1000"], netns=netns,
-             rootfs=[str(rootfs)], env={"PATH": "/bin"})
+    rt.start(
+        "xr",
+        ["sh", "-c", "echo inside > /marker; exec sleep 1000"],
+        netns=netns,
+        rootfs=[str(rootfs)],
+        env={"PATH": "/bin"},
+    )
     deadline = time.monotonic() + 5
     while not (rt.state_dir / "xr" / files.UPPER / "marker").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    r = subprocess.run(rt.rt.exec_argv("xr", ["sh", "-c", "cat /marker; ls /"]), env=rt.rt.exec_env("xr"),
-                       capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        rt.rt.exec_argv("xr", ["sh", "-c", "cat /marker; ls /"]),
+        env=rt.rt.exec_env("xr"),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "inside" and "usr" not in r.stdout.split()
 
@@ -334,8 +371,10 @@ def test_daemon_started_by_ip_netns_exec(rt, host_ns, netns):
         pytest.skip("no pids cgroup controller on this host")
     real = Path(rt.rt.cgroups.dirs("ne", pids=9)["pids"])  # as seen from the test's namespace
     boot = f"from cnm.runtime import Runtime, ContainerSpec; rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
-    start = boot + ("st = rt.start(ContainerSpec(id='ne', argv=['sleep', '1000'], pids_limit=9)); "
-                    "import json; print(json.dumps([st.pid, st.shim_pid]))")
+    start = boot + (
+        "st = rt.start(ContainerSpec(id='ne', argv=['sleep', '1000'], pids_limit=9)); "
+        "import json; print(json.dumps([st.pid, st.shim_pid]))"
+    )
     pid, shim_pid = json.loads(sh("ip", "netns", "exec", host_ns, sys.executable, "-c", start).stdout)
     d = json.loads((rt.state_dir / "ne" / files.STATE).read_text())
     rt.seen += [(d["shim_pid"], d["shim_start"]), (d["pid"], d["pid_start"])]

@@ -2,6 +2,7 @@
 tail), attach (live output, stdin, StdinOnce, a slow client), TTYs (controlling
 terminal, size, resize), exec (namespaces, cgroups, user, workdir, exit codes, TTY,
 stdin), stats and pids."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from cnm.runtime.spec import ExecSpec
 from tests.integration import runtime_harness as harness
 from tests.integration.runtime_harness import BUSYBOX
 
-rt, netns, rootfs = harness.rt, harness.netns, harness.rootfs     # fixtures
+rt, netns, rootfs = harness.rt, harness.netns, harness.rootfs  # fixtures
 pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
 
 
@@ -51,9 +52,15 @@ def spec(cid: str, argv: list[str], netns: str, **kw) -> ContainerSpec:
 
 # --- create, start, restart ---------------------------------------------------------
 
+
 def test_create_then_start_and_restart_keep_logs_and_the_writable_layer(rt, netns, rootfs):
-    s = spec("r", ["sh", "-c", "echo run; cat /mark 2>/dev/null; echo kept > /mark; exit 3"], netns,
-             rootfs=[str(rootfs)], env={"PATH": "/bin"})
+    s = spec(
+        "r",
+        ["sh", "-c", "echo run; cat /mark 2>/dev/null; echo kept > /mark; exit 3"],
+        netns,
+        rootfs=[str(rootfs)],
+        env={"PATH": "/bin"},
+    )
     assert rt.rt.create(s).status == "created"
     assert rt.rt.state("r").pid is None and not (rt.state_dir / "r" / "container.log").exists()
     with pytest.raises(Conflict, match="already exists"):
@@ -63,7 +70,7 @@ def test_create_then_start_and_restart_keep_logs_and_the_writable_layer(rt, netn
         assert st.status in ("running", "exited")
         assert rt.rt.wait("r", 10) == 3
         rt.seen.append((st.pid, st.pid_start))
-    assert rt.out("r")[0] == "run\nrun\nkept\n"       # the second run saw the first's file
+    assert rt.out("r")[0] == "run\nrun\nkept\n"  # the second run saw the first's file
     assert (rt.state_dir / "r" / "upper" / "mark").read_text() == "kept\n"
 
 
@@ -73,7 +80,7 @@ def test_a_failed_start_leaves_it_created_and_a_running_one_refuses(rt, netns):
         rt.rt.start("f")
     assert rt.rt.state("f").status == "created"
     fixed = spec("f", ["sleep", "1000"], netns)
-    st = rt.rt.start("f", fixed)                          # a new spec at start: Docker's sandbox comes now
+    st = rt.rt.start("f", fixed)  # a new spec at start: Docker's sandbox comes now
     rt.seen.append((st.pid, st.pid_start))
     assert st.status == "running"
     with pytest.raises(Conflict, match="already running"):
@@ -81,6 +88,7 @@ def test_a_failed_start_leaves_it_created_and_a_running_one_refuses(rt, netns):
 
 
 # --- the log ------------------------------------------------------------------------
+
 
 def test_log_records_streams_times_and_tail(rt, netns):
     t0 = time.time_ns()
@@ -96,8 +104,13 @@ def test_log_records_streams_times_and_tail(rt, netns):
 
 
 def test_log_rotates(rt, netns):
-    rt.start("big", [BUSYBOX, "sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done"],
-             netns=netns, log_max_size=4096, log_max_files=3)
+    rt.start(
+        "big",
+        [BUSYBOX, "sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done"],
+        netns=netns,
+        log_max_size=4096,
+        log_max_files=3,
+    )
     assert rt.rt.wait("big", 20) == 0
     names = sorted(n for n in os.listdir(rt.state_dir / "big") if n.startswith("container.log"))
     assert names == ["container.log", "container.log.1", "container.log.2"]
@@ -106,6 +119,7 @@ def test_log_rotates(rt, netns):
 
 
 # --- attach -------------------------------------------------------------------------
+
 
 def test_start_attached_misses_nothing_and_gets_the_exit_code(rt, netns):
     rt.rt.create(spec("a", [BUSYBOX, "sh", "-c", "echo first; echo oops >&2; exit 4"], netns))
@@ -117,8 +131,7 @@ def test_start_attached_misses_nothing_and_gets_the_exit_code(rt, netns):
 
 
 def test_attach_follows_live_output_from_the_hello_point(rt, netns):
-    st = rt.start("w", [BUSYBOX, "sh", "-c", "echo before; read x; echo after $x"], netns=netns,
-                  open_stdin=True)
+    st = rt.start("w", [BUSYBOX, "sh", "-c", "echo before; read x; echo after $x"], netns=netns, open_stdin=True)
     harness.wait_for_output(rt, "w", "before")
     with rt.rt.attach("w", "ioe") as s:
         assert s.log_position is not None
@@ -147,8 +160,12 @@ def test_stdin_once_closes_stdin_when_the_client_is_done(rt, netns):
 def test_a_client_that_never_reads_does_not_hold_the_container(rt, netns):
     """8 MB of output with an attached client that reads nothing: the container runs
     to its end (the client is dropped when too far behind) and the log has it all."""
-    st = rt.start("flood", [BUSYBOX, "sh", "-c", "read x; head -c 8000000 /dev/zero | tr '\\0' x; echo; echo end"],
-                  netns=netns, open_stdin=True)
+    st = rt.start(
+        "flood",
+        [BUSYBOX, "sh", "-c", "read x; head -c 8000000 /dev/zero | tr '\\0' x; echo; echo end"],
+        netns=netns,
+        open_stdin=True,
+    )
     lazy = rt.rt.attach("flood", "io")
     try:
         lazy.send_stdin(b"go\n")
@@ -162,21 +179,39 @@ def test_a_client_that_never_reads_does_not_hold_the_container(rt, netns):
 
 # --- TTY ----------------------------------------------------------------------------
 
+
 def test_tty_is_the_controlling_terminal_with_its_size(rt, netns, rootfs):
-    rt.rt.create(spec("t", ["sh", "-c", "tty; stty size; echo err >&2"], netns, rootfs=[str(rootfs)],
-                      env={"PATH": "/bin"}, tty=True, console_size=[33, 101]))
+    rt.rt.create(
+        spec(
+            "t",
+            ["sh", "-c", "tty; stty size; echo err >&2"],
+            netns,
+            rootfs=[str(rootfs)],
+            env={"PATH": "/bin"},
+            tty=True,
+            console_size=[33, 101],
+        )
+    )
     st, s = rt.rt.start_attached("t", "oe")
     rt.seen.append((st.pid, st.pid_start))
     with s:
         out, code = collect(s)
-    assert code == 0 and set(out) == {wire.STDOUT}         # one raw stream
-    lines = out[wire.STDOUT].decode().split("\r\n")       # the pty's ONLCR
+    assert code == 0 and set(out) == {wire.STDOUT}  # one raw stream
+    lines = out[wire.STDOUT].decode().split("\r\n")  # the pty's ONLCR
     assert lines[0].startswith("/dev/pts/") and lines[1] == "33 101" and lines[2] == "err"
 
 
 def test_tty_resize(rt, netns):
-    rt.rt.create(spec("rz", [BUSYBOX, "sh", "-c", "echo ready; read x; stty size"], netns, tty=True,
-                      open_stdin=True, console_size=[10, 20]))
+    rt.rt.create(
+        spec(
+            "rz",
+            [BUSYBOX, "sh", "-c", "echo ready; read x; stty size"],
+            netns,
+            tty=True,
+            open_stdin=True,
+            console_size=[10, 20],
+        )
+    )
     st, s = rt.rt.start_attached("rz", "io")
     rt.seen.append((st.pid, st.pid_start))
     with s:
@@ -189,13 +224,28 @@ def test_tty_resize(rt, netns):
 
 # --- exec ---------------------------------------------------------------------------
 
+
 def test_exec_joins_the_container(rt, netns, rootfs):
-    st = rt.start("x", ["sh", "-c", "echo inside > /marker; exec sleep 1000"], netns=netns, rootfs=[str(rootfs)],
-                  env={"PATH": "/bin", "FROM_SPEC": "1"}, hostname="exec-box", pids_limit=50)
+    st = rt.start(
+        "x",
+        ["sh", "-c", "echo inside > /marker; exec sleep 1000"],
+        netns=netns,
+        rootfs=[str(rootfs)],
+        env={"PATH": "/bin", "FROM_SPEC": "1"},
+        hostname="exec-box",
+        pids_limit=50,
+    )
     harness.wait_for_file(rt.state_dir / "x" / "upper" / "marker")
-    ex = ExecSpec(["sh", "-c", "hostname; cat /marker; cat /proc/1/cmdline; echo; echo $$ $FROM_SPEC $EXTRA; "
-                   "readlink /proc/self/ns/net; cat /proc/self/cgroup; pwd; exit 7"],
-                  env={"EXTRA": "2"}, workdir="/bin")
+    ex = ExecSpec(
+        [
+            "sh",
+            "-c",
+            "hostname; cat /marker; cat /proc/1/cmdline; echo; echo $$ $FROM_SPEC $EXTRA; "
+            "readlink /proc/self/ns/net; cat /proc/self/cgroup; pwd; exit 7",
+        ],
+        env={"EXTRA": "2"},
+        workdir="/bin",
+    )
     with rt.rt.exec("x", ex) as s:
         assert s.pid and s.pid != st.pid
         out, code = collect(s)
@@ -206,7 +256,7 @@ def test_exec_joins_the_container(rt, netns, rootfs):
     assert int(pid_in_ns) > 1 and (from_spec, extra) == ("1", "2")
     assert lines[4] == f"net:[{os.stat(netns).st_ino}]"
     pids_dir = rt.rt.cgroups.dirs("x", pids=50).get("pids")
-    if pids_dir:    # in the container's cgroup: the root of its cgroup namespace, which it joined too
+    if pids_dir:  # in the container's cgroup: the root of its cgroup namespace, which it joined too
         assert [line.split(":", 2)[2] for line in lines if ":pids:" in line] == ["/"]
     assert lines[-1] == "/bin"
 
@@ -244,9 +294,15 @@ def test_exec_dies_with_its_container(rt, netns):
 
 # --- usage --------------------------------------------------------------------------
 
+
 def test_stats_and_pids(rt, netns):
-    rt.start("s", [BUSYBOX, "sh", "-c", "sleep 1000 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; "
-                                        "echo busy-done; wait"], netns=netns, memory=64 << 20, pids_limit=40)
+    rt.start(
+        "s",
+        [BUSYBOX, "sh", "-c", "sleep 1000 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo busy-done; wait"],
+        netns=netns,
+        memory=64 << 20,
+        pids_limit=40,
+    )
     harness.wait_for_output(rt, "s", "busy-done")
     pids = rt.rt.pids("s")
     assert len(pids) == 2 and rt.rt.state("s").pid in pids
@@ -254,7 +310,7 @@ def test_stats_and_pids(rt, netns):
     assert st.memory_limit == 64 << 20 and 0 < st.memory_usage < 64 << 20
     assert st.pids_current == 2 and st.pids_limit == 40
     assert st.cpu_total_ns and st.cpu_total_ns > 1_000_000 and st.system_cpu_ns > st.cpu_total_ns
-    rt.start("p", [BUSYBOX, "sh", "-c", "echo up; exec sleep 1000"], netns=netns)   # no cgroup: from /proc
+    rt.start("p", [BUSYBOX, "sh", "-c", "echo up; exec sleep 1000"], netns=netns)  # no cgroup: from /proc
     harness.wait_for_output(rt, "p", "up")
     st = rt.rt.stats("p")
     assert st.pids_current == 1 and st.memory_usage > 0 and st.cpu_total_ns is not None

@@ -3,6 +3,7 @@ mount namespace first (a tmpfs there must not be emptied by the removal, nor mak
 fail), while the daemon's usual table — a mount per sandbox, thousands of them — is
 not parsed at all when the directory's name is not in it. Runs in a private mount
 namespace (unshare -m): the machine's own table is never changed."""
+
 from __future__ import annotations
 
 import subprocess
@@ -45,6 +46,10 @@ def test_a_mount_left_under_a_container_directory_is_detached(tmp_path):
         assert other in points                              # another container's: kept
         print("ok")
     """)
-    r = subprocess.run(["unshare", "-m", sys.executable, "-c", code, str(ROOT), str(tmp_path)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", code, str(ROOT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

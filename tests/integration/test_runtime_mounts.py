@@ -2,6 +2,7 @@
 N-th container's start copied N namespace bind mounts; see cnm.runtime.template_main).
 The scenario runs in a mount namespace of its own (tests/integration/mounts_probe.py),
 so that its bind mounts never touch the host's."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,28 @@ import pytest
 from tests.integration import runtime_harness as harness
 from tests.integration.runtime_harness import BUSYBOX
 
-netns = harness.netns     # fixture
+netns = harness.netns  # fixture
 pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mounts_probe.py")
 
 
 def test_containers_copy_no_sandbox_mounts(tmp_path, netns):
-    out = subprocess.run(["unshare", "--mount", "--propagation", "slave", sys.executable, PROBE, str(tmp_path),
-                          netns, f"cnm-test-mnt-{os.getpid()}"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "slave",
+            sys.executable,
+            PROBE,
+            str(tmp_path),
+            netns,
+            f"cnm-test-mnt-{os.getpid()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     runs = {r["k"]: r for r in res["runs"]}

@@ -2,6 +2,7 @@
 the template may die at any moment — between starts, with a start queued, stuck, at
 random during a burst of starts, or with its owner — without harm to any container and
 without a second supervisor for one."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from cnm.runtime import runtime as runtime_mod
 from tests.integration import runtime_harness as harness
 from tests.integration.runtime_harness import BUSYBOX
 
-rt, netns = harness.rt, harness.netns     # fixtures
+rt, netns = harness.rt, harness.netns  # fixtures
 pytestmark = pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox-static at /bin/busybox")
 
 
@@ -89,7 +90,7 @@ def test_supervisors_are_on_their_own(rt, netns):
         assert template_sockets and not template_sockets & set(targets), "holds the template's control socket"
         mine = {"/dev/null", f"{cdir}/{files.SHIM_LOG}", cdir, f"{cdir}/container.log", "anon_inode:[pidfd]"}
         assert {t for t in targets if not t.startswith(("socket:", "pipe:"))} <= mine, targets
-        assert sum(t.startswith("socket:") for t in targets) == 1       # its attach.sock listener
+        assert sum(t.startswith("socket:") for t in targets) == 1  # its attach.sock listener
         assert supervisors_of(cdir) == [st.shim_pid]
 
 
@@ -99,11 +100,17 @@ def test_template_killed_between_starts(rt, netns):
     os.kill(first, signal.SIGKILL)
     assert _wait_gone(first)
     assert rt.rt.state("a").status == "running" and linux.is_alive(a.shim_pid, rt.seen[-2][1])
-    b = _sleeper(rt, "b", netns)     # a new template on the way
+    b = _sleeper(rt, "b", netns)  # a new template on the way
     assert rt.rt.template.pid not in (None, first) and rt.rt.template.starts == 2
     assert b.status == "running"
-    r = subprocess.run(rt.rt.exec_argv("a", ["hostname"]), env=rt.rt.exec_env("a"), capture_output=True,
-                       stdin=subprocess.DEVNULL, timeout=10, check=False)
+    r = subprocess.run(
+        rt.rt.exec_argv("a", ["hostname"]),
+        env=rt.rt.exec_env("a"),
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=10,
+        check=False,
+    )
     assert r.returncode == 0
     assert rt.rt.stop("a", timeout=0.5) == 137 and rt.rt.state("b").status == "running"
 
@@ -121,9 +128,10 @@ def test_template_killed_with_a_start_queued(rt, netns):
             result["st"] = _sleeper(rt, "q", netns)
         except BaseException as exc:
             result["exc"] = exc
+
     t = threading.Thread(target=start)
     t.start()
-    time.sleep(0.3)     # the request is in the stopped template's queue
+    time.sleep(0.3)  # the request is in the stopped template's queue
     assert "st" not in result and "exc" not in result
     os.kill(first, signal.SIGKILL)
     t.join(15)
@@ -145,7 +153,7 @@ def test_stuck_template_times_out_and_leaves_nothing(rt, netns, monkeypatch):
     assert _wait_gone(stuck), "the stuck template is ended, so it can never fork the start late"
     assert not (rt.state_dir / "s").exists()
     harness.assert_no_cgroups(rt, "s")
-    assert _sleeper(rt, "s", netns).status == "running"     # the same id works at once
+    assert _sleeper(rt, "s", netns).status == "running"  # the same id works at once
 
 
 def test_late_supervisor_cannot_claim_a_fenced_directory(rt, tmp_path):
@@ -153,16 +161,27 @@ def test_late_supervisor_cannot_claim_a_fenced_directory(rt, tmp_path):
     late for it answers Conflict and starts nothing."""
     cdir = tmp_path / "late"
     cdir.mkdir()
-    assert files.claim(str(cdir / files.SHIM_PID), "")        # the fence
+    assert files.claim(str(cdir / files.SHIM_PID), "")  # the fence
     assert not files.claim(str(cdir / files.SHIM_PID), "1 2 x\n")
-    cfg = {"dir": str(cdir), "argv": ["sleep", "1000"], "env": {"PATH": "/bin:/usr/bin"}, "hostname": "",
-           "workdir": "/", "netns": None, "rootfs": None, "binds": [], "cgroups": [], "user": "",
-           "console_size": None}
+    cfg = {
+        "dir": str(cdir),
+        "argv": ["sleep", "1000"],
+        "env": {"PATH": "/bin:/usr/bin"},
+        "hostname": "",
+        "workdir": "/",
+        "netns": None,
+        "rootfs": None,
+        "binds": [],
+        "cgroups": [],
+        "user": "",
+        "console_size": None,
+    }
     dirfd = os.open(cdir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(Conflict, match="container late already has a supervisor"):
-            session.request(rt.rt.template, shim.OP_START + b" " + shim.options(False, False, False, 1 << 20, 1, ""),
-                            dirfd, cfg, 10)
+            session.request(
+                rt.rt.template, shim.OP_START + b" " + shim.options(False, False, False, 1 << 20, 1, ""), dirfd, cfg, 10
+            )
     finally:
         os.close(dirfd)
     assert (cdir / files.SHIM_PID).read_text() == ""
@@ -193,6 +212,7 @@ def test_random_template_kills_during_a_burst_of_starts(rt, netns, caplog):
                 kills.append(pid)
             except ProcessLookupError:
                 pass
+
     k = threading.Thread(target=killer)
     k.start()
     ok, failed = [], []
@@ -224,10 +244,12 @@ def test_random_template_kills_during_a_burst_of_starts(rt, netns, caplog):
 def test_template_dies_with_its_owner_and_containers_do_not(rt, netns):
     """The process that made the Runtime is SIGKILLed: its template exits (EOF on the
     control socket); the container runs on and a new Runtime adopts it."""
-    code = (f"import os, sys; from cnm.runtime import Runtime, ContainerSpec; "
-            f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
-            f"st = rt.start(ContainerSpec(id='o', argv=['sleep', '1000'], netns={netns!r})); "
-            f"print(rt.template.pid, flush=True); os.kill(os.getpid(), 9)")
+    code = (
+        f"import os, sys; from cnm.runtime import Runtime, ContainerSpec; "
+        f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
+        f"st = rt.start(ContainerSpec(id='o', argv=['sleep', '1000'], netns={netns!r})); "
+        f"print(rt.template.pid, flush=True); os.kill(os.getpid(), 9)"
+    )
     owner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
     assert owner.returncode == -signal.SIGKILL, owner.stderr
     d = json.loads((rt.state_dir / "o" / files.STATE).read_text())
@@ -242,28 +264,32 @@ def test_after_its_owner_is_sigkilled_exit_codes_logs_and_exec_are_kept(rt, netn
     """The runtime's promises across a daemon SIGKILL, with supervisors from the template:
     a container that exits while no daemon runs keeps its exit code and its whole log; one
     that runs on is adopted, answers exec, attach and stop; both through a new Runtime."""
-    code = (f"import os; from cnm.runtime import Runtime, ContainerSpec; "
-            f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
-            f"rt.start(ContainerSpec(id='ends', argv=['sh', '-c', 'trap \\'echo after; exit 42\\' USR1; "
-            f"echo before; echo err >&2; while true; do sleep 0.02; done'], netns={netns!r})); "
-            f"rt.start(ContainerSpec(id='runs', argv=['sh', '-c', 'echo up; exec sleep 1000'], netns={netns!r})); "
-            f"print(rt.template.pid, flush=True); os.kill(os.getpid(), 9)")
+    code = (
+        f"import os; from cnm.runtime import Runtime, ContainerSpec; "
+        f"rt = Runtime({str(rt.state_dir)!r}, cgroup_root={rt.cgroup_root!r}); "
+        f"rt.start(ContainerSpec(id='ends', argv=['sh', '-c', 'trap \\'echo after; exit 42\\' USR1; "
+        f"echo before; echo err >&2; while true; do sleep 0.02; done'], netns={netns!r})); "
+        f"rt.start(ContainerSpec(id='runs', argv=['sh', '-c', 'echo up; exec sleep 1000'], netns={netns!r})); "
+        f"print(rt.template.pid, flush=True); os.kill(os.getpid(), 9)"
+    )
     owner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
     assert owner.returncode == -signal.SIGKILL, owner.stderr
     for cid in ("ends", "runs"):
         d = json.loads((rt.state_dir / cid / files.STATE).read_text())
         rt.seen += [(d["shim_pid"], d["shim_start"]), (d["pid"], d["pid_start"])]
-    assert _wait_gone(int(owner.stdout.split()[0]))     # its template went with it
+    assert _wait_gone(int(owner.stdout.split()[0]))  # its template went with it
     ends = json.loads((rt.state_dir / "ends" / files.STATE).read_text())
     deadline = time.monotonic() + 10
     while b"before\n" not in [ln.data for ln in rt.rt.logs("ends")] and time.monotonic() < deadline:
-        time.sleep(0.02)                                # its trap is set
-    os.kill(ends["pid"], signal.SIGUSR1)                # "ends" exits now, with no daemon
+        time.sleep(0.02)  # its trap is set
+    os.kill(ends["pid"], signal.SIGUSR1)  # "ends" exits now, with no daemon
     assert _wait_gone(ends["shim_pid"], 10)
     fresh = Runtime(str(rt.state_dir), cgroup_root=rt.cgroup_root)
     try:
-        assert sorted((s.id, s.status, s.exit_code) for s in fresh.adopt()) == \
-            [("ends", "exited", 42), ("runs", "running", None)]
+        assert sorted((s.id, s.status, s.exit_code) for s in fresh.adopt()) == [
+            ("ends", "exited", 42),
+            ("runs", "running", None),
+        ]
         lines = list(fresh.logs("ends"))
         assert [ln.data for ln in lines if ln.stream == wire.STDOUT] == [b"before\n", b"after\n"]
         assert [ln.data for ln in lines if ln.stream == wire.STDERR] == [b"err\n"]
@@ -273,7 +299,7 @@ def test_after_its_owner_is_sigkilled_exit_codes_logs_and_exec_are_kept(rt, netn
             out = b""
             while (frame := s.read_frame(10)) is not None:
                 out += frame[2] if frame[0] == wire.STDOUT else b""
-        assert s.exit_code == 3 and int(out) > 1         # in the container's PID namespace
+        assert s.exit_code == 3 and int(out) > 1  # in the container's PID namespace
         with fresh.attach("runs", "oe") as a:
             assert fresh.stop("runs", timeout=0.2) == 137
             while (frame := a.read_frame(10)) is not None and frame[0] != wire.EXIT:
@@ -289,7 +315,7 @@ def test_one_supervisors_crash_touches_only_its_container(rt, netns):
     b = _sleeper(rt, "b", netns)
     tpid = rt.rt.template.pid
     os.kill(a.shim_pid, signal.SIGKILL)
-    assert _wait_gone(a.pid)    # pdeathsig: the container does not run unsupervised
+    assert _wait_gone(a.pid)  # pdeathsig: the container does not run unsupervised
     st = rt.rt.state("a")
     assert (st.status, st.exit_code) == ("exited", 137)
     assert rt.rt.state("b").status == "running" and not _wait_gone(b.pid, 0.2)

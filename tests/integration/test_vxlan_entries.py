@@ -1,5 +1,6 @@
 """VxlanNetlink's FDB and neighbour entries (packed by cnm.osl.rtnl, sent raw) as the
 kernel shows them to `bridge fdb` and `ip neigh`, in a throwaway namespace."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,15 +34,15 @@ def test_fdb_entries_replace_and_delete(vx):
     ns, nl = vx
     nl.fdb_replace("vx0", MAC.upper(), "198.18.0.9")
     assert f"{MAC} dst 198.18.0.9 self permanent" in fdb(ns)
-    nl.fdb_replace("vx0", MAC, "198.18.0.10")                 # the MAC moved to another VTEP
+    nl.fdb_replace("vx0", MAC, "198.18.0.10")  # the MAC moved to another VTEP
     assert f"{MAC} dst 198.18.0.10 self permanent" in fdb(ns) and "198.18.0.9" not in fdb(ns)
-    nl.fdb_delete("vx0", MAC, "198.18.0.9")        # not the entry to that VTEP (the kernel ACKs it)
+    nl.fdb_delete("vx0", MAC, "198.18.0.9")  # not the entry to that VTEP (the kernel ACKs it)
     assert f"{MAC} dst 198.18.0.10 self permanent" in fdb(ns)
     assert nl.fdb_delete("vx0", MAC, "198.18.0.10") is True
     assert MAC not in fdb(ns)
     nl.fdb_replace("vx0", MAC, "198.18.0.9")
     assert nl.fdb_delete("vx0", MAC) is True and MAC not in fdb(ns)
-    assert nl.fdb_delete("vx0", MAC) is False                 # idempotent
+    assert nl.fdb_delete("vx0", MAC) is False  # idempotent
 
 
 def test_neighbour_entries_v4_and_v6(vx):
@@ -87,6 +88,7 @@ def test_a_stale_cached_index_is_looked_up_again(vx):
 def test_bad_input_changes_nothing(vx):
     ns, nl = vx
     from cnm.errors import InvalidParameter
+
     with pytest.raises(InvalidParameter):
         nl.fdb_replace("vx0", "02:42:0a", "198.18.0.9")
     with pytest.raises(InvalidParameter):

@@ -1,6 +1,7 @@
 """A daemon's worth of real logic over fakes, behind the real API app on a unix socket:
 the real controller, default IPAM and null/host/bridge drivers over the fake OS layer
 (FakeNetlink) and a recording firewall. Used by the fuzz and bad-input tests."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,19 +36,27 @@ class World:
         self.applied: list[str] = []
         self.firewall = Firewall(apply=self.applied.append, sysctl=lambda k, v: None, delete=lambda: None)
         registry = DriverRegistry()
-        drivers.register_builtin(registry, netlink_factory=lambda: self.nl,
-                                 firewall=NftablesBridgeFirewall(self.firewall))
+        drivers.register_builtin(
+            registry, netlink_factory=lambda: self.nl, firewall=NftablesBridgeFirewall(self.firewall)
+        )
         ipams = IpamRegistry()
-        ipam.register(ipams, stores={"LocalDefault": self.store, "GlobalDefault": self.store},
-                      excluded=lambda: self.nl.route_cidrs())
+        ipam.register(
+            ipams,
+            stores={"LocalDefault": self.store, "GlobalDefault": self.store},
+            excluded=lambda: self.nl.route_cidrs(),
+        )
         self.controller = Controller(registry, ipams, {"local": self.store})
         self.controller.ensure_builtin_networks()
 
     def snapshot(self) -> Any:
         links = sorted((lk.name, repr(lk), tuple(self.nl.addresses(lk.name))) for lk in self.nl.links())
-        return ({kv.key: json.dumps(kv.value, sort_keys=True) for kv in self.store.list("")},
-                links, sorted(map(repr, self.nl.routes())), dict(self.nl.sysctls),
-                repr(self.firewall.state))
+        return (
+            {kv.key: json.dumps(kv.value, sort_keys=True) for kv in self.store.list("")},
+            links,
+            sorted(map(repr, self.nl.routes())),
+            dict(self.nl.sysctls),
+            repr(self.firewall.state),
+        )
 
 
 class Forward:
@@ -106,7 +115,5 @@ def _unchunk(data: bytes) -> bytes:
         if size == 0:
             break
         out += rest[:size]
-        data = rest[size + 2:]
+        data = rest[size + 2 :]
     return out
-
-

@@ -1,6 +1,7 @@
 """A tiny classic-BPF interpreter for seccomp programs: enough to check the compiler's
 decisions without loading anything into the kernel (tests also load the programs into
 a child process and compare; this one shows *which* decision and why)."""
+
 from __future__ import annotations
 
 import struct
@@ -21,18 +22,18 @@ def run(program: bytes, data: bytes, max_steps: int = 100_000) -> int:
     pc = 0
     for _ in range(max_steps):
         code, jt, jf, k = insns[pc]
-        if code == 0x20:            # ld [k]
+        if code == 0x20:  # ld [k]
             acc = struct.unpack_from("<I", data, k)[0]
             pc += 1
-        elif code == 0x54:          # and #k
+        elif code == 0x54:  # and #k
             acc &= k
             pc += 1
-        elif code == 0x05:          # ja k
+        elif code == 0x05:  # ja k
             pc += 1 + k
         elif code in (0x15, 0x25, 0x35):
             hit = acc == k if code == 0x15 else acc > k if code == 0x25 else acc >= k
             pc += 1 + (jt if hit else jf)
-        elif code == 0x06:          # ret #k
+        elif code == 0x06:  # ret #k
             return k
         else:
             raise ValueError(f"unknown opcode {code:#x} at {pc}")

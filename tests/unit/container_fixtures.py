@@ -2,6 +2,7 @@
 unix socket over the real ContainerService (and controller, sandboxes, IPAM, bridge
 driver) of a FakeHost: fakes only at the OS seam and a runtime of plain child
 processes (no namespaces, no root) — real output, exit codes and signals."""
+
 from __future__ import annotations
 
 import shutil

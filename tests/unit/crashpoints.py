@@ -10,6 +10,7 @@ changes an operation makes (`Fuse(at=None)`) gives every instant to kill it at.
 `problems(host)` lists everything that has no owner or lost its interface, as the
 issue demands after a restart (empty = consistent).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,9 +30,23 @@ class Killed(BaseException):
 
 
 MUTATORS: dict[type, tuple[str, ...]] = {
-    FakeNetlink: ("create_bridge", "create_veth", "delete_link", "set_link_up", "rename_link", "set_master",
-                  "move_link_to_netns", "add_address", "del_address", "add_route", "del_route", "sysctl_write",
-                  "park_link", "retire_link", "delete_link_group"),
+    FakeNetlink: (
+        "create_bridge",
+        "create_veth",
+        "delete_link",
+        "set_link_up",
+        "rename_link",
+        "set_master",
+        "move_link_to_netns",
+        "add_address",
+        "del_address",
+        "add_route",
+        "del_route",
+        "sysctl_write",
+        "park_link",
+        "retire_link",
+        "delete_link_group",
+    ),
     FakeNamespaces: ("create", "delete", "bind"),
     MemoryStore: ("atomic",),
     FakeRuntime: ("start", "remove", "stop", "kill"),
@@ -70,6 +85,7 @@ def fuse(at: int | None) -> Iterator[Fuse]:
             def wrapped(*args, __original=original, __what=f"{cls.__name__}.{name}", **kwargs):
                 f.check(__what)
                 return __original(*args, **kwargs)
+
             saved.append((cls, name, original))
             setattr(cls, name, functools.wraps(original)(wrapped))
     try:
@@ -129,7 +145,12 @@ def problems(host: FakeHost) -> list[str]:
     # containers
     for ct in containers.values():
         running = host.containers.is_running(ct)
-        if running and ct.network_mode not in ("host", "none") and not ct.shared_with and ct.sandbox_id not in sandboxes:
+        if (
+            running
+            and ct.network_mode not in ("host", "none")
+            and not ct.shared_with
+            and ct.sandbox_id not in sandboxes
+        ):
             out.append(f"running container {ct.name} has no sandbox")
         if not running and not ct.released:
             out.append(f"stopped container {ct.name} still holds its network")
@@ -140,21 +161,39 @@ def problems(host: FakeHost) -> list[str]:
     for net in nets.values():
         for pool in net.pools:
             want = {str(a) for a in (pool.gateway, *pool.aux_addresses.values()) if a is not None}
-            want |= {str(a.ip) for ep in eps.values() if ep.network_id == net.id
-                     for a in ep.addresses() if a.ip in pool.subnet}
+            want |= {
+                str(a.ip)
+                for ep in eps.values()
+                if ep.network_id == net.id
+                for a in ep.addresses()
+                if a.ip in pool.subnet
+            }
             got = set(default.allocated(pool.pool_id))
             out += [f"address {a} in {pool.subnet} held by no one" for a in sorted(got - want)]
             out += [f"address {a} in {pool.subnet} in use but not allocated" for a in sorted(want - got)]
     # ports, firewall, names
-    out += [f"host port {port}/{proto} held for {owner[:12]}, which is gone"
-            for proto, _ip, port, owner in host.ports.allocations() if owner not in sandboxes]
+    out += [
+        f"host port {port}/{proto} held for {owner[:12]}, which is gone"
+        for proto, _ip, port, owner in host.ports.allocations()
+        if owner not in sandboxes
+    ]
     publishing = {eid for eid, ep in eps.items() if ep.port_bindings}
-    out += [f"firewall publishes ports of {eid[:12]}, which publishes none"
-            for eid in host.firewall.published if eid not in publishing]
-    out += [f"endpoint {eid[:12]} publishes ports the firewall lacks"
-            for eid in publishing if eid not in host.firewall.published]
-    named = sum(1 for ep in eps.values() if ep.network_id in nets
-                and (uses_embedded_dns(nets[ep.network_id]) or nets[ep.network_id].name == GATEWAY_BRIDGE))
+    out += [
+        f"firewall publishes ports of {eid[:12]}, which publishes none"
+        for eid in host.firewall.published
+        if eid not in publishing
+    ]
+    out += [
+        f"endpoint {eid[:12]} publishes ports the firewall lacks"
+        for eid in publishing
+        if eid not in host.firewall.published
+    ]
+    named = sum(
+        1
+        for ep in eps.values()
+        if ep.network_id in nets
+        and (uses_embedded_dns(nets[ep.network_id]) or nets[ep.network_id].name == GATEWAY_BRIDGE)
+    )
     if len(host.discovery.table) != named:
         out.append(f"DNS holds {len(host.discovery.table)} endpoint(s), {named} live")
     return out

@@ -13,6 +13,7 @@ processes (cnm.runtime.fake). `FakeHost.app()` is the API over it.
 Tests assert the state that results: links and routes in namespaces, published ports,
 records, processes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,20 +70,19 @@ class NoGatewayDriver(BridgeDriver):
 
     name = "nogw"
 
-    def join(self, network_id: str, endpoint_id: str, sandbox_key: str,
-             options: Mapping[str, str]) -> JoinResult:
+    def join(self, network_id: str, endpoint_id: str, sandbox_key: str, options: Mapping[str, str]) -> JoinResult:
         return replace(super().join(network_id, endpoint_id, sandbox_key, options), gateway=None, gateway_v6=None)
 
 
 @dataclass
 class FakeHost:
-    root: Path | None = None        # for the runtime's logs; a temporary directory if None
+    root: Path | None = None  # for the runtime's logs; a temporary directory if None
     world: FakeNamespaces = field(default_factory=FakeNamespaces)
     store: MemoryStore = field(default_factory=MemoryStore)
     firewall: RecordingFirewall = field(default_factory=RecordingFirewall)
-    free_port: bool = True          # what the host-port probe answers
-    runtime: FakeRuntime | None = None   # its own, unless a restarted host keeps the old one's
-    images: Any = None                   # an ImageStore (cnm.images.store) for containers from images
+    free_port: bool = True  # what the host-port probe answers
+    runtime: FakeRuntime | None = None  # its own, unless a restarted host keeps the old one's
+    images: Any = None  # an ImageStore (cnm.images.store) for containers from images
 
     def __post_init__(self) -> None:
         self._own_root = self.root is None
@@ -100,10 +100,17 @@ class FakeHost:
         self.os = SandboxOS(self.world.host, NETNS_DIR, netlink_for=self.world.handle, namespaces=self.world)
         if self.runtime is None:
             self.runtime = FakeRuntime(self.root / "rt")
-        self.core: Core = build_core(drivers=self.drivers, ipams=self.ipams, stores={"local": self.store},
-                                     runtime=self.runtime, ports=self.ports, sandbox_os=self.os,
-                                     host_resolv=lambda: HOST_RESOLV, host_hosts=lambda: HOST_HOSTS,
-                                     images=self.images)
+        self.core: Core = build_core(
+            drivers=self.drivers,
+            ipams=self.ipams,
+            stores={"local": self.store},
+            runtime=self.runtime,
+            ports=self.ports,
+            sandbox_os=self.os,
+            host_resolv=lambda: HOST_RESOLV,
+            host_hosts=lambda: HOST_HOSTS,
+            images=self.images,
+        )
         self.controller = self.core.controller
         self.discovery = self.core.discovery
         self.sandboxes = self.core.sandboxes
@@ -112,18 +119,28 @@ class FakeHost:
         # As the daemon starts: ids remembered before anything changes, then start-up
         # in its order (a fresh host only gets its built-in networks).
         self.reconciler = Reconciler(
-            self.store, run_dir=os.path.dirname(NETNS_DIR), containers_dir=str(self.runtime.root),
-            host=self.world.host, netlink_for=self.world.handle, is_netns=self.world.exists,
-            delete_netns=self.world.delete, unmount_in=lambda pid, path: None,
+            self.store,
+            run_dir=os.path.dirname(NETNS_DIR),
+            containers_dir=str(self.runtime.root),
+            host=self.world.host,
+            netlink_for=self.world.handle,
+            is_netns=self.world.exists,
+            delete_netns=self.world.delete,
+            unmount_in=lambda pid, path: None,
             is_container_id=lambda name: bool(ID_PATTERN.match(name)),
-            extra_known=[n.id for n in self.controller.list_networks()], ns_entries=self.world.entries)
+            extra_known=[n.id for n in self.controller.list_networks()],
+            ns_entries=self.world.entries,
+        )
         self.last_sweep: Report | None = None
         start_up(self.core, sweep=self.sweep)
 
     def sweep(self) -> Report:
         """The start-up sweep over this host (cnm.reconcile)."""
-        self.last_sweep = self.reconciler.sweep(reconcile_services(
-            self.core, drivers=self.drivers, ipams=self.ipams, ports=self.ports, runtime=self.runtime))
+        self.last_sweep = self.reconciler.sweep(
+            reconcile_services(
+                self.core, drivers=self.drivers, ipams=self.ipams, ports=self.ports, runtime=self.runtime
+            )
+        )
         return self.last_sweep
 
     def graveyard(self, driver: str = "bridge") -> Graveyard:
@@ -152,15 +169,15 @@ class FakeHost:
         adopted, what has no owner swept."""
         # A new firewall: the daemon's is rebuilt from what start-up restores (its first
         # change renders the whole table again), so nothing stale survives a restart.
-        again = FakeHost(root=self.root, world=self.world, store=self.store, runtime=self.runtime,
-                         images=self.images)
+        again = FakeHost(root=self.root, world=self.world, store=self.store, runtime=self.runtime, images=self.images)
         again._own_root = False
         return again
 
     def make_sandboxes(self) -> Sandboxes:
         """A new Sandboxes over the same state (as after a daemon restart)."""
-        return Sandboxes(self.controller, self.os, self.ports, self.store, host_resolv=lambda: HOST_RESOLV,
-                         names=self.discovery)
+        return Sandboxes(
+            self.controller, self.os, self.ports, self.store, host_resolv=lambda: HOST_RESOLV, names=self.discovery
+        )
 
     def close(self) -> None:
         self.containers.restarts.close()
@@ -174,8 +191,9 @@ class FakeHost:
 
     def default_routes(self, key: str) -> dict[str, tuple[str | None, str | None]]:
         """destination -> (device, gateway) of the sandbox's default routes."""
-        return {r.destination: (r.dev, r.gateway) for r in self.ns(key).routes()
-                if r.destination in ("0.0.0.0/0", "::/0")}
+        return {
+            r.destination: (r.dev, r.gateway) for r in self.ns(key).routes() if r.destination in ("0.0.0.0/0", "::/0")
+        }
 
     def host_links(self, prefix: str = "") -> list[str]:
         return sorted(n for n in self.world.host.link_names() if n.startswith(prefix))

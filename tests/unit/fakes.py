@@ -1,5 +1,6 @@
 """Fakes at the driver seam for controller tests: a driver that records the kernel
 objects it "made" and can be told to fail at any verb."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -1,4 +1,5 @@
 """Build layer tars, image configs and docker-save / OCI archives in memory, for tests."""
+
 from __future__ import annotations
 
 import gzip
@@ -58,15 +59,20 @@ def layer(*entries: tuple, fmt: int = tarfile.PAX_FORMAT) -> bytes:
 
 
 def config(diff_ids: list[str], **cfg: object) -> bytes:
-    doc = {"architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.123456789Z",
-           "config": cfg, "rootfs": {"type": "layers", "diff_ids": diff_ids},
-           "history": [{"created": "2024-01-02T03:04:05Z", "created_by": f"layer {i}"} for i in range(len(diff_ids))]}
+    doc = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-02T03:04:05.123456789Z",
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "2024-01-02T03:04:05Z", "created_by": f"layer {i}"} for i in range(len(diff_ids))],
+    }
     return json.dumps(doc).encode()
 
 
 @dataclass
 class Img:
-    layers: list[bytes]                      # uncompressed layer tars, bottom first
+    layers: list[bytes]  # uncompressed layer tars, bottom first
     tags: list[str] = field(default_factory=list)
     cfg: dict = field(default_factory=dict)
     gzip_layers: bool = False
@@ -140,36 +146,61 @@ def oci_layout(*images: Img, with_manifest_json: bool = False, nested_index: boo
             files[f"blobs/sha256/{sha(blob)[7:]}"] = blob
             media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if img.gzip_layers else "")
             descs.append({"mediaType": media, "digest": sha(blob), "size": len(blob)})
-        man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                          "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                     "digest": img.id, "size": len(cfg)},
-                          "layers": descs}).encode()
+        man = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": img.id, "size": len(cfg)},
+                "layers": descs,
+            }
+        ).encode()
         files[f"blobs/sha256/{sha(man)[7:]}"] = man
-        desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(man), "size": len(man),
-                "platform": {"os": "linux", "architecture": "amd64"}}
+        desc = {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha(man),
+            "size": len(man),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }
         if nested_index:
-            inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                                "manifests": [desc, {**desc, "digest": sha(b"x"), "platform":
-                                                     {"os": "linux", "architecture": "arm64"}}]}).encode()
+            inner = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [
+                        desc,
+                        {**desc, "digest": sha(b"x"), "platform": {"os": "linux", "architecture": "arm64"}},
+                    ],
+                }
+            ).encode()
             files[f"blobs/sha256/{sha(inner)[7:]}"] = inner
-            desc = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha(inner),
-                    "size": len(inner)}
+            desc = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha(inner), "size": len(inner)}
         for tag in img.tags or [None]:
             d = dict(desc)
             if tag:
                 d["annotations"] = {"io.containerd.image.name": tag, "org.opencontainers.image.ref.name": "latest"}
             index.append(d)
-        manifest_json.append({"Config": f"blobs/sha256/{img.id[7:]}", "RepoTags": img.tags or None,
-                              "Layers": [f"blobs/sha256/{sha(b)[7:]}" for b in img.blobs()]})
+        manifest_json.append(
+            {
+                "Config": f"blobs/sha256/{img.id[7:]}",
+                "RepoTags": img.tags or None,
+                "Layers": [f"blobs/sha256/{sha(b)[7:]}" for b in img.blobs()],
+            }
+        )
     files["index.json"] = json.dumps({"schemaVersion": 2, "manifests": index}).encode()
     if with_manifest_json:
         files["manifest.json"] = json.dumps(manifest_json).encode()
     return _tar(files)
 
 
-BASE = layer(("dir", "bin"), ("file", "bin/tool", b"#!/bin/sh\necho base\n", 0o755),
-             ("dir", "etc"), ("file", "etc/motd", b"base motd\n"),
-             ("dir", "data"), ("file", "data/old", b"old\n"))
-TOP = layer(("file", "etc/app.conf", b"x=1\n"), ("whiteout", "etc/motd"), ("opaque", "data"),
-            ("file", "data/new", b"new\n"))
+BASE = layer(
+    ("dir", "bin"),
+    ("file", "bin/tool", b"#!/bin/sh\necho base\n", 0o755),
+    ("dir", "etc"),
+    ("file", "etc/motd", b"base motd\n"),
+    ("dir", "data"),
+    ("file", "data/old", b"old\n"),
+)
+TOP = layer(
+    ("file", "etc/app.conf", b"x=1\n"), ("whiteout", "etc/motd"), ("opaque", "data"), ("file", "data/new", b"new\n")
+)
 OTHER_TOP = layer(("file", "srv/index.html", b"<h1>hi</h1>\n"))

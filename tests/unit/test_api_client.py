@@ -1,4 +1,5 @@
 """APIClient over the in-memory transport, and the unix transport's failure modes."""
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,19 @@ def test_methods_send_dockers_requests_and_decode_answers():
     assert c.ping() == "OK"
 
 
-@pytest.mark.parametrize("status, cls", [(400, InvalidParameter), (403, Forbidden), (404, NotFound),
-                                         (409, Conflict), (503, Unavailable), (500, InternalError),
-                                         (418, InvalidParameter), (502, InternalError)])
+@pytest.mark.parametrize(
+    "status, cls",
+    [
+        (400, InvalidParameter),
+        (403, Forbidden),
+        (404, NotFound),
+        (409, Conflict),
+        (503, Unavailable),
+        (500, InternalError),
+        (418, InvalidParameter),
+        (502, InternalError),
+    ],
+)
 def test_non_2xx_maps_to_the_error_category(status, cls):
     c = APIClient(transport=InMemoryTransport(lambda m, p, b: _json(status, {"message": "the reason"})))
     with pytest.raises(cls) as err:
@@ -107,8 +118,9 @@ def test_missing_socket_says_how_to_start_the_daemon(sockdir):
     path = sockdir / "absent.sock"
     with pytest.raises(Unavailable) as err:
         APIClient(f"unix://{path}").ping()
-    assert err.value.message == (f"cannot reach the cnm daemon at unix://{path} — is it running? "
-                                 f"start it with: net daemon --socket {path}")
+    assert err.value.message == (
+        f"cannot reach the cnm daemon at unix://{path} — is it running? start it with: net daemon --socket {path}"
+    )
 
 
 def test_stale_socket_nobody_listening_is_unavailable(sockdir):

@@ -1,5 +1,6 @@
 """Container routes on a real unix socket, over a fake ContainerService whose runtime
 runs plain child processes (no namespaces, no root): real output, exit codes, signals."""
+
 from __future__ import annotations
 
 import io
@@ -49,6 +50,7 @@ def until(predicate, timeout: float = 5.0):
 
 # -- the raw stream --------------------------------------------------------------------
 
+
 def test_frames_round_trip_and_header_layout():
     data = encode_frame(STDOUT, b"hello\n") + encode_frame(STDERR, b"") + encode_frame(STDERR, b"oops")
     assert data[:8] == bytes([1, 0, 0, 0, 0, 0, 0, 6])
@@ -71,17 +73,24 @@ def test_truncated_stream_is_an_error():
 
 # -- create / inspect / list -------------------------------------------------------------
 
+
 def test_run_and_inspect_is_docker_shaped(client, service):
-    body = sh("echo hi; sleep 30", Env=["A=1"], Hostname="box",
-              HostConfig={"NetworkMode": "bridge", "PortBindings": {"80/tcp": [{"HostPort": ""}]},
-                          "Memory": 64 << 20},
-              NetworkingConfig={"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}})
+    body = sh(
+        "echo hi; sleep 30",
+        Env=["A=1"],
+        Hostname="box",
+        HostConfig={"NetworkMode": "bridge", "PortBindings": {"80/tcp": [{"HostPort": ""}]}, "Memory": 64 << 20},
+        NetworkingConfig={"EndpointsConfig": {"bridge": {"Aliases": ["web"]}}},
+    )
     cid = run_ct(client, {**body, "Name": "web"})
     info = client.container_inspect("web")
     assert info["Id"] == cid and info["Name"] == "/web"
     assert info["State"]["Running"] is True and info["State"]["Pid"] > 0
     assert {k: info["Config"][k] for k in ("Hostname", "Env", "Cmd")} == {
-        "Hostname": "box", "Env": ["A=1"], "Cmd": ["sh", "-c", "echo hi; sleep 30"]}
+        "Hostname": "box",
+        "Env": ["A=1"],
+        "Cmd": ["sh", "-c", "echo hi; sleep 30"],
+    }
     assert info["HostConfig"]["Memory"] == 64 << 20
     assert info["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]}
     bridge = info["NetworkSettings"]["Networks"]["bridge"]
@@ -96,12 +105,17 @@ def test_create_answers_201_with_id_and_warnings(raw):
     assert status == 201 and body["Warnings"] == [] and len(body["Id"]) == 64
 
 
-@pytest.mark.parametrize("body, message", [
-    ({}, "no command given"),
-    ({"Cmd": ["true"], "HostConfig": {"NetworkMode": "host", "PortBindings": {"80/tcp": [{}]}}},
-     "published ports need a bridge or user network"),
-    ({"Cmd": ["true"], "Env": ["=x"]}, "invalid environment variable"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({}, "no command given"),
+        (
+            {"Cmd": ["true"], "HostConfig": {"NetworkMode": "host", "PortBindings": {"80/tcp": [{}]}}},
+            "published ports need a bridge or user network",
+        ),
+        ({"Cmd": ["true"], "Env": ["=x"]}, "invalid environment variable"),
+    ],
+)
 def test_create_rejects_bad_bodies(client, body, message):
     with pytest.raises(InvalidParameter, match=message):
         run_ct(client, body)
@@ -143,14 +157,15 @@ def test_inspect_unknown_container_is_404(client):
 
 # -- lifecycle ---------------------------------------------------------------------------
 
+
 def test_wait_returns_the_exit_code(client):
     cid = run_ct(client, sh("sleep 0.2; exit 7"))
     assert client.container_wait(cid) == 7
-    assert client.container_wait(cid) == 7      # already exited
+    assert client.container_wait(cid) == 7  # already exited
 
 
 def test_wait_without_exit_fd_polls(client, service):
-    service.runtime.exit_fd = None              # a runtime without exit notification
+    service.runtime.exit_fd = None  # a runtime without exit notification
     cid = run_ct(client, sh("sleep 0.1; exit 4"))
     assert client.container_wait(cid) == 4
 
@@ -167,12 +182,12 @@ def test_stop_then_exit_code_is_from_sigterm(client, raw):
     assert status == 204
     info = client.container_inspect(cid)
     assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 143
-    assert info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == ""   # released at stop
+    assert info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == ""  # released at stop
 
 
 def test_kill_with_a_signal_name(client):
     cid = run_ct(client, sh("sleep 30"))
-    client.container_kill(cid, "USR1")      # not INT: background shells start children ignoring it
+    client.container_kill(cid, "USR1")  # not INT: background shells start children ignoring it
     assert client.container_wait(cid) == 128 + 10
 
 
@@ -189,7 +204,7 @@ def test_create_does_not_run_and_start_stop_answer_304_when_nothing_changes(clie
     cid = client.container_create(sh("sleep 30", Name="st"))
     info = client.container_inspect(cid)
     assert info["State"]["Status"] == "created" and info["State"]["Running"] is False
-    assert raw.request("POST", "/containers/st/stop")[0] == 304       # not running: nothing to stop
+    assert raw.request("POST", "/containers/st/stop")[0] == 304  # not running: nothing to stop
     assert raw.request("POST", "/containers/st/start")[0] == 204
     assert raw.request("POST", "/containers/st/start")[0] == 304
     assert client.container_inspect(cid)["State"]["Running"] is True
@@ -209,6 +224,7 @@ def test_remove_running_needs_force(client, service):
 
 # -- logs ----------------------------------------------------------------------------------
 
+
 def test_logs_without_follow_returns_what_is_there(client):
     cid = run_ct(client, sh("echo out; echo err >&2; exit 0"))
     client.container_wait(cid)
@@ -225,7 +241,7 @@ def test_logs_follow_streams_until_exit_and_drains(client):
         arrivals.append(time.monotonic())
         got[stream] += data
     assert got == {STDOUT: b"line1\nline2\nline3\n", STDERR: b"bye\n"}
-    assert arrivals[-1] - arrivals[0] >= 0.15      # streamed as it came, not all at the end
+    assert arrivals[-1] - arrivals[0] >= 0.15  # streamed as it came, not all at the end
     assert client.container_wait(cid) == 2
 
 
@@ -242,6 +258,7 @@ def test_logs_media_type_and_no_stream_chosen(raw, client):
 def test_follow_ends_when_the_client_goes_away(client, server, monkeypatch):
     closed = threading.Event()
     from cnm.api import logs
+
     real_attach = logs._attach
 
     def attach(service, cid, streams="oe"):
@@ -249,6 +266,7 @@ def test_follow_ends_when_the_client_goes_away(client, server, monkeypatch):
         real_close = session.close
         session.close = lambda: (real_close(), closed.set())
         return session
+
     monkeypatch.setattr(logs, "_attach", attach)
     cid = run_ct(client, sh("sleep 30"))
     resp = UnixSocketTransport(str(server.path)).stream("GET", f"/containers/{cid}/logs?follow=1")
@@ -267,7 +285,7 @@ def test_logs_tail_timestamps_since_until(raw, client):
     frames = [f for _, f in iter_frames(io.BytesIO(data).read)]
     stamps = [f.split(b" ", 1)[0].decode() for f in frames]
     assert [f.split(b" ", 1)[1] for f in frames] == [b"a\n", b"b\n", b"c\n", b"d\n"]
-    times = [datetime.fromisoformat(t[:26] + "+00:00") for t in stamps]     # RFC 3339, nanoseconds
+    times = [datetime.fromisoformat(t[:26] + "+00:00") for t in stamps]  # RFC 3339, nanoseconds
     assert all(len(t) == 30 and t.endswith("Z") for t in stamps) and times == sorted(times)
     gap = (times[3] - times[2]).total_seconds()
     assert gap >= 0.25
@@ -281,6 +299,7 @@ def test_logs_tail_timestamps_since_until(raw, client):
 
 
 # -- connect / disconnect -----------------------------------------------------------------
+
 
 def test_connect_and_disconnect(client, service):
     client.network_create({"Name": "back"})

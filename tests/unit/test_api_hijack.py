@@ -1,5 +1,6 @@
 """The connection hijack (attach, exec start) on a real unix socket: 101 UPGRADED, raw
 bytes both ways, output after the client's half-close, EOF at the end."""
+
 from __future__ import annotations
 
 import shutil
@@ -56,8 +57,9 @@ def read_all(s: socket.socket, have: bytes = b"") -> bytes:
 def test_upgrade_duplex_and_half_close(sock_path):
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock_path)
-    s.sendall(b"POST /v1.43/echo HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-              b"Content-Length: 0\r\n\r\n")
+    s.sendall(
+        b"POST /v1.43/echo HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    )
     head, rest = read_headers(s)
     lines = head.decode().split("\r\n")
     assert lines[0] == "HTTP/1.1 101 UPGRADED"
@@ -68,6 +70,6 @@ def test_upgrade_duplex_and_half_close(sock_path):
     s.settimeout(5)
     assert rest + s.recv(100) == b"HELLO "
     s.sendall(b"again")
-    s.shutdown(socket.SHUT_WR)              # as Docker's CLI does when its stdin ends
-    assert read_all(s) == b"AGAINbye"       # output after the half-close still arrives, then EOF
+    s.shutdown(socket.SHUT_WR)  # as Docker's CLI does when its stdin ends
+    assert read_all(s) == b"AGAINbye"  # output after the half-close still arrives, then EOF
     s.close()

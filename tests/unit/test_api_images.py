@@ -1,6 +1,7 @@
 """The image routes on a real unix socket over a real ImageService (no root needed),
 driven by raw HTTP and by docker-py: streamed bodies, Docker's message shapes, API
 versions, paths with slashes, late errors in-stream."""
+
 from __future__ import annotations
 
 import asyncio
@@ -63,8 +64,13 @@ def call(sock: str, method: str, path: str, body: bytes | None = None, chunked: 
     conn = _Conn(sock)
     headers = {"Content-Type": "application/x-tar"} if body is not None else {}
     if chunked and body is not None:
-        conn.request(method, path, body=iter([body[i:i + 7000] for i in range(0, len(body), 7000)]),
-                     headers=headers, encode_chunked=True)
+        conn.request(
+            method,
+            path,
+            body=iter([body[i : i + 7000] for i in range(0, len(body), 7000)]),
+            headers=headers,
+            encode_chunked=True,
+        )
     else:
         conn.request(method, path, body=body, headers=headers)
     resp = conn.getresponse()
@@ -121,8 +127,9 @@ def test_late_errors_are_reported_in_stream(api, monkeypatch):
 def test_import_answers_the_id(api):
     svc, sock = api
     rootfs = layer(("file", "hello", b"hi"))
-    status, _, data = call(sock, "POST", "/images/create?fromSrc=-&repo=imp&tag=1&changes=CMD%20%5B%22%2Fhello%22%5D",
-                           rootfs, chunked=True)
+    status, _, data = call(
+        sock, "POST", "/images/create?fromSrc=-&repo=imp&tag=1&changes=CMD%20%5B%22%2Fhello%22%5D", rootfs, chunked=True
+    )
     assert status == 200
     (msg,) = messages(data)
     image_id = msg["status"]
@@ -143,7 +150,7 @@ def test_versions_shape_the_answers(api):
     svc.tag(svc.list()[0].id, "one", "a")
     svc.tag(svc.list()[0].id, "two", "b")
     (only,) = json.loads(call(sock, "GET", '/images/json?filters={"reference":["two"]}')[2])
-    assert only["RepoTags"] == ["two:b"]     # only the names that matched, as moby lists them
+    assert only["RepoTags"] == ["two:b"]  # only the names that matched, as moby lists them
     status, _, data = call(sock, "GET", '/images/json?filters={"colour":["red"]}')
     assert status == 400 and "invalid filter 'colour'" in json.loads(data)["message"]
 
@@ -156,7 +163,7 @@ def test_tag_delete_and_save(api):
     assert status == 200 and json.loads(data) == [{"Untagged": "short:x"}]
     status, ctype, data = call(sock, "GET", "/images/get?names=reg.local:5000/team/app:v1")
     assert status == 200 and ctype == "application/x-tar"
-    status, _, data2 = call(sock, "GET", "/images/reg.local:5000/team/app/get")   # every tag of the repo
+    status, _, data2 = call(sock, "GET", "/images/reg.local:5000/team/app/get")  # every tag of the repo
     assert data2 == data
     status, _, out = call(sock, "DELETE", f"/images/{IMG.id}")
     assert status == 200 and {"Deleted": IMG.id} in json.loads(out)
@@ -176,8 +183,9 @@ def test_docker_py_without_root(api):
         assert [i.id for i in client.images.list()] == [IMG.id]
         client.images.remove(img.id, force=True)
         assert client.images.list() == []
-        out = client.api.import_image_from_data(layer(("file", "hi", b"1")), repository="imp", tag="py",
-                                                changes=['CMD ["/hi"]'])
+        out = client.api.import_image_from_data(
+            layer(("file", "hi", b"1")), repository="imp", tag="py", changes=['CMD ["/hi"]']
+        )
         assert json.loads(out)["status"].startswith("sha256:")
         assert client.images.get("imp:py").attrs["Config"]["Cmd"] == ["/hi"]
     finally:

@@ -3,6 +3,7 @@ capped, oversized and huge requests are refused without stalling the event loop,
 running out of file descriptors is logged once per interval without a busy loop.
 
 Timeouts are made small through `Limits`; nothing here sleeps long."""
+
 from __future__ import annotations
 
 import asyncio
@@ -113,6 +114,7 @@ def ping_latency(srv: Served) -> float:
 
 # -- half-sent requests ----------------------------------------------------------------
 
+
 def test_half_sent_requests_are_closed_in_bounded_time(serve):
     """The issue's finding: 100 half-sent requests were held for 100 s. Here headers
     must arrive within header_timeout and a body within body_timeout."""
@@ -131,12 +133,12 @@ def test_half_sent_requests_are_closed_in_bounded_time(serve):
                 s.sendall(request("POST", "/networks/create", body, close=False)[:-3])
                 partial_bodies.append(s)
             else:
-                silent.append(s)                  # connects and never sends a byte
+                silent.append(s)  # connects and never sends a byte
         except (BrokenPipeError, ConnectionResetError):
-            s.close()                             # a loaded machine: closed already, as it should be
-    assert ping_latency(srv) < 5.0                # the API still answers meanwhile
+            s.close()  # a loaded machine: closed already, as it should be
+    assert ping_latency(srv) < 5.0  # the API still answers meanwhile
     for s in partial_headers + silent:
-        assert read_all(s) == b""                # closed, without an answer
+        assert read_all(s) == b""  # closed, without an answer
     answers = [read_all(s) for s in partial_bodies]
     elapsed = time.monotonic() - t0
     # Bounded (before: held until aiohttp's keep-alive of an hour); generous for a loaded machine.
@@ -177,7 +179,7 @@ def test_an_idle_keep_alive_connection_is_not_cut_by_the_header_timer(serve):
             while not reply.endswith(b"OK"):
                 reply += s.recv(4096)
             assert reply.startswith(b"HTTP/1.1 200")
-            time.sleep(0.5)                    # idle longer than the header timeout: fine
+            time.sleep(0.5)  # idle longer than the header timeout: fine
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(serve):
@@ -192,15 +194,16 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(serve):
 
 # -- connection cap ------------------------------------------------------------------------
 
+
 def test_connections_beyond_the_cap_wait_until_one_closes(serve):
     srv = serve(max_connections=5, header_timeout=10)
     held = [srv.connect() for _ in range(5)]
-    time.sleep(0.2)                            # let the server accept them
-    extra = srv.connect()                      # the kernel's backlog takes it
+    time.sleep(0.2)  # let the server accept them
+    extra = srv.connect()  # the kernel's backlog takes it
     extra.sendall(request("GET", "/_ping"))
     extra.settimeout(0.5)
     with pytest.raises(socket.timeout):
-        extra.recv(1)                          # not served while 5 are open
+        extra.recv(1)  # not served while 5 are open
     held.pop().close()
     extra.settimeout(60)
     assert read_all(extra).endswith(b"OK")
@@ -212,9 +215,9 @@ def test_connections_beyond_the_cap_wait_until_one_closes(serve):
 
 # -- bounded work per request ------------------------------------------------------------
 
+
 def big_create(n: int) -> bytes:
-    configs = [{"Subnet": f"10.{i // 256}.{i % 256}.0/24", "Gateway": f"10.{i // 256}.{i % 256}.1"}
-               for i in range(n)]
+    configs = [{"Subnet": f"10.{i // 256}.{i % 256}.0/24", "Gateway": f"10.{i // 256}.{i % 256}.1"} for i in range(n)]
     return json.dumps({"Name": "big", "IPAM": {"Config": configs}}).encode()
 
 
@@ -231,8 +234,10 @@ def test_a_create_with_6000_ipam_configs_is_refused_without_stalling_ping(serve)
     t.join(10)
     status, payload = answer[0]
     assert (status, json.loads(payload)) == (
-        400, {"message": f"6000 IPAM configs given: a network takes at most {MAX_IPAM_CONFIGS}"})
-    assert worst < 5.0         # it was 23 s; generous for a loaded machine
+        400,
+        {"message": f"6000 IPAM configs given: a network takes at most {MAX_IPAM_CONFIGS}"},
+    )
+    assert worst < 5.0  # it was 23 s; generous for a loaded machine
     assert srv.controller.created == []
     status, _ = ask(srv, "POST", "/networks/create", big_create(MAX_IPAM_CONFIGS))
     assert status == 201 and len(srv.controller.created[0].ipam_configs) == MAX_IPAM_CONFIGS
@@ -250,13 +255,14 @@ def test_a_large_body_is_parsed_off_the_event_loop(serve):
     worst = max(ping_latency(srv) for _ in range(10))
     t.join(10)
     assert answer[0][0] == 201 and srv.controller.created[0].labels == labels
-    assert worst < 5.0         # it was 23 s; generous for a loaded machine
+    assert worst < 5.0  # it was 23 s; generous for a loaded machine
 
 
 def test_an_oversized_body_is_413(serve):
     srv = serve(max_body=4096)
-    status, payload = ask(srv, "POST", "/networks/create",
-                          json.dumps({"Name": "x", "Labels": {"a": "b" * 5000}}).encode())
+    status, payload = ask(
+        srv, "POST", "/networks/create", json.dumps({"Name": "x", "Labels": {"a": "b" * 5000}}).encode()
+    )
     assert (status, json.loads(payload)) == (413, {"message": "request body too large: at most 4096 bytes"})
     assert srv.controller.created == []
 
@@ -271,23 +277,24 @@ def test_deeply_nested_json_is_400_not_500(serve):
 def test_overlap_check_agrees_with_brute_force():
     import ipaddress
     import random
+
     rng = random.Random(12)
 
     def rand_net():
-        if rng.random() < 0.5:   # small spaces, so that overlaps are common
+        if rng.random() < 0.5:  # small spaces, so that overlaps are common
             return ipaddress.ip_network(((10 << 24) | (rng.getrandbits(12) << 8), rng.randint(14, 26)), strict=False)
-        return ipaddress.ip_network(((0xfd00 << 112) | (rng.getrandbits(12) << 68), rng.randint(52, 64)), strict=False)
+        return ipaddress.ip_network(((0xFD00 << 112) | (rng.getrandbits(12) << 68), rng.randint(52, 64)), strict=False)
 
     seen = {True: 0, False: 0}
     for _ in range(500):
         nets = [rand_net() for _ in range(rng.randint(0, 10))]
-        brute = any(a.version == b.version and a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
+        brute = any(a.version == b.version and a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
         found = first_overlap(nets)
         assert (found is not None) == brute, nets
         if found:
             assert found[0].overlaps(found[1]) and found[0] in nets and found[1] in nets
         seen[brute] += 1
-    assert min(seen.values()) > 50          # both outcomes exercised
+    assert min(seen.values()) > 50  # both outcomes exercised
 
 
 # -- out of file descriptors -------------------------------------------------------------
@@ -324,12 +331,16 @@ def test_out_of_descriptors_is_logged_once_per_interval_without_busy_looping(tmp
     sock_dir = tempfile.mkdtemp(prefix="cnm-emf-", dir="/tmp")
     path = os.path.join(sock_dir, "api.sock")
     err = open(tmp_path / "stderr", "w+")
-    proc = subprocess.Popen([sys.executable, "-c", EMFILE_SERVER.format(root=str(ROOT), path=path)],
-                            stdout=subprocess.PIPE, stderr=err, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EMFILE_SERVER.format(root=str(ROOT), path=path)],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+    )
     clients: list[socket.socket] = []
     try:
         assert proc.stdout.readline().strip() == "ready"
-        for _ in range(30):                  # far more than the server has descriptors for
+        for _ in range(30):  # far more than the server has descriptors for
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(60)
             s.connect(path)
@@ -341,7 +352,7 @@ def test_out_of_descriptors_is_logged_once_per_interval_without_busy_looping(tmp
         err.seek(0)
         lines = [ln for ln in err.read().splitlines() if ln.startswith("LOG ")]
         accept_lines = [ln for ln in lines if "accepting a connection" in ln]
-        assert 1 <= len(accept_lines) <= 5, lines          # 3.2 s at one line per second
+        assert 1 <= len(accept_lines) <= 5, lines  # 3.2 s at one line per second
         assert "Too many open files" in accept_lines[0]
         assert cpu < 0.25 * elapsed, f"{cpu:.2f}s CPU in {elapsed:.1f}s: a busy loop"
         # Free descriptors (the first ten clients go): the next waiting one is served.
@@ -382,16 +393,19 @@ def test_hijacked_connections_still_count_as_closed_when_they_close():
             self.loop = asyncio.new_event_loop()
             self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
             self.thread.start()
-            app = make_app(self.controller, limits=Limits(max_connections=2),
-                           extra_routes=[Route("POST", "/echo", echo)])
+            app = make_app(
+                self.controller, limits=Limits(max_connections=2), extra_routes=[Route("POST", "/echo", echo)]
+            )
             self.server = asyncio.run_coroutine_threadsafe(start_server(app, self.path), self.loop).result(10)
 
     srv = WithRoute()
     try:
         for i in range(6):
             with srv.connect() as s:
-                s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-                          b"Content-Length: 0\r\n\r\n")
+                s.sendall(
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                    b"Content-Length: 0\r\n\r\n"
+                )
                 head = b""
                 while b"\r\n\r\n" not in head:
                     head += s.recv(4096)
@@ -423,9 +437,10 @@ def test_a_filter_pattern_cannot_run_for_ever(serve):
     """Docker's name filters are Go (RE2) expressions, linear in time. With Python's `re`,
     `(a|a)*$x` against a 64-character name backtracks for ever, holding a worker."""
     from cnm.api.filters import regex
+
     name = "a" * 64
     t = time.monotonic()
     assert regex({"name": ["(a|a)*$x"]}, "name", name) is False
     assert regex({"name": ["web"]}, "name", "myweb") is True
-    assert regex({"name": ["(a)\\1"]}, "name", "aa") is False       # not RE2: matches only exactly
+    assert regex({"name": ["(a)\\1"]}, "name", "aa") is False  # not RE2: matches only exactly
     assert time.monotonic() - t < 10.0

@@ -1,5 +1,6 @@
 """The API server on a real unix socket (in a background thread) with a fake controller,
 driven by our own client and by raw HTTP through the transport."""
+
 from __future__ import annotations
 
 import json
@@ -70,9 +71,17 @@ def test_ping_and_version(client, raw):
 
 
 def test_create_inspect_list_remove_roundtrip(client, raw, ctl):
-    status, body = _json(raw.request("POST", "/networks/create", {
-        "Name": "front", "Labels": {"team": "a"},
-        "IPAM": {"Config": [{"Subnet": "10.5.0.0/16", "Gateway": "10.5.0.254"}]}}))
+    status, body = _json(
+        raw.request(
+            "POST",
+            "/networks/create",
+            {
+                "Name": "front",
+                "Labels": {"team": "a"},
+                "IPAM": {"Config": [{"Subnet": "10.5.0.0/16", "Gateway": "10.5.0.254"}]},
+            },
+        )
+    )
     assert status == 201 and body["Warning"] == "" and len(body["Id"]) == 64
     net_id = body["Id"]
     assert net_id in ctl.networks  # the controller really got it
@@ -94,8 +103,13 @@ def test_create_inspect_list_remove_roundtrip(client, raw, ctl):
 
 def test_inspect_includes_containers(client, ctl):
     net_id = client.network_create({"Name": "web"})
-    ep = {"Name": "c1", "EndpointID": "e" * 64, "MacAddress": "02:42:0a:00:00:02",
-          "IPv4Address": "172.18.0.2/16", "IPv6Address": ""}
+    ep = {
+        "Name": "c1",
+        "EndpointID": "e" * 64,
+        "MacAddress": "02:42:0a:00:00:02",
+        "IPv4Address": "172.18.0.2/16",
+        "IPv6Address": "",
+    }
     ctl.containers[net_id] = {"c" * 64: ep}
     assert client.network_inspect("web")["Containers"] == {"c" * 64: ep}
 
@@ -109,32 +123,48 @@ def test_version_prefix_is_accepted(raw):
     assert raw.request("DELETE", "/v1.43/networks/pfx")[0] == 204
 
 
-@pytest.mark.parametrize("method, path, body, status, message", [
-    ("GET", "/nope", None, 404, "page not found"),
-    ("GET", "/v1.43/nope/deeper", None, 404, "page not found"),
-    ("PUT", "/networks/create", None, 405, "method not allowed"),
-    ("GET", "/networks/missing", None, 404, "network missing not found"),
-    ("DELETE", "/networks/bridge", None, 403, "bridge is a pre-defined network and cannot be removed"),
-    ("POST", "/networks/create", {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.0.0.0/33"}]}},
-     400, "invalid subnet 10.0.0.0/33"),
-    ("POST", "/networks/create", {"Driver": "bridge"}, 400, "missing field Name: a network needs a name"),
-    ("POST", "/networks/create", {"Name": "x", "Internal": "no"}, 400,
-     "field Internal must be a boolean, not a string"),
-    ("POST", "/networks/create", {"Name": "bridge"}, 409, "network with name bridge already exists"),
-    ("GET", "/networks?filters=%7Bnot-json", None, 400, "invalid filters:"),
-    ("GET", "/networks?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D", None, 400, "invalid filter 'colour'"),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status, message",
+    [
+        ("GET", "/nope", None, 404, "page not found"),
+        ("GET", "/v1.43/nope/deeper", None, 404, "page not found"),
+        ("PUT", "/networks/create", None, 405, "method not allowed"),
+        ("GET", "/networks/missing", None, 404, "network missing not found"),
+        ("DELETE", "/networks/bridge", None, 403, "bridge is a pre-defined network and cannot be removed"),
+        (
+            "POST",
+            "/networks/create",
+            {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.0.0.0/33"}]}},
+            400,
+            "invalid subnet 10.0.0.0/33",
+        ),
+        ("POST", "/networks/create", {"Driver": "bridge"}, 400, "missing field Name: a network needs a name"),
+        (
+            "POST",
+            "/networks/create",
+            {"Name": "x", "Internal": "no"},
+            400,
+            "field Internal must be a boolean, not a string",
+        ),
+        ("POST", "/networks/create", {"Name": "bridge"}, 409, "network with name bridge already exists"),
+        ("GET", "/networks?filters=%7Bnot-json", None, 400, "invalid filters:"),
+        ("GET", "/networks?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D", None, 400, "invalid filter 'colour'"),
+    ],
+)
 def test_errors_have_status_and_message(raw, method, path, body, status, message):
     got_status, got = _json(raw.request(method, path, body))
     assert got_status == status
     assert set(got) == {"message"} and got["message"].startswith(message)
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("GET", "/networks/missing", None),            # an error (Docker's CLI unpacks only this type)
-    ("GET", "/nope", None),                        # aiohttp's own 404, rewritten
-    ("POST", "/networks/create", {"Name": "ct"}),  # a success
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("GET", "/networks/missing", None),  # an error (Docker's CLI unpacks only this type)
+        ("GET", "/nope", None),  # aiohttp's own 404, rewritten
+        ("POST", "/networks/create", {"Name": "ct"}),  # a success
+    ],
+)
 def test_json_content_type_is_exact(raw, method, path, body):
     _status, headers, _data = raw.request(method, path, body)
     assert headers["content-type"] == "application/json"
@@ -144,8 +174,10 @@ def test_malformed_json_body_is_400(server):
     s = socket.socket(socket.AF_UNIX)
     s.connect(str(server.path))
     payload = b'{"Name": "x",'
-    s.sendall(b"POST /networks/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    s.sendall(
+        b"POST /networks/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    )
     data = b""
     while chunk := s.recv(65536):
         data += chunk
@@ -173,8 +205,11 @@ def test_unexpected_exception_is_500_and_logged(raw, ctl, caplog):
 
 
 def test_error_categories_survive_the_round_trip(client, ctl):
-    for exc, cls in ((Conflict("network x has active endpoints"), Conflict),
-                     (Forbidden("no"), Forbidden), (InternalError("bug"), InternalError)):
+    for exc, cls in (
+        (Conflict("network x has active endpoints"), Conflict),
+        (Forbidden("no"), Forbidden),
+        (InternalError("bug"), InternalError),
+    ):
         ctl.fail["delete_network"] = exc
         with pytest.raises(cls) as err:
             client.network_remove("whatever")
@@ -215,8 +250,10 @@ def test_filters(client):
     some_id = client.network_inspect("back-b")["Id"]
     assert names({"id": [some_id[:8]]}) == ["back-b"]
     # the legacy map form {"driver": {"overlay": true}}
-    assert sorted(n["Name"] for n in client.request("GET", "/networks", query={
-        "filters": json.dumps({"driver": {"overlay": True}})})) == ["back-b"]
+    assert sorted(
+        n["Name"]
+        for n in client.request("GET", "/networks", query={"filters": json.dumps({"driver": {"overlay": True}})})
+    ) == ["back-b"]
 
 
 def test_list_has_empty_containers(client, ctl):

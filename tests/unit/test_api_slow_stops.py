@@ -3,6 +3,7 @@ wait on a container's exit for up to their timeout, for ever with t=-1. They use
 run on one of the API's 4 worker threads each: four of them and every route that calls
 the controller waited. Now each waits on a thread of its own; the workers, /_ping and
 the other routes stay free."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,7 @@ from cnm.api.listener import Limits
 from cnm.api.server import make_app, start_server
 from tests.unit.test_api_limits import StubController, read_all, request
 
-STOPS = 8   # twice the API's workers
+STOPS = 8  # twice the API's workers
 
 
 class SlowStops:
@@ -87,8 +88,9 @@ def served():
         srv.close()
 
 
-@pytest.mark.parametrize("how", ["POST /containers/c{}/stop?t=-1", "POST /containers/c{}/restart?t=-1",
-                                 "DELETE /containers/c{}?force=1"])
+@pytest.mark.parametrize(
+    "how", ["POST /containers/c{}/stop?t=-1", "POST /containers/c{}/restart?t=-1", "DELETE /containers/c{}?force=1"]
+)
 def test_slow_stops_leave_the_api_free(served, how):
     srv, service = served
     method, path = how.split()
@@ -97,7 +99,7 @@ def test_slow_stops_leave_the_api_free(served, how):
         deadline = time.monotonic() + 20
         while service.stopping < STOPS and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert service.stopping == STOPS   # all of them are waiting at once
+        assert service.stopping == STOPS  # all of them are waiting at once
         # /_ping, and a route that needs a worker thread (the controller's network list)
         pings = [srv.ask("GET", "/_ping", timeout=10) for _ in range(5)]
         lists = [srv.ask("GET", "/networks", timeout=10) for _ in range(5)]
@@ -113,7 +115,7 @@ def test_waiting_calls_beyond_the_cap_queue_without_threads(served):
     srv, service = served
     gate = srv.app[WAITS]
     threads_before = threading.active_count()
-    for _ in range(gate._value - 2):     # fill the gate but two places (no threads for them)
+    for _ in range(gate._value - 2):  # fill the gate but two places (no threads for them)
         asyncio.run_coroutine_threadsafe(gate.acquire(), srv.loop).result(5)
     with ThreadPoolExecutor(4) as pool:
         stops = [pool.submit(srv.ask, "POST", f"/containers/c{i}/stop") for i in range(4)]
@@ -121,7 +123,7 @@ def test_waiting_calls_beyond_the_cap_queue_without_threads(served):
         while service.stopping < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.2)
-        assert service.stopping == 2      # two ran, two queue on the event loop
+        assert service.stopping == 2  # two ran, two queue on the event loop
         assert srv.ask("GET", "/_ping", timeout=10)[0] == 200
         service.release.set()
         assert sorted(f.result(30)[0] for f in stops) == [204] * 4

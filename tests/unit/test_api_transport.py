@@ -1,5 +1,6 @@
 """The unix-socket transport's HTTP reading, byte by byte: answers that arrive in small
 pieces, Content-Length, chunked and until-close bodies, line reads with limits."""
+
 from __future__ import annotations
 
 import socket
@@ -16,7 +17,7 @@ def feeding(payload: bytes, piece: int):
 
     def feed():
         for i in range(0, len(payload), piece):
-            theirs.sendall(payload[i:i + piece])
+            theirs.sendall(payload[i : i + piece])
         theirs.close()
 
     threading.Thread(target=feed, daemon=True).start()
@@ -37,12 +38,18 @@ def test_reader_lines_limits_and_reads_across_pieces(piece):
 
 
 @pytest.mark.parametrize("piece", [1, 5, 65536])
-@pytest.mark.parametrize("wire, body", [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", b"hello"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\nT: 1\r\n\r\n", b"hello"),
-    (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", b"until the end"),
-    (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
-])
+@pytest.mark.parametrize(
+    "wire, body",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", b"hello"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\nT: 1\r\n\r\n",
+            b"hello",
+        ),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", b"until the end"),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+    ],
+)
 def test_responses_in_every_framing(piece, wire, body):
     resp = _RawResponse(feeding(wire, piece))
     assert resp.status in (200, 204) and resp.read() == body

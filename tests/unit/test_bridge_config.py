@@ -1,5 +1,6 @@
 """Bridge driver without root: option parsing, names and MACs, and the driver's logic
 against the in-memory OS layer (cnm.osl.fake.FakeNetlink)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,22 +23,32 @@ EID = "e0e1e2e3e4e5e6" + "f" * 50
 
 # -- config --------------------------------------------------------------------------
 
+
 def test_defaults():
     assert config.parse({}, NID) == BridgeConfig(
-        bridge_name="br-a1b2c3d4e5f6", mtu=1500, enable_icc=True, enable_ip_masquerade=True,
-        host_binding_ipv4="0.0.0.0", internal=False, default_bridge=False)
+        bridge_name="br-a1b2c3d4e5f6",
+        mtu=1500,
+        enable_icc=True,
+        enable_ip_masquerade=True,
+        host_binding_ipv4="0.0.0.0",
+        internal=False,
+        default_bridge=False,
+    )
 
 
 def test_all_options():
-    cfg = config.parse({
-        labels.BRIDGE_NAME: "mybr0",
-        labels.MTU: "1400",
-        labels.ENABLE_ICC: "False",
-        labels.ENABLE_IP_MASQUERADE: "0",
-        labels.HOST_BINDING_IPV4: "127.0.0.1",
-        labels.DEFAULT_BRIDGE: "TRUE",
-        labels.INTERNAL: "1",
-    }, NID)
+    cfg = config.parse(
+        {
+            labels.BRIDGE_NAME: "mybr0",
+            labels.MTU: "1400",
+            labels.ENABLE_ICC: "False",
+            labels.ENABLE_IP_MASQUERADE: "0",
+            labels.HOST_BINDING_IPV4: "127.0.0.1",
+            labels.DEFAULT_BRIDGE: "TRUE",
+            labels.INTERNAL: "1",
+        },
+        NID,
+    )
     assert cfg == BridgeConfig("mybr0", 1400, False, False, "127.0.0.1", True, True)
 
 
@@ -57,10 +68,19 @@ def test_name_needs_network_id():
         config.parse({})
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("true", True), ("TRUE", True), ("True", True), ("1", True),
-    ("false", False), ("FALSE", False), ("0", False), (" true ", True),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("True", True),
+        ("1", True),
+        ("false", False),
+        ("FALSE", False),
+        ("0", False),
+        (" true ", True),
+    ],
+)
 def test_booleans(value, expected):
     assert config.parse({labels.ENABLE_ICC: value}, NID).enable_icc is expected
 
@@ -115,17 +135,23 @@ def test_unknown_option_named_and_accepted_listed():
 
 def test_normalize_canonical_form_and_keeps_absent_keys_absent():
     assert config.normalize({labels.ENABLE_ICC: "0", labels.MTU: "01400"}) == {
-        labels.ENABLE_ICC: "false", labels.MTU: "1400"}
+        labels.ENABLE_ICC: "false",
+        labels.MTU: "1400",
+    }
     assert config.normalize({}) == {}
 
 
 # -- names and MACs ------------------------------------------------------------------
 
-@pytest.mark.parametrize("address,mac", [
-    ("172.18.0.2/16", "02:42:ac:12:00:02"),
-    ("172.17.0.1", "02:42:ac:11:00:01"),
-    ("10.255.0.254/24", "02:42:0a:ff:00:fe"),
-])
+
+@pytest.mark.parametrize(
+    "address,mac",
+    [
+        ("172.18.0.2/16", "02:42:ac:12:00:02"),
+        ("172.17.0.1", "02:42:ac:11:00:01"),
+        ("10.255.0.254/24", "02:42:0a:ff:00:fe"),
+    ],
+)
 def test_mac_from_ipv4(address, mac):
     assert naming.mac_from_ipv4(address) == mac
 
@@ -146,11 +172,13 @@ def test_interface_names_fit_ifnamsiz():
 
 # -- driver at the OS-layer seam -----------------------------------------------------------
 
+
 def spec(nid=NID, options=None, internal=False, gateway="172.18.0.1/16", v6=None, **kw) -> NetworkSpec:
     ipv4 = (IPAMData(pool="172.18.0.0/16", gateway=gateway),) if gateway is not False else ()
     ipv6 = (IPAMData(pool="fd00:1::/64", gateway=v6),) if v6 else ()
-    return NetworkSpec(id=nid, name="n1", options=options or {}, ipv4=ipv4, ipv6=ipv6,
-                       internal=internal, enable_ipv6=bool(v6), **kw)
+    return NetworkSpec(
+        id=nid, name="n1", options=options or {}, ipv4=ipv4, ipv6=ipv6, internal=internal, enable_ipv6=bool(v6), **kw
+    )
 
 
 @pytest.fixture
@@ -183,12 +211,16 @@ def test_ipv6_network_keeps_ipv6_and_gets_both_gateways(drv, nl):
 def test_internal_network_does_not_enable_forwarding(drv, nl):
     drv.create_network(spec(internal=True))
     assert "net.ipv4.ip_forward" not in nl.sysctls
-    assert nl.addresses("br-a1b2c3d4e5f6") == ["172.18.0.1/16"]   # gateway still on the bridge
+    assert nl.addresses("br-a1b2c3d4e5f6") == ["172.18.0.1/16"]  # gateway still on the bridge
 
 
 def test_two_ipv4_subnets_refused_before_kernel(drv, nl):
-    s = NetworkSpec(id=NID, name="n", options={}, ipv4=(IPAMData("10.1.0.0/24", "10.1.0.1/24"),
-                                                      IPAMData("10.2.0.0/24", "10.2.0.1/24")))
+    s = NetworkSpec(
+        id=NID,
+        name="n",
+        options={},
+        ipv4=(IPAMData("10.1.0.0/24", "10.1.0.1/24"), IPAMData("10.2.0.0/24", "10.2.0.1/24")),
+    )
     with pytest.raises(InvalidParameter, match="one IPv4 subnet"):
         drv.create_network(s)
     assert nl.link_names() == ["lo"]
@@ -199,7 +231,7 @@ def test_foreign_link_with_that_name_is_conflict_and_untouched(drv, nl):
     with pytest.raises(Conflict, match="mybr already exists and was not created by cnm"):
         drv.create_network(spec(options={labels.BRIDGE_NAME: "mybr"}))
     assert nl.link_exists("mybr") and nl.addresses("mybr") == []
-    drv.delete_network(NID)          # not ours: must survive
+    drv.delete_network(NID)  # not ours: must survive
     assert nl.link_exists("mybr")
 
 
@@ -222,6 +254,7 @@ def test_firewall_failure_rolls_back(nl):
     class Broken(NoFirewall):
         def network_created(self, info):
             raise InternalError("nft failed")
+
     drv = BridgeDriver(lambda: nl, firewall=Broken())
     with pytest.raises(InternalError, match="nft"):
         drv.create_network(spec())
@@ -230,7 +263,7 @@ def test_firewall_failure_rolls_back(nl):
 
 def test_delete_network_idempotent_and_finds_bridge_after_restart(drv, nl):
     drv.create_network(spec())
-    fresh = BridgeDriver(lambda: nl)           # a restarted daemon: no memory
+    fresh = BridgeDriver(lambda: nl)  # a restarted daemon: no memory
     fresh.delete_network(NID)
     assert not nl.link_exists("br-a1b2c3d4e5f6")
     fresh.delete_network(NID)
@@ -256,7 +289,7 @@ def test_endpoint_veth_mac_and_master(drv, nl):
     drv.create_network(spec(options={labels.MTU: "1400"}))
     out = drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
     assert out.mac == "02:42:ac:12:00:05" and out.address == "172.18.0.5/16"
-    assert not nl.link_exists(naming.host_ifname(EID))          # the veth is made at join
+    assert not nl.link_exists(naming.host_ifname(EID))  # the veth is made at join
     res = drv.join(NID, EID, "/run/cnm/netns/sb", {})
     assert res.in_sandbox and nl.moved[naming.peer_ifname(EID)] == ("/run/cnm/netns/sb", res.src_ifname)
     host = nl.link(naming.host_ifname(EID))
@@ -275,7 +308,7 @@ def test_endpoint_keeps_given_mac(drv, nl):
 
 def _fill(drv, count):
     for i in range(count):
-        eid = f"{i:07x}" + "0" * 57      # interface names come from the first 7 digits
+        eid = f"{i:07x}" + "0" * 57  # interface names come from the first 7 digits
         drv.create_endpoint(NID, eid, EndpointInterface(address=f"172.18.{i // 250}.{2 + i % 250}/16"), {})
         drv.join(NID, eid, f"/run/cnm/netns/{i}", {})
 
@@ -286,24 +319,23 @@ def test_port_limit_refused_before_kernel(drv, nl):
     before = set(nl.link_names())
     with pytest.raises(Conflict) as exc:
         drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.5/16"), {})
-    assert str(exc.value) == ("bridge br-a1b2c3d4e5f6 has 1023 ports, the Linux maximum; "
-                              "create another network")
+    assert str(exc.value) == ("bridge br-a1b2c3d4e5f6 has 1023 ports, the Linux maximum; create another network")
     assert set(nl.link_names()) == before
 
 
 def test_port_limit_counts_foreign_ports_when_the_kernel_refuses(drv, nl):
     drv.create_network(spec())
     _fill(drv, MAX_BRIDGE_PORTS - 64)
-    nl.add_ports("br-a1b2c3d4e5f6", 64)          # someone else's ports on our bridge
-    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.6/16"), {})   # our own count: room
+    nl.add_ports("br-a1b2c3d4e5f6", 64)  # someone else's ports on our bridge
+    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.6/16"), {})  # our own count: room
     with pytest.raises(Conflict, match="br-a1b2c3d4e5f6 has 1023 ports"):
-        drv.join(NID, EID, "/run/cnm/netns/x", {})                                   # the kernel: none
+        drv.join(NID, EID, "/run/cnm/netns/x", {})  # the kernel: none
 
 
 def test_port_limit_is_the_kernels_1023(drv, nl):
     drv.create_network(spec())
     _fill(drv, MAX_BRIDGE_PORTS - 1)
-    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.5/16"), {})   # the last one fits
+    drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.9.5/16"), {})  # the last one fits
     drv.join(NID, EID, "/run/cnm/netns/sb", {})
     with pytest.raises(Conflict, match="has 1023 ports"):
         drv.create_endpoint(NID, "c" * 64, EndpointInterface(address="172.18.9.6/16"), {})
@@ -312,7 +344,7 @@ def test_port_limit_is_the_kernels_1023(drv, nl):
 def test_join_leaves_nothing_when_the_veth_cannot_be_made(drv, nl):
     drv.create_network(spec())
     drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
-    nl.fail_next["create_veth"] = InternalError("boom")   # one request: made, enslaved and up, or nothing
+    nl.fail_next["create_veth"] = InternalError("boom")  # one request: made, enslaved and up, or nothing
     with pytest.raises(InternalError):
         drv.join(NID, EID, "/run/cnm/netns/sb", {})
     assert not nl.link_exists(naming.host_ifname(EID)) and not nl.link_exists(naming.peer_ifname(EID))
@@ -327,8 +359,12 @@ def test_join_gateway_and_internal(drv, nl):
     drv.create_network(spec(v6="fd00:1::1/64"))
     drv.create_endpoint(NID, EID, EndpointInterface(address="172.18.0.5/16"), {})
     res = drv.join(NID, EID, "/run/cnm/netns/x", {})
-    assert (res.src_ifname, res.dst_prefix, res.gateway, res.gateway_v6) == \
-        (naming.peer_ifname(EID), "eth", "172.18.0.1", "fd00:1::1")
+    assert (res.src_ifname, res.dst_prefix, res.gateway, res.gateway_v6) == (
+        naming.peer_ifname(EID),
+        "eth",
+        "172.18.0.1",
+        "fd00:1::1",
+    )
 
     other = "d" * 64
     drv.create_network(spec(nid=other, internal=True, options={labels.BRIDGE_NAME: "intbr"}))
@@ -346,7 +382,7 @@ def test_join_twice_is_a_conflict_and_leave_removes_the_veth(drv, nl):
     drv.leave(NID, EID)
     drv.leave(NID, EID)
     assert not nl.link_exists(naming.host_ifname(EID))
-    drv.join(NID, EID, "/run/y", {})          # the endpoint can join again
+    drv.join(NID, EID, "/run/y", {})  # the endpoint can join again
     assert nl.link_exists(naming.host_ifname(EID))
 
 
@@ -377,8 +413,12 @@ def test_port_bindings_reach_the_firewall_hook(nl):
     binding = {"Proto": "tcp", "Port": 80, "HostPort": 8080}
     drv.program_external_connectivity(NID, EID, {"com.docker.network.portmap": [binding]})
     ep = seen[0]
-    assert (ep.address, ep.bridge_name, ep.host_binding_ipv4, ep.port_bindings) == \
-        ("172.18.0.5", "br-a1b2c3d4e5f6", "127.0.0.1", (binding,))
+    assert (ep.address, ep.bridge_name, ep.host_binding_ipv4, ep.port_bindings) == (
+        "172.18.0.5",
+        "br-a1b2c3d4e5f6",
+        "127.0.0.1",
+        (binding,),
+    )
     assert drv.endpoint_info(NID, EID)["com.docker.network.portmap"] == [binding]
     drv.revoke_external_connectivity(NID, EID)
     drv.revoke_external_connectivity(NID, EID)
@@ -400,6 +440,7 @@ def test_validate_options_normalises_and_refuses_unknown(drv):
 
 
 # -- null, host, registration ----------------------------------------------------------------
+
 
 def test_null_driver():
     d = NullDriver()
@@ -425,5 +466,5 @@ def test_register_builtin_does_not_touch_kernel():
     made = []
     register_builtin(reg, netlink_factory=lambda: made.append(1) or FakeNetlink())
     assert reg.names() == ["bridge", "host", "null"]
-    assert made == []          # the handle opens on first use
+    assert made == []  # the handle opens on first use
     assert reg.get("bridge").capabilities().data_scope == "local"

@@ -1,5 +1,6 @@
 """The `net` container commands against the real API server on a tmp unix socket, with a
 fake ContainerService whose runtime runs plain child processes (no root)."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from cnm.cli.values import byte_size
 @pytest.fixture
 def net(server):
     """`net -H <the test server> ARGS` as a real process, which must stay lean."""
+
     def run(*args: str, input: str = ""):
         return run_lean(["-H", server.host, *args], input=input)
 
@@ -23,6 +25,7 @@ def net(server):
 @pytest.fixture
 def net_here(server):
     """The same in this process (for tests that monkeypatch the CLI's modules)."""
+
     def run(*args: str, input: str = ""):
         return invoke(["-H", server.host, *args], input=input)
 
@@ -35,18 +38,49 @@ def by_name(service, name):
 
 # -- run ---------------------------------------------------------------------------------
 
+
 def test_run_detached_prints_the_id_and_sends_every_flag(net, service):
-    r = net("run", "-d", "--name", "web", "--hostname", "box", "-e", "A=1", "-e", "B=two words",
-            "-p", "8080:80", "-p", "127.0.0.1::53/udp", "--ip", "172.17.0.9", "--network-alias", "www",
-            "--mac-address", "02:42:ac:11:00:99", "--memory", "64m", "--cpus", "1.5", "--pids-limit", "50",
-            "--", "/bin/sh", "-c", "sleep 30")
+    r = net(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--hostname",
+        "box",
+        "-e",
+        "A=1",
+        "-e",
+        "B=two words",
+        "-p",
+        "8080:80",
+        "-p",
+        "127.0.0.1::53/udp",
+        "--ip",
+        "172.17.0.9",
+        "--network-alias",
+        "www",
+        "--mac-address",
+        "02:42:ac:11:00:99",
+        "--memory",
+        "64m",
+        "--cpus",
+        "1.5",
+        "--pids-limit",
+        "50",
+        "--",
+        "/bin/sh",
+        "-c",
+        "sleep 30",
+    )
     assert r.exit_code == 0, r.output
     ct = by_name(service, "web")
     assert r.stdout == ct.id + "\n"
     assert ct.argv == ["/bin/sh", "-c", "sleep 30"] and ct.env == {"A": "1", "B": "two words"}
     assert (ct.hostname, ct.memory, ct.cpus, ct.pids_limit, ct.auto_remove) == ("box", 64 << 20, 1.5, 50, False)
-    assert {(p["container_port"], p["proto"], p["host_ip"], p["host_port"]) for p in ct.requested_ports} == \
-        {(80, "tcp", None, 8080), (53, "udp", "127.0.0.1", None)}
+    assert {(p["container_port"], p["proto"], p["host_ip"], p["host_port"]) for p in ct.requested_ports} == {
+        (80, "tcp", None, 8080),
+        (53, "udp", "127.0.0.1", None),
+    }
     ep = service.endpoints(ct)[0]
     assert (str(ep.address), ep.aliases, ep.mac) == ("172.17.0.9/16", ["www"], "02:42:ac:11:00:99")
 
@@ -106,12 +140,15 @@ def test_run_daemon_errors_exit_125_with_one_line(net):
     assert r.exit_code == 125 and r.stderr.startswith('Error: the container name "/dup" is already in use')
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-p", "80:80:80:80"], "Error: invalid port spec '80:80:80:80'"),
-    (["-p", "99999"], "Error: invalid port spec '99999': container port 99999 is out of range 1-65535"),
-    (["--memory", "lots"], "Error: invalid value for '-m' / '--memory': 'lots' is not a size"),
-    (["--ip", "1.2.3"], "Error: invalid value for '--ip': '1.2.3' is not an IP address"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-p", "80:80:80:80"], "Error: invalid port spec '80:80:80:80'"),
+        (["-p", "99999"], "Error: invalid port spec '99999': container port 99999 is out of range 1-65535"),
+        (["--memory", "lots"], "Error: invalid value for '-m' / '--memory': 'lots' is not a size"),
+        (["--ip", "1.2.3"], "Error: invalid value for '--ip': '1.2.3' is not an IP address"),
+    ],
+)
 def test_run_malformed_flags_are_one_line_exit_2(net, service, args, message):
     r = net("run", *args, "/bin/true")
     assert r.exit_code == 2, r.output
@@ -119,19 +156,31 @@ def test_run_malformed_flags_are_one_line_exit_2(net, service, args, message):
     assert not service.list_containers()
 
 
-@pytest.mark.parametrize("text, size", [("67108864", 67108864), ("64m", 64 << 20), ("1g", 1 << 30),
-                                        ("512K", 512 << 10), ("64mb", 64 << 20), ("1.5g", 3 << 29)])
+@pytest.mark.parametrize(
+    "text, size",
+    [
+        ("67108864", 67108864),
+        ("64m", 64 << 20),
+        ("1g", 1 << 30),
+        ("512K", 512 << 10),
+        ("64mb", 64 << 20),
+        ("1.5g", 3 << 29),
+    ],
+)
 def test_byte_sizes(text, size):
     assert byte_size(text) == size
 
 
 def test_run_without_a_command_is_a_usage_error(net):
     r = net("run", "--name", "x")
-    assert (r.exit_code, r.stderr) == (2, "Error: missing argument IMAGE [COMMAND] [ARG...] | /PATH/TO/CMD [ARG...] "
-                                          "(see 'net run --help')\n")
+    assert (r.exit_code, r.stderr) == (
+        2,
+        "Error: missing argument IMAGE [COMMAND] [ARG...] | /PATH/TO/CMD [ARG...] (see 'net run --help')\n",
+    )
 
 
 # -- ps / inspect ---------------------------------------------------------------------------
+
 
 def test_ps_table_quiet_all_and_json(net, service):
     net("run", "-d", "--name", "web", "-p", "80", "/bin/sh", "-c", "sleep 30")
@@ -162,12 +211,13 @@ def test_container_inspect_prints_a_json_array_and_reports_missing(net, service)
     r = net("container", "inspect", "a1", "ghost")
     assert r.exit_code == 3
     assert r.stderr == "Error: no such container: ghost\n"
-    assert r.stdout.startswith("[\n    {")           # indent 4
+    assert r.stdout.startswith("[\n    {")  # indent 4
     (info,) = json.loads(r.stdout)
     assert info["Name"] == "/a1" and info["Id"] == by_name(service, "a1").id
 
 
 # -- lifecycle -----------------------------------------------------------------------------
+
 
 def test_stop_prints_each_name_and_goes_on_past_failures(net, service):
     net("run", "-d", "--name", "s1", "/bin/sh", "-c", "sleep 30")
@@ -196,7 +246,7 @@ def test_logs_splits_stdout_and_stderr(net):
     net("run", "--name", "l1", "/bin/sh", "-c", "echo one; echo two >&2")
     r = net("logs", "l1")
     assert (r.exit_code, r.stdout, r.stderr) == (0, "one\n", "two\n")
-    r = net("container", "logs", "-f", "l1")        # exited: follow ends at once
+    r = net("container", "logs", "-f", "l1")  # exited: follow ends at once
     assert r.stdout == "one\n"
 
 
@@ -208,6 +258,7 @@ def test_kill_sends_the_signal(net, service):
 
 
 # -- connect / disconnect -------------------------------------------------------------------
+
 
 def test_connect_and_disconnect(net, service):
     net("create", "back")
@@ -227,26 +278,60 @@ def test_connect_and_disconnect(net, service):
 
 # -- confinement flags ----------------------------------------------------------------------
 
+
 def test_run_confinement_flags_reach_the_daemon(net, service, workdir):
     profile = workdir / "profile.json"
     profile.write_text('{\n  "defaultAction": "SCMP_ACT_ALLOW",\n  "syscalls": []\n}\n')
-    r = net("run", "-d", "--name", "conf", "--cap-add", "NET_ADMIN", "--cap-drop", "mknod", "--read-only",
-            "-v", "/srv/data:/data:ro", "-v", "/opt:/opt", "--tmpfs", "/run:size=8m,exec",
-            "--mount", "type=tmpfs,dst=/scratch,tmpfs-size=1m,tmpfs-mode=1770",
-            "--mount", "type=bind,src=/etc,dst=/host-etc,readonly,bind-propagation=rslave",
-            "--security-opt", f"seccomp={profile}", "--security-opt", "no-new-privileges=false",
-            "--device", "/dev/fuse", "--rootfs", str(workdir), "--", "sh", "-c", "sleep 30")
+    r = net(
+        "run",
+        "-d",
+        "--name",
+        "conf",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "mknod",
+        "--read-only",
+        "-v",
+        "/srv/data:/data:ro",
+        "-v",
+        "/opt:/opt",
+        "--tmpfs",
+        "/run:size=8m,exec",
+        "--mount",
+        "type=tmpfs,dst=/scratch,tmpfs-size=1m,tmpfs-mode=1770",
+        "--mount",
+        "type=bind,src=/etc,dst=/host-etc,readonly,bind-propagation=rslave",
+        "--security-opt",
+        f"seccomp={profile}",
+        "--security-opt",
+        "no-new-privileges=false",
+        "--device",
+        "/dev/fuse",
+        "--rootfs",
+        str(workdir),
+        "--",
+        "sh",
+        "-c",
+        "sleep 30",
+    )
     assert r.exit_code == 0, r.output
     c = by_name(service, "conf").confine
     assert (c["cap_add"], c["cap_drop"], c["read_only"], c["privileged"]) == (["NET_ADMIN"], ["mknod"], True, False)
-    assert c["security_opt"] == ['seccomp={"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}',
-                                 "no-new-privileges=false"]
+    assert c["security_opt"] == ['seccomp={"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}', "no-new-privileges=false"]
     by_target = {m["target"]: m for m in c["mounts"]}
     assert by_target["/data"]["read_only"] and not by_target["/opt"]["read_only"]
     assert by_target["/run"]["options"] == ["size=8m", "exec"]
     assert by_target["/scratch"]["options"] == ["size=1048576", "mode=1770"]
-    assert by_target["/host-etc"] == {"type": "bind", "source": "/etc", "target": "/host-etc", "read_only": True,
-                                      "propagation": "rslave", "recursive": True, "create": False}
+    assert by_target["/host-etc"] == {
+        "type": "bind",
+        "source": "/etc",
+        "target": "/host-etc",
+        "read_only": True,
+        "propagation": "rslave",
+        "recursive": True,
+        "create": False,
+    }
     assert c["devices"] == [{"host": "/dev/fuse", "container": "/dev/fuse"}]
 
 
@@ -258,13 +343,24 @@ def test_run_privileged_and_relative_volume(net_here, service, monkeypatch, work
     assert c["privileged"] is True and c["mounts"][0]["source"] == str(workdir / "data")
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--cap-add", "FLY"], 125, 'Error: --cap-add: unknown capability: "CAP_FLY"'),        # the daemon's 400
-    (["-v", "named:/data"], 125, "Error: invalid volume specification 'named:/data': named volumes are not supported"),
-    (["--security-opt", "apparmor=docker-default"], 125, "Error: invalid --security-opt 'apparmor=docker-default'"),
-    (["--security-opt", "seccomp=/no/such/profile.json"], 2, "Error: opening seccomp profile (/no/such/profile.json)"),
-    (["--mount", "type=bind,src=/a,dst=/b,colour=red"], 2, "Error: unexpected key 'colour'"),   # the CLI's own
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--cap-add", "FLY"], 125, 'Error: --cap-add: unknown capability: "CAP_FLY"'),  # the daemon's 400
+        (
+            ["-v", "named:/data"],
+            125,
+            "Error: invalid volume specification 'named:/data': named volumes are not supported",
+        ),
+        (["--security-opt", "apparmor=docker-default"], 125, "Error: invalid --security-opt 'apparmor=docker-default'"),
+        (
+            ["--security-opt", "seccomp=/no/such/profile.json"],
+            2,
+            "Error: opening seccomp profile (/no/such/profile.json)",
+        ),
+        (["--mount", "type=bind,src=/a,dst=/b,colour=red"], 2, "Error: unexpected key 'colour'"),  # the CLI's own
+    ],
+)
 def test_run_bad_confinement_is_one_line(net, service, args, code, message):
     r = net("run", *args, "/bin/true")
     assert r.exit_code == code, r.output

@@ -1,6 +1,7 @@
 """The CLI's hijacked-stream side (cnm.cli.interactive, cnm.cli.execflow): frames split
 anywhere come out whole and in order, the exec request from `net exec`'s flags, exit
 codes of a start that failed, and the stream over a socket pair (no daemon, no root)."""
+
 from __future__ import annotations
 
 import os
@@ -21,12 +22,30 @@ def test_demux_reassembles_frames_split_anywhere():
 
 
 def test_exec_body_from_flags():
-    body = exec_body(["sh", "-c", "id"], interactive=True, tty=False, env=["A=1"], user="nobody", workdir="/tmp",
-                     privileged=False, detach=False)
-    assert body == {"Cmd": ["sh", "-c", "id"], "AttachStdin": True, "AttachStdout": True, "AttachStderr": True,
-                    "Tty": False, "Env": ["A=1"], "Privileged": False, "User": "nobody", "WorkingDir": "/tmp"}
-    detached = exec_body(["true"], interactive=True, tty=False, env=[], user=None, workdir=None, privileged=True,
-                         detach=True)
+    body = exec_body(
+        ["sh", "-c", "id"],
+        interactive=True,
+        tty=False,
+        env=["A=1"],
+        user="nobody",
+        workdir="/tmp",
+        privileged=False,
+        detach=False,
+    )
+    assert body == {
+        "Cmd": ["sh", "-c", "id"],
+        "AttachStdin": True,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Tty": False,
+        "Env": ["A=1"],
+        "Privileged": False,
+        "User": "nobody",
+        "WorkingDir": "/tmp",
+    }
+    detached = exec_body(
+        ["true"], interactive=True, tty=False, env=[], user=None, workdir=None, privileged=True, detach=True
+    )
     assert not detached["AttachStdin"] and not detached["AttachStdout"] and detached["Privileged"]
 
 
@@ -42,7 +61,7 @@ def test_pump_copies_both_ways_and_half_closes_at_our_eof(tmp_path):
     r_err, w_err = os.pipe()
     got_input: list[bytes] = []
 
-    def daemon() -> None:                      # echoes stdin to stdout frames until our half-close
+    def daemon() -> None:  # echoes stdin to stdout frames until our half-close
         while data := theirs.recv(4096):
             got_input.append(data)
             theirs.sendall(encode_frame(1, data.upper()))

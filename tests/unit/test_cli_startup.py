@@ -1,6 +1,7 @@
 """The CLI must start fast: no command's execution path imports click or another heavy
 module (cnm.cli.testing.HEAVY) unless its declaration says it needs it (`heavy=`).
 Checked for EVERY declared command, generically from the declarations."""
+
 from __future__ import annotations
 
 import os
@@ -28,22 +29,25 @@ def sample_argv(path: str) -> list[str]:
 ROOT = str(Path(__file__).resolve().parents[2])
 # Up to the handler, started as the launcher starts `net` (python -IS, site on demand): the
 # entry point, the flags parsed, the command's module imported.
-_LOADED = ("import sys\n"
-           f"sys.path.append({ROOT!r})\n"
-           "from cnm.cli import lazysite\n"
-           "lazysite.install()\n"
-           "from cnm.cli.commands import load, resolve\n"
-           "from cnm.cli.parse import parse\n"
-           "import cnm.cli.entry\n"
-           "path, rest = resolve(sys.argv[1:])\n"
-           "parse(load(path), rest, {})\n"
-           "print(' '.join(sorted(sys.modules)))\n")
+_LOADED = (
+    "import sys\n"
+    f"sys.path.append({ROOT!r})\n"
+    "from cnm.cli import lazysite\n"
+    "lazysite.install()\n"
+    "from cnm.cli.commands import load, resolve\n"
+    "from cnm.cli.parse import parse\n"
+    "import cnm.cli.entry\n"
+    "path, rest = resolve(sys.argv[1:])\n"
+    "parse(load(path), rest, {})\n"
+    "print(' '.join(sorted(sys.modules)))\n"
+)
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS))
 def test_no_command_module_imports_heavy_modules(path):
-    out = subprocess.run([sys.executable, "-IS", "-c", _LOADED, *sample_argv(path)], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", _LOADED, *sample_argv(path)], capture_output=True, text=True, check=True
+    ).stdout
     bad = heavy_imports(frozenset(out.split()), frozenset(load(path).heavy))
     assert not bad, f"net {path}: importing its command module loads {', '.join(bad)}"
 
@@ -72,13 +76,27 @@ def test_help_loads_click_but_nothing_that_runs_commands():
     commands run (the daemon, labs, netlink, asyncio): listing them must stay quick."""
     r = run_net(["--help"])
     assert r.exit_code == 0 and r.stdout.startswith("Usage: net ")
-    allowed = HEAVY - {"aiohttp", "asyncio", "pyroute2", "yaml", "rich", "cnm.daemon", "cnm.runtime",
-                       "cnm.controller", "sqlite3", "etcd3gw", "dnslib", "netaddr", "scapy"}
+    allowed = HEAVY - {
+        "aiohttp",
+        "asyncio",
+        "pyroute2",
+        "yaml",
+        "rich",
+        "cnm.daemon",
+        "cnm.runtime",
+        "cnm.controller",
+        "sqlite3",
+        "etcd3gw",
+        "dnslib",
+        "netaddr",
+        "scapy",
+    }
     assert "click" in r.modules and not heavy_imports(r.modules, frozenset(allowed))
 
 
 def test_the_launcher_starts_python_without_site_and_loads_it_on_demand(tmp_path, server):
     from cnm.cli.launcher import write
+
     net = tmp_path / "net"
     write(str(net))
     assert net.read_text().splitlines()[0] == f"#!{sys.executable} -IS"
@@ -86,27 +104,43 @@ def test_the_launcher_starts_python_without_site_and_loads_it_on_demand(tmp_path
     r = subprocess.run([str(net), "-H", server.host, "ls", "-q"], capture_output=True, text=True, env=env, check=False)
     assert (r.returncode, r.stderr, len(r.stdout.split())) == (0, "", 3)
     r = subprocess.run([str(net), "run", "--help"], capture_output=True, text=True, env=env, check=False)
-    assert r.returncode == 0 and r.stdout.startswith("Usage: net run ")     # click, from site-packages
+    assert r.returncode == 0 and r.stdout.startswith("Usage: net run ")  # click, from site-packages
 
 
 def test_lazysite_finds_third_party_modules_only_when_asked():
-    code = ("import sys\n"
-            "from cnm.cli import lazysite\n"
-            "lazysite.install()\n"
-            "import json, cnm.cli.entry\n"
-            "before = 'site' in sys.modules\n"
-            "import yaml\n"
-            "print(before, 'site' in sys.modules, yaml.__name__)\n")
-    out = subprocess.run([sys.executable, "-IS", "-c", f"import sys; sys.path.append({ROOT!r})\n" + code],
-                         capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys\n"
+        "from cnm.cli import lazysite\n"
+        "lazysite.install()\n"
+        "import json, cnm.cli.entry\n"
+        "before = 'site' in sys.modules\n"
+        "import yaml\n"
+        "print(before, 'site' in sys.modules, yaml.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", f"import sys; sys.path.append({ROOT!r})\n" + code],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.split() == ["False", "True", "yaml"]
 
 
-EVERYDAY = [["ls", "-q"], ["ls"], ["inspect", "bridge"], ["ps", "-a"], ["ps", "--format", "json"],
-            ["run", "-d", "--name", "every", "--cap-add", "NET_ADMIN", "-p", "8080:80", "sh", "-c", "sleep 30"],
-            ["container", "inspect", "every"], ["logs", "every"], ["connect", "bridge", "nosuch"],
-            ["disconnect", "bridge", "nosuch"], ["container", "rm", "-f", "every"], ["create", "everyday"],
-            ["rm", "everyday"]]
+EVERYDAY = [
+    ["ls", "-q"],
+    ["ls"],
+    ["inspect", "bridge"],
+    ["ps", "-a"],
+    ["ps", "--format", "json"],
+    ["run", "-d", "--name", "every", "--cap-add", "NET_ADMIN", "-p", "8080:80", "sh", "-c", "sleep 30"],
+    ["container", "inspect", "every"],
+    ["logs", "every"],
+    ["connect", "bridge", "nosuch"],
+    ["disconnect", "bridge", "nosuch"],
+    ["container", "rm", "-f", "every"],
+    ["create", "everyday"],
+    ["rm", "everyday"],
+]
 
 
 def test_everyday_commands_import_nothing_but_cnm_and_c_modules(server):
@@ -114,9 +148,15 @@ def test_everyday_commands_import_nothing_but_cnm_and_c_modules(server):
     cnm's modules and the C halves of json and socket (and struct): no os, re, json, enum, collections
     (each costs milliseconds on a ~11 ms call). A flag's converter or a handler that needs
     more imports it inside the function that needs it."""
-    start = set(subprocess.run([sys.executable, "-IS", "-c", "import sys; print(' '.join(sys.modules))"],
-                               capture_output=True, text=True, check=True).stdout.split())
-    allowed = start | {"atexit", "__future__", "_json", "_socket", "_struct", "struct"}   # struct: logs' frames
+    start = set(
+        subprocess.run(
+            [sys.executable, "-IS", "-c", "import sys; print(' '.join(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    )
+    allowed = start | {"atexit", "__future__", "_json", "_socket", "_struct", "struct"}  # struct: logs' frames
     for argv in EVERYDAY:
         r = run_lean(["-H", server.host, *argv])
         extra = sorted(m for m in r.modules if m not in allowed and m.split(".")[0] != "cnm")

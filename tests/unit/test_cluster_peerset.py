@@ -1,4 +1,5 @@
 """What a host holds of the cluster's peers (cnm.cluster.peerset), without etcd."""
+
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -18,8 +19,8 @@ def test_a_held_network_brings_its_peers_and_their_hosts_in_order():
     s = PeerSet(ME)
     s.open(NA)
     assert s.put(NA, rec("e1", "198.18.0.2")) == [NodeUp("198.18.0.2"), PeerUp(rec("e1", "198.18.0.2"))]
-    assert s.put(NA, rec("e2", "198.18.0.2")) == [PeerUp(rec("e2", "198.18.0.2"))]    # host known already
-    assert s.put(NA, rec("e2", "198.18.0.2")) == []                                    # a repeat: nothing
+    assert s.put(NA, rec("e2", "198.18.0.2")) == [PeerUp(rec("e2", "198.18.0.2"))]  # host known already
+    assert s.put(NA, rec("e2", "198.18.0.2")) == []  # a repeat: nothing
     assert s.delete(NA, "e1") == [PeerDown(rec("e1", "198.18.0.2"))]
     assert s.delete(NA, "e2") == [PeerDown(rec("e2", "198.18.0.2")), NodeDown("198.18.0.2")]
     assert s.delete(NA, "e2") == [] and s.vteps() == []
@@ -30,7 +31,7 @@ def test_networks_not_held_and_own_endpoints_are_ignored():
     assert s.put(NA, rec("e1", "198.18.0.2")) == [] and len(s) == 0
     s.open(NA)
     assert s.put(NA, rec("mine", ME)) == []
-    assert s.put(NA, {"vtep": "198.18.0.2"}) == []                 # no endpoint id: not a peer
+    assert s.put(NA, {"vtep": "198.18.0.2"}) == []  # no endpoint id: not a peer
 
 
 def test_a_peer_moving_host_brings_the_new_host_first_and_drops_the_old_last():
@@ -48,8 +49,13 @@ def test_reconcile_removes_first_then_adds_and_changes():
     s.put(NA, rec("kept", "198.18.0.3"))
     changed = rec("kept", "198.18.0.3", ip="10.0.0.9")
     out = s.reconcile(NA, [changed, rec("new", "198.18.0.4"), rec("mine", ME)])
-    assert out == [PeerDown(rec("gone", "198.18.0.2")), NodeDown("198.18.0.2"), PeerUp(changed),
-                   NodeUp("198.18.0.4"), PeerUp(rec("new", "198.18.0.4"))]
+    assert out == [
+        PeerDown(rec("gone", "198.18.0.2")),
+        NodeDown("198.18.0.2"),
+        PeerUp(changed),
+        NodeUp("198.18.0.4"),
+        PeerUp(rec("new", "198.18.0.4")),
+    ]
     assert s.reconcile(NA, [changed, rec("new", "198.18.0.4")]) == []
 
 
@@ -63,7 +69,7 @@ def test_drop_takes_every_peer_and_only_hosts_no_other_network_needs():
     out = s.drop(NA)
     assert out == [PeerDown(rec("a1", "198.18.0.2")), NodeDown("198.18.0.2"), PeerDown(rec("a2", "198.18.0.3"))]
     assert s.vteps() == ["198.18.0.3"] and s.networks() == [NB]
-    assert s.put(NA, rec("a3", "198.18.0.5")) == []                 # no longer held
+    assert s.put(NA, rec("a3", "198.18.0.5")) == []  # no longer held
 
 
 def test_repeated_strings_are_shared():
@@ -78,10 +84,14 @@ def test_repeated_strings_are_shared():
 step = st.one_of(
     st.tuples(st.just("put"), st.sampled_from([NA, NB]), st.integers(0, 5), st.integers(1, 4)),
     st.tuples(st.just("delete"), st.sampled_from([NA, NB]), st.integers(0, 5)),
-    st.tuples(st.just("reconcile"), st.sampled_from([NA, NB]),
-              st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), max_size=5)),
+    st.tuples(
+        st.just("reconcile"),
+        st.sampled_from([NA, NB]),
+        st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), max_size=5),
+    ),
     st.tuples(st.just("open"), st.sampled_from([NA, NB])),
-    st.tuples(st.just("drop"), st.sampled_from([NA, NB])))
+    st.tuples(st.just("drop"), st.sampled_from([NA, NB])),
+)
 
 
 @settings(max_examples=300, deadline=None)

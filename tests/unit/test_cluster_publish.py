@@ -1,5 +1,6 @@
 """ClusterSync's publishing of this host's own keys, without etcd: only what etcd may be
 missing is put again, and a put racing a withdrawal does not bring the endpoint back."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -38,14 +39,21 @@ class FakeStore:
 
 
 def ep(n: int) -> SimpleNamespace:
-    return SimpleNamespace(id=f"e{n}", name=f"c{n}", address=f"10.0.0.{n}/24", address_v6=None,
-                           mac=f"02:42:0a:00:00:{n:02x}", aliases=(), container_id="")
+    return SimpleNamespace(
+        id=f"e{n}",
+        name=f"c{n}",
+        address=f"10.0.0.{n}/24",
+        address_v6=None,
+        mac=f"02:42:0a:00:00:{n:02x}",
+        aliases=(),
+        container_id="",
+    )
 
 
 @pytest.fixture
 def sync():
     s = ClusterSync(None, FakeStore(), ME)
-    s.lease = SimpleNamespace(id=7, healthy=True)      # type: ignore[assignment]
+    s.lease = SimpleNamespace(id=7, healthy=True)  # type: ignore[assignment]
     return s
 
 
@@ -54,7 +62,7 @@ def key(n: int) -> str:
 
 
 def test_a_failed_put_is_retried_alone(sync):
-    sync._flush()                                       # the node key
+    sync._flush()  # the node key
     for n in range(3):
         sync.publish(NET, ep(n))
     assert sync.store.puts == ["nodes/" + ME, key(0), key(1), key(2)] and sync._unconfirmed == set()
@@ -79,15 +87,18 @@ def test_a_new_lease_puts_everything_of_ours_once(sync):
     assert sorted(sync.store.puts) == sorted(["nodes/" + ME, key(0), key(1), key(2)])
     sync.store.puts.clear()
     sync._flush()
-    assert sync.store.puts == []                        # nothing left to do: no republishing
+    assert sync.store.puts == []  # nothing left to do: no republishing
 
 
 def test_a_listing_missing_one_of_ours_puts_that_one_only(sync):
-    sync._flush()                                       # the node key
+    sync._flush()  # the node key
     for n in range(3):
         sync.publish(NET, ep(n))
-    listing = [KV(key(0), sync.store.data[key(0)], 1), KV(key(2), dict(sync.store.data[key(2)], ip="x"), 1),
-               KV(key(9), {"endpoint_id": "e9", "vtep": ME}, 1)]        # e9: ours, long gone
+    listing = [
+        KV(key(0), sync.store.data[key(0)], 1),
+        KV(key(2), dict(sync.store.data[key(2)], ip="x"), 1),
+        KV(key(9), {"endpoint_id": "e9", "vtep": ME}, 1),
+    ]  # e9: ours, long gone
     sync._held.open(NET.id)
     sync._reconcile(Subscription(NET, None), listing)
     assert sync._unconfirmed == {key(1), key(2)} and sync._withdraw == {key(9)}
@@ -98,11 +109,11 @@ def test_a_listing_missing_one_of_ours_puts_that_one_only(sync):
 
 def test_a_put_racing_a_withdrawal_is_taken_back(sync):
     sync.publish(NET, ep(1))
-    sync._flush()                                       # the node key
+    sync._flush()  # the node key
     sync._unconfirmed.add(key(1))
     # The endpoint is withdrawn while the retry's put is on the wire.
     sync.store.during_put = lambda: sync.unpublish(ep(1))
     sync._flush()
-    assert sync.store.puts[-1] == key(1)               # the put landed after the withdrawal...
-    assert key(1) not in sync.store.data               # ...and was taken back
+    assert sync.store.puts[-1] == key(1)  # the put landed after the withdrawal...
+    assert key(1) not in sync.store.data  # ...and was taken back
     assert sync._withdraw == set() and sync._unconfirmed == set()

@@ -1,5 +1,6 @@
 """Confinement's pure parts: Docker's capability rules, the security options, binds,
 mounts, tmpfs and devices at the API's edge, and the plan a container gets."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,17 @@ from cnm.runtime import confine_opts as co
 from cnm.runtime.spec import ContainerSpec
 
 ALL = frozenset(caps.NAMES)
-HOST = confine.HostFacts(available=ALL - {"CAP_SYS_RESOURCE"}, last_cap=40, machine="x86_64", kernel=(6, 18),
-                         hide=("/var/lib/cnm", "/run/cnm", "/srv/cnm.sock"))
+HOST = confine.HostFacts(
+    available=ALL - {"CAP_SYS_RESOURCE"},
+    last_cap=40,
+    machine="x86_64",
+    kernel=(6, 18),
+    hide=("/var/lib/cnm", "/run/cnm", "/srv/cnm.sock"),
+)
 
 
 # --- capabilities -------------------------------------------------------------------------
+
 
 def test_docker_default_set_is_fourteen_and_its_mask():
     assert len(caps.DEFAULT) == 14
@@ -26,15 +33,23 @@ def test_docker_default_set_is_fourteen_and_its_mask():
     assert caps.names(0xA80425FB) == caps.DEFAULT
 
 
-@pytest.mark.parametrize("add, drop, privileged, want", [
-    ([], [], False, caps.DEFAULT),
-    (["net_admin"], [], False, caps.DEFAULT | {"CAP_NET_ADMIN"}),
-    (["CAP_SYS_PTRACE"], ["MKNOD", "cap_net_raw"], False, caps.DEFAULT - {"CAP_MKNOD", "CAP_NET_RAW"} | {"CAP_SYS_PTRACE"}),
-    (["ALL"], ["NET_ADMIN"], False, HOST.available - {"CAP_NET_ADMIN"}),
-    (["KILL", "CHOWN"], ["ALL"], False, {"CAP_KILL", "CAP_CHOWN"}),
-    ([], ["all"], False, frozenset()),
-    (["NET_ADMIN"], ["ALL"], True, HOST.available),
-])
+@pytest.mark.parametrize(
+    "add, drop, privileged, want",
+    [
+        ([], [], False, caps.DEFAULT),
+        (["net_admin"], [], False, caps.DEFAULT | {"CAP_NET_ADMIN"}),
+        (
+            ["CAP_SYS_PTRACE"],
+            ["MKNOD", "cap_net_raw"],
+            False,
+            caps.DEFAULT - {"CAP_MKNOD", "CAP_NET_RAW"} | {"CAP_SYS_PTRACE"},
+        ),
+        (["ALL"], ["NET_ADMIN"], False, HOST.available - {"CAP_NET_ADMIN"}),
+        (["KILL", "CHOWN"], ["ALL"], False, {"CAP_KILL", "CAP_CHOWN"}),
+        ([], ["all"], False, frozenset()),
+        (["NET_ADMIN"], ["ALL"], True, HOST.available),
+    ],
+)
 def test_capability_rules_are_dockers(add, drop, privileged, want):
     assert caps.effective_set(add, drop, privileged, HOST.available) == want
 
@@ -54,10 +69,18 @@ def test_status_masks_parse():
 
 # --- options at the edge --------------------------------------------------------------------
 
+
 def test_security_opts():
     assert co.parse_security_opts([]) == co.SecurityOpts()
-    s = co.parse_security_opts(["seccomp=unconfined", "no-new-privileges=false", "systempaths=unconfined",
-                                "apparmor=unconfined", "label=disable"])
+    s = co.parse_security_opts(
+        [
+            "seccomp=unconfined",
+            "no-new-privileges=false",
+            "systempaths=unconfined",
+            "apparmor=unconfined",
+            "label=disable",
+        ]
+    )
     assert (s.seccomp, s.no_new_privileges, s.systempaths_unconfined) == ("unconfined", False, True)
     assert co.parse_security_opts(["no-new-privileges"]).no_new_privileges is True
     assert co.parse_security_opts(["seccomp:builtin"]).seccomp == "default"  # the old ":" form
@@ -65,15 +88,18 @@ def test_security_opts():
     assert co.parse_security_opts([f"seccomp={profile}"]).seccomp == profile
 
 
-@pytest.mark.parametrize("bad, says", [
-    (["seccomp=/etc/profile.json"], "profile's JSON"),
-    (["seccomp={\"defaultAction\": 7}"], "invalid seccomp profile"),
-    (["no-new-privileges=maybe"], "true or false"),
-    (["apparmor=docker-default"], "AppArmor"),
-    (["label=type:svirt_t"], "SELinux"),
-    (["speed=fast"], "unknown option"),
-    (["nonsense"], "KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (["seccomp=/etc/profile.json"], "profile's JSON"),
+        (['seccomp={"defaultAction": 7}'], "invalid seccomp profile"),
+        (["no-new-privileges=maybe"], "true or false"),
+        (["apparmor=docker-default"], "AppArmor"),
+        (["label=type:svirt_t"], "SELinux"),
+        (["speed=fast"], "unknown option"),
+        (["nonsense"], "KEY=VALUE"),
+    ],
+)
 def test_bad_security_opts(bad, says):
     with pytest.raises(InvalidParameter, match=says):
         co.parse_security_opts(bad)
@@ -82,21 +108,30 @@ def test_bad_security_opts(bad, says):
 def test_binds():
     assert co.parse_bind("/srv/data:/data") == co.bind("/srv/data", "/data")
     assert co.parse_bind("/srv//data/:/data:ro,rslave") == co.bind("/srv/data", "/data", True, "rslave")
-    for bad, says in (("data:/data", "named volumes"), ("/a", "/host/path:/container/path"), ("/a:/b:rw,ro", "more than one"),
-                      ("/a:/b:rshared", "reach the host"), ("/a:/b:fast", "invalid mode"), ("/a:b", "absolute")):
+    for bad, says in (
+        ("data:/data", "named volumes"),
+        ("/a", "/host/path:/container/path"),
+        ("/a:/b:rw,ro", "more than one"),
+        ("/a:/b:rshared", "reach the host"),
+        ("/a:/b:fast", "invalid mode"),
+        ("/a:b", "absolute"),
+    ):
         with pytest.raises(InvalidParameter, match=says):
             co.parse_bind(bad)
 
 
 def test_tmpfs_and_mounts():
     assert co.parse_tmpfs({"/run": "size=64m,exec", "/cache": ""}) == [
-        co.tmpfs("/run", ["size=64m", "exec"]), co.tmpfs("/cache", [])]
+        co.tmpfs("/run", ["size=64m", "exec"]),
+        co.tmpfs("/cache", []),
+    ]
     with pytest.raises(InvalidParameter, match="invalid tmpfs option 'size=lots'"):
         co.parse_tmpfs({"/run": "size=lots"})
     m = co.parse_mount({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1 << 20, "Mode": 0o700}})
     assert m == co.tmpfs("/t", ["size=1048576", "mode=700"])
-    b = co.parse_mount({"Type": "bind", "Source": "/s", "Target": "/t", "ReadOnly": True,
-                        "BindOptions": {"NonRecursive": True}})
+    b = co.parse_mount(
+        {"Type": "bind", "Source": "/s", "Target": "/t", "ReadOnly": True, "BindOptions": {"NonRecursive": True}}
+    )
     assert b == co.bind("/s", "/t", True, "rprivate", recursive=False, create=False)
     with pytest.raises(InvalidParameter, match="named volumes"):
         co.parse_mount({"Type": "volume", "Source": "v", "Target": "/t"})
@@ -115,40 +150,72 @@ def test_mount_checks():
 def test_devices():
     assert co.parse_device("/dev/fuse") == {"host": "/dev/fuse", "container": "/dev/fuse"}
     assert co.parse_device("/dev/net/tun:/dev/tun0:rwm") == {"host": "/dev/net/tun", "container": "/dev/tun0"}
-    assert co.parse_device({"PathOnHost": "/dev/kvm", "PathInContainer": "", "CgroupPermissions": "rw"}) == \
-        {"host": "/dev/kvm", "container": "/dev/kvm"}
+    assert co.parse_device({"PathOnHost": "/dev/kvm", "PathInContainer": "", "CgroupPermissions": "rw"}) == {
+        "host": "/dev/kvm",
+        "container": "/dev/kvm",
+    }
     with pytest.raises(InvalidParameter, match="device cgroup"):
         co.parse_device("/dev/sda:r")
 
 
 def test_docker_host_config_reaches_the_request():
-    body = {"Cmd": ["sh"], "HostConfig": {
-        "CapAdd": ["NET_ADMIN"], "CapDrop": ["MKNOD"], "Privileged": False, "SecurityOpt": ["no-new-privileges"],
-        "Binds": ["/srv:/srv:ro"], "Tmpfs": {"/scratch": "size=1m"}, "ReadonlyRootfs": True,
-        "Mounts": [{"Type": "bind", "Source": "/opt", "Target": "/opt"}],
-        "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"}],
-        "MaskedPaths": None, "ReadonlyPaths": []}}
+    body = {
+        "Cmd": ["sh"],
+        "HostConfig": {
+            "CapAdd": ["NET_ADMIN"],
+            "CapDrop": ["MKNOD"],
+            "Privileged": False,
+            "SecurityOpt": ["no-new-privileges"],
+            "Binds": ["/srv:/srv:ro"],
+            "Tmpfs": {"/scratch": "size=1m"},
+            "ReadonlyRootfs": True,
+            "Mounts": [{"Type": "bind", "Source": "/opt", "Target": "/opt"}],
+            "Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"}],
+            "MaskedPaths": None,
+            "ReadonlyPaths": [],
+        },
+    }
     req = ContainerCreate.from_docker_json(body)
-    assert (req.cap_add, req.cap_drop, req.security_opt, req.read_only) == (["NET_ADMIN"], ["MKNOD"],
-                                                                           ["no-new-privileges"], True)
+    assert (req.cap_add, req.cap_drop, req.security_opt, req.read_only) == (
+        ["NET_ADMIN"],
+        ["MKNOD"],
+        ["no-new-privileges"],
+        True,
+    )
     assert [m["target"] for m in req.mounts] == ["/srv", "/opt", "/scratch"]
     assert req.devices == [{"host": "/dev/fuse", "container": "/dev/fuse"}]
     assert (req.masked_paths, req.readonly_paths) == (None, [])
-    shown = confinement_json({k: getattr(req, k) for k in ("cap_add", "cap_drop", "privileged", "security_opt",
-                                                           "mounts", "read_only", "devices", "masked_paths",
-                                                           "readonly_paths")})
+    shown = confinement_json(
+        {
+            k: getattr(req, k)
+            for k in (
+                "cap_add",
+                "cap_drop",
+                "privileged",
+                "security_opt",
+                "mounts",
+                "read_only",
+                "devices",
+                "masked_paths",
+                "readonly_paths",
+            )
+        }
+    )
     assert shown["Binds"] == ["/srv:/srv:ro"] and shown["Tmpfs"] == {"/scratch": "size=1m"}
     assert shown["Mounts"] == [{"Type": "bind", "Source": "/opt", "Target": "/opt", "ReadOnly": False}]
     assert shown["ReadonlyPaths"] == [] and "/proc/kcore" in shown["MaskedPaths"]
 
 
-@pytest.mark.parametrize("host, says", [
-    ({"CapAdd": ["NET_FLY"]}, "CAP_NET_FLY"),
-    ({"CapAdd": "NET_ADMIN"}, "CapAdd has the wrong type"),
-    ({"SecurityOpt": ["seccomp=nope"]}, "seccomp"),
-    ({"Binds": ["/a:/b", "/c:/b"]}, "duplicate mount point"),
-    ({"Privileged": "yes"}, "Privileged has the wrong type"),
-])
+@pytest.mark.parametrize(
+    "host, says",
+    [
+        ({"CapAdd": ["NET_FLY"]}, "CAP_NET_FLY"),
+        ({"CapAdd": "NET_ADMIN"}, "CapAdd has the wrong type"),
+        ({"SecurityOpt": ["seccomp=nope"]}, "seccomp"),
+        ({"Binds": ["/a:/b", "/c:/b"]}, "duplicate mount point"),
+        ({"Privileged": "yes"}, "Privileged has the wrong type"),
+    ],
+)
 def test_bad_host_config_is_a_400(host, says):
     with pytest.raises(InvalidParameter, match=says):
         ContainerCreate.from_docker_json({"Cmd": ["sh"], "HostConfig": host})
@@ -156,10 +223,21 @@ def test_bad_host_config_is_a_400(host, says):
 
 # --- the plan ------------------------------------------------------------------------------
 
+
 def _ops(**kw):
-    args = dict(overlay=None, privileged=False, read_only=False, mounts=[], devices=[],
-                etc_binds=[("/run/cnm/containers/c/hosts", "/etc/hosts")], masked=None, readonly=None,
-                systempaths_unconfined=False, host=HOST, kcore=False)
+    args = dict(
+        overlay=None,
+        privileged=False,
+        read_only=False,
+        mounts=[],
+        devices=[],
+        etc_binds=[("/run/cnm/containers/c/hosts", "/etc/hosts")],
+        masked=None,
+        readonly=None,
+        systempaths_unconfined=False,
+        host=HOST,
+        kcore=False,
+    )
     args.update(kw)
     return confine.filesystem_ops(**args)
 
@@ -174,8 +252,14 @@ def test_host_mode_plan_read_only_host_private_tmp_and_hidden_daemon():
     # the six device nodes are binds of the host's into a nodev tmpfs
     dev = next(op for op in ops if op[0] == "mount" and op[2] == "/dev")
     assert dev[4] & linux.MS_NODEV
-    assert sorted(op[2] for op in ops if op[0] == "bind" and op[2].startswith("/dev/")) == \
-        ["/dev/full", "/dev/null", "/dev/random", "/dev/tty", "/dev/urandom", "/dev/zero"]
+    assert sorted(op[2] for op in ops if op[0] == "bind" and op[2].startswith("/dev/")) == [
+        "/dev/full",
+        "/dev/null",
+        "/dev/random",
+        "/dev/tty",
+        "/dev/urandom",
+        "/dev/zero",
+    ]
     assert ("bind", "/run/cnm/containers/c/hosts", "/etc/hosts", "file", False, False, 0, True) in ops
 
 

@@ -2,6 +2,7 @@
 real image store (no root): what the runtime is asked to run (lower dirs, merged
 Env/Cmd/Entrypoint/WorkingDir/User), the store's mounts, Docker's rmi rules with a
 container, removal releasing the layers, and the host-filesystem mode kept."""
+
 from __future__ import annotations
 
 import io
@@ -16,9 +17,18 @@ from cnm.images.store import ImageStore
 from tests.unit.fakehost import FakeHost
 from tests.unit.image_fixtures import BASE, TOP, Img, docker_save
 
-APP = Img([BASE, TOP], tags=["app:1"], cfg={"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["sleep 30"],
-                                            "Env": ["PATH=/usr/bin:/bin", "MODE=prod"], "WorkingDir": "/srv",
-                                            "User": "nobody", "Labels": {"tier": "web"}})
+APP = Img(
+    [BASE, TOP],
+    tags=["app:1"],
+    cfg={
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["sleep 30"],
+        "Env": ["PATH=/usr/bin:/bin", "MODE=prod"],
+        "WorkingDir": "/srv",
+        "User": "nobody",
+        "Labels": {"tier": "web"},
+    },
+)
 
 
 @pytest.fixture
@@ -65,19 +75,19 @@ def test_a_missing_image_is_a_404_and_leaves_nothing(host):
 def test_rmi_with_containers_follows_docker(host):
     ct = create(host, "web", image="app:1")
     images = host.image_service
-    with pytest.raises(Conflict, match=f'container {ct.id[:12]} is using its referenced image'):
+    with pytest.raises(Conflict, match=f"container {ct.id[:12]} is using its referenced image"):
         images.delete("app:1")
     with pytest.raises(Conflict, match="cannot be forced.*running container"):
         images.delete(APP.id, force=True)
     host.containers.stop(ct.id, 1)
-    assert images.delete(APP.id, force=True)[-1] == {"Deleted": APP.id}    # a stopped one: with -f
+    assert images.delete(APP.id, force=True)[-1] == {"Deleted": APP.id}  # a stopped one: with -f
     layers = host.containers.images.lowers_of(ct.id)
-    assert all(os.path.isdir(d) for d in layers)                          # its layers stay for it
-    host.containers.start(ct.id)                                           # and it starts again
+    assert all(os.path.isdir(d) for d in layers)  # its layers stay for it
+    host.containers.start(ct.id)  # and it starts again
     assert host.runtime.specs[ct.id].rootfs == layers
     host.containers.remove(ct.id, force=True)
     assert host.containers.images.mounts() == {}
-    assert not any(os.path.isdir(d) for d in layers)                      # gone with its last user
+    assert not any(os.path.isdir(d) for d in layers)  # gone with its last user
 
 
 def test_remove_releases_the_mount_and_restart_reconciles(host):
@@ -94,7 +104,7 @@ def test_host_filesystem_mode_stays(host):
     ct = create(host, "hostfs", argv=["/bin/sh", "-c", "sleep 30"])
     spec = host.runtime.specs[ct.id]
     assert spec.rootfs is None and spec.argv == ["/bin/sh", "-c", "sleep 30"] and ct.image_id == ""
-    host.image_service.import_image(io.BytesIO(BASE), "bare", "1")          # no CMD, no ENTRYPOINT
+    host.image_service.import_image(io.BytesIO(BASE), "bare", "1")  # no CMD, no ENTRYPOINT
     with pytest.raises(InvalidParameter, match="no command specified"):
         create(host, "bare", image="bare:1")
     assert [c.name for c in host.containers.list_containers()] == ["hostfs"]

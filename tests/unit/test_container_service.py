@@ -1,6 +1,7 @@
 """The real ContainerService over a FakeHost (fakes at the OS seam, a runtime of plain
 child processes): what a run, connect, disconnect, exit, remove and restart leave in
 the namespaces, the store, the port allocator and the runtime."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,9 @@ def host():
 
 
 def network(host: FakeHost, name: str, subnet: str, driver: str = "bridge"):
-    return host.controller.create_network(NetworkCreate(name=name, driver=driver,
-                                                        ipam_configs=[IPAMConfigRequest(subnet=subnet)]))
+    return host.controller.create_network(
+        NetworkCreate(name=name, driver=driver, ipam_configs=[IPAMConfigRequest(subnet=subnet)])
+    )
 
 
 def run(host: FakeHost, name: str, mode: str = "bridge", argv=SLEEP, **kw):
@@ -35,8 +37,13 @@ def run(host: FakeHost, name: str, mode: str = "bridge", argv=SLEEP, **kw):
 
 def state(host: FakeHost) -> tuple:
     """Everything a failed operation must leave as it was."""
-    return (sorted(kv.key for kv in host.store.list("")), sorted(host.world.namespaces),
-            host.host_links(), host.ports.allocations(), sorted(host.runtime.specs))
+    return (
+        sorted(kv.key for kv in host.store.list("")),
+        sorted(host.world.namespaces),
+        host.host_links(),
+        host.ports.allocations(),
+        sorted(host.runtime.specs),
+    )
 
 
 def test_run_on_the_default_bridge(host):
@@ -46,9 +53,10 @@ def test_run_on_the_default_bridge(host):
     assert sb is not None and spec.netns == sb.key == ct.sandbox_key
     assert host.ns(sb.key).addresses("eth0") == ["172.17.0.2/16"]
     assert spec.hosts is not None and spec.hosts.splitlines()[-1] == "172.17.0.2\tbox"
-    assert spec.resolv_conf == HOST_RESOLV                 # the default bridge keeps the host's resolvers
-    assert ct.ports == [{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 32768,
-                         "host_port_end": None}]
+    assert spec.resolv_conf == HOST_RESOLV  # the default bridge keeps the host's resolvers
+    assert ct.ports == [
+        {"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 32768, "host_port_end": None}
+    ]
     rec = host.store.get(CT_PREFIX + ct.id).value
     bridge = host.controller.get_network("bridge")
     assert rec["networks"] == [{"network": bridge.id, "ip": None, "ip6": None, "mac": None, "aliases": []}]
@@ -62,7 +70,7 @@ def test_a_failed_run_leaves_nothing(host):
     with pytest.raises(InvalidParameter, match="cannot run"):
         run(host, "bad", "n1", argv=["/no/such/program"])
     with pytest.raises(Conflict, match="already"):
-        run(host, "ip", "n1", endpoint=EndpointRequest(ip="10.8.0.1"))     # the gateway's address
+        run(host, "ip", "n1", endpoint=EndpointRequest(ip="10.8.0.1"))  # the gateway's address
     with pytest.raises(NotFound, match="network nosuch not found"):
         run(host, "nonet", "nosuch")
     host.free_port = False
@@ -123,8 +131,13 @@ def test_connect_and_disconnect_keep_the_request_in_the_record(host):
 
 def test_exit_releases_the_sandbox_and_a_new_one_can_be_built(host):
     network(host, "n2", "10.9.0.0/24")
-    ct = run(host, "web", "n2", endpoint=EndpointRequest(ip="10.9.0.9", aliases=["www"]),
-             ports=[PortBinding("tcp", 80, None, 8080)])
+    ct = run(
+        host,
+        "web",
+        "n2",
+        endpoint=EndpointRequest(ip="10.9.0.9", aliases=["www"]),
+        ports=[PortBinding("tcp", 80, None, 8080)],
+    )
     key = ct.sandbox_key
     host.containers.stop("web", timeout=5)
     assert ct.released and ct.sandbox_id is None and ct.ports == []
@@ -136,7 +149,7 @@ def test_exit_releases_the_sandbox_and_a_new_one_can_be_built(host):
     ep = sb.endpoints()[0]
     assert (str(ep.address), ep.aliases) == ("10.9.0.9/24", ["www"])
     assert [p.host_port for p in sb.published_ports()] == [8080]
-    host.containers._release_network(ct)        # the restart path's other half
+    host.containers._release_network(ct)  # the restart path's other half
 
 
 def test_auto_remove_keeps_the_exit_code(host):
@@ -147,8 +160,13 @@ def test_auto_remove_keeps_the_exit_code(host):
     assert host.controller.all_endpoints() == [] and host.world.namespaces == {}
     history, _ = host.events.subscribe(lambda ev: None, since=0)
     assert [(e.type, e.action) for e in history if ct.id in (e.actor_id, e.attributes.get("container"))] == [
-        ("container", "create"), ("network", "connect"), ("container", "start"), ("container", "die"),
-        ("network", "disconnect"), ("container", "destroy")]      # Docker's order: the network at start
+        ("container", "create"),
+        ("network", "connect"),
+        ("container", "start"),
+        ("container", "die"),
+        ("network", "disconnect"),
+        ("container", "destroy"),
+    ]  # Docker's order: the network at start
 
 
 def test_gateway_bridge_for_a_network_without_a_way_out(host):
@@ -168,13 +186,13 @@ def test_a_restarted_daemon_adopts_running_containers_and_cleans_up_the_rest(hos
     up = run(host, "up", "n2", ports=[PortBinding("tcp", 80, None, 8080)])
     down = run(host, "down", "n2")
     host.runtime.kill(down.id)
-    host.runtime.wait(down.id, 5)                 # exits while "the daemon is down"
+    host.runtime.wait(down.id, 5)  # exits while "the daemon is down"
     again = host.restarted()
     cts = {c.name: c for c in again.containers.list_containers()}
     assert not cts["up"].released and cts["down"].released
     sb = again.containers.sandbox(cts["up"])
     assert sb is not None and sb.key == up.sandbox_key and up.sandbox_key in again.world.namespaces
-    assert [a[2] for a in again.ports.allocations()] == [8080]     # the new allocator knows the port
+    assert [a[2] for a in again.ports.allocations()] == [8080]  # the new allocator knows the port
     assert [str(e.address) for e in again.containers.endpoints(cts["up"])] == ["10.9.0.2/24"]
     assert down.sandbox_key not in again.world.namespaces
     n2 = again.controller.get_network("n2")

@@ -2,6 +2,7 @@
 machine: one store commit per request, no runtime file read to list or look up
 containers (their states are kept, fed by the service's own changes and the exit
 watcher), lookups by name and ID prefix without a scan (cnm.container_index)."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,7 +42,8 @@ class CountingStates:
         def state(cid: str):
             self.reads += 1
             return real(cid)
-        host.runtime.state = state          # type: ignore[method-assign]
+
+        host.runtime.state = state  # type: ignore[method-assign]
 
 
 def test_requests_that_only_take_away_are_one_commit(host):
@@ -52,15 +54,14 @@ def test_requests_that_only_take_away_are_one_commit(host):
     network(host, "a", "10.1.0.0/24")
     network(host, "b", "10.2.0.0/24")
     svc = host.containers
-    assert commits(host, lambda: svc.create(ContainerCreate(argv=["sleep", "30"], name="c1",
-                                                            network_mode="a"))) == 1
+    assert commits(host, lambda: svc.create(ContainerCreate(argv=["sleep", "30"], name="c1", network_mode="a"))) == 1
     svc.start("c1")
     svc.connect("b", "c1", EndpointRequest())
     assert commits(host, lambda: svc.disconnect("b", "c1")) == 1
-    assert commits(host, lambda: svc.remove("c1", force=True)) == 2      # intent, then the rest
+    assert commits(host, lambda: svc.remove("c1", force=True)) == 2  # intent, then the rest
     svc.run(ContainerCreate(argv=["true"], name="c2", network_mode="a"))
     host.runtime.wait(svc.get("c2").id, 10)
-    assert commits(host, lambda: svc.handle_exit(svc.get("c2").id)) == 1     # the exit watcher's report
+    assert commits(host, lambda: svc.handle_exit(svc.get("c2").id)) == 1  # the exit watcher's report
 
 
 def test_listing_and_lookups_read_no_runtime_state(host):
@@ -72,6 +73,7 @@ def test_listing_and_lookups_read_no_runtime_state(host):
     counting = CountingStates(host)
     from cnm.api import container_filters as cf
     from cnm.api.containers import summaries
+
     rows = summaries(svc, cf.ListQuery(filters={}, all=True))
     assert len(rows) == 21 and {r["State"] for r in rows} == {"running", "created"}
     svc.get("c07")
@@ -84,7 +86,7 @@ def test_an_exit_is_seen_once_the_watcher_reports_it(host):
     svc = host.containers
     ct = svc.run(ContainerCreate(argv=["true"], name="quick", network_mode="a"))
     host.runtime.wait(ct.id, 10)
-    svc.handle_exit(ct.id)                         # what the exit watcher calls
+    svc.handle_exit(ct.id)  # what the exit watcher calls
     st = svc.state_of(ct.id)
     assert st is not None and (st.status, st.exit_code) == ("exited", 0)
     assert not svc.looks_running(ct)
@@ -101,12 +103,13 @@ class NoRuntime:
 
 def test_index_finds_by_name_id_and_unique_prefix():
     import threading
+
     idx = ContainerIndex(NoRuntime(), threading.RLock())
     a, b, c = record("abc123" + "0" * 58, "web"), record("abd999" + "0" * 58, "db"), record("f" * 64, "abc")
     for ct in (a, b, c):
         idx.add(ct)
     assert idx.get("web") is a and idx.get("/db") is b
-    assert idx.get("abc") is c                     # a name wins over an ID prefix (Docker's order)
+    assert idx.get("abc") is c  # a name wins over an ID prefix (Docker's order)
     assert idx.get(a.id) is a and idx.get("abc1") is a and idx.get("ABD9") is b
     with pytest.raises(InvalidParameter, match="ambiguous: 2 containers match"):
         idx.get("ab")

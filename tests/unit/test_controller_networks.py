@@ -1,4 +1,5 @@
 """Controller network operations against fake drivers and the real default IPAM."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,7 @@ def build(store=None):
 
 
 def snapshot(store, default, fakes):
-    return ({kv.key: kv.value for kv in store.list("")},
-            {name: sorted(f.networks) for name, f in fakes.items()})
+    return ({kv.key: kv.value for kv in store.list("")}, {name: sorted(f.networks) for name, f in fakes.items()})
 
 
 def test_builtin_networks_once_and_not_removable():
@@ -53,10 +53,20 @@ def test_builtin_networks_once_and_not_removable():
 
 def test_create_inspect_delete_roundtrip():
     ctl, fakes, default, store = build()
-    net = ctl.create_network(NetworkCreate(
-        name="web", driver="fake",
-        ipam_configs=[IPAMConfigRequest(subnet="10.9.0.0/24", ip_range="10.9.0.128/25",
-                                        gateway="10.9.0.254", aux_addresses={"router": "10.9.0.2"})]))
+    net = ctl.create_network(
+        NetworkCreate(
+            name="web",
+            driver="fake",
+            ipam_configs=[
+                IPAMConfigRequest(
+                    subnet="10.9.0.0/24",
+                    ip_range="10.9.0.128/25",
+                    gateway="10.9.0.254",
+                    aux_addresses={"router": "10.9.0.2"},
+                )
+            ],
+        )
+    )
     assert net.id in fakes["fake"].networks
     spec = fakes["fake"].networks[net.id]
     assert spec.ipv4[0].gateway == "10.9.0.254/24" and spec.ipv4[0].aux_addresses == {"router": "10.9.0.2/24"}
@@ -77,12 +87,26 @@ def test_bad_requests_change_nothing():
     bad = [
         (NetworkCreate(name="a", driver="fake"), Conflict, "already exists"),
         (NetworkCreate(name="b", driver="nope"), NotFound, "driver 'nope' not found"),
-        (NetworkCreate(name="b", driver="fake", ipam_configs=[IPAMConfigRequest(subnet="10.1.2.0/24")]), Conflict, "overlaps"),
+        (
+            NetworkCreate(name="b", driver="fake", ipam_configs=[IPAMConfigRequest(subnet="10.1.2.0/24")]),
+            Conflict,
+            "overlaps",
+        ),
         (NetworkCreate(name="b", driver="fake", options={"bogus": "1"}), InvalidParameter, "unknown option"),
         (NetworkCreate(name="bad name!", driver="fake"), InvalidParameter, "invalid network name"),
         (NetworkCreate(name="x" * 65, driver="fake"), InvalidParameter, "too long"),
-        (NetworkCreate(name="b", driver="fake", ipam_configs=[IPAMConfigRequest(subnet="10.2.0.0/24", gateway="10.3.0.1")]), InvalidParameter, "not within"),
-        (NetworkCreate(name="b", driver="fake", ipam_configs=[IPAMConfigRequest(subnet="fd00::/64")]), InvalidParameter, "--ipv6"),
+        (
+            NetworkCreate(
+                name="b", driver="fake", ipam_configs=[IPAMConfigRequest(subnet="10.2.0.0/24", gateway="10.3.0.1")]
+            ),
+            InvalidParameter,
+            "not within",
+        ),
+        (
+            NetworkCreate(name="b", driver="fake", ipam_configs=[IPAMConfigRequest(subnet="fd00::/64")]),
+            InvalidParameter,
+            "--ipv6",
+        ),
     ]
     for req, exc, text in bad:
         with pytest.raises(exc, match=text):
@@ -97,16 +121,22 @@ def test_rollback_on_each_failing_step(step, monkeypatch):
     if step == "store":
         real_atomic = store.atomic
 
-        def failing_atomic(ops, expect=None):      # the network's record is committed in one transaction
+        def failing_atomic(ops, expect=None):  # the network's record is committed in one transaction
             if any(isinstance(op, Put) and op.key.startswith("network/") for op in ops):
                 raise InternalError("disk full")
             return real_atomic(ops, expect)
+
         monkeypatch.setattr(store, "atomic", failing_atomic)
     else:
         fakes["fake"].fail_on.add(step)
     with pytest.raises(InternalError):
-        ctl.create_network(NetworkCreate(name="n", driver="fake", ipam_configs=[
-            IPAMConfigRequest(subnet="10.5.0.0/24", aux_addresses={"x": "10.5.0.9"})]))
+        ctl.create_network(
+            NetworkCreate(
+                name="n",
+                driver="fake",
+                ipam_configs=[IPAMConfigRequest(subnet="10.5.0.0/24", aux_addresses={"x": "10.5.0.9"})],
+            )
+        )
     monkeypatch.undo()
     assert snapshot(store, default, fakes) == before
     assert default.pools("LocalDefault") == []
@@ -116,8 +146,15 @@ def test_rollback_on_each_failing_step(step, monkeypatch):
 def test_rollback_when_aux_address_conflicts_with_gateway():
     ctl, fakes, default, store = build()
     with pytest.raises(Conflict):
-        ctl.create_network(NetworkCreate(name="n", driver="fake", ipam_configs=[
-            IPAMConfigRequest(subnet="10.6.0.0/24", gateway="10.6.0.1", aux_addresses={"x": "10.6.0.1"})]))
+        ctl.create_network(
+            NetworkCreate(
+                name="n",
+                driver="fake",
+                ipam_configs=[
+                    IPAMConfigRequest(subnet="10.6.0.0/24", gateway="10.6.0.1", aux_addresses={"x": "10.6.0.1"})
+                ],
+            )
+        )
     assert default.pools("LocalDefault") == [] and fakes["fake"].networks == {}
 
 
@@ -157,7 +194,7 @@ def test_state_survives_reopen(tmp_path):
     assert sorted(n.name for n in ctl2.list_networks()) == ["bridge", "host", "none", "persist"]
     again = ctl2.get_network("persist")
     assert again.pools[0].subnet == net.pools[0].subnet
-    assert net.id in fakes2["fake"].networks       # restored into the driver
+    assert net.id in fakes2["fake"].networks  # restored into the driver
     other = ctl2.create_network(NetworkCreate(name="other", driver="fake"))
     assert str(other.pools[0].subnet) not in {str(net.pools[0].subnet), "172.17.0.0/16"}
 

@@ -3,6 +3,7 @@ restarted: nothing without an owner, no endpoint without its interface, every
 container removable, every subnet usable again. Without root: a FakeHost's world with
 a fuse on every change (tests/unit/crashpoints.py). Each failure names the operation
 and the change it was killed before."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,13 +25,18 @@ SUBNETS = {"n1": ("10.91.0.0/24", "fd00:91::/64"), "n2": ("10.92.0.0/24", None),
 def net(host: FakeHost, name: str, *, internal: bool = False, driver: str = "bridge") -> None:
     v4, v6 = SUBNETS[name]
     configs = [IPAMConfigRequest(subnet=v4)] + ([IPAMConfigRequest(subnet=v6)] if v6 else [])
-    host.controller.create_network(NetworkCreate(name=name, driver=driver, ipam_configs=configs,
-                                                 enable_ipv6=v6 is not None, internal=internal))
+    host.controller.create_network(
+        NetworkCreate(name=name, driver=driver, ipam_configs=configs, enable_ipv6=v6 is not None, internal=internal)
+    )
 
 
 def request(name: str, network: str, ports: bool) -> ContainerCreate:
-    return ContainerCreate(argv=list(SLEEP), name=name, network_mode=network,
-                           ports=[PortBinding("tcp", 80, None, 8080), PortBinding("udp", 53)] if ports else [])
+    return ContainerCreate(
+        argv=list(SLEEP),
+        name=name,
+        network_mode=network,
+        ports=[PortBinding("tcp", 80, None, 8080), PortBinding("udp", 53)] if ports else [],
+    )
 
 
 def run(host: FakeHost, name: str, network: str, ports: bool = False) -> None:
@@ -61,22 +67,34 @@ OPS = [
     Op("remove a network", lambda h: net(h, "n1"), lambda h: h.controller.delete_network("n1")),
     Op("run with published ports", lambda h: net(h, "n1"), lambda h: run(h, "ct", "n1", ports=True)),
     Op("run on the default bridge", lambda h: None, lambda h: run(h, "ct", "bridge", ports=True)),
-    Op("run via the gateway bridge", lambda h: net(h, "ng", driver="nogw"),
-       lambda h: run(h, "ct", "ng", ports=True)),
-    Op("connect", lambda h: (_two_nets(h), run(h, "ct", "n1", ports=True)),
-       lambda h: h.containers.connect("n2", "ct", EndpointRequest(aliases=["db"]))),
+    Op("run via the gateway bridge", lambda h: net(h, "ng", driver="nogw"), lambda h: run(h, "ct", "ng", ports=True)),
+    Op(
+        "connect",
+        lambda h: (_two_nets(h), run(h, "ct", "n1", ports=True)),
+        lambda h: h.containers.connect("n2", "ct", EndpointRequest(aliases=["db"])),
+    ),
     Op("disconnect the route holder", _connected, lambda h: h.containers.disconnect("n1", "ct")),
     Op("stop", lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True)), lambda h: h.containers.stop("ct", 5)),
-    Op("start a created container", lambda h: (net(h, "n1"), h.containers.create(request("ct", "n1", True))),
-       lambda h: h.containers.start("ct")),
-    Op("start a stopped container", lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True),
-                                               h.containers.stop("ct", 5)),
-       lambda h: h.containers.start("ct")),
-    Op("remove a running container", lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True)),
-       lambda h: h.containers.remove("ct", force=True)),
-    Op("delete a removed container's veth in the background",
-       lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True), h.containers.remove("ct", force=True)),
-       lambda h: h.settle()),
+    Op(
+        "start a created container",
+        lambda h: (net(h, "n1"), h.containers.create(request("ct", "n1", True))),
+        lambda h: h.containers.start("ct"),
+    ),
+    Op(
+        "start a stopped container",
+        lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True), h.containers.stop("ct", 5)),
+        lambda h: h.containers.start("ct"),
+    ),
+    Op(
+        "remove a running container",
+        lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True)),
+        lambda h: h.containers.remove("ct", force=True),
+    ),
+    Op(
+        "delete a removed container's veth in the background",
+        lambda h: (net(h, "n1"), run(h, "ct", "n1", ports=True), h.containers.remove("ct", force=True)),
+        lambda h: h.settle(),
+    ),
 ]
 
 
@@ -134,7 +152,7 @@ def test_killed_at_every_change(op: Op) -> None:
             again = host.restarted()
             found = problems(again)
             if not found:
-                again = again.restarted()         # a second start has nothing left to say
+                again = again.restarted()  # a second start has nothing left to say
                 assert again.last_sweep is not None
                 if again.last_sweep.actions:
                     found.append(f"a second start still swept: {again.last_sweep.summary()}")

@@ -3,6 +3,7 @@ fakes: a removed bridge endpoint is gone for users at once, its veth out of use 
 of the way, and what it held — address (and the MAC made from it), bridge port — is
 held until the veth is deleted; static addresses are waited for, not refused; a
 restart finishes what a previous life left retiring."""
+
 from __future__ import annotations
 
 import pytest
@@ -69,7 +70,7 @@ def test_the_name_is_free_at_once_for_the_next_interface(host):
     a, b = network(host, "a", "10.1.0.0/24"), network(host, "b", "10.2.0.0/24")
     sb = build(host, a)
     sb.leave(sb.join(b, EndpointRequest()))
-    again = sb.join(b, EndpointRequest())          # before the old veth is deleted
+    again = sb.join(b, EndpointRequest())  # before the old veth is deleted
     assert again.ifname == "eth1" and host.ns(sb.key).link("eth1").up
     assert host.ns(sb.key).addresses("eth1") == ["10.2.0.3/24"]
 
@@ -79,12 +80,12 @@ def test_a_static_address_still_held_is_waited_for_not_refused(host):
     sb = build(host, a)
     old = sb.endpoints()[0]
     sb.release()
-    assert "10.1.0.2" in allocated(host, a)        # held while its veth is being deleted
+    assert "10.1.0.2" in allocated(host, a)  # held while its veth is being deleted
     new = host.sandboxes.build("e" * 64, "e" * 64, "x", "x", [(a, EndpointRequest(ip="10.1.0.2"))], [])
     assert str(new.endpoints()[0].address) == "10.1.0.2/24"
-    assert not host.world.host.link_exists(naming.host_ifname(old.id))   # deleted first, then reused
+    assert not host.world.host.link_exists(naming.host_ifname(old.id))  # deleted first, then reused
     assert host.store.get(RETIRING_PREFIX + old.id) is None
-    host.settle()                                  # the graveyard finds it gone: nothing given back twice
+    host.settle()  # the graveyard finds it gone: nothing given back twice
     assert allocated(host, a) == ["10.1.0.1", "10.1.0.2"]
 
 
@@ -101,7 +102,7 @@ def left(host: FakeHost):
 def test_a_restart_finishes_what_was_left_retiring(host):
     b, ep = left(host)
     host_end = naming.host_ifname(ep.id)
-    assert host.world.host.link_exists(host_end)   # not deleted yet: then the daemon dies
+    assert host.world.host.link_exists(host_end)  # not deleted yet: then the daemon dies
     again = host.restarted()
     try:
         assert not host.world.host.link_exists(host_end)
@@ -114,9 +115,9 @@ def test_a_restart_finishes_what_was_left_retiring(host):
 def test_a_restart_also_deletes_a_veth_retired_before_its_record_was_written(host):
     """The store commits before the veth is touched; a crash between the two leaves the
     record and a veth still in use: deleted by its name at the next start."""
-    host.graveyard().retire = lambda nl, name, alias: False       # type: ignore[method-assign] # the crash
+    host.graveyard().retire = lambda nl, name, alias: False  # type: ignore[method-assign] # the crash
     b, ep = left(host)
-    assert host.world.host.link(naming.host_ifname(ep.id)).up     # untouched
+    assert host.world.host.link(naming.host_ifname(ep.id)).up  # untouched
     again = host.restarted()
     try:
         assert not host.world.host.link_exists(naming.host_ifname(ep.id))
@@ -136,12 +137,12 @@ def test_a_veth_that_cannot_be_deleted_keeps_what_it_holds(host):
     nl = host.world.host
     nl.fail_next["delete_link_group"] = InternalError("group delete refused")
     real_delete = nl.delete_link
-    nl.delete_link = lambda name: (_ for _ in ()).throw(InternalError("refused"))   # type: ignore[method-assign]
+    nl.delete_link = lambda name: (_ for _ in ()).throw(InternalError("refused"))  # type: ignore[method-assign]
     host.settle()
     assert allocated(host, b) == ["10.2.0.1", "10.2.0.2"]
     assert host.store.get(RETIRING_PREFIX + ep.id) is not None
-    nl.delete_link = real_delete                   # type: ignore[method-assign]
-    again = host.restarted()                       # the next start tries again
+    nl.delete_link = real_delete  # type: ignore[method-assign]
+    again = host.restarted()  # the next start tries again
     try:
         assert allocated(again, b) == ["10.2.0.1"] and host.store.get(RETIRING_PREFIX + ep.id) is None
     finally:
@@ -151,21 +152,31 @@ def test_a_veth_that_cannot_be_deleted_keeps_what_it_holds(host):
 def test_retiring_veths_hold_bridge_ports_until_deleted_and_are_deleted_rather_than_refuse():
     from cnm.driverapi import EndpointInterface, IPAMData, NetworkSpec
     from cnm.osl.fake import FakeNetlink
+
     nl = FakeNetlink()
     drv = BridgeDriver(lambda: nl)
     drv.graveyard.background = False
     nid = "a" * 64
-    drv.create_network(NetworkSpec(id=nid, name="n", options={}, ipv4=(IPAMData("172.18.0.0/16", "172.18.0.1/16"),),
-                                   ipv6=(), internal=False, enable_ipv6=False))
+    drv.create_network(
+        NetworkSpec(
+            id=nid,
+            name="n",
+            options={},
+            ipv4=(IPAMData("172.18.0.0/16", "172.18.0.1/16"),),
+            ipv6=(),
+            internal=False,
+            enable_ipv6=False,
+        )
+    )
     eids = [f"{i:07x}" + "0" * 57 for i in range(MAX_BRIDGE_PORTS)]
     for i, eid in enumerate(eids):
         drv.create_endpoint(nid, eid, EndpointInterface(address=f"172.18.{i // 250}.{2 + i % 250}/16"), {})
         drv.join(nid, eid, f"/run/cnm/netns/{i}", {})
     done = []
     drv.delete_endpoint_later(nid, eids[0], lambda: done.append(eids[0]))
-    assert nl.bridge_port_count(drv.bridge_name(nid)) == MAX_BRIDGE_PORTS     # still a port
+    assert nl.bridge_port_count(drv.bridge_name(nid)) == MAX_BRIDGE_PORTS  # still a port
     extra = "f" * 64
-    drv.create_endpoint(nid, extra, EndpointInterface(address="172.18.200.2/16"), {})   # room made now
+    drv.create_endpoint(nid, extra, EndpointInterface(address="172.18.200.2/16"), {})  # room made now
     assert not nl.link_exists(naming.host_ifname(eids[0]))
     drv.graveyard.flush()
-    assert done == [eids[0]]                       # the owner still hears of it, from the graveyard
+    assert done == [eids[0]]  # the owner still hears of it, from the graveyard

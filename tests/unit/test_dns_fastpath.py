@@ -3,6 +3,7 @@
 The property that matters: whatever mix of queries, clients, listeners and table
 changes, a resolver answering through its cache sends exactly the bytes the plain
 handler would have sent in its place — round-robin order included."""
+
 from __future__ import annotations
 
 from dnslib import EDNS0, DNSRecord
@@ -59,7 +60,7 @@ def test_clients_with_another_view_do_not_share_answers():
     # 10.0.0.2 (web) sees netA only; 10.0.0.3 (client) sees netA and netB.
     assert isinstance(served(r, query("db"), "10.0.0.2", NA), Forward)
     assert DNSRecord.parse(served(r, query("db"), "10.0.0.3", NA)).rr
-    assert isinstance(served(r, query("db"), "10.0.0.2", NA), Forward)   # still not visible
+    assert isinstance(served(r, query("db"), "10.0.0.2", NA), Forward)  # still not visible
     # Two addresses of one container share a view; an unknown address has its own.
     served(r, query("web"), "10.0.0.3", NA)
     served(r, query("web"), "10.0.0.4", NA)
@@ -70,7 +71,7 @@ def test_a_table_change_drops_what_was_cached():
     t = fill(NameTable())
     r = Resolver(t, list)
     served(r, query("web"), "10.0.0.3", NA)
-    t.add(NA, "neta", "ep-web", "1" * 64, "web", [], "10.0.0.9/24", None)      # web moved
+    t.add(NA, "neta", "ep-web", "1" * 64, "web", [], "10.0.0.9/24", None)  # web moved
     out = DNSRecord.parse(served(r, query("web"), "10.0.0.3", NA))
     assert [str(rr.rdata) for rr in out.rr] == ["10.0.0.9"]
     t.remove("ep-web")
@@ -107,23 +108,43 @@ def test_bounded():
     assert len(r.cache) <= 3
 
 
-NAMES = ["web", "WEB", "client", "x", "db", "svc", "SvC.", "frontend.neta", "nobody", "example.org",
-         "2.0.0.10.in-addr.arpa", "4.0.1.10.in-addr.arpa", "9.9.9.9.in-addr.arpa", "1" * 12]
+NAMES = [
+    "web",
+    "WEB",
+    "client",
+    "x",
+    "db",
+    "svc",
+    "SvC.",
+    "frontend.neta",
+    "nobody",
+    "example.org",
+    "2.0.0.10.in-addr.arpa",
+    "4.0.1.10.in-addr.arpa",
+    "9.9.9.9.in-addr.arpa",
+    "1" * 12,
+]
 CLIENTS = ["10.0.0.2", "10.0.0.3", "10.1.0.3", "10.1.0.4", "192.0.2.1"]
 
 # Small pools, many steps: repeats (what the cache serves) are common, and so are the
 # same query from clients with other views, and table changes between them.
 a_query = st.tuples(st.sampled_from(NAMES), st.sampled_from(["A", "AAAA", "ANY", "MX", "PTR"]), st.booleans())
-some_query = st.tuples(st.sampled_from(["web", "db", "svc", "client", "4.0.1.10.in-addr.arpa"]),
-                       st.sampled_from(["A", "ANY", "PTR"]), st.just(False))
-ask_step = st.tuples(st.just("ask"), st.integers(0, 5), st.sampled_from(CLIENTS), st.sampled_from([NA, NB]),
-                     st.integers(0, 65535))
+some_query = st.tuples(
+    st.sampled_from(["web", "db", "svc", "client", "4.0.1.10.in-addr.arpa"]),
+    st.sampled_from(["A", "ANY", "PTR"]),
+    st.just(False),
+)
+ask_step = st.tuples(
+    st.just("ask"), st.integers(0, 5), st.sampled_from(CLIENTS), st.sampled_from([NA, NB]), st.integers(0, 65535)
+)
 change_step = st.tuples(st.just("change"), st.sampled_from(["ep-web", "ep-x", "ep-db", "ep-new"]), st.booleans())
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(a_query, some_query), min_size=1, max_size=6),
-       st.lists(st.one_of(ask_step, ask_step, ask_step, ask_step, change_step), min_size=1, max_size=80))
+@given(
+    st.lists(st.one_of(a_query, some_query), min_size=1, max_size=6),
+    st.lists(st.one_of(ask_step, ask_step, ask_step, ask_step, change_step), min_size=1, max_size=80),
+)
 def test_the_cache_answers_byte_for_byte_as_the_handler(queries, steps):
     fast, slow = fill(NameTable()), fill(NameTable())
     r = Resolver(fast, list)
@@ -146,11 +167,15 @@ def test_a_long_random_walk_answers_byte_for_byte_as_the_handler():
     """Thousands of steps over small pools: every (query, client, listener) combination
     comes up many times, before and after table changes."""
     import random
+
     rng = random.Random(14)
     fast, slow = fill(NameTable()), fill(NameTable())
     r = Resolver(fast, list)
-    queries = [(n, t) for n in ("web", "db", "svc", "client", "x", "nobody", "2.0.0.10.in-addr.arpa",
-                                "4.0.1.10.in-addr.arpa") for t in ("A", "AAAA", "ANY", "PTR")]
+    queries = [
+        (n, t)
+        for n in ("web", "db", "svc", "client", "x", "nobody", "2.0.0.10.in-addr.arpa", "4.0.1.10.in-addr.arpa")
+        for t in ("A", "AAAA", "ANY", "PTR")
+    ]
     for _ in range(6000):
         if rng.random() < 0.004:
             eid = rng.choice(["ep-web", "ep-x", "ep-db", "ep-new"])

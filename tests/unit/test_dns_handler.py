@@ -1,4 +1,5 @@
 """Wire-level decisions of the resolver on dnslib-built packets (no sockets)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -60,7 +61,7 @@ def test_nodata_not_forwarded(table):
 def test_foreign_and_invisible_names_are_forwarded(table):
     q, out = ask(table, "example.org")
     assert isinstance(out, Forward) and out.query == q.pack() and out.qid == q.header.id
-    _, out = ask(table, "db")            # on netB, which the client does not share
+    _, out = ask(table, "db")  # on netB, which the client does not share
     assert isinstance(out, Forward)
 
 
@@ -92,7 +93,7 @@ def test_large_answer_truncated_over_udp_full_over_tcp():
     _, out = ask(t, "many", client="10.0.0.1")
     r = DNSRecord.parse(out)
     assert len(out) <= 512 and r.header.tc == 1 and 0 < len(r.rr) < 100
-    assert len(out) + 16 > 512          # as many as fit: one more A record (16 bytes) would not
+    assert len(out) + 16 > 512  # as many as fit: one more A record (16 bytes) would not
     # EDNS raises the UDP limit (capped at 1232).
     q = DNSRecord.question("many")
     q.add_ar(EDNS0(udp_len=4096))
@@ -124,13 +125,16 @@ def test_responses_are_never_answered(table):
     assert handle(table, header(qr=1) + os.urandom(40), CLIENT, NA) is None
 
 
-@pytest.mark.parametrize("body", [
-    b"\x3fabc\x00\x00\x01\x00\x01",          # label longer than the packet
-    b"\xc0\x0c\x00\x01\x00\x01",             # compression pointer to itself
-    b"\xc0\xff\x00\x01\x00\x01",             # forward pointer
-    b"\x03web",                              # truncated question
-    b"\x03w\xffb\x00\x00\x01\x00\x01",       # non-UTF-8 label
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x3fabc\x00\x00\x01\x00\x01",  # label longer than the packet
+        b"\xc0\x0c\x00\x01\x00\x01",  # compression pointer to itself
+        b"\xc0\xff\x00\x01\x00\x01",  # forward pointer
+        b"\x03web",  # truncated question
+        b"\x03w\xffb\x00\x00\x01\x00\x01",  # non-UTF-8 label
+    ],
+)
 def test_malformed_question_formerr(table, body):
     out = handle(table, header() + body, CLIENT, NA)
     r = DNSRecord.parse(out)
@@ -176,12 +180,16 @@ def test_servfail_keeps_question():
 
 # -- upstreams, forwarding order, resolv.conf -----------------------------------------
 
-@pytest.mark.parametrize("text,want", [
-    ("192.0.2.1", ("192.0.2.1", 53)),
-    ("192.0.2.1:5353", ("192.0.2.1", 5353)),
-    ("2001:db8::1", ("2001:db8::1", 53)),
-    ("[2001:db8::1]:5353", ("2001:db8::1", 5353)),
-])
+
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("192.0.2.1", ("192.0.2.1", 53)),
+        ("192.0.2.1:5353", ("192.0.2.1", 5353)),
+        ("2001:db8::1", ("2001:db8::1", 53)),
+        ("[2001:db8::1]:5353", ("2001:db8::1", 5353)),
+    ],
+)
 def test_parse_upstream(text, want):
     assert parse_upstream(text) == want
 
@@ -219,7 +227,7 @@ def test_forward_tries_upstreams_in_order_then_servfails():
 
 def test_own_listeners_are_not_upstreams():
     resolver = Resolver(NameTable(), lambda: ["10.0.0.1", "10.0.0.9"])
-    resolver._listeners[(NA, "10.0.0.1")] = object()   # type: ignore[assignment]
+    resolver._listeners[(NA, "10.0.0.1")] = object()  # type: ignore[assignment]
     assert resolver.upstream_servers() == [("10.0.0.9", 53)]
 
 
@@ -228,6 +236,7 @@ def test_threadsafe_wrappers_refuse_the_loop_thread():
         resolver = Resolver(NameTable(), list, asyncio.get_running_loop())
         with pytest.raises(RuntimeError):
             resolver.remove_listener_threadsafe(NA)
+
     asyncio.run(main())
 
 
@@ -235,5 +244,10 @@ def test_resolv_conf_texts():
     host = "# generated\nnameserver 127.0.0.53\nnameserver 192.0.2.1 # x\nnameserver bad\nsearch corp.example\noptions edns0\n"
     assert upstreams_from_resolv_conf(host) == ["127.0.0.53", "192.0.2.1"]
     text = embedded_resolv_conf(["10.0.0.1/24", "10.1.0.1", "10.0.0.1", "10.2.0.1", "10.3.0.1"], host)
-    assert text.splitlines() == ["nameserver 10.0.0.1", "nameserver 10.1.0.1", "nameserver 10.2.0.1",
-                                 "search corp.example", "options ndots:0"]
+    assert text.splitlines() == [
+        "nameserver 10.0.0.1",
+        "nameserver 10.1.0.1",
+        "nameserver 10.2.0.1",
+        "search corp.example",
+        "options ndots:0",
+    ]

@@ -1,4 +1,5 @@
 """NameTable semantics: who sees which names, aliases, round robin, PTR, removal."""
+
 from __future__ import annotations
 
 import threading
@@ -7,8 +8,8 @@ import pytest
 
 from cnm.dns.records import Answer, NameTable, reverse_name_to_ip
 
-NA, NB = "a" * 64, "b" * 64          # network IDs
-C1, C2, C3, C4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)   # container IDs
+NA, NB = "a" * 64, "b" * 64  # network IDs
+C1, C2, C3, C4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)  # container IDs
 
 
 @pytest.fixture
@@ -146,17 +147,20 @@ def test_endpoint_without_container_is_its_own_owner():
     assert t.lookup("10.0.0.5", NA, "other", "A") is None
 
 
-@pytest.mark.parametrize("name,ip", [
-    ("1.0.18.172.in-addr.arpa", "172.18.0.1"),
-    ("1.0.18.172.IN-ADDR.ARPA.", "172.18.0.1"),
-    ("01.0.18.172.in-addr.arpa", None),
-    ("256.0.18.172.in-addr.arpa", None),
-    ("x.0.18.172.in-addr.arpa", None),
-    ("0.18.172.in-addr.arpa", None),
-    ("web", None),
-    ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "2001:db8::1"),
-    ("g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", None),
-])
+@pytest.mark.parametrize(
+    "name,ip",
+    [
+        ("1.0.18.172.in-addr.arpa", "172.18.0.1"),
+        ("1.0.18.172.IN-ADDR.ARPA.", "172.18.0.1"),
+        ("01.0.18.172.in-addr.arpa", None),
+        ("256.0.18.172.in-addr.arpa", None),
+        ("x.0.18.172.in-addr.arpa", None),
+        ("0.18.172.in-addr.arpa", None),
+        ("web", None),
+        ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", "2001:db8::1"),
+        ("g.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa", None),
+    ],
+)
 def test_reverse_name_to_ip(name, ip):
     assert reverse_name_to_ip(name) == ip
 

@@ -1,5 +1,6 @@
 """NodeLease against a fake lease store: renewal, outage, expiry -> new lease and
 callback, revoke on close. Short TTLs; each test runs in about a second."""
+
 from __future__ import annotations
 
 import threading
@@ -72,7 +73,7 @@ def test_keeps_lease_alive_beyond_its_ttl_and_revokes_on_close():
     assert store.keepalives >= 2
     lease.close()
     assert not store.alive(first) and lease.id is None
-    lease.close()                      # idempotent
+    lease.close()  # idempotent
 
 
 def test_regrants_after_expiry_during_an_outage_and_tells_the_owner():
@@ -81,7 +82,7 @@ def test_regrants_after_expiry_during_an_outage_and_tells_the_owner():
     lease = NodeLease(store, ttl=2, on_new_lease=new_ids.append)
     old = lease.id
     store.down = True
-    time.sleep(2.3)                    # lease expires while etcd "is down"
+    time.sleep(2.3)  # lease expires while etcd "is down"
     assert not lease.healthy
     store.down = False
     assert wait_for(lambda: new_ids), "no new lease after the outage"

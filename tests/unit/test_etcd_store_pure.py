@@ -1,6 +1,7 @@
 """Pure parts of the etcd store: cluster-store URLs, key ranges, the watch resume
 cursor, txn op folding, the etcd member command line; and the gateway's failover and
 time bound, driven through a fake HTTP transport (no etcd, no network)."""
+
 from __future__ import annotations
 
 import base64
@@ -19,29 +20,36 @@ from cnm.store.etcd import EtcdStore, WatchCursor, last_op_per_key, parse_cluste
 
 # --- parse_cluster_store ------------------------------------------------------------
 
-@pytest.mark.parametrize("url, expected", [
-    ("etcd://198.18.0.10:2379", ["http://198.18.0.10:2379"]),
-    ("etcd://198.18.0.10", ["http://198.18.0.10:2379"]),
-    ("etcd://a:1,b:2,c", ["http://a:1", "http://b:2", "http://c:2379"]),
-    ("ETCD://h:2379/", ["http://h:2379"]),
-    ("etcd://[fd00::1]:2379,[fd00::2]", ["http://[fd00::1]:2379", "http://[fd00::2]:2379"]),
-])
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("etcd://198.18.0.10:2379", ["http://198.18.0.10:2379"]),
+        ("etcd://198.18.0.10", ["http://198.18.0.10:2379"]),
+        ("etcd://a:1,b:2,c", ["http://a:1", "http://b:2", "http://c:2379"]),
+        ("ETCD://h:2379/", ["http://h:2379"]),
+        ("etcd://[fd00::1]:2379,[fd00::2]", ["http://[fd00::1]:2379", "http://[fd00::2]:2379"]),
+    ],
+)
 def test_parse_cluster_store(url, expected):
     assert parse_cluster_store(url) == expected
 
 
-@pytest.mark.parametrize("url, words", [
-    ("198.18.0.10:2379", "expected etcd://"),
-    ("consul://h:8500", "unsupported scheme 'consul'"),
-    ("etcd://", "expected etcd://"),
-    ("etcd://h:2379,,g:2379", "empty member address"),
-    ("etcd://h:99999", "bad member address"),
-    ("etcd://h:port", "bad member address"),
-    ("etcd://h:0", "port 0"),
-    ("etcd://h:2379/cnm", "expected etcd://"),
-    ("etcd://u:p@h:2379", "expected etcd://"),
-    ("etcd://h:2379,h:2379", "listed twice"),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("198.18.0.10:2379", "expected etcd://"),
+        ("consul://h:8500", "unsupported scheme 'consul'"),
+        ("etcd://", "expected etcd://"),
+        ("etcd://h:2379,,g:2379", "empty member address"),
+        ("etcd://h:99999", "bad member address"),
+        ("etcd://h:port", "bad member address"),
+        ("etcd://h:0", "port 0"),
+        ("etcd://h:2379/cnm", "expected etcd://"),
+        ("etcd://u:p@h:2379", "expected etcd://"),
+        ("etcd://h:2379,h:2379", "listed twice"),
+    ],
+)
 def test_parse_cluster_store_rejects(url, words):
     with pytest.raises(InvalidParameter) as info:
         parse_cluster_store(url)
@@ -55,6 +63,7 @@ def test_cluster_store_url_round_trips_through_parse(tmp_path):
 
 
 # --- key ranges -----------------------------------------------------------------------
+
 
 def test_prefix_end():
     assert prefix_end("/cnm/") == b"/cnm0"
@@ -76,6 +85,7 @@ def test_last_op_per_key_keeps_final_state():
 
 # --- watch cursor -----------------------------------------------------------------------
 
+
 def test_cursor_skips_replayed_events_and_resumes_mid_revision():
     c = WatchCursor.starting_at(10)
     assert c.start_revision == 10
@@ -89,8 +99,7 @@ def test_cursor_skips_replayed_events_and_resumes_mid_revision():
     assert c.start_revision == 12
 
 
-@given(st.lists(st.tuples(st.integers(1, 8), st.sampled_from("abc")), unique=True).map(sorted),
-       st.integers(0, 30))
+@given(st.lists(st.tuples(st.integers(1, 8), st.sampled_from("abc")), unique=True).map(sorted), st.integers(0, 30))
 def test_cursor_delivers_each_event_once_whatever_the_break(events, cut):
     """Deliver a prefix of the history, 'reconnect' from start_revision and replay the
     whole history from there: every event is delivered exactly once, in order."""
@@ -103,6 +112,7 @@ def test_cursor_delivers_each_event_once_whatever_the_break(events, cut):
 
 
 # --- etcd member command line -------------------------------------------------------------
+
 
 def test_member_argv(tmp_path):
     cluster = {"e0": "http://198.18.0.10:2380", "e1": "http://198.18.0.11:2380"}
@@ -125,6 +135,7 @@ def test_member_rejects_bad_config(tmp_path):
 
 
 # --- gateway failover through a fake transport ----------------------------------------------
+
 
 class FakeEtcd(requests.adapters.BaseAdapter):
     """Answers like one etcd member's gateway, or fails the way a dead one does."""
@@ -149,12 +160,18 @@ class FakeEtcd(requests.adapters.BaseAdapter):
         header = {"revision": "7"}
         if path.endswith("/kv/range"):
             key = base64.b64decode(body["key"]).decode()
-            kvs = [{"key": body["key"], "value": base64.b64encode(json.dumps(v).encode()).decode(),
-                    "mod_revision": str(r)} for k, (v, r) in self.kvs.items() if k == key]
+            kvs = [
+                {"key": body["key"], "value": base64.b64encode(json.dumps(v).encode()).decode(), "mod_revision": str(r)}
+                for k, (v, r) in self.kvs.items()
+                if k == key
+            ]
             return self._answer(request, 200, {"header": header, "kvs": kvs})
         if path.endswith("/kv/txn"):
-            ok = all(self.kvs.get(base64.b64decode(c["key"]).decode(), ({}, 0))[1]
-                     == int(c.get("mod_revision", c.get("create_revision", 0))) for c in body["compare"])
+            ok = all(
+                self.kvs.get(base64.b64decode(c["key"]).decode(), ({}, 0))[1]
+                == int(c.get("mod_revision", c.get("create_revision", 0)))
+                for c in body["compare"]
+            )
             return self._answer(request, 200, {"header": header, "succeeded": ok})
         if path.endswith("/kv/put") and "lease" in body:
             return self._answer(request, 404, {"error": "etcdserver: requested lease not found", "code": 5})
@@ -188,7 +205,7 @@ def test_failover_skips_dead_and_leaderless_members_and_sticks_to_the_good_one()
     kv = store.get("k")
     assert kv is not None and kv.value == {"a": 1} and kv.revision == 5
     store.get("k")
-    assert [f.calls for f in fakes] == [1, 1, 2]     # second call went straight to the good one
+    assert [f.calls for f in fakes] == [1, 1, 2]  # second call went straight to the good one
 
 
 def test_all_members_down_raises_unavailable_within_the_timeout():

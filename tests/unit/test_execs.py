@@ -2,6 +2,7 @@
 output reaches an attached client's queues and is dropped when nobody takes it, stdin,
 CLOSE and RESIZE go the other way, the EXIT frame gives the exit code, a resize before
 the process runs becomes its first size, failed starts get Docker's codes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,8 @@ class Supervisor:
             buf = self.got
             while len(buf) >= wire.IN_HEADER.size:
                 kind, length = wire.IN_HEADER.unpack_from(buf)
-                frames.append((kind, buf[wire.IN_HEADER.size:wire.IN_HEADER.size + length]))
-                buf = buf[wire.IN_HEADER.size + length:]
+                frames.append((kind, buf[wire.IN_HEADER.size : wire.IN_HEADER.size + length]))
+                buf = buf[wire.IN_HEADER.size + length :]
         return frames
 
 
@@ -51,6 +52,7 @@ def service(sup: Supervisor, events: list | None = None, seen: list | None = Non
         if seen is not None:
             seen.append((cid, cfg.console_size, env))
         return sup.session()
+
     return ExecService(spawn, publish=lambda *a: events.append(a[0]) if events is not None else None)
 
 
@@ -71,10 +73,11 @@ def test_output_stdin_and_exit_code():
         sup.send(wire.EXIT, b"3")
         await asyncio.wait_for(ex.done.wait(), 5)
         assert ex.exit_code == 3 and not ex.running and ex.inspect()["ExitCode"] == 3
-        assert await run.outputs[wire.STDOUT].get() == b""             # the end, for the stream
+        assert await run.outputs[wire.STDOUT].get() == b""  # the end, for the stream
         assert [e.split(":")[0] for e in events] == ["exec_create", "exec_start", "exec_die"]
         with pytest.raises(Conflict, match="has already run"):
             execs.check_startable(ex.id)
+
     asyncio.run(main())
 
 
@@ -84,14 +87,16 @@ def test_detached_output_is_dropped_and_a_lost_supervisor_is_126():
         execs = service(sup)
         ex = execs.create(RUNNING, ExecConfig(argv=["yes"]))
         run = await execs.start(ex.id, RUNNING, attached=False)
-        def flood() -> None:                     # more than the queues hold: nothing waits on them
+
+        def flood() -> None:  # more than the queues hold: nothing waits on them
             for _ in range(200):
                 sup.send(wire.STDOUT, b"y\n" * 100)
-            sup.theirs.close()                   # the supervisor died without an EXIT
+            sup.theirs.close()  # the supervisor died without an EXIT
 
         await asyncio.get_running_loop().run_in_executor(None, flood)
         await asyncio.wait_for(ex.done.wait(), 5)
         assert run.outputs is None and ex.exit_code == 126
+
     asyncio.run(main())
 
 
@@ -101,7 +106,7 @@ def test_a_resize_before_the_start_is_the_first_size():
         execs = service(sup, seen=seen)
         ex = execs.create(RUNNING, ExecConfig(argv=["sh"], tty=True))
         await execs.resize(ex.id, 33, 101)
-        await execs.wait_for_size(ex, timeout=5)          # returns at once: the size is there
+        await execs.wait_for_size(ex, timeout=5)  # returns at once: the size is there
         run = await execs.start(ex.id, RUNNING, attached=True)
         assert seen == [(RUNNING.id, (33, 101), {})]
         await execs.resize(ex.id, 20, 60)
@@ -112,6 +117,7 @@ def test_a_resize_before_the_start_is_the_first_size():
         sup.send(wire.EXIT, b"0")
         await asyncio.wait_for(ex.done.wait(), 5)
         del run
+
     asyncio.run(main())
 
 
@@ -119,6 +125,7 @@ def test_failed_starts_get_dockers_codes_and_stopped_containers_are_refused():
     async def main() -> None:
         async def spawn(cid: str, cfg: ExecConfig, env: dict[str, str]) -> Session:
             raise InvalidParameter(f'exec: "{cfg.argv[0]}": executable file not found in $PATH')
+
         execs = ExecService(spawn)
         ex = execs.create(RUNNING, ExecConfig(argv=["nosuch"]))
         with pytest.raises(InvalidParameter):
@@ -126,6 +133,7 @@ def test_failed_starts_get_dockers_codes_and_stopped_containers_are_refused():
         assert ex.exit_code == 127 and ex.done.is_set()
         with pytest.raises(Conflict, match="is not running"):
             execs.create(Target("d" * 64, "dead", None), ExecConfig(argv=["true"]))
+
     asyncio.run(main())
 
 
@@ -137,14 +145,15 @@ def test_a_client_that_leaves_with_full_queues_does_not_hold_the_process_back():
         run = await execs.start(ex.id, RUNNING, attached=True)
 
         def flood() -> None:
-            for _ in range(100):                 # more than the queue holds, nobody reading
+            for _ in range(100):  # more than the queue holds, nobody reading
                 sup.send(wire.STDOUT, b"y\n")
             sup.send(wire.EXIT, b"0")
 
         await asyncio.get_running_loop().run_in_executor(None, flood)
         await asyncio.sleep(0.1)
         assert run.outputs is not None and run.outputs[wire.STDOUT].full() and not ex.done.is_set()
-        run.drop_output()                        # the client went away
+        run.drop_output()  # the client went away
         await asyncio.wait_for(ex.done.wait(), 5)
         assert ex.exit_code == 0
+
     asyncio.run(main())

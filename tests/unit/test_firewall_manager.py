@@ -1,4 +1,5 @@
 """Firewall manager against a fake kernel that keeps the last script it accepted."""
+
 from __future__ import annotations
 
 import pytest

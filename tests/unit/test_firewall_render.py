@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with
 and review the diff. tests/integration/test_firewall.py applies every golden file
 with the real nft, so they stay valid nftables.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,18 +36,25 @@ CASES: dict[str, FirewallState] = {
     "icc_off": state(NetworkRules("net-n", "br-n", subnets_v4=("10.20.0.0/24",), icc=False)),
     "masquerade_off": state(NetworkRules("net-m", "br-m", subnets_v4=("10.30.0.0/24",), masquerade=False)),
     "published_ports": state(
-        A, NetworkRules("net-h", "br-h", subnets_v4=("10.40.0.0/24",), host_binding_ipv4="192.0.2.10"),
-        ep1=(PortMapping("tcp", None, 8080, "172.18.0.2", 80, "br-a"),
-             PortMapping("udp", None, 5353, "172.18.0.2", 53, "br-a")),
-        ep2=(PortMapping("tcp", "192.0.2.1", 8443, "172.18.0.3", 443, "br-a"),
-             PortMapping("udp", "0.0.0.0", 6000, "172.18.0.3", 6000, "br-a")),
-        ep3=(PortMapping("tcp", None, 9000, "10.40.0.2", 9000, "br-h"),),   # gets host_binding_ipv4
+        A,
+        NetworkRules("net-h", "br-h", subnets_v4=("10.40.0.0/24",), host_binding_ipv4="192.0.2.10"),
+        ep1=(
+            PortMapping("tcp", None, 8080, "172.18.0.2", 80, "br-a"),
+            PortMapping("udp", None, 5353, "172.18.0.2", 53, "br-a"),
+        ),
+        ep2=(
+            PortMapping("tcp", "192.0.2.1", 8443, "172.18.0.3", 443, "br-a"),
+            PortMapping("udp", "0.0.0.0", 6000, "172.18.0.3", 6000, "br-a"),
+        ),
+        ep3=(PortMapping("tcp", None, 9000, "10.40.0.2", 9000, "br-h"),),  # gets host_binding_ipv4
     ),
     "ipv6": state(
         NetworkRules("net-6", "br-6", subnets_v4=("172.21.0.0/16",), subnets_v6=("fd00:6::/64",), icc=False),
-        ep6=(PortMapping("tcp", None, 8080, "fd00:6::2", 80, "br-6"),
-             PortMapping("tcp", "::", 8081, "fd00:6::2", 81, "br-6"),
-             PortMapping("udp", "2001:db8::1", 53, "fd00:6::3", 53, "br-6")),
+        ep6=(
+            PortMapping("tcp", None, 8080, "fd00:6::2", 80, "br-6"),
+            PortMapping("tcp", "::", 8081, "fd00:6::2", 81, "br-6"),
+            PortMapping("udp", "2001:db8::1", 53, "fd00:6::3", 53, "br-6"),
+        ),
     ),
 }
 
@@ -101,7 +109,7 @@ def test_internal_network_gets_no_masquerade_and_no_dnat():
     i = NetworkRules("net-i", "br-i", subnets_v4=("10.10.0.0/24",), internal=True)
     script = render(state(i, ep=(PortMapping("tcp", None, 8080, "10.10.0.2", 80, "br-i"),)))
     assert "10.10.0.2" not in script
-    masq = script[script.index("set masq_v4"):script.index("set masq_v6")]
+    masq = script[script.index("set masq_v4") : script.index("set masq_v6")]
     assert "10.10.0.0/24" not in masq
 
 
@@ -126,26 +134,32 @@ def test_two_networks_on_one_bridge_is_a_conflict():
         render(state(A, NetworkRules("other", "br-a")))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"bridge": 'br"; flush ruleset; "'}, "bridge name"),
-    ({"bridge": "a-very-long-bridge-name"}, "bridge name"),
-    ({"subnets_v4": ("fd00::/64",)}, "not an IPv4"),
-    ({"subnets_v4": ("300.0.0.0/8",)}, "invalid subnet"),
-    ({"host_binding_ipv4": "::1"}, "not an IPv4"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"bridge": 'br"; flush ruleset; "'}, "bridge name"),
+        ({"bridge": "a-very-long-bridge-name"}, "bridge name"),
+        ({"subnets_v4": ("fd00::/64",)}, "not an IPv4"),
+        ({"subnets_v4": ("300.0.0.0/8",)}, "invalid subnet"),
+        ({"host_binding_ipv4": "::1"}, "not an IPv4"),
+    ],
+)
 def test_network_rules_validation(kwargs, match):
     args = {"id": "n", "bridge": "br-x", **kwargs}
     with pytest.raises(InvalidParameter, match=match):
         NetworkRules(**args)
 
 
-@pytest.mark.parametrize("args, match", [
-    (("sctp", None, 80, "10.0.0.2", 80, "br-a"), "protocol"),
-    (("tcp", None, 0, "10.0.0.2", 80, "br-a"), "host port"),
-    (("tcp", None, 80, "10.0.0.2", 65536, "br-a"), "container port"),
-    (("tcp", "::1", 80, "10.0.0.2", 80, "br-a"), "different families"),
-    (("tcp", None, 80, "10.0.0", 80, "br-a"), "container IP"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("sctp", None, 80, "10.0.0.2", 80, "br-a"), "protocol"),
+        (("tcp", None, 0, "10.0.0.2", 80, "br-a"), "host port"),
+        (("tcp", None, 80, "10.0.0.2", 65536, "br-a"), "container port"),
+        (("tcp", "::1", 80, "10.0.0.2", 80, "br-a"), "different families"),
+        (("tcp", None, 80, "10.0.0", 80, "br-a"), "container IP"),
+    ],
+)
 def test_port_mapping_validation(args, match):
     with pytest.raises(InvalidParameter, match=match):
         PortMapping(*args)

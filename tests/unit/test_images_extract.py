@@ -1,5 +1,6 @@
 """Layer extraction into a real directory: content, metadata, whiteouts, and hostile tars
 (traversal, symlink and hard-link escapes, devices, bombs, truncation)."""
+
 from __future__ import annotations
 
 import bz2
@@ -27,24 +28,28 @@ def run(tmp_path, data: bytes, limits: Limits = DEFAULT_LIMITS):
 
 
 def test_files_dirs_links_and_digests(tmp_path):
-    data = layer(("dir", "bin", 0o711), ("file", "bin/busybox", b"\x7fELF" + b"x" * 5000, 0o4755),
-                 ("symlink", "bin/sh", "/bin/busybox"), ("hardlink", "bin/ls", "bin/busybox"),
-                 ("file", "deep/er/file", b"implicit parents"), ("fifo", "run/pipe"))
+    data = layer(
+        ("dir", "bin", 0o711),
+        ("file", "bin/busybox", b"\x7fELF" + b"x" * 5000, 0o4755),
+        ("symlink", "bin/sh", "/bin/busybox"),
+        ("hardlink", "bin/ls", "bin/busybox"),
+        ("file", "deep/er/file", b"implicit parents"),
+        ("fifo", "run/pipe"),
+    )
     ex, d = run(tmp_path, data)
     assert ex.diff_id == sha(data) and ex.blob_digest == sha(data) and ex.compression is None
     assert (d / "bin/busybox").read_bytes().startswith(b"\x7fELF")
     assert stat.S_IMODE((d / "bin/busybox").stat().st_mode) == 0o4755
-    assert stat.S_IMODE((d / "bin").stat().st_mode) == 0o711          # applied after its children
+    assert stat.S_IMODE((d / "bin").stat().st_mode) == 0o711  # applied after its children
     assert os.readlink(d / "bin/sh") == "/bin/busybox"
     assert (d / "bin/ls").stat().st_ino == (d / "bin/busybox").stat().st_ino
     assert stat.S_ISFIFO((d / "run/pipe").lstat().st_mode)
     assert (d / "deep/er/file").read_bytes() == b"implicit parents"
     assert int((d / "bin/busybox").stat().st_mtime) == 1_700_000_000
-    assert ex.size == 5004 + len(b"implicit parents")                   # the hard link counted once
+    assert ex.size == 5004 + len(b"implicit parents")  # the hard link counted once
 
 
-@pytest.mark.parametrize("compress,kind", [(gzip.compress, "gzip"), (bz2.compress, "bzip2"),
-                                           (lzma.compress, "xz")])
+@pytest.mark.parametrize("compress,kind", [(gzip.compress, "gzip"), (bz2.compress, "bzip2"), (lzma.compress, "xz")])
 def test_compressed_layers_hash_uncompressed(tmp_path, compress, kind):
     blob = compress(BASE)
     ex, d = run(tmp_path, blob)
@@ -65,8 +70,16 @@ def test_whiteouts_become_overlay_forms(tmp_path):
 
 
 def test_later_entry_replaces_earlier(tmp_path):
-    ex, d = run(tmp_path, layer(("file", "a", b"first"), ("file", "a", b"second"),
-                                ("dir", "b"), ("file", "b/x", b""), ("file", "b", b"now a file")))
+    ex, d = run(
+        tmp_path,
+        layer(
+            ("file", "a", b"first"),
+            ("file", "a", b"second"),
+            ("dir", "b"),
+            ("file", "b/x", b""),
+            ("file", "b", b"now a file"),
+        ),
+    )
     assert (d / "a").read_bytes() == b"second"
     assert (d / "b").read_bytes() == b"now a file"
 
@@ -111,6 +124,7 @@ def test_hardlink_through_symlink_refused(tmp_path):
 
 def _fresh(d):
     import shutil
+
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir()
     return d
@@ -169,7 +183,7 @@ def test_corrupt_input(tmp_path):
 
 
 def test_empty_layers(tmp_path):
-    ex, d = run(tmp_path, b"\0" * 1024)      # Docker's empty layer
+    ex, d = run(tmp_path, b"\0" * 1024)  # Docker's empty layer
     assert ex.diff_id == sha(b"\0" * 1024) and list(d.iterdir()) == []
     ex, d = run(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path, b"")
     assert ex.diff_id == sha(b"")
@@ -177,6 +191,7 @@ def test_empty_layers(tmp_path):
 
 def test_memory_stays_flat_on_many_members(tmp_path):
     import tracemalloc
+
     many = layer(*[("file", f"d{i % 50}/f{i}", b"z") for i in range(3000)])
     tracemalloc.start()
     run(tmp_path, many)

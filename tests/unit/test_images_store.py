@@ -1,6 +1,7 @@
 """The image store and service on a real directory (no root needed except where said):
 load formats, shared layers stored once, reference counts, Docker's rmi rules, tags,
 import, save round trips, failed loads leaving nothing, crash recovery, concurrency."""
+
 from __future__ import annotations
 
 import gzip
@@ -50,7 +51,7 @@ def test_shared_layer_stored_once_and_counted(svc, store):
     assert load(svc, docker_save(A)) == ["Loaded image: app:1"]
     assert load(svc, docker_save(B)) == ["Loaded image: web:latest", "Loaded image: web:2"]
     base_chain = sha(BASE)
-    assert len(layer_dirs(store)) == 3                    # BASE once, two tops
+    assert len(layer_dirs(store)) == 3  # BASE once, two tops
     refs = store.layer_refs()
     assert refs[base_chain] == 2 and sum(refs.values()) == 4
     assert store.resolve("app:1") == A.id and store.resolve("web") == B.id
@@ -67,15 +68,19 @@ def test_shared_layer_stored_once_and_counted(svc, store):
     assert layer_dirs(store) == [] and os.listdir(os.path.join(store.root, "l")) == []
 
 
-@pytest.mark.parametrize("archive", [
-    lambda: docker_save(A),
-    lambda: docker_save(Img(A.layers, A.tags, A.cfg, gzip_layers=True)),
-    lambda: oci_layout(A),
-    lambda: oci_layout(Img(A.layers, A.tags, A.cfg, gzip_layers=True)),
-    lambda: oci_layout(A, with_manifest_json=True),                 # Docker 25+ save
-    lambda: oci_layout(A, nested_index=True),                       # multi-platform index
-    lambda: gzip.compress(docker_save(A)),                          # docker load < x.tar.gz
-], ids=["save", "save-gzip", "oci", "oci-gzip", "docker25", "oci-index", "tar.gz"])
+@pytest.mark.parametrize(
+    "archive",
+    [
+        lambda: docker_save(A),
+        lambda: docker_save(Img(A.layers, A.tags, A.cfg, gzip_layers=True)),
+        lambda: oci_layout(A),
+        lambda: oci_layout(Img(A.layers, A.tags, A.cfg, gzip_layers=True)),
+        lambda: oci_layout(A, with_manifest_json=True),  # Docker 25+ save
+        lambda: oci_layout(A, nested_index=True),  # multi-platform index
+        lambda: gzip.compress(docker_save(A)),  # docker load < x.tar.gz
+    ],
+    ids=["save", "save-gzip", "oci", "oci-gzip", "docker25", "oci-index", "tar.gz"],
+)
 def test_every_format_gives_the_same_image(svc, store, archive):
     assert load(svc, archive()) == ["Loaded image: app:1"]
     assert store.resolve("app:1") == A.id
@@ -102,27 +107,49 @@ def test_tag_moves_with_dockers_message(svc, store):
     load(svc, docker_save(A))
     other = Img([BASE], tags=["app:1"])
     lines = load(svc, docker_save(other))
-    assert lines == [f"The image app:1 already exists, renaming the old one with ID {A.id} to empty string",
-                     "Loaded image: app:1"]
+    assert lines == [
+        f"The image app:1 already exists, renaming the old one with ID {A.id} to empty string",
+        "Loaded image: app:1",
+    ]
     assert store.resolve("app:1") == other.id and store.refs_of(A.id) == []
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (lambda: _half(docker_save(Img([BASE, TOP], tags=["t:1"]))), "truncated|corrupt"),
-    (lambda: b"not a tarball" * 100, "not a tar archive"),
-    (lambda: b"", "empty"),
-    (lambda: _swap_layer(), "does not match the image config"),
-    (lambda: _archive({"manifest.json": b"{}"}), "must be a list"),
-    (lambda: _archive({"manifest.json": b'[{"Config": "c.json", "Layers": ["l.tar"]}]'}), "missing"),
-    (lambda: _archive({"repositories": b"{}"}), "pre-1.10"),
-    (lambda: _archive({"hello.txt": b"hi"}), "no manifest.json or index.json"),
-    (lambda: _archive({"manifest.json": b'[{"Config": "../../etc/passwd", "Layers": []}]'}), "'..' is not allowed|missing"),
-    (lambda: _mismatch_count(), "layers length mismatch"),
-    (lambda: _bad_tag(), "invalid reference format"),
-    (lambda: _evil_layer(), "symlink or a file"),
-    (lambda: _bad_oci_digest(), "does not match"),
-], ids=["truncated", "not-tar", "empty", "wrong-diff", "manifest-type", "missing-member", "v1", "no-manifest",
-        "config-traversal", "count", "tag", "evil-layer", "oci-digest"])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (lambda: _half(docker_save(Img([BASE, TOP], tags=["t:1"]))), "truncated|corrupt"),
+        (lambda: b"not a tarball" * 100, "not a tar archive"),
+        (lambda: b"", "empty"),
+        (lambda: _swap_layer(), "does not match the image config"),
+        (lambda: _archive({"manifest.json": b"{}"}), "must be a list"),
+        (lambda: _archive({"manifest.json": b'[{"Config": "c.json", "Layers": ["l.tar"]}]'}), "missing"),
+        (lambda: _archive({"repositories": b"{}"}), "pre-1.10"),
+        (lambda: _archive({"hello.txt": b"hi"}), "no manifest.json or index.json"),
+        (
+            lambda: _archive({"manifest.json": b'[{"Config": "../../etc/passwd", "Layers": []}]'}),
+            "'..' is not allowed|missing",
+        ),
+        (lambda: _mismatch_count(), "layers length mismatch"),
+        (lambda: _bad_tag(), "invalid reference format"),
+        (lambda: _evil_layer(), "symlink or a file"),
+        (lambda: _bad_oci_digest(), "does not match"),
+    ],
+    ids=[
+        "truncated",
+        "not-tar",
+        "empty",
+        "wrong-diff",
+        "manifest-type",
+        "missing-member",
+        "v1",
+        "no-manifest",
+        "config-traversal",
+        "count",
+        "tag",
+        "evil-layer",
+        "oci-digest",
+    ],
+)
 def test_bad_archives_change_nothing(svc, store, bad, msg):
     load(svc, docker_save(B))
     before = (layer_dirs(store), sorted(i.id for i in store.images()))
@@ -133,7 +160,7 @@ def test_bad_archives_change_nothing(svc, store, bad, msg):
 
 
 def _half(data: bytes) -> bytes:
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 def _archive(files: dict[str, bytes]) -> bytes:
@@ -157,8 +184,14 @@ def _mismatch_count() -> bytes:
     cfg = json.loads(img.config)
     cfg["rootfs"]["diff_ids"] = cfg["rootfs"]["diff_ids"][:1]
     raw = json.dumps(cfg).encode()
-    return _archive({"c.json": raw, "a.tar": BASE, "b.tar": TOP,
-                     "manifest.json": b'[{"Config": "c.json", "Layers": ["a.tar", "b.tar"]}]'})
+    return _archive(
+        {
+            "c.json": raw,
+            "a.tar": BASE,
+            "b.tar": TOP,
+            "manifest.json": b'[{"Config": "c.json", "Layers": ["a.tar", "b.tar"]}]',
+        }
+    )
 
 
 def _bad_tag() -> bytes:
@@ -190,7 +223,10 @@ def test_layer_blob_is_kept_and_saved_byte_for_byte(svc, store, tmp_path):
         assert gz.blobs()[1] == tf.extractfile(f"blobs/sha256/{sha(gz.blobs()[1])[7:]}").read()
     assert {"index.json", "manifest.json", "oci-layout", "repositories"} <= set(names)
     assert {m["annotations"]["io.containerd.image.name"] for m in index["manifests"]} == {
-        "docker.io/library/app:1", "docker.io/library/web:latest", "docker.io/library/web:2"}
+        "docker.io/library/app:1",
+        "docker.io/library/web:latest",
+        "docker.io/library/web:2",
+    }
 
 
 def test_save_by_id_has_no_names(svc, store, tmp_path):
@@ -203,8 +239,9 @@ def test_save_by_id_has_no_names(svc, store, tmp_path):
 
 def test_import_with_changes(svc, store):
     rootfs = layer(("dir", "bin"), ("file", "bin/hello", b"hi", 0o755))
-    image_id = svc.import_image(io.BytesIO(gzip.compress(rootfs)), "me/rootfs", "v1", "",
-                                ['CMD ["/bin/hello"]', "ENV X=1", "WORKDIR /bin"])
+    image_id = svc.import_image(
+        io.BytesIO(gzip.compress(rootfs)), "me/rootfs", "v1", "", ['CMD ["/bin/hello"]', "ENV X=1", "WORKDIR /bin"]
+    )
     assert store.resolve("me/rootfs:v1") == image_id
     cfg = store.config(image_id)
     assert cfg.cmd() == ["/bin/hello"] and cfg.env() == ["X=1"] and cfg.workdir() == "/bin"
@@ -212,7 +249,7 @@ def test_import_with_changes(svc, store):
     assert cfg.history[0]["comment"] == "Imported from -"
     untagged = svc.import_image(io.BytesIO(rootfs), message="from a test")
     assert store.refs_of(untagged) == [] and store.config(untagged).doc["comment"] == "from a test"
-    assert len(layer_dirs(store)) == 1                     # the same layer both times
+    assert len(layer_dirs(store)) == 1  # the same layer both times
 
 
 def test_import_refuses_bad_input_first(svc, store):
@@ -231,8 +268,11 @@ def test_tag_and_resolve(svc, store):
     svc.tag(A.id[7:15], "shortcut")
     assert store.resolve("registry.local:5000/team/app:prod") == A.id
     assert store.resolve("shortcut") == A.id
-    assert [r.familiar() for r in store.refs_of(A.id)] == ["app:1", "shortcut:latest",
-                                                           "registry.local:5000/team/app:prod"]
+    assert [r.familiar() for r in store.refs_of(A.id)] == [
+        "app:1",
+        "shortcut:latest",
+        "registry.local:5000/team/app:prod",
+    ]
     with pytest.raises(NotFound, match="No such image: nope:latest"):
         svc.tag("nope", "x")
     with pytest.raises(InvalidParameter):
@@ -267,7 +307,7 @@ def test_rmi_rules_with_containers(store):
     with pytest.raises(Conflict, match="being used by stopped container c1"):
         svc.delete(A.id)
     out = svc.delete(A.id, force=True)
-    assert out[0] == {"Deleted": A.id} and len(out) == 1      # layers stay: c1 still mounts them
+    assert out[0] == {"Deleted": A.id} and len(out) == 1  # layers stay: c1 still mounts them
     assert all(os.path.isdir(p) for p in lowers)
     assert len(store.unmount("c1")) == 2 and store.unmount("c1") == []
     assert layer_dirs(store) == []
@@ -303,8 +343,19 @@ def test_recovery_after_crash(tmp_path, svc, store):
     orphan = os.path.join(root, "layers", "f" * 64)
     os.makedirs(os.path.join(orphan, "diff"))
     with open(os.path.join(orphan, "layer.json"), "w") as f:
-        json.dump({"chain_id": "sha256:" + "f" * 64, "diff_id": "sha256:" + "f" * 64, "parent": None, "size": 0,
-                   "blob": "sha256:" + "f" * 64, "blob_size": 0, "compression": None, "link": "ffffffffffff"}, f)
+        json.dump(
+            {
+                "chain_id": "sha256:" + "f" * 64,
+                "diff_id": "sha256:" + "f" * 64,
+                "parent": None,
+                "size": 0,
+                "blob": "sha256:" + "f" * 64,
+                "blob_size": 0,
+                "compression": None,
+                "link": "ffffffffffff",
+            },
+            f,
+        )
     os.unlink(os.path.join(root, "l", store.layer(sha(BASE)).link))
     again = ImageStore(root)
     assert os.listdir(os.path.join(root, "tmp")) == []
@@ -361,7 +412,7 @@ def test_lowers_of_and_reconcile(svc, store):
     lowers = store.mount("c5", A.id)
     store.mount("c6", A.id)
     svc.delete(A.id, force=True)
-    assert store.lowers_of("c5") == lowers                # the mount outlives the image
+    assert store.lowers_of("c5") == lowers  # the mount outlives the image
     with pytest.raises(NotFound):
         store.lowers_of("nope")
     assert store.reconcile({"c5"}) == ["c6"] and set(store.mounts()) == {"c5"}
@@ -371,6 +422,7 @@ def test_lowers_of_and_reconcile(svc, store):
 
 def test_docker_image_events(store):
     from cnm.events import EventBus
+
     bus = EventBus()
     svc = ImageService(store, events=bus)
     svc.load(io.BytesIO(docker_save(Img([BASE], tags=["ev:1"], cfg={"Labels": {"team": "net"}}))))
@@ -380,9 +432,15 @@ def test_docker_image_events(store):
     svc.import_image(io.BytesIO(TOP), "imp", "1")
     history, _ = bus.subscribe(lambda ev: None, since=0)
     seen = [(e.type, e.action, e.attributes.get("name")) for e in history]
-    assert seen[:7] == [("image", "tag", "ev:1"), ("image", "load", image_id), ("image", "tag", "ev:2"),
-                        ("image", "untag", image_id), ("image", "untag", image_id), ("image", "delete", image_id),
-                        ("image", "tag", "imp:1")]
+    assert seen[:7] == [
+        ("image", "tag", "ev:1"),
+        ("image", "load", image_id),
+        ("image", "tag", "ev:2"),
+        ("image", "untag", image_id),
+        ("image", "untag", image_id),
+        ("image", "delete", image_id),
+        ("image", "tag", "imp:1"),
+    ]
     assert seen[7][:2] == ("image", "import")
     assert history[0].actor_id == image_id and history[0].attributes["team"] == "net"
 

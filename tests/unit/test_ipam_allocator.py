@@ -1,4 +1,5 @@
 """The pure allocator: property tests against a brute-force model, plus edge cases."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,13 @@ class AllocatorMachine(RuleBasedStateMachine):
     """Random take/allocate/release sequences; the allocator must match a plain set
     model: never the same offset twice, never out of bounds, lowest-free or serial order."""
 
-    @initialize(first=st.integers(0, 3), width=st.integers(0, 40), lo_pad=st.integers(0, 5),
-                hi_pad=st.integers(0, 5), serial=st.booleans())
+    @initialize(
+        first=st.integers(0, 3),
+        width=st.integers(0, 40),
+        lo_pad=st.integers(0, 5),
+        hi_pad=st.integers(0, 5),
+        serial=st.booleans(),
+    )
     def setup(self, first: int, width: int, lo_pad: int, hi_pad: int, serial: bool) -> None:
         last = first + width
         lo = min(first + lo_pad, last)
@@ -26,7 +32,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.a = Allocator(first, last, lo, hi, serial=serial)
         self.first, self.last, self.lo, self.hi, self.serial = first, last, lo, hi, serial
         self.taken: set[int] = set()
-        self.cursor = lo   # serial model: the next search starts here
+        self.cursor = lo  # serial model: the next search starts here
 
     @rule(data=st.data())
     def take(self, data: st.DataObject) -> None:
@@ -51,7 +57,7 @@ class AllocatorMachine(RuleBasedStateMachine):
 
     @rule()
     def allocate_lowest(self) -> None:
-        got = self.a.allocate_lowest()   # the gateway rule: lowest free of all the bounds
+        got = self.a.allocate_lowest()  # the gateway rule: lowest free of all the bounds
         assert got == _model_first_free(self.taken, self.first, self.last)
         if got is not None:
             self.taken.add(got)
@@ -61,7 +67,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def release(self, data: st.DataObject) -> None:
         off = data.draw(st.sampled_from(sorted(self.taken)))
         assert self.a.release(off) is True
-        assert self.a.release(off) is False   # idempotent
+        assert self.a.release(off) is False  # idempotent
         self.taken.discard(off)
 
     @invariant()
@@ -111,7 +117,7 @@ def test_serial_does_not_reuse_a_freed_address_at_once_and_wraps() -> None:
     a.release(2)
     assert a.allocate() == 4
     assert a.allocate() == 5
-    assert a.allocate() == 2        # wrapped around, skipping 1 and 3
+    assert a.allocate() == 2  # wrapped around, skipping 1 and 3
     assert a.allocate() is None
 
 
@@ -152,7 +158,7 @@ def test_ipv6_slash64_is_cheap_and_correct() -> None:
     assert a.allocate() == 4
     serial = Allocator(1, last, serial=True, cursor=last)
     assert serial.allocate() == last
-    assert serial.allocate() == 1   # wraps to the start of a 2**64 range at once
+    assert serial.allocate() == 1  # wraps to the start of a 2**64 range at once
 
 
 def test_static_take_release_churn_does_not_grow_the_free_heap() -> None:
@@ -160,7 +166,7 @@ def test_static_take_release_churn_does_not_grow_the_free_heap() -> None:
     for _ in range(10):
         a.allocate()
     a.release(5)
-    for _ in range(10_000):          # a container with a fixed --ip restarting forever
+    for _ in range(10_000):  # a container with a fixed --ip restarting forever
         a.take(5)
         a.release(5)
     assert len(a._freed) <= 2 * 10 + 16

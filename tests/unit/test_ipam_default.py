@@ -1,4 +1,5 @@
 """DefaultIpam against MemoryStore and SQLiteStore: pools, addresses, persistence."""
+
 from __future__ import annotations
 
 import threading
@@ -53,6 +54,7 @@ def ipam(env: Env) -> DefaultIpam:
 
 # -- pools ------------------------------------------------------------------------------
 
+
 def test_automatic_pools_follow_docker_order(ipam: DefaultIpam) -> None:
     p1 = ipam.request_pool(L, None, None, {}, False)
     p2 = ipam.request_pool(L, None, None, {}, False)
@@ -78,19 +80,18 @@ def test_31_local_pools_then_exhaustion(ipam: DefaultIpam) -> None:
 def test_automatic_choice_skips_excluded_and_explicit_pools(env: Env) -> None:
     routes = ["172.17.0.0/16", "172.19.3.0/24"]
     ipam = env.ipam(excluded=lambda: routes + ["bogus"])
-    ipam.request_pool(L, "172.18.128.0/17", None, {}, False)   # taken by hand: blocks 172.18/16
+    ipam.request_pool(L, "172.18.128.0/17", None, {}, False)  # taken by hand: blocks 172.18/16
     assert ipam.request_pool(L, None, None, {}, False).subnet == "172.20.0.0/16"
-    routes.clear()                         # excluded() is asked again at every choice
+    routes.clear()  # excluded() is asked again at every choice
     assert ipam.request_pool(L, None, None, {}, False).subnet == "172.17.0.0/16"
 
 
 def test_explicit_pool_overlap_is_refused(ipam: DefaultIpam) -> None:
     ipam.request_pool(L, "10.1.0.0/16", None, {}, False)
-    with pytest.raises(Conflict, match="subnet 10.1.2.0/24 overlaps with the subnet 10.1.0.0/16 "
-                                       "of another network"):
+    with pytest.raises(Conflict, match="subnet 10.1.2.0/24 overlaps with the subnet 10.1.0.0/16 of another network"):
         ipam.request_pool(L, "10.1.2.0/24", None, {}, False)
     with pytest.raises(Conflict):
-        ipam.request_pool(L, "10.1.0.0/16", None, {}, False)   # the same subnet twice
+        ipam.request_pool(L, "10.1.0.0/16", None, {}, False)  # the same subnet twice
     with pytest.raises(Conflict):
         ipam.request_pool(L, "10.0.0.0/8", None, {}, False)
     # another address space is independent
@@ -98,8 +99,11 @@ def test_explicit_pool_overlap_is_refused(ipam: DefaultIpam) -> None:
 
 
 def test_bad_pool_requests(ipam: DefaultIpam) -> None:
-    with pytest.raises(InvalidParameter, match=r"invalid subnet 10.1.1.1/24: host bits set; did "
-                                               r"you mean 10.1.1.0/24\?"):
+    with pytest.raises(
+        InvalidParameter,
+        match=r"invalid subnet 10.1.1.1/24: host bits set; did "
+        r"you mean 10.1.1.0/24\?",
+    ):
         ipam.request_pool(L, "10.1.1.1/24", None, {}, False)
     with pytest.raises(InvalidParameter, match="not inside subnet"):
         ipam.request_pool(L, "10.1.0.0/24", "10.2.0.0/25", {}, False)
@@ -113,7 +117,7 @@ def test_bad_pool_requests(ipam: DefaultIpam) -> None:
         ipam.request_pool("Nowhere", None, None, {}, False)
     with pytest.raises(InvalidParameter, match="true or false"):
         ipam.request_pool(L, "10.3.0.0/24", None, {SERIAL_OPTION: "maybe"}, False)
-    assert ipam.pools(L) == []   # nothing half-made
+    assert ipam.pools(L) == []  # nothing half-made
 
 
 def test_release_pool_frees_addresses_and_is_idempotent(env: Env, ipam: DefaultIpam) -> None:
@@ -130,13 +134,14 @@ def test_release_pool_frees_addresses_and_is_idempotent(env: Env, ipam: DefaultI
 
 # -- addresses --------------------------------------------------------------------------
 
+
 def test_gateway_then_containers_first_free(ipam: DefaultIpam) -> None:
     p = ipam.request_pool(L, "172.30.0.0/16", None, {}, False)
     assert ipam.request_address(p.pool_id, None, GW) == "172.30.0.1/16"
     got = [ipam.request_address(p.pool_id, None, {}) for _ in range(3)]
     assert got == ["172.30.0.2/16", "172.30.0.3/16", "172.30.0.4/16"]
     ipam.release_address(p.pool_id, "172.30.0.3")
-    ipam.release_address(p.pool_id, "172.30.0.3/16")   # idempotent, prefix accepted
+    ipam.release_address(p.pool_id, "172.30.0.3/16")  # idempotent, prefix accepted
     assert ipam.request_address(p.pool_id, None, {}) == "172.30.0.3/16"
     assert ipam.allocated(p.pool_id) == ["172.30.0.1", "172.30.0.2", "172.30.0.3", "172.30.0.4"]
 
@@ -144,7 +149,7 @@ def test_gateway_then_containers_first_free(ipam: DefaultIpam) -> None:
 def test_specific_and_aux_addresses(ipam: DefaultIpam) -> None:
     p = ipam.request_pool(L, "10.9.0.0/24", None, {}, False)
     assert ipam.request_address(p.pool_id, "10.9.0.254", GW) == "10.9.0.254/24"
-    assert ipam.request_address(p.pool_id, "10.9.0.1", {}) == "10.9.0.1/24"   # aux / --ip
+    assert ipam.request_address(p.pool_id, "10.9.0.1", {}) == "10.9.0.1/24"  # aux / --ip
     assert ipam.request_address(p.pool_id, None, {}) == "10.9.0.2/24"
     with pytest.raises(Conflict, match="address 10.9.0.1 is already in use"):
         ipam.request_address(p.pool_id, "10.9.0.1", {})
@@ -158,7 +163,7 @@ def test_specific_and_aux_addresses(ipam: DefaultIpam) -> None:
         ipam.request_address(p.pool_id, "10.9.0.x", {})
     with pytest.raises(NotFound):
         ipam.request_address("LocalDefault/10.99.0.0/24", None, {})
-    ipam.release_address("LocalDefault/10.99.0.0/24", "10.99.0.1")   # unknown pool: no-op
+    ipam.release_address("LocalDefault/10.99.0.0/24", "10.99.0.1")  # unknown pool: no-op
 
 
 def test_ip_range_narrows_containers_not_gateway_or_static(ipam: DefaultIpam) -> None:
@@ -168,8 +173,11 @@ def test_ip_range_narrows_containers_not_gateway_or_static(ipam: DefaultIpam) ->
     assert ipam.request_address(p.pool_id, "172.28.9.9", {}) == "172.28.9.9/16"  # Docker allows
     got = [ipam.request_address(p.pool_id, None, {}) for _ in range(4)]
     assert got == ["172.28.5.0/16", "172.28.5.1/16", "172.28.5.2/16", "172.28.5.3/16"]
-    with pytest.raises(Conflict, match=r"no available IPv4 addresses in pool 172.28.0.0/16 "
-                                       r"\(ip-range 172.28.5.0/30\)"):
+    with pytest.raises(
+        Conflict,
+        match=r"no available IPv4 addresses in pool 172.28.0.0/16 "
+        r"\(ip-range 172.28.5.0/30\)",
+    ):
         ipam.request_address(p.pool_id, None, {})
 
 
@@ -181,11 +189,14 @@ def test_exhaustion_small_pool(ipam: DefaultIpam) -> None:
         ipam.request_address(p.pool_id, None, {})
 
 
-@pytest.mark.parametrize("subnet, want", [
-    ("10.7.0.0/31", ["10.7.0.0/31", "10.7.0.1/31"]),   # RFC 3021: both usable
-    ("10.7.0.5/32", ["10.7.0.5/32"]),
-    ("fd00::/127", ["fd00::/127", "fd00::1/127"]),     # RFC 6164
-])
+@pytest.mark.parametrize(
+    "subnet, want",
+    [
+        ("10.7.0.0/31", ["10.7.0.0/31", "10.7.0.1/31"]),  # RFC 3021: both usable
+        ("10.7.0.5/32", ["10.7.0.5/32"]),
+        ("fd00::/127", ["fd00::/127", "fd00::1/127"]),  # RFC 6164
+    ],
+)
 def test_point_to_point_pools_use_every_address(ipam: DefaultIpam, subnet: str, want: list[str]) -> None:
     p = ipam.request_pool(L, subnet, None, {}, ":" in subnet)
     assert [ipam.request_address(p.pool_id, None, {}) for _ in want] == want
@@ -203,15 +214,16 @@ def test_serial_pool_does_not_reuse_at_once(ipam: DefaultIpam) -> None:
     for _ in range(3):
         ipam.request_address(ff.pool_id, None, {})
     ipam.release_address(ff.pool_id, "10.6.1.2")
-    assert ipam.request_address(ff.pool_id, None, {}) == "10.6.1.2/29"   # first-free reuses
+    assert ipam.request_address(ff.pool_id, None, {}) == "10.6.1.2/29"  # first-free reuses
 
 
 def test_ipv6_slash64(ipam: DefaultIpam) -> None:
     p = ipam.request_pool(L, "fd00:1::/64", None, {}, True)
     assert ipam.request_address(p.pool_id, None, GW) == "fd00:1::1/64"
     assert ipam.request_address(p.pool_id, None, {}) == "fd00:1::2/64"
-    assert ipam.request_address(p.pool_id, "fd00:1::ffff:ffff:ffff:ffff", {}) \
-        == "fd00:1::ffff:ffff:ffff:ffff/64"   # no broadcast in IPv6
+    assert (
+        ipam.request_address(p.pool_id, "fd00:1::ffff:ffff:ffff:ffff", {}) == "fd00:1::ffff:ffff:ffff:ffff/64"
+    )  # no broadcast in IPv6
     with pytest.raises(InvalidParameter, match="network address"):
         ipam.request_address(p.pool_id, "fd00:1::", {})
     with pytest.raises(Conflict):
@@ -219,6 +231,7 @@ def test_ipv6_slash64(ipam: DefaultIpam) -> None:
 
 
 # -- persistence ------------------------------------------------------------------------
+
 
 def test_restart_reloads_identical_state(env: Env) -> None:
     ipam = env.ipam()
@@ -321,8 +334,9 @@ def test_threads_never_get_the_same_address(ipam: DefaultIpam) -> None:
 
 def test_register_builds_both(env: Env) -> None:
     reg = IpamRegistry()
-    default = register(reg, stores={L: env.store, GLOBAL_DEFAULT: env.store},
-                       local_pools=["base=192.168.100.0/24,size=26"])
+    default = register(
+        reg, stores={L: env.store, GLOBAL_DEFAULT: env.store}, local_pools=["base=192.168.100.0/24,size=26"]
+    )
     assert reg.names() == ["default", "null"] and reg.get("default") is default
     assert default.request_pool(L, None, None, {}, False).subnet == "192.168.100.0/26"
     assert default.default_address_spaces() == (LOCAL_DEFAULT, GLOBAL_DEFAULT)
@@ -333,6 +347,7 @@ def test_two_hosts_share_a_global_space_without_duplicates():
     other before it decides, so no subnet overlaps and no address is handed out twice."""
     from cnm.store.memory import MemoryStore
     from ipam.default import DefaultIpam
+
     shared = MemoryStore(scope="global")
     a = DefaultIpam({"LocalDefault": MemoryStore(), "GlobalDefault": shared})
     b = DefaultIpam({"LocalDefault": MemoryStore(), "GlobalDefault": shared})
@@ -342,10 +357,12 @@ def test_two_hosts_share_a_global_space_without_duplicates():
     import pytest as _pytest
 
     from cnm.errors import Conflict as _Conflict
+
     with _pytest.raises(_Conflict):
         b.request_pool("GlobalDefault", pa.subnet, None, {}, False)
-    got = [a.request_address(pa.pool_id, None, {}) if i % 2 else b.request_address(pa.pool_id, None, {})
-           for i in range(40)]
+    got = [
+        a.request_address(pa.pool_id, None, {}) if i % 2 else b.request_address(pa.pool_id, None, {}) for i in range(40)
+    ]
     assert len(set(got)) == 40
     b.release_address(pa.pool_id, got[0])
-    assert a.request_address(pa.pool_id, got[0].split("/")[0], {}) == got[0]   # b's release is seen by a
+    assert a.request_address(pa.pool_id, got[0].split("/")[0], {}) == got[0]  # b's release is seen by a

@@ -1,4 +1,5 @@
 """Predefined pools, the --default-address-pool parser, host conflicts, the null IPAM."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -24,29 +25,36 @@ net = ipaddress.ip_network
 
 # -- parse_default_address_pool ---------------------------------------------------------
 
-@pytest.mark.parametrize("text, want", [
-    ("base=172.80.0.0/16,size=24", ("172.80.0.0/16", 24)),
-    (" size=20 , base=10.10.0.0/16 ", ("10.10.0.0/16", 20)),
-    ("BASE=10.0.0.0/8,Size=8", ("10.0.0.0/8", 8)),
-    ("base=fd00::/48,size=64", ("fd00::/48", 64)),
-])
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("base=172.80.0.0/16,size=24", ("172.80.0.0/16", 24)),
+        (" size=20 , base=10.10.0.0/16 ", ("10.10.0.0/16", 20)),
+        ("BASE=10.0.0.0/8,Size=8", ("10.0.0.0/8", 8)),
+        ("base=fd00::/48,size=64", ("fd00::/48", 64)),
+    ],
+)
 def test_parse_default_address_pool_accepts(text: str, want: tuple[str, int]) -> None:
     assert parse_default_address_pool(text) == want
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("base=172.80.0.0/16", "missing size"),
-    ("size=24", "missing base"),
-    ("", "missing base and size"),
-    ("base=172.80.0.0/16,size=24,foo=1", "unknown field 'foo'"),
-    ("base=172.80.0.0/16,size", "must be key=value"),
-    ("base=172.80.0.0/16,size=abc", "is not a number"),
-    ("base=172.80.0.0/16,size=8", "size 8 must be between"),
-    ("base=172.80.0.0/16,size=33", "size 33 must be between"),
-    ("base=172.80.0.1/16,size=24", "did you mean 172.80.0.0/16"),
-    ("base=nonsense,size=24", "expected a CIDR"),
-    ("base=10.0.0.0/8,base=11.0.0.0/8,size=24", "base given twice"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("base=172.80.0.0/16", "missing size"),
+        ("size=24", "missing base"),
+        ("", "missing base and size"),
+        ("base=172.80.0.0/16,size=24,foo=1", "unknown field 'foo'"),
+        ("base=172.80.0.0/16,size", "must be key=value"),
+        ("base=172.80.0.0/16,size=abc", "is not a number"),
+        ("base=172.80.0.0/16,size=8", "size 8 must be between"),
+        ("base=172.80.0.0/16,size=33", "size 33 must be between"),
+        ("base=172.80.0.1/16,size=24", "did you mean 172.80.0.0/16"),
+        ("base=nonsense,size=24", "expected a CIDR"),
+        ("base=10.0.0.0/8,base=11.0.0.0/8,size=24", "base given twice"),
+    ],
+)
 def test_parse_default_address_pool_refuses(text: str, fragment: str) -> None:
     with pytest.raises(InvalidParameter) as exc:
         parse_default_address_pool(text)
@@ -61,12 +69,16 @@ def test_parse_roundtrips_any_valid_pool(addr: int, plen: int, extra: int) -> No
 
 
 def test_parse_network_host_bits_message() -> None:
-    with pytest.raises(InvalidParameter, match=r"invalid subnet 10.1.1.1/24: host bits set; "
-                                               r"did you mean 10.1.1.0/24\?"):
+    with pytest.raises(
+        InvalidParameter,
+        match=r"invalid subnet 10.1.1.1/24: host bits set; "
+        r"did you mean 10.1.1.0/24\?",
+    ):
         parse_network("10.1.1.1/24")
 
 
 # -- defaults and choice ----------------------------------------------------------------
+
 
 def test_docker_default_pools() -> None:
     local = pool_specs(LOCAL_DEFAULT_POOLS)
@@ -93,8 +105,8 @@ def test_choose_skips_blocked_ranges() -> None:
 def test_choose_in_global_pools_jumps_over_many_taken() -> None:
     specs = pool_specs(GLOBAL_DEFAULT_POOLS)
     taken = [ipaddress.IPv4Network((0x0A000000 + i * 256, 24)) for i in range(5000)]
-    assert choose_subnet(specs, taken) == net("10.19.136.0/24")   # 5000 = 19*256 + 136
-    assert choose_subnet(specs, taken[:10] + taken[11:]) == net("10.0.10.0/24")   # a hole
+    assert choose_subnet(specs, taken) == net("10.19.136.0/24")  # 5000 = 19*256 + 136
+    assert choose_subnet(specs, taken[:10] + taken[11:]) == net("10.0.10.0/24")  # a hole
 
 
 @given(st.lists(st.tuples(st.integers(0, 255), st.integers(20, 32)), max_size=30))
@@ -112,6 +124,7 @@ def test_ipv6_default_pools_are_usable_when_configured() -> None:
 
 # -- host conflicts ---------------------------------------------------------------------
 
+
 def test_nameservers_from_resolv_conf() -> None:
     text = """# generated
 search example.com
@@ -127,12 +140,12 @@ options ndots:2
 
 
 def test_exclusions_skip_default_route_and_junk() -> None:
-    got = exclusions(["0.0.0.0/0", "172.18.0.0/16", "10.8.0.1/24", "::/0", "bogus"],
-                     ["192.168.1.1/32"])
+    got = exclusions(["0.0.0.0/0", "172.18.0.0/16", "10.8.0.1/24", "::/0", "bogus"], ["192.168.1.1/32"])
     assert got == ["172.18.0.0/16", "10.8.0.0/24", "192.168.1.1/32"]
 
 
 # -- null IPAM --------------------------------------------------------------------------
+
 
 def test_null_ipam() -> None:
     ipam = NullIpam()
@@ -140,7 +153,7 @@ def test_null_ipam() -> None:
     p4 = ipam.request_pool("null", None, None, {}, False)
     p6 = ipam.request_pool("null", None, None, {}, True)
     assert (p4.subnet, p6.subnet) == ("0.0.0.0/0", "::/0")
-    assert ipam.request_pool("null", None, None, {}, False).pool_id == p4.pool_id   # fixed id
+    assert ipam.request_pool("null", None, None, {}, False).pool_id == p4.pool_id  # fixed id
     with pytest.raises(InvalidParameter, match="hands out no addresses"):
         ipam.request_address(p4.pool_id, None, {})
     with pytest.raises(NotFound):
@@ -151,4 +164,4 @@ def test_null_ipam() -> None:
         ipam.request_pool("elsewhere", None, None, {}, False)
     ipam.release_address(p4.pool_id, "10.0.0.1")
     ipam.release_pool(p4.pool_id)
-    ipam.release_pool(p4.pool_id)   # idempotent
+    ipam.release_pool(p4.pool_id)  # idempotent

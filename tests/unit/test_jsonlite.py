@@ -1,4 +1,5 @@
 """cnm.jsonlite writes and reads exactly what the json package does."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ from hypothesis import strategies as st
 from cnm import jsonlite
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text()
-documents = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5)
-                         | st.dictionaries(st.text(), inner, max_size=5), max_leaves=40)
+documents = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5), max_leaves=40
+)
 keys = st.text() | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False)
 
 

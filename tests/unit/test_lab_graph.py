@@ -1,4 +1,5 @@
 """The lab picture as DOT text (pure), and the format chosen from the file name."""
+
 from __future__ import annotations
 
 import shutil

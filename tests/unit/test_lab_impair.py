@@ -1,4 +1,5 @@
 """Impairments rendered as tc/nft commands (pure), and how their application fails."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,8 +18,21 @@ def test_rate_is_tbf_on_both_ends_and_loss_is_an_nft_table():
     tc = [c for c in cmds if c.argv[0] == "tc"]
     assert {(c.netns, c.argv[4]) for c in tc} == {("lab-x-h1", "ul0"), ("lab-x-sw", "p-h1")}
     for c in tc:
-        assert c.argv == ("tc", "qdisc", "replace", "dev", c.argv[4], "root", "tbf", "rate", "10mbit",
-                          "burst", "12500", "latency", "50ms")
+        assert c.argv == (
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            c.argv[4],
+            "root",
+            "tbf",
+            "rate",
+            "10mbit",
+            "burst",
+            "12500",
+            "latency",
+            "50ms",
+        )
     nft = cmds[-1]
     assert nft.netns == "lab-x-h1" and nft.argv == ("nft", "-f", "-")
     assert nft.input == (
@@ -33,13 +47,14 @@ def test_rate_is_tbf_on_both_ends_and_loss_is_an_nft_table():
         '\t\ttype filter hook egress device "ul0" priority 0; policy accept;\n'
         "\t\tnumgen random mod 10000 < 500 counter drop\n"
         "\t}\n"
-        "}\n")
+        "}\n"
+    )
 
 
 def test_fractional_loss_and_small_rate_burst():
     assert "numgen random mod 10000 < 25 counter drop" in imp.nft_script("ul0", 0.25)
-    assert imp.tbf_burst("64kbit", 1500) == 3 * 1514          # at least three full frames
-    assert imp.tbf_burst("1gbit", 1500) == 1_250_000          # 10 ms at the rate
+    assert imp.tbf_burst("64kbit", 1500) == 3 * 1514  # at least three full frames
+    assert imp.tbf_burst("1gbit", 1500) == 1_250_000  # 10 ms at the rate
 
 
 def test_clear_deletes_qdiscs_tolerantly_and_removes_the_table_only():
@@ -60,16 +75,22 @@ def test_missing_netem_is_a_clear_error_before_any_change():
         if "netem" in argv:
             return Result(argv, 2, "", "Error: Specified qdisc kind is unknown.\n")
         return None
+
     runner = RecordingRunner(respond)
     with pytest.raises(Unavailable) as info:
         imp.apply(runner, _cmds(delay=10, loss=3))
     assert str(info.value) == imp.NETEM_MISSING
-    assert len(runner.calls) == 1            # nothing else was changed
+    assert len(runner.calls) == 1  # nothing else was changed
 
 
 def test_other_failures_name_the_command_and_tolerated_ones_pass():
-    runner = RecordingRunner(lambda argv, ns: Result(argv, 1, "", "Error: boom\n") if argv[0] == "nft" else
-                             Result(argv, 2, "", "Error: Cannot delete qdisc with handle of zero.\n"))
+    runner = RecordingRunner(
+        lambda argv, ns: (
+            Result(argv, 1, "", "Error: boom\n")
+            if argv[0] == "nft"
+            else Result(argv, 2, "", "Error: Cannot delete qdisc with handle of zero.\n")
+        )
+    )
     with pytest.raises(Unavailable, match=r"nft -f - in lab-x-h1 failed \(1\): Error: boom"):
         imp.apply(runner, _cmds())
     assert [c[1][0] for c in runner.calls] == ["tc", "tc", "nft"]

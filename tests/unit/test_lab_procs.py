@@ -1,4 +1,5 @@
 """Ownership helpers: mounts under the lab directory, pid start times."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,11 @@ MOUNTINFO = """\
 
 def test_mounts_under_only_the_labs_own_directory_deepest_first():
     got = procs.mounts_under("/var/lib/cnm-lab/demo", MOUNTINFO)
-    assert got == [("/var/lib/cnm-lab/demo/h1/run/sandboxes/abc", "nsfs"),
-                   ("/var/lib/cnm-lab/demo/h1/run/ctr/x/rootfs", "overlay"),
-                   ("/var/lib/cnm-lab/demo/with space", "tmpfs")]       # not demo2's
+    assert got == [
+        ("/var/lib/cnm-lab/demo/h1/run/sandboxes/abc", "nsfs"),
+        ("/var/lib/cnm-lab/demo/h1/run/ctr/x/rootfs", "overlay"),
+        ("/var/lib/cnm-lab/demo/with space", "tmpfs"),
+    ]  # not demo2's
 
 
 def test_start_time_and_alive_need_the_recorded_start():
@@ -27,8 +30,8 @@ def test_start_time_and_alive_need_the_recorded_start():
     start = procs.start_time(me)
     assert isinstance(start, int)
     assert procs.alive(me, start)
-    assert not procs.alive(me, start + 1)        # a reused pid is not ours
-    assert not procs.alive(me, None)             # without a start time, never claim it
+    assert not procs.alive(me, start + 1)  # a reused pid is not ours
+    assert not procs.alive(me, None)  # without a start time, never claim it
     assert procs.start_time(1 << 30) is None
     assert procs.terminate(1 << 30, 123) == "gone"
 

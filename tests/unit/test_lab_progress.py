@@ -1,5 +1,6 @@
 """`net lab up`'s plain progress (logs and pipes): one line per phase, out as the phase
 ends, not when the process exits."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """The realiser and the checks through the recording runner: no root, no processes."""
+
 from __future__ import annotations
 
 import copy
@@ -19,17 +20,25 @@ DOC = {
     "hosts": ["h1", "h2"],
     "cluster_store": {"etcd": 1},
     "underlay": {"links": {"h2": {"mtu": 1400, "rate": "10mbit"}}},
-    "networks": [{"name": "ov", "driver": "overlay", "subnet": "10.10.0.0/24"},
-                 {"name": "br", "subnet": "10.20.0.0/24"}],
-    "containers": [{"name": "c1", "host": "h1", "networks": ["ov", "br"], "ip": "10.10.0.5", "ports": ["80"]},
-                   {"name": "c2", "host": "h2", "network": "ov"},
-                   {"name": "c3", "host": "h2", "network": "br"}],
-    "checks": [{"from": "c2", "ping": "c1"}, {"from": "c3", "ping": "c1", "expect": "fail"},
-               {"from": "c2", "tcp": "h1:8080"}, {"from": "c1", "mtu": 1450}],
+    "networks": [
+        {"name": "ov", "driver": "overlay", "subnet": "10.10.0.0/24"},
+        {"name": "br", "subnet": "10.20.0.0/24"},
+    ],
+    "containers": [
+        {"name": "c1", "host": "h1", "networks": ["ov", "br"], "ip": "10.10.0.5", "ports": ["80"]},
+        {"name": "c2", "host": "h2", "network": "ov"},
+        {"name": "c3", "host": "h2", "network": "br"},
+    ],
+    "checks": [
+        {"from": "c2", "ping": "c1"},
+        {"from": "c3", "ping": "c1", "expect": "fail"},
+        {"from": "c2", "tcp": "h1:8080"},
+        {"from": "c1", "mtu": 1450},
+    ],
 }
 
 
-BUSYBOX = shutil.which("busybox")   # a lab container without image: runs the host's, by path
+BUSYBOX = shutil.which("busybox")  # a lab container without image: runs the host's, by path
 
 
 @pytest.fixture
@@ -42,8 +51,16 @@ def fake_etcd(started):
     def start(members, base, timing):
         started.append((list(members), timing))
         return "etcd://" + ",".join(f"{a}:2379" for _, a, _ in members), [
-            {"name": n, "pid": None, "client_url": f"http://{a}:2379", "log": str(base / f"{n}.log"),
-             "data_dir": str(base / n)} for n, a, _ in members]
+            {
+                "name": n,
+                "pid": None,
+                "client_url": f"http://{a}:2379",
+                "log": str(base / f"{n}.log"),
+                "data_dir": str(base / n),
+            }
+            for n, a, _ in members
+        ]
+
     return start
 
 
@@ -59,7 +76,7 @@ class FakeLauncher:
 
     def spawn(self, config, netns, log, cmdline):
         self.spawned.append((config, netns, str(log), cmdline))
-        return (1 << 30) + len(self.spawned)          # above pid_max: never a real process
+        return (1 << 30) + len(self.spawned)  # above pid_max: never a real process
 
     def answers(self, sock_path):
         return True
@@ -77,9 +94,10 @@ def make(doc_overrides=None, respond=None):
     runner = RecordingRunner(respond)
     started: list = []
     launcher = FakeLauncher()
-    real = Realiser(runner, etcd_starter=fake_etcd(started), sleep=lambda s: None,
-                    launcher_factory=lambda rec: launcher, workers=4)
-    real.launcher = launcher           # for the tests' eyes
+    real = Realiser(
+        runner, etcd_starter=fake_etcd(started), sleep=lambda s: None, launcher_factory=lambda rec: launcher, workers=4
+    )
+    real.launcher = launcher  # for the tests' eyes
     return lab, doc, runner, real, started
 
 
@@ -102,16 +120,20 @@ def test_up_builds_in_order_and_records_everything(labdir):
     assert batches[:2] == ["ip -batch -", f"ip -n {sw} -batch -"]
     assert sorted(batches[2:4]) == [f"ip -n {h1} -batch -", f"ip -n {h2} -batch -"]
     assert batches[4] == f"ip -n {sw} -batch -"
-    assert any(c.startswith("tc qdisc replace dev ul0 root tbf rate 10mbit") for c in cmds)   # h2's link
+    assert any(c.startswith("tc qdisc replace dev ul0 root tbf rate 10mbit") for c in cmds)  # h2's link
     assert started == [([("etcd-h1", "198.18.0.1", h1)], (100, 1000))]
     launcher = real.launcher
     assert launcher.opened == launcher.closed == 1
     spawned = {cfg["root"]: (cfg, netns, cmdline) for cfg, netns, _, cmdline in launcher.spawned}
     cfg2, netns2, cmdline2 = spawned[rec.hosts["h2"]["root"]]
     assert netns2 == f"/run/netns/{h2}"
-    assert cfg2 == {"root": rec.hosts["h2"]["root"], "run_dir": rec.hosts["h2"]["run"],
-                    "socket": rec.hosts["h2"]["socket"], "cluster_store": "etcd://198.18.0.1:2379",
-                    "advertise": "198.18.0.2"}
+    assert cfg2 == {
+        "root": rec.hosts["h2"]["root"],
+        "run_dir": rec.hosts["h2"]["run"],
+        "socket": rec.hosts["h2"]["socket"],
+        "cluster_store": "etcd://198.18.0.1:2379",
+        "advertise": "198.18.0.2",
+    }
     assert cmdline2.startswith("net daemon --root ") and cmdline2.endswith("--advertise 198.18.0.2")
     shorts = [short(a) for _, a in runner.calls]
     assert shorts.count("net network create -d overlay --subnet 10.10.0.0/24 ov") == 1
@@ -141,10 +163,13 @@ def test_underlay_scripts_make_namespaces_links_and_ports(labdir):
     assert fed[f"ip -n {h2} -batch -"] == (
         "link set lo up\n"
         f"link add ul0 mtu 1400 type veth peer name p-h2 mtu 1400 netns {sw}\n"
-        "address add 198.18.0.2/24 dev ul0\nlink set ul0 up\n")
+        "address add 198.18.0.2/24 dev ul0\nlink set ul0 up\n"
+    )
     switch = [i for (_, a), i in zip(runner.calls, runner.inputs, strict=True) if a[:3] == ("ip", "-n", sw)]
-    assert switch == ["link set lo up\nlink add br0 type bridge\nlink set br0 up\n",
-                      "link set p-h1 master br0 up\nlink set p-h2 master br0 up\n"]
+    assert switch == [
+        "link set lo up\nlink add br0 type bridge\nlink set br0 up\n",
+        "link set p-h1 master br0 up\nlink set p-h2 master br0 up\n",
+    ]
 
 
 def test_failure_half_way_names_the_step_and_tears_down(labdir):
@@ -152,6 +177,7 @@ def test_failure_half_way_names_the_step_and_tears_down(labdir):
         if "run" in argv and "c2" in argv:
             return Result(argv, 125, "", "Error: network ov not found\n")
         return None
+
     lab, doc, runner, real, _ = make(respond=respond)
     with pytest.raises(LabUpFailed) as info:
         real.up(lab, doc)
@@ -159,13 +185,13 @@ def test_failure_half_way_names_the_step_and_tears_down(labdir):
     assert "\n" not in msg
     assert f"lab {lab.name}: step 'container c2 on h2' failed:" in msg
     assert "Error: network ov not found" in msg and "torn down" in msg
-    assert not (labdir / lab.name).exists()          # the record went with the lab
-    assert "net run -d --name c3" not in " ".join(short(a) for _, a in runner.calls)   # c2 first on h2
+    assert not (labdir / lab.name).exists()  # the record went with the lab
+    assert "net run -d --name c3" not in " ".join(short(a) for _, a in runner.calls)  # c2 first on h2
 
 
 def test_a_daemon_that_dies_at_start_up_fails_its_step(labdir):
     lab, doc, runner, real, _ = make()
-    real.launcher.answers = lambda sock: False          # never answers; and its pid is no process
+    real.launcher.answers = lambda sock: False  # never answers; and its pid is no process
     with pytest.raises(LabUpFailed, match=r"step 'daemon h\d' failed: the daemon on h\d exited at start-up"):
         real.up(lab, doc)
     assert not (labdir / lab.name).exists()
@@ -175,43 +201,56 @@ def test_stale_record_is_removed_and_a_live_one_is_a_conflict(labdir, monkeypatc
     lab, doc, runner, real, _ = make()
     real.up(lab, doc)
     from cnm.lab import procs
+
     monkeypatch.setattr(procs, "alive", lambda pid, start: True)
     with pytest.raises(Conflict, match=f"lab {lab.name} is already up"):
         real.up(lab, doc)
     monkeypatch.setattr(procs, "alive", lambda pid, start: False)
-    assert real.up(lab, doc).status == "up"            # a crashed lab's record is cleared first
+    assert real.up(lab, doc).status == "up"  # a crashed lab's record is cleared first
 
 
 def test_a_lab_whose_up_was_killed_is_cleared_by_the_next_up(labdir, monkeypatch):
     lab, doc, runner, real, _ = make()
     rec = real.up(lab, doc)
-    rec.status, rec.builder = "building", {"pid": 4242, "start": 7}     # `net lab up` killed part-way
+    rec.status, rec.builder = "building", {"pid": 4242, "start": 7}  # `net lab up` killed part-way
     rec.save()
     from cnm.lab import procs
     from cnm.lab.realise import interrupted
+
     monkeypatch.setattr(procs, "alive", lambda pid, start: pid != 4242)  # its daemons live on
     assert interrupted(LabRecord.load(lab.name))
-    again = real.up(lab, doc)                                             # no "already up"
+    again = real.up(lab, doc)  # no "already up"
     assert again.status == "up" and not interrupted(again)
     assert again.builder["pid"] != 4242
 
 
 def test_daemon_argv_without_cluster_store(labdir):
-    lab, doc, runner, real, _ = make({"cluster_store": {"etcd": 0}, "networks": [], "checks": [],
-                                      "containers": [{"name": "c", "host": "h1"}]})
+    lab, doc, runner, real, _ = make(
+        {"cluster_store": {"etcd": 0}, "networks": [], "checks": [], "containers": [{"name": "c", "host": "h1"}]}
+    )
     rec = real.up(lab, doc)
     argv = real.daemon_argv(rec, "h1")
-    assert argv[1:] == ["daemon", "--root", rec.hosts["h1"]["root"], "--run-dir", rec.hosts["h1"]["run"],
-                        "--socket", rec.hosts["h1"]["socket"]]
-    assert real.daemon_config(rec, "h1") == {"root": rec.hosts["h1"]["root"], "run_dir": rec.hosts["h1"]["run"],
-                                             "socket": rec.hosts["h1"]["socket"]}
+    assert argv[1:] == [
+        "daemon",
+        "--root",
+        rec.hosts["h1"]["root"],
+        "--run-dir",
+        rec.hosts["h1"]["run"],
+        "--socket",
+        rec.hosts["h1"]["socket"],
+    ]
+    assert real.daemon_config(rec, "h1") == {
+        "root": rec.hosts["h1"]["root"],
+        "run_dir": rec.hosts["h1"]["run"],
+        "socket": rec.hosts["h1"]["socket"],
+    }
 
 
 def test_etcd_timing_reaches_the_starter(labdir):
     lab, doc, runner, real, started = make({"cluster_store": {"etcd": 1, "heartbeat": 250}})
     rec = real.up(lab, doc)
     assert started[0][1] == (250, 2500)
-    assert rec.etcd["etcd-h1"]["timing"] == [250, 2500]     # kept for `net lab start --etcd`
+    assert rec.etcd["etcd-h1"]["timing"] == [250, 2500]  # kept for `net lab start --etcd`
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -221,15 +260,25 @@ INSPECT = {"c1": {"ov": {"IPAddress": "10.10.0.5"}, "br": {"IPAddress": "10.20.0
 
 def test_pick_address_prefers_named_then_shared_network():
     lab = parse({**DOC, "name": "p"})
-    ping_c1 = lab.checks[0]                     # c2 (h2, ov) -> c1
+    ping_c1 = lab.checks[0]  # c2 (h2, ov) -> c1
     assert pick_address(lab, ping_c1, INSPECT["c1"], {}) == "10.10.0.5"
-    isolated = lab.checks[1]                    # c3 (br on h2) -> c1: br is per host, not shared
-    assert pick_address(lab, isolated, INSPECT["c1"], {}) == "10.10.0.5"   # c1's first network
+    isolated = lab.checks[1]  # c3 (br on h2) -> c1: br is per host, not shared
+    assert pick_address(lab, isolated, INSPECT["c1"], {}) == "10.10.0.5"  # c1's first network
     to_host = lab.checks[2]
     assert pick_address(lab, to_host, {}, {"h1": "198.18.0.1"}) == "198.18.0.1"
     assert probe_argv("/s.sock", to_host, "198.18.0.1")[-5:] == ["busybox", "nc", "-w2", "198.18.0.1", "8080"]
     assert probe_argv("/s.sock", ping_c1, "10.10.0.5")[1:] == [
-        "-H", "unix:///s.sock", "exec", "c2", "--", "busybox", "ping", "-c1", "-W2", "10.10.0.5"]
+        "-H",
+        "unix:///s.sock",
+        "exec",
+        "c2",
+        "--",
+        "busybox",
+        "ping",
+        "-c1",
+        "-W2",
+        "10.10.0.5",
+    ]
 
 
 def test_run_checks_outcomes_against_expectations():
@@ -240,7 +289,7 @@ def test_run_checks_outcomes_against_expectations():
             name = argv[-1]
             return Result(argv, 0, json.dumps([{"NetworkSettings": {"Networks": INSPECT.get(name, {})}}]))
         if "ping" in argv:
-            return Result(argv, 0 if "c2" in argv else 1)        # c2 reaches, c3 does not
+            return Result(argv, 0 if "c2" in argv else 1)  # c2 reaches, c3 does not
         if "nc" in argv:
             return Result(argv, 1, "", "nc: can't connect\n")
         if "link" in argv:
@@ -251,7 +300,7 @@ def test_run_checks_outcomes_against_expectations():
     results = run_checks(lab, {"h1": "/1.sock", "h2": "/2.sock"}, {"h1": "198.18.0.1", "h2": "198.18.0.2"}, runner)
     assert [(r.ok, r.detail) for r in results] == [
         (True, "10.10.0.5 reached"),
-        (True, "10.10.0.5 unreachable"),          # expected to fail, and it did
+        (True, "10.10.0.5 unreachable"),  # expected to fail, and it did
         (False, "198.18.0.1:8080 unreachable"),
         (True, "mtu 1450"),
     ]
@@ -263,6 +312,7 @@ def test_run_checks_outcomes_against_expectations():
 
 def test_exec_plan_points_net_at_the_hosts_daemon(labdir):
     from cnm.cli.lab import exec_plan
+
     lab, doc, runner, real, _ = make()
     rec = real.up(lab, doc)
     argv, env = exec_plan(rec, "h2", ["net", "ps"])

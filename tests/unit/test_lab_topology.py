@@ -1,4 +1,5 @@
 """Lab files: parsing, defaults, every validation error (one line, file and field), plan order."""
+
 from __future__ import annotations
 
 import copy
@@ -82,16 +83,22 @@ def test_capabilities_and_privileged():
     assert (c1.cap_add, c1.privileged) == (("net_admin", "CAP_SYS_PTRACE"), False)
     assert (c2.cap_add, c2.privileged) == ((), True)
     from cnm.lab.realise import container_run_argv
+
     argv = container_run_argv("/s", "c1", "ov", None, (), ("/bin/true",), c1.cap_add, c2.privileged)
     assert argv[-7:] == ["--cap-add", "net_admin", "--cap-add", "CAP_SYS_PTRACE", "--privileged", "--", "/bin/true"]
-    assert parse(BASE, "x.yaml").containers[0].cap_add == ()   # Docker's defaults unless asked
+    assert parse(BASE, "x.yaml").containers[0].cap_add == ()  # Docker's defaults unless asked
 
 
 def test_given_addresses_are_kept_and_others_skip_them():
     data = copy.deepcopy(BASE)
     data["hosts"] = ["h1", "h2", "h3"]
-    data["underlay"] = {"subnet": "198.19.4.0/24", "mtu": 1400, "rate": "10mbit", "loss": 2,
-                        "links": {"h2": {"address": "198.19.4.1", "mtu": 9000, "rate": 0, "delay": 5}}}
+    data["underlay"] = {
+        "subnet": "198.19.4.0/24",
+        "mtu": 1400,
+        "rate": "10mbit",
+        "loss": 2,
+        "links": {"h2": {"address": "198.19.4.1", "mtu": 9000, "rate": 0, "delay": 5}},
+    }
     lab = parse(data)
     assert [h.address for h in lab.hosts] == ["198.19.4.2", "198.19.4.1", "198.19.4.3"]
     h1, h2, _ = lab.hosts
@@ -133,9 +140,16 @@ BAD = [
     ("underlay.delay", "10ms", "underlay.delay: expected a number"),
     ("underlay.links", {"h9": {}}, "underlay.links: unknown field 'h9'"),
     ("underlay.links", {"h1": {"speed": 1}}, "underlay.links.h1: unknown field 'speed'"),
-    ("underlay.links", {"h1": {"address": "198.18.1.1"}}, "underlay.links.h1.address: 198.18.1.1 is not a host address"),
-    ("underlay.links", {"h1": {"address": "198.18.0.9"}, "h2": {"address": "198.18.0.9"}},
-     "underlay.links.h2.address: 198.18.0.9 is already used"),
+    (
+        "underlay.links",
+        {"h1": {"address": "198.18.1.1"}},
+        "underlay.links.h1.address: 198.18.1.1 is not a host address",
+    ),
+    (
+        "underlay.links",
+        {"h1": {"address": "198.18.0.9"}, "h2": {"address": "198.18.0.9"}},
+        "underlay.links.h2.address: 198.18.0.9 is already used",
+    ),
     ("underlay.links", {"h1": {"address": "nope"}}, "underlay.links.h1.address: invalid IPv4 address"),
     ("cluster_store.etcd", 3, "cluster_store.etcd: 3 members need 3 hosts"),
     ("cluster_store.etcd", -1, "cluster_store.etcd: expected an integer"),
@@ -220,13 +234,16 @@ def test_plan_orders_underlay_etcd_daemons_networks_containers():
     steps = [(s.kind, s.name, s.host) for s in plan(lab)]
     assert steps == [
         ("switch", "underlay", None),
-        ("host", "h1", "h1"), ("host", "h2", "h2"),
+        ("host", "h1", "h1"),
+        ("host", "h2", "h2"),
         ("impair", "h2", "h2"),
         ("etcd", "1 member(s)", None),
-        ("daemon", "h1", "h1"), ("daemon", "h2", "h2"),
-        ("network", "ov", "h1"),                 # an overlay once, on the first host
-        ("network", "br", "h1"),                 # a bridge network on each of its hosts
-        ("container", "c1", "h1"), ("container", "c2", "h2"),
+        ("daemon", "h1", "h1"),
+        ("daemon", "h2", "h2"),
+        ("network", "ov", "h1"),  # an overlay once, on the first host
+        ("network", "br", "h1"),  # a bridge network on each of its hosts
+        ("container", "c1", "h1"),
+        ("container", "c2", "h2"),
     ]
 
 
@@ -252,14 +269,24 @@ def test_images_and_image_containers(tmp_path):
     doc["containers"][1]["image"] = "me/web:1"
     lab_file.write_text(yaml.safe_dump(doc))
     lab, _ = load(lab_file)
-    assert lab.images == (str(tar),)                    # relative to the lab file
+    assert lab.images == (str(tar),)  # relative to the lab file
     c1, c2 = lab.containers
-    assert (c1.image, c1.command) == ("busybox:latest", ())   # the image's CMD
+    assert (c1.image, c1.command) == ("busybox:latest", ())  # the image's CMD
     assert (c2.image, c2.command) == ("me/web:1", ("busybox", "httpd", "-f", "-p", "80"))
     from cnm.lab.realise import container_run_argv
-    assert container_run_argv("/s", "c2", "ov", None, (), c2.command, image=c2.image)[-7:] == \
-        ["--", "me/web:1", "busybox", "httpd", "-f", "-p", "80"]
-    assert container_run_argv("/s", "c3", "ov", None, (), ("busybox", "sleep", "1"))[-3].startswith("/")  # host: by path
+
+    assert container_run_argv("/s", "c2", "ov", None, (), c2.command, image=c2.image)[-7:] == [
+        "--",
+        "me/web:1",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+    ]
+    assert container_run_argv("/s", "c3", "ov", None, (), ("busybox", "sleep", "1"))[-3].startswith(
+        "/"
+    )  # host: by path
     doc["images"] = ["imgs/missing.tar"]
     lab_file.write_text(yaml.safe_dump(doc))
     with pytest.raises(InvalidParameter, match=r"images\[0\]: .*missing.tar is not a file"):

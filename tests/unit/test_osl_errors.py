@@ -1,4 +1,5 @@
 """errno -> cnm.errors translation, without root."""
+
 from __future__ import annotations
 
 import errno
@@ -17,10 +18,17 @@ class FakeNetlinkError(Exception):
         self.code = code
 
 
-@pytest.mark.parametrize("code,cls", [
-    (errno.EEXIST, Conflict), (errno.ENODEV, NotFound), (errno.ENOENT, NotFound),
-    (errno.EPERM, Forbidden), (errno.EINVAL, InternalError), (errno.EOPNOTSUPP, InternalError),
-])
+@pytest.mark.parametrize(
+    "code,cls",
+    [
+        (errno.EEXIST, Conflict),
+        (errno.ENODEV, NotFound),
+        (errno.ENOENT, NotFound),
+        (errno.EPERM, Forbidden),
+        (errno.EINVAL, InternalError),
+        (errno.EOPNOTSUPP, InternalError),
+    ],
+)
 def test_errno_classes(code, cls):
     for exc in (OSError(code, "x"), FakeNetlinkError(code, "x")):
         out = translate(exc, "create bridge br0")

@@ -1,5 +1,6 @@
 """Pure parts of the OS layer: namespace paths, sysctl keys, the subprocess seam,
 and the namespace worker thread's plumbing (in the current namespace, no root)."""
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def test_delete_netns_on_plain_file_and_missing_path(tmp_path):
     plain.write_text("")
     netns.delete_netns(str(plain))
     assert not plain.exists()
-    netns.delete_netns(str(plain))      # idempotent
+    netns.delete_netns(str(plain))  # idempotent
 
 
 def test_netns_thread_returns_results_and_raises_errors():
@@ -58,10 +59,13 @@ def test_netns_thread_missing_namespace_is_not_found(tmp_path):
         netns.NetnsThread(str(tmp_path / "nope"))
 
 
-@pytest.mark.parametrize("key,path", [
-    ("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward"),
-    ("net/ipv6/conf/eth0.100/disable_ipv6", "/proc/sys/net/ipv6/conf/eth0.100/disable_ipv6"),
-])
+@pytest.mark.parametrize(
+    "key,path",
+    [
+        ("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward"),
+        ("net/ipv6/conf/eth0.100/disable_ipv6", "/proc/sys/net/ipv6/conf/eth0.100/disable_ipv6"),
+    ],
+)
 def test_sysctl_path(key, path):
     assert sysctl.sysctl_path(key) == path
 
@@ -90,7 +94,7 @@ def test_sysctl_write_skips_unchanged_values(monkeypatch, tmp_path):
     os.utime(knob, (1_000_000, 1_000_000))
     monkeypatch.setattr(sysctl, "PROC_SYS", str(tmp_path))
     sysctl.write("net.knob", 1)
-    assert knob.stat().st_mtime == 1_000_000       # not rewritten
+    assert knob.stat().st_mtime == 1_000_000  # not rewritten
     sysctl.write("net.knob", "0")
     assert sysctl.read("net.knob") == "0"
 

@@ -5,6 +5,7 @@ Regenerate after an intended change with
 and review the diff. tests/integration/test_overlay_driver.py applies every golden file
 with the real nft, so they stay valid nftables.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,11 +45,13 @@ def test_replaces_only_our_table():
 def test_nodes_add_elements_not_rules_and_order_is_numeric():
     def rules(s: str) -> list[str]:
         return [line for line in s.splitlines() if "dport" in line]
+
     assert rules(render(CASES["no_nodes"])) == rules(render(CASES["nodes"]))
     script = render(CASES["nodes"])
     assert script.index("10.0.0.7") < script.index("198.18.0.2") < script.index("198.18.0.10")
-    assert render(FilterState(vteps=frozenset({"1.1.1.1", "2.2.2.2"}))) == \
-        render(FilterState(vteps=frozenset({"2.2.2.2", "1.1.1.1"})))
+    assert render(FilterState(vteps=frozenset({"1.1.1.1", "2.2.2.2"}))) == render(
+        FilterState(vteps=frozenset({"2.2.2.2", "1.1.1.1"}))
+    )
 
 
 def test_accept_from_known_then_drop_the_rest_on_the_port():

@@ -1,6 +1,7 @@
 """OverlayDriver against fakes at the OS seam: a fake "world" of namespaces, each with a
 FakeNetlink extended with VXLAN devices, FDB and neighbour entries, and a recording
 VXLAN filter. Tests assert the resulting state, not call sequences."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,9 @@ class FakeVxlanNetlink(FakeNetlink):
         super().__init__(netns)
         self.world = world
         self.vxlans: dict[str, VxlanInfo] = {}
-        self.fdb: dict[str, dict[str, str]] = {}        # dev -> mac -> dst
-        self.neigh: dict[str, dict[str, str]] = {}      # dev -> ip -> mac
-        self.cross_peer: dict[str, tuple[FakeVxlanNetlink, str]] = {}   # veth end -> (ns, other end)
+        self.fdb: dict[str, dict[str, str]] = {}  # dev -> mac -> dst
+        self.neigh: dict[str, dict[str, str]] = {}  # dev -> ip -> mac
+        self.cross_peer: dict[str, tuple[FakeVxlanNetlink, str]] = {}  # veth end -> (ns, other end)
 
     def create_vxlan(self, name, vni, *, local, port=4789, mtu=1450, learning=False, proxy=True, alias=None):
         # The kernel refuses a second device with the same VNI and port on one underlay.
@@ -55,7 +56,7 @@ class FakeVxlanNetlink(FakeNetlink):
         moved = target._new(new_name or name, kind=link.kind, mtu=link.mtu, mac=link.mac, alias=link.alias)
         if name in self.vxlans:
             target.vxlans[moved.name] = self.vxlans.pop(name)
-        if peer and peer in self._links:             # a veth end: remember the pair across namespaces
+        if peer and peer in self._links:  # a veth end: remember the pair across namespaces
             target.cross_peer[moved.name] = (self, peer)
             self.cross_peer[peer] = (target, moved.name)
 
@@ -116,7 +117,7 @@ class World:
         ns = self.namespaces.pop(path, None)
         if ns is not None:
             for name in list(ns.link_names()):
-                ns.delete_link(name)             # veth peers in the host die too
+                ns.delete_link(name)  # veth peers in the host die too
         Path(path).unlink(missing_ok=True)
 
     def exists(self, path: str) -> bool:
@@ -137,12 +138,17 @@ class RecordingFilter:
 
 
 def spec(nid: str = NID, vni: int = 256, options: dict | None = None) -> NetworkSpec:
-    return NetworkSpec(id=nid, name="ov", options={VXLANID_LIST: str(vni), **(options or {})},
-                       ipv4=(IPAMData("10.200.0.0/24", "10.200.0.1/24"), IPAMData("10.201.0.0/24", "10.201.0.1/24")))
+    return NetworkSpec(
+        id=nid,
+        name="ov",
+        options={VXLANID_LIST: str(vni), **(options or {})},
+        ipv4=(IPAMData("10.200.0.0/24", "10.200.0.1/24"), IPAMData("10.201.0.0/24", "10.201.0.1/24")),
+    )
 
 
-def peer(ip: str = "10.200.0.3", mac: str = "02:42:0a:c8:00:03", vtep: str = OTHER,
-         eid: str = "remote-1", nid: str = NID) -> dict:
+def peer(
+    ip: str = "10.200.0.3", mac: str = "02:42:0a:c8:00:03", vtep: str = OTHER, eid: str = "remote-1", nid: str = NID
+) -> dict:
     return {"network_id": nid, "endpoint_id": eid, "ip": ip, "mac": mac, "vtep": vtep}
 
 
@@ -158,8 +164,9 @@ def fw():
 
 @pytest.fixture
 def driver(world, fw, tmp_path):
-    return OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=lambda: 1500,
-                         firewall=fw, namespaces=world)
+    return OverlayDriver(
+        world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=lambda: 1500, firewall=fw, namespaces=world
+    )
 
 
 def ns_of(world: World, tmp_path: Path, nid: str = NID, vni: int = 256) -> FakeVxlanNetlink:
@@ -181,17 +188,18 @@ def test_create_network_builds_namespace_bridge_and_vxlan(driver, world, fw, tmp
     assert driver.netns_path(NID) == str(tmp_path / "overlay" / "256-0123456789ab")
     bridge, dev = ns.link(br), ns.link(vx)
     assert bridge.up and bridge.mtu == 1450 and bridge.alias == naming.network_alias(NID)
-    assert ns.addresses(br) == ["10.200.0.1/24", "10.201.0.1/24"]          # one per subnet
+    assert ns.addresses(br) == ["10.200.0.1/24", "10.201.0.1/24"]  # one per subnet
     assert dev.up and dev.mtu == 1450 and dev.master == bridge.index
     assert ns.vxlan_info(vx) == VxlanInfo(vx, 256, 4789, ME, False, True)
-    assert not world.host.link_exists(vx)                                   # moved out of the host
+    assert not world.host.link_exists(vx)  # moved out of the host
     assert ns.sysctls["net.ipv6.conf.all.disable_ipv6"] == "1"
-    assert fw.state == FilterState(4789, frozenset())                       # filter up with the network
+    assert fw.state == FilterState(4789, frozenset())  # filter up with the network
 
 
 def test_mtu_option_and_underlay(world, fw, tmp_path):
-    drv = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=9000,
-                        firewall=fw, namespaces=world)
+    drv = OverlayDriver(
+        world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=9000, firewall=fw, namespaces=world
+    )
     drv.create_network(spec())
     drv.create_network(spec(NID2, 300, {labels.MTU: "1300"}))
     assert ns_of(world, tmp_path).link(naming.bridge_name(256, NID)).mtu == 8950
@@ -213,17 +221,18 @@ def test_failed_create_rolls_back(driver, world, fw, tmp_path):
     with pytest.raises(Conflict):
         driver.create_network(spec())
     assert world.namespaces == {} and driver.network_ids() == []
-    assert world.host.link_exists("foreign")                                # not ours: untouched
-    assert fw.state is None                                                 # filter down again
+    assert world.host.link_exists("foreign")  # not ours: untouched
+    assert fw.state is None  # filter down again
 
 
 def test_delete_network_is_idempotent_and_finds_namespace_after_restart(driver, world, fw, tmp_path):
     driver.create_network(spec())
-    fresh = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500,
-                          firewall=fw, namespaces=world)
-    fresh.delete_network(NID)                    # knows nothing, finds <vni>-<nid12> on disk
+    fresh = OverlayDriver(
+        world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500, firewall=fw, namespaces=world
+    )
+    fresh.delete_network(NID)  # knows nothing, finds <vni>-<nid12> on disk
     assert world.namespaces == {}
-    assert fw.state is None                      # and takes the filter down with the last network
+    assert fw.state is None  # and takes the filter down with the last network
     assert not any(p.name.startswith("256-") for p in (tmp_path / "overlay").iterdir())
     driver.delete_network(NID)
     driver.delete_network(NID)
@@ -232,7 +241,7 @@ def test_delete_network_is_idempotent_and_finds_namespace_after_restart(driver, 
 
 def test_filter_follows_networks_and_nodes(driver, fw):
     driver.discover_new("node", {"address": OTHER})
-    assert fw.state is None                                  # no overlay network here: port not ours
+    assert fw.state is None  # no overlay network here: port not ours
     driver.create_network(spec())
     assert fw.state.vteps == {OTHER}
     driver.discover_new("node", {"address": "198.18.0.3"})
@@ -248,7 +257,7 @@ def test_filter_follows_networks_and_nodes(driver, fw):
 def test_peers_before_the_network_are_programmed_on_create(driver, world, tmp_path):
     driver.discover_new("peer", peer())
     driver.discover_new("peer", peer("10.200.0.4/24", "02:42:0a:c8:00:04", "198.18.0.3", "remote-2"))
-    driver.discover_new("peer", peer("10.200.0.9", "02:42:0a:c8:00:09", ME, "local-1"))   # ours: skipped
+    driver.discover_new("peer", peer("10.200.0.9", "02:42:0a:c8:00:09", ME, "local-1"))  # ours: skipped
     driver.create_network(spec())
     ns, vx = ns_of(world, tmp_path), naming.vxlan_name(256, NID)
     assert ns.fdb[vx] == {"02:42:0a:c8:00:03": OTHER, "02:42:0a:c8:00:04": "198.18.0.3"}
@@ -283,7 +292,7 @@ def test_peer_update_moves_entries(driver, world, tmp_path):
     driver.create_network(spec())
     ns, vx = ns_of(world, tmp_path), naming.vxlan_name(256, NID)
     driver.discover_new("peer", peer())
-    driver.discover_new("peer", peer("10.200.0.5", "02:42:0a:c8:00:05"))   # same endpoint, new address
+    driver.discover_new("peer", peer("10.200.0.5", "02:42:0a:c8:00:05"))  # same endpoint, new address
     assert ns.neigh[vx] == {"10.200.0.5": "02:42:0a:c8:00:05"}
     assert ns.fdb[vx] == {"02:42:0a:c8:00:05": OTHER}
 
@@ -299,7 +308,7 @@ def test_peers_survive_network_recreate(driver, world, tmp_path):
 def test_bad_discovery_payload_and_unknown_kind(driver):
     with pytest.raises(InvalidParameter):
         driver.discover_new("peer", {"network_id": NID})
-    driver.discover_new("encryption-keys", {"whatever": 1})      # ignored, as in Docker
+    driver.discover_new("encryption-keys", {"whatever": 1})  # ignored, as in Docker
 
 
 def test_endpoint_lifecycle(driver, world, tmp_path):
@@ -317,23 +326,33 @@ def test_endpoint_lifecycle(driver, world, tmp_path):
 
     join = driver.join(NID, EID, "/run/sb", {})
     assert (join.src_ifname, join.dst_prefix, join.gateway, join.gateway_v6, join.static_routes) == (
-        c_end, "eth", None, None, ())
+        c_end,
+        "eth",
+        None,
+        None,
+        (),
+    )
     with pytest.raises(Conflict):
         driver.create_endpoint(NID, EID, EndpointInterface(address="10.200.0.2/24"), {})
 
     driver.delete_endpoint(NID, EID)
     assert not ns.link_exists(b_end) and not world.host.link_exists(c_end)
-    driver.delete_endpoint(NID, EID)                                        # idempotent
+    driver.delete_endpoint(NID, EID)  # idempotent
     with pytest.raises(NotFound):
         driver.join(NID, EID, "/run/sb", {})
 
 
 def test_endpoint_mac_choices(driver, world):
     driver.create_network(spec())
-    given = driver.create_endpoint(NID, "e2" * 32, EndpointInterface(address="10.200.0.2/24",
-                                                                    mac="02:00:00:00:00:aa"), {})
-    opt = driver.create_endpoint(NID, "e3" * 32, EndpointInterface(address="10.200.0.3/24"),
-                                 {"com.docker.network.endpoint.macaddress": "02:00:00:00:00:bb"})
+    given = driver.create_endpoint(
+        NID, "e2" * 32, EndpointInterface(address="10.200.0.2/24", mac="02:00:00:00:00:aa"), {}
+    )
+    opt = driver.create_endpoint(
+        NID,
+        "e3" * 32,
+        EndpointInterface(address="10.200.0.3/24"),
+        {"com.docker.network.endpoint.macaddress": "02:00:00:00:00:bb"},
+    )
     assert (given.mac, opt.mac) == ("02:00:00:00:00:aa", "02:00:00:00:00:bb")
 
 
@@ -356,12 +375,13 @@ def test_restore_is_idempotent_and_keeps_endpoints(driver, world, fw, tmp_path):
     before = sorted((link.name, link.index) for link in ns.links())
     driver.restore_network(spec())
     driver.restore_network(spec())
-    assert sorted((link.name, link.index) for link in ns.links()) == before   # nothing rebuilt
+    assert sorted((link.name, link.index) for link in ns.links()) == before  # nothing rebuilt
     assert driver.endpoint_info(NID, EID)
 
     # A restarted daemon re-learns everything from the kernel objects.
-    fresh = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500,
-                          firewall=fw, namespaces=world)
+    fresh = OverlayDriver(
+        world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500, firewall=fw, namespaces=world
+    )
     fresh.restore_network(spec())
     fresh.restore_endpoint(NID, EID, EndpointInterface(address="10.200.0.2/24", mac="02:42:0a:c8:00:02"), {})
     assert sorted((link.name, link.index) for link in ns.links()) == before
@@ -376,15 +396,22 @@ def test_restore_rebuilds_a_missing_vxlan_device(driver, world, tmp_path):
     ns.delete_link(vx)
     driver.restore_network(spec())
     assert ns.link(vx).up and ns.vxlan_info(vx).vni == 256
-    assert ns.fdb[vx] == {"02:42:0a:c8:00:03": OTHER}                       # peers re-programmed
+    assert ns.fdb[vx] == {"02:42:0a:c8:00:03": OTHER}  # peers re-programmed
 
 
 def test_restore_recreates_vxlan_when_advertise_address_changed(world, fw, tmp_path):
-    old = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr="198.18.0.99", underlay_mtu=1500,
-                        firewall=fw, namespaces=world)
+    old = OverlayDriver(
+        world.handle,
+        run_dir=str(tmp_path),
+        advertise_addr="198.18.0.99",
+        underlay_mtu=1500,
+        firewall=fw,
+        namespaces=world,
+    )
     old.create_network(spec())
-    new = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500,
-                        firewall=fw, namespaces=world)
+    new = OverlayDriver(
+        world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500, firewall=fw, namespaces=world
+    )
     new.restore_network(spec())
     assert ns_of(world, tmp_path).vxlan_info(naming.vxlan_name(256, NID)).local == ME
 
@@ -392,12 +419,19 @@ def test_restore_recreates_vxlan_when_advertise_address_changed(world, fw, tmp_p
 def test_underlay_mtu_read_from_the_advertise_interface(world, fw, tmp_path):
     world.host.create_bridge("uplink", 9000)
     world.host.add_address("uplink", f"{ME}/24")
-    drv = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=None,
-                        firewall=fw, namespaces=world)
+    drv = OverlayDriver(
+        world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=None, firewall=fw, namespaces=world
+    )
     drv.create_network(spec())
     assert ns_of(world, tmp_path).link(naming.bridge_name(256, NID)).mtu == 8950
-    lost = OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr="198.18.0.77", underlay_mtu=None,
-                         firewall=fw, namespaces=world)
+    lost = OverlayDriver(
+        world.handle,
+        run_dir=str(tmp_path),
+        advertise_addr="198.18.0.77",
+        underlay_mtu=None,
+        firewall=fw,
+        namespaces=world,
+    )
     with pytest.raises(NotFound, match="advertise address"):
         lost.create_network(spec(NID2, 300))
 
@@ -405,9 +439,11 @@ def test_underlay_mtu_read_from_the_advertise_interface(world, fw, tmp_path):
 def test_register_adds_the_driver(world, fw, tmp_path):
     from cnm.driverapi import DriverRegistry
     from drivers.overlay import register
+
     reg = DriverRegistry()
-    drv = register(reg, advertise_addr=ME, run_dir=str(tmp_path), netlink_factory=world.handle,
-                   underlay_mtu=1500, firewall=fw)
+    drv = register(
+        reg, advertise_addr=ME, run_dir=str(tmp_path), netlink_factory=world.handle, underlay_mtu=1500, firewall=fw
+    )
     assert reg.get("overlay") is drv and drv.advertise_addr == ME
 
 
@@ -415,8 +451,9 @@ def test_constructor_validates(world, fw, tmp_path):
     with pytest.raises(InvalidParameter, match="advertise"):
         OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr="nope", underlay_mtu=1500, firewall=fw)
     with pytest.raises(InvalidParameter, match="port"):
-        OverlayDriver(world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500, firewall=fw,
-                      vxlan_port=0)
+        OverlayDriver(
+            world.handle, run_dir=str(tmp_path), advertise_addr=ME, underlay_mtu=1500, firewall=fw, vxlan_port=0
+        )
 
 
 def test_a_dual_stack_peer_gets_an_ipv6_neighbour_too(driver, world, tmp_path):
@@ -426,7 +463,7 @@ def test_a_dual_stack_peer_gets_an_ipv6_neighbour_too(driver, world, tmp_path):
     ns, vx = ns_of(world, tmp_path), naming.vxlan_name(256, NID)
     driver.discover_new("peer", {**peer(), "ip6": "fd00:200::3/64"})
     assert ns.neigh[vx] == {"10.200.0.3": "02:42:0a:c8:00:03", "fd00:200::3": "02:42:0a:c8:00:03"}
-    driver.discover_new("peer", {**peer(), "ip6": "fd00:200::5"})          # moved: the old entry goes
+    driver.discover_new("peer", {**peer(), "ip6": "fd00:200::5"})  # moved: the old entry goes
     assert ns.neigh[vx] == {"10.200.0.3": "02:42:0a:c8:00:03", "fd00:200::5": "02:42:0a:c8:00:03"}
     driver.discover_delete("peer", peer())
     assert ns.neigh.get(vx, {}) == {}

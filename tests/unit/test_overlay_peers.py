@@ -1,4 +1,5 @@
 """The overlay's peer table: indexed lookups give exactly the answers of a scan."""
+
 from __future__ import annotations
 
 import itertools
@@ -30,27 +31,43 @@ class ScanTable:
 
 
 def peer(eid: int, ip: int, mac: int, vtep: int, ip6: int | None = None) -> Peer:
-    return Peer(NET, f"e{eid}", f"10.0.0.{ip}", f"02:42:0a:00:00:{mac:02x}", f"198.18.0.{vtep}",
-                f"fd00::{ip6}" if ip6 is not None else None)
+    return Peer(
+        NET,
+        f"e{eid}",
+        f"10.0.0.{ip}",
+        f"02:42:0a:00:00:{mac:02x}",
+        f"198.18.0.{vtep}",
+        f"fd00::{ip6}" if ip6 is not None else None,
+    )
 
 
 def test_the_newest_claimant_wins_and_an_entry_goes_with_its_last_claimant():
     t = PeerTable()
     t.add(peer(1, ip=2, mac=2, vtep=1))
-    t.add(peer(2, ip=2, mac=3, vtep=2))             # address reused before e1's delete arrived
+    t.add(peer(2, ip=2, mac=3, vtep=2))  # address reused before e1's delete arrived
     assert t.neighbour_for(NET, "10.0.0.2") == "02:42:0a:00:00:03"
     t.remove(NET, "e2")
-    assert t.neighbour_for(NET, "10.0.0.2") == "02:42:0a:00:00:02"     # e1 still claims it
+    assert t.neighbour_for(NET, "10.0.0.2") == "02:42:0a:00:00:02"  # e1 still claims it
     assert t.fdb_for(NET, "02:42:0a:00:00:03") is None
     t.remove(NET, "e1")
     assert t.neighbour_for(NET, "10.0.0.2") is None and t.peers(NET) == []
-    assert t._by_ip == {} and t._by_mac == {} and t._peers == {}         # nothing left behind
+    assert t._by_ip == {} and t._by_mac == {} and t._peers == {}  # nothing left behind
 
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("add"), st.integers(0, 6), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3),
-              st.one_of(st.none(), st.integers(1, 3))),
-    st.tuples(st.just("remove"), st.integers(0, 6))), max_size=40)
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.integers(0, 6),
+            st.integers(1, 4),
+            st.integers(1, 4),
+            st.integers(1, 3),
+            st.one_of(st.none(), st.integers(1, 3)),
+        ),
+        st.tuples(st.just("remove"), st.integers(0, 6)),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,5 +90,6 @@ def test_indexed_lookups_answer_as_a_scan(steps):
             mac = f"02:42:0a:00:00:{m:02x}"
             want = ref.newest(lambda p, mac=mac: p.mac == mac)
             assert t.fdb_for(NET, mac) == (want.vtep if want else None)
-    assert [p.endpoint_id for p in t.peers(NET)] == [p.endpoint_id for _, p in sorted(ref.peers.values(),
-                                                                                       key=lambda sp: sp[0])]
+    assert [p.endpoint_id for p in t.peers(NET)] == [
+        p.endpoint_id for _, p in sorted(ref.peers.values(), key=lambda sp: sp[0])
+    ]

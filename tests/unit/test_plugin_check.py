@@ -1,4 +1,5 @@
 """`net plugin check`: passes good plugins, flags a deliberately broken one."""
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,16 @@ class Broken(QuietHandler):
         "/Plugin.Activate": (200, {"Implements": ["NetworkDriver", "IpamDriver"]}),
         "/NetworkDriver.GetCapabilities": (200, {"Scope": "universe"}),
         "/NetworkDriver.CreateNetwork": (200, {}),
-        "/NetworkDriver.CreateEndpoint": (200, {"Interface": {"Address": "192.0.2.99/24",
-                                                              "MacAddress": "not-a-mac"}}),
+        "/NetworkDriver.CreateEndpoint": (200, {"Interface": {"Address": "192.0.2.99/24", "MacAddress": "not-a-mac"}}),
         "/NetworkDriver.EndpointOperInfo": (200, {"Value": "running"}),
-        "/NetworkDriver.Join": (200, {"InterfaceName": {"SrcName": 42, "DstPrefix": "eth"},
-                                      "Gateway": "192.0.2.1/24",
-                                      "StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": "1"}]}),
+        "/NetworkDriver.Join": (
+            200,
+            {
+                "InterfaceName": {"SrcName": 42, "DstPrefix": "eth"},
+                "Gateway": "192.0.2.1/24",
+                "StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": "1"}],
+            },
+        ),
         "/NetworkDriver.Leave": (200, {}),
         "/NetworkDriver.DeleteEndpoint": (500, {"Error": "wrong error field for a network driver"}),
         "/NetworkDriver.DeleteNetwork": (200, []),
@@ -43,7 +48,7 @@ class Broken(QuietHandler):
 
     def do_POST(self) -> None:
         self.read_body()
-        status, doc = self.ANSWERS.get(self.path, (200, {}))   # even unknown methods "succeed"
+        status, doc = self.ANSWERS.get(self.path, (200, {}))  # even unknown methods "succeed"
         self.send_json_bytes(status, json.dumps(doc).encode())
 
 
@@ -56,7 +61,7 @@ class Good(NetworkPlugin):
 
     def join(self, network_id, endpoint_id, sandbox_key, options):
         if endpoint_id not in self.eps:
-            raise KeyError(endpoint_id)       # a plugin bug still gets Docker's error shape
+            raise KeyError(endpoint_id)  # a plugin bug still gets Docker's error shape
         return JoinResult("veth0", "eth", gateway="192.0.2.1")
 
 
@@ -72,19 +77,21 @@ def test_broken_plugin_is_flagged_on_every_deviation(tmp_path):
         server.close()
     assert not report.ok
     text = "\n".join(f"{f.step}: {f.message}" for f in report.findings)
-    for expected in ('capabilities: field Scope must be "local" or "global"',
-                     "create endpoint: Interface.Address was set in the request",
-                     "create endpoint: field MacAddress must be a MAC address",
-                     "endpoint info: field Value must be an object",
-                     "join: field SrcName must be the name of an interface",
-                     "join: field Gateway must be an IP address",
-                     "join: field StaticRoutes[0].RouteType must be 0 (next hop) or 1",
-                     "delete endpoint: answered HTTP 500",
-                     "delete network: the answer must be a JSON object, got list",
-                     "unknown method answers 404: an unknown method answered 200",
-                     "error shape (Join of an unknown endpoint): accepted a call",
-                     "ipam default address spaces: missing field GlobalDefaultAddressSpace",
-                     "ipam request address: field Address must be an address with prefix length"):
+    for expected in (
+        'capabilities: field Scope must be "local" or "global"',
+        "create endpoint: Interface.Address was set in the request",
+        "create endpoint: field MacAddress must be a MAC address",
+        "endpoint info: field Value must be an object",
+        "join: field SrcName must be the name of an interface",
+        "join: field Gateway must be an IP address",
+        "join: field StaticRoutes[0].RouteType must be 0 (next hop) or 1",
+        "delete endpoint: answered HTTP 500",
+        "delete network: the answer must be a JSON object, got list",
+        "unknown method answers 404: an unknown method answered 200",
+        "error shape (Join of an unknown endpoint): accepted a call",
+        "ipam default address spaces: missing field GlobalDefaultAddressSpace",
+        "ipam request address: field Address must be an address with prefix length",
+    ):
         assert expected in text, f"not flagged: {expected}\n--- findings:\n{text}"
 
 
@@ -104,25 +111,32 @@ def test_sdk_plugin_and_fake_pass(tmp_path):
     # The fake accepts an unknown method with {}: exactly that is flagged.
     assert [f.step for f in errors] == ["unknown method answers 404"]
     # Whatever the checker created it deleted, in order.
-    assert fake.calls("NetworkDriver.")[-3:] == ["NetworkDriver.Join", "NetworkDriver.DeleteNetwork",
-                                                  "NetworkDriver.CnmCheckNoSuchMethod"]
+    assert fake.calls("NetworkDriver.")[-3:] == [
+        "NetworkDriver.Join",
+        "NetworkDriver.DeleteNetwork",
+        "NetworkDriver.CnmCheckNoSuchMethod",
+    ]
 
 
 def test_served_bridge_and_ipam_pass_check(tmp_path):
     store = MemoryStore()
-    server = make_server(DriverPlugin(BridgeDriver(lambda: FakeNetlink())),
-                         IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store})),
-                         name="br", plugin_dir=str(tmp_path)).start()
+    server = make_server(
+        DriverPlugin(BridgeDriver(lambda: FakeNetlink())),
+        IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store})),
+        name="br",
+        plugin_dir=str(tmp_path),
+    ).start()
     try:
         report = check(client(server.path, "br"))
     finally:
         server.close()
     assert report.ok, report.lines()
-    assert store.list("") == []              # every pool and address released again
+    assert store.list("") == []  # every pool and address released again
 
 
 def test_an_ipam_that_needs_a_subnet_passes_with_a_warning(tmp_path):
     from cnm.plugins.shared_ipam import SharedPoolIpam
+
     store = MemoryStore("global")
     shared = SharedPoolIpam(DefaultIpam({"LocalDefault": store, "GlobalDefault": store}), store, "h1")
     server = make_server(None, IpamAdapter(shared), name="sh", plugin_dir=str(tmp_path)).start()
@@ -133,7 +147,7 @@ def test_an_ipam_that_needs_a_subnet_passes_with_a_warning(tmp_path):
     assert report.ok, report.lines()
     [warning] = [f for f in report.findings if f.step == "ipam request pool"]
     assert warning.severity == "warning" and "checked with Pool 192.0.2.0/24" in warning.message
-    assert store.list("") == []              # the pool it was given is released again
+    assert store.list("") == []  # the pool it was given is released again
 
 
 def test_cli_check_and_ls(tmp_path):
@@ -158,7 +172,19 @@ def test_cli_check_and_ls(tmp_path):
 
 
 def test_cli_serve_overlay_needs_a_cluster_store(tmp_path):
-    r = invoke(["plugin", "serve", "--name", "ov", "--driver", "overlay",
-                "--plugin-dir", str(tmp_path), "--root", str(tmp_path / "root")])
+    r = invoke(
+        [
+            "plugin",
+            "serve",
+            "--name",
+            "ov",
+            "--driver",
+            "overlay",
+            "--plugin-dir",
+            str(tmp_path),
+            "--root",
+            str(tmp_path / "root"),
+        ]
+    )
     assert r.exit_code == 2 and "--cluster-store" in r.output and "--advertise" in r.output
     assert not (tmp_path / "ov.sock").exists()

@@ -1,4 +1,5 @@
 """Discovery by Docker's rules, in configurable folders (files only, no connection)."""
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,16 @@ def test_socket_then_spec_then_json(tmp_path):
     run, etc = tmp_path / "run", tmp_path / "etc"
     etc.mkdir()
     (etc / "a.spec").write_text("tcp://127.0.0.1:9999\n")
-    (etc / "b.json").write_text(json.dumps({"Name": "b", "Addr": "unix:///x/b.sock",
-                                            "TLSConfig": {"InsecureSkipVerify": True, "CAFile": "/ca"}}))
+    (etc / "b.json").write_text(
+        json.dumps(
+            {"Name": "b", "Addr": "unix:///x/b.sock", "TLSConfig": {"InsecureSkipVerify": True, "CAFile": "/ca"}}
+        )
+    )
     s1, s2 = _sock(run / "a.sock"), _sock(run / "c" / "c.sock")
     try:
         d = Discovery([str(run), str(etc)])
         a = d.find("a")
-        assert (a.address, a.source) == (f"unix://{run}/a.sock", f"{run}/a.sock")   # socket wins
+        assert (a.address, a.source) == (f"unix://{run}/a.sock", f"{run}/a.sock")  # socket wins
         b = d.find("b")
         assert b.address == "unix:///x/b.sock" and b.tls.insecure_skip_verify and b.tls.ca_file == "/ca"
         assert d.find("c").address == f"unix://{run}/c/c.sock"

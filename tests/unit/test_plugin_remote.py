@@ -1,5 +1,6 @@
 """RemoteDriver / RemoteIpam against the standard-library fake plugin: every request
 body field by field and in order, and every fault with an error naming the plugin."""
+
 from __future__ import annotations
 
 import time
@@ -39,10 +40,19 @@ def ipam(fake):
     return RemoteIpam("fakep", client_for(fake.path))
 
 
-SPEC = NetworkSpec(id=NID, name="net1", options={"mtu": "1400"},
-                   ipv4=(IPAMData(pool="10.99.0.0/24", gateway="10.99.0.1/24",
-                                  aux_addresses={"r": "10.99.0.9/24"}, address_space="FakeLocal"),),
-                   ipv6=(IPAMData(pool="fd00:1::/64"),), internal=False, enable_ipv6=True)
+SPEC = NetworkSpec(
+    id=NID,
+    name="net1",
+    options={"mtu": "1400"},
+    ipv4=(
+        IPAMData(
+            pool="10.99.0.0/24", gateway="10.99.0.1/24", aux_addresses={"r": "10.99.0.9/24"}, address_space="FakeLocal"
+        ),
+    ),
+    ipv6=(IPAMData(pool="fd00:1::/64"),),
+    internal=False,
+    enable_ipv6=True,
+)
 
 
 def test_full_lifecycle_requests_in_order(fake, driver):
@@ -58,33 +68,63 @@ def test_full_lifecycle_requests_in_order(fake, driver):
     driver.delete_endpoint(NID, EID)
     driver.delete_network(NID)
     assert fake.calls() == [
-        "Plugin.Activate", "NetworkDriver.GetCapabilities", "NetworkDriver.CreateNetwork",
-        "NetworkDriver.CreateEndpoint", "NetworkDriver.EndpointOperInfo", "NetworkDriver.Join",
-        "NetworkDriver.ProgramExternalConnectivity", "NetworkDriver.RevokeExternalConnectivity",
-        "NetworkDriver.Leave", "NetworkDriver.DeleteEndpoint", "NetworkDriver.DeleteNetwork"]
+        "Plugin.Activate",
+        "NetworkDriver.GetCapabilities",
+        "NetworkDriver.CreateNetwork",
+        "NetworkDriver.CreateEndpoint",
+        "NetworkDriver.EndpointOperInfo",
+        "NetworkDriver.Join",
+        "NetworkDriver.ProgramExternalConnectivity",
+        "NetworkDriver.RevokeExternalConnectivity",
+        "NetworkDriver.Leave",
+        "NetworkDriver.DeleteEndpoint",
+        "NetworkDriver.DeleteNetwork",
+    ]
     assert fake.body("Plugin.Activate") is None
     assert fake.body("NetworkDriver.CreateNetwork") == {
         "NetworkID": NID,
-        "Options": {"com.docker.network.generic": {"mtu": "1400"},
-                    "com.docker.network.enable_ipv6": True, "com.docker.network.internal": False},
-        "IPv4Data": [{"AddressSpace": "FakeLocal", "Pool": "10.99.0.0/24", "Gateway": "10.99.0.1/24",
-                      "AuxAddresses": {"r": "10.99.0.9/24"}}],
-        "IPv6Data": [{"AddressSpace": "", "Pool": "fd00:1::/64", "AuxAddresses": {}}]}
+        "Options": {
+            "com.docker.network.generic": {"mtu": "1400"},
+            "com.docker.network.enable_ipv6": True,
+            "com.docker.network.internal": False,
+        },
+        "IPv4Data": [
+            {
+                "AddressSpace": "FakeLocal",
+                "Pool": "10.99.0.0/24",
+                "Gateway": "10.99.0.1/24",
+                "AuxAddresses": {"r": "10.99.0.9/24"},
+            }
+        ],
+        "IPv6Data": [{"AddressSpace": "", "Pool": "fd00:1::/64", "AuxAddresses": {}}],
+    }
     assert fake.body("NetworkDriver.CreateEndpoint") == {
-        "NetworkID": NID, "EndpointID": EID,
+        "NetworkID": NID,
+        "EndpointID": EID,
         "Interface": {"Address": "10.99.0.2/24", "AddressIPv6": "", "MacAddress": ""},
-        "Options": {"k": "v"}}
+        "Options": {"k": "v"},
+    }
     assert fake.body("NetworkDriver.EndpointOperInfo") == {"NetworkID": NID, "EndpointID": EID}
-    assert fake.body("NetworkDriver.Join") == {"NetworkID": NID, "EndpointID": EID,
-                                               "SandboxKey": "/run/netns/sb1", "Options": {}}
+    assert fake.body("NetworkDriver.Join") == {
+        "NetworkID": NID,
+        "EndpointID": EID,
+        "SandboxKey": "/run/netns/sb1",
+        "Options": {},
+    }
     assert fake.body("NetworkDriver.ProgramExternalConnectivity") == {
-        "NetworkID": NID, "EndpointID": EID, "Options": {"com.docker.network.portmap": []}}
+        "NetworkID": NID,
+        "EndpointID": EID,
+        "Options": {"com.docker.network.portmap": []},
+    }
     for m in ("RevokeExternalConnectivity", "Leave", "DeleteEndpoint"):
         assert fake.body(f"NetworkDriver.{m}") == {"NetworkID": NID, "EndpointID": EID}
     assert fake.body("NetworkDriver.DeleteNetwork") == {"NetworkID": NID}
-    assert res == JoinResult(src_ifname="fake0", dst_prefix="eth", gateway="10.99.0.1",
-                             static_routes=(StaticRoute("169.254.1.1/32", 1, None),
-                                            StaticRoute("10.200.0.0/16", 0, "10.99.0.254")))
+    assert res == JoinResult(
+        src_ifname="fake0",
+        dst_prefix="eth",
+        gateway="10.99.0.1",
+        static_routes=(StaticRoute("169.254.1.1/32", 1, None), StaticRoute("10.200.0.0/16", 0, "10.99.0.254")),
+    )
     assert not needs_gateway_bridge(res)
 
 
@@ -131,7 +171,9 @@ def test_discovery_only_node_type_forwarded(fake, driver):
     driver.discover_delete("node", {"Address": "198.18.0.2", "BindAddress": "", "Self": False})
     assert fake.calls("NetworkDriver.") == ["NetworkDriver.DiscoverNew", "NetworkDriver.DiscoverDelete"]
     assert fake.body("NetworkDriver.DiscoverNew") == {
-        "DiscoveryType": 1, "DiscoveryData": {"Address": "198.18.0.2", "BindAddress": "198.18.0.2", "Self": False}}
+        "DiscoveryType": 1,
+        "DiscoveryData": {"Address": "198.18.0.2", "BindAddress": "198.18.0.2", "Self": False},
+    }
 
 
 def test_restore_makes_no_call(fake, driver):
@@ -150,6 +192,7 @@ def test_allocate_network_optional(fake, driver):
 
 # -- IPAM -----------------------------------------------------------------------------------
 
+
 def test_ipam_lifecycle_requests(fake, ipam):
     assert ipam.capabilities() == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
     assert ipam.default_address_spaces() == ("FakeLocal", "FakeGlobal")
@@ -161,15 +204,26 @@ def test_ipam_lifecycle_requests(fake, ipam):
     ipam.release_address(pool.pool_id, addr)
     ipam.release_pool(pool.pool_id)
     assert fake.calls("IpamDriver.") == [
-        "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces", "IpamDriver.RequestPool",
-        "IpamDriver.RequestAddress", "IpamDriver.RequestAddress", "IpamDriver.ReleaseAddress",
-        "IpamDriver.ReleasePool"]
-    assert fake.body("IpamDriver.RequestPool") == {"AddressSpace": "FakeLocal", "Pool": "10.99.0.0/24",
-                                                   "SubPool": "10.99.0.128/25", "Options": {"o": "1"},
-                                                   "V6": False}
+        "IpamDriver.GetCapabilities",
+        "IpamDriver.GetDefaultAddressSpaces",
+        "IpamDriver.RequestPool",
+        "IpamDriver.RequestAddress",
+        "IpamDriver.RequestAddress",
+        "IpamDriver.ReleaseAddress",
+        "IpamDriver.ReleasePool",
+    ]
+    assert fake.body("IpamDriver.RequestPool") == {
+        "AddressSpace": "FakeLocal",
+        "Pool": "10.99.0.0/24",
+        "SubPool": "10.99.0.128/25",
+        "Options": {"o": "1"},
+        "V6": False,
+    }
     assert fake.body("IpamDriver.RequestAddress", 0) == {
-        "PoolID": "fake/10.99.0.0/24", "Address": "",
-        "Options": {"RequestAddressType": "com.docker.network.gateway"}}
+        "PoolID": "fake/10.99.0.0/24",
+        "Address": "",
+        "Options": {"RequestAddressType": "com.docker.network.gateway"},
+    }
     assert fake.body("IpamDriver.RequestAddress", 1)["Address"] == "10.99.0.5"
     assert fake.body("IpamDriver.ReleaseAddress") == {"PoolID": "fake/10.99.0.0/24", "Address": "10.99.0.5"}
     assert fake.body("IpamDriver.ReleasePool") == {"PoolID": "fake/10.99.0.0/24"}
@@ -191,6 +245,7 @@ def test_ipam_error_field_and_capabilities_failure(fake, ipam):
 
 # -- faults -------------------------------------------------------------------------------------
 
+
 def test_plugin_missing(tmp_path):
     d = RemoteDriver("gone", client_for(tmp_path / "gone.sock", "gone"))
     with pytest.raises(Unavailable, match="network plugin gone: socket .* does not exist"):
@@ -199,14 +254,15 @@ def test_plugin_missing(tmp_path):
 
 def test_socket_not_listening(tmp_path):
     import socket
+
     path = tmp_path / "dead.sock"
     s = socket.socket(socket.AF_UNIX)
-    s.bind(str(path))       # bound, never listening: connect is refused
+    s.bind(str(path))  # bound, never listening: connect is refused
     try:
         start = time.monotonic()
         with pytest.raises(Unavailable, match="network plugin dead: nothing listens"):
             RemoteDriver("dead", client_for(path, "dead", retry=0.3)).capabilities()
-        assert time.monotonic() - start < 2.0       # retried briefly, no stall
+        assert time.monotonic() - start < 2.0  # retried briefly, no stall
     finally:
         s.close()
 
@@ -228,19 +284,24 @@ def test_connection_dropped(fake, driver):
 
 def test_non_json_body(fake, driver):
     fake.script("NetworkDriver.Join", raw=b"<html>oops</html>")
-    with pytest.raises(InternalError, match="network plugin fakep: NetworkDriver.Join answered a body that is not JSON"):
+    with pytest.raises(
+        InternalError, match="network plugin fakep: NetworkDriver.Join answered a body that is not JSON"
+    ):
         driver.join(NID, EID, "/x", {})
 
 
-@pytest.mark.parametrize("status,body,cls,text", [
-    (500, {"Err": "bridge exploded"}, InternalError, "network plugin fakep: bridge exploded"),
-    (500, {"Error": "newer shape"}, InternalError, "network plugin fakep: newer shape"),
-    (400, {"Err": "bad option mtu"}, InvalidParameter, "network plugin fakep: bad option mtu"),
-    (404, {"Err": "no such network"}, NotFound, "network plugin fakep: no such network"),
-    (409, {"Err": "exists"}, Conflict, "network plugin fakep: exists"),
-    (500, None, InternalError, "network plugin fakep: plain text"),
-    (200, {"Err": "error on a 200"}, InternalError, "network plugin fakep: error on a 200"),
-])
+@pytest.mark.parametrize(
+    "status,body,cls,text",
+    [
+        (500, {"Err": "bridge exploded"}, InternalError, "network plugin fakep: bridge exploded"),
+        (500, {"Error": "newer shape"}, InternalError, "network plugin fakep: newer shape"),
+        (400, {"Err": "bad option mtu"}, InvalidParameter, "network plugin fakep: bad option mtu"),
+        (404, {"Err": "no such network"}, NotFound, "network plugin fakep: no such network"),
+        (409, {"Err": "exists"}, Conflict, "network plugin fakep: exists"),
+        (500, None, InternalError, "network plugin fakep: plain text"),
+        (200, {"Err": "error on a 200"}, InternalError, "network plugin fakep: error on a 200"),
+    ],
+)
 def test_error_answers_keep_category(fake, driver, status, body, cls, text):
     if body is None:
         fake.script("NetworkDriver.CreateNetwork", status=status, raw=b"plain text")
@@ -251,15 +312,20 @@ def test_error_answers_keep_category(fake, driver, status, body, cls, text):
     assert str(info.value) == text
 
 
-@pytest.mark.parametrize("answer,field", [
-    ({"InterfaceName": {"SrcName": 7}}, "InterfaceName.SrcName"),
-    ({"InterfaceName": "veth0"}, "InterfaceName"),
-    ({"Gateway": "not-an-ip"}, "Gateway"),
-    ({"StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": "0", "NextHop": "1.2.3.4"}]},
-     r"StaticRoutes\[0\].RouteType"),
-    ({"StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": 0}]}, r"StaticRoutes\[0\]"),
-    ({"DisableGatewayService": "yes"}, "DisableGatewayService"),
-])
+@pytest.mark.parametrize(
+    "answer,field",
+    [
+        ({"InterfaceName": {"SrcName": 7}}, "InterfaceName.SrcName"),
+        ({"InterfaceName": "veth0"}, "InterfaceName"),
+        ({"Gateway": "not-an-ip"}, "Gateway"),
+        (
+            {"StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": "0", "NextHop": "1.2.3.4"}]},
+            r"StaticRoutes\[0\].RouteType",
+        ),
+        ({"StaticRoutes": [{"Destination": "10.0.0.0/8", "RouteType": 0}]}, r"StaticRoutes\[0\]"),
+        ({"DisableGatewayService": "yes"}, "DisableGatewayService"),
+    ],
+)
 def test_wrong_field_types_name_the_field(fake, driver, answer, field):
     fake.script("NetworkDriver.Join", body=answer)
     with pytest.raises(InternalError, match=f"network plugin fakep: .*{field}"):
@@ -282,6 +348,7 @@ def test_no_gateway_needs_gateway_bridge():
 
 # -- registry hooks -------------------------------------------------------------------------------
 
+
 def test_registry_fallback_finds_plugins_lazily(tmp_path):
     disc = Discovery([str(tmp_path)])
     reg = DriverRegistry(fallback=resolver(disc, timeout=1.0))
@@ -291,7 +358,7 @@ def test_registry_fallback_finds_plugins_lazily(tmp_path):
         reg.get("bad name!")
     with FakePlugin(str(tmp_path / "p1.sock")) as f:
         d = reg.get("p1")
-        assert isinstance(d, RemoteDriver) and f.calls() == []       # lazy: nothing contacted yet
+        assert isinstance(d, RemoteDriver) and f.calls() == []  # lazy: nothing contacted yet
         assert reg.get("p1") is d and "p1" in reg.names()
         assert d.capabilities().data_scope == "local"
         ipams = IpamRegistry(fallback=ipam_resolver(disc))

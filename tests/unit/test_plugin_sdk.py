@@ -1,5 +1,6 @@
 """The SDK end to end: plugins written with it, reached through RemoteDriver/RemoteIpam
 (the same classes the daemon uses), and this project's drivers served through it."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ class Memo(NetworkPlugin):
         return EndpointInterface(iface.address, iface.address_v6, "02:00:00:00:00:07")
 
     def join(self, network_id, endpoint_id, sandbox_key, options):
-        return JoinResult("veth-m", "eth", gateway="10.1.0.1",
-                          static_routes=(StaticRoute("10.9.0.0/16", 0, "10.1.0.254"),))
+        return JoinResult(
+            "veth-m", "eth", gateway="10.1.0.1", static_routes=(StaticRoute("10.9.0.0/16", 0, "10.1.0.254"),)
+        )
 
 
 class Pools(IpamPlugin):
@@ -72,8 +74,9 @@ def test_sdk_plugin_through_remote_driver(served):
     iface = d.create_endpoint(NID, EID, EndpointInterface("10.1.0.2/24"), {})
     assert iface == EndpointInterface("10.1.0.2/24", None, "02:00:00:00:00:07")
     assert d.join(NID, EID, "/x", {}) == JoinResult(
-        "veth-m", "eth", "10.1.0.1", None, (StaticRoute("10.9.0.0/16", 0, "10.1.0.254"),))
-    d.program_external_connectivity(NID, EID, {})     # default: accepted
+        "veth-m", "eth", "10.1.0.1", None, (StaticRoute("10.9.0.0/16", 0, "10.1.0.254"),)
+    )
+    d.program_external_connectivity(NID, EID, {})  # default: accepted
     d.leave(NID, EID), d.delete_endpoint(NID, EID), d.delete_network(NID)
     with pytest.raises(InvalidParameter, match="network plugin memo: option fail=yes refused"):
         d.create_network(NetworkSpec("c" * 64, "n", {"fail": "yes"}))
@@ -108,7 +111,8 @@ def test_dispatcher_error_shapes():
 def test_interface_answer_only_fills_empty_fields():
     asked = EndpointInterface("10.0.0.2/24")
     assert interface_answer(asked, EndpointInterface("10.0.0.2/24", None, "02:00:00:00:00:01")) == {
-        "Interface": {"MacAddress": "02:00:00:00:00:01"}}
+        "Interface": {"MacAddress": "02:00:00:00:00:01"}
+    }
     assert interface_answer(asked, None) == {}
     with pytest.raises(InternalError, match="Interface.Address"):
         interface_answer(asked, EndpointInterface("10.0.0.9/24"))
@@ -116,18 +120,24 @@ def test_interface_answer_only_fills_empty_fields():
 
 def test_join_answer_wire_shape():
     assert join_answer(JoinResult("v0", "eth", "10.0.0.1", static_routes=(StaticRoute("1.1.1.1/32", 1),))) == {
-        "InterfaceName": {"SrcName": "v0", "DstPrefix": "eth"}, "Gateway": "10.0.0.1", "GatewayIPv6": "",
+        "InterfaceName": {"SrcName": "v0", "DstPrefix": "eth"},
+        "Gateway": "10.0.0.1",
+        "GatewayIPv6": "",
         "StaticRoutes": [{"Destination": "1.1.1.1/32", "RouteType": 1, "NextHop": ""}],
-        "DisableGatewayService": False}
+        "DisableGatewayService": False,
+    }
 
 
 def test_served_bridge_and_default_ipam_round_trip(tmp_path):
     """Our bridge driver and default IPAM, served and used remotely, behave as built-ins."""
     nl = FakeNetlink()
     store = MemoryStore()
-    server = make_server(DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False)),
-                         IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store})),
-                         name="cnmbr", plugin_dir=str(tmp_path)).start()
+    server = make_server(
+        DriverPlugin(BridgeDriver(lambda: nl, peer_in_sandbox=False)),
+        IpamAdapter(DefaultIpam({"LocalDefault": store, "GlobalDefault": store})),
+        name="cnmbr",
+        plugin_dir=str(tmp_path),
+    ).start()
     try:
         client = PluginClient(PluginSpec("cnmbr", f"unix://{server.path}", server.path), timeout=5)
         ipam, drv = RemoteIpam("cnmbr", client), RemoteDriver("cnmbr", client)
@@ -136,11 +146,12 @@ def test_served_bridge_and_default_ipam_round_trip(tmp_path):
         gw = ipam.request_address(pool.pool_id, None, {"RequestAddressType": "com.docker.network.gateway"})
         addr = ipam.request_address(pool.pool_id, None, {})
         assert (gw, addr) == ("10.77.0.1/24", "10.77.0.2/24")
-        drv.create_network(NetworkSpec(NID, "x", {"com.docker.network.bridge.name": "br-plug"},
-                                       ipv4=(IPAMData(pool.subnet, gw),)))
+        drv.create_network(
+            NetworkSpec(NID, "x", {"com.docker.network.bridge.name": "br-plug"}, ipv4=(IPAMData(pool.subnet, gw),))
+        )
         assert nl.link_exists("br-plug")
         iface = drv.create_endpoint(NID, EID, EndpointInterface(addr), {})
-        assert iface.mac and iface.address == addr          # the bridge filled the empty MAC
+        assert iface.mac and iface.address == addr  # the bridge filled the empty MAC
         res = drv.join(NID, EID, "/x", {})
         assert res.gateway == "10.77.0.1" and nl.link_exists(res.src_ifname)
         with pytest.raises(InvalidParameter, match="network plugin cnmbr: .*bogus"):

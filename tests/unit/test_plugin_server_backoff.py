@@ -2,6 +2,7 @@
 used to spin on accept() at 100% of a core (socketserver ignores the error and selects
 again at once, the socket still readable). Now it backs off and logs once per interval,
 with the API's code (cnm.accept_backoff), and serves again once descriptors are free."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ def runnable_seconds(pid: int) -> float:
         total += int(run) + int(wait)
     return total / 1e9
 
+
 PLUGIN_SERVER = textwrap.dedent("""
     import logging, os, resource, sys, threading
     sys.path.insert(0, {root!r})
@@ -53,12 +55,16 @@ def test_out_of_descriptors_backs_off_and_logs_once_per_interval(tmp_path):
     sock_dir = tempfile.mkdtemp(prefix="cnm-pemf-", dir="/tmp")
     path = os.path.join(sock_dir, "p.sock")
     err = open(tmp_path / "stderr", "w+")
-    proc = subprocess.Popen([sys.executable, "-c", PLUGIN_SERVER.format(root=str(ROOT), path=path)],
-                            stdout=subprocess.PIPE, stderr=err, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PLUGIN_SERVER.format(root=str(ROOT), path=path)],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+    )
     clients: list[socket.socket] = []
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        for i in range(9):   # 4 accepted (held by their handler threads until they send), 5 in the backlog
+        for i in range(9):  # 4 accepted (held by their handler threads until they send), 5 in the backlog
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(60)
             try:
@@ -66,7 +72,7 @@ def test_out_of_descriptors_backs_off_and_logs_once_per_interval(tmp_path):
             except BlockingIOError:
                 raise AssertionError(f"connect {i}") from None
             clients.append(s)
-            time.sleep(0.1)   # the server accepts one per select: let it, until it cannot
+            time.sleep(0.1)  # the server accepts one per select: let it, until it cannot
         busy0, t0 = runnable_seconds(proc.pid), time.monotonic()
         time.sleep(3.2)
         busy = runnable_seconds(proc.pid) - busy0
@@ -74,10 +80,10 @@ def test_out_of_descriptors_backs_off_and_logs_once_per_interval(tmp_path):
         err.seek(0)
         lines = [ln for ln in err.read().splitlines() if ln.startswith("LOG ")]
         accept_lines = [ln for ln in lines if "accepting a connection" in ln]
-        assert 1 <= len(accept_lines) <= 5, lines          # 3.2 s at one line per second
+        assert 1 <= len(accept_lines) <= 5, lines  # 3.2 s at one line per second
         assert f"plugin {path}" in accept_lines[0] and "Too many open files" in accept_lines[0]
         assert busy < 0.3 * elapsed, f"runnable {busy:.2f}s of {elapsed:.1f}s: a busy loop"
-        for s in clients[:4]:   # the accepted ones are answered and go: descriptors free up
+        for s in clients[:4]:  # the accepted ones are answered and go: descriptors free up
             s.sendall(request("POST", "/Plugin.Activate", b"{}"))
             assert b"NetworkDriver" in read_all(s)
             s.close()

@@ -1,4 +1,5 @@
 """Docker-shaped container JSON (inspect and ps): pure rendering."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,13 @@ from cnm.runtime.state import ContainerState
 
 CID = "a" * 64
 NOW = parse_time("2024-05-01T12:00:10.000000Z")
-BRIDGE = Network(id="b" * 64, name="bridge", driver="bridge", builtin=True,
-                 pools=[PoolConfig(subnet="172.17.0.0/16", pool_id="p", gateway="172.17.0.1")])
+BRIDGE = Network(
+    id="b" * 64,
+    name="bridge",
+    driver="bridge",
+    builtin=True,
+    pools=[PoolConfig(subnet="172.17.0.0/16", pool_id="p", gateway="172.17.0.1")],
+)
 FRONT = Network(id="f" * 64, name="front", driver="bridge")
 HOST = Network(id="h" * 64, name="host", driver="host", builtin=True)
 NONE = Network(id="n" * 64, name="none", driver="null", builtin=True)
@@ -23,46 +29,96 @@ def running(pid: int = 4242) -> ContainerState:
 
 
 def exited(code: int = 3) -> ContainerState:
-    return ContainerState(CID, "exited", 4242, 4000, code, "2024-05-01T12:00:01.000000Z",
-                          "2024-05-01T12:00:08.000000Z")
+    return ContainerState(CID, "exited", 4242, 4000, code, "2024-05-01T12:00:01.000000Z", "2024-05-01T12:00:08.000000Z")
 
 
 def ct(**kw) -> Container:
-    base = dict(id=CID, name="web", created="2024-05-01T12:00:00.123456Z", argv=["sh", "-c", "sleep 100"],
-                env={"A": "1", "B": "x=y"}, hostname="aaaaaaaaaaaa")
+    base = dict(
+        id=CID,
+        name="web",
+        created="2024-05-01T12:00:00.123456Z",
+        argv=["sh", "-c", "sleep 100"],
+        env={"A": "1", "B": "x=y"},
+        hostname="aaaaaaaaaaaa",
+    )
     base.update(kw)
     return Container(**base)
 
 
 def ep(net: Network, n: int = 2, **kw) -> Endpoint:
-    base = dict(id=f"{n}" * 64, name="web", network_id=net.id, address=f"172.17.0.{n}/16", mac=f"02:42:ac:11:00:0{n}",
-                gateway="172.17.0.1", ifname="eth0", container_id=CID)
+    base = dict(
+        id=f"{n}" * 64,
+        name="web",
+        network_id=net.id,
+        address=f"172.17.0.{n}/16",
+        mac=f"02:42:ac:11:00:0{n}",
+        gateway="172.17.0.1",
+        ifname="eth0",
+        container_id=CID,
+    )
     base.update(kw)
     return Endpoint(**base)
 
 
 def test_running_bridge_container_with_published_port():
-    c = ct(sandbox_id=CID, sandbox_key="/run/cnm/netns/aaaa",
-           requested_ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": None,
-                             "host_port_end": None},
-                            {"proto": "udp", "container_port": 53, "host_ip": "127.0.0.1", "host_port": 5353,
-                             "host_port_end": None}],
-           ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 32768, "host_port_end": None},
-                  {"proto": "udp", "container_port": 53, "host_ip": "127.0.0.1", "host_port": 5353,
-                   "host_port_end": None}],
-           memory=64 << 20, cpus=1.5, pids_limit=100)
+    c = ct(
+        sandbox_id=CID,
+        sandbox_key="/run/cnm/netns/aaaa",
+        requested_ports=[
+            {"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": None, "host_port_end": None},
+            {"proto": "udp", "container_port": 53, "host_ip": "127.0.0.1", "host_port": 5353, "host_port_end": None},
+        ],
+        ports=[
+            {"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 32768, "host_port_end": None},
+            {"proto": "udp", "container_port": 53, "host_ip": "127.0.0.1", "host_port": 5353, "host_port_end": None},
+        ],
+        memory=64 << 20,
+        cpus=1.5,
+        pids_limit=100,
+    )
     out = container_json(c, running(), [ep(BRIDGE, address_v6="fd00::2/64", gateway_v6="fd00::1")], NETS)
     assert out["Id"] == CID and out["Name"] == "/web" and out["Path"] == "sh" and out["Args"] == ["-c", "sleep 100"]
-    assert out["State"] == {"Status": "running", "Running": True, "Paused": False, "Restarting": False,
-                            "OOMKilled": False, "Dead": False, "Pid": 4242, "ExitCode": 0, "Error": "",
-                            "StartedAt": "2024-05-01T12:00:05.000000Z", "FinishedAt": "0001-01-01T00:00:00Z"}
+    assert out["State"] == {
+        "Status": "running",
+        "Running": True,
+        "Paused": False,
+        "Restarting": False,
+        "OOMKilled": False,
+        "Dead": False,
+        "Pid": 4242,
+        "ExitCode": 0,
+        "Error": "",
+        "StartedAt": "2024-05-01T12:00:05.000000Z",
+        "FinishedAt": "0001-01-01T00:00:00Z",
+    }
     hc = dict(out["HostConfig"])
-    confinement = {k: hc.pop(k) for k in ("CapAdd", "CapDrop", "Privileged", "SecurityOpt", "Binds", "Mounts",
-                                          "Tmpfs", "ReadonlyRootfs", "Devices", "MaskedPaths", "ReadonlyPaths")}
-    assert {k: hc[k] for k in ("NetworkMode", "AutoRemove", "Memory", "NanoCpus", "PidsLimit", "PortBindings")} \
-        == {"NetworkMode": "bridge", "AutoRemove": False, "Memory": 64 << 20, "NanoCpus": 1_500_000_000,
-            "PidsLimit": 100, "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": ""}],
-                                               "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}}
+    confinement = {
+        k: hc.pop(k)
+        for k in (
+            "CapAdd",
+            "CapDrop",
+            "Privileged",
+            "SecurityOpt",
+            "Binds",
+            "Mounts",
+            "Tmpfs",
+            "ReadonlyRootfs",
+            "Devices",
+            "MaskedPaths",
+            "ReadonlyPaths",
+        )
+    }
+    assert {k: hc[k] for k in ("NetworkMode", "AutoRemove", "Memory", "NanoCpus", "PidsLimit", "PortBindings")} == {
+        "NetworkMode": "bridge",
+        "AutoRemove": False,
+        "Memory": 64 << 20,
+        "NanoCpus": 1_500_000_000,
+        "PidsLimit": 100,
+        "PortBindings": {
+            "80/tcp": [{"HostIp": "", "HostPort": ""}],
+            "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+        },
+    }
     # a default container: Docker's defaults, shown as Docker's inspect shows them
     assert (confinement["CapAdd"], confinement["Privileged"], confinement["Binds"]) == (None, False, None)
     assert "/proc/kcore" in confinement["MaskedPaths"] and "/proc/sys" in confinement["ReadonlyPaths"]
@@ -71,15 +127,24 @@ def test_running_bridge_container_with_published_port():
     assert hc["LogConfig"] == {"Type": "json-file", "Config": {}} and hc["RestartPolicy"]["Name"] == "no"
     cfg = out["Config"]
     assert {k: cfg[k] for k in ("Hostname", "Env", "Cmd")} == {
-        "Hostname": "aaaaaaaaaaaa", "Env": ["A=1", "B=x=y"], "Cmd": ["sh", "-c", "sleep 100"]}
+        "Hostname": "aaaaaaaaaaaa",
+        "Env": ["A=1", "B=x=y"],
+        "Cmd": ["sh", "-c", "sleep 100"],
+    }
     assert cfg["Tty"] is False and cfg["OpenStdin"] is False and cfg["AttachStdout"] is True
     assert cfg["ExposedPorts"] == {"80/tcp": {}, "53/udp": {}} and cfg["Labels"] == {}
     ns = out["NetworkSettings"]
-    assert ns["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
-                           "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}]}
+    assert ns["Ports"] == {
+        "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
+        "53/udp": [{"HostIp": "127.0.0.1", "HostPort": "5353"}],
+    }
     assert (ns["SandboxID"], ns["SandboxKey"]) == (CID, "/run/cnm/netns/aaaa")
-    assert (ns["IPAddress"], ns["IPPrefixLen"], ns["Gateway"], ns["MacAddress"]) == \
-        ("172.17.0.2", 16, "172.17.0.1", "02:42:ac:11:00:02")
+    assert (ns["IPAddress"], ns["IPPrefixLen"], ns["Gateway"], ns["MacAddress"]) == (
+        "172.17.0.2",
+        16,
+        "172.17.0.1",
+        "02:42:ac:11:00:02",
+    )
     assert (ns["GlobalIPv6Address"], ns["GlobalIPv6PrefixLen"], ns["IPv6Gateway"]) == ("fd00::2", 64, "fd00::1")
     bridge = ns["Networks"]["bridge"]
     assert list(ns["Networks"]) == ["bridge"]
@@ -100,8 +165,12 @@ def test_two_networks_first_endpoint_fills_the_top_level_fields():
 
 
 def test_exited_container_released_its_network_and_ports():
-    c = ct(released=True, requested_ports=[{"proto": "tcp", "container_port": 80, "host_ip": None,
-                                            "host_port": 8080, "host_port_end": None}])
+    c = ct(
+        released=True,
+        requested_ports=[
+            {"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 8080, "host_port_end": None}
+        ],
+    )
     out = container_json(c, exited(3), [], NETS)
     st = out["State"]
     assert (st["Status"], st["Running"], st["Pid"], st["ExitCode"]) == ("exited", False, 0, 3)
@@ -138,12 +207,25 @@ def test_unknown_runtime_state_renders_dead():
     assert (st["Status"], st["Dead"], st["Running"], st["Pid"]) == ("dead", True, False, 0)
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0.4, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
-    (119, "About a minute"), (120, "2 minutes"), (3599, "59 minutes"), (3600, "About an hour"),
-    (7200, "2 hours"), (47 * 3600, "47 hours"), (48 * 3600, "2 days"), (15 * 86400, "2 weeks"),
-    (61 * 86400, "2 months"), (800 * 86400, "2 years"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0.4, "Less than a second"),
+        (1, "1 second"),
+        (59, "59 seconds"),
+        (60, "About a minute"),
+        (119, "About a minute"),
+        (120, "2 minutes"),
+        (3599, "59 minutes"),
+        (3600, "About an hour"),
+        (7200, "2 hours"),
+        (47 * 3600, "47 hours"),
+        (48 * 3600, "2 days"),
+        (15 * 86400, "2 weeks"),
+        (61 * 86400, "2 months"),
+        (800 * 86400, "2 years"),
+    ],
+)
 def test_human_duration_matches_docker(seconds, text):
     assert human_duration(seconds) == text
 
@@ -156,17 +238,20 @@ def test_status_text():
 
 def test_summary_for_ps():
     c = ct(
-           requested_ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": None,
-                             "host_port_end": None},
-                            {"proto": "tcp", "container_port": 81, "host_ip": None, "host_port": None,
-                             "host_port_end": None}],
-           ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 32768, "host_port_end": None}])
+        requested_ports=[
+            {"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": None, "host_port_end": None},
+            {"proto": "tcp", "container_port": 81, "host_ip": None, "host_port": None, "host_port_end": None},
+        ],
+        ports=[{"proto": "tcp", "container_port": 80, "host_ip": None, "host_port": 32768, "host_port_end": None}],
+    )
     out = container_summary(c, running(), [ep(BRIDGE)], NETS, now=NOW)
     assert out["Id"] == CID and out["Names"] == ["/web"] and out["Command"] == "sh -c sleep 100"
     assert out["Created"] == 1714564800 and isinstance(out["Created"], int)
     assert (out["State"], out["Status"]) == ("running", "Up 5 seconds")
-    assert out["Ports"] == [{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 32768, "Type": "tcp"},
-                            {"PrivatePort": 81, "Type": "tcp"}]
+    assert out["Ports"] == [
+        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 32768, "Type": "tcp"},
+        {"PrivatePort": 81, "Type": "tcp"},
+    ]
     assert out["NetworkSettings"]["Networks"]["bridge"]["IPAddress"] == "172.17.0.2"
 
 
@@ -174,7 +259,9 @@ def test_the_gateway_bridge_endpoint_is_plumbing_and_not_shown():
     overlay = Network(id="o" * 64, name="web", driver="overlay", scope="global")
     gwb = Network(id="g" * 64, name="cnm_gwbridge", driver="bridge")
     nets = {**NETS, overlay.id: overlay, gwb.id: gwb}
-    eps = [ep(overlay, 2, address="10.90.0.2/24", gateway=None),
-           ep(gwb, 3, address="172.18.0.3/16", gateway="172.18.0.1", ifname="eth1")]
+    eps = [
+        ep(overlay, 2, address="10.90.0.2/24", gateway=None),
+        ep(gwb, 3, address="172.18.0.3/16", gateway="172.18.0.1", ifname="eth1"),
+    ]
     out = container_json(ct(network_mode="web"), running(), eps, nets)
     assert set(out["NetworkSettings"]["Networks"]) == {"web"}

@@ -1,6 +1,7 @@
 """Paths inside a container's root resolved as if it were "/" (confine_apply._resolve):
 no symlink leads out of it, what is missing is made inside it, loops end. No root
 needed: openat2 and the *at() calls are unprivileged."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,12 @@ def where(fd: int) -> str:
 
 def test_absolute_and_relative_links_stay_inside(tree):
     root, outside = tree
-    (root / "abs").symlink_to(f"{outside}")               # an absolute host path
-    (root / "rel").symlink_to("../../../../../../../..")   # up past the root
+    (root / "abs").symlink_to(f"{outside}")  # an absolute host path
+    (root / "rel").symlink_to("../../../../../../../..")  # up past the root
     (root / "etc" / "up").symlink_to("../../outside")
     assert where(ca._resolve(str(root), "/rel/etc/secret")) == f"{root}/etc/secret"
     with pytest.raises(FileNotFoundError):
-        ca._resolve(str(root), "/abs/secret")          # {outside}/secret inside the root: none there
+        ca._resolve(str(root), "/abs/secret")  # {outside}/secret inside the root: none there
     with pytest.raises(FileNotFoundError):
         ca._resolve(str(root), "/etc/up/secret")
 

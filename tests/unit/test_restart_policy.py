@@ -1,6 +1,7 @@
 """Restart policies: Docker's rules for what a request may ask (messages included), the
 decision and back-off after an exit (moby's restart manager), and the service
 restarting real child processes by them (FakeHost: no root)."""
+
 from __future__ import annotations
 
 import time
@@ -14,29 +15,51 @@ from tests.unit.fakehost import FakeHost
 
 # -- the request ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, want", [
-    (None, ("no", 0)), ({}, ("no", 0)), ({"Name": ""}, ("no", 0)), ({"Name": "", "MaximumRetryCount": 3}, ("no", 0)),
-    ({"Name": "always"}, ("always", 0)), ({"Name": "unless-stopped", "MaximumRetryCount": 0}, ("unless-stopped", 0)),
-    ({"Name": "on-failure"}, ("on-failure", 0)), ({"Name": "on-failure", "MaximumRetryCount": 5}, ("on-failure", 5)),
-])
+
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        (None, ("no", 0)),
+        ({}, ("no", 0)),
+        ({"Name": ""}, ("no", 0)),
+        ({"Name": "", "MaximumRetryCount": 3}, ("no", 0)),
+        ({"Name": "always"}, ("always", 0)),
+        ({"Name": "unless-stopped", "MaximumRetryCount": 0}, ("unless-stopped", 0)),
+        ({"Name": "on-failure"}, ("on-failure", 0)),
+        ({"Name": "on-failure", "MaximumRetryCount": 5}, ("on-failure", 5)),
+    ],
+)
 def test_policies_docker_accepts(raw, want):
     p = RestartPolicy.from_docker_json(raw)
     assert (p.name, p.max_retries) == want
     assert RestartPolicy.from_record(p.to_docker_json()) == p
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"Name": "sometimes"}, "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', "
-                            "'on-failure', or 'unless-stopped'"),
-    ({"Name": "always", "MaximumRetryCount": 2},
-     "invalid restart policy: maximum retry count can only be used with 'on-failure'"),
-    ({"Name": "no", "MaximumRetryCount": -1},
-     "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative"),
-    ({"Name": "on-failure", "MaximumRetryCount": -1}, "invalid restart policy: maximum retry count cannot be negative"),
-    ({"Name": "on-failure", "MaximumRetryCount": "3"}, "MaximumRetryCount must be an integer"),
-    ({"Name": 1}, "RestartPolicy.Name must be a string"),
-    ("always", "RestartPolicy must be an object"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            {"Name": "sometimes"},
+            "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', "
+            "'on-failure', or 'unless-stopped'",
+        ),
+        (
+            {"Name": "always", "MaximumRetryCount": 2},
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+        ),
+        (
+            {"Name": "no", "MaximumRetryCount": -1},
+            "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative",
+        ),
+        (
+            {"Name": "on-failure", "MaximumRetryCount": -1},
+            "invalid restart policy: maximum retry count cannot be negative",
+        ),
+        ({"Name": "on-failure", "MaximumRetryCount": "3"}, "MaximumRetryCount must be an integer"),
+        ({"Name": 1}, "RestartPolicy.Name must be a string"),
+        ("always", "RestartPolicy must be an object"),
+    ],
+)
 def test_policies_docker_refuses(raw, message):
     with pytest.raises(InvalidParameter) as err:
         RestartPolicy.from_docker_json(raw)
@@ -63,14 +86,14 @@ def test_back_off_doubles_from_100ms_to_a_minute_and_resets_after_10s_up():
         seen.append(d.delay)
         delay = d.delay
     assert seen[:4] == [0.1, 0.2, 0.4, 0.8] and seen[-1] == MAX_DELAY and max(seen) == MAX_DELAY
-    assert decide(ALWAYS, 1, False, 10.0, 0, delay).delay == FIRST_DELAY        # it ran 10 s: start over
+    assert decide(ALWAYS, 1, False, 10.0, 0, delay).delay == FIRST_DELAY  # it ran 10 s: start over
     assert decide(ALWAYS, 1, False, 9.9, 0, 0.4).delay == 0.8
-    assert decide(ALWAYS, 1, False, None, 0, 0.4).delay == 0.8                 # length unknown: no reset
+    assert decide(ALWAYS, 1, False, None, 0, 0.4).delay == 0.8  # length unknown: no reset
 
 
 def test_which_policy_restarts_what():
     on_failure, three = RestartPolicy("on-failure"), RestartPolicy("on-failure", 3)
-    assert decide(ALWAYS, 0, True, 1, 0, 0).restart                           # always: even after a user's kill
+    assert decide(ALWAYS, 0, True, 1, 0, 0).restart  # always: even after a user's kill
     assert decide(UNLESS, 0, False, 1, 0, 0).restart and not decide(UNLESS, 1, True, 1, 0, 0).restart
     assert decide(on_failure, 1, False, 1, 1000, 0).restart and not decide(on_failure, 0, False, 1, 0, 0).restart
     assert decide(three, 2, False, 1, 2, 0).restart and not decide(three, 2, False, 1, 3, 0).restart
@@ -85,6 +108,7 @@ def test_run_length_reads_the_runtimes_times():
 
 
 # -- the service, with real processes ---------------------------------------------------------
+
 
 @pytest.fixture
 def host():
@@ -146,7 +170,7 @@ def test_stop_calls_always_off_until_a_users_start(host):
     assert starts(host, ct.id) == 1
     host.containers.start("svc")
     assert not ct.manually_stopped
-    host.runtime.kill(ct.id, 9)           # dies on its own: always brings it back
+    host.runtime.kill(ct.id, 9)  # dies on its own: always brings it back
     exits(host, ct)
     until(lambda: host.containers.is_running(ct))
     assert ct.restart_count == 1
@@ -165,22 +189,24 @@ def test_kill_restarts_always_but_not_unless_stopped(host):
 
 def test_a_restarting_container_shows_it_and_is_not_removed_without_force(host):
     ct = run(host, "loop", ["sh", "-c", "exit 1"], {"Name": "always"})
-    host.containers.restarts._delay[ct.id] = 30.0        # the back-off has grown: next wait is a minute
+    host.containers.restarts._delay[ct.id] = 30.0  # the back-off has grown: next wait is a minute
     exits(host, ct)
     assert host.containers.restarts.pending(ct.id)
     with pytest.raises(Conflict, match="restarting container"):
         host.containers.remove("loop")
-    assert host.containers.stop("loop")                  # calls the restart off
+    assert host.containers.stop("loop")  # calls the restart off
     assert not host.containers.restarts.pending(ct.id) and ct.manually_stopped
     host.containers.remove("loop")
 
 
 def test_a_restarted_daemon_starts_what_its_policy_says(host):
-    cts = {n: run(host, n, ["sleep", "30"], {"Name": p}) for n, p in
-           (("al", "always"), ("us", "unless-stopped"), ("no", "no"), ("st", "unless-stopped"))}
-    host.containers.stop("st", timeout=5)                 # stopped by a user: stays stopped
+    cts = {
+        n: run(host, n, ["sleep", "30"], {"Name": p})
+        for n, p in (("al", "always"), ("us", "unless-stopped"), ("no", "no"), ("st", "unless-stopped"))
+    }
+    host.containers.stop("st", timeout=5)  # stopped by a user: stays stopped
     for n in ("al", "us", "no"):
-        host.runtime.kill(cts[n].id, 9)                    # die while "the daemon is down"
+        host.runtime.kill(cts[n].id, 9)  # die while "the daemon is down"
         host.runtime.wait(cts[n].id, 5)
     host.containers.restarts.close()
     again = host.restarted()
@@ -204,7 +230,7 @@ def test_restarts_at_daemon_start_wait_until_start_up_has_swept(host, monkeypatc
     real = FakeHost.sweep
 
     def slow_sweep(self: FakeHost):
-        time.sleep(FIRST_DELAY * 4)                      # well past the restart's back-off
+        time.sleep(FIRST_DELAY * 4)  # well past the restart's back-off
         seen.append((self.containers.restarts.pending(ct.id), starts(self, ct.id)))
         return real(self)
 

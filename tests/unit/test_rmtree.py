@@ -2,6 +2,7 @@
 layer holds: nesting deeper than Python's recursion limit (shutil.rmtree raised
 RecursionError at 1,200 levels: the container could never be removed), symlinks out of
 it (never followed), wide directories."""
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,11 @@ def test_deeper_than_the_recursion_limit(tmp_path):
     cdir = tmp_path / "c"
     (cdir / "upper").mkdir(parents=True)
     nest(cdir / "upper", 1500)
-    with pytest.raises(RecursionError):      # why this module exists
+    with pytest.raises(RecursionError):  # why this module exists
         shutil.rmtree(cdir)
     assert remove_tree(str(cdir)) == []
     assert not cdir.exists()
-    assert remove_tree(str(cdir)) == []      # idempotent
+    assert remove_tree(str(cdir)) == []  # idempotent
 
 
 def test_symlinks_are_removed_not_followed(tmp_path):
@@ -49,7 +50,7 @@ def test_symlinks_are_removed_not_followed(tmp_path):
     assert not cdir.exists() and (outside / "keep").read_text() == "host\n"
     link = tmp_path / "link"
     link.symlink_to(outside)
-    assert remove_tree(str(link)) == []      # the link goes, not what it points at
+    assert remove_tree(str(link)) == []  # the link goes, not what it points at
     assert not link.exists() and (outside / "keep").exists()
 
 
@@ -58,7 +59,7 @@ def test_wide_and_deep_mixed(tmp_path):
     for i in range(300):
         (cdir / f"w{i}" / "x").mkdir(parents=True)
         (cdir / f"w{i}" / "x" / "f").write_text("y")
-    nest(cdir / "w0", MAX_DEPTH * 3 + 5)     # several carries up to the top
+    nest(cdir / "w0", MAX_DEPTH * 3 + 5)  # several carries up to the top
     fifo = cdir / "fifo"
     os.mkfifo(fifo)
     assert remove_tree(str(cdir)) == []

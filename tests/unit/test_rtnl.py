@@ -1,5 +1,6 @@
 """cnm.osl.rtnl's packed requests, read back with pyroute2's own parsers (the reference
 the project otherwise uses for netlink), and its parsing of answers pyroute2 builds."""
+
 from __future__ import annotations
 
 import errno
@@ -25,11 +26,12 @@ def decoded(msg: rtnl.Message, cls):
 
 
 def test_veth_with_its_peer_born_in_a_namespace_on_a_bridge_and_up():
-    msg = rtnl.create_veth("vethabc1234", "eth1", mtu=1450, peer_mac="02:42:0a:00:00:05",
-                           peer_netns_fd=7, master=3, up=True)
+    msg = rtnl.create_veth(
+        "vethabc1234", "eth1", mtu=1450, peer_mac="02:42:0a:00:00:05", peer_netns_fd=7, master=3, up=True
+    )
     assert msg.type == rtnl.RTM_NEWLINK and msg.flags == rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
     m = decoded(msg, ifinfmsg)
-    assert m["flags"] & 1 and m["change"] & 1                 # IFF_UP set and changed
+    assert m["flags"] & 1 and m["change"] & 1  # IFF_UP set and changed
     assert (m.get_attr("IFLA_IFNAME"), m.get_attr("IFLA_MTU"), m.get_attr("IFLA_MASTER")) == ("vethabc1234", 1450, 3)
     info = m.get_attr("IFLA_LINKINFO")
     assert info.get_attr("IFLA_INFO_KIND") == "veth"
@@ -48,8 +50,11 @@ def test_a_plain_veth_leaves_the_host_end_down_and_unattached():
 def test_set_link_by_name_or_index():
     m = decoded(rtnl.set_link(name="veth1", alias="cnm:ep:x", up=False, group=0x636E6D01), ifinfmsg)
     assert (m["index"], m["flags"] & 1, m["change"] & 1) == (0, 0, 1)
-    assert (m.get_attr("IFLA_IFNAME"), m.get_attr("IFLA_IFALIAS"), m.get_attr("IFLA_GROUP")) == \
-        ("veth1", "cnm:ep:x", 0x636E6D01)
+    assert (m.get_attr("IFLA_IFNAME"), m.get_attr("IFLA_IFALIAS"), m.get_attr("IFLA_GROUP")) == (
+        "veth1",
+        "cnm:ep:x",
+        0x636E6D01,
+    )
     m = decoded(rtnl.set_link(9, new_name="gone0", master=0), ifinfmsg)
     assert (m["index"], m["change"], m.get_attr("IFLA_IFNAME"), m.get_attr("IFLA_MASTER")) == (9, 0, "gone0", 0)
 
@@ -66,8 +71,11 @@ def test_delete_by_index_name_or_group_never_group_zero():
 def test_addresses_v4_with_broadcast_v6_without_dad():
     m = decoded(rtnl.add_address(4, "172.18.0.5/16"), ifaddrmsg)
     assert (m["family"], m["prefixlen"], m["index"]) == (socket.AF_INET, 16, 4)
-    assert (m.get_attr("IFA_LOCAL"), m.get_attr("IFA_ADDRESS"), m.get_attr("IFA_BROADCAST")) == \
-        ("172.18.0.5", "172.18.0.5", "172.18.255.255")
+    assert (m.get_attr("IFA_LOCAL"), m.get_attr("IFA_ADDRESS"), m.get_attr("IFA_BROADCAST")) == (
+        "172.18.0.5",
+        "172.18.0.5",
+        "172.18.255.255",
+    )
     assert decoded(rtnl.add_address(4, "10.0.0.1/31"), ifaddrmsg).get_attr("IFA_BROADCAST") is None
     m = decoded(rtnl.add_address(4, "fd00::5/64"), ifaddrmsg)
     assert (m["family"], m["prefixlen"], m.get_attr("IFA_ADDRESS")) == (socket.AF_INET6, 64, "fd00::5")
@@ -79,8 +87,12 @@ def test_routes_default_and_on_link():
     assert (m["family"], m["dst_len"], m["table"], m["scope"], m["type"]) == (socket.AF_INET, 0, 254, 0, 1)
     assert (m.get_attr("RTA_DST"), m.get_attr("RTA_GATEWAY"), m.get_attr("RTA_OIF")) == (None, "10.0.0.1", 3)
     m = decoded(rtnl.add_route("10.9.0.0/16", oif=3, scope=rtnl.RT_SCOPE_LINK, table=1000, replace=True), rtmsg)
-    assert (m["dst_len"], m["scope"], m.get_attr("RTA_DST"), m.get_attr("RTA_TABLE")) == \
-        (16, rtnl.RT_SCOPE_LINK, "10.9.0.0", 1000)
+    assert (m["dst_len"], m["scope"], m.get_attr("RTA_DST"), m.get_attr("RTA_TABLE")) == (
+        16,
+        rtnl.RT_SCOPE_LINK,
+        "10.9.0.0",
+        1000,
+    )
     assert rtnl.add_route("::/0", gateway="fd00::1").flags & rtnl.NLM_F_REPLACE == 0
 
 
@@ -88,13 +100,28 @@ def test_parse_link_reads_what_pyroute2_encodes():
     m = ifinfmsg()
     m["header"]["type"], m["header"]["sequence_number"] = rtnl.RTM_NEWLINK, 9
     m["index"], m["flags"] = 12, 1
-    m["attrs"] = [("IFLA_IFNAME", "veth0ab"), ("IFLA_MTU", 1500), ("IFLA_MASTER", 4),
-                  ("IFLA_IFALIAS", "cnm:ep:abc"), ("IFLA_GROUP", 5), ("IFLA_ADDRESS", "02:42:ac:11:00:02"),
-                  ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth")]})]
+    m["attrs"] = [
+        ("IFLA_IFNAME", "veth0ab"),
+        ("IFLA_MTU", 1500),
+        ("IFLA_MASTER", 4),
+        ("IFLA_IFALIAS", "cnm:ep:abc"),
+        ("IFLA_GROUP", 5),
+        ("IFLA_ADDRESS", "02:42:ac:11:00:02"),
+        ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "veth")]}),
+    ]
     m.encode()
     link = rtnl.parse_link(m.data)
-    assert link == rtnl.LinkInfo(index=12, name="veth0ab", up=True, master=4, alias="cnm:ep:abc", group=5,
-                                 kind="veth", mtu=1500, mac="02:42:ac:11:00:02")
+    assert link == rtnl.LinkInfo(
+        index=12,
+        name="veth0ab",
+        up=True,
+        master=4,
+        alias="cnm:ep:abc",
+        group=5,
+        kind="veth",
+        mtu=1500,
+        mac="02:42:ac:11:00:02",
+    )
 
 
 def test_parse_error_with_the_kernels_own_words():
@@ -108,6 +135,7 @@ def test_parse_error_with_the_kernels_own_words():
 
 
 # -- neighbours and FDB entries, read back by pyroute2's ndmsg ---------------------------
+
 
 def test_neighbour_replace_is_a_permanent_ip_to_mac_entry():
     msg = rtnl.neighbour(12, "10.61.0.7", "02:42:0A:3d:00:07")
@@ -126,8 +154,12 @@ def test_neighbour_delete_names_only_the_address():
     msg = rtnl.delete_neighbour(12, "10.61.0.7")
     assert (msg.type, msg.flags) == (rtnl.RTM_DELNEIGH, 0)
     m = decoded(msg, ndmsg)
-    assert (m["family"], m["ifindex"], m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")) == \
-        (socket.AF_INET, 12, "10.61.0.7", None)
+    assert (m["family"], m["ifindex"], m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR")) == (
+        socket.AF_INET,
+        12,
+        "10.61.0.7",
+        None,
+    )
 
 
 def test_fdb_replace_is_the_devices_own_permanent_entry_to_a_vtep():

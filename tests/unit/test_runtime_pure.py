@@ -1,5 +1,6 @@
 """Runtime logic that needs no root: spec, status encoding, state files, cgroup
 paths, nsenter argv, and the shim's import diet."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from cnm.runtime.template import BOOT
 _text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20)
 
 
-@settings(deadline=None)     # a property, not a timing: the suite shares 2 cores
+@settings(deadline=None)  # a property, not a timing: the suite shares 2 cores
 @given(
     argv=st.lists(_text, min_size=1, max_size=4).filter(lambda a: a[0] != ""),
     env=st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,8}", fullmatch=True), _text, max_size=4),
@@ -35,32 +36,47 @@ _text = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("
     hosts=st.one_of(st.none(), _text),
 )
 def test_spec_json_round_trip(argv, env, memory, cpus, pids, hosts):
-    spec = ContainerSpec(id="c0ffee", name="web", argv=argv, env=env, hostname="web-1", workdir="/srv",
-                         netns="/run/cnm/netns/abc", rootfs=["/var/lib/img"], hosts=hosts,
-                         resolv_conf="nameserver 10.0.0.2\n", memory=memory, cpus=cpus, pids_limit=pids)
+    spec = ContainerSpec(
+        id="c0ffee",
+        name="web",
+        argv=argv,
+        env=env,
+        hostname="web-1",
+        workdir="/srv",
+        netns="/run/cnm/netns/abc",
+        rootfs=["/var/lib/img"],
+        hosts=hosts,
+        resolv_conf="nameserver 10.0.0.2\n",
+        memory=memory,
+        cpus=cpus,
+        pids_limit=pids,
+    )
     spec.validate()
     back = ContainerSpec.from_json(spec.to_json())
     assert back == spec
     assert json.loads(spec.to_json())["argv"] == argv
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"argv": []}, "no command"),
-    ({"argv": [""]}, "no command"),
-    ({"id": "../etc"}, "invalid container id"),
-    ({"netns": "relative/path"}, "invalid netns"),
-    ({"rootfs": ["/a,b"]}, "not allowed"),
-    ({"rootfs": ["/ok", "img"]}, "absolute"),
-    ({"rootfs": []}, "non-empty list"),
-    ({"rootfs": "/img"}, "non-empty list"),
-    ({"user": "a\nb"}, "invalid user"),
-    ({"workdir": "srv"}, "absolute"),
-    ({"memory": 1024}, "6MB"),
-    ({"cpus": 0.0}, "CPUs"),
-    ({"pids_limit": 0}, "at least 1"),
-    ({"env": {"A=B": "x"}}, "environment"),
-    ({"hostname": "bad_host!"}, "hostname"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"argv": []}, "no command"),
+        ({"argv": [""]}, "no command"),
+        ({"id": "../etc"}, "invalid container id"),
+        ({"netns": "relative/path"}, "invalid netns"),
+        ({"rootfs": ["/a,b"]}, "not allowed"),
+        ({"rootfs": ["/ok", "img"]}, "absolute"),
+        ({"rootfs": []}, "non-empty list"),
+        ({"rootfs": "/img"}, "non-empty list"),
+        ({"user": "a\nb"}, "invalid user"),
+        ({"workdir": "srv"}, "absolute"),
+        ({"memory": 1024}, "6MB"),
+        ({"cpus": 0.0}, "CPUs"),
+        ({"pids_limit": 0}, "at least 1"),
+        ({"env": {"A=B": "x"}}, "environment"),
+        ({"hostname": "bad_host!"}, "hostname"),
+    ],
+)
 def test_spec_validation_errors(change, words):
     spec = ContainerSpec(id="abc", argv=["true"])
     for k, v in change.items():
@@ -94,18 +110,26 @@ def test_spec_env_and_hostname_defaults():
 
 # --- exit status and files ----------------------------------------------------------
 
-@pytest.mark.parametrize("status, code", [
-    (0, 0), (3 << 8, 3), (255 << 8, 255),   # exited
-    (9, 137), (15, 143), (2, 130),         # killed by SIGKILL, SIGTERM, SIGINT
-    (9 | 0x80, 137),                        # killed, core dumped
-])
+
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (0, 0),
+        (3 << 8, 3),
+        (255 << 8, 255),  # exited
+        (9, 137),
+        (15, 143),
+        (2, 130),  # killed by SIGKILL, SIGTERM, SIGINT
+        (9 | 0x80, 137),  # killed, core dumped
+    ],
+)
 def test_exit_code_encoding(status, code):
     assert files.exit_code(status) == code
 
 
 def test_exit_code_rejects_stopped_status():
     with pytest.raises(ValueError):
-        files.exit_code(0x137f)  # WIFSTOPPED(SIGSTOP)
+        files.exit_code(0x137F)  # WIFSTOPPED(SIGSTOP)
 
 
 def test_rfc3339():
@@ -142,8 +166,15 @@ def test_derive_states():
     assert (lost.status, lost.exit_code) == (EXITED, files.LOST_EXIT_CODE)
     assert "supervisor died" in lost.error
 
-    done = derive("c", DirFiles((10, 111), STARTED, {"exit_code": 3, "finished_at": "2024-01-01T00:00:01.000000Z"}), False)
-    assert (done.status, done.exit_code, done.finished_at, done.error) == (EXITED, 3, "2024-01-01T00:00:01.000000Z", None)
+    done = derive(
+        "c", DirFiles((10, 111), STARTED, {"exit_code": 3, "finished_at": "2024-01-01T00:00:01.000000Z"}), False
+    )
+    assert (done.status, done.exit_code, done.finished_at, done.error) == (
+        EXITED,
+        3,
+        "2024-01-01T00:00:01.000000Z",
+        None,
+    )
 
     starting = derive("c", DirFiles((10, 111), None, None), True)
     assert (starting.status, starting.shim_pid, starting.pid) == (CREATED, 10, None)
@@ -180,17 +211,25 @@ V2_CGROUP = "0::/system.slice/cnmd.service\n"
 def test_detect_v1_hybrid_and_paths():
     layout = cg.detect(V1_MOUNTINFO, V1_CGROUP, {"/sys/fs/cgroup/unified": "hugetlb\n"})
     assert {c: (h.version, h.mountpoint) for c, h in layout.controllers.items()} == {
-        "cpu": (1, "/sys/fs/cgroup/cpu,cpuacct"), "cpuacct": (1, "/sys/fs/cgroup/cpu,cpuacct"),
-        "memory": (1, "/sys/fs/cgroup/memory"), "pids": (1, "/sys/fs/cgroup/pids")}
+        "cpu": (1, "/sys/fs/cgroup/cpu,cpuacct"),
+        "cpuacct": (1, "/sys/fs/cgroup/cpu,cpuacct"),
+        "memory": (1, "/sys/fs/cgroup/memory"),
+        "pids": (1, "/sys/fs/cgroup/pids"),
+    }
     dirs = cg.container_dirs(layout, "cnm", "abc")
-    assert dirs == {"cpu": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc", "cpuacct": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc",
-                    "memory": "/sys/fs/cgroup/memory/svc/x/cnm/abc",  # nested under our own cgroup
-                    "pids": "/sys/fs/cgroup/pids/svc/cnm/abc"}
+    assert dirs == {
+        "cpu": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc",
+        "cpuacct": "/sys/fs/cgroup/cpu,cpuacct/cnm/abc",
+        "memory": "/sys/fs/cgroup/memory/svc/x/cnm/abc",  # nested under our own cgroup
+        "pids": "/sys/fs/cgroup/pids/svc/cnm/abc",
+    }
     assert cg.container_dirs(layout, "/top", "abc", ["pids"]) == {"pids": "/sys/fs/cgroup/pids/top/abc"}
     assert cg.limit_writes(layout, 64 << 20, 1.5, 100) == [
         ("memory", "memory.limit_in_bytes", str(64 << 20)),
-        ("cpu", "cpu.cfs_period_us", "100000"), ("cpu", "cpu.cfs_quota_us", "150000"),
-        ("pids", "pids.max", "100")]
+        ("cpu", "cpu.cfs_period_us", "100000"),
+        ("cpu", "cpu.cfs_quota_us", "150000"),
+        ("pids", "pids.max", "100"),
+    ]
 
 
 def test_detect_v2_and_paths():
@@ -199,7 +238,10 @@ def test_detect_v2_and_paths():
     dirs = cg.container_dirs(layout, "cnm", "abc")
     assert set(dirs.values()) == {"/sys/fs/cgroup/cnm/abc"}  # v2: one directory, under the root
     assert cg.limit_writes(layout, 10 << 20, 0.5, 7) == [
-        ("memory", "memory.max", str(10 << 20)), ("cpu", "cpu.max", "50000 100000"), ("pids", "pids.max", "7")]
+        ("memory", "memory.max", str(10 << 20)),
+        ("cpu", "cpu.max", "50000 100000"),
+        ("pids", "pids.max", "7"),
+    ]
 
 
 def test_v1_mount_root_is_stripped():
@@ -223,26 +265,54 @@ def test_cgroup_root_validation():
 
 # --- exec and shim identity ---------------------------------------------------------
 
+
 def test_nsenter_argv():
     assert nsenter_argv(4242, ["sh", "-c", "echo hi"]) == [
-        "nsenter", "--target=4242", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup", "--root", "--wd",
-        "--", "sh", "-c", "echo hi"]
+        "nsenter",
+        "--target=4242",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--pid",
+        "--cgroup",
+        "--root",
+        "--wd",
+        "--",
+        "sh",
+        "-c",
+        "echo hi",
+    ]
 
 
 def test_template_imports_little():
     """Every module the template imports is memory each supervisor shares with it (and,
     at small N, pays a share of): it must not import json, dataclasses, subprocess,
     socket, signal (enum) or the errors module."""
-    code = BOOT.replace("from cnm.runtime.template_main import main; main()",
-                        "import cnm.runtime.template_main; print(' '.join(sorted(sys.modules)))")
+    code = BOOT.replace(
+        "from cnm.runtime.template_main import main; main()",
+        "import cnm.runtime.template_main; print(' '.join(sorted(sys.modules)))",
+    )
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout
     mods = set(out.split())
     assert {"cnm.runtime.shim", "cnm.runtime.template_main"} <= mods
-    assert not mods & {"json", "dataclasses", "subprocess", "socket", "signal", "enum", "re", "cnm.errors",
-                       "cnm.runtime.spec", "cnm.runtime.template", "threading"}
+    assert not mods & {
+        "json",
+        "dataclasses",
+        "subprocess",
+        "socket",
+        "signal",
+        "enum",
+        "re",
+        "cnm.errors",
+        "cnm.runtime.spec",
+        "cnm.runtime.template",
+        "threading",
+    }
 
 
 # --- Runtime bookkeeping without processes ------------------------------------------
+
 
 def test_runtime_unknown_and_invalid_ids(tmp_path):
     rt = Runtime(str(tmp_path / "containers"))
@@ -292,7 +362,7 @@ def test_adopt_resets_a_start_that_never_finished(tmp_path):
     """Its supervisor died before the process ran: the container is "created" again
     (startable); a fenced one (a start that timed out) stays fenced."""
     rt = Runtime(str(tmp_path))
-    for cid, claim in (("c3", f"{2**22 + 9} 5\n"), ("c4", "")):     # no such process; a fence
+    for cid, claim in (("c3", f"{2**22 + 9} 5\n"), ("c4", "")):  # no such process; a fence
         cdir = tmp_path / cid
         cdir.mkdir()
         (cdir / files.SPEC).write_text(ContainerSpec(id=cid, argv=["true"]).to_json())
@@ -308,8 +378,10 @@ def test_adopt_resets_a_start_that_never_finished(tmp_path):
 def test_container_view_shows_only_the_hierarchies_it_has_a_cgroup_in():
     v1 = cg.detect(V1_MOUNTINFO, V1_CGROUP, {"/sys/fs/cgroup/unified": "hugetlb\n"})
     assert cg.container_view(v1, ["memory"], V1_CGROUP) == [("memory", "cgroup", "memory")]
-    assert cg.container_view(v1, ["cpu", "pids"], V1_CGROUP) == [("pids", "cgroup", "pids"),
-                                                                 ("cpu,cpuacct", "cgroup", "cpu,cpuacct")]
+    assert cg.container_view(v1, ["cpu", "pids"], V1_CGROUP) == [
+        ("pids", "cgroup", "pids"),
+        ("cpu,cpuacct", "cgroup", "cpu,cpuacct"),
+    ]
     assert cg.container_view(v1, [], V1_CGROUP) == []
     v2 = cg.detect(V2_MOUNTINFO, V2_CGROUP, {"/sys/fs/cgroup": "cpuset cpu io memory pids\n"})
     assert cg.container_view(v2, ["memory", "pids"], V2_CGROUP) == [("", "cgroup2", "")]  # at /sys/fs/cgroup
@@ -317,6 +389,7 @@ def test_container_view_shows_only_the_hierarchies_it_has_a_cgroup_in():
 
 def test_cgroup_ops_read_only_unless_privileged():
     from cnm.runtime import confine, linux
+
     view = [("pids", "cgroup", "pids"), ("cpu,cpuacct", "cgroup", "cpu,cpuacct")]
     ops = confine._cgroup_ops(view, privileged=False)
     assert ops[0][:3] == ("mount", "tmpfs", "/sys/fs/cgroup")
@@ -325,18 +398,24 @@ def test_cgroup_ops_read_only_unless_privileged():
     assert ops[-1] == ("setattr", "/sys/fs/cgroup", linux.MOUNT_ATTR_RDONLY, True)
     assert not any(o[0] == "setattr" for o in confine._cgroup_ops(view, privileged=True))
     assert [o[:3] for o in confine._cgroup_ops([("", "cgroup2", "")], False)] == [
-        ("mount", "cgroup", "/sys/fs/cgroup"), ("setattr", "/sys/fs/cgroup", linux.MOUNT_ATTR_RDONLY)]
+        ("mount", "cgroup", "/sys/fs/cgroup"),
+        ("setattr", "/sys/fs/cgroup", linux.MOUNT_ATTR_RDONLY),
+    ]
     assert confine._cgroup_ops([], False) == []
 
 
 def test_plan_mounts_for_a_namespace_without_cgroupfs():
-    assert cg.plan_mounts(V1_CGROUP) == [("pids", "cgroup", "pids"), ("memory", "cgroup", "memory"),
-                                         ("cpu,cpuacct", "cgroup", "cpu,cpuacct")]
+    assert cg.plan_mounts(V1_CGROUP) == [
+        ("pids", "cgroup", "pids"),
+        ("memory", "cgroup", "memory"),
+        ("cpu,cpuacct", "cgroup", "cpu,cpuacct"),
+    ]
     assert cg.plan_mounts(V2_CGROUP) == [("unified", "cgroup2", None)]
     assert cg.plan_mounts("1:name=systemd:/\n") == []
 
 
 # --- the template's pieces ----------------------------------------------------------
+
 
 def test_claim_is_exclusive_and_whole(tmp_path):
     p = str(tmp_path / files.SHIM_PID)
@@ -357,6 +436,7 @@ def test_template_reads_passed_descriptors():
     import socket
 
     from cnm.runtime import template_main
+
     data = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (7, 9))
     assert template_main._fds([(socket.SOL_SOCKET, socket.SCM_RIGHTS, data + b"\0\0")]) == [7, 9]
     assert template_main._fds([(socket.SOL_SOCKET, 99, data)]) == []
@@ -369,11 +449,12 @@ def test_template_probe_restarts_a_dead_template():
     import time
 
     from cnm.runtime.template import Template
+
     t = Template()
     try:
         first = t.ensure()
         assert t.probe() > 0
-        t._ctl.send(b"?")           # an unknown operation without descriptors
+        t._ctl.send(b"?")  # an unknown operation without descriptors
         assert t.probe() > 0 and t.pid == first
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -387,6 +468,7 @@ def test_template_probe_restarts_a_dead_template():
 
 def test_mount_points_decode_mountinfo_escapes():
     from cnm.runtime import linux
+
     assert linux._unescape(b"/tmp/a\\040b\\011c\\134d") == "/tmp/a b\tc\\d"
     assert linux._unescape(b"/plain") == "/plain"
     points = linux.mount_points()

@@ -2,6 +2,7 @@
 driver; a driver whose join names no gateway (as overlay and some plugins answer).
 Asserts what results — interfaces and routes inside the sandbox's namespace, the
 ports each endpoint publishes, names, records — after joins, leaves and releases."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,9 @@ def host():
 
 
 def network(host: FakeHost, name: str, subnet: str, driver: str = "bridge", **kw: object):
-    return host.controller.create_network(NetworkCreate(
-        name=name, driver=driver, ipam_configs=[IPAMConfigRequest(subnet=subnet)], **kw))  # type: ignore[arg-type]
+    return host.controller.create_network(
+        NetworkCreate(name=name, driver=driver, ipam_configs=[IPAMConfigRequest(subnet=subnet)], **kw)
+    )  # type: ignore[arg-type]
 
 
 def build(host: FakeHost, *nets, ports=(), cid: str = CID) -> Sandbox:
@@ -69,7 +71,7 @@ def test_no_gateway_gets_the_gateway_bridge_with_route_and_ports(host):
     # Ports are published where the way out is: on the gateway bridge.
     assert list(host.firewall.published) == [eps[gwnet.id].id]
     assert [p.host_port for p in sb.published_ports()] == [8080]
-    assert sb.hosts().splitlines()[-1] == "10.2.0.2\twebhost"       # the network's address, not the plumbing
+    assert sb.hosts().splitlines()[-1] == "10.2.0.2\twebhost"  # the network's address, not the plumbing
 
 
 def test_connecting_a_way_out_drops_the_gateway_bridge_and_moves_route_and_ports(host):
@@ -80,14 +82,14 @@ def test_connecting_a_way_out_drops_the_gateway_bridge_and_moves_route_and_ports
     gw_ep = by_network(sb)[gwnet.id]
     sb.join(br, EndpointRequest(aliases=["api"]))
     eps = by_network(sb)
-    assert set(eps) == {ov.id, br.id}                          # the gateway bridge endpoint left
+    assert set(eps) == {ov.id, br.id}  # the gateway bridge endpoint left
     # Its interface is out of use and out of the way at once, deleted in the background.
     parked = f"gone{gw_ep.id[:11]}"
     assert ifnames(host, sb) == ["eth0", "eth2", parked] and not host.ns(sb.key).link(parked).up
     host.settle()
     assert ifnames(host, sb) == ["eth0", "eth2"]
     assert host.default_routes(sb.key) == {"0.0.0.0/0": ("eth2", "10.3.0.1")}
-    assert list(host.firewall.published) == [eps[br.id].id]    # ports moved with the way out
+    assert list(host.firewall.published) == [eps[br.id].id]  # ports moved with the way out
     assert gw_ep.id not in {ep.id for ep in host.controller.all_endpoints()}
     assert [p.host_port for p in sb.published_ports()] == [8080]
     # And back: leaving the bridge brings the gateway bridge back, route and ports with it.
@@ -149,7 +151,7 @@ def test_release_leaves_nothing(host):
     assert host.ports.allocations() == []
     assert host.store.get(SANDBOX_PREFIX + CID) is None and host.sandboxes.get(CID) is None
     assert host.firewall.published == {}
-    sb.release()                       # idempotent
+    sb.release()  # idempotent
 
 
 def test_a_failed_build_rolls_back_everything(host):
@@ -172,15 +174,23 @@ def test_a_failed_join_changes_nothing(host):
     net = network(host, "n1", "10.1.0.0/24")
     sb = build(host, net, ports=[WEB])
     other = network(host, "n2", "10.7.0.0/24")
-    state = (ifnames(host, sb), host.default_routes(sb.key), dict(host.firewall.published),
-             {kv.key: kv.value for kv in host.store.list("")})
+    state = (
+        ifnames(host, sb),
+        host.default_routes(sb.key),
+        dict(host.firewall.published),
+        {kv.key: kv.value for kv in host.store.list("")},
+    )
     with pytest.raises(InvalidParameter, match="not within any subnet"):
         sb.join(other, EndpointRequest(ip="10.99.0.5"))
     host.world.host.fail_next["create_veth"] = Conflict("injected")
     with pytest.raises(Conflict, match="injected"):
         sb.join(other, EndpointRequest())
-    assert (ifnames(host, sb), host.default_routes(sb.key), dict(host.firewall.published),
-            {kv.key: kv.value for kv in host.store.list("")}) == state
+    assert (
+        ifnames(host, sb),
+        host.default_routes(sb.key),
+        dict(host.firewall.published),
+        {kv.key: kv.value for kv in host.store.list("")},
+    ) == state
 
 
 def test_building_twice_is_refused_and_release_makes_room(host):
@@ -197,7 +207,7 @@ def test_after_a_restart_the_sandbox_is_found_and_restored(host):
     ov = network(host, "ov", "10.2.0.0/24", driver="nogw")
     sb = build(host, ov, ports=[WEB])
     order = list(sb.record.endpoint_ids)
-    host.ports.release_owner(sb.id)           # the new daemon's allocator starts empty
+    host.ports.release_owner(sb.id)  # the new daemon's allocator starts empty
     again = host.make_sandboxes().get(CID)
     assert again is not None and again.record.endpoint_ids == order
     again.restore(pid=4242)

@@ -1,5 +1,6 @@
 """The sandbox's pure rules: gateway bridge (libnetwork's needDefaultGW), default
 route, where ports go, interface names; and the hosts/resolv.conf text."""
+
 from __future__ import annotations
 
 from ipaddress import ip_address
@@ -35,8 +36,12 @@ def test_gateway_bridge_needed_only_when_nothing_else_leads_out():
 
 
 def test_what_does_not_count_for_the_gateway_bridge():
-    for quiet in (V("a", driver="overlay", internal=True), V("a", driver="null"), V("a", driver="host"),
-                  V("a", driver="overlay", disable_gateway_service=True)):
+    for quiet in (
+        V("a", driver="overlay", internal=True),
+        V("a", driver="null"),
+        V("a", driver="host"),
+        V("a", driver="overlay", disable_gateway_service=True),
+    ):
         assert not rules.needs_gateway_bridge([quiet])
         assert rules.needs_gateway_bridge([quiet, overlay("b")])
     # A static default route or an IPv6-only gateway is a way out too.
@@ -94,6 +99,8 @@ def test_hosts_file():
 
 
 def test_resolv_conf_drops_loopback_resolvers():
-    assert container_resolv_conf("nameserver 127.0.0.53\nsearch x\n") == \
-        "search x\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    assert (
+        container_resolv_conf("nameserver 127.0.0.53\nsearch x\n")
+        == "search x\nnameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+    )
     assert container_resolv_conf("nameserver ::1\nnameserver 192.0.2.1\n") == "nameserver 192.0.2.1\n"

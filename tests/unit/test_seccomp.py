@@ -1,6 +1,7 @@
 """The seccomp profile, its resolution for a container and the BPF compiler: decisions
 checked with a BPF interpreter, and the same program loaded into a child process (no
 root needed: no_new_privs lets any process install a filter on itself)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -43,15 +44,47 @@ def default_prog() -> bytes:
 
 
 def test_default_profile_allows_ordinary_work(default_prog):
-    for name in ("read", "write", "openat", "execve", "exit_group", "fork",
-                 "fchmodat2", "futex_wait", "statx", "bind", "setsockopt", "chroot", "ptrace"):
+    for name in (
+        "read",
+        "write",
+        "openat",
+        "execve",
+        "exit_group",
+        "fork",
+        "fchmodat2",
+        "futex_wait",
+        "statx",
+        "bind",
+        "setsockopt",
+        "chroot",
+        "ptrace",
+    ):
         assert decide(default_prog, name) == ALLOW, name
 
 
 def test_default_profile_refuses_what_docker_refuses(default_prog):
-    for name in ("mount", "umount2", "unshare", "setns", "keyctl", "add_key", "request_key", "bpf",
-                 "init_module", "reboot", "swapon", "kexec_load", "pivot_root", "open_by_handle_at",
-                 "perf_event_open", "sethostname", "settimeofday", "iopl", "userfaultfd", "acct"):
+    for name in (
+        "mount",
+        "umount2",
+        "unshare",
+        "setns",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "bpf",
+        "init_module",
+        "reboot",
+        "swapon",
+        "kexec_load",
+        "pivot_root",
+        "open_by_handle_at",
+        "perf_event_open",
+        "sethostname",
+        "settimeofday",
+        "iopl",
+        "userfaultfd",
+        "acct",
+    ):
         assert decide(default_prog, name) == EPERM, name
     assert decide(default_prog, "clone3") == ENOSYS  # C libraries fall back to clone
 
@@ -64,7 +97,7 @@ def test_clone_namespace_flags_and_personality(default_prog):
     for persona in (0, 8, 0x20000, 0x20008, 0xFFFFFFFF):
         assert decide(default_prog, "personality", persona) == ALLOW
     assert decide(default_prog, "personality", 0x0040000) == EPERM  # ADDR_NO_RANDOMIZE
-    assert decide(default_prog, "personality", 1 << 32) == EPERM    # the high word counts
+    assert decide(default_prog, "personality", 1 << 32) == EPERM  # the high word counts
 
 
 def test_socket_families(default_prog):
@@ -101,32 +134,54 @@ def test_profile_round_trips_through_dockers_json():
     assert program(profile=sp.parse(text)) == program()
 
 
-@pytest.mark.parametrize("bad, says", [
-    ("{", "not JSON"),
-    ('{"defaultAction": "SCMP_ACT_MAYBE"}', "unknown action"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}',
-     "SCMP_ACT_NOTIFY"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]}', "index"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SORT_OF"}]}]}', "unknown operator"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}', "unknown architecture"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "flags": ["SECCOMP_FILTER_FLAG_NEW_LISTENER"]}', "not supported"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"action": "SCMP_ACT_ALLOW"}]}', "no syscall names"),
-    ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
-     ' "includes": {"minKernel": "four"}}]}', "kernel version"),
-    ('[]', "JSON object"),
-    ('{}', "unconfined"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("{", "not JSON"),
+        ('{"defaultAction": "SCMP_ACT_MAYBE"}', "unknown action"),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}',
+            "SCMP_ACT_NOTIFY",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]}',
+            "index",
+        ),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SORT_OF"}]}]}',
+            "unknown operator",
+        ),
+        ('{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_Z80"]}', "unknown architecture"),
+        ('{"defaultAction": "SCMP_ACT_ERRNO", "flags": ["SECCOMP_FILTER_FLAG_NEW_LISTENER"]}', "not supported"),
+        ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"action": "SCMP_ACT_ALLOW"}]}', "no syscall names"),
+        (
+            '{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW",'
+            ' "includes": {"minKernel": "four"}}]}',
+            "kernel version",
+        ),
+        ("[]", "JSON object"),
+        ("{}", "unconfined"),
+    ],
+)
 def test_bad_profiles_are_refused_saying_where(bad, says):
     with pytest.raises(InvalidParameter, match=says):
         sp.parse(bad)
 
 
 def test_allow_by_default_profile_with_a_deny_list():
-    prof = sp.parse(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
-        {"names": ["kill"], "action": "SCMP_ACT_KILL_PROCESS"}]}))
+    prof = sp.parse(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                    {"names": ["kill"], "action": "SCMP_ACT_KILL_PROCESS"},
+                ],
+            }
+        )
+    )
     prog = program(profile=prof)
     assert decide(prog, "mkdir") == sp.RET_ERRNO | 13
     assert decide(prog, "kill") == KILL
@@ -134,18 +189,25 @@ def test_allow_by_default_profile_with_a_deny_list():
     assert run(prog, seccomp_data(999)) == ALLOW  # allow-by-default: no ENOSYS for unknown numbers
 
 
-_OPS = {"SCMP_CMP_EQ": lambda a, v, _w: a == v, "SCMP_CMP_NE": lambda a, v, _w: a != v,
-        "SCMP_CMP_LT": lambda a, v, _w: a < v, "SCMP_CMP_LE": lambda a, v, _w: a <= v,
-        "SCMP_CMP_GT": lambda a, v, _w: a > v, "SCMP_CMP_GE": lambda a, v, _w: a >= v,
-        "SCMP_CMP_MASKED_EQ": lambda a, v, w: a & v == w}
+_OPS = {
+    "SCMP_CMP_EQ": lambda a, v, _w: a == v,
+    "SCMP_CMP_NE": lambda a, v, _w: a != v,
+    "SCMP_CMP_LT": lambda a, v, _w: a < v,
+    "SCMP_CMP_LE": lambda a, v, _w: a <= v,
+    "SCMP_CMP_GT": lambda a, v, _w: a > v,
+    "SCMP_CMP_GE": lambda a, v, _w: a >= v,
+    "SCMP_CMP_MASKED_EQ": lambda a, v, w: a & v == w,
+}
 u64 = st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**32 - 1, 2**32, 2**32 + 1, 2**64 - 1]))
 
 
 @settings(max_examples=400, deadline=None)
 @given(op=st.sampled_from(sorted(_OPS)), value=u64, two=u64, arg=u64, index=st.integers(0, 5))
 def test_64_bit_comparisons_match_their_meaning(op, value, two, arg, index):
-    prof = sp.Profile(default_action="SCMP_ACT_ERRNO", syscalls=(
-        sp.Rule(names=("read",), action="SCMP_ACT_ALLOW", args=(sp.Arg(index, value, op, two),)),))
+    prof = sp.Profile(
+        default_action="SCMP_ACT_ERRNO",
+        syscalls=(sp.Rule(names=("read",), action="SCMP_ACT_ALLOW", args=(sp.Arg(index, value, op, two),)),),
+    )
     prog = program(profile=prof)
     args = [0] * 6
     args[index] = arg
@@ -157,8 +219,11 @@ def test_long_programs_get_trampolines_and_stay_right():
     # 60 syscalls with 5 argument rules each: jumps over the left half of the search
     # tree reach far beyond 255 instructions.
     names = sorted(X86_64, key=X86_64.get)[:60]
-    rules = tuple(sp.Rule(names=(n,), action="SCMP_ACT_ALLOW", args=(sp.Arg(1, v, "SCMP_CMP_EQ"),))
-                  for n in names for v in range(5))
+    rules = tuple(
+        sp.Rule(names=(n,), action="SCMP_ACT_ALLOW", args=(sp.Arg(1, v, "SCMP_CMP_EQ"),))
+        for n in names
+        for v in range(5)
+    )
     prog = program(profile=sp.Profile(default_action="SCMP_ACT_ERRNO", syscalls=rules))
     assert len(prog) // 8 > 600
     for n in names:
@@ -175,6 +240,7 @@ def _in_filtered_child(prog: bytes, calls: list[tuple[int, tuple[int, ...]]]) ->
     """Fork; the child sets no_new_privs, loads `prog` and makes each raw syscall; returns
     each call's errno (0 = it ran)."""
     from cnm.runtime import linux
+
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -201,9 +267,16 @@ def _in_filtered_child(prog: bytes, calls: list[tuple[int, tuple[int, ...]]]) ->
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the syscall numbers below are x86_64's")
 def test_kernel_agrees(default_prog):
-    calls = [(X86_64["getpid"], ()), (X86_64["unshare"], (0,)), (X86_64["keyctl"], (0, 0)),
-             (X86_64["clone3"], (0, 0)), (X86_64["personality"], (0xFFFFFFFF,)),
-             (X86_64["personality"], (0x0040000,)), (X86_64["socket"], (AF_VSOCK, 1, 0)),
-             (X86_64["mount"], (0, 0, 0, 0, 0)), (max(X86_64.values()) + 40, ())]
+    calls = [
+        (X86_64["getpid"], ()),
+        (X86_64["unshare"], (0,)),
+        (X86_64["keyctl"], (0, 0)),
+        (X86_64["clone3"], (0, 0)),
+        (X86_64["personality"], (0xFFFFFFFF,)),
+        (X86_64["personality"], (0x0040000,)),
+        (X86_64["socket"], (AF_VSOCK, 1, 0)),
+        (X86_64["mount"], (0, 0, 0, 0, 0)),
+        (max(X86_64.values()) + 40, ()),
+    ]
     eperm, enosys = 1, 38
     assert _in_filtered_child(default_prog, calls) == [0, eperm, eperm, enosys, 0, eperm, eperm, eperm, enosys]

@@ -1,6 +1,7 @@
 """State directories: created private, refused when another user could change them,
 never entered through a planted symlink. Ownership by another uid needs chown, so those
 cases need root (they say so when skipped)."""
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,7 @@ def test_writable_by_group_or_others_is_refused_untouched(base, bad_mode):
         private_dir(str(d), 0o710, "--run-dir")
     msg = err.value.message
     assert "\n" not in msg and str(d) in msg and "writable by group or others" in msg
-    assert mode(d) == bad_mode       # refused, not "fixed": something may have been planted
+    assert mode(d) == bad_mode  # refused, not "fixed": something may have been planted
 
 
 @needs_root
@@ -80,7 +81,7 @@ def test_a_directory_on_the_way_owned_by_another_user_is_refused(base):
     os.chown(mid, OTHER, OTHER)
     with pytest.raises(Forbidden, match=rf"directory {mid} on the way belongs to uid {OTHER}"):
         private_dir(str(mid / "root"), 0o700, "--root")
-    assert not (mid / "root").exists()     # nothing made below it
+    assert not (mid / "root").exists()  # nothing made below it
 
 
 def test_a_world_writable_directory_on_the_way_needs_the_sticky_bit(base):
@@ -89,7 +90,7 @@ def test_a_world_writable_directory_on_the_way_needs_the_sticky_bit(base):
     os.chmod(shared, 0o777)
     with pytest.raises(Forbidden, match=rf"directory {shared} on the way is writable by group or others"):
         private_dir(str(shared / "root"), 0o700, "--root")
-    os.chmod(shared, 0o1777)                # like /tmp: only an entry's owner may replace it
+    os.chmod(shared, 0o1777)  # like /tmp: only an entry's owner may replace it
     private_dir(str(shared / "root"), 0o700, "--root")
     assert mode(shared / "root") == 0o700
 
@@ -103,7 +104,7 @@ def test_a_planted_symlink_is_never_followed(base):
     os.chmod(shared, 0o1777)
     link = shared / "cnm"
     link.symlink_to(target)
-    os.lchown(link, OTHER, OTHER)          # planted by another user in a sticky directory
+    os.lchown(link, OTHER, OTHER)  # planted by another user in a sticky directory
     with pytest.raises(Forbidden, match=rf"symlink {link} on the way belongs to uid {OTHER}"):
         private_dir(str(link / "root"), 0o700, "--root")
     assert os.listdir(target) == []
@@ -188,7 +189,7 @@ def test_sqlite_files_are_private_even_under_a_loose_umask(base):
             assert {p: mode(base / p) for p in made} == {p: 0o600 for p in made}
         finally:
             store.close()
-        os.chmod(path, 0o644)               # as an older version left it
+        os.chmod(path, 0o644)  # as an older version left it
         (base / "local-kv.db-wal").touch()
         os.chmod(base / "local-kv.db-wal", 0o644)
         SQLiteStore(str(path)).close()

@@ -1,6 +1,7 @@
 """Store transactions: a request's writes committed once, at the end of the outermost
 block (SQLite: one COMMIT; a crash loses the block whole), every call inside still all
 or nothing, steps run after the commit, other threads kept out until then."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -36,11 +37,11 @@ def test_writes_in_a_block_are_one_commit(tmp_path):
     s = SQLiteStore(path)
     with s.transaction():
         s.put("a", {"n": 1})
-        with s.transaction():                     # nested: joins the outer one
+        with s.transaction():  # nested: joins the outer one
             s.put("b", {})
             s.delete("a")
-        assert committed(path) == set()           # nothing durable before the outer end
-        assert s.get("b") is not None and s.get("a") is None   # but visible to this connection
+        assert committed(path) == set()  # nothing durable before the outer end
+        assert s.get("b") is not None and s.get("a") is None  # but visible to this connection
     assert committed(path) == {"b"}
     s.close()
 
@@ -51,7 +52,7 @@ def test_a_block_that_raises_still_commits_what_it_left(store):
         with store.transaction():
             store.put("kept", {})
             store.put("undone", {})
-            store.delete("undone")                # an undo step
+            store.delete("undone")  # an undo step
             raise RuntimeError("boom")
     assert store.get("kept") is not None and store.get("undone") is None
 
@@ -77,7 +78,7 @@ def test_after_commit_steps_run_after_the_outer_commit_in_order(tmp_path):
             s.after_commit(lambda: seen.append(("second", committed(path))))
         assert seen == []
     assert seen == [("first", {"k"}), ("second", {"k"})]
-    s.after_commit(lambda: seen.append("at once"))      # no block open: now
+    s.after_commit(lambda: seen.append("at once"))  # no block open: now
     assert seen[-1] == "at once"
     s.close()
 
@@ -87,6 +88,7 @@ def test_after_commit_steps_run_even_when_the_block_raises_and_one_step_failing_
 
     def broken() -> None:
         raise ValueError("step failed")
+
     with pytest.raises(RuntimeError, match="the block's own error"):
         with store.transaction():
             store.after_commit(broken)
@@ -103,7 +105,8 @@ def test_other_threads_wait_for_the_commit(tmp_path):
     def other() -> None:
         inside.wait()
         s.put("theirs", {})
-        got.append(s.get("mine") is not None)      # our commit came first
+        got.append(s.get("mine") is not None)  # our commit came first
+
     t = threading.Thread(target=other)
     t.start()
     with s.transaction():

@@ -1,5 +1,6 @@
 """Wiring by construction: the controller hands itself to its cluster member, asks the
 cluster store outside its lock, and exit watches wait for the event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,10 +40,11 @@ class FakeCluster:
     def find_network(self, ref: str) -> dict | None:
         got: list[bool] = []
 
-        def try_lock() -> None:             # from another thread: is the lock free?
+        def try_lock() -> None:  # from another thread: is the lock free?
             got.append(self.controller.lock.acquire(timeout=0))
             if got[0]:
                 self.controller.lock.release()
+
         t = threading.Thread(target=try_lock)
         t.start()
         t.join()
@@ -65,8 +67,13 @@ def controller_with(records: dict[str, dict], events: list) -> tuple[Controller,
         made.append(FakeCluster(ctl, records))
         return made[0]
 
-    ctl = Controller(drivers, ipams, {"local": store, "global": MemoryStore("global")}, cluster=join,
-                     network_listeners=[lambda ev, net: events.append((ev, net.name))])
+    ctl = Controller(
+        drivers,
+        ipams,
+        {"local": store, "global": MemoryStore("global")},
+        cluster=join,
+        network_listeners=[lambda ev, net: events.append((ev, net.name))],
+    )
     return ctl, made[0]
 
 
@@ -76,11 +83,11 @@ def test_the_controller_hands_itself_to_its_cluster_member_and_asks_outside_the_
     assert cluster.controller is ctl and ctl.cluster is cluster
     net = ctl.get_network("elsewhere")
     assert net.id == REMOTE.id and ctl.network(REMOTE.id) is net
-    assert events == [("create", "elsewhere")]           # listeners given at construction hear it
+    assert events == [("create", "elsewhere")]  # listeners given at construction hear it
     with pytest.raises(NotFound):
         ctl.get_network("nowhere")
     assert cluster.lock_free_during_lookup == [True, True]
-    assert ctl.get_network("elsewhere") is net            # known now: no second lookup
+    assert ctl.get_network("elsewhere") is net  # known now: no second lookup
     assert len(cluster.lock_free_during_lookup) == 2
 
 
@@ -107,11 +114,11 @@ def test_exit_watches_wait_for_the_loop_then_fire_once_the_process_ends():
             ended.set()
 
     watcher = ExitWatcher(exit_fd)
-    watcher.watch("sleeper", on_exit)             # before the loop runs: kept
+    watcher.watch("sleeper", on_exit)  # before the loop runs: kept
     loop, t = run_loop()
     try:
         loop.call_soon_threadsafe(watcher.start, loop)
-        watcher.watch("gone", on_exit)            # already ended: reported at once
+        watcher.watch("gone", on_exit)  # already ended: reported at once
         assert ended.wait(5), exited
         assert exited == ["gone", "sleeper"] and proc.poll() is not None
     finally:
