@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from cnm.cli.labprogress import PlainProgress, RichProgress, _progress  # noqa: F401  (PlainProgress: re-exported)
 from cnm.cli.output import dumps, echo, table
 from cnm.cli.spec import ANY, arg, command, flag, option
 from cnm.cli.values import float_range, int_range
@@ -69,68 +70,6 @@ def _realiser(progress: Any = None) -> Any:
     from cnm.lab.runner import SubprocessRunner
 
     return Realiser(SubprocessRunner(), progress=progress)
-
-
-class PlainProgress:
-    """One line per finished phase (for logs and pipes)."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def __call__(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
-        if state == "start":
-            self.t0 = time.monotonic()
-        elif state == "done":
-            echo(f"{phase}: {total} step{'s' if total != 1 else ''} ok ({time.monotonic() - self.t0:.1f}s)")
-        elif state == "fail":
-            echo(f"{phase}: FAILED at {detail}")
-        else:
-            return
-        sys.stdout.flush()  # a pipe or log file sees each phase as it ends, not all at exit
-
-
-class RichProgress:
-    """A spinner with a count on the running phase, a tick per finished one (rich,
-    loaded lazily)."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console()
-        self.status: Any = None
-        self.t0 = time.monotonic()
-
-    def __call__(self, phase: str, done: int, total: int, state: str, detail: str = "") -> None:
-        if state == "start":
-            self.t0 = time.monotonic()
-            self.status = self.console.status(f"{phase} 0/{total}")
-            self.status.start()
-            return
-        if state == "step":
-            if self.status is not None:
-                self.status.update(f"{phase} {done}/{total}")
-            return
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
-        took = time.monotonic() - self.t0
-        if state == "done":
-            self.console.print(
-                f"[green]✓[/] {phase} [dim]{total} step{'s' if total != 1 else ''}, {took:.1f}s[/]", highlight=False
-            )
-        else:
-            from rich.markup import escape
-
-            self.console.print(f"[red]✗[/] {phase}: {escape(detail)}", highlight=False)
-
-
-def _progress() -> Any:
-    if sys.stdout.isatty():
-        try:
-            return RichProgress()
-        except ImportError:
-            pass
-    return PlainProgress()
 
 
 def _require_root() -> None:
