@@ -113,8 +113,8 @@ def serve(cx: Context, o: Opts) -> None:
     bridge:  docker network create -d NAME [--ipam-driver NAME] --subnet ... NET
     overlay: the same on every host (same --subnet, or -o cnm.overlay.name=X) gives
              one VXLAN network across the hosts; peers meet in etcd."""
+    from cnm.plugin_roots import build  # (CLI start-up: as above)
     from cnm.plugins import sdk  # (CLI start-up: as above)
-    from cnm.plugins.roots import build  # (CLI start-up: as above)
 
     served = build(
         o.driver,
@@ -148,7 +148,7 @@ def serve(cx: Context, o: Opts) -> None:
 def forget_host(cx: Context, o: Opts) -> None:
     """Take a host that is gone for good (its underlay ADDRESS) out of the served
     overlays and shared pools, freeing what only it held. Refused while it is alive."""
-    from cnm.plugins.roots import forget_host as forget  # (CLI start-up: as above)
+    from cnm.plugin_roots import forget_host as forget  # (CLI start-up: as above)
 
     lines = forget(o.cluster_store, o.address)
     for line in lines:

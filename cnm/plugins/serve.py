@@ -4,7 +4,7 @@ Docker engine can use them (`docker network create -d NAME`).
     DriverPlugin(driver)   any cnm.driverapi.Driver as an SDK NetworkPlugin
     IpamAdapter(ipam)      any cnm.ipamapi.Ipam as an SDK IpamPlugin
 
-The real drivers and IPAM are put together for `net plugin serve` in cnm.plugins.roots.
+The real drivers and IPAM are put together for `net plugin serve` in cnm.plugin_roots.
 """
 
 from __future__ import annotations

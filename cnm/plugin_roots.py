@@ -1,6 +1,7 @@
 """Composition roots of `net plugin serve` and `net plugin forget-host`: the real
-drivers and default IPAM, put together. The one module of cnm/plugins that imports
-drivers/ and ipam/ (the CLI imports it only for these two commands)."""
+drivers and default IPAM put together behind cnm.plugins' protocol adapters. With
+cnm.daemon, the only module of cnm that imports drivers/ and ipam/ (the CLI imports it
+only for these two commands)."""
 
 from __future__ import annotations
 
