@@ -81,6 +81,11 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         self._containers = self._index.by_id
         # Exit codes of auto-removed containers, for a `wait` that arrives after removal.
         self.exit_codes: dict[str, int] = {}
+        # Attaches in progress per container, and --rm containers whose removal waits for
+        # them: an attach made before the start (docker run) must carry the whole run, and
+        # a short run can exit before the attach has read its log.
+        self._attached: dict[str, int] = {}
+        self._removal_held: set[str] = set()
         self._host_resolv = host_resolv
         self._host_hosts = host_hosts
         self._exits = exits  # None: exits are noticed only at stop and remove
@@ -411,10 +416,31 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
                 self._event("die", ct, exitCode=str(code if code is not None else -1))
             with self.store.transaction():  # the kernel's part after the commit
                 self._release_network(ct)
-            if ct.auto_remove:
+            if ct.auto_remove and self._attached.get(cid):
+                self._removal_held.add(cid)  # removed when the last attach ends
+            elif ct.auto_remove:
                 self._remove(ct)
             elif first and self.restarts.after_exit(ct, st):
                 self._save(ct)  # its restart count
+
+    def attach_begins(self, cid: str) -> None:
+        with self.lock:
+            self._attached[cid] = self._attached.get(cid, 0) + 1
+
+    def attach_ends(self, cid: str) -> None:
+        """The attach has carried what it will: a --rm container that exited meanwhile goes now."""
+        with self.lock:
+            left = self._attached.get(cid, 1) - 1
+            if left > 0:
+                self._attached[cid] = left
+                return
+            self._attached.pop(cid, None)
+            ct = self._containers.get(cid)
+            if cid in self._removal_held and ct is not None and not self.is_running(ct):
+                self._removal_held.discard(cid)
+                self._remove(ct)
+            elif ct is None:
+                self._removal_held.discard(cid)
 
     def remove(self, ref: str, force: bool = False) -> Container:
         with self.lock:
@@ -436,6 +462,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
             return ct
 
     def _remove(self, ct: Container) -> None:
+        self._removal_held.discard(ct.id)
         self.restarts.forget(ct.id)
         try:
             st = self.runtime.state(ct.id)

@@ -40,6 +40,27 @@ def routes(service: Any) -> list[Route]:
         with_stdin = _flag(request, "stdin")
         scanner = DetachScanner(detach_sequence(request.query.get("detachKeys", ""))) if with_stdin else None
         ct = await blocking(request, service.get, request.match_info["ref"])
+        # Held from here: a --rm container that exits before this attach has read its
+        # output is removed only once the attach ends (Docker's attached streams see it all).
+        hold = getattr(service, "attach_begins", None)
+        if hold is not None:
+            await blocking(request, hold, ct.id)
+        try:
+            return await _attached(request, service, ct, stream, replay, want, with_stdin, scanner)
+        finally:
+            if hold is not None:
+                await blocking(request, service.attach_ends, ct.id)
+
+    async def _attached(
+        request: web.Request,
+        service: Any,
+        ct: Any,
+        stream: bool,
+        replay: bool,
+        want: dict[int, bool],
+        with_stdin: bool,
+        scanner: DetachScanner | None,
+    ) -> web.StreamResponse:
         state = await blocking(request, _state, service, ct.id)
         # An exited container is attached for its next run (docker start -a attaches,
         # then starts; Docker's daemon allows it, its `docker attach` command does not).

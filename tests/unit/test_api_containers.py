@@ -333,3 +333,19 @@ def test_versioned_paths_work(raw, client):
     cid = run_ct(client, sh("sleep 30"))
     status, _, data = raw.request("GET", f"/v1.43/containers/{cid}/json")
     assert status == 200 and json.loads(data)["Id"] == cid
+
+
+def test_an_attached_auto_remove_container_waits_for_its_attach(client, service):
+    """docker run --rm attaches before the start; a run shorter than the attach's first
+    look must not be removed (its log with it) before the attach has carried it."""
+    cid = client.container_create(sh("echo carried; exit 3", HostConfig={"AutoRemove": True}))
+    service.attach_begins(cid)  # as the attach route does before it waits for the start
+    try:
+        client.container_start(cid)
+        until(lambda: service.state_of(cid) is not None and service.state_of(cid).status == "exited")
+        service.handle_exit(cid)  # the exit watcher's call; it may already have run
+        assert cid in {c.id for c in service.list_containers()}  # held while attached
+    finally:
+        service.attach_ends(cid)
+    assert cid not in {c.id for c in service.list_containers()}  # removed when the attach ended
+    assert service.exit_codes[cid] == 3  # kept for a late wait
