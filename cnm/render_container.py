@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cnm.addresses import IPInterface, text
+from cnm.humanunits import human_duration
 from cnm.model import Endpoint, Network
 from cnm.naming import GATEWAY_BRIDGE
 from cnm.runtime.confine import MASKED_PATHS, READONLY_PATHS
@@ -285,32 +286,6 @@ def parse_time(text: str | None) -> float | None:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    if seconds < 1:
-        return "Less than a second"
-    secs, minutes, hours = int(seconds), int(seconds // 60), round(seconds / 3600)
-    if secs == 1:
-        return "1 second"
-    if secs < 60:
-        return f"{secs} seconds"
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600 / 24 / 365)} years"
 
 
 def status_text(state: Any, now: float) -> str:

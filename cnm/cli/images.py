@@ -10,6 +10,7 @@ from cnm.cli.output import dumps, echo, error_line, table
 from cnm.cli.spec import arg, command, flag, option
 from cnm.cli.values import key_value
 from cnm.errors import CNMError, InvalidParameter, Unavailable
+from cnm.humanunits import human_duration, human_size
 
 TYPE_CHECKING = False  # typing stays off the CLI's execution path; type checkers see True
 if TYPE_CHECKING:
@@ -20,44 +21,6 @@ if TYPE_CHECKING:
 
 
 # -- formatting (Docker's go-units) --------------------------------------------------------
-
-
-def human_size(size: float) -> str:
-    """go-units HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB")
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000.0
-        i += 1
-    return f"{size:.3g}{units[i]}"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: "About an hour", "3 days", "7 months"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60 + 0.5)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def ago(created: int) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from cnm.containers import Container
 from cnm.model import Endpoint, Network, PoolConfig
-from cnm.render_container import container_json, container_summary, human_duration, parse_time, status_text
+from cnm.render_container import container_json, container_summary, parse_time, status_text
 from cnm.runtime.state import ContainerState
 
 CID = "a" * 64
@@ -205,29 +205,6 @@ def test_container_mode_has_no_networks_and_names_the_other_by_id():
 def test_unknown_runtime_state_renders_dead():
     st = container_json(ct(), None, [], NETS)["State"]
     assert (st["Status"], st["Dead"], st["Running"], st["Pid"]) == ("dead", True, False, 0)
-
-
-@pytest.mark.parametrize(
-    "seconds, text",
-    [
-        (0.4, "Less than a second"),
-        (1, "1 second"),
-        (59, "59 seconds"),
-        (60, "About a minute"),
-        (119, "About a minute"),
-        (120, "2 minutes"),
-        (3599, "59 minutes"),
-        (3600, "About an hour"),
-        (7200, "2 hours"),
-        (47 * 3600, "47 hours"),
-        (48 * 3600, "2 days"),
-        (15 * 86400, "2 weeks"),
-        (61 * 86400, "2 months"),
-        (800 * 86400, "2 years"),
-    ],
-)
-def test_human_duration_matches_docker(seconds, text):
-    assert human_duration(seconds) == text
 
 
 def test_status_text():
