@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 
 from cnm.errors import Conflict
-from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
+from cnm.store import KV, Delete, Op, Put, WatchEvent
+from cnm.store.nesting import NestedTransactions
 
 
-class MemoryStore:
+class MemoryStore(NestedTransactions):
     def __init__(self, scope: str = "local") -> None:
+        super().__init__()
         self.scope = scope
         self._data: dict[str, tuple[dict, int]] = {}
         self._rev = 0
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._after: list[Callable[[], None]] = []
         self.commits = 0  # transactions (or lone writes) made durable: tests count them
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Writes apply at once here; the block only defers the after-commit steps (and
-        counts one commit), as cnm.store.sqlite's does."""
-        outer = False
-        try:
-            with self._lock:
-                outer = self._depth == 0
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                    if outer:
-                        self.commits += 1
-        finally:
-            if outer:
-                with self._lock:
-                    steps, self._after = self._after, []
-                run_after_commit(steps)
-
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            if self._depth:
-                self._after.append(fn)
-                return
-        run_after_commit([fn])
+    def _commit(self) -> None:
+        """Writes apply at once here; a block only defers the after-commit steps and
+        counts one commit, as cnm.store.sqlite's does."""
+        self.commits += 1
 
     def get(self, key: str) -> KV | None:
         with self._lock:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 
 from cnm.errors import Conflict, Unavailable
 from cnm.statedirs import open_private, tighten_file
-from cnm.store import KV, Delete, Op, Put, WatchEvent, run_after_commit
+from cnm.store import KV, Delete, Op, Put, WatchEvent
+from cnm.store.nesting import NestedTransactions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision INTEGER NOT NULL);
@@ -45,8 +44,9 @@ def _private_files(path: str) -> None:
         tighten_file(path + suffix)
 
 
-class SQLiteStore:
+class SQLiteStore(NestedTransactions):
     def __init__(self, path: str, scope: str = "local") -> None:
+        super().__init__()
         self.scope = scope
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -58,38 +58,13 @@ class SQLiteStore:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open state database {path}: {exc}") from exc
-        self._lock = threading.RLock()
-        self._depth = 0  # open transaction blocks (the lock's owner's)
-        self._after: list[Callable[[], None]] = []
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """See cnm.store.Store.transaction. The lock is held from BEGIN to COMMIT."""
-        outer = False
-        try:
-            with self._lock:
-                outer = self._depth == 0
-                if outer:
-                    self._db.execute("BEGIN IMMEDIATE")
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                    if outer:
-                        self._db.execute("COMMIT")
-        finally:
-            if outer:
-                with self._lock:
-                    steps, self._after = self._after, []
-                run_after_commit(steps)
+    # transaction(), after_commit(): NestedTransactions; the lock is held from BEGIN to COMMIT.
+    def _begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
 
-    def after_commit(self, fn: Callable[[], None]) -> None:
-        with self._lock:
-            if self._depth:
-                self._after.append(fn)
-                return
-        run_after_commit([fn])
+    def _commit(self) -> None:
+        self._db.execute("COMMIT")
 
     def get(self, key: str) -> KV | None:
         with self._lock:
