@@ -51,6 +51,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.docker_side import smaps
 from cnm.runtime import ContainerSpec, Runtime
 from cnm.runtime.runtime import remove_all
 
@@ -58,20 +59,6 @@ BB = "/bin/busybox"
 GOAL_PSS_MB = 1.0  # per container, issue 10
 GOAL_PSS_RATIO = 0.4  # of a containerd-shim's
 GOAL_STARTUP_MS = 3.0
-
-
-def smaps(pid: int) -> dict[str, int]:
-    """kB figures of /proc/PID/smaps_rollup (Rss, Pss, Private_Dirty, …); {} if gone."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
-                    out[parts[0][:-1]] = int(parts[1])
-    except OSError:
-        pass
-    return out
 
 
 def mb(kb: float) -> float:
