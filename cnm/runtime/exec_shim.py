@@ -28,7 +28,7 @@ from __future__ import annotations
 import _socket
 import os
 
-from cnm.runtime import confine_apply, files, linux, prexec, relay, reply, wire
+from cnm.runtime import child_stdio, confine_apply, files, linux, prexec, relay, reply, wire
 
 _NAMESPACES = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
 
@@ -50,39 +50,17 @@ def serve(sock: int, dirfd: int) -> None:
         return
     linux.setns(target, linux.CLONE_NEWPID)  # for our children: the container's PID namespace
     tty = bool(cfg["tty"])
-    ptys = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM) if tty else None
-    child_io: list[int] = []
-    mine: list[tuple[int, int]] = []
-    stdin_w = -1
-    if not tty:
-        for stream in (wire.STDOUT, wire.STDERR):
-            r, w = os.pipe2(os.O_CLOEXEC)
-            child_io.append(w)
-            mine.append((r, stream))
-        r, stdin_w = os.pipe2(os.O_CLOEXEC) if cfg["stdin"] else (os.open("/dev/null", os.O_RDONLY), -1)
-        child_io.insert(0, r)
+    io = child_stdio.ChildStdio(tty, bool(cfg["stdin"]), null_stdin=True)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
         os.close(rfd)
-        _process(cfg, target, wfd, child_io, ptys[1] if ptys else None)
-    for fd in [wfd, *child_io]:
+        _process(cfg, target, wfd, io.child, io.child_tty())
+    for fd in [wfd, *io.child]:
         os.close(fd)
-    failure = reply.read_all(rfd)
-    os.close(rfd)
-    if failure:
-        os.waitpid(child, 0)
-        kind, _, message = failure.decode(errors="replace").partition("\t")
-        reply.error(kind, message)
+    if not io.await_exec(rfd, child):
         return
-    master = -1
-    if ptys is not None:
-        ptys[1].close()
-        master = prexec.receive_fd(ptys[0])
-        ptys[0].close()
-        mine = [(master, wire.STDOUT)]
-        stdin_w = master if cfg["stdin"] else -1
-    rel = relay.Relay(mine, stdin_w, master, True, None, None)
+    rel = relay.Relay(io.mine, io.stdin_w, io.master, True, None, None)
     reply.frame(wire.OK, b"%d %d" % (os.getpid(), child))
     want, stdin = relay.wants(cfg["attach"] + ("i" if cfg["stdin"] else ""), tty)
     rel.add(relay.Client(_socket.socket(fileno=sock), want, stdin), hello=False)

@@ -60,7 +60,7 @@ import os
 import select
 import time
 
-from cnm.runtime import confine_apply, exec_shim, files, linux, prexec, relay, reply, wire
+from cnm.runtime import child_stdio, confine_apply, exec_shim, files, linux, prexec, relay, reply, wire
 
 FORWARD = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 OP_START = b"S"
@@ -140,19 +140,7 @@ def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
     global _child_pid
     tty, open_stdin, stdin_once, log_max, log_files = (int(x) for x in opts[:5])
     attach = opts[5].decode() if opts[5] != b"-" else ""
-    # The container's stdio: the child's ends, then ours.
-    ptys = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM) if tty else None
-    child_io: list[int] = []
-    mine: list[tuple[int, int]] = []
-    stdin_w = -1
-    if not tty:
-        for stream in (wire.STDOUT, wire.STDERR):
-            r, w = os.pipe2(os.O_CLOEXEC)
-            child_io.append(w)
-            mine.append((r, stream))
-        if open_stdin:
-            r, stdin_w = os.pipe2(os.O_CLOEXEC)
-            child_io.insert(0, r)
+    io = child_stdio.ChildStdio(bool(tty), bool(open_stdin))
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     alive = os.pidfd_open(os.getpid())  # lets the child see whether we died before its pdeathsig
     for sig in FORWARD:
@@ -161,28 +149,16 @@ def _supervise(sock: int, dirfd: int, mnt: int, opts: list[bytes]) -> None:
     pid = os.fork()
     if pid == 0:
         os.close(rfd)
-        _container(sock, dirfd, wfd, alive, mnt, child_io if not tty else [], ptys[1] if ptys else None)
+        _container(sock, dirfd, wfd, alive, mnt, io.child, io.child_tty())
     _child_pid = pid
-    for fd in [wfd, alive, *child_io, *([mnt] if mnt >= 0 else [])]:
+    for fd in [wfd, alive, *io.child, *([mnt] if mnt >= 0 else [])]:
         os.close(fd)
-    failure = reply.read_all(rfd)
-    os.close(rfd)
-    if failure:
-        os.waitpid(pid, 0)
-        kind, _, message = failure.decode(errors="replace").partition("\t")
-        reply.error(kind, message)
+    if not io.await_exec(rfd, pid):
         return
-    master = -1
-    if ptys is not None:
-        ptys[1].close()
-        master = prexec.receive_fd(ptys[0])
-        ptys[0].close()
-        mine = [(master, wire.STDOUT)]
-        stdin_w = master if open_stdin else -1
     os.rename(files.STATE_NEW, files.STATE, src_dir_fd=dirfd, dst_dir_fd=dirfd)  # exec'd: running
     listener = _listen(dirfd)
     log = relay.LogWriter(dirfd, log_max, log_files)
-    rel = relay.Relay(mine, stdin_w, master, bool(stdin_once), log, listener)
+    rel = relay.Relay(io.mine, io.stdin_w, io.master, bool(stdin_once), log, listener)
     reply.frame(wire.OK, b"%d %d" % (os.getpid(), pid))
     if attach:
         want, stdin = relay.wants(attach, bool(tty))
