@@ -143,6 +143,27 @@ def module_daemon(prefix: str) -> Iterator[Daemon]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+# Fixtures for a module with a module-scoped `daemon` (module_daemon) that Docker's
+# clients drive; the module takes them by name: `dpy = docker_clients.dpy_fixture`.
+
+
+@pytest.fixture(name="dpy", scope="module")
+def dpy_fixture(daemon: Daemon) -> Iterator:
+    """docker-py on the module's daemon, closed after the module."""
+    client = docker_py(daemon.host)
+    yield client
+    client.close()
+
+
+@pytest.fixture(name="cli", params=cli_params())
+def cli_fixture(request: pytest.FixtureRequest, daemon: Daemon) -> Iterator[DockerCLI]:
+    """Each docker CLI (20.10 and the newer one; a missing one is a skip) on the module's
+    daemon, with a config folder of its own."""
+    c = DockerCLI(request.param, daemon.host)
+    yield c
+    c.close()
+
+
 def run_container(dpy, name: str, cmd: list[str], **kw):
     """A container made and started through docker-py (create, then start if create left
     it created: until the lifecycle lands, create also starts)."""

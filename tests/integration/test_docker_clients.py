@@ -17,11 +17,9 @@ import time
 
 import pytest
 
+from tests.integration import docker_clients
 from tests.integration.docker_clients import (
     DOCKER_NEW,
-    DockerCLI,
-    cli_params,
-    docker_py,
     error_line,
     module_daemon,
     run_container,
@@ -35,18 +33,8 @@ def daemon():
         yield d
 
 
-@pytest.fixture(params=cli_params())
-def cli(request, daemon):
-    c = DockerCLI(request.param, daemon.host)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def dpy(daemon):
-    client = docker_py(daemon.host)
-    yield client
-    client.close()
+cli = docker_clients.cli_fixture
+dpy = docker_clients.dpy_fixture
 
 
 run_ct = run_container

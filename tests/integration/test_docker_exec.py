@@ -9,10 +9,8 @@ import subprocess
 
 import pytest
 
+from tests.integration import docker_clients
 from tests.integration.docker_clients import (
-    DockerCLI,
-    cli_params,
-    docker_py,
     error_line,
     module_daemon,
     run_container,
@@ -26,11 +24,8 @@ def daemon():
         yield d
 
 
-@pytest.fixture(scope="module")
-def dpy(daemon):
-    client = docker_py(daemon.host)
-    yield client
-    client.close()
+cli = docker_clients.cli_fixture
+dpy = docker_clients.dpy_fixture
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +34,6 @@ def box(dpy):
     ct = run_container(dpy, uniq("box"), ["sleep", "600"])
     yield ct
     ct.remove(force=True)
-
-
-@pytest.fixture(params=cli_params())
-def cli(request, daemon):
-    c = DockerCLI(request.param, daemon.host)
-    yield c
-    c.close()
 
 
 def test_docker_py_exec_run(dpy, box):

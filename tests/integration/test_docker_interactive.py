@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from tests.integration.docker_clients import DOCKER_NEW, DockerCLI, cli_params, docker_py, module_daemon, uniq
+from tests.integration import docker_clients
+from tests.integration.docker_clients import DOCKER_NEW, DockerCLI, module_daemon, uniq
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +27,8 @@ def daemon():
         yield d
 
 
-@pytest.fixture(scope="module")
-def dpy(daemon):
-    client = docker_py(daemon.host)
-    yield client
-    client.close()
-
-
-@pytest.fixture(params=cli_params())
-def cli(request, daemon):
-    c = DockerCLI(request.param, daemon.host)
-    yield c
-    c.close()
+cli = docker_clients.cli_fixture
+dpy = docker_clients.dpy_fixture
 
 
 def in_terminal(

@@ -9,10 +9,8 @@ import time
 
 import pytest
 
+from tests.integration import docker_clients
 from tests.integration.docker_clients import (
-    DockerCLI,
-    cli_params,
-    docker_py,
     module_daemon,
     uniq,
 )
@@ -24,18 +22,8 @@ def daemon():
         yield d
 
 
-@pytest.fixture(scope="module")
-def dpy(daemon):
-    client = docker_py(daemon.host)
-    yield client
-    client.close()
-
-
-@pytest.fixture(params=cli_params())
-def cli(request, daemon):
-    c = DockerCLI(request.param, daemon.host)
-    yield c
-    c.close()
+cli = docker_clients.cli_fixture
+dpy = docker_clients.dpy_fixture
 
 
 def test_run_attached_detached_and_rm(cli, dpy):
