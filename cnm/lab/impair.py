@@ -13,13 +13,12 @@ When delay and rate are both asked for, netem carries both (its own `rate`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from cnm.errors import InvalidParameter, Unavailable
 from cnm.lab.fields import RATE as _RATE
 from cnm.lab.fields import rate_bits
 from cnm.lab.model import UNDERLAY_IFACE, Link, switch_port
-from cnm.lab.runner import Result
+from cnm.lab.runner import Runner
 
 NFT_TABLE = "lab_impair"  # in each lab host's namespace; a netdev table we own
 NETEM_MISSING = "delay needs the kernel's netem (CONFIG_NET_SCH_NETEM), which this kernel lacks"
@@ -159,19 +158,7 @@ def netem_missing(stderr: str) -> bool:
     return any(e in low for e in _NETEM_ERRORS)
 
 
-class _Runner(Protocol):
-    def run(
-        self,
-        argv: list[str],
-        netns: str | None = None,
-        *,
-        check: bool = True,
-        input: str | None = None,
-        timeout: float = 60,
-    ) -> Result: ...
-
-
-def apply(runner: _Runner, cmds: list[Command]) -> None:
+def apply(runner: Runner, cmds: list[Command]) -> None:
     """Run the commands in order; a missing netem becomes Unavailable(NETEM_MISSING)."""
     for c in cmds:
         r = runner.run(list(c.argv), c.netns, check=False, input=c.input)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from cnm.errors import InternalError
 
@@ -55,7 +55,10 @@ class CommandFailed(InternalError):
         self.result = result
 
 
-class Runner(Protocol):
+class Runner(ABC):
+    """The seam: `run` is the same for every runner (the check included); a runner
+    says how a command runs (`_result`) and how a long-running one starts (`spawn`)."""
+
     def run(
         self,
         argv: list[str],
@@ -68,7 +71,18 @@ class Runner(Protocol):
     ) -> Result:
         """Run argv (in `netns` when given) to completion; CommandFailed when check
         and it exits non-zero."""
+        res = self._result(argv, netns, input, timeout, env)
+        if check and not res.ok:
+            raise CommandFailed(res, netns)
+        return res
 
+    @abstractmethod
+    def _result(
+        self, argv: list[str], netns: str | None, input: str | None, timeout: float, env: Mapping[str, str] | None
+    ) -> Result:
+        """Run argv to completion; its result, whatever its exit code."""
+
+    @abstractmethod
     def spawn(self, argv: list[str], netns: str | None, log: Path, env: Mapping[str, str] | None = None) -> int:
         """Start a long-running process in its own session, output appended to `log`;
         return its pid without waiting."""
@@ -78,18 +92,11 @@ def in_netns(argv: list[str], netns: str | None) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
 
 
-class SubprocessRunner:
+class SubprocessRunner(Runner):
     """Runs commands for real."""
 
-    def run(
-        self,
-        argv: list[str],
-        netns: str | None = None,
-        *,
-        check: bool = True,
-        input: str | None = None,
-        timeout: float = 60,
-        env: Mapping[str, str] | None = None,
+    def _result(
+        self, argv: list[str], netns: str | None, input: str | None, timeout: float, env: Mapping[str, str] | None
     ) -> Result:
         full = in_netns(argv, netns)
         try:
@@ -101,14 +108,11 @@ class SubprocessRunner:
                 timeout=timeout,
                 env={**os.environ, **env} if env else None,
             )
-            res = Result(tuple(full), p.returncode, p.stdout, p.stderr)
+            return Result(tuple(full), p.returncode, p.stdout, p.stderr)
         except subprocess.TimeoutExpired:
-            res = Result(tuple(full), 124, "", f"timed out after {timeout:g}s")
+            return Result(tuple(full), 124, "", f"timed out after {timeout:g}s")
         except FileNotFoundError as exc:
-            res = Result(tuple(full), 127, "", f"{exc.filename}: not found")
-        if check and not res.ok:
-            raise CommandFailed(res, netns)
-        return res
+            return Result(tuple(full), 127, "", f"{exc.filename}: not found")
 
     def spawn(self, argv: list[str], netns: str | None, log: Path, env: Mapping[str, str] | None = None) -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +130,7 @@ class SubprocessRunner:
 
 
 @dataclass
-class RecordingRunner:
+class RecordingRunner(Runner):
     """Records every command; answers with `respond(argv, netns)` (default: success)."""
 
     respond: Callable[[tuple[str, ...], str | None], Result | None] | None = None
@@ -134,22 +138,12 @@ class RecordingRunner:
     inputs: list[str | None] = field(default_factory=list)  # what each call read on stdin
     next_pid: int = 1 << 30  # above any pid_max: a fake pid never names a real process
 
-    def run(
-        self,
-        argv: list[str],
-        netns: str | None = None,
-        *,
-        check: bool = True,
-        input: str | None = None,
-        timeout: float = 60,
-        env: Mapping[str, str] | None = None,
+    def _result(
+        self, argv: list[str], netns: str | None, input: str | None, timeout: float, env: Mapping[str, str] | None
     ) -> Result:
         self.calls.append((netns, tuple(argv)))
         self.inputs.append(input)
-        res = (self.respond(tuple(argv), netns) if self.respond else None) or Result(tuple(argv), 0)
-        if check and not res.ok:
-            raise CommandFailed(res, netns)
-        return res
+        return (self.respond(tuple(argv), netns) if self.respond else None) or Result(tuple(argv), 0)
 
     def spawn(self, argv: list[str], netns: str | None, log: Path, env: Mapping[str, str] | None = None) -> int:
         self.calls.append((netns, tuple(argv)))
