@@ -11,13 +11,9 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
-import textwrap
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +22,7 @@ from cnm.api.server import make_app, start_server
 from cnm.ids import new_id
 from cnm.model import Network
 from cnm.requests import MAX_IPAM_CONFIGS, NetworkCreate, first_overlap
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.emfile_server import cpu_seconds, emfile_server
 
 
 class StubController:
@@ -299,75 +294,38 @@ def test_overlap_check_agrees_with_brute_force():
 
 # -- out of file descriptors -------------------------------------------------------------
 
-EMFILE_SERVER = textwrap.dedent("""
-    import asyncio, logging, os, resource, sys
-    sys.path.insert(0, {root!r})
+EMFILE_SERVER = """
+    import asyncio
     from cnm.api.listener import Limits
     from cnm.api.server import make_app, start_server
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="LOG %(message)s")
 
     async def main():
         limits = Limits(error_log_interval=1.0, accept_retry_max=0.2, header_timeout=60)
         server = await start_server(make_app(None, limits=limits), {path!r})
-        # The descriptors in use now, plus room for a few connections: then EMFILE.
-        n = len(os.listdir("/proc/self/fd")) + 4
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
-        print("ready", flush=True)
+        out_of_descriptors_soon()
         await asyncio.Event().wait()
 
     asyncio.run(main())
-""")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+"""
 
 
 def test_out_of_descriptors_is_logged_once_per_interval_without_busy_looping(tmp_path):
     """The issue's finding: 6.5 million 'socket.accept() out of system resource' lines
     in 10 minutes. Here: at most one line per interval (1 s), little CPU, and service
     resumes once descriptors are free."""
-    sock_dir = tempfile.mkdtemp(prefix="cnm-emf-", dir="/tmp")
-    path = os.path.join(sock_dir, "api.sock")
-    err = open(tmp_path / "stderr", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EMFILE_SERVER.format(root=str(ROOT), path=path)],
-        stdout=subprocess.PIPE,
-        stderr=err,
-        text=True,
-    )
-    clients: list[socket.socket] = []
-    try:
-        assert proc.stdout.readline().strip() == "ready"
+    with emfile_server(EMFILE_SERVER, tmp_path / "stderr") as srv:
         for _ in range(30):  # far more than the server has descriptors for
-            s = socket.socket(socket.AF_UNIX)
-            s.settimeout(60)
-            s.connect(path)
-            clients.append(s)
-        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-        time.sleep(3.2)
-        cpu = cpu_seconds(proc.pid) - cpu0
-        elapsed = time.monotonic() - t0
-        err.seek(0)
-        lines = [ln for ln in err.read().splitlines() if ln.startswith("LOG ")]
-        accept_lines = [ln for ln in lines if "accepting a connection" in ln]
-        assert 1 <= len(accept_lines) <= 5, lines  # 3.2 s at one line per second
+            srv.connect()
+        cpu, elapsed, accept_lines = srv.watch(3.2, cpu_seconds)
+        assert 1 <= len(accept_lines) <= 5, accept_lines  # 3.2 s at one line per second
         assert "Too many open files" in accept_lines[0]
         assert cpu < 0.25 * elapsed, f"{cpu:.2f}s CPU in {elapsed:.1f}s: a busy loop"
         # Free descriptors (the first ten clients go): the next waiting one is served.
-        for s in clients[:10]:
+        for s in srv.clients[:10]:
             s.close()
-        waiting = clients[10]
+        waiting = srv.clients[10]
         waiting.sendall(request("GET", "/_ping"))
         assert read_all(waiting).endswith(b"OK")
-    finally:
-        for s in clients:
-            s.close()
-        proc.kill()
-        proc.wait()
-        err.close()
-        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def test_hijacked_connections_still_count_as_closed_when_they_close():
