@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cnm.api.container_filters import LIST_FILTERS, PRUNE_FILTERS
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import InvalidParameter, Unavailable
 from cnm.requests import NetworkCreate
@@ -648,26 +649,8 @@ def test_stop_and_kill_query(t, sig):
         pass
 
 
-CONTAINER_FILTER_KEYS = [
-    "ancestor",
-    "before",
-    "expose",
-    "exited",
-    "health",
-    "id",
-    "isolation",
-    "is-task",
-    "label",
-    "name",
-    "network",
-    "publish",
-    "since",
-    "status",
-    "volume",
-    "until",
-    "label!",
-    "nosuch",
-]
+# Every key either filter set accepts, and one neither does.
+CONTAINER_FILTER_KEYS = [*sorted(LIST_FILTERS | PRUNE_FILTERS), "nosuch"]
 
 
 @PARSER
