@@ -13,6 +13,7 @@ import time
 from cnm.rmtree import remove_tree
 from cnm.runtime import cgroups as cg
 from cnm.runtime import files, linux
+from cnm.runtime.mountids import MountIds
 from cnm.runtime.state import DirFiles, read_dir, supervisor_alive, supervisor_ident
 
 
@@ -125,9 +126,28 @@ def discard(cdir: str, cgroups: cg.Cgroups, boot_id: str) -> list[str]:
     return errs
 
 
+_MOUNT_IDS = MountIds()
+
+
 def unmount_under(cdir: str) -> list[str]:
     """Detach any mount left under the container directory in *our* mount namespace.
-    Normally there is none: the shim mounts only inside the container's namespace."""
+    Normally there is none: the shim mounts only inside the container's namespace.
+    Asked by mount id (cheap however many sandboxes the daemon has mounted); the
+    mountinfo table is read where the kernel cannot answer that way."""
+    points = _MOUNT_IDS.under(cdir)
+    if points is None:
+        points = _mounted_under(cdir)
+    errs = []
+    for p in sorted(points, key=len, reverse=True):
+        try:
+            linux.umount2(p, linux.MNT_DETACH)
+        except OSError as exc:
+            errs.append(f"umount {p}: {exc.strerror}")
+    return errs
+
+
+def _mounted_under(cdir: str) -> list[str]:
+    """Mount points at or under `cdir`, from /proc/self/mountinfo (O(mounts))."""
     try:
         with open("/proc/self/mountinfo", "rb") as f:
             text = f.read()
@@ -137,18 +157,11 @@ def unmount_under(cdir: str) -> list[str]:
     # directory's name is in it at all (as mountinfo escapes it).
     if _mangled(cdir).encode() not in text:
         return []
-    points = [
+    return [
         p
         for _, p, _, _ in cg.parse_mountinfo(text.decode(errors="surrogateescape"))
         if p == cdir or p.startswith(cdir + "/")
     ]
-    errs = []
-    for p in sorted(points, key=len, reverse=True):
-        try:
-            linux.umount2(p, linux.MNT_DETACH)
-        except OSError as exc:
-            errs.append(f"umount {p}: {exc.strerror}")
-    return errs
 
 
 def _mangled(path: str) -> str:
