@@ -8,6 +8,13 @@ disabled), and a thread deletes the whole group with one request — one wait fo
 veth retired meanwhile — then tells each owner its veth is gone, so that what the
 veth held (its addresses and MAC, its bridge port) is given back only then.
 
+The thread lets a batch settle before it deletes it: a group delete holds the kernel's
+RTNL lock for as long as it takes (longer with more veths on the host), and every
+retirement meanwhile — the next removal's request — waits for it. So a retirement in
+a stream of them (one within `settle` seconds of the previous: an `rm` of many
+containers) waits until they pause (between two `rm` commands, say) or `max_wait`
+after the first, whichever comes first. A lone one is deleted at once.
+
 The group survives a crash of the daemon: the next start deletes it before anything
 else (`collect`), so a veth that was retired is never found again.
 """
@@ -51,6 +58,8 @@ class Graveyard:
         *,
         background: bool = True,
         delay: float = 0.0,
+        settle: float = 0.05,
+        max_wait: float = 1.0,
     ) -> None:
         """`netlink` gives the handle the deleting thread uses: one of its own, so that
         requests on the daemon's handle do not queue behind a 20 ms delete.
@@ -58,9 +67,14 @@ class Graveyard:
         caller's thread (unit tests over fakes: deterministic and single-threaded).
         `delay`: seconds a retired link waits before the thread deletes it (and its
         batch with it); the daemon reads it from CNM_GRAVEYARD_DELAY, for tests of
-        what a crash with deletions pending leaves."""
+        what a crash with deletions pending leaves. `settle`, `max_wait`: see above."""
         self.background = background
         self.delay = delay
+        self.settle = settle
+        self.max_wait = max_wait
+        self._last = -1e9  # when the newest link was buried (monotonic)
+        self._streaming = False  # the queue's first link came within `settle` of the one before
+        self._waiting = 0  # callers of flush() waiting
         self._netlink = netlink
         self._nl: GraveyardNetlink | None = None
         self.group = group
@@ -85,7 +99,11 @@ class Graveyard:
         with self._cond:
             if self._closed:
                 raise CNMError("the bridge driver's graveyard is closed")
+            now = time.monotonic()
+            if not self._queue:
+                self._streaming = now - self._last < self.settle
             self._queue.append((name, alias, done))
+            self._last = now
             if self._thread is None and self.background:
                 self._thread = threading.Thread(target=self._run, name="cnm-graveyard", daemon=True)
                 self._thread.start()
@@ -105,7 +123,12 @@ class Graveyard:
                     return True
                 self._delete(batch)
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            self._waiting += 1  # someone waits: no settling
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            finally:
+                self._waiting -= 1
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the thread. Idempotent."""
@@ -135,9 +158,9 @@ class Graveyard:
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if not self._queue:
                     return
-                deadline = time.monotonic() + self.delay
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
+                first = time.monotonic()
+                while not self._closed and (left := self._deadline(first) - time.monotonic()) > 0:
+                    self._cond.wait(left)  # a bury() wakes it: the deadline moves
                 batch, self._queue = self._queue, []
                 self._busy = True
             try:
@@ -146,6 +169,12 @@ class Graveyard:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+
+    def _deadline(self, first: float) -> float:
+        """When the batch whose first link was buried at `first` is deleted."""
+        if self._waiting or (not self._streaming and len(self._queue) == 1):
+            return first + self.delay
+        return max(first + self.delay, min(self._last + self.settle, first + self.max_wait))
 
     def _delete(self, batch: list[tuple[str, str, Done]]) -> None:
         """Everything retired before this call is in the group: one delete for all of

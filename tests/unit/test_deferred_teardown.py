@@ -180,3 +180,73 @@ def test_retiring_veths_hold_bridge_ports_until_deleted_and_are_deleted_rather_t
     assert not nl.link_exists(naming.host_ifname(eids[0]))
     drv.graveyard.flush()
     assert done == [eids[0]]  # the owner still hears of it, from the graveyard
+
+
+class _GroupNetlink:
+    """Just enough netlink for a Graveyard: counts group deletes and what each took."""
+
+    def __init__(self) -> None:
+        self.retired: list[str] = []
+        self.batches: list[list[str]] = []
+
+    def retire_link(self, name: str, *, alias: str, group: int) -> bool:
+        self.retired.append(name)
+        return True
+
+    def delete_link_group(self, group: int) -> None:
+        self.batches.append(self.retired)
+        self.retired = []
+
+    def link(self, name: str):
+        from cnm.errors import NotFound
+
+        raise NotFound(name)
+
+    def delete_link(self, name: str) -> bool:
+        return False
+
+
+def test_the_graveyard_deletes_a_stream_of_retirements_once_it_pauses_and_a_lone_one_at_once():
+    """Retirements in quick succession (one `rm` of many containers) are deleted with one
+    group delete after they pause, not one delete each while the next retirement waits
+    for the kernel's lock; a steady stream is still deleted after `max_wait`; a lone
+    retirement (a failed `run` rolled back) and a flush() wait for no settling."""
+    import threading
+    import time
+
+    from drivers.bridge.graveyard import Graveyard
+
+    nl = _GroupNetlink()
+    gy = Graveyard(lambda: nl, settle=30.0, max_wait=60.0)
+    gone = threading.Semaphore(0)
+    t = time.monotonic()
+    gy.retire(nl, "lone", "a")
+    gy.bury("lone", "a", gone.release)
+    assert gone.acquire(timeout=20) and time.monotonic() - t < 20  # not the 30 s settle
+    assert nl.batches == [["lone"]]
+    gy.close()
+
+    nl = _GroupNetlink()
+    gy = Graveyard(lambda: nl, settle=0.5, max_wait=30.0)
+    for i in range(5):
+        gy.retire(nl, f"v{i}", "a")
+        gy.bury(f"v{i}", "a", gone.release)
+        time.sleep(0.02)
+    assert all(gone.acquire(timeout=20) for _ in range(5))
+    # The first may go alone (lone when it came); the stream after it goes as one.
+    assert len(nl.batches) <= 2 and nl.batches[-1][-4:] == ["v1", "v2", "v3", "v4"], nl.batches
+
+    nl.batches.clear()
+    gy.settle, gy.max_wait = 30.0, 0.3  # the next comes within `settle`: part of the stream
+    t = time.monotonic()
+    gy.retire(nl, "w", "a")
+    gy.bury("w", "a", gone.release)
+    assert gone.acquire(timeout=20) and time.monotonic() - t < 20  # max_wait, not the 30 s settle
+    assert nl.batches == [["w"]]
+
+    gy.max_wait = 60.0  # flush() does not wait for the batch to settle either
+    gy.retire(nl, "x", "a")
+    gy.bury("x", "a", lambda: None)
+    t = time.monotonic()
+    assert gy.flush(30) and time.monotonic() - t < 20
+    gy.close()
