@@ -31,6 +31,7 @@ class FakeLink:
     peer: str | None = None
     peer_ns: FakeNetlink | None = None  # a veth peer in another namespace (None: this one)
     addresses: list[str] = field(default_factory=list)
+    ipv6_addresses: bool = True  # False: addrgenmode none (the kernel makes no IPv6 address)
 
 
 class FakeNetlink:
@@ -123,6 +124,7 @@ class FakeNetlink:
         peer_netns: str | None = None,
         master: str | None = None,
         up: bool = False,
+        ipv6_addresses: bool = True,
     ) -> None:
         self._maybe_fail("create_veth")
         if peer_name in self._links:
@@ -130,7 +132,9 @@ class FakeNetlink:
         bridge = self._get(master).index if master else None
         if bridge is not None and sum(1 for link in self._links.values() if link.master == bridge) >= 1023:
             raise Conflict(f"cannot create veth pair {name}/{peer_name}: Exchange full")  # the kernel's EXFULL
-        self._new(name, kind="veth", mtu=mtu, alias=alias, peer=peer_name, master=bridge, up=up)
+        self._new(
+            name, kind="veth", mtu=mtu, alias=alias, peer=peer_name, master=bridge, up=up, ipv6_addresses=ipv6_addresses
+        )
         self._new(peer_name, kind="veth", mtu=mtu, mac=peer_mac, peer=name)
         if peer_netns:
             self.move_link_to_netns(peer_name, peer_netns)

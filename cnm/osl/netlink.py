@@ -233,11 +233,14 @@ class Netlink(NetlinkRoutes):
         peer_netns: str | None = None,
         master: str | None = None,
         up: bool = False,
+        ipv6_addresses: bool = True,
     ) -> None:
         """A veth pair. Conflict if either name is taken. With `peer_netns` the peer is
         born inside that namespace: ~10x faster than creating it here and moving it (a
         move waits for the kernel to unregister the device). `master`: the bridge the
-        host end joins; `up`: the host end up; both in the creating request."""
+        host end joins; `up`: the host end up; both in the creating request.
+        `ipv6_addresses=False` (with `alias`): the host end gets no IPv6 address
+        (addrgenmode none; the kernel takes it only for an existing link)."""
         _check_ifname(name)
         _check_ifname(peer_name)
         what = f"create veth pair {name}/{peer_name}"
@@ -272,7 +275,12 @@ class Netlink(NetlinkRoutes):
         if alias:
             index = self._raw_index(what, made)
             try:
-                self._raw(what, rtnl.set_link(index, new_name=name, alias=alias, master=bridge, up=up or None))
+                self._raw(
+                    what,
+                    rtnl.set_link(
+                        index, new_name=name, alias=alias, master=bridge, up=up or None, ipv6_addresses=ipv6_addresses
+                    ),
+                )
             except BaseException:
                 # By index: the kernel applies a request's attributes in turn, so a
                 # refused master (EXFULL) leaves the link already renamed. The peer goes too.

@@ -39,6 +39,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 20, 27, 28, 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_AF_SPEC, AF_INET6, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 10, 8, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
@@ -131,9 +132,15 @@ def set_link(
     alias: str | None = None,
     master: int | None = None,
     group: int | None = None,
+    ipv6_addresses: bool = True,
 ) -> Message:
-    """Change an existing link, found by `index` (or by `name` when index is 0)."""
+    """Change an existing link, found by `index` (or by `name` when index is 0).
+    `ipv6_addresses=False`: the kernel makes no IPv6 address for it (addrgenmode none;
+    applied before it goes up in the same request)."""
     body = ifinfo(index, up=up)
+    if not ipv6_addresses:
+        mode = _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))
+        body += _attr(IFLA_AF_SPEC, _attr(AF_INET6, mode))
     if name is not None and not index:
         body += _str(IFLA_IFNAME, name)
     if new_name is not None:

@@ -104,6 +104,9 @@ def test_endpoints_join_and_talk(host_ns, driver, tmp_path):
             assert res.gateway == "172.30.0.1" and res.src_ifname == naming.peer_ifname(eid) and res.in_sandbox
             host = sh("ip", "-n", host_ns, "-d", "link", "show", naming.host_ifname(eid)).stdout
             assert f"master {BR}" in host and "mtu 1400" in host
+            # A bridge port: no IPv6 address (nor its routes) of its own on the host.
+            assert "addrgenmode none" in host, host
+            assert sh("ip", "-n", host_ns, "-6", "addr", "show", "dev", naming.host_ifname(eid)).stdout == ""
             with Netlink(path) as sb:
                 sb.rename_link(res.src_ifname, f"{res.dst_prefix}0")
                 sb.set_link_up("lo")
