@@ -10,20 +10,18 @@ start (304 if it runs), stop (304 if it does not), restart, rename, kill, remove
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal as signals
-import time
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from cnm.api import container_filters as cf
+from cnm.api import container_listing as listing
 from cnm.api import wait as wait_api
 from cnm.api.common import (
     Route,
     blocking,
-    encode_json,
     json_body,
     json_bytes_response,
     json_response,
@@ -34,10 +32,9 @@ from cnm.api.execs import size_query
 from cnm.api.filters import parse_filters
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import Conflict, InvalidParameter, NotFound
-from cnm.model import Endpoint, Network
-from cnm.render_container import container_json, container_summary, networks_json
+from cnm.model import Endpoint
+from cnm.render_container import container_json
 from cnm.restart_policy import RestartPolicy
-from cnm.runtime.state import ContainerState
 from cnm.strictnum import is_ascii_digits, parse_int
 
 LOG_POLL = 0.02  # seconds between looks at a followed log / an exit without pidfd
@@ -199,126 +196,9 @@ def _resize(service: ContainerServiceLike, cid: str, height: int, width: int) ->
 # -- synchronous pieces, run in the executor -----------------------------------------
 
 
-def _state_or_none(service: ContainerServiceLike, cid: str) -> Any:
-    """The process state as the service last knew it (no file read: a listing of
-    thousands reads none); Docker's "created" for a container that never ran (the
-    runtime knows nothing of it yet); None once the container is gone."""
-    st = service.state_of(cid)
-    if st is not None:
-        restarts = getattr(service, "restarts", None)
-        if st.status == "exited" and restarts is not None and restarts.pending(cid):
-            return dataclasses.replace(st, status="restarting")
-        return st
-    try:
-        service.get(cid)
-    except NotFound:
-        return None
-    return ContainerState(cid, "created")
-
-
-def _view(service: ContainerServiceLike, ct: Any) -> tuple[Any, list[Endpoint], dict[str, Network]]:
-    """The runtime state, endpoints and networks that render a container."""
-    state = _state_or_none(service, ct.id)
-    endpoints = service.endpoints(ct)
-    networks: dict[str, Network] = {}
-    for ep in endpoints:
-        try:
-            net = service.ctl.get_network(ep.network_id)
-            networks[net.id] = net
-        except NotFound:
-            pass
-    if not ct.network_mode.startswith("container:"):
-        try:
-            net = service.ctl.get_network(ct.network_mode)
-            networks[net.id] = net
-        except (NotFound, InvalidParameter):
-            pass
-    for att in getattr(ct, "networks", None) or []:
-        if att.get("network") and att["network"] not in networks:
-            try:
-                net = service.ctl.get_network(att["network"])
-                networks[net.id] = net
-            except (NotFound, InvalidParameter):
-                pass
-    return state, endpoints, networks
-
-
-def _row(ct: Any, state: Any, nets: dict[str, dict]) -> cf.Row:
-    """What the ps and prune filters look at; `nets` as networks_json renders them."""
-    return cf.Row(
-        id=ct.id,
-        name=ct.name,
-        created=ct.created,
-        status=state.status if state is not None else "dead",
-        exit_code=state.exit_code if state is not None else None,
-        started=bool(state is not None and state.started_at),
-        labels=dict(getattr(ct, "labels", {}) or {}),
-        image=getattr(ct, "image", None) or "",
-        image_id=getattr(ct, "image_id", None) or "",
-        networks={name: ep["NetworkID"] for name, ep in nets.items()},
-        published=[(p["host_port"], p["proto"]) for p in ct.ports if p.get("host_port") is not None],
-        exposed=[(p["container_port"], p["proto"]) for p in ct.requested_ports],
-    )
-
-
-def _row_of(service: ContainerServiceLike, ct: Any) -> cf.Row:
-    state, endpoints, networks = _view(service, ct)
-    return _row(ct, state, networks_json(ct, endpoints, networks))
-
-
-def _list(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
-    # Thousands of containers: each is rendered once (its networks' JSON serves the
-    # filters and the answer), and without -a one that does not run is passed over
-    # before anything of it is rendered (select would drop it: cf.select's first rule).
-    now = time.time()
-    seen: dict[str, tuple[Any, tuple[Any, list[Endpoint], dict[str, Network]], dict, cf.Row]] = {}
-    for ct in service.list_containers():
-        if not query.all:
-            st = service.state_of(ct.id)
-            if st is None or st.status != "running":
-                continue
-        view = _view(service, ct)
-        nets = networks_json(ct, view[1], view[2])
-        seen[ct.id] = (ct, view, nets, _row(ct, view[0], nets))
-
-    def find(ref: str) -> cf.Row:
-        ct = service.get(ref)
-        return seen[ct.id][3] if ct.id in seen else _row_of(service, ct)
-
-    chosen = cf.select([entry[3] for entry in seen.values()], query, find)
-    out = []
-    for r in chosen:
-        ct, (state, endpoints, networks), nets, _ = seen[r.id]
-        out.append(container_summary(ct, state, endpoints, networks, now, nets=nets))
-    return out
-
-
-def summaries(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
-    """`GET /containers/json`'s entries for `query` (blocking)."""
-    return _list(service, query)
-
-
-def _listing(service: ContainerServiceLike, query: cf.ListQuery) -> bytes:
-    """The answer's body, encoded here in the executor: thousands of entries take tens
-    of milliseconds to encode, which would stall the event loop's other requests."""
-    return encode_json(_list(service, query))
-
-
-def _prune(service: ContainerServiceLike, chosen: Any) -> list[str]:
-    removed = []
-    for ct in service.list_containers():
-        if chosen(_row_of(service, ct)):
-            try:
-                service.remove(ct.id)
-            except (Conflict, NotFound):
-                continue  # started or removed meanwhile
-            removed.append(ct.id)
-    return removed
-
-
 def _inspect(service: ContainerServiceLike, ref: str) -> dict:
     ct = service.get(ref)
-    return container_json(ct, *_view(service, ct))
+    return container_json(ct, *listing.view(service, ct))
 
 
 # -- waiting for an exit ---------------------------------------------------------------
@@ -354,7 +234,7 @@ async def wait_exit(request: web.Request, service: ContainerServiceLike, cid: st
     the time the state is read: then the service's `exit_codes` answers."""
     has_exit_fd = getattr(service.runtime, "exit_fd", None) is not None
     while True:
-        state = await blocking(request, _state_or_none, service, cid)
+        state = await blocking(request, listing.state_or_none, service, cid)
         if state is None:
             code = getattr(service, "exit_codes", {}).get(cid)
             if code is not None:
@@ -389,11 +269,11 @@ def routes(service: ContainerServiceLike) -> list[Route]:
 
     async def list_(request: web.Request) -> web.Response:
         query = cf.ListQuery.parse(parse_filters(request.query.get("filters"), cf.LIST_FILTERS), _flag(request, "all"))
-        return json_bytes_response(await blocking(request, _listing, service, query))
+        return json_bytes_response(await blocking(request, listing.summaries_json, service, query))
 
     async def prune(request: web.Request) -> web.Response:
         chosen = cf.prune_selector(parse_filters(request.query.get("filters"), cf.PRUNE_FILTERS))
-        removed = await blocking(request, _prune, service, chosen)
+        removed = await blocking(request, listing.prune, service, chosen)
         return json_response({"ContainersDeleted": removed, "SpaceReclaimed": 0})
 
     async def inspect(request: web.Request) -> web.Response:
@@ -453,7 +333,7 @@ def routes(service: ContainerServiceLike) -> list[Route]:
             return json_response({"StatusCode": code, "Error": None})
 
         async def current() -> tuple[bool, bool, int]:
-            state = await blocking(request, _state_or_none, service, ct.id)
+            state = await blocking(request, listing.state_or_none, service, ct.id)
             if state is None:
                 return False, False, getattr(service, "exit_codes", {}).get(ct.id, -1)
             return True, state.status == "running", state.exit_code or 0

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from cnm.api import container_filters as cf
 from cnm.api.common import Route, blocking, json_response
-from cnm.api.containers import summaries
+from cnm.api.container_listing import summaries
 from cnm.images import render
 
 

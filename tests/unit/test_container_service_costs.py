@@ -72,7 +72,7 @@ def test_listing_and_lookups_read_no_runtime_state(host):
     svc.create(ContainerCreate(argv=["true"], name="made", network_mode="a"))
     counting = CountingStates(host)
     from cnm.api import container_filters as cf
-    from cnm.api.containers import summaries
+    from cnm.api.container_listing import summaries
 
     rows = summaries(svc, cf.ListQuery(filters={}, all=True))
     assert len(rows) == 21 and {r["State"] for r in rows} == {"running", "created"}
