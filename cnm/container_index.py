@@ -7,6 +7,11 @@ reads no file and scans nothing: with thousands of containers each `net run`, `r
 service's own changes and by the exit watcher (a process that ends is noticed within
 milliseconds); a query may see a container as running for those milliseconds after
 its exit, as Docker's do. The service's lock guards it.
+
+It is also where every change of a container is recorded (`changed`: the service's
+records, states, names, the set of containers; a network that comes or goes changes
+them all), so what listings render from a container (`rendered`) is dropped here, in
+one place, and `version` tells a listing whether anything changed since its last look.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterator, KeysView
-from typing import Protocol
+from typing import Any, Protocol
 
 from cnm.container_record import Container
 from cnm.errors import InvalidParameter, NotFound
@@ -33,6 +38,8 @@ class ContainerIndex:
         self._by_name: dict[str, str] = {}
         self._ids: list[str] = []  # sorted: prefix lookups by bisection
         self._states: dict[str, ContainerState | None] = {}  # None: the runtime has none (created)
+        self._rendered: dict[str, dict[Any, Any]] = {}
+        self.version = 0  # counts changes of containers (and of the set of them)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -48,6 +55,7 @@ class ContainerIndex:
             bisect.insort(self._ids, ct.id)
         self.by_id[ct.id] = ct
         self._by_name[ct.name] = ct.id
+        self.changed(ct.id)
 
     def drop(self, ct: Container) -> None:
         if self.by_id.pop(ct.id, None) is None:
@@ -58,11 +66,13 @@ class ContainerIndex:
         if i < len(self._ids) and self._ids[i] == ct.id:
             del self._ids[i]
         self._states.pop(ct.id, None)
+        self.changed(ct.id)
 
     def renamed(self, ct: Container, old: str) -> None:
         if self._by_name.get(old) == ct.id:
             del self._by_name[old]
         self._by_name[ct.name] = ct.id
+        self.changed(ct.id)
 
     def get(self, ref: str) -> Container:
         """By exact name, full ID, or unique ID prefix (Docker's order)."""
@@ -105,5 +115,26 @@ class ContainerIndex:
     def set_state(self, cid: str, st: ContainerState | None) -> None:
         """What the runtime says now (None: it has no such container)."""
         with self._lock:
-            if cid in self.by_id:
+            if cid in self.by_id and (cid not in self._states or self._states[cid] != st):
                 self._states[cid] = st
+                self.changed(cid)
+
+    # -- what listings render from containers ------------------------------------------
+
+    def changed(self, cid: str | None = None) -> None:
+        """Container `cid` changed (its record, state or name; None: all of them, as when
+        a network comes or goes): what was rendered from it is stale."""
+        with self._lock:
+            self.version += 1
+            if cid is None:
+                self._rendered.clear()
+            else:
+                self._rendered.pop(cid, None)
+
+    def rendered(self, cid: str) -> dict[Any, Any]:
+        """What listings rendered from container `cid`, theirs to fill (under the lock);
+        emptied at its next change."""
+        found = self._rendered.get(cid)
+        if found is None:
+            found = self._rendered[cid] = {}
+        return found

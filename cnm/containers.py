@@ -97,6 +97,10 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
             self._index.add(Container.from_record(kv.value))
 
     # ---------------------------------------------------------------- lookup
+    @property
+    def index(self) -> ContainerIndex:
+        return self._index  # the listings' view: states, versions, rendered rows
+
     def get(self, ref: str) -> Container:
         with self.lock:
             return self._index.get(ref)
@@ -141,6 +145,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
 
     def _save(self, ct: Container) -> None:
         self.store.put(CT_PREFIX + ct.id, ct.to_record())
+        self._index.changed(ct.id)  # every change of a record comes here: listings re-render it
 
     def _event(self, action: str, ct: Container, **extra: str) -> None:
         """Docker's container event: the actor's attributes are its labels, name and

@@ -35,6 +35,20 @@ def human_duration(seconds: float) -> str:
     return f"{int(seconds / 3600) // 24 // 365} years"
 
 
+def duration_changes_at(seconds: float) -> float:
+    """The elapsed time before which human_duration's text for `seconds` stays the
+    same (listings keep a text until then instead of rendering it again)."""
+    if seconds < 60:
+        return int(max(0.0, seconds)) + 1
+    if seconds < 3600:
+        return (int(seconds / 60) + 1) * 60
+    hours = int(seconds / 3600 + 0.5)  # days, weeks and months follow from it
+    edge = (hours + 0.5) * 3600
+    if hours >= 24 * 365 * 2:
+        edge = min(edge, (int(seconds / 3600) // (24 * 365) + 1) * 24 * 365 * 3600)
+    return edge
+
+
 def human_size(size: float) -> str:
     """go-units HumanSizeWithPrecision(size, 3): decimal units, 3 significant digits."""
     units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")

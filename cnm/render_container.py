@@ -9,11 +9,12 @@ finished_at, error) or None when the runtime no longer knows the container.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cnm.addresses import IPInterface, text
-from cnm.humanunits import human_duration
+from cnm.humanunits import duration_changes_at, human_duration
 from cnm.model import Endpoint, Network
 from cnm.naming import GATEWAY_BRIDGE
 from cnm.runtime.confine import MASKED_PATHS, READONLY_PATHS
@@ -286,6 +287,23 @@ def parse_time(text: str | None) -> float | None:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def status_until(state: Any, now: float) -> tuple[str, float]:
+    """status_text(state, now), and the time until which it stays that text (inf:
+    for good). Listings keep the text that long instead of rendering it again."""
+    text = status_text(state, now)
+    status = _status(state)
+    if status == "running":
+        since = parse_time(state.started_at)
+    elif status in ("restarting", "exited"):
+        since = parse_time(state.finished_at)
+    else:
+        since = None
+    if since is None:
+        return text, math.inf
+    # A millisecond early: the float sums of absolute times round by ~1e-7 s.
+    return text, since + duration_changes_at(max(0.0, now - since)) - 0.001
 
 
 def status_text(state: Any, now: float) -> str:

@@ -129,6 +129,9 @@ def build_core(
         images=images,
         **extra,
     )
+    # A network's name shows in its containers' listings: one that comes or goes
+    # (another host's, too) changes them.
+    controller.network_listeners.append(lambda event, net: containers.index.changed())
     return Core(events, discovery, controller, sandboxes, exits, containers, member)
 
 

@@ -198,6 +198,24 @@ class APIClient:
             query["filters"] = json.dumps(filters)
         return self.request("GET", "/containers/json", query=query or None)
 
+    def containers_text(
+        self,
+        all: bool = False,
+        filters: dict[str, list[str]] | None = None,
+        no_trunc: bool = False,
+        quiet: bool = False,
+    ) -> str | list[dict]:
+        """`net ps`'s output as the daemon renders it (`as=table`; `quiet`: -q's IDs),
+        or the JSON entries from a daemon that renders none (Docker's)."""
+        query = {"as": "table"}
+        for key, wanted in (("all", all), ("no-trunc", no_trunc), ("quiet", quiet)):
+            if wanted:
+                query[key] = "1"
+        if filters:
+            query["filters"] = json.dumps(filters)
+        answer: str | list[dict] | None = self.request("GET", "/containers/json", query=query)
+        return "" if answer is None else answer  # (an empty body: -q of no container)
+
     def container_inspect(self, ref: str) -> dict:
         return self.request("GET", f"/containers/{quote(ref)}/json")
 

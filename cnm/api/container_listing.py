@@ -1,6 +1,8 @@
 """`GET /containers/json` and what else lists or selects containers (prune, inspect's
 view, system df): each container rendered from the service's last known state, its
 endpoints and their networks. Blocking: routes run it in the executor.
+
+`net ps`'s table has a quicker way to the same text: cnm.api.ps_listing.
 """
 
 from __future__ import annotations

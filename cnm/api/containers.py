@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cnm.api import container_filters as cf
 from cnm.api import container_listing as listing
+from cnm.api import ps_listing
 from cnm.api import wait as wait_api
 from cnm.api.common import (
     Route,
@@ -267,8 +268,14 @@ def routes(service: ContainerServiceLike) -> list[Route]:
         ct = await blocking(request, service.create, req)
         return json_response({"Id": ct.id, "Warnings": []}, status=201)
 
+    ps = ps_listing.PsListing(service)
+
     async def list_(request: web.Request) -> web.Response:
         query = cf.ListQuery.parse(parse_filters(request.query.get("filters"), cf.LIST_FILTERS), _flag(request, "all"))
+        if ps_listing.wants_table(request.query):  # our CLI's `net ps`; never Docker's clients
+            no_trunc, quiet = _flag(request, "no-trunc"), _flag(request, "quiet")
+            text = await blocking(request, ps.text, query, no_trunc, quiet)
+            return web.Response(text=text, content_type="text/plain", charset="utf-8")
         return json_bytes_response(await blocking(request, listing.summaries_json, service, query))
 
     async def prune(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cnm.cli.output import dumps, echo, error_line, json_str, table
+from cnm.cli.output import dumps, echo, error_line
 from cnm.cli.runflow import DAEMON_ERROR, INTERRUPTED, attached, create_body, stream_logs
 from cnm.cli.spec import arg, command, flag, option
 from cnm.cli.values import byte_size, float_range, int_range, ip, key_value
@@ -236,40 +236,6 @@ def confinement(o: Opts) -> dict:
 # -- ps / inspect ---------------------------------------------------------------------
 
 
-def _ellipsis(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def ports_text(ports: list[dict]) -> str:
-    """Docker's PORTS column: 0.0.0.0:32768->80/tcp, 81/tcp."""
-    out = []
-    for p in sorted(ports, key=lambda p: (p.get("PrivatePort", 0), p.get("Type", ""), p.get("PublicPort", 0))):
-        if p.get("PublicPort"):
-            host_ip = p.get("IP") or "0.0.0.0"
-            host_ip = f"[{host_ip}]" if ":" in host_ip else host_ip
-            out.append(f"{host_ip}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}")
-        else:
-            out.append(f"{p['PrivatePort']}/{p['Type']}")
-    return ", ".join(out)
-
-
-def ps_rows(containers: list[dict], no_trunc: bool = False) -> list[tuple[str, ...]]:
-    rows: list[tuple[str, ...]] = []
-    for c in containers:
-        command_text = c.get("Command", "")
-        rows.append(
-            (
-                c["Id"] if no_trunc else c["Id"][:12],
-                ",".join(n.lstrip("/") for n in c.get("Names", [])),
-                json_str(command_text if no_trunc else _ellipsis(command_text, 20)),
-                c.get("Status", ""),
-                ports_text(c.get("Ports") or []),
-                ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {})),
-            )
-        )
-    return rows
-
-
 @command(
     "ps",
     flag("-a", "--all", dest="all_", help="Show all containers (default: running only)."),
@@ -292,17 +258,28 @@ def ps_rows(containers: list[dict], no_trunc: bool = False) -> list[tuple[str, .
     flag("--no-trunc", help="Do not truncate the output."),
 )
 def ps(cx: Context, o: Opts) -> None:
-    """List containers."""
+    """List containers. The table (and -q's IDs) comes rendered by the daemon (cnm.api.
+    ps_listing: thousands of rows cost it next to nothing, and the CLI decodes no JSON);
+    a daemon that does not render it answers JSON, rendered here with the same cells."""
     wanted: dict[str, list[str]] = {}
     for key, value in o.filters:
         wanted.setdefault(key, []).append(value)
-    containers = cx.client.containers(all=o.all_, filters=wanted or None)
+    if o.quiet or o.fmt == "table":
+        out = cx.client.containers_text(all=o.all_, filters=wanted or None, no_trunc=o.no_trunc, quiet=o.quiet)
+        if isinstance(out, str):
+            sys.stdout.write(out)
+            return
+        containers = out
+    else:
+        containers = cx.client.containers(all=o.all_, filters=wanted or None)
+    from cnm import ps_table, texttable  # (CLI start-up: only when the CLI renders the JSON itself)
+
     if o.quiet:
-        sys.stdout.write("".join((c["Id"] if o.no_trunc else c["Id"][:12]) + "\n" for c in containers))
+        sys.stdout.write(ps_table.quiet_text([c["Id"] for c in containers], o.no_trunc))
     elif o.fmt == "json":
         echo(dumps(containers))
     else:
-        echo(table(("CONTAINER ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"), ps_rows(containers, o.no_trunc)))
+        echo(texttable.table(ps_table.HEADERS, [ps_table.cells(c, o.no_trunc) for c in containers]))
 
 
 def _each(refs: Iterable[str], action: Callable[[str], Any], show: bool = True) -> int:
