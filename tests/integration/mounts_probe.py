@@ -16,11 +16,20 @@ from cnm.runtime.runtime import remove_all
 BUSYBOX = "/bin/busybox"
 
 
-def mounts(pid: int | str, under: str) -> tuple[int, int]:
-    """(all mounts, mounts at or under `under`) in the mount namespace of `pid`."""
+def mounts(pid: int | str, under: str, netns_ino: int) -> tuple[int, int, int]:
+    """(all mounts, mounts at or under `under`, mounts of the network namespace
+    `netns_ino` wherever they are) in the mount namespace of `pid`. Only the last two
+    are this scenario's own: the total also moves with whatever the rest of the machine
+    mounts meanwhile (our namespace is a slave of the host's)."""
     with open(f"/proc/{pid}/mountinfo") as f:
-        points = [ln.split(" ")[4] for ln in f]
-    return len(points), sum(1 for p in points if p == under or p.startswith(under + "/"))
+        fields = [ln.split(" ") for ln in f]
+    points = [fs[4] for fs in fields]
+    ns_root = f"net:[{netns_ino}]"
+    return (
+        len(points),
+        sum(1 for p in points if p == under or p.startswith(under + "/")),
+        sum(1 for fs in fields if fs[3] == ns_root),
+    )
 
 
 def main() -> None:
@@ -29,7 +38,8 @@ def main() -> None:
     fixed = Runtime(os.path.join(base, "fixed"), cgroup_root=cgroup_root + "-f", namespace_dirs=(nsdir,))
     copying = Runtime(os.path.join(base, "copying"), cgroup_root=cgroup_root + "-c")
     made = 0
-    out: dict = {"netns_ino": os.stat(netns).st_ino, "runs": []}
+    ino = os.stat(netns).st_ino
+    out: dict = {"netns_ino": ino, "runs": []}
 
     def grow(k: int) -> None:
         nonlocal made
@@ -44,15 +54,15 @@ def main() -> None:
             grow(k)
             if k == 80:
                 fixed.template.kill()  # a new template drops what exists when it starts
-            run: dict = {"k": k, "ours": mounts("self", nsdir)}
+            run: dict = {"k": k, "ours": mounts("self", nsdir, ino)}
             for name, rt in (("fixed", fixed), ("copying", copying)):
                 st = rt.start(ContainerSpec(id=f"c{k}", argv=[BUSYBOX, "sleep", "30"], netns=netns))
                 run[name] = {
-                    "container": mounts(st.pid, nsdir),
+                    "container": mounts(st.pid, nsdir, ino),
                     "container_netns_ino": os.stat(f"/proc/{st.pid}/ns/net").st_ino,
                     "supervisor_in_our_mount_ns": os.stat(f"/proc/{st.shim_pid}/ns/mnt").st_ino
                     == os.stat("/proc/self/ns/mnt").st_ino,
-                    "supervisor": mounts(st.shim_pid, nsdir),
+                    "supervisor": mounts(st.shim_pid, nsdir, ino),
                 }
             out["runs"].append(run)
         # Exec still reaches the container (it joins the container's namespaces).

@@ -53,7 +53,10 @@ def test_containers_copy_no_sandbox_mounts(tmp_path, netns):
         # Supervisors stay in the daemon's mount namespace: a restarted daemon finds its
         # sandboxes' namespace files through them (cnm.osl.netns.recover_from).
         assert r["fixed"]["supervisor_in_our_mount_ns"] and r["fixed"]["supervisor"][1] == k + 1, r
-    # Containers' namespaces do not grow with K: same total at 0, 40 and 80 sandboxes.
-    assert len({r["fixed"]["container"][0] for r in runs.values()}) == 1, runs
-    assert runs[80]["copying"]["container"][0] - runs[0]["copying"]["container"][0] >= 80, runs
+    # Containers' namespaces do not grow with K: as many mounts of the sandboxes' network
+    # namespace, wherever mounted, at 0, 40 and 80 sandboxes (not the total of all mounts:
+    # that moves with what the rest of the machine mounts during the test) ...
+    assert len({r["fixed"]["container"][2] for r in runs.values()}) == 1, runs
+    # ... while the copying container's grow with K.
+    assert runs[80]["copying"]["container"][2] - runs[0]["copying"]["container"][2] >= 80, runs
     assert res["exec"] == ["hi\n", 0]
