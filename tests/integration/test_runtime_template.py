@@ -37,6 +37,30 @@ def _fd_targets(pid: int) -> list[str]:
     return out
 
 
+def _settled_fd_targets(pid: int, timeout: float = 10) -> list[str]:
+    """A supervisor's fds once it has let go of the start request's socket: it answers OK
+    on it and closes it just after, so start() may return while it still holds it (a
+    moment that load stretches). Past `timeout`, what it holds then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = _fd_targets(pid)
+        if sum(t.startswith("socket:") for t in targets) <= 1 or time.monotonic() > deadline:
+            return targets
+        time.sleep(0.01)
+
+
+def _unix_socket_path(pid: int, target: str) -> str:
+    """The path a unix socket (an fd's "socket:[inode]") is bound to, as the process's
+    network namespace lists it; "" when unbound."""
+    inode = target[len("socket:[") : -1]
+    with open(f"/proc/{pid}/net/unix") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 7 and fields[6] == inode:
+                return fields[7] if len(fields) > 7 else ""
+    return ""
+
+
 def supervisors_of(cdir: str) -> list[int]:
     """Live processes named like a supervisor holding `cdir` open."""
     out = []
@@ -85,12 +109,14 @@ def test_supervisors_are_on_their_own(rt, netns):
         assert linux.proc_stat(st.shim_pid)[2] == files.SHIM_COMM
         assert _ppid(st.shim_pid) not in (tpid, os.getpid())
         assert os.getsid(st.shim_pid) != os.getsid(tpid)
-        targets = _fd_targets(st.shim_pid)
+        targets = _settled_fd_targets(st.shim_pid)
         template_sockets = {t for t in _fd_targets(tpid) if t.startswith("socket:")}
         assert template_sockets and not template_sockets & set(targets), "holds the template's control socket"
         mine = {"/dev/null", f"{cdir}/{files.SHIM_LOG}", cdir, f"{cdir}/container.log", "anon_inode:[pidfd]"}
         assert {t for t in targets if not t.startswith(("socket:", "pipe:"))} <= mine, targets
-        assert sum(t.startswith("socket:") for t in targets) == 1  # its attach.sock listener
+        sockets = [t for t in targets if t.startswith("socket:")]
+        assert len(sockets) == 1, targets
+        assert _unix_socket_path(st.shim_pid, sockets[0]).endswith(f"/{shim.ATTACH_SOCK}")  # its listener
         assert supervisors_of(cdir) == [st.shim_pid]
 
 
