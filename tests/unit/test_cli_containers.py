@@ -183,21 +183,24 @@ def test_run_without_a_command_is_a_usage_error(net):
 
 
 def test_ps_table_quiet_all_and_json(net, service):
-    net("run", "-d", "--name", "web", "-p", "80", "/bin/sh", "-c", "sleep 30")
-    net("run", "--name", "done", "/bin/sh", "-c", "exit 2")
+    # (Each check says what it saw: this test failed once under heavy load, output lost.)
+    r = net("run", "-d", "--name", "web", "-p", "80", "/bin/sh", "-c", "sleep 30")
+    assert r.exit_code == 0, r.output
+    r = net("run", "--name", "done", "/bin/sh", "-c", "exit 2")
+    assert r.exit_code == 2, r.output
     web, done = by_name(service, "web"), by_name(service, "done")
     lines = net("ps").stdout.splitlines()
-    assert lines[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"]
-    assert len(lines) == 2
+    assert lines[0].split() == ["CONTAINER", "ID", "NAME", "COMMAND", "STATUS", "PORTS", "NETWORKS"], lines
+    assert len(lines) == 2, lines
     row = lines[1]
-    assert row.startswith(web.id[:12]) and "web" in row and '"/bin/sh -c sleep 30"' in row
-    assert "Up " in row and "0.0.0.0:32768->80/tcp" in row and row.endswith("bridge")
-    assert net("ps", "-q").stdout == web.id[:12] + "\n"
+    assert row.startswith(web.id[:12]) and "web" in row and '"/bin/sh -c sleep 30"' in row, row
+    assert "Up " in row and "0.0.0.0:32768->80/tcp" in row and row.endswith("bridge"), row
+    assert (out := net("ps", "-q").stdout) == web.id[:12] + "\n", out
     assert set(net("ps", "-aq").stdout.split()) == {web.id[:12], done.id[:12]}
-    assert "Exited (2) " in net("container", "ls", "-a").stdout
+    assert "Exited (2) " in (out := net("container", "ls", "-a").stdout), out
     data = json.loads(net("ps", "-a", "--format", "json").stdout)
-    assert {c["Names"][0] for c in data} == {"/web", "/done"}
-    assert net("ps", "-a", "-f", "status=exited", "-q").stdout == done.id[:12] + "\n"
+    assert {c["Names"][0] for c in data} == {"/web", "/done"}, data
+    assert (out := net("ps", "-a", "-f", "status=exited", "-q").stdout) == done.id[:12] + "\n", out
 
 
 def test_ps_truncates_long_commands_like_docker(net):
