@@ -61,10 +61,10 @@ def test_compose_up_ps_logs_exec_stop_start_down(compose, daemon):
     r = compose("up", "-d")
     assert "Creating" in r.stderr
     ps = states(compose)
-    assert set(ps) == {"db", "api", "web"} and all(" Up" in s for s in ps.values())
+    assert set(ps) == {"db", "api", "web"} and all(" Up" in s for s in ps.values()), ps
     assert "0.0.0.0:8080->80/tcp" in ps["web"]
     logs = compose("logs").stdout
-    assert "db up as primary" in logs and "api orders up" in logs and "web up" in logs  # environment
+    assert "db up as primary" in logs and "api orders up" in logs and "web up" in logs, logs  # environment
     # web reaches api by its alias on front; api reaches db by its alias on back
     out = compose(
         "exec", "-T", "web", "sh", "-c", 'printf "GET /hostname HTTP/1.0\\r\\n\\r\\n" | busybox nc backend 8000'
@@ -80,16 +80,24 @@ def test_compose_up_ps_logs_exec_stop_start_down(compose, daemon):
     # db's restart policy (unless-stopped): it ends on its own (SIGTERM to its PID 1) and comes back.
     db_id = compose("ps", "-q", "db").stdout.strip()
     compose("exec", "-T", "db", "kill", "1")
+    # Back means running again: the restart is counted when it is scheduled, and until its
+    # back-off and start are over our `docker ps` (without -a) leaves db out, so compose's
+    # stop below would miss it and it would come back Up after (Docker lists a restarting
+    # container there: see /work/notes/mend.md).
     deadline = time.monotonic() + 30
-    while json.loads(daemon.net("container", "inspect", db_id).stdout)[0]["RestartCount"] < 1:
-        assert time.monotonic() < deadline, "db was not restarted by its policy"
+    while True:
+        info = json.loads(daemon.net("container", "inspect", db_id).stdout)[0]
+        if info["RestartCount"] >= 1 and info["State"]["Status"] == "running":
+            break
+        assert time.monotonic() < deadline, f"db was not restarted by its policy: {info['State']}"
         time.sleep(0.1)
-    info = json.loads(daemon.net("container", "inspect", db_id).stdout)[0]
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     compose("stop", "-t", "5")
-    assert all(s.split()[-2:] == ["Exit", "0"] or "Exit 0" in s for s in states(compose).values())
+    stopped = states(compose)
+    assert all(s.split()[-2:] == ["Exit", "0"] or "Exit 0" in s for s in stopped.values()), stopped
     compose("start")
-    assert all(" Up" in s for s in states(compose).values())
+    started = states(compose)
+    assert all(" Up" in s for s in started.values()), started
     compose("down", "-t", "5")
     assert compose("ps", "-q").stdout.strip() == ""
     nets = daemon.net("ls", "--format", "json").stdout
