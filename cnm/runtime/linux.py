@@ -11,6 +11,7 @@ to cnm.errors where the error means something to a user.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import select
 
@@ -168,22 +169,31 @@ _MOVE_MOUNT_F_EMPTY_PATH = 0x4
 _MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
+# With RESOLVE_IN_ROOT a ".." fails with EAGAIN if any mount or rename happened on the
+# machine during the lookup (the kernel cannot then prove it stayed inside): retry, as
+# filepath-securejoin (runc's) does. Seen under load: other tests' mounts.
+OPENAT2_TRIES = 32
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
     """openat2(2): open `path` relative to `dirfd` under the RESOLVE_* rules (with
     RESOLVE_IN_ROOT the kernel resolves "/", ".." and every symlink as if `dirfd` were
     the root, with no window between checking and using a path). Close-on-exec."""
     how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
-    fd = _libc.syscall(
-        ctypes.c_long(_SYS_OPENAT2),
-        ctypes.c_int(dirfd),
-        _b(path),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
-    )
-    if fd < 0:
+    for _ in range(OPENAT2_TRIES):
+        fd = _libc.syscall(
+            ctypes.c_long(_SYS_OPENAT2),
+            ctypes.c_int(dirfd),
+            _b(path),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+        if fd >= 0:
+            return fd
         err = ctypes.get_errno()
-        raise OSError(err, f"openat2 {path}: {os.strerror(err)}")
-    return fd
+        if err != errno.EAGAIN:
+            break
+    raise OSError(err, f"openat2 {path}: {os.strerror(err)}")
 
 
 def fd_path(fd: int) -> str:

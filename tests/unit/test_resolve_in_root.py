@@ -4,12 +4,15 @@ needed: openat2 and the *at() calls are unprivileged."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from cnm.runtime import confine_apply as ca
+from cnm.runtime import linux
 
 
 @pytest.fixture
@@ -69,3 +72,32 @@ def test_a_mount_point_that_is_the_root_is_refused(tree):
         ca._mountpoint(str(root), "/proc", True, False)
     fd = ca._mountpoint(str(root), "/etc", True, False)
     assert fd is not None and where(fd) == f"{root}/etc"
+
+
+def test_openat2_retries_what_a_racing_mount_or_rename_fails(tree, monkeypatch):
+    """With RESOLVE_IN_ROOT the kernel fails a ".." with EAGAIN when a mount or rename
+    anywhere on the machine raced the lookup (seen under load: other tests' mounts). That
+    is retried; an EAGAIN that never ends is still an error."""
+    root, _ = tree
+    real = linux._libc.syscall
+    calls: list[int] = []
+
+    def racing(*args: object) -> int:
+        calls.append(1)
+        if len(calls) <= 3:
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        return real(*args)
+
+    monkeypatch.setattr(linux._libc, "syscall", racing)
+    rfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        assert where(linux.openat2(rfd, "etc/../etc/secret", os.O_PATH, linux.RESOLVE_IN_ROOT)) == f"{root}/etc/secret"
+        assert len(calls) == 4
+        calls.clear()
+        monkeypatch.setattr(linux, "OPENAT2_TRIES", 2)
+        with pytest.raises(OSError) as err:
+            linux.openat2(rfd, "etc/../etc/secret", os.O_PATH, linux.RESOLVE_IN_ROOT)
+        assert err.value.errno == errno.EAGAIN and len(calls) == 2
+    finally:
+        os.close(rfd)
