@@ -104,13 +104,16 @@ class ContainerIndex:
         return self.refresh(cid)
 
     def refresh(self, cid: str) -> ContainerState | None:
-        """The state read from the runtime now, and kept."""
-        try:
-            st: ContainerState | None = self._runtime.state(cid)
-        except NotFound:
-            st = None
-        self.set_state(cid, st)
-        return st
+        """The state read from the runtime now, and kept. Read under the lock too: read
+        outside it, a caller that does not hold it (stop, kill) could keep a state older
+        than the one a start made meanwhile ("exited" over "running")."""
+        with self._lock:
+            try:
+                st: ContainerState | None = self._runtime.state(cid)
+            except NotFound:
+                st = None
+            self.set_state(cid, st)
+            return st
 
     def set_state(self, cid: str, st: ContainerState | None) -> None:
         """What the runtime says now (None: it has no such container)."""

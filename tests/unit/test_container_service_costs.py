@@ -12,6 +12,7 @@ from cnm.container_record import Container
 from cnm.container_requests import ContainerCreate, EndpointRequest
 from cnm.errors import InvalidParameter, NotFound
 from cnm.requests import IPAMConfigRequest, NetworkCreate
+from cnm.runtime.state import ContainerState
 from tests.unit.fakehost import FakeHost
 
 
@@ -123,3 +124,44 @@ def test_index_finds_by_name_id_and_unique_prefix():
         idx.get("web")
     idx.drop(b)
     assert idx.get("ab") is a and "db" not in idx.names() and len(idx) == 2
+
+
+class SlowExited:
+    """A runtime whose state() reads "exited" and is slow to return it (a caller
+    stopping a container, while a restart policy's start runs)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.reading, self.proceed = threading.Event(), threading.Event()
+
+    def state(self, cid: str):
+        self.reading.set()
+        self.proceed.wait(5)
+        return ContainerState(id=cid, status="exited", exit_code=0)
+
+
+def test_a_refresh_never_overwrites_a_state_set_while_it_read():
+    import threading
+
+    lock = threading.RLock()
+    runtime = SlowExited()
+    idx = ContainerIndex(runtime, lock)
+    ct = record("c" * 64, "web")
+    idx.add(ct)
+    reader = threading.Thread(target=idx.refresh, args=(ct.id,))
+    reader.start()
+    assert runtime.reading.wait(5)
+
+    def start() -> None:  # as the service starts a container: under its lock
+        with lock:
+            idx.set_state(ct.id, ContainerState(id=ct.id, status="running", pid=42))
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join(0.3)  # a refresh reading outside the lock lets the start in now
+    runtime.proceed.set()
+    reader.join(5)
+    starter.join(5)
+    st = idx.state_of(ct.id)
+    assert st is not None and st.status == "running", f"the refresh's older read won: {st}"
