@@ -130,8 +130,12 @@ def build_core(
         **extra,
     )
     # A network's name shows in its containers' listings: one that comes or goes
-    # (another host's, too) changes them.
+    # (another host's, too) changes them; so does an endpoint joining or leaving (the
+    # service's own changes record it too; this also catches the controller's).
     controller.network_listeners.append(lambda event, net: containers.index.changed())
+    controller.endpoint_listeners.append(
+        lambda event, net, ep: containers.index.changed(ep.container_id) if ep.container_id else None
+    )
     return Core(events, discovery, controller, sandboxes, exits, containers, member)
 
 
