@@ -91,7 +91,7 @@ class ContainerService(ContainerNetworking, ContainerAdoption):
         self._exits = exits  # None: exits are noticed only at stop and remove
         self.events = events
         self.images = images  # the image store (None: host filesystem and --rootfs only)
-        self.restarts = Restarts(self.start_by_policy)
+        self.restarts = Restarts(self.start_by_policy, self._index.changed)
         self._intents = Intents(store)
         for kv in store.list(CT_PREFIX):
             self._index.add(Container.from_record(kv.value))

@@ -26,8 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class Restarts:
-    def __init__(self, start: Callable[[str], None]) -> None:
+    def __init__(self, start: Callable[[str], None], changed: Callable[[str], None] | None = None) -> None:
+        """`start(cid)`: the policy's start. `changed(cid)`: told (outside this object's
+        lock) when a container stops being "restarting" other than by a change the
+        container service records anyway: a stop calling the restart off, a failed start."""
         self._start = start
+        self._changed = changed or (lambda cid: None)
         self._lock = threading.Lock()
         self._delay: dict[str, float] = {}  # the back-off after the last restart
         self._cancelled: set[str] = set()
@@ -60,7 +64,10 @@ class Restarts:
         restart was pending."""
         with self._lock:
             self._cancelled.add(cid)
-            return self._drop(cid)
+            dropped = self._drop(cid)
+        if dropped:
+            self._changed(cid)
+        return dropped
 
     def cancelled(self, cid: str) -> bool:
         with self._lock:
@@ -134,8 +141,16 @@ class Restarts:
         with self._lock:
             if self._closed or self._pending.get(cid) is not threading.current_thread():
                 return  # cancelled, or replaced, meanwhile
-            del self._pending[cid]
+        # Still pending while it starts: listed as "restarting" until it runs, as Docker's
+        # (`docker ps` and compose's stop would otherwise miss it in between).
         try:
             self._start(cid)
         except Exception as exc:  # the container stays exited (Docker logs it, too)
             log.error("restarting container %s by its restart policy: %s", cid[:12], exc)
+        finally:
+            with self._lock:
+                ours = self._pending.get(cid) is threading.current_thread()
+                if ours:
+                    del self._pending[cid]
+            if ours:
+                self._changed(cid)

@@ -43,6 +43,8 @@ LIST_FILTERS = frozenset(
 )
 PRUNE_FILTERS = frozenset({"until", "label", "label!"})
 STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+# What `docker ps` lists without --all: moby's container.Running holds for these too.
+ALIVE = ("running", "restarting", "paused")
 HEALTH = ("starting", "healthy", "unhealthy", "none")
 
 
@@ -146,7 +148,7 @@ def select(rows: list[Row], query: ListQuery, find: Callable[[str], Row]) -> lis
     since = [find(v) for v in f.get("since", [])]
     out = []
     for row in rows:
-        if row.status != "running" and not query.all:
+        if row.status not in ALIVE and not query.all:
             continue
         if before or since:
             created = rfc3339_to_nanos(row.created) or 0

@@ -98,8 +98,8 @@ def summaries(service: ContainerServiceLike, query: cf.ListQuery) -> list[dict]:
     seen: dict[str, tuple[Any, tuple[Any, list[Endpoint], dict[str, Network]], dict, cf.Row]] = {}
     for ct in service.list_containers():
         if not query.all:
-            st = service.state_of(ct.id)
-            if st is None or st.status != "running":
+            st = state_or_none(service, ct.id)
+            if st is None or st.status not in cf.ALIVE:
                 continue
         seen_view = view(service, ct)
         nets = networks_json(ct, seen_view[1], seen_view[2])

@@ -107,8 +107,8 @@ class PsListing:
             picked = []
             for ct in svc.list_containers():  # newest first
                 if not all_:
-                    st = svc.state_of(ct.id)
-                    if st is None or st.status != "running":
+                    st = listing.state_or_none(svc, ct.id)
+                    if st is None or st.status not in cf.ALIVE:
                         continue
                 picked.append((ct, index.rendered(ct.id)))
         key = ("cells", no_trunc)

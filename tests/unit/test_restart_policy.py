@@ -199,6 +199,48 @@ def test_a_restarting_container_shows_it_and_is_not_removed_without_force(host):
     host.containers.remove("loop")
 
 
+def test_a_restarting_container_is_listed_without_all_as_dockers_ps(host):
+    """moby counts a restarting container as running: `docker ps` lists it (compose's
+    stop finds its containers so). Both listings: Docker's JSON and net ps's table."""
+    from cnm.api import container_filters as cf
+    from cnm.api import container_listing
+    from cnm.api.ps_listing import PsListing
+
+    ps = PsListing(host.containers)
+    running = cf.ListQuery(filters={}, all=False)
+    ct = run(host, "loop", ["sh", "-c", "exit 1"], {"Name": "always"})
+    host.containers.restarts._delay[ct.id] = 30.0  # the next back-off is a minute
+    exits(host, ct)
+    assert host.containers.restarts.pending(ct.id)
+    [entry] = container_listing.summaries(host.containers, running)
+    assert entry["State"] == "restarting" and entry["Status"].startswith("Restarting (1)")
+    assert "loop" in ps.text(running) and "Restarting (1)" in ps.text(running)
+    host.containers.stop("loop")  # calls the restart off: no longer listed (nor kept in a cached table)
+    assert container_listing.summaries(host.containers, running) == []
+    assert "loop" not in ps.text(running)
+
+
+def test_a_policy_restart_stays_pending_until_its_start_has_run():
+    """Between the back-off's end and the start, the container is still "restarting"
+    (it was "exited" there: a listing in between missed it)."""
+    from cnm.restarts import Restarts
+
+    seen, changed = [], []
+    restarts: Restarts
+
+    def start(cid: str) -> None:
+        seen.append(restarts.pending(cid))
+
+    restarts = Restarts(start, changed.append)
+    ct = type("Ct", (), {"id": "c1", "name": "c1", "restart_policy": {"Name": "always"}})()
+    ct.manually_stopped, ct.restart_count = False, 0
+    state = type("St", (), {"exit_code": 1, "started_at": None, "finished_at": None})()
+    assert restarts.after_exit(ct, state)
+    until(lambda: changed == ["c1"], timeout=10)
+    assert seen == [True] and not restarts.pending("c1")
+    restarts.close()
+
+
 def test_a_restarted_daemon_starts_what_its_policy_says(host):
     cts = {
         n: run(host, n, ["sleep", "30"], {"Name": p})
