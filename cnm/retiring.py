@@ -66,6 +66,10 @@ class Retirements:
     def __len__(self) -> int:
         return len(self._retiring)
 
+    def ids(self) -> list[str]:
+        """The retiring endpoints' IDs (their kernel objects may still exist)."""
+        return list(self._retiring)
+
     def addresses(self, network_id: str) -> set[IPAddress]:
         """Addresses still held on `network_id`."""
         return {a.ip for ep in self._retiring.values() if ep.network_id == network_id for a in ep.addresses()}

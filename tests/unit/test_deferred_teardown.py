@@ -250,3 +250,26 @@ def test_the_graveyard_deletes_a_stream_of_retirements_once_it_pauses_and_a_lone
     t = time.monotonic()
     assert gy.flush(30) and time.monotonic() - t < 20
     gy.close()
+
+
+def test_a_new_endpoint_never_shares_the_named_prefix_of_a_live_or_retiring_one(host, monkeypatch):
+    """Drivers name kernel objects after an endpoint ID's first 7 characters (the
+    bridge's host veth): a new ID that shares them with an endpoint here — live, or
+    retiring with its veth still being deleted — is drawn again."""
+    from cnm import controller_endpoints
+
+    n = network(host, "n", "10.7.0.0/24")
+    ids = iter(["aaaaaaa" + "1" * 57, "aaaaaaa" + "2" * 57, "bbbbbbb" + "3" * 57, "bbbbbbb" + "4" * 57, "c" * 64])
+    monkeypatch.setattr(controller_endpoints, "new_id", lambda: next(ids))
+    first = host.controller.create_endpoint(n, "first")
+    assert first.id.startswith("aaaaaaa")
+    second = host.controller.create_endpoint(n, "second")
+    assert second.id.startswith("bbbbbbb")  # "aaaaaaa2..." was drawn again
+    sb = build(host, n, cid="e" * 64)
+    ep = sb.endpoints()[0]  # its ID was the last one left: "c" * 64
+    assert ep.id == "c" * 64
+    sb.leave(ep)  # retiring: its veth waits in the graveyard (no background thread here)
+    assert host.store.get(RETIRING_PREFIX + ep.id) is not None
+    ids = iter(["c" * 7 + "5" * 57, "d" * 64])
+    third = host.controller.create_endpoint(n, "third")
+    assert third.id == "d" * 64
