@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cnm.errors import CNMError, Conflict, InternalError, InvalidParameter, NotFound, Unavailable
-from cnm.osl import rtnl
+from cnm.osl import procsys, rtnl
 from cnm.osl.errors import translate
 from cnm.osl.rtnl import Rtnl
 
@@ -163,8 +163,7 @@ def run_in_netns(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> 
 def _ipv6_default_off() -> None:
     """On the thread inside a new namespace (/proc/sys/net is the reading thread's)."""
     try:
-        with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
-            f.write("1")
+        procsys.write_net("ipv6/conf/default/disable_ipv6", "1")  # not through /proc: see procsys
     except FileNotFoundError:
         pass  # a kernel without IPv6: nothing to turn off
 

@@ -248,3 +248,31 @@ def test_link_with_address_finds_the_holder_in_one_dump(host_ns, nl):
     assert nl.link_with_address("198.18.99.1").name == "ulx0"
     assert nl.link_with_address("198.18.99.1").mtu == 1400
     assert nl.link_with_address("198.18.99.2") is None
+
+
+@pytest.mark.parametrize("fresh_procfs", [True, False], ids=["own-procfs", "fallback-to-proc"])
+def test_ipv6_off_by_default_in_a_new_namespace_only(tmp_path, monkeypatch, fresh_procfs):
+    """The write goes through a procfs instance of its own (cnm.osl.procsys), or /proc
+    where the mount API is refused; either way it lands in the new namespace alone."""
+    from cnm.osl import procsys
+
+    if not fresh_procfs:
+        monkeypatch.setattr(procsys, "_fresh_procfs", lambda: None)
+    else:
+        fd = procsys._fresh_procfs()
+        if fd is None:
+            pytest.skip("this kernel or these rights refuse fsopen(2) of procfs: only the /proc path runs here")
+        os.close(fd)
+    mounts_before = open("/proc/self/mountinfo").read()
+    ours_before = sysctl.read("net.ipv6.conf.default.disable_ipv6")
+    path = str(tmp_path / "netns" / "v6off")
+    netns.create_netns(path, ipv6_off_by_default=True)
+    try:
+        assert in_ns(path, "cat", "/proc/sys/net/ipv6/conf/default/disable_ipv6").strip() == "1"
+        assert sysctl.read("net.ipv6.conf.default.disable_ipv6") == ours_before
+        # the detached procfs is in no mount table, before or after
+        assert [ln for ln in open("/proc/self/mountinfo").read().splitlines() if " proc " in ln] == [
+            ln for ln in mounts_before.splitlines() if " proc " in ln
+        ]
+    finally:
+        netns.delete_netns(path)
