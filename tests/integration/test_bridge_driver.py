@@ -107,6 +107,10 @@ def test_endpoints_join_and_talk(host_ns, driver, tmp_path):
             # A bridge port: no IPv6 address (nor its routes) of its own on the host.
             assert "addrgenmode none" in host, host
             assert sh("ip", "-n", host_ns, "-6", "addr", "show", "dev", naming.host_ifname(eid)).stdout == ""
+            v6 = f"/proc/sys/net/ipv6/conf/{naming.host_ifname(eid)}/disable_ipv6"
+            assert sh("ip", "netns", "exec", host_ns, "cat", v6).stdout.strip() == "1"  # nor an ff00::/8 route
+            routes = sh("ip", "-n", host_ns, "-6", "route", "show", "table", "all", "dev", naming.host_ifname(eid))
+            assert routes.stdout == "", routes.stdout
             with Netlink(path) as sb:
                 sb.rename_link(res.src_ifname, f"{res.dst_prefix}0")
                 sb.set_link_up("lo")
