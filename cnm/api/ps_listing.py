@@ -51,6 +51,7 @@ class _View:
     untils: list[float] = field(default_factory=list)  # until when each one holds
     next_change: float = -math.inf  # the least of them
     widths: list[int] = field(default_factory=list)  # those the lines are padded to
+    lines: list[str] | None = None  # the answer's lines (header first), padded to `widths`
     text: str | None = None  # the answer, while nothing changed
 
 
@@ -128,7 +129,7 @@ class PsListing:
         view.statuses = [""] * len(rows)
         view.untils = [-math.inf] * len(rows)
         view.next_change = -math.inf
-        view.text = None
+        view.lines = view.text = None
         view.version = version
 
     def _status(self, cid: str, slot: dict[Any, Any], now: float) -> tuple[str, float]:
@@ -147,29 +148,44 @@ class PsListing:
         return text, until
 
     def _table(self, view: _View, all_: bool, no_trunc: bool, now: float) -> str:
-        changed = False
+        """The answer from the view: only rows whose STATUS text moved on are laid out
+        again (freshly started containers' "Up N seconds" move every second), all of
+        them only when a column's width changed."""
         statuses = view.statuses
+        moved: list[int] = []
         if now >= view.next_change:
             untils, slots, cids = view.untils, view.slots, view.cids
             for i, until in enumerate(untils):
                 if until <= now:
                     text, untils[i] = self._status(cids[i], slots[i], now)
                     if text != statuses[i]:
-                        statuses[i], changed = text, True
+                        statuses[i] = text
+                        moved.append(i)
             view.next_change = min(untils, default=math.inf)
-        if view.text is not None and not changed:
+        if view.text is not None and not moved:
             return view.text
         widths = list(view.fixed)
         widths[STATUS] = max(HEADER_WIDTHS[STATUS], max(map(len, statuses), default=0))
         key = ("line", all_, no_trunc)
-        lines = [texttable.line(ps_table.HEADERS, widths)]
-        for slot, status in zip(view.slots, statuses, strict=True):
-            kept = slot.get(key)
-            if kept is None or kept[0] != widths or kept[1] != status:
-                cells = slot[("cells", no_trunc)]
-                row = (*cells[:STATUS], status, *cells[STATUS + 1 :])
-                kept = slot[key] = (widths, status, texttable.line(row, widths))
-            lines.append(kept[2])
-        view.widths = widths
+        lines = view.lines
+        if lines is None or widths != view.widths:
+            lines = [texttable.line(ps_table.HEADERS, widths)]
+            lines += [
+                _line(slot, status, widths, key, no_trunc) for slot, status in zip(view.slots, statuses, strict=True)
+            ]
+        else:
+            for i in moved:
+                lines[i + 1] = _line(view.slots[i], statuses[i], widths, key, no_trunc)
+        view.lines, view.widths = lines, widths
         view.text = "\n".join(lines) + "\n"
         return view.text
+
+
+def _line(slot: dict[Any, Any], status: str, widths: list[int], key: tuple[Any, ...], no_trunc: bool) -> str:
+    """A row's line, kept in its slot while its status and the widths hold."""
+    kept = slot.get(key)
+    if kept is None or kept[0] != widths or kept[1] != status:
+        cells = slot[("cells", no_trunc)]
+        row = (*cells[:STATUS], status, *cells[STATUS + 1 :])
+        kept = slot[key] = (widths, status, texttable.line(row, widths))
+    return str(kept[2])
