@@ -19,6 +19,17 @@ from cnm.runtime.cgroups import _unescape
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def in_private_mounts(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `code` (argv: the checkout, tmp_path) in a mount namespace of its own: its
+    mounts never reach the machine's."""
+    return subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", code, str(ROOT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_mangled_names_read_back_as_mountinfo_unescapes_them():
     for path in ("/run/cnm/containers/abc", "/tmp/a b/c\\d\te\nf"):
         assert _unescape(teardown._mangled(path)) == path
@@ -48,12 +59,7 @@ def test_a_mount_left_under_a_container_directory_is_detached(tmp_path):
         assert other in points                              # another container's: kept
         print("ok")
     """)
-    r = subprocess.run(
-        ["unshare", "-m", sys.executable, "-c", code, str(ROOT), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = in_private_mounts(code, tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
 
@@ -106,12 +112,7 @@ def test_mounts_found_by_mount_id_are_those_of_the_table_and_removal_spares_thei
         assert r._mounted_under(cdir) == [] and ids.under(base) == [other]
         print("ok")
     """)
-    r = subprocess.run(
-        ["unshare", "-m", sys.executable, "-c", code, str(ROOT), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = in_private_mounts(code, tmp_path)
     if r.stdout.startswith("unsupported:"):
         pytest.skip(f"this kernel cannot list mounts by id ({r.stdout.strip()}): the mountinfo path was tested")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr + r.stdout
