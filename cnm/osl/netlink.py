@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cnm import marks
-from cnm.errors import NotFound
+from cnm.errors import CNMError, NotFound
 from cnm.osl import procsys, rtnl, sysctl
 from cnm.osl.errors import is_gone, translate
 from cnm.osl.netns import NetnsThread, netns_path, run_in_netns
@@ -230,9 +230,10 @@ class Netlink(NetlinkRoutes):
         route, and every link event on the host walks the whole IPv6 table: with
         2,000 ports each start and removal paid for 2,000 routes. Best effort: the
         port works either way."""
+        key = f"ipv6/conf/{ifname}/disable_ipv6"
         try:
-            self.run(procsys.write_net, f"ipv6/conf/{ifname}/disable_ipv6", "1")
-        except OSError as exc:
+            self.run(procsys.write_net, key, "1")  # on the handle's thread: in its namespace
+        except (OSError, CNMError) as exc:  # a timeout or closed handle too: the port works
             log.debug("IPv6 stays on for %s: %s", ifname, exc)
 
     def create_veth(
