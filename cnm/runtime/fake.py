@@ -125,6 +125,12 @@ class FakeRuntime:
         pipe.close()
 
     def _watch(self, cid: str, proc: subprocess.Popen[bytes], done: int) -> None:
+        try:  # exited, not yet reaped (its pid stays ours): end the rest of its group, as the
+            # kernel ends a PID namespace with its PID 1 (a `sh -c` child kept the output open)
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ChildProcessError, ProcessLookupError, PermissionError):
+            pass  # reaped by a waiter meanwhile, or nothing left of the group
         proc.wait()
         for t in self._readers.get(cid, []):
             t.join()
